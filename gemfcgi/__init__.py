@@ -1,0 +1,31 @@
+"""
+gemfcgi: a Gemini server on Twisted whose dynamic pages come from FastCGI.
+
+The public API for Twisted programs that embed it:
+
+- ``makeService(config, listen=None, timeouts=None)`` returns an
+  ``IService`` serving a ``Config`` (build one with ``gemfcgi.config.model``
+  or read a gmid.conf with ``gemfcgi.config.load_config``);
+- ``GeminiFactory`` and ``Site`` give a protocol factory for any endpoint,
+  to be wrapped in TLS by ``TLSMemoryBIOFactory`` with a ``ServerTLS``.
+"""
+
+from gemfcgi._version import __version__
+from gemfcgi.config import model
+from gemfcgi.server import GeminiFactory, GeminiProtocol, Site, Timeouts
+from gemfcgi.service import GemfcgiService, build_site, makeService
+from gemfcgi.tls import ClientCertificate, ServerTLS
+
+__all__ = [
+    "__version__",
+    "model",
+    "makeService",
+    "build_site",
+    "GemfcgiService",
+    "GeminiFactory",
+    "GeminiProtocol",
+    "Site",
+    "Timeouts",
+    "ServerTLS",
+    "ClientCertificate",
+]

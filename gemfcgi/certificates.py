@@ -1,0 +1,130 @@
+"""
+Certificates on disk: loading PEM pairs and making self-signed ones.
+
+Gemini clients pin a capsule's certificate on first use, so a generated
+certificate is written once and reused; it is never silently replaced.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+
+VALIDITY = datetime.timedelta(days=3650)
+
+
+class CertificateError(Exception):
+    """A certificate or key that cannot be used, with the file it came from."""
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate chain (leaf first) and its private key."""
+
+    chain: tuple[x509.Certificate, ...]
+    key: PrivateKey
+    cert_path: str
+    key_path: str
+
+
+def load_key_pair(cert_path: str, key_path: str) -> KeyPair:
+    """Read a PEM chain and key, checking that the key belongs to the leaf."""
+    try:
+        cert_data = Path(cert_path).read_bytes()
+    except OSError as e:
+        raise CertificateError(f"{cert_path}: cannot read certificate: {e.strerror}") from None
+    try:
+        key_data = Path(key_path).read_bytes()
+    except OSError as e:
+        raise CertificateError(f"{key_path}: cannot read key: {e.strerror}") from None
+    try:
+        chain = tuple(x509.load_pem_x509_certificates(cert_data))
+    except ValueError:
+        raise CertificateError(f"{cert_path}: no PEM certificate found") from None
+    try:
+        key = serialization.load_pem_private_key(key_data, password=None)
+    except (ValueError, TypeError) as e:
+        raise CertificateError(f"{key_path}: cannot load private key: {e}") from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise CertificateError(f"{key_path}: only ECDSA and RSA keys are supported")
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != chain[0].public_key().public_bytes(
+        encoding, public
+    ):
+        raise CertificateError(f"{key_path}: key does not match the certificate in {cert_path}")
+    return KeyPair(chain, key, cert_path, key_path)
+
+
+def _subject_alternative_names(names: Sequence[str]) -> list[x509.GeneralName]:
+    alternatives: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alternatives.append(x509.DNSName(name))
+    return alternatives
+
+
+def make_self_signed(names: Sequence[str], use_rsa: bool = False) -> tuple[bytes, bytes]:
+    """A self-signed certificate for ``names`` (the first is the CN), as PEM."""
+    key: PrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if use_rsa
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(_subject_alternative_names(names)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def write_key_pair(cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: bytes) -> None:
+    """Write a pair, the key readable by its owner only from the first byte."""
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    cert_path.write_bytes(cert_pem)
+
+
+def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Path]:
+    """
+    The default certificate pair in ``directory``, made on first use.
+
+    Reused on every later run so that clients' trust-on-first-use holds.
+    """
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    if not (cert_path.exists() and key_path.exists()):
+        cert_pem, key_pem = make_self_signed(names)
+        write_key_pair(cert_path, key_path, cert_pem, key_pem)
+    return cert_path, key_path

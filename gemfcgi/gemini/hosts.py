@@ -1,0 +1,89 @@
+"""
+Host names as Gemini compares them: case-insensitive and IDN-aware.
+
+A host reaches the server as an SNI name (always ASCII, A-labels) and as the
+host of the request URL (Unicode or A-labels, any case). Both are brought to
+one canonical form, lowercase A-labels, so that ``bücher.example`` and
+``xn--bcher-kva.example`` are the same host everywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from typing import Optional
+
+import idna
+
+
+@lru_cache(maxsize=4096)
+def canonical_host(name: str) -> Optional[str]:
+    """
+    The lowercase A-label form of ``name``, or ``None`` if it is not a host.
+
+    IP literals are returned in their normal text form (IPv6 without
+    brackets). ASCII names are only lowercased: IDNA2008 would reject names
+    that DNS and certificates accept (underscores), and ASCII needs no mapping.
+    """
+    if not name:
+        return None
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+        try:
+            return str(ipaddress.IPv6Address(name))
+        except ValueError:
+            return None
+    name = name.rstrip(".") if name.endswith(".") and len(name) > 1 else name
+    if name.isascii():
+        if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
+            return None
+        if ":" in name:
+            try:
+                return str(ipaddress.IPv6Address(name))
+            except ValueError:
+                return None
+        return name.lower()
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=4096)
+def unicode_host(canonical: str) -> str:
+    """The Unicode spelling of a canonical host, for globs written in Unicode."""
+    if "xn--" not in canonical:
+        return canonical
+    try:
+        return idna.decode(canonical, uts46=True)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return canonical
+
+
+class HostPattern:
+    """
+    A server name or alias glob, matched as gmid does (``fnmatch``) but
+    case-insensitively and against both spellings of an IDN host.
+    """
+
+    def __init__(self, glob: str) -> None:
+        self.glob = glob
+        lowered = glob.lower()
+        self._globs = {lowered}
+        if not lowered.isascii() and "*" not in lowered and "?" not in lowered:
+            alabel = canonical_host(lowered)
+            if alabel:
+                self._globs.add(alabel)
+        elif "xn--" in lowered:
+            self._globs.add(unicode_host(lowered))
+        self._literal = None if any(c in glob for c in "*?[") else canonical_host(glob)
+
+    def matches(self, canonical: str) -> bool:
+        if self._literal is not None:
+            return canonical == self._literal
+        names = {canonical, unicode_host(canonical)}
+        return any(fnmatchcase(n, g) for n in names for g in self._globs)
+
+    def __repr__(self) -> str:
+        return f"HostPattern({self.glob!r})"

@@ -1,0 +1,177 @@
+"""
+The Gemini request line, parsed without any I/O.
+
+``parse_request_line`` takes the bytes before CRLF and returns a ``Request``
+or raises ``RequestError`` carrying the status the client must get. Nothing
+else can escape it: the protocol turns the error into a response header.
+
+Percent-decoding and dot-segment removal happen here, before routing, so the
+path a handler sees is the only path there is: it always starts with ``/``,
+never holds ``.`` or ``..`` segments, NUL or control characters, and a
+leading ``..`` is dropped (it cannot climb above the root).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import unquote_to_bytes
+
+from gemfcgi.gemini import status
+from gemfcgi.gemini.hosts import canonical_host
+
+MAX_REQUEST_BYTES = 1024
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_PORT = re.compile(r"[0-9]{1,5}")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# RFC 3986 pchar minus the percent sign, plus "/" (the path) or "/?" (query);
+# any non-ASCII character is allowed too (RFC 3987 IRIs).
+_PATH_ASCII = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    "-._~!$&'()*+,;=:@/%"
+)
+_QUERY_ASCII = _PATH_ASCII | {"?"}
+
+
+class RequestError(Exception):
+    """A request that gets an error status instead of a response."""
+
+    def __init__(self, code: int, meta: str) -> None:
+        super().__init__(f"{code} {meta}")
+        self.code = code
+        self.meta = meta
+
+
+@dataclass(frozen=True)
+class Request:
+    """
+    A parsed request.
+
+    ``host`` is canonical (lowercase A-labels, IPv6 without brackets);
+    ``path`` is decoded and normalised; ``query`` is raw (still
+    percent-encoded, without ``?``) or ``None`` when there was no ``?``.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: Optional[int]
+    path: str
+    query: Optional[str]
+
+
+def _bad(meta: str) -> RequestError:
+    return RequestError(status.BAD_REQUEST, meta)
+
+
+def _check_characters(text: str, allowed: frozenset[str], what: str) -> None:
+    for char in text:
+        if char.isascii() and char not in allowed:
+            raise _bad(f"invalid character {char!r} in {what}")
+
+
+def _check_escapes(text: str, what: str) -> None:
+    """Every ``%`` must start a two-digit hex escape."""
+    if text.count("%") != len(_ESCAPE.findall(text)):
+        raise _bad(f"invalid percent-escape in {what}")
+
+
+def percent_decode(text: str, what: str = "path") -> str:
+    """Decode escapes to UTF-8 text, refusing NUL, controls and bad UTF-8."""
+    _check_escapes(text, what)
+    try:
+        decoded = unquote_to_bytes(text).decode("utf-8") if "%" in text else text
+    except UnicodeDecodeError:
+        raise _bad(f"{what} is not valid UTF-8") from None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        raise _bad(f"control character in {what}")
+    return decoded
+
+
+def remove_dot_segments(path: str) -> str:
+    """
+    RFC 3986 dot-segment removal, also folding empty segments as gmid does.
+
+    The result starts with ``/`` and keeps a trailing ``/`` when the input
+    named a directory (``/a/``, ``/a/.``, ``/a/b/..``).
+    """
+    segments = path.split("/")
+    output: list[str] = []
+    for segment in segments:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if output:
+                output.pop()
+            continue
+        output.append(segment)
+    normal = "/" + "/".join(output)
+    if output and (path.endswith("/") or segments[-1] in (".", "..")):
+        normal += "/"
+    return normal
+
+
+def _split_authority(authority: str) -> tuple[str, Optional[int]]:
+    if "@" in authority:
+        raise _bad("userinfo is not allowed in Gemini URLs")
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise _bad("unterminated IPv6 literal")
+        host, rest = authority[: end + 1], authority[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _bad("garbage after IPv6 literal")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, _, port_text = authority.partition(":")
+    port: Optional[int] = None
+    if port_text:
+        if not _PORT.fullmatch(port_text) or int(port_text) > 65535:
+            raise _bad("invalid port")
+        port = int(port_text)
+    return host, port
+
+
+def parse_request_line(line: bytes) -> Request:
+    """Parse the request line (without its CRLF) into a ``Request``."""
+    if len(line) > MAX_REQUEST_BYTES:
+        raise _bad("request line longer than 1024 bytes")
+    if not line:
+        raise _bad("empty request")
+    try:
+        url = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("request is not valid UTF-8") from None
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise _bad("space or control character in request")
+    if "#" in url:
+        raise _bad("fragments are not allowed in requests")
+    scheme_match = _SCHEME.match(url)
+    if scheme_match is None:
+        raise _bad("request is not an absolute URL")
+    scheme = scheme_match.group(1).lower()
+    rest = url[scheme_match.end() :]
+    if scheme != "gemini":
+        raise RequestError(status.PROXY_REQUEST_REFUSED, f"scheme {scheme} is not served")
+    if not rest.startswith("//"):
+        raise _bad("a gemini URL needs an authority (gemini://host/)")
+    rest = rest[2:]
+    split = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, rest = rest[:split], rest[split:]
+    raw_host, port = _split_authority(authority)
+    if not raw_host:
+        raise _bad("empty host")
+    host = canonical_host(raw_host)
+    if host is None:
+        raise _bad("malformed host")
+    raw_path, question, query_text = rest.partition("?")
+    _check_characters(raw_path, _PATH_ASCII, "path")
+    query: Optional[str] = None
+    if question:
+        _check_characters(query_text, _QUERY_ASCII, "query")
+        _check_escapes(query_text, "query")
+        query = query_text
+    path = remove_dot_segments(percent_decode(raw_path))
+    return Request(url=url, scheme=scheme, host=host, port=port, path=path, query=query)

@@ -1,0 +1,205 @@
+"""
+Static files and directories under a location's root.
+
+The request path is already decoded and free of dot segments; what is
+left to defend is symlinks, so every path is resolved and must stay under
+the resolved root. Only regular files are ever opened for reading, and they
+are opened non-blocking so that a FIFO can never stall the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from functools import lru_cache
+from typing import TYPE_CHECKING, BinaryIO, Optional
+from urllib.parse import quote
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from gemfcgi.gemini import status
+from gemfcgi.gemini.request import Request
+from gemfcgi.mime import GEMINI, MimeTable
+from gemfcgi.routing import PathSettings
+
+if TYPE_CHECKING:
+    from gemfcgi.server import GeminiProtocol
+
+# Large reads keep the per-chunk Python and TLS record overhead small; the
+# transport pauses us as soon as one chunk fills its buffer.
+CHUNK_SIZE = 256 * 1024
+# Bytes written in one reactor turn before yielding to other connections,
+# for clients whose socket keeps accepting.
+MAX_BYTES_PER_TURN = 4 * 1024 * 1024
+
+URL_SAFE = "/-._~!$&'()*+,;=:@"
+
+
+@lru_cache(maxsize=256)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
+
+
+def strip_components(path: str, count: int) -> str:
+    """``path`` without its first ``count`` components (gemfcgi strips exactly N)."""
+    if count <= 0:
+        return path
+    parts = path.split("/")[1:]
+    rest = parts[count:]
+    return "/" + "/".join(rest)
+
+
+def resolve_under_root(root: str, path: str) -> Optional[str]:
+    """The real file system path for ``path``, or ``None`` if it leaves the root."""
+    real_root = _real_root(root)
+    real = os.path.realpath(os.path.join(real_root, path.lstrip("/")))
+    if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
+        return real
+    return None
+
+
+def with_lang(mime: str, settings: PathSettings) -> str:
+    """gmid appends ``lang`` only to a bare ``text/gemini``."""
+    if settings.lang and mime == GEMINI:
+        return f"{mime};lang={settings.lang}"
+    return mime
+
+
+def serve_static(
+    client: "GeminiProtocol", request: Request, settings: PathSettings, mime: MimeTable
+) -> None:
+    if settings.root is None:
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    path = strip_components(request.path, settings.strip)
+    real = resolve_under_root(settings.root, path)
+    if real is None:
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    try:
+        info = os.stat(real)
+    except OSError:
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    if stat.S_ISDIR(info.st_mode):
+        if not request.path.endswith("/"):
+            target = quote(request.path, safe=URL_SAFE) + "/"
+            if request.query is not None:
+                target += "?" + request.query
+            client.respond(status.REDIRECT_PERMANENT, target)
+            return
+        index = resolve_under_root(settings.root, os.path.join(path, settings.index))
+        if index is not None and _is_regular_file(index):
+            _send_file(client, index, with_lang(mime.lookup(index, settings.default_type), settings))
+        elif settings.auto_index:
+            _send_listing(client, real, path, settings)
+        else:
+            client.respond(status.NOT_FOUND, "not found")
+        return
+    if not stat.S_ISREG(info.st_mode):
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    _send_file(client, real, with_lang(mime.lookup(real, settings.default_type), settings))
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _send_file(client: "GeminiProtocol", path: str, mime: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    FileSender(client, os.fdopen(fd, "rb", buffering=0)).start(mime)
+
+
+def directory_listing(real_dir: str, path: str) -> bytes:
+    """gmid's auto index: a title, ``=> ./name`` links, directories with ``/``."""
+    title = path if path.endswith("/") else path + "/"
+    lines = [f"# Index of {title}", ""]
+    if title != "/":
+        lines.append("=> ./../")
+    with os.scandir(real_dir) as entries:
+        names = sorted(
+            (entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+            for entry in entries
+        )
+    lines.extend(f"=> ./{quote(name, safe=URL_SAFE)}" for name in names)
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _send_listing(
+    client: "GeminiProtocol", real_dir: str, path: str, settings: PathSettings
+) -> None:
+    try:
+        body = directory_listing(real_dir, path)
+    except OSError:
+        client.respond(status.NOT_FOUND, "not found")
+        return
+    if client.send_header(status.SUCCESS, with_lang(GEMINI, settings)):
+        client.client_write(body)
+    client.finish()
+
+
+@implementer(IPushProducer)
+class FileSender:
+    """Streams one file to a client, as fast as the client reads and no faster."""
+
+    def __init__(self, client: "GeminiProtocol", file: BinaryIO) -> None:
+        self.client = client
+        self.file = file
+        self.paused = False
+        self.done = False
+        self._scheduled = None
+
+    def start(self, mime: str) -> None:
+        if not self.client.send_header(status.SUCCESS, mime):
+            self._close()
+            return
+        self.client.stream(self)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self._scheduled is not None or self.done:
+            return
+        written = 0
+        while not self.paused and not self.done:
+            if written >= MAX_BYTES_PER_TURN:
+                self._scheduled = self.client.clock.callLater(0, self._next_turn)
+                return
+            data = self.file.read(CHUNK_SIZE)
+            if not data:
+                self._close()
+                self.client.finish()
+                return
+            written += len(data)
+            self.client.client_write(data)
+
+    def _next_turn(self) -> None:
+        self._scheduled = None
+        if not self.paused:
+            self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self.done = True
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self._scheduled = None
+        self.file.close()

@@ -1,0 +1,103 @@
+"""
+Which server answers a host, and which settings apply to a path.
+
+Built once per configuration (at start and at each reload) so the request
+path only does lookups. This is the one place that decides which location
+applies, with gmid's rule: each setting comes from the first location, in
+file order, that matches the path and sets it, then from the server block,
+then from the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from typing import Optional
+
+from gemfcgi.config import model
+from gemfcgi.gemini.hosts import HostPattern
+from gemfcgi.mime import OCTET_STREAM, MimeTable
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """The effective settings for one path of one server."""
+
+    auto_index: bool = False
+    block: Optional[model.BlockReturn] = None
+    default_type: str = OCTET_STREAM
+    fastcgi: Optional[model.FastCGI] = None
+    index: str = "index.gmi"
+    lang: Optional[str] = None
+    log: bool = True
+    require_client_ca: Optional[str] = None
+    root: Optional[str] = None
+    strip: int = 0
+
+
+_SIMPLE_SETTINGS = (
+    "auto_index",
+    "block",
+    "default_type",
+    "index",
+    "lang",
+    "require_client_ca",
+    "root",
+    "strip",
+)
+
+
+class VirtualHost:
+    """One ``server`` block, ready to answer requests."""
+
+    def __init__(self, server: model.Server) -> None:
+        self.server = server
+        self.name = server.name
+        self._patterns = [HostPattern(n) for n in [server.name, *server.aliases]]
+        self._locations = [
+            (loc.pattern[1:] if loc.pattern.startswith("/") else loc.pattern, loc.options)
+            for loc in server.locations
+        ]
+        self.settings_for = lru_cache(maxsize=2048)(self._resolve)
+
+    def matches(self, host: str) -> bool:
+        return any(p.matches(host) for p in self._patterns)
+
+    def _resolve(self, path: str) -> PathSettings:
+        relative = path[1:] if path.startswith("/") else path
+        matching = [opts for glob, opts in self._locations if fnmatchcase(relative, glob)]
+        chain = [*matching, self.server.options]
+        values = {}
+        for name in _SIMPLE_SETTINGS:
+            for opts in chain:
+                value = getattr(opts, name)
+                if value is not None:
+                    values[name] = value
+                    break
+        values["log"] = all(opts.log is not False for opts in chain)
+        for opts in chain:
+            fastcgi = opts.fastcgi
+            if fastcgi is not None and (fastcgi.off or fastcgi.address is not None):
+                values["fastcgi"] = None if fastcgi.off else fastcgi
+                break
+        return PathSettings(**values)
+
+    def __repr__(self) -> str:
+        return f"<VirtualHost {self.name!r}>"
+
+
+class Routes:
+    """All virtual hosts of a configuration, first match wins."""
+
+    def __init__(self, config: model.Config) -> None:
+        self.config = config
+        self.hosts = [VirtualHost(server) for server in config.servers]
+        self.mime = MimeTable(config.types)
+        self.select = lru_cache(maxsize=4096)(self._select)
+
+    def _select(self, host: str) -> Optional[VirtualHost]:
+        for vhost in self.hosts:
+            if vhost.matches(host):
+                return vhost
+        return None

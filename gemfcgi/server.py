@@ -1,0 +1,294 @@
+"""
+The Gemini protocol: one connection, one request, one response.
+
+Shaped like gmid's bufferevents: ``client_read`` is the one place request
+bytes are consumed, ``client_write`` the one place response bytes leave.
+Handlers never touch the transport: they call ``send_header``,
+``client_write`` and ``finish``, and register themselves with ``stream`` as
+the push producer that the transport pauses when the client reads slowly.
+
+Every connection ends with a TLS close_notify, and every wait has a timer:
+the handshake, the request line, and the linger after close_notify, after
+which a silent peer is aborted. Nothing outlives its timeouts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gemfcgi import accesslog
+from gemfcgi.gemini import status
+from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
+from gemfcgi.gemini.status import InvalidHeader, response_header
+from gemfcgi.routing import PathSettings, Routes, VirtualHost
+from gemfcgi.tls import TLSFacts
+
+log = Logger()
+
+DEFAULT_PORT = 1965
+
+
+@dataclass
+class Timeouts:
+    """Seconds; every one of them bounds how long a connection can hold resources."""
+
+    handshake: float = 10.0
+    request: float = 10.0
+    linger: float = 2.0
+
+
+@dataclass
+class Site:
+    """
+    One configuration, as connections see it.
+
+    A reload builds a new ``Site``; connections keep the one they started
+    with, so requests in flight finish with their own configuration.
+    ``handlers`` maps a kind of work to the callable that starts it; the
+    service fills in the ones that need more than the routing table
+    (FastCGI backends).
+    """
+
+    routes: Routes
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    public_port: Optional[int] = None
+    handlers: dict[str, Callable[..., None]] = field(default_factory=dict)
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    REQUEST = "request"
+    RESPONDING = "responding"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@implementer(IHandshakeListener)
+class GeminiProtocol(Protocol):
+    """One Gemini connection, inside the TLS layer."""
+
+    def __init__(self, site: Site, clock: IReactorTime) -> None:
+        self.site = site
+        self.clock = clock
+        self.state = State.HANDSHAKE
+        self.tls: Optional[TLSFacts] = None
+        self.request: Optional[Request] = None
+        self.vhost: Optional[VirtualHost] = None
+        self.settings: Optional[PathSettings] = None
+        self._buffer = b""
+        self._timer: Any = None
+        self._producer: Optional[IPushProducer] = None
+        self._header_sent = False
+        self.record = accesslog.AccessRecord(client="-")
+
+    # -- Twisted's edges -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", None)
+        self.record = accesslog.AccessRecord(
+            client=f"{host}:{peer.port}" if host is not None else str(peer),
+            started=self.clock.seconds(),
+        )
+        self._arm(self.site.timeouts.handshake, self._handshake_timed_out)
+
+    def handshakeCompleted(self) -> None:
+        self.tls = TLSFacts.from_connection(self.transport.getHandle())
+        self.state = State.REQUEST
+        self._arm(self.site.timeouts.request, self._request_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state is not State.REQUEST:
+            # Bytes after the request line are ignored: Gemini has no
+            # request body and no pipelining.
+            return
+        self._buffer += data
+        self.client_read()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        previous = self.state
+        self.state = State.CLOSED
+        self._disarm()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+        if previous in (State.RESPONDING, State.CLOSING):
+            self._log_access()
+
+    # -- client_read: the request line -----------------------------------
+
+    def client_read(self) -> None:
+        end = self._buffer.find(b"\r\n")
+        if end < 0:
+            if b"\n" in self._buffer:
+                self.respond(status.BAD_REQUEST, "request line must end with CRLF")
+            elif b"\r" in self._buffer[:-1]:
+                self.respond(status.BAD_REQUEST, "bare CR in request line")
+            elif len(self._buffer) > MAX_REQUEST_BYTES + 2:
+                self.respond(status.BAD_REQUEST, "request line longer than 1024 bytes")
+            return
+        line, self._buffer = self._buffer[:end], b""
+        self._disarm()
+        self.state = State.RESPONDING
+        try:
+            request = parse_request_line(line)
+        except RequestError as error:
+            self.record.url = line[:MAX_REQUEST_BYTES].decode("utf-8", "replace")
+            self.respond(error.code, error.meta)
+            return
+        self.request = request
+        self.record.url = request.url
+        self.record.host = request.host
+        self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> None:
+        tls = self.tls
+        if tls is not None and tls.server_name is not None and tls.server_name != request.host:
+            self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
+            return
+        vhost = self.site.routes.select(request.host)
+        if vhost is None:
+            self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")
+            return
+        expected = self.listener_port
+        if expected is not None and (request.port or DEFAULT_PORT) != expected:
+            self.respond(status.PROXY_REQUEST_REFUSED, "port not served here")
+            return
+        self.vhost = vhost
+        self.settings = settings = vhost.settings_for(request.path)
+        self.record.enabled = settings.log
+        if settings.require_client_ca is not None:
+            self.site.handlers["client_ca"](self, request, settings)
+            return
+        self.handle(request, settings)
+
+    def handle(self, request: Request, settings: PathSettings) -> None:
+        """Start the handler for an accepted request (after any certificate check)."""
+        if settings.block is not None:
+            self.site.handlers["block"](self, request, settings)
+        elif settings.fastcgi is not None:
+            self.site.handlers["fastcgi"](self, request, settings)
+        else:
+            self.site.handlers["static"](self, request, settings)
+
+    @property
+    def listener_port(self) -> Optional[int]:
+        """The port a URL must name: the configured public port, else the socket's."""
+        if self.site.public_port is not None:
+            return self.site.public_port
+        return getattr(self.transport.getHost(), "port", None)
+
+    # -- client_write: the response --------------------------------------
+
+    def send_header(self, code: int, meta: str = "") -> bool:
+        """
+        Write the response header; ``False`` if it was not sent.
+
+        An invalid header from a handler becomes ``40`` here, the one place
+        that can still answer correctly.
+        """
+        if self._header_sent or self.state is not State.RESPONDING:
+            return False
+        try:
+            header = response_header(code, meta)
+        except InvalidHeader as error:
+            log.warn(
+                "{client} {url}: refusing invalid header {code} {meta!r}: {error}",
+                client=self.record.client,
+                url=self.record.url,
+                code=code,
+                meta=meta,
+                error=error,
+            )
+            code, meta = status.TEMPORARY_FAILURE, "internal error"
+            header = response_header(code, meta)
+        self._header_sent = True
+        self.record.status = code
+        self.record.meta = meta
+        self.client_write(header)
+        return True
+
+    def client_write(self, data: bytes) -> None:
+        if self.state is State.RESPONDING:
+            self.record.bytes_sent += len(data)
+            self.transport.write(data)
+
+    def stream(self, producer: IPushProducer) -> None:
+        """Let ``producer`` write the body; the transport pauses it when full."""
+        self._producer = producer
+        self.transport.registerProducer(producer, True)
+
+    def finish(self) -> None:
+        """End the response: flush, close_notify, and a linger for the peer's."""
+        if self.state is not State.RESPONDING:
+            return
+        if self._producer is not None:
+            self._producer = None
+            self.transport.unregisterProducer()
+        self.state = State.CLOSING
+        self._arm(self.site.timeouts.linger, self.transport.abortConnection)
+        self.transport.loseConnection()
+
+    def respond(self, code: int, meta: str = "") -> None:
+        """A header-only response, then close."""
+        if self.state in (State.REQUEST, State.HANDSHAKE):
+            self.state = State.RESPONDING
+        self.send_header(code, meta)
+        self.finish()
+
+    # -- timers ------------------------------------------------------------
+
+    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
+        self._disarm()
+        self._timer = self.clock.callLater(seconds, action)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        self.transport.abortConnection()
+
+    def _request_timed_out(self) -> None:
+        self._timer = None
+        self.record.url = self._buffer[:MAX_REQUEST_BYTES].decode("utf-8", "replace")
+        self.respond(status.BAD_REQUEST, "request timeout")
+
+    def _log_access(self) -> None:
+        if not self.record.enabled:
+            return
+        if self.tls is not None and self.tls.client_certificate is not None:
+            self.record.client_name = self.tls.client_certificate.subject
+        accesslog.emit(self.record, self.clock.seconds())
+
+
+class GeminiFactory(Factory):
+    """
+    Builds ``GeminiProtocol``s for the current ``Site``.
+
+    ``site`` may be replaced at any time (a reload); existing connections
+    keep the ``Site`` they were built with.
+    """
+
+    noisy = False
+
+    def __init__(self, site: Site, clock: Optional[IReactorTime] = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.site = site
+        self.clock = clock
+
+    def buildProtocol(self, addr) -> GeminiProtocol:
+        protocol = GeminiProtocol(self.site, self.clock)
+        protocol.factory = self
+        return protocol

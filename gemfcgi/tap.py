@@ -1,0 +1,130 @@
+"""
+``twistd gemfcgi``: command-line options in, a service out.
+
+Three ways to run:
+- no options: the embedded default, a demo capsule on localhost:1965 with a
+  self-signed certificate made on first run and kept in the state directory;
+- quick mode, ``--root DIR --hostname NAME``: one capsule without a config;
+- ``-c FILE``: a gmid.conf (``--check`` only checks it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from twisted.python import usage
+
+from gemfcgi._version import __version__
+from gemfcgi.certificates import ensure_self_signed, make_self_signed, write_key_pair
+from gemfcgi.config import model
+from gemfcgi.server import Timeouts
+from gemfcgi.service import GemfcgiService, makeService as make_gemfcgi_service
+
+DEMO_ROOT = Path(__file__).parent / "demo" / "capsule"
+LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\:1"]
+ALL_ADDRESSES_LISTENER = "tcp6:1965:interface=\\:\\:"
+LOCAL_NAMES = ["localhost", "127.0.0.1", "::1"]
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "gemfcgi"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve Gemini over TLS. Without options, serves a demo capsule on "
+        "localhost port 1965 with a self-signed certificate."
+    )
+    optParameters = [
+        ["root", "r", None, "Serve this directory (quick mode, no config file)."],
+        ["hostname", "H", "localhost", "The host name served in quick mode."],
+        ["cert", None, None, "PEM certificate (chain) for quick mode."],
+        ["key", None, None, "PEM private key for quick mode."],
+        ["state-dir", None, None, "Where the self-signed certificate is kept "
+         "(default $XDG_STATE_HOME/gemfcgi or ~/.local/state/gemfcgi)."],
+        ["request-timeout", None, 10.0, "Seconds for the request line to arrive.", float],
+        ["handshake-timeout", None, 10.0, "Seconds for the TLS handshake.", float],
+    ]
+    optFlags = [
+        ["gencert", None, "Write a new self-signed certificate for --hostname and exit."],
+        ["rsa", None, "With --gencert: RSA 2048 instead of ECDSA P-256."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """A Twisted server endpoint string to listen on (repeatable);
+        TLS is added by gemfcgi, e.g. tcp:1965:interface=0.0.0.0."""
+        self["listen"].append(description)
+
+    def opt_version(self) -> None:
+        print(f"gemfcgi {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        if (self["cert"] is None) != (self["key"] is None):
+            raise usage.UsageError("--cert and --key go together")
+        if self["state-dir"] is None:
+            self["state-dir"] = str(default_state_dir())
+
+
+def _names_for(hostname: str) -> list[str]:
+    return LOCAL_NAMES if hostname == "localhost" else [hostname]
+
+
+def gencert(options: Options) -> None:
+    """``--gencert``: a fresh pair for a capsule owner, never overwriting one."""
+    directory = Path(options["state-dir"])
+    hostname = options["hostname"]
+    cert_path = Path(options["cert"] or directory / f"{hostname}.pem")
+    key_path = Path(options["key"] or directory / f"{hostname}.key")
+    for path in (cert_path, key_path):
+        if path.exists():
+            sys.exit(f"{path}: already exists; remove it first to replace it")
+    cert_pem, key_pem = make_self_signed(_names_for(hostname), use_rsa=options["rsa"])
+    write_key_pair(cert_path, key_path, cert_pem, key_pem)
+    print(f"certificate: {cert_path}\nkey: {key_path}")
+    sys.exit(0)
+
+
+def quick_config(options: Options, root: str) -> model.Config:
+    """One server for ``root``, with the given or a self-signed certificate."""
+    hostname = options["hostname"]
+    if options["cert"]:
+        cert, key = options["cert"], options["key"]
+    else:
+        directory = Path(options["state-dir"])
+        if hostname != "localhost":
+            directory = directory / hostname
+        cert_path, key_path = ensure_self_signed(directory, _names_for(hostname))
+        cert, key = str(cert_path), str(key_path)
+    server = model.Server(
+        name=hostname,
+        cert=cert,
+        key=key,
+        options=model.LocationOptions(root=os.path.abspath(root)),
+    )
+    return model.Config(servers=[server], log=model.LogSettings(syslog=False))
+
+
+def makeService(options: Options) -> GemfcgiService:
+    if options["gencert"]:
+        gencert(options)
+    timeouts = Timeouts(
+        handshake=options["handshake-timeout"], request=options["request-timeout"]
+    )
+    listen: Optional[list[str]] = options["listen"] or None
+    if options["root"] is not None:
+        config = quick_config(options, options["root"])
+        listen = listen or [ALL_ADDRESSES_LISTENER]
+    else:
+        config = quick_config(options, str(DEMO_ROOT))
+        listen = listen or LOOPBACK_LISTENERS
+    return make_gemfcgi_service(config, listen=listen, timeouts=timeouts)

@@ -1,0 +1,193 @@
+"""
+TLS for Gemini: one context per certificate, chosen by SNI.
+
+Contexts are built once per configuration (building one costs far more
+than a whole handshake) and swapped in from the servername callback. Every
+context requests a client certificate but accepts any: self-signed client
+certificates are how Gemini visitors identify themselves, and only
+``require client ca`` (checked per request, after TLS) judges them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gemfcgi.certificates import KeyPair
+from gemfcgi.gemini.hosts import canonical_host
+
+log = Logger()
+
+# A fixed session id context: without one, OpenSSL refuses to resume a
+# session of a connection that was asked for a client certificate.
+SESSION_ID_CONTEXT = b"gemfcgi"
+
+_VERSIONS = {
+    "tlsv1.2": SSL.TLS1_2_VERSION,
+    "tlsv1.3": SSL.TLS1_3_VERSION,
+}
+
+
+class ProtocolsError(ValueError):
+    """A ``protocols`` string gemfcgi cannot honour."""
+
+
+def protocol_range(protocols: Optional[str]) -> tuple[int, int]:
+    """
+    Minimum and maximum TLS version from a libtls ``protocols`` string.
+
+    gemfcgi never goes below TLS 1.2, so ``all``, ``legacy`` and older
+    versions are narrowed to 1.2 and 1.3; a string naming only versions
+    below 1.2 is an error rather than a silent upgrade.
+    """
+    if protocols is None:
+        return SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION
+    chosen: set[int] = set()
+    for word in protocols.replace(":", ",").split(","):
+        word = word.strip().lower()
+        if word in ("", "secure", "default", "all", "legacy"):
+            chosen.update(_VERSIONS.values())
+        elif word in _VERSIONS:
+            chosen.add(_VERSIONS[word])
+        elif word in ("tlsv1.0", "tlsv1.1", "tlsv1"):
+            continue
+        else:
+            raise ProtocolsError(f"unknown TLS protocol {word!r}")
+    if not chosen:
+        raise ProtocolsError("gemfcgi needs at least TLS 1.2")
+    return min(chosen), max(chosen)
+
+
+def _accept_any_certificate(connection, certificate, errno, depth, ok) -> bool:
+    return True
+
+
+def build_context(
+    pair: KeyPair,
+    protocols: Optional[str] = None,
+    servername_callback: Optional[Callable[[SSL.Connection], None]] = None,
+) -> SSL.Context:
+    """A server context for one certificate; immutable once used."""
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    low, high = protocol_range(protocols)
+    context.set_min_proto_version(low)
+    context.set_max_proto_version(high)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.use_certificate(pair.chain[0])
+    for extra in pair.chain[1:]:
+        context.add_extra_chain_cert(extra)
+    context.use_privatekey(pair.key)
+    context.check_privatekey()
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _accept_any_certificate)
+    context.set_session_id(SESSION_ID_CONTEXT)
+    context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    if servername_callback is not None:
+        context.set_tlsext_servername_callback(servername_callback)
+    return context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    The connection creator of one listener.
+
+    ``choose`` maps a canonical SNI name to the name of the context to use
+    (the routing table's first matching server); unknown names and clients
+    without SNI get the listener's default certificate.
+    """
+
+    def __init__(
+        self,
+        default: KeyPair,
+        by_server: Mapping[str, KeyPair],
+        choose: Callable[[str], Optional[str]],
+        protocols: Optional[str] = None,
+    ) -> None:
+        self._choose = choose
+        self._contexts = {name: build_context(pair, protocols) for name, pair in by_server.items()}
+        self._default = build_context(default, protocols, self._on_servername)
+
+    def _on_servername(self, connection: SSL.Connection) -> None:
+        # An exception here becomes a fatal alert: never let one escape.
+        try:
+            raw = connection.get_servername()
+            if not raw:
+                return
+            host = canonical_host(raw.decode("ascii", "replace"))
+            name = self._choose(host) if host else None
+            context = self._contexts.get(name) if name is not None else None
+            if context is not None:
+                connection.set_context(context)
+        except Exception:
+            log.failure("choosing a certificate by SNI failed; using the default")
+
+    def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        return SSL.Connection(self._default, None)
+
+
+def _one_line_name(name: x509.Name) -> str:
+    """OpenSSL's ``/CN=x/O=y`` form, the one gmid puts in REMOTE_USER."""
+    parts = []
+    for attribute in name:
+        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
+        parts.append(f"/{attribute.rfc4514_attribute_name}={value}")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """What a request handler and a FastCGI app may know of a visitor."""
+
+    certificate: x509.Certificate
+    subject: str
+    issuer: str
+    sha256: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    serial: int
+
+    @classmethod
+    def from_certificate(cls, certificate: x509.Certificate) -> "ClientCertificate":
+        return cls(
+            certificate=certificate,
+            subject=_one_line_name(certificate.subject),
+            issuer=_one_line_name(certificate.issuer),
+            sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            serial=certificate.serial_number,
+        )
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class TLSFacts:
+    """The negotiated parameters of a connection, read once after the handshake."""
+
+    version: str
+    cipher: str
+    server_name: Optional[str]
+    client_certificate: Optional[ClientCertificate]
+
+    @classmethod
+    def from_connection(cls, connection: SSL.Connection) -> "TLSFacts":
+        raw_name = connection.get_servername()
+        server_name = canonical_host(raw_name.decode("ascii", "replace")) if raw_name else None
+        peer = connection.get_peer_certificate(as_cryptography=True)
+        return cls(
+            version=connection.get_protocol_version_name(),
+            cipher=connection.get_cipher_name() or "",
+            server_name=server_name,
+            client_certificate=ClientCertificate.from_certificate(peer) if peer else None,
+        )
