@@ -127,6 +127,12 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        where = f"[{host}]:{address.port}" if host and ":" in host else (
+            f"{host}:{address.port}" if host else str(getattr(address, "name", address))
+        )
+        log.info("listening on {where} ({description})", where=where, description=self.description)
 
     def stopService(self) -> Deferred:
         super().stopService()

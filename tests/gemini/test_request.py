@@ -1,0 +1,153 @@
+"""The request line parser: bytes in, a Request or a status out."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gemfcgi.gemini.request import RequestError, parse_request_line, remove_dot_segments
+
+
+def status_of(line: bytes) -> int:
+    try:
+        parse_request_line(line)
+    except RequestError as error:
+        return error.code
+    return 20
+
+
+def test_uri_of_1024_bytes_is_accepted():
+    line = b"gemini://localhost/" + b"a" * (1024 - len(b"gemini://localhost/"))
+    assert len(line) == 1024
+    assert parse_request_line(line).path == "/" + "a" * (1024 - 19)
+
+
+def test_uri_of_1025_bytes_gets_59():
+    line = b"gemini://localhost/" + b"a" * (1025 - len(b"gemini://localhost/"))
+    assert status_of(line) == 59
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"gemini://localhost/\x00",
+        b"gemini://localhost/\xff\xfe",
+        b"",
+        b"/",
+        b"//localhost/",
+        b"garbage",
+        b"gemini:localhost",
+        b"gemini://",
+        b"gemini://localhost/ spaced",
+        b"gemini://localhost/\t",
+        b"gemini://localhost:99999/",
+        b"gemini://localhost:12a/",
+        b"gemini://[::1/",
+    ],
+)
+def test_malformed_requests_get_59(line):
+    assert status_of(line) == 59
+
+
+def test_userinfo_gets_59():
+    assert status_of(b"gemini://u@localhost/") == 59
+
+
+def test_fragment_gets_59():
+    assert status_of(b"gemini://localhost/page#x") == 59
+
+
+@pytest.mark.parametrize("line", [b"https://localhost/", b"gopher://localhost/", b"mailto:x@y"])
+def test_other_scheme_gets_53(line):
+    assert status_of(line) == 53
+
+
+def test_scheme_is_case_insensitive():
+    assert parse_request_line(b"GEMINI://localhost/").scheme == "gemini"
+
+
+def test_empty_path_and_slash_are_the_same_path():
+    assert parse_request_line(b"gemini://localhost").path == "/"
+    assert parse_request_line(b"gemini://localhost/").path == "/"
+
+
+def test_host_is_lowercased_and_idn_aware():
+    unicode_form = parse_request_line("gemini://Bücher.Example/".encode())
+    punycode_form = parse_request_line(b"gemini://XN--bcher-kva.example/")
+    assert unicode_form.host == punycode_form.host == "xn--bcher-kva.example"
+
+
+def test_ipv6_literal_host_is_accepted():
+    request = parse_request_line(b"gemini://[::1]:1965/")
+    assert (request.host, request.port) == ("::1", 1965)
+
+
+def test_port_is_kept_when_given_and_none_otherwise():
+    assert parse_request_line(b"gemini://localhost:1966/").port == 1966
+    assert parse_request_line(b"gemini://localhost/").port is None
+
+
+@pytest.mark.parametrize(
+    "line, path",
+    [
+        (b"gemini://h/../../etc/passwd", "/etc/passwd"),
+        (b"gemini://h/a/%2e%2e/%2E%2E/etc/passwd", "/etc/passwd"),
+        (b"gemini://h/a/..%2f..%2fetc%2fpasswd", "/etc/passwd"),
+        (b"gemini://h/a/./b/../c", "/a/c"),
+        (b"gemini://h//a//b", "/a/b"),
+        (b"gemini://h/dir/.", "/dir/"),
+        (b"gemini://h/%C3%BC", "/\u00fc"),
+    ],
+)
+def test_percent_decoding_and_dot_segments_happen_before_routing(line, path):
+    assert parse_request_line(line).path == path
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"gemini://h/%00",
+        b"gemini://h/%0d%0aX",
+        b"gemini://h/%c0%ae%c0%ae/",
+        b"gemini://h/%zz",
+        b"gemini://h/%4",
+    ],
+)
+def test_nul_controls_bad_escapes_and_overlong_utf8_get_59(line):
+    assert status_of(line) == 59
+
+
+def test_query_is_kept_raw():
+    request = parse_request_line(b"gemini://h/search?hello%20world+x")
+    assert request.query == "hello%20world+x"
+
+
+def test_empty_query_is_not_no_query():
+    assert parse_request_line(b"gemini://h/?").query == ""
+    assert parse_request_line(b"gemini://h/").query is None
+
+
+def test_remove_dot_segments_never_climbs_above_root():
+    assert remove_dot_segments("/../../..") == "/"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=1100))
+def test_parser_raises_only_its_own_error_on_any_bytes(line):
+    try:
+        request = parse_request_line(line)
+    except RequestError as error:
+        assert error.code in (53, 59)
+    else:
+        assert request.path.startswith("/")
+        assert "/../" not in request.path + "/" and "/./" not in request.path + "/"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_parser_raises_only_its_own_error_on_any_gemini_url(rest):
+    line = ("gemini://localhost/" + rest).encode("utf-8")
+    try:
+        request = parse_request_line(line)
+    except RequestError as error:
+        assert error.code == 59
+    else:
+        assert request.path.startswith("/") and "\x00" not in request.path

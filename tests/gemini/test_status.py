@@ -1,0 +1,44 @@
+"""The one place a response header is built."""
+
+import pytest
+
+from gemfcgi.gemini.status import DEFINED_CODES, InvalidHeader, response_header
+
+
+def test_header_is_code_space_meta_crlf():
+    assert response_header(20, "text/gemini") == b"20 text/gemini\r\n"
+
+
+@pytest.mark.parametrize("code", [40, 41, 42, 43, 44, 50, 51, 52, 53, 59, 60, 61, 62])
+def test_failure_codes_may_have_no_meta(code):
+    assert response_header(code) == b"%d\r\n" % code
+
+
+@pytest.mark.parametrize("code", [10, 11, 20, 30, 31])
+def test_meta_is_required_for_1x_to_3x(code):
+    with pytest.raises(InvalidHeader):
+        response_header(code, "")
+
+
+@pytest.mark.parametrize("code", sorted(set(range(0, 100)) - DEFINED_CODES))
+def test_codes_the_spec_does_not_define_are_never_sent(code):
+    with pytest.raises(InvalidHeader):
+        response_header(code, "x")
+
+
+def test_meta_of_1024_bytes_is_allowed_and_1025_is_not():
+    assert response_header(20, "a" * 1024).endswith(b"a\r\n")
+    with pytest.raises(InvalidHeader):
+        response_header(20, "a" * 1025)
+
+
+def test_meta_length_counts_utf8_bytes():
+    with pytest.raises(InvalidHeader):
+        response_header(20, "é" * 513)
+
+
+def test_meta_with_line_break_or_bom_is_refused():
+    with pytest.raises(InvalidHeader):
+        response_header(20, "text/gemini\r\n20 x")
+    with pytest.raises(InvalidHeader):
+        response_header(20, "\ufefftext/gemini")

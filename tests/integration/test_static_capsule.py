@@ -1,0 +1,193 @@
+"""A static capsule served over real TLS on a real socket."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import pytest
+
+from tests.support import client_context, fetch, raw_exchange
+
+
+def url(server, path="/"):
+    return f"gemini://localhost:{server.port}{path}"
+
+
+def test_empty_path_is_served_with_20_no_redirect(server):
+    reply = fetch(server.port, f"gemini://localhost:{server.port}")
+    assert reply.header == b"20 text/gemini"
+    assert reply.body == b"# Home\n=> sub/ sub\n"
+
+
+def test_slash_is_served_with_20(server):
+    assert fetch(server.port, url(server)).header == b"20 text/gemini"
+
+
+def test_directory_without_slash_gets_31_to_the_slash_form_keeping_the_query(server):
+    assert fetch(server.port, url(server, "/sub")).header == b"31 /sub/"
+    assert fetch(server.port, url(server, "/sub?x=1")).header == b"31 /sub/?x=1"
+
+
+def test_directory_with_slash_serves_its_index(server):
+    reply = fetch(server.port, url(server, "/sub/"))
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"# Sub\n")
+
+
+def test_directory_without_index_gets_51(server):
+    assert fetch(server.port, url(server, "/noindex/")).status == 51
+
+
+@pytest.mark.parametrize(
+    "path, mime",
+    [
+        ("/UPPER.GMI", "text/gemini"),
+        ("/picture.PNG", "image/png"),
+        ("/readme.md", "text/markdown"),
+        ("/noindex/file.txt", "text/plain"),
+        ("/data.bin", "application/octet-stream"),
+    ],
+)
+def test_mime_type_comes_from_gmids_table_ignoring_case(server, path, mime):
+    assert fetch(server.port, url(server, path)).meta == mime
+
+
+def test_binary_file_arrives_intact(server):
+    assert fetch(server.port, url(server, "/data.bin")).body == bytes(range(256))
+
+
+def test_missing_file_gets_51(server):
+    assert fetch(server.port, url(server, "/nothing-here.gmi")).status == 51
+
+
+def test_fifo_is_never_opened_and_gets_51(server):
+    started = time.monotonic()
+    assert fetch(server.port, url(server, "/fifo")).status == 51
+    assert time.monotonic() - started < 5
+    assert fetch(server.port, url(server)).status == 20
+
+
+def test_unreadable_file_gets_51(server):
+    assert fetch(server.port, url(server, "/secret.gmi")).status == 51
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../../../../etc/hostname",
+        "/%2e%2e/%2e%2e/%2e%2e/etc/hostname",
+        "/%2E%2E%2f%2E%2E%2fetc%2fhostname",
+        "/sub/..%2f..%2f..%2fetc%2fhostname",
+        "/escape.txt",
+        "/escape-dir/hostname",
+    ],
+)
+def test_nothing_resolves_outside_the_root(server, path):
+    assert fetch(server.port, url(server, path)).status == 51
+
+
+def test_symlink_inside_the_root_is_followed(server):
+    assert fetch(server.port, url(server, "/inside-link.gmi")).body == b"# Home\n=> sub/ sub\n"
+
+
+@pytest.mark.parametrize(
+    "line, status",
+    [
+        (b"gemini://localhost:{port}/\r\n", 20),
+        (b"gemini://localhost:{port}/missing\r\n", 51),
+        (b"gemini://u@localhost:{port}/\r\n", 59),
+        (b"gemini://localhost:{port}/#frag\r\n", 59),
+        (b"https://localhost:{port}/\r\n", 53),
+        (b"gemini://elsewhere.example:{port}/\r\n", 53),
+        (b"gemini://localhost:1/\r\n", 53),
+        (b"gemini://localhost/\r\n", 53),
+        (b"\r\n", 59),
+        (b"/\r\n", 59),
+        (b"//localhost/\r\n", 59),
+    ],
+)
+def test_every_outcome_ends_with_close_notify(server, line, status):
+    data, clean, _ = raw_exchange(server.port, line.replace(b"{port}", str(server.port).encode()))
+    assert int(data[:2]) == status
+    assert clean, "connection closed without TLS close_notify"
+
+
+def test_uri_of_1025_bytes_gets_59_and_1024_is_served(server):
+    base = f"gemini://localhost:{server.port}/"
+    longest = base + "a" * (1024 - len(base))
+    assert fetch(server.port, longest).status == 51
+    assert fetch(server.port, longest + "a").status == 59
+
+
+def test_url_host_that_differs_from_sni_gets_53(server):
+    reply = fetch(server.port, f"gemini://127.0.0.1:{server.port}/", sni="localhost")
+    assert reply.status == 53
+
+
+def test_no_sni_lets_the_url_host_pick_the_server(server):
+    assert fetch(server.port, url(server), sni=None).status == 20
+
+
+def test_idle_client_gets_59_at_the_request_timeout(server):
+    context = client_context()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            started = time.monotonic()
+            tls.sendall(b"gemini://localhost")
+            data = b""
+            while True:
+                chunk = tls.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+            waited = time.monotonic() - started
+    assert data == b"59 request timeout\r\n"
+    assert 0.5 < waited < 5
+
+
+def test_client_that_never_handshakes_is_closed_at_the_handshake_timeout(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        started = time.monotonic()
+        try:
+            data = raw.recv(1024)
+        except ConnectionResetError:
+            data = b""
+        waited = time.monotonic() - started
+    assert data == b""
+    assert 0.5 < waited < 5
+
+
+def test_access_log_has_one_line_per_request(server):
+    fetch(server.port, url(server, "/sub/?logged"))
+    match = server.wait_for_log(
+        r"127\.0\.0\.1:\d+ GET gemini://localhost:\d+/sub/\?logged 20 text/gemini (\d+) [\d.]+ms"
+    )
+    assert int(match.group(1)) == len(b"20 text/gemini\r\n# Sub\n")
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_large_file_to_a_slow_client_holds_memory_flat(server):
+    pid = server.process.pid
+    before = _rss_kib(pid)
+    context = client_context()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(url(server, "/big.bin").encode() + b"\r\n")
+            received = len(tls.recv(65536))
+            peak = before
+            for _ in range(20):
+                time.sleep(0.1)
+                received += len(tls.recv(65536))
+                peak = max(peak, _rss_kib(pid))
+    assert received > 0
+    assert peak - before < 32 * 1024, f"server RSS grew by {peak - before} KiB"
+    assert fetch(server.port, url(server)).status == 20

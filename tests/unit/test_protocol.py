@@ -1,0 +1,170 @@
+"""GeminiProtocol without sockets: bytes in, bytes out, time from a Clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from gemfcgi.config import model
+from gemfcgi.server import GeminiProtocol, Site, Timeouts
+from gemfcgi.service import build_site
+
+
+class FakeTLSConnection:
+    """What GeminiProtocol reads from the SSL connection after the handshake."""
+
+    def __init__(self, server_name):
+        self.server_name = server_name
+
+    def get_servername(self):
+        return self.server_name
+
+    def get_peer_certificate(self, as_cryptography=False):
+        return None
+
+    def get_protocol_version_name(self):
+        return "TLSv1.3"
+
+    def get_cipher_name(self):
+        return "TLS_AES_256_GCM_SHA384"
+
+
+class TLSStringTransport(StringTransport):
+    def __init__(self, server_name=b"localhost", port=1965):
+        super().__init__(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", port),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+        )
+        self.handle = FakeTLSConnection(server_name)
+        self.aborted = False
+
+    def getHandle(self):
+        return self.handle
+
+    def abortConnection(self):
+        self.aborted = True
+        super().abortConnection()
+
+
+@pytest.fixture
+def site(tmp_path) -> Site:
+    (tmp_path / "index.gmi").write_text("# home\n")
+    config = model.Config(
+        servers=[
+            model.Server(name="localhost", options=model.LocationOptions(root=str(tmp_path))),
+            model.Server(name="other.example", options=model.LocationOptions(root=str(tmp_path))),
+        ]
+    )
+    return build_site(config, Timeouts(handshake=10, request=10, linger=2))
+
+
+def connect(site, server_name=b"localhost", port=1965, handshake=True):
+    clock = Clock()
+    protocol = GeminiProtocol(site, clock)
+    transport = TLSStringTransport(server_name, port)
+    protocol.makeConnection(transport)
+    if handshake:
+        protocol.handshakeCompleted()
+    return protocol, transport, clock
+
+
+def test_request_in_pieces_is_assembled(site):
+    protocol, transport, _ = connect(site)
+    for piece in (b"gemini://local", b"host/", b"\r", b"\n"):
+        protocol.dataReceived(piece)
+    assert transport.value() == b"20 text/gemini\r\n# home\n"
+    assert transport.disconnecting
+
+
+def test_bare_lf_gets_59_at_once(site):
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/\n")
+    assert transport.value().startswith(b"59 ")
+
+
+def test_line_longer_than_1026_bytes_without_crlf_gets_59(site):
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/" + b"a" * 1000)
+    assert transport.value() == b""
+    protocol.dataReceived(b"b" * 10)
+    assert transport.value().startswith(b"59 ")
+
+
+def test_bytes_after_the_request_line_are_ignored(site):
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/\r\ngemini://localhost/\r\n")
+    assert transport.value().count(b"\r\n") == 1
+
+
+def test_request_timeout_sends_59_and_closes(site):
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://loc")
+    clock.advance(9.9)
+    assert transport.value() == b""
+    clock.advance(0.2)
+    assert transport.value() == b"59 request timeout\r\n"
+    assert transport.disconnecting
+
+
+def test_handshake_timeout_aborts_without_a_response(site):
+    _, transport, clock = connect(site, handshake=False)
+    clock.advance(10.1)
+    assert transport.aborted and transport.value() == b""
+
+
+def test_peer_that_never_answers_close_notify_is_aborted_after_linger(site):
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.disconnecting and not transport.aborted
+    clock.advance(2.1)
+    assert transport.aborted
+
+
+def test_no_timer_survives_the_connection(site):
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    protocol.connectionLost(None)
+    assert clock.getDelayedCalls() == []
+
+
+def test_url_host_different_from_sni_gets_53(site):
+    protocol, transport, _ = connect(site, server_name=b"other.example")
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.value().startswith(b"53 ")
+
+
+def test_no_sni_lets_the_url_host_pick_the_server(site):
+    protocol, transport, _ = connect(site, server_name=None)
+    protocol.dataReceived(b"gemini://other.example/\r\n")
+    assert transport.value().startswith(b"20 ")
+
+
+def test_host_not_served_gets_53(site):
+    protocol, transport, _ = connect(site, server_name=None)
+    protocol.dataReceived(b"gemini://elsewhere.example/\r\n")
+    assert transport.value().startswith(b"53 ")
+
+
+def test_port_other_than_the_listeners_gets_53(site):
+    protocol, transport, _ = connect(site, port=1965)
+    protocol.dataReceived(b"gemini://localhost:1966/\r\n")
+    assert transport.value().startswith(b"53 ")
+
+
+def test_absent_port_means_1965(site):
+    protocol, transport, _ = connect(site, port=1966)
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.value().startswith(b"53 ")
+
+
+def test_sni_in_another_case_or_spelling_is_the_same_host(tmp_path):
+    (tmp_path / "index.gmi").write_text("x")
+    config = model.Config(
+        servers=[model.Server(name="bücher.example", options=model.LocationOptions(root=str(tmp_path)))]
+    )
+    site = build_site(config)
+    protocol, transport, _ = connect(site, server_name=b"XN--BCHER-KVA.example")
+    protocol.dataReceived("gemini://Bücher.example/\r\n".encode())
+    assert transport.value().startswith(b"20 ")
