@@ -14,7 +14,8 @@ from gemfcgi._version import __version__
 from gemfcgi.config import model
 from gemfcgi.server import GeminiFactory, GeminiProtocol, Site, Timeouts
 from gemfcgi.service import GemfcgiService, build_site, makeService
-from gemfcgi.tls import ClientCertificate, ServerTLS
+from gemfcgi.certificates import ClientCertificate
+from gemfcgi.tls import ServerTLS
 
 __all__ = [
     "__version__",

@@ -12,7 +12,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -128,3 +128,43 @@ def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Pat
         cert_pem, key_pem = make_self_signed(names)
         write_key_pair(cert_path, key_path, cert_pem, key_pem)
     return cert_path, key_path
+
+
+def _one_line_name(name: x509.Name) -> str:
+    """OpenSSL's ``/CN=x/O=y`` form, the one gmid puts in REMOTE_USER."""
+    parts = []
+    for attribute in name:
+        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
+        parts.append(f"/{attribute.rfc4514_attribute_name}={value}")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """
+    What a request handler and a FastCGI app may know of a visitor.
+
+    ``subject`` and ``issuer`` are in OpenSSL's one-line form (``/CN=alice``)
+    as gmid sends them; ``sha256`` is the hex digest of the DER encoding, so
+    values match gmid's and jetforce's for the same certificate.
+    """
+
+    subject: str
+    issuer: str
+    sha256: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    serial: int
+    certificate: Optional[x509.Certificate] = None
+
+    @classmethod
+    def from_certificate(cls, certificate: x509.Certificate) -> "ClientCertificate":
+        return cls(
+            certificate=certificate,
+            subject=_one_line_name(certificate.subject),
+            issuer=_one_line_name(certificate.issuer),
+            sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            serial=certificate.serial_number,
+        )

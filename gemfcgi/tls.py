@@ -10,18 +10,15 @@ certificates are how Gemini visitors identify themselves, and only
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gemfcgi.certificates import KeyPair
+from gemfcgi.certificates import ClientCertificate, KeyPair
 from gemfcgi.gemini.hosts import canonical_host
 
 log = Logger()
@@ -131,44 +128,6 @@ class ServerTLS:
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         return SSL.Connection(self._default, None)
-
-
-def _one_line_name(name: x509.Name) -> str:
-    """OpenSSL's ``/CN=x/O=y`` form, the one gmid puts in REMOTE_USER."""
-    parts = []
-    for attribute in name:
-        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
-        parts.append(f"/{attribute.rfc4514_attribute_name}={value}")
-    return "".join(parts)
-
-
-@dataclass(frozen=True)
-class ClientCertificate:
-    """What a request handler and a FastCGI app may know of a visitor."""
-
-    certificate: x509.Certificate
-    subject: str
-    issuer: str
-    sha256: str
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    serial: int
-
-    @classmethod
-    def from_certificate(cls, certificate: x509.Certificate) -> "ClientCertificate":
-        return cls(
-            certificate=certificate,
-            subject=_one_line_name(certificate.subject),
-            issuer=_one_line_name(certificate.issuer),
-            sha256=certificate.fingerprint(hashes.SHA256()).hex(),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            serial=certificate.serial_number,
-        )
-
-    @property
-    def der(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.DER)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,243 @@
+"""
+The CGI/FastCGI parameters sent to an application for one request.
+
+``request_params`` is a pure function of the request's facts and the
+location's ``fastcgi`` settings (plus one injectable file check), so every
+rule below is a unit test and the relay only encodes the result.
+
+What is sent, in this order, each name exactly once:
+
+* gmid's set, in gmid's order and with gmid's derivations (gmid.md 2.2):
+  PATH_INFO, SCRIPT_NAME, GATEWAY_INTERFACE, PATH_TRANSLATED, QUERY_STRING,
+  REMOTE_ADDR, REMOTE_HOST, REQUEST_METHOD, SERVER_NAME, SERVER_PORT,
+  SERVER_PROTOCOL, SERVER_SOFTWARE, GEMINI_URL_PATH, GEMINI_SEARCH_STRING
+  (only for a non-empty query without ``=``), AUTH_TYPE, and with a client
+  certificate REMOTE_USER, TLS_CLIENT_ISSUER, TLS_CLIENT_HASH,
+  TLS_CLIENT_NOT_BEFORE, TLS_CLIENT_NOT_AFTER;
+* then what gmid lacks: GEMINI_URL, DOCUMENT_ROOT, SCRIPT_FILENAME,
+  REMOTE_PORT, SERVER_ADDR, TLS_VERSION, TLS_CIPHER, TLS_CIPHER_STRENGTH
+  (when known) always, TLS_CLIENT_SERIAL with a certificate;
+* then the user's ``param`` lines. Unlike gmid, which sends duplicates, a
+  ``param`` with a built-in's name replaces its value in the built-in's
+  position; other names are appended in config order, and when a name is
+  given twice the last value wins.
+
+Where the split between SCRIPT_NAME and PATH_INFO comes from, first rule
+that applies:
+
+1. ``fastcgi strip N`` removes exactly N leading components of the path
+   (gmid removes one for any N). GEMINI_URL_PATH keeps the whole path.
+2. ``param SCRIPT_NAME = S``, as in gmid (gmid.md 2.3): when the path is S
+   (without trailing slashes) or continues it with ``/``, SCRIPT_NAME is
+   that prefix and PATH_INFO the rest; otherwise SCRIPT_NAME is S and
+   PATH_INFO the whole path. Unlike gmid, PATH_INFO keeps its leading ``/``.
+3. The CGI convention, with a document root: the shortest leading run of
+   segments that names a regular file under the root is SCRIPT_NAME
+   (``/cgi/env.sh/extra`` gives ``/cgi/env.sh`` and ``/extra``). A file whose
+   real path is outside the root (a symlink out) is never used.
+4. Otherwise SCRIPT_NAME is empty and PATH_INFO is the whole path, as gmid.
+
+SCRIPT_FILENAME is the file found by rule 3; else the root joined with
+SCRIPT_NAME when it is set (what slowcgi and fcgiwrap expect when the user
+sets ``param SCRIPT_NAME``); else the root joined with the path, which names
+the requested file for applications that serve a whole tree. PATH_TRANSLATED
+is the root joined with PATH_INFO (gmid's form: ``root/`` for an empty
+PATH_INFO). Without a root, DOCUMENT_ROOT, SCRIPT_FILENAME and
+PATH_TRANSLATED are empty strings, as gmid sends PATH_TRANSLATED.
+
+Client input cannot add, split or forge a parameter: names are constants or
+come from the configuration, and the record encoding is length-prefixed, so
+CR, LF or ``=`` in a value stay in that value. NUL is the one character
+replaced (by U+FFFD, like undecodable bytes in GEMINI_SEARCH_STRING): the
+request parser already refuses it in paths, but ``%00`` in a query decodes
+to it, and C applications (fcgiwrap, slowcgi) would cut an environment
+string there without telling anyone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Optional
+from urllib.parse import unquote_plus
+
+from gemfcgi._version import __version__
+from gemfcgi.certificates import ClientCertificate
+from gemfcgi.config.model import FastCGI
+
+DEFAULT_SERVER_PORT = 1965
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """
+    Everything about one request that a parameter is derived from.
+
+    ``path`` is decoded and normalised and starts with ``/``; ``query`` is
+    raw (percent-encoded, without ``?``) or ``None``; ``host`` and ``port``
+    are as written in the URL (host lowercased); ``root`` is the document
+    root of the matched location, if any.
+    """
+
+    path: str
+    query: Optional[str]
+    host: str
+    port: Optional[int]
+    url: str
+    root: Optional[str]
+    client_address: str
+    client_port: int
+    server_address: str
+    tls_version: str
+    tls_cipher: str
+    tls_cipher_strength: Optional[int] = None
+    certificate: Optional[ClientCertificate] = None
+    server_software: str = f"gemfcgi/{__version__}"
+
+
+@dataclass(frozen=True)
+class _Script:
+    name: str
+    path_info: str
+    filename: Optional[str] = None
+
+
+def request_params(
+    facts: RequestFacts,
+    settings: FastCGI,
+    is_file: Callable[[str], bool] = os.path.isfile,
+) -> list[tuple[str, str]]:
+    """The parameters for ``facts``, in a stable order, each name once."""
+    user_params = dict(settings.params)
+    path = _strip_components(facts.path, settings.strip or 0)
+    script = _split_script(path, user_params.get("SCRIPT_NAME"), facts.root, is_file)
+    params = {
+        "PATH_INFO": script.path_info,
+        "SCRIPT_NAME": script.name,
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "PATH_TRANSLATED": _join(facts.root, script.path_info),
+        "QUERY_STRING": facts.query or "",
+        "REMOTE_ADDR": facts.client_address,
+        "REMOTE_HOST": facts.client_address,
+        "REQUEST_METHOD": "GET",
+        "SERVER_NAME": facts.host,
+        "SERVER_PORT": str(facts.port or DEFAULT_SERVER_PORT),
+        "SERVER_PROTOCOL": "GEMINI",
+        "SERVER_SOFTWARE": facts.server_software,
+        "GEMINI_URL_PATH": facts.path.removeprefix("/"),
+    }
+    if facts.query and "=" not in facts.query:
+        params["GEMINI_SEARCH_STRING"] = unquote_plus(facts.query)
+    params.update(_certificate_params(facts.certificate))
+    params.update(
+        {
+            "GEMINI_URL": facts.url,
+            "DOCUMENT_ROOT": facts.root or "",
+            "SCRIPT_FILENAME": _script_filename(script, path, facts.root),
+            "REMOTE_PORT": str(facts.client_port),
+            "SERVER_ADDR": facts.server_address,
+            "TLS_VERSION": facts.tls_version,
+            "TLS_CIPHER": facts.tls_cipher,
+        }
+    )
+    if facts.tls_cipher_strength is not None:
+        params["TLS_CIPHER_STRENGTH"] = str(facts.tls_cipher_strength)
+    if facts.certificate is not None:
+        params["TLS_CLIENT_SERIAL"] = _serial_hex(facts.certificate.serial)
+    user_params.pop("SCRIPT_NAME", None)
+    params.update(user_params)
+    return [(name, value.replace("\0", "\ufffd")) for name, value in params.items()]
+
+
+def _strip_components(path: str, count: int) -> str:
+    """``path`` without its first ``count`` components, still starting with ``/``."""
+    if count <= 0:
+        return path
+    components = path.removeprefix("/").split("/")
+    return "/" + "/".join(components[count:])
+
+
+def _split_script(
+    path: str,
+    configured: Optional[str],
+    root: Optional[str],
+    is_file: Callable[[str], bool],
+) -> _Script:
+    if configured is not None:
+        return _split_configured(path, configured)
+    if root is not None:
+        found = _find_script_file(path, root, is_file)
+        if found is not None:
+            return found
+    return _Script("", path)
+
+
+def _split_configured(path: str, configured: str) -> _Script:
+    """gmid's rule for ``param SCRIPT_NAME``, with PATH_INFO keeping its ``/``."""
+    prefix = configured.rstrip("/")
+    if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
+        return _Script(prefix, path[len(prefix) :])
+    return _Script(configured, path)
+
+
+def _find_script_file(
+    path: str, root: str, is_file: Callable[[str], bool]
+) -> Optional[_Script]:
+    """The shortest leading run of segments naming a regular file inside ``root``."""
+    real_root = os.path.realpath(root)
+    end = 0
+    while True:
+        end = path.find("/", end + 1)
+        name = path if end < 0 else path[:end]
+        if not name.endswith("/"):
+            filename = _join(root, name)
+            if is_file(filename) and _is_inside(os.path.realpath(filename), real_root):
+                return _Script(name, path[len(name) :], filename)
+        if end < 0:
+            return None
+
+
+def _is_inside(real_path: str, real_root: str) -> bool:
+    return os.path.commonpath([real_path, real_root]) == real_root
+
+
+def _join(root: Optional[str], path: str) -> str:
+    """``root/path`` with exactly one slash between, as gmid builds PATH_TRANSLATED."""
+    if root is None:
+        return ""
+    return root.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _script_filename(script: _Script, path: str, root: Optional[str]) -> str:
+    if script.filename is not None:
+        return script.filename
+    return _join(root, script.name or path)
+
+
+def _certificate_params(certificate: Optional[ClientCertificate]) -> dict[str, str]:
+    if certificate is None:
+        return {"AUTH_TYPE": ""}
+    return {
+        "AUTH_TYPE": "CERTIFICATE",
+        "REMOTE_USER": certificate.subject,
+        "TLS_CLIENT_ISSUER": certificate.issuer,
+        "TLS_CLIENT_HASH": "SHA256:" + certificate.sha256.lower(),
+        "TLS_CLIENT_NOT_BEFORE": _utc_timestamp(certificate.not_before),
+        "TLS_CLIENT_NOT_AFTER": _utc_timestamp(certificate.not_after),
+    }
+
+
+def _utc_timestamp(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ``; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _serial_hex(serial: int) -> str:
+    """Upper-case hex, two digits a byte, as nginx and Apache send serials."""
+    magnitude = abs(serial)
+    length = max(1, (magnitude.bit_length() + 7) // 8)
+    sign = "-" if serial < 0 else ""
+    return sign + magnitude.to_bytes(length, "big").hex().upper()

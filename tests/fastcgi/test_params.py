@@ -1,0 +1,512 @@
+"""The parameters a FastCGI application receives for a request."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gemfcgi._version import __version__
+from gemfcgi.config.model import FastCGI
+from gemfcgi.fastcgi.params import ClientCertificate, RequestFacts, request_params
+
+FACTS = RequestFacts(
+    path="/fcgi/params",
+    query=None,
+    host="example.org",
+    port=None,
+    url="gemini://example.org/fcgi/params",
+    root=None,
+    client_address="192.0.2.7",
+    client_port=50123,
+    server_address="198.51.100.1",
+    tls_version="TLSv1.3",
+    tls_cipher="TLS_AES_256_GCM_SHA384",
+)
+
+CERTIFICATE = ClientCertificate(
+    subject="/CN=valid",
+    issuer="/CN=testca",
+    sha256="AB" * 32,
+    not_before=datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    not_after=datetime(2034, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
+    serial=0x0A1B2C,
+)
+
+BASE_NAMES = [
+    "PATH_INFO",
+    "SCRIPT_NAME",
+    "GATEWAY_INTERFACE",
+    "PATH_TRANSLATED",
+    "QUERY_STRING",
+    "REMOTE_ADDR",
+    "REMOTE_HOST",
+    "REQUEST_METHOD",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "SERVER_SOFTWARE",
+    "GEMINI_URL_PATH",
+    "AUTH_TYPE",
+    "GEMINI_URL",
+    "DOCUMENT_ROOT",
+    "SCRIPT_FILENAME",
+    "REMOTE_PORT",
+    "SERVER_ADDR",
+    "TLS_VERSION",
+    "TLS_CIPHER",
+]
+
+
+def no_files(path: str) -> bool:
+    return False
+
+
+def params_for(settings_=None, is_file=no_files, **changes) -> dict[str, str]:
+    params = request_params(replace(FACTS, **changes), settings_ or FastCGI(), is_file)
+    names = [name for name, _ in params]
+    assert len(names) == len(set(names)), names
+    return dict(params)
+
+
+def names_for(settings_=None, is_file=no_files, **changes) -> list[str]:
+    facts = replace(FACTS, **changes)
+    return [name for name, _ in request_params(facts, settings_ or FastCGI(), is_file)]
+
+
+# The whole set ------------------------------------------------------------------
+
+
+def test_request_without_certificate_gets_exactly_the_base_names_in_order():
+    assert names_for() == BASE_NAMES
+
+
+def test_request_without_certificate_gets_gmid_values():
+    assert params_for() == {
+        "PATH_INFO": "/fcgi/params",
+        "SCRIPT_NAME": "",
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "PATH_TRANSLATED": "",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "192.0.2.7",
+        "REMOTE_HOST": "192.0.2.7",
+        "REQUEST_METHOD": "GET",
+        "SERVER_NAME": "example.org",
+        "SERVER_PORT": "1965",
+        "SERVER_PROTOCOL": "GEMINI",
+        "SERVER_SOFTWARE": f"gemfcgi/{__version__}",
+        "GEMINI_URL_PATH": "fcgi/params",
+        "AUTH_TYPE": "",
+        "GEMINI_URL": "gemini://example.org/fcgi/params",
+        "DOCUMENT_ROOT": "",
+        "SCRIPT_FILENAME": "",
+        "REMOTE_PORT": "50123",
+        "SERVER_ADDR": "198.51.100.1",
+        "TLS_VERSION": "TLSv1.3",
+        "TLS_CIPHER": "TLS_AES_256_GCM_SHA384",
+    }
+
+
+def test_server_port_is_the_port_written_in_the_url():
+    assert params_for(port=11965)["SERVER_PORT"] == "11965"
+
+
+def test_gemini_url_path_of_the_root_is_empty():
+    assert params_for(path="/")["GEMINI_URL_PATH"] == ""
+
+
+def test_cipher_strength_is_sent_when_known():
+    params = params_for(tls_cipher_strength=256)
+    assert params["TLS_CIPHER_STRENGTH"] == "256"
+
+
+def test_server_software_can_be_given():
+    assert params_for(server_software="gemfcgi/9.9")["SERVER_SOFTWARE"] == "gemfcgi/9.9"
+
+
+# Client certificates -------------------------------------------------------------
+
+
+def test_certificate_params_use_gmid_formats():
+    params = params_for(certificate=CERTIFICATE)
+    assert params["AUTH_TYPE"] == "CERTIFICATE"
+    assert params["REMOTE_USER"] == "/CN=valid"
+    assert params["TLS_CLIENT_ISSUER"] == "/CN=testca"
+    assert params["TLS_CLIENT_HASH"] == "SHA256:" + "ab" * 32
+    assert params["TLS_CLIENT_NOT_BEFORE"] == "2024-01-02T03:04:05Z"
+    assert params["TLS_CLIENT_NOT_AFTER"] == "2034-12-31T23:59:59Z"
+    assert params["TLS_CLIENT_SERIAL"] == "0A1B2C"
+
+
+def test_certificate_adds_exactly_the_certificate_names():
+    added = set(names_for(certificate=CERTIFICATE)) - set(BASE_NAMES)
+    assert added == {
+        "REMOTE_USER",
+        "TLS_CLIENT_ISSUER",
+        "TLS_CLIENT_HASH",
+        "TLS_CLIENT_NOT_BEFORE",
+        "TLS_CLIENT_NOT_AFTER",
+        "TLS_CLIENT_SERIAL",
+    }
+
+
+def test_certificate_times_in_another_zone_are_converted_to_utc():
+    plus_two = timezone(timedelta(hours=2))
+    certificate = replace(
+        CERTIFICATE, not_before=datetime(2024, 1, 1, 1, 0, 0, tzinfo=plus_two)
+    )
+    params = params_for(certificate=certificate)
+    assert params["TLS_CLIENT_NOT_BEFORE"] == "2023-12-31T23:00:00Z"
+
+
+def test_naive_certificate_times_are_taken_as_utc():
+    certificate = replace(CERTIFICATE, not_after=datetime(2030, 6, 1, 12, 0, 0))
+    assert (
+        params_for(certificate=certificate)["TLS_CLIENT_NOT_AFTER"]
+        == "2030-06-01T12:00:00Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("serial", "text"), [(0, "00"), (1, "01"), (255, "FF"), (256, "0100"), (-1, "-01")]
+)
+def test_certificate_serial_is_upper_case_hex_by_bytes(serial, text):
+    certificate = replace(CERTIFICATE, serial=serial)
+    assert params_for(certificate=certificate)["TLS_CLIENT_SERIAL"] == text
+
+
+# Queries -------------------------------------------------------------------------
+
+
+def test_query_string_is_sent_raw():
+    params = params_for(query="a%20b+c")
+    assert params["QUERY_STRING"] == "a%20b+c"
+
+
+def test_search_string_is_decoded_with_plus_as_space():
+    assert (
+        params_for(query="hello%20world+x")["GEMINI_SEARCH_STRING"] == "hello world x"
+    )
+
+
+def test_search_string_follows_the_query_string():
+    names = names_for(query="x")
+    assert names[names.index("GEMINI_URL_PATH") + 1] == "GEMINI_SEARCH_STRING"
+
+
+@pytest.mark.parametrize("query", [None, "", "a=b", "x=", "%3D=1"])
+def test_no_search_string_for_missing_empty_or_key_value_queries(query):
+    assert "GEMINI_SEARCH_STRING" not in params_for(query=query)
+
+
+def test_encoded_equals_sign_still_gives_a_search_string():
+    assert params_for(query="1%3D1")["GEMINI_SEARCH_STRING"] == "1=1"
+
+
+def test_search_string_with_invalid_utf8_is_replaced_not_refused():
+    assert params_for(query="%ff")["GEMINI_SEARCH_STRING"] == "\ufffd"
+
+
+# SCRIPT_NAME and PATH_INFO (gmid.md 2.3) -------------------------------------------
+
+
+def script_and_path_info(path, settings_=None, **changes):
+    params = params_for(settings_, path=path, **changes)
+    return params["SCRIPT_NAME"], params["PATH_INFO"]
+
+
+def test_without_script_name_path_info_is_the_whole_path():
+    assert script_and_path_info("/plain/params") == ("", "/plain/params")
+
+
+def test_configured_script_name_is_split_off_the_path():
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/fcgi")])
+    assert script_and_path_info("/fcgi/sub/params", settings_) == (
+        "/fcgi",
+        "/sub/params",
+    )
+
+
+def test_configured_script_name_equal_to_the_path_leaves_empty_path_info():
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/cgi-bin/hello")])
+    assert script_and_path_info("/cgi-bin/hello", settings_) == ("/cgi-bin/hello", "")
+
+
+def test_configured_script_name_with_trailing_slash_matches_without_it():
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/cgi-bin/hello/")])
+    assert script_and_path_info("/cgi-bin/hello/x", settings_) == (
+        "/cgi-bin/hello",
+        "/x",
+    )
+
+
+def test_configured_script_name_not_matching_keeps_path_info_leading_slash():
+    # gmid sends "cgi-bin/hello2/params" here; we keep PATH_INFO a path.
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/cgi-bin/hello/")])
+    assert script_and_path_info("/cgi-bin/hello2/params", settings_) == (
+        "/cgi-bin/hello/",
+        "/cgi-bin/hello2/params",
+    )
+
+
+def test_configured_script_name_matches_only_whole_segments():
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/app")])
+    assert script_and_path_info("/application", settings_) == ("/app", "/application")
+
+
+def test_configured_script_name_is_sent_once_in_its_built_in_position():
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/fcgi")])
+    assert names_for(settings_, path="/fcgi/x") == BASE_NAMES
+
+
+def test_configured_script_name_wins_over_a_file_on_disk(tmp_path):
+    (tmp_path / "cgi").mkdir()
+    (tmp_path / "cgi" / "env.sh").write_text("#!/bin/sh\n")
+    settings_ = FastCGI(params=[("SCRIPT_NAME", "/cgi")])
+    params = params_for(
+        settings_, os.path.isfile, path="/cgi/env.sh/x", root=str(tmp_path)
+    )
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("/cgi", "/env.sh/x")
+    assert params["SCRIPT_FILENAME"] == f"{tmp_path}/cgi"
+
+
+# fastcgi strip N ---------------------------------------------------------------------
+
+
+def test_strip_1_removes_the_first_component():
+    assert script_and_path_info("/strip/x/params", FastCGI(strip=1)) == (
+        "",
+        "/x/params",
+    )
+
+
+def test_strip_2_removes_two_components_unlike_gmid():
+    assert script_and_path_info("/s2/a/b/c/params", FastCGI(strip=2)) == (
+        "",
+        "/b/c/params",
+    )
+
+
+def test_strip_more_than_the_path_has_leaves_the_root():
+    assert script_and_path_info("/a/b", FastCGI(strip=5)) == ("", "/")
+
+
+def test_strip_keeps_a_trailing_slash():
+    assert script_and_path_info("/a/b/", FastCGI(strip=1)) == ("", "/b/")
+
+
+@pytest.mark.parametrize("strip", [None, 0])
+def test_no_strip_leaves_the_path(strip):
+    assert script_and_path_info("/a/b", FastCGI(strip=strip)) == ("", "/a/b")
+
+
+def test_strip_does_not_change_gemini_url_path():
+    assert params_for(FastCGI(strip=1), path="/strip/x")["GEMINI_URL_PATH"] == "strip/x"
+
+
+def test_strip_applies_before_the_configured_script_name():
+    settings_ = FastCGI(strip=1, params=[("SCRIPT_NAME", "/app")])
+    assert script_and_path_info("/prefix/app/x", settings_) == ("/app", "/x")
+
+
+# The CGI convention: a file on disk names the script -------------------------------
+
+
+@pytest.fixture
+def capsule(tmp_path):
+    (tmp_path / "cgi").mkdir()
+    (tmp_path / "cgi" / "env.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "cgi" / "sub").mkdir()
+    return tmp_path
+
+
+def file_split(path, root, settings_=None, is_file=os.path.isfile):
+    params = params_for(settings_, is_file, path=path, root=str(root))
+    return {
+        name: params[name]
+        for name in ("SCRIPT_NAME", "PATH_INFO", "SCRIPT_FILENAME", "PATH_TRANSLATED")
+    }
+
+
+def test_file_under_the_root_becomes_script_name_and_the_rest_path_info(capsule):
+    assert file_split("/cgi/env.sh/extra", capsule) == {
+        "SCRIPT_NAME": "/cgi/env.sh",
+        "PATH_INFO": "/extra",
+        "SCRIPT_FILENAME": f"{capsule}/cgi/env.sh",
+        "PATH_TRANSLATED": f"{capsule}/extra",
+    }
+
+
+def test_request_for_the_file_itself_has_empty_path_info(capsule):
+    split = file_split("/cgi/env.sh", capsule)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/cgi/env.sh", "")
+    assert split["PATH_TRANSLATED"] == f"{capsule}/"
+
+
+def test_file_followed_by_a_slash_has_path_info_slash(capsule):
+    split = file_split("/cgi/env.sh/", capsule)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/cgi/env.sh", "/")
+
+
+def test_directory_is_not_a_script(capsule):
+    split = file_split("/cgi/sub/x", capsule)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/cgi/sub/x")
+    assert split["SCRIPT_FILENAME"] == f"{capsule}/cgi/sub/x"
+
+
+def test_missing_file_leaves_the_whole_path_as_path_info(capsule):
+    split = file_split("/nothing/here", capsule)
+    assert split == {
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/nothing/here",
+        "SCRIPT_FILENAME": f"{capsule}/nothing/here",
+        "PATH_TRANSLATED": f"{capsule}/nothing/here",
+    }
+
+
+def test_root_with_trailing_slash_gives_single_slashes(capsule):
+    split = file_split("/cgi/env.sh/x", f"{capsule}/")
+    assert split["SCRIPT_FILENAME"] == f"{capsule}/cgi/env.sh"
+    assert split["PATH_TRANSLATED"] == f"{capsule}/x"
+
+
+def test_file_split_applies_after_strip(capsule):
+    split = file_split("/mount/cgi/env.sh/x", capsule, FastCGI(strip=1))
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/cgi/env.sh", "/x")
+
+
+def test_shortest_file_prefix_wins():
+    files = {"/srv/a", "/srv/a/b"}
+    split = file_split("/a/b/c", "/srv", is_file=files.__contains__)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/a", "/b/c")
+
+
+def test_symlink_to_a_file_outside_the_root_is_not_a_script(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret.sh").write_text("#!/bin/sh\n")
+    (root / "link.sh").symlink_to(tmp_path / "secret.sh")
+    split = file_split("/link.sh/x", root)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/link.sh/x")
+
+
+def test_symlink_to_a_file_inside_the_root_is_a_script(capsule):
+    (capsule / "alias.sh").symlink_to(capsule / "cgi" / "env.sh")
+    split = file_split("/alias.sh/x", capsule)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/alias.sh", "/x")
+
+
+def test_no_file_check_without_a_root():
+    def is_file(path):
+        raise AssertionError(f"looked at {path}")
+
+    assert params_for(None, is_file, path="/cgi/env.sh/x")["SCRIPT_NAME"] == ""
+
+
+def test_document_root_is_the_location_root(capsule):
+    assert params_for(root=str(capsule))["DOCUMENT_ROOT"] == str(capsule)
+
+
+# User params -------------------------------------------------------------------------
+
+
+def test_user_param_replaces_a_built_in_in_its_position():
+    settings_ = FastCGI(params=[("SERVER_NAME", "override")])
+    params = request_params(FACTS, settings_, no_files)
+    assert [name for name, _ in params] == BASE_NAMES
+    assert dict(params)["SERVER_NAME"] == "override"
+
+
+def test_other_user_params_are_appended_in_config_order():
+    settings_ = FastCGI(params=[("ZED", "1"), ("ALPHA", "2"), ("REQUEST_METHOD", "X")])
+    params = request_params(FACTS, settings_, no_files)
+    assert params[-2:] == [("ZED", "1"), ("ALPHA", "2")]
+    assert dict(params)["REQUEST_METHOD"] == "X"
+    assert len(params) == len(BASE_NAMES) + 2
+
+
+def test_user_param_given_twice_is_sent_once_with_the_last_value():
+    settings_ = FastCGI(params=[("FOO", "1"), ("FOO", "2")])
+    params = request_params(FACTS, settings_, no_files)
+    assert [value for name, value in params if name == "FOO"] == ["2"]
+
+
+def test_user_param_for_a_certificate_name_is_appended_without_a_certificate():
+    settings_ = FastCGI(params=[("REMOTE_USER", "nobody")])
+    assert request_params(FACTS, settings_, no_files)[-1] == ("REMOTE_USER", "nobody")
+
+
+def test_user_param_replaces_a_certificate_param_when_there_is_one():
+    settings_ = FastCGI(params=[("REMOTE_USER", "nobody")])
+    params = request_params(
+        replace(FACTS, certificate=CERTIFICATE), settings_, no_files
+    )
+    assert dict(params)["REMOTE_USER"] == "nobody"
+    names = [name for name, _ in params]
+    assert names.index("REMOTE_USER") < names.index("GEMINI_URL")
+
+
+# Client input cannot forge parameters ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/a\r\nFOO=bar",
+        "/a\nSCRIPT_NAME=/evil",
+        "/x=y/QUERY_STRING=1",
+        "/a\x00FOO=bar",
+        "/%00FOO=bar",
+    ],
+)
+def test_path_content_never_adds_or_changes_parameter_names(path):
+    assert names_for(path=path) == BASE_NAMES
+    params = params_for(path=path)
+    assert params["PATH_INFO"] == path.replace("\x00", "\ufffd")
+    assert params["REQUEST_METHOD"] == "GET"
+
+
+def test_query_content_never_adds_parameter_names():
+    names = names_for(query="%0D%0AFOO%3Dbar%00")
+    assert names == [*BASE_NAMES[:13], "GEMINI_SEARCH_STRING", *BASE_NAMES[13:]]
+
+
+def test_nul_decoded_from_the_query_is_replaced():
+    assert params_for(query="a%00b")["GEMINI_SEARCH_STRING"] == "a\ufffdb"
+
+
+def test_line_breaks_decoded_from_the_query_stay_in_the_value():
+    assert params_for(query="a%0D%0AFOO")["GEMINI_SEARCH_STRING"] == "a\r\nFOO"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(max_size=60).map(lambda text: "/" + text),
+    st.one_of(st.none(), st.text(max_size=60)),
+    st.booleans(),
+)
+def test_names_depend_only_on_query_shape_and_certificate(
+    path, query, with_certificate
+):
+    certificate = CERTIFICATE if with_certificate else None
+    params = request_params(
+        replace(FACTS, path=path, query=query, certificate=certificate),
+        FastCGI(),
+        no_files,
+    )
+    names = [name for name, _ in params]
+    expected = request_params(
+        replace(
+            FACTS,
+            query="x" if query and "=" not in query else None,
+            certificate=certificate,
+        ),
+        FastCGI(),
+        no_files,
+    )
+    assert names == [name for name, _ in expected]
+    assert all("\x00" not in value for _, value in params)
