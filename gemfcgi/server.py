@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi import accesslog
+from gemfcgi.connections import ConnectionTracker
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
 from gemfcgi.gemini.status import InvalidHeader, response_header
@@ -88,6 +89,7 @@ class GeminiProtocol(Protocol):
         self._producer: Optional[IPushProducer] = None
         self._header_sent = False
         self.record = accesslog.AccessRecord(client="-")
+        self.factory: Optional[GeminiFactory] = None
 
     # -- Twisted's edges -------------------------------------------------
 
@@ -99,6 +101,8 @@ class GeminiProtocol(Protocol):
             started=self.clock.seconds(),
         )
         self._arm(self.site.timeouts.handshake, self._handshake_timed_out)
+        if self.factory is not None:
+            self.factory.connections.add(self)
 
     def handshakeCompleted(self) -> None:
         self.tls = TLSFacts.from_connection(self.transport.getHandle())
@@ -122,6 +126,8 @@ class GeminiProtocol(Protocol):
             producer.stopProducing()
         if previous in (State.RESPONDING, State.CLOSING):
             self._log_access()
+        if self.factory is not None:
+            self.factory.connections.remove(self)
 
     # -- client_read: the request line -----------------------------------
 
@@ -282,11 +288,17 @@ class GeminiFactory(Factory):
 
     noisy = False
 
-    def __init__(self, site: Site, clock: Optional[IReactorTime] = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        clock: Optional[IReactorTime] = None,
+        connections: Optional[ConnectionTracker] = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.site = site
         self.clock = clock
+        self.connections = connections if connections is not None else ConnectionTracker()
 
     def buildProtocol(self, addr) -> GeminiProtocol:
         protocol = GeminiProtocol(self.site, self.clock)

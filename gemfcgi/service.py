@@ -14,21 +14,21 @@ from functools import partial
 from typing import Optional, Sequence
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
 from twisted.internet import endpoints
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from gemfcgi.certificates import KeyPair, load_key_pair
+from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
+from gemfcgi.connections import ConnectionTracker
 from gemfcgi.config import model
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.static import serve_static
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
-from gemfcgi.tls import ServerTLS
+from gemfcgi.tls import CertificateStore, ServerTLS
 
 log = Logger()
 
@@ -91,17 +91,29 @@ def load_key_pairs(config: model.Config) -> list[KeyPair]:
     pairs = []
     for server in config.servers:
         if server.cert is None or server.key is None:
-            raise ValueError(f"server {server.name!r} has no cert or key")
+            raise CertificateError(f"server {server.name!r} has no cert or key")
         pairs.append(load_key_pair(server.cert, server.key))
     return pairs
 
 
 def build_site(config: model.Config, timeouts: Optional[Timeouts] = None) -> Site:
+    """The routing table and the handlers that do not need running services."""
     routes = Routes(config)
     site = Site(routes=routes, timeouts=timeouts or Timeouts())
     site.handlers["static"] = partial(serve_static, mime=routes.mime)
     site.handlers["block"] = serve_block
     return site
+
+
+def build_certificates(config: model.Config, routes: Routes) -> CertificateStore:
+    """Every server's context, built before anything is swapped in."""
+    index_of = {id(vhost): i for i, vhost in enumerate(routes.hosts)}
+
+    def choose(host: str) -> Optional[int]:
+        vhost = routes.select(host)
+        return None if vhost is None else index_of[id(vhost)]
+
+    return CertificateStore(load_key_pairs(config), choose, config.protocols)
 
 
 class ListenerService(Service):
@@ -129,9 +141,12 @@ class ListenerService(Service):
         self.port = port
         address = port.getHost()
         host = getattr(address, "host", None)
-        where = f"[{host}]:{address.port}" if host and ":" in host else (
-            f"{host}:{address.port}" if host else str(getattr(address, "name", address))
-        )
+        if host is None:
+            where = str(getattr(address, "name", address))
+        elif ":" in host:
+            where = f"[{host}]:{address.port}"
+        else:
+            where = f"{host}:{address.port}"
         log.info("listening on {where} ({description})", where=where, description=self.description)
 
     def stopService(self) -> Deferred:
@@ -144,10 +159,13 @@ class ListenerService(Service):
 
 class GemfcgiService(MultiService):
     """
-    A gemfcgi server: its listeners and the configuration they serve.
+    A gemfcgi server: its listeners, the configuration they serve, reload
+    and graceful stop.
 
-    The factories share one ``GeminiFactory`` per listener whose ``site`` is
-    replaced on reload; TLS creators are rebuilt with the new certificates.
+    A reload builds the new ``Site`` and certificates completely before it
+    swaps them in; listeners that are no longer wanted stop accepting,
+    new ones open. A stop closes the listeners, then lets the connections
+    in flight finish (up to ``drain_timeout``) before anything else stops.
     """
 
     def __init__(
@@ -156,47 +174,70 @@ class GemfcgiService(MultiService):
         listen: Optional[Sequence[str]] = None,
         timeouts: Optional[Timeouts] = None,
         reactor: Optional[IReactorCore] = None,
+        drain_timeout: float = 30.0,
     ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.config = config
+        self.listen = list(listen) if listen else None
         self.timeouts = timeouts or Timeouts()
+        self.drain_timeout = drain_timeout
+        self.connections = ConnectionTracker()
+        self.listeners: dict[str, ListenerService] = {}
+        self._tls: dict[str, ServerTLS] = {}
+        self.config = config
         self.site = build_site(config, self.timeouts)
-        pairs = load_key_pairs(config)
-        self.factories: list[GeminiFactory] = []
-        self.listeners: list[ListenerService] = []
-        for listener in plan_listeners(config, listen):
-            factory = GeminiFactory(self.site, reactor)
-            tls = self._tls_for(listener, pairs)
-            endpoint = endpoints.serverFromString(reactor, listener.description)
-            service = ListenerService(
-                listener.description, endpoint, TLSMemoryBIOFactory(tls, False, factory)
-            )
+        self._install(config, self.site, build_certificates(config, self.site.routes))
+
+    def _install(self, config: model.Config, site: Site, store: CertificateStore) -> None:
+        wanted = {listener.description: listener for listener in plan_listeners(config, self.listen)}
+        for description in list(self.listeners):
+            if description not in wanted:
+                service = self.listeners.pop(description)
+                del self._tls[description]
+                service.disownServiceParent()
+        for description, listener in wanted.items():
+            default = listener.servers[0]
+            if description in self.listeners:
+                self.listeners[description].factory.wrappedFactory.site = site
+                self._tls[description].update(store, default)
+                continue
+            tls = ServerTLS(store, default)
+            factory = GeminiFactory(site, self.reactor, self.connections)
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            service = ListenerService(description, endpoint, TLSMemoryBIOFactory(tls, False, factory))
+            self.listeners[description] = service
+            self._tls[description] = tls
             service.setServiceParent(self)
-            self.factories.append(factory)
-            self.listeners.append(service)
 
-    def _tls_for(self, listener: Listener, pairs: list[KeyPair]) -> ServerTLS:
-        routes = self.site.routes
-        index_of = {id(vhost): i for i, vhost in enumerate(routes.hosts)}
+    def reload(self, config: model.Config) -> None:
+        """
+        Serve ``config`` for new connections. Raises (and changes nothing)
+        if its certificates or listeners cannot be used.
+        """
+        site = build_site(config, self.timeouts)
+        store = build_certificates(config, site.routes)
+        self._install(config, site, store)
+        self.config, self.site = config, site
 
-        def choose(host: str) -> Optional[int]:
-            vhost = routes.select(host)
-            return None if vhost is None else index_of[id(vhost)]
+    def stopService(self) -> Deferred:
+        listeners = list(self.listeners.values())
+        others = [s for s in self if s not in listeners]
+        self.running = 0
 
-        return ServerTLS(
-            default=pairs[listener.servers[0]],
-            by_server=dict(enumerate(pairs)),
-            choose=choose,
-            protocols=self.config.protocols,
-        )
+        def stop_all(services) -> Deferred:
+            return gatherResults([maybeDeferred(s.stopService) for s in services if s.running])
+
+        stopping = stop_all(listeners)
+        stopping.addCallback(lambda _: self.connections.drain(self.reactor, self.drain_timeout))
+        stopping.addCallback(lambda _: stop_all(reversed(others)))
+        return stopping
 
     @property
     def ports(self) -> list[IListeningPort]:
         """The listening ports once started (for tests and embedding code)."""
-        return [service.port for service in self.listeners if service.port is not None]
+        return [service.port for service in self.listeners.values() if service.port is not None]
 
 
 def makeService(

@@ -11,7 +11,7 @@ certificates are how Gemini visitors identify themselves, and only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional, Sequence
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -91,26 +91,25 @@ def build_context(
     return context
 
 
-@implementer(IOpenSSLServerConnectionCreator)
-class ServerTLS:
+class CertificateStore:
     """
-    The connection creator of one listener.
+    The TLS contexts of one configuration, one per server block.
 
-    ``choose`` maps a canonical SNI name to the name of the context to use
-    (the routing table's first matching server); unknown names and clients
-    without SNI get the listener's default certificate.
+    Every context carries the same servername callback, which moves the
+    connection to the context of the first server matching the SNI name;
+    unknown names and clients without SNI keep the listener's default.
+    Session tickets stay with the listener's default context (OpenSSL keeps
+    the initial context for sessions), so resumption works across servers.
     """
 
     def __init__(
         self,
-        default: KeyPair,
-        by_server: Mapping[str, KeyPair],
-        choose: Callable[[str], Optional[str]],
+        pairs: Sequence[KeyPair],
+        choose: Callable[[str], Optional[int]],
         protocols: Optional[str] = None,
     ) -> None:
         self._choose = choose
-        self._contexts = {name: build_context(pair, protocols) for name, pair in by_server.items()}
-        self._default = build_context(default, protocols, self._on_servername)
+        self.contexts = [build_context(pair, protocols, self._on_servername) for pair in pairs]
 
     def _on_servername(self, connection: SSL.Connection) -> None:
         # An exception here becomes a fatal alert: never let one escape.
@@ -119,15 +118,31 @@ class ServerTLS:
             if not raw:
                 return
             host = canonical_host(raw.decode("ascii", "replace"))
-            name = self._choose(host) if host else None
-            context = self._contexts.get(name) if name is not None else None
-            if context is not None:
-                connection.set_context(context)
+            index = self._choose(host) if host else None
+            if index is not None:
+                connection.set_context(self.contexts[index])
         except Exception:
             log.failure("choosing a certificate by SNI failed; using the default")
 
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    The connection creator of one listener: the store's contexts, starting
+    from the certificate of the first server on this listener.
+
+    ``update`` swaps in a new store (a reload); connections already made
+    keep the context they started with.
+    """
+
+    def __init__(self, store: CertificateStore, default_index: int = 0) -> None:
+        self.update(store, default_index)
+
+    def update(self, store: CertificateStore, default_index: int = 0) -> None:
+        self.store, self.default_index = store, default_index
+
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
-        return SSL.Connection(self._default, None)
+        return SSL.Connection(self.store.contexts[self.default_index], None)
 
 
 @dataclass(frozen=True)
