@@ -1,0 +1,84 @@
+"""
+Checks over a whole ``Config`` that are about gemfcgi, not gmid's grammar.
+
+``shadow_warnings`` points out where gemfcgi and gmid would pick different
+server blocks: gmid lets the *last* matching block win, gemfcgi the *first*,
+so a block every name of which an earlier glob already matches is never used.
+``validate_supported`` lists what parses but cannot be served yet.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Optional
+
+from gemfcgi.config.errors import Diagnostic
+from gemfcgi.config.model import Config, Origin, Server
+
+
+def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
+    if origin is None:
+        return config.source or "<config>", 1
+    return origin.file, origin.line
+
+
+def _matches(server: Server, name: str) -> bool:
+    """Whether a request for ``name`` (itself possibly a glob) would pick ``server``."""
+    lowered = name.lower()
+    return any(fnmatchcase(lowered, glob.lower()) for glob in [server.name, *server.aliases])
+
+
+def shadow_warnings(config: Config) -> list[Diagnostic]:
+    """
+    A warning for every server block that earlier blocks hide completely.
+
+    A block is hidden when its name and each alias match (case-insensitively)
+    the name or an alias of some earlier block. The warning names the block
+    and every earlier block that hides part of it.
+    """
+    warnings: list[Diagnostic] = []
+    servers = config.servers
+    for index, server in enumerate(servers):
+        earlier = servers[:index]
+        shadows: list[Server] = []
+        for name in [server.name, *server.aliases]:
+            first = next((s for s in earlier if _matches(s, name)), None)
+            if first is None:
+                shadows = []
+                break
+            if all(first is not s for s in shadows):
+                shadows.append(first)
+        if not shadows:
+            continue
+        file, line = _where(server.origin, config)
+        by = " and ".join(
+            f'server "{s.name}" at {"%s:%d" % _where(s.origin, config)}' for s in shadows
+        )
+        warnings.append(
+            Diagnostic(
+                file,
+                line,
+                f'server "{server.name}" is shadowed by {by} '
+                "(gemfcgi uses the first matching block)",
+                "warning",
+            )
+        )
+    return warnings
+
+
+def validate_supported(config: Config) -> list[Diagnostic]:
+    """Errors for what gemfcgi parses but does not serve yet (``proxy`` blocks)."""
+    errors: list[Diagnostic] = []
+    for server in config.servers:
+        for proxy in server.proxies:
+            file, line = _where(proxy.origin or server.origin, config)
+            errors.append(
+                Diagnostic(
+                    file,
+                    line,
+                    f'proxy is not supported yet (server "{server.name}"): remove the '
+                    "proxy block, or keep serving this host with gmid",
+                    "error",
+                )
+            )
+    return errors

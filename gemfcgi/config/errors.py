@@ -1,0 +1,65 @@
+"""
+What the configuration reader says back: diagnostics and the error that carries them.
+
+Every message names a file and a line, because a user fixing a gmid.conf
+needs to know where to look before what is wrong. The parser collects all the
+errors it can find before raising, so one run shows every problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """
+    One error or warning about a configuration.
+
+    ``str(d)`` is always ``FILE:LINE: message``; the severity is carried by
+    ``severity`` and is *not* repeated in ``message``, so callers that print
+    warnings choose their own prefix (``f"warning: {d}"``).
+    """
+
+    file: str
+    line: int
+    message: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class ConfigError(Exception):
+    """
+    A configuration that cannot be used.
+
+    ``diagnostics`` holds every error found (never empty); ``warnings`` holds
+    the warnings collected before giving up, so they are not lost.
+    """
+
+    def __init__(
+        self,
+        diagnostics: Iterable[Diagnostic],
+        warnings: Iterable[Diagnostic] = (),
+    ) -> None:
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        self.warnings: list[Diagnostic] = list(warnings)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+@dataclass
+class Report:
+    """Collects diagnostics while a configuration is read."""
+
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, file: str, line: int, message: str) -> None:
+        self.errors.append(Diagnostic(file, max(line, 1), message, "error"))
+
+    def warning(self, file: str, line: int, message: str) -> None:
+        self.warnings.append(Diagnostic(file, max(line, 1), message, "warning"))

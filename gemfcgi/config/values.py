@@ -1,0 +1,136 @@
+"""
+The rules gmid applies to single values, as pure functions.
+
+Each ``check_*`` returns ``None`` when the value is fine or the message to
+report; the parser attaches the file and line. Keeping them here lets the
+parser read as grammar and lets each rule be tested on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+PREFORK_MIN, PREFORK_MAX = 1, 15  # gmid's parser rejects 16 and more
+MAX_BLOCK_META = 1024
+MAX_PARAM_BYTES = 510
+MAX_PORT = 65535
+
+BLOCK_FORMATS = frozenset("%pqPN")
+LOG_STYLES = ("legacy", "common", "combined", "condensed")
+
+# What syslog facility names gmid accepts, plus local0, which its parser
+# forgets although its manual lists it.
+SYSLOG_FACILITIES = frozenset(
+    ["daemon", "ftp", "user"] + [f"local{n}" for n in range(8)]
+)
+
+# libtls ``tls_config_parse_protocols`` words; each may be negated by ``!``
+# or ``-`` and they are separated by ``,`` or ``:``.
+TLS_PROTOCOL_WORDS = frozenset(
+    [
+        "all", "default", "secure", "legacy", "insecure",
+        "tlsv1", "tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3",
+    ]
+)
+
+
+def check_prefork(n: int) -> Optional[str]:
+    if PREFORK_MIN <= n <= PREFORK_MAX:
+        return None
+    return f"invalid prefork number {n} (use {PREFORK_MIN} to {PREFORK_MAX})"
+
+
+def check_port(n: int) -> Optional[str]:
+    if 0 <= n <= MAX_PORT:
+        return None
+    return f"invalid port number {n} (use 0 to {MAX_PORT}, or a service name in quotes)"
+
+
+def check_strip(n: int) -> Optional[str]:
+    if n >= 1:
+        return None
+    return f"invalid strip number {n} (use 1 or more; leave strip out to strip nothing)"
+
+
+def check_fastcgi_strip(n: int) -> Optional[str]:
+    # gmid does not range-check this one; 0 is a no-op, a negative makes no sense.
+    if n >= 0:
+        return None
+    return f"invalid fastcgi strip number {n} (use 0 or more)"
+
+
+def check_block_code(code: int) -> Optional[str]:
+    if 10 <= code <= 69 and not 20 <= code <= 29:
+        return None
+    return f"invalid block code {code} (use 10-19 or 30-69; 2x codes cannot be blocked to)"
+
+
+def check_block_meta(code: int, meta: str) -> Optional[str]:
+    if len(meta) > MAX_BLOCK_META:
+        return (
+            f"block meta is too long ({len(meta)} characters, at most {MAX_BLOCK_META})"
+        )
+    i = 0
+    while i < len(meta):
+        if meta[i] == "%":
+            spec = meta[i + 1 : i + 2]
+            if spec == "" or spec not in BLOCK_FORMATS:
+                shown = f"%{spec}" if spec else "% at the end"
+                return (
+                    f"invalid format specifier {shown} in block meta "
+                    "(use %% for a '%', %p path, %q query, %P port, %N server name)"
+                )
+            i += 2
+        else:
+            i += 1
+    return None
+
+
+def check_param(what: str, text: str) -> Optional[str]:
+    size = len(text.encode("utf-8", "surrogateescape"))
+    if size <= MAX_PARAM_BYTES:
+        return None
+    return f"fastcgi param {what} is too long ({size} bytes, at most {MAX_PARAM_BYTES})"
+
+
+def check_absolute(directive: str, path: str) -> Optional[str]:
+    if path.startswith("/"):
+        return None
+    return (
+        f"{directive} \"{path}\": not an absolute path "
+        f"({directive} is read before chroot; write the full path, starting with '/')"
+    )
+
+
+def check_protocols(text: str) -> Optional[str]:
+    words = [w.strip().lower() for w in text.replace(":", ",").split(",")]
+    for word in words:
+        if word[:1] in ("!", "-"):
+            word = word[1:]
+        if word not in TLS_PROTOCOL_WORDS:
+            return (
+                f'invalid protocols string "{text}" '
+                '(use e.g. "tlsv1.2,tlsv1.3", "tlsv1.3", "secure" or "all")'
+            )
+    return None
+
+
+def syslog_facility(name: str) -> Optional[str]:
+    """The facility ``name`` means (lower case, no ``LOG_``), or ``None``."""
+    lowered = name.lower()
+    if lowered.startswith("log_"):
+        lowered = lowered[4:]
+    return lowered if lowered in SYSLOG_FACILITIES else None
+
+
+def old_host_port(text: str) -> Optional[tuple[str, str]]:
+    """
+    ``("host", "port")`` when ``text`` is gmid 1.8's ``host:port`` spelling.
+
+    gmid 2.x keeps the ``:port`` as part of the host name, which never works;
+    an IPv6 literal (more than one ``:``) is left alone.
+    """
+    host, sep, port = text.rpartition(":")
+    if sep and host and ":" not in host and port.isdigit():
+        return host, port
+    return None

@@ -1,0 +1,155 @@
+"""``include "file"``: where it is allowed, how paths resolve, loops and errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gemfcgi.config import ConfigError, load_config, parse_config
+
+SERVER = 'server "a" {\n\tlisten on *\n\tcert "/c"\n\tkey "/k"\n}\n'
+
+
+def write(path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def error_strings(path: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return [str(d) for d in caught.value.diagnostics]
+
+
+def test_include_at_top_level_reads_its_directives(tmp_path):
+    write(tmp_path / "servers.conf", SERVER)
+    main = write(tmp_path / "gmid.conf", 'prefork 2\ninclude "servers.conf"\nuser "gmid"\n')
+    config, _ = load_config(main)
+    assert [s.name for s in config.servers] == ["a"]
+    assert (config.prefork, config.user) == (2, "gmid")
+
+
+def test_origins_in_an_included_file_name_that_file(tmp_path):
+    included = write(tmp_path / "servers.conf", "\n" + SERVER)
+    config, _ = load_config(write(tmp_path / "gmid.conf", 'include "servers.conf"\n'))
+    assert str(config.servers[0].origin) == f"{included}:2"
+
+
+def test_relative_include_resolves_from_the_including_files_directory(tmp_path):
+    write(tmp_path / "conf.d" / "sub" / "server.conf", SERVER)
+    write(tmp_path / "conf.d" / "all.conf", 'include "sub/server.conf"\n')
+    config, _ = load_config(write(tmp_path / "gmid.conf", 'include "conf.d/all.conf"\n'))
+    assert [s.name for s in config.servers] == ["a"]
+
+
+def test_absolute_include_is_used_as_written(tmp_path):
+    absolute = write(tmp_path / "elsewhere" / "server.conf", SERVER)
+    config, _ = parse_config(f'include "{absolute}"\n', "gmid.conf", base_dir="/nonexistent")
+    assert [s.name for s in config.servers] == ["a"]
+
+
+def test_parse_config_resolves_relative_includes_against_base_dir(tmp_path):
+    write(tmp_path / "server.conf", SERVER)
+    config, _ = parse_config('include "server.conf"\n', "gmid.conf", base_dir=str(tmp_path))
+    assert [s.name for s in config.servers] == ["a"]
+
+
+def test_parse_config_without_base_dir_uses_the_current_directory(tmp_path, monkeypatch):
+    write(tmp_path / "server.conf", SERVER)
+    monkeypatch.chdir(tmp_path)
+    config, _ = parse_config('include "server.conf"\n')
+    assert [s.name for s in config.servers] == ["a"]
+
+
+def test_include_inside_types_adds_media_types(tmp_path):
+    write(tmp_path / "mime.types", "# comment\ntext/markdown md markdown\nimage/png png\n")
+    text = 'types {\n\tinclude "mime.types"\n\ttext/x-mandoc 1\n}\n'
+    config, _ = parse_config(text, "gmid.conf", base_dir=str(tmp_path))
+    assert config.types == {
+        "gmi": "text/gemini", "gemini": "text/gemini",
+        "md": "text/markdown", "markdown": "text/markdown", "png": "image/png",
+        "1": "text/x-mandoc",
+    }
+
+
+def test_include_and_closing_brace_on_one_line(tmp_path):
+    write(tmp_path / "mime.types", "image/png png")
+    config, _ = parse_config(
+        'types { include "mime.types" }\n', "gmid.conf", base_dir=str(tmp_path)
+    )
+    assert config.types["png"] == "image/png"
+
+
+def test_errors_in_an_included_file_name_that_file_and_line(tmp_path):
+    included = write(tmp_path / "servers.conf", 'server "a" {\n\tcert "/c"\n\tkey "/k"\n\tbogus\n}\n')
+    main = write(tmp_path / "gmid.conf", 'prefork 2\ninclude "servers.conf"\nprefork 99\n')
+    assert error_strings(main) == [
+        f"{included}:4: unknown directive 'bogus'",
+        f"{main}:3: invalid prefork number 99 (use 1 to 15)",
+    ]
+
+
+def test_errors_in_a_nested_include_name_the_innermost_file(tmp_path):
+    inner = write(tmp_path / "inner.conf", "\n\nprefork 0\n")
+    write(tmp_path / "outer.conf", 'include "inner.conf"\n')
+    main = write(tmp_path / "gmid.conf", 'include "outer.conf"\n')
+    assert error_strings(main) == [f"{inner}:3: invalid prefork number 0 (use 1 to 15)"]
+
+
+def test_include_loop_is_an_error_naming_the_file_and_line(tmp_path):
+    a = write(tmp_path / "a.conf", 'prefork 2\ninclude "b.conf"\n')
+    b = write(tmp_path / "b.conf", '\n\ninclude "a.conf"\n')
+    assert error_strings(a) == [f'{b}:3: include loop: "a.conf" is already being read']
+
+
+def test_a_file_including_itself_is_a_loop(tmp_path):
+    main = write(tmp_path / "gmid.conf", 'include "gmid.conf"\n')
+    assert error_strings(main) == [f'{main}:1: include loop: "gmid.conf" is already being read']
+
+
+def test_the_same_file_may_be_included_twice(tmp_path):
+    write(tmp_path / "user.conf", 'user "gmid"\n')
+    main = write(tmp_path / "gmid.conf", 'include "user.conf"\ninclude "user.conf"\n')
+    assert load_config(main)[0].user == "gmid"
+
+
+def test_missing_include_is_an_error_at_the_include_line(tmp_path):
+    main = write(tmp_path / "gmid.conf", 'prefork 2\ninclude "nope.conf"\n')
+    missing = os.path.join(str(tmp_path), "nope.conf")
+    assert error_strings(main) == [
+        f'{main}:2: cannot read included file "{missing}": No such file or directory'
+    ]
+
+
+def test_include_inside_a_server_is_an_error(errors_of):
+    text = 'server "a" {\n\tcert "/c"; key "/k"\n\tinclude "x.conf"\n}\n'
+    assert errors_of(text) == [
+        "gmid.conf:3: 'include' is only allowed at top level and inside types { }"
+    ]
+
+
+def test_an_included_file_ends_its_last_statement(tmp_path):
+    write(tmp_path / "user.conf", 'user "gmid"')  # no final newline
+    config, _ = parse_config(
+        'include "user.conf"\nprefork 2\n', "gmid.conf", base_dir=str(tmp_path)
+    )
+    assert (config.user, config.prefork) == ("gmid", 2)
+
+
+def test_load_config_sets_source_to_the_path(tmp_path):
+    main = write(tmp_path / "gmid.conf", SERVER)
+    assert load_config(main)[0].source == main
+
+
+def test_load_config_of_a_missing_file_is_a_config_error(tmp_path):
+    missing = str(tmp_path / "gmid.conf")
+    assert error_strings(missing) == [
+        f"{missing}:1: cannot read the configuration file: No such file or directory"
+    ]
+
+
+def test_load_config_passes_defines(tmp_path):
+    main = write(tmp_path / "gmid.conf", "user $u\n")
+    assert load_config(main, defines={"u": "gmid"})[0].user == "gmid"

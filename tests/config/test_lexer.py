@@ -1,0 +1,156 @@
+"""Lexical rules of gmid.conf (gmid.md §1.1), seen through the parser and the lexer."""
+
+from __future__ import annotations
+
+from gemfcgi.config.lexer import Lexer, TokenKind
+
+
+def tokens(text: str) -> list[tuple[str, str]]:
+    errors: list[str] = []
+    lexer = Lexer(text, "t", {}, lambda f, l, m: errors.append(m))
+    out = []
+    while True:
+        token = lexer.next()
+        if token.kind is TokenKind.EOF:
+            break
+        out.append((token.kind.value, token.text))
+    assert not errors
+    return out
+
+
+def test_comments_run_to_the_end_of_the_line(parse, server_with):
+    config = parse(server_with('lang "en" # lang "fr"\n# a whole comment line'))
+    assert config.servers[0].options.lang == "en"
+
+
+def test_hash_inside_quotes_is_not_a_comment(parse, server_with):
+    assert parse(server_with('index "a#b.gmi"')).servers[0].options.index == "a#b.gmi"
+
+
+def test_file_may_start_with_comments_and_blank_lines(parse):
+    assert parse("\n# comment\n\n\nprefork 2\n\n").prefork == 2
+
+
+def test_semicolon_ends_a_statement_like_a_newline(parse):
+    config = parse('prefork 2; user "gmid";; chroot "/var/gemini";\n')
+    assert (config.prefork, config.user, config.chroot) == (2, "gmid", "/var/gemini")
+
+
+def test_double_and_single_quotes_both_make_strings(parse):
+    config = parse("user 'a b'\nchroot \"c'd\"\n")
+    assert (config.user, config.chroot) == ("a b", "c'd")
+
+
+def test_backslash_escapes_the_quote_a_space_and_a_tab(parse):
+    assert parse(r'user "a\"b\ c\	d"').user == 'a"b c\td'
+    assert parse(r"user 'it\'s'").user == "it's"
+
+
+def test_other_backslashes_are_kept_as_written(parse):
+    assert parse(r'user "a\nb\x"').user == r"a\nb\x"
+
+
+def test_backslash_newline_continues_a_string(parse):
+    assert parse('user "ab\\\ncd"\n').user == "abcd"
+
+
+def test_backslash_newline_continues_a_line_outside_quotes(parse):
+    assert parse("prefork \\\n 3\n").prefork == 3
+
+
+def test_adjacent_strings_are_joined(parse, server_with):
+    config = parse(server_with('block return 40 "temporary" "-" "failure"'))
+    assert config.servers[0].options.block.meta == "temporary-failure"
+
+
+def test_bare_words_are_strings(parse, server_with):
+    config = parse(server_with("lang en\n\tdefault type text/plain"))
+    assert config.servers[0].options.lang == "en"
+    assert config.servers[0].options.default_type == "text/plain"
+
+
+def test_keywords_are_reserved_and_must_be_quoted(parse, server_with, errors_of):
+    assert errors_of(server_with("lang on")) == [
+        "gmid.conf:5: expected a string after 'lang', found keyword 'on' "
+        '(it is a reserved word; write "on" in quotes)'
+    ]
+    assert parse(server_with('lang "on"')).servers[0].options.lang == "on"
+
+
+def test_a_number_is_not_a_string(errors_of, server_with):
+    assert errors_of(server_with("lang 12")) == [
+        "gmid.conf:5: expected a string after 'lang', found number 12 (write \"12\" in quotes)"
+    ]
+
+
+def test_digits_followed_by_word_characters_are_a_word(parse, server_with):
+    assert parse(server_with("index 404.gmi")).servers[0].options.index == "404.gmi"
+    assert tokens("1965abc 1965 -3 -x") == [
+        ("word", "1965abc"),
+        ("number", "1965"),
+        ("number", "-3"),
+        ("symbol", "-"),
+        ("word", "x"),
+    ]
+
+
+def test_a_number_may_end_at_a_semicolon_or_brace(parse, server_with):
+    config = parse(server_with('location "/a" { strip 2; }\n\tlocation "/b" { strip 3}'))
+    assert [loc.options.strip for loc in config.servers[0].locations] == [2, 3]
+
+
+def test_words_stop_at_reserved_punctuation():
+    assert tokens("a{b}c=d,e!f(g)h") == [
+        ("word", "a"), ("symbol", "{"), ("word", "b"), ("symbol", "}"),
+        ("word", "c"), ("symbol", "="), ("word", "d"), ("symbol", ","),
+        ("word", "e"), ("symbol", "!"), ("word", "f"), ("symbol", "("),
+        ("word", "g"), ("symbol", ")"), ("word", "h"),
+    ]
+
+
+def test_words_may_hold_other_punctuation():
+    assert tokens("text/x-c++src ::1 _a.b:c@d") == [
+        ("word", "text/x-c++src"), ("word", "::1"), ("word", "_a.b:c@d"),
+    ]
+
+
+def test_keywords_lex_as_keywords_and_spawn_does_not():
+    assert tokens("fastcgi spawn endpoint proxy-v1") == [
+        ("keyword", "fastcgi"), ("word", "spawn"), ("word", "endpoint"), ("keyword", "proxy-v1"),
+    ]
+
+
+def test_unterminated_string_is_an_error_at_its_first_line(errors_of):
+    assert errors_of('prefork 2\nuser "gmid\n\n') == [
+        'gmid.conf:2: unterminated string: missing closing "'
+    ]
+
+
+def test_line_numbers_count_continuations_and_newlines_inside_strings(errors_of):
+    text = 'user "a\nb"\nprefork \\\n 2\nbogus\n'
+    assert errors_of(text) == ["gmid.conf:5: unknown directive 'bogus'"]
+
+
+def test_crlf_line_ends_are_accepted(parse):
+    config = parse('prefork 2\r\nuser "gmid"\r\n')
+    assert (config.prefork, config.user) == (2, "gmid")
+
+
+def test_on_and_off_are_the_booleans(parse, server_with, errors_of):
+    assert parse(server_with("auto index on")).servers[0].options.auto_index is True
+    assert parse(server_with("auto index off")).servers[0].options.auto_index is False
+    assert errors_of(server_with("auto index yes")) == [
+        "gmid.conf:5: expected 'on' or 'off' after 'auto index', found 'yes'"
+    ]
+
+
+def test_spawn_and_endpoint_are_ordinary_words_outside_fastcgi(parse, server_with):
+    config = parse(server_with("lang spawn\n\tindex endpoint"))
+    assert (config.servers[0].options.lang, config.servers[0].options.index) == (
+        "spawn",
+        "endpoint",
+    )
+
+
+def test_nul_in_a_string_is_an_error(errors_of):
+    assert errors_of('user "a\0b"\n') == ["gmid.conf:1: NUL character in a string"]

@@ -1,0 +1,62 @@
+"""gemfcgi uses the FIRST matching server block; ``shadow_warnings`` says where that differs."""
+
+from __future__ import annotations
+
+from gemfcgi.config import shadow_warnings
+from gemfcgi.config.model import Config, Server
+
+
+def servers(*blocks: str) -> str:
+    out = []
+    for block in blocks:
+        name, _, aliases = block.partition("|")
+        alias_lines = "".join(f'\talias "{a}"\n' for a in aliases.split(",") if a)
+        out.append(f'server "{name}" {{\n\tlisten on *\n{alias_lines}\tcert "/c"\n\tkey "/k"\n}}\n')
+    return "".join(out)
+
+
+def test_catch_all_first_shadows_a_later_server(warnings_of):
+    assert warnings_of(servers("*", "example.com")) == [
+        'gmid.conf:6: server "example.com" is shadowed by server "*" at gmid.conf:1 '
+        "(gemfcgi uses the first matching block)"
+    ]
+
+
+def test_catch_all_last_shadows_nothing(warnings_of):
+    assert warnings_of(servers("example.com", "*")) == []
+
+
+def test_a_server_with_one_unmatched_alias_is_not_shadowed(warnings_of):
+    assert warnings_of(servers("*.example.com", "www.example.com|example.com")) == []
+
+
+def test_a_server_whose_name_and_aliases_are_all_matched_is_shadowed(warnings_of):
+    assert warnings_of(servers("*.example.com|example.com", "www.example.com|example.com")) == [
+        'gmid.conf:7: server "www.example.com" is shadowed by server "*.example.com" at '
+        "gmid.conf:1 (gemfcgi uses the first matching block)"
+    ]
+
+
+def test_matching_is_case_insensitive(warnings_of):
+    assert len(warnings_of(servers("EXAMPLE.com", "example.COM"))) == 1
+
+
+def test_an_alias_of_an_earlier_block_shadows(warnings_of):
+    assert warnings_of(servers("a.org|b.org", "b.org")) == [
+        'gmid.conf:7: server "b.org" is shadowed by server "a.org" at gmid.conf:1 '
+        "(gemfcgi uses the first matching block)"
+    ]
+
+
+def test_a_server_split_across_two_earlier_blocks_names_both(warnings_of):
+    assert warnings_of(servers("a.org", "b.org", "a.org|b.org")) == [
+        'gmid.conf:11: server "a.org" is shadowed by server "a.org" at gmid.conf:1 and '
+        'server "b.org" at gmid.conf:6 (gemfcgi uses the first matching block)'
+    ]
+
+
+def test_shadow_warnings_work_on_a_config_built_without_origins():
+    config = Config(servers=[Server("*"), Server("a")], source="quick")
+    assert [str(w) for w in shadow_warnings(config)] == [
+        'quick:1: server "a" is shadowed by server "*" at quick:1 (gemfcgi uses the first matching block)'
+    ]

@@ -1,0 +1,78 @@
+"""Generic syntax errors: each names its file and line and says what was expected."""
+
+from __future__ import annotations
+
+
+def test_a_block_needs_its_opening_brace(errors_of):
+    assert errors_of('server "a"\n\tcert "/c"\n') == [
+        "gmid.conf:2: expected '{' to open server \"a\", found keyword 'cert'"
+    ]
+
+
+def test_a_symbol_cannot_start_a_statement(errors_of):
+    assert errors_of("prefork 2\n* 3\n") == [
+        "gmid.conf:2: unexpected '*' where a directive should start"
+    ]
+
+
+def test_a_string_cannot_start_a_statement(errors_of):
+    assert errors_of('"prefork" 2\n') == ['gmid.conf:1: expected a directive, found string "prefork"']
+
+
+def test_a_keyword_out_of_place_is_not_valid_here(errors_of):
+    assert errors_of("\non\nto-ext\n") == [
+        "gmid.conf:2: 'on' is not valid here",
+        "gmid.conf:3: 'to-ext' is not valid here",
+    ]
+
+
+def test_a_stray_opening_brace_skips_its_whole_block(errors_of):
+    assert errors_of("{\n\tprefork 2\n}\nprefork 0\n") == [
+        "gmid.conf:1: unexpected '{' where a directive should start",
+        "gmid.conf:4: invalid prefork number 0 (use 1 to 15)",
+    ]
+
+
+def test_macro_name_cannot_contain_spaces(errors_of):
+    assert errors_of('"a b" = "x"\n') == [
+        "gmid.conf:1: macro name 'a b' cannot be empty or contain spaces"
+    ]
+
+
+def test_macros_nested_too_deeply_are_an_error(errors_of):
+    chain = "".join(f'm{i} = "@m{i + 1}"\n' for i in range(40)) + 'm40 = "prefork 2"\n'
+    assert errors_of(chain + "@m0\n") == ["gmid.conf:42: macros nested too deeply at @m32"]
+
+
+def test_at_without_a_name_is_an_error(errors_of):
+    assert errors_of("\n@ x\n") == [
+        "gmid.conf:2: '@' must be followed by a macro name (letters, digits, '_')"
+    ]
+
+
+def test_log_needs_an_option(errors_of):
+    assert errors_of("log\n") == ["gmid.conf:1: expected a log option or '{' after 'log'"]
+
+
+def test_a_types_entry_needs_extensions_not_symbols(errors_of):
+    assert errors_of("types {\n\ttext/plain = txt\n}\n") == [
+        "gmid.conf:2: expected a file extension for text/plain, found '='"
+    ]
+
+
+def test_a_port_needs_a_number_or_a_service(errors_of):
+    assert errors_of('server "a" {\n\tlisten on * port = 1\n\tcert "/c"; key "/k"\n}\n') == [
+        "gmid.conf:2: expected a port number or service name after 'port', found '='"
+    ]
+
+
+def test_errors_after_a_broken_block_are_still_found(errors_of):
+    text = (
+        'server "a" {\n\tcert "/c"; key "/k"\n\tlocation "/x" {\n\t\tstrip 0\n\t}\n'
+        "\tbogus\n}\nprefork 99\n"
+    )
+    assert errors_of(text) == [
+        "gmid.conf:4: invalid strip number 0 (use 1 or more; leave strip out to strip nothing)",
+        "gmid.conf:6: unknown directive 'bogus'",
+        "gmid.conf:8: invalid prefork number 99 (use 1 to 15)",
+    ]

@@ -1,0 +1,71 @@
+"""Stopping gracefully: listeners close first, requests in flight finish."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import pytest
+
+from tests.support import client_context, fetch, start_server
+
+# twistd ends by re-raising the signal that stopped it, so a clean stop
+# reports "killed by SIGTERM" to its parent (systemd counts that a success).
+STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)
+
+
+@pytest.fixture
+def lifecycle_server(tmp_path, certificate):
+    root = tmp_path / "capsule"
+    root.mkdir()
+    (root / "index.gmi").write_text("# hi\n")
+    (root / "five.bin").write_bytes(b"x" * (5 * 1024 * 1024))
+    cert, key = certificate
+    server = start_server(
+        "--root", str(root), "--cert", cert, "--key", key,
+        "--listen", "tcp:0:interface=127.0.0.1",
+    )
+    yield server
+    server.stop()
+
+
+def test_sigterm_lets_a_download_in_flight_finish_and_refuses_new_connections(lifecycle_server):
+    server = lifecycle_server
+    context = client_context()
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    tls = context.wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{server.port}/five.bin\r\n".encode())
+    data = tls.recv(4096)
+    server.process.send_signal(signal.SIGTERM)
+    server.wait_for_log(r"TCP Port \d+ Closed|Main loop terminated|\(Port \d+ Closed\)")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    time.sleep(0.5)
+    assert server.process.poll() is None, "server exited while a request was in flight"
+    clean = False
+    while True:
+        try:
+            chunk = tls.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            clean = True
+            break
+        data += chunk
+    tls.close()
+    header, _, body = data.partition(b"\r\n")
+    assert header == b"20 application/octet-stream"
+    assert len(body) == 5 * 1024 * 1024
+    assert clean
+    assert server.process.wait(10) in STOPPED_BY_SIGTERM
+
+
+def test_sigterm_with_nothing_in_flight_exits_at_once(lifecycle_server):
+    server = lifecycle_server
+    assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(10) in STOPPED_BY_SIGTERM
+    assert time.monotonic() - started < 5
