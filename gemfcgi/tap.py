@@ -1,7 +1,7 @@
 """
 ``twistd gemfcgi``: command-line options in, a service out.
 
-Three ways to run:
+Three ways to run (and two commands, ``--check`` and ``--gencert``):
 - no options: the embedded default, a demo capsule on localhost:1965 with a
   self-signed certificate made on first run and kept in the state directory;
 - quick mode, ``--root DIR --hostname NAME``: one capsule without a config;
@@ -19,7 +19,9 @@ from twisted.python import usage
 
 from gemfcgi._version import __version__
 from gemfcgi.certificates import ensure_self_signed, make_self_signed, write_key_pair
-from gemfcgi.config import model
+from gemfcgi.check import load_and_check
+from gemfcgi.config import ConfigError, model
+from gemfcgi.reload import ConfigReloader
 from gemfcgi.server import Timeouts
 from gemfcgi.service import GemfcgiService, makeService as make_gemfcgi_service
 
@@ -51,6 +53,8 @@ class Options(usage.Options):
         ["handshake-timeout", None, 10.0, "Seconds for the TLS handshake.", float],
     ]
     optFlags = [
+        ["check", None, "With --config: check the configuration (certificates, keys and "
+         "roots included), print the result and exit."],
         ["gencert", None, "Write a new self-signed certificate for --hostname and exit."],
         ["rsa", None, "With --gencert: RSA 2048 instead of ECDSA P-256."],
     ]
@@ -58,6 +62,23 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["defines"] = {}
+        self["config"] = None
+
+    def opt_config(self, path: str) -> None:
+        """A gmid.conf file to serve."""
+        self["config"] = path
+
+    opt_c = opt_config
+
+    def opt_define(self, definition: str) -> None:
+        """NAME=VALUE: define a macro for the config file, winning over the file's own."""
+        name, equals, value = definition.partition("=")
+        if not equals or not name:
+            raise usage.UsageError(f"-D takes NAME=VALUE, not {definition!r}")
+        self["defines"][name] = value
+
+    opt_D = opt_define
 
     def opt_listen(self, description: str) -> None:
         """A Twisted server endpoint string to listen on (repeatable);
@@ -71,6 +92,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if (self["cert"] is None) != (self["key"] is None):
             raise usage.UsageError("--cert and --key go together")
+        if self["check"] and self["config"] is None:
+            raise usage.UsageError("--check needs --config FILE")
+        if self["config"] is not None and self["root"] is not None:
+            raise usage.UsageError("--config and --root are two different modes; pick one")
         if self["state-dir"] is None:
             self["state-dir"] = str(default_state_dir())
 
@@ -114,6 +139,24 @@ def quick_config(options: Options, root: str) -> model.Config:
     return model.Config(servers=[server], log=model.LogSettings(syslog=False))
 
 
+def load_or_exit(options: Options) -> model.Config:
+    """The ``--config`` file, or every error as ``FILE:LINE: message`` and exit 1."""
+    try:
+        config, warnings = load_and_check(options["config"], options["defines"])
+    except ConfigError as error:
+        for diagnostic in error.warnings:
+            print(f"warning: {diagnostic}", file=sys.stderr)
+        for diagnostic in error.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        sys.exit(1)
+    for diagnostic in warnings:
+        print(f"warning: {diagnostic}", file=sys.stderr)
+    if options["check"]:
+        print("configuration OK")
+        sys.exit(0)
+    return config
+
+
 def makeService(options: Options) -> GemfcgiService:
     if options["gencert"]:
         gencert(options)
@@ -121,6 +164,14 @@ def makeService(options: Options) -> GemfcgiService:
         handshake=options["handshake-timeout"], request=options["request-timeout"]
     )
     listen: Optional[list[str]] = options["listen"] or None
+    if options["config"] is not None:
+        config = load_or_exit(options)
+        service = make_gemfcgi_service(config, listen=listen, timeouts=timeouts)
+        reloader = ConfigReloader(
+            options["config"], options["defines"], service.reload, service.reactor
+        )
+        reloader.setServiceParent(service)
+        return service
     if options["root"] is not None:
         config = quick_config(options, options["root"])
         listen = listen or [ALL_ADDRESSES_LISTENER]

@@ -1,0 +1,97 @@
+"""
+Loading a configuration file for serving: the grammar, then the world.
+
+The parser knows gmid's language; this module checks what only the running
+server can: that certificates and keys load and belong together, that roots
+are directories, that CA files parse. Every problem becomes a ``FILE:LINE``
+diagnostic, so ``--check``, start-up and a reload all report the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional
+
+from cryptography import x509
+
+from gemfcgi.certificates import CertificateError, load_key_pair
+from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
+from gemfcgi.config import model
+from gemfcgi.tls import ProtocolsError, protocol_range
+
+
+def _where(origin: Optional[model.Origin], config: model.Config) -> tuple[str, int]:
+    if origin is None:
+        return config.source or "<config>", 1
+    return origin.file, origin.line
+
+
+def _in_chroot(config: model.Config, path: str) -> str:
+    """gmid resolves roots (not certificates) inside the chroot."""
+    if config.chroot and os.path.isabs(path):
+        return os.path.join(config.chroot, path.lstrip("/"))
+    return path
+
+
+def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """Errors and warnings about what ``config`` refers to on disk."""
+    errors: list[Diagnostic] = list(validate_supported(config))
+    warnings: list[Diagnostic] = []
+
+    def error(origin: Optional[model.Origin], message: str) -> None:
+        errors.append(Diagnostic(*_where(origin, config), message))
+
+    def warning(origin: Optional[model.Origin], message: str) -> None:
+        warnings.append(Diagnostic(*_where(origin, config), message, "warning"))
+
+    try:
+        protocol_range(config.protocols)
+    except ProtocolsError as problem:
+        error(None, f"protocols: {problem}")
+    checked_cas: set[str] = set()
+    for server in config.servers:
+        origin = server.origin
+        if server.cert is None or server.key is None:
+            error(origin, f"server {server.name!r} needs both cert and key")
+        else:
+            try:
+                load_key_pair(server.cert, server.key)
+            except CertificateError as problem:
+                error(origin, f"server {server.name!r}: {problem}")
+            else:
+                mode = os.stat(server.key).st_mode
+                if mode & 0o077:
+                    warning(
+                        origin,
+                        f"key {server.key} is readable by group or others "
+                        f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it",
+                    )
+        if server.ocsp is not None and not os.access(server.ocsp, os.R_OK):
+            error(origin, f"server {server.name!r}: cannot read ocsp file {server.ocsp}")
+        for options, where in [(server.options, origin)] + [
+            (location.options, location.origin or origin) for location in server.locations
+        ]:
+            if options.root is not None and not os.path.isdir(_in_chroot(config, options.root)):
+                error(where, f"root {options.root} is not a directory")
+            ca = options.require_client_ca
+            if ca is not None and ca not in checked_cas:
+                checked_cas.add(ca)
+                try:
+                    with open(ca, "rb") as f:
+                        x509.load_pem_x509_certificates(f.read())
+                except (OSError, ValueError) as problem:
+                    error(where, f"require client ca {ca}: cannot load CA certificates ({problem})")
+    return errors, warnings
+
+
+def load_and_check(
+    path: str, defines: Optional[dict[str, str]] = None
+) -> tuple[model.Config, list[Diagnostic]]:
+    """The configuration in ``path``, ready to serve; raises ``ConfigError``."""
+    config, warnings = load_config(path, defines)
+    errors, more_warnings = check_config(config)
+    warnings = warnings + more_warnings
+    if errors:
+        raise ConfigError(errors, warnings)
+    return config, warnings

@@ -1,0 +1,297 @@
+"""A gmid.conf served end to end: virtual hosts, locations, reload."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from gemfcgi.certificates import make_self_signed, write_key_pair
+from tests.support import client_context, fetch, raw_exchange, start_server
+
+CONFIG = """
+certs = "{certs}"
+roots = "{roots}"
+
+server "example.com" {{
+    listen on 127.0.0.1 port 0
+    alias "www.example.com"
+    cert $certs "/example.com.pem"
+    key $certs "/example.com.key"
+    root $roots "/example"
+    lang "en"
+
+    location "/fr/*" {{ lang "fr" }}
+    location "/dir/*" {{ index "page.gmi" }}
+    location "/dir/*" {{ lang "de" }}
+    location "/files/*" {{
+        auto index on
+        default type "text/plain"
+    }}
+    location "/old/*" {{
+        strip 1
+        block return 31 "gemini://%N:%P%p?%q"
+    }}
+    location "/deep/*" {{
+        strip 2
+        block return 51 "%p"
+    }}
+    location "/gone*" {{ block return 52 "gone for good" }}
+    location "/secret/*" {{ block }}
+    location "/quiet/*" {{ log off }}
+}}
+
+server "*.example.org" {{
+    listen on 127.0.0.1 port 0
+    cert $certs "/example.org.pem"
+    key $certs "/example.org.key"
+    root $roots "/org"
+}}
+
+server "bücher.example" {{
+    listen on 127.0.0.1 port 0
+    cert $certs "/buecher.pem"
+    key $certs "/buecher.key"
+    root $roots "/org"
+}}
+"""
+
+
+def make_pair(directory: Path, name: str, hosts):
+    cert_pem, key_pem = make_self_signed(hosts)
+    write_key_pair(directory / f"{name}.pem", directory / f"{name}.key", cert_pem, key_pem)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    base = tmp_path_factory.mktemp("config")
+    certs = base / "certs"
+    certs.mkdir()
+    make_pair(certs, "example.com", ["example.com", "www.example.com"])
+    make_pair(certs, "example.org", ["*.example.org"])
+    make_pair(certs, "buecher", ["xn--bcher-kva.example"])
+    roots = base / "roots"
+    example = roots / "example"
+    (example / "fr").mkdir(parents=True)
+    (example / "index.gmi").write_text("# example.com\n")
+    (example / "fr" / "index.gmi").write_text("# bonjour\n")
+    (example / "fr" / "notes.txt").write_text("texte\n")
+    (example / "dir").mkdir()
+    (example / "dir" / "page.gmi").write_text("# page\n")
+    (example / "files" / "sub dir").mkdir(parents=True)
+    (example / "files" / "a.gmi").write_text("a\n")
+    (example / "files" / "README").write_text("readme\n")
+    (example / "files" / ".hidden").write_text("h\n")
+    (example / "quiet").mkdir()
+    (example / "quiet" / "index.gmi").write_text("shh\n")
+    (roots / "org").mkdir()
+    (roots / "org" / "index.gmi").write_text("# example.org\n")
+    config = base / "gmid.conf"
+    config.write_text(CONFIG.format(certs=certs, roots=roots))
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(tree):
+    process = start_server("-c", str(tree / "gmid.conf"))
+    yield process
+    process.stop()
+
+
+def get(server, host, path="/", sni="default", **kwargs):
+    sni = host if sni == "default" else sni
+    return fetch(server.port, f"gemini://{host}:{server.port}{path}", sni=sni, **kwargs)
+
+
+def peer_certificate_names(server, sni):
+    context = client_context()
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        with context.wrap_socket(raw, server_hostname=sni) as tls:
+            der = tls.getpeercert(binary_form=True)
+    cert = x509.load_der_x509_certificate(der)
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def test_virtual_host_is_chosen_by_name(server):
+    assert get(server, "example.com").body == b"# example.com\n"
+    assert get(server, "blog.example.org").body == b"# example.org\n"
+
+
+def test_alias_serves_the_same_capsule(server):
+    assert get(server, "www.example.com").body == b"# example.com\n"
+
+
+def test_unknown_host_gets_53(server):
+    assert get(server, "example.net").status == 53
+
+
+def test_idn_host_in_either_spelling(server):
+    assert get(server, "bücher.example", sni="xn--bcher-kva.example").status == 20
+    assert get(server, "xn--bcher-kva.example").status == 20
+
+
+def test_certificate_is_chosen_by_sni(server):
+    assert "example.com" in peer_certificate_names(server, "example.com")
+    assert "example.com" in peer_certificate_names(server, "www.example.com")
+    assert "*.example.org" in peer_certificate_names(server, "x.example.org")
+    assert "xn--bcher-kva.example" in peer_certificate_names(server, "xn--bcher-kva.example")
+
+
+def test_unknown_sni_gets_the_first_servers_certificate(server):
+    assert "example.com" in peer_certificate_names(server, "unknown.example")
+
+
+def test_lang_is_added_to_text_gemini_only(server):
+    assert get(server, "example.com").meta == "text/gemini;lang=en"
+    assert get(server, "example.com", "/fr/").meta == "text/gemini;lang=fr"
+    assert get(server, "example.com", "/fr/notes.txt").meta == "text/plain"
+
+
+def test_location_options_resolve_per_directive(server):
+    reply = get(server, "example.com", "/dir/")
+    assert (reply.meta, reply.body) == ("text/gemini;lang=de", b"# page\n")
+
+
+def test_block_return_formats_like_gmid(server):
+    reply = get(server, "example.com", "/old/a/b?x%20y")
+    assert reply.header == f"31 gemini://example.com:{server.port}/a/b?x%20y".encode()
+
+
+def test_strip_removes_exactly_n_components(server):
+    assert get(server, "example.com", "/deep/a/b/c").header == b"51 /b/c"
+
+
+def test_block_defaults_to_40_and_any_code_can_be_returned(server):
+    assert get(server, "example.com", "/secret/x").header == b"40 temporary failure"
+    assert get(server, "example.com", "/gone").header == b"52 gone for good"
+
+
+def test_auto_index_lists_the_directory_like_gmid(server):
+    reply = get(server, "example.com", "/files/")
+    assert reply.meta == "text/gemini;lang=en"
+    assert reply.body.decode().splitlines() == [
+        "# Index of /files/",
+        "",
+        "=> ./../",
+        "=> ./.hidden",
+        "=> ./README",
+        "=> ./a.gmi",
+        "=> ./sub%20dir/",
+    ]
+
+
+def test_default_type_applies_to_unknown_extensions(server):
+    assert get(server, "example.com", "/files/README").meta == "text/plain"
+
+
+def test_log_off_writes_no_access_line(server):
+    assert get(server, "example.com", "/quiet/").status == 20
+    assert get(server, "example.com", "/?after-quiet").status == 20
+    server.wait_for_log(r"after-quiet")
+    assert "/quiet/" not in server.log
+
+
+def test_check_prints_configuration_ok(tree):
+    import subprocess
+
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    result = subprocess.run(
+        [*TWISTD, "gemfcgi", "-c", str(tree / "gmid.conf"), "--check"],
+        capture_output=True, timeout=60, env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"configuration OK" in result.stdout
+
+
+def test_bad_config_exits_1_with_file_and_line(tmp_path):
+    import subprocess
+
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    bad = tmp_path / "bad.conf"
+    bad.write_text('server "x" {\n  listen on 127.0.0.1 port 0\n  frobnicate on\n}\n')
+    result = subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "gemfcgi", "-c", str(bad)],
+        capture_output=True, timeout=60, env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert f"{bad}:3: unknown directive 'frobnicate'".encode() in result.stderr
+
+
+def test_define_wins_over_the_files_macro(tree, tmp_path):
+    text = (tree / "gmid.conf").read_text().replace(
+        'roots = "', 'roots = "/nonexistent" # was "'
+    )
+    config = tmp_path / "defined.conf"
+    config.write_text(text)
+    server = start_server("-c", str(config), "-D", f"roots={tree / 'roots'}", listeners=1)
+    try:
+        assert get(server, "example.com").body == b"# example.com\n"
+    finally:
+        server.stop()
+
+
+class TestReload:
+    @pytest.fixture
+    def reloadable(self, tree, tmp_path):
+        config = tmp_path / "gmid.conf"
+        config.write_text((tree / "gmid.conf").read_text())
+        (tree / "roots" / "example" / "big.bin").write_bytes(b"z" * (4 * 1024 * 1024))
+        server = start_server("-c", str(config))
+        yield server, config
+        server.stop()
+
+    def test_sighup_applies_a_good_file_to_new_connections(self, reloadable):
+        server, config = reloadable
+        config.write_text(config.read_text().replace('lang "en"', 'lang "eo"'))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded")
+        assert get(server, "example.com").meta == "text/gemini;lang=eo"
+
+    def test_sighup_with_a_bad_file_keeps_the_running_configuration(self, reloadable):
+        server, config = reloadable
+        config.write_text(config.read_text().replace('lang "en"', 'lang "en"\n    bogus 1'))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(rf"{config}:\d+: unknown directive 'bogus'")
+        assert get(server, "example.com").meta == "text/gemini;lang=en"
+        assert server.process.poll() is None
+
+    def test_request_in_flight_finishes_across_a_reload(self, reloadable):
+        server, config = reloadable
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        tls = client_context().wrap_socket(raw, server_hostname="example.com")
+        tls.sendall(f"gemini://example.com:{server.port}/big.bin\r\n".encode())
+        data = tls.recv(4096)
+        config.write_text(config.read_text().replace('root $roots "/example"', 'root $roots "/org"'))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded")
+        assert get(server, "example.com").body == b"# example.org\n"
+        while chunk := tls.recv(65536):
+            data += chunk
+        tls.close()
+        assert len(data.partition(b"\r\n")[2]) == 4 * 1024 * 1024
+
+    def test_listeners_that_appear_in_the_file_are_opened_and_removed_ones_closed(self, reloadable):
+        server, config = reloadable
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        new_port = free.getsockname()[1]
+        free.close()
+        text = config.read_text()
+        config.write_text(text.replace(
+            'listen on 127.0.0.1 port 0\n    alias',
+            f'listen on 127.0.0.1 port {new_port}\n    alias', 1,
+        ).replace("listen on 127.0.0.1 port 0", f"listen on 127.0.0.1 port {new_port}"))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded")
+        reply = fetch(new_port, f"gemini://example.com:{new_port}/", sni="example.com")
+        assert reply.body == b"# example.com\n"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
