@@ -1,47 +1,153 @@
 """
-One access-log line per request.
+One access-log line per request, in gmid's styles.
 
-Lines are ``twisted.logger`` events in namespace ``gemfcgi.access`` with
-their fields as keys, so observers (a file in gmid's styles, syslog, JSON)
-format them as they need; the default text is gmid's ``legacy`` style plus
-the bytes sent and the duration.
+Every request becomes a ``twisted.logger`` event in namespace
+``gemfcgi.access`` carrying its fields, so twistd's log shows it (as gmid's
+``legacy`` line plus bytes sent and duration) and any observer can format
+it. ``AccessLogWriter`` is such an observer: it writes the configured
+``log`` style to the ``access`` file and/or syslog, as gmid does.
+
+Styles, with gmid's fields; where a style has a size field it carries the
+bytes sent, and the duration follows as a last field:
+
+- ``legacy``: ``IP:PORT GET URL CODE META``
+- ``common``: ``HOST IP - CN TIME "URL" CODE BYTES DURATION``
+- ``combined``: ``IP - CN [TIME] "URL" CODE BYTES "-" "" DURATION``
+- ``condensed``: ``RFC3339 IP CN HOST URL REQUEST_BYTES BYTES CODE META DURATION``
+
+TIME is ``dd/Mon/YYYY:HH:MM:SS +zzzz`` in local time; CN is the client
+certificate's common name or ``-``; DURATION is in milliseconds (``12.3ms``).
 """
 
 from __future__ import annotations
 
+import os
+import syslog
+import time
 from dataclasses import dataclass
+from typing import IO, Any, Optional
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from zope.interface import implementer
 
-log = Logger(namespace="gemfcgi.access")
+from gemfcgi.config import model
 
-LEGACY_FORMAT = "{client} GET {url} {status} {meta} {bytes_sent} {duration_ms:.1f}ms"
+NAMESPACE = "gemfcgi.access"
+log = Logger(namespace=NAMESPACE)
+
+TWISTD_FORMAT = "{client} GET {url} {status} {meta} {bytes_sent} {duration_ms:.1f}ms"
+
+FACILITIES = {
+    "daemon": syslog.LOG_DAEMON,
+    "ftp": getattr(syslog, "LOG_FTP", syslog.LOG_DAEMON),
+    "user": syslog.LOG_USER,
+    **{f"local{i}": getattr(syslog, f"LOG_LOCAL{i}") for i in range(8)},
+}
 
 
 @dataclass
 class AccessRecord:
     """What one request did, filled in as it goes."""
 
-    client: str
+    client_ip: str = "-"
+    client_port: int = 0
     url: str = ""
     host: str = ""
     status: int = 0
     meta: str = ""
+    request_bytes: int = 0
     bytes_sent: int = 0
     started: float = 0.0
-    client_name: str = "-"
+    common_name: str = "-"
     enabled: bool = True
+
+    @property
+    def client(self) -> str:
+        return f"{self.client_ip}:{self.client_port}"
 
 
 def emit(record: AccessRecord, now: float) -> None:
     log.info(
-        LEGACY_FORMAT,
+        TWISTD_FORMAT,
         client=record.client,
+        client_ip=record.client_ip,
+        client_port=record.client_port,
         url=record.url,
         host=record.host,
         status=record.status,
         meta=record.meta,
+        request_bytes=record.request_bytes,
         bytes_sent=record.bytes_sent,
         duration_ms=(now - record.started) * 1000.0,
-        client_name=record.client_name,
+        common_name=record.common_name,
     )
+
+
+def _local_time(when: float, fmt: str) -> str:
+    return time.strftime(fmt, time.localtime(when))
+
+
+def format_line(style: str, event: dict[str, Any]) -> str:
+    """A gmid-style access line for an access event."""
+    when = event.get("log_time", time.time())
+    duration = f"{event['duration_ms']:.1f}ms"
+    cn = event["common_name"]
+    if style == "common":
+        return (
+            f"{event['host'] or '-'} {event['client_ip']} - {cn} "
+            f"{_local_time(when, '%d/%b/%Y:%H:%M:%S %z')} \"{event['url']}\" "
+            f"{event['status']} {event['bytes_sent']} {duration}"
+        )
+    if style == "combined":
+        return (
+            f"{event['client_ip']} - {cn} [{_local_time(when, '%d/%b/%Y:%H:%M:%S %z')}] "
+            f"\"{event['url']}\" {event['status']} {event['bytes_sent']} \"-\" \"\" {duration}"
+        )
+    if style == "condensed":
+        stamp = _local_time(when, "%Y-%m-%dT%H:%M:%S%z")
+        stamp = stamp[:-2] + ":" + stamp[-2:]
+        return (
+            f"{stamp} {event['client_ip']} {cn} {event['host'] or '-'} {event['url']} "
+            f"{event['request_bytes']} {event['bytes_sent']} {event['status']} "
+            f"{event['meta']} {duration}"
+        )
+    return f"{event['client']} GET {event['url']} {event['status']} {event['meta']}"
+
+
+@implementer(ILogObserver)
+class AccessLogWriter:
+    """
+    Writes access events to the configured file and/or syslog.
+
+    ``reopen`` closes and opens the file again, for log rotation (SIGUSR1).
+    """
+
+    def __init__(self, settings: model.LogSettings, path: Optional[str] = None) -> None:
+        self.settings = settings
+        self.path = path if path is not None else settings.access
+        self._file: Optional[IO[str]] = None
+        if settings.syslog:
+            syslog.openlog("gemfcgi", syslog.LOG_PID, FACILITIES.get(settings.facility, syslog.LOG_DAEMON))
+        self.reopen()
+
+    def reopen(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.path is not None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("log_namespace") != NAMESPACE or "status" not in event:
+            return
+        line = format_line(self.settings.style, event)
+        if self._file is not None:
+            self._file.write(line + "\n")
+        if self.settings.syslog:
+            syslog.syslog(syslog.LOG_NOTICE, line)

@@ -157,6 +157,14 @@ class ClientCertificate:
     serial: int
     certificate: Optional[x509.Certificate] = None
 
+    @property
+    def common_name(self) -> Optional[str]:
+        """The subject's CN, which gmid's access log shows."""
+        for part in self.subject.split("/"):
+            if part.startswith("CN="):
+                return part[3:]
+        return None
+
     @classmethod
     def from_certificate(cls, certificate: x509.Certificate) -> "ClientCertificate":
         return cls(

@@ -88,7 +88,7 @@ class GeminiProtocol(Protocol):
         self._timer: Any = None
         self._producer: Optional[IPushProducer] = None
         self._header_sent = False
-        self.record = accesslog.AccessRecord(client="-")
+        self.record = accesslog.AccessRecord()
         self.factory: Optional[GeminiFactory] = None
 
     # -- Twisted's edges -------------------------------------------------
@@ -97,7 +97,8 @@ class GeminiProtocol(Protocol):
         peer = self.transport.getPeer()
         host = getattr(peer, "host", None)
         self.record = accesslog.AccessRecord(
-            client=f"{host}:{peer.port}" if host is not None else str(peer),
+            client_ip=host if host is not None else str(peer),
+            client_port=getattr(peer, "port", 0),
             started=self.clock.seconds(),
         )
         self._arm(self.site.timeouts.handshake, self._handshake_timed_out)
@@ -142,6 +143,7 @@ class GeminiProtocol(Protocol):
                 self.respond(status.BAD_REQUEST, "request line longer than 1024 bytes")
             return
         line, self._buffer = self._buffer[:end], b""
+        self.record.request_bytes = end + 2
         self._disarm()
         self.state = State.RESPONDING
         try:
@@ -152,7 +154,7 @@ class GeminiProtocol(Protocol):
             return
         self.request = request
         self.record.url = request.url
-        self.record.host = request.host
+        self.record.host = (self.tls.server_name if self.tls else None) or request.host
         self._dispatch(request)
 
     def _dispatch(self, request: Request) -> None:
@@ -274,7 +276,7 @@ class GeminiProtocol(Protocol):
         if not self.record.enabled:
             return
         if self.tls is not None and self.tls.client_certificate is not None:
-            self.record.client_name = self.tls.client_certificate.subject
+            self.record.common_name = self.tls.client_certificate.common_name or "-"
         accesslog.emit(self.record, self.clock.seconds())
 
 

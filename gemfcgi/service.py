@@ -8,6 +8,8 @@ listeners when started.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from dataclasses import dataclass
 from functools import partial
@@ -18,9 +20,10 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
 from gemfcgi.connections import ConnectionTracker
 from gemfcgi.config import model
@@ -189,6 +192,7 @@ class GemfcgiService(MultiService):
         self.config = config
         self.site = build_site(config, self.timeouts)
         self._install(config, self.site, build_certificates(config, self.site.routes))
+        self.access_log: Optional[AccessLogWriter] = None
 
     def _install(self, config: model.Config, site: Site, store: CertificateStore) -> None:
         wanted = {listener.description: listener for listener in plan_listeners(config, self.listen)}
@@ -220,6 +224,40 @@ class GemfcgiService(MultiService):
         store = build_certificates(config, site.routes)
         self._install(config, site, store)
         self.config, self.site = config, site
+        if self.running:
+            self._open_access_log()
+
+    def _open_access_log(self) -> None:
+        """The configured access file and syslog, replacing any previous writer."""
+        self._close_access_log()
+        settings = self.config.log
+        if settings.access is None and not settings.syslog:
+            return
+        path = settings.access
+        if path is not None and self.config.chroot:
+            path = os.path.join(self.config.chroot, path.lstrip("/"))
+        self.access_log = AccessLogWriter(settings, path)
+        globalLogPublisher.addObserver(self.access_log)
+
+    def _close_access_log(self) -> None:
+        if self.access_log is not None:
+            globalLogPublisher.removeObserver(self.access_log)
+            self.access_log.close()
+            self.access_log = None
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1: reopen the access file after it was rotated."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+            log.info("access log reopened")
+
+    def startService(self) -> None:
+        self._open_access_log()
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(
+                signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_access_log)
+            )
+        super().startService()
 
     def stopService(self) -> Deferred:
         listeners = list(self.listeners.values())
@@ -232,6 +270,7 @@ class GemfcgiService(MultiService):
         stopping = stop_all(listeners)
         stopping.addCallback(lambda _: self.connections.drain(self.reactor, self.drain_timeout))
         stopping.addCallback(lambda _: stop_all(reversed(others)))
+        stopping.addBoth(lambda result: (self._close_access_log(), result)[1])
         return stopping
 
     @property

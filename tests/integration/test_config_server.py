@@ -295,3 +295,28 @@ class TestReload:
         assert reply.body == b"# example.com\n"
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_access_file_gets_the_configured_style_and_sigusr1_reopens_it(tree, tmp_path):
+    log_file = tmp_path / "access.log"
+    config = tmp_path / "logged.conf"
+    config.write_text(
+        f'log {{\n    access "{log_file}"\n    style combined\n    syslog off\n}}\n'
+        + (tree / "gmid.conf").read_text()
+    )
+    server = start_server("-c", str(config))
+    try:
+        assert get(server, "example.com", "/?first").status == 20
+        server.wait_for_log(r"\?first")
+        first = log_file.read_text()
+        assert '"gemini://example.com:' in first and '/?first" 20 ' in first
+        assert oct(log_file.stat().st_mode & 0o777) == "0o600"
+        log_file.rename(tmp_path / "access.log.1")
+        server.process.send_signal(signal.SIGUSR1)
+        server.wait_for_log("access log reopened")
+        assert get(server, "example.com", "/?second").status == 20
+        server.wait_for_log(r"\?second")
+        assert "?second" in log_file.read_text()
+        assert "?second" not in (tmp_path / "access.log.1").read_text()
+    finally:
+        server.stop()
