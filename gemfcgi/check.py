@@ -13,11 +13,10 @@ import os
 import stat
 from typing import Optional
 
-from cryptography import x509
-
 from gemfcgi.certificates import CertificateError, load_key_pair
 from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
 from gemfcgi.config import model
+from gemfcgi.handlers.clientca import load_authorities
 from gemfcgi.tls import ProtocolsError, protocol_range
 
 
@@ -78,10 +77,9 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if ca is not None and ca not in checked_cas:
                 checked_cas.add(ca)
                 try:
-                    with open(ca, "rb") as f:
-                        x509.load_pem_x509_certificates(f.read())
-                except (OSError, ValueError) as problem:
-                    error(where, f"require client ca {ca}: cannot load CA certificates ({problem})")
+                    load_authorities([ca])
+                except CertificateError as problem:
+                    error(where, f"require client ca: {problem}")
     return errors, warnings
 
 

@@ -28,6 +28,7 @@ from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
 from gemfcgi.connections import ConnectionTracker
 from gemfcgi.config import model
 from gemfcgi.handlers.block import serve_block
+from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import serve_static
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
@@ -105,6 +106,13 @@ def build_site(config: model.Config, timeouts: Optional[Timeouts] = None) -> Sit
     site = Site(routes=routes, timeouts=timeouts or Timeouts())
     site.handlers["static"] = partial(serve_static, mime=routes.mime)
     site.handlers["block"] = serve_block
+    authorities = load_authorities(
+        options.require_client_ca
+        for server in config.servers
+        for options in [server.options, *(location.options for location in server.locations)]
+        if options.require_client_ca is not None
+    )
+    site.handlers["client_ca"] = partial(require_client_ca, authorities=authorities)
     return site
 
 

@@ -1,0 +1,210 @@
+"""Client certificates end to end, and SNI with openssl s_client."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import socket
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from gemfcgi.certificates import make_self_signed, write_key_pair
+from tests.certs import NOW, issue, write
+from tests.support import client_context, fetch, start_server
+
+CONFIG = """
+server "example.com" {{
+    listen on 127.0.0.1 port 0
+    alias "www.example.com"
+    cert "{d}/example.com.pem"
+    key "{d}/example.com.key"
+    root "{d}/root"
+    location "/members/*" {{ require client ca "{d}/ca.pem" }}
+}}
+server "other.example" {{
+    listen on 127.0.0.1 port 0
+    cert "{d}/other.pem"
+    key "{d}/other.key"
+    root "{d}/root"
+    require client ca "{d}/ca.pem"
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clientca")
+    (d / "root" / "members").mkdir(parents=True)
+    (d / "root" / "index.gmi").write_text("# public\n")
+    (d / "root" / "members" / "index.gmi").write_text("# members\n")
+    for name, hosts in (("example.com", ["example.com", "www.example.com"]), ("other", ["other.example"])):
+        cert_pem, key_pem = make_self_signed(hosts)
+        write_key_pair(d / f"{name}.pem", d / f"{name}.key", cert_pem, key_pem)
+    ca = issue("members ca", ca=True)
+    write(d, "ca", ca)
+    clients = {
+        "member": write(d, "member", issue("member", ca)),
+        "stranger": write(d, "stranger", issue("stranger")),
+        "expired": write(
+            d, "expired",
+            issue("expired", ca, not_before=NOW - datetime.timedelta(days=9),
+                  not_after=NOW - datetime.timedelta(days=1)),
+        ),
+    }
+    (d / "gmid.conf").write_text(CONFIG.format(d=d))
+    return d, clients
+
+
+@pytest.fixture(scope="module")
+def server(setup):
+    d, _ = setup
+    process = start_server("-c", str(d / "gmid.conf"))
+    yield process
+    process.stop()
+
+
+def members(server, host="example.com", identity=None, clients=None):
+    context = client_context(*clients[identity]) if identity else client_context()
+    return fetch(server.port, f"gemini://{host}:{server.port}/members/", sni=host, context=context)
+
+
+def test_no_certificate_gets_60(server, setup):
+    assert members(server).status == 60
+
+
+def test_certificate_not_signed_by_the_ca_gets_61(server, setup):
+    assert members(server, identity="stranger", clients=setup[1]).status == 61
+
+
+def test_expired_certificate_gets_62(server, setup):
+    assert members(server, identity="expired", clients=setup[1]).status == 62
+
+
+def test_certificate_signed_by_the_ca_is_let_in(server, setup):
+    reply = members(server, identity="member", clients=setup[1])
+    assert (reply.status, reply.body) == (20, b"# members\n")
+
+
+def test_public_pages_need_no_certificate(server):
+    assert fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com").status == 20
+
+
+def test_server_level_requirement_covers_every_path(server):
+    reply = fetch(server.port, f"gemini://other.example:{server.port}/", sni="other.example")
+    assert reply.status == 60
+
+
+def s_client(server, *args, request="gemini://example.com:{port}/"):
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-ign_eof", *args],
+        input=request.format(port=server.port).encode() + b"\r\n",
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def certificate_subject(output: bytes) -> str:
+    for line in output.decode("utf-8", "replace").splitlines():
+        if line.startswith("subject="):
+            return line
+    return ""
+
+
+@pytest.mark.parametrize(
+    "sni, expected",
+    [("example.com", "example.com"), ("www.example.com", "example.com"), ("other.example", "other.example")],
+)
+def test_s_client_gets_the_certificate_of_the_sni_name(server, sni, expected):
+    result = s_client(server, "-servername", sni)
+    assert f"CN = {expected}" in certificate_subject(result.stdout)
+
+
+def test_s_client_without_sni_gets_the_first_servers_certificate(server):
+    result = s_client(server, "-noservername")
+    assert "CN = example.com" in certificate_subject(result.stdout)
+    assert b"20 text/gemini" in result.stdout
+
+
+@pytest.mark.parametrize("flag, version", [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")])
+def test_s_client_with_each_tls_version(server, flag, version):
+    result = s_client(server, "-servername", "example.com", flag)
+    assert f"Protocol  : {version}".encode() in result.stdout or f", {version},".encode() in result.stdout
+    assert b"20 text/gemini" in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+def test_s_client_resumes_its_session(server, tmp_path, flag):
+    session = tmp_path / "session.pem"
+    first = s_client(server, "-servername", "example.com", flag, "-sess_out", str(session))
+    assert b"20 text/gemini" in first.stdout
+    second = s_client(server, "-servername", "example.com", flag, "-sess_in", str(session))
+    assert b"Reused, TLS" in second.stdout
+
+
+def test_s_client_with_a_client_certificate(server, setup):
+    cert, key = setup[1]["member"]
+    result = s_client(server, "-servername", "example.com", "-cert", cert, "-key", key,
+                      request="gemini://example.com:{port}/members/")
+    assert b"20 text/gemini" in result.stdout and b"# members" in result.stdout
+
+
+def test_reload_picks_up_a_renewed_certificate_without_dropping_a_connection(setup, tmp_path):
+    d, _ = setup
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "big.bin").write_bytes(b"r" * (4 * 1024 * 1024))
+    cert_pem, key_pem = make_self_signed(["example.com"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
+        f' key "{tmp_path}/k.pem"\n root "{tmp_path}/root"\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        def fingerprint() -> bytes:
+            with socket.create_connection(("127.0.0.1", server.port)) as raw:
+                with client_context().wrap_socket(raw, server_hostname="example.com") as tls:
+                    return x509.load_der_x509_certificate(
+                        tls.getpeercert(binary_form=True)
+                    ).fingerprint(hashes.SHA256())
+
+        old = fingerprint()
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        slow = client_context().wrap_socket(raw, server_hostname="example.com")
+        slow.sendall(f"gemini://example.com:{server.port}/big.bin\r\n".encode())
+        data = slow.recv(4096)
+        cert_pem, key_pem = make_self_signed(["example.com"])
+        write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded")
+        assert fingerprint() != old
+        while chunk := slow.recv(65536):
+            data += chunk
+        slow.close()
+        assert len(data.partition(b"\r\n")[2]) == 4 * 1024 * 1024
+    finally:
+        server.stop()
+
+
+def test_reload_with_a_key_that_does_not_match_keeps_the_old_certificate(setup, tmp_path):
+    cert_pem, key_pem = make_self_signed(["example.com"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
+        f' key "{tmp_path}/k.pem"\n root "{tmp_path}/root"\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        _, other_key = make_self_signed(["example.com"])
+        (tmp_path / "k.pem").write_bytes(other_key)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"gmid\.conf:1: server 'example\.com': .*key does not match")
+        assert fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com").status == 51
+    finally:
+        server.stop()
