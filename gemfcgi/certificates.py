@@ -36,10 +36,20 @@ class KeyPair:
     key: PrivateKey
     cert_path: str
     key_path: str
+    ocsp: bytes = b""
 
 
-def load_key_pair(cert_path: str, key_path: str) -> KeyPair:
-    """Read a PEM chain and key, checking that the key belongs to the leaf."""
+def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None) -> KeyPair:
+    """
+    Read a PEM chain and key, checking that the key belongs to the leaf,
+    and the DER OCSP response to staple (an empty file staples nothing).
+    """
+    ocsp = b""
+    if ocsp_path is not None:
+        try:
+            ocsp = Path(ocsp_path).read_bytes()
+        except OSError as e:
+            raise CertificateError(f"{ocsp_path}: cannot read OCSP response: {e.strerror}") from None
     try:
         cert_data = Path(cert_path).read_bytes()
     except OSError as e:
@@ -64,7 +74,7 @@ def load_key_pair(cert_path: str, key_path: str) -> KeyPair:
         encoding, public
     ):
         raise CertificateError(f"{key_path}: key does not match the certificate in {cert_path}")
-    return KeyPair(chain, key, cert_path, key_path)
+    return KeyPair(chain, key, cert_path, key_path, ocsp)
 
 
 def _subject_alternative_names(names: Sequence[str]) -> list[x509.GeneralName]:

@@ -55,7 +55,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             error(origin, f"server {server.name!r} needs both cert and key")
         else:
             try:
-                load_key_pair(server.cert, server.key)
+                load_key_pair(server.cert, server.key, server.ocsp)
             except CertificateError as problem:
                 error(origin, f"server {server.name!r}: {problem}")
             else:
@@ -66,8 +66,6 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         f"key {server.key} is readable by group or others "
                         f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it",
                     )
-        if server.ocsp is not None and not os.access(server.ocsp, os.R_OK):
-            error(origin, f"server {server.name!r}: cannot read ocsp file {server.ocsp}")
         for options, where in [(server.options, origin)] + [
             (location.options, location.origin or origin) for location in server.locations
         ]:

@@ -96,7 +96,7 @@ def load_key_pairs(config: model.Config) -> list[KeyPair]:
     for server in config.servers:
         if server.cert is None or server.key is None:
             raise CertificateError(f"server {server.name!r} has no cert or key")
-        pairs.append(load_key_pair(server.cert, server.key))
+        pairs.append(load_key_pair(server.cert, server.key, server.ocsp))
     return pairs
 
 

@@ -88,6 +88,9 @@ def build_context(
     context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
     if servername_callback is not None:
         context.set_tlsext_servername_callback(servername_callback)
+    if pair.ocsp:
+        staple = pair.ocsp
+        context.set_ocsp_server_callback(lambda connection, data: staple)
     return context
 
 

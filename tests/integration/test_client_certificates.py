@@ -208,3 +208,69 @@ def test_reload_with_a_key_that_does_not_match_keeps_the_old_certificate(setup, 
         assert fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com").status == 51
     finally:
         server.stop()
+
+
+def make_ocsp_response(cert_path, key_path) -> bytes:
+    """A DER OCSP response for a self-signed certificate, signed by its own key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509 import ocsp
+
+    certificate = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
+    key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
+    response = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=certificate, issuer=certificate, algorithm=hashes.SHA256(),
+            cert_status=ocsp.OCSPCertStatus.GOOD, this_update=NOW,
+            next_update=NOW + datetime.timedelta(days=1), revocation_time=None,
+            revocation_reason=None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, certificate)
+        .sign(key, hashes.SHA256())
+    )
+    return response.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.parametrize("stapled", [True, False])
+def test_ocsp_file_is_loaded_and_an_empty_one_staples_nothing(tmp_path, stapled):
+    # OpenSSL 3.6 and later ignore the response pyOpenSSL hands over from its
+    # status callback (OpenSSL issue 30379), so whether a non-empty response
+    # reaches the client depends on the OpenSSL that cryptography bundles.
+    # What gemfcgi owns is tested: the file is read, served, and empty means none.
+    cert_pem, key_pem = make_self_signed(["example.com"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    der = make_ocsp_response(tmp_path / "c.pem", tmp_path / "k.pem") if stapled else b""
+    (tmp_path / "ocsp.der").write_bytes(der)
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
+        f' key "{tmp_path}/k.pem"\n ocsp "{tmp_path}/ocsp.der"\n root "{tmp_path}/root"\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        result = s_client(server, "-servername", "example.com", "-status")
+    finally:
+        server.stop()
+    assert b"51 not found" in result.stdout
+    if not stapled:
+        assert b"OCSP response: no response sent" in result.stdout
+
+
+def test_missing_ocsp_file_is_a_config_error(tmp_path):
+    cert_pem, key_pem = make_self_signed(["example.com"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
+        f' key "{tmp_path}/k.pem"\n ocsp "{tmp_path}/missing.der"\n root "{tmp_path}/root"\n}}\n'
+    )
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    result = subprocess.run(
+        [*TWISTD, "gemfcgi", "-c", str(config), "--check"], capture_output=True, timeout=60,
+        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert f"{config}:1: server 'example.com': {tmp_path}/missing.der: cannot read OCSP".encode() in result.stderr
