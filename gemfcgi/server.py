@@ -94,18 +94,22 @@ class GeminiProtocol(Protocol):
     # -- Twisted's edges -------------------------------------------------
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        host = getattr(peer, "host", None)
-        self.record = accesslog.AccessRecord(
-            client_ip=host if host is not None else str(peer),
-            client_port=getattr(peer, "port", 0),
-            started=self.clock.seconds(),
-        )
+        self.record = accesslog.AccessRecord(started=self.clock.seconds())
+        self._note_peer()
         self._arm(self.site.timeouts.handshake, self._handshake_timed_out)
         if self.factory is not None:
             self.factory.connections.add(self)
 
+    def _note_peer(self) -> None:
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", None)
+        self.record.client_ip = host if host is not None else str(peer)
+        self.record.client_port = getattr(peer, "port", 0)
+
     def handshakeCompleted(self) -> None:
+        # Behind a PROXY protocol listener the header has been read by now
+        # (it precedes TLS), so the peer is the real client from here on.
+        self._note_peer()
         self.tls = TLSFacts.from_connection(self.transport.getHandle())
         self.state = State.REQUEST
         self._arm(self.site.timeouts.request, self._request_timed_out)

@@ -48,11 +48,14 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
     Twisted server endpoint strings for a ``listen on`` line.
 
     ``*`` is one dual-stack IPv6 socket; a name is resolved now, as gmid
-    does when it parses the file, into one socket per address.
+    does when it parses the file, into one socket per address. A
+    ``proxy-v1`` listener reads the PROXY header with Twisted's ``haproxy:``
+    wrapper, below TLS, so the client's real address is what the server sees.
     """
     port = listen.port if isinstance(listen.port, int) else socket.getservbyname(listen.port, "tcp")
+    prefix = "haproxy:" if listen.proxy_v1 else ""
     if listen.address == "*":
-        return [f"tcp6:{port}:interface=\\:\\::backlog={LISTEN_BACKLOG}"]
+        return [f"{prefix}tcp6:{port}:interface=\\:\\::backlog={LISTEN_BACKLOG}"]
     addresses: list[tuple[int, str]] = []
     for family, _, _, _, sockaddr in socket.getaddrinfo(
         listen.address, port, type=socket.SOCK_STREAM
@@ -61,7 +64,7 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
         if entry not in addresses:
             addresses.append(entry)
     return [
-        f"{'tcp6' if family == socket.AF_INET6 else 'tcp'}:{port}"
+        f"{prefix}{'tcp6' if family == socket.AF_INET6 else 'tcp'}:{port}"
         f":interface={_escape(address)}:backlog={LISTEN_BACKLOG}"
         for family, address in addresses
     ]

@@ -44,7 +44,7 @@ KEYWORDS = frozenset(
     """
     access alias auto block ca cert cgi chroot client default facility
     fastcgi for-host include index ipv6 key lang listen location log ocsp off
-    on param port prefork proto protocols proxy proxy-v1 relay-to require
+    on param port prefork proto protocols proxy proxy-v1 proxy-v2 relay-to require
     return root server sni socket strip style syslog tcp to-ext type types
     use-tls user verifyname
     """.split()

@@ -118,7 +118,9 @@ class Listen:
     ``listen on ADDR [port N|"service"] [proxy-v1]``.
 
     ``address`` is ``"*"`` for every address, else a host name or IP literal
-    as written (resolution happens when listeners are opened).
+    as written (resolution happens when listeners are opened). ``proxy_v1``
+    (written ``proxy-v1`` or ``proxy-v2``) means a PROXY protocol header,
+    version 1 or 2, comes before TLS on every connection.
     """
 
     address: str = "*"

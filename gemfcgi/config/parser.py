@@ -644,7 +644,9 @@ class _Parser:
             address = self._string("'listen on'")
         port = self._optional_port(DEFAULT_PORT)
         proxy_v1 = False
-        if self._peek().is_keyword("proxy-v1"):
+        # gemfcgi's addition: proxy-v2 (the PROXY protocol reader accepts
+        # both versions, so either word turns it on).
+        if self._peek().is_keyword("proxy-v1") or self._peek().is_keyword("proxy-v2"):
             self._next()
             proxy_v1 = True
         server.listens.append(Listen(address, port, proxy_v1, _origin(token)))

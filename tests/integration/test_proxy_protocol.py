@@ -1,0 +1,84 @@
+"""PROXY protocol listeners: the client's real address, v1 and v2, or a closed door."""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+
+import pytest
+
+from tests.support import client_context, start_server
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory, certificate):
+    root = tmp_path_factory.mktemp("proxied")
+    (root / "index.gmi").write_text("# behind a balancer\n")
+    cert, key = certificate
+    config = root / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0 proxy-v2\n'
+        f'  cert "{cert}"\n  key "{key}"\n  root "{root}"\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    yield server
+    server.stop()
+
+
+def v1_header(source: str, source_port: int, port: int) -> bytes:
+    return f"PROXY TCP4 {source} 127.0.0.1 {source_port} {port}\r\n".encode()
+
+
+def v2_header(source: str, source_port: int, port: int) -> bytes:
+    addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1")
+    addresses += struct.pack("!HH", source_port, port)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
+
+
+def exchange(port: int, header: bytes, request: bytes) -> bytes:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(header)
+    try:
+        tls = client_context().wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(request)
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        tls.close()
+        return data
+    except (OSError, ConnectionError):
+        raw.close()
+        return b""
+
+
+@pytest.mark.parametrize("make_header, source", [(v1_header, "192.0.2.10"), (v2_header, "198.51.100.20")])
+def test_client_address_from_the_proxy_header_is_logged(proxied, make_header, source):
+    port = proxied.port
+    reply = exchange(port, make_header(source, 40123, port), f"gemini://localhost:{port}/\r\n".encode())
+    assert reply.startswith(b"20 text/gemini\r\n# behind a balancer")
+    proxied.wait_for_log(re.escape(f"{source}:40123 GET gemini://localhost:{port}/ 20"))
+
+
+def test_connection_without_a_proxy_header_is_closed(proxied):
+    port = proxied.port
+    assert exchange(port, b"", f"gemini://localhost:{port}/\r\n".encode()) == b""
+
+
+def test_connection_with_a_garbage_proxy_header_is_closed(proxied):
+    port = proxied.port
+    assert exchange(port, b"PROXY BOGUS nonsense\r\n", f"gemini://localhost:{port}/\r\n".encode()) == b""
+
+
+def test_quick_mode_takes_a_haproxy_endpoint(certificate, tmp_path):
+    (tmp_path / "index.gmi").write_text("# quick\n")
+    cert, key = certificate
+    server = start_server("--root", str(tmp_path), "--cert", cert, "--key", key,
+                          "--listen", "haproxy:tcp:0:interface=127.0.0.1")
+    try:
+        port = server.port
+        reply = exchange(port, v1_header("203.0.113.5", 5555, port), f"gemini://localhost:{port}/\r\n".encode())
+        assert reply.startswith(b"20 text/gemini")
+        server.wait_for_log(r"203\.0\.113\.5:5555 GET")
+    finally:
+        server.stop()
