@@ -70,6 +70,25 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
     ]
 
 
+class ListenError(ValueError):
+    """A listen endpoint string that cannot be used, with what to do about it."""
+
+
+def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
+    """``serverFromString`` with errors a user can act on."""
+    try:
+        return endpoints.serverFromString(reactor, description)
+    except (IndexError, KeyError) as error:
+        if "systemd:" in description:
+            raise ListenError(
+                f"{description}: no such socket was passed by systemd (not socket-activated, "
+                "or LISTEN_FDNAMES missing: systemd-socket-activate needs --fdname=NAME)"
+            ) from error
+        raise ListenError(f"{description}: {error!r}") from error
+    except ValueError as error:
+        raise ListenError(f"{description}: {error}") from error
+
+
 @dataclass
 class Listener:
     """One socket to open, and the servers whose certificates it offers."""
@@ -220,7 +239,7 @@ class GemfcgiService(MultiService):
                 continue
             tls = ServerTLS(store, default)
             factory = GeminiFactory(site, self.reactor, self.connections)
-            endpoint = endpoints.serverFromString(self.reactor, description)
+            endpoint = server_endpoint(self.reactor, description)
             service = ListenerService(description, endpoint, TLSMemoryBIOFactory(tls, False, factory))
             self.listeners[description] = service
             self._tls[description] = tls

@@ -18,12 +18,12 @@ from typing import Optional
 from twisted.python import usage
 
 from gemfcgi._version import __version__
-from gemfcgi.certificates import ensure_self_signed, make_self_signed, write_key_pair
+from gemfcgi.certificates import CertificateError, ensure_self_signed, make_self_signed, write_key_pair
 from gemfcgi.check import load_and_check
 from gemfcgi.config import ConfigError, model
 from gemfcgi.reload import ConfigReloader
 from gemfcgi.server import Timeouts
-from gemfcgi.service import GemfcgiService, makeService as make_gemfcgi_service
+from gemfcgi.service import GemfcgiService, ListenError, makeService as make_gemfcgi_service
 
 DEMO_ROOT = Path(__file__).parent / "demo" / "capsule"
 LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\:1"]
@@ -158,6 +158,13 @@ def load_or_exit(options: Options) -> model.Config:
 
 
 def makeService(options: Options) -> GemfcgiService:
+    try:
+        return _make_service(options)
+    except (ListenError, CertificateError) as error:
+        sys.exit(f"gemfcgi: {error}")
+
+
+def _make_service(options: Options) -> GemfcgiService:
     if options["gencert"]:
         gencert(options)
     timeouts = Timeouts(

@@ -1,0 +1,89 @@
+"""Socket activation, tested with Debian's systemd-socket-activate."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.support import PROJECT_ROOT, TWISTD, ServerProcess, fetch
+
+ACTIVATE = shutil.which("systemd-socket-activate")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_listening(port: int, timeout: float = 10.0) -> None:
+    """The activator binds before it starts gemfcgi; wait for that socket."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {port}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def capsule(tmp_path):
+    (tmp_path / "index.gmi").write_text("# activated\n")
+    return tmp_path
+
+
+def test_serves_on_the_socket_systemd_passes(capsule, certificate):
+    assert ACTIVATE, "systemd-socket-activate is missing (Debian package systemd)"
+    cert, key = certificate
+    port = free_port()
+    command = [
+        ACTIVATE, "-l", f"127.0.0.1:{port}", "--fdname=gemini",
+        *TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+        "--cert", cert, "--key", key, "--listen", "systemd:domain=INET:name=gemini",
+    ]
+    server = ServerProcess(command)
+    try:
+        # The activator starts gemfcgi on the first connection (this probe),
+        # and later ones wait in the socket's backlog meanwhile.
+        wait_until_listening(port)
+        reply = fetch(port, f"gemini://localhost:{port}/", timeout=30)
+        assert reply.body == b"# activated\n"
+        server.wait_for_log(rf"listening on 127\.0\.0\.1:{port} \(systemd:domain=INET:name=gemini\)")
+        assert fetch(port, f"gemini://localhost:{port}/", timeout=10).status == 20
+    finally:
+        server.stop()
+
+
+def test_index_selects_among_several_sockets(capsule, certificate):
+    cert, key = certificate
+    first, second = free_port(), free_port()
+    command = [
+        ACTIVATE, "-l", f"127.0.0.1:{first}", "-l", f"127.0.0.1:{second}", "--fdname=a:b",
+        *TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+        "--cert", cert, "--key", key, "--listen", "systemd:domain=INET:index=1",
+    ]
+    server = ServerProcess(command)
+    try:
+        wait_until_listening(first)
+        server.wait_for_log(r"listening on")
+        assert fetch(second, f"gemini://localhost:{second}/", timeout=30).status == 20
+    finally:
+        server.stop()
+
+
+def test_without_socket_activation_the_error_says_so(capsule, certificate):
+    cert, key = certificate
+    result = subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule), "--cert", cert,
+         "--key", key, "--listen", "systemd:domain=INET:index=0"],
+        capture_output=True, timeout=60, env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode != 0
+    assert b"not socket-activated" in result.stderr + result.stdout
