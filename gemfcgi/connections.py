@@ -8,10 +8,15 @@ aborted): requests in flight are never cut short by a stop or a reload.
 
 from __future__ import annotations
 
-from typing import Any
+import fcntl
+import resource
+import struct
+import termios
+from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.protocols.policies import WrappingFactory
 
 
 class ConnectionTracker:
@@ -57,3 +62,64 @@ class ConnectionTracker:
             return result
 
         return waiter.addBoth(done)
+
+
+def default_max_connections() -> int:
+    """
+    As many connections as the descriptor limit allows: each may hold a
+    FastCGI socket besides its own, and some descriptors are kept for
+    listeners, logs and files.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, min(20000, (soft - 64) // 2))
+
+
+def hard_limit(max_connections: int) -> int:
+    """Beyond the soft limit a few more are let in to be told ``41``."""
+    return max_connections + max_connections // 8 + 8
+
+
+class LimitingFactory(WrappingFactory):
+    """
+    Refuses connections beyond the hard limit before any TLS work is done
+    (returning ``None`` closes the socket at once). Sits outside the TLS
+    factory: inside it, a ``None`` protocol would break the TLS wrapper.
+    """
+
+    def __init__(self, wrapped, connections: ConnectionTracker, limit: int) -> None:
+        super().__init__(wrapped)
+        self.connections = connections
+        self.limit = limit
+
+    def buildProtocol(self, addr):
+        if len(self.connections) >= self.limit:
+            return None
+        return super().buildProtocol(addr)
+
+
+def _socket_of(transport: Any) -> Any:
+    """The TCP transport under TLS and PROXY protocol wrappers."""
+    while transport is not None and not hasattr(transport, "socket"):
+        transport = getattr(transport, "transport", None)
+    return transport
+
+
+def unsent_bytes(transport: Any) -> Optional[int]:
+    """
+    Bytes written but not yet acknowledged by the peer: Twisted's buffer
+    plus the kernel's send queue. ``None`` when it cannot be known (a
+    transport that is not a socket). Lets the linger tell a client that is
+    still reading the end of a reply from one that never closes.
+    """
+    tcp = _socket_of(transport)
+    if tcp is None:
+        return None
+    buffered = len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0)
+    buffered += getattr(tcp, "_tempDataLen", 0)
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(tcp.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (OSError, ValueError, AttributeError):
+        return None
+    return buffered + queued

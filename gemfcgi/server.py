@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi import accesslog
-from gemfcgi.connections import ConnectionTracker
+from gemfcgi.connections import ConnectionTracker, default_max_connections, unsent_bytes
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
 from gemfcgi.gemini.status import InvalidHeader, response_header
@@ -44,6 +44,7 @@ class Timeouts:
     handshake: float = 10.0
     request: float = 10.0
     linger: float = 2.0
+    idle: float = 60.0
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Site:
     routes: Routes
     timeouts: Timeouts = field(default_factory=Timeouts)
     public_port: Optional[int] = None
+    max_connections: int = field(default_factory=default_max_connections)
     handlers: dict[str, Callable[..., None]] = field(default_factory=dict)
 
 
@@ -72,7 +74,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPushProducer)
 class GeminiProtocol(Protocol):
     """One Gemini connection, inside the TLS layer."""
 
@@ -90,6 +92,9 @@ class GeminiProtocol(Protocol):
         self._header_sent = False
         self.record = accesslog.AccessRecord()
         self.factory: Optional[GeminiFactory] = None
+        self.busy = False
+        self._last_unsent: Optional[int] = None
+        self._stalled_for = 0.0
 
     # -- Twisted's edges -------------------------------------------------
 
@@ -112,6 +117,9 @@ class GeminiProtocol(Protocol):
         self._note_peer()
         self.tls = TLSFacts.from_connection(self.transport.getHandle())
         self.state = State.REQUEST
+        if self.busy:
+            self.respond(status.SERVER_UNAVAILABLE, "server busy, try again later")
+            return
         self._arm(self.site.timeouts.request, self._request_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
@@ -126,9 +134,7 @@ class GeminiProtocol(Protocol):
         previous = self.state
         self.state = State.CLOSED
         self._disarm()
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.stopProducing()
+        self.stopProducing()
         if previous in (State.RESPONDING, State.CLOSING):
             self._log_access()
         if self.factory is not None:
@@ -234,20 +240,62 @@ class GeminiProtocol(Protocol):
             self.transport.write(data)
 
     def stream(self, producer: IPushProducer) -> None:
-        """Let ``producer`` write the body; the transport pauses it when full."""
+        """
+        Let ``producer`` write the body; the transport pauses it when full.
+
+        The protocol stands between them: a client that stops reading keeps
+        the producer paused, and one paused for the idle timeout is cut.
+        """
         self._producer = producer
-        self.transport.registerProducer(producer, True)
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self._arm(self.site.timeouts.idle, self._idle_timed_out)
+        if self._producer is not None:
+            self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._disarm()
+        if self._producer is not None:
+            self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
 
     def finish(self) -> None:
-        """End the response: flush, close_notify, and a linger for the peer's."""
+        """
+        End the response: flush, close_notify, and a linger for the peer's.
+
+        The linger only counts once every byte has left: a client still
+        reading the end of a large reply is not cut while it makes progress.
+        """
         if self.state is not State.RESPONDING:
             return
         if self._producer is not None:
             self._producer = None
             self.transport.unregisterProducer()
         self.state = State.CLOSING
-        self._arm(self.site.timeouts.linger, self.transport.abortConnection)
+        self._last_unsent = None
+        self._stalled_for = 0.0
+        self._arm(self.site.timeouts.linger, self._linger_check)
         self.transport.loseConnection()
+
+    def _linger_check(self) -> None:
+        self._timer = None
+        linger = self.site.timeouts.linger
+        unsent = unsent_bytes(self.transport)
+        if unsent:
+            if self._last_unsent is None or unsent < self._last_unsent:
+                self._stalled_for = 0.0
+            else:
+                self._stalled_for += linger
+            self._last_unsent = unsent
+            if self._stalled_for < self.site.timeouts.idle:
+                self._arm(linger, self._linger_check)
+                return
+        self.transport.abortConnection()
 
     def respond(self, code: int, meta: str = "") -> None:
         """A header-only response, then close."""
@@ -269,6 +317,16 @@ class GeminiProtocol(Protocol):
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
+        self.transport.abortConnection()
+
+    def _idle_timed_out(self) -> None:
+        self._timer = None
+        log.info(
+            "{client} {url}: client read nothing for {idle:.0f} s; closing",
+            client=self.record.client,
+            url=self.record.url,
+            idle=self.site.timeouts.idle,
+        )
         self.transport.abortConnection()
 
     def _request_timed_out(self) -> None:
@@ -309,4 +367,5 @@ class GeminiFactory(Factory):
     def buildProtocol(self, addr) -> GeminiProtocol:
         protocol = GeminiProtocol(self.site, self.clock)
         protocol.factory = self
+        protocol.busy = len(self.connections) >= self.site.max_connections
         return protocol

@@ -25,7 +25,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
-from gemfcgi.connections import ConnectionTracker
+from gemfcgi.connections import ConnectionTracker, LimitingFactory, hard_limit
 from gemfcgi.config import model
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
@@ -122,10 +122,16 @@ def load_key_pairs(config: model.Config) -> list[KeyPair]:
     return pairs
 
 
-def build_site(config: model.Config, timeouts: Optional[Timeouts] = None) -> Site:
+def build_site(
+    config: model.Config,
+    timeouts: Optional[Timeouts] = None,
+    max_connections: Optional[int] = None,
+) -> Site:
     """The routing table and the handlers that do not need running services."""
     routes = Routes(config)
     site = Site(routes=routes, timeouts=timeouts or Timeouts())
+    if max_connections is not None:
+        site.max_connections = max_connections
     site.handlers["static"] = partial(serve_static, mime=routes.mime)
     site.handlers["block"] = serve_block
     authorities = load_authorities(
@@ -208,6 +214,7 @@ class GemfcgiService(MultiService):
         timeouts: Optional[Timeouts] = None,
         reactor: Optional[IReactorCore] = None,
         drain_timeout: float = 30.0,
+        max_connections: Optional[int] = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -219,8 +226,10 @@ class GemfcgiService(MultiService):
         self.connections = ConnectionTracker()
         self.listeners: dict[str, ListenerService] = {}
         self._tls: dict[str, ServerTLS] = {}
+        self._factories: dict[str, GeminiFactory] = {}
+        self.max_connections = max_connections
         self.config = config
-        self.site = build_site(config, self.timeouts)
+        self.site = build_site(config, self.timeouts, max_connections)
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
 
@@ -230,17 +239,24 @@ class GemfcgiService(MultiService):
             if description not in wanted:
                 service = self.listeners.pop(description)
                 del self._tls[description]
+                del self._factories[description]
                 service.disownServiceParent()
         for description, listener in wanted.items():
             default = listener.servers[0]
             if description in self.listeners:
-                self.listeners[description].factory.wrappedFactory.site = site
+                self._factories[description].site = site
                 self._tls[description].update(store, default)
                 continue
             tls = ServerTLS(store, default)
             factory = GeminiFactory(site, self.reactor, self.connections)
             endpoint = server_endpoint(self.reactor, description)
-            service = ListenerService(description, endpoint, TLSMemoryBIOFactory(tls, False, factory))
+            limited = LimitingFactory(
+                TLSMemoryBIOFactory(tls, False, factory),
+                self.connections,
+                hard_limit(site.max_connections),
+            )
+            service = ListenerService(description, endpoint, limited)
+            self._factories[description] = factory
             self.listeners[description] = service
             self._tls[description] = tls
             service.setServiceParent(self)
@@ -250,7 +266,7 @@ class GemfcgiService(MultiService):
         Serve ``config`` for new connections. Raises (and changes nothing)
         if its certificates or listeners cannot be used.
         """
-        site = build_site(config, self.timeouts)
+        site = build_site(config, self.timeouts, self.max_connections)
         store = build_certificates(config, site.routes)
         self._install(config, site, store)
         self.config, self.site = config, site
@@ -314,6 +330,8 @@ def makeService(
     listen: Optional[Sequence[str]] = None,
     timeouts: Optional[Timeouts] = None,
     reactor: Optional[IReactorCore] = None,
+    max_connections: Optional[int] = None,
+    drain_timeout: float = 30.0,
 ) -> GemfcgiService:
     """
     The public entry point: a started-on-demand ``IService`` serving ``config``.
@@ -321,4 +339,11 @@ def makeService(
     ``listen`` overrides the configuration's ``listen on`` lines with Twisted
     server endpoint strings (without TLS: gemfcgi adds it).
     """
-    return GemfcgiService(config, listen=listen, timeouts=timeouts, reactor=reactor)
+    return GemfcgiService(
+        config,
+        listen=listen,
+        timeouts=timeouts,
+        reactor=reactor,
+        drain_timeout=drain_timeout,
+        max_connections=max_connections,
+    )

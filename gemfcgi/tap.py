@@ -51,6 +51,11 @@ class Options(usage.Options):
          "(default $XDG_STATE_HOME/gemfcgi or ~/.local/state/gemfcgi)."],
         ["request-timeout", None, 10.0, "Seconds for the request line to arrive.", float],
         ["handshake-timeout", None, 10.0, "Seconds for the TLS handshake.", float],
+        ["idle-timeout", None, 60.0, "Seconds a client may read nothing of a reply "
+         "before it is closed.", float],
+        ["drain-timeout", None, 30.0, "Seconds a stop waits for requests in flight.", float],
+        ["max-connections", None, None, "Connections served at once; beyond it clients "
+         "get 41 (default: from the descriptor limit).", int],
     ]
     optFlags = [
         ["check", None, "With --config: check the configuration (certificates, keys and "
@@ -168,12 +173,19 @@ def _make_service(options: Options) -> GemfcgiService:
     if options["gencert"]:
         gencert(options)
     timeouts = Timeouts(
-        handshake=options["handshake-timeout"], request=options["request-timeout"]
+        handshake=options["handshake-timeout"],
+        request=options["request-timeout"],
+        idle=options["idle-timeout"],
+    )
+    serving = dict(
+        timeouts=timeouts,
+        max_connections=options["max-connections"],
+        drain_timeout=options["drain-timeout"],
     )
     listen: Optional[list[str]] = options["listen"] or None
     if options["config"] is not None:
         config = load_or_exit(options)
-        service = make_gemfcgi_service(config, listen=listen, timeouts=timeouts)
+        service = make_gemfcgi_service(config, listen=listen, **serving)
         reloader = ConfigReloader(
             options["config"], options["defines"], service.reload, service.reactor
         )
@@ -185,4 +197,4 @@ def _make_service(options: Options) -> GemfcgiService:
     else:
         config = quick_config(options, str(DEMO_ROOT))
         listen = listen or LOOPBACK_LISTENERS
-    return make_gemfcgi_service(config, listen=listen, timeouts=timeouts)
+    return make_gemfcgi_service(config, listen=listen, **serving)

@@ -1,0 +1,107 @@
+"""Limits that keep one client from holding what others need."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.support import client_context, fetch, start_server
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, certificate):
+    root = tmp_path_factory.mktemp("limited")
+    (root / "index.gmi").write_text("# hi\n")
+    (root / "one.bin").write_bytes(bytes(range(256)) * 4096)
+    (root / "fifty.bin").write_bytes(b"f" * (50 * 1024 * 1024))
+    cert, key = certificate
+    server = start_server(
+        "--root", str(root), "--cert", cert, "--key", key,
+        "--listen", "tcp:0:interface=127.0.0.1",
+        "--max-connections", "4", "--request-timeout", "5", "--idle-timeout", "3",
+    )
+    yield server
+    server.stop()
+
+
+def idle_tls(port: int):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return client_context().wrap_socket(raw, server_hostname="localhost")
+
+
+def test_connections_beyond_the_limit_get_41_and_service_resumes(limited):
+    port = limited.port
+    held = [idle_tls(port) for _ in range(4)]
+    try:
+        reply = fetch(port, f"gemini://localhost:{port}/")
+        assert reply.header == b"41 server busy, try again later"
+        assert reply.clean_close
+    finally:
+        for connection in held:
+            connection.close()
+    deadline = time.monotonic() + 5
+    while (status := fetch(port, f"gemini://localhost:{port}/").status) != 20:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+
+
+def test_connections_beyond_the_hard_limit_are_closed_before_tls(limited):
+    port = limited.port
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4 + 0 + 8)]
+    try:
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            assert extra.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        extra.close()
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_slow_reader_gets_the_whole_file_past_the_linger(limited):
+    port = limited.port
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{port}/one.bin\r\n".encode())
+    data = b""
+    started = time.monotonic()
+    clean = False
+    while True:
+        time.sleep(0.05)
+        try:
+            chunk = tls.recv(16 * 1024)
+        except OSError:
+            break
+        if not chunk:
+            clean = True
+            break
+        data += chunk
+    tls.close()
+    assert time.monotonic() - started > 2.5, "the reader was not slow enough to test the linger"
+    assert data.partition(b"\r\n")[2] == bytes(range(256)) * 4096
+    assert clean
+
+
+def test_client_that_stops_reading_is_closed_at_the_idle_timeout(limited):
+    port = limited.port
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{port}/fifty.bin\r\n".encode())
+    tls.recv(1024)
+    limited.wait_for_log(r"client read nothing for 3 s; closing", timeout=15)
+    received = 0
+    try:
+        while chunk := tls.recv(65536):
+            received += len(chunk)
+    except OSError:
+        pass
+    tls.close()
+    assert received < 50 * 1024 * 1024
+    assert fetch(port, f"gemini://localhost:{port}/").status == 20
