@@ -17,6 +17,7 @@ from gemfcgi.certificates import CertificateError, load_key_pair
 from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
 from gemfcgi.config import model
 from gemfcgi.handlers.clientca import load_authorities
+from gemfcgi.privileges import PrivilegeError, identity_for
 from gemfcgi.tls import ProtocolsError, protocol_range
 
 
@@ -44,6 +45,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     def warning(origin: Optional[model.Origin], message: str) -> None:
         warnings.append(Diagnostic(*_where(origin, config), message, "warning"))
 
+    try:
+        identity_for(config)
+    except PrivilegeError as problem:
+        error(None, str(problem))
     try:
         protocol_range(config.protocols)
     except ProtocolsError as problem:

@@ -88,6 +88,8 @@ class LimitingFactory(WrappingFactory):
     factory: inside it, a ``None`` protocol would break the TLS wrapper.
     """
 
+    noisy = False
+
     def __init__(self, wrapped, connections: ConnectionTracker, limit: int) -> None:
         super().__init__(wrapped)
         self.connections = connections

@@ -232,6 +232,7 @@ class GemfcgiService(MultiService):
         self.site = build_site(config, self.timeouts, max_connections)
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
+        self.chrooted = False
 
     def _install(self, config: model.Config, site: Site, store: CertificateStore) -> None:
         wanted = {listener.description: listener for listener in plan_listeners(config, self.listen)}
@@ -280,7 +281,7 @@ class GemfcgiService(MultiService):
         if settings.access is None and not settings.syslog:
             return
         path = settings.access
-        if path is not None and self.config.chroot:
+        if path is not None and self.config.chroot and not self.chrooted:
             path = os.path.join(self.config.chroot, path.lstrip("/"))
         self.access_log = AccessLogWriter(settings, path)
         globalLogPublisher.addObserver(self.access_log)
@@ -290,6 +291,12 @@ class GemfcgiService(MultiService):
             globalLogPublisher.removeObserver(self.access_log)
             self.access_log.close()
             self.access_log = None
+
+    def entered_chroot(self, chroot: Optional[str]) -> None:
+        """After a chroot, the access file is reopened by its path inside it."""
+        self.chrooted = True
+        if self.access_log is not None and self.access_log.path is not None and chroot:
+            self.access_log.path = self.config.log.access
 
     def reopen_access_log(self) -> None:
         """SIGUSR1: reopen the access file after it was rotated."""

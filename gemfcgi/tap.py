@@ -15,15 +15,18 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
 from gemfcgi._version import __version__
 from gemfcgi.certificates import CertificateError, ensure_self_signed, make_self_signed, write_key_pair
 from gemfcgi.check import load_and_check
 from gemfcgi.config import ConfigError, model
+from gemfcgi.prefork import WorkerPool
+from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader
 from gemfcgi.server import Timeouts
-from gemfcgi.service import GemfcgiService, ListenError, makeService as make_gemfcgi_service
+from gemfcgi.service import ListenError, makeService as make_gemfcgi_service
 
 DEMO_ROOT = Path(__file__).parent / "demo" / "capsule"
 LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\:1"]
@@ -56,6 +59,8 @@ class Options(usage.Options):
         ["drain-timeout", None, 30.0, "Seconds a stop waits for requests in flight.", float],
         ["max-connections", None, None, "Connections served at once; beyond it clients "
          "get 41 (default: from the descriptor limit).", int],
+        ["workers", None, None, "Worker processes sharing the listeners (default: the "
+         "config's prefork, else 1).", int],
     ]
     optFlags = [
         ["check", None, "With --config: check the configuration (certificates, keys and "
@@ -162,14 +167,14 @@ def load_or_exit(options: Options) -> model.Config:
     return config
 
 
-def makeService(options: Options) -> GemfcgiService:
+def makeService(options: Options) -> Service:
     try:
         return _make_service(options)
-    except (ListenError, CertificateError) as error:
+    except (ListenError, CertificateError, PrivilegeError) as error:
         sys.exit(f"gemfcgi: {error}")
 
 
-def _make_service(options: Options) -> GemfcgiService:
+def _make_service(options: Options) -> Service:
     if options["gencert"]:
         gencert(options)
     timeouts = Timeouts(
@@ -185,16 +190,26 @@ def _make_service(options: Options) -> GemfcgiService:
     listen: Optional[list[str]] = options["listen"] or None
     if options["config"] is not None:
         config = load_or_exit(options)
-        service = make_gemfcgi_service(config, listen=listen, **serving)
-        reloader = ConfigReloader(
-            options["config"], options["defines"], service.reload, service.reactor
-        )
-        reloader.setServiceParent(service)
-        return service
-    if options["root"] is not None:
+    elif options["root"] is not None:
         config = quick_config(options, options["root"])
         listen = listen or [ALL_ADDRESSES_LISTENER]
     else:
         config = quick_config(options, str(DEMO_ROOT))
         listen = listen or LOOPBACK_LISTENERS
-    return make_gemfcgi_service(config, listen=listen, **serving)
+    workers = options["workers"] or config.prefork
+    service: Service
+    if workers > 1 or config.user is not None or config.chroot is not None:
+        # Several processes, or privileges to drop: a parent that keeps its
+        # own and workers that serve.
+        pool = WorkerPool(config, workers, listen=listen, **serving)
+        service, apply = MultiService(), pool.reload
+        pool.setServiceParent(service)
+    else:
+        service = make_gemfcgi_service(config, listen=listen, **serving)
+        apply = service.reload
+    if options["config"] is not None:
+        from twisted.internet import reactor
+
+        reloader = ConfigReloader(options["config"], options["defines"], apply, reactor)
+        reloader.setServiceParent(service)
+    return service

@@ -1,0 +1,269 @@
+"""
+Several worker processes on the same listening sockets.
+
+The parent (the twistd process) opens the sockets, stays as it is (root,
+outside any chroot, so it can read the configuration and keys again), and
+runs ``WorkerPool``: N workers that inherit the sockets, each a complete
+gemfcgi that accepts on them. A worker that dies is replaced (with a
+back-off, never in a tight loop). A reload starts a new generation of
+workers with the new configuration and then stops the old one gracefully,
+so requests in flight finish where they started. A stop forwards SIGTERM
+and waits for the workers to drain.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+from typing import Optional, Sequence
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.logger import Logger
+
+from gemfcgi.config import model
+from gemfcgi.endpoints import family_name
+from gemfcgi.privileges import identity_for
+from gemfcgi.server import Timeouts
+from gemfcgi.service import plan_listeners, server_endpoint
+from gemfcgi.worker import WorkerPlan
+
+log = Logger()
+
+HAPROXY_PREFIX = "haproxy:"
+MIN_RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+# A worker that lived less than this is "dying at start": back off.
+QUICK_DEATH = 5.0
+
+
+class _Refuse(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
+class OpenSocket:
+    """A socket the parent holds open for its workers (it never accepts on it)."""
+
+    def __init__(self, description: str, port: IListeningPort, proxied: bool) -> None:
+        self.description = description
+        self.port = port
+        self.proxied = proxied
+        port.stopReading()
+
+    @property
+    def fd(self) -> int:
+        return self.port.fileno()
+
+    def worker_description(self) -> str:
+        family = family_name(self.port.socket.family)
+        return f"{HAPROXY_PREFIX if self.proxied else ''}adopted:fd={self.fd}:family={family}"
+
+    def close(self) -> Deferred:
+        return self.port.stopListening() or succeed(None)
+
+
+def open_socket(reactor, description: str) -> OpenSocket:
+    proxied = description.startswith(HAPROXY_PREFIX)
+    bare = description[len(HAPROXY_PREFIX):] if proxied else description
+    failures: list = []
+    ports: list = []
+    refuse = Factory.forProtocol(_Refuse)
+    refuse.noisy = False
+    server_endpoint(reactor, bare).listen(refuse).addCallbacks(
+        ports.append, failures.append
+    )
+    if failures:
+        failures[0].raiseException()
+    port = ports[0]
+    address = port.getHost()
+    log.info(
+        "listening on {host}:{port} ({description})",
+        host=f"[{address.host}]" if ":" in getattr(address, "host", "") else getattr(address, "host", address),
+        port=getattr(address, "port", ""),
+        description=description,
+    )
+    return OpenSocket(description, port, proxied)
+
+
+class WorkerProcess(ProcessProtocol):
+    """One worker: its output goes to the parent's log, its end to the pool."""
+
+    def __init__(self, pool: "WorkerPool", number: int, generation: int) -> None:
+        self.pool = pool
+        self.number = number
+        self.generation = generation
+        self.started = pool.reactor.seconds()
+        self.ended: Deferred = Deferred()
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            log.info("[worker {n}] {line}", n=self.number, line=line.decode("utf-8", "replace"))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.pool.worker_ended(self, reason)
+        self.ended.callback(None)
+
+    def connectionMade(self) -> None:
+        self.pid: Optional[int] = self.transport.pid
+
+
+class WorkerPool(Service):
+    """The parent's side of prefork: sockets and a generation of workers."""
+
+    def __init__(
+        self,
+        config: model.Config,
+        workers: int,
+        listen: Optional[Sequence[str]] = None,
+        timeouts: Optional[Timeouts] = None,
+        max_connections: Optional[int] = None,
+        drain_timeout: float = 30.0,
+        reactor=None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.config = config
+        self.count = workers
+        self.listen = list(listen) if listen else None
+        self.timeouts = timeouts or Timeouts()
+        self.max_connections = max_connections
+        self.drain_timeout = drain_timeout
+        self.identity = identity_for(config)
+        self.sockets: dict[str, OpenSocket] = {}
+        self.workers: dict[int, WorkerProcess] = {}
+        self.generation = 0
+        self._delays: dict[int, float] = {}
+        self._stopping = False
+        self._unwanted: list[str] = []
+
+    # -- sockets ----------------------------------------------------------
+
+    def _open_sockets(self, config: model.Config) -> None:
+        wanted = [listener.description for listener in plan_listeners(config, self.listen)]
+        for description in wanted:
+            if description not in self.sockets:
+                self.sockets[description] = open_socket(self.reactor, description)
+        self._unwanted = [d for d in self.sockets if d not in wanted]
+
+    def _wanted_sockets(self) -> list[OpenSocket]:
+        return [s for d, s in self.sockets.items() if d not in self._unwanted]
+
+    def _plan(self, number: int) -> WorkerPlan:
+        return WorkerPlan(
+            config=self.config,
+            listen=[s.worker_description() for s in self._wanted_sockets()],
+            timeouts=self.timeouts,
+            max_connections=self.max_connections,
+            drain_timeout=self.drain_timeout,
+            identity=self.identity,
+            number=number,
+        )
+
+    # -- workers ----------------------------------------------------------
+
+    def _spawn(self, number: int) -> None:
+        process = WorkerProcess(self, number, self.generation)
+        # Only the sockets this generation serves: a socket the file no longer
+        # lists must close once the old generation is gone.
+        child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+        for held in self._wanted_sockets():
+            child_fds[held.fd] = held.fd
+        self.reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-m", "gemfcgi.worker"],
+            env=dict(os.environ),
+            childFDs=child_fds,
+        )
+        process.transport.writeToChild(0, pickle.dumps(self._plan(number)))
+        process.transport.closeChildFD(0)
+        self.workers[number] = process
+        log.info("started worker {n} (pid {pid})", n=number, pid=process.pid)
+
+    def worker_ended(self, process: WorkerProcess, reason) -> None:
+        if self.workers.get(process.number) is not process:
+            return
+        del self.workers[process.number]
+        if self._stopping:
+            return
+        lived = self.reactor.seconds() - process.started
+        delay = self._delays.get(process.number, MIN_RESTART_DELAY)
+        delay = min(delay * 2, MAX_RESTART_DELAY) if lived < QUICK_DEATH else MIN_RESTART_DELAY
+        self._delays[process.number] = delay
+        log.warn(
+            "worker {n} (pid {pid}) ended ({reason}); restarting in {delay:.1f} s",
+            n=process.number,
+            pid=process.pid,
+            reason=reason.value,
+            delay=delay,
+        )
+        self.reactor.callLater(delay, self._respawn, process.number, process.generation)
+
+    def _respawn(self, number: int, generation: int) -> None:
+        if not self._stopping and generation == self.generation and number not in self.workers:
+            self._spawn(number)
+
+    def _signal_all(self, processes, signal_name: str) -> None:
+        for process in processes:
+            try:
+                process.transport.signalProcess(signal_name)
+            except Exception:
+                pass
+
+    # -- service ----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._open_sockets(self.config)
+        for number in range(self.count):
+            self._spawn(number)
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_logs))
+
+    def reopen_logs(self) -> None:
+        self._signal_all(list(self.workers.values()), "USR1")
+
+    def reload(self, config: model.Config) -> None:
+        """A new generation with ``config``; the old one drains and ends."""
+        identity = identity_for(config)
+        self._open_sockets(config)
+        old = list(self.workers.values())
+        self.config, self.identity = config, identity
+        self.generation += 1
+        self.workers = {}
+        for number in range(self.count):
+            self._spawn(number)
+        self._signal_all(old, "TERM")
+        unwanted = [self.sockets.pop(d) for d in self._unwanted]
+        self._unwanted = []
+        if unwanted:
+            DeferredList([p.ended for p in old]).addCallback(
+                lambda _: [s.close() for s in unwanted]
+            )
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self._stopping = True
+        processes = list(self.workers.values())
+        self._signal_all(processes, "TERM")
+        killer = self.reactor.callLater(
+            self.drain_timeout + 10, self._signal_all, processes, "KILL"
+        )
+
+        def ended(_):
+            if killer.active():
+                killer.cancel()
+            return DeferredList([s.close() for s in self.sockets.values()])
+
+        return DeferredList([p.ended for p in processes]).addCallback(ended)

@@ -1,0 +1,70 @@
+"""
+A worker process: serves on sockets its parent opened.
+
+Started by ``gemfcgi.prefork`` as ``python -m gemfcgi.worker``; it reads
+its ``WorkerPlan`` (the configuration, already checked by the parent, and
+the inherited sockets) from standard input, adopts the sockets, reads the
+keys, drops privileges and serves until SIGTERM, when it stops gracefully.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+from gemfcgi.config import model
+from gemfcgi.privileges import Identity
+from gemfcgi.server import Timeouts
+
+
+@dataclass
+class WorkerPlan:
+    """Everything a worker needs, handed over by its parent."""
+
+    config: model.Config
+    listen: list[str]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_connections: Optional[int] = None
+    drain_timeout: float = 30.0
+    identity: Optional[Identity] = None
+    number: int = 0
+
+
+def serve(plan: WorkerPlan) -> None:
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from gemfcgi.privileges import drop_privileges
+    from gemfcgi.service import makeService
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    service = makeService(
+        plan.config,
+        listen=plan.listen,
+        timeouts=plan.timeouts,
+        max_connections=plan.max_connections,
+        drain_timeout=plan.drain_timeout,
+        reactor=reactor,
+    )
+    service.startService()
+    if plan.identity is not None:
+        drop_privileges(plan.identity)
+        service.entered_chroot(plan.identity.chroot)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+def main() -> None:
+    # Reloads are the parent's job (a new generation); a hangup of the
+    # terminal must not end a worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    plan: WorkerPlan = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    serve(plan)
+
+
+if __name__ == "__main__":
+    main()

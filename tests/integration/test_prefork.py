@@ -1,0 +1,162 @@
+"""Worker processes: shared sockets, replacement, reload, stop, privileges."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, start_server
+
+WORKER = re.compile(r"started worker (\d+) \(pid (\d+)\)")
+
+
+def write_config(path, root, cert, key, extra=""):
+    path.write_text(
+        f"{extra}\nserver \"localhost\" {{\n  listen on 127.0.0.1 port 0\n"
+        f'  cert "{cert}"\n  key "{key}"\n  root "{root}"\n}}\n'
+    )
+
+
+@pytest.fixture
+def capsule(tmp_path):
+    root = tmp_path / "capsule"
+    root.mkdir()
+    (root / "index.gmi").write_text("# prefork\n")
+    (root / "big.bin").write_bytes(b"p" * (4 * 1024 * 1024))
+    return root
+
+
+def workers(server) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for number, pid in WORKER.findall(server.log):
+        found[int(number)] = int(pid)
+    return found
+
+
+def wait_workers_listening(server, count, timeout=15):
+    deadline = time.monotonic() + timeout
+    while len(re.findall(r"\[worker \d+\] .*listening on", server.log)) < count:
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+
+
+def slow_download(port):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{port}/big.bin\r\n".encode())
+    return tls, tls.recv(4096)
+
+
+def finish_download(tls, data):
+    while chunk := tls.recv(65536):
+        data += chunk
+    tls.close()
+    return data.partition(b"\r\n")[2]
+
+
+def test_two_workers_serve_one_port_and_a_killed_one_is_replaced(capsule, certificate, tmp_path):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        before = workers(server)
+        assert sorted(before) == [0, 1]
+        assert len({fetch(server.port, f"gemini://localhost:{server.port}/").status for _ in range(6)}) == 1
+        os.kill(before[0], signal.SIGKILL)
+        server.wait_for_log(r"worker 0 \(pid \d+\) ended")
+        for _ in range(10):
+            assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+        deadline = time.monotonic() + 10
+        while workers(server).get(0) == before[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert workers(server)[0] != before[0]
+        wait_workers_listening(server, 3)
+    finally:
+        server.stop()
+
+
+def test_reload_starts_a_new_generation_and_the_old_one_finishes_its_requests(
+    capsule, certificate, tmp_path
+):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        tls, data = slow_download(server.port)
+        (capsule / "new").mkdir()
+        (capsule / "new" / "index.gmi").write_text("# new generation\n")
+        write_config(config, capsule / "new", *certificate, extra="prefork 2")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded")
+        wait_workers_listening(server, 4)
+        deadline = time.monotonic() + 10
+        while fetch(server.port, f"gemini://localhost:{server.port}/").body != b"# new generation\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_the_workers(capsule, certificate, tmp_path):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config))
+    wait_workers_listening(server, 2)
+    tls, data = slow_download(server.port)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+    assert server.process.wait(20) in (0, -signal.SIGTERM)
+    for pid in workers(server).values():
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+
+
+def test_workers_run_as_the_configured_user_inside_the_chroot(certificate, tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("dropping privileges needs root (CI runs as root)")
+    chroot = tmp_path / "jail"
+    (chroot / "capsule").mkdir(parents=True)
+    (chroot / "capsule" / "index.gmi").write_text("# jailed\n")
+    for path in (tmp_path, chroot, chroot / "capsule"):
+        path.chmod(0o755)
+    (chroot / "capsule" / "index.gmi").chmod(0o644)
+    config = tmp_path / "gmid.conf"
+    write_config(config, "/capsule", *certificate, extra=f'user "nobody"\nchroot "{chroot}"')
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 1)
+        reply = fetch(server.port, f"gemini://localhost:{server.port}/")
+        assert reply.body == b"# jailed\n"
+        import pwd
+
+        nobody = pwd.getpwnam("nobody").pw_uid
+        for pid in workers(server).values():
+            status = open(f"/proc/{pid}/status").read()
+            uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
+            assert {int(u) for u in uids} == {nobody}
+            assert os.readlink(f"/proc/{pid}/root") == str(chroot)
+    finally:
+        server.stop()
+
+
+def test_chroot_without_user_is_an_error(certificate, tmp_path, capsule):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra=f'chroot "{tmp_path}"')
+    result = subprocess.run(
+        [*TWISTD, "gemfcgi", "-c", str(config), "--check"], capture_output=True, timeout=60,
+        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert f"{config}:1: can't chroot without a user".encode() in result.stderr

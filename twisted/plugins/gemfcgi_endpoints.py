@@ -1,0 +1,5 @@
+"""Endpoint string parsers of gemfcgi (``adopted:``), found by Twisted's plugin system."""
+
+from gemfcgi.endpoints import AdoptedSocketParser
+
+adopted = AdoptedSocketParser()
