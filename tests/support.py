@@ -195,3 +195,15 @@ def fetch(port: int, url: str, **kwargs) -> Reply:
     data, clean, facts = raw_exchange(port, url.encode("utf-8") + b"\r\n", **kwargs)
     header, _, body = data.partition(b"\r\n")
     return Reply(header, body, clean, facts["version"], facts["reused"], facts["session"])
+
+
+def refused_soon(port: int, timeout: float = 3.0) -> bool:
+    """Whether connections to ``port`` are refused within ``timeout`` (a port closes asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
