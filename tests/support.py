@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -28,13 +29,24 @@ LISTENING = re.compile(r"listening on (\[[^\]]+\]|[^ ]+):(\d+) ")
 class ServerProcess:
     """A gemfcgi server in a child process; ``stop()`` ends it with SIGTERM."""
 
-    def __init__(self, command: Sequence[str], env: Optional[dict] = None) -> None:
+    def __init__(
+        self, command: Sequence[str], env: Optional[dict] = None, max_files: Optional[int] = None
+    ) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
         full_env.update(env or {})
         self.command = list(command)
+
+        def limit_files() -> None:
+            if max_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
         self.process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            preexec_fn=limit_files,
         )
         self._lines: list[str] = []
         self._changed = threading.Condition()
@@ -100,10 +112,13 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def start_command(
-    command: Sequence[str], env: Optional[dict] = None, listeners: int = 1
+    command: Sequence[str],
+    env: Optional[dict] = None,
+    listeners: int = 1,
+    max_files: Optional[int] = None,
 ) -> ServerProcess:
     """Run ``command`` and wait until it logs ``listeners`` listening sockets."""
-    server = ServerProcess(command, env=env)
+    server = ServerProcess(command, env=env, max_files=max_files)
     try:
         server.wait_listening(listeners)
     except AssertionError:
@@ -117,10 +132,11 @@ def start_server(
     env: Optional[dict] = None,
     listeners: int = 1,
     twistd_args: Sequence[str] = (),
+    max_files: Optional[int] = None,
 ) -> ServerProcess:
     """``twistd -n gemfcgi ARGS`` in a child process, once it listens."""
     command = [*TWISTD, "-n", "--pidfile=", *twistd_args, "gemfcgi", *args]
-    return start_command(command, env=env, listeners=listeners)
+    return start_command(command, env=env, listeners=listeners, max_files=max_files)
 
 
 @dataclass
