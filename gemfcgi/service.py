@@ -27,7 +27,9 @@ from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
 from gemfcgi.connections import ConnectionTracker, LimitingFactory, hard_limit
 from gemfcgi.config import model
+from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
+from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import serve_static
 from gemfcgi.routing import Routes
@@ -215,6 +217,7 @@ class GemfcgiService(MultiService):
         reactor: Optional[IReactorCore] = None,
         drain_timeout: float = 30.0,
         max_connections: Optional[int] = None,
+        fastcgi_timeouts: Optional[FastCGITimeouts] = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -230,6 +233,9 @@ class GemfcgiService(MultiService):
         self.max_connections = max_connections
         self.config = config
         self.site = build_site(config, self.timeouts, max_connections)
+        # Backends first, so spawned apps start before the first request.
+        self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
+        self.fastcgi.setServiceParent(self)
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
         self.chrooted = False
@@ -269,6 +275,7 @@ class GemfcgiService(MultiService):
         """
         site = build_site(config, self.timeouts, self.max_connections)
         store = build_certificates(config, site.routes)
+        reconfigure_fastcgi(site, config, self.fastcgi)
         self._install(config, site, store)
         self.config, self.site = config, site
         if self.running:
@@ -339,6 +346,7 @@ def makeService(
     reactor: Optional[IReactorCore] = None,
     max_connections: Optional[int] = None,
     drain_timeout: float = 30.0,
+    fastcgi_timeouts: Optional[FastCGITimeouts] = None,
 ) -> GemfcgiService:
     """
     The public entry point: a started-on-demand ``IService`` serving ``config``.
@@ -353,4 +361,5 @@ def makeService(
         reactor=reactor,
         drain_timeout=drain_timeout,
         max_connections=max_connections,
+        fastcgi_timeouts=fastcgi_timeouts,
     )

@@ -1,0 +1,332 @@
+"""
+FastCGI backends as Twisted client endpoints, opened one way for all kinds.
+
+``open_backend`` turns a configured address into a ``Backend``: a name for
+log lines (``unix:/run/app.sock``, ``tcp:127.0.0.1:9000``, ``spawn:php-cgi``),
+an endpoint that opens one connection per request, and a count of the
+requests in flight, which graceful stops wait on.
+
+* ``fastcgi socket "/path"``: a unix endpoint.
+* ``fastcgi socket tcp "host" port N``: IP literals get a plain TCP endpoint;
+  names get a ``HostnameEndpoint``, which resolves them off the reactor
+  thread on every connect (gmid blocks its event loop in ``getaddrinfo``).
+* ``fastcgi endpoint "STRING"``: any ``clientFromString`` description.
+* ``fastcgi spawn "program args"``: a ``SpawnedApp`` that gemfcgi runs and
+  supervises, reached through its unix socket.
+
+``FastCGIBackends`` holds one ``Backend`` per distinct address and is the
+``IService`` whose children are the spawned applications: starting it starts
+them, and stopping it waits for each backend's requests (up to the drain
+timeout) before it terminates the application behind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from typing import Iterator, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from gemfcgi.config import model
+from gemfcgi.fastcgi.client import FastCGITimeouts
+from gemfcgi.fastcgi.spawn import SpawnedApp
+
+log = Logger()
+
+# STDERR lines logged per backend per window; the rest are counted, so a
+# chatty or hostile application cannot flood the server's log.
+STDERR_LINES_PER_WINDOW = 20
+STDERR_WINDOW = 10.0
+STDERR_MAX_CHARS = 500
+
+
+class StderrLimiter:
+    """At most ``limit`` log events per ``window`` seconds; reports what it dropped."""
+
+    def __init__(self, clock: IReactorTime, limit: int = STDERR_LINES_PER_WINDOW,
+                 window: float = STDERR_WINDOW) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.window = window
+        self._window_start = float("-inf")
+        self._count = 0
+        self.dropped = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Whether to log now, and how many events were dropped before this one."""
+        now = self.clock.seconds()
+        if now - self._window_start >= self.window:
+            self._window_start = now
+            self._count = 0
+        if self._count >= self.limit:
+            self.dropped += 1
+            return False, 0
+        self._count += 1
+        dropped, self.dropped = self.dropped, 0
+        return True, dropped
+
+
+class Backend:
+    """One FastCGI application as gemfcgi sees it: where it is, what is in flight."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: IStreamClientEndpoint,
+        clock: IReactorTime,
+        app: Optional[SpawnedApp] = None,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.clock = clock
+        self.app = app
+        self.pending = 0
+        self._idle: list[Deferred] = []
+        self._stderr = StderrLimiter(clock)
+
+    def connect(self, protocol: Protocol) -> Deferred:
+        """A new connection for one request; fires with ``protocol`` once connected."""
+        return maybeDeferred(self.endpoint.connect, _OneShotFactory(protocol))
+
+    def begin(self) -> None:
+        self.pending += 1
+
+    def end(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            waiting, self._idle = self._idle, []
+            for waiter in waiting:
+                waiter.callback(None)
+
+    def idle(self) -> Deferred:
+        """Fires when no request is in flight (at once if none is)."""
+        if self.pending == 0:
+            return succeed(None)
+        waiter: Deferred = Deferred(lambda d: self._idle.remove(d))
+        self._idle.append(waiter)
+        return waiter
+
+    def log_stderr(self, where: str, data: bytes) -> None:
+        """An application's STDERR record, logged with the request, rate-limited."""
+        allowed, dropped = self._stderr.allow()
+        if not allowed:
+            return
+        text = data.decode("utf-8", "replace").rstrip("\r\n")
+        if len(text) > STDERR_MAX_CHARS:
+            text = text[:STDERR_MAX_CHARS] + "..."
+        log.warn(
+            "{where}: FastCGI backend {backend} stderr: {text}{dropped}",
+            where=where,
+            backend=self.name,
+            text=text,
+            dropped=f" ({dropped} earlier stderr records not logged)" if dropped else "",
+        )
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name} pending={self.pending}>"
+
+
+class _OneShotFactory(Factory):
+    """``connectProtocol``'s factory, without a log line per request."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr) -> Protocol:
+        return self._protocol
+
+
+def _escape(value: str) -> str:
+    """Escape a value for a Twisted endpoint description."""
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _tcp_port(port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    return socket.getservbyname(port, "tcp")
+
+
+def backend_name(address: model.FastCGIAddress) -> str:
+    """How log lines name a backend."""
+    if isinstance(address, model.FastCGISocket):
+        return f"unix:{address.path}"
+    if isinstance(address, model.FastCGITCP):
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        return f"tcp:{host}:{address.port}"
+    if isinstance(address, model.FastCGISpawn):
+        return f"spawn:{address.command}"
+    return address.description
+
+
+def address_key(address: model.FastCGIAddress) -> tuple:
+    """A hashable identity for an address (the model's dataclasses are mutable)."""
+    return (type(address).__name__, *dataclasses.astuple(address))
+
+
+def fastcgi_addresses(config: model.Config) -> Iterator[model.FastCGIAddress]:
+    """Every backend address a configuration names, servers and locations alike."""
+    for server in config.servers:
+        for options in [server.options, *(location.options for location in server.locations)]:
+            fastcgi = options.fastcgi
+            if fastcgi is not None and not fastcgi.off and fastcgi.address is not None:
+                yield fastcgi.address
+
+
+def open_backend(
+    address: model.FastCGIAddress,
+    reactor,
+    timeouts: Optional[FastCGITimeouts] = None,
+) -> Backend:
+    """
+    A ``Backend`` for any configured address; nothing is connected yet.
+
+    A spawned application is created here but not started: it is a service,
+    started by its parent (``FastCGIBackends``).
+    """
+    timeouts = timeouts or FastCGITimeouts()
+    name = backend_name(address)
+    connect_timeout = max(1, round(timeouts.connect))
+    if isinstance(address, model.FastCGISocket):
+        endpoint = endpoints.clientFromString(
+            reactor, f"unix:path={_escape(address.path)}:timeout={connect_timeout}"
+        )
+        return Backend(name, endpoint, reactor)
+    if isinstance(address, model.FastCGITCP):
+        port = _tcp_port(address.port)
+        try:
+            literal = ipaddress.ip_address(address.host)
+        except ValueError:
+            endpoint = endpoints.HostnameEndpoint(
+                reactor, address.host, port, timeout=connect_timeout
+            )
+        else:
+            # Twisted's TCP client takes IPv6 literals too; no resolver involved.
+            endpoint = endpoints.clientFromString(
+                reactor,
+                f"tcp:host={_escape(str(literal))}:port={port}:timeout={connect_timeout}",
+            )
+        return Backend(name, endpoint, reactor)
+    if isinstance(address, model.FastCGISpawn):
+        app = SpawnedApp(name, address.command, reactor, kill_timeout=timeouts.kill)
+        return Backend(name, app.endpoint(connect_timeout), reactor, app=app)
+    if isinstance(address, model.FastCGIEndpoint):
+        return Backend(name, endpoints.clientFromString(reactor, address.description), reactor)
+    raise TypeError(f"not a FastCGI address: {address!r}")
+
+
+class FastCGIBackends(MultiService):
+    """
+    Every backend of a configuration, one per distinct address.
+
+    Its children are the spawned applications, so they start and stop with
+    it. Stopping waits for each backend to finish its requests in flight
+    (up to ``timeouts.drain``) and only then stops the application behind it.
+    """
+
+    def __init__(self, reactor, timeouts: Optional[FastCGITimeouts] = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.timeouts = timeouts or FastCGITimeouts()
+        self.backends: dict[tuple, Backend] = {}
+
+    def configure(self, config: model.Config) -> None:
+        """
+        Hold the backends ``config`` names; also for a reload.
+
+        Backends whose address is still configured are kept, spawned
+        applications included; new ones are opened (and started, if this
+        service runs); the others are retired once their requests are done.
+        Every new backend is opened before anything changes, so a bad
+        address raises with the old configuration still in place.
+        """
+        wanted = {address_key(a): a for a in fastcgi_addresses(config)}
+        opened = {
+            key: open_backend(address, self.reactor, self.timeouts)
+            for key, address in wanted.items()
+            if key not in self.backends
+        }
+        for key in [key for key in self.backends if key not in wanted]:
+            self._retire(self.backends.pop(key))
+        for key, backend in opened.items():
+            self._add(key, backend)
+
+    def backend_for(self, address: model.FastCGIAddress) -> Backend:
+        """The backend for ``address``, opened on first use."""
+        key = address_key(address)
+        backend = self.backends.get(key)
+        if backend is None:
+            backend = self._add(key, open_backend(address, self.reactor, self.timeouts))
+        return backend
+
+    def _add(self, key: tuple, backend: Backend) -> Backend:
+        self.backends[key] = backend
+        if backend.app is not None:
+            backend.app.setServiceParent(self)
+        return backend
+
+    def _retire(self, backend: Backend) -> None:
+        """A backend no longer configured: its application stops after its last request."""
+        app = backend.app
+        if app is None:
+            return
+        if not self.running:
+            app.disownServiceParent()
+            return
+        self._drain_one(backend, self.timeouts.drain).addCallback(
+            lambda _: app.disownServiceParent()
+        )
+
+    @property
+    def pending(self) -> int:
+        """Requests in flight on all backends."""
+        return sum(backend.pending for backend in self.backends.values())
+
+    def drain(self, timeout: Optional[float] = None) -> Deferred:
+        """Fires when every backend is idle, or after ``timeout`` seconds whatever remains."""
+        timeout = self.timeouts.drain if timeout is None else timeout
+        waits = [self._drain_one(backend, timeout) for backend in self.backends.values()]
+        return DeferredList(waits).addCallback(lambda _: None)
+
+    def _drain_one(self, backend: Backend, timeout: float) -> Deferred:
+        waiting = backend.idle()
+        if waiting.called:
+            return waiting
+        log.info(
+            "FastCGI backend {backend}: waiting for {pending} requests to finish",
+            backend=backend.name,
+            pending=backend.pending,
+        )
+
+        def gave_up(failure):
+            log.warn(
+                "FastCGI backend {backend}: drain timeout after {timeout:g} s, "
+                "{pending} requests still pending",
+                backend=backend.name,
+                timeout=timeout,
+                pending=backend.pending,
+            )
+
+        return waiting.addTimeout(timeout, self.reactor).addErrback(gave_up)
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        stops = []
+        for backend in self.backends.values():
+            drained = self._drain_one(backend, self.timeouts.drain)
+            app = backend.app
+            if app is not None and app.running:
+                drained.addCallback(lambda _, app=app: app.stopService())
+            stops.append(drained)
+        return DeferredList(stops).addCallback(lambda _: None)

@@ -1,0 +1,402 @@
+"""
+The FastCGI side of one Gemini request.
+
+Shaped like gmid's ``fcgi.c`` on bufferevents, with what it lacks added:
+``FastCGIClientProtocol`` is the backend connection, a thin layer that feeds
+bytes to the pure ``RecordDecoder`` and hands each record to one small
+handler; ``Relay`` pairs it with the Gemini connection: STDOUT goes out
+through ``client_write``, and the Gemini transport's backpressure comes back
+as ``pauseProducing`` on the backend transport, so a response of any size
+costs a bounded amount of memory however slowly the client reads.
+
+Every way a backend can fail ends in ``Relay._fail``, the one place that
+decides what the client sees (``reply_for``) and writes the log line naming
+the client, the URL and the backend. The client always gets a header or a
+clean close, and every wait (connect, first header, body) has a timer.
+
+One connection per request, request id 1, no FCGI_KEEP_CONN: the backend
+closes when it is done, and nothing is shared between requests.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol as TypingProtocol
+
+from twisted.internet import error as twisted_error
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gemfcgi.fastcgi.records import (
+    EndRequest,
+    FastCGIProtocolError,
+    ProtocolStatus,
+    Record,
+    RecordDecoder,
+    RecordType,
+    encode_abort,
+)
+from gemfcgi.fastcgi.reply import ReplyError, ReplyHeader, ReplyHeaderReader
+from gemfcgi.gemini import status
+
+if TYPE_CHECKING:
+    from gemfcgi.server import GeminiProtocol
+
+log = Logger()
+
+REQUEST_ID = 1
+
+
+@dataclass(frozen=True)
+class FastCGITimeouts:
+    """
+    Seconds; each bounds how long a request or a stop can wait on a backend.
+
+    ``connect``: to open the backend connection. ``reply``: from connecting
+    to a complete header, and between body records while the client is
+    reading (a backend that stalls mid-body must not hold the client for
+    ever). ``drain``: how long stopping waits for requests in flight.
+    ``kill``: between SIGTERM and SIGKILL for a spawned application.
+    """
+
+    connect: float = 5.0
+    reply: float = 60.0
+    drain: float = 30.0
+    kill: float = 5.0
+
+
+class Fault(enum.Enum):
+    """What went wrong with a backend, as the log line names it."""
+
+    CONNECT = "cannot connect"
+    CONNECT_TIMEOUT = "connect timeout"
+    REPLY_TIMEOUT = "reply timeout"
+    BAD_REPLY = "bad reply"
+    PROTOCOL = "protocol error"
+    OVERLOADED = "overloaded"
+    REFUSED = "request refused"
+    FAILED = "request failed"
+    TRUNCATED = "reply truncated"
+
+
+def reply_for(fault: Fault) -> tuple[int, str]:
+    """The header a client gets for ``fault`` when no header was sent yet."""
+    if fault is Fault.OVERLOADED:
+        return status.SERVER_UNAVAILABLE, "server unavailable"
+    return status.CGI_ERROR, "CGI error"
+
+
+class Backend(TypingProtocol):
+    """What the relay needs of a backend (``gemfcgi.fastcgi.backends.Backend``)."""
+
+    name: str
+    pending: int
+
+    def connect(self, protocol: Protocol) -> Deferred: ...
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+    def log_stderr(self, where: str, data: bytes) -> None: ...
+
+
+def _record_name(record_type: int) -> str:
+    try:
+        return RecordType(record_type).name
+    except ValueError:
+        return str(record_type)
+
+
+def _status_name(protocol_status: int) -> str:
+    try:
+        return ProtocolStatus(protocol_status).name
+    except ValueError:
+        return str(protocol_status)
+
+
+class FastCGIClientProtocol(Protocol):
+    """
+    One backend connection: the request out, records in, events to the relay.
+
+    The record handlers are a table, as in gmid; anything not in it, and any
+    record for another request, is a protocol error.
+    """
+
+    def __init__(self, relay: "Relay", request: bytes) -> None:
+        self.relay = relay
+        self._request = request
+        self._decoder = RecordDecoder()
+        self._handlers: dict[int, Callable[[bytes], None]] = {
+            RecordType.STDOUT: relay.on_stdout,
+            RecordType.STDERR: relay.on_stderr,
+            RecordType.END_REQUEST: self._on_end_request,
+        }
+
+    def connectionMade(self) -> None:
+        if self.relay.backend_connected(self):
+            self.transport.write(self._request)
+        else:
+            self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            records = self._decoder.feed(data)
+        except FastCGIProtocolError as failure:
+            self._dispatch(failure.records)
+            self.relay.protocol_error(str(failure))
+            return
+        self._dispatch(records)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.relay.backend_closed(self._decoder.buffered)
+
+    def _dispatch(self, records: list[Record]) -> None:
+        for record in records:
+            if self.relay.finished:
+                return
+            if record.request_id != REQUEST_ID:
+                self.relay.protocol_error(
+                    f"request id mismatch: expected {REQUEST_ID}, got {record.request_id} "
+                    f"(record type {_record_name(record.type)}, length {len(record.content)})"
+                )
+                return
+            handler = self._handlers.get(record.type)
+            if handler is None:
+                self.relay.protocol_error(
+                    f"unexpected record type {_record_name(record.type)} "
+                    f"(length {len(record.content)})"
+                )
+                return
+            handler(record.content)
+
+    def _on_end_request(self, content: bytes) -> None:
+        try:
+            end = EndRequest.decode(content)
+        except FastCGIProtocolError as failure:
+            self.relay.protocol_error(str(failure))
+            return
+        self.relay.on_end_request(end)
+
+
+@implementer(IPushProducer)
+class Relay:
+    """
+    One request from connect to the last byte, and the producer the Gemini
+    transport pauses when the client reads slowly.
+
+    It is registered with ``client.stream`` before the backend is even
+    connected, so a client that goes away at any moment reaches
+    ``stopProducing``: the backend gets ABORT_REQUEST and its connection is
+    closed. A pause that arrives before the backend connects is remembered.
+    """
+
+    def __init__(
+        self,
+        client: "GeminiProtocol",
+        backend: Backend,
+        request: bytes,
+        timeouts: FastCGITimeouts,
+        clock: IReactorTime,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.timeouts = timeouts
+        self.clock = clock
+        self.finished = False
+        self._request = request
+        self._reader: Optional[ReplyHeaderReader] = ReplyHeaderReader()
+        self._protocol: Optional[FastCGIClientProtocol] = None
+        self._connecting: Optional[Deferred] = None
+        self._paused = False
+        self._timer: Any = None
+
+    # -- start -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.backend.begin()
+        self.client.stream(self)
+        self._arm(self.timeouts.connect, self._connect_timed_out)
+        connecting = self.backend.connect(FastCGIClientProtocol(self, self._request))
+        if not (self.finished or connecting.called):
+            self._connecting = connecting
+        connecting.addErrback(self._connect_failed)
+
+    def backend_connected(self, protocol: FastCGIClientProtocol) -> bool:
+        """The connection is open; ``False`` if the request is already over."""
+        if self.finished:
+            return False
+        self._connecting = None
+        self._protocol = protocol
+        if self._paused:
+            protocol.transport.pauseProducing()
+        self._arm(self.timeouts.reply, self._reply_timed_out)
+        return True
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self.finished or failure.check(CancelledError):
+            return
+        if failure.check(twisted_error.TimeoutError):
+            self._fail(Fault.CONNECT_TIMEOUT, failure.getErrorMessage())
+        else:
+            self._fail(Fault.CONNECT, failure.getErrorMessage())
+
+    def _connect_timed_out(self) -> None:
+        self._timer = None
+        self._fail(Fault.CONNECT_TIMEOUT, f"not connected after {self.timeouts.connect:g} s")
+
+    def _reply_timed_out(self) -> None:
+        self._timer = None
+        if self._reader is not None:
+            self._fail(Fault.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
+        else:
+            self._fail(Fault.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s")
+
+    # -- records from the backend -----------------------------------------
+
+    def on_stdout(self, data: bytes) -> None:
+        if self._reader is None:
+            self.client.client_write(data)
+            if not self._paused:
+                self._arm(self.timeouts.reply, self._reply_timed_out)
+            return
+        decision = self._reader.feed(data)
+        if decision is None:
+            return
+        if isinstance(decision, ReplyError):
+            self._fail(Fault.BAD_REPLY, decision.message)
+            return
+        self._reader = None
+        self._relay_header(decision)
+
+    def _relay_header(self, reply: ReplyHeader) -> None:
+        self.client.send_header(reply.code, reply.meta)
+        if not reply.sends_body:
+            # Only 2x replies have a body (gmid does the same): the rest is dropped.
+            self._end()
+            return
+        self._disarm()
+        if reply.body:
+            self.client.client_write(reply.body)
+        if not self._paused:
+            self._arm(self.timeouts.reply, self._reply_timed_out)
+
+    def on_stderr(self, data: bytes) -> None:
+        self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)
+
+    def on_end_request(self, end: EndRequest) -> None:
+        statuses = f"appStatus {end.app_status}, protocolStatus {_status_name(end.protocol_status)}"
+        if end.protocol_status == ProtocolStatus.OVERLOADED:
+            self._fail(Fault.OVERLOADED, statuses)
+        elif end.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
+            self._fail(Fault.REFUSED, statuses)
+        elif self._reader is not None:
+            message = self._reader.end().message
+            if end.app_status != 0:
+                message = f"{message}; {statuses}"
+            self._fail(Fault.BAD_REPLY, message)
+        elif end.app_status != 0:
+            self._fail(Fault.FAILED, statuses)
+        else:
+            self._end()
+
+    def protocol_error(self, message: str) -> None:
+        self._fail(Fault.PROTOCOL, message)
+
+    def backend_closed(self, cut_bytes: int) -> None:
+        self._protocol = None
+        if self.finished:
+            return
+        cut = f" ({cut_bytes} bytes of a record cut off)" if cut_bytes else ""
+        if self._reader is not None:
+            self._fail(Fault.BAD_REPLY, self._reader.end().message + cut)
+        else:
+            self._fail(Fault.TRUNCATED, "connection closed after the header without END_REQUEST" + cut)
+
+    # -- IPushProducer, driven by the Gemini transport ---------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._protocol is not None:
+            self._protocol.transport.pauseProducing()
+        if self._reader is None:
+            # A client that reads slowly is not a backend that stalls.
+            self._disarm()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._protocol is not None:
+            self._protocol.transport.resumeProducing()
+        if self._reader is None:
+            self._arm(self.timeouts.reply, self._reply_timed_out)
+
+    def stopProducing(self) -> None:
+        """The client went away: tell the backend, close it, free everything."""
+        if self.finished:
+            return
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.transport.write(encode_abort(REQUEST_ID))
+        self._close()
+
+    # -- the ends -----------------------------------------------------------
+
+    def _fail(self, fault: Fault, detail: str) -> None:
+        """The one place a backend fault becomes a reply and a log line."""
+        if self.finished:
+            return
+        header_sent = self._reader is None
+        log.warn(
+            "{client} {url}: FastCGI backend {backend} ({pending} pending): {fault}: {detail}"
+            "{after}",
+            client=self.client.record.client,
+            url=self.client.record.url,
+            backend=self.backend.name,
+            pending=self.backend.pending,
+            fault=fault.value,
+            detail=detail,
+            after="; body cut short" if header_sent else "",
+        )
+        if not header_sent:
+            code, meta = reply_for(fault)
+            self.client.send_header(code, meta)
+        self._end()
+
+    def _end(self) -> None:
+        """The reply is complete (or cut short): close both sides cleanly."""
+        if self.finished:
+            return
+        self._close()
+        self.client.finish()
+
+    def _close(self) -> None:
+        self.finished = True
+        self._disarm()
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.transport.loseConnection()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        self.backend.end()
+
+    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
+        if self.finished:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer.func == action:
+                self._timer.reset(seconds)
+                return
+            self._timer.cancel()
+        self._timer = self.clock.callLater(seconds, action)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None

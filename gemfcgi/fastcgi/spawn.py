@@ -1,0 +1,271 @@
+"""
+FastCGI applications that gemfcgi starts and supervises (``fastcgi spawn``).
+
+The FastCGI convention (FCGI_LISTENSOCK_FILENO = 0) is that a web server
+hands its application a listening socket as file descriptor 0; fcgiwrap,
+php-cgi and flup all accept connections on it when started that way. So the
+supervisor binds a unix socket in a private directory of its own and passes
+it to the program on every start. The socket belongs to gemfcgi, not to the
+program: it survives restarts, and requests that arrive while the program is
+down wait in its backlog instead of failing.
+
+Twisted's ``ProcessMonitor`` cannot pass a descriptor to its children, so
+this is a small supervisor with the same semantics: a program that dies
+within ``threshold`` seconds of starting is restarted after a delay that
+doubles each time (0.1 s up to 30 s), so a program that cannot start costs a
+handful of forks a minute, not a fork storm; one that ran longer is
+restarted after the minimum delay. Its stdout and stderr lines go to the
+log, named after the backend. Stopping sends SIGTERM, then SIGKILL after
+``kill_timeout``.
+
+Programs like ``fcgiwrap -c N`` and php-cgi with PHP_FCGI_CHILDREN fork
+workers that share the listening socket and the output pipes. Signalling
+only the parent would leave them orphaned, still accepting requests, so
+every program runs in a session of its own (started through a one-line
+Python launcher that calls ``setsid`` before ``exec``) and signals go to
+its whole process group. The supervisor watches the parent's exit, not the
+pipes, which workers may hold open after it.
+
+No program needs special settings. fcgiwrap and flup use fd 0 when given no
+socket of their own; php-cgi does when fd 0 is a socket. Without
+PHP_FCGI_CHILDREN php-cgi serves one request at a time and exits after
+PHP_FCGI_MAX_REQUESTS (default 500), which the restart covers: requests
+wait in the backlog for 0.1 s. Set PHP_FCGI_CHILDREN in gemfcgi's
+environment for concurrency; children are signalled with their parent.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from typing import Any, Optional
+
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+log = Logger()
+
+LISTEN_BACKLOG = 128
+MIN_RESTART_DELAY = 0.1
+MAX_RESTART_DELAY = 30.0
+# A program that ran less than this was not healthy: back off before the next start.
+RESTART_THRESHOLD = 1.0
+MAX_OUTPUT_LINE = 4096
+# Runs the program as the leader of a new session and process group.
+_LAUNCHER = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[2:])"
+
+
+class AppNotRunning(Exception):
+    """A request arrived for a spawned application that is not started."""
+
+
+class _AppProcess(ProcessProtocol):
+    """Relays one run of the program to its supervisor: output lines and the end."""
+
+    def __init__(self, app: "SpawnedApp") -> None:
+        self.app = app
+        self._partial: dict[int, bytes] = {}
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        lines = (self._partial.pop(fd, b"") + data).split(b"\n")
+        rest = lines.pop()
+        if len(rest) > MAX_OUTPUT_LINE:
+            lines.append(rest)
+            rest = b""
+        if rest:
+            self._partial[fd] = rest
+        for line in lines:
+            self.app.output(fd, line)
+
+    def processExited(self, reason: Failure) -> None:
+        self.app.exited(reason)
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, rest in sorted(self._partial.items()):
+            self.app.output(fd, rest)
+        self._partial.clear()
+
+
+class SpawnedApp(Service):
+    """One supervised FastCGI program and the listening socket it is given as fd 0."""
+
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        reactor: Any,
+        kill_timeout: float = 5.0,
+        env: Optional[dict[str, str]] = None,
+        min_delay: float = MIN_RESTART_DELAY,
+        max_delay: float = MAX_RESTART_DELAY,
+        threshold: float = RESTART_THRESHOLD,
+    ) -> None:
+        self.name = name
+        self.argv = shlex.split(command)
+        if not self.argv:
+            raise ValueError(f"{name}: empty command")
+        self.reactor = reactor
+        self.kill_timeout = kill_timeout
+        self.env = dict(os.environ) if env is None else env
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.threshold = threshold
+        self.socket_path: Optional[str] = None
+        self.starts = 0
+        self._directory: Optional[str] = None
+        self._socket: Optional[socket.socket] = None
+        self._process: Any = None
+        self._pid: Optional[int] = None
+        self._started_at = 0.0
+        self._delay = min_delay
+        self._restart: Any = None
+        self._kill: Any = None
+        self._stopped: Optional[Deferred] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The running program's pid (also its process group), or ``None``."""
+        return self._pid
+
+    def endpoint(self, timeout: float = 5) -> IStreamClientEndpoint:
+        """The client endpoint for this application's socket, valid while it runs."""
+        return _SpawnedAppEndpoint(self, timeout)
+
+    # -- IService ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._directory = tempfile.mkdtemp(prefix="gemfcgi-spawn-")
+        self.socket_path = os.path.join(self._directory, "fastcgi.sock")
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening.bind(self.socket_path)
+        listening.listen(LISTEN_BACKLOG)
+        self._socket = listening
+        self._spawn()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        if self._restart is not None and self._restart.active():
+            self._restart.cancel()
+        self._restart = None
+        if self._process is None:
+            self._cleanup()
+            return succeed(None)
+        self._stopped = Deferred()
+        self._signal(signal.SIGTERM)
+        self._kill = self.reactor.callLater(self.kill_timeout, self._signal, signal.SIGKILL)
+        return self._stopped
+
+    # -- one run -------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        self._restart = None
+        assert self._socket is not None
+        executable = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
+        self.starts += 1
+        self._started_at = self.reactor.seconds()
+        if executable is None:
+            log.error("{backend}: program {program!r} not found", backend=self.name,
+                      program=self.argv[0])
+            self._schedule_restart()
+            return
+        self._process = self.reactor.spawnProcess(
+            _AppProcess(self),
+            sys.executable,
+            [sys.executable, "-c", _LAUNCHER, executable, *self.argv],
+            env=self.env,
+            childFDs={0: self._socket.fileno(), 1: "r", 2: "r"},
+        )
+        self._pid = self._process.pid
+        log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)
+
+    def output(self, fd: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        if text:
+            stream = "stderr" if fd == 2 else "stdout"
+            log.info("{backend} {stream}: {text}", backend=self.name, stream=stream, text=text)
+
+    def exited(self, reason: Failure) -> None:
+        pid = self._pid
+        # Workers it forked would go on accepting on the shared socket.
+        self._signal(signal.SIGKILL)
+        self._process = self._pid = None
+        ran = self.reactor.seconds() - self._started_at
+        if self._stopped is not None:
+            if self._kill is not None and self._kill.active():
+                self._kill.cancel()
+            self._kill = None
+            log.info("{backend}: pid {pid} stopped", backend=self.name, pid=pid)
+            self._cleanup()
+            stopped, self._stopped = self._stopped, None
+            stopped.callback(None)
+            return
+        log.warn(
+            "{backend}: pid {pid} exited after {ran:.1f} s ({reason})",
+            backend=self.name,
+            pid=pid,
+            ran=ran,
+            reason=reason.getErrorMessage(),
+        )
+        if ran >= self.threshold:
+            self._delay = self.min_delay
+        self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        if not self.running:
+            return
+        delay = self._delay
+        self._delay = min(self._delay * 2, self.max_delay)
+        log.info("{backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
+        self._restart = self.reactor.callLater(delay, self._spawn)
+
+    def _signal(self, signum: int) -> None:
+        """Signal the program's whole process group (it leads its own session)."""
+        if self._pid is None:
+            return
+        try:
+            os.killpg(self._pid, signum)
+            return
+        except ProcessLookupError:
+            pass  # not yet past setsid(): signal the process itself
+        if self._process is not None:
+            try:
+                self._process.signalProcess(signum)
+            except ProcessExitedAlready:
+                pass
+
+    def _cleanup(self) -> None:
+        listening, self._socket = self._socket, None
+        if listening is not None:
+            listening.close()
+        directory, self._directory = self._directory, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.socket_path = None
+
+
+@implementer(IStreamClientEndpoint)
+class _SpawnedAppEndpoint:
+    """A unix endpoint whose path is known only once the application started."""
+
+    def __init__(self, app: SpawnedApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def connect(self, factory) -> Deferred:
+        path = self.app.socket_path
+        if path is None:
+            return fail(AppNotRunning(f"{self.app.name} is not running"))
+        return endpoints.UNIXClientEndpoint(self.app.reactor, path, self.timeout).connect(factory)

@@ -1,0 +1,97 @@
+"""
+Requests answered by a FastCGI application.
+
+``serve_fastcgi`` gathers what the parameters are derived from (the URL, the
+connection's addresses, TLS and the client certificate), encodes the
+request, and hands it to a ``Relay`` that carries it to the backend and the
+reply back. ``install_fastcgi`` wires this into a ``Site`` and returns the
+service holding the configuration's backends; ``reconfigure_fastcgi`` does
+the same for a reloaded configuration, keeping the backends that remain.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Optional
+
+from gemfcgi.config import model
+from gemfcgi.fastcgi.backends import FastCGIBackends
+from gemfcgi.fastcgi.client import FastCGITimeouts, Relay
+from gemfcgi.fastcgi.params import RequestFacts, request_params
+from gemfcgi.fastcgi.records import encode_request
+from gemfcgi.gemini.request import Request
+from gemfcgi.routing import PathSettings
+
+if TYPE_CHECKING:
+    from gemfcgi.server import GeminiProtocol, Site
+
+
+def request_facts(client: "GeminiProtocol", request: Request, settings: PathSettings) -> RequestFacts:
+    """What the parameters of this request are derived from."""
+    peer = client.transport.getPeer()
+    host = client.transport.getHost()
+    tls = client.tls
+    return RequestFacts(
+        path=request.path,
+        query=request.query,
+        host=request.host,
+        port=request.port,
+        url=request.url,
+        root=settings.root,
+        client_address=str(getattr(peer, "host", "") or ""),
+        client_port=int(getattr(peer, "port", 0) or 0),
+        server_address=str(getattr(host, "host", "") or ""),
+        tls_version=tls.version if tls is not None else "",
+        tls_cipher=tls.cipher if tls is not None else "",
+        certificate=tls.client_certificate if tls is not None else None,
+    )
+
+
+def _utf8(text: str) -> bytes:
+    # Paths and queries are valid UTF-8 by the time they get here; this only
+    # keeps a stray surrogate in a configured value from failing the request.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def encode_params(params: list[tuple[str, str]]) -> bytes:
+    """The whole request on the wire: BEGIN_REQUEST, PARAMS, empty STDIN."""
+    return encode_request([(_utf8(name), _utf8(value)) for name, value in params])
+
+
+def serve_fastcgi(
+    client: "GeminiProtocol",
+    request: Request,
+    settings: PathSettings,
+    backends: FastCGIBackends,
+) -> None:
+    """Start relaying ``request`` to the backend of its location (``Site.handlers["fastcgi"]``)."""
+    fastcgi = settings.fastcgi
+    assert fastcgi is not None and fastcgi.address is not None
+    backend = backends.backend_for(fastcgi.address)
+    params = request_params(request_facts(client, request, settings), fastcgi)
+    Relay(client, backend, encode_params(params), backends.timeouts, client.clock).start()
+
+
+def install_fastcgi(
+    site: "Site",
+    config: model.Config,
+    reactor,
+    timeouts: Optional[FastCGITimeouts] = None,
+) -> FastCGIBackends:
+    """
+    Open a backend for every FastCGI address of ``config`` and route
+    ``site``'s FastCGI requests to them.
+
+    The result is a service: make it a child of the server's service, so
+    that spawned applications start with it and stop (after draining) once
+    the listeners are closed. On a reload, call ``reconfigure_fastcgi``.
+    """
+    backends = FastCGIBackends(reactor, timeouts)
+    reconfigure_fastcgi(site, config, backends)
+    return backends
+
+
+def reconfigure_fastcgi(site: "Site", config: model.Config, backends: FastCGIBackends) -> None:
+    """Route ``site``'s FastCGI requests to ``backends``, updated for ``config``."""
+    backends.configure(config)
+    site.handlers["fastcgi"] = partial(serve_fastcgi, backends=backends)

@@ -1,0 +1,794 @@
+"""
+The FastCGI relay without sockets: records in from a fake backend, bytes out
+to a fake Gemini client, time from a clock.
+
+Both sides are ``StringTransport``s; the backend connection is the one the
+relay asked ``MemoryReactorClock`` for, so these tests run the real
+handler, endpoint and protocol code from the request line to the last byte.
+The last sections cover what surrounds the relay: the supervisor of spawned
+applications (with a reactor that records instead of forking) and how
+backends are opened and reconfigured.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+from twisted.internet import error
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+
+from gemfcgi.config import model
+from gemfcgi.fastcgi.backends import StderrLimiter
+from gemfcgi.fastcgi.client import FastCGITimeouts
+from gemfcgi.fastcgi.records import (
+    BeginRequest,
+    ProtocolStatus,
+    Record,
+    RecordDecoder,
+    RecordType,
+    decode_pairs,
+    encode_end_request,
+    encode_stream,
+)
+from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
+from gemfcgi.server import GeminiProtocol
+from gemfcgi.service import build_site
+
+SOCKET = "/run/app.sock"
+TIMEOUTS = FastCGITimeouts(connect=5, reply=60, drain=10, kill=1)
+
+
+class FakeTLSConnection:
+    def get_servername(self):
+        return b"localhost"
+
+    def get_peer_certificate(self, as_cryptography=False):
+        return None
+
+    def get_protocol_version_name(self):
+        return "TLSv1.3"
+
+    def get_cipher_name(self):
+        return "TLS_AES_256_GCM_SHA384"
+
+
+class GeminiTransport(StringTransport):
+    """The client's side as the Gemini protocol sees it, after TLS."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 1965),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+        )
+
+    def getHandle(self):
+        return FakeTLSConnection()
+
+
+def stdout(data: bytes, request_id: int = 1) -> bytes:
+    return encode_stream(RecordType.STDOUT, data, request_id)
+
+
+def end(app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE) -> bytes:
+    return encode_end_request(1, app_status, protocol_status)
+
+
+def raw_record(record_type: int, content: bytes, request_id: int = 1, version: int = 1) -> bytes:
+    encoded = bytearray(Record(record_type, request_id, content).encode())
+    encoded[0] = version
+    return bytes(encoded)
+
+
+class Exchange:
+    """One request through a gemfcgi server whose FastCGI location is ``/``."""
+
+    def __init__(self, location: Optional[model.LocationOptions] = None,
+                 timeouts: FastCGITimeouts = TIMEOUTS) -> None:
+        options = location or model.LocationOptions()
+        options.fastcgi = model.FastCGI(address=model.FastCGISocket(SOCKET))
+        config = model.Config(servers=[model.Server(name="localhost", options=options)])
+        self.reactor = MemoryReactorClock()
+        self.site = build_site(config)
+        self.backends = install_fastcgi(self.site, config, self.reactor, timeouts)
+        self.backend = self.backends.backend_for(model.FastCGISocket(SOCKET))
+        self.gemini = GeminiProtocol(self.site, self.reactor)
+        self.client = GeminiTransport()
+        self.gemini.makeConnection(self.client)
+        self.gemini.handshakeCompleted()
+        self.fastcgi: Optional[StringTransport] = None
+        self.protocol = None
+
+    def request(self, url: str = "gemini://localhost/app") -> "Exchange":
+        self.gemini.dataReceived(url.encode() + b"\r\n")
+        return self
+
+    @property
+    def connector(self):
+        address, factory, timeout, _ = self.reactor.unixClients[-1]
+        assert address == SOCKET
+        return factory
+
+    def accept(self) -> "Exchange":
+        """The backend accepts the connection."""
+        self.protocol = self.connector.buildProtocol(None)
+        self.fastcgi = StringTransport()
+        self.protocol.makeConnection(self.fastcgi)
+        return self
+
+    def refuse(self, reason: Exception) -> "Exchange":
+        self.connector.clientConnectionFailed(None, Failure(reason))
+        return self
+
+    def send(self, *chunks: bytes) -> "Exchange":
+        for chunk in chunks:
+            self.protocol.dataReceived(chunk)
+        return self
+
+    def backend_closes(self) -> "Exchange":
+        self.protocol.connectionLost(Failure(error.ConnectionDone()))
+        return self
+
+    def client_goes_away(self) -> "Exchange":
+        self.gemini.connectionLost(Failure(error.ConnectionLost()))
+        return self
+
+    @property
+    def reply(self) -> bytes:
+        return self.client.value()
+
+    @property
+    def records_sent(self) -> list[Record]:
+        return RecordDecoder().feed(self.fastcgi.value())
+
+    @property
+    def client_closed(self) -> bool:
+        return self.client.disconnecting
+
+    @property
+    def backend_closed(self) -> bool:
+        return self.fastcgi.disconnecting or self.fastcgi.disconnected
+
+
+@pytest.fixture
+def exchange() -> Exchange:
+    return Exchange()
+
+
+def warnings(logs) -> str:
+    from twisted.logger import formatEvent
+
+    return "\n".join(formatEvent(event) for event in logs)
+
+
+# -- the request ---------------------------------------------------------------
+
+
+def test_request_is_begin_params_then_empty_stdin_with_id_1_and_no_keep_conn(exchange):
+    exchange.request("gemini://localhost/app/page?q").accept()
+    records = exchange.records_sent
+    assert [r.type for r in records[:1]] == [RecordType.BEGIN_REQUEST]
+    assert BeginRequest.decode(records[0].content) == BeginRequest(role=1, flags=0)
+    assert {r.request_id for r in records} == {1}
+    assert records[-2:] == [Record(RecordType.PARAMS, 1), Record(RecordType.STDIN, 1)]
+    params = dict(decode_pairs(b"".join(r.content for r in records if r.type == RecordType.PARAMS)))
+    assert params[b"QUERY_STRING"] == b"q"
+    assert params[b"GEMINI_URL_PATH"] == b"app/page"
+    assert params[b"REMOTE_ADDR"] == b"192.0.2.7"
+    assert params[b"REMOTE_PORT"] == b"40000"
+    assert params[b"SERVER_ADDR"] == b"127.0.0.1"
+    assert params[b"TLS_VERSION"] == b"TLSv1.3"
+    assert params[b"AUTH_TYPE"] == b""
+
+
+def test_connect_uses_the_configured_socket_with_the_connect_timeout(exchange):
+    exchange.request()
+    address, _, timeout, _ = exchange.reactor.unixClients[0]
+    assert (address, timeout) == (SOCKET, 5)
+
+
+# -- the reply -----------------------------------------------------------------
+
+
+def test_gemini_header_and_body_are_relayed_then_both_sides_close(exchange):
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\n# Hi\n"), stdout(b"more\n"), end())
+    assert exchange.reply == b"20 text/gemini\r\n# Hi\nmore\n"
+    assert exchange.client_closed and exchange.backend_closed
+    assert exchange.backend.pending == 0
+
+
+def test_header_split_over_records_and_empty_records_is_relayed(exchange):
+    exchange.request().accept()
+    exchange.send(stdout(b"2"), Record(RecordType.STDOUT, 1).encode(), stdout(b"0 text/pl"))
+    assert exchange.reply == b""
+    exchange.send(stdout(b"ain\r\nbody"), end())
+    assert exchange.reply == b"20 text/plain\r\nbody"
+
+
+def test_records_split_at_any_byte_are_reassembled(exchange):
+    wire = stdout(b"20 text/gemini\r\nabc") + end()
+    exchange.request().accept()
+    for i in range(len(wire)):
+        exchange.send(wire[i : i + 1])
+    assert exchange.reply == b"20 text/gemini\r\nabc"
+    assert exchange.client_closed
+
+
+@pytest.mark.parametrize(
+    "cgi, header",
+    [
+        (b"Content-Type: text/gemini\r\n\r\n", b"20 text/gemini"),
+        (b"Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\n", b"51 Not Found"),
+        (b"Status: 302 Found\nLocation: gemini://x/y\n\n", b"30 gemini://x/y"),
+        (b"Status: 503\r\n\r\n", b"41 Service Unavailable"),
+    ],
+    ids=['content-type', '404', '302-location', '503'],
+)
+def test_cgi_header_block_is_translated(exchange, cgi, header):
+    exchange.request().accept().send(stdout(cgi + b"body"), end())
+    expected_body = b"body" if header.startswith(b"2") else b""
+    assert exchange.reply == header + b"\r\n" + expected_body
+
+
+def test_non_2x_reply_sends_the_header_alone_and_closes_the_backend(exchange):
+    exchange.request().accept().send(stdout(b"30 /elsewhere\r\nignored body"))
+    assert exchange.reply == b"30 /elsewhere\r\n"
+    assert exchange.client_closed and exchange.backend_closed
+    exchange.send(stdout(b"more"), end())
+    assert exchange.reply == b"30 /elsewhere\r\n"
+
+
+def test_lang_is_not_appended_to_a_fastcgi_reply():
+    exchange = Exchange(model.LocationOptions(lang="en"))
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\n"), end())
+    assert exchange.reply == b"20 text/gemini\r\n"
+
+
+# -- backpressure ----------------------------------------------------------------
+
+
+def test_full_client_transport_pauses_the_backend_and_draining_resumes_it(exchange):
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\nfirst"))
+    relay = exchange.client.producer
+    assert exchange.client.streaming
+    relay.pauseProducing()
+    assert exchange.fastcgi.producerState == "paused"
+    relay.resumeProducing()
+    assert exchange.fastcgi.producerState == "producing"
+
+
+def test_pause_before_the_backend_connects_is_applied_when_it_does(exchange):
+    exchange.request()
+    exchange.client.producer.pauseProducing()
+    exchange.accept()
+    assert exchange.fastcgi.producerState == "paused"
+    exchange.client.producer.resumeProducing()
+    assert exchange.fastcgi.producerState == "producing"
+
+
+def test_a_slow_client_is_not_a_stalled_backend():
+    exchange = Exchange(timeouts=FastCGITimeouts(connect=5, reply=3))
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\nfirst"))
+    exchange.client.producer.pauseProducing()
+    exchange.send(stdout(b" read before the pause"))
+    exchange.reactor.advance(30)
+    assert not exchange.client_closed
+    exchange.client.producer.resumeProducing()
+    exchange.send(stdout(b", second"), end())
+    assert exchange.reply == b"20 text/gemini\r\nfirst read before the pause, second"
+
+
+# -- failures before the header: the client gets 42 (or 41) and a log line -------
+
+
+@pytest.mark.parametrize(
+    "reason, logged",
+    [
+        (error.ConnectionRefusedError("111: Connection refused"), "Connection refused"),
+        (error.ConnectError("2: No such file or directory"), "No such file or directory"),
+        (error.DNSLookupError("no results for hostname lookup: nowhere.invalid"), "nowhere.invalid"),
+        (error.TimeoutError("User timeout caused connection failure."), "connect timeout"),
+    ],
+    ids=['refused', 'socket-missing', 'name-does-not-resolve', 'endpoint-timeout'],
+)
+def test_connect_failure_gets_42_and_names_the_backend_and_the_error(exchange, reason, logged):
+    with capturedLogs() as logs:
+        exchange.request().refuse(reason)
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert exchange.client_closed
+    text = warnings(logs)
+    assert f"FastCGI backend unix:{SOCKET}" in text and logged in text
+    assert "192.0.2.7:40000 gemini://localhost/app" in text
+    assert exchange.backend.pending == 0
+
+
+def test_connect_that_takes_longer_than_the_connect_timeout_gets_42(exchange):
+    with capturedLogs() as logs:
+        exchange.request()
+        exchange.reactor.advance(4.9)
+        assert exchange.reply == b""
+        exchange.reactor.advance(0.2)
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert "connect timeout: not connected after 5 s" in warnings(logs)
+    assert exchange.backend.pending == 0
+
+
+def test_no_header_within_the_reply_timeout_gets_42():
+    exchange = Exchange(timeouts=FastCGITimeouts(connect=5, reply=2))
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gem"))
+        exchange.reactor.advance(1.9)
+        assert exchange.reply == b""
+        exchange.reactor.advance(0.2)
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert exchange.backend_closed
+    assert "reply timeout: no header after 2 s" in warnings(logs)
+
+
+@pytest.mark.parametrize(
+    "wire, logged",
+    [
+        (stdout(b"20 text/ge") + end(), "END or EOF before a complete header"),
+        (stdout(b"20 text/gemini\n") + end(), "END or EOF before a complete header"),
+        (stdout(b"20 " + b"a" * 1100), "header over 1029 bytes"),
+        (stdout(b"99 nope\r\n"), "status 99 is not defined"),
+        (stdout(b"20\ttext/gemini\r\n"), "malformed"),
+        (end(app_status=3), "appStatus 3"),
+    ],
+    ids=['end-in-header', 'bare-lf-then-end', 'header-too-long', 'bad-code', 'tab-not-space', 'app-status-only'],
+)
+def test_bad_reply_before_the_header_gets_42_and_says_what_was_wrong(exchange, wire, logged):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(wire)
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert exchange.client_closed and exchange.backend_closed
+    assert logged in warnings(logs)
+
+
+def test_eof_before_a_complete_header_gets_42(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gemini")).backend_closes()
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert "END or EOF before a complete header (14 bytes received)" in warnings(logs)
+
+
+def test_eof_in_the_middle_of_a_record_says_so(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gemini\r\n")[:12]).backend_closes()
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert "bytes of a record cut off" in warnings(logs)
+
+
+@pytest.mark.parametrize(
+    "wire, logged",
+    [
+        (stdout(b"20 text/gemini\r\n", request_id=2), "request id mismatch: expected 1, got 2"),
+        (raw_record(RecordType.GET_VALUES_RESULT, b"", 0), "request id mismatch: expected 1, got 0"),
+        (raw_record(RecordType.DATA, b"hello"), "unexpected record type DATA (length 5)"),
+        (raw_record(42, b"abc"), "unexpected record type 42 (length 3)"),
+        (raw_record(RecordType.STDOUT, b"20 x\r\n", version=2), "unsupported FastCGI version 2"),
+        (raw_record(RecordType.END_REQUEST, b"\0\0\0\0"), "END_REQUEST body must be 8 bytes, got 4"),
+    ],
+    ids=['other-id', 'management-record', 'data-record', 'unknown-type', 'wrong-version', 'short-end-request'],
+)
+def test_bad_record_before_the_header_gets_42_and_names_it(exchange, wire, logged):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(wire)
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert exchange.backend_closed
+    text = warnings(logs)
+    assert "protocol error" in text and logged in text
+
+
+@pytest.mark.parametrize(
+    "protocol_status, header",
+    [
+        (ProtocolStatus.OVERLOADED, b"41 server unavailable\r\n"),
+        (ProtocolStatus.CANT_MPX_CONN, b"42 CGI error\r\n"),
+        (ProtocolStatus.UNKNOWN_ROLE, b"42 CGI error\r\n"),
+    ],
+)
+def test_refusing_protocol_status_before_the_header_is_mapped(exchange, protocol_status, header):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(end(protocol_status=protocol_status))
+    assert exchange.reply == header
+    assert f"protocolStatus {protocol_status.name}" in warnings(logs)
+
+
+# -- failures after the header: the body ends, cleanly, with a log line --------------
+
+
+@pytest.mark.parametrize(
+    "wire, logged",
+    [
+        (stdout(b"tail", request_id=3), "request id mismatch: expected 1, got 3"),
+        (raw_record(RecordType.UNKNOWN_TYPE, bytes(8)), "unexpected record type UNKNOWN_TYPE"),
+        (end(app_status=1), "request failed: appStatus 1"),
+        (end(protocol_status=ProtocolStatus.OVERLOADED), "protocolStatus OVERLOADED"),
+    ],
+    ids=['other-id', 'unknown-type-record', 'app-status', 'overloaded'],
+)
+def test_fault_after_the_header_cuts_the_body_and_closes_cleanly(exchange, wire, logged):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gemini\r\nstart"), wire, stdout(b"never"))
+    assert exchange.reply == b"20 text/gemini\r\nstart"
+    assert exchange.client_closed and exchange.backend_closed
+    text = warnings(logs)
+    assert logged in text and "body cut short" in text
+
+
+def test_eof_after_the_header_without_end_request_ends_the_body_with_a_warning(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gemini\r\nall")).backend_closes()
+    assert exchange.reply == b"20 text/gemini\r\nall"
+    assert exchange.client_closed
+    assert "closed after the header without END_REQUEST" in warnings(logs)
+    assert exchange.backend.pending == 0
+
+
+def test_backend_that_stalls_mid_body_is_cut_after_the_reply_timeout():
+    exchange = Exchange(timeouts=FastCGITimeouts(connect=5, reply=3))
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gemini\r\nstart"))
+        exchange.reactor.advance(2)
+        exchange.send(stdout(b" more"))
+        exchange.reactor.advance(2)
+        assert not exchange.client_closed
+        exchange.reactor.advance(1.1)
+    assert exchange.reply == b"20 text/gemini\r\nstart more"
+    assert exchange.client_closed and exchange.backend_closed
+    assert "no body data for 3 s" in warnings(logs)
+
+
+# -- STDERR and the client going away ----------------------------------------------
+
+
+def test_stderr_is_logged_with_backend_and_request_and_never_sent(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(
+            encode_stream(RecordType.STDERR, b"PHP Warning: oops\n"),
+            stdout(b"20 text/gemini\r\nok"),
+            end(),
+        )
+    assert exchange.reply == b"20 text/gemini\r\nok"
+    text = warnings(logs)
+    assert f"gemini://localhost/app: FastCGI backend unix:{SOCKET} stderr: PHP Warning: oops" in text
+
+
+def test_stderr_flood_is_rate_limited(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept()
+        exchange.send(*[encode_stream(RecordType.STDERR, b"line %d" % i) for i in range(500)])
+        exchange.send(stdout(b"20 text/gemini\r\n"), end())
+    stderr_lines = [e for e in logs if "stderr" in e.get("log_format", "")]
+    assert 1 <= len(stderr_lines) <= 20
+    assert exchange.reply == b"20 text/gemini\r\n"
+
+
+def test_stderr_limiter_reports_what_it_dropped_in_the_next_window():
+    clock = MemoryReactorClock()
+    limiter = StderrLimiter(clock, limit=2, window=10)
+    assert [limiter.allow() for _ in range(4)] == [(True, 0), (True, 0), (False, 0), (False, 0)]
+    clock.advance(10)
+    assert limiter.allow() == (True, 2)
+
+
+def test_client_going_away_mid_reply_sends_abort_and_closes_the_backend(exchange):
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\npartial"))
+    exchange.client_goes_away()
+    assert exchange.records_sent[-1] == Record(RecordType.ABORT_REQUEST, 1)
+    assert exchange.backend_closed
+    assert exchange.backend.pending == 0
+    exchange.send(stdout(b"late"), end())
+    exchange.backend_closes()
+    assert exchange.reply == b"20 text/gemini\r\npartial"
+
+
+def test_client_going_away_while_connecting_cancels_the_connect(exchange):
+    exchange.request().client_goes_away()
+    assert exchange.backend.pending == 0
+    assert not [call for call in exchange.reactor.getDelayedCalls() if call.active()]
+
+
+def test_connection_that_completes_after_the_client_left_is_dropped(exchange):
+    # An endpoint that cannot cancel its attempt may still connect later.
+    exchange.request().client_goes_away()
+    protocol = exchange.connector._wrappedFactory.buildProtocol(None)
+    late = StringTransport()
+    protocol.makeConnection(late)
+    assert late.value() == b""
+    assert late.disconnecting or late.disconnected
+
+
+def test_pending_requests_are_counted_and_named_in_fault_lines(exchange):
+    exchange.request().accept()
+    assert exchange.backend.pending == 1
+    assert exchange.backends.pending == 1
+    with capturedLogs() as logs:
+        exchange.send(stdout(b"99 x\r\n"))
+    assert "(1 pending)" in warnings(logs)
+    assert exchange.backends.pending == 0
+
+
+def test_drain_waits_for_requests_in_flight(exchange):
+    exchange.request().accept()
+    drained = exchange.backends.drain(timeout=30)
+    assert not drained.called
+    exchange.send(stdout(b"20 text/gemini\r\n"), end())
+    assert drained.called
+
+
+def test_drain_gives_up_after_its_timeout(exchange):
+    exchange.request().accept()
+    with capturedLogs() as logs:
+        drained = exchange.backends.drain(timeout=3)
+        exchange.reactor.advance(3.1)
+    assert drained.called
+    assert "drain timeout after 3 s, 1 requests still pending" in warnings(logs)
+
+
+def test_no_timer_survives_a_finished_request(exchange):
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\n"), end())
+    exchange.gemini.connectionLost(Failure(error.ConnectionDone()))
+    assert not [call for call in exchange.reactor.getDelayedCalls() if call.active()]
+
+
+# -- the supervisor of spawned applications ----------------------------------------
+#
+# A reactor whose spawnProcess records instead of forking. Fake pids are
+# above the kernel's pid_max, so signalling their process group can only
+# fail, and the supervisor falls back to the process object, which records.
+
+FAKE_PID_BASE = 2**30
+
+
+class FakeProcess:
+    def __init__(self, pid: int, protocol, argv, child_fds) -> None:
+        self.pid = pid
+        self.protocol = protocol
+        self.argv = argv
+        self.child_fds = child_fds
+        self.signals: list[int] = []
+
+    def signalProcess(self, signum) -> None:
+        self.signals.append(signum)
+
+    def exit(self, code: int = 1) -> None:
+        self.protocol.processExited(Failure(error.ProcessTerminated(code)))
+        self.protocol.processEnded(Failure(error.ProcessTerminated(code)))
+
+
+class SpawningReactor(MemoryReactorClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+
+    def spawnProcess(self, protocol, executable, args, env=None, childFDs=None, **kwargs):
+        process = FakeProcess(FAKE_PID_BASE + len(self.processes), protocol, args, childFDs)
+        protocol.makeConnection(process)
+        self.processes.append(process)
+        return process
+
+
+@pytest.fixture
+def spawning():
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    reactor = SpawningReactor()
+    app = SpawnedApp("spawn:sh app.sh", "sh app.sh --flag", reactor, kill_timeout=2)
+    app.startService()
+    yield reactor, app
+    if app.running:
+        app.stopService()
+        for process in reactor.processes:
+            process.exit()
+
+
+def test_spawned_app_gets_the_listening_socket_as_fd_0_in_a_session_of_its_own(spawning):
+    import os
+    import stat
+    import sys
+
+    reactor, app = spawning
+    (process,) = reactor.processes
+    assert stat.S_ISSOCK(os.stat(app.socket_path).st_mode)
+    assert process.child_fds[0] == app._socket.fileno()
+    assert process.child_fds[1] == process.child_fds[2] == "r"
+    assert process.argv[0] == sys.executable and "os.setsid()" in process.argv[2]
+    assert process.argv[3].endswith("/sh") and process.argv[4:] == ["sh", "app.sh", "--flag"]
+
+
+def test_app_that_keeps_dying_at_start_is_restarted_with_a_doubling_delay(spawning):
+    reactor, app = spawning
+    delays = []
+    for _ in range(12):
+        reactor.processes[-1].exit()
+        (restart,) = [call for call in reactor.getDelayedCalls() if call.active()]
+        delays.append(round(restart.getTime() - reactor.seconds(), 3))
+        reactor.advance(delays[-1])
+    assert delays[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert delays[-3:] == [30.0, 30.0, 30.0]
+    assert len(reactor.processes) == 13
+    assert {p.child_fds[0] for p in reactor.processes} == {app._socket.fileno()}
+
+
+def test_app_that_ran_a_while_is_restarted_after_the_minimum_delay(spawning):
+    reactor, app = spawning
+    for _ in range(3):
+        reactor.processes[-1].exit()
+        reactor.advance(5)
+    reactor.advance(60)
+    reactor.processes[-1].exit()
+    reactor.advance(0.1)
+    assert len(reactor.processes) == 5
+
+
+def test_output_lines_are_logged_with_the_backend_name(spawning):
+    reactor, app = spawning
+    process = reactor.processes[0]
+    with capturedLogs() as logs:
+        process.protocol.childDataReceived(2, b"PHP Warning: one\nPHP War")
+        process.protocol.childDataReceived(2, b"ning: two\n")
+    assert warnings(logs).splitlines() == [
+        "spawn:sh app.sh stderr: PHP Warning: one",
+        "spawn:sh app.sh stderr: PHP Warning: two",
+    ]
+
+
+def test_stop_sends_term_then_kill_after_the_grace_period_and_removes_the_socket(spawning):
+    import os
+    import signal
+
+    reactor, app = spawning
+    process = reactor.processes[0]
+    path = app.socket_path
+    stopped = app.stopService()
+    assert process.signals == [signal.SIGTERM]
+    reactor.advance(2.1)
+    assert process.signals == [signal.SIGTERM, signal.SIGKILL]
+    assert not stopped.called
+    process.exit(-9)
+    assert stopped.called
+    assert not os.path.exists(path)
+    reactor.advance(60)
+    assert len(reactor.processes) == 1
+
+
+def test_missing_program_is_logged_and_retried_with_backoff():
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    reactor = SpawningReactor()
+    app = SpawnedApp("spawn:nope", "no-such-program-here", reactor)
+    with capturedLogs() as logs:
+        app.startService()
+        reactor.pump([0.1] * 32)
+    assert reactor.processes == []
+    assert app.starts == 6
+    assert "program 'no-such-program-here' not found" in warnings(logs)
+    app.stopService()
+
+
+def test_spawned_app_is_stopped_only_after_its_last_request():
+    import signal
+
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    backends.startService()
+    (process,) = reactor.processes
+    backend.begin()
+    stopped = backends.stopService()
+    reactor.advance(5)
+    assert process.signals == []
+    backend.end()
+    assert process.signals == [signal.SIGTERM]
+    process.exit(0)
+    assert stopped.called
+
+
+def test_spawned_app_is_stopped_after_the_drain_timeout_whatever_is_pending():
+    import signal
+
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    backends.startService()
+    backend.begin()
+    backends.stopService()
+    reactor.advance(9.9)
+    assert reactor.processes[0].signals == []
+    reactor.advance(0.2)
+    assert reactor.processes[0].signals == [signal.SIGTERM]
+    reactor.processes[0].exit(0)
+
+
+# -- opening backends ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address, name",
+    [
+        (model.FastCGISocket("/run/app.sock"), "unix:/run/app.sock"),
+        (model.FastCGITCP("127.0.0.1", 9000), "tcp:127.0.0.1:9000"),
+        (model.FastCGITCP("::1", 9001), "tcp:[::1]:9001"),
+        (model.FastCGITCP("app.example", 9002), "tcp:app.example:9002"),
+        (model.FastCGISpawn("php-cgi"), "spawn:php-cgi"),
+        (model.FastCGIEndpoint("unix:path=/run/other.sock"), "unix:path=/run/other.sock"),
+    ],
+    ids=["unix", "tcp", "tcp-ipv6", "tcp-name", "spawn", "endpoint"],
+)
+def test_every_backend_has_a_name_for_log_lines(address, name):
+    from gemfcgi.fastcgi.backends import open_backend
+
+    assert open_backend(address, MemoryReactorClock(), TIMEOUTS).name == name
+
+
+def test_ip_literals_connect_directly_with_the_connect_timeout():
+    from gemfcgi.fastcgi.backends import open_backend
+
+    reactor = MemoryReactorClock()
+    for host in ("::1", "127.0.0.1"):
+        backend = open_backend(model.FastCGITCP(host, 9000), reactor, TIMEOUTS)
+        backend.connect(Protocol())
+    assert [(host, port, timeout) for host, port, _, timeout, _ in reactor.tcpClients] == [
+        ("::1", 9000, 5),
+        ("127.0.0.1", 9000, 5),
+    ]
+
+
+def test_host_names_are_resolved_without_blocking_the_reactor():
+    from twisted.internet.endpoints import HostnameEndpoint
+
+    from gemfcgi.fastcgi.backends import open_backend
+
+    backend = open_backend(model.FastCGITCP("app.example", "9000"), MemoryReactorClock(), TIMEOUTS)
+    assert isinstance(backend.endpoint, HostnameEndpoint)
+
+
+def test_reload_keeps_backends_still_configured_and_retires_the_others():
+    import signal
+
+    def config(*addresses):
+        locations = [
+            model.Location(f"/{i}/*", model.LocationOptions(fastcgi=model.FastCGI(address=a)))
+            for i, a in enumerate(addresses)
+        ]
+        return model.Config(servers=[model.Server(name="localhost", locations=locations)])
+
+    reactor = SpawningReactor()
+    old_app, kept = model.FastCGISpawn("sh old.sh"), model.FastCGISocket("/run/kept.sock")
+    first = config(old_app, kept)
+    backends = install_fastcgi(build_site(first), first, reactor, TIMEOUTS)
+    backends.startService()
+    kept_backend = backends.backend_for(kept)
+    retired = backends.backend_for(old_app)
+    retired.begin()
+    second = config(model.FastCGISocket("/run/kept.sock"), model.FastCGISpawn("sh new.sh"))
+    site = build_site(second)
+    reconfigure_fastcgi(site, second, backends)
+    assert "fastcgi" in site.handlers
+    assert backends.backend_for(model.FastCGISocket("/run/kept.sock")) is kept_backend
+    old_process, new_process = reactor.processes
+    assert new_process.argv[-2:] == ["sh", "new.sh"]
+    assert old_process.signals == []
+    retired.end()
+    assert old_process.signals == [signal.SIGTERM]
+    old_process.exit(0)
+    backends.stopService()
+    new_process.exit(0)
+
+
+def test_a_bad_endpoint_string_in_a_reload_changes_nothing():
+    reactor = SpawningReactor()
+    good = model.Config(servers=[model.Server(name="localhost", options=model.LocationOptions(
+        fastcgi=model.FastCGI(address=model.FastCGISocket("/run/a.sock"))))])
+    backends = install_fastcgi(build_site(good), good, reactor, TIMEOUTS)
+    bad = model.Config(servers=[model.Server(name="localhost", options=model.LocationOptions(
+        fastcgi=model.FastCGI(address=model.FastCGIEndpoint("nonsense-kind:x"))))])
+    with pytest.raises(ValueError):
+        reconfigure_fastcgi(build_site(bad), bad, backends)
+    assert [b.name for b in backends.backends.values()] == ["unix:/run/a.sock"]

@@ -1,0 +1,285 @@
+"""
+FastCGI applications behind a real gemfcgi process, reached by a real TLS client.
+
+One server (``tests/fastcgi_apps/server.tac``) has a location per backend
+kind and application: our codec's test app over unix, tcp, spawn and an
+endpoint string; flup raw and WSGI; Debian's fcgiwrap over unix, tcp and
+spawn running shell scripts; php-cgi spawned and over tcp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from gemfcgi.certificates import make_self_signed, write_key_pair
+from tests.fastcgi_apps.harness import (
+    APPS,
+    Processes,
+    free_port,
+    python_app,
+    rss_kib,
+    server_spec,
+)
+from tests.support import client_context, fetch
+
+FCGIWRAP = shutil.which("fcgiwrap", path=os.defpath + ":/usr/sbin:/usr/bin") or "/usr/sbin/fcgiwrap"
+PHP_CGI = shutil.which("php-cgi") or "/usr/bin/php-cgi"
+SPAWNED_APP = python_app("gemini_app.py")
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def fastcgi(tmp_path_factory, certificate, capsule):
+    """The server, and the applications it does not spawn itself."""
+    tmp = tmp_path_factory.mktemp("fastcgi")
+    app_socket = str(tmp / "app.sock")
+    flup_socket = str(tmp / "flup.sock")
+    fcgiwrap_socket = str(tmp / "fcgiwrap.sock")
+    app_port, fcgiwrap_port, php_port = free_port(), free_port(), free_port()
+    processes = Processes()
+    try:
+        processes.app([sys.executable, str(APPS / "gemini_app.py"), "--listen", f"unix:{app_socket}"],
+                      ready=app_socket)
+        processes.app([sys.executable, str(APPS / "gemini_app.py"),
+                       "--listen", f"tcp:127.0.0.1:{app_port}"], ready=("127.0.0.1", app_port))
+        processes.app([sys.executable, str(APPS / "flup_wsgi.py"), flup_socket], ready=flup_socket)
+        processes.app([FCGIWRAP, "-c", "2", "-s", f"unix:{fcgiwrap_socket}"], ready=fcgiwrap_socket)
+        processes.app([FCGIWRAP, "-c", "2", "-s", f"tcp:127.0.0.1:{fcgiwrap_port}"],
+                      ready=("127.0.0.1", fcgiwrap_port))
+        processes.app([PHP_CGI, "-b", f"127.0.0.1:{php_port}"], ready=("127.0.0.1", php_port))
+        cgi, php = str(APPS / "cgi"), str(APPS / "php")
+        locations = [
+            {"pattern": "/app/*", "backend": {"socket": app_socket}},
+            {"pattern": "/tcp-app/*", "backend": {"tcp": ["127.0.0.1", app_port]}},
+            {"pattern": "/spawn/*", "backend": {"spawn": SPAWNED_APP}},
+            {"pattern": "/demo/*", "backend": {"spawn": f"{sys.executable} -m gemfcgi.demo.app"}},
+            {"pattern": "/endpoint/*", "backend": {"endpoint": f"unix:path={app_socket}"}},
+            {"pattern": "/flup-raw/*", "backend": {"spawn": python_app("flup_raw.py")}},
+            {"pattern": "/flup-wsgi/*", "backend": {"socket": flup_socket}},
+            {"pattern": "/cgi/*", "backend": {"socket": fcgiwrap_socket}, "root": str(APPS)},
+            {"pattern": "/cgi-tcp/*", "backend": {"tcp": ["127.0.0.1", fcgiwrap_port]},
+             "root": cgi, "strip": 1},
+            {"pattern": "/cgi-spawn/*", "backend": {"spawn": f"{FCGIWRAP} -c 2"},
+             "root": cgi, "strip": 1},
+            {"pattern": "/php/*", "backend": {"spawn": PHP_CGI}, "root": str(APPS)},
+            {"pattern": "/php-tcp/*", "backend": {"tcp": ["127.0.0.1", php_port]},
+             "root": php, "strip": 1},
+        ]
+        server = processes.server(server_spec(certificate, locations, root=str(capsule)))
+        yield server
+    finally:
+        processes.stop_all()
+
+
+def get(server, path: str, **kwargs):
+    return fetch(server.port, f"gemini://localhost:{server.port}{path}", **kwargs)
+
+
+# -- our codec's test application, over every kind of backend -------------------
+
+
+@pytest.mark.parametrize("prefix", ["/app", "/tcp-app", "/spawn", "/endpoint"])
+def test_gemini_app_answers_through_every_kind_of_backend(fastcgi, prefix):
+    reply = get(fastcgi, f"{prefix}/hello")
+    assert reply.header == b"20 text/gemini"
+    assert b"# Hello, visitor!" in reply.body
+    assert b"certificate: no certificate" in reply.body
+    assert reply.clean_close
+
+
+def test_input_prompt_then_the_answer_with_the_query(fastcgi):
+    assert get(fastcgi, "/app/ask").header == b"10 What is your name?"
+    reply = get(fastcgi, "/app/ask?Ada%20L")
+    assert reply.status == 20 and b"# Hello, Ada L!" in reply.body
+    assert b"query: Ada%20L" in reply.body
+
+
+def test_demo_app_runs_as_a_module_with_its_socket_on_fd_0(fastcgi):
+    reply = get(fastcgi, "/demo/app/hello?x")
+    assert reply.header == b"20 text/gemini"
+    assert b"certificate: no certificate" in reply.body and b"query: x" in reply.body
+    assert get(fastcgi, "/demo/app/ask").header == b"10 What is your name?"
+    assert get(fastcgi, "/demo/app/nothing").header == b"51 not found"
+
+
+def test_static_pages_are_still_served_beside_fastcgi(fastcgi):
+    assert get(fastcgi, "/").header == b"20 text/gemini"
+
+
+def test_params_name_the_client_certificate(fastcgi, tmp_path):
+    cert_pem, key_pem = make_self_signed(["alice"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    context = client_context(str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
+    reply = get(fastcgi, "/app/env?x=1", context=context)
+    params = dict(line.split("=", 1) for line in reply.body.decode().splitlines())
+    digest = hashlib.sha256(x509.load_pem_x509_certificate(cert_pem).public_bytes(Encoding.DER))
+    assert params["AUTH_TYPE"] == "CERTIFICATE"
+    assert params["REMOTE_USER"] == "/CN=alice"
+    assert params["TLS_CLIENT_HASH"] == "SHA256:" + digest.hexdigest()
+    assert params["QUERY_STRING"] == "x=1"
+    assert params["SERVER_NAME"] == "localhost"
+    assert params["SERVER_PORT"] == str(fastcgi.port)
+    assert params["REMOTE_ADDR"] == "127.0.0.1"
+    assert params["TLS_VERSION"] == "TLSv1.3"
+    assert params["GEMINI_URL"] == f"gemini://localhost:{fastcgi.port}/app/env?x=1"
+
+
+def test_concurrent_requests_to_a_spawned_app_all_succeed(fastcgi):
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda i: get(fastcgi, f"/spawn/ask?n{i}"), range(40)))
+    assert [r.status for r in replies] == [20] * 40
+    assert all(b"# Hello, n%d!" % i in r.body for i, r in enumerate(replies))
+
+
+# -- flup ----------------------------------------------------------------------
+
+
+def test_flup_raw_gemini_reply_is_relayed(fastcgi):
+    reply = get(fastcgi, "/flup-raw/page")
+    assert reply.header == b"20 text/gemini"
+    assert reply.body == b"# flup raw\npath /flup-raw/page\n"
+
+
+def test_flup_wsgi_cgi_headers_are_translated(fastcgi):
+    reply = get(fastcgi, "/flup-wsgi/page?q=1")
+    assert reply.header == b"20 text/gemini"
+    assert reply.body == b"# flup wsgi\nquery q=1\n"
+    assert get(fastcgi, "/flup-wsgi/missing").header == b"51 Not Found"
+
+
+# -- fcgiwrap and shell scripts ---------------------------------------------------
+
+
+def test_fcgiwrap_script_gets_script_name_and_path_info_split_on_the_real_file(fastcgi):
+    reply = get(fastcgi, "/cgi/env.sh/extra/path?x=1")
+    assert reply.header == b"20 text/plain"
+    params = dict(line.split("=", 1) for line in reply.body.decode().splitlines() if "=" in line)
+    assert params["SCRIPT_NAME"] == "/cgi/env.sh"
+    assert params["PATH_INFO"] == "/extra/path"
+    assert params["QUERY_STRING"] == "x=1"
+    assert params["REMOTE_ADDR"] == "127.0.0.1"
+    assert params["SERVER_NAME"] == "localhost"
+    assert params["TLS_VERSION"] in ("TLSv1.2", "TLSv1.3")
+    assert params["AUTH_TYPE"] == ""
+    assert params["GEMINI_URL_PATH"] == "cgi/env.sh/extra/path"
+
+
+def test_fcgiwrap_cgi_content_type_becomes_20(fastcgi):
+    reply = get(fastcgi, "/cgi/hello.sh")
+    assert reply.header == b"20 text/gemini"
+    assert reply.body == b"# hello from a shell script\n"
+
+
+def test_fcgiwrap_error_for_a_missing_script_is_translated(fastcgi):
+    # fcgiwrap answers "Status: 403 Forbidden" with CGI headers.
+    assert get(fastcgi, "/cgi/no-such-script.sh").header == b"50 Forbidden"
+
+
+def test_fcgiwrap_over_tcp_with_strip(fastcgi):
+    reply = get(fastcgi, "/cgi-tcp/env.sh/more")
+    assert reply.status == 20
+    assert b"SCRIPT_NAME=/env.sh\r\nPATH_INFO=/more" in reply.body
+
+
+def test_fcgiwrap_spawned_by_gemfcgi(fastcgi):
+    assert get(fastcgi, "/cgi-spawn/hello.sh").header == b"20 text/gemini"
+    assert b"SCRIPT_NAME=/env.sh" in get(fastcgi, "/cgi-spawn/env.sh").body
+
+
+# -- php-cgi ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["/php", "/php-tcp"])
+def test_php_content_type_becomes_20(fastcgi, prefix):
+    reply = get(fastcgi, f"{prefix}/hello.php?x=2")
+    assert reply.header.startswith(b"20 text/gemini")
+    assert reply.body == b"# hello from php\nquery x=2\n"
+
+
+def test_php_location_header_becomes_30(fastcgi):
+    assert get(fastcgi, "/php/redirect.php").header == b"30 gemini://localhost/elsewhere"
+
+
+def test_php_http_response_code_404_becomes_51(fastcgi):
+    reply = get(fastcgi, "/php/notfound.php")
+    assert reply.header == b"51 Not Found"
+    assert reply.body == b""
+
+
+# -- supervision and memory -----------------------------------------------------------
+
+
+def test_spawned_app_killed_is_restarted_and_serves_again(fastcgi):
+    assert get(fastcgi, "/spawn/hello").status == 20
+    pattern = rf"spawn:{re.escape(SPAWNED_APP)}: started pid (\d+)"
+    first = int(re.findall(pattern, fastcgi.log)[-1])
+    os.kill(first, signal.SIGKILL)
+    # Requests sent at once wait in the socket's backlog for the new process.
+    replies = [get(fastcgi, f"/spawn/ask?after{i}") for i in range(5)]
+    assert [r.status for r in replies] == [20] * 5
+    second = int(re.findall(pattern, fastcgi.log)[-1])
+    assert second != first
+    assert "exited after" in fastcgi.log
+
+
+def test_huge_reply_to_a_client_that_stalls_keeps_server_memory_bounded(fastcgi):
+    size = 100 * MiB
+    pid = fastcgi.process.pid
+    get(fastcgi, "/spawn/big?1000000")  # warm up: the spawned app and its buffers
+    baseline = rss_kib(pid)
+    raw = socket.create_connection(("127.0.0.1", fastcgi.port), timeout=20)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    try:
+        tls.sendall(f"gemini://localhost:{fastcgi.port}/spawn/big?{size}\r\n".encode())
+        received = len(tls.recv(65536))
+        samples = []
+        for _ in range(15):  # the client stalls for 1.5 s
+            time.sleep(0.1)
+            samples.append(rss_kib(pid))
+        while True:
+            chunk = tls.recv(1024 * 1024)
+            if not chunk:
+                break
+            received += len(chunk)
+    finally:
+        tls.close()
+    assert received == size + len(b"20 application/octet-stream\r\n")
+    assert max(samples) - baseline < 32 * 1024, (baseline, samples)
+
+
+
+def test_stop_lets_a_reply_in_flight_from_a_spawned_app_finish(certificate):
+    processes = Processes()
+    try:
+        server = processes.server(server_spec(
+            certificate, [{"pattern": "/spawn/*", "backend": {"spawn": SPAWNED_APP}}]
+        ))
+        size = 8 * MiB
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        tls = client_context().wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(f"gemini://localhost:{server.port}/spawn/big?{size}\r\n".encode())
+        received = len(tls.recv(65536))
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log("Received SIGTERM")  # the stop is under way; nothing read yet
+        while chunk := tls.recv(1024 * 1024):
+            received += len(chunk)
+        tls.close()
+        assert received == size + len(b"20 application/octet-stream\r\n")
+        assert server.process.wait(10) is not None
+        server.wait_for_log(r"pid \d+ stopped")
+    finally:
+        processes.stop_all()

@@ -1,0 +1,226 @@
+"""
+Every row of the FastCGI failure table against a real server process.
+
+The misbehaving application (``tests/fastcgi_apps/misbehave.py``, spawned by
+the server) breaks the protocol one way per page; the other failures are
+addresses nothing answers on. Each test checks what the client sees and the
+log line naming the backend and the fault; the last ones check that the
+server keeps serving and leaks no descriptor.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import pytest
+
+from tests.fastcgi_apps.harness import (
+    Processes,
+    free_port,
+    open_fds,
+    python_app,
+    server_spec,
+    wait_for,
+)
+from tests.support import client_context, fetch
+
+MISBEHAVE = python_app("misbehave.py")
+GOOD_APP = python_app("gemini_app.py")
+
+
+@pytest.fixture(scope="module")
+def blackhole():
+    """A TCP port whose accept queue is full: connects to it hang."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(0)
+    port = listening.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    yield port
+    filler.close()
+    listening.close()
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory, certificate, capsule, blackhole):
+    refused_port = free_port()
+    processes = Processes()
+    locations = [
+        {"pattern": "/bad/*", "backend": {"spawn": MISBEHAVE}},
+        {"pattern": "/app/*", "backend": {"spawn": GOOD_APP}},
+        {"pattern": "/refused/*", "backend": {"tcp": ["127.0.0.1", refused_port]}},
+        {"pattern": "/missing/*", "backend": {"socket": str(tmp_path_factory.mktemp("x") / "no.sock")}},
+        {"pattern": "/nowhere/*", "backend": {"tcp": ["no-such-host.invalid", 9000]}},
+        {"pattern": "/blackhole/*", "backend": {"tcp": ["127.0.0.1", blackhole]}},
+    ]
+    try:
+        server = processes.server(server_spec(certificate, locations, root=str(capsule)))
+        server.refused_port = refused_port
+        yield server
+    finally:
+        processes.stop_all()
+
+
+def get(server, path: str):
+    return fetch(server.port, f"gemini://localhost:{server.port}{path}")
+
+
+def logged(server, *parts: str) -> re.Match:
+    """Wait for one log line holding every part, in order."""
+    return server.wait_for_log(".*".join(re.escape(part) for part in parts), timeout=5)
+
+
+def fault_line(server, path: str, backend: str, *parts: str) -> re.Match:
+    url = f"gemini://localhost:{server.port}{path}"
+    return logged(server, url, f"FastCGI backend {backend}", *parts)
+
+
+# -- connecting ------------------------------------------------------------------------
+
+
+def test_connect_refused_gets_42_and_logs_the_os_error(failing):
+    assert get(failing, "/refused/x").header == b"42 CGI error"
+    fault_line(failing, "/refused/x", f"tcp:127.0.0.1:{failing.refused_port}",
+               "cannot connect", "Connection refused")
+
+
+def test_missing_socket_gets_42_and_logs_the_os_error(failing):
+    assert get(failing, "/missing/x").header == b"42 CGI error"
+    fault_line(failing, "/missing/x", "unix:", "no.sock", "cannot connect",
+               "No such file or directory")
+
+
+def test_name_that_does_not_resolve_gets_42_and_logs_the_resolver_error(failing):
+    assert get(failing, "/nowhere/x").header == b"42 CGI error"
+    fault_line(failing, "/nowhere/x", "tcp:no-such-host.invalid:9000", "cannot connect",
+               "no-such-host.invalid")
+
+
+def test_connect_longer_than_the_connect_timeout_gets_42(failing):
+    started = time.monotonic()
+    assert get(failing, "/blackhole/x").header == b"42 CGI error"
+    assert 0.9 < time.monotonic() - started < 4
+    fault_line(failing, "/blackhole/x", "tcp:127.0.0.1:", "connect timeout")
+
+
+# -- before the header ------------------------------------------------------------------
+
+
+def test_no_header_within_the_reply_timeout_gets_42(failing):
+    started = time.monotonic()
+    assert get(failing, "/bad/silent").header == b"42 CGI error"
+    assert 1.9 < time.monotonic() - started < 5
+    fault_line(failing, "/bad/silent", "spawn:", "reply timeout: no header after 2 s")
+
+
+@pytest.mark.parametrize(
+    "mode, detail",
+    [
+        ("eof-before-header", "END or EOF before a complete header"),
+        ("end-before-header", "END or EOF before a complete header"),
+        ("long-header", "header over 1029 bytes"),
+        ("bad-code", "status 99 is not defined"),
+        ("wrong-id", "request id mismatch: expected 1, got 2"),
+        ("unknown-record", "unexpected record type DATA (length 5)"),
+        ("wrong-version", "unsupported FastCGI version 2 in record type 6"),
+        ("cant-mpx-conn", "protocolStatus CANT_MPX_CONN"),
+        ("unknown-role", "protocolStatus UNKNOWN_ROLE"),
+    ],
+)
+def test_broken_reply_before_the_header_gets_42_and_says_what_was_wrong(failing, mode, detail):
+    reply = get(failing, f"/bad/{mode}")
+    assert (reply.header, reply.body) == (b"42 CGI error", b"")
+    fault_line(failing, f"/bad/{mode}", "spawn:", detail)
+
+
+def test_overloaded_backend_gets_41(failing):
+    assert get(failing, "/bad/overloaded").header == b"41 server unavailable"
+    fault_line(failing, "/bad/overloaded", "spawn:", "overloaded", "protocolStatus OVERLOADED")
+
+
+# -- after the header ---------------------------------------------------------------------
+
+
+def test_record_with_another_id_after_the_header_cuts_the_body(failing):
+    reply = get(failing, "/bad/wrong-id-after-header")
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"start\n")
+    assert reply.clean_close
+    fault_line(failing, "/bad/wrong-id-after-header", "spawn:",
+               "request id mismatch: expected 1, got 3", "body cut short")
+
+
+def test_eof_after_the_header_ends_the_body_without_hanging(failing):
+    started = time.monotonic()
+    reply = get(failing, "/bad/eof-after-header")
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"partial body\n")
+    assert reply.clean_close and time.monotonic() - started < 2
+    fault_line(failing, "/bad/eof-after-header", "spawn:", "without END_REQUEST")
+
+
+def test_failing_app_status_after_the_header_ends_the_body(failing):
+    reply = get(failing, "/bad/app-status-after-header")
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"some body\n")
+    fault_line(failing, "/bad/app-status-after-header", "spawn:", "appStatus 7")
+
+
+def test_stderr_is_logged_with_backend_and_request_but_not_sent(failing):
+    reply = get(failing, "/bad/stderr")
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"fine anyway\n")
+    logged(failing, f"gemini://localhost:{failing.port}/bad/stderr: FastCGI backend spawn:",
+           "stderr: something went wrong in the app")
+
+
+def abandon_mid_reply(server, path: str) -> None:
+    """A client that reads the start of an endless reply, then drops the connection."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{server.port}{path}\r\n".encode())
+    assert tls.recv(100).startswith(b"20 ")
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    tls.close()
+
+
+def test_client_going_away_mid_reply_aborts_the_request_on_the_backend(failing):
+    abandon_mid_reply(failing, "/bad/forever")
+    logged(failing, "spawn:", "misbehave.py stderr: ABORT_REQUEST received for request 1")
+
+
+# -- the server survives all of it ---------------------------------------------------------
+
+
+def test_failures_leak_no_descriptor_and_the_server_keeps_serving(failing):
+    pid = failing.process.pid
+    assert get(failing, "/app/hello").status == 20
+    baseline = open_fds(pid)
+    for _ in range(3):
+        for path in ("/refused/x", "/missing/x", "/bad/eof-before-header", "/bad/wrong-id",
+                     "/bad/eof-after-header", "/bad/overloaded", "/bad/long-header"):
+            assert get(failing, path).status in (20, 41, 42)
+        abandon_mid_reply(failing, "/bad/forever")
+    wait_for(lambda: open_fds(pid) <= baseline, timeout=5,
+             what=f"descriptors back to {baseline} (now {open_fds(pid)})")
+    assert get(failing, "/app/hello").status == 20
+    assert get(failing, "/").status == 20
+
+
+def test_app_that_exits_at_start_backs_off_while_static_pages_are_served(certificate, capsule):
+    command = "sh -c 'echo crashing; exit 3'"
+    processes = Processes()
+    try:
+        server = processes.server(server_spec(
+            certificate, [{"pattern": "/crash/*", "backend": {"spawn": command}}], root=str(capsule)
+        ))
+        starts = f"spawn:{command}: started pid"
+        first = server.wait_for_log(re.escape(starts)).start()
+        began = time.monotonic()
+        while time.monotonic() - began < 3:
+            assert get(server, "/").status == 20
+            time.sleep(0.2)
+        count = server.log[first:].count(starts)
+        assert 3 <= count <= 8, count
+        assert f"spawn:{command} stdout: crashing" in server.log
+        assert "restarting in 0.8 s" in server.log
+    finally:
+        processes.stop_all()
