@@ -11,6 +11,7 @@ Three ways to run (and two commands, ``--check`` and ``--gencert``):
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -149,6 +150,18 @@ def quick_config(options: Options, root: str) -> model.Config:
     return model.Config(servers=[server], log=model.LogSettings(syslog=False))
 
 
+def demo_config(options: Options) -> model.Config:
+    """The embedded default: the demo capsule, with its FastCGI app under /app/."""
+    config = quick_config(options, str(DEMO_ROOT))
+    app = model.FastCGI(
+        address=model.FastCGISpawn(f"{shlex.quote(sys.executable)} -m gemfcgi.demo.app")
+    )
+    config.servers[0].locations.append(
+        model.Location("/app/*", model.LocationOptions(fastcgi=app))
+    )
+    return config
+
+
 def load_or_exit(options: Options) -> model.Config:
     """The ``--config`` file, or every error as ``FILE:LINE: message`` and exit 1."""
     try:
@@ -194,7 +207,7 @@ def _make_service(options: Options) -> Service:
         config = quick_config(options, options["root"])
         listen = listen or [ALL_ADDRESSES_LISTENER]
     else:
-        config = quick_config(options, str(DEMO_ROOT))
+        config = demo_config(options)
         listen = listen or LOOPBACK_LISTENERS
     workers = options["workers"] or config.prefork
     service: Service

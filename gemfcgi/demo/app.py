@@ -168,6 +168,12 @@ def demo(request: Request) -> None:
             f"* query: {query or '(none)'}",
             f"* served by: {params.get('SERVER_SOFTWARE', '')}",
             "",
+            "This page comes from a FastCGI application (gemfcgi.demo.app) that gemfcgi",
+            "started itself and reaches over a socket, one connection per request.",
+            "",
+            "=> ask Tell it your name",
+            "=> / Back to the start",
+            "",
         ]
         request.write(b"20 text/gemini\r\n" + "\n".join(lines).encode("utf-8"))
     else:

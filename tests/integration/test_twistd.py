@@ -32,12 +32,14 @@ def test_embedded_default_serves_the_demo_capsule_and_keeps_its_certificate(tmp_
     server = start_server("--listen", "tcp:0:interface=127.0.0.1", env=env)
     try:
         reply = fetch(server.port, f"gemini://localhost:{server.port}/")
-        about = fetch(server.port, f"gemini://localhost:{server.port}/about.gmi")
+        links = [line.split()[1] for line in reply.body.decode().splitlines() if line.startswith("=> ")]
+        linked = {link: fetch(server.port, f"gemini://localhost:{server.port}{link}") for link in links}
     finally:
         server.stop()
     assert reply.header == b"20 text/gemini"
-    assert b"gemfcgi" in reply.body and b"=> /about.gmi" in reply.body
-    assert about.status == 20
+    assert b"gemfcgi" in reply.body and "/app/hello" in links and "/about.gmi" in links
+    assert {link: r.status for link, r in linked.items()} == {link: 20 for link in links}
+    assert b"This page comes from a FastCGI application" in linked["/app/hello"].body
     cert = tmp_path / "state" / "gemfcgi" / "cert.pem"
     key = tmp_path / "state" / "gemfcgi" / "key.pem"
     assert oct(key.stat().st_mode & 0o777) == "0o600"
