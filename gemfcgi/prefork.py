@@ -4,7 +4,8 @@ Several worker processes on the same listening sockets.
 The parent (the twistd process) opens the sockets, stays as it is (root,
 outside any chroot, so it can read the configuration and keys again), and
 runs ``WorkerPool``: N workers that inherit the sockets, each a complete
-gemfcgi that accepts on them. A worker that dies is replaced (with a
+gemfcgi that accepts on them. Spawned FastCGI applications are started
+here, once, and the workers reach them through their sockets. A worker that dies is replaced (with a
 back-off, never in a tight loop). A reload starts a new generation of
 workers with the new configuration and then stops the old one gracefully,
 so requests in flight finish where they started. A stop forwards SIGTERM
@@ -13,6 +14,7 @@ and waits for the workers to drain.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import signal
@@ -28,6 +30,8 @@ from twisted.logger import Logger
 
 from gemfcgi.config import model
 from gemfcgi.endpoints import family_name
+from gemfcgi.fastcgi.backends import fastcgi_addresses
+from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
 from gemfcgi.server import Timeouts
 from gemfcgi.service import plan_listeners, server_endpoint
@@ -141,6 +145,7 @@ class WorkerPool(Service):
         self.drain_timeout = drain_timeout
         self.identity = identity_for(config)
         self.sockets: dict[str, OpenSocket] = {}
+        self.apps: dict[str, SpawnedApp] = {}
         self.workers: dict[int, WorkerProcess] = {}
         self.generation = 0
         self._delays: dict[int, float] = {}
@@ -159,9 +164,48 @@ class WorkerPool(Service):
     def _wanted_sockets(self) -> list[OpenSocket]:
         return [s for d, s in self.sockets.items() if d not in self._unwanted]
 
+    # -- spawned FastCGI applications, once for all workers ------------------
+
+    def _share_apps(self, config: model.Config) -> model.Config:
+        """
+        Start each ``fastcgi spawn`` program here, once, and give the
+        workers a copy of ``config`` that reaches it through its socket.
+        The socket is made inside the chroot, and owned by the user, that
+        the workers will have.
+        """
+        worker_config = copy.deepcopy(config)
+        chroot = self.identity.chroot if self.identity else None
+        owner = (self.identity.uid, self.identity.gid) if self.identity else None
+        for server in worker_config.servers:
+            for options in [server.options, *(loc.options for loc in server.locations)]:
+                fastcgi = options.fastcgi
+                if fastcgi is None or not isinstance(fastcgi.address, model.FastCGISpawn):
+                    continue
+                command = fastcgi.address.command
+                app = self.apps.get(command)
+                if app is None:
+                    app = SpawnedApp(f"spawn:{command}", command, self.reactor,
+                                     directory=chroot, owner=owner)
+                    self.apps[command] = app
+                    app.startService()
+                path = app.socket_path
+                assert path is not None
+                if chroot:
+                    path = "/" + os.path.relpath(path, chroot)
+                fastcgi.address = model.FastCGIEndpoint(
+                    f"unix:path={path.replace(':', chr(92) + ':')}:timeout=5"
+                )
+        return worker_config
+
+    def _retire_apps(self, config: model.Config) -> list[SpawnedApp]:
+        wanted = {
+            a.command for a in fastcgi_addresses(config) if isinstance(a, model.FastCGISpawn)
+        }
+        return [self.apps.pop(command) for command in list(self.apps) if command not in wanted]
+
     def _plan(self, number: int) -> WorkerPlan:
         return WorkerPlan(
-            config=self.config,
+            config=self.worker_config,
             listen=[s.worker_description() for s in self._wanted_sockets()],
             timeouts=self.timeouts,
             max_connections=self.max_connections,
@@ -226,6 +270,7 @@ class WorkerPool(Service):
     def startService(self) -> None:
         super().startService()
         self._open_sockets(self.config)
+        self.worker_config = self._share_apps(self.config)
         for number in range(self.count):
             self._spawn(number)
         if hasattr(signal, "SIGUSR1"):
@@ -240,6 +285,8 @@ class WorkerPool(Service):
         self._open_sockets(config)
         old = list(self.workers.values())
         self.config, self.identity = config, identity
+        self.worker_config = self._share_apps(config)
+        retired = self._retire_apps(config)
         self.generation += 1
         self.workers = {}
         for number in range(self.count):
@@ -247,9 +294,9 @@ class WorkerPool(Service):
         self._signal_all(old, "TERM")
         unwanted = [self.sockets.pop(d) for d in self._unwanted]
         self._unwanted = []
-        if unwanted:
+        if unwanted or retired:
             DeferredList([p.ended for p in old]).addCallback(
-                lambda _: [s.close() for s in unwanted]
+                lambda _: [s.close() for s in unwanted] + [a.stopService() for a in retired]
             )
 
     def stopService(self) -> Deferred:
@@ -264,6 +311,7 @@ class WorkerPool(Service):
         def ended(_):
             if killer.active():
                 killer.cancel()
-            return DeferredList([s.close() for s in self.sockets.values()])
+            closing = [s.close() for s in self.sockets.values()]
+            return DeferredList(closing + [app.stopService() for app in self.apps.values()])
 
         return DeferredList([p.ended for p in processes]).addCallback(ended)

@@ -63,6 +63,7 @@ class Site:
     timeouts: Timeouts = field(default_factory=Timeouts)
     public_port: Optional[int] = None
     max_connections: int = field(default_factory=default_max_connections)
+    chroot: Optional[str] = None
     handlers: dict[str, Callable[..., None]] = field(default_factory=dict)
 
 

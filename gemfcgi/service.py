@@ -302,6 +302,7 @@ class GemfcgiService(MultiService):
     def entered_chroot(self, chroot: Optional[str]) -> None:
         """After a chroot, the access file is reopened by its path inside it."""
         self.chrooted = True
+        self.site.chroot = chroot
         if self.access_log is not None and self.access_log.path is not None and chroot:
             self.access_log.path = self.config.log.access
 

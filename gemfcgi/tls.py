@@ -154,6 +154,7 @@ class TLSFacts:
 
     version: str
     cipher: str
+    cipher_bits: Optional[int]
     server_name: Optional[str]
     client_certificate: Optional[ClientCertificate]
 
@@ -165,6 +166,7 @@ class TLSFacts:
         return cls(
             version=connection.get_protocol_version_name(),
             cipher=connection.get_cipher_name() or "",
+            cipher_bits=connection.get_cipher_bits(),
             server_name=server_name,
             client_certificate=ClientCertificate.from_certificate(peer) if peer else None,
         )

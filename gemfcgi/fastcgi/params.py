@@ -77,7 +77,10 @@ class RequestFacts:
     ``path`` is decoded and normalised and starts with ``/``; ``query`` is
     raw (percent-encoded, without ``?``) or ``None``; ``host`` and ``port``
     are as written in the URL (host lowercased); ``root`` is the document
-    root of the matched location, if any.
+    root of the matched location, if any. ``chroot`` is set when the server
+    runs inside one: files are looked up by ``root`` (inside), while the
+    file-system parameters name them as the application, which runs outside,
+    sees them.
     """
 
     path: str
@@ -94,6 +97,7 @@ class RequestFacts:
     tls_cipher_strength: Optional[int] = None
     certificate: Optional[ClientCertificate] = None
     server_software: str = f"gemfcgi/{__version__}"
+    chroot: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -145,9 +149,17 @@ def request_params(
         params["TLS_CIPHER_STRENGTH"] = str(facts.tls_cipher_strength)
     if facts.certificate is not None:
         params["TLS_CLIENT_SERIAL"] = _serial_hex(facts.certificate.serial)
+    if facts.chroot and facts.root:
+        for name in ("PATH_TRANSLATED", "DOCUMENT_ROOT", "SCRIPT_FILENAME"):
+            params[name] = _outside(facts.chroot, params[name])
     user_params.pop("SCRIPT_NAME", None)
     params.update(user_params)
     return [(name, value.replace("\0", "\ufffd")) for name, value in params.items()]
+
+
+def _outside(chroot: str, path: str) -> str:
+    """A path inside ``chroot`` as seen from outside it."""
+    return chroot.rstrip("/") + "/" + path.lstrip("/") if path else path
 
 
 def _strip_components(path: str, count: int) -> str:

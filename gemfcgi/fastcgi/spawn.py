@@ -67,6 +67,19 @@ MAX_OUTPUT_LINE = 4096
 _LAUNCHER = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[2:])"
 
 
+def _launch_argv(executable: str, argv: list[str]) -> list[str]:
+    """
+    The command that runs ``argv`` as the leader of a new session:
+    util-linux's ``setsid`` (which any user may run; it keeps the pid), else
+    this Python (which a program run as another user may not be allowed to
+    execute).
+    """
+    setsid = shutil.which("setsid", path=os.defpath + ":/usr/bin:/bin")
+    if setsid is not None:
+        return [setsid, "--", executable, *argv[1:]]
+    return [sys.executable, "-c", _LAUNCHER, executable, *argv]
+
+
 class AppNotRunning(Exception):
     """A request arrived for a spawned application that is not started."""
 
@@ -111,8 +124,17 @@ class SpawnedApp(Service):
         min_delay: float = MIN_RESTART_DELAY,
         max_delay: float = MAX_RESTART_DELAY,
         threshold: float = RESTART_THRESHOLD,
+        directory: Optional[str] = None,
+        owner: Optional[tuple[int, int]] = None,
     ) -> None:
+        """
+        ``directory`` is where the private socket directory is made (a
+        chroot, so that workers inside it can reach the socket); ``owner``
+        (uid, gid) is who the program runs as and who owns its socket.
+        """
         self.name = name
+        self.directory = directory
+        self.owner = owner
         self.argv = shlex.split(command)
         if not self.argv:
             raise ValueError(f"{name}: empty command")
@@ -147,11 +169,14 @@ class SpawnedApp(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._directory = tempfile.mkdtemp(prefix="gemfcgi-spawn-")
+        self._directory = tempfile.mkdtemp(prefix="gemfcgi-spawn-", dir=self.directory)
         self.socket_path = os.path.join(self._directory, "fastcgi.sock")
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listening.bind(self.socket_path)
         listening.listen(LISTEN_BACKLOG)
+        if self.owner is not None:
+            for path in (self._directory, self.socket_path):
+                os.chown(path, *self.owner)
         self._socket = listening
         self._spawn()
 
@@ -181,12 +206,15 @@ class SpawnedApp(Service):
                       program=self.argv[0])
             self._schedule_restart()
             return
+        command = _launch_argv(executable, self.argv)
         self._process = self.reactor.spawnProcess(
             _AppProcess(self),
-            sys.executable,
-            [sys.executable, "-c", _LAUNCHER, executable, *self.argv],
+            command[0],
+            command,
             env=self.env,
             childFDs={0: self._socket.fileno(), 1: "r", 2: "r"},
+            uid=self.owner[0] if self.owner else None,
+            gid=self.owner[1] if self.owner else None,
         )
         self._pid = self._process.pid
         log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)

@@ -43,7 +43,9 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
         server_address=str(getattr(host, "host", "") or ""),
         tls_version=tls.version if tls is not None else "",
         tls_cipher=tls.cipher if tls is not None else "",
+        tls_cipher_strength=tls.cipher_bits if tls is not None else None,
         certificate=tls.client_certificate if tls is not None else None,
+        chroot=client.site.chroot,
     )
 
 

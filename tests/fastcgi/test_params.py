@@ -510,3 +510,21 @@ def test_names_depend_only_on_query_shape_and_certificate(
     )
     assert names == [name for name, _ in expected]
     assert all("\x00" not in value for _, value in params)
+
+
+def test_inside_a_chroot_file_parameters_name_the_files_as_the_app_sees_them():
+    def is_file(path):
+        return path == "/capsule/cgi/env.sh"
+
+    params = params_for(
+        is_file=is_file, path="/cgi/env.sh/extra", root="/capsule", chroot="/var/gemini"
+    )
+    assert params["SCRIPT_NAME"] == "/cgi/env.sh"
+    assert params["PATH_INFO"] == "/extra"
+    assert params["SCRIPT_FILENAME"] == "/var/gemini/capsule/cgi/env.sh"
+    assert params["DOCUMENT_ROOT"] == "/var/gemini/capsule"
+    assert params["PATH_TRANSLATED"] == "/var/gemini/capsule/extra"
+
+
+def test_cipher_strength_is_sent_when_known():
+    assert params_for(tls_cipher_strength=256)["TLS_CIPHER_STRENGTH"] == "256"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, start_server
 
+FCGIWRAP = shutil.which("fcgiwrap", path="/usr/sbin:/usr/bin:/sbin:/bin") or "fcgiwrap"
 WORKER = re.compile(r"started worker (\d+) \(pid (\d+)\)")
 
 
@@ -123,22 +124,31 @@ def test_sigterm_drains_the_workers(capsule, certificate, tmp_path):
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
 
 
-def test_workers_run_as_the_configured_user_inside_the_chroot(certificate, tmp_path):
+def test_workers_run_as_the_configured_user_inside_the_chroot(certificate, world_readable_dir):
     if os.getuid() != 0:
         pytest.skip("dropping privileges needs root (CI runs as root)")
-    chroot = tmp_path / "jail"
-    (chroot / "capsule").mkdir(parents=True)
+    chroot = world_readable_dir / "jail"
+    (chroot / "capsule" / "cgi").mkdir(parents=True)
     (chroot / "capsule" / "index.gmi").write_text("# jailed\n")
-    for path in (tmp_path, chroot, chroot / "capsule"):
+    script = chroot / "capsule" / "cgi" / "whoami.sh"
+    script.write_text('#!/bin/sh\nprintf "20 text/plain\\r\\n%s %s\\n" "$(id -un)" "$SCRIPT_FILENAME"\n')
+    for path in (chroot, chroot / "capsule", chroot / "capsule" / "cgi"):
         path.chmod(0o755)
     (chroot / "capsule" / "index.gmi").chmod(0o644)
-    config = tmp_path / "gmid.conf"
+    script.chmod(0o755)
+    config = world_readable_dir / "jail.conf"
     write_config(config, "/capsule", *certificate, extra=f'user "nobody"\nchroot "{chroot}"')
+    config.write_text(config.read_text().replace(
+        "}\n", f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
+    ))
     server = start_server("-c", str(config))
     try:
         wait_workers_listening(server, 1)
         reply = fetch(server.port, f"gemini://localhost:{server.port}/")
         assert reply.body == b"# jailed\n"
+        cgi = fetch(server.port, f"gemini://localhost:{server.port}/cgi/whoami.sh")
+        # fcgiwrap turns LF into CRLF until the first empty line.
+        assert cgi.body.rstrip() == f"nobody {chroot}/capsule/cgi/whoami.sh".encode()
         import pwd
 
         nobody = pwd.getpwnam("nobody").pw_uid
@@ -160,3 +170,31 @@ def test_chroot_without_user_is_an_error(certificate, tmp_path, capsule):
     )
     assert result.returncode == 1
     assert f"{config}:1: can't chroot without a user".encode() in result.stderr
+
+
+def test_a_spawned_app_is_started_once_by_the_parent_for_all_workers(capsule, certificate, tmp_path):
+    import sys
+
+    config = tmp_path / "gmid.conf"
+    write_config(
+        config, capsule, *certificate,
+        extra="prefork 2",
+    )
+    text = config.read_text().replace(
+        "}\n", f'  location "/app/*" {{ fastcgi spawn "{sys.executable} -m gemfcgi.demo.app" }}\n}}\n'
+    )
+    config.write_text(text)
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        for _ in range(8):
+            reply = fetch(server.port, f"gemini://localhost:{server.port}/app/hello")
+            assert reply.status == 20 and b"Hello, visitor" in reply.body
+        spawned = re.findall(r"spawn:.*: started pid (\d+)", server.log)
+        assert len(spawned) == 1, server.log
+        assert "[worker" not in "".join(
+            line for line in server.log.splitlines() if "started pid" in line
+        )
+    finally:
+        server.stop()
+    assert not os.path.exists(f"/proc/{spawned[0]}") or "zombie" in open(f"/proc/{spawned[0]}/status").read().lower()
