@@ -30,6 +30,9 @@ class FakeTLSConnection:
     def get_cipher_name(self):
         return "TLS_AES_256_GCM_SHA384"
 
+    def get_cipher_bits(self):
+        return 256
+
 
 class TLSStringTransport(StringTransport):
     def __init__(self, server_name=b"localhost", port=1965):
