@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from gemfcgi.config import validate_supported
 from gemfcgi.config.model import Origin, Proxy

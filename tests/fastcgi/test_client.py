@@ -16,7 +16,6 @@ from typing import Optional
 
 import pytest
 from twisted.internet import error
-from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
@@ -38,39 +37,17 @@ from gemfcgi.fastcgi.records import (
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.server import GeminiProtocol
 from gemfcgi.service import build_site
+from tests.fakes import TLSStringTransport
 
 SOCKET = "/run/app.sock"
 TIMEOUTS = FastCGITimeouts(connect=5, reply=60, drain=10, kill=1)
 
 
-class FakeTLSConnection:
-    def get_servername(self):
-        return b"localhost"
-
-    def get_peer_certificate(self, as_cryptography=False):
-        return None
-
-    def get_protocol_version_name(self):
-        return "TLSv1.3"
-
-    def get_cipher_name(self):
-        return "TLS_AES_256_GCM_SHA384"
-
-    def get_cipher_bits(self):
-        return 256
-
-
-class GeminiTransport(StringTransport):
+class GeminiTransport(TLSStringTransport):
     """The client's side as the Gemini protocol sees it, after TLS."""
 
     def __init__(self) -> None:
-        super().__init__(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 1965),
-            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
-        )
-
-    def getHandle(self):
-        return FakeTLSConnection()
+        super().__init__(peer="192.0.2.7")
 
 
 def stdout(data: bytes, request_id: int = 1) -> bytes:

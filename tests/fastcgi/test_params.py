@@ -524,7 +524,3 @@ def test_inside_a_chroot_file_parameters_name_the_files_as_the_app_sees_them():
     assert params["SCRIPT_FILENAME"] == "/var/gemini/capsule/cgi/env.sh"
     assert params["DOCUMENT_ROOT"] == "/var/gemini/capsule"
     assert params["PATH_TRANSLATED"] == "/var/gemini/capsule/extra"
-
-
-def test_cipher_strength_is_sent_when_known():
-    assert params_for(tls_cipher_strength=256)["TLS_CIPHER_STRENGTH"] == "256"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import ssl
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
-from tests.support import client_context, fetch, raw_exchange, refused_soon, start_server
+from tests.support import client_context, fetch, refused_soon, start_server
 
 CONFIG = """
 certs = "{certs}"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import ssl
-import threading
 import time
 
 import pytest

@@ -3,52 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from gemfcgi.config import model
 from gemfcgi.server import GeminiProtocol, Site, Timeouts
 from gemfcgi.service import build_site
-
-
-class FakeTLSConnection:
-    """What GeminiProtocol reads from the SSL connection after the handshake."""
-
-    def __init__(self, server_name):
-        self.server_name = server_name
-
-    def get_servername(self):
-        return self.server_name
-
-    def get_peer_certificate(self, as_cryptography=False):
-        return None
-
-    def get_protocol_version_name(self):
-        return "TLSv1.3"
-
-    def get_cipher_name(self):
-        return "TLS_AES_256_GCM_SHA384"
-
-    def get_cipher_bits(self):
-        return 256
-
-
-class TLSStringTransport(StringTransport):
-    def __init__(self, server_name=b"localhost", port=1965):
-        super().__init__(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", port),
-            peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-        )
-        self.handle = FakeTLSConnection(server_name)
-        self.aborted = False
-
-    def getHandle(self):
-        return self.handle
-
-    def abortConnection(self):
-        self.aborted = True
-        super().abortConnection()
+from tests.fakes import TLSStringTransport
 
 
 @pytest.fixture
