@@ -35,7 +35,9 @@ from gemfcgi.config import model
 NAMESPACE = "gemfcgi.access"
 log = Logger(namespace=NAMESPACE)
 
-TWISTD_FORMAT = "{client} GET {url} {status} {meta} {bytes_sent} {duration_ms:.1f}ms"
+# The event carries the line already formatted: formatting one field is the
+# cheapest thing a log observer can do, and this runs once per request.
+TWISTD_FORMAT = "{line}"
 
 FACILITIES = {
     "daemon": syslog.LOG_DAEMON,
@@ -67,8 +69,13 @@ class AccessRecord:
 
 
 def emit(record: AccessRecord, now: float) -> None:
+    duration_ms = (now - record.started) * 1000.0
     log.info(
         TWISTD_FORMAT,
+        line=(
+            f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
+            f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"
+        ),
         client=record.client,
         client_ip=record.client_ip,
         client_port=record.client_port,
@@ -78,7 +85,7 @@ def emit(record: AccessRecord, now: float) -> None:
         meta=record.meta,
         request_bytes=record.request_bytes,
         bytes_sent=record.bytes_sent,
-        duration_ms=(now - record.started) * 1000.0,
+        duration_ms=duration_ms,
         common_name=record.common_name,
     )
 

@@ -101,7 +101,6 @@ class GeminiProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.record = accesslog.AccessRecord(started=self.clock.seconds())
-        self._note_peer()
         self._arm(self.site.timeouts.handshake, self._handshake_timed_out)
         if self.factory is not None:
             self.factory.connections.add(self)
@@ -364,8 +363,14 @@ class GeminiFactory(Factory):
         self.site = site
         self.clock = clock
         self.connections = connections if connections is not None else ConnectionTracker()
+        # Set when this factory sits directly on a TCP port (``gemfcgi.tlsport``):
+        # the connection creator its transports use, and the hard limit.
+        self.tls: Any = None
+        self.limit: Optional[int] = None
 
-    def buildProtocol(self, addr) -> GeminiProtocol:
+    def buildProtocol(self, addr) -> Optional[GeminiProtocol]:
+        if self.limit is not None and len(self.connections) >= self.limit:
+            return None
         protocol = GeminiProtocol(self.site, self.clock)
         protocol.factory = self
         protocol.busy = len(self.connections) >= self.site.max_connections

@@ -16,16 +16,15 @@ from functools import partial
 from typing import Optional, Sequence
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import endpoints
+from twisted.internet import endpoints, tcp
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogPublisher
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
-from gemfcgi.connections import ConnectionTracker, LimitingFactory, hard_limit
+from gemfcgi.connections import ConnectionTracker, LimitedTLSFactory, hard_limit
 from gemfcgi.config import model
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
@@ -35,6 +34,7 @@ from gemfcgi.handlers.static import serve_static
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
 from gemfcgi.tls import CertificateStore, ServerTLS
+from gemfcgi.tlsport import TLSServerConnection
 
 log = Logger()
 
@@ -159,24 +159,55 @@ def build_certificates(config: model.Config, routes: Routes) -> CertificateStore
 
 class ListenerService(Service):
     """
-    One listening socket. Unlike Twisted's endpoint service it keeps the
-    port it got, so embedding code and tests can ask which one it is, and a
-    socket that cannot be opened fails ``startService`` at once.
+    One listening socket, with TLS. Unlike Twisted's endpoint service it
+    keeps the port it got, so embedding code and tests can ask which one it
+    is, and a socket that cannot be opened fails ``startService`` at once.
+
+    A TCP port gets ``TLSServerConnection`` transports (OpenSSL on the
+    socket, the Gemini protocol directly on top); any other port, and one
+    that reads a PROXY header first, gets Twisted's TLS layer around the
+    Gemini factory. Either way a connection beyond the hard limit is closed
+    before any TLS work.
     """
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint, factory: Factory):
+    def __init__(
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        gemini: GeminiFactory,
+        tls: ServerTLS,
+        limit: int,
+    ) -> None:
         self.description = description
         self.endpoint = endpoint
-        self.factory = factory
+        self.gemini = gemini
+        self.tls = tls
+        self.limit = limit
         self.port: Optional[IListeningPort] = None
+
+    def _layered(self) -> Factory:
+        return LimitedTLSFactory(self.tls, self.gemini, self.gemini.connections, self.limit)
 
     def startService(self) -> None:
         super().startService()
+        proxied = self.description.startswith("haproxy:")
+        factory = self._layered() if proxied else self.gemini
         failures = []
-        listening = self.endpoint.listen(self.factory)
+        listening = self.endpoint.listen(factory)
         listening.addCallbacks(self._listening, failures.append)
         if failures:
             failures[0].raiseException()
+        port = self.port
+        if proxied:
+            return
+        # listen() on these endpoints is synchronous: nothing was accepted
+        # yet, so the port can still be told how to treat connections.
+        if type(port) is tcp.Port:
+            self.gemini.tls = self.tls
+            self.gemini.limit = self.limit
+            port.transport = TLSServerConnection
+        else:
+            port.factory = self._layered()
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
@@ -257,12 +288,9 @@ class GemfcgiService(MultiService):
             tls = ServerTLS(store, default)
             factory = GeminiFactory(site, self.reactor, self.connections)
             endpoint = server_endpoint(self.reactor, description)
-            limited = LimitingFactory(
-                TLSMemoryBIOFactory(tls, False, factory),
-                self.connections,
-                hard_limit(site.max_connections),
+            service = ListenerService(
+                description, endpoint, factory, tls, hard_limit(site.max_connections)
             )
-            service = ListenerService(description, endpoint, limited)
             self._factories[description] = factory
             self.listeners[description] = service
             self._tls[description] = tls

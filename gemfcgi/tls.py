@@ -10,7 +10,7 @@ certificates are how Gemini visitors identify themselves, and only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional, Sequence
 
 from OpenSSL import SSL
@@ -147,26 +147,47 @@ class ServerTLS:
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         return SSL.Connection(self.store.contexts[self.default_index], None)
 
+    def server_connection(self, sock) -> SSL.Connection:
+        """A connection that reads and writes ``sock`` itself (``gemfcgi.tlsport``)."""
+        connection = SSL.Connection(self.store.contexts[self.default_index], sock)
+        connection.set_accept_state()
+        return connection
 
-@dataclass(frozen=True)
+
 class TLSFacts:
-    """The negotiated parameters of a connection, read once after the handshake."""
+    """
+    The negotiated parameters of a connection.
 
-    version: str
-    cipher: str
-    cipher_bits: Optional[int]
-    server_name: Optional[str]
-    client_certificate: Optional[ClientCertificate]
+    The server name is read at once (every request is checked against it);
+    the rest is read from the connection on first use and kept, because
+    most requests (static files) never need it and each read is a call into
+    OpenSSL.
+    """
+
+    def __init__(self, connection: SSL.Connection) -> None:
+        self._connection = connection
+        raw_name = connection.get_servername()
+        self.server_name: Optional[str] = (
+            canonical_host(raw_name.decode("ascii", "replace")) if raw_name else None
+        )
 
     @classmethod
     def from_connection(cls, connection: SSL.Connection) -> "TLSFacts":
-        raw_name = connection.get_servername()
-        server_name = canonical_host(raw_name.decode("ascii", "replace")) if raw_name else None
-        peer = connection.get_peer_certificate(as_cryptography=True)
-        return cls(
-            version=connection.get_protocol_version_name(),
-            cipher=connection.get_cipher_name() or "",
-            cipher_bits=connection.get_cipher_bits(),
-            server_name=server_name,
-            client_certificate=ClientCertificate.from_certificate(peer) if peer else None,
-        )
+        return cls(connection)
+
+    @cached_property
+    def version(self) -> str:
+        return self._connection.get_protocol_version_name()
+
+    @cached_property
+    def cipher(self) -> str:
+        return self._connection.get_cipher_name() or ""
+
+    @cached_property
+    def cipher_bits(self) -> Optional[int]:
+        return self._connection.get_cipher_bits()
+
+    @cached_property
+    def client_certificate(self) -> Optional[ClientCertificate]:
+        peer = self._connection.get_peer_certificate(as_cryptography=True)
+        return ClientCertificate.from_certificate(peer) if peer is not None else None

@@ -26,13 +26,12 @@ MAX_REQUEST_BYTES = 1024
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _PORT = re.compile(r"[0-9]{1,5}")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-# RFC 3986 pchar minus the percent sign, plus "/" (the path) or "/?" (query);
-# any non-ASCII character is allowed too (RFC 3987 IRIs).
-_PATH_ASCII = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    "-._~!$&'()*+,;=:@/%"
-)
-_QUERY_ASCII = _PATH_ASCII | {"?"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+# What RFC 3986 allows in a path (pchar and "/", with "%" escapes) and a
+# query (also "?"); any non-ASCII character is allowed too (RFC 3987 IRIs).
+_NOT_IN_PATH = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%\x80-\U0010ffff]")
+_NOT_IN_QUERY = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%?\x80-\U0010ffff]")
 
 
 class RequestError(Exception):
@@ -66,10 +65,10 @@ def _bad(meta: str) -> RequestError:
     return RequestError(status.BAD_REQUEST, meta)
 
 
-def _check_characters(text: str, allowed: frozenset[str], what: str) -> None:
-    for char in text:
-        if char.isascii() and char not in allowed:
-            raise _bad(f"invalid character {char!r} in {what}")
+def _check_characters(text: str, forbidden: re.Pattern, what: str) -> None:
+    found = forbidden.search(text)
+    if found is not None:
+        raise _bad(f"invalid character {found.group()!r} in {what}")
 
 
 def _check_escapes(text: str, what: str) -> None:
@@ -85,7 +84,7 @@ def percent_decode(text: str, what: str = "path") -> str:
         decoded = unquote_to_bytes(text).decode("utf-8") if "%" in text else text
     except UnicodeDecodeError:
         raise _bad(f"{what} is not valid UTF-8") from None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+    if _CONTROL.search(decoded):
         raise _bad(f"control character in {what}")
     return decoded
 
@@ -144,7 +143,7 @@ def parse_request_line(line: bytes) -> Request:
         url = line.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad("request is not valid UTF-8") from None
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+    if _CONTROL_OR_SPACE.search(url):
         raise _bad("space or control character in request")
     if "#" in url:
         raise _bad("fragments are not allowed in requests")
@@ -167,10 +166,10 @@ def parse_request_line(line: bytes) -> Request:
     if host is None:
         raise _bad("malformed host")
     raw_path, question, query_text = rest.partition("?")
-    _check_characters(raw_path, _PATH_ASCII, "path")
+    _check_characters(raw_path, _NOT_IN_PATH, "path")
     query: Optional[str] = None
     if question:
-        _check_characters(query_text, _QUERY_ASCII, "query")
+        _check_characters(query_text, _NOT_IN_QUERY, "query")
         _check_escapes(query_text, "query")
         query = query_text
     path = remove_dot_segments(percent_decode(raw_path))
