@@ -89,6 +89,7 @@ class GeminiProtocol(Protocol):
         self.settings: Optional[PathSettings] = None
         self._buffer = b""
         self._timer: Any = None
+        self._on_timeout: Optional[Callable[[], None]] = None
         self._producer: Optional[IPushProducer] = None
         self._header_sent = False
         self.record = accesslog.AccessRecord()
@@ -283,7 +284,6 @@ class GeminiProtocol(Protocol):
         self.transport.loseConnection()
 
     def _linger_check(self) -> None:
-        self._timer = None
         linger = self.site.timeouts.linger
         unsent = unsent_bytes(self.transport)
         if unsent:
@@ -307,20 +307,33 @@ class GeminiProtocol(Protocol):
     # -- timers ------------------------------------------------------------
 
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = self.clock.callLater(seconds, action)
+        """
+        One timer per connection, moved from phase to phase: resetting a
+        pending call is cheaper than cancelling it and scheduling another.
+        """
+        self._on_timeout = action
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self.clock.callLater(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        action, self._on_timeout = self._on_timeout, None
+        if action is not None:
+            action()
 
     def _disarm(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._on_timeout = None
 
     def _handshake_timed_out(self) -> None:
-        self._timer = None
         self.transport.abortConnection()
 
     def _idle_timed_out(self) -> None:
-        self._timer = None
         log.info(
             "{client} {url}: client read nothing for {idle:.0f} s; closing",
             client=self.record.client,
@@ -330,7 +343,6 @@ class GeminiProtocol(Protocol):
         self.transport.abortConnection()
 
     def _request_timed_out(self) -> None:
-        self._timer = None
         self.record.url = self._buffer[:MAX_REQUEST_BYTES].decode("utf-8", "replace")
         self.respond(status.BAD_REQUEST, "request timeout")
 

@@ -116,10 +116,21 @@ def _send_file(client: "GeminiProtocol", path: str, mime: str) -> None:
     except OSError:
         client.respond(status.NOT_FOUND, "not found")
         return
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         client.respond(status.NOT_FOUND, "not found")
         return
+    if info.st_size <= CHUNK_SIZE:
+        # Most capsule pages: one read, one write, no producer to register.
+        body = os.read(fd, CHUNK_SIZE + 1)
+        if len(body) <= CHUNK_SIZE:
+            os.close(fd)
+            if client.send_header(status.SUCCESS, mime):
+                client.client_write(body)
+            client.finish()
+            return
+        os.lseek(fd, 0, os.SEEK_SET)
     FileSender(client, os.fdopen(fd, "rb", buffering=0)).start(mime)
 
 
