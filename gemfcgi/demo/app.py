@@ -110,11 +110,17 @@ def _management_reply(record_type: int, content: bytes) -> bytes:
 Handler = Callable[[Request], None]
 
 
-def serve(listening: socket.socket, handle: Handler) -> None:
-    """Accept connections for ever; each gets a thread and one request."""
+def serve(listening: socket.socket, handle: Handler, threaded: bool = True) -> None:
+    """
+    Accept connections for ever, one request each: in a thread each, or
+    one after another (for handlers that answer at once, the cheapest).
+    """
     while True:
         connection, _ = listening.accept()
-        threading.Thread(target=_serve_one, args=(connection, handle), daemon=True).start()
+        if threaded:
+            threading.Thread(target=_serve_one, args=(connection, handle), daemon=True).start()
+        else:
+            _serve_one(connection, handle)
 
 
 def _serve_one(connection: socket.socket, handle: Handler) -> None:
@@ -186,7 +192,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--listen", help="unix:PATH or tcp:HOST:PORT (default: fd 0)")
     options = parser.parse_args(argv)
     try:
-        serve(listening_socket(options.listen), demo)
+        # The demo pages are answered at once: no thread per connection.
+        serve(listening_socket(options.listen), demo, threaded=False)
     except KeyboardInterrupt:
         sys.exit(0)
 
