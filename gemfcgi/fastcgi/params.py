@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Callable, Optional
 from urllib.parse import unquote_plus
@@ -193,11 +194,16 @@ def _split_configured(path: str, configured: str) -> _Script:
     return _Script(configured, path)
 
 
+# Roots are few and fixed by the configuration; resolving one walks every
+# component with lstat, so it is done once per root, not per request.
+_real_root = lru_cache(maxsize=256)(os.path.realpath)
+
+
 def _find_script_file(
     path: str, root: str, is_file: Callable[[str], bool]
 ) -> Optional[_Script]:
     """The shortest leading run of segments naming a regular file inside ``root``."""
-    real_root = os.path.realpath(root)
+    real_root = _real_root(root)
     end = 0
     while True:
         end = path.find("/", end + 1)
