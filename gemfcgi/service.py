@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogPublisher
@@ -39,6 +40,9 @@ from gemfcgi.tlsport import TLSServerConnection
 log = Logger()
 
 LISTEN_BACKLOG = 1024
+# Session ticket keys are replaced this often (seconds); OpenSSL's tickets
+# live two hours, so a client resumes within a period and rarely across one.
+TICKET_KEY_LIFETIME = 12 * 3600.0
 
 
 def _escape(value: str) -> str:
@@ -261,6 +265,7 @@ class GemfcgiService(MultiService):
         self.listeners: dict[str, ListenerService] = {}
         self._tls: dict[str, ServerTLS] = {}
         self._factories: dict[str, GeminiFactory] = {}
+        self._rotation: Optional[LoopingCall] = None
         self.max_connections = max_connections
         self.config = config
         self.site = build_site(config, self.timeouts, max_connections)
@@ -271,7 +276,15 @@ class GemfcgiService(MultiService):
         self.access_log: Optional[AccessLogWriter] = None
         self.chrooted = False
 
+    def rotate_ticket_keys(self) -> None:
+        """New session ticket keys for every listener (tickets stay valid one period)."""
+        store = self.store.renewed()
+        for tls in self._tls.values():
+            tls.update(store, tls.default_index)
+        self.store = store
+
     def _install(self, config: model.Config, site: Site, store: CertificateStore) -> None:
+        self.store = store
         wanted = {listener.description: listener for listener in plan_listeners(config, self.listen)}
         for description in list(self.listeners):
             if description not in wanted:
@@ -341,6 +354,9 @@ class GemfcgiService(MultiService):
             log.info("access log reopened")
 
     def startService(self) -> None:
+        self._rotation = LoopingCall(self.rotate_ticket_keys)
+        self._rotation.clock = self.reactor
+        self._rotation.start(TICKET_KEY_LIFETIME, now=False)
         self._open_access_log()
         if hasattr(signal, "SIGUSR1"):
             signal.signal(
@@ -349,6 +365,8 @@ class GemfcgiService(MultiService):
         super().startService()
 
     def stopService(self) -> Deferred:
+        if self._rotation is not None and self._rotation.running:
+            self._rotation.stop()
         listeners = list(self.listeners.values())
         others = [s for s in self if s not in listeners]
         self.running = 0

@@ -115,7 +115,17 @@ class CertificateStore:
         protocols: Optional[str] = None,
     ) -> None:
         self._choose = choose
+        self._pairs = list(pairs)
+        self._protocols = protocols
         self.contexts = [build_context(pair, protocols, self._on_servername) for pair in pairs]
+
+    def renewed(self) -> "CertificateStore":
+        """
+        The same certificates in new contexts, hence with new session ticket
+        keys: pyOpenSSL has no call to set ticket keys, so rotating them
+        means replacing the contexts. Tickets issued before no longer resume.
+        """
+        return CertificateStore(self._pairs, self._choose, self._protocols)
 
     def _on_servername(self, connection: SSL.Connection) -> None:
         # An exception here becomes a fatal alert: never let one escape.

@@ -1,0 +1,52 @@
+"""The service tree on a memory reactor: listeners, reload, ticket key rotation."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+
+from gemfcgi.certificates import make_self_signed, write_key_pair
+from gemfcgi.config import model
+from gemfcgi.service import TICKET_KEY_LIFETIME, GemfcgiService
+
+
+@pytest.fixture
+def config(tmp_path) -> model.Config:
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    return model.Config(
+        servers=[
+            model.Server(
+                name="localhost",
+                cert=str(tmp_path / "c.pem"),
+                key=str(tmp_path / "k.pem"),
+                options=model.LocationOptions(root=str(tmp_path)),
+            )
+        ]
+    )
+
+
+def test_ticket_keys_are_replaced_every_period(config):
+    reactor = MemoryReactorClock()
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=reactor)
+    service.startService()
+    (tls,) = service._tls.values()
+    first = tls.serverConnectionForTLS(None).get_context()
+    reactor.advance(TICKET_KEY_LIFETIME - 1)
+    assert tls.serverConnectionForTLS(None).get_context() is first
+    reactor.advance(1)
+    assert tls.serverConnectionForTLS(None).get_context() is not first
+    service.stopService()
+    assert not service._rotation.running
+
+
+def test_listeners_follow_the_configuration_on_reload(config):
+    reactor = MemoryReactorClock()
+    config.servers[0].listens = [model.Listen("127.0.0.1", 1965)]
+    service = GemfcgiService(config, reactor=reactor)
+    service.startService()
+    assert [port for port, *_ in reactor.tcpServers] == [1965]
+    config.servers[0].listens = [model.Listen("127.0.0.1", 1966)]
+    service.reload(config)
+    assert [port for port, *_ in reactor.tcpServers] == [1965, 1966]
+    assert list(service.listeners) == [d for d in service.listeners if ":1966:" in d]
