@@ -36,6 +36,10 @@ class TLSServerConnection(tcp.Server):
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)
+        # OpenSSL sends each handshake flight and record with its own send():
+        # with Nagle's algorithm, the second small segment would wait for the
+        # peer's delayed ACK (40 ms) on every connection.
+        self.setTcpNoDelay(True)
         self._tls: SSL.Connection = server.factory.tls.server_connection(sock)
         self._handshaking = True
         self._shutting_down = False
