@@ -1,0 +1,47 @@
+"""
+The benchmark's smoke mode, so that ``bench/run`` cannot rot between full runs.
+
+``bench/run --quick`` builds gembench from the shared tools folder beside the
+checkout, starts gemfcgi and runs every scenario for about a second. It needs
+build-essential and libssl-dev (to build gembench) and taskset (util-linux).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench.prepare import gembench_source
+from tests.support import PROJECT_ROOT
+
+GEMFCGI_REQUESTS = re.compile(r"^\| 1\. [^|]+ \| req/s \| ([\d,.]+)\+? \|", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    if not (gembench_source(None) / "gembench.c").exists():
+        pytest.skip(f"gembench source not found at {gembench_source(None)} (set GEMBENCH_SRC)")
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "run"), "--quick",
+         "--out", str(out), "--work", str(out / "work")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return (out / "RESULTS.md").read_text()
+
+
+def test_quick_run_writes_a_report_with_a_gemfcgi_rate(quick_report):
+    assert "| scenario | metric | gemfcgi |" in quick_report
+    match = GEMFCGI_REQUESTS.search(quick_report)
+    assert match, quick_report
+    assert float(match.group(1).replace(",", "")) > 0
+
+
+def test_quick_run_reports_every_scenario(quick_report):
+    for heading in ("## Targets", "## FastCGI", "## Memory", "## Prefork", "## All runs"):
+        assert heading in quick_report
+    assert "Smoke run" in quick_report
