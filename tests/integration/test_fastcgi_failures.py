@@ -10,9 +10,13 @@ server keeps serving and leaks no descriptor.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 
@@ -224,3 +228,46 @@ def test_app_that_exits_at_start_backs_off_while_static_pages_are_served(certifi
         assert "restarting in 0.8 s" in server.log
     finally:
         processes.stop_all()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (spawned apps and what they fork)."""
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        parent = frontier.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            if child not in found:
+                found.add(child)
+                frontier.add(child)
+    return found
+
+
+def test_app_killed_mid_reply_ends_the_reply_and_leaks_no_process(failing):
+    pid = failing.process.pid
+    assert get(failing, "/bad/eof-before-header").status == 42
+    before = descendants(pid)
+    fds = open_fds(pid)
+    raw = socket.create_connection(("127.0.0.1", failing.port), timeout=10)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{failing.port}/bad/forever\r\n".encode())
+    assert tls.recv(64).startswith(b"20 ")
+    (app,) = {int(p) for p in re.findall(r"misbehave\.py: started pid (\d+)", failing.log)} & before
+    os.kill(app, signal.SIGKILL)
+    received = 0
+    try:
+        while chunk := tls.recv(65536):
+            received += len(chunk)
+    except (OSError, ssl.SSLError):
+        pass
+    tls.close()
+    logged(failing, "misbehave.py: pid", "exited after")
+    assert get(failing, "/bad/eof-before-header").status == 42
+    wait_for(lambda: len(descendants(pid)) == len(before), timeout=10,
+             what=f"as many processes as before ({len(before)})")
+    wait_for(lambda: open_fds(pid) <= fds, timeout=5, what=f"descriptors back to {fds}")
+    assert get(failing, "/").status == 20
