@@ -96,8 +96,9 @@ class Routes:
         self.mime = MimeTable(config.types)
         self.select = lru_cache(maxsize=4096)(self._select)
 
-    def _select(self, host: str) -> Optional[VirtualHost]:
+    def _select(self, host: str, among: Optional[frozenset] = None) -> Optional[VirtualHost]:
+        """The first server matching ``host``, of those in ``among`` if given."""
         for vhost in self.hosts:
-            if vhost.matches(host):
+            if (among is None or vhost in among) and vhost.matches(host):
                 return vhost
         return None

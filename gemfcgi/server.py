@@ -95,6 +95,7 @@ class GeminiProtocol(Protocol):
         self.record = accesslog.AccessRecord()
         self.factory: Optional[GeminiFactory] = None
         self.busy = False
+        self.answering: Optional[frozenset] = None
         self._last_unsent: Optional[int] = None
         self._stalled_for = 0.0
 
@@ -173,7 +174,7 @@ class GeminiProtocol(Protocol):
         if tls is not None and tls.server_name is not None and tls.server_name != request.host:
             self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
             return
-        vhost = self.site.routes.select(request.host)
+        vhost = self.site.routes.select(request.host, self.answering)
         if vhost is None:
             self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")
             return
@@ -379,11 +380,14 @@ class GeminiFactory(Factory):
         # the connection creator its transports use, and the hard limit.
         self.tls: Any = None
         self.limit: Optional[int] = None
+        # The servers that answer on this listener, or None for all of them.
+        self.answering: Optional[frozenset] = None
 
     def buildProtocol(self, addr) -> Optional[GeminiProtocol]:
         if self.limit is not None and len(self.connections) >= self.limit:
             return None
         protocol = GeminiProtocol(self.site, self.clock)
         protocol.factory = self
+        protocol.answering = self.answering
         protocol.busy = len(self.connections) >= self.site.max_connections
         return protocol

@@ -13,7 +13,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -93,6 +93,33 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
         raise ListenError(f"{description}: {error!r}") from error
     except ValueError as error:
         raise ListenError(f"{description}: {error}") from error
+
+
+def _addresses_of(name: str) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        return set()
+
+
+def servers_listening_on(config: model.Config, address) -> list[int]:
+    """The servers whose ``listen on`` lines name ``address`` (a bound socket's)."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        return []
+    if host.startswith("::ffff:"):
+        host = host[len("::ffff:"):]
+    matching = []
+    for index, server in enumerate(config.servers):
+        for listen in server.listens:
+            wanted = listen.port if isinstance(listen.port, int) else socket.getservbyname(listen.port)
+            if wanted != port:
+                continue
+            if listen.address == "*" or host in _addresses_of(listen.address) | {listen.address}:
+                matching.append(index)
+                break
+    return matching
 
 
 @dataclass
@@ -181,7 +208,9 @@ class ListenerService(Service):
         gemini: GeminiFactory,
         tls: ServerTLS,
         limit: int,
+        on_listening: Optional[Callable[[IListeningPort], None]] = None,
     ) -> None:
+        self.on_listening = on_listening
         self.description = description
         self.endpoint = endpoint
         self.gemini = gemini
@@ -224,6 +253,8 @@ class ListenerService(Service):
         else:
             where = f"{host}:{address.port}"
         log.info("listening on {where} ({description})", where=where, description=self.description)
+        if self.on_listening is not None:
+            self.on_listening(port)
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -297,17 +328,46 @@ class GemfcgiService(MultiService):
             if description in self.listeners:
                 self._factories[description].site = site
                 self._tls[description].update(store, default)
+                port = self.listeners[description].port
+                if self.listen and port is not None:
+                    self._answer_on(description, port, config, site)
                 continue
             tls = ServerTLS(store, default)
             factory = GeminiFactory(site, self.reactor, self.connections)
             endpoint = server_endpoint(self.reactor, description)
+            on_listening = (
+                (lambda port, d=description: self._answer_on(d, port, self.config, self.site))
+                if self.listen
+                else None
+            )
             service = ListenerService(
-                description, endpoint, factory, tls, hard_limit(site.max_connections)
+                description,
+                endpoint,
+                factory,
+                tls,
+                hard_limit(site.max_connections),
+                on_listening,
             )
             self._factories[description] = factory
             self.listeners[description] = service
             self._tls[description] = tls
             service.setServiceParent(self)
+
+    def _answer_on(
+        self, description: str, port: IListeningPort, config: model.Config, site: Site
+    ) -> None:
+        """
+        A socket given on the command line (or by systemd) is answered by
+        the servers whose ``listen on`` lines name it, and offers the first
+        one's certificate; when none does, every server answers.
+        """
+        matching = servers_listening_on(config, port.getHost())
+        factory = self._factories[description]
+        if matching:
+            factory.answering = frozenset(site.routes.hosts[i] for i in matching)
+            self._tls[description].update(self.store, matching[0])
+        else:
+            factory.answering = None
 
     def reload(self, config: model.Config) -> None:
         """

@@ -87,3 +87,33 @@ def test_without_socket_activation_the_error_says_so(capsule, certificate):
     )
     assert result.returncode != 0
     assert b"not socket-activated" in result.stderr + result.stdout
+
+
+def test_listen_lines_choose_the_servers_that_answer_on_an_activated_socket(certificate, tmp_path):
+    cert, key = certificate
+    first, second = free_port(), free_port()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.gmi").write_text(f"# {name}\n")
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "a.example" {{\n listen on 127.0.0.1 port {first}\n cert "{cert}"\n key "{key}"\n'
+        f' root "{tmp_path}/a"\n}}\n'
+        f'server "b.example" {{\n listen on 127.0.0.1 port {second}\n cert "{cert}"\n key "{key}"\n'
+        f' root "{tmp_path}/b"\n}}\n'
+    )
+    command = [
+        ACTIVATE, "-l", f"127.0.0.1:{second}", "--fdname=gemini",
+        *TWISTD, "-n", "--pidfile=", "gemfcgi", "-c", str(config),
+        "--listen", "systemd:domain=INET:name=gemini",
+    ]
+    server = ServerProcess(command)
+    try:
+        wait_until_listening(second)
+        reply = fetch(second, f"gemini://b.example:{second}/", sni="b.example", timeout=30)
+        assert reply.body == b"# b\n"
+        assert fetch(second, f"gemini://a.example:{second}/", sni="a.example").status == 53
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", first)) != 0, "a listen line was bound"
+    finally:
+        server.stop()
