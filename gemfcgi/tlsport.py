@@ -99,14 +99,23 @@ class TLSServerConnection(tcp.Server):
         return super().doWrite()
 
     def writeSomeData(self, data) -> Any:
+        """
+        Write records until the socket is full. OpenSSL (in partial-write
+        mode) returns after each 16 KiB record; one record per reactor turn
+        would make a large file cost a turn every 16 KiB.
+        """
         if self._handshaking:
             return 0
-        try:
-            return self._tls.send(data)
-        except (SSL.WantWriteError, SSL.WantReadError):
-            return 0
-        except SSL.Error:
-            return main.CONNECTION_LOST
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            try:
+                written += self._tls.send(view[written:])
+            except (SSL.WantWriteError, SSL.WantReadError):
+                break
+            except SSL.Error:
+                return main.CONNECTION_LOST if written == 0 else written
+        return written
 
     # -- closing -----------------------------------------------------------
 
