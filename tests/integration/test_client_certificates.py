@@ -274,3 +274,26 @@ def test_missing_ocsp_file_is_a_config_error(tmp_path):
     )
     assert result.returncode == 1
     assert f"{config}:1: server 'example.com': {tmp_path}/missing.der: cannot read OCSP".encode() in result.stderr
+
+
+def test_protocols_narrows_the_tls_versions(setup, tmp_path):
+    import ssl
+
+    cert_pem, key_pem = make_self_signed(["example.com"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "index.gmi").write_text("# 1.3 only\n")
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'protocols "tlsv1.3"\nserver "example.com" {{\n listen on 127.0.0.1 port 0\n'
+        f' cert "{tmp_path}/c.pem"\n key "{tmp_path}/k.pem"\n root "{tmp_path}/root"\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        url = f"gemini://example.com:{server.port}/"
+        assert fetch(server.port, url, sni="example.com").tls_version == "TLSv1.3"
+        old = client_context(maximum=ssl.TLSVersion.TLSv1_2)
+        with pytest.raises(ssl.SSLError):
+            fetch(server.port, url, sni="example.com", context=old)
+    finally:
+        server.stop()
