@@ -151,17 +151,23 @@ def test_s_client_with_a_client_certificate(server, setup):
     assert b"20 text/gemini" in result.stdout and b"# members" in result.stdout
 
 
-def test_reload_picks_up_a_renewed_certificate_without_dropping_a_connection(setup, tmp_path):
-    d, _ = setup
-    (tmp_path / "root").mkdir()
-    (tmp_path / "root" / "big.bin").write_bytes(b"r" * (4 * 1024 * 1024))
+def single_server(directory, server_lines: str = "", global_lines: str = ""):
+    """A gmid.conf in ``directory`` with one server, its own new pair and root."""
     cert_pem, key_pem = make_self_signed(["example.com"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    config = tmp_path / "gmid.conf"
+    write_key_pair(directory / "c.pem", directory / "k.pem", cert_pem, key_pem)
+    (directory / "root").mkdir(exist_ok=True)
+    config = directory / "gmid.conf"
     config.write_text(
-        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
-        f' key "{tmp_path}/k.pem"\n root "{tmp_path}/root"\n}}\n'
+        (global_lines + "\n" if global_lines else "")
+        + f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{directory}/c.pem"\n'
+        f' key "{directory}/k.pem"\n root "{directory}/root"\n{server_lines}}}\n'
     )
+    return config
+
+
+def test_reload_picks_up_a_renewed_certificate_without_dropping_a_connection(setup, tmp_path):
+    config = single_server(tmp_path)
+    (tmp_path / "root" / "big.bin").write_bytes(b"r" * (4 * 1024 * 1024))
     server = start_server("-c", str(config))
     try:
         def fingerprint() -> bytes:
@@ -191,14 +197,7 @@ def test_reload_picks_up_a_renewed_certificate_without_dropping_a_connection(set
 
 
 def test_reload_with_a_key_that_does_not_match_keeps_the_old_certificate(setup, tmp_path):
-    cert_pem, key_pem = make_self_signed(["example.com"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    (tmp_path / "root").mkdir()
-    config = tmp_path / "gmid.conf"
-    config.write_text(
-        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
-        f' key "{tmp_path}/k.pem"\n root "{tmp_path}/root"\n}}\n'
-    )
+    config = single_server(tmp_path)
     server = start_server("-c", str(config))
     try:
         _, other_key = make_self_signed(["example.com"])
@@ -237,16 +236,9 @@ def test_ocsp_file_is_loaded_and_an_empty_one_staples_nothing(tmp_path, stapled)
     # status callback (OpenSSL issue 30379), so whether a non-empty response
     # reaches the client depends on the OpenSSL that cryptography bundles.
     # What gemfcgi owns is tested: the file is read, served, and empty means none.
-    cert_pem, key_pem = make_self_signed(["example.com"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    config = single_server(tmp_path, f' ocsp "{tmp_path}/ocsp.der"\n')
     der = make_ocsp_response(tmp_path / "c.pem", tmp_path / "k.pem") if stapled else b""
     (tmp_path / "ocsp.der").write_bytes(der)
-    (tmp_path / "root").mkdir()
-    config = tmp_path / "gmid.conf"
-    config.write_text(
-        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
-        f' key "{tmp_path}/k.pem"\n ocsp "{tmp_path}/ocsp.der"\n root "{tmp_path}/root"\n}}\n'
-    )
     server = start_server("-c", str(config))
     try:
         result = s_client(server, "-servername", "example.com", "-status")
@@ -258,14 +250,7 @@ def test_ocsp_file_is_loaded_and_an_empty_one_staples_nothing(tmp_path, stapled)
 
 
 def test_missing_ocsp_file_is_a_config_error(tmp_path):
-    cert_pem, key_pem = make_self_signed(["example.com"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    (tmp_path / "root").mkdir()
-    config = tmp_path / "gmid.conf"
-    config.write_text(
-        f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{tmp_path}/c.pem"\n'
-        f' key "{tmp_path}/k.pem"\n ocsp "{tmp_path}/missing.der"\n root "{tmp_path}/root"\n}}\n'
-    )
+    config = single_server(tmp_path, f' ocsp "{tmp_path}/missing.der"\n')
     from tests.support import PROJECT_ROOT, TWISTD
 
     result = subprocess.run(
@@ -279,15 +264,8 @@ def test_missing_ocsp_file_is_a_config_error(tmp_path):
 def test_protocols_narrows_the_tls_versions(setup, tmp_path):
     import ssl
 
-    cert_pem, key_pem = make_self_signed(["example.com"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    (tmp_path / "root").mkdir()
+    config = single_server(tmp_path, global_lines='protocols "tlsv1.3"')
     (tmp_path / "root" / "index.gmi").write_text("# 1.3 only\n")
-    config = tmp_path / "gmid.conf"
-    config.write_text(
-        f'protocols "tlsv1.3"\nserver "example.com" {{\n listen on 127.0.0.1 port 0\n'
-        f' cert "{tmp_path}/c.pem"\n key "{tmp_path}/k.pem"\n root "{tmp_path}/root"\n}}\n'
-    )
     server = start_server("-c", str(config))
     try:
         url = f"gemini://example.com:{server.port}/"
