@@ -61,7 +61,6 @@ class Site:
 
     routes: Routes
     timeouts: Timeouts = field(default_factory=Timeouts)
-    public_port: Optional[int] = None
     max_connections: int = field(default_factory=default_max_connections)
     chroot: Optional[str] = None
     handlers: dict[str, Callable[..., None]] = field(default_factory=dict)
@@ -117,7 +116,7 @@ class GeminiProtocol(Protocol):
         # Behind a PROXY protocol listener the header has been read by now
         # (it precedes TLS), so the peer is the real client from here on.
         self._note_peer()
-        self.tls = TLSFacts.from_connection(self.transport.getHandle())
+        self.tls = TLSFacts(self.transport.getHandle())
         self.state = State.REQUEST
         if self.busy:
             self.respond(status.SERVER_UNAVAILABLE, "server busy, try again later")
@@ -201,9 +200,10 @@ class GeminiProtocol(Protocol):
 
     @property
     def listener_port(self) -> Optional[int]:
-        """The port a URL must name: the configured public port, else the socket's."""
-        if self.site.public_port is not None:
-            return self.site.public_port
+        """
+        The port a URL must name: the socket's (behind a PROXY header, the
+        port the client connected to at the balancer).
+        """
         return getattr(self.transport.getHost(), "port", None)
 
     # -- client_write: the response --------------------------------------

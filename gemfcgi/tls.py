@@ -184,10 +184,6 @@ class TLSFacts:
             canonical_host(raw_name.decode("ascii", "replace")) if raw_name else None
         )
 
-    @classmethod
-    def from_connection(cls, connection: SSL.Connection) -> "TLSFacts":
-        return cls(connection)
-
     @cached_property
     def version(self) -> str:
         return self._connection.get_protocol_version_name()

@@ -175,6 +175,25 @@ def client_context(
     return context
 
 
+def read_to_end(
+    tls: ssl.SSLSocket, data: bytes = b"", chunk_size: int = 65536, pause: float = 0.0
+) -> tuple[bytes, bool]:
+    """
+    Everything until the server closes, appended to ``data``, and whether
+    it closed with a TLS close_notify. ``pause`` makes a slow reader.
+    """
+    try:
+        while True:
+            if pause:
+                time.sleep(pause)
+            chunk = tls.recv(chunk_size)
+            if not chunk:
+                return data, True
+            data += chunk
+    except (ssl.SSLError, OSError):
+        return data, False
+
+
 def raw_exchange(
     port: int,
     payload: bytes,
@@ -190,17 +209,7 @@ def raw_exchange(
     tls = context.wrap_socket(raw, server_hostname=sni, session=session)
     facts = {"version": tls.version() or "", "reused": tls.session_reused, "session": None}
     tls.sendall(payload)
-    data = b""
-    clean = False
-    try:
-        while True:
-            chunk = tls.recv(65536)
-            if not chunk:
-                clean = True
-                break
-            data += chunk
-    except (ssl.SSLEOFError, ConnectionResetError):
-        clean = False
+    data, clean = read_to_end(tls)
     facts["session"] = tls.session
     tls.close()
     return data, clean, facts

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from tests.certs import NOW, issue, write
-from tests.support import client_context, fetch, start_server
+from tests.support import client_context, fetch, read_to_end, start_server
 
 CONFIG = """
 server "example.com" {{
@@ -188,10 +188,9 @@ def test_reload_picks_up_a_renewed_certificate_without_dropping_a_connection(set
         server.process.send_signal(signal.SIGHUP)
         server.wait_for_log("configuration reloaded")
         assert fingerprint() != old
-        while chunk := slow.recv(65536):
-            data += chunk
+        data, clean = read_to_end(slow, data)
         slow.close()
-        assert len(data.partition(b"\r\n")[2]) == 4 * 1024 * 1024
+        assert clean and len(data.partition(b"\r\n")[2]) == 4 * 1024 * 1024
     finally:
         server.stop()
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
-from tests.support import client_context, fetch, refused_soon, start_server
+from tests.support import client_context, fetch, read_to_end, refused_soon, start_server
 
 CONFIG = """
 certs = "{certs}"
@@ -272,10 +272,9 @@ class TestReload:
         server.process.send_signal(signal.SIGHUP)
         server.wait_for_log("configuration reloaded")
         assert get(server, "example.com").body == b"# example.org\n"
-        while chunk := tls.recv(65536):
-            data += chunk
+        data, clean = read_to_end(tls, data)
         tls.close()
-        assert len(data.partition(b"\r\n")[2]) == 4 * 1024 * 1024
+        assert clean and len(data.partition(b"\r\n")[2]) == 4 * 1024 * 1024
 
     def test_listeners_that_appear_in_the_file_are_opened_and_removed_ones_closed(self, reloadable):
         server, config = reloadable

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support import client_context, start_server
+from tests.support import client_context, read_to_end, start_server
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -59,10 +59,9 @@ def fetch_from(port: int, source: str) -> bytes:
     raw = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     tls = client_context().wrap_socket(raw, server_hostname="localhost")
     tls.sendall(f"gemini://localhost:{port}/\r\n".encode())
-    data = b""
-    while chunk := tls.recv(65536):
-        data += chunk
+    data, clean = read_to_end(tls)
     tls.close()
+    assert clean, "the reply through HAProxy ended without close_notify"
     return data
 
 

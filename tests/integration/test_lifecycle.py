@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support import client_context, fetch, refused_soon, start_server
+from tests.support import client_context, fetch, read_to_end, refused_soon, start_server
 
 # twistd ends by re-raising the signal that stopped it, so a clean stop
 # reports "killed by SIGTERM" to its parent (systemd counts that a success).
@@ -44,16 +44,7 @@ def test_sigterm_lets_a_download_in_flight_finish_and_refuses_new_connections(li
     assert refused_soon(server.port)
     time.sleep(0.5)
     assert server.process.poll() is None, "server exited while a request was in flight"
-    clean = False
-    while True:
-        try:
-            chunk = tls.recv(65536)
-        except OSError:
-            break
-        if not chunk:
-            clean = True
-            break
-        data += chunk
+    data, clean = read_to_end(tls, data)
     tls.close()
     header, _, body = data.partition(b"\r\n")
     assert header == b"20 application/octet-stream"

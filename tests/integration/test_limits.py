@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.support import client_context, fetch, start_server
+from tests.support import client_context, fetch, read_to_end, start_server
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +69,8 @@ def test_slow_reader_gets_the_whole_file_past_the_linger(limited):
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     tls = client_context().wrap_socket(raw, server_hostname="localhost")
     tls.sendall(f"gemini://localhost:{port}/one.bin\r\n".encode())
-    data = b""
     started = time.monotonic()
-    clean = False
-    while True:
-        time.sleep(0.05)
-        try:
-            chunk = tls.recv(16 * 1024)
-        except OSError:
-            break
-        if not chunk:
-            clean = True
-            break
-        data += chunk
+    data, clean = read_to_end(tls, chunk_size=16 * 1024, pause=0.05)
     tls.close()
     assert time.monotonic() - started > 2.5, "the reader was not slow enough to test the linger"
     assert data.partition(b"\r\n")[2] == bytes(range(256)) * 4096

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, start_server
+from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, read_to_end, start_server
 
 FCGIWRAP = shutil.which("fcgiwrap", path="/usr/sbin:/usr/bin:/sbin:/bin") or "fcgiwrap"
 WORKER = re.compile(r"started worker (\d+) \(pid (\d+)\)")
@@ -57,9 +57,9 @@ def slow_download(port):
 
 
 def finish_download(tls, data):
-    while chunk := tls.recv(65536):
-        data += chunk
+    data, clean = read_to_end(tls, data)
     tls.close()
+    assert clean, "the download ended without close_notify"
     return data.partition(b"\r\n")[2]
 
 
