@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import NameOID
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
@@ -74,7 +75,36 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
         encoding, public
     ):
         raise CertificateError(f"{key_path}: key does not match the certificate in {cert_path}")
+    if ocsp:
+        try:
+            x509_ocsp.load_der_ocsp_response(ocsp)
+        except ValueError:
+            raise CertificateError(f"{ocsp_path}: not a DER OCSP response") from None
     return KeyPair(chain, key, cert_path, key_path, ocsp)
+
+
+def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
+    """
+    Why the pair's OCSP response cannot be stapled usefully, or None.
+
+    OpenSSL staples nothing for a self-signed certificate, and clients
+    discard a response about another certificate, so both are worth a
+    warning at ``--check`` rather than a silent no-op.
+    """
+    if not pair.ocsp:
+        return None
+    leaf = pair.chain[0]
+    if leaf.issuer == leaf.subject:
+        return "OCSP response is not stapled for a self-signed certificate"
+    response = x509_ocsp.load_der_ocsp_response(pair.ocsp)
+    if response.response_status != x509_ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return f"OCSP response status is {response.response_status.name}, not SUCCESSFUL"
+    if response.serial_number != leaf.serial_number:
+        return (
+            f"OCSP response is about serial {response.serial_number:X}, "
+            f"not the certificate's {leaf.serial_number:X}"
+        )
+    return None
 
 
 def _subject_alternative_names(names: Sequence[str]) -> list[x509.GeneralName]:

@@ -13,7 +13,7 @@ import os
 import stat
 from typing import Optional
 
-from gemfcgi.certificates import CertificateError, load_key_pair
+from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
 from gemfcgi.config import model
 from gemfcgi.handlers.clientca import load_authorities
@@ -60,10 +60,13 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             error(origin, f"server {server.name!r} needs both cert and key")
         else:
             try:
-                load_key_pair(server.cert, server.key, server.ocsp)
+                pair = load_key_pair(server.cert, server.key, server.ocsp)
             except CertificateError as problem:
                 error(origin, f"server {server.name!r}: {problem}")
             else:
+                unstapled = ocsp_mismatch(pair)
+                if unstapled:
+                    warning(origin, f"server {server.name!r}: {server.ocsp}: {unstapled}")
                 mode = os.stat(server.key).st_mode
                 if mode & 0o077:
                     warning(

@@ -208,44 +208,109 @@ def test_reload_with_a_key_that_does_not_match_keeps_the_old_certificate(setup, 
         server.stop()
 
 
-def make_ocsp_response(cert_path, key_path) -> bytes:
-    """A DER OCSP response for a self-signed certificate, signed by its own key."""
+def make_ocsp_response(certificate, issuer, status=None) -> bytes:
+    """A DER OCSP response about ``certificate``, signed by its issuing CA."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509 import ocsp
 
-    certificate = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
-    key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
+    status = status or ocsp.OCSPCertStatus.GOOD
+    revoked = status == ocsp.OCSPCertStatus.REVOKED
     response = (
         ocsp.OCSPResponseBuilder()
         .add_response(
-            cert=certificate, issuer=certificate, algorithm=hashes.SHA256(),
-            cert_status=ocsp.OCSPCertStatus.GOOD, this_update=NOW,
-            next_update=NOW + datetime.timedelta(days=1), revocation_time=None,
-            revocation_reason=None,
+            cert=certificate, issuer=issuer[0], algorithm=hashes.SHA256(),
+            cert_status=status, this_update=NOW,
+            next_update=NOW + datetime.timedelta(days=1),
+            revocation_time=NOW if revoked else None,
+            revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
         )
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, certificate)
-        .sign(key, hashes.SHA256())
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, issuer[0])
+        .sign(issuer[1], hashes.SHA256())
     )
     return response.public_bytes(serialization.Encoding.DER)
 
 
-@pytest.mark.parametrize("stapled", [True, False])
-def test_ocsp_file_is_loaded_and_an_empty_one_staples_nothing(tmp_path, stapled):
-    # OpenSSL 3.6 and later ignore the response pyOpenSSL hands over from its
-    # status callback (OpenSSL issue 30379), so whether a non-empty response
-    # reaches the client depends on the OpenSSL that cryptography bundles.
-    # What gemfcgi owns is tested: the file is read, served, and empty means none.
-    config = single_server(tmp_path, f' ocsp "{tmp_path}/ocsp.der"\n')
-    der = make_ocsp_response(tmp_path / "c.pem", tmp_path / "k.pem") if stapled else b""
-    (tmp_path / "ocsp.der").write_bytes(der)
+@pytest.fixture
+def stapling(tmp_path):
+    """Two servers whose certificates a CA issued, each with its own OCSP file.
+
+    Stapling is for CA-issued certificates: OpenSSL staples nothing for a
+    self-signed one, since no responder can speak for it.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    ca = issue("stapling ca", ca=True)
+    (tmp_path / "root").mkdir()
+    blocks, leaves = [], {}
+    for name in ("example.com", "other.example"):
+        leaf = issue(name, ca)
+        cert_path, key_path = write(tmp_path, name, leaf)
+        # The file holds the chain, leaf first, as a CA hands it out.
+        with open(cert_path, "ab") as chain:
+            chain.write(ca[0].public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{name}.ocsp").write_bytes(make_ocsp_response(leaf[0], ca))
+        leaves[name] = leaf[0]
+        blocks.append(
+            f'server "{name}" {{\n listen on 127.0.0.1 port 0\n cert "{cert_path}"\n'
+            f' key "{key_path}"\n root "{tmp_path}/root"\n ocsp "{tmp_path}/{name}.ocsp"\n}}\n'
+        )
+    config = tmp_path / "gmid.conf"
+    config.write_text("".join(blocks))
+    return config, ca, leaves
+
+
+def stapled_serial(output: bytes) -> str:
+    """The serial number in the OCSP response s_client printed, or ''."""
+    for line in output.decode("utf-8", "replace").splitlines():
+        if line.strip().startswith("Serial Number:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+@pytest.mark.parametrize("sni", ["example.com", "other.example"])
+def test_ocsp_response_is_stapled_for_the_chosen_certificate(stapling, flag, sni):
+    config, _, leaves = stapling
+    server = start_server("-c", str(config))
+    try:
+        result = s_client(server, "-servername", sni, flag, "-status",
+                          request=f"gemini://{sni}:{{port}}/")
+    finally:
+        server.stop()
+    assert b"OCSP Response Status: successful" in result.stdout
+    assert b"Cert Status: good" in result.stdout
+    assert int(stapled_serial(result.stdout), 16) == leaves[sni].serial_number
+    assert b"51 not found" in result.stdout
+
+
+def test_reload_staples_the_refreshed_ocsp_response(stapling, tmp_path):
+    from cryptography.x509 import ocsp
+
+    config, ca, leaves = stapling
+    server = start_server("-c", str(config))
+    try:
+        first = s_client(server, "-servername", "example.com", "-status")
+        assert b"Cert Status: good" in first.stdout
+        (tmp_path / "example.com.ocsp").write_bytes(
+            make_ocsp_response(leaves["example.com"], ca, ocsp.OCSPCertStatus.REVOKED))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"configuration reloaded")
+        second = s_client(server, "-servername", "example.com", "-status")
+    finally:
+        server.stop()
+    assert b"Cert Status: revoked" in second.stdout
+
+
+def test_empty_ocsp_file_staples_nothing(stapling, tmp_path):
+    config, _, _ = stapling
+    (tmp_path / "example.com.ocsp").write_bytes(b"")
     server = start_server("-c", str(config))
     try:
         result = s_client(server, "-servername", "example.com", "-status")
     finally:
         server.stop()
+    assert b"OCSP response: no response sent" in result.stdout
     assert b"51 not found" in result.stdout
-    if not stapled:
-        assert b"OCSP response: no response sent" in result.stdout
 
 
 def test_missing_ocsp_file_is_a_config_error(tmp_path):
@@ -258,6 +323,58 @@ def test_missing_ocsp_file_is_a_config_error(tmp_path):
     )
     assert result.returncode == 1
     assert f"{config}:1: server 'example.com': {tmp_path}/missing.der: cannot read OCSP".encode() in result.stderr
+
+
+def check_messages(config) -> list[str]:
+    from gemfcgi.check import load_and_check
+    from gemfcgi.config.errors import ConfigError
+
+    try:
+        _, warnings = load_and_check(str(config))
+    except ConfigError as failed:
+        return [str(d) for d in failed.diagnostics]
+    return [str(d) for d in warnings]
+
+
+def test_ocsp_file_that_is_not_a_response_is_a_config_error(stapling, tmp_path):
+    config, _, _ = stapling
+    (tmp_path / "example.com.ocsp").write_bytes(b"not an OCSP response")
+    assert check_messages(config) == [
+        f"{config}:1: server 'example.com': {tmp_path}/example.com.ocsp: not a DER OCSP response"
+    ]
+
+
+def test_ocsp_response_about_another_certificate_is_a_warning(stapling, tmp_path):
+    config, ca, leaves = stapling
+    (tmp_path / "example.com.ocsp").write_bytes(make_ocsp_response(leaves["other.example"], ca))
+    [message] = check_messages(config)
+    assert message.startswith(f"{config}:1: server 'example.com': {tmp_path}/example.com.ocsp: ")
+    assert f"about serial {leaves['other.example'].serial_number:X}" in message
+
+
+def test_ocsp_for_a_self_signed_certificate_is_a_warning(tmp_path):
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    config = single_server(tmp_path, f' ocsp "{tmp_path}/ocsp.der"\n')
+    certificate = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
+    issuer = (certificate, load_key(tmp_path / "k.pem"))
+    (tmp_path / "ocsp.der").write_bytes(make_ocsp_response(certificate, issuer))
+    result = subprocess.run(
+        [*TWISTD, "gemfcgi", "-c", str(config), "--check"], capture_output=True, timeout=60,
+        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0
+    assert result.stdout == b"configuration OK\n"
+    assert result.stderr.decode() == (
+        f"warning: {config}:1: server 'example.com': {tmp_path}/ocsp.der: "
+        "OCSP response is not stapled for a self-signed certificate\n"
+    )
+
+
+def load_key(path):
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(path.read_bytes(), None)
 
 
 def test_protocols_narrows_the_tls_versions(setup, tmp_path):
