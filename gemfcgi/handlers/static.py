@@ -52,11 +52,45 @@ def strip_components(path: str, count: int) -> str:
 
 def resolve_under_root(root: str, path: str) -> Optional[str]:
     """The real file system path for ``path``, or ``None`` if it leaves the root."""
+    return _resolve(root, path)[0]
+
+
+def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_result]]:
+    """
+    The real path for ``path`` under ``root`` and its ``lstat``, if it exists.
+
+    The root is resolved once; below it, each component is looked at with
+    one ``lstat``, so a page two levels deep costs two system calls rather
+    than one per component of the whole absolute path. Only when a symlink
+    is met is the whole path resolved and checked against the root.
+    """
     real_root = _real_root(root)
-    real = os.path.realpath(os.path.join(real_root, path.lstrip("/")))
-    if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
-        return real
-    return None
+    current = real_root.rstrip("/")
+    info: Optional[os.stat_result] = None
+    for part in path.split("/"):
+        if not part:
+            continue
+        current = f"{current}/{part}"
+        try:
+            info = os.lstat(current)
+        except OSError:
+            # Missing or unreadable: nothing below it can be served either.
+            return current, None
+        if stat.S_ISLNK(info.st_mode):
+            real = os.path.realpath(os.path.join(real_root, path.lstrip("/")))
+            if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
+                try:
+                    return real, os.stat(real)
+                except OSError:
+                    return real, None
+            return None, None
+    if info is None:
+        # The root itself.
+        try:
+            info = os.stat(real_root)
+        except OSError:
+            return real_root, None
+    return current or "/", info
 
 
 def with_lang(mime: str, settings: PathSettings) -> str:
@@ -73,13 +107,8 @@ def serve_static(
         client.respond(status.NOT_FOUND, "not found")
         return
     path = strip_components(request.path, settings.strip)
-    real = resolve_under_root(settings.root, path)
-    if real is None:
-        client.respond(status.NOT_FOUND, "not found")
-        return
-    try:
-        info = os.stat(real)
-    except OSError:
+    real, info = _resolve(settings.root, path)
+    if real is None or info is None:
         client.respond(status.NOT_FOUND, "not found")
         return
     if stat.S_ISDIR(info.st_mode):
@@ -89,8 +118,8 @@ def serve_static(
                 target += "?" + request.query
             client.respond(status.REDIRECT_PERMANENT, target)
             return
-        index = resolve_under_root(settings.root, os.path.join(path, settings.index))
-        if index is not None and _is_regular_file(index):
+        index, index_info = _resolve(settings.root, os.path.join(path, settings.index))
+        if index is not None and index_info is not None and stat.S_ISREG(index_info.st_mode):
             _send_file(client, index, with_lang(mime.lookup(index, settings.default_type), settings))
         elif settings.auto_index:
             _send_listing(client, real, path, settings)
@@ -101,13 +130,6 @@ def serve_static(
         client.respond(status.NOT_FOUND, "not found")
         return
     _send_file(client, real, with_lang(mime.lookup(real, settings.default_type), settings))
-
-
-def _is_regular_file(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _send_file(client: "GeminiProtocol", path: str, mime: str) -> None:
