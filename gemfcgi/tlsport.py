@@ -28,10 +28,12 @@ from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 
+from gemfcgi.eagerwrite import EagerWriteMixin
+
 log = Logger()
 
 
-class TLSServerConnection(tcp.Server):
+class TLSServerConnection(EagerWriteMixin, tcp.Server):
     """An accepted TCP connection whose bytes OpenSSL reads and writes."""
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
@@ -43,6 +45,7 @@ class TLSServerConnection(tcp.Server):
         self._tls: SSL.Connection = server.factory.tls.server_connection(sock)
         self._handshaking = True
         self._shutting_down = False
+        self._ended: Optional[Exception] = None
 
     def getHandle(self) -> SSL.Connection:
         return self._tls
@@ -92,7 +95,35 @@ class TLSServerConnection(tcp.Server):
 
     # -- writing -----------------------------------------------------------
 
+    def _may_write_now(self) -> bool:
+        return not self._handshaking
+
+    def loseConnection(self) -> None:
+        """
+        With nothing queued, send close_notify now and keep reading for the
+        peer's, rather than a round of write interest first.
+        """
+        if (
+            self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not self._handshaking
+            and self.producer is None
+            and self._nothing_buffered()
+        ):
+            self.disconnecting = True
+            ended = self._postLoseConnection()
+            if ended is not None:
+                # Closed or failed already: the reactor ends the connection
+                # from doWrite, outside the caller's stack.
+                self._ended = ended
+                self.startWriting()
+            return
+        super().loseConnection()
+
     def doWrite(self) -> Optional[Any]:
+        if self._ended is not None:
+            return self._ended
         if self._handshaking:
             self.stopWriting()
             return self.doRead()

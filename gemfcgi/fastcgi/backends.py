@@ -6,7 +6,7 @@ log lines (``unix:/run/app.sock``, ``tcp:127.0.0.1:9000``, ``spawn:php-cgi``),
 an endpoint that opens one connection per request, and a count of the
 requests in flight, which graceful stops wait on.
 
-* ``fastcgi socket "/path"``: a unix endpoint.
+* ``fastcgi socket "/path"``: a unix endpoint that connects in the same turn.
 * ``fastcgi socket tcp "host" port N``: IP literals get a plain TCP endpoint;
   names get a ``HostnameEndpoint``, which resolves them off the reactor
   thread on every connect (gmid blocks its event loop in ``getaddrinfo``).
@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from gemfcgi.config import model
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.spawn import SpawnedApp
+from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
 
 log = Logger()
 
@@ -199,10 +200,7 @@ def open_backend(
     name = backend_name(address)
     connect_timeout = max(1, round(timeouts.connect))
     if isinstance(address, model.FastCGISocket):
-        endpoint = endpoints.clientFromString(
-            reactor, f"unix:path={_escape(address.path)}:timeout={connect_timeout}"
-        )
-        return Backend(name, endpoint, reactor)
+        return Backend(name, UnixSocketEndpoint(reactor, address.path, connect_timeout), reactor)
     if isinstance(address, model.FastCGITCP):
         port = _tcp_port(address.port)
         try:

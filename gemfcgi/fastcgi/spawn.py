@@ -46,7 +46,6 @@ import tempfile
 from typing import Any, Optional
 
 from twisted.application.service import Service
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -54,6 +53,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
 
 log = Logger()
 
@@ -296,4 +297,4 @@ class _SpawnedAppEndpoint:
         path = self.app.socket_path
         if path is None:
             return fail(AppNotRunning(f"{self.app.name} is not running"))
-        return endpoints.UNIXClientEndpoint(self.app.reactor, path, self.timeout).connect(factory)
+        return UnixSocketEndpoint(self.app.reactor, path, self.timeout).connect(factory)

@@ -1,0 +1,131 @@
+"""The unix endpoint that connects, and writes, in the turn that asks: on real sockets."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet import error, main
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+
+from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint, UnixStreamConnection
+
+REQUEST = b"\x01\x01\x00\x01\x00\x08\x00\x00" + b"\x00\x01\x00\x00\x00\x00\x00\x00"
+
+
+class Greeter(Protocol):
+    """Writes its request as soon as it is connected, as the FastCGI client does."""
+
+    def __init__(self, request: bytes = REQUEST) -> None:
+        self.request = request
+        self.lost = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost = reason
+
+
+@pytest.fixture
+def reactor():
+    # A reactor of its own, never run: whatever happens, happens before any turn.
+    reactor = EPollReactor()
+    yield reactor
+    for selectable in reactor.removeAll():
+        selectable.connectionLost(Failure(main.CONNECTION_DONE))
+    reactor._poller.close()
+
+
+def listening(path, backlog: int = 8) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(backlog)
+    return server
+
+
+def results(deferred) -> list:
+    seen: list = []
+    deferred.addBoth(seen.append)
+    return seen
+
+
+def test_connects_and_sends_the_request_before_the_reactor_turns(reactor, tmp_path):
+    server = listening(tmp_path / "app.sock")
+    protocol = Greeter()
+    connected = results(UnixSocketEndpoint(reactor, str(tmp_path / "app.sock")).connect(
+        Factory.forProtocol(lambda: protocol)))
+    assert connected == [protocol]
+    assert isinstance(protocol.transport, UnixStreamConnection)
+    accepted, _ = server.accept()
+    accepted.settimeout(0)
+    assert accepted.recv(4096) == REQUEST
+    accepted.close()
+    server.close()
+
+
+def test_a_missing_socket_fails_with_the_os_error(reactor, tmp_path):
+    failed = results(UnixSocketEndpoint(reactor, str(tmp_path / "none.sock")).connect(
+        Factory.forProtocol(Greeter)))
+    assert failed[0].check(error.ConnectError)
+    assert "No such file or directory" in failed[0].getErrorMessage()
+    assert str(tmp_path / "none.sock") in failed[0].getErrorMessage()
+
+
+def test_a_socket_nobody_listens_on_is_refused(reactor, tmp_path):
+    stale = listening(tmp_path / "stale.sock")
+    stale.close()  # the file stays, the listener is gone
+    failed = results(UnixSocketEndpoint(reactor, str(tmp_path / "stale.sock")).connect(
+        Factory.forProtocol(Greeter)))
+    assert failed[0].check(error.ConnectionRefusedError)
+
+
+def test_a_full_backlog_waits_for_the_application_instead_of_failing(reactor, tmp_path):
+    server = listening(tmp_path / "busy.sock", backlog=0)
+    queued = []
+    while True:  # fill the accept queue
+        waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        waiting.setblocking(False)
+        try:
+            waiting.connect(str(tmp_path / "busy.sock"))
+        except BlockingIOError:
+            waiting.close()
+            break
+        queued.append(waiting)
+    pending = results(UnixSocketEndpoint(reactor, str(tmp_path / "busy.sock"), timeout=5).connect(
+        Factory.forProtocol(Greeter)))
+    # Neither connected nor failed: Twisted's connector retries from the
+    # reactor, with the connect timeout running.
+    assert pending == []
+    for waiting in queued:
+        waiting.close()
+    server.close()
+
+
+def test_a_memory_reactor_is_asked_the_usual_way(tmp_path):
+    reactor = MemoryReactorClock()
+    UnixSocketEndpoint(reactor, str(tmp_path / "app.sock"), timeout=7).connect(Factory.forProtocol(Greeter))
+    address, _, timeout, _ = reactor.unixClients[0]
+    assert (address, timeout) == (str(tmp_path / "app.sock"), 7)
+
+
+def test_what_the_socket_does_not_take_is_queued_in_order(reactor):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    big = bytes(range(256)) * 40_000  # more than the socket buffers hold
+    protocol = Greeter(big)
+    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
+    protocol.makeConnection(transport)
+    transport.write(b"--the end--")
+    received = bytearray()
+    theirs.settimeout(0)
+    while len(received) < len(big) + 11:
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            reactor.doIteration(0.1)
+    assert bytes(received) == big + b"--the end--"
+    theirs.close()
