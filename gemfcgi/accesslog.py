@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Optional
 
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
 
 from gemfcgi.config import model
@@ -69,24 +69,38 @@ class AccessRecord:
 
 
 def emit(record: AccessRecord, now: float) -> None:
+    """
+    Publish the access event for ``record``.
+
+    The event is built here and handed to the logger's observer directly:
+    ``Logger.emit`` would add only a validation of the (constant) level,
+    once per request.
+    """
     duration_ms = (now - record.started) * 1000.0
-    log.info(
-        TWISTD_FORMAT,
-        line=(
-            f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
-            f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"
-        ),
-        client=record.client,
-        client_ip=record.client_ip,
-        client_port=record.client_port,
-        url=record.url,
-        host=record.host,
-        status=record.status,
-        meta=record.meta,
-        request_bytes=record.request_bytes,
-        bytes_sent=record.bytes_sent,
-        duration_ms=duration_ms,
-        common_name=record.common_name,
+    log.observer(
+        {
+            "log_logger": log,
+            "log_level": LogLevel.info,
+            "log_namespace": NAMESPACE,
+            "log_source": None,
+            "log_format": TWISTD_FORMAT,
+            "log_time": time.time(),
+            "line": (
+                f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
+                f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"
+            ),
+            "client": record.client,
+            "client_ip": record.client_ip,
+            "client_port": record.client_port,
+            "url": record.url,
+            "host": record.host,
+            "status": record.status,
+            "meta": record.meta,
+            "request_bytes": record.request_bytes,
+            "bytes_sent": record.bytes_sent,
+            "duration_ms": duration_ms,
+            "common_name": record.common_name,
+        }
     )
 
 

@@ -46,9 +46,17 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._handshaking = True
         self._shutting_down = False
         self._ended: Optional[Exception] = None
+        self._host = None
 
     def getHandle(self) -> SSL.Connection:
         return self._tls
+
+    def getHost(self):
+        # The local address never changes; asked for by routing, FastCGI
+        # parameters and block messages, it would cost a getsockname() each.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def logPrefix(self) -> str:
         return "TLS"
