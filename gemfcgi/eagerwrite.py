@@ -3,8 +3,8 @@ Transports that send at once when nothing is queued.
 
 Twisted's ``write`` only queues: the bytes leave on the next reactor turn,
 after ``epoll_ctl`` has added write interest, and another ``epoll_ctl``
-removes it once the queue is empty. A Gemini reply, or a FastCGI request,
-nearly always fits the socket whole, so those two system calls and the
+removes it once the queue is empty. A FastCGI request nearly always
+fits the socket whole, so those two system calls and the
 turn are pure cost. ``EagerWriteMixin`` tries the socket first and queues
 only what it did not take; a queue that is not empty keeps its order.
 """

@@ -208,9 +208,11 @@ class GeminiProtocol(Protocol):
 
     # -- client_write: the response --------------------------------------
 
-    def send_header(self, code: int, meta: str = "") -> bool:
+    def send_header(self, code: int, meta: str = "", body: bytes = b"") -> bool:
         """
-        Write the response header; ``False`` if it was not sent.
+        Write the response header, and the start of the body if the caller
+        has it already (one TLS record and one write for a whole small
+        reply); ``False`` if it was not sent.
 
         An invalid header from a handler becomes ``40`` here, the one place
         that can still answer correctly.
@@ -233,7 +235,7 @@ class GeminiProtocol(Protocol):
         self._header_sent = True
         self.record.status = code
         self.record.meta = meta
-        self.client_write(header)
+        self.client_write(header + body if code // 10 == 2 else header)
         return True
 
     def client_write(self, data: bytes) -> None:

@@ -172,9 +172,9 @@ class ServerTLS:
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         return SSL.Connection(self.store.contexts[self.default_index], None)
 
-    def server_connection(self, sock) -> SSL.Connection:
-        """A connection that reads and writes ``sock`` itself (``gemfcgi.tlsport``)."""
-        connection = SSL.Connection(self.store.contexts[self.default_index], sock)
+    def server_connection(self) -> SSL.Connection:
+        """A server-side connection on memory BIOs (``gemfcgi.tlsport``)."""
+        connection = SSL.Connection(self.store.contexts[self.default_index], None)
         connection.set_accept_state()
         return connection
 

@@ -1,14 +1,23 @@
 """
-TLS read and written by OpenSSL on the socket itself, for TCP listeners.
+TLS on a TCP connection in one layer, for TCP listeners.
 
 Twisted's TLS layer (``TLSMemoryBIOProtocol``) sits between the socket and
-the protocol and copies every byte through memory BIOs, in Python, with a
-protocol wrapper and interface declarations built per connection. For a
-server whose every connection is one short TLS exchange, that layer costs
-more CPU than OpenSSL's own handshake work. Here the socket is handed to
-OpenSSL (``SSL_set_fd``) and the reactor only tells it when to read or
-write: ``TLSServerConnection`` is the TCP transport, with the Gemini
-protocol directly on top of it.
+the protocol as a protocol wrapper of its own, with interface declarations
+built per connection and a reactor turn for every buffer it hands down.
+For a server whose every connection is one short TLS exchange, that layer
+costs more CPU than OpenSSL's own handshake work. Here the TCP transport is
+the TLS layer: ``TLSServerConnection`` feeds what the socket reads into
+OpenSSL's memory BIO and sends what OpenSSL produces, and the Gemini
+protocol sits directly on top of it.
+
+Bytes are batched per read. Everything OpenSSL produces while one read is
+handled (the session tickets that end the handshake, the reply to a
+request that came with the client's Finished, and the close_notify after
+it) leaves in one ``send()``, where OpenSSL on the socket would issue one
+per record; and a socket read takes all that is there, where OpenSSL would
+read each record's header and body apart. Outside a read (a FastCGI reply,
+a file being streamed) writes go out at once. Whatever the socket does not
+take waits in Twisted's buffer, which pauses producers as usual.
 
 It is used for plain TCP listeners (``tcp:``, ``tcp6:``, sockets from
 systemd or a parent process); listeners that need something between the
@@ -21,30 +30,34 @@ layer. Both give the protocol the same transport surface: ``write``,
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Optional
 
 from OpenSSL import SSL
 from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
-from twisted.logger import Logger
 
-from gemfcgi.eagerwrite import EagerWriteMixin
+# Plaintext written during one read beyond which the batch is sent at once,
+# so a producer writing a large file from inside a read cannot pile its
+# ciphertext up in memory before the transport can pause it.
+BATCH_LIMIT = 64 * 1024
+# Ciphertext taken from OpenSSL per call when sending.
+FLUSH_READ = 256 * 1024
 
-log = Logger()
 
-
-class TLSServerConnection(EagerWriteMixin, tcp.Server):
-    """An accepted TCP connection whose bytes OpenSSL reads and writes."""
+class TLSServerConnection(tcp.Server):
+    """An accepted TCP connection that is also its own TLS layer."""
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)
-        # OpenSSL sends each handshake flight and record with its own send():
-        # with Nagle's algorithm, the second small segment would wait for the
-        # peer's delayed ACK (40 ms) on every connection.
+        # A close_notify sent apart from the reply it ends must not wait
+        # for the peer's delayed ACK of the reply (Nagle's algorithm).
         self.setTcpNoDelay(True)
-        self._tls: SSL.Connection = server.factory.tls.server_connection(sock)
+        self._tls: SSL.Connection = server.factory.tls.server_connection()
         self._handshaking = True
         self._shutting_down = False
+        self._in_read = False
+        self._batched = 0
         self._ended: Optional[Exception] = None
         self._host = None
 
@@ -64,11 +77,38 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
     # -- reading -----------------------------------------------------------
 
     def doRead(self) -> Optional[Any]:
-        if self._handshaking:
-            result = self._continue_handshake()
-            if self._handshaking or result is not None:
-                return result
+        try:
+            data = self.socket.recv(self.bufferSize)
+        except OSError as problem:
+            if problem.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            # TCP closed without the peer's close_notify: fine once ours is
+            # out (the reply is complete), a broken exchange before.
+            return main.CONNECTION_DONE if self._shutting_down else main.CONNECTION_LOST
+        self._tls.bio_write(data)
+        self._in_read = True
+        try:
+            ended = self._read_records()
+        finally:
+            self._in_read = False
+        failed = self._flush()
+        return ended if ended is not None else failed
+
+    def _read_records(self) -> Optional[Any]:
         tls = self._tls
+        if self._handshaking:
+            try:
+                tls.do_handshake()
+            except SSL.WantReadError:
+                return None
+            except SSL.Error:
+                # An alert OpenSSL wrote is still flushed by doRead.
+                return main.CONNECTION_LOST
+            self._handshaking = False
+            if IHandshakeListener.providedBy(self.protocol):
+                self.protocol.handshakeCompleted()
         protocol = self.protocol
         while True:
             try:
@@ -78,97 +118,114 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             except SSL.ZeroReturnError:
                 # The peer's close_notify: the end we wait for after ours.
                 return main.CONNECTION_DONE
-            except SSL.WantWriteError:
-                self.startWriting()
-                return None
             except SSL.Error:
                 return main.CONNECTION_LOST
             if not self.disconnecting:
                 protocol.dataReceived(data)
 
-    def _continue_handshake(self) -> Optional[Any]:
-        try:
-            self._tls.do_handshake()
-        except SSL.WantReadError:
-            return None
-        except SSL.WantWriteError:
-            self.startWriting()
-            return None
-        except SSL.Error:
-            return main.CONNECTION_LOST
-        self._handshaking = False
-        if IHandshakeListener.providedBy(self.protocol):
-            self.protocol.handshakeCompleted()
-        return None
-
     # -- writing -----------------------------------------------------------
 
-    def _may_write_now(self) -> bool:
-        return not self._handshaking
-
-    def loseConnection(self) -> None:
-        """
-        With nothing queued, send close_notify now and keep reading for the
-        peer's, rather than a round of write interest first.
-        """
-        if (
-            self.connected
-            and not self.disconnecting
-            and not self._writeDisconnected
-            and not self._handshaking
-            and self.producer is None
-            and self._nothing_buffered()
-        ):
-            self.disconnecting = True
-            ended = self._postLoseConnection()
-            if ended is not None:
-                # Closed or failed already: the reactor ends the connection
-                # from doWrite, outside the caller's stack.
-                self._ended = ended
-                self.startWriting()
+    def write(self, data: bytes) -> None:
+        """Encrypt ``data``; it leaves with the read's batch, or at once."""
+        if not data or not self.connected or self._shutting_down or self._ended is not None:
             return
-        super().loseConnection()
+        if self._handshaking:
+            # Nothing is written before the handshake; should a protocol
+            # try, its bytes would have no keys to be encrypted with.
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._tls.send(view):]
+        except SSL.Error:
+            self._end(main.CONNECTION_LOST)
+            return
+        self._batched += len(data)
+        if not self._in_read or self._batched >= BATCH_LIMIT:
+            failed = self._flush()
+            if failed is not None:
+                self._end(failed)
+
+    def writeSequence(self, iovec) -> None:
+        self.write(b"".join(iovec))
+
+    def _flush(self) -> Optional[Any]:
+        """Send what OpenSSL produced; queue what the socket does not take."""
+        self._batched = 0
+        chunks = []
+        while True:
+            try:
+                chunk = self._tls.bio_read(FLUSH_READ)
+            except SSL.WantReadError:
+                break
+            chunks.append(chunk)
+            if len(chunk) < FLUSH_READ:
+                break  # the BIO is empty: no need to be told so by an exception
+        if not chunks:
+            return None
+        out = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not self._tempDataLen and len(self.dataBuffer) == self.offset:
+            sent = self.writeSomeData(out)
+            if not isinstance(sent, int):
+                return sent
+            if sent == len(out):
+                return None
+            out = out[sent:]
+        # Twisted's buffer: write interest, and producers paused when full.
+        tcp.Server.write(self, out)
+        return None
+
+    def _end(self, reason: Exception) -> None:
+        """Let the reactor end the connection, outside the caller's stack."""
+        if self._ended is None:
+            self._ended = reason
+            self.startWriting()
 
     def doWrite(self) -> Optional[Any]:
         if self._ended is not None:
             return self._ended
-        if self._handshaking:
-            self.stopWriting()
-            return self.doRead()
         return super().doWrite()
 
-    def writeSomeData(self, data) -> Any:
-        """
-        Write records until the socket is full. OpenSSL (in partial-write
-        mode) returns after each 16 KiB record; one record per reactor turn
-        would make a large file cost a turn every 16 KiB.
-        """
-        if self._handshaking:
-            return 0
-        view = memoryview(data)
-        written = 0
-        while written < len(view):
-            try:
-                written += self._tls.send(view[written:])
-            except (SSL.WantWriteError, SSL.WantReadError):
-                break
-            except SSL.Error:
-                return main.CONNECTION_LOST if written == 0 else written
-        return written
-
     # -- closing -----------------------------------------------------------
+
+    def loseConnection(self) -> None:
+        """
+        With nothing queued, send close_notify now (with the batch, inside a
+        read) and keep reading for the peer's.
+        """
+        if (
+            self.connected
+            and not self.disconnecting
+            and not self._handshaking
+            and self.producer is None
+            and not self._tempDataLen
+            and len(self.dataBuffer) == self.offset
+        ):
+            self.disconnecting = True
+            ended = self._postLoseConnection()
+            if ended is not None:
+                self._end(ended)
+            return
+        super().loseConnection()
 
     def _postLoseConnection(self) -> Optional[Any]:
         """Everything is written: send close_notify, then wait for the peer's."""
         if self._handshaking:
             return main.CONNECTION_DONE
-        self._shutting_down = True
-        try:
-            peer_closed_too = self._tls.shutdown()
-        except SSL.Error:
-            return main.CONNECTION_LOST
-        if peer_closed_too:
-            return main.CONNECTION_DONE
+        if not self._shutting_down:
+            self._shutting_down = True
+            try:
+                peer_closed_too = self._tls.shutdown()
+            except SSL.Error:
+                return main.CONNECTION_LOST
+            failed = self._flush()
+            if failed is not None:
+                return failed
+            if peer_closed_too:
+                return main.CONNECTION_DONE
+            if self._tempDataLen or len(self.dataBuffer) != self.offset:
+                # The close_notify is queued; doWrite calls again once it is out.
+                return None
         self.stopWriting()
         self.startReading()
         return None

@@ -276,14 +276,13 @@ class Relay:
         self._relay_header(decision)
 
     def _relay_header(self, reply: ReplyHeader) -> None:
-        self.client.send_header(reply.code, reply.meta)
         if not reply.sends_body:
             # Only 2x replies have a body (gmid does the same): the rest is dropped.
+            self.client.send_header(reply.code, reply.meta)
             self._end()
             return
+        self.client.send_header(reply.code, reply.meta, reply.body)
         self._disarm()
-        if reply.body:
-            self.client.client_write(reply.body)
         if not self._paused:
             self._arm(self.timeouts.reply, self._reply_timed_out)
 

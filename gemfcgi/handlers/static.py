@@ -148,8 +148,7 @@ def _send_file(client: "GeminiProtocol", path: str, mime: str) -> None:
         body = os.read(fd, CHUNK_SIZE + 1)
         if len(body) <= CHUNK_SIZE:
             os.close(fd)
-            if client.send_header(status.SUCCESS, mime):
-                client.client_write(body)
+            client.send_header(status.SUCCESS, mime, body)
             client.finish()
             return
         os.lseek(fd, 0, os.SEEK_SET)
@@ -179,8 +178,7 @@ def _send_listing(
     except OSError:
         client.respond(status.NOT_FOUND, "not found")
         return
-    if client.send_header(status.SUCCESS, with_lang(GEMINI, settings)):
-        client.client_write(body)
+    client.send_header(status.SUCCESS, with_lang(GEMINI, settings), body)
     client.finish()
 
 
