@@ -16,8 +16,14 @@ request that came with the client's Finished, and the close_notify after
 it) leaves in one ``send()``, where OpenSSL on the socket would issue one
 per record; and a socket read takes all that is there, where OpenSSL would
 read each record's header and body apart. Outside a read (a FastCGI reply,
-a file being streamed) writes go out at once. Whatever the socket does not
-take waits in Twisted's buffer, which pauses producers as usual.
+a FastCGI reply) writes go out at once. Whatever the socket does not take
+waits in Twisted's buffer, which pauses producers as usual.
+
+A streamed reply (a producer registered: large files, FastCGI) is bulk,
+where copying every record out of a memory BIO costs more than batching
+saves. So once the batch is out, the connection hands the socket to OpenSSL
+(``SSL_set_fd``), which from then on reads and writes it directly, a record
+per ``send()`` and no copy; Twisted's buffer then holds plaintext.
 
 It is used for plain TCP listeners (``tcp:``, ``tcp6:``, sockets from
 systemd or a parent process); listeners that need something between the
@@ -34,6 +40,7 @@ import errno
 from typing import Any, Optional
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as _openssl
 from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 
@@ -58,6 +65,7 @@ class TLSServerConnection(tcp.Server):
         self._shutting_down = False
         self._in_read = False
         self._batched = 0
+        self._on_socket = False
         self._ended: Optional[Exception] = None
         self._host = None
 
@@ -77,6 +85,8 @@ class TLSServerConnection(tcp.Server):
     # -- reading -----------------------------------------------------------
 
     def doRead(self) -> Optional[Any]:
+        if self._on_socket:
+            return self._read_records()
         try:
             data = self.socket.recv(self.bufferSize)
         except OSError as problem:
@@ -133,6 +143,9 @@ class TLSServerConnection(tcp.Server):
             # Nothing is written before the handshake; should a protocol
             # try, its bytes would have no keys to be encrypted with.
             return
+        if self._on_socket:
+            self._write_on_socket(data)
+            return
         view = memoryview(data)
         try:
             while view:
@@ -152,6 +165,8 @@ class TLSServerConnection(tcp.Server):
     def _flush(self) -> Optional[Any]:
         """Send what OpenSSL produced; queue what the socket does not take."""
         self._batched = 0
+        if self._on_socket:
+            return None
         chunks = []
         while True:
             try:
@@ -185,6 +200,62 @@ class TLSServerConnection(tcp.Server):
         if self._ended is not None:
             return self._ended
         return super().doWrite()
+
+    # -- streaming: OpenSSL on the socket ------------------------------------
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        super().registerProducer(producer, streaming)
+        self._hand_socket_to_openssl()
+
+    def _hand_socket_to_openssl(self) -> None:
+        """
+        Let OpenSSL read and write the socket itself from now on, once the
+        memory BIOs are empty: what was batched is sent first, and nothing
+        may wait in Twisted's buffer, or it would be overtaken.
+        """
+        if self._on_socket or self._handshaking or self._shutting_down or self._ended is not None:
+            return
+        if self._flush() is not None:
+            return  # the connection failed; doWrite or doRead will say so
+        if self._tempDataLen or len(self.dataBuffer) != self.offset:
+            return  # the socket is full: stay on the BIOs, still correct
+        tls = self._tls
+        if _openssl.SSL_set_fd(tls._ssl, self.socket.fileno()) != 1:
+            return
+        # OpenSSL freed the memory BIOs; pyOpenSSL must not touch them again.
+        tls._into_ssl = tls._from_ssl = None
+        tls._socket = self.socket
+        self._on_socket = True
+
+    def _write_on_socket(self, data: bytes) -> None:
+        if not self._tempDataLen and len(self.dataBuffer) == self.offset:
+            written = self.writeSomeData(data)
+            if not isinstance(written, int):
+                self._end(written)
+                return
+            if written == len(data):
+                return
+            data = data[written:]
+        tcp.Server.write(self, data)
+
+    def writeSomeData(self, data) -> Any:
+        """
+        Raw ciphertext while on the BIOs; once OpenSSL has the socket,
+        plaintext, as many records as the socket takes (one per call would
+        make a large file cost a reactor turn every 16 KiB).
+        """
+        if not self._on_socket:
+            return super().writeSomeData(data)
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            try:
+                written += self._tls.send(view[written:])
+            except (SSL.WantWriteError, SSL.WantReadError):
+                break
+            except SSL.Error:
+                return main.CONNECTION_LOST if written == 0 else written
+        return written
 
     # -- closing -----------------------------------------------------------
 
