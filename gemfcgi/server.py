@@ -15,8 +15,9 @@ which a silent peer is aborted. Nothing outlives its timeouts.
 from __future__ import annotations
 
 import enum
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -242,6 +243,15 @@ class GeminiProtocol(Protocol):
         if self.state is State.RESPONDING:
             self.record.bytes_sent += len(data)
             self.transport.write(data)
+
+    def batched(self) -> ContextManager[None]:
+        """
+        Writes made inside leave together (one TLS send) when the transport
+        can batch them; for handlers woken by something other than the
+        client, such as a FastCGI reply.
+        """
+        batch = getattr(self.transport, "writes_batched", None)
+        return batch() if batch is not None else nullcontext()
 
     def stream(self, producer: IPushProducer) -> None:
         """

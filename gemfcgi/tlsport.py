@@ -19,11 +19,12 @@ read each record's header and body apart. Outside a read (a FastCGI reply,
 a FastCGI reply) writes go out at once. Whatever the socket does not take
 waits in Twisted's buffer, which pauses producers as usual.
 
-A streamed reply (a producer registered: large files, FastCGI) is bulk,
-where copying every record out of a memory BIO costs more than batching
-saves. So once the batch is out, the connection hands the socket to OpenSSL
-(``SSL_set_fd``), which from then on reads and writes it directly, a record
-per ``send()`` and no copy; Twisted's buffer then holds plaintext.
+A large write (a file or FastCGI reply streamed in chunks) is bulk, where
+copying every record out of a memory BIO costs more than batching saves.
+So at the first one, once the batch is out, the connection hands the socket
+to OpenSSL (``SSL_set_fd``), which from then on reads and writes it
+directly, records straight to ``send()``; Twisted's buffer then holds
+plaintext.
 
 It is used for plain TCP listeners (``tcp:``, ``tcp6:``, sockets from
 systemd or a parent process); listeners that need something between the
@@ -37,7 +38,8 @@ layer. Both give the protocol the same transport surface: ``write``,
 from __future__ import annotations
 
 import errno
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from OpenSSL import SSL
 from OpenSSL._util import lib as _openssl
@@ -48,6 +50,8 @@ from twisted.internet.interfaces import IHandshakeListener
 # so a producer writing a large file from inside a read cannot pile its
 # ciphertext up in memory before the transport can pause it.
 BATCH_LIMIT = 64 * 1024
+# A write this large means bulk data: OpenSSL gets the socket (see above).
+STREAM_WRITE = 32 * 1024
 # Ciphertext taken from OpenSSL per call when sending.
 FLUSH_READ = 256 * 1024
 
@@ -143,7 +147,7 @@ class TLSServerConnection(tcp.Server):
             # Nothing is written before the handshake; should a protocol
             # try, its bytes would have no keys to be encrypted with.
             return
-        if self._on_socket:
+        if self._on_socket or (len(data) >= STREAM_WRITE and self._hand_socket_to_openssl()):
             self._write_on_socket(data)
             return
         view = memoryview(data)
@@ -155,6 +159,24 @@ class TLSServerConnection(tcp.Server):
             return
         self._batched += len(data)
         if not self._in_read or self._batched >= BATCH_LIMIT:
+            failed = self._flush()
+            if failed is not None:
+                self._end(failed)
+
+    @contextmanager
+    def writes_batched(self) -> Iterator[None]:
+        """
+        What is written inside leaves in one send, as during a read: for a
+        FastCGI reply whose header, body and end arrive in one backend read.
+        """
+        if self._in_read or self._on_socket:
+            yield
+            return
+        self._in_read = True
+        try:
+            yield
+        finally:
+            self._in_read = False
             failed = self._flush()
             if failed is not None:
                 self._end(failed)
@@ -203,29 +225,28 @@ class TLSServerConnection(tcp.Server):
 
     # -- streaming: OpenSSL on the socket ------------------------------------
 
-    def registerProducer(self, producer, streaming: bool) -> None:
-        super().registerProducer(producer, streaming)
-        self._hand_socket_to_openssl()
-
-    def _hand_socket_to_openssl(self) -> None:
+    def _hand_socket_to_openssl(self) -> bool:
         """
         Let OpenSSL read and write the socket itself from now on, once the
         memory BIOs are empty: what was batched is sent first, and nothing
         may wait in Twisted's buffer, or it would be overtaken.
         """
         if self._on_socket or self._handshaking or self._shutting_down or self._ended is not None:
-            return
-        if self._flush() is not None:
-            return  # the connection failed; doWrite or doRead will say so
+            return self._on_socket
+        failed = self._flush()
+        if failed is not None:
+            self._end(failed)
+            return False
         if self._tempDataLen or len(self.dataBuffer) != self.offset:
-            return  # the socket is full: stay on the BIOs, still correct
+            return False  # the socket is full: stay on the BIOs, still correct
         tls = self._tls
         if _openssl.SSL_set_fd(tls._ssl, self.socket.fileno()) != 1:
-            return
+            return False
         # OpenSSL freed the memory BIOs; pyOpenSSL must not touch them again.
         tls._into_ssl = tls._from_ssl = None
         tls._socket = self.socket
         self._on_socket = True
+        return True
 
     def _write_on_socket(self, data: bytes) -> None:
         if not self._tempDataLen and len(self.dataBuffer) == self.offset:

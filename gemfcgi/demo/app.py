@@ -57,10 +57,18 @@ class Request:
     def error(self, data: bytes) -> None:
         self.connection.sendall(encode_stream(RecordType.STDERR, data, self.request_id))
 
-    def end(self, app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE) -> None:
-        """Close STDOUT and end the request."""
+    def end(
+        self,
+        app_status: int = 0,
+        protocol_status: int = ProtocolStatus.REQUEST_COMPLETE,
+        data: bytes = b"",
+    ) -> None:
+        """
+        Write ``data``, close STDOUT and end the request, in one send: the
+        server then reads the whole reply in one go.
+        """
         self.connection.sendall(
-            encode_stream(RecordType.STDOUT, b"", self.request_id, close=True)
+            encode_stream(RecordType.STDOUT, data, self.request_id, close=True)
             + encode_end_request(self.request_id, app_status, protocol_status)
         )
 
@@ -161,7 +169,7 @@ def demo(request: Request) -> None:
     page = params.get("GEMINI_URL_PATH", "").rstrip("/").rpartition("/")[2]
     query = params.get("QUERY_STRING", "")
     if page == "ask" and not query:
-        request.write(b"10 What is your name?\r\n")
+        reply = b"10 What is your name?\r\n"
     elif page in ("hello", "ask"):
         name = unquote(query) if page == "ask" else "visitor"
         certificate = params.get("TLS_CLIENT_HASH") or "no certificate"
@@ -181,10 +189,10 @@ def demo(request: Request) -> None:
             "=> / Back to the start",
             "",
         ]
-        request.write(b"20 text/gemini\r\n" + "\n".join(lines).encode("utf-8"))
+        reply = b"20 text/gemini\r\n" + "\n".join(lines).encode("utf-8")
     else:
-        request.write(b"51 not found\r\n")
-    request.end()
+        reply = b"51 not found\r\n"
+    request.end(data=reply)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -145,13 +145,14 @@ class FastCGIClientProtocol(Protocol):
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        try:
-            records = self._decoder.feed(data)
-        except FastCGIProtocolError as failure:
-            self._dispatch(failure.records)
-            self.relay.protocol_error(str(failure))
-            return
-        self._dispatch(records)
+        with self.relay.client.batched():
+            try:
+                records = self._decoder.feed(data)
+            except FastCGIProtocolError as failure:
+                self._dispatch(failure.records)
+                self.relay.protocol_error(str(failure))
+                return
+            self._dispatch(records)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.relay.backend_closed(self._decoder.buffered)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import errno
 import socket
 
-from twisted.internet import endpoints, error, unix
+from twisted.internet import endpoints, error, main, unix
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi.eagerwrite import EagerWriteMixin
@@ -30,6 +31,24 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
 
     def logPrefix(self) -> str:
         return "FastCGI"
+
+    def loseConnection(self) -> None:
+        """
+        With nothing left to send (a request whose reply has ended), close
+        in the next turn without asking for write interest first.
+        """
+        if (
+            self.connected
+            and not self.disconnecting
+            and self.producer is None
+            and self._nothing_buffered()
+        ):
+            self.disconnecting = True
+            self.stopReading()
+            self.stopWriting()
+            self.reactor.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
+            return
+        super().loseConnection()
 
 
 _ERRORS = {errno.ECONNREFUSED: error.ConnectionRefusedError}

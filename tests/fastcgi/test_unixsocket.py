@@ -129,3 +129,19 @@ def test_what_the_socket_does_not_take_is_queued_in_order(reactor):
             reactor.doIteration(0.1)
     assert bytes(received) == big + b"--the end--"
     theirs.close()
+
+
+def test_closing_with_nothing_queued_ends_in_the_next_turn(reactor):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    protocol = Greeter(b"request")
+    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
+    protocol.makeConnection(transport)
+    transport.loseConnection()
+    assert protocol.lost is None  # not from inside the caller
+    reactor.runUntilCurrent()
+    assert protocol.lost.check(error.ConnectionDone)
+    theirs.settimeout(5)
+    assert theirs.recv(100) == b"request"
+    assert theirs.recv(100) == b""  # then EOF
+    theirs.close()
