@@ -195,7 +195,15 @@ def _versions(tool_versions: dict[str, str]) -> str:
 
     parts = [f"gemfcgi {__version__}"]
     parts += [f"{name} {version}" for name, version in tool_versions.items()]
-    parts += [f"Python {platform.python_version()}", ssl.OPENSSL_VERSION, f"Linux {platform.release()}"]
+    from OpenSSL import SSL
+
+    pyopenssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+    parts += [
+        f"Python {platform.python_version()}",
+        f"{pyopenssl} (pyOpenSSL's, used by gemfcgi and jetforce)",
+        f"{ssl.OPENSSL_VERSION} (the system's, used by gembench)",
+        f"Linux {platform.release()}",
+    ]
     return ", ".join(parts)
 
 

@@ -102,7 +102,7 @@ class GeminiProtocol(Protocol):
     # -- Twisted's edges -------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.record = accesslog.AccessRecord(started=self.clock.seconds())
+        self.record.started = self.clock.seconds()
         self._arm(self.site.timeouts.handshake, self._handshake_timed_out)
         if self.factory is not None:
             self.factory.connections.add(self)

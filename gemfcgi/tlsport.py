@@ -42,7 +42,13 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 from OpenSSL import SSL
-from OpenSSL._util import lib as _openssl
+
+try:
+    # pyOpenSSL has no public call to give a connection its socket later;
+    # without this one, bulk replies simply stay on the memory BIOs.
+    from OpenSSL._util import lib as _openssl
+except ImportError:  # pragma: no cover - a pyOpenSSL without it
+    _openssl = None
 from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 
@@ -240,7 +246,10 @@ class TLSServerConnection(tcp.Server):
         if self._tempDataLen or len(self.dataBuffer) != self.offset:
             return False  # the socket is full: stay on the BIOs, still correct
         tls = self._tls
-        if _openssl.SSL_set_fd(tls._ssl, self.socket.fileno()) != 1:
+        ssl = getattr(tls, "_ssl", None)
+        if _openssl is None or ssl is None or not hasattr(tls, "_into_ssl"):
+            return False
+        if _openssl.SSL_set_fd(ssl, self.socket.fileno()) != 1:
             return False
         # OpenSSL freed the memory BIOs; pyOpenSSL must not touch them again.
         tls._into_ssl = tls._from_ssl = None
