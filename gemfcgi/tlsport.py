@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 from OpenSSL import SSL
+from twisted.internet import main, tcp
+from twisted.internet.interfaces import IHandshakeListener
 
 try:
     # pyOpenSSL has no public call to give a connection its socket later;
@@ -49,8 +51,6 @@ try:
     from OpenSSL._util import lib as _openssl
 except ImportError:  # pragma: no cover - a pyOpenSSL without it
     _openssl = None
-from twisted.internet import main, tcp
-from twisted.internet.interfaces import IHandshakeListener
 
 # Plaintext written during one read beyond which the batch is sent at once,
 # so a producer writing a large file from inside a read cannot pile its
