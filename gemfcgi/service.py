@@ -194,8 +194,8 @@ class ListenerService(Service):
     keeps the port it got, so embedding code and tests can ask which one it
     is, and a socket that cannot be opened fails ``startService`` at once.
 
-    A TCP port gets ``TLSServerConnection`` transports (OpenSSL on the
-    socket, the Gemini protocol directly on top); any other port, and one
+    A TCP port gets ``TLSServerConnection`` transports (the transport is
+    the TLS layer, the Gemini protocol directly on top); any other port, and one
     that reads a PROXY header first, gets Twisted's TLS layer around the
     Gemini factory. Either way a connection beyond the hard limit is closed
     before any TLS work.
