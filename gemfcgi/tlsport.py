@@ -15,11 +15,12 @@ handled (the session tickets that end the handshake, the reply to a
 request that came with the client's Finished, and the close_notify after
 it) leaves in one ``send()``, where OpenSSL on the socket would issue one
 per record; and a socket read takes all that is there, where OpenSSL would
-read each record's header and body apart. Outside a read (a FastCGI reply,
-a FastCGI reply) writes go out at once. Whatever the socket does not take
-waits in Twisted's buffer, which pauses producers as usual.
+read each record's header and body apart. Outside a read, writes go out at
+once, unless made inside ``writes_batched`` (a FastCGI reply read from its
+backend in one go). Whatever the socket does not take waits in Twisted's
+buffer, which pauses producers as usual.
 
-A large write (a file or FastCGI reply streamed in chunks) is bulk, where
+A large write (a file streamed in 256 KiB chunks) is bulk, where
 copying every record out of a memory BIO costs more than batching saves.
 So at the first one, once the batch is out, the connection hands the socket
 to OpenSSL (``SSL_set_fd``), which from then on reads and writes it
