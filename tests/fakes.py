@@ -11,14 +11,15 @@ from twisted.internet.testing import StringTransport
 class FakeTLSConnection:
     """What GeminiProtocol reads from the SSL connection after the handshake."""
 
-    def __init__(self, server_name: Optional[bytes] = b"localhost") -> None:
+    def __init__(self, server_name: Optional[bytes] = b"localhost", peer_certificate=None) -> None:
         self.server_name = server_name
+        self.peer_certificate = peer_certificate
 
     def get_servername(self):
         return self.server_name
 
     def get_peer_certificate(self, as_cryptography=False):
-        return None
+        return self.peer_certificate
 
     def get_protocol_version_name(self):
         return "TLSv1.3"
