@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import Iterable
 
 VERSION_1 = 1
@@ -184,11 +185,21 @@ def _encode_length(length: int) -> bytes:
     return _LONG_LENGTH.pack(length | _LONG_LENGTH_FLAG)
 
 
+# The one-byte lengths, made once: every request encodes some forty of them.
+_SHORT_LENGTHS = [bytes((length,)) for length in range(0x80)]
+
+
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Name-value pairs as one byte stream, ready to be cut into records."""
-    parts = []
+    parts: list[bytes] = []
+    append = parts.append
+    short = _SHORT_LENGTHS
     for name, value in pairs:
-        parts += (_encode_length(len(name)), _encode_length(len(value)), name, value)
+        name_length, value_length = len(name), len(value)
+        append(short[name_length] if name_length < 0x80 else _encode_length(name_length))
+        append(short[value_length] if value_length < 0x80 else _encode_length(value_length))
+        append(name)
+        append(value)
     return b"".join(parts)
 
 
@@ -256,6 +267,14 @@ def encode_begin_request(
     return Record(RecordType.BEGIN_REQUEST, request_id, body).encode()
 
 
+@lru_cache(maxsize=64)
+def _request_frame(request_id: int, keep_conn: bool) -> tuple[bytes, bytes]:
+    """The records around a request's parameters, the same for every request."""
+    begin = encode_begin_request(request_id, Role.RESPONDER, KEEP_CONN if keep_conn else 0)
+    end = Record(RecordType.PARAMS, request_id).encode() + Record(RecordType.STDIN, request_id).encode()
+    return begin, end
+
+
 def encode_request(
     params: list[tuple[bytes, bytes]], request_id: int = 1, keep_conn: bool = False
 ) -> bytes:
@@ -266,16 +285,9 @@ def encode_request(
     the empty PARAMS that ends them, and an empty STDIN, since a Gemini
     request has no body.
     """
+    begin, end = _request_frame(request_id, keep_conn)
     return b"".join(
-        (
-            encode_begin_request(
-                request_id, Role.RESPONDER, KEEP_CONN if keep_conn else 0
-            ),
-            encode_stream(
-                RecordType.PARAMS, encode_pairs(params), request_id, close=True
-            ),
-            Record(RecordType.STDIN, request_id).encode(),
-        )
+        (begin, encode_stream(RecordType.PARAMS, encode_pairs(params), request_id), end)
     )
 
 
