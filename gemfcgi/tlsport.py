@@ -114,6 +114,10 @@ class TLSServerConnection(tcp.Server):
             ended = self._read_records()
         finally:
             self._in_read = False
+        if ended is None and self.producer is not None and not self._shutting_down:
+            # A reply is on its way from elsewhere (FastCGI): what OpenSSL
+            # produced here (the session tickets) leaves with its first bytes.
+            return None
         failed = self._flush()
         return ended if ended is not None else failed
 
