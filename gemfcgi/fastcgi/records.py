@@ -223,11 +223,21 @@ def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
     """
     pairs = []
     offset = 0
-    while offset < len(data):
-        name_length, offset = _decode_length(data, offset)
-        value_length, offset = _decode_length(data, offset)
+    size = len(data)
+    while offset < size:
+        # One-byte lengths (names and most values) are read inline.
+        name_length = data[offset]
+        if name_length < 0x80:
+            offset += 1
+        else:
+            name_length, offset = _decode_length(data, offset)
+        if offset < size and data[offset] < 0x80:
+            value_length = data[offset]
+            offset += 1
+        else:
+            value_length, offset = _decode_length(data, offset)
         end = offset + name_length + value_length
-        if end > len(data):
+        if end > size:
             raise FastCGIProtocolError(
                 f"name-value pair needs {name_length + value_length} bytes, "
                 f"only {len(data) - offset} left"
