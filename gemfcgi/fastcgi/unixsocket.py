@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from twisted.internet import endpoints, error, main, unix
+from twisted.internet import endpoints, error, main, tcp, unix
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
@@ -31,6 +31,11 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
 
     def logPrefix(self) -> str:
         return "FastCGI"
+
+    def doRead(self):
+        # FastCGI passes no file descriptors: a plain recv(), without the
+        # recvmsg() and ancillary-data handling of Twisted's unix transport.
+        return tcp.Connection.doRead(self)
 
     def loseConnection(self) -> None:
         """
