@@ -11,6 +11,10 @@ only what it did not take; a queue that is not empty keeps its order.
 
 from __future__ import annotations
 
+from typing import Optional
+
+from twisted.internet import abstract
+
 
 class EagerWriteMixin:
     """For ``twisted.internet.abstract.FileDescriptor`` subclasses."""
@@ -22,20 +26,32 @@ class EagerWriteMixin:
     def _nothing_buffered(self) -> bool:
         return not self._tempDataLen and len(self.dataBuffer) == self.offset
 
+    def _send_or_queue(self, data: bytes) -> Optional[Exception]:
+        """
+        Send what the socket takes now (if nothing is queued ahead of it)
+        and queue the rest; the error if sending failed, with nothing queued.
+        """
+        if self._nothing_buffered():
+            written = self.writeSomeData(data)
+            if not isinstance(written, int):
+                return written
+            if written == len(data):
+                return None
+            data = data[written:]
+        # Twisted's buffer: write interest, and producers paused when full.
+        abstract.FileDescriptor.write(self, data)
+        return None
+
     def write(self, data: bytes) -> None:
         if (
             data
             and self.connected
             and not self.disconnecting
             and not self._writeDisconnected
-            and self._nothing_buffered()
             and self._may_write_now()
+            and self._send_or_queue(data) is None
         ):
-            written = self.writeSomeData(data)
-            if isinstance(written, int):
-                if written == len(data):
-                    return
-                data = data[written:]
-            # An error is left for doWrite to meet again and report, from
-            # the reactor rather than from inside the caller.
+            return
+        # Not now, or an error: doWrite meets it again and reports it, from
+        # the reactor rather than from inside the caller.
         super().write(data)

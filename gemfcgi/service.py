@@ -49,6 +49,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def _listen_port(listen: model.Listen) -> int:
+    """A ``listen on`` port as a number (gmid also takes service names)."""
+    return listen.port if isinstance(listen.port, int) else socket.getservbyname(listen.port, "tcp")
+
+
 def listen_descriptions(listen: model.Listen) -> list[str]:
     """
     Twisted server endpoint strings for a ``listen on`` line.
@@ -58,7 +63,7 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
     ``proxy-v1`` listener reads the PROXY header with Twisted's ``haproxy:``
     wrapper, below TLS, so the client's real address is what the server sees.
     """
-    port = listen.port if isinstance(listen.port, int) else socket.getservbyname(listen.port, "tcp")
+    port = _listen_port(listen)
     prefix = "haproxy:" if listen.proxy_v1 else ""
     if listen.address == "*":
         return [f"{prefix}tcp6:{port}:interface=\\:\\::backlog={LISTEN_BACKLOG}"]
@@ -113,8 +118,7 @@ def servers_listening_on(config: model.Config, address) -> list[int]:
     matching = []
     for index, server in enumerate(config.servers):
         for listen in server.listens:
-            wanted = listen.port if isinstance(listen.port, int) else socket.getservbyname(listen.port)
-            if wanted != port:
+            if _listen_port(listen) != port:
                 continue
             if listen.address == "*" or host in _addresses_of(listen.address) | {listen.address}:
                 matching.append(index)

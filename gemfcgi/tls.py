@@ -174,7 +174,7 @@ class ServerTLS:
 
     def server_connection(self) -> SSL.Connection:
         """A server-side connection on memory BIOs (``gemfcgi.tlsport``)."""
-        connection = SSL.Connection(self.store.contexts[self.default_index], None)
+        connection = self.serverConnectionForTLS(None)
         connection.set_accept_state()
         return connection
 

@@ -46,6 +46,8 @@ from OpenSSL import SSL
 from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 
+from gemfcgi.eagerwrite import EagerWriteMixin
+
 try:
     # pyOpenSSL has no public call to give a connection its socket later;
     # without this one, bulk replies simply stay on the memory BIOs.
@@ -63,7 +65,7 @@ STREAM_WRITE = 32 * 1024
 FLUSH_READ = 256 * 1024
 
 
-class TLSServerConnection(tcp.Server):
+class TLSServerConnection(EagerWriteMixin, tcp.Server):
     """An accepted TCP connection that is also its own TLS layer."""
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
@@ -211,17 +213,7 @@ class TLSServerConnection(tcp.Server):
                 break  # the BIO is empty: no need to be told so by an exception
         if not chunks:
             return None
-        out = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not self._tempDataLen and len(self.dataBuffer) == self.offset:
-            sent = self.writeSomeData(out)
-            if not isinstance(sent, int):
-                return sent
-            if sent == len(out):
-                return None
-            out = out[sent:]
-        # Twisted's buffer: write interest, and producers paused when full.
-        tcp.Server.write(self, out)
-        return None
+        return self._send_or_queue(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _end(self, reason: Exception) -> None:
         """Let the reactor end the connection, outside the caller's stack."""
@@ -248,7 +240,7 @@ class TLSServerConnection(tcp.Server):
         if failed is not None:
             self._end(failed)
             return False
-        if self._tempDataLen or len(self.dataBuffer) != self.offset:
+        if not self._nothing_buffered():
             return False  # the socket is full: stay on the BIOs, still correct
         tls = self._tls
         ssl = getattr(tls, "_ssl", None)
@@ -263,15 +255,9 @@ class TLSServerConnection(tcp.Server):
         return True
 
     def _write_on_socket(self, data: bytes) -> None:
-        if not self._tempDataLen and len(self.dataBuffer) == self.offset:
-            written = self.writeSomeData(data)
-            if not isinstance(written, int):
-                self._end(written)
-                return
-            if written == len(data):
-                return
-            data = data[written:]
-        tcp.Server.write(self, data)
+        failed = self._send_or_queue(data)
+        if failed is not None:
+            self._end(failed)
 
     def writeSomeData(self, data) -> Any:
         """
@@ -304,8 +290,7 @@ class TLSServerConnection(tcp.Server):
             and not self.disconnecting
             and not self._handshaking
             and self.producer is None
-            and not self._tempDataLen
-            and len(self.dataBuffer) == self.offset
+            and self._nothing_buffered()
         ):
             self.disconnecting = True
             ended = self._postLoseConnection()
@@ -329,7 +314,7 @@ class TLSServerConnection(tcp.Server):
                 return failed
             if peer_closed_too:
                 return main.CONNECTION_DONE
-            if self._tempDataLen or len(self.dataBuffer) != self.offset:
+            if not self._nothing_buffered():
                 # The close_notify is queued; doWrite calls again once it is out.
                 return None
         self.stopWriting()

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Callable, Optional
 from urllib.parse import unquote_plus
@@ -66,6 +65,7 @@ from urllib.parse import unquote_plus
 from gemfcgi._version import __version__
 from gemfcgi.certificates import ClientCertificate
 from gemfcgi.config.model import FastCGI
+from gemfcgi.handlers.static import real_root
 
 DEFAULT_SERVER_PORT = 1965
 
@@ -194,23 +194,18 @@ def _split_configured(path: str, configured: str) -> _Script:
     return _Script(configured, path)
 
 
-# Roots are few and fixed by the configuration; resolving one walks every
-# component with lstat, so it is done once per root, not per request.
-_real_root = lru_cache(maxsize=256)(os.path.realpath)
-
-
 def _find_script_file(
     path: str, root: str, is_file: Callable[[str], bool]
 ) -> Optional[_Script]:
     """The shortest leading run of segments naming a regular file inside ``root``."""
-    real_root = _real_root(root)
+    resolved_root = real_root(root)
     end = 0
     while True:
         end = path.find("/", end + 1)
         name = path if end < 0 else path[:end]
         if not name.endswith("/"):
             filename = _join(root, name)
-            if is_file(filename) and _is_inside(os.path.realpath(filename), real_root):
+            if is_file(filename) and _is_inside(os.path.realpath(filename), resolved_root):
                 return _Script(name, path[len(name) :], filename)
         if end < 0:
             return None

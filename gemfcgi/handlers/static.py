@@ -37,7 +37,11 @@ URL_SAFE = "/-._~!$&'()*+,;=:@"
 
 
 @lru_cache(maxsize=256)
-def _real_root(root: str) -> str:
+def real_root(root: str) -> str:
+    """
+    ``root`` with its symlinks resolved. Roots are few and fixed by the
+    configuration, so each is resolved once, not per request.
+    """
     return os.path.realpath(root)
 
 
@@ -50,11 +54,6 @@ def strip_components(path: str, count: int) -> str:
     return "/" + "/".join(rest)
 
 
-def resolve_under_root(root: str, path: str) -> Optional[str]:
-    """The real file system path for ``path``, or ``None`` if it leaves the root."""
-    return _resolve(root, path)[0]
-
-
 def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_result]]:
     """
     The real path for ``path`` under ``root`` and its ``lstat``, if it exists.
@@ -64,8 +63,8 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
     than one per component of the whole absolute path. Only when a symlink
     is met is the whole path resolved and checked against the root.
     """
-    real_root = _real_root(root)
-    current = real_root.rstrip("/")
+    resolved_root = real_root(root)
+    current = resolved_root.rstrip("/")
     info: Optional[os.stat_result] = None
     for part in path.split("/"):
         if not part:
@@ -77,8 +76,8 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
             # Missing or unreadable: nothing below it can be served either.
             return current, None
         if stat.S_ISLNK(info.st_mode):
-            real = os.path.realpath(os.path.join(real_root, path.lstrip("/")))
-            if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
+            real = os.path.realpath(os.path.join(resolved_root, path.lstrip("/")))
+            if real == resolved_root or real.startswith(resolved_root.rstrip("/") + "/"):
                 try:
                     return real, os.stat(real)
                 except OSError:
@@ -87,9 +86,9 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
     if info is None:
         # The root itself.
         try:
-            info = os.stat(real_root)
+            info = os.stat(resolved_root)
         except OSError:
-            return real_root, None
+            return resolved_root, None
     return current or "/", info
 
 

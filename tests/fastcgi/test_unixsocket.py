@@ -145,3 +145,18 @@ def test_closing_with_nothing_queued_ends_in_the_next_turn(reactor):
     assert theirs.recv(100) == b"request"
     assert theirs.recv(100) == b""  # then EOF
     theirs.close()
+
+
+def test_a_write_to_a_peer_that_is_gone_ends_the_connection_from_the_reactor(reactor):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.close()
+    protocol = Greeter(b"request")  # its write fails: nobody reads any more
+    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
+    protocol.makeConnection(transport)
+    assert protocol.lost is None  # not from inside write()
+    for _ in range(10):
+        reactor.doIteration(0.1)
+        if protocol.lost is not None:
+            break
+    assert protocol.lost is not None  # ended, without an exception in the caller
