@@ -26,6 +26,13 @@ Python launcher that calls ``setsid`` before ``exec``) and signals go to
 its whole process group. The supervisor watches the parent's exit, not the
 pipes, which workers may hold open after it.
 
+Programs run under the batch scheduling policy (``SCHED_BATCH``, same
+nice value and CPU share) where the platform has it. A program woken by a
+request's connect then does not preempt gemfcgi in the middle of writing
+that request: gemfcgi finishes its turn, and the program finds the whole
+request waiting in one read. On a shared core this takes a FastCGI
+request from five context switches to one.
+
 No program needs special settings. fcgiwrap and flup use fd 0 when given no
 socket of their own; php-cgi does when fd 0 is a socket. Without
 PHP_FCGI_CHILDREN php-cgi serves one request at a time and exits after
@@ -43,7 +50,8 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -79,6 +87,32 @@ def _launch_argv(executable: str, argv: list[str]) -> list[str]:
     if setsid is not None:
         return [setsid, "--", executable, *argv[1:]]
     return [sys.executable, "-c", _LAUNCHER, executable, *argv]
+
+
+@contextmanager
+def _batch_scheduling() -> Iterator[None]:
+    """
+    Processes forked inside inherit ``SCHED_BATCH`` (see the module's doc);
+    the calling thread gets its own policy back. A thread on any policy but
+    the default one, or a platform without these calls, is left alone.
+    """
+    try:
+        ours = os.sched_getscheduler(0)
+    except (AttributeError, OSError):
+        yield
+        return
+    if ours != os.SCHED_OTHER:
+        yield
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, ours, os.sched_param(0))
 
 
 class AppNotRunning(Exception):
@@ -208,15 +242,16 @@ class SpawnedApp(Service):
             self._schedule_restart()
             return
         command = _launch_argv(executable, self.argv)
-        self._process = self.reactor.spawnProcess(
-            _AppProcess(self),
-            command[0],
-            command,
-            env=self.env,
-            childFDs={0: self._socket.fileno(), 1: "r", 2: "r"},
-            uid=self.owner[0] if self.owner else None,
-            gid=self.owner[1] if self.owner else None,
-        )
+        with _batch_scheduling():
+            self._process = self.reactor.spawnProcess(
+                _AppProcess(self),
+                command[0],
+                command,
+                env=self.env,
+                childFDs={0: self._socket.fileno(), 1: "r", 2: "r"},
+                uid=self.owner[0] if self.owner else None,
+                gid=self.owner[1] if self.owner else None,
+            )
         self._pid = self._process.pid
         log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)
 

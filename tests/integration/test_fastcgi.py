@@ -198,6 +198,23 @@ def test_fcgiwrap_spawned_by_gemfcgi(fastcgi):
     assert b"SCRIPT_NAME=/env.sh" in get(fastcgi, "/cgi-spawn/env.sh").body
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no scheduling policies here")
+def test_spawned_programs_and_their_workers_run_as_batch_while_the_server_does_not(fastcgi):
+    assert get(fastcgi, "/cgi-spawn/hello.sh").status == 20
+    pattern = rf"spawn:{re.escape(FCGIWRAP)} -c 2: started pid (\d+)"
+    fcgiwrap = int(re.findall(pattern, fastcgi.log)[-1])
+    workers = _children(fcgiwrap)
+    assert len(workers) == 2
+    for pid in [fcgiwrap, *workers]:
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+    assert os.sched_getscheduler(fastcgi.process.pid) == os.SCHED_OTHER
+
+
 # -- php-cgi ------------------------------------------------------------------------
 
 
