@@ -238,6 +238,9 @@ class FastCGIBackends(MultiService):
         self.reactor = reactor
         self.timeouts = timeouts or FastCGITimeouts()
         self.backends: dict[tuple, Backend] = {}
+        # Per request, the address is the same configuration object each
+        # time: looked up by identity, it needs no key built field by field.
+        self._by_identity: dict[int, tuple[model.FastCGIAddress, Backend]] = {}
 
     def configure(self, config: model.Config) -> None:
         """
@@ -249,6 +252,7 @@ class FastCGIBackends(MultiService):
         Every new backend is opened before anything changes, so a bad
         address raises with the old configuration still in place.
         """
+        self._by_identity.clear()
         wanted = {address_key(a): a for a in fastcgi_addresses(config)}
         opened = {
             key: open_backend(address, self.reactor, self.timeouts)
@@ -262,10 +266,14 @@ class FastCGIBackends(MultiService):
 
     def backend_for(self, address: model.FastCGIAddress) -> Backend:
         """The backend for ``address``, opened on first use."""
+        known = self._by_identity.get(id(address))
+        if known is not None and known[0] is address:
+            return known[1]
         key = address_key(address)
         backend = self.backends.get(key)
         if backend is None:
             backend = self._add(key, open_backend(address, self.reactor, self.timeouts))
+        self._by_identity[id(address)] = (address, backend)
         return backend
 
     def _add(self, key: tuple, backend: Backend) -> Backend:

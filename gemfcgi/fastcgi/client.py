@@ -222,10 +222,12 @@ class Relay:
     def start(self) -> None:
         self.backend.begin()
         self.client.stream(self)
-        self._arm(self.timeouts.connect, self._connect_timed_out)
         connecting = self.backend.connect(FastCGIClientProtocol(self, self._request))
         if not (self.finished or connecting.called):
+            # A unix socket connects in the call; only a connect still under
+            # way (TCP, a full backlog) needs its own timer.
             self._connecting = connecting
+            self._arm(self.timeouts.connect, self._connect_timed_out)
         connecting.addErrback(self._connect_failed)
 
     def backend_connected(self, protocol: FastCGIClientProtocol) -> bool:
