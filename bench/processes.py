@@ -146,6 +146,22 @@ def machine_busy_seconds() -> float:
     return (user + nice + system) / CLOCK_TICKS
 
 
+def core_busy_seconds(cpu: int) -> float:
+    """CPU time one CPU spent in user and system mode since boot (its line of /proc/stat).
+
+    The servers are pinned to one CPU, and so is everything they start. A
+    program that ignores SIGCHLD (fcgiwrap does) has its children reaped
+    without their time being added to its own, so the process tree misses
+    them; the CPU they ran on does not.
+    """
+    prefix = f"cpu{cpu} "
+    for line in (PROC / "stat").read_text().splitlines():
+        if line.startswith(prefix):
+            user, nice, system = (int(value) for value in line.split()[1:4])
+            return (user + nice + system) / CLOCK_TICKS
+    return 0.0
+
+
 def _status_kib(pid: int, field: str) -> int:
     for line in (PROC / str(pid) / "status").read_text().splitlines():
         if line.startswith(field + ":"):
