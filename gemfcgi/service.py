@@ -35,7 +35,7 @@ from gemfcgi.handlers.static import serve_static
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
 from gemfcgi.tls import CertificateStore, ServerTLS
-from gemfcgi.tlsport import TLSServerConnection
+from gemfcgi.tlsport import prepare_listener
 
 log = Logger()
 
@@ -242,7 +242,7 @@ class ListenerService(Service):
         if type(port) is tcp.Port:
             self.gemini.tls = self.tls
             self.gemini.limit = self.limit
-            port.transport = TLSServerConnection
+            prepare_listener(port)
         else:
             port.factory = self._layered()
 

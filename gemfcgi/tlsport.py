@@ -39,6 +39,8 @@ layer. Both give the protocol the same transport surface: ``write``,
 from __future__ import annotations
 
 import errno
+import socket
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
@@ -65,14 +67,31 @@ STREAM_WRITE = 32 * 1024
 FLUSH_READ = 256 * 1024
 
 
+def prepare_listener(port: tcp.Port) -> None:
+    """
+    Make ``port`` give ``TLSServerConnection`` transports.
+
+    TCP_NODELAY is set on the listening socket, from which Linux copies it to
+    every accepted one: a close_notify sent apart from the reply it ends
+    must not wait for the peer's delayed ACK of the reply (Nagle's
+    algorithm). Where it is not copied, each connection sets it.
+    """
+    port.transport = TLSServerConnection
+    try:
+        port.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inherited = sys.platform.startswith("linux")
+    except OSError:
+        inherited = False
+    port.gemfcgi_nodelay_inherited = inherited
+
+
 class TLSServerConnection(EagerWriteMixin, tcp.Server):
     """An accepted TCP connection that is also its own TLS layer."""
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)
-        # A close_notify sent apart from the reply it ends must not wait
-        # for the peer's delayed ACK of the reply (Nagle's algorithm).
-        self.setTcpNoDelay(True)
+        if not getattr(server, "gemfcgi_nodelay_inherited", False):
+            self.setTcpNoDelay(True)
         self._tls: SSL.Connection = server.factory.tls.server_connection()
         self._handshaking = True
         self._shutting_down = False
