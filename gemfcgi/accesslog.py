@@ -35,9 +35,10 @@ from gemfcgi.config import model
 NAMESPACE = "gemfcgi.access"
 log = Logger(namespace=NAMESPACE)
 
-# The event carries the line already formatted: formatting one field is the
-# cheapest thing a log observer can do, and this runs once per request.
-TWISTD_FORMAT = "{line}"
+# The event's format is the line itself, braces escaped: a format without
+# fields is the cheapest thing a log observer can format, and this runs once
+# per request. So is a system given as text rather than derived each time.
+SYSTEM = f"{NAMESPACE}#info"
 
 FACILITIES = {
     "daemon": syslog.LOG_DAEMON,
@@ -77,18 +78,20 @@ def emit(record: AccessRecord, now: float) -> None:
     once per request.
     """
     duration_ms = (now - record.started) * 1000.0
+    line = (
+        f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
+        f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"
+    )
     log.observer(
         {
             "log_logger": log,
             "log_level": LogLevel.info,
             "log_namespace": NAMESPACE,
+            "log_system": SYSTEM,
             "log_source": None,
-            "log_format": TWISTD_FORMAT,
+            "log_format": line.replace("{", "{{").replace("}", "}}"),
             "log_time": time.time(),
-            "line": (
-                f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
-                f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"
-            ),
+            "line": line,
             "client": record.client,
             "client_ip": record.client_ip,
             "client_port": record.client_port,

@@ -49,3 +49,26 @@ def test_condensed_style_has_rfc3339_time_and_both_sizes():
         r"gemini://example\.com/page\?q 29 1234 20 text/gemini 12\.3ms",
         line,
     ), line
+
+
+def test_the_twistd_log_shows_the_line_as_is_braces_included():
+    from twisted.logger import formatEventAsClassicLogText
+
+    from gemfcgi import accesslog
+
+    seen = []
+    record = accesslog.AccessRecord(
+        client_ip="192.0.2.7", client_port=40001, url="gemini://example.com/{x}?{0}", status=20,
+        meta="text/gemini", bytes_sent=1234, started=100.0,
+    )
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        accesslog.emit(record, 100.5)
+    finally:
+        accesslog.log.observer = observer
+    text = formatEventAsClassicLogText(seen[0])
+    assert text.endswith(
+        " [gemfcgi.access#info] 192.0.2.7:40001 GET gemini://example.com/{x}?{0} 20 text/gemini "
+        "1234 500.0ms\n"
+    )
