@@ -84,6 +84,8 @@ class GeminiProtocol(Protocol):
         self.clock = clock
         self.state = State.HANDSHAKE
         self.tls: Optional[TLSFacts] = None
+        # The client's address, noted when the handshake completes.
+        self.peer: Any = None
         self.request: Optional[Request] = None
         self.vhost: Optional[VirtualHost] = None
         self.settings: Optional[PathSettings] = None
@@ -108,7 +110,7 @@ class GeminiProtocol(Protocol):
             self.factory.connections.add(self)
 
     def _note_peer(self) -> None:
-        peer = self.transport.getPeer()
+        self.peer = peer = self.transport.getPeer()
         host = getattr(peer, "host", None)
         self.record.client_ip = host if host is not None else str(peer)
         self.record.client_port = getattr(peer, "port", 0)

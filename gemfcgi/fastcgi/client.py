@@ -285,8 +285,10 @@ class Relay:
             self._end()
             return
         self.client.send_header(reply.code, reply.meta, reply.body)
-        self._disarm()
-        if not self._paused:
+        if self._paused:
+            self._disarm()
+        else:
+            # The body's wait starts now (the same timer, reset).
             self._arm(self.timeouts.reply, self._reply_timed_out)
 
     def on_stderr(self, data: bytes) -> None:

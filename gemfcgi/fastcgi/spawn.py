@@ -327,9 +327,13 @@ class _SpawnedAppEndpoint:
     def __init__(self, app: SpawnedApp, timeout: float) -> None:
         self.app = app
         self.timeout = timeout
+        self._endpoint: Optional[UnixSocketEndpoint] = None
 
     def connect(self, factory) -> Deferred:
         path = self.app.socket_path
         if path is None:
             return fail(AppNotRunning(f"{self.app.name} is not running"))
-        return UnixSocketEndpoint(self.app.reactor, path, self.timeout).connect(factory)
+        endpoint = self._endpoint
+        if endpoint is None or endpoint.path != path:
+            endpoint = self._endpoint = UnixSocketEndpoint(self.app.reactor, path, self.timeout)
+        return endpoint.connect(factory)

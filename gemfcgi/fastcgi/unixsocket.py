@@ -67,6 +67,7 @@ class UnixSocketEndpoint:
         self.reactor = reactor
         self.path = path
         self.timeout = timeout
+        self._address = UNIXAddress(path)
 
     def _slow(self) -> IStreamClientEndpoint:
         return endpoints.UNIXClientEndpoint(self.reactor, self.path, self.timeout)
@@ -87,7 +88,7 @@ class UnixSocketEndpoint:
             kind = _ERRORS.get(problem.errno, error.ConnectError)
             return fail(kind(string=f"{problem.strerror}: {self.path}"))
         try:
-            protocol = factory.buildProtocol(UNIXAddress(self.path))
+            protocol = factory.buildProtocol(self._address)
         except BaseException:
             sock.close()
             return fail()

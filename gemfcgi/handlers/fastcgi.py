@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 def request_facts(client: "GeminiProtocol", request: Request, settings: PathSettings) -> RequestFacts:
     """What the parameters of this request are derived from."""
-    peer = client.transport.getPeer()
+    # The peer as noted when the handshake completed (behind a PROXY
+    # protocol listener, the real client), not asked of the transport again.
+    peer = client.peer if client.peer is not None else client.transport.getPeer()
     host = client.transport.getHost()
     tls = client.tls
     return RequestFacts(
