@@ -68,10 +68,14 @@ class Median:
     def cpu_us(self) -> float:
         return self.of(lambda m: m.server_cpu_us)
 
+    def _busy_pct(self, us_per_request: Callable[[Measurement], float]) -> float:
+        """CPU per request times requests per second, in % of one core."""
+        return self.of(lambda m: us_per_request(m) * m.result.finished / max(m.result.elapsed_s, 1e-3) / 1e4)
+
     @property
     def server_cpu_pct(self) -> float:
         """How busy the server tree was, in % of one core (it has one: CPU 0)."""
-        return self.of(lambda m: m.server_cpu_us * m.result.finished / max(m.result.elapsed_s, 1e-3) / 1e4)
+        return self._busy_pct(lambda m: m.server_cpu_us)
 
     @property
     def core_cpu_us(self) -> float:
@@ -80,7 +84,7 @@ class Median:
     @property
     def core_busy_pct(self) -> float:
         """How busy the server's CPU was, whatever ran there, in %."""
-        return self.of(lambda m: m.core_cpu_us * m.result.finished / max(m.result.elapsed_s, 1e-3) / 1e4)
+        return self._busy_pct(lambda m: m.core_cpu_us)
 
     @property
     def peak_mib(self) -> float:

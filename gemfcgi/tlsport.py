@@ -67,22 +67,19 @@ STREAM_WRITE = 32 * 1024
 FLUSH_READ = 256 * 1024
 
 
+# Linux copies TCP_NODELAY from a listening socket to the sockets it accepts.
+NODELAY_INHERITED = sys.platform.startswith("linux")
+
+
 def prepare_listener(port: tcp.Port) -> None:
     """
-    Make ``port`` give ``TLSServerConnection`` transports.
-
-    TCP_NODELAY is set on the listening socket, from which Linux copies it to
-    every accepted one: a close_notify sent apart from the reply it ends
-    must not wait for the peer's delayed ACK of the reply (Nagle's
-    algorithm). Where it is not copied, each connection sets it.
+    Make ``port`` give ``TLSServerConnection`` transports, with Nagle's
+    algorithm off: a close_notify sent apart from the reply it ends must not
+    wait for the peer's delayed ACK of the reply. It is set once, on the
+    listening socket, where accepted sockets inherit it.
     """
     port.transport = TLSServerConnection
-    try:
-        port.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        inherited = sys.platform.startswith("linux")
-    except OSError:
-        inherited = False
-    port.gemfcgi_nodelay_inherited = inherited
+    port.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TLSServerConnection(EagerWriteMixin, tcp.Server):
@@ -90,7 +87,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)
-        if not getattr(server, "gemfcgi_nodelay_inherited", False):
+        if not NODELAY_INHERITED:
             self.setTcpNoDelay(True)
         self._tls: SSL.Connection = server.factory.tls.server_connection()
         self._handshaking = True

@@ -89,30 +89,30 @@ def _launch_argv(executable: str, argv: list[str]) -> list[str]:
     return [sys.executable, "-c", _LAUNCHER, executable, *argv]
 
 
+def _switch_to_batch() -> bool:
+    """Put the calling thread on ``SCHED_BATCH``; whether it was on the default policy and now is."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            return False
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 @contextmanager
 def _batch_scheduling() -> Iterator[None]:
     """
     Processes forked inside inherit ``SCHED_BATCH`` (see the module's doc);
-    the calling thread gets its own policy back. A thread on any policy but
-    the default one, or a platform without these calls, is left alone.
+    the calling thread gets the default policy back. A thread on any other
+    policy, or a platform without these calls, is left alone.
     """
-    try:
-        ours = os.sched_getscheduler(0)
-    except (AttributeError, OSError):
-        yield
-        return
-    if ours != os.SCHED_OTHER:
-        yield
-        return
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except OSError:
-        yield
-        return
+    switched = _switch_to_batch()
     try:
         yield
     finally:
-        os.sched_setscheduler(0, ours, os.sched_param(0))
+        if switched:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class AppNotRunning(Exception):

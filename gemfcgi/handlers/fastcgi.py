@@ -30,7 +30,7 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
     """What the parameters of this request are derived from."""
     # The peer as noted when the handshake completed (behind a PROXY
     # protocol listener, the real client), not asked of the transport again.
-    peer = client.peer if client.peer is not None else client.transport.getPeer()
+    peer = client.peer
     host = client.transport.getHost()
     tls = client.tls
     return RequestFacts(

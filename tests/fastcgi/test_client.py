@@ -12,6 +12,7 @@ backends are opened and reconfigured.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import pytest
@@ -549,6 +550,8 @@ class SpawningReactor(MemoryReactorClock):
 
     def spawnProcess(self, protocol, executable, args, env=None, childFDs=None, **kwargs):
         process = FakeProcess(FAKE_PID_BASE + len(self.processes), protocol, args, childFDs)
+        # What a fork here would inherit.
+        process.policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
         protocol.makeConnection(process)
         self.processes.append(process)
         return process
@@ -584,6 +587,32 @@ def test_spawned_app_gets_the_listening_socket_as_fd_0_in_a_session_of_its_own(s
     else:
         assert process.argv[0] == sys.executable and "os.setsid()" in process.argv[2]
         assert process.argv[3].endswith("/sh") and process.argv[4:] == ["sh", "app.sh", "--flag"]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no scheduling policies here")
+def test_app_is_forked_under_the_batch_policy_and_the_server_keeps_its_own(spawning):
+    reactor, app = spawning
+    assert reactor.processes[0].policy == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no scheduling policies here")
+def test_app_starts_under_the_default_policy_when_batch_is_refused(monkeypatch):
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    def refuse(*args):
+        raise PermissionError("not allowed")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    reactor = SpawningReactor()
+    app = SpawnedApp("spawn:sh app.sh", "sh app.sh", reactor, kill_timeout=2)
+    app.startService()
+    try:
+        assert [p.policy for p in reactor.processes] == [os.SCHED_OTHER]
+        assert app.pid == reactor.processes[0].pid
+    finally:
+        app.stopService()
+        reactor.processes[0].exit()
 
 
 def test_app_that_keeps_dying_at_start_is_restarted_with_a_doubling_delay(spawning):

@@ -23,7 +23,6 @@ def test_accepted_connections_have_nagle_off_without_a_call_each():
     with port.socket:
         prepare_listener(port)
         assert port.transport is TLSServerConnection
-        assert port.gemfcgi_nodelay_inherited
         with socket.create_connection(port.socket.getsockname()):
             accepted, _ = port.socket.accept()
             with accepted:
