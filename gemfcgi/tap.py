@@ -19,6 +19,7 @@ from typing import Optional
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
+from gemfcgi import textlog
 from gemfcgi._version import __version__
 from gemfcgi.certificates import CertificateError, ensure_self_signed, make_self_signed, write_key_pair
 from gemfcgi.check import load_and_check
@@ -182,9 +183,15 @@ def load_or_exit(options: Options) -> model.Config:
 
 def makeService(options: Options) -> Service:
     try:
-        return _make_service(options)
+        service = _make_service(options)
     except (ListenError, CertificateError, PrivilegeError) as error:
         sys.exit(f"gemfcgi: {error}")
+    # Under twistd, its text log is written by an observer of ours that
+    # writes the same lines for less (an access line per request).
+    observer = textlog.twistd_observer(options.parent) if options.parent is not None else None
+    if observer is None:
+        return service
+    return textlog.WithTwistdLog(service, observer)
 
 
 def _make_service(options: Options) -> Service:

@@ -35,12 +35,13 @@ class WorkerPlan:
 
 def serve(plan: WorkerPlan) -> None:
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     from gemfcgi.privileges import drop_privileges
     from gemfcgi.service import makeService
+    from gemfcgi.textlog import text_observer
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([text_observer(sys.stdout)], redirectStandardIO=False)
     service = makeService(
         plan.config,
         listen=plan.listen,

@@ -1,0 +1,121 @@
+"""
+twistd's text log, line for line, at a lower cost per event.
+
+Every request ends in an access event, and twistd's default observer
+(``textFileLogObserver``) builds a timezone and a datetime to format each
+event's timestamp and runs the format-string machinery even for a format
+without fields. Under load that was a sixth of a request's CPU time. This
+observer writes the same bytes: the timestamp of each second is formatted
+once, and access events, whose text is already their line, skip the
+formatter. Every other event goes through Twisted's own formatting.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from typing import IO, Any, Callable, Mapping, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
+)
+from twisted.python.components import Componentized
+
+from gemfcgi import accesslog
+
+
+class SecondsFormatter:
+    """
+    ``formatTime`` for a timestamp, remembered for the second it falls in.
+
+    The formats twistd uses stop at whole seconds, so every timestamp of one
+    second formats alike; the offset from UTC can only change on a whole
+    second too. The second is the one ``datetime`` sees: it rounds a
+    timestamp to microseconds (half to even) first, so 1.9999999 is in 2.
+    """
+
+    def __init__(self, time_format: Optional[str] = timeFormatRFC3339) -> None:
+        self.time_format = time_format
+        self._second: Optional[int] = None
+        self._text = ""
+
+    def __call__(self, when: Optional[float]) -> str:
+        if when is None or self.time_format is None:
+            return formatTime(when, self.time_format)
+        fraction, whole = math.modf(when)
+        microseconds = round(fraction * 1e6)
+        second = int(whole) + (microseconds >= 1_000_000) - (microseconds < 0)
+        if second != self._second:
+            self._text = formatTime(second, self.time_format)
+            self._second = second
+        return self._text
+
+
+def format_event(format_time: Callable[[Optional[float]], str]) -> Callable[[Mapping[str, Any]], Optional[str]]:
+    """A formatter giving ``formatEventAsClassicLogText``'s text for every event."""
+
+    def format(event: Mapping[str, Any]) -> Optional[str]:
+        if event.get("log_namespace") == accesslog.NAMESPACE and "line" in event and "log_failure" not in event:
+            text = event["line"]
+            if "\n" in text:
+                text = text.replace("\n", "\n\t")
+            return f"{format_time(event.get('log_time'))} [{event.get('log_system', accesslog.SYSTEM)}] {text}\n"
+        return formatEventAsClassicLogText(event, formatTime=format_time)
+
+    return format
+
+
+def text_observer(out: IO[Any], time_format: Optional[str] = timeFormatRFC3339) -> ILogObserver:
+    """An observer writing what ``textFileLogObserver(out, time_format)`` would."""
+    return FileLogObserver(out, format_event(SecondsFormatter(time_format)))
+
+
+def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]:
+    """
+    The observer twistd would make from its own options, or None to leave it to twistd.
+
+    Syslog, a ``--logger`` of the user's choice and anything unusual stay
+    twistd's; a file (rotated on SIGUSR1 as twistd does) or standard output
+    gets the cheaper observer.
+    """
+    if twistd_options.get("syslog") or twistd_options.get("logger"):
+        return None
+    path = twistd_options.get("logfile") or ""
+    nodaemon = bool(twistd_options.get("nodaemon"))
+    if path == "-" or (nodaemon and not path):
+        if not nodaemon:
+            return None
+        return text_observer(sys.stdout)
+    from twisted.internet import reactor
+    from twisted.python.logfile import LogFile
+
+    log_file = LogFile.fromFullPath(path or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):
+        signal.signal(signal.SIGUSR1, lambda number, frame: reactor.callFromThread(log_file.rotate))
+    return text_observer(log_file)
+
+
+class WithTwistdLog(MultiService):
+    """
+    The service twistd runs, bringing its log observer to twistd's application.
+
+    twistd asks the application for an ``ILogObserver`` before it makes its
+    own, and a plugin only returns a service: so the service sets that
+    component when twistd gives it the application as its parent.
+    """
+
+    def __init__(self, service: Service, observer: ILogObserver) -> None:
+        super().__init__()
+        self.observer = observer
+        service.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+            parent.setComponent(ILogObserver, self.observer)

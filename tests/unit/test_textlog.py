@@ -1,0 +1,175 @@
+"""twistd's text log through gemfcgi's observer: the same lines as twistd's own."""
+
+import io
+import os
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.application.service import Application, Service
+from twisted.logger import ILogObserver, Logger, formatEventAsClassicLogText, formatTime
+from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
+from twisted.scripts.twistd import ServerOptions
+
+from gemfcgi import accesslog, tap, textlog
+
+RFC3339 = "%Y-%m-%dT%H:%M:%S%z"
+
+
+@pytest.fixture(scope="module")
+def berlin():
+    """A zone with daylight saving time, so the offset changes under the formatter."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/Berlin"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+def access_event(url: str = "gemini://example.com/", meta: str = "text/gemini") -> dict:
+    seen = []
+    record = accesslog.AccessRecord(
+        client_ip="192.0.2.7", client_port=40001, url=url, status=20, meta=meta,
+        bytes_sent=1234, started=time.time(),
+    )
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        accesslog.emit(record, record.started + 0.25)
+    finally:
+        accesslog.log.observer = observer
+    return seen[0]
+
+
+def twistds_text(event: dict) -> str:
+    return formatEventAsClassicLogText(event, formatTime=lambda when: formatTime(when, RFC3339))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-2e9, max_value=4e9, allow_nan=False),
+            st.integers(min_value=1711846790, max_value=1711846810).map(lambda s: s + 0.5),
+            st.integers(min_value=-5, max_value=1711846810).map(lambda s: s - 4e-7),
+            st.integers(min_value=-5, max_value=1711846810).map(lambda s: s - 6e-7),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_timestamps_in_any_order_format_as_twisted_formats_them(berlin, stamps):
+    formatter = textlog.SecondsFormatter()
+    assert [formatter(when) for when in stamps] == [formatTime(when, RFC3339) for when in stamps]
+
+
+def test_the_offset_follows_a_daylight_saving_switch_within_the_cache(berlin):
+    formatter = textlog.SecondsFormatter()
+    switch = 1711846800  # 2024-03-31 01:00 UTC: Berlin goes from +0100 to +0200
+    texts = [formatter(switch - 0.5), formatter(switch - 0.25), formatter(switch), formatter(switch + 0.75)]
+    assert texts == [formatTime(when, RFC3339) for when in (switch - 0.5, switch - 0.25, switch, switch + 0.75)]
+    assert texts[0].endswith("+0100") and texts[2].endswith("+0200")
+
+
+def test_no_timestamp_or_no_format_gives_twisteds_placeholder():
+    assert textlog.SecondsFormatter()(None) == "-"
+    assert textlog.SecondsFormatter(None)(1700000000.0) == "-"
+
+
+@pytest.mark.parametrize(
+    "url, meta",
+    [
+        ("gemini://example.com/", "text/gemini"),
+        ("gemini://example.com/{x}?{0}", "text/gemini"),
+        ("gemini://example.com/%7B", "an error\nover two lines"),
+    ],
+)
+def test_an_access_line_is_the_line_twistd_writes(url, meta):
+    event = access_event(url, meta)
+    assert textlog.format_event(textlog.SecondsFormatter())(event) == twistds_text(event)
+
+
+def test_other_events_are_formatted_by_twisted_fields_and_tracebacks_included():
+    seen = []
+    logger = Logger(namespace="gemfcgi.test", observer=seen.append)
+    logger.info("listening on {port} for {names!r}", port=1965, names=["a", "b"])
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        logger.failure("backend {name} failed", Failure(), name="app")
+    logger.warn("no format fields at all")
+    format_event = textlog.format_event(textlog.SecondsFormatter())
+    for event in seen:
+        assert format_event(event) == twistds_text(event)
+    assert "ZeroDivisionError" in format_event(seen[1])
+
+
+def test_the_observer_writes_what_twisteds_text_observer_writes():
+    from twisted.logger import textFileLogObserver
+
+    ours, theirs = io.StringIO(), io.StringIO()
+    events = [access_event(), access_event("gemini://example.com/a{b}")]
+    Logger(namespace="gemfcgi.test", observer=events.append).info("started {n}", n=2)
+    for observer, out in ((textlog.text_observer(ours), ours), (textFileLogObserver(theirs), theirs)):
+        for event in events:
+            observer(event)
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().count("\n") == 3
+
+
+def twistd_options(*argv: str) -> ServerOptions:
+    options = ServerOptions()
+    options.parseOptions([*argv, "gemfcgi", "--root", "."])
+    return options
+
+
+def test_twistd_with_a_log_file_gets_our_observer_on_that_file(tmp_path):
+    path = tmp_path / "twistd.log"
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
+    assert isinstance(observer._outFile, LogFile)
+    observer(access_event("gemini://example.com/in-the-file"))
+    observer._outFile.close()
+    assert "GET gemini://example.com/in-the-file 20 text/gemini 1234" in path.read_text()
+
+
+def test_twistd_in_the_foreground_without_a_file_writes_to_standard_output(capsys):
+    observer = textlog.twistd_observer(twistd_options("-n"))
+    observer(access_event("gemini://example.com/on-stdout"))
+    assert "GET gemini://example.com/on-stdout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("-n", "--syslog"),
+        ("-n", "--logger", "twisted.logger.textFileLogObserver"),
+        ("--logfile", "-"),
+    ],
+)
+def test_syslog_a_chosen_logger_and_a_daemon_on_stdout_stay_twistds(argv):
+    assert textlog.twistd_observer(twistd_options(*argv)) is None
+
+
+def test_the_plugin_hands_its_observer_to_twistds_application(tmp_path):
+    options = twistd_options("-n", "--logfile", str(tmp_path / "twistd.log"))
+    service = tap.makeService(options.subOptions)
+    application = Application("gemfcgi")
+    service.setServiceParent(application)
+    observer = application.getComponent(ILogObserver)
+    assert observer is service.observer
+    assert observer._outFile.path == str(tmp_path / "twistd.log")
+    observer._outFile.close()
+
+
+def test_an_observer_already_on_the_application_is_kept():
+    application = Application("gemfcgi")
+    chosen = []
+    application.setComponent(ILogObserver, chosen.append)
+    textlog.WithTwistdLog(Service(), textlog.text_observer(io.StringIO())).setServiceParent(application)
+    assert application.getComponent(ILogObserver) == chosen.append
