@@ -132,11 +132,6 @@ class FastCGIClientProtocol(Protocol):
         self.relay = relay
         self._request = request
         self._decoder = RecordDecoder()
-        self._handlers: dict[int, Callable[[bytes], None]] = {
-            RecordType.STDOUT: relay.on_stdout,
-            RecordType.STDERR: relay.on_stderr,
-            RecordType.END_REQUEST: self._on_end_request,
-        }
 
     def connectionMade(self) -> None:
         if self.relay.backend_connected(self):
@@ -167,14 +162,20 @@ class FastCGIClientProtocol(Protocol):
                     f"(record type {_record_name(record.type)}, length {len(record.content)})"
                 )
                 return
-            handler = self._handlers.get(record.type)
+            handler = self._HANDLERS.get(record.type)
             if handler is None:
                 self.relay.protocol_error(
                     f"unexpected record type {_record_name(record.type)} "
                     f"(length {len(record.content)})"
                 )
                 return
-            handler(record.content)
+            handler(self, record.content)
+
+    def _on_stdout(self, content: bytes) -> None:
+        self.relay.on_stdout(content)
+
+    def _on_stderr(self, content: bytes) -> None:
+        self.relay.on_stderr(content)
 
     def _on_end_request(self, content: bytes) -> None:
         try:
@@ -183,6 +184,14 @@ class FastCGIClientProtocol(Protocol):
             self.relay.protocol_error(str(failure))
             return
         self.relay.on_end_request(end)
+
+    # Plain functions, not bound methods kept on the instance: those would
+    # make each connection a reference cycle for the garbage collector.
+    _HANDLERS: dict[int, Callable[["FastCGIClientProtocol", bytes], None]] = {
+        RecordType.STDOUT: _on_stdout,
+        RecordType.STDERR: _on_stderr,
+        RecordType.END_REQUEST: _on_end_request,
+    }
 
 
 @implementer(IPushProducer)

@@ -129,11 +129,6 @@ class ReplyHeaderReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._state = _State.UNDECIDED
-        self._readers = {
-            _State.UNDECIDED: self._read_kind,
-            _State.GEMINI: self._read_gemini_header,
-            _State.CGI: self._read_cgi_header,
-        }
         # CGI lines already parsed: where the next one starts, and the fields.
         self._next_line = 0
         self._fields: dict[str, str] = {}
@@ -142,7 +137,7 @@ class ReplyHeaderReader:
         if self._state is _State.DONE:
             raise RuntimeError("the reply header was already decided")
         self._buffer += data
-        decision = self._readers[self._state]()
+        decision = self._READERS[self._state](self)
         if decision is not None:
             self._state = _State.DONE
         return decision
@@ -217,6 +212,15 @@ class ReplyHeaderReader:
         except UnicodeDecodeError:
             return ReplyError(f"malformed header: {name.decode('ascii')} is not UTF-8")
         return None
+
+    # The reader of each state, as plain functions: a table of bound methods
+    # on the instance would be a reference cycle, left to the garbage
+    # collector once per request.
+    _READERS = {
+        _State.UNDECIDED: _read_kind,
+        _State.GEMINI: _read_gemini_header,
+        _State.CGI: _read_cgi_header,
+    }
 
 
 def _decide(code: int, meta: str, body: bytes) -> ReplyDecision:

@@ -12,7 +12,9 @@ backends are opened and reconfigured.
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from typing import Optional
 
 import pytest
@@ -516,6 +518,34 @@ def test_no_timer_survives_a_finished_request(exchange):
     exchange.request().accept().send(stdout(b"20 text/gemini\r\n"), end())
     exchange.gemini.connectionLost(Failure(error.ConnectionDone()))
     assert not [call for call in exchange.reactor.getDelayedCalls() if call.active()]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [stdout(b"20 text/gemini\r\n# Hi\n"), end()],
+        [stdout(b"20 text/ge"), end()],
+        [stdout(b"Status: 404\r\n"), stdout(b"\r\n"), end()],
+    ],
+    ids=["gemini reply", "cut header", "CGI header"],
+)
+def test_a_finished_request_is_freed_without_the_garbage_collector(reply):
+    """No reference cycle per request: one would cost a collection every few dozen."""
+    gc.collect()
+    gc.disable()
+    try:
+        exchange = Exchange().request().accept()
+        fastcgi = exchange.protocol._wrappedProtocol  # under the endpoint's wrapper
+        protocol, relay = weakref.ref(fastcgi), weakref.ref(fastcgi.relay)
+        del fastcgi
+        exchange.send(*reply).backend_closes()
+        exchange.gemini.connectionLost(Failure(error.ConnectionDone()))
+        assert exchange.client_closed
+        exchange.protocol = None
+        exchange.reactor.unixClients.clear()  # the memory reactor keeps its factories
+        assert (protocol(), relay()) == (None, None)
+    finally:
+        gc.enable()
 
 
 # -- the supervisor of spawned applications ----------------------------------------
