@@ -29,18 +29,31 @@ from gemfcgi.eagerwrite import EagerWriteMixin
 class UnixStreamConnection(EagerWriteMixin, unix.Server):
     """A connected unix socket whose writes go out at once when they can."""
 
+    _reading = False
+    _done_in_read = False
+
     def logPrefix(self) -> str:
         return "FastCGI"
 
     def doRead(self):
         # FastCGI passes no file descriptors: a plain recv(), without the
         # recvmsg() and ancillary-data handling of Twisted's unix transport.
-        return tcp.Connection.doRead(self)
+        self._reading = True
+        try:
+            result = tcp.Connection.doRead(self)
+        finally:
+            self._reading = False
+        if result is None and self._done_in_read:
+            # Closed by what the read delivered (the reply's end): the
+            # reactor ends the connection as this read returns.
+            return main.CONNECTION_DONE
+        return result
 
     def loseConnection(self) -> None:
         """
         With nothing left to send (a request whose reply has ended), close
-        in the next turn without asking for write interest first.
+        without asking for write interest first: as the current read
+        returns, or else in the next turn.
         """
         if (
             self.connected
@@ -51,7 +64,10 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
             self.disconnecting = True
             self.stopReading()
             self.stopWriting()
-            self.reactor.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
+            if self._reading:
+                self._done_in_read = True
+            else:
+                self.reactor.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
             return
         super().loseConnection()
 

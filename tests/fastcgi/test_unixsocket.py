@@ -160,3 +160,32 @@ def test_a_write_to_a_peer_that_is_gone_ends_the_connection_from_the_reactor(rea
         if protocol.lost is not None:
             break
     assert protocol.lost is not None  # ended, without an exception in the caller
+
+
+class ClosesOnReply(Greeter):
+    """Closes as soon as the reply arrives, as the relay does at END_REQUEST."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.reply = data
+        self.transport.loseConnection()
+
+
+def test_closing_from_the_reply_ends_the_connection_as_the_read_returns(reactor):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    protocol = ClosesOnReply(b"request")
+    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
+    protocol.makeConnection(transport)
+    transport.startReading()
+    theirs.settimeout(5)
+    assert theirs.recv(100) == b"request"
+    theirs.sendall(b"reply")
+    for _ in range(10):
+        reactor.doIteration(0.1)
+        if protocol.lost is not None:
+            break
+    assert protocol.reply == b"reply"
+    assert protocol.lost.check(error.ConnectionDone)
+    assert reactor.getDelayedCalls() == []  # in the read's own turn, not a later one
+    assert theirs.recv(100) == b""
+    theirs.close()
