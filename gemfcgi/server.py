@@ -207,6 +207,9 @@ class GeminiProtocol(Protocol):
         The port a URL must name: the socket's (behind a PROXY header, the
         port the client connected to at the balancer).
         """
+        known = getattr(self.transport, "local_port", None)
+        if known is not None:
+            return known
         return getattr(self.transport.getHost(), "port", None)
 
     # -- client_write: the response --------------------------------------

@@ -81,9 +81,13 @@ def prepare_listener(port: tcp.Port) -> None:
     algorithm off: a close_notify sent apart from the reply it ends must not
     wait for the peer's delayed ACK of the reply. It is set once, on the
     listening socket, where accepted sockets inherit it.
+
+    The port number is noted too: every connection accepted on a TCP port
+    has that port as its own, and a request's URL is checked against it.
     """
     port.transport = TLSServerConnection
     port.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    port.local_port = port.getHost().port
 
 
 class TLSServerConnection(EagerWriteMixin, tcp.Server):
@@ -101,6 +105,8 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._on_socket = False
         self._ended: Optional[Exception] = None
         self._host = None
+        # The local port without a getsockname(): the listening port's.
+        self.local_port: int = server.local_port
 
     def getHandle(self) -> SSL.Connection:
         return self._tls

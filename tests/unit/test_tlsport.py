@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from twisted.internet.address import IPv4Address
+
 from gemfcgi.tlsport import TLSServerConnection, prepare_listener
 
 
@@ -15,6 +17,9 @@ class _Port:
 
     def __init__(self) -> None:
         self.socket = socket.create_server(("127.0.0.1", 0))
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", *self.socket.getsockname())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux copies the option")
@@ -27,6 +32,16 @@ def test_accepted_connections_have_nagle_off_without_a_call_each():
             accepted, _ = port.socket.accept()
             with accepted:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_the_port_number_every_connection_shares_is_noted_on_the_port():
+    port = _Port()
+    with port.socket:
+        prepare_listener(port)
+        with socket.create_connection(port.socket.getsockname()):
+            accepted, _ = port.socket.accept()
+            with accepted:
+                assert port.local_port == accepted.getsockname()[1]
 
 
 class _Listener:
@@ -80,9 +95,11 @@ def test_a_bulk_write_reaches_a_real_peer_whole_and_leaves_the_socket_uncorked()
     listening.close()
     accepted.setblocking(False)
     client_socket.setblocking(False)
+    listener = _Listener(context)
+    listener.local_port = accepted.getsockname()[1]
     client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), client_socket)
     client.set_connect_state()
-    server = TLSServerConnection(accepted, _Reader(), address, _Listener(context), 1, MemoryReactor())
+    server = TLSServerConnection(accepted, _Reader(), address, listener, 1, MemoryReactor())
     server.protocol.makeConnection(server)
 
     def pump_client(received: bytearray) -> None:
