@@ -4,10 +4,11 @@ twistd's text log, line for line, at a lower cost per event.
 Every request ends in an access event, and twistd's default observer
 (``textFileLogObserver``) builds a timezone and a datetime to format each
 event's timestamp and runs the format-string machinery even for a format
-without fields. Under load that was a sixth of a request's CPU time. This
-observer writes the same bytes: the timestamp of each second is formatted
-once, and access events, whose text is already their line, skip the
-formatter. Every other event goes through Twisted's own formatting.
+without fields. Under load that cost about 70 microseconds a request, an
+eighth of its CPU time. This observer writes the same bytes: the timestamp
+of each second is formatted once, and access events, whose text is already
+their line, skip the formatter. Every other event goes through Twisted's
+own formatting.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class SecondsFormatter:
 def format_event(format_time: Callable[[Optional[float]], str]) -> Callable[[Mapping[str, Any]], Optional[str]]:
     """A formatter giving ``formatEventAsClassicLogText``'s text for every event."""
 
-    def format(event: Mapping[str, Any]) -> Optional[str]:
+    def text_of(event: Mapping[str, Any]) -> Optional[str]:
         if event.get("log_namespace") == accesslog.NAMESPACE and "line" in event and "log_failure" not in event:
             text = event["line"]
             if "\n" in text:
@@ -68,7 +69,7 @@ def format_event(format_time: Callable[[Optional[float]], str]) -> Callable[[Map
             return f"{format_time(event.get('log_time'))} [{event.get('log_system', accesslog.SYSTEM)}] {text}\n"
         return formatEventAsClassicLogText(event, formatTime=format_time)
 
-    return format
+    return text_of
 
 
 def text_observer(out: IO[Any], time_format: Optional[str] = timeFormatRFC3339) -> ILogObserver:

@@ -123,9 +123,9 @@ def test_the_observer_writes_what_twisteds_text_observer_writes():
     assert ours.getvalue().count("\n") == 3
 
 
-def twistd_options(*argv: str) -> ServerOptions:
+def twistd_options(*argv: str, state_dir: str = ".") -> ServerOptions:
     options = ServerOptions()
-    options.parseOptions([*argv, "gemfcgi", "--root", "."])
+    options.parseOptions([*argv, "gemfcgi", "--root", ".", "--state-dir", state_dir])
     return options
 
 
@@ -157,7 +157,7 @@ def test_syslog_a_chosen_logger_and_a_daemon_on_stdout_stay_twistds(argv):
 
 
 def test_the_plugin_hands_its_observer_to_twistds_application(tmp_path):
-    options = twistd_options("-n", "--logfile", str(tmp_path / "twistd.log"))
+    options = twistd_options("-n", "--logfile", str(tmp_path / "twistd.log"), state_dir=str(tmp_path))
     service = tap.makeService(options.subOptions)
     application = Application("gemfcgi")
     service.setServiceParent(application)
