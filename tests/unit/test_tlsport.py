@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import sys
 
@@ -76,56 +77,116 @@ class _Reader:
         pass
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_CORK is Linux's")
-def test_a_bulk_write_reaches_a_real_peer_whole_and_leaves_the_socket_uncorked():
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from OpenSSL import SSL
-    from twisted.internet.testing import MemoryReactor
+class _Connected:
+    """
+    A ``TLSServerConnection`` on a real loopback socket, and a TLS client on
+    memory BIOs whose bytes the test moves, in pieces of its choice.
+    """
 
-    from gemfcgi.certificates import make_self_signed
+    def __init__(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from OpenSSL import SSL
+        from twisted.internet.testing import MemoryReactor
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    context = SSL.Context(SSL.TLS_METHOD)
-    context.use_certificate(x509.load_pem_x509_certificate(cert_pem))
-    context.use_privatekey(load_pem_private_key(key_pem, None))
-    listening = socket.create_server(("127.0.0.1", 0))
-    client_socket = socket.create_connection(listening.getsockname())
-    accepted, address = listening.accept()
-    listening.close()
-    accepted.setblocking(False)
-    client_socket.setblocking(False)
-    listener = _Listener(context)
-    listener.local_port = accepted.getsockname()[1]
-    client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), client_socket)
-    client.set_connect_state()
-    server = TLSServerConnection(accepted, _Reader(), address, listener, 1, MemoryReactor())
-    server.protocol.makeConnection(server)
+        from gemfcgi.certificates import make_self_signed
 
-    def pump_client(received: bytearray) -> None:
+        cert_pem, key_pem = make_self_signed(["localhost"])
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.use_certificate(x509.load_pem_x509_certificate(cert_pem))
+        context.use_privatekey(load_pem_private_key(key_pem, None))
+        listening = socket.create_server(("127.0.0.1", 0))
+        self.socket = socket.create_connection(listening.getsockname())
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # pieces leave as sent
+        self.accepted, address = listening.accept()
+        listening.close()
+        self.accepted.setblocking(False)
+        self.socket.setblocking(False)
+        listener = _Listener(context)
+        listener.local_port = self.accepted.getsockname()[1]
+        self.client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        self.client.set_connect_state()
+        self.reader = _Reader()
+        self.server = TLSServerConnection(self.accepted, self.reader, address, listener, 1, MemoryReactor())
+        self.reader.makeConnection(self.server)
+        self.received = bytearray()
+        self.client_done = False
+        for _ in range(500):
+            self.client_pump()
+            self.server.doRead()
+            if self.client_done and not self.server._handshaking:
+                break
+        assert self.client_done and not self.server._handshaking
+
+    def client_pump(self) -> None:
+        """Move bytes both ways for the client, and let it read what came."""
+        from OpenSSL import SSL
+
         try:
-            if received is None:
-                client.do_handshake()
-            else:
-                while True:
-                    received += client.recv(65536)
+            self.client.bio_write(self.socket.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        try:
+            self.client.do_handshake()
+            self.client_done = True
+            while True:
+                self.received += self.client.recv(65536)
         except SSL.WantReadError:
             pass
+        self.socket.sendall(self.outgoing())
+        select.select([self.socket, self.accepted], [], [], 0.01)  # let bytes arrive
 
-    while server._handshaking:
-        pump_client(None)
-        server.doRead()
-    pump_client(None)
+    def outgoing(self) -> bytes:
+        from OpenSSL import SSL
 
+        out = b""
+        while True:
+            try:
+                out += self.client.bio_read(65536)
+            except SSL.WantReadError:
+                return out
+
+    def close(self) -> None:
+        self.socket.close()
+        self.accepted.close()
+
+
+def _read_arrived(connected: _Connected, size: int) -> None:
+    """Let the server read until ``size`` more bytes have come in from the socket."""
+    got = 0
+    while got < size:
+        select.select([connected.accepted], [], [], 5)
+        waiting = len(connected.accepted.recv(1 << 16, socket.MSG_PEEK))
+        assert connected.server.doRead() is None
+        got += waiting
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 7], ids=["one read", "two reads", "seven reads"])
+def test_records_that_arrive_whole_split_or_together_all_reach_the_protocol(pieces):
+    connected = _Connected()
+    connected.client.send(b"gemini://localhost/")
+    connected.client.send(b"two-records\r\n")
+    wire = connected.outgoing()
+    size = -(-len(wire) // pieces)
+    for offset in range(0, len(wire), size):
+        piece = wire[offset : offset + size]
+        connected.socket.sendall(piece)
+        _read_arrived(connected, len(piece))
+    assert bytes(connected.reader.received) == b"gemini://localhost/two-records\r\n"
+    connected.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_CORK is Linux's")
+def test_a_bulk_write_reaches_a_real_peer_whole_and_leaves_the_socket_uncorked():
+    connected = _Connected()
+    server = connected.server
     body = bytes(range(256)) * 1024  # 256 KiB: sixteen records and more
     server.write(body)
     assert server._on_socket
-    received = bytearray()
-    while len(received) < len(body):
-        pump_client(received)
+    while len(connected.received) < len(body):
+        connected.client_pump()
         if not server._nothing_buffered():
             server.doWrite()
-    assert bytes(received) == body
-    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
-    client_socket.close()
-    accepted.close()
+    assert bytes(connected.received) == body
+    assert connected.accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    connected.close()
