@@ -31,6 +31,9 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
 
     _reading = False
     _done_in_read = False
+    # The socket is this process's alone (close-on-exec): close() ends it,
+    # without a shutdown() first.
+    _shouldShutdown = False
 
     def logPrefix(self) -> str:
         return "FastCGI"
