@@ -47,6 +47,15 @@ def listening(path, backlog: int = 8) -> socket.socket:
     return server
 
 
+def connected(reactor, protocol: Protocol) -> tuple[UnixStreamConnection, socket.socket]:
+    """``protocol`` on one end of a socket pair; the other end, for the test."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
+    protocol.makeConnection(transport)
+    return transport, theirs
+
+
 def results(deferred) -> list:
     seen: list = []
     deferred.addBoth(seen.append)
@@ -113,12 +122,8 @@ def test_a_memory_reactor_is_asked_the_usual_way(tmp_path):
 
 
 def test_what_the_socket_does_not_take_is_queued_in_order(reactor):
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
     big = bytes(range(256)) * 40_000  # more than the socket buffers hold
-    protocol = Greeter(big)
-    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
-    protocol.makeConnection(transport)
+    transport, theirs = connected(reactor, Greeter(big))
     transport.write(b"--the end--")
     received = bytearray()
     theirs.settimeout(0)
@@ -132,11 +137,8 @@ def test_what_the_socket_does_not_take_is_queued_in_order(reactor):
 
 
 def test_closing_with_nothing_queued_ends_in_the_next_turn(reactor):
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
     protocol = Greeter(b"request")
-    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
-    protocol.makeConnection(transport)
+    transport, theirs = connected(reactor, protocol)
     transport.loseConnection()
     assert protocol.lost is None  # not from inside the caller
     reactor.runUntilCurrent()
@@ -171,11 +173,8 @@ class ClosesOnReply(Greeter):
 
 
 def test_closing_from_the_reply_ends_the_connection_as_the_read_returns(reactor):
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
     protocol = ClosesOnReply(b"request")
-    transport = UnixStreamConnection(ours, protocol, None, None, 0, reactor)
-    protocol.makeConnection(transport)
+    transport, theirs = connected(reactor, protocol)
     transport.startReading()
     theirs.settimeout(5)
     assert theirs.recv(100) == b"request"
