@@ -33,6 +33,7 @@ from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
 from gemfcgi.server import Timeouts
+from gemfcgi.textlog import text_event
 from gemfcgi.service import plan_listeners, server_endpoint
 from gemfcgi.worker import WorkerPlan
 
@@ -106,9 +107,10 @@ class WorkerProcess(ProcessProtocol):
         self._partial = b""
 
     def outReceived(self, data: bytes) -> None:
+        # A line per request: logged as text, without the format machinery.
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            log.info("[worker {n}] {line}", n=self.number, line=line.decode("utf-8", "replace"))
+            log.observer(text_event(log, f"[worker {self.number}] {line.decode('utf-8', 'replace')}"))
 
     errReceived = outReceived
 

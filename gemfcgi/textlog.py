@@ -16,19 +16,42 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import time
 from typing import IO, Any, Callable, Mapping, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
+    Logger,
+    LogLevel,
     formatEventAsClassicLogText,
     formatTime,
     timeFormatRFC3339,
 )
 from twisted.python.components import Componentized
 
-from gemfcgi import accesslog
+
+def text_event(logger: Logger, text: str, level: LogLevel = LogLevel.info) -> dict[str, Any]:
+    """
+    An event whose text is ``text`` as it is, for lines logged per request.
+
+    ``format_event`` writes it without the format-string machinery (the
+    ``log_text`` key); its format is the same text with braces escaped, so
+    any other observer shows it alike, and its system is the one Twisted
+    would derive. Publish it with ``logger.observer(event)``, as
+    ``Logger.emit`` would.
+    """
+    return {
+        "log_logger": logger,
+        "log_level": level,
+        "log_namespace": logger.namespace,
+        "log_system": f"{logger.namespace}#{level.name}",
+        "log_source": None,
+        "log_format": text.replace("{", "{{").replace("}", "}}"),
+        "log_time": time.time(),
+        "log_text": text,
+    }
 
 
 class SecondsFormatter:
@@ -62,12 +85,14 @@ def format_event(format_time: Callable[[Optional[float]], str]) -> Callable[[Map
     """A formatter giving ``formatEventAsClassicLogText``'s text for every event."""
 
     def text_of(event: Mapping[str, Any]) -> Optional[str]:
-        if event.get("log_namespace") == accesslog.NAMESPACE and "line" in event and "log_failure" not in event:
-            text = event["line"]
-            if "\n" in text:
-                text = text.replace("\n", "\n\t")
-            return f"{format_time(event.get('log_time'))} [{event.get('log_system', accesslog.SYSTEM)}] {text}\n"
-        return formatEventAsClassicLogText(event, formatTime=format_time)
+        text, system = event.get("log_text"), event.get("log_system")
+        if text is None or system is None or "log_failure" in event:
+            return formatEventAsClassicLogText(event, formatTime=format_time)
+        if not text:
+            return None
+        if "\n" in text:
+            text = text.replace("\n", "\n\t")
+        return f"{format_time(event.get('log_time'))} [{system}] {text}\n"
 
     return text_of
 

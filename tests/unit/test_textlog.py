@@ -173,3 +173,36 @@ def test_an_observer_already_on_the_application_is_kept():
     application.setComponent(ILogObserver, chosen.append)
     textlog.WithTwistdLog(Service(), textlog.text_observer(io.StringIO())).setServiceParent(application)
     assert application.getComponent(ILogObserver) == chosen.append
+
+
+@pytest.mark.parametrize("text", ["plain", "with {braces} and {0}", "two\nlines", ""])
+def test_a_text_event_reads_the_same_to_any_observer(text):
+    logger = Logger(namespace="gemfcgi.test")
+    event = textlog.text_event(logger, text)
+    seen = []
+    Logger(namespace="gemfcgi.test", observer=seen.append).info(text.replace("{", "{{").replace("}", "}}"))
+    theirs = twistds_text(seen[0])
+    assert twistds_text(event) == theirs
+    assert textlog.format_event(textlog.SecondsFormatter())(event) == theirs
+    assert event["log_system"] == "gemfcgi.test#info"
+
+
+def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
+    from twisted.logger import formatEvent
+
+    from gemfcgi import prefork
+
+    class Pool:
+        reactor = type("Clock", (), {"seconds": staticmethod(time.time)})
+
+    seen = []
+    observer = prefork.log.observer
+    prefork.log.observer = seen.append
+    try:
+        worker = prefork.WorkerProcess(Pool(), 3, 1)
+        worker.outReceived(b"first {line}\nsecond ")
+        worker.outReceived(b"half\n")
+    finally:
+        prefork.log.observer = observer
+    assert [formatEvent(event) for event in seen] == ["[worker 3] first {line}", "[worker 3] second half"]
+    assert all(event["log_system"] == "gemfcgi.prefork#info" for event in seen)
