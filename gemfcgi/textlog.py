@@ -6,9 +6,10 @@ Every request ends in an access event, and twistd's default observer
 event's timestamp and runs the format-string machinery even for a format
 without fields. Under load that cost about 70 microseconds a request, an
 eighth of its CPU time. This observer writes the same bytes: the timestamp
-of each second is formatted once, and access events, whose text is already
-their line, skip the formatter. Every other event goes through Twisted's
-own formatting.
+of each second is formatted once, and events whose text is final
+(``text_event``: access lines, and the workers' lines a prefork parent
+relays) skip the formatter. Every other event goes through Twisted's own
+formatting.
 """
 
 from __future__ import annotations
