@@ -2,6 +2,7 @@
 
 import io
 import os
+import signal
 import time
 
 import pytest
@@ -129,7 +130,16 @@ def twistd_options(*argv: str, state_dir: str = ".") -> ServerOptions:
     return options
 
 
-def test_twistd_with_a_log_file_gets_our_observer_on_that_file(tmp_path):
+@pytest.fixture
+def usr1():
+    """SIGUSR1's handler as it was before the test, and again after it."""
+    before = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGUSR1, before)
+
+
+def test_twistd_with_a_log_file_gets_our_observer_on_that_file(tmp_path, usr1):
     path = tmp_path / "twistd.log"
     observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
     assert isinstance(observer._outFile, LogFile)
@@ -156,7 +166,30 @@ def test_syslog_a_chosen_logger_and_a_daemon_on_stdout_stay_twistds(argv):
     assert textlog.twistd_observer(twistd_options(*argv)) is None
 
 
-def test_the_plugin_hands_its_observer_to_twistds_application(tmp_path):
+def test_sigusr1_rotates_the_log_file_as_twistd_would(tmp_path, usr1):
+    from twisted.internet import reactor
+
+    path = tmp_path / "twistd.log"
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
+    observer(access_event("gemini://example.com/before"))
+    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+    reactor.runUntilCurrent()  # the rotation was handed to the reactor's thread
+    observer(access_event("gemini://example.com/after"))
+    observer._outFile.close()
+    assert "example.com/before" in (tmp_path / "twistd.log.1").read_text()
+    assert "example.com/after" in path.read_text()
+    assert "example.com/before" not in path.read_text()
+
+
+def test_a_sigusr1_handler_already_there_is_kept(tmp_path, usr1):
+    chosen = lambda number, frame: None  # noqa: E731
+    signal.signal(signal.SIGUSR1, chosen)
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(tmp_path / "twistd.log")))
+    observer._outFile.close()
+    assert signal.getsignal(signal.SIGUSR1) is chosen
+
+
+def test_the_plugin_hands_its_observer_to_twistds_application(tmp_path, usr1):
     options = twistd_options("-n", "--logfile", str(tmp_path / "twistd.log"), state_dir=str(tmp_path))
     service = tap.makeService(options.subOptions)
     application = Application("gemfcgi")
