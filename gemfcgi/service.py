@@ -32,6 +32,7 @@ from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import serve_static
+from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
 from gemfcgi.tls import CertificateStore, ServerTLS
@@ -169,7 +170,7 @@ def build_site(
     site = Site(routes=routes, timeouts=timeouts or Timeouts())
     if max_connections is not None:
         site.max_connections = max_connections
-    site.handlers["static"] = partial(serve_static, mime=routes.mime)
+    site.handlers["static"] = partial(serve_static, mime=routes.mime, pages=PageCache())
     site.handlers["block"] = serve_block
     authorities = load_authorities(
         options.require_client_ca

@@ -32,6 +32,16 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 # query (also "?"); any non-ASCII character is allowed too (RFC 3987 IRIs).
 _NOT_IN_PATH = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%\x80-\U0010ffff]")
 _NOT_IN_QUERY = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%?\x80-\U0010ffff]")
+# The form nearly every request has: the scheme in lowercase, a host of
+# lowercase letters, digits, dots and hyphens, maybe a port, and a path and
+# query of plain URL characters, without escapes. Every character check of
+# the general parser holds for it by construction, so this one match stands
+# for them all; anything else, valid or not, takes the general parser.
+_COMMON = re.compile(
+    rb"gemini://([a-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    rb"(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)?"
+    rb"(?:\?([A-Za-z0-9\-._~!$&'()*+,;=:@/?]*))?"
+)
 
 
 class RequestError(Exception):
@@ -135,6 +145,23 @@ def _split_authority(authority: str) -> tuple[str, Optional[int]]:
 
 def parse_request_line(line: bytes) -> Request:
     """Parse the request line (without its CRLF) into a ``Request``."""
+    common = _COMMON.fullmatch(line) if len(line) <= MAX_REQUEST_BYTES else None
+    if common is None:
+        return _parse_general(line)
+    raw_host, port_text, raw_path, raw_query = common.groups()
+    host = canonical_host(raw_host.decode("ascii"))
+    port = int(port_text) if port_text is not None else None
+    if host is None or (port is not None and port > 65535):
+        return _parse_general(line)  # which says what is wrong
+    path = raw_path.decode("ascii") if raw_path else "/"
+    if "/." in path or "//" in path:
+        # Without these, there is no dot segment or empty segment to remove.
+        path = remove_dot_segments(path)
+    query = raw_query.decode("ascii") if raw_query is not None else None
+    return Request(url=line.decode("ascii"), scheme="gemini", host=host, port=port, path=path, query=query)
+
+
+def _parse_general(line: bytes) -> Request:
     if len(line) > MAX_REQUEST_BYTES:
         raise _bad("request line longer than 1024 bytes")
     if not line:

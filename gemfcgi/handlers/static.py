@@ -21,6 +21,7 @@ from zope.interface import implementer
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
 from gemfcgi.mime import GEMINI, MimeTable
+from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import PathSettings
 
 if TYPE_CHECKING:
@@ -100,7 +101,11 @@ def with_lang(mime: str, settings: PathSettings) -> str:
 
 
 def serve_static(
-    client: "GeminiProtocol", request: Request, settings: PathSettings, mime: MimeTable
+    client: "GeminiProtocol",
+    request: Request,
+    settings: PathSettings,
+    mime: MimeTable,
+    pages: Optional[PageCache] = None,
 ) -> None:
     if settings.root is None:
         client.respond(status.NOT_FOUND, "not found")
@@ -119,7 +124,8 @@ def serve_static(
             return
         index, index_info = _resolve(settings.root, os.path.join(path, settings.index))
         if index is not None and index_info is not None and stat.S_ISREG(index_info.st_mode):
-            _send_file(client, index, with_lang(mime.lookup(index, settings.default_type), settings))
+            index_mime = with_lang(mime.lookup(index, settings.default_type), settings)
+            _send_file(client, index, index_mime, index_info, pages)
         elif settings.auto_index:
             _send_listing(client, real, path, settings)
         else:
@@ -128,10 +134,23 @@ def serve_static(
     if not stat.S_ISREG(info.st_mode):
         client.respond(status.NOT_FOUND, "not found")
         return
-    _send_file(client, real, with_lang(mime.lookup(real, settings.default_type), settings))
+    _send_file(client, real, with_lang(mime.lookup(real, settings.default_type), settings), info, pages)
 
 
-def _send_file(client: "GeminiProtocol", path: str, mime: str) -> None:
+def _send_file(
+    client: "GeminiProtocol",
+    path: str,
+    mime: str,
+    info: os.stat_result,
+    pages: Optional[PageCache],
+) -> None:
+    """``path``, whose ``lstat`` (``stat`` behind a symlink) is ``info``."""
+    if pages is not None:
+        body = pages.get(path, info)
+        if body is not None:
+            client.send_header(status.SUCCESS, mime, body)
+            client.finish()
+            return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -147,6 +166,8 @@ def _send_file(client: "GeminiProtocol", path: str, mime: str) -> None:
         body = os.read(fd, CHUNK_SIZE + 1)
         if len(body) <= CHUNK_SIZE:
             os.close(fd)
+            if pages is not None:
+                pages.put(path, info, body)
             client.send_header(status.SUCCESS, mime, body)
             client.finish()
             return

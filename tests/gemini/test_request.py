@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from gemfcgi.gemini import request as request_module
 from gemfcgi.gemini.request import RequestError, parse_request_line, remove_dot_segments
 
 
@@ -151,3 +152,47 @@ def test_parser_raises_only_its_own_error_on_any_gemini_url(rest):
         assert error.code == 59
     else:
         assert request.path.startswith("/") and "\x00" not in request.path
+
+
+def _outcome(parse, line):
+    try:
+        return parse(line)
+    except RequestError as error:
+        return (error.code, error.meta)
+
+
+_URL_TEXT = st.text(alphabet="aZ09.-_~/%2e?:@[]#é! ;", max_size=30)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    scheme=st.sampled_from(["gemini", "GEMINI", "Gemini", "http", ""]),
+    host=st.text(alphabet="aZz09.-_:@[]é", max_size=12),
+    port=st.one_of(st.none(), st.text(alphabet="0123456789:", max_size=7)),
+    path=_URL_TEXT,
+    query=st.one_of(st.none(), _URL_TEXT),
+)
+def test_the_common_form_is_parsed_as_the_general_parser_parses_it(scheme, host, port, path, query):
+    """The fast match for plain URLs must agree with the full parser on every line, good or bad."""
+    line = f"{scheme}://{host}" + (f":{port}" if port is not None else "") + path
+    line += f"?{query}" if query is not None else ""
+    raw = line.encode("utf-8")
+    assert _outcome(parse_request_line, raw) == _outcome(request_module._parse_general, raw)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"gemini://localhost/",
+        b"gemini://localhost",
+        b"gemini://localhost:1965/a/b/?q=1",
+        b"gemini://localhost/a//b/./c/../d/",
+        b"gemini://localhost/.well-known/x",
+        b"gemini://localhost?only-a-query",
+        b"gemini://localhost:99999/",
+        b"gemini://-bad-.example/",
+        b"gemini://localhost:01965/",
+    ],
+)
+def test_the_common_form_agrees_with_the_general_parser_on_its_edges(line):
+    assert _outcome(parse_request_line, line) == _outcome(request_module._parse_general, line)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 import pytest
 
+from gemfcgi.pagecache import SETTLED
 from tests.support import client_context, fetch, raw_exchange
 
 
@@ -155,6 +157,25 @@ def test_client_that_never_handshakes_is_closed_at_the_handshake_timeout(server)
         waited = time.monotonic() - started
     assert data == b""
     assert 0.5 < waited < 5
+
+
+def test_a_page_kept_in_memory_is_served_anew_once_it_changes(server, capsule):
+    page = capsule / "changing.gmi"
+    page.write_bytes(b"# first\n")
+    page.chmod(0o644)
+    long_ago = time.time() - 3600
+    os.utime(page, (long_ago, long_ago))
+    # Only a file left alone for SETTLED seconds is kept (gemfcgi.pagecache).
+    time.sleep(SETTLED + 0.1)
+    for _ in range(2):
+        assert fetch(server.port, url(server, "/changing.gmi")).body == b"# first\n"
+    # Rewritten in place, same size, with its old mtime put back: only the
+    # ctime tells, and it must.
+    page.write_bytes(b"# other\n")
+    os.utime(page, (long_ago, long_ago))
+    assert fetch(server.port, url(server, "/changing.gmi")).body == b"# other\n"
+    page.unlink()
+    assert fetch(server.port, url(server, "/changing.gmi")).status == 51
 
 
 def test_access_log_has_one_line_per_request(server):
