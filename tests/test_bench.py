@@ -45,3 +45,12 @@ def test_quick_run_reports_every_scenario(quick_report):
     for heading in ("## Targets", "## FastCGI", "## Memory", "## Prefork", "## All runs"):
         assert heading in quick_report
     assert "Smoke run" in quick_report
+
+
+def test_a_client_bound_rate_can_pass_but_never_fail():
+    from bench.report import Target
+
+    assert Target("1", ">= 1.3x", "1.27x", False, lower_bound=True).mark == "not decided (client-bound)"
+    assert Target("1", ">= 1.3x", "1.35x", True, lower_bound=True).mark == "PASS (lower bound)"
+    assert Target("1", ">= 1.3x", "1.27x", False).mark == "FAIL"
+    assert Target("1", ">= 1.3x", "not measured", None).mark == "n/a"
