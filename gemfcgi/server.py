@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from gemfcgi import accesslog
 from gemfcgi.connections import ConnectionTracker, default_max_connections, unsent_bytes
+from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
 from gemfcgi.gemini.status import InvalidHeader, response_header
@@ -90,7 +91,7 @@ class GeminiProtocol(Protocol):
         self.vhost: Optional[VirtualHost] = None
         self.settings: Optional[PathSettings] = None
         self._buffer = b""
-        self._timer: Any = None
+        self._deadlines = deadlines_for(clock)
         self._on_timeout: Optional[Callable[[], None]] = None
         self._producer: Optional[IPushProducer] = None
         self._header_sent = False
@@ -325,27 +326,17 @@ class GeminiProtocol(Protocol):
     # -- timers ------------------------------------------------------------
 
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        """
-        One timer per connection, moved from phase to phase: resetting a
-        pending call is cheaper than cancelling it and scheduling another.
-        """
+        """One deadline per connection, moved from phase to phase (``gemfcgi.deadlines``)."""
         self._on_timeout = action
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self.clock.callLater(seconds, self._timed_out)
+        self._deadlines.set(self, seconds)
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def deadline_passed(self) -> None:
         action, self._on_timeout = self._on_timeout, None
         if action is not None:
             action()
 
     def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._deadlines.clear(self)
         self._on_timeout = None
 
     def _handshake_timed_out(self) -> None:

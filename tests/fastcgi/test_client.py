@@ -25,6 +25,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from gemfcgi.config import model
+from gemfcgi.deadlines import deadlines_for
 from gemfcgi.fastcgi.backends import StderrLimiter
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.records import (
@@ -474,7 +475,7 @@ def test_client_going_away_mid_reply_sends_abort_and_closes_the_backend(exchange
 def test_client_going_away_while_connecting_cancels_the_connect(exchange):
     exchange.request().client_goes_away()
     assert exchange.backend.pending == 0
-    assert not [call for call in exchange.reactor.getDelayedCalls() if call.active()]
+    assert_no_timer_left(exchange.reactor)
 
 
 def test_connection_that_completes_after_the_client_left_is_dropped(exchange):
@@ -517,7 +518,17 @@ def test_drain_gives_up_after_its_timeout(exchange):
 def test_no_timer_survives_a_finished_request(exchange):
     exchange.request().accept().send(stdout(b"20 text/gemini\r\n"), end())
     exchange.gemini.connectionLost(Failure(error.ConnectionDone()))
-    assert not [call for call in exchange.reactor.getDelayedCalls() if call.active()]
+    assert_no_timer_left(exchange.reactor)
+
+
+def assert_no_timer_left(reactor) -> None:
+    """Nothing of the request is scheduled: no timer, no connection deadline."""
+    deadlines = deadlines_for(reactor)
+    assert len(deadlines) == 0
+    # The deadlines' own periodic check may still be pending; it stops itself.
+    assert not [
+        call for call in reactor.getDelayedCalls() if call.active() and call.func != deadlines._fire_passed
+    ]
 
 
 @pytest.mark.parametrize(

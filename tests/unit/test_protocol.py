@@ -6,6 +6,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from gemfcgi.config import model
+from gemfcgi.deadlines import RESOLUTION, deadlines_for
 from gemfcgi.server import GeminiProtocol, Site, Timeouts
 from gemfcgi.service import build_site
 from tests.fakes import TLSStringTransport
@@ -66,7 +67,9 @@ def test_request_timeout_sends_59_and_closes(site):
     protocol.dataReceived(b"gemini://loc")
     clock.advance(9.9)
     assert transport.value() == b""
-    clock.advance(0.2)
+    # Deadlines are looked at every RESOLUTION seconds: never early, at
+    # most that late.
+    clock.advance(0.1 + RESOLUTION)
     assert transport.value() == b"59 request timeout\r\n"
     assert transport.disconnecting
 
@@ -89,6 +92,9 @@ def test_no_timer_survives_the_connection(site):
     protocol, transport, clock = connect(site)
     protocol.dataReceived(b"gemini://localhost/\r\n")
     protocol.connectionLost(None)
+    assert len(deadlines_for(clock)) == 0
+    # The one periodic check stops once no deadline is left.
+    clock.advance(RESOLUTION)
     assert clock.getDelayedCalls() == []
 
 
