@@ -33,8 +33,8 @@ from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
 from gemfcgi.server import Timeouts
-from gemfcgi.textlog import text_event
 from gemfcgi.service import plan_listeners, server_endpoint
+from gemfcgi.textlog import text_event
 from gemfcgi.worker import WorkerPlan
 
 log = Logger()

@@ -156,18 +156,18 @@ def _send_file(
     except OSError:
         client.respond(status.NOT_FOUND, "not found")
         return
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
         os.close(fd)
         client.respond(status.NOT_FOUND, "not found")
         return
-    if info.st_size <= CHUNK_SIZE:
+    if opened.st_size <= CHUNK_SIZE:
         # Most capsule pages: one read, one write, no producer to register.
         body = os.read(fd, CHUNK_SIZE + 1)
         if len(body) <= CHUNK_SIZE:
             os.close(fd)
             if pages is not None:
-                pages.put(path, info, body)
+                pages.put(path, opened, body)
             client.send_header(status.SUCCESS, mime, body)
             client.finish()
             return

@@ -85,6 +85,10 @@ def test_files_above_the_size_limit_are_not_kept(tmp_path):
     cache.put(big_path, big, b"123456789")
     assert cache.get(small_path, small) == b"12345678"
     assert cache.get(big_path, big) is None
+    # Nor one larger than all the copies may be together.
+    tight = settled_cache(max_total_bytes=8)
+    tight.put(big_path, big, b"123456789")
+    assert tight.get(big_path, big) is None and len(tight) == 0
 
 
 def test_the_oldest_copies_make_room_within_the_total(tmp_path):
