@@ -108,6 +108,20 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._host = None
         # The local port without a getsockname(): the listening port's.
         self.local_port: int = server.local_port
+        self._answer_waiting_hello()
+
+    def _answer_waiting_hello(self) -> None:
+        """
+        Read the ClientHello now if it is already here, as it nearly always
+        is: a client sends it as soon as its connect returns, before the
+        server's accept. That saves the reactor turn that would otherwise
+        only report the socket readable. The protocol is not connected yet,
+        and needs not be: no handshake completes on the client's first
+        flight, so nothing reaches the protocol before the next read.
+        """
+        ended = self.doRead()
+        if ended is not None:
+            self._end(ended)
 
     def getHandle(self) -> SSL.Connection:
         return self._tls

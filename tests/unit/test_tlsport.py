@@ -83,7 +83,7 @@ class _Connected:
     memory BIOs whose bytes the test moves, in pieces of its choice.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hello_first: bool = False) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
         from OpenSSL import SSL
@@ -98,19 +98,26 @@ class _Connected:
         listening = socket.create_server(("127.0.0.1", 0))
         self.socket = socket.create_connection(listening.getsockname())
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # pieces leave as sent
+        self.client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        self.client.set_connect_state()
+        self.received = bytearray()
+        self.client_done = False
+        if hello_first:
+            # As a real client does: the ClientHello leaves before the accept.
+            with pytest.raises(SSL.WantReadError):
+                self.client.do_handshake()
+            self.socket.sendall(self.outgoing())
         self.accepted, address = listening.accept()
         listening.close()
         self.accepted.setblocking(False)
         self.socket.setblocking(False)
         listener = _Listener(context)
         listener.local_port = self.accepted.getsockname()[1]
-        self.client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
-        self.client.set_connect_state()
         self.reader = _Reader()
-        self.server = TLSServerConnection(self.accepted, self.reader, address, listener, 1, MemoryReactor())
+        self.reactor = MemoryReactor()
+        self.server = TLSServerConnection(self.accepted, self.reader, address, listener, 1, self.reactor)
+        self.hello_answered = bool(select.select([self.socket], [], [], 0)[0])
         self.reader.makeConnection(self.server)
-        self.received = bytearray()
-        self.client_done = False
         for _ in range(500):
             self.client_pump()
             self.server.doRead()
@@ -123,7 +130,7 @@ class _Connected:
         from OpenSSL import SSL
 
         try:
-            self.client.bio_write(self.socket.recv(1 << 20))
+            self.client.bio_write(self.socket.recv(1 << 20, socket.MSG_DONTWAIT))
         except BlockingIOError:
             pass
         try:
@@ -190,3 +197,43 @@ def test_a_bulk_write_reaches_a_real_peer_whole_and_leaves_the_socket_uncorked()
     assert bytes(connected.received) == body
     assert connected.accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
     connected.close()
+
+
+def test_a_client_hello_waiting_at_accept_is_answered_before_the_reactor_turns():
+    connected = _Connected(hello_first=True)
+    assert connected.hello_answered  # the ServerHello was on its way before any doRead
+    connected.client.send(b"gemini://localhost/\r\n")
+    wire = connected.outgoing()
+    connected.socket.sendall(wire)
+    _read_arrived(connected, len(wire))
+    assert bytes(connected.reader.received) == b"gemini://localhost/\r\n"
+    connected.close()
+
+
+def test_a_connection_accepted_before_its_hello_waits_for_it():
+    connected = _Connected()
+    assert not connected.hello_answered
+    assert connected.server.connected and connected.server._ended is None
+    connected.close()
+
+
+def test_garbage_waiting_at_accept_ends_the_connection_through_the_reactor():
+    from OpenSSL import SSL
+    from twisted.internet.testing import MemoryReactor
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    with listening, socket.create_connection(listening.getsockname()) as client:
+        client.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")  # a ClientHello cut short
+        accepted, address = listening.accept()
+        accepted.setblocking(False)
+        listener = _Listener(SSL.Context(SSL.TLS_METHOD))
+        listener.local_port = accepted.getsockname()[1]
+        reader = _Reader()
+        reactor = MemoryReactor()
+        server = TLSServerConnection(accepted, reader, address, listener, 1, reactor)
+        reader.makeConnection(server)
+        assert server in reactor.writers  # the end is handed to the reactor, not raised here
+        assert server.doWrite() is not None
+        client.settimeout(5)
+        assert client.recv(1024)[:1] == b"\x15"  # a TLS alert record
+        accepted.close()
