@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol as TypingProtocol
 
 from twisted.internet import error as twisted_error
 from twisted.internet.defer import CancelledError, Deferred
@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gemfcgi.deadlines import deadlines_for
 from gemfcgi.fastcgi.records import (
     EndRequest,
     FastCGIProtocolError,
@@ -224,7 +225,8 @@ class Relay:
         self._protocol: Optional[FastCGIClientProtocol] = None
         self._connecting: Optional[Deferred] = None
         self._paused = False
-        self._timer: Any = None
+        self._deadlines = deadlines_for(clock)
+        self._on_timeout: Optional[Callable[[], None]] = None
 
     # -- start -------------------------------------------------------------
 
@@ -260,11 +262,9 @@ class Relay:
             self._fail(Fault.CONNECT, failure.getErrorMessage())
 
     def _connect_timed_out(self) -> None:
-        self._timer = None
         self._fail(Fault.CONNECT_TIMEOUT, f"not connected after {self.timeouts.connect:g} s")
 
     def _reply_timed_out(self) -> None:
-        self._timer = None
         if self._reader is not None:
             self._fail(Fault.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
         else:
@@ -400,16 +400,18 @@ class Relay:
         self.backend.end()
 
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
+        """One deadline per request, moved as it advances (``gemfcgi.deadlines``)."""
         if self.finished:
             return
-        if self._timer is not None and self._timer.active():
-            if self._timer.func == action:
-                self._timer.reset(seconds)
-                return
-            self._timer.cancel()
-        self._timer = self.clock.callLater(seconds, action)
+        self._on_timeout = action
+        self._deadlines.set(self, seconds)
+
+    def deadline_passed(self) -> None:
+        action, self._on_timeout = self._on_timeout, None
+        if action is not None:
+            action()
 
     def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self._on_timeout is not None:
+            self._on_timeout = None
+            self._deadlines.clear(self)

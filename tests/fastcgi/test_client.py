@@ -25,7 +25,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from gemfcgi.config import model
-from gemfcgi.deadlines import deadlines_for
+from gemfcgi.deadlines import RESOLUTION, deadlines_for
 from gemfcgi.fastcgi.backends import StderrLimiter
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.records import (
@@ -295,7 +295,9 @@ def test_connect_that_takes_longer_than_the_connect_timeout_gets_42(exchange):
         exchange.request()
         exchange.reactor.advance(4.9)
         assert exchange.reply == b""
-        exchange.reactor.advance(0.2)
+        # Timeouts are deadlines, looked at every RESOLUTION seconds: never
+        # early, at most that late.
+        exchange.reactor.advance(0.1 + RESOLUTION)
     assert exchange.reply == b"42 CGI error\r\n"
     assert "connect timeout: not connected after 5 s" in warnings(logs)
     assert exchange.backend.pending == 0
@@ -307,7 +309,7 @@ def test_no_header_within_the_reply_timeout_gets_42():
         exchange.request().accept().send(stdout(b"20 text/gem"))
         exchange.reactor.advance(1.9)
         assert exchange.reply == b""
-        exchange.reactor.advance(0.2)
+        exchange.reactor.advance(0.1 + RESOLUTION)
     assert exchange.reply == b"42 CGI error\r\n"
     assert exchange.backend_closed
     assert "reply timeout: no header after 2 s" in warnings(logs)
@@ -420,9 +422,9 @@ def test_backend_that_stalls_mid_body_is_cut_after_the_reply_timeout():
         exchange.request().accept().send(stdout(b"20 text/gemini\r\nstart"))
         exchange.reactor.advance(2)
         exchange.send(stdout(b" more"))
-        exchange.reactor.advance(2)
+        exchange.reactor.advance(2.9)
         assert not exchange.client_closed
-        exchange.reactor.advance(1.1)
+        exchange.reactor.advance(0.1 + RESOLUTION)
     assert exchange.reply == b"20 text/gemini\r\nstart more"
     assert exchange.client_closed and exchange.backend_closed
     assert "no body data for 3 s" in warnings(logs)
