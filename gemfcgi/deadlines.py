@@ -20,7 +20,7 @@ seconds long.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -71,6 +71,31 @@ class Deadlines:
                 log.failure("a timeout of {owner!r} failed", owner=owner)
         if self._due and self._check is None:
             self._check = self.clock.callLater(self.resolution, self._fire_passed)
+
+
+class OneTimeout:
+    """
+    A mixin for what waits on one thing at a time (a connection, a FastCGI
+    request): a single deadline on ``self._deadlines``, moved from phase to
+    phase, with the action its phase chose.
+    """
+
+    _deadlines: Deadlines
+    _on_timeout: Optional[Callable[[], None]] = None
+
+    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
+        self._on_timeout = action
+        self._deadlines.set(self, seconds)
+
+    def deadline_passed(self) -> None:
+        action, self._on_timeout = self._on_timeout, None
+        if action is not None:
+            action()
+
+    def _disarm(self) -> None:
+        if self._on_timeout is not None:
+            self._on_timeout = None
+            self._deadlines.clear(self)
 
 
 _BY_CLOCK: "weakref.WeakKeyDictionary[Any, Deadlines]" = weakref.WeakKeyDictionary()

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from gemfcgi import accesslog
 from gemfcgi.connections import ConnectionTracker, default_max_connections, unsent_bytes
-from gemfcgi.deadlines import deadlines_for
+from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
 from gemfcgi.gemini.status import InvalidHeader, response_header
@@ -77,7 +77,7 @@ class State(enum.Enum):
 
 
 @implementer(IHandshakeListener, IPushProducer)
-class GeminiProtocol(Protocol):
+class GeminiProtocol(OneTimeout, Protocol):
     """One Gemini connection, inside the TLS layer."""
 
     def __init__(self, site: Site, clock: IReactorTime) -> None:
@@ -92,7 +92,6 @@ class GeminiProtocol(Protocol):
         self.settings: Optional[PathSettings] = None
         self._buffer = b""
         self._deadlines = deadlines_for(clock)
-        self._on_timeout: Optional[Callable[[], None]] = None
         self._producer: Optional[IPushProducer] = None
         self._header_sent = False
         self.record = accesslog.AccessRecord()
@@ -324,20 +323,6 @@ class GeminiProtocol(Protocol):
         self.finish()
 
     # -- timers ------------------------------------------------------------
-
-    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        """One deadline per connection, moved from phase to phase (``gemfcgi.deadlines``)."""
-        self._on_timeout = action
-        self._deadlines.set(self, seconds)
-
-    def deadline_passed(self) -> None:
-        action, self._on_timeout = self._on_timeout, None
-        if action is not None:
-            action()
-
-    def _disarm(self) -> None:
-        self._deadlines.clear(self)
-        self._on_timeout = None
 
     def _handshake_timed_out(self) -> None:
         self.transport.abortConnection()

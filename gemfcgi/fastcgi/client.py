@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gemfcgi.deadlines import deadlines_for
+from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.fastcgi.records import (
     EndRequest,
     FastCGIProtocolError,
@@ -196,7 +196,7 @@ class FastCGIClientProtocol(Protocol):
 
 
 @implementer(IPushProducer)
-class Relay:
+class Relay(OneTimeout):
     """
     One request from connect to the last byte, and the producer the Gemini
     transport pauses when the client reads slowly.
@@ -226,7 +226,6 @@ class Relay:
         self._connecting: Optional[Deferred] = None
         self._paused = False
         self._deadlines = deadlines_for(clock)
-        self._on_timeout: Optional[Callable[[], None]] = None
 
     # -- start -------------------------------------------------------------
 
@@ -400,18 +399,5 @@ class Relay:
         self.backend.end()
 
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        """One deadline per request, moved as it advances (``gemfcgi.deadlines``)."""
-        if self.finished:
-            return
-        self._on_timeout = action
-        self._deadlines.set(self, seconds)
-
-    def deadline_passed(self) -> None:
-        action, self._on_timeout = self._on_timeout, None
-        if action is not None:
-            action()
-
-    def _disarm(self) -> None:
-        if self._on_timeout is not None:
-            self._on_timeout = None
-            self._deadlines.clear(self)
+        if not self.finished:
+            super()._arm(seconds, action)

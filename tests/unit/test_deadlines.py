@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from gemfcgi.deadlines import RESOLUTION, Deadlines, deadlines_for
+from gemfcgi.deadlines import RESOLUTION, Deadlines, OneTimeout, deadlines_for
 
 
 class Owner:
@@ -93,3 +93,31 @@ def test_each_clock_has_one_set_of_deadlines():
     first, second = Clock(), Clock()
     assert deadlines_for(first) is deadlines_for(first)
     assert deadlines_for(first) is not deadlines_for(second)
+
+
+class Waiter(OneTimeout):
+    def __init__(self, clock: Clock) -> None:
+        self._deadlines = deadlines_for(clock)
+        self.happened: list[str] = []
+
+
+def test_one_timeout_runs_the_action_of_its_latest_phase_only():
+    clock = Clock()
+    waiter = Waiter(clock)
+    waiter._arm(5, lambda: waiter.happened.append("handshake"))
+    run_until(clock, 1)
+    waiter._arm(2, lambda: waiter.happened.append("request"))  # the next phase
+    run_until(clock, 10)
+    assert waiter.happened == ["request"]
+    assert len(waiter._deadlines) == 0
+
+
+def test_one_timeout_disarmed_leaves_nothing_behind():
+    clock = Clock()
+    waiter = Waiter(clock)
+    waiter._arm(5, lambda: waiter.happened.append("linger"))
+    waiter._disarm()
+    assert len(waiter._deadlines) == 0
+    run_until(clock, 10)
+    assert waiter.happened == []
+    waiter._disarm()  # twice is harmless
