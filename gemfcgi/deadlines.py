@@ -1,14 +1,14 @@
 """
-Connection timeouts, checked a few times a second.
+Connection and FastCGI request timeouts, checked a few times a second.
 
 Every Gemini connection arms a timeout when it opens, moves it when the
 handshake completes, drops it when the request is in, and arms another for
-the close; a FastCGI request arms one when its backend connects and moves it
-at the header and at every body record: Twisted's ``callLater`` would make each of those a ``DelayedCall``
-in the reactor's heap, which keeps its order with comparisons written in
-Python and is cleared of cancelled calls by rebuilding it. Under load that
-cost a connection about 20 microseconds of CPU, more than its whole request
-line parsing and static file handling.
+the close; a FastCGI request arms one when its backend connects and moves
+it at the header and at every body record. Twisted's ``callLater`` would
+make each of those a ``DelayedCall`` in the reactor's heap, which keeps its
+order with comparisons written in Python and is cleared of cancelled calls
+by rebuilding it. Under load that cost a connection about 20 microseconds
+of CPU, more than its whole request line parsing and static file handling.
 
 Here a deadline is one dictionary entry, and a single reactor call per
 clock, running only while some deadline is set, fires those that have

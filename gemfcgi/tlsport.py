@@ -47,6 +47,7 @@ from typing import Any, Iterator, Optional
 from OpenSSL import SSL
 from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.logger import Logger
 
 from gemfcgi.eagerwrite import EagerWriteMixin
 
@@ -57,6 +58,8 @@ try:
     from OpenSSL._util import ffi as _ffi, lib as _openssl
 except ImportError:  # pragma: no cover - a pyOpenSSL without it
     _ffi = _openssl = None
+
+log = Logger()
 
 # Plaintext written during one read beyond which the batch is sent at once,
 # so a producer writing a large file from inside a read cannot pile its
@@ -116,10 +119,18 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         is: a client sends it as soon as its connect returns, before the
         server's accept. That saves the reactor turn that would otherwise
         only report the socket readable. The protocol is not connected yet,
-        and needs not be: no handshake completes on the client's first
+        and need not be: no handshake completes on the client's first
         flight, so nothing reaches the protocol before the next read.
+
+        This runs inside the port's accept loop, where an exception would
+        abandon the rest of the batch; so one ends this connection only, as
+        the reactor does with an exception from ``doRead``.
         """
-        ended = self.doRead()
+        try:
+            ended = self.doRead()
+        except Exception:
+            log.failure("reading a connection's ClientHello at accept failed")
+            ended = main.CONNECTION_LOST
         if ended is not None:
             self._end(ended)
 

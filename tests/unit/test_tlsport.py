@@ -237,3 +237,33 @@ def test_garbage_waiting_at_accept_ends_the_connection_through_the_reactor():
         client.settimeout(5)
         assert client.recv(1024)[:1] == b"\x15"  # a TLS alert record
         accepted.close()
+
+
+def test_an_unexpected_error_in_the_read_at_accept_ends_that_connection_only():
+    from twisted.internet.testing import MemoryReactor
+    from twisted.logger import capturedLogs
+
+    class Broken:
+        def bio_write(self, data):
+            raise RuntimeError("a bug below the transport")
+
+    class BrokenListener(_Listener):
+        def server_connection(self):
+            return Broken()
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    with listening, socket.create_connection(listening.getsockname()) as client:
+        client.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")
+        accepted, address = listening.accept()
+        accepted.setblocking(False)
+        listener = BrokenListener(None)
+        listener.local_port = accepted.getsockname()[1]
+        reader = _Reader()
+        reactor = MemoryReactor()
+        with capturedLogs() as logs:
+            server = TLSServerConnection(accepted, reader, address, listener, 1, reactor)
+        reader.makeConnection(server)
+        assert any("ClientHello at accept failed" in str(event.get("log_format")) for event in logs)
+        assert server in reactor.writers
+        assert server.doWrite() is not None  # the reactor ends it: connectionLost follows
+        accepted.close()
