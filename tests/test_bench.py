@@ -54,3 +54,27 @@ def test_a_client_bound_rate_can_pass_but_never_fail():
     assert Target("1", ">= 1.3x", "1.35x", True, lower_bound=True).mark == "PASS (lower bound)"
     assert Target("1", ">= 1.3x", "1.27x", False).mark == "FAIL"
     assert Target("1", ">= 1.3x", "not measured", None).mark == "n/a"
+
+
+def test_ratio_targets_show_the_spread_of_the_rounds_and_are_decided_on_the_medians():
+    from bench.gembench import Result
+    from bench.report import targets
+    from bench.scenarios import Measurement, Outcome, Settings
+
+    def run(server: str, number: int, rps: float, cpu_us: float) -> Measurement:
+        result = Result(rps, 1.0, 10.0, 12.0, 20.0, 30.0, 11.0, int(rps * 10), 0, 0,
+                        int(rps * 10), 0, 70.0, 10.0, 32)
+        return Measurement("2", server, number, result, cpu_us, 50_000, 0.0)
+
+    outcome = Outcome(Settings.full())
+    # Round by round (jetforce's CPU over ours): 1.49x, 1.95x, 1.86x; medians 789 / 432 = 1.83x.
+    for number, ours, theirs in [(1, 432, 642), (2, 474, 923), (3, 425, 789)]:
+        outcome.measurements += [run("gemfcgi", number, 2000, ours), run("jetforce", number, 1000, theirs)]
+    # The warm-ups (round 0) count for nothing.
+    outcome.measurements += [run("gemfcgi", 0, 1, 9999), run("jetforce", 0, 1, 1)]
+    by_wanted = {t.wanted: t for t in targets(outcome) if t.scenario == "2"}
+    cpu = by_wanted[">= 1.8x jetforce, server CPU per request (jetforce's over ours)"]
+    assert cpu.measured == "1.83x (789 / 432 us) (rounds 1.49-1.95x)"
+    assert cpu.mark == "PASS"
+    rate = by_wanted[">= 1.8x jetforce req/s"]
+    assert rate.measured == "2.00x (rounds 2.00-2.00x)"
