@@ -153,18 +153,20 @@ def round_ratios(outcome: Outcome, scenario: str, peer: str,
     servers run back to back, so a round's ratio is little moved by the
     machine's drift, which the medians of a run can still show.
     """
-    by_round: dict[tuple[int, str], Measurement] = {}
+    ours: dict[int, Measurement] = {}
+    theirs: dict[int, Measurement] = {}
     for run in outcome.measurements:
-        if run.round > 0 and run.scenario == scenario and run.server in (GEMFCGI, peer):
-            by_round[(run.round, run.server)] = run
+        if run.round > 0 and run.scenario == scenario:
+            if run.server == GEMFCGI:
+                ours[run.round] = run
+            elif run.server == peer:
+                theirs[run.round] = run
     found = []
-    for (number, server), ours in by_round.items():
-        theirs = by_round.get((number, peer))
-        if server == GEMFCGI and theirs is not None:
-            try:
-                found.append(ratio(ours, theirs))
-            except ZeroDivisionError:
-                continue
+    for number in ours.keys() & theirs.keys():
+        try:
+            found.append(ratio(ours[number], theirs[number]))
+        except ZeroDivisionError:
+            continue  # a round that served nothing has no ratio
     return sorted(found)
 
 

@@ -78,3 +78,19 @@ def test_ratio_targets_show_the_spread_of_the_rounds_and_are_decided_on_the_medi
     assert cpu.mark == "PASS"
     rate = by_wanted[">= 1.8x jetforce req/s"]
     assert rate.measured == "2.00x (rounds 2.00-2.00x)"
+
+
+def test_a_round_that_served_nothing_is_left_out_of_the_spread():
+    from bench.gembench import Result
+    from bench.report import round_ratios
+    from bench.scenarios import Measurement, Outcome, Settings
+
+    def run(server: str, number: int, rps: float) -> Measurement:
+        result = Result(rps, 1.0, 10.0, 12.0, 20.0, 30.0, 11.0, int(rps * 10), 0, 0, 0, 0, 70.0, 10.0, 32)
+        return Measurement("1", server, number, result, 500.0, 50_000, 0.0)
+
+    outcome = Outcome(Settings.full())
+    outcome.measurements += [run("gemfcgi", 1, 1500), run("jetforce", 1, 1000),
+                             run("gemfcgi", 2, 1400), run("jetforce", 2, 0),
+                             run("gemfcgi", 3, 1300)]  # jetforce's third round is missing
+    assert round_ratios(outcome, "1", "jetforce", lambda o, t: o.result.rps / t.result.rps) == [1.5]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import select
 import socket
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -114,8 +116,7 @@ class _Connected:
         listener = _Listener(context)
         listener.local_port = self.accepted.getsockname()[1]
         self.reader = _Reader()
-        self.reactor = MemoryReactor()
-        self.server = TLSServerConnection(self.accepted, self.reader, address, listener, 1, self.reactor)
+        self.server = TLSServerConnection(self.accepted, self.reader, address, listener, 1, MemoryReactor())
         self.hello_answered = bool(select.select([self.socket], [], [], 0)[0])
         self.reader.makeConnection(self.server)
         for _ in range(500):
@@ -217,30 +218,40 @@ def test_a_connection_accepted_before_its_hello_waits_for_it():
     connected.close()
 
 
-def test_garbage_waiting_at_accept_ends_the_connection_through_the_reactor():
-    from OpenSSL import SSL
+# A ClientHello cut short: a handshake record whose message is incomplete.
+CUT_HELLO = b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"
+
+
+@contextmanager
+def accepted_with_bytes_waiting(waiting: bytes, listener: _Listener) -> Iterator[tuple]:
+    """A ``TLSServerConnection`` accepted after ``waiting`` arrived: (server, its reactor, the client)."""
     from twisted.internet.testing import MemoryReactor
 
     listening = socket.create_server(("127.0.0.1", 0))
     with listening, socket.create_connection(listening.getsockname()) as client:
-        client.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")  # a ClientHello cut short
+        client.sendall(waiting)
         accepted, address = listening.accept()
-        accepted.setblocking(False)
-        listener = _Listener(SSL.Context(SSL.TLS_METHOD))
-        listener.local_port = accepted.getsockname()[1]
-        reader = _Reader()
-        reactor = MemoryReactor()
-        server = TLSServerConnection(accepted, reader, address, listener, 1, reactor)
-        reader.makeConnection(server)
+        with accepted:
+            accepted.setblocking(False)
+            listener.local_port = accepted.getsockname()[1]
+            reader = _Reader()
+            reactor = MemoryReactor()
+            server = TLSServerConnection(accepted, reader, address, listener, 1, reactor)
+            reader.makeConnection(server)
+            yield server, reactor, client
+
+
+def test_garbage_waiting_at_accept_ends_the_connection_through_the_reactor():
+    from OpenSSL import SSL
+
+    with accepted_with_bytes_waiting(CUT_HELLO, _Listener(SSL.Context(SSL.TLS_METHOD))) as (server, reactor, client):
         assert server in reactor.writers  # the end is handed to the reactor, not raised here
         assert server.doWrite() is not None
         client.settimeout(5)
         assert client.recv(1024)[:1] == b"\x15"  # a TLS alert record
-        accepted.close()
 
 
 def test_an_unexpected_error_in_the_read_at_accept_ends_that_connection_only():
-    from twisted.internet.testing import MemoryReactor
     from twisted.logger import capturedLogs
 
     class Broken:
@@ -251,19 +262,9 @@ def test_an_unexpected_error_in_the_read_at_accept_ends_that_connection_only():
         def server_connection(self):
             return Broken()
 
-    listening = socket.create_server(("127.0.0.1", 0))
-    with listening, socket.create_connection(listening.getsockname()) as client:
-        client.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")
-        accepted, address = listening.accept()
-        accepted.setblocking(False)
-        listener = BrokenListener(None)
-        listener.local_port = accepted.getsockname()[1]
-        reader = _Reader()
-        reactor = MemoryReactor()
-        with capturedLogs() as logs:
-            server = TLSServerConnection(accepted, reader, address, listener, 1, reactor)
-        reader.makeConnection(server)
+    with capturedLogs() as logs, accepted_with_bytes_waiting(CUT_HELLO, BrokenListener(None)) as (
+        server, reactor, _
+    ):
         assert any("ClientHello at accept failed" in str(event.get("log_format")) for event in logs)
         assert server in reactor.writers
         assert server.doWrite() is not None  # the reactor ends it: connectionLost follows
-        accepted.close()
