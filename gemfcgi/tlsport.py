@@ -97,6 +97,10 @@ def prepare_listener(port: tcp.Port) -> None:
 class TLSServerConnection(EagerWriteMixin, tcp.Server):
     """An accepted TCP connection that is also its own TLS layer."""
 
+    # The socket is this process's alone (accepted close-on-exec, after any
+    # fork of the server): close() ends it, without a shutdown() first.
+    _shouldShutdown = False
+
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)
         if not NODELAY_INHERITED:
@@ -398,6 +402,11 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self.stopWriting()
         self.startReading()
         return None
+
+    def readConnectionLost(self, reason) -> None:
+        # A TLS stream has no half-close: the peer's end is the connection's,
+        # whatever the protocol would say to a half-close.
+        self.connectionLost(reason)
 
     def _closeWriteConnection(self) -> None:
         # Half-close would cut the TLS stream short; closing waits for the peer.
