@@ -199,3 +199,30 @@ def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(condition())
+
+
+def import_rss_kib(python: str, modules: Sequence[str], timeout: float = 60.0) -> int:
+    """
+    VmRSS of a ``python`` process that has imported ``modules`` and nothing
+    else: what a server built on them holds before it has any code or state
+    of its own.
+    """
+    script = "".join(f"import {module}\n" for module in modules)
+    script += "import sys\nsys.stdout.write('ready\\n')\nsys.stdout.flush()\nsys.stdin.read()\n"
+    child = subprocess.Popen([python, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        ready = child.stdout.readline() if child.stdout is not None else ""
+        if ready.strip() != "ready":
+            raise RuntimeError(f"{python} could not import {', '.join(modules)}")
+        return _status_kib(child.pid, "VmRSS")
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from bench.gembench import Load, Result
 from bench.processes import (
     Processes,
     core_busy_seconds,
+    import_rss_kib,
     machine_busy_seconds,
     process_tree,
     reset_peak_memory,
@@ -50,6 +52,13 @@ GEMFCGI = "gemfcgi"
 # machine is a shared VM, and twisted.md section 6 discarded such runs.
 FOREIGN_CPU_LIMIT = 12.0
 FASTCGI_SERVER = "gemfcgi+fastcgi"
+# What the interpreter holds after imports alone, for scale beside the RSS at
+# rest: the key in ``Outcome.memory``, and the modules imported.
+IMPORT_FLOORS = [
+    ("floor_python_kib", ()),
+    ("floor_pyopenssl_kib", ("OpenSSL.SSL",)),
+    ("floor_reactor_kib", ("twisted.internet.reactor",)),
+]
 
 
 @dataclass(frozen=True)
@@ -322,6 +331,11 @@ def memory(bench: Bench, fastcgi_server: Optional[RunningServer]) -> None:
     time.sleep(1.0)
     rest = tree_memory_kib(server.pid)
     outcome.memory["rest_kib"] = rest
+    for key, modules in IMPORT_FLOORS:
+        try:
+            outcome.memory[key] = import_rss_kib(sys.executable, modules)
+        except (OSError, RuntimeError) as problem:
+            bench.log(f"  RSS of imports {', '.join(modules) or '(none)'} not measured: {problem}")
     with clients.IdleConnections(server.port, settings.idle_connections) as idle:
         time.sleep(1.0)
         outcome.memory["idle_kib"] = tree_memory_kib(server.pid)

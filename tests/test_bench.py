@@ -94,3 +94,31 @@ def test_a_round_that_served_nothing_is_left_out_of_the_spread():
                              run("gemfcgi", 2, 1400), run("jetforce", 2, 0),
                              run("gemfcgi", 3, 1300)]  # jetforce's third round is missing
     assert round_ratios(outcome, "1", "jetforce", lambda o, t: o.result.rps / t.result.rps) == [1.5]
+
+
+def test_the_rss_at_rest_is_shown_beside_what_the_imports_alone_hold():
+    from bench.report import markdown, targets
+    from bench.scenarios import Outcome, Settings
+
+    outcome = Outcome(Settings.full())
+    outcome.memory.update(rest_kib=52_441, floor_python_kib=13_285, floor_pyopenssl_kib=32_031,
+                          floor_reactor_kib=43_262, idle_kib=77_637, idle_count=1000,
+                          idle_failed=0, idle_still_open=1000, idle_open_seconds=1.4)
+    rest = next(t for t in targets(outcome) if t.wanted == "<= 40 MB RSS at rest")
+    assert rest.measured == "53.7 MB (a Python that only imports Twisted's reactor: 44.3 MB)"
+    assert rest.mark == "FAIL"
+    report = markdown(outcome, {}, "")
+    assert re.search(r"^\| for scale: a Python [\d.]+ that only imports Twisted's reactor "
+                     r"\(`twisted.internet.reactor`, which imports pyOpenSSL\) \| 42\.2 \| 44\.3 \|$",
+                     report, re.MULTILINE), report
+    assert "only imports pyOpenSSL (`OpenSSL.SSL`) | 31.3 | 32.8 |" in report
+
+
+def test_a_python_that_only_imports_gets_its_rss_measured():
+    from bench.processes import import_rss_kib
+
+    bare = import_rss_kib(sys.executable, [])
+    with_reactor = import_rss_kib(sys.executable, ["twisted.internet.reactor"])
+    assert 0 < bare < with_reactor
+    with pytest.raises(RuntimeError):
+        import_rss_kib(sys.executable, ["no_such_module_here"])
