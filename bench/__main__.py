@@ -22,7 +22,7 @@ from bench.fixtures import make_fixture
 from bench.gembench import CLIENT_CPU, GembenchFailed
 from bench.processes import Processes
 from bench.scenarios import Bench, Outcome, Settings, run_all
-from bench.servers import Jetforce, MollyBrown, ServerFailed, ServerKind
+from bench.servers import BARE_TWISTED, BareTwisted, Jetforce, MollyBrown, ServerFailed, ServerKind
 
 RUN_SCRIPT = BENCH_DIR / "run"
 
@@ -103,6 +103,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     elif tools.molly_brown:
         tools.missing["molly-brown"] = ("left out: it binds every interface, so it runs only inside "
                                         "the full run's private network namespace")
+    # Needs nothing beyond what gemfcgi runs on: Twisted and pyOpenSSL.
+    peers.append(BareTwisted(BARE_TWISTED))
     for name, why in tools.missing.items():
         log(f"{name}: {why}")
 

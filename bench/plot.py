@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-COLOURS = {"jetforce": "#4c72b0", "molly-brown": "#dd8452", "gemfcgi": "#55a868"}
+COLOURS = {"jetforce": "#4c72b0", "molly-brown": "#dd8452", "bare Twisted": "#8c8c8c",
+           "gemfcgi": "#55a868"}
 
 
 def plot(data: dict, path: str) -> None:

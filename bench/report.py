@@ -32,11 +32,12 @@ from bench.scenarios import (
     Measurement,
     Outcome,
 )
+from bench.servers import BARE_TWISTED
 
 # A server under 16+ requests in flight that is busier than this is working, not waiting.
 WAITING_CPU_PCT = 70
 MB = 1_000_000  # memory targets are in MB (10^6 bytes); MiB are given beside them
-PEERS = ["jetforce", "molly-brown"]
+PEERS = ["jetforce", "molly-brown", BARE_TWISTED]
 
 
 @dataclass(frozen=True)
@@ -273,8 +274,11 @@ def _versions(tool_versions: dict[str, str]) -> str:
     parts += [f"{name} {version}" for name, version in tool_versions.items()]
     from OpenSSL import SSL
 
+    import twisted
+
     pyopenssl = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
     parts += [
+        f"Twisted {twisted.__version__} (gemfcgi's and {BARE_TWISTED}'s)",
         f"Python {platform.python_version()}",
         f"{pyopenssl} (pyOpenSSL's, used by gemfcgi and jetforce)",
         f"{ssl.OPENSSL_VERSION} (the system's, used by gembench)",
@@ -368,6 +372,12 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
     out += ["", "`+`: gembench used 90 % or more of its core in at least one round: the figure is a "
             "lower bound (the client may have been the limit). Ratios below 1 for latency, CPU and "
             "memory mean gemfcgi needs less."]
+    if BARE_TWISTED in servers:
+        out += ["", f"*{BARE_TWISTED}* is not a Gemini server but the floor under one on Twisted "
+                "(`bench/bare_twisted.py`): Twisted's own TLS over a TCP port, session tickets on, and "
+                "a protocol that answers the first line it reads with a file held in memory. It checks "
+                "nothing and logs nothing; what it costs is what Twisted and OpenSSL cost per "
+                "connection before a server does any work of its own."]
 
     out += ["", "## FastCGI (gemfcgi only)", "",
             "| responder | req/s | p50 ms | p99 ms | server CPU us/req (tree) | CPU 0 busy us/req "

@@ -4,8 +4,9 @@ How each server under test is started, on 127.0.0.1 and CPU 0.
 A ``ServerKind`` knows its command line; ``start`` runs it through
 ``Processes`` and waits until the port accepts TCP connections, the one
 readiness signal that every server gives. Each server writes its log
-(access lines included, as all three log every request by default) to a
-file in the work directory, never to a terminal.
+(access lines included, as gemfcgi, jetforce and molly-brown log every
+request by default; the bare Twisted floor logs nothing) to a file in the
+work directory, never to a terminal.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.processes import Processes, wait_until
 SERVER_CPU = 0
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
+BARE_TWISTED = "bare Twisted"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
 
 
@@ -156,6 +158,16 @@ class Jetforce(ServerKind):
             "--dir", str(fixture.root), "--tls-certfile", str(fixture.cert),
             "--tls-keyfile", str(fixture.key),
         ]
+
+
+@dataclass
+class BareTwisted(ServerKind):
+    """``bare_twisted.py``: Twisted's own TLS and a one-line protocol, the floor for scale."""
+
+    def command(self, port: int, fixture: Fixture, work: Path) -> list[str]:
+        script = Path(__file__).with_name("bare_twisted.py")
+        return [sys.executable, str(script), str(port), str(fixture.root), str(fixture.cert),
+                str(fixture.key)]
 
 
 @dataclass

@@ -41,6 +41,17 @@ def test_quick_run_writes_a_report_with_a_gemfcgi_rate(quick_report):
     assert float(match.group(1).replace(",", "")) > 0
 
 
+def test_quick_run_measures_the_bare_twisted_floor_beside_gemfcgi(quick_report):
+    # Its column follows gemfcgi's (and jetforce's, when its venv exists).
+    header = re.search(r"^\| scenario \| metric \| (.*) \|$", quick_report, re.MULTILINE)
+    assert header, quick_report
+    columns = header.group(1).split(" | ")
+    assert "bare Twisted" in columns and "gemfcgi/bare Twisted" in columns
+    row = re.search(r"^\| 1\. [^|]+ \| req/s \| (.*) \|$", quick_report, re.MULTILINE)
+    rate = row.group(1).split(" | ")[columns.index("bare Twisted")]
+    assert float(rate.rstrip("+").replace(",", "")) > 0
+
+
 def test_quick_run_reports_every_scenario(quick_report):
     for heading in ("## Targets", "## FastCGI", "## Memory", "## Prefork", "## All runs"):
         assert heading in quick_report
