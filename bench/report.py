@@ -377,7 +377,8 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
                 "(`bench/bare_twisted.py`): Twisted's own TLS over a TCP port, session tickets on, and "
                 "a protocol that answers the first line it reads with a file held in memory. It checks "
                 "nothing and logs nothing; what it costs is what Twisted and OpenSSL cost per "
-                "connection before a server does any work of its own."]
+                "connection before a server does any work of its own. Its RSS includes the files "
+                "it holds (the 10 MiB one too)."]
 
     out += ["", "## FastCGI (gemfcgi only)", "",
             "| responder | req/s | p50 ms | p99 ms | server CPU us/req (tree) | CPU 0 busy us/req "
