@@ -134,6 +134,15 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / CLOCK_TICKS
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` alone: not its children's, live or reaped."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:13]) / CLOCK_TICKS
+
+
 def machine_busy_seconds() -> float:
     """CPU time all CPUs spent in user and system mode since boot (/proc/stat).
 

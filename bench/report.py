@@ -79,6 +79,10 @@ class Median:
         return self._busy_pct(lambda m: m.server_cpu_us)
 
     @property
+    def own_cpu_us(self) -> float:
+        return self.of(lambda m: m.own_cpu_us)
+
+    @property
     def core_cpu_us(self) -> float:
         return self.of(lambda m: m.core_cpu_us)
 
@@ -381,21 +385,25 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
                 "it holds (the 10 MiB one too)."]
 
     out += ["", "## FastCGI (gemfcgi only)", "",
-            "| responder | req/s | p50 ms | p99 ms | server CPU us/req (tree) | CPU 0 busy us/req "
-            "| ratio to gemfcgi scenario 1 |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| responder | req/s | p50 ms | p99 ms | server CPU us/req (tree) | of which gemfcgi's "
+            "process | CPU 0 busy us/req | ratio to gemfcgi scenario 1 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     base = table.get(("1", GEMFCGI))
     for scenario in (DEMO_APP, FCGIWRAP):
         median = table.get((scenario.key, FASTCGI_SERVER))
         if median is None:
             out.append(f"| {scenario.key}. {scenario.title} | "
-                       f"{outcome.unavailable.get(scenario.key, 'not measured')} | | | | | |")
+                       f"{outcome.unavailable.get(scenario.key, 'not measured')} | | | | | | |")
             continue
         ratio = _fmt(median.rps / base.rps, 2, "x") if base else "-"
         out.append(f"| {scenario.key}. {scenario.title} | {median.rps:,.1f}{'+' if median.client_bound else ''}"
-                   f" | {median.p50:.3f} | {median.p99:.3f} | {median.cpu_us:,.0f} | {median.core_cpu_us:,.0f}"
+                   f" | {median.p50:.3f} | {median.p99:.3f} | {median.cpu_us:,.0f} | {median.own_cpu_us:,.0f}"
+                   f" | {median.core_cpu_us:,.0f}"
                    f" | {ratio} |")
-    out += ["", "CPU 0 busy: the busy time of the servers' CPU per request, whatever ran there. It "
+    out += ["", "*of which gemfcgi's process*: gemfcgi's own process alone, the relay's share; the "
+            "rest of the tree is the application's. For comparison, gemfcgi serving scenario 1 "
+            f"(static, one process): {_fmt(base.own_cpu_us if base else None, 0)} us.",
+            "", "CPU 0 busy: the busy time of the servers' CPU per request, whatever ran there. It "
             "includes what the tree misses: fcgiwrap ignores SIGCHLD, so the CPU time of the "
             "scripts it runs is added to no parent's."]
 

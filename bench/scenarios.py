@@ -29,6 +29,7 @@ from bench.processes import (
     Processes,
     core_busy_seconds,
     import_rss_kib,
+    own_cpu_seconds,
     machine_busy_seconds,
     process_tree,
     reset_peak_memory,
@@ -126,6 +127,9 @@ class Measurement:
     # Busy time of the server's CPU per finished request, whatever ran there:
     # the tree, descendants it does not account for (fcgiwrap's scripts), noise.
     core_cpu_us: float = 0.0
+    # The server's own process alone, per finished request: for FastCGI, the
+    # relay's share of the tree (the rest is the application's).
+    own_cpu_us: float = 0.0
 
 
 @dataclass
@@ -188,9 +192,11 @@ class Bench:
                       duration: float, round_number: int) -> Measurement:
         peak_reset = reset_peak_memory(server.pid)
         cpu_before, busy_before = tree_cpu_seconds(server.pid), machine_busy_seconds()
+        own_before = own_cpu_seconds(server.pid)
         core_before = core_busy_seconds(SERVER_CPU)
         result = gembench.run(self.gembench, scenario.load(body_size, duration), server.port)
         cpu = tree_cpu_seconds(server.pid) - cpu_before
+        own = own_cpu_seconds(server.pid) - own_before
         core = core_busy_seconds(SERVER_CPU) - core_before
         server_side = max(cpu, core) if scenario.untracked_children else cpu
         others = machine_busy_seconds() - busy_before - server_side - result.cpu_pct / 100 * result.elapsed_s
@@ -199,7 +205,7 @@ class Bench:
         measurement = Measurement(scenario.key, server.name, round_number, result,
                                   cpu * 1e6 / finished, peak,
                                   max(0.0, 100 * others / max(result.elapsed_s, 1e-3)),
-                                  core * 1e6 / finished)
+                                  core * 1e6 / finished, own * 1e6 / finished)
         warning = "  (gembench CPU-bound)" if result.client_bound else ""
         if measurement.foreign_cpu_pct > FOREIGN_CPU_LIMIT:
             warning += f"  (other processes: {measurement.foreign_cpu_pct:.0f} % CPU)"

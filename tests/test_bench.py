@@ -133,3 +133,21 @@ def test_a_python_that_only_imports_gets_its_rss_measured():
     assert 0 < bare < with_reactor
     with pytest.raises(RuntimeError):
         import_rss_kib(sys.executable, ["no_such_module_here"])
+
+
+def test_the_fastcgi_table_shows_the_relays_share_of_the_tree():
+    from bench.gembench import Result
+    from bench.report import markdown
+    from bench.scenarios import FASTCGI_SERVER, Measurement, Outcome, Settings
+
+    def run(scenario: str, server: str, tree_us: float, own_us: float) -> Measurement:
+        result = Result(1000.0, 1.0, 10.0, 12.0, 20.0, 30.0, 11.0, 10_000, 0, 0, 0, 0, 70.0, 10.0, 16)
+        return Measurement(scenario, server, 1, result, tree_us, 50_000, 0.0, tree_us, own_us)
+
+    outcome = Outcome(Settings.full())
+    outcome.servers = ["gemfcgi"]
+    outcome.measurements += [run("1", "gemfcgi", 573, 573), run("5a", FASTCGI_SERVER, 833, 741)]
+    report = markdown(outcome, {}, "")
+    assert re.search(r"^\| 5a\. [^|]+ \| 1,000\.0 \| 10\.000 \| 20\.000 \| 833 \| 741 \| 833 \| 1\.00x \|$",
+                     report, re.MULTILINE), report
+    assert "gemfcgi serving scenario 1 (static, one process): 573 us." in report
