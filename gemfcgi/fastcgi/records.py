@@ -106,18 +106,24 @@ class Record:
 
     def encode(self) -> bytes:
         """The record on the wire, padded so the next header is 8-byte aligned."""
-        if not 0 <= self.request_id <= 0xFFFF:
-            raise ValueError(f"request id {self.request_id} does not fit in 16 bits")
-        if not 0 <= self.type <= 0xFF:
-            raise ValueError(f"record type {self.type} does not fit in 8 bits")
-        length = len(self.content)
-        if length > MAX_CONTENT_LENGTH:
-            raise ValueError(
-                f"record content is {length} bytes, more than {MAX_CONTENT_LENGTH}"
-            )
-        padding = -length % 8
-        header = _HEADER.pack(VERSION_1, self.type, self.request_id, length, padding)
-        return header + self.content + bytes(padding)
+        return _encode_record(self.type, self.request_id, self.content)
+
+
+def _encode_record(record_type: int, request_id: int, content: bytes) -> bytes:
+    if not 0 <= request_id <= 0xFFFF:
+        raise ValueError(f"request id {request_id} does not fit in 16 bits")
+    if not 0 <= record_type <= 0xFF:
+        raise ValueError(f"record type {record_type} does not fit in 8 bits")
+    length = len(content)
+    if length > MAX_CONTENT_LENGTH:
+        raise ValueError(f"record content is {length} bytes, more than {MAX_CONTENT_LENGTH}")
+    padding = -length % 8
+    header = _HEADER.pack(VERSION_1, record_type, request_id, length, padding)
+    return header + content + _PADDING[padding]
+
+
+# The padding a record may need (0 to 7 bytes), made once.
+_PADDING = [bytes(count) for count in range(8)]
 
 
 @dataclass(frozen=True)
@@ -261,13 +267,18 @@ def encode_stream(
     Empty ``data`` produces no record, because an empty record ends a stream;
     ``close`` appends that empty record.
     """
-    records = [
-        Record(record_type, request_id, data[start : start + MAX_CONTENT_LENGTH])
-        for start in range(0, len(data), MAX_CONTENT_LENGTH)
-    ]
+    if len(data) <= MAX_CONTENT_LENGTH:
+        # Nearly every stream (a request's parameters, a reply's chunk) is
+        # one record: no slicing, no list.
+        encoded = _encode_record(record_type, request_id, data) if data else b""
+    else:
+        encoded = b"".join(
+            _encode_record(record_type, request_id, data[start : start + MAX_CONTENT_LENGTH])
+            for start in range(0, len(data), MAX_CONTENT_LENGTH)
+        )
     if close:
-        records.append(Record(record_type, request_id))
-    return b"".join(record.encode() for record in records)
+        encoded += _encode_record(record_type, request_id, b"")
+    return encoded
 
 
 def encode_begin_request(

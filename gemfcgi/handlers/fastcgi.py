@@ -51,15 +51,15 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
     )
 
 
-def _utf8(text: str) -> bytes:
-    # Paths and queries are valid UTF-8 by the time they get here; this only
-    # keeps a stray surrogate in a configured value from failing the request.
-    return text.encode("utf-8", "surrogatepass")
-
-
 def encode_params(params: list[tuple[str, str]]) -> bytes:
     """The whole request on the wire: BEGIN_REQUEST, PARAMS, empty STDIN."""
-    return encode_request([(_utf8(name), _utf8(value)) for name, value in params])
+    # Paths and queries are valid UTF-8 by the time they get here;
+    # surrogatepass only keeps a stray surrogate in a configured value from
+    # failing the request.
+    return encode_request(
+        [(name.encode("utf-8", "surrogatepass"), value.encode("utf-8", "surrogatepass"))
+         for name, value in params]
+    )
 
 
 def serve_fastcgi(
