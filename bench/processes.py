@@ -218,20 +218,17 @@ def import_rss_kib(python: str, modules: Sequence[str], timeout: float = 60.0) -
     """
     script = "".join(f"import {module}\n" for module in modules)
     script += "import sys\nsys.stdout.write('ready\\n')\nsys.stdout.flush()\nsys.stdin.read()\n"
-    child = subprocess.Popen([python, "-c", script], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        ready = child.stdout.readline() if child.stdout is not None else ""
-        if ready.strip() != "ready":
-            raise RuntimeError(f"{python} could not import {', '.join(modules)}")
-        return _status_kib(child.pid, "VmRSS")
-    finally:
-        if child.stdin is not None:
-            child.stdin.close()
+    with subprocess.Popen([python, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        ready = child.stdout.readline().strip() == "ready"
+        rss = _status_kib(child.pid, "VmRSS") if ready else 0
         try:
-            child.wait(timeout)
+            _, errors = child.communicate(timeout=timeout)  # closing stdin ends it
         except subprocess.TimeoutExpired:
             child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+            raise RuntimeError(f"{python} importing {', '.join(modules)} did not end") from None
+    if not ready:
+        last = errors.strip().splitlines()[-1:] or ["no error shown"]
+        raise RuntimeError(f"{python} could not import {', '.join(modules)}: {last[0]}")
+    return rss

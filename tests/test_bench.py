@@ -131,7 +131,7 @@ def test_a_python_that_only_imports_gets_its_rss_measured():
     bare = import_rss_kib(sys.executable, [])
     with_reactor = import_rss_kib(sys.executable, ["twisted.internet.reactor"])
     assert 0 < bare < with_reactor
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="No module named 'no_such_module_here'"):
         import_rss_kib(sys.executable, ["no_such_module_here"])
 
 

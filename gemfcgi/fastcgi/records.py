@@ -109,6 +109,10 @@ class Record:
         return _encode_record(self.type, self.request_id, self.content)
 
 
+# The padding a record may need (0 to 7 bytes), made once.
+_PADDING = [bytes(count) for count in range(8)]
+
+
 def _encode_record(record_type: int, request_id: int, content: bytes) -> bytes:
     if not 0 <= request_id <= 0xFFFF:
         raise ValueError(f"request id {request_id} does not fit in 16 bits")
@@ -120,10 +124,6 @@ def _encode_record(record_type: int, request_id: int, content: bytes) -> bytes:
     padding = -length % 8
     header = _HEADER.pack(VERSION_1, record_type, request_id, length, padding)
     return header + content + _PADDING[padding]
-
-
-# The padding a record may need (0 to 7 bytes), made once.
-_PADDING = [bytes(count) for count in range(8)]
 
 
 @dataclass(frozen=True)
