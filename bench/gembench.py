@@ -1,5 +1,7 @@
 """
-Running gembench on CPU 1 and reading its machine-readable ``RESULT`` line.
+Running gembench on CPU 1 and reading its machine-readable ``RESULT`` line,
+and the ``phases`` line beside it: where a request's time went on average
+(connect, TLS handshake, request and response).
 
 gembench always gets ``-b`` with the exact body size, so a truncated body is
 an error and not a fast request, and ``-e`` so that failed requests are
@@ -8,9 +10,11 @@ counted in the result instead of hiding it behind an exit status.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Optional
 
 CLIENT_CPU = 1
 REQUEST_TIMEOUT = 10.0
@@ -46,6 +50,14 @@ class Result:
     cpu_pct: float
     elapsed_s: float
     c: int
+    # Means from the phases line, in ms: TCP connect; from connect to the
+    # client's handshake done (the server's first flight, and the client's
+    # work on it); from the client's Finished and request to the EOF (the
+    # server's end of the handshake, its session tickets, the reply and
+    # close_notify). gembench prints them when a request succeeded.
+    connect_ms: Optional[float] = None
+    handshake_ms: Optional[float] = None
+    response_ms: Optional[float] = None
 
     @property
     def finished(self) -> int:
@@ -60,22 +72,37 @@ class GembenchFailed(Exception):
     pass
 
 
+PHASE_FIELDS = ("connect_ms", "handshake_ms", "response_ms")
+PHASES = re.compile(
+    r"^\s*phases ms\s+connect ([\d.]+)\s+handshake ([\d.]+)\s+request\+response ([\d.]+)",
+    re.MULTILINE,
+)
+
+
 def parse_result(output: str) -> Result:
-    """The ``RESULT key=value ...`` line, the last one gembench prints."""
+    """The ``RESULT key=value ...`` line, the last one gembench prints, and its phases."""
+    phases = PHASES.search(output)
+    connect, handshake, response = (float(value) for value in phases.groups()) if phases else (None,) * 3
     for line in reversed(output.splitlines()):
         if line.startswith("RESULT "):
             values = dict(item.split("=", 1) for item in line.split()[1:])
-            kinds = {f.name: f.type for f in fields(Result)}
-            return Result(**{
-                name: (int(float(values[name])) if kinds[name] in ("int", int) else float(values[name]))
-                for name in kinds
-            })
+            kinds = {f.name: f.type for f in fields(Result) if f.name not in PHASE_FIELDS}
+            return Result(
+                **{
+                    name: (int(float(values[name])) if kinds[name] in ("int", int) else float(values[name]))
+                    for name in kinds
+                },
+                connect_ms=connect,
+                handshake_ms=handshake,
+                response_ms=response,
+            )
     raise GembenchFailed(f"no RESULT line in gembench output:\n{output[-2000:]}")
 
 
 def command(binary: Path, load: Load, port: int) -> list[str]:
     argv = [
-        "taskset", "-c", str(CLIENT_CPU), str(binary), "-q", "-e",
+        # Not quiet: the phases line is in the human-readable part.
+        "taskset", "-c", str(CLIENT_CPU), str(binary), "-e",
         "-c", str(load.concurrency), "-d", f"{load.duration:g}", "-b", str(load.body_size),
         "-t", f"{REQUEST_TIMEOUT:g}", "-H", f"127.0.0.1:{port}",
         "-u", f"gemini://localhost:{port}{load.path}",

@@ -39,6 +39,13 @@ WAITING_CPU_PCT = 70
 MB = 1_000_000  # memory targets are in MB (10^6 bytes); MiB are given beside them
 PEERS = ["jetforce", "molly-brown", BARE_TWISTED]
 
+# gembench's phases of a request, shown for the one-at-a-time scenario: at
+# higher concurrency they would mostly measure the queue.
+PHASE_SCENARIO = "3"
+PHASE_ROWS = [("connect ms (mean)", "connect_ms"), ("handshake ms (mean)", "handshake_ms"),
+              ("request+response ms (mean)", "response_ms")]
+PHASE_METRICS = {metric for _, metric in PHASE_ROWS}
+
 
 @dataclass(frozen=True)
 class Median:
@@ -68,6 +75,22 @@ class Median:
     @property
     def cpu_us(self) -> float:
         return self.of(lambda m: m.server_cpu_us)
+
+    def _phase(self, name: str) -> Optional[float]:
+        values = [getattr(run.result, name) for run in self.runs]
+        return None if None in values else statistics.median(values)
+
+    @property
+    def connect_ms(self) -> Optional[float]:
+        return self._phase("connect_ms")
+
+    @property
+    def handshake_ms(self) -> Optional[float]:
+        return self._phase("handshake_ms")
+
+    @property
+    def response_ms(self) -> Optional[float]:
+        return self._phase("response_ms")
 
     def _busy_pct(self, us_per_request: Callable[[Measurement], float]) -> float:
         """CPU per request times requests per second, in % of one core."""
@@ -146,7 +169,7 @@ class Target:
 
 def _ratio(table, scenario: str, peer: str, metric: str) -> Optional[float]:
     ours, theirs = table.get((scenario, GEMFCGI)), table.get((scenario, peer))
-    if ours is None or theirs is None or not getattr(theirs, metric):
+    if ours is None or theirs is None or getattr(ours, metric) is None or not getattr(theirs, metric):
         return None
     return getattr(ours, metric) / getattr(theirs, metric)
 
@@ -355,13 +378,17 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
     out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     rows = [
         ("req/s", "rps", 1, True), ("MiB/s", "mib_s", 2, True), ("p50 ms", "p50", 3, False),
-        ("p99 ms", "p99", 3, False), ("server CPU us/req", "cpu_us", 0, False),
+        ("p99 ms", "p99", 3, False),
+        *((label, metric, 3, False) for label, metric in PHASE_ROWS),
+        ("server CPU us/req", "cpu_us", 0, False),
         ("server CPU % of its core", "server_cpu_pct", 0, None),
         ("peak RSS MiB (tree)", "peak_mib", 1, False), ("gembench CPU %", "client_cpu", 0, None),
     ]
     for scenario in STATIC_SCENARIOS:
         for label, metric, digits, ratio_wanted in rows:
             if scenario.key == "4" and metric == "rps" or scenario.key != "4" and metric == "mib_s":
+                continue
+            if metric in PHASE_METRICS and scenario.key != PHASE_SCENARIO:
                 continue
             cells = []
             for server in servers:
@@ -375,7 +402,14 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
             out.append(f"| {title} | {label} | " + " | ".join(cells + ratios) + " |")
     out += ["", "`+`: gembench used 90 % or more of its core in at least one round: the figure is a "
             "lower bound (the client may have been the limit). Ratios below 1 for latency, CPU and "
-            "memory mean gemfcgi needs less."]
+            "memory mean gemfcgi needs less.",
+            "", f"*Phases* (scenario {PHASE_SCENARIO} only, where nothing waits in a queue): gembench's "
+            "means of a request's parts, medians over the rounds. *connect*: the TCP connect. "
+            "*handshake*: from there to the client's handshake done, i.e. the server's first flight "
+            "(key exchange, certificate, signature) and the client's work on it. "
+            "*request+response*: from the client's Finished and request to the end of the response: "
+            "the server's end of the handshake and its session tickets, the reply, close_notify, and "
+            "the client reading them."]
     if BARE_TWISTED in servers:
         out += ["", f"*{BARE_TWISTED}* is not a Gemini server but the floor under one on Twisted "
                 "(`bench/bare_twisted.py`): Twisted's own TLS over a TCP port, session tickets on, and "

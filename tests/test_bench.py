@@ -151,3 +151,44 @@ def test_the_fastcgi_table_shows_the_relays_share_of_the_tree():
     assert re.search(r"^\| 5a\. [^|]+ \| 1,000\.0 \| 10\.000 \| 20\.000 \| 833 \| 741 \| 833 \| 1\.00x \|$",
                      report, re.MULTILINE), report
     assert "gemfcgi serving scenario 1 (static, one process): 573 us." in report
+
+
+GEMBENCH_OUTPUT = """gembench: 120 requests, 1 concurrent
+  latency ms   min 0.801  p50 1.034  p90 1.201  p99 1.585  max 2.011  mean 1.052
+  phases ms    connect 0.045  handshake 0.850  request+response 0.244  (means)
+  client cpu   57% of one core, 650.0 us/request
+RESULT rps=879.3 mib_s=0.840 p50_ms=1.034 p90_ms=1.201 p99_ms=1.585 max_ms=2.011 mean_ms=1.052 \
+ok=120 err=0 non2x=0 resumed=0 unclean=0 cpu_pct=57 elapsed_s=10.001 c=1
+"""
+
+
+def test_gembench_phases_are_read_beside_its_result_line():
+    from bench.gembench import parse_result
+
+    result = parse_result(GEMBENCH_OUTPUT)
+    assert (result.p50_ms, result.ok, result.c) == (1.034, 120, 1)
+    assert (result.connect_ms, result.handshake_ms, result.response_ms) == (0.045, 0.850, 0.244)
+    # Without a successful request gembench prints no phases.
+    quiet = parse_result(GEMBENCH_OUTPUT.replace("  phases ms", "  other"))
+    assert (quiet.rps, quiet.response_ms) == (879.3, None)
+
+
+def test_the_latency_scenario_shows_where_a_requests_time_goes():
+    from bench.gembench import Result
+    from bench.report import markdown
+    from bench.scenarios import Measurement, Outcome, Settings
+
+    def run(scenario: str, server: str, response_ms: float) -> Measurement:
+        result = Result(900.0, 1.0, 1.0, 1.2, 1.5, 2.0, 1.1, 9_000, 0, 0, 0, 0, 57.0, 10.0, 1,
+                        connect_ms=0.05, handshake_ms=0.85, response_ms=response_ms)
+        return Measurement(scenario, server, 1, result, 650.0, 50_000, 0.0)
+
+    outcome = Outcome(Settings.full())
+    outcome.servers = ["gemfcgi", "molly-brown"]
+    outcome.measurements += [run("3", "gemfcgi", 0.25), run("3", "molly-brown", 0.125),
+                             run("1", "gemfcgi", 0.5), run("1", "molly-brown", 0.4)]
+    report = markdown(outcome, {}, "")
+    assert "|  | request+response ms (mean) | 0.250 | 0.125 | 2.00x |" in report, report
+    assert "|  | handshake ms (mean) | 0.850 | 0.850 | 1.00x |" in report
+    # Only once: scenario 1's concurrency would make them a queue's length.
+    assert report.count("request+response ms (mean)") == 1
