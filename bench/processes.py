@@ -14,6 +14,7 @@ gemfcgi does part of the work of a request.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import time
@@ -215,19 +216,31 @@ def import_rss_kib(python: str, modules: Sequence[str], timeout: float = 60.0) -
     VmRSS of a ``python`` process that has imported ``modules`` and nothing
     else: what a server built on them holds before it has any code or state
     of its own.
+
+    The child gets ``timeout`` seconds to be ready and as many to end; one
+    that does not is killed, and the run goes on without the figure's cause
+    hidden behind a hang.
     """
     script = "".join(f"import {module}\n" for module in modules)
     script += "import sys\nsys.stdout.write('ready\\n')\nsys.stdout.flush()\nsys.stdin.read()\n"
+    what = f"{python} importing {', '.join(modules) or 'nothing'}"
     with subprocess.Popen([python, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
+        with selectors.DefaultSelector() as waiting:
+            waiting.register(child.stdout, selectors.EVENT_READ)
+            if not waiting.select(timeout):
+                child.kill()
+                child.wait()
+                raise RuntimeError(f"{what} was not ready within {timeout:g} s")
         ready = child.stdout.readline().strip() == "ready"
         rss = _status_kib(child.pid, "VmRSS") if ready else 0
         try:
             _, errors = child.communicate(timeout=timeout)  # closing stdin ends it
         except subprocess.TimeoutExpired:
             child.kill()
-            raise RuntimeError(f"{python} importing {', '.join(modules)} did not end") from None
+            child.wait()
+            raise RuntimeError(f"{what} did not end within {timeout:g} s") from None
     if not ready:
         last = errors.strip().splitlines()[-1:] or ["no error shown"]
         raise RuntimeError(f"{python} could not import {', '.join(modules)}: {last[0]}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -133,6 +134,23 @@ def test_a_python_that_only_imports_gets_its_rss_measured():
     assert 0 < bare < with_reactor
     with pytest.raises(RuntimeError, match="No module named 'no_such_module_here'"):
         import_rss_kib(sys.executable, ["no_such_module_here"])
+
+
+@pytest.mark.parametrize("behaviour, message", [
+    ("exec sleep 30", "was not ready within 0.5 s"),
+    ("echo ready; exec sleep 30 < /dev/null", "did not end within 0.5 s"),
+])
+def test_an_import_floor_that_hangs_is_killed_and_named(tmp_path, behaviour, message):
+    from bench.processes import import_rss_kib
+
+    # A "python" that hangs before it is ready, or after (ignoring its stdin's end).
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\n{behaviour}\n")
+    python.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=message):
+        import_rss_kib(str(python), ["twisted"], timeout=0.5)
+    assert time.monotonic() - started < 10
 
 
 def test_the_fastcgi_table_shows_the_relays_share_of_the_tree():
