@@ -27,6 +27,7 @@ from bench.scenarios import (
     FASTCGI_SERVER,
     FCGIWRAP,
     GEMFCGI,
+    IMPORT_FLOORS,
     PREFORK,
     STATIC_SCENARIOS,
     Measurement,
@@ -451,12 +452,7 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
             "| measurement | MiB | MB |", "| --- | --- | --- |",
             _mem_row("at rest (after one request)", memory["rest_kib"]),
             *(_mem_row(f"for scale: a Python {platform.python_version()} {what}", memory[key])
-              for key, what in [
-                ("floor_python_kib", "that imports nothing (its start-up modules only)"),
-                ("floor_pyopenssl_kib", "that only imports pyOpenSSL (`OpenSSL.SSL`)"),
-                ("floor_reactor_kib", "that only imports Twisted's reactor "
-                                      "(`twisted.internet.reactor`, which imports pyOpenSSL)"),
-            ] if key in memory),
+              for key, _, what in IMPORT_FLOORS if key in memory),
             _mem_row(f"with {count} idle TLS connections ({memory['idle_failed']:.0f} failed to open, "
                      f"{memory['idle_still_open']:.0f} still open when measured, opened in "
                      f"{memory['idle_open_seconds']:.1f} s)", memory["idle_kib"]),

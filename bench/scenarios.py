@@ -54,11 +54,13 @@ GEMFCGI = "gemfcgi"
 FOREIGN_CPU_LIMIT = 12.0
 FASTCGI_SERVER = "gemfcgi+fastcgi"
 # What the interpreter holds after imports alone, for scale beside the RSS at
-# rest: the key in ``Outcome.memory``, and the modules imported.
+# rest: the key in ``Outcome.memory``, the modules imported, and what the
+# report calls that Python.
 IMPORT_FLOORS = [
-    ("floor_python_kib", ()),
-    ("floor_pyopenssl_kib", ("OpenSSL.SSL",)),
-    ("floor_reactor_kib", ("twisted.internet.reactor",)),
+    ("floor_python_kib", (), "that imports nothing (its start-up modules only)"),
+    ("floor_pyopenssl_kib", ("OpenSSL.SSL",), "that only imports pyOpenSSL (`OpenSSL.SSL`)"),
+    ("floor_reactor_kib", ("twisted.internet.reactor",),
+     "that only imports Twisted's reactor (`twisted.internet.reactor`, which imports pyOpenSSL)"),
 ]
 
 
@@ -337,7 +339,7 @@ def memory(bench: Bench, fastcgi_server: Optional[RunningServer]) -> None:
     time.sleep(1.0)
     rest = tree_memory_kib(server.pid)
     outcome.memory["rest_kib"] = rest
-    for key, modules in IMPORT_FLOORS:
+    for key, modules, _ in IMPORT_FLOORS:
         try:
             outcome.memory[key] = import_rss_kib(sys.executable, modules)
         except (OSError, RuntimeError) as problem:

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import pytest
 
@@ -196,7 +197,7 @@ def test_the_latency_scenario_shows_where_a_requests_time_goes():
     from bench.report import markdown
     from bench.scenarios import Measurement, Outcome, Settings
 
-    def run(scenario: str, server: str, response_ms: float) -> Measurement:
+    def run(scenario: str, server: str, response_ms: Optional[float]) -> Measurement:
         result = Result(900.0, 1.0, 1.0, 1.2, 1.5, 2.0, 1.1, 9_000, 0, 0, 0, 0, 57.0, 10.0, 1,
                         connect_ms=0.05, handshake_ms=0.85, response_ms=response_ms)
         return Measurement(scenario, server, 1, result, 650.0, 50_000, 0.0)
@@ -210,3 +211,8 @@ def test_the_latency_scenario_shows_where_a_requests_time_goes():
     assert "|  | handshake ms (mean) | 0.850 | 0.850 | 1.00x |" in report
     # Only once: scenario 1's concurrency would make them a queue's length.
     assert report.count("request+response ms (mean)") == 1
+
+    # A server whose every request failed has no phases: shown as such, with no ratio.
+    outcome.measurements = [run("3", "gemfcgi", None), run("3", "molly-brown", 0.125)]
+    report = markdown(outcome, {}, "")
+    assert "|  | request+response ms (mean) | - | 0.125 | - |" in report, report
