@@ -16,7 +16,11 @@ bytes sent, and the duration follows as a last field:
 - ``condensed``: ``RFC3339 IP CN HOST URL REQUEST_BYTES BYTES CODE META DURATION``
 
 TIME is ``dd/Mon/YYYY:HH:MM:SS +zzzz`` in local time; CN is the client
-certificate's common name or ``-``; DURATION is in milliseconds (``12.3ms``).
+certificate's common name or ``-``; DURATION is in milliseconds (``12.3ms``),
+from the connection's accept to the end of the response. It leaves out the
+wait for the client to close after it (the linger): some clients keep the
+connection open until the server gives up on them, and their requests would
+all read as the linger's length.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class AccessRecord:
     request_bytes: int = 0
     bytes_sent: int = 0
     started: float = 0.0
+    # When the whole response was handed to the connection; None while it
+    # is still being written (and for good, if the client left mid-way).
+    finished: Optional[float] = None
     common_name: str = "-"
     enabled: bool = True
 
@@ -72,7 +79,8 @@ def emit(record: AccessRecord, now: float) -> None:
     Its text is the legacy line as it is (``textlog.text_event``), cheap
     for the twistd log to write, with the fields for other styles beside.
     """
-    duration_ms = (now - record.started) * 1000.0
+    end = now if record.finished is None else record.finished
+    duration_ms = (end - record.started) * 1000.0
     line = (
         f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
         f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"

@@ -296,6 +296,7 @@ class GeminiProtocol(OneTimeout, Protocol):
             self._producer = None
             self.transport.unregisterProducer()
         self.state = State.CLOSING
+        self.record.finished = self.clock.seconds()
         self._last_unsent = None
         self._stalled_for = 0.0
         self._arm(self.site.timeouts.linger, self._linger_check)

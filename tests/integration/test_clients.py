@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def run(command, **kwargs):
     return subprocess.run(command, capture_output=True, timeout=30, **kwargs)
+
+
+def installed(name: str, how: str) -> str:
+    executable = shutil.which(name)
+    if executable is None:
+        pytest.fail(f"{name} is not installed ({how})")
+    return executable
+
+
+def home(tmp_path) -> dict:
+    """A fresh home, so a client's trust store (TOFU) and settings start empty."""
+    return {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "XDG_CONFIG_HOME": str(tmp_path / ".config"),
+        "XDG_CACHE_HOME": str(tmp_path / ".cache"),
+        "XDG_DATA_HOME": str(tmp_path / ".local" / "share"),
+    }
 
 
 def test_openssl_s_client_gets_the_index_and_a_close_notify(server):
@@ -49,3 +72,103 @@ def test_agunua_fetches_a_page(server, tmp_path):
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert result.stdout.strip() == b"# Sub"
+
+
+def test_av98_downloads_a_page(server, tmp_path):
+    executable = installed("av98", "pip install AV-98")
+    saved = tmp_path / "sub.gmi"
+    result = run(
+        [executable, "--dl", "-o", str(saved), f"gemini://localhost:{server.port}/sub/"],
+        env=home(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert saved.read_bytes() == b"# Sub\n"
+
+
+def test_av98_shows_the_index_follows_its_link_and_a_redirect(server, tmp_path):
+    executable = installed("av98", "pip install AV-98")
+    base = f"gemini://localhost:{server.port}"
+    # av98 reads its commands from standard input: open the index, follow
+    # its first link, then ask for the directory without its slash (a 31).
+    result = run(
+        [executable],
+        input=f"go {base}/\n1\ngo {base}/sub\nquit\n".encode(),
+        env={**home(tmp_path), "TERM": "dumb"},
+    )
+    screen = ANSI.sub("", result.stdout.decode("utf-8", "replace"))
+    assert result.returncode == 0, screen
+    assert re.search(r"Home\n\[1\] sub\n.*> +\r?Sub\n.*> +\r?Sub\n", screen, re.S), screen
+
+
+def logged_since(server, offset: int, pattern: str, timeout: float = 10.0) -> re.Match:
+    """The first match of ``pattern`` in what the server logged after ``offset``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        match = re.search(pattern, server.log[offset:])
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never logged {pattern!r}:\n{server.log[offset:]}")
+        time.sleep(0.1)
+
+
+class Tmux:
+    """A terminal for a full-screen client: keys in, the screen's text out."""
+
+    def __init__(self, tmp_path, env: dict) -> None:
+        self.command = [installed("tmux", "apt-get install tmux"), "-S", str(tmp_path / "tmux")]
+        self.env = env
+
+    def start(self, *command: str) -> None:
+        subprocess.run(
+            [*self.command, "new-session", "-d", "-x", "100", "-y", "30", *command],
+            env=self.env, check=True, timeout=10,
+        )
+
+    def screen(self) -> str:
+        return subprocess.run(
+            [*self.command, "capture-pane", "-p"],
+            env=self.env, capture_output=True, text=True, timeout=10,
+        ).stdout
+
+    def wait_for(self, *texts: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if all(text in screen for text in texts):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never saw {texts!r} on the screen:\n{screen}")
+            time.sleep(0.1)
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self.command, "send-keys", *keys], env=self.env, check=True, timeout=10)
+
+    def close(self) -> None:
+        subprocess.run([*self.command, "kill-server"], env=self.env, capture_output=True, timeout=10)
+
+
+def test_amfora_shows_the_index_and_follows_its_link(server, tmp_path):
+    executable = installed("amfora", "apt-get install amfora")
+    terminal = Tmux(tmp_path, {**home(tmp_path), "TERM": "xterm-256color"})
+    base = f"gemini://localhost:{server.port}"
+    before = len(server.log)
+    terminal.start(executable, f"{base}/")
+    try:
+        # amfora trusts the self-signed certificate on first use (TOFU).
+        terminal.wait_for("# Home", "[1]  sub", f"{base}/")
+        terminal.keys("1")
+        terminal.keys("Enter")
+        screen = terminal.wait_for("# Sub", f"{base}/sub/")
+        assert "# Home" not in screen
+        # amfora keeps each connection open after the response, until the
+        # server's linger (2 s) cuts it. The access log still tells how long
+        # each request took, not how long the client held on.
+        for path in ("/", "/sub/"):
+            line = logged_since(
+                server, before, rf"GET {re.escape(base + path)} 20 text/gemini \d+ ([\d.]+)ms"
+            )
+            assert float(line.group(1)) < 2000.0, line.group(0)
+        terminal.keys("q")
+    finally:
+        terminal.close()

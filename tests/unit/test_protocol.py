@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
+from gemfcgi import accesslog
 from gemfcgi.config import model
 from gemfcgi.deadlines import RESOLUTION, deadlines_for
 from gemfcgi.server import GeminiProtocol, Site, Timeouts
@@ -86,6 +87,47 @@ def test_peer_that_never_answers_close_notify_is_aborted_after_linger(site):
     assert transport.disconnecting and not transport.aborted
     clock.advance(2.1)
     assert transport.aborted
+
+
+def test_the_logged_duration_ends_with_the_response_not_the_linger(site):
+    # A client that keeps the connection open after the response (amfora
+    # does) is cut when the linger runs out; its request took 0.25 s.
+    seen = []
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        protocol, transport, clock = connect(site)
+        clock.advance(0.25)
+        protocol.dataReceived(b"gemini://localhost/\r\n")
+        clock.advance(2.1)
+        assert transport.aborted
+        protocol.connectionLost(None)
+    finally:
+        accesslog.log.observer = observer
+    [event] = seen
+    assert event["duration_ms"] == pytest.approx(250.0)
+    assert event["line"].endswith(" 20 text/gemini 23 250.0ms")
+
+
+def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_path):
+    (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
+    seen = []
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        protocol, transport, clock = connect(site)
+        protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
+        # The client stops reading, the transport pauses the reply, and
+        # 1.5 s later the client is gone.
+        transport.producer.pauseProducing()
+        clock.advance(1.5)
+        assert not transport.disconnecting
+        protocol.connectionLost(None)
+    finally:
+        accesslog.log.observer = observer
+    [event] = seen
+    assert event["duration_ms"] == pytest.approx(1500.0)
+    assert event["bytes_sent"] < 8 * 1024 * 1024
 
 
 def test_no_timer_survives_the_connection(site):
