@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.support import start_server
+
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -157,8 +159,8 @@ def test_amfora_shows_the_index_and_follows_its_link(server, tmp_path):
     try:
         # amfora trusts the self-signed certificate on first use (TOFU).
         terminal.wait_for("# Home", "[1]  sub", f"{base}/")
+        # A page with fewer than ten links: its number alone follows one.
         terminal.keys("1")
-        terminal.keys("Enter")
         screen = terminal.wait_for("# Sub", f"{base}/sub/")
         assert "# Home" not in screen
         # amfora keeps each connection open after the response, until the
@@ -170,5 +172,62 @@ def test_amfora_shows_the_index_and_follows_its_link(server, tmp_path):
             )
             assert float(line.group(1)) < 2000.0, line.group(0)
         terminal.keys("q")
+    finally:
+        terminal.close()
+
+
+@pytest.fixture
+def embedded_default(tmp_path):
+    """The server of README's first command: the demo capsule and its FastCGI app."""
+    server = start_server(
+        "--listen", "tcp:0:interface=127.0.0.1",
+        env={"XDG_STATE_HOME": str(tmp_path / "state")},
+    )
+    yield server
+    server.stop()
+
+
+def test_av98_walks_the_demo_capsule_to_its_fastcgi_prompt(embedded_default, tmp_path):
+    executable = installed("av98", "pip install AV-98")
+    # The home page's fourth link is the FastCGI page; its first link asks
+    # for a name (a 10), which av98 reads from its input like a person.
+    result = run(
+        [executable],
+        input=(
+            f"go gemini://localhost:{embedded_default.port}/\n4\n1\nAda Lovelace\nquit\n"
+        ).encode(),
+        env={**home(tmp_path), "TERM": "dumb"},
+    )
+    screen = ANSI.sub("", result.stdout.decode("utf-8", "replace"))
+    assert result.returncode == 0, screen
+    assert re.search(
+        r"\[4\] A page made by a FastCGI application.*Hello, visitor!.*\[1\] Tell it your name"
+        r".*What is your name\?.*Hello, Ada Lovelace!.*query: Ada%20Lovelace",
+        screen, re.S,
+    ), screen
+
+
+def test_amfora_walks_the_demo_capsule_to_its_fastcgi_prompt(embedded_default, tmp_path):
+    executable = installed("amfora", "apt-get install amfora")
+    terminal = Tmux(tmp_path, {**home(tmp_path), "TERM": "xterm-256color"})
+    base = f"gemini://localhost:{embedded_default.port}"
+    terminal.start(executable, f"{base}/")
+    try:
+        terminal.wait_for("# gemfcgi", "[4]  A page made by a FastCGI application")
+        # Fewer than ten links: a link's number alone follows it.
+        terminal.keys("4")
+        terminal.wait_for("# Hello, visitor!", "[1]  Tell it your name", f"{base}/app/hello")
+        terminal.keys("1")
+        # The 10 opens amfora's input box: type, move to Send, press it.
+        terminal.wait_for("Input", "What is your name?")
+        terminal.keys("-l", "Ada Lovelace")
+        terminal.wait_for("Ada Lovelace")
+        terminal.keys("Tab")
+        terminal.keys("Enter")
+        screen = terminal.wait_for("# Hello, Ada Lovelace!", f"{base}/app/ask?Ada%20Lovelace")
+        assert "query: Ada%20Lovelace" in screen
+        terminal.keys("q")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nserver log:\n{embedded_default.log}") from None
     finally:
         terminal.close()
