@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.certs import issue, write
 from tests.support import start_server
 
 
@@ -231,3 +232,66 @@ def test_amfora_walks_the_demo_capsule_to_its_fastcgi_prompt(embedded_default, t
         raise AssertionError(f"{error}\nserver log:\n{embedded_default.log}") from None
     finally:
         terminal.close()
+
+
+MEMBERS = """
+server "localhost" {{
+    listen on 127.0.0.1 port 0
+    cert "{cert}"
+    key "{key}"
+    root "{d}/root"
+    location "/members/*" {{ require client ca "{d}/ca.pem" }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, certificate):
+    """A server whose /members/ needs a client certificate that its CA signed."""
+    d = tmp_path_factory.mktemp("members")
+    (d / "root" / "members").mkdir(parents=True)
+    (d / "root" / "members" / "index.gmi").write_text("# members\n")
+    ca = issue("members ca", ca=True)
+    write(d, "ca", ca)
+    member = write(d, "member", issue("member", ca))
+    cert, key = certificate
+    (d / "gmid.conf").write_text(MEMBERS.format(d=d, cert=cert, key=key))
+    server = start_server("-c", str(d / "gmid.conf"))
+    yield server, member
+    server.stop()
+
+
+def test_amfora_presents_its_client_certificate_and_is_let_in(members, tmp_path):
+    executable = installed("amfora", "apt-get install amfora")
+    server, (member_cert, member_key) = members
+    config = tmp_path / ".config" / "amfora"
+    config.mkdir(parents=True)
+    # amfora's [auth] section: a certificate and key per host (and port).
+    (config / "config.toml").write_text(
+        f"[auth.certs]\n\"localhost:{server.port}\" = '{member_cert}'\n\n"
+        f"[auth.keys]\n\"localhost:{server.port}\" = '{member_key}'\n"
+    )
+    terminal = Tmux(tmp_path, {**home(tmp_path), "TERM": "xterm-256color"})
+    url = f"gemini://localhost:{server.port}/members/"
+    before = len(server.log)
+    terminal.start(executable, url)
+    try:
+        terminal.wait_for("# members", url)
+    finally:
+        terminal.close()
+    logged_since(server, before, rf"GET {re.escape(url)} 20 text/gemini")
+
+
+def test_amfora_without_a_certificate_is_told_one_is_required(members, tmp_path):
+    executable = installed("amfora", "apt-get install amfora")
+    server, _ = members
+    terminal = Tmux(tmp_path, {**home(tmp_path), "TERM": "xterm-256color"})
+    url = f"gemini://localhost:{server.port}/members/"
+    before = len(server.log)
+    terminal.start(executable, url)
+    try:
+        screen = terminal.wait_for("Client Certificate Required")
+    finally:
+        terminal.close()
+    assert "# members" not in screen
+    logged_since(server, before, rf"GET {re.escape(url)} 60 client certificate required")
