@@ -77,6 +77,18 @@ def test_agunua_fetches_a_page(server, tmp_path):
     assert result.stdout.strip() == b"# Sub"
 
 
+def logged_since(server, offset: int, pattern: str, timeout: float = 10.0) -> re.Match:
+    """The first match of ``pattern`` in what the server logged after ``offset``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        match = re.search(pattern, server.log[offset:])
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never logged {pattern!r}:\n{server.log[offset:]}")
+        time.sleep(0.1)
+
+
 def test_av98_downloads_a_page(server, tmp_path):
     executable = installed("av98", "pip install AV-98")
     saved = tmp_path / "sub.gmi"
@@ -91,6 +103,7 @@ def test_av98_downloads_a_page(server, tmp_path):
 def test_av98_shows_the_index_follows_its_link_and_a_redirect(server, tmp_path):
     executable = installed("av98", "pip install AV-98")
     base = f"gemini://localhost:{server.port}"
+    before = len(server.log)
     # av98 reads its commands from standard input: open the index, follow
     # its first link, then ask for the directory without its slash (a 31).
     result = run(
@@ -101,18 +114,7 @@ def test_av98_shows_the_index_follows_its_link_and_a_redirect(server, tmp_path):
     screen = ANSI.sub("", result.stdout.decode("utf-8", "replace"))
     assert result.returncode == 0, screen
     assert re.search(r"Home\n\[1\] sub\n.*> +\r?Sub\n.*> +\r?Sub\n", screen, re.S), screen
-
-
-def logged_since(server, offset: int, pattern: str, timeout: float = 10.0) -> re.Match:
-    """The first match of ``pattern`` in what the server logged after ``offset``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        match = re.search(pattern, server.log[offset:])
-        if match:
-            return match
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never logged {pattern!r}:\n{server.log[offset:]}")
-        time.sleep(0.1)
+    logged_since(server, before, rf"GET {re.escape(base)}/sub 31 /sub/ ")
 
 
 class Tmux:
