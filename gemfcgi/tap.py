@@ -144,6 +144,9 @@ def quick_config(options: Options, root: str) -> model.Config:
         cert, key = str(cert_path), str(key_path)
     server = model.Server(
         name=hostname,
+        # The loopback addresses that the certificate made for localhost
+        # names: a URL written with one of them is for the same capsule.
+        aliases=[name for name in _names_for(hostname) if name != hostname],
         cert=cert,
         key=key,
         options=model.LocationOptions(root=os.path.abspath(root)),

@@ -34,12 +34,23 @@ def test_embedded_default_serves_the_demo_capsule_and_keeps_its_certificate(tmp_
         reply = fetch(server.port, f"gemini://localhost:{server.port}/")
         links = [line.split()[1] for line in reply.body.decode().splitlines() if line.startswith("=> ")]
         linked = {link: fetch(server.port, f"gemini://localhost:{server.port}{link}") for link in links}
+        # The certificate names the loopback addresses too, and so does the
+        # server: a URL written with one of them (no SNI then) is served.
+        by_address = {
+            host: fetch(server.port, f"gemini://{host}:{server.port}/", sni=None).header
+            for host in ("127.0.0.1", "[::1]", "[::2]")
+        }
     finally:
         server.stop()
     assert reply.header == b"20 text/gemini"
     assert b"gemfcgi" in reply.body and "/app/hello" in links and "/about.gmi" in links
     assert {link: r.status for link, r in linked.items()} == {link: 20 for link in links}
     assert b"This page comes from a FastCGI application" in linked["/app/hello"].body
+    assert by_address == {
+        "127.0.0.1": b"20 text/gemini",
+        "[::1]": b"20 text/gemini",
+        "[::2]": b"53 host not served here",
+    }
     cert = tmp_path / "state" / "gemfcgi" / "cert.pem"
     key = tmp_path / "state" / "gemfcgi" / "key.pem"
     assert oct(key.stat().st_mode & 0o777) == "0o600"
