@@ -134,19 +134,20 @@ def gencert(options: Options) -> None:
 def quick_config(options: Options, root: str) -> model.Config:
     """One server for ``root``, with the given or a self-signed certificate."""
     hostname = options["hostname"]
+    names = _names_for(hostname)
     if options["cert"]:
         cert, key = options["cert"], options["key"]
     else:
         directory = Path(options["state-dir"])
         if hostname != "localhost":
             directory = directory / hostname
-        cert_path, key_path = ensure_self_signed(directory, _names_for(hostname))
+        cert_path, key_path = ensure_self_signed(directory, names)
         cert, key = str(cert_path), str(key_path)
     server = model.Server(
         name=hostname,
         # The loopback addresses that the certificate made for localhost
         # names: a URL written with one of them is for the same capsule.
-        aliases=[name for name in _names_for(hostname) if name != hostname],
+        aliases=[name for name in names if name != hostname],
         cert=cert,
         key=key,
         options=model.LocationOptions(root=os.path.abspath(root)),

@@ -68,17 +68,18 @@ class ServerProcess:
         with self._changed:
             return "".join(self._lines)
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match:
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match:
+        """The first match of ``pattern`` in the log from character ``since`` (``len(log)`` earlier)."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                match = regex.search("".join(self._lines))
+                match = regex.search("".join(self._lines)[since:])
                 if match:
                     return match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"log never matched {pattern!r}:\n{''.join(self._lines)}")
+                    raise AssertionError(f"log never matched {pattern!r}:\n{''.join(self._lines)[since:]}")
                 self._changed.wait(min(remaining, 0.2))
 
     def wait_listening(self, count: int = 1, timeout: float = 15.0) -> list[int]:

@@ -59,34 +59,18 @@ def test_openssl_s_client_without_sni_is_served_by_url_host(server):
 
 
 def test_gemcall_fetches_a_page(server):
-    executable = shutil.which("gemcall")
-    if executable is None:
-        pytest.fail("gemcall is not installed (pip install gemcall)")
+    executable = installed("gemcall", "pip install gemcall")
     result = run([executable, "-s", "-u", f"gemini://localhost:{server.port}/sub/"])
     assert result.stdout == b"20 text/gemini\n# Sub\n"
 
 
 def test_agunua_fetches_a_page(server, tmp_path):
-    executable = shutil.which("agunua")
-    if executable is None:
-        pytest.fail("agunua is not installed (pip install agunua)")
+    executable = installed("agunua", "pip install agunua")
     result = run(
         [executable, "--insecure", f"gemini://localhost:{server.port}/sub/"],
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert result.stdout.strip() == b"# Sub"
-
-
-def logged_since(server, offset: int, pattern: str, timeout: float = 10.0) -> re.Match:
-    """The first match of ``pattern`` in what the server logged after ``offset``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        match = re.search(pattern, server.log[offset:])
-        if match:
-            return match
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never logged {pattern!r}:\n{server.log[offset:]}")
-        time.sleep(0.1)
 
 
 def test_av98_downloads_a_page(server, tmp_path):
@@ -114,7 +98,7 @@ def test_av98_shows_the_index_follows_its_link_and_a_redirect(server, tmp_path):
     screen = ANSI.sub("", result.stdout.decode("utf-8", "replace"))
     assert result.returncode == 0, screen
     assert re.search(r"Home\n\[1\] sub\n.*> +\r?Sub\n.*> +\r?Sub\n", screen, re.S), screen
-    logged_since(server, before, rf"GET {re.escape(base)}/sub 31 /sub/ ")
+    server.wait_for_log(rf"GET {re.escape(base)}/sub 31 /sub/ ", since=before)
 
 
 class Tmux:
@@ -170,8 +154,8 @@ def test_amfora_shows_the_index_and_follows_its_link(server, tmp_path):
         # server's linger (2 s) cuts it. The access log still tells how long
         # each request took, not how long the client held on.
         for path in ("/", "/sub/"):
-            line = logged_since(
-                server, before, rf"GET {re.escape(base + path)} 20 text/gemini \d+ ([\d.]+)ms"
+            line = server.wait_for_log(
+                rf"GET {re.escape(base + path)} 20 text/gemini \d+ ([\d.]+)ms", since=before
             )
             assert float(line.group(1)) < 2000.0, line.group(0)
         terminal.keys("q")
@@ -281,7 +265,7 @@ def test_amfora_presents_its_client_certificate_and_is_let_in(members, tmp_path)
         terminal.wait_for("# members", url)
     finally:
         terminal.close()
-    logged_since(server, before, rf"GET {re.escape(url)} 20 text/gemini")
+    server.wait_for_log(rf"GET {re.escape(url)} 20 text/gemini", since=before)
 
 
 def test_amfora_without_a_certificate_is_told_one_is_required(members, tmp_path):
@@ -296,4 +280,4 @@ def test_amfora_without_a_certificate_is_told_one_is_required(members, tmp_path)
     finally:
         terminal.close()
     assert "# members" not in screen
-    logged_since(server, before, rf"GET {re.escape(url)} 60 client certificate required")
+    server.wait_for_log(rf"GET {re.escape(url)} 60 client certificate required", since=before)
