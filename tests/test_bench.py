@@ -161,6 +161,21 @@ def test_a_python_that_only_imports_gets_its_rss_measured():
         import_rss_kib(sys.executable, ["no_such_module_here"])
 
 
+def test_own_cpu_counts_a_live_process_and_nothing_for_one_that_is_gone():
+    from bench.processes import own_cpu_seconds
+
+    script = "import time, twisted.internet.reactor; print('ready', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        # Its start-up and imports, some tenths of a second; not the 30 s it sleeps.
+        assert 0.0 < own_cpu_seconds(child.pid) < 10.0
+    finally:
+        child.kill()
+        child.wait()
+    assert own_cpu_seconds(child.pid) == 0.0
+
+
 @pytest.mark.parametrize("behaviour, message", [
     ("exec sleep 30", "was not ready within 0.5 s"),
     ("echo ready; exec sleep 30 < /dev/null", "did not end within 0.5 s"),
