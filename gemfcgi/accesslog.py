@@ -15,6 +15,11 @@ bytes sent, and the duration follows as a last field:
 - ``combined``: ``IP - CN [TIME] "URL" CODE BYTES "-" "" DURATION``
 - ``condensed``: ``RFC3339 IP CN HOST URL REQUEST_BYTES BYTES CODE META DURATION``
 
+URL, META, HOST and CN are escaped (``textlog.printable``): a control
+character, a format character such as a right-to-left override, or a
+backslash shows as ``\\x1b``, ``\\u202e``, ``\\\\``, so a request cannot
+write a terminal escape or a line of its own into the log.
+
 TIME is ``dd/Mon/YYYY:HH:MM:SS +zzzz`` in local time; CN is the client
 certificate's common name or ``-``; DURATION is in milliseconds (``12.3ms``),
 from the connection's accept to the end of the response. It leaves out the
@@ -35,7 +40,7 @@ from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
 from gemfcgi.config import model
-from gemfcgi.textlog import text_event
+from gemfcgi.textlog import printable, text_event
 
 NAMESPACE = "gemfcgi.access"
 log = Logger(namespace=NAMESPACE)
@@ -54,6 +59,8 @@ class AccessRecord:
 
     client_ip: str = "-"
     client_port: int = 0
+    # As the log shows it: escaped (``textlog.printable``) when it is set,
+    # for every line that names the request.
     url: str = ""
     host: str = ""
     status: int = 0
@@ -81,9 +88,12 @@ def emit(record: AccessRecord, now: float) -> None:
     """
     end = now if record.finished is None else record.finished
     duration_ms = (end - record.started) * 1000.0
+    # What an application answered, escaped as the URL already is: no line
+    # of the log is theirs to write.
+    meta = printable(record.meta)
     line = (
         f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
-        f"{record.meta} {record.bytes_sent} {duration_ms:.1f}ms"
+        f"{meta} {record.bytes_sent} {duration_ms:.1f}ms"
     )
     event = text_event(log, line)
     event.update(
@@ -92,13 +102,13 @@ def emit(record: AccessRecord, now: float) -> None:
         client_ip=record.client_ip,
         client_port=record.client_port,
         url=record.url,
-        host=record.host,
+        host=printable(record.host),
         status=record.status,
-        meta=record.meta,
+        meta=meta,
         request_bytes=record.request_bytes,
         bytes_sent=record.bytes_sent,
         duration_ms=duration_ms,
-        common_name=record.common_name,
+        common_name=printable(record.common_name),
     )
     log.observer(event)
 

@@ -32,6 +32,7 @@ from gemfcgi.gemini import status
 from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
 from gemfcgi.gemini.status import InvalidHeader, response_header
 from gemfcgi.routing import PathSettings, Routes, VirtualHost
+from gemfcgi.textlog import printable
 from gemfcgi.tls import TLSFacts
 
 log = Logger()
@@ -163,11 +164,11 @@ class GeminiProtocol(OneTimeout, Protocol):
         try:
             request = parse_request_line(line)
         except RequestError as error:
-            self.record.url = line[:MAX_REQUEST_BYTES].decode("utf-8", "replace")
+            self.record.url = printable(line[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
             self.respond(error.code, error.meta)
             return
         self.request = request
-        self.record.url = request.url
+        self.record.url = printable(request.url)
         self.record.host = (self.tls.server_name if self.tls else None) or request.host
         self._dispatch(request)
 
@@ -338,7 +339,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.transport.abortConnection()
 
     def _request_timed_out(self) -> None:
-        self.record.url = self._buffer[:MAX_REQUEST_BYTES].decode("utf-8", "replace")
+        self.record.url = printable(self._buffer[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
         self.respond(status.BAD_REQUEST, "request timeout")
 
     def _log_access(self) -> None:

@@ -55,6 +55,38 @@ def text_event(logger: Logger, text: str, level: LogLevel = LogLevel.info) -> di
     }
 
 
+def printable(text: str, keep: str = "") -> str:
+    """
+    ``text`` with every character a terminal or a log reader would act on
+    written as an escape: controls (an escape sequence, a line feed that
+    would start a forged line), format characters (a right-to-left override
+    that reorders what is shown), separators other than the space, and the
+    backslash, so that an escape in the text cannot pass for one of ours.
+    Characters in ``keep`` stay as they are.
+
+    Request URLs, client certificate names and what applications write
+    reach the log through it; a text with nothing to escape is returned as
+    it is, after one scan.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        char if (char.isprintable() and char != "\\") or char in keep else _escape(char)
+        for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char == "\\":
+        return "\\\\"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 class SecondsFormatter:
     """
     ``formatTime`` for a timestamp, remembered for the second it falls in.

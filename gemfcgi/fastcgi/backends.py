@@ -38,6 +38,7 @@ from gemfcgi.config import model
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
+from gemfcgi.textlog import printable
 
 log = Logger()
 
@@ -119,7 +120,9 @@ class Backend:
         allowed, dropped = self._stderr.allow()
         if not allowed:
             return
-        text = data.decode("utf-8", "replace").rstrip("\r\n")
+        # A record may hold several lines (the log indents the ones after
+        # the first); any other control character is escaped.
+        text = printable(data.decode("utf-8", "replace").rstrip("\r\n"), keep="\n\t")
         if len(text) > STDERR_MAX_CHARS:
             text = text[:STDERR_MAX_CHARS] + "..."
         log.warn(

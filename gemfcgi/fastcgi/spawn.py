@@ -63,6 +63,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
+from gemfcgi.textlog import printable
 
 log = Logger()
 
@@ -256,7 +257,7 @@ class SpawnedApp(Service):
         log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)
 
     def output(self, fd: int, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\r")
+        text = printable(line.decode("utf-8", "replace").rstrip("\r"), keep="\t")
         if text:
             stream = "stderr" if fd == 2 else "stdout"
             log.info("{backend} {stream}: {text}", backend=self.name, stream=stream, text=text)

@@ -445,6 +445,18 @@ def test_stderr_is_logged_with_backend_and_request_and_never_sent(exchange):
     assert f"gemini://localhost/app: FastCGI backend unix:{SOCKET} stderr: PHP Warning: oops" in text
 
 
+def test_stderr_keeps_its_lines_and_escapes_other_controls(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(
+            encode_stream(RecordType.STDERR, b"PHP Warning: \x1b[2Jgone\nin /app.php\n"),
+            stdout(b"20 text/gemini\r\nok"),
+            end(),
+        )
+    text = warnings(logs)
+    assert "stderr: PHP Warning: \\x1b[2Jgone\nin /app.php" in text
+    assert "\x1b" not in text
+
+
 def test_stderr_flood_is_rate_limited(exchange):
     with capturedLogs() as logs:
         exchange.request().accept()
@@ -693,6 +705,13 @@ def test_output_lines_are_logged_with_the_backend_name(spawning):
         "spawn:sh app.sh stderr: PHP Warning: one",
         "spawn:sh app.sh stderr: PHP Warning: two",
     ]
+
+
+def test_output_lines_are_logged_with_their_controls_escaped(spawning):
+    reactor, app = spawning
+    with capturedLogs() as logs:
+        reactor.processes[0].protocol.childDataReceived(1, b"ready\x1b[8m\tport 9000\n")
+    assert warnings(logs).splitlines()[-1] == "spawn:sh app.sh stdout: ready\\x1b[8m\tport 9000"
 
 
 def test_stop_sends_term_then_kill_after_the_grace_period_and_removes_the_socket(spawning):

@@ -72,3 +72,22 @@ def test_the_twistd_log_shows_the_line_as_is_braces_included():
         " [gemfcgi.access#info] 192.0.2.7:40001 GET gemini://example.com/{x}?{0} 20 text/gemini "
         "1234 500.0ms\n"
     )
+
+
+def test_an_applications_meta_and_a_certificates_name_cannot_write_controls_into_the_log():
+    from gemfcgi import accesslog
+
+    seen = []
+    record = accesslog.AccessRecord(
+        client_ip="192.0.2.7", client_port=40001, url="gemini://example.com/", status=20,
+        meta="text/gemini\x1b[2J", bytes_sent=3, started=100.0, common_name="Mallory\n192.0.2.8",
+    )
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        accesslog.emit(record, 100.5)
+    finally:
+        accesslog.log.observer = observer
+    [event] = seen
+    assert event["line"] == "192.0.2.7:40001 GET gemini://example.com/ 20 text/gemini\\x1b[2J 3 500.0ms"
+    assert format_line("common", event).startswith("- 192.0.2.7 - Mallory\\x0a192.0.2.8 ")

@@ -179,3 +179,38 @@ def test_sni_in_another_case_or_spelling_is_the_same_host(tmp_path):
     protocol, transport, _ = connect(site, server_name=b"XN--BCHER-KVA.example")
     protocol.dataReceived("gemini://Bücher.example/\r\n".encode())
     assert transport.value().startswith(b"20 ")
+
+
+def logged_lines(site, *chunks, advance=0.0):
+    """The access lines of one connection that receives ``chunks``."""
+    seen = []
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        protocol, transport, clock = connect(site)
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        clock.advance(advance)
+        protocol.connectionLost(None)
+    finally:
+        accesslog.log.observer = observer
+    return transport.value(), [event["line"] for event in seen]
+
+
+def test_a_refused_request_line_is_logged_on_one_line_with_its_controls_escaped(site):
+    reply, [line] = logged_lines(site, b"gemini://localhost/a\x1b[2J\x1b[31mred\x0bx\x7f\r\n")
+    assert reply == b"59 space or control character in request\r\n"
+    assert " GET gemini://localhost/a\\x1b[2J\\x1b[31mred\\x0bx\\x7f 59 " in line
+    assert line.isprintable()
+
+
+def test_a_served_url_with_a_right_to_left_override_is_logged_escaped(site):
+    reply, [line] = logged_lines(site, "gemini://localhost/?\u202egnp.exe\r\n".encode())
+    assert reply.startswith(b"20 text/gemini\r\n")
+    assert " GET gemini://localhost/?\\u202egnp.exe 20 text/gemini " in line
+
+
+def test_a_request_cut_by_its_timeout_is_logged_with_its_controls_escaped(site):
+    reply, [line] = logged_lines(site, b"gemini://localhost/\x1b]0;owned\x07", advance=10.5)
+    assert reply == b"59 request timeout\r\n"
+    assert " GET gemini://localhost/\\x1b]0;owned\\x07 59 request timeout " in line

@@ -239,3 +239,35 @@ def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
         prefork.log.observer = observer
     assert [formatEvent(event) for event in seen] == ["[worker 3] first {line}", "[worker 3] second half"]
     assert all(event["log_system"] == "gemfcgi.prefork#info" for event in seen)
+
+
+# -- printable: what a client or an application sends cannot steer the log ------
+
+
+def test_escape_sequences_line_feeds_and_overrides_are_shown_as_escapes():
+    assert textlog.printable("/a\x1b[31mred\nX") == "/a\\x1b[31mred\\x0aX"
+    assert textlog.printable("/a\u202eevil") == "/a\\u202eevil"
+    assert textlog.printable("/a\x85b\u2028c\x7f") == "/a\\x85b\\u2028c\\x7f"
+    assert textlog.printable("\U000e0041") == "\\U000e0041"
+
+
+def test_a_backslash_is_doubled_so_that_no_text_passes_for_an_escape():
+    assert textlog.printable("/a\\x1b") == "/a\\\\x1b"
+
+
+def test_ordinary_text_is_kept_as_it_is_unicode_and_spaces_included():
+    text = "gemini://example.org/café?Zoë 🙂 a&b=c {0}"
+    assert textlog.printable(text) is text
+
+
+def test_kept_characters_stay():
+    assert textlog.printable("one\ttwo\nthree\x1b", keep="\n\t") == "one\ttwo\nthree\\x1b"
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_any_text_becomes_one_printable_line_that_can_be_read_back(text):
+    shown = textlog.printable(text)
+    assert shown.isprintable()
+    assert "\n" not in shown and "\r" not in shown
+    assert shown.encode("latin-1", "backslashreplace").decode("unicode_escape") == text
