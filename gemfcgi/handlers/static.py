@@ -131,7 +131,10 @@ def serve_static(
         else:
             client.respond(status.NOT_FOUND, "not found")
         return
-    if not stat.S_ISREG(info.st_mode):
+    if not stat.S_ISREG(info.st_mode) or path.endswith("/"):
+        # A file asked for as a directory is not there, as open("file/")
+        # fails and gmid answers: served, its relative links would resolve
+        # under a directory that does not exist.
         client.respond(status.NOT_FOUND, "not found")
         return
     _send_file(client, real, with_lang(mime.lookup(real, settings.default_type), settings), info, pages)

@@ -40,6 +40,13 @@ def test_directory_without_index_gets_51(server):
     assert fetch(server.port, url(server, "/noindex/")).status == 51
 
 
+def test_file_asked_for_as_a_directory_gets_51(server):
+    assert fetch(server.port, url(server, "/sub/index.gmi")).header == b"20 text/gemini"
+    assert fetch(server.port, url(server, "/sub/index.gmi/")).status == 51
+    assert fetch(server.port, url(server, "/inside-link.gmi/")).status == 51
+    assert fetch(server.port, url(server, "/data.bin/?x")).status == 51
+
+
 @pytest.mark.parametrize(
     "path, mime",
     [
