@@ -24,7 +24,9 @@ from gemfcgi.gemini.hosts import canonical_host
 MAX_REQUEST_BYTES = 1024
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
-_PORT = re.compile(r"[0-9]{1,5}")
+# RFC 3986's port is any run of digits: leading zeros name the same port.
+_PORT = re.compile(r"[0-9]+")
+_HOST_ESCAPES = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
@@ -122,6 +124,21 @@ def remove_dot_segments(path: str) -> str:
     return normal
 
 
+def _decoded_host(raw_host: str) -> str:
+    """
+    A host written with percent-escapes, decoded: RFC 3986 spells a
+    non-ASCII name as its UTF-8 bytes escaped (``b%C3%BCcher.example``),
+    and gmid decodes them. What the escapes hide is then checked like any
+    host, so ``%2F`` or ``%40`` still makes it malformed.
+    """
+    if not _HOST_ESCAPES.fullmatch(raw_host):
+        raise _bad("invalid percent-escape in host")
+    try:
+        return unquote_to_bytes(raw_host).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("host is not valid UTF-8") from None
+
+
 def _split_authority(authority: str) -> tuple[str, Optional[int]]:
     if "@" in authority:
         raise _bad("userinfo is not allowed in Gemini URLs")
@@ -189,6 +206,8 @@ def _parse_general(line: bytes) -> Request:
     raw_host, port = _split_authority(authority)
     if not raw_host:
         raise _bad("empty host")
+    if "%" in raw_host and not raw_host.startswith("["):
+        raw_host = _decoded_host(raw_host)
     host = canonical_host(raw_host)
     if host is None:
         raise _bad("malformed host")

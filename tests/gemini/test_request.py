@@ -76,6 +76,29 @@ def test_host_is_lowercased_and_idn_aware():
     assert unicode_form.host == punycode_form.host == "xn--bcher-kva.example"
 
 
+def test_a_percent_escaped_host_is_decoded_like_gmid_and_then_checked_as_any_host():
+    escaped = parse_request_line(b"gemini://b%C3%BCcher.Example/")
+    assert escaped.host == "xn--bcher-kva.example"
+    assert parse_request_line(b"gemini://local%68ost/").host == "localhost"
+    assert escaped.url == "gemini://b%C3%BCcher.Example/"
+
+
+@pytest.mark.parametrize(
+    "line, meta",
+    [
+        (b"gemini://a%2Fb/", "malformed host"),
+        (b"gemini://a%40b/", "malformed host"),
+        (b"gemini://a%00b/", "malformed host"),
+        (b"gemini://a%zz/", "invalid percent-escape in host"),
+        (b"gemini://a%C3/", "host is not valid UTF-8"),
+    ],
+)
+def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
+    with pytest.raises(RequestError) as raised:
+        parse_request_line(line)
+    assert (raised.value.code, raised.value.meta) == (59, meta)
+
+
 def test_ipv6_literal_host_is_accepted():
     request = parse_request_line(b"gemini://[::1]:1965/")
     assert (request.host, request.port) == ("::1", 1965)
@@ -84,6 +107,12 @@ def test_ipv6_literal_host_is_accepted():
 def test_port_is_kept_when_given_and_none_otherwise():
     assert parse_request_line(b"gemini://localhost:1966/").port == 1966
     assert parse_request_line(b"gemini://localhost/").port is None
+
+
+def test_a_port_with_leading_zeros_is_the_same_port():
+    assert parse_request_line(b"gemini://localhost:01965/").port == 1965
+    assert parse_request_line(b"gemini://localhost:0000065535/").port == 65535
+    assert status_of(b"gemini://localhost:0065536/") == 59
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,11 @@ def test_url_host_that_differs_from_sni_gets_53(server):
     assert reply.status == 53
 
 
+def test_a_percent_escaped_host_and_a_zero_padded_port_name_this_server(server):
+    reply = fetch(server.port, f"gemini://local%68ost:0{server.port}/")
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"# Home\n=> sub/ sub\n")
+
+
 def test_no_sni_lets_the_url_host_pick_the_server(server):
     assert fetch(server.port, url(server), sni=None).status == 20
 
