@@ -189,18 +189,39 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.settings = settings = vhost.settings_for(request.path)
         self.record.enabled = settings.log
         if settings.require_client_ca is not None:
-            self.site.handlers["client_ca"](self, request, settings)
+            self._run("client_ca", request, settings)
             return
         self.handle(request, settings)
 
     def handle(self, request: Request, settings: PathSettings) -> None:
         """Start the handler for an accepted request (after any certificate check)."""
         if settings.block is not None:
-            self.site.handlers["block"](self, request, settings)
+            self._run("block", request, settings)
         elif settings.fastcgi is not None:
-            self.site.handlers["fastcgi"](self, request, settings)
+            self._run("fastcgi", request, settings)
         else:
-            self.site.handlers["static"](self, request, settings)
+            self._run("static", request, settings)
+
+    def _run(self, handler: str, request: Request, settings: PathSettings) -> None:
+        """
+        Call a handler; should it fail, its request gets ``40`` (or, with the
+        header already out, a cut connection, since close_notify would pass
+        a partial body off as whole) and the failure is logged with the
+        request, rather than the client being left with nothing.
+        """
+        try:
+            self.site.handlers[handler](self, request, settings)
+        except Exception:
+            log.failure(
+                "{client} {url}: the {handler} handler failed",
+                client=self.record.client,
+                url=self.record.url,
+                handler=handler,
+            )
+            if not self._header_sent:
+                self.respond(status.TEMPORARY_FAILURE, "internal error")
+            elif self.state is State.RESPONDING:
+                self.transport.abortConnection()
 
     @property
     def listener_port(self) -> Optional[int]:

@@ -189,7 +189,8 @@ def directory_listing(real_dir: str, path: str) -> bytes:
             (entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
             for entry in entries
         )
-    lines.extend(f"=> ./{quote(name, safe=URL_SAFE)}" for name in names)
+    # A name that is not UTF-8 is linked by its bytes, escaped, as gmid does.
+    lines.extend(f"=> ./{quote(os.fsencode(name), safe=URL_SAFE)}" for name in names)
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -86,6 +87,7 @@ def tree(tmp_path_factory):
     (example / "files" / "a.gmi").write_text("a\n")
     (example / "files" / "README").write_text("readme\n")
     (example / "files" / ".hidden").write_text("h\n")
+    (example / "files" / "sub dir" / os.fsdecode(b"caf\xe9.gmi")).write_text("latin-1 name\n")
     (example / "quiet").mkdir()
     (example / "quiet" / "index.gmi").write_text("shh\n")
     (roots / "org").mkdir()
@@ -182,6 +184,11 @@ def test_auto_index_lists_the_directory_like_gmid(server):
         "=> ./a.gmi",
         "=> ./sub%20dir/",
     ]
+
+
+def test_auto_index_links_a_name_that_is_not_utf8_by_its_escaped_bytes(server):
+    reply = get(server, "example.com", "/files/sub%20dir/")
+    assert reply.body.decode().splitlines()[2:] == ["=> ./../", "=> ./caf%E9.gmi"]
 
 
 def test_default_type_applies_to_unknown_extensions(server):

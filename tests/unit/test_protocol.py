@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -214,3 +216,39 @@ def test_a_request_cut_by_its_timeout_is_logged_with_its_controls_escaped(site):
     reply, [line] = logged_lines(site, b"gemini://localhost/\x1b]0;owned\x07", advance=10.5)
     assert reply == b"59 request timeout\r\n"
     assert " GET gemini://localhost/\\x1b]0;owned\\x07 59 request timeout " in line
+
+
+def test_a_listing_links_a_name_that_is_not_utf8_by_its_escaped_bytes(tmp_path):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "ok.gmi").write_text("# ok\n")
+    (tmp_path / "dir" / os.fsdecode(b"caf\xe9 \xff.gmi")).write_text("# latin-1\n")
+    config = model.Config(
+        servers=[model.Server(name="localhost", options=model.LocationOptions(root=str(tmp_path), auto_index=True))]
+    )
+    protocol, transport, _ = connect(build_site(config, Timeouts(handshake=10, request=10, linger=2)))
+    protocol.dataReceived(b"gemini://localhost/dir/\r\n")
+    assert transport.value().decode().splitlines() == [
+        "20 text/gemini", "# Index of /dir/", "", "=> ./../", "=> ./caf%E9%20%FF.gmi", "=> ./ok.gmi",
+    ]
+
+
+def test_a_failing_handler_costs_its_request_a_40_not_a_silent_close(site):
+    def broken(client, request, settings):
+        raise RuntimeError("a bug")
+
+    site.handlers["static"] = broken
+    reply, [line] = logged_lines(site, b"gemini://localhost/\r\n")
+    assert reply == b"40 internal error\r\n"
+    assert " GET gemini://localhost/ 40 internal error " in line
+
+
+def test_a_handler_failing_after_its_header_cuts_the_connection(site):
+    def half(client, request, settings):
+        client.send_header(20, "text/gemini", b"# half")
+        raise RuntimeError("a bug")
+
+    site.handlers["static"] = half
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.value() == b"20 text/gemini\r\n# half"
+    assert transport.aborted
