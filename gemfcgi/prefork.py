@@ -33,7 +33,7 @@ from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
 from gemfcgi.server import Timeouts
-from gemfcgi.service import plan_listeners, server_endpoint
+from gemfcgi.service import listen_failed, plan_listeners, server_endpoint
 from gemfcgi.textlog import text_event
 from gemfcgi.worker import WorkerPlan
 
@@ -83,7 +83,7 @@ def open_socket(reactor, description: str) -> OpenSocket:
         ports.append, failures.append
     )
     if failures:
-        failures[0].raiseException()
+        raise listen_failed(description, failures[0])
     port = ports[0]
     address = port.getHost()
     log.info(

@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogPublisher
+from twisted.python.failure import Failure
 
 from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
@@ -84,6 +85,13 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
 
 class ListenError(ValueError):
     """A listen endpoint string that cannot be used, with what to do about it."""
+
+
+def listen_failed(description: str, failure: Failure) -> ListenError:
+    """Why ``description`` could not be listened on, in one line ("Address already in use")."""
+    cause = getattr(failure.value, "socketError", None)
+    reason = getattr(cause, "strerror", None) or failure.getErrorMessage()
+    return ListenError(f"{description}: {reason}")
 
 
 def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
@@ -234,7 +242,7 @@ class ListenerService(Service):
         listening = self.endpoint.listen(factory)
         listening.addCallbacks(self._listening, failures.append)
         if failures:
-            failures[0].raiseException()
+            raise listen_failed(self.description, failures[0])
         port = self.port
         if proxied:
             return
@@ -419,6 +427,23 @@ class GemfcgiService(MultiService):
             log.info("access log reopened")
 
     def startService(self) -> None:
+        """
+        Open the listening sockets first: if one cannot be opened (a port
+        in use), those already open are closed and ``ListenError`` is
+        raised before any FastCGI application is spawned, so that nothing
+        is left running after the failed start.
+        """
+        Service.startService(self)
+        listeners = list(self.listeners.values())
+        try:
+            for listener in listeners:
+                listener.startService()
+        except ListenError:
+            for listener in listeners:
+                if listener.running:
+                    listener.stopService()
+            Service.stopService(self)
+            raise
         self._rotation = LoopingCall(self.rotate_ticket_keys)
         self._rotation.clock = self.reactor
         self._rotation.start(TICKET_KEY_LIFETIME, now=False)
@@ -427,7 +452,9 @@ class GemfcgiService(MultiService):
             signal.signal(
                 signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_access_log)
             )
-        super().startService()
+        for service in self:
+            if not service.running:
+                service.startService()
 
     def stopService(self) -> Deferred:
         if self._rotation is not None and self._rotation.running:

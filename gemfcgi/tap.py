@@ -185,9 +185,29 @@ def load_or_exit(options: Options) -> model.Config:
     return config
 
 
+class StartOrExit(MultiService):
+    """
+    What twistd starts. A socket that cannot be opened (a port in use, an
+    address this machine does not have) ends the start as a bad
+    configuration does: one line and exit status 1, rather than a
+    traceback, and before any FastCGI application is spawned.
+    """
+
+    def __init__(self, service: Service) -> None:
+        super().__init__()
+        service.setServiceParent(self)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ListenError as error:
+            # twistd has standard error written to its log by now.
+            sys.exit(f"gemfcgi: cannot listen on {error}")
+
+
 def makeService(options: Options) -> Service:
     try:
-        service = _make_service(options)
+        service: Service = StartOrExit(_make_service(options))
     except (ListenError, CertificateError, PrivilegeError) as error:
         sys.exit(f"gemfcgi: {error}")
     # Under twistd, its text log is written by an observer of ours that
@@ -215,6 +235,9 @@ def _make_service(options: Options) -> Service:
     if options["config"] is not None:
         config = load_or_exit(options)
     elif options["root"] is not None:
+        if not os.path.isdir(options["root"]):
+            # What a configuration's root gets from the check, said of the option.
+            sys.exit(f"gemfcgi: --root {options['root']} is not a directory")
         config = quick_config(options, options["root"])
         listen = listen or [ALL_ADDRESSES_LISTENER]
     else:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -113,3 +115,47 @@ def test_example_tac_serves_a_directory(tmp_path, certificate):
     finally:
         server.stop()
     assert reply.body == b"# from the tac\n"
+
+
+def demo_apps_without_a_parent() -> set[int]:
+    """Demo FastCGI apps that outlived the server that spawned them (adopted by init)."""
+    orphans = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"gemfcgi.demo.app" in cmdline and parent == 1:
+            orphans.add(int(entry))
+    return orphans
+
+
+def test_a_port_in_use_ends_the_start_with_one_line_and_spawns_nothing(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    before = demo_apps_without_a_parent()
+    try:
+        # The embedded default, whose demo app would be spawned at start.
+        result = twistd("-n", "--pidfile=", "gemfcgi", "--state-dir", str(tmp_path),
+                        "--listen", f"tcp:{port}:interface=127.0.0.1")
+    finally:
+        busy.close()
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 1, output
+    assert f"gemfcgi: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in output
+    assert "Traceback" not in output
+    assert "gemfcgi.demo.app" not in output
+    time.sleep(0.5)
+    assert demo_apps_without_a_parent() - before == set()
+
+
+def test_a_quick_mode_root_that_is_not_a_directory_is_refused(tmp_path):
+    result = twistd("-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "missing"),
+                    "--cert", "x.pem", "--key", "x.key")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == f"gemfcgi: --root {tmp_path / 'missing'} is not a directory"
