@@ -328,43 +328,73 @@ class GemfcgiService(MultiService):
         self.store = store
 
     def _install(self, config: model.Config, site: Site, store: CertificateStore) -> None:
+        self._commit_listeners(config, site, store, self._open_listeners(config, site, store))
+
+    def _open_listeners(
+        self, config: model.Config, site: Site, store: CertificateStore
+    ) -> dict[str, tuple[ListenerService, GeminiFactory, ServerTLS]]:
+        """
+        The listeners ``config`` adds, each already listening if this
+        service runs. If one cannot be opened, those opened here are closed
+        again and ``ListenError`` is raised: the running ones never notice.
+        """
+        added: dict[str, tuple[ListenerService, GeminiFactory, ServerTLS]] = {}
+        try:
+            for listener in plan_listeners(config, self.listen):
+                description = listener.description
+                if description in self.listeners or description in added:
+                    continue
+                tls = ServerTLS(store, listener.servers[0])
+                factory = GeminiFactory(site, self.reactor, self.connections)
+                endpoint = server_endpoint(self.reactor, description)
+                on_listening = (
+                    (lambda port, d=description: self._answer_on(d, port, self.config, self.site))
+                    if self.listen
+                    else None
+                )
+                service = ListenerService(
+                    description, endpoint, factory, tls, hard_limit(site.max_connections), on_listening
+                )
+                added[description] = (service, factory, tls)
+                # Opens the socket when this service runs.
+                service.setServiceParent(self)
+        except Exception:
+            for service, _, _ in added.values():
+                service.disownServiceParent()
+            raise
+        return added
+
+    def _commit_listeners(
+        self,
+        config: model.Config,
+        site: Site,
+        store: CertificateStore,
+        added: dict[str, tuple[ListenerService, GeminiFactory, ServerTLS]],
+    ) -> None:
+        """Serve ``site`` on every wanted listener; close the ones no longer wanted."""
         self.store = store
         wanted = {listener.description: listener for listener in plan_listeners(config, self.listen)}
+        for description, listener in wanted.items():
+            if description in added:
+                service, factory, tls = added[description]
+                self.listeners[description] = service
+                self._factories[description] = factory
+                self._tls[description] = tls
+                if self.listen and service.port is not None:
+                    # Opened before the new configuration was current.
+                    self._answer_on(description, service.port, config, site)
+                continue
+            self._factories[description].site = site
+            self._tls[description].update(store, listener.servers[0])
+            port = self.listeners[description].port
+            if self.listen and port is not None:
+                self._answer_on(description, port, config, site)
         for description in list(self.listeners):
             if description not in wanted:
                 service = self.listeners.pop(description)
                 del self._tls[description]
                 del self._factories[description]
                 service.disownServiceParent()
-        for description, listener in wanted.items():
-            default = listener.servers[0]
-            if description in self.listeners:
-                self._factories[description].site = site
-                self._tls[description].update(store, default)
-                port = self.listeners[description].port
-                if self.listen and port is not None:
-                    self._answer_on(description, port, config, site)
-                continue
-            tls = ServerTLS(store, default)
-            factory = GeminiFactory(site, self.reactor, self.connections)
-            endpoint = server_endpoint(self.reactor, description)
-            on_listening = (
-                (lambda port, d=description: self._answer_on(d, port, self.config, self.site))
-                if self.listen
-                else None
-            )
-            service = ListenerService(
-                description,
-                endpoint,
-                factory,
-                tls,
-                hard_limit(site.max_connections),
-                on_listening,
-            )
-            self._factories[description] = factory
-            self.listeners[description] = service
-            self._tls[description] = tls
-            service.setServiceParent(self)
 
     def _answer_on(
         self, description: str, port: IListeningPort, config: model.Config, site: Site
@@ -389,8 +419,16 @@ class GemfcgiService(MultiService):
         """
         site = build_site(config, self.timeouts, self.max_connections)
         store = build_certificates(config, site.routes)
-        reconfigure_fastcgi(site, config, self.fastcgi)
-        self._install(config, site, store)
+        # Each step that can fail leaves what runs as it was: new sockets
+        # are opened first and closed again if the backends cannot be.
+        added = self._open_listeners(config, site, store)
+        try:
+            reconfigure_fastcgi(site, config, self.fastcgi)
+        except Exception:
+            for service, _, _ in added.values():
+                service.disownServiceParent()
+            raise
+        self._commit_listeners(config, site, store, added)
         self.config, self.site = config, site
         if self.running:
             self._open_access_log()
