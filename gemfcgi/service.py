@@ -404,8 +404,10 @@ class GemfcgiService(MultiService):
         the servers whose ``listen on`` lines name it, and offers the first
         one's certificate; when none does, every server answers.
         """
+        factory = self._factories.get(description)
+        if factory is None:
+            return  # opened by a reload not yet committed, which answers for it
         matching = servers_listening_on(config, port.getHost())
-        factory = self._factories[description]
         if matching:
             factory.answering = frozenset(site.routes.hosts[i] for i in matching)
             self._tls[description].update(self.store, matching[0])
