@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
@@ -89,23 +89,39 @@ class Backend:
         self.endpoint = endpoint
         self.clock = clock
         self.app = app
-        self.pending = 0
+        self._relays: set[Any] = set()
         self._idle: list[Deferred] = []
         self._stderr = StderrLimiter(clock)
+        if app is not None:
+            app.on_failed_start = self.app_failed
+
+    @property
+    def pending(self) -> int:
+        """Requests in flight."""
+        return len(self._relays)
 
     def connect(self, protocol: Protocol) -> Deferred:
         """A new connection for one request; fires with ``protocol`` once connected."""
         return maybeDeferred(self.endpoint.connect, _OneShotFactory(protocol))
 
-    def begin(self) -> None:
-        self.pending += 1
+    def begin(self, relay: Any) -> None:
+        self._relays.add(relay)
 
-    def end(self) -> None:
-        self.pending -= 1
-        if self.pending == 0:
+    def end(self, relay: Any) -> None:
+        self._relays.discard(relay)
+        if not self._relays:
             waiting, self._idle = self._idle, []
             for waiter in waiting:
                 waiter.callback(None)
+
+    def app_failed(self, why: str) -> None:
+        """
+        The spawned application died as it started: the requests still
+        waiting for a header would wait for a run that may never come, so
+        they are answered now (each with ``42`` and a log line).
+        """
+        for relay in list(self._relays):
+            relay.backend_failed(why)
 
     def idle(self) -> Deferred:
         """Fires when no request is in flight (at once if none is)."""

@@ -83,6 +83,7 @@ class Fault(enum.Enum):
     REFUSED = "request refused"
     FAILED = "request failed"
     TRUNCATED = "reply truncated"
+    APP_FAILED = "application failed to start"
 
 
 def reply_for(fault: Fault) -> tuple[int, str]:
@@ -100,9 +101,9 @@ class Backend(TypingProtocol):
 
     def connect(self, protocol: Protocol) -> Deferred: ...
 
-    def begin(self) -> None: ...
+    def begin(self, relay: "Relay") -> None: ...
 
-    def end(self) -> None: ...
+    def end(self, relay: "Relay") -> None: ...
 
     def log_stderr(self, where: str, data: bytes) -> None: ...
 
@@ -230,7 +231,7 @@ class Relay(OneTimeout):
     # -- start -------------------------------------------------------------
 
     def start(self) -> None:
-        self.backend.begin()
+        self.backend.begin(self)
         self.client.stream(self)
         connecting = self.backend.connect(FastCGIClientProtocol(self, self._request))
         if not (self.finished or connecting.called):
@@ -268,6 +269,11 @@ class Relay(OneTimeout):
             self._fail(Fault.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
         else:
             self._fail(Fault.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s")
+
+    def backend_failed(self, why: str) -> None:
+        """The application died as it started; a request it has not begun to answer ends now."""
+        if self._reader is not None:
+            self._fail(Fault.APP_FAILED, why)
 
     # -- records from the backend -----------------------------------------
 
@@ -396,7 +402,7 @@ class Relay(OneTimeout):
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
-        self.backend.end()
+        self.backend.end(self)
 
     def _arm(self, seconds: float, action: Callable[[], None]) -> None:
         if not self.finished:

@@ -7,7 +7,11 @@ php-cgi and flup all accept connections on it when started that way. So the
 supervisor binds a unix socket in a private directory of its own and passes
 it to the program on every start. The socket belongs to gemfcgi, not to the
 program: it survives restarts, and requests that arrive while the program is
-down wait in its backlog instead of failing.
+down wait in its backlog instead of failing. The exception is a program that
+ended by itself as it started (within ``threshold``, not by a signal): until
+its next start, requests are refused at once, and those left waiting are
+failed when it ends (``failed_start``, ``on_failed_start``), so a wrong
+command costs each request a ``42``, not the whole reply timeout.
 
 Twisted's ``ProcessMonitor`` cannot pass a descriptor to its children, so
 this is a small supervisor with the same semantics: a program that dies
@@ -51,7 +55,7 @@ import socket
 import sys
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -191,6 +195,12 @@ class SpawnedApp(Service):
         self._restart: Any = None
         self._kill: Any = None
         self._stopped: Optional[Deferred] = None
+        # Why the program is down after dying as it started (None while it
+        # runs, or after a run that was healthy): requests are then refused
+        # at once rather than left in the backlog for a run that may never
+        # come. Told to ``on_failed_start`` too, for the requests waiting.
+        self.failed_start: Optional[str] = None
+        self.on_failed_start: Optional[Callable[[str], None]] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -241,7 +251,9 @@ class SpawnedApp(Service):
             log.error("{backend}: program {program!r} not found", backend=self.name,
                       program=self.argv[0])
             self._schedule_restart()
+            self._failed_to_start(f"program {self.argv[0]!r} not found")
             return
+        self.failed_start = None
         command = _launch_argv(executable, self.argv)
         with _batch_scheduling():
             self._process = self.reactor.spawnProcess(
@@ -287,6 +299,20 @@ class SpawnedApp(Service):
         if ran >= self.threshold:
             self._delay = self.min_delay
         self._schedule_restart()
+        if ran < self.threshold and getattr(reason.value, "signal", None) is None:
+            # It ended by itself, at once: a wrong command, a missing
+            # module. One killed from outside (a signal) was not refusing
+            # to start, and its requests wait for the next run.
+            self._failed_to_start(
+                f"pid {pid} exited {ran:.1f} s after starting ({reason.getErrorMessage()})"
+            )
+
+    def _failed_to_start(self, why: str) -> None:
+        if self._restart is not None and self._restart.active():
+            why += f"; next start in {self._restart.getTime() - self.reactor.seconds():g} s"
+        self.failed_start = why
+        if self.on_failed_start is not None:
+            self.on_failed_start(why)
 
     def _schedule_restart(self) -> None:
         if not self.running:
@@ -334,6 +360,8 @@ class _SpawnedAppEndpoint:
         path = self.app.socket_path
         if path is None:
             return fail(AppNotRunning(f"{self.app.name} is not running"))
+        if self.app.failed_start is not None:
+            return fail(AppNotRunning(f"the application failed to start: {self.app.failed_start}"))
         endpoint = self._endpoint
         if endpoint is None or endpoint.path != path:
             endpoint = self._endpoint = UnixSocketEndpoint(self.app.reactor, path, self.timeout)

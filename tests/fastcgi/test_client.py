@@ -19,7 +19,7 @@ from typing import Optional
 
 import pytest
 from twisted.internet import error
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
@@ -597,6 +597,10 @@ class FakeProcess:
         self.protocol.processExited(Failure(error.ProcessTerminated(code)))
         self.protocol.processEnded(Failure(error.ProcessTerminated(code)))
 
+    def killed(self, signum: int) -> None:
+        self.protocol.processExited(Failure(error.ProcessTerminated(signal=signum)))
+        self.protocol.processEnded(Failure(error.ProcessTerminated(signal=signum)))
+
 
 class SpawningReactor(MemoryReactorClock):
     def __init__(self) -> None:
@@ -733,6 +737,44 @@ def test_stop_sends_term_then_kill_after_the_grace_period_and_removes_the_socket
     assert len(reactor.processes) == 1
 
 
+def test_a_program_that_exits_as_it_starts_is_refused_requests_until_its_next_start(spawning):
+    from gemfcgi.fastcgi.spawn import AppNotRunning
+
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    reactor.advance(0.25)
+    reactor.processes[0].exit(1)
+    assert told == [app.failed_start]
+    assert app.failed_start.startswith(f"pid {FAKE_PID_BASE} exited 0.2 s after starting (")
+    assert app.failed_start.endswith("exit code 1.); next start in 0.1 s")
+    refused = app.endpoint().connect(Factory.forProtocol(Protocol))
+    assert isinstance(refused.result.value, AppNotRunning)
+    refused.addErrback(lambda _: None)
+    reactor.advance(0.1)
+    assert len(reactor.processes) == 2 and app.failed_start is None
+
+
+def test_a_program_killed_by_a_signal_as_it_starts_keeps_requests_waiting(spawning):
+    import signal
+
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    reactor.advance(0.25)
+    reactor.processes[0].killed(signal.SIGKILL)
+    assert told == [] and app.failed_start is None
+
+
+def test_a_program_that_ran_a_while_keeps_requests_waiting_when_it_exits(spawning):
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    reactor.advance(5)
+    reactor.processes[0].exit(1)
+    assert told == [] and app.failed_start is None
+
+
 def test_missing_program_is_logged_and_retried_with_backoff():
     from gemfcgi.fastcgi.spawn import SpawnedApp
 
@@ -747,6 +789,13 @@ def test_missing_program_is_logged_and_retried_with_backoff():
     app.stopService()
 
 
+class InFlight:
+    """A request in flight, as a backend counts it."""
+
+    def backend_failed(self, why: str) -> None:
+        raise AssertionError(f"not expected here: {why}")
+
+
 def test_spawned_app_is_stopped_only_after_its_last_request():
     import signal
 
@@ -755,11 +804,12 @@ def test_spawned_app_is_stopped_only_after_its_last_request():
     backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
     backends.startService()
     (process,) = reactor.processes
-    backend.begin()
+    in_flight = InFlight()
+    backend.begin(in_flight)
     stopped = backends.stopService()
     reactor.advance(5)
     assert process.signals == []
-    backend.end()
+    backend.end(in_flight)
     assert process.signals == [signal.SIGTERM]
     process.exit(0)
     assert stopped.called
@@ -772,7 +822,7 @@ def test_spawned_app_is_stopped_after_the_drain_timeout_whatever_is_pending():
     backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
     backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
     backends.startService()
-    backend.begin()
+    backend.begin(InFlight())
     backends.stopService()
     reactor.advance(9.9)
     assert reactor.processes[0].signals == []
@@ -841,7 +891,8 @@ def test_reload_keeps_backends_still_configured_and_retires_the_others():
     backends.startService()
     kept_backend = backends.backend_for(kept)
     retired = backends.backend_for(old_app)
-    retired.begin()
+    in_flight = InFlight()
+    retired.begin(in_flight)
     second = config(model.FastCGISocket("/run/kept.sock"), model.FastCGISpawn("sh new.sh"))
     site = build_site(second)
     reconfigure_fastcgi(site, second, backends)
@@ -850,7 +901,7 @@ def test_reload_keeps_backends_still_configured_and_retires_the_others():
     old_process, new_process = reactor.processes
     assert new_process.argv[-1] == "new.sh" and new_process.argv[-2].endswith("sh")
     assert old_process.signals == []
-    retired.end()
+    retired.end(in_flight)
     assert old_process.signals == [signal.SIGTERM]
     old_process.exit(0)
     backends.stopService()

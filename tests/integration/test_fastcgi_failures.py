@@ -109,6 +109,44 @@ def test_connect_longer_than_the_connect_timeout_gets_42(failing):
     fault_line(failing, "/blackhole/x", "tcp:127.0.0.1:", "connect timeout")
 
 
+# -- an application that dies as it starts --------------------------------------------------
+
+
+def spawning_server(certificate, capsule, command: str):
+    processes = Processes()
+    locations = [{"pattern": "/app/*", "backend": {"spawn": command}}]
+    return processes, processes.server(server_spec(certificate, locations, root=str(capsule)))
+
+
+def test_an_application_that_dies_at_start_gets_42_at_once_not_after_the_reply_timeout(
+    certificate, capsule
+):
+    processes, server = spawning_server(certificate, capsule, "sh -c 'exit 3'")
+    try:
+        logged(server, "spawn:sh -c 'exit 3'", "exited after", "exit code 3")
+        started = time.monotonic()
+        assert get(server, "/app/x").header == b"42 CGI error"
+        assert time.monotonic() - started < 1
+        fault_line(server, "/app/x", "spawn:sh -c 'exit 3'", "cannot connect: the application "
+                   "failed to start: pid", "exited 0.0 s after starting", "exit code 3", "next start in")
+        assert get(server, "/").status == 20
+    finally:
+        processes.stop_all()
+
+
+def test_a_request_queued_for_a_run_that_dies_at_start_gets_42_when_it_dies(certificate, capsule):
+    # The program runs for 0.8 s, less than a healthy run (1 s): the request,
+    # sent as the server starts listening, waits in the socket's backlog
+    # until the program dies, and is answered then.
+    processes, server = spawning_server(certificate, capsule, "sh -c 'sleep 0.8; exit 4'")
+    try:
+        assert get(server, "/app/x").header == b"42 CGI error"
+        fault_line(server, "/app/x", "spawn:sh -c 'sleep 0.8; exit 4'",
+                   "): application failed to start: pid", "exit code 4")
+    finally:
+        processes.stop_all()
+
+
 # -- before the header ------------------------------------------------------------------
 
 
