@@ -11,7 +11,8 @@ down wait in its backlog instead of failing. The exception is a program that
 ended by itself as it started (within ``threshold``, not by a signal): until
 its next start, requests are refused at once, and those left waiting are
 failed when it ends (``failed_start``, ``on_failed_start``), so a wrong
-command costs each request a ``42``, not the whole reply timeout.
+command costs each request a ``42``, not the whole reply timeout. Its socket
+is closed until that start, for worker processes that reach it by its path.
 
 Twisted's ``ProcessMonitor`` cannot pass a descriptor to its children, so
 this is a small supervisor with the same semantics: a program that dies
@@ -217,14 +218,34 @@ class SpawnedApp(Service):
         super().startService()
         self._directory = tempfile.mkdtemp(prefix="gemfcgi-spawn-", dir=self.directory)
         self.socket_path = os.path.join(self._directory, "fastcgi.sock")
+        if self.owner is not None:
+            os.chown(self._directory, *self.owner)
+        self._open_socket()
+        self._spawn()
+
+    def _open_socket(self) -> None:
+        assert self.socket_path is not None
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listening.bind(self.socket_path)
         listening.listen(LISTEN_BACKLOG)
         if self.owner is not None:
-            for path in (self._directory, self.socket_path):
-                os.chown(path, *self.owner)
+            os.chown(self.socket_path, *self.owner)
         self._socket = listening
-        self._spawn()
+
+    def _close_socket(self) -> None:
+        """
+        Refuse connections until the next start: those in the backlog are
+        reset, and a connect finds no socket. This reaches the workers of a
+        prefork parent too, which know the program only by its path.
+        """
+        listening, self._socket = self._socket, None
+        if listening is not None:
+            listening.close()
+        if self.socket_path is not None:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -243,6 +264,8 @@ class SpawnedApp(Service):
 
     def _spawn(self) -> None:
         self._restart = None
+        if self._socket is None:
+            self._open_socket()
         assert self._socket is not None
         executable = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
         self.starts += 1
@@ -313,6 +336,7 @@ class SpawnedApp(Service):
         self.failed_start = why
         if self.on_failed_start is not None:
             self.on_failed_start(why)
+        self._close_socket()
 
     def _schedule_restart(self) -> None:
         if not self.running:
@@ -338,9 +362,7 @@ class SpawnedApp(Service):
                 pass
 
     def _cleanup(self) -> None:
-        listening, self._socket = self._socket, None
-        if listening is not None:
-            listening.close()
+        self._close_socket()
         directory, self._directory = self._directory, None
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)

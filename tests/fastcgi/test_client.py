@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import weakref
 from typing import Optional
 
@@ -751,8 +752,12 @@ def test_a_program_that_exits_as_it_starts_is_refused_requests_until_its_next_st
     refused = app.endpoint().connect(Factory.forProtocol(Protocol))
     assert isinstance(refused.result.value, AppNotRunning)
     refused.addErrback(lambda _: None)
+    # Closed for those who know only its path (the workers of a prefork parent).
+    assert app._socket is None and not os.path.exists(app.socket_path)
     reactor.advance(0.1)
     assert len(reactor.processes) == 2 and app.failed_start is None
+    assert stat.S_ISSOCK(os.stat(app.socket_path).st_mode)
+    assert reactor.processes[1].child_fds[0] == app._socket.fileno()
 
 
 def test_a_program_killed_by_a_signal_as_it_starts_keeps_requests_waiting(spawning):

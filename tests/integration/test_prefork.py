@@ -198,3 +198,31 @@ def test_a_spawned_app_is_started_once_by_the_parent_for_all_workers(capsule, ce
     finally:
         server.stop()
     assert not os.path.exists(f"/proc/{spawned[0]}") or "zombie" in open(f"/proc/{spawned[0]}/status").read().lower()
+
+
+@pytest.mark.parametrize(
+    "command, waits",
+    [("sh -c 'exit 3'", False), ("sh -c 'sleep 0.8; exit 3'", True)],
+    ids=["refused-at-once", "queued-then-reset"],
+)
+def test_workers_answer_42_soon_for_a_spawned_program_that_exits_as_it_starts(
+    capsule, certificate, tmp_path, command, waits
+):
+    # The workers know the program only by its socket's path: the parent
+    # closes that socket while the program cannot start.
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    config.write_text(config.read_text().replace(
+        "}\n", f'  location "/app/*" {{ fastcgi spawn "{command}" }}\n}}\n'
+    ))
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        if not waits:
+            server.wait_for_log(r"exited after 0\.0 s")
+        started = time.monotonic()
+        assert fetch(server.port, f"gemini://localhost:{server.port}/app/x").header == b"42 CGI error"
+        assert time.monotonic() - started < 5
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+    finally:
+        server.stop()
