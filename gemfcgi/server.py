@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -111,8 +112,15 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.factory.connections.add(self)
 
     def _note_peer(self) -> None:
-        self.peer = peer = self.transport.getPeer()
+        peer = self.transport.getPeer()
         host = getattr(peer, "host", None)
+        if host is not None and host.startswith("::ffff:") and "." in host:
+            # An IPv4 client of a dual-stack IPv6 socket (``listen on *``):
+            # the IPv4 address it is, in the log and REMOTE_ADDR, as gmid
+            # (a socket per family) shows it.
+            host = host[len("::ffff:"):]
+            peer = IPv4Address("TCP", host, peer.port)
+        self.peer = peer
         self.record.client_ip = host if host is not None else str(peer)
         self.record.client_port = getattr(peer, "port", 0)
 

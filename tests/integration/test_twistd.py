@@ -159,3 +159,14 @@ def test_a_quick_mode_root_that_is_not_a_directory_is_refused(tmp_path):
                     "--cert", "x.pem", "--key", "x.key")
     assert result.returncode == 1
     assert result.stderr.decode().strip() == f"gemfcgi: --root {tmp_path / 'missing'} is not a directory"
+
+
+def test_an_ipv4_client_of_the_dual_stack_socket_is_shown_as_ipv4(tmp_path):
+    # What quick mode and "listen on *" open: one IPv6 socket for both families.
+    server = start_server("--state-dir", str(tmp_path), "--listen", "tcp6:0:interface=\\:\\:")
+    try:
+        reply = fetch(server.port, f"gemini://localhost:{server.port}/app/hello")
+        server.wait_for_log(rf"\] 127\.0\.0\.1:\d+ GET gemini://localhost:{server.port}/app/hello 20 ")
+    finally:
+        server.stop()
+    assert b"* client: 127.0.0.1\n" in reply.body

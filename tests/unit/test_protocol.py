@@ -252,3 +252,24 @@ def test_a_handler_failing_after_its_header_cuts_the_connection(site):
     protocol.dataReceived(b"gemini://localhost/\r\n")
     assert transport.value() == b"20 text/gemini\r\n# half"
     assert transport.aborted
+
+
+def test_an_ipv4_client_of_a_dual_stack_socket_is_known_by_its_ipv4_address(site):
+    from twisted.internet.address import IPv6Address
+
+    seen = []
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        clock = Clock()
+        protocol = GeminiProtocol(site, clock)
+        transport = TLSStringTransport()
+        transport.peerAddr = IPv6Address("TCP", "::ffff:192.0.2.7", 40001)
+        protocol.makeConnection(transport)
+        protocol.handshakeCompleted()
+        protocol.dataReceived(b"gemini://localhost/\r\n")
+        protocol.connectionLost(None)
+    finally:
+        accesslog.log.observer = observer
+    assert (protocol.peer.host, protocol.peer.port) == ("192.0.2.7", 40001)
+    assert seen[0]["line"].startswith("192.0.2.7:40001 GET gemini://localhost/ 20 ")
