@@ -10,6 +10,8 @@ diagnostic, so ``--check``, start-up and a reload all report the same way.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import stat
 from typing import Optional
 
@@ -32,6 +34,24 @@ def _in_chroot(config: model.Config, path: str) -> str:
     if config.chroot and os.path.isabs(path):
         return os.path.join(config.chroot, path.lstrip("/"))
     return path
+
+
+def spawn_problem(command: str) -> Optional[str]:
+    """
+    What keeps a ``fastcgi spawn`` command from starting, looked up as the
+    server will start it (this process's PATH; spawned programs run outside
+    any chroot); ``None`` if nothing does.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError as problem:
+        return f"cannot split {command!r} into words: {problem}"
+    if not argv:
+        return "empty command"
+    if shutil.which(argv[0], path=os.environ.get("PATH", os.defpath)) is None:
+        where = "" if "/" in argv[0] else " in PATH"
+        return f"program {argv[0]!r} not found{where} (or not executable)"
+    return None
 
 
 def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnostic]]:
@@ -79,6 +99,11 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         ]:
             if options.root is not None and not os.path.isdir(_in_chroot(config, options.root)):
                 error(where, f"root {options.root} is not a directory")
+            fastcgi = options.fastcgi
+            if fastcgi is not None and isinstance(fastcgi.address, model.FastCGISpawn):
+                problem = spawn_problem(fastcgi.address.command)
+                if problem is not None:
+                    error(fastcgi.origin or where, f"fastcgi spawn: {problem}")
             ca = options.require_client_ca
             if ca is not None and ca not in checked_cas:
                 checked_cas.add(ca)

@@ -230,6 +230,31 @@ def test_bad_config_exits_1_with_file_and_line(tmp_path):
     assert f"{bad}:3: unknown directive 'frobnicate'".encode() in result.stderr
 
 
+def test_a_spawn_command_whose_program_is_missing_is_a_config_error(tree, tmp_path):
+    import subprocess
+
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    config = tmp_path / "gmid.conf"
+    config.write_text((tree / "gmid.conf").read_text().replace(
+        '    location "/secret/*" {{ block }}'.replace("{{", "{").replace("}}", "}"),
+        '    location "/php/*" { fastcgi spawn "php-cgi-not-installed -d x=1" }\n'
+        '    location "/sh/*" { fastcgi spawn "sh -c \'exit 0\'" }',
+    ))
+    result = subprocess.run(
+        [*TWISTD, "gemfcgi", "-c", str(config), "--check"],
+        capture_output=True, timeout=60, env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    line = config.read_text().splitlines().index(
+        '    location "/php/*" { fastcgi spawn "php-cgi-not-installed -d x=1" }'
+    ) + 1
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"{config}:{line}: fastcgi spawn: program 'php-cgi-not-installed' not found in PATH "
+        "(or not executable)"
+    ]
+
+
 def test_define_wins_over_the_files_macro(tree, tmp_path):
     text = (tree / "gmid.conf").read_text().replace(
         'roots = "', 'roots = "/nonexistent" # was "'
