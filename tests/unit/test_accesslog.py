@@ -19,6 +19,21 @@ EVENT = {
     "common_name": "alice",
 }
 
+def emitted(record) -> dict:
+    """The access event ``accesslog.emit`` publishes for ``record``, ended at 100.5."""
+    from gemfcgi import accesslog
+
+    seen = []
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        accesslog.emit(record, 100.5)
+    finally:
+        accesslog.log.observer = observer
+    [event] = seen
+    return event
+
+
 TIME = r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}"
 
 
@@ -56,18 +71,10 @@ def test_the_twistd_log_shows_the_line_as_is_braces_included():
 
     from gemfcgi import accesslog
 
-    seen = []
-    record = accesslog.AccessRecord(
+    text = formatEventAsClassicLogText(emitted(accesslog.AccessRecord(
         client_ip="192.0.2.7", client_port=40001, url="gemini://example.com/{x}?{0}", status=20,
         meta="text/gemini", bytes_sent=1234, started=100.0,
-    )
-    observer = accesslog.log.observer
-    accesslog.log.observer = seen.append
-    try:
-        accesslog.emit(record, 100.5)
-    finally:
-        accesslog.log.observer = observer
-    text = formatEventAsClassicLogText(seen[0])
+    )))
     assert text.endswith(
         " [gemfcgi.access#info] 192.0.2.7:40001 GET gemini://example.com/{x}?{0} 20 text/gemini "
         "1234 500.0ms\n"
@@ -77,17 +84,9 @@ def test_the_twistd_log_shows_the_line_as_is_braces_included():
 def test_an_applications_meta_and_a_certificates_name_cannot_write_controls_into_the_log():
     from gemfcgi import accesslog
 
-    seen = []
-    record = accesslog.AccessRecord(
+    event = emitted(accesslog.AccessRecord(
         client_ip="192.0.2.7", client_port=40001, url="gemini://example.com/", status=20,
         meta="text/gemini\x1b[2J", bytes_sent=3, started=100.0, common_name="Mallory\n192.0.2.8",
-    )
-    observer = accesslog.log.observer
-    accesslog.log.observer = seen.append
-    try:
-        accesslog.emit(record, 100.5)
-    finally:
-        accesslog.log.observer = observer
-    [event] = seen
+    ))
     assert event["line"] == "192.0.2.7:40001 GET gemini://example.com/ 20 text/gemini\\x1b[2J 3 500.0ms"
     assert format_line("common", event).startswith("- 192.0.2.7 - Mallory\\x0a192.0.2.8 ")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 from twisted.internet.task import Clock
@@ -35,6 +37,18 @@ def connect(site, server_name=b"localhost", port=1965, handshake=True):
     if handshake:
         protocol.handshakeCompleted()
     return protocol, transport, clock
+
+
+@contextmanager
+def access_events() -> Iterator[list]:
+    """The access events published inside the block."""
+    seen: list = []
+    observer = accesslog.log.observer
+    accesslog.log.observer = seen.append
+    try:
+        yield seen
+    finally:
+        accesslog.log.observer = observer
 
 
 def test_request_in_pieces_is_assembled(site):
@@ -94,18 +108,13 @@ def test_peer_that_never_answers_close_notify_is_aborted_after_linger(site):
 def test_the_logged_duration_ends_with_the_response_not_the_linger(site):
     # A client that keeps the connection open after the response (amfora
     # does) is cut when the linger runs out; its request took 0.25 s.
-    seen = []
-    observer = accesslog.log.observer
-    accesslog.log.observer = seen.append
-    try:
+    with access_events() as seen:
         protocol, transport, clock = connect(site)
         clock.advance(0.25)
         protocol.dataReceived(b"gemini://localhost/\r\n")
         clock.advance(2.1)
         assert transport.aborted
         protocol.connectionLost(None)
-    finally:
-        accesslog.log.observer = observer
     [event] = seen
     assert event["duration_ms"] == pytest.approx(250.0)
     assert event["line"].endswith(" 20 text/gemini 23 250.0ms")
@@ -113,10 +122,7 @@ def test_the_logged_duration_ends_with_the_response_not_the_linger(site):
 
 def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_path):
     (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
-    seen = []
-    observer = accesslog.log.observer
-    accesslog.log.observer = seen.append
-    try:
+    with access_events() as seen:
         protocol, transport, clock = connect(site)
         protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
         # The client stops reading, the transport pauses the reply, and
@@ -125,8 +131,6 @@ def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_pa
         clock.advance(1.5)
         assert not transport.disconnecting
         protocol.connectionLost(None)
-    finally:
-        accesslog.log.observer = observer
     [event] = seen
     assert event["duration_ms"] == pytest.approx(1500.0)
     assert event["bytes_sent"] < 8 * 1024 * 1024
@@ -185,17 +189,12 @@ def test_sni_in_another_case_or_spelling_is_the_same_host(tmp_path):
 
 def logged_lines(site, *chunks, advance=0.0):
     """The access lines of one connection that receives ``chunks``."""
-    seen = []
-    observer = accesslog.log.observer
-    accesslog.log.observer = seen.append
-    try:
+    with access_events() as seen:
         protocol, transport, clock = connect(site)
         for chunk in chunks:
             protocol.dataReceived(chunk)
         clock.advance(advance)
         protocol.connectionLost(None)
-    finally:
-        accesslog.log.observer = observer
     return transport.value(), [event["line"] for event in seen]
 
 
@@ -257,19 +256,13 @@ def test_a_handler_failing_after_its_header_cuts_the_connection(site):
 def test_an_ipv4_client_of_a_dual_stack_socket_is_known_by_its_ipv4_address(site):
     from twisted.internet.address import IPv6Address
 
-    seen = []
-    observer = accesslog.log.observer
-    accesslog.log.observer = seen.append
-    try:
-        clock = Clock()
-        protocol = GeminiProtocol(site, clock)
+    with access_events() as seen:
+        protocol = GeminiProtocol(site, Clock())
         transport = TLSStringTransport()
         transport.peerAddr = IPv6Address("TCP", "::ffff:192.0.2.7", 40001)
         protocol.makeConnection(transport)
         protocol.handshakeCompleted()
         protocol.dataReceived(b"gemini://localhost/\r\n")
         protocol.connectionLost(None)
-    finally:
-        accesslog.log.observer = observer
     assert (protocol.peer.host, protocol.peer.port) == ("192.0.2.7", 40001)
     assert seen[0]["line"].startswith("192.0.2.7:40001 GET gemini://localhost/ 20 ")
