@@ -189,25 +189,32 @@ class StartOrExit(MultiService):
     """
     What twistd starts. A socket that cannot be opened (a port in use, an
     address this machine does not have) ends the start as a bad
-    configuration does: one line and exit status 1, rather than a
-    traceback, and before any FastCGI application is spawned.
+    configuration does, before any FastCGI application is spawned: in the
+    foreground (``-n``), with one line and exit status 1 rather than a
+    traceback. A daemon raises instead: twistd reports an exception from
+    the start to the waiting parent, which prints it and exits 1, while an
+    exit here would leave that parent waiting for ever.
     """
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, foreground: bool) -> None:
         super().__init__()
+        self.foreground = foreground
         service.setServiceParent(self)
 
     def startService(self) -> None:
         try:
             super().startService()
         except ListenError as error:
+            if not self.foreground:
+                raise
             # twistd has standard error written to its log by now.
             sys.exit(f"gemfcgi: cannot listen on {error}")
 
 
 def makeService(options: Options) -> Service:
     try:
-        service: Service = StartOrExit(_make_service(options))
+        foreground = options.parent is not None and bool(options.parent.get("nodaemon"))
+        service: Service = StartOrExit(_make_service(options), foreground)
     except (ListenError, CertificateError, PrivilegeError) as error:
         sys.exit(f"gemfcgi: {error}")
     # Under twistd, its text log is written by an observer of ours that

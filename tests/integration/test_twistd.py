@@ -154,6 +154,26 @@ def test_a_port_in_use_ends_the_start_with_one_line_and_spawns_nothing(tmp_path)
     assert demo_apps_without_a_parent() - before == set()
 
 
+def test_a_daemon_whose_port_is_in_use_reports_it_and_exits(tmp_path):
+    # Daemonized, twistd's parent waits for the daemon to say how its start
+    # went; it must hear of the failure, not wait for ever.
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        result = twistd(f"--pidfile={tmp_path / 'twistd.pid'}", f"--logfile={tmp_path / 'twistd.log'}",
+                        "gemfcgi", "--state-dir", str(tmp_path),
+                        "--listen", f"tcp:{port}:interface=127.0.0.1")
+    finally:
+        busy.close()
+    assert result.returncode == 1
+    assert f"ListenError: tcp:{port}:interface=127.0.0.1: Address already in use" in result.stderr.decode()
+    assert not (tmp_path / "twistd.pid").exists()
+    time.sleep(0.5)
+    assert "gemfcgi.demo.app" not in (tmp_path / "twistd.log").read_text()
+
+
 def test_a_quick_mode_root_that_is_not_a_directory_is_refused(tmp_path):
     result = twistd("-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "missing"),
                     "--cert", "x.pem", "--key", "x.key")
