@@ -73,6 +73,12 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         protocol_range(config.protocols)
     except ProtocolsError as problem:
         error(None, f"protocols: {problem}")
+    access = config.log.access
+    if access is not None:
+        # Opened at start-up (and on SIGUSR1): its directory must be there.
+        directory = os.path.dirname(_in_chroot(config, os.path.abspath(access))) or "."
+        if not os.path.isdir(directory):
+            error(config.log.access_origin, f"log access {access!r}: no directory {directory}")
     checked_cas: set[str] = set()
     for server in config.servers:
         origin = server.origin

@@ -172,6 +172,9 @@ class LogSettings:
     style: Literal["legacy", "common", "combined", "condensed"] = "legacy"
     syslog: bool = True
     facility: str = "daemon"
+    # Where ``access`` was given, for a diagnostic about the file; not part
+    # of what the settings are.
+    access_origin: Optional[Origin] = field(default=None, compare=False)
 
 
 @dataclass

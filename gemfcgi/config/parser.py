@@ -497,6 +497,7 @@ class _Parser:
         settings = self.config.log
         if token.is_keyword("access"):
             settings.access = self._string("'access'")
+            settings.access_origin = _origin(token)
         elif token.is_keyword("style"):
             style = self._peek()
             if not (style.is_string() and style.text in values.LOG_STYLES):

@@ -255,6 +255,27 @@ def test_a_spawn_command_whose_program_is_missing_is_a_config_error(tree, tmp_pa
     ]
 
 
+def test_an_access_log_in_a_missing_directory_is_a_config_error(tree, tmp_path):
+    import subprocess
+
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    config = tmp_path / "gmid.conf"
+    missing = tmp_path / "no-such-dir" / "access.log"
+    config.write_text(f'log {{\n  access "{missing}"\n}}\n' + (tree / "gmid.conf").read_text())
+    checking = [*TWISTD, "gemfcgi", "-c", str(config), "--check"]
+    starting = [*TWISTD, "-n", "--pidfile=", "gemfcgi", "-c", str(config)]
+    for command in (checking, starting):
+        result = subprocess.run(
+            command, capture_output=True, timeout=60,
+            env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+        )
+        assert result.returncode == 1
+        assert result.stderr.decode().splitlines() == [
+            f"{config}:2: log access '{missing}': no directory {missing.parent}"
+        ]
+
+
 def test_define_wins_over_the_files_macro(tree, tmp_path):
     text = (tree / "gmid.conf").read_text().replace(
         'roots = "', 'roots = "/nonexistent" # was "'
