@@ -193,9 +193,9 @@ class WorkerPool(Service):
                 assert path is not None
                 if chroot:
                     path = "/" + os.path.relpath(path, chroot)
-                fastcgi.address = model.FastCGIEndpoint(
-                    f"unix:path={path.replace(':', chr(92) + ':')}:timeout=5"
-                )
+                # A unix socket, connected in the turn that asks
+                # (``UnixSocketEndpoint``), and named by its path in the log.
+                fastcgi.address = model.FastCGISocket(path)
         return worker_config
 
     def _retire_apps(self, config: model.Config) -> list[SpawnedApp]:
