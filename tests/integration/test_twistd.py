@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 
 from cryptography import x509
@@ -190,3 +191,51 @@ def test_an_ipv4_client_of_the_dual_stack_socket_is_shown_as_ipv4(tmp_path):
     finally:
         server.stop()
     assert b"* client: 127.0.0.1\n" in reply.body
+
+
+EMBEDDED_BUSY_PORT = """
+import socket, sys
+from twisted.internet import reactor
+import gemfcgi
+from gemfcgi.config import model
+from gemfcgi.service import ListenError
+
+cert, key, root = sys.argv[1:4]
+busy = socket.socket()
+busy.bind(("127.0.0.1", 0))
+busy.listen()
+free = socket.socket()
+free.bind(("127.0.0.1", 0))
+free_port = free.getsockname()[1]
+free.close()
+config = model.Config(servers=[model.Server(
+    name="localhost", cert=cert, key=key, options=model.LocationOptions(root=root))])
+service = gemfcgi.makeService(config, listen=[
+    f"tcp:{free_port}:interface=127.0.0.1", f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"])
+
+def start():
+    try:
+        service.startService()
+    except ListenError as error:
+        print("ListenError:", error.args[0].split(": ", 1)[1], "running:", service.running)
+    reactor.callLater(0.2, look)
+
+def look():
+    print("first port:", "closed" if socket.socket().connect_ex(("127.0.0.1", free_port)) else "open")
+    reactor.stop()
+
+reactor.callWhenRunning(start)
+reactor.run()
+"""
+
+
+def test_an_embedded_service_whose_port_is_in_use_raises_and_closes_what_it_opened(tmp_path, certificate):
+    cert, key = certificate
+    result = subprocess.run(
+        [sys.executable, "-c", EMBEDDED_BUSY_PORT, cert, key, str(tmp_path)],
+        capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+    )
+    assert result.stdout.decode().splitlines() == [
+        "ListenError: Address already in use running: 0",
+        "first port: closed",
+    ], result.stderr.decode()
