@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import stat
 from typing import Optional
 
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
 from gemfcgi.config import model
+from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.handlers.clientca import load_authorities
 from gemfcgi.privileges import PrivilegeError, identity_for
 from gemfcgi.tls import ProtocolsError, protocol_range
@@ -48,7 +48,7 @@ def spawn_problem(command: str) -> Optional[str]:
         return f"cannot split {command!r} into words: {problem}"
     if not argv:
         return "empty command"
-    if shutil.which(argv[0], path=os.environ.get("PATH", os.defpath)) is None:
+    if find_program(argv[0], os.environ) is None:
         where = "" if "/" in argv[0] else " in PATH"
         return f"program {argv[0]!r} not found{where} (or not executable)"
     return None

@@ -172,7 +172,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         try:
             request = parse_request_line(line)
         except RequestError as error:
-            self.record.url = printable(line[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
+            self._note_raw_url(line)
             self.respond(error.code, error.meta)
             return
         self.request = request
@@ -368,8 +368,12 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.transport.abortConnection()
 
     def _request_timed_out(self) -> None:
-        self.record.url = printable(self._buffer[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
+        self._note_raw_url(self._buffer)
         self.respond(status.BAD_REQUEST, "request timeout")
+
+    def _note_raw_url(self, data: bytes) -> None:
+        """A request line that did not parse, as the log shows it."""
+        self.record.url = printable(data[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
 
     def _log_access(self) -> None:
         if not self.record.enabled:

@@ -328,66 +328,67 @@ class GemfcgiService(MultiService):
         self.store = store
 
     def _install(self, config: model.Config, site: Site, store: CertificateStore) -> None:
-        self._commit_listeners(config, site, store, self._open_listeners(config, site, store))
+        planned = plan_listeners(config, self.listen)
+        self._commit_listeners(planned, config, site, store, self._open_listeners(planned, site, store))
 
     def _open_listeners(
-        self, config: model.Config, site: Site, store: CertificateStore
-    ) -> dict[str, tuple[ListenerService, GeminiFactory, ServerTLS]]:
+        self, planned: list[Listener], site: Site, store: CertificateStore
+    ) -> dict[str, ListenerService]:
         """
-        The listeners ``config`` adds, each already listening if this
+        The listeners ``planned`` adds, each already listening if this
         service runs. If one cannot be opened, those opened here are closed
         again and ``ListenError`` is raised: the running ones never notice.
         """
-        added: dict[str, tuple[ListenerService, GeminiFactory, ServerTLS]] = {}
+        added: dict[str, ListenerService] = {}
         try:
-            for listener in plan_listeners(config, self.listen):
+            for listener in planned:
                 description = listener.description
                 if description in self.listeners or description in added:
                     continue
-                tls = ServerTLS(store, listener.servers[0])
-                factory = GeminiFactory(site, self.reactor, self.connections)
-                endpoint = server_endpoint(self.reactor, description)
                 on_listening = (
                     (lambda port, d=description: self._answer_on(d, port, self.config, self.site))
                     if self.listen
                     else None
                 )
                 service = ListenerService(
-                    description, endpoint, factory, tls, hard_limit(site.max_connections), on_listening
+                    description,
+                    server_endpoint(self.reactor, description),
+                    GeminiFactory(site, self.reactor, self.connections),
+                    ServerTLS(store, listener.servers[0]),
+                    hard_limit(site.max_connections),
+                    on_listening,
                 )
-                added[description] = (service, factory, tls)
+                added[description] = service
                 # Opens the socket when this service runs.
                 service.setServiceParent(self)
         except Exception:
-            for service, _, _ in added.values():
-                service.disownServiceParent()
+            _close(added)
             raise
         return added
 
     def _commit_listeners(
         self,
+        planned: list[Listener],
         config: model.Config,
         site: Site,
         store: CertificateStore,
-        added: dict[str, tuple[ListenerService, GeminiFactory, ServerTLS]],
+        added: dict[str, ListenerService],
     ) -> None:
-        """Serve ``site`` on every wanted listener; close the ones no longer wanted."""
+        """Serve ``site`` on every planned listener; close the ones no longer planned."""
         self.store = store
-        wanted = {listener.description: listener for listener in plan_listeners(config, self.listen)}
+        wanted = {listener.description: listener for listener in planned}
         for description, listener in wanted.items():
             if description in added:
-                service, factory, tls = added[description]
+                service = added[description]
                 self.listeners[description] = service
-                self._factories[description] = factory
-                self._tls[description] = tls
-                if self.listen and service.port is not None:
-                    # Opened before the new configuration was current.
-                    self._answer_on(description, service.port, config, site)
-                continue
-            self._factories[description].site = site
-            self._tls[description].update(store, listener.servers[0])
+                self._factories[description] = service.gemini
+                self._tls[description] = service.tls
+            else:
+                self._factories[description].site = site
+                self._tls[description].update(store, listener.servers[0])
             port = self.listeners[description].port
             if self.listen and port is not None:
+                # A new one was opened before this configuration was current.
                 self._answer_on(description, port, config, site)
         for description in list(self.listeners):
             if description not in wanted:
@@ -423,14 +424,14 @@ class GemfcgiService(MultiService):
         store = build_certificates(config, site.routes)
         # Each step that can fail leaves what runs as it was: new sockets
         # are opened first and closed again if the backends cannot be.
-        added = self._open_listeners(config, site, store)
+        planned = plan_listeners(config, self.listen)
+        added = self._open_listeners(planned, site, store)
         try:
             reconfigure_fastcgi(site, config, self.fastcgi)
         except Exception:
-            for service, _, _ in added.values():
-                service.disownServiceParent()
+            _close(added)
             raise
-        self._commit_listeners(config, site, store, added)
+        self._commit_listeners(planned, config, site, store, added)
         self.config, self.site = config, site
         if self.running:
             self._open_access_log()
@@ -516,6 +517,12 @@ class GemfcgiService(MultiService):
     def ports(self) -> list[IListeningPort]:
         """The listening ports once started (for tests and embedding code)."""
         return [service.port for service in self.listeners.values() if service.port is not None]
+
+
+def _close(listeners: dict[str, ListenerService]) -> None:
+    """Undo ``_open_listeners``: each leaves its parent, closing its socket."""
+    for service in listeners.values():
+        service.disownServiceParent()
 
 
 def makeService(

@@ -56,7 +56,7 @@ import socket
 import sys
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -80,6 +80,11 @@ RESTART_THRESHOLD = 1.0
 MAX_OUTPUT_LINE = 4096
 # Runs the program as the leader of a new session and process group.
 _LAUNCHER = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[2:])"
+
+
+def find_program(name: str, env: Mapping[str, str]) -> Optional[str]:
+    """Where ``name`` is run from with ``env``'s PATH, as a spawn runs it; ``None`` if nowhere."""
+    return shutil.which(name, path=env.get("PATH", os.defpath))
 
 
 def _launch_argv(executable: str, argv: list[str]) -> list[str]:
@@ -267,7 +272,7 @@ class SpawnedApp(Service):
         if self._socket is None:
             self._open_socket()
         assert self._socket is not None
-        executable = shutil.which(self.argv[0], path=self.env.get("PATH", os.defpath))
+        executable = find_program(self.argv[0], self.env)
         self.starts += 1
         self._started_at = self.reactor.seconds()
         if executable is None:

@@ -26,7 +26,6 @@ MAX_REQUEST_BYTES = 1024
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 # RFC 3986's port is any run of digits: leading zeros name the same port.
 _PORT = re.compile(r"[0-9]+")
-_HOST_ESCAPES = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
@@ -129,10 +128,10 @@ def _decoded_host(raw_host: str) -> str:
     A host written with percent-escapes, decoded: RFC 3986 spells a
     non-ASCII name as its UTF-8 bytes escaped (``b%C3%BCcher.example``),
     and gmid decodes them. What the escapes hide is then checked like any
-    host, so ``%2F`` or ``%40`` still makes it malformed.
+    host, so ``%2F``, ``%40`` or ``%00`` still makes it malformed (which is
+    why this is not ``percent_decode``, whose control check would name it).
     """
-    if not _HOST_ESCAPES.fullmatch(raw_host):
-        raise _bad("invalid percent-escape in host")
+    _check_escapes(raw_host, "host")
     try:
         return unquote_to_bytes(raw_host).decode("utf-8")
     except UnicodeDecodeError:

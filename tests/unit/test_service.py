@@ -50,3 +50,25 @@ def test_listeners_follow_the_configuration_on_reload(config):
     service.reload(config)
     assert [port for port, *_ in reactor.tcpServers] == [1965, 1966]
     assert list(service.listeners) == [d for d in service.listeners if ":1966:" in d]
+
+
+def test_a_reload_whose_backends_fail_closes_the_listeners_it_opened(config):
+    from copy import deepcopy
+
+    from gemfcgi.service import ListenerService
+
+    reactor = MemoryReactorClock()
+    config.servers[0].listens = [model.Listen("127.0.0.1", 1965)]
+    service = GemfcgiService(config, reactor=reactor)
+    service.startService()
+    bad = deepcopy(config)
+    bad.servers[0].listens = [model.Listen("127.0.0.1", 1966)]
+    bad.servers[0].locations = [model.Location("/x/*", model.LocationOptions(
+        fastcgi=model.FastCGI(address=model.FastCGIEndpoint("nonsense-kind:x"))))]
+    with pytest.raises(ValueError, match="nonsense-kind"):
+        service.reload(bad)
+    # The new socket was opened, then given up; the running one still serves.
+    assert [port for port, *_ in reactor.tcpServers] == [1965, 1966]
+    assert list(service.listeners) == ["tcp:1965:interface=127.0.0.1:backlog=1024"]
+    assert [s.description for s in service if isinstance(s, ListenerService)] == list(service.listeners)
+    assert service.config is config
