@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -89,3 +90,13 @@ def _nobody() -> tuple[int, int]:
 
     entry = pwd.getpwnam("nobody")
     return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def busy_port():
+    """A loopback port that something else listens on for the whole test."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    yield busy.getsockname()[1]
+    busy.close()

@@ -346,25 +346,18 @@ class TestReload:
         assert reply.body == b"# example.com\n"
         assert refused_soon(server.port)
 
-    def test_a_reload_whose_new_port_is_taken_keeps_serving_on_the_old_one(self, reloadable):
+    def test_a_reload_whose_new_port_is_taken_keeps_serving_on_the_old_one(self, reloadable, busy_port):
         server, config = reloadable
-        busy = socket.socket()
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = busy.getsockname()[1]
-        try:
-            config.write_text(config.read_text().replace(
-                "listen on 127.0.0.1 port 0", f"listen on 127.0.0.1 port {taken}"
-            ).replace('lang "en"', 'lang "eo"'))
-            server.process.send_signal(signal.SIGHUP)
-            server.wait_for_log(
-                rf"reload failed, keeping the running configuration: {config}: "
-                rf"tcp:{taken}:interface=127\.0\.0\.1:backlog=\d+: Address already in use"
-            )
-            # Still there, and still serving the configuration it had.
-            assert get(server, "example.com").meta == "text/gemini;lang=en"
-        finally:
-            busy.close()
+        config.write_text(config.read_text().replace(
+            "listen on 127.0.0.1 port 0", f"listen on 127.0.0.1 port {busy_port}"
+        ).replace('lang "en"', 'lang "eo"'))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(
+            rf"reload failed, keeping the running configuration: {config}: "
+            rf"tcp:{busy_port}:interface=127\.0\.0\.1:backlog=\d+: Address already in use"
+        )
+        # Still there, and still serving the configuration it had.
+        assert get(server, "example.com").meta == "text/gemini;lang=en"
 
 
 def file_with(path: Path, text: str, timeout: float = 5.0) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -134,18 +133,12 @@ def demo_apps_without_a_parent() -> set[int]:
     return orphans
 
 
-def test_a_port_in_use_ends_the_start_with_one_line_and_spawns_nothing(tmp_path):
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    port = busy.getsockname()[1]
+def test_a_port_in_use_ends_the_start_with_one_line_and_spawns_nothing(tmp_path, busy_port):
+    port = busy_port
     before = demo_apps_without_a_parent()
-    try:
-        # The embedded default, whose demo app would be spawned at start.
-        result = twistd("-n", "--pidfile=", "gemfcgi", "--state-dir", str(tmp_path),
-                        "--listen", f"tcp:{port}:interface=127.0.0.1")
-    finally:
-        busy.close()
+    # The embedded default, whose demo app would be spawned at start.
+    result = twistd("-n", "--pidfile=", "gemfcgi", "--state-dir", str(tmp_path),
+                    "--listen", f"tcp:{port}:interface=127.0.0.1")
     output = (result.stdout + result.stderr).decode()
     assert result.returncode == 1, output
     assert f"gemfcgi: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in output
@@ -155,19 +148,13 @@ def test_a_port_in_use_ends_the_start_with_one_line_and_spawns_nothing(tmp_path)
     assert demo_apps_without_a_parent() - before == set()
 
 
-def test_a_daemon_whose_port_is_in_use_reports_it_and_exits(tmp_path):
+def test_a_daemon_whose_port_is_in_use_reports_it_and_exits(tmp_path, busy_port):
     # Daemonized, twistd's parent waits for the daemon to say how its start
     # went; it must hear of the failure, not wait for ever.
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    port = busy.getsockname()[1]
-    try:
-        result = twistd(f"--pidfile={tmp_path / 'twistd.pid'}", f"--logfile={tmp_path / 'twistd.log'}",
-                        "gemfcgi", "--state-dir", str(tmp_path),
-                        "--listen", f"tcp:{port}:interface=127.0.0.1")
-    finally:
-        busy.close()
+    port = busy_port
+    result = twistd(f"--pidfile={tmp_path / 'twistd.pid'}", f"--logfile={tmp_path / 'twistd.log'}",
+                    "gemfcgi", "--state-dir", str(tmp_path),
+                    "--listen", f"tcp:{port}:interface=127.0.0.1")
     assert result.returncode == 1
     assert f"ListenError: tcp:{port}:interface=127.0.0.1: Address already in use" in result.stderr.decode()
     assert not (tmp_path / "twistd.pid").exists()
