@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gemfcgi.certificates import ClientCertificate, KeyPair
+from gemfcgi.config.values import check_server_protocols, tls_versions
 from gemfcgi.gemini.hosts import canonical_host
 
 log = Logger()
@@ -52,24 +53,15 @@ def protocol_range(protocols: Optional[str]) -> tuple[int, int]:
     Minimum and maximum TLS version from a libtls ``protocols`` string.
 
     gemfcgi never goes below TLS 1.2, so ``all``, ``legacy`` and older
-    versions are narrowed to 1.2 and 1.3; a string naming only versions
+    versions are narrowed to 1.2 and 1.3; a string allowing only versions
     below 1.2 is an error rather than a silent upgrade.
     """
     if protocols is None:
         return SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION
-    chosen: set[int] = set()
-    for word in protocols.replace(":", ",").split(","):
-        word = word.strip().lower()
-        if word in ("", "secure", "default", "all", "legacy"):
-            chosen.update(_VERSIONS.values())
-        elif word in _VERSIONS:
-            chosen.add(_VERSIONS[word])
-        elif word in ("tlsv1.0", "tlsv1.1", "tlsv1"):
-            continue
-        else:
-            raise ProtocolsError(f"unknown TLS protocol {word!r}")
-    if not chosen:
-        raise ProtocolsError("gemfcgi needs at least TLS 1.2")
+    problem = check_server_protocols(protocols)
+    if problem is not None:
+        raise ProtocolsError(problem)
+    chosen = [_VERSIONS[word] for word in tls_versions(protocols) if word in _VERSIONS]
     return min(chosen), max(chosen)
 
 

@@ -454,7 +454,7 @@ class _Parser:
 
     def _protocols(self, token: Token) -> None:
         text = self._string("'protocols'")
-        self._check(token, values.check_protocols(text))
+        self._check(token, values.check_server_protocols(text))
         self.config.protocols = text
 
     def _ipv6(self, token: Token) -> None:

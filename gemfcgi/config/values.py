@@ -24,14 +24,18 @@ SYSLOG_FACILITIES = frozenset(
     ["daemon", "ftp", "user"] + [f"local{n}" for n in range(8)]
 )
 
-# libtls ``tls_config_parse_protocols`` words; each may be negated by ``!``
-# or ``-`` and they are separated by ``,`` or ``:``.
-TLS_PROTOCOL_WORDS = frozenset(
-    [
-        "all", "default", "secure", "legacy", "insecure",
-        "tlsv1", "tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3",
-    ]
-)
+# libtls ``tls_config_parse_protocols``: the words of a ``protocols``
+# string and the versions each stands for.
+_ALL_TLS = ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")
+_SECURE_TLS = ("tlsv1.2", "tlsv1.3")
+TLS_PROTOCOL_WORDS = {
+    "all": _ALL_TLS,
+    "legacy": _ALL_TLS,
+    "default": _SECURE_TLS,
+    "secure": _SECURE_TLS,
+    "tlsv1": ("tlsv1.0", "tlsv1.1"),
+    **{version: (version,) for version in _ALL_TLS},
+}
 
 
 def check_prefork(n: int) -> Optional[str]:
@@ -102,17 +106,48 @@ def check_absolute(directive: str, path: str) -> Optional[str]:
     )
 
 
-def check_protocols(text: str) -> Optional[str]:
-    words = [w.strip().lower() for w in text.replace(":", ",").split(",")]
-    for word in words:
-        if word[:1] in ("!", "-"):
+def tls_versions(text: str) -> frozenset[str]:
+    """
+    The TLS versions a ``protocols`` string allows, read as libtls reads it:
+    words separated by ``,`` or ``:``, in any case, each adding its versions,
+    or removing them when written after ``!`` (gemfcgi also takes ``-``). A
+    string that starts with a removal starts from ``all``. Raises
+    ``ValueError`` with the message to report.
+    """
+    versions: set[str] = set()
+    for index, item in enumerate(text.replace(":", ",").split(",")):
+        word = item.lstrip(" \t").lower()
+        negated = word[:1] in ("!", "-")
+        if negated:
             word = word[1:]
+            if index == 0:
+                versions.update(_ALL_TLS)
         if word not in TLS_PROTOCOL_WORDS:
-            return (
-                f'invalid protocols string "{text}" '
-                '(use e.g. "tlsv1.2,tlsv1.3", "tlsv1.3", "secure" or "all")'
+            raise ValueError(
+                f'invalid protocols string "{text}": unknown protocol "{item.strip()}" '
+                '(use e.g. "tlsv1.2,tlsv1.3", "tlsv1.3", "secure", "all" or "all:!tlsv1.2")'
             )
+        if negated:
+            versions.difference_update(TLS_PROTOCOL_WORDS[word])
+        else:
+            versions.update(TLS_PROTOCOL_WORDS[word])
+    return frozenset(versions)
+
+
+def check_protocols(text: str) -> Optional[str]:
+    try:
+        tls_versions(text)
+    except ValueError as problem:
+        return str(problem)
     return None
+
+
+def check_server_protocols(text: str) -> Optional[str]:
+    """A server's ``protocols`` must leave TLS 1.2 or 1.3: gemfcgi offers nothing older."""
+    problem = check_protocols(text)
+    if problem is None and not tls_versions(text) & set(_SECURE_TLS):
+        return f'protocols "{text}" allows no TLS 1.2 or 1.3, the only versions gemfcgi offers'
+    return problem
 
 
 def syslog_facility(name: str) -> Optional[str]:

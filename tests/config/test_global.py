@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gemfcgi.config import values
 from gemfcgi.config.model import Listen, LogSettings, Origin
 
 SERVER = 'server "a" {\n\tcert "/c"\n\tkey "/k"\n}\n'
@@ -32,16 +33,45 @@ def test_user_and_chroot(parse):
     assert (config.user, config.chroot) == ("_gmid", "/var/gemini")
 
 
-@pytest.mark.parametrize("text", ["tlsv1.3", "tlsv1.2,tlsv1.3", "secure", "all", "all:!tlsv1.0"])
+@pytest.mark.parametrize(
+    "text",
+    ["tlsv1.3", "tlsv1.2,tlsv1.3", "secure", "all", "all:!tlsv1.0", "all:!tlsv1.3", "!tlsv1.2",
+     "TLSv1.2", "legacy, !tlsv1.3"],
+)
 def test_protocols_accepts_libtls_strings(parse, text):
     assert parse(f'protocols "{text}"\n').protocols == text
 
 
-def test_invalid_protocols_is_an_error(errors_of):
-    assert errors_of('protocols "tls1.3"\n') == [
-        'gmid.conf:1: invalid protocols string "tls1.3" '
-        '(use e.g. "tlsv1.2,tlsv1.3", "tlsv1.3", "secure" or "all")'
+def test_invalid_protocols_is_an_error_at_its_line(errors_of):
+    assert errors_of('prefork 2\nprotocols "tlsv1.2:tls1.3"\n') == [
+        'gmid.conf:2: invalid protocols string "tlsv1.2:tls1.3": unknown protocol "tls1.3" '
+        '(use e.g. "tlsv1.2,tlsv1.3", "tlsv1.3", "secure", "all" or "all:!tlsv1.2")'
     ]
+
+
+@pytest.mark.parametrize("text", ["tlsv1.1", "tlsv1", "all:!secure", "tlsv1.3:!tlsv1.3"])
+def test_protocols_that_leave_no_version_gemfcgi_offers_are_an_error(errors_of, text):
+    assert errors_of(f'\nprotocols "{text}"\n') == [
+        f'gmid.conf:2: protocols "{text}" allows no TLS 1.2 or 1.3, '
+        "the only versions gemfcgi offers"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, versions",
+    [
+        ("all", {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"}),
+        ("secure", {"tlsv1.2", "tlsv1.3"}),
+        ("all:!tlsv1.3", {"tlsv1.0", "tlsv1.1", "tlsv1.2"}),
+        ("!tlsv1.3", {"tlsv1.0", "tlsv1.1", "tlsv1.2"}),
+        ("secure,!tlsv1.2", {"tlsv1.3"}),
+        ("tlsv1.2:!tlsv1.3", {"tlsv1.2"}),
+        ("tlsv1, tlsv1.3", {"tlsv1.0", "tlsv1.1", "tlsv1.3"}),
+        ("!tlsv1.2,tlsv1.2", {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"}),
+    ],
+)
+def test_protocols_words_add_and_remove_versions_in_order(text, versions):
+    assert values.tls_versions(text) == versions
 
 
 def test_log_defaults(parse):

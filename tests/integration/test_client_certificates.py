@@ -377,17 +377,22 @@ def load_key(path):
     return serialization.load_pem_private_key(path.read_bytes(), None)
 
 
-def test_protocols_narrows_the_tls_versions(setup, tmp_path):
+@pytest.mark.parametrize(
+    "protocols, offered, refused",
+    [("tlsv1.3", "TLSv1.3", "TLSv1_2"), ("all:!tlsv1.3", "TLSv1.2", "TLSv1_3")],
+)
+def test_protocols_narrows_the_tls_versions(setup, tmp_path, protocols, offered, refused):
     import ssl
 
-    config = single_server(tmp_path, global_lines='protocols "tlsv1.3"')
-    (tmp_path / "root" / "index.gmi").write_text("# 1.3 only\n")
+    config = single_server(tmp_path, global_lines=f'protocols "{protocols}"')
+    (tmp_path / "root" / "index.gmi").write_text("# narrowed\n")
     server = start_server("-c", str(config))
     try:
         url = f"gemini://example.com:{server.port}/"
-        assert fetch(server.port, url, sni="example.com").tls_version == "TLSv1.3"
-        old = client_context(maximum=ssl.TLSVersion.TLSv1_2)
+        assert fetch(server.port, url, sni="example.com").tls_version == offered
+        version = getattr(ssl.TLSVersion, refused)
+        other = client_context(minimum=version, maximum=version)
         with pytest.raises(ssl.SSLError):
-            fetch(server.port, url, sni="example.com", context=old)
+            fetch(server.port, url, sni="example.com", context=other)
     finally:
         server.stop()
