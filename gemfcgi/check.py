@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import stat
 from typing import Optional
 
@@ -20,6 +21,7 @@ from gemfcgi.config import model
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.handlers.clientca import load_authorities
 from gemfcgi.privileges import PrivilegeError, identity_for
+from gemfcgi.service import ListenError, listen_descriptions
 from gemfcgi.tls import ProtocolsError, protocol_range
 
 
@@ -54,6 +56,30 @@ def spawn_problem(command: str) -> Optional[str]:
     return None
 
 
+def access_log_problem(path: str) -> Optional[str]:
+    """What keeps the access log at ``path`` from being opened for appending; ``None`` if nothing."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        return f"no directory {directory}"
+    if os.path.isdir(path):
+        return "is a directory"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return "not writable"
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        return f"cannot create a file in {directory}"
+    return None
+
+
+def _key_pair_directive(problem: CertificateError, server: model.Server) -> str:
+    """Which of cert, key and ocsp a key pair's problem is about (its message starts with the file)."""
+    message = str(problem)
+    for directive, path in (("ocsp", server.ocsp), ("key", server.key), ("cert", server.cert)):
+        if path and message.startswith(f"{path}:"):
+            return directive
+    return "cert"
+
+
 def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """Errors and warnings about what ``config`` refers to on disk."""
     errors: list[Diagnostic] = list(validate_supported(config))
@@ -68,56 +94,80 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     try:
         identity_for(config)
     except PrivilegeError as problem:
-        error(None, str(problem))
+        # Only a user names an account; without one the problem is the chroot.
+        where = config.origins.get("user") or config.origins.get("chroot")
+        error(where, str(problem))
     try:
         protocol_range(config.protocols)
     except ProtocolsError as problem:
-        error(None, f"protocols: {problem}")
+        error(config.origins.get("protocols"), f"protocols: {problem}")
     access = config.log.access
     if access is not None:
-        # Opened at start-up (and on SIGUSR1): its directory must be there.
-        directory = os.path.dirname(_in_chroot(config, os.path.abspath(access))) or "."
-        if not os.path.isdir(directory):
-            error(config.log.access_origin, f"log access {access!r}: no directory {directory}")
+        # Opened at start-up (and on SIGUSR1), inside the chroot.
+        problem = access_log_problem(_in_chroot(config, os.path.abspath(access)))
+        if problem is not None:
+            error(config.log.access_origin, f"log access {access!r}: {problem}")
     checked_cas: set[str] = set()
     for server in config.servers:
         origin = server.origin
+        for listen in server.listens:
+            try:
+                listen_descriptions(listen)
+            except ListenError as problem:
+                error(listen.origin or origin, f"listen on {listen.address}: {problem}")
         if server.cert is None or server.key is None:
             error(origin, f"server {server.name!r} needs both cert and key")
         else:
             try:
                 pair = load_key_pair(server.cert, server.key, server.ocsp)
             except CertificateError as problem:
-                error(origin, f"server {server.name!r}: {problem}")
+                where = server.origins.get(_key_pair_directive(problem, server), origin)
+                error(where, f"server {server.name!r}: {problem}")
             else:
                 unstapled = ocsp_mismatch(pair)
                 if unstapled:
-                    warning(origin, f"server {server.name!r}: {server.ocsp}: {unstapled}")
+                    warning(server.origins.get("ocsp", origin),
+                            f"server {server.name!r}: {server.ocsp}: {unstapled}")
                 mode = os.stat(server.key).st_mode
                 if mode & 0o077:
                     warning(
-                        origin,
+                        server.origins.get("key", origin),
                         f"key {server.key} is readable by group or others "
                         f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it",
                     )
-        for options, where in [(server.options, origin)] + [
+        for options, block in [(server.options, origin)] + [
             (location.options, location.origin or origin) for location in server.locations
         ]:
             if options.root is not None and not os.path.isdir(_in_chroot(config, options.root)):
-                error(where, f"root {options.root} is not a directory")
+                error(options.origins.get("root", block), f"root {options.root} is not a directory")
             fastcgi = options.fastcgi
-            if fastcgi is not None and isinstance(fastcgi.address, model.FastCGISpawn):
-                problem = spawn_problem(fastcgi.address.command)
+            if fastcgi is not None:
+                problem = fastcgi_problem(fastcgi.address)
                 if problem is not None:
-                    error(fastcgi.origin or where, f"fastcgi spawn: {problem}")
+                    error(fastcgi.origin or block, problem)
             ca = options.require_client_ca
             if ca is not None and ca not in checked_cas:
                 checked_cas.add(ca)
                 try:
                     load_authorities([ca])
                 except CertificateError as problem:
-                    error(where, f"require client ca: {problem}")
+                    error(options.origins.get("require client ca", block),
+                          f"require client ca: {problem}")
     return errors, warnings
+
+
+def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
+    """What keeps a backend from ever being reached, as a diagnostic; ``None`` if nothing."""
+    if isinstance(address, model.FastCGISpawn):
+        problem = spawn_problem(address.command)
+        return None if problem is None else f"fastcgi spawn: {problem}"
+    if isinstance(address, model.FastCGITCP) and isinstance(address.port, str):
+        try:
+            socket.getservbyname(address.port, "tcp")
+        except OSError:
+            return (f'fastcgi socket tcp "{address.host}" port "{address.port}": unknown service '
+                    "(not a port number, nor a name in /etc/services)")
+    return None
 
 
 def load_and_check(

@@ -51,9 +51,19 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _listen_port(listen: model.Listen) -> int:
+class ListenError(ValueError):
+    """A listen endpoint string that cannot be used, with what to do about it."""
+
+
+def listen_port(listen: model.Listen) -> int:
     """A ``listen on`` port as a number (gmid also takes service names)."""
-    return listen.port if isinstance(listen.port, int) else socket.getservbyname(listen.port, "tcp")
+    if isinstance(listen.port, int):
+        return listen.port
+    try:
+        return socket.getservbyname(listen.port, "tcp")
+    except OSError:
+        raise ListenError(f'unknown service "{listen.port}" (not a port number, '
+                          "nor a name in /etc/services)") from None
 
 
 def listen_descriptions(listen: model.Listen) -> list[str]:
@@ -64,15 +74,19 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
     does when it parses the file, into one socket per address. A
     ``proxy-v1`` listener reads the PROXY header with Twisted's ``haproxy:``
     wrapper, below TLS, so the client's real address is what the server sees.
+    Raises ``ListenError`` for a service or a name that does not resolve.
     """
-    port = _listen_port(listen)
+    port = listen_port(listen)
     prefix = "haproxy:" if listen.proxy_v1 else ""
     if listen.address == "*":
         return [f"{prefix}tcp6:{port}:interface=\\:\\::backlog={LISTEN_BACKLOG}"]
+    try:
+        found = socket.getaddrinfo(listen.address, port, type=socket.SOCK_STREAM)
+    except OSError as problem:
+        reason = getattr(problem, "strerror", None) or str(problem)
+        raise ListenError(f'cannot resolve "{listen.address}": {reason}') from None
     addresses: list[tuple[int, str]] = []
-    for family, _, _, _, sockaddr in socket.getaddrinfo(
-        listen.address, port, type=socket.SOCK_STREAM
-    ):
+    for family, _, _, _, sockaddr in found:
         entry = (family, sockaddr[0])
         if entry not in addresses:
             addresses.append(entry)
@@ -81,10 +95,6 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
         f":interface={_escape(address)}:backlog={LISTEN_BACKLOG}"
         for family, address in addresses
     ]
-
-
-class ListenError(ValueError):
-    """A listen endpoint string that cannot be used, with what to do about it."""
 
 
 def listen_failed(description: str, failure: Failure) -> ListenError:
@@ -127,7 +137,7 @@ def servers_listening_on(config: model.Config, address) -> list[int]:
     matching = []
     for index, server in enumerate(config.servers):
         for listen in server.listens:
-            if _listen_port(listen) != port:
+            if listen_port(listen) != port:
                 continue
             if listen.address == "*" or host in _addresses_of(listen.address) | {listen.address}:
                 matching.append(index)

@@ -30,6 +30,14 @@ class Origin:
         return f"{self.file}:{self.line}"
 
 
+def _origins() -> "dict[str, Origin]":
+    """
+    Where each directive of a block was written, by name (``"root"``,
+    ``"cert"``), for diagnostics about the value; not part of the meaning.
+    """
+    return field(default_factory=dict, compare=False, repr=False)
+
+
 @dataclass
 class BlockReturn:
     """``block [return CODE ["META"]]``; META may hold gmid's ``%`` formats."""
@@ -101,6 +109,7 @@ class LocationOptions:
     require_client_ca: Optional[str] = None
     root: Optional[str] = None
     strip: Optional[int] = None
+    origins: dict[str, Origin] = _origins()
 
 
 @dataclass
@@ -162,6 +171,7 @@ class Server:
     locations: list[Location] = field(default_factory=list)
     proxies: list[Proxy] = field(default_factory=list)
     origin: Optional[Origin] = None
+    origins: dict[str, Origin] = _origins()
 
 
 @dataclass
@@ -189,3 +199,4 @@ class Config:
     log: LogSettings = field(default_factory=LogSettings)
     types: Optional[dict[str, str]] = None
     source: Optional[str] = None
+    origins: dict[str, Origin] = _origins()

@@ -245,7 +245,12 @@ class _Parser:
             self._check(token, values.check_port(token.number))
             return token.number
         if token.is_string():
-            return self._string(after)
+            name = self._string(after)
+            if name.isascii() and name.isdigit():
+                # A quoted number, or a macro holding one: gmid takes it as the number.
+                self._check(token, values.check_port(int(name)))
+                return int(name)
+            return name
         self._fail(
             token,
             f"expected a port number or service name after {after}, found {token.describe()}",
@@ -448,14 +453,17 @@ class _Parser:
 
     def _user(self, token: Token) -> None:
         self.config.user = self._string("'user'")
+        self.config.origins["user"] = _origin(token)
 
     def _chroot(self, token: Token) -> None:
         self.config.chroot = self._string("'chroot'")
+        self.config.origins["chroot"] = _origin(token)
 
     def _protocols(self, token: Token) -> None:
         text = self._string("'protocols'")
         self._check(token, values.check_server_protocols(text))
         self.config.protocols = text
+        self.config.origins["protocols"] = _origin(token)
 
     def _ipv6(self, token: Token) -> None:
         on = self._boolean("'ipv6'")
@@ -629,12 +637,15 @@ class _Parser:
 
     def _cert(self, token: Token, server: Server) -> None:
         server.cert = self._absolute(token, "cert")
+        server.origins["cert"] = _origin(token)
 
     def _key(self, token: Token, server: Server) -> None:
         server.key = self._absolute(token, "key")
+        server.origins["key"] = _origin(token)
 
     def _ocsp(self, token: Token, server: Server) -> None:
         server.ocsp = self._absolute(token, "ocsp")
+        server.origins["ocsp"] = _origin(token)
 
     def _listen(self, token: Token, server: Server) -> None:
         self._keyword("on", "'listen'", "listen on * port 1965")
@@ -721,9 +732,11 @@ class _Parser:
         self._keyword("client", "'require'", 'require client ca "/etc/ssl/ca.pem"')
         self._keyword("ca", "'require client'", 'require client ca "/etc/ssl/ca.pem"')
         options.require_client_ca = self._absolute(token, "require client ca")
+        options.origins["require client ca"] = _origin(token)
 
     def _root(self, token: Token, options: LocationOptions) -> None:
         options.root = self._string("'root'")
+        options.origins["root"] = _origin(token)
 
     def _strip(self, token: Token, options: LocationOptions) -> None:
         n = self._number("'strip'")

@@ -50,6 +50,18 @@ def test_listen_port_out_of_range_is_an_error(errors_of, server_with):
     ]
 
 
+def test_a_quoted_port_number_is_the_number_and_a_name_stays_a_service(parse, server_with):
+    text = 'p = "1966"\n' + server_with('listen on * port $p\n\tlisten on * port "gemini"')
+    listens = parse(text).servers[0].listens
+    assert [l.port for l in listens] == [1965, 1966, "gemini"]
+
+
+def test_a_quoted_port_out_of_range_is_an_error(errors_of, server_with):
+    assert errors_of(server_with('listen on * port "70000"')) == [
+        "gmid.conf:5: invalid port number 70000 (use 0 to 65535, or a service name in quotes)"
+    ]
+
+
 def test_listens_on_one_address_must_agree_on_proxy_v1(errors_of):
     text = (
         'server "a" {\n\tlisten on * port 1965\n\tcert "/c"; key "/k"\n}\n'

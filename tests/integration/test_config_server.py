@@ -276,6 +276,68 @@ def test_an_access_log_in_a_missing_directory_is_a_config_error(tree, tmp_path):
         ]
 
 
+def test_each_problem_found_on_disk_or_in_the_network_names_its_own_file_and_line(tree, tmp_path):
+    import subprocess
+
+    from tests.support import PROJECT_ROOT, TWISTD
+
+    certs = tree / "certs"
+    (tmp_path / "access.log").mkdir()
+    (tmp_path / "globals.conf").write_text('# included\nuser "no-such-user-here"\n')
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'include "{tmp_path / "globals.conf"}"\n'
+        'protocols "tlsv1.2"\n'
+        f'log {{ access "{tmp_path / "access.log"}" }}\n'
+        'server "example.com" {\n'
+        '  listen on 127.0.0.1 port "no-such-service"\n'
+        '  listen on no-such-host.invalid port 1965\n'
+        f'  cert "{certs / "example.com.pem"}"\n'
+        f'  key "{certs / "missing.key"}"\n'
+        '  location "/app/*" {\n'
+        '    lang "en"\n'
+        '    fastcgi socket tcp "127.0.0.1" port "no-such-service"\n'
+        f'    root "{tmp_path / "no-such-root"}"\n'
+        '  }\n'
+        '}\n'
+    )
+    expected = [
+        f"{tmp_path / 'globals.conf'}:2: unknown user 'no-such-user-here'",
+        f"{config}:3: log access '{tmp_path / 'access.log'}': is a directory",
+        f'{config}:5: listen on 127.0.0.1: unknown service "no-such-service" '
+        "(not a port number, nor a name in /etc/services)",
+        f'{config}:6: listen on no-such-host.invalid: cannot resolve "no-such-host.invalid": '
+        "Name or service not known",
+        f"{config}:8: server 'example.com': {certs / 'missing.key'}: cannot read key: "
+        "No such file or directory",
+        f"{config}:12: root {tmp_path / 'no-such-root'} is not a directory",
+        f'{config}:11: fastcgi socket tcp "127.0.0.1" port "no-such-service": unknown service '
+        "(not a port number, nor a name in /etc/services)",
+    ]
+    checking = [*TWISTD, "gemfcgi", "-c", str(config), "--check"]
+    starting = [*TWISTD, "-n", "--pidfile=", "gemfcgi", "-c", str(config)]
+    for command in (checking, starting):
+        result = subprocess.run(
+            command, capture_output=True, timeout=60,
+            env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+        )
+        assert result.returncode == 1
+        assert sorted(result.stderr.decode().splitlines()) == sorted(expected)
+
+
+def test_a_quoted_port_or_a_macro_holding_one_is_the_number(tree, tmp_path):
+    text = (tree / "gmid.conf").read_text().replace(
+        "listen on 127.0.0.1 port 0", 'listen on 127.0.0.1 port $zero'
+    )
+    config = tmp_path / "quoted.conf"
+    config.write_text('zero = "0"\n' + text)
+    server = start_server("-c", str(config), listeners=1)
+    try:
+        assert get(server, "example.com").body == b"# example.com\n"
+    finally:
+        server.stop()
+
+
 def test_define_wins_over_the_files_macro(tree, tmp_path):
     text = (tree / "gmid.conf").read_text().replace(
         'roots = "', 'roots = "/nonexistent" # was "'
