@@ -11,12 +11,12 @@ then from the default.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Optional
 
 from gemfcgi.config import model
 from gemfcgi.gemini.hosts import HostPattern
+from gemfcgi.glob import glob_matches
 from gemfcgi.mime import OCTET_STREAM, MimeTable
 
 
@@ -66,7 +66,7 @@ class VirtualHost:
 
     def _resolve(self, path: str) -> PathSettings:
         relative = path[1:] if path.startswith("/") else path
-        matching = [opts for glob, opts in self._locations if fnmatchcase(relative, glob)]
+        matching = [opts for glob, opts in self._locations if glob_matches(relative, glob)]
         chain = [*matching, self.server.options]
         values = {}
         for name in _SIMPLE_SETTINGS:

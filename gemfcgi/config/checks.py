@@ -9,11 +9,11 @@ so a block every name of which an earlier glob already matches is never used.
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from typing import Optional
 
 from gemfcgi.config.errors import Diagnostic
 from gemfcgi.config.model import Config, Origin, Server
+from gemfcgi.glob import glob_matches
 
 
 def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
@@ -25,7 +25,7 @@ def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
 def _matches(server: Server, name: str) -> bool:
     """Whether a request for ``name`` (itself possibly a glob) would pick ``server``."""
     lowered = name.lower()
-    return any(fnmatchcase(lowered, glob.lower()) for glob in [server.name, *server.aliases])
+    return any(glob_matches(lowered, glob.lower()) for glob in [server.name, *server.aliases])
 
 
 def shadow_warnings(config: Config) -> list[Diagnostic]:

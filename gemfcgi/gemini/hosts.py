@@ -10,11 +10,12 @@ one canonical form, lowercase A-labels, so that ``bücher.example`` and
 from __future__ import annotations
 
 import ipaddress
-from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Optional
 
 import idna
+
+from gemfcgi.glob import glob_matches
 
 
 @lru_cache(maxsize=4096)
@@ -77,13 +78,13 @@ class HostPattern:
                 self._globs.add(alabel)
         elif "xn--" in lowered:
             self._globs.add(unicode_host(lowered))
-        self._literal = None if any(c in glob for c in "*?[") else canonical_host(glob)
+        self._literal = None if any(c in glob for c in "*?[\\") else canonical_host(glob)
 
     def matches(self, canonical: str) -> bool:
         if self._literal is not None:
             return canonical == self._literal
         names = {canonical, unicode_host(canonical)}
-        return any(fnmatchcase(n, g) for n in names for g in self._globs)
+        return any(glob_matches(n, g) for n in names for g in self._globs)
 
     def __repr__(self) -> str:
         return f"HostPattern({self.glob!r})"

@@ -44,6 +44,9 @@ server "example.com" {{
     location "/gone*" {{ block return 52 "gone for good" }}
     location "/secret/*" {{ block }}
     location "/quiet/*" {{ log off }}
+    location "/neg/[^_]*" {{ block return 44 "negated" }}
+    location "/cls/[[:digit:]]*" {{ block return 50 "digits" }}
+    location "/lit/\\*" {{ block return 52 "a star" }}
 }}
 
 server "*.example.org" {{
@@ -161,6 +164,12 @@ def test_location_options_resolve_per_directive(server):
 def test_block_return_formats_like_gmid(server):
     reply = get(server, "example.com", "/old/a/b?x%20y")
     assert reply.header == f"31 gemini://example.com:{server.port}/a/b?x%20y".encode()
+
+
+def test_location_patterns_mean_what_fnmatch_makes_of_them(server):
+    assert [get(server, "example.com", path).header for path in (
+        "/neg/a.txt", "/neg/_a.txt", "/cls/7", "/cls/x", "/lit/%2A", "/lit/x",
+    )] == [b"44 negated", b"51 not found", b"50 digits", b"51 not found", b"52 a star", b"51 not found"]
 
 
 def test_strip_removes_exactly_n_components(server):

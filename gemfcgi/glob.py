@@ -1,0 +1,166 @@
+"""
+Server and location patterns, matched as gmid matches them: ``fnmatch(3)``
+with no flags.
+
+Python's ``fnmatch`` is a different dialect: it reads ``[^a]`` as a caret or
+an ``a``, knows no character classes (``[[:digit:]]``), and has no escape
+(``\\*`` is a backslash and anything). A gmid.conf written for the C function
+would route differently, so patterns are translated here into regular
+expressions with the C function's meaning:
+
+* ``*`` matches any run of characters, ``/`` and a leading ``.`` included,
+  and ``?`` any one character;
+* ``[...]`` is a bracket expression: ``!`` or ``^`` first negates it, a
+  ``]`` first is literal, ``a-z`` is a range (empty when reversed), a ``-``
+  first or last is literal, ``[:class:]`` is one of the POSIX classes in the
+  C locale (``[.x.]`` and ``[=x=]`` are the character x), and a ``[``
+  with no closing ``]`` is a literal ``[``;
+* a backslash makes the next character literal, in brackets too; a pattern
+  ending in a lone backslash matches nothing, and so does one naming an
+  unknown class.
+
+Each pattern is translated once (configurations are loaded once, requests
+are many).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Optional
+
+# The POSIX classes in the C locale, as regular expression class contents.
+_CLASSES = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "blank": " \\t",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "\\x21-\\x7e",
+    "lower": "a-z",
+    "print": "\\x20-\\x7e",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": " \\t\\n\\r\\f\\v",
+    "upper": "A-Z",
+    "xdigit": "0-9A-Fa-f",
+}
+
+_NOTHING = "(?!)"
+
+
+class _NoMatch(Exception):
+    """The pattern can match nothing at all (a trailing backslash, an unknown class)."""
+
+
+def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
+    """
+    The bracket expression opening at ``pattern[start]`` (a ``[``) as a
+    regular expression, and the index after it; ``None`` when it is never
+    closed, so the ``[`` is literal.
+    """
+    i = start + 1
+    negated = i < len(pattern) and pattern[i] in "!^"
+    if negated:
+        i += 1
+    items: list[str] = []
+    first = True
+    while True:
+        if i >= len(pattern):
+            return None, start + 1
+        c = pattern[i]
+        if c == "]" and not first:
+            i += 1
+            break
+        first = False
+        if c == "[" and pattern.startswith("[:", i):
+            end = pattern.find(":]", i + 2)
+            if end < 0:
+                # No closing ':]': the '[' is an ordinary member.
+                low, i = c, i + 1
+            else:
+                name = pattern[i + 2 : end]
+                if name not in _CLASSES:
+                    raise _NoMatch
+                items.append(_CLASSES[name])
+                i = end + 2
+                continue
+        elif c == "[" and pattern[i + 1 : i + 2] == "=":
+            # An equivalence class [=x=]: in the C locale, x itself; not
+            # closed right after x, the '[' is an ordinary member.
+            if pattern[i + 3 : i + 5] == "=]" and i + 2 < len(pattern):
+                low, i = pattern[i + 2], i + 5
+            else:
+                low, i = c, i + 1
+        elif c == "[" and pattern[i + 1 : i + 2] == ".":
+            # A collating symbol [.x.]: in the C locale, one character.
+            if pattern[i + 3 : i + 5] != ".]":
+                raise _NoMatch
+            low, i = pattern[i + 2], i + 5
+        elif c == "\\":
+            if i + 1 >= len(pattern):
+                return None, start + 1
+            low, i = pattern[i + 1], i + 2
+        else:
+            low, i = c, i + 1
+        if pattern[i : i + 1] == "-" and pattern[i + 1 : i + 2] != "]":
+            high_at = i + 1
+            if high_at >= len(pattern):
+                raise _NoMatch  # a range running into the end of the pattern
+            if pattern[high_at] == "\\":
+                if high_at + 1 >= len(pattern):
+                    raise _NoMatch
+                high, i = pattern[high_at + 1], high_at + 2
+            else:
+                high, i = pattern[high_at], high_at + 1
+            if low <= high:
+                items.append(f"{re.escape(low)}-{re.escape(high)}")
+            continue
+        items.append(re.escape(low))
+    if not items:
+        # Only reversed (empty) ranges: nothing, or anything when negated.
+        return ("(?s:.)" if negated else _NOTHING), i
+    return f"[{'^' if negated else ''}{''.join(items)}]", i
+
+
+def translate(pattern: str) -> str:
+    """The regular expression (to be matched whole) that means ``pattern``."""
+    parts: list[str] = []
+    i = 0
+    try:
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "*":
+                while i < len(pattern) and pattern[i] == "*":
+                    i += 1
+                parts.append("(?s:.)*")
+                continue
+            if c == "?":
+                parts.append("(?s:.)")
+            elif c == "[":
+                expression, after = _bracket(pattern, i)
+                if expression is not None:
+                    parts.append(expression)
+                    i = after
+                    continue
+                parts.append(re.escape(c))
+            elif c == "\\":
+                if i + 1 >= len(pattern):
+                    raise _NoMatch
+                i += 1
+                parts.append(re.escape(pattern[i]))
+            else:
+                parts.append(re.escape(c))
+            i += 1
+    except _NoMatch:
+        return _NOTHING
+    return "".join(parts)
+
+
+@lru_cache(maxsize=4096)
+def compile_glob(pattern: str) -> "re.Pattern[str]":
+    return re.compile(translate(pattern))
+
+
+def glob_matches(name: str, pattern: str) -> bool:
+    """Whether ``name`` matches ``pattern`` as ``fnmatch(pattern, name, 0)`` says."""
+    return compile_glob(pattern).fullmatch(name) is not None

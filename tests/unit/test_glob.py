@@ -1,0 +1,67 @@
+"""Server and location patterns mean what they mean to gmid: fnmatch(3) with no flags."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from gemfcgi.glob import glob_matches
+
+
+def _libc_fnmatch():
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    function = ctypes.CDLL(name).fnmatch
+    function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    return lambda pattern, text: function(pattern.encode(), text.encode(), 0) == 0
+
+
+libc_fnmatch = _libc_fnmatch()
+
+
+@pytest.mark.parametrize(
+    "pattern, matching, not_matching",
+    [
+        ("[^_]*.txt", ["a.txt", "files/a.txt"], ["_a.txt"]),
+        ("[!_]*.txt", ["a.txt"], ["_a.txt"]),
+        ("cls/[[:digit:]]*", ["cls/1", "cls/9/x"], ["cls/a", "cls/"]),
+        ("lit/\\*", ["lit/*"], ["lit/a", "lit/"]),
+        ("*", ["", "a/b/.c"], []),
+        ("/app/*", ["/app/", "/app/x/y"], ["/ap", "/application"]),
+        ("[]a]", ["]", "a"], ["b"]),
+        ("[a-]", ["a", "-"], ["b"]),
+        ("[z-a]x", [], ["zx", "ax", "-x"]),
+        ("[ab", ["[ab"], ["a"]),
+        ("a\\", [], ["a", "a\\"]),
+        ("[[:nosuchclass:]]", [], ["a", ":"]),
+        ("?.gmi", ["a.gmi", "/.gmi"], [".gmi", "ab.gmi"]),
+    ],
+)
+def test_patterns_as_the_c_function_reads_them(pattern, matching, not_matching):
+    assert [glob_matches(name, pattern) for name in matching] == [True] * len(matching)
+    assert [glob_matches(name, pattern) for name in not_matching] == [False] * len(not_matching)
+
+
+PATTERN_PIECES = st.sampled_from(
+    ["a", "b", "*", "?", "[", "]", "!", "^", "-", "\\", "/", ".", ":", "=", "[:digit:]", "[:alpha:]",
+     "[.a.]", "[=b=]", "1"]
+)
+NAME_CHARACTERS = st.sampled_from(list("ab/.-]!^\\[:=1"))
+
+
+@pytest.mark.skipif(libc_fnmatch is None, reason="no C library to compare with")
+@settings(max_examples=3000, deadline=None)
+@given(
+    pattern=st.lists(PATTERN_PIECES, max_size=8).map("".join),
+    name=st.lists(NAME_CHARACTERS, max_size=6).map("".join),
+)
+@example(pattern="[]*[=]=", name="==")
+@example(pattern="[\\b][*-", name="b[b[-")
+@example(pattern="*[:[.d]", name="^]/.")
+def test_every_pattern_matches_exactly_what_the_c_function_matches(pattern, name):
+    assert glob_matches(name, pattern) == libc_fnmatch(pattern, name)
