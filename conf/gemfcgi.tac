@@ -8,30 +8,43 @@ directory) as GEMINI_HOST (default: localhost) with the certificate pair in
 GEMINI_CERT and GEMINI_KEY, on the Twisted endpoint in GEMINI_LISTEN. Any
 other service of the application (a web site, a bot) sits beside it in the
 same process and reactor.
+
+The program owns its signals: gemfcgi installs no SIGHUP handler of its own
+here, so this one makes a hangup read the certificate and key files again
+(after a renewal) instead of ending the process.
 """
 
 import os
 
 from twisted.application.service import Application
+from twisted.internet import reactor
 
 import gemfcgi
 from gemfcgi.config import model
+from gemfcgi.reload import Reloader
 
 root = os.environ.get("GEMINI_ROOT", os.getcwd())
 host = os.environ.get("GEMINI_HOST", "localhost")
-config = model.Config(
-    servers=[
-        model.Server(
-            name=host,
-            cert=os.environ["GEMINI_CERT"],
-            key=os.environ["GEMINI_KEY"],
-            options=model.LocationOptions(root=root),
-        )
-    ]
-)
+
+
+def load():
+    """The configuration, and no warnings; the key pair is read when it is applied."""
+    config = model.Config(
+        servers=[
+            model.Server(
+                name=host,
+                cert=os.environ["GEMINI_CERT"],
+                key=os.environ["GEMINI_KEY"],
+                options=model.LocationOptions(root=root),
+            )
+        ]
+    )
+    return config, []
+
 
 application = Application("gemini")
 gemini = gemfcgi.makeService(
-    config, listen=[os.environ.get("GEMINI_LISTEN", "tcp:1965:interface=127.0.0.1")]
+    load()[0], listen=[os.environ.get("GEMINI_LISTEN", "tcp:1965:interface=127.0.0.1")]
 )
 gemini.setServiceParent(application)
+Reloader("GEMINI_CERT and GEMINI_KEY", load, gemini.reload, reactor).setServiceParent(application)

@@ -44,6 +44,8 @@ from gemfcgi.textlog import printable, text_event
 
 NAMESPACE = "gemfcgi.access"
 log = Logger(namespace=NAMESPACE)
+# What goes wrong with the access file is told in the server's log, not in it.
+_log = Logger()
 
 FACILITIES = {
     "daemon": syslog.LOG_DAEMON,
@@ -149,7 +151,7 @@ class AccessLogWriter:
     """
     Writes access events to the configured file and/or syslog.
 
-    ``reopen`` closes and opens the file again, for log rotation (SIGUSR1).
+    ``reopen`` opens the file again, for log rotation (SIGUSR1).
     """
 
     def __init__(self, settings: model.LogSettings, path: Optional[str] = None) -> None:
@@ -160,13 +162,35 @@ class AccessLogWriter:
             syslog.openlog("gemfcgi", syslog.LOG_PID, FACILITIES.get(settings.facility, syslog.LOG_DAEMON))
         self.reopen()
 
-    def reopen(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self.path is not None:
+    def reopen(self) -> bool:
+        """
+        Open the file by its path again; ``False`` if that failed.
+
+        The new file is opened before the old one is closed: if it cannot
+        be (a worker that has dropped its privileges may not create files
+        in a directory only root may write), lines keep going to the file
+        already open, and one error line says which file and why, rather
+        than file logging stopping without a word. The first open, with no
+        file to fall back on, raises.
+        """
+        if self.path is None:
+            return True
+        try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+        except OSError as error:
+            if self._file is None:
+                raise
+            _log.error(
+                "cannot reopen the access log {path}: {reason}; "
+                "still writing to the file opened before",
+                path=self.path,
+                reason=error.strerror or str(error),
+            )
+            return False
+        previous, self._file = self._file, os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+        if previous is not None:
+            previous.close()
+        return True
 
     def close(self) -> None:
         if self._file is not None:

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import NameOID
 
+from gemfcgi.gemini.hosts import canonical_host
+
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
 VALIDITY = datetime.timedelta(days=3650)
@@ -108,12 +110,20 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
 
 
 def _subject_alternative_names(names: Sequence[str]) -> list[x509.GeneralName]:
+    """
+    Each name as a certificate carries it: an IP address (``[::1]`` too) as
+    one, a host name as its A-label (``bücher.example`` is
+    ``xn--bcher-kva.example``), the form clients compare.
+    """
     alternatives: list[x509.GeneralName] = []
     for name in names:
+        canonical = canonical_host(name)
+        if canonical is None:
+            raise ValueError(f"not a host name or IP address: {name!r}")
         try:
-            alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(canonical)))
         except ValueError:
-            alternatives.append(x509.DNSName(name))
+            alternatives.append(x509.DNSName(canonical))
     return alternatives
 
 
@@ -124,7 +134,8 @@ def make_self_signed(names: Sequence[str], use_rsa: bool = False) -> tuple[bytes
         if use_rsa
         else ec.generate_private_key(ec.SECP256R1())
     )
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    common_name = names[0][1:-1] if names[0].startswith("[") else names[0]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()
@@ -156,14 +167,18 @@ def write_key_pair(cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: by
     cert_path.write_bytes(cert_pem)
 
 
+def self_signed_paths(directory: Path) -> tuple[Path, Path]:
+    """The certificate and key of the default pair kept in ``directory``."""
+    return directory / "cert.pem", directory / "key.pem"
+
+
 def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Path]:
     """
     The default certificate pair in ``directory``, made on first use.
 
     Reused on every later run so that clients' trust-on-first-use holds.
     """
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
+    cert_path, key_path = self_signed_paths(directory)
     if not (cert_path.exists() and key_path.exists()):
         cert_pem, key_pem = make_self_signed(names)
         write_key_pair(cert_path, key_path, cert_pem, key_pem)

@@ -9,6 +9,7 @@ diagnostic, so ``--check``, start-up and a reload all report the same way.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shlex
 import socket
@@ -19,7 +20,7 @@ from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
 from gemfcgi.config import model
 from gemfcgi.fastcgi.spawn import find_program
-from gemfcgi.handlers.clientca import load_authorities
+from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.privileges import PrivilegeError, identity_for
 from gemfcgi.service import ListenError, listen_descriptions
 from gemfcgi.tls import ProtocolsError, protocol_range
@@ -148,11 +149,18 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             ca = options.require_client_ca
             if ca is not None and ca not in checked_cas:
                 checked_cas.add(ca)
+                where = options.origins.get("require client ca", block)
                 try:
-                    load_authorities([ca])
+                    authorities = load_authorities([ca])[ca]
                 except CertificateError as problem:
-                    error(options.origins.get("require client ca", block),
-                          f"require client ca: {problem}")
+                    error(where, f"require client ca: {problem}")
+                    continue
+                now = datetime.datetime.now(datetime.timezone.utc)
+                for authority in authorities:
+                    unusable = authority_problem(authority, now)
+                    if unusable is not None:
+                        warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
+                                f"{unusable}; no client certificate it issued is accepted")
     return errors, warnings
 
 

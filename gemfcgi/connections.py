@@ -12,11 +12,15 @@ import fcntl
 import resource
 import struct
 import termios
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.tls import TLSMemoryBIOFactory
+
+# Seconds a drain waits for aborted connections to be lost (they are, a
+# reactor turn after the abort) before it ends anyway.
+ABORT_GRACE = 1.0
 
 
 class ConnectionTracker:
@@ -37,29 +41,53 @@ class ConnectionTracker:
             for waiter in waiters:
                 waiter.callback(True)
 
-    def drain(self, clock: IReactorTime, timeout: float) -> Deferred:
+    def drain(
+        self,
+        clock: IReactorTime,
+        timeout: float,
+        cut: Optional[Callable[[Any], None]] = None,
+    ) -> Deferred:
         """
         Fires with ``True`` once no connection is left, or ``False`` after
-        ``timeout`` seconds, when the stragglers are aborted.
+        ``timeout`` seconds, when the stragglers are aborted (each passed
+        to ``cut`` first, to say so) and gone.
+
+        An aborted connection is lost a reactor turn later, and what it
+        held (a FastCGI request) is let go only then: firing after that,
+        not at the abort, means whatever waits next does not find those
+        requests still pending.
         """
         if not self.active:
             return succeed(True)
         waiter: Deferred = Deferred()
         self._waiters.append(waiter)
+        cut_short: list[bool] = []
+        grace: list[Any] = []
 
-        def give_up() -> None:
+        def release() -> None:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-                for connection in list(self.active):
-                    connection.transport.abortConnection()
                 waiter.callback(False)
+
+        def give_up() -> None:
+            if waiter not in self._waiters:
+                return
+            cut_short.append(True)
+            for connection in list(self.active):
+                if cut is not None:
+                    cut(connection)
+                connection.transport.abortConnection()
+            if waiter in self._waiters:
+                # Only if a transport never reports its loss.
+                grace.append(clock.callLater(ABORT_GRACE, release))
 
         timer = clock.callLater(timeout, give_up)
 
         def done(result: bool) -> bool:
-            if timer.active():
-                timer.cancel()
-            return result
+            for call in [timer, *grace]:
+                if call.active():
+                    call.cancel()
+            return result and not cut_short
 
         return waiter.addBoth(done)
 

@@ -8,8 +8,10 @@ gemfcgi that accepts on them. Spawned FastCGI applications are started
 here, once, and the workers reach them through their sockets. A worker that dies is replaced (with a
 back-off, never in a tight loop). A reload starts a new generation of
 workers with the new configuration and then stops the old one gracefully,
-so requests in flight finish where they started. A stop forwards SIGTERM
-and waits for the workers to drain.
+so requests in flight finish where they started. A stop forwards SIGTERM,
+closes the parent's copies of the sockets at once (the workers close theirs
+as their stop begins, so new connections are refused while requests in
+flight finish) and waits for the workers to drain.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import os
 import pickle
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
@@ -33,7 +36,7 @@ from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
 from gemfcgi.server import Timeouts
-from gemfcgi.service import listen_failed, plan_listeners, server_endpoint
+from gemfcgi.service import listen_failed, on_signal, plan_listeners, server_endpoint
 from gemfcgi.textlog import text_event
 from gemfcgi.worker import WorkerPlan
 
@@ -152,6 +155,7 @@ class WorkerPool(Service):
         self._delays: dict[int, float] = {}
         self._stopping = False
         self._unwanted: list[str] = []
+        self._restore_usr1: Optional[Callable[[], None]] = None
 
     # -- sockets ----------------------------------------------------------
 
@@ -259,12 +263,25 @@ class WorkerPool(Service):
         if not self._stopping and generation == self.generation and number not in self.workers:
             self._spawn(number)
 
-    def _signal_all(self, processes, signal_name: str) -> None:
+    def _signal_all(self, processes, signum: int) -> None:
+        """
+        Send ``signum`` (a number: Twisted's ``signalProcess`` names only
+        HUP, STOP, INT, KILL and TERM) to each worker. One that has just
+        ended is no failure; anything else is logged, and the others still
+        get the signal.
+        """
         for process in processes:
             try:
-                process.transport.signalProcess(signal_name)
-            except Exception:
+                process.transport.signalProcess(signum)
+            except ProcessExitedAlready:
                 pass
+            except Exception:
+                log.failure(
+                    "cannot send {signal} to worker {n} (pid {pid})",
+                    signal=signal.Signals(signum).name,
+                    n=process.number,
+                    pid=process.pid,
+                )
 
     # -- service ----------------------------------------------------------
 
@@ -275,10 +292,11 @@ class WorkerPool(Service):
         for number in range(self.count):
             self._spawn(number)
         if hasattr(signal, "SIGUSR1"):
-            signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_logs))
+            self._restore_usr1 = on_signal(signal.SIGUSR1, self.reopen_logs, self.reactor)
 
     def reopen_logs(self) -> None:
-        self._signal_all(list(self.workers.values()), "USR1")
+        """SIGUSR1: each worker reopens its access log."""
+        self._signal_all(list(self.workers.values()), signal.SIGUSR1)
 
     def reload(self, config: model.Config) -> None:
         """A new generation with ``config``; the old one drains and ends."""
@@ -292,27 +310,45 @@ class WorkerPool(Service):
         self.workers = {}
         for number in range(self.count):
             self._spawn(number)
-        self._signal_all(old, "TERM")
-        unwanted = [self.sockets.pop(d) for d in self._unwanted]
+        self._signal_all(old, signal.SIGTERM)
+        # A socket the file no longer lists is closed here now, and by the
+        # old workers as their stop begins: new connections to it are
+        # refused at once, while its requests in flight finish.
+        for description in self._unwanted:
+            self.sockets.pop(description).close()
         self._unwanted = []
-        if unwanted or retired:
+        if retired:
             DeferredList([p.ended for p in old]).addCallback(
-                lambda _: [s.close() for s in unwanted] + [a.stopService() for a in retired]
+                lambda _: [a.stopService() for a in retired]
             )
 
     def stopService(self) -> Deferred:
+        """
+        Listeners close first: the parent closes its copies now and each
+        worker its own as its graceful stop begins, so a new connection is
+        refused at once while the requests in flight finish. The spawned
+        FastCGI applications stop after the last worker.
+        """
         super().stopService()
         self._stopping = True
+        for app in self.apps.values():
+            # An application that ends while the workers drain (systemd
+            # signals the whole cgroup) is not started again.
+            app.stop_restarting()
+        if self._restore_usr1 is not None:
+            self._restore_usr1()
+            self._restore_usr1 = None
         processes = list(self.workers.values())
-        self._signal_all(processes, "TERM")
+        self._signal_all(processes, signal.SIGTERM)
+        closing = [s.close() for s in self.sockets.values()]
+        self.sockets = {}
         killer = self.reactor.callLater(
-            self.drain_timeout + 10, self._signal_all, processes, "KILL"
+            self.drain_timeout + 10, self._signal_all, processes, signal.SIGKILL
         )
 
         def ended(_):
             if killer.active():
                 killer.cancel()
-            closing = [s.close() for s in self.sockets.values()]
             return DeferredList(closing + [app.stopService() for app in self.apps.values()])
 
         return DeferredList([p.ended for p in processes]).addCallback(ended)

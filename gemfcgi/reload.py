@@ -1,16 +1,18 @@
 """
-SIGHUP: read the configuration file again.
+SIGHUP: read the configuration again.
 
-A file with errors changes nothing: the running configuration stays and
-every ``FILE:LINE`` error is logged. A good file takes effect for new
-connections; requests in flight finish with the configuration they started
-with (each connection holds its own ``Site``).
+A configuration file with errors changes nothing: the running configuration
+stays and every ``FILE:LINE`` error is logged. A good one takes effect for
+new connections; requests in flight finish with the configuration they
+started with (each connection holds its own ``Site``). Without a file
+(quick mode, the embedded default, a program embedding gemfcgi) there is
+still something to reload: the certificate and key files, renewed in place.
 """
 
 from __future__ import annotations
 
 import signal
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorThreads
@@ -23,18 +25,27 @@ from gemfcgi.config import ConfigError, model
 log = Logger()
 
 
-class ConfigReloader(Service):
-    """Reloads ``path`` into ``apply`` on SIGHUP (or when ``reload`` is called)."""
+class Reloader(Service):
+    """
+    On SIGHUP (or when ``reload`` is called), ``load`` a configuration and
+    ``apply`` it; ``source`` names where it comes from in the log.
+
+    ``load`` returns the configuration and its warnings, and raises
+    ``ConfigError`` (its diagnostics are logged one by one) or
+    ``CertificateError``, ``OSError`` or ``ValueError`` (logged in one line)
+    when it cannot be used; so does ``apply``. Either way the running
+    configuration stays.
+    """
 
     def __init__(
         self,
-        path: str,
-        defines: Optional[dict[str, str]],
+        source: str,
+        load: Callable[[], tuple[model.Config, Sequence[object]]],
         apply: Callable[[model.Config], None],
         reactor: IReactorThreads,
     ) -> None:
-        self.path = path
-        self.defines = defines
+        self.source = source
+        self.load = load
         self.apply = apply
         self.reactor = reactor
         self._previous_handler = None
@@ -53,23 +64,42 @@ class ConfigReloader(Service):
         self.reactor.callFromThread(self.reload)
 
     def reload(self) -> bool:
-        log.info("reloading configuration from {path}", path=self.path)
+        log.info("reloading configuration from {source}", source=self.source)
         try:
-            config, warnings = load_and_check(self.path, self.defines)
+            config, warnings = self.load()
         except ConfigError as error:
             for diagnostic in error.diagnostics:
                 log.error("reload failed, keeping the running configuration: {d}", d=str(diagnostic))
             return False
+        except (CertificateError, OSError, ValueError) as error:
+            self._failed(error)
+            return False
         try:
             self.apply(config)
         except (CertificateError, OSError, ValueError) as error:
-            log.error(
-                "reload failed, keeping the running configuration: {path}: {error}",
-                path=self.path,
-                error=str(error),
-            )
+            self._failed(error)
             return False
         for diagnostic in warnings:
             log.warn("warning: {d}", d=str(diagnostic))
-        log.info("configuration reloaded from {path}", path=self.path)
+        log.info("configuration reloaded from {source}", source=self.source)
         return True
+
+    def _failed(self, error: Exception) -> None:
+        log.error(
+            "reload failed, keeping the running configuration: {source}: {error}",
+            source=self.source,
+            error=str(error),
+        )
+
+
+class ConfigReloader(Reloader):
+    """Reloads the configuration file ``path`` (with ``-D`` ``defines``) into ``apply``."""
+
+    def __init__(
+        self,
+        path: str,
+        defines: Optional[dict[str, str]],
+        apply: Callable[[model.Config], None],
+        reactor: IReactorThreads,
+    ) -> None:
+        super().__init__(path, lambda: load_and_check(path, defines), apply, reactor)

@@ -30,7 +30,13 @@ from gemfcgi import accesslog
 from gemfcgi.connections import ConnectionTracker, default_max_connections, unsent_bytes
 from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.gemini import status
-from gemfcgi.gemini.request import MAX_REQUEST_BYTES, Request, RequestError, parse_request_line
+from gemfcgi.gemini.request import (
+    MAX_REQUEST_BYTES,
+    Request,
+    RequestError,
+    logged_iri,
+    parse_request_line,
+)
 from gemfcgi.gemini.status import InvalidHeader, response_header
 from gemfcgi.routing import PathSettings, Routes, VirtualHost
 from gemfcgi.textlog import printable
@@ -121,7 +127,10 @@ class GeminiProtocol(OneTimeout, Protocol):
             host = host[len("::ffff:"):]
             peer = IPv4Address("TCP", host, peer.port)
         self.peer = peer
-        self.record.client_ip = host if host is not None else str(peer)
+        if host is None:
+            # A unix socket's client has no address (nor usually a name).
+            host = f"unix:{peer.name}" if getattr(peer, "name", None) else "unix"
+        self.record.client_ip = host
         self.record.client_port = getattr(peer, "port", 0)
 
     def handshakeCompleted(self) -> None:
@@ -176,7 +185,7 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.respond(error.code, error.meta)
             return
         self.request = request
-        self.record.url = printable(request.url)
+        self.record.url = printable(logged_iri(request))
         self.record.host = (self.tls.server_name if self.tls else None) or request.host
         self._dispatch(request)
 
@@ -228,8 +237,8 @@ class GeminiProtocol(OneTimeout, Protocol):
             )
             if not self._header_sent:
                 self.respond(status.TEMPORARY_FAILURE, "internal error")
-            elif self.state is State.RESPONDING:
-                self.transport.abortConnection()
+            else:
+                self.cut()
 
     @property
     def listener_port(self) -> Optional[int]:
@@ -331,6 +340,25 @@ class GeminiProtocol(OneTimeout, Protocol):
         self._stalled_for = 0.0
         self._arm(self.site.timeouts.linger, self._linger_check)
         self.transport.loseConnection()
+
+    def cut(self) -> None:
+        """
+        End a response that is not whole: abort the connection, without the
+        close_notify that ``finish`` sends. Gemini has no length field, so
+        that close_notify is what tells a client a response is complete; a
+        body cut short must not pass for one that ended. Whatever streams it
+        is stopped.
+        """
+        if self.state is not State.RESPONDING:
+            return
+        self.state = State.CLOSING
+        self.record.finished = self.clock.seconds()
+        self._disarm()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self.transport.unregisterProducer()
+            producer.stopProducing()
+        self.transport.abortConnection()
 
     def _linger_check(self) -> None:
         linger = self.site.timeouts.linger

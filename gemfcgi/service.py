@@ -13,7 +13,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -32,7 +32,7 @@ from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
-from gemfcgi.handlers.static import serve_static
+from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
@@ -66,6 +66,52 @@ def listen_port(listen: model.Listen) -> int:
                           "nor a name in /etc/services)") from None
 
 
+@dataclass(frozen=True)
+class _Socket:
+    """One socket a ``listen on`` line asks for."""
+
+    proxied: bool
+    family: int
+    address: str
+    port: int
+
+    @property
+    def description(self) -> str:
+        prefix = "haproxy:" if self.proxied else ""
+        kind = "tcp6" if self.family == socket.AF_INET6 else "tcp"
+        return (f"{prefix}{kind}:{self.port}:interface={_escape(self.address)}"
+                f":backlog={LISTEN_BACKLOG}")
+
+    def covered_by(self) -> list["_Socket"]:
+        """
+        The wildcard sockets that would take this one's connections, and
+        whose bind makes this one's fail (Linux refuses a specific address
+        on a port a wildcard holds): ``::``, which is dual-stack, then, for
+        IPv4, ``0.0.0.0``.
+        """
+        wildcards = [_Socket(self.proxied, socket.AF_INET6, "::", self.port)]
+        if self.family == socket.AF_INET:
+            wildcards.append(_Socket(self.proxied, socket.AF_INET, "0.0.0.0", self.port))
+        return [wildcard for wildcard in wildcards if wildcard != self]
+
+
+def _sockets(listen: model.Listen) -> list[_Socket]:
+    port = listen_port(listen)
+    if listen.address == "*":
+        return [_Socket(listen.proxy_v1, socket.AF_INET6, "::", port)]
+    try:
+        found = socket.getaddrinfo(listen.address, port, type=socket.SOCK_STREAM)
+    except OSError as problem:
+        reason = getattr(problem, "strerror", None) or str(problem)
+        raise ListenError(f'cannot resolve "{listen.address}": {reason}') from None
+    sockets: list[_Socket] = []
+    for family, _, _, _, sockaddr in found:
+        entry = _Socket(listen.proxy_v1, family, sockaddr[0], port)
+        if entry not in sockets:
+            sockets.append(entry)
+    return sockets
+
+
 def listen_descriptions(listen: model.Listen) -> list[str]:
     """
     Twisted server endpoint strings for a ``listen on`` line.
@@ -76,25 +122,7 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
     wrapper, below TLS, so the client's real address is what the server sees.
     Raises ``ListenError`` for a service or a name that does not resolve.
     """
-    port = listen_port(listen)
-    prefix = "haproxy:" if listen.proxy_v1 else ""
-    if listen.address == "*":
-        return [f"{prefix}tcp6:{port}:interface=\\:\\::backlog={LISTEN_BACKLOG}"]
-    try:
-        found = socket.getaddrinfo(listen.address, port, type=socket.SOCK_STREAM)
-    except OSError as problem:
-        reason = getattr(problem, "strerror", None) or str(problem)
-        raise ListenError(f'cannot resolve "{listen.address}": {reason}') from None
-    addresses: list[tuple[int, str]] = []
-    for family, _, _, _, sockaddr in found:
-        entry = (family, sockaddr[0])
-        if entry not in addresses:
-            addresses.append(entry)
-    return [
-        f"{prefix}{'tcp6' if family == socket.AF_INET6 else 'tcp'}:{port}"
-        f":interface={_escape(address)}:backlog={LISTEN_BACKLOG}"
-        for family, address in addresses
-    ]
+    return [entry.description for entry in _sockets(listen)]
 
 
 def listen_failed(description: str, failure: Failure) -> ListenError:
@@ -161,12 +189,23 @@ def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> lis
     everyone = list(range(len(config.servers)))
     if listen:
         return [Listener(description, everyone) for description in listen]
-    planned: dict[str, Listener] = {}
+    planned: dict[_Socket, list[int]] = {}
     for index, server in enumerate(config.servers):
         for item in server.listens or [model.Listen()]:
-            for description in listen_descriptions(item):
-                planned.setdefault(description, Listener(description, [])).servers.append(index)
-    return list(planned.values())
+            for entry in _sockets(item):
+                planned.setdefault(entry, []).append(index)
+    # gmid binds with SO_REUSEPORT, so `listen on *` in one server and
+    # `listen on 127.0.0.1` on the same port in another both open. Here
+    # the wildcard socket serves both (every server answers on every
+    # socket of this process; only the default certificate differs), and
+    # a second process still finds the port busy.
+    for entry in list(planned):
+        for wildcard in entry.covered_by():
+            if wildcard in planned:
+                servers = planned[wildcard]
+                servers.extend(i for i in planned.pop(entry) if i not in servers)
+                break
+    return [Listener(entry.description, servers) for entry, servers in planned.items()]
 
 
 def load_key_pairs(config: model.Config) -> list[KeyPair]:
@@ -185,6 +224,7 @@ def build_site(
 ) -> Site:
     """The routing table and the handlers that do not need running services."""
     routes = Routes(config)
+    forget_roots()
     site = Site(routes=routes, timeouts=timeouts or Timeouts())
     if max_connections is not None:
         site.max_connections = max_connections
@@ -329,6 +369,7 @@ class GemfcgiService(MultiService):
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
         self.chrooted = False
+        self._restore_usr1: Optional[Callable[[], None]] = None
 
     def rotate_ticket_keys(self) -> None:
         """New session ticket keys for every listener (tickets stay valid one period)."""
@@ -473,8 +514,7 @@ class GemfcgiService(MultiService):
 
     def reopen_access_log(self) -> None:
         """SIGUSR1: reopen the access file after it was rotated."""
-        if self.access_log is not None:
-            self.access_log.reopen()
+        if self.access_log is not None and self.access_log.reopen():
             log.info("access log reopened")
 
     def startService(self) -> None:
@@ -500,9 +540,7 @@ class GemfcgiService(MultiService):
         self._rotation.start(TICKET_KEY_LIFETIME, now=False)
         self._open_access_log()
         if hasattr(signal, "SIGUSR1"):
-            signal.signal(
-                signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_access_log)
-            )
+            self._restore_usr1 = on_signal(signal.SIGUSR1, self.reopen_access_log, self.reactor)
         for service in self:
             if not service.running:
                 service.startService()
@@ -510,6 +548,9 @@ class GemfcgiService(MultiService):
     def stopService(self) -> Deferred:
         if self._rotation is not None and self._rotation.running:
             self._rotation.stop()
+        if self._restore_usr1 is not None:
+            self._restore_usr1()
+            self._restore_usr1 = None
         listeners = list(self.listeners.values())
         others = [s for s in self if s not in listeners]
         self.running = 0
@@ -518,15 +559,84 @@ class GemfcgiService(MultiService):
             return gatherResults([maybeDeferred(s.stopService) for s in services if s.running])
 
         stopping = stop_all(listeners)
-        stopping.addCallback(lambda _: self.connections.drain(self.reactor, self.drain_timeout))
+        stopping.addCallback(lambda _: self._drain())
         stopping.addCallback(lambda _: stop_all(reversed(others)))
         stopping.addBoth(lambda result: (self._close_access_log(), result)[1])
         return stopping
+
+    def _drain(self) -> Deferred:
+        """
+        Wait for the connections in flight, up to the drain timeout, and
+        say what is waited for as the wait begins: each FastCGI backend
+        logs its requests now (its own drain, when it stops after this,
+        then finds them gone), and a request cut by the timeout says so.
+        """
+        if self.connections:
+            log.info(
+                "stopping: waiting up to {timeout:g} s for {count} connections to finish",
+                timeout=self.drain_timeout,
+                count=len(self.connections),
+            )
+            self.fastcgi.drain(self.drain_timeout)
+        return self.connections.drain(
+            self.reactor, self.drain_timeout, partial(_cut_by_drain, timeout=self.drain_timeout)
+        )
 
     @property
     def ports(self) -> list[IListeningPort]:
         """The listening ports once started (for tests and embedding code)."""
         return [service.port for service in self.listeners.values() if service.port is not None]
+
+
+DRAIN_CUT = "cut by the drain timeout"
+
+
+def _cut_by_drain(connection: Any, timeout: float) -> None:
+    """
+    A connection still open when the drain timeout ends a stop: one line
+    naming the request, and, if no header was sent yet, the access line's
+    meta says why it has no status (the client got none).
+    """
+    record = connection.record
+    if not record.url:
+        return  # no request yet: nothing was cut
+    log.warn(
+        "{client} {url}: {cut} ({timeout:g} s) as the server stops",
+        client=record.client,
+        url=record.url,
+        cut=DRAIN_CUT,
+        timeout=timeout,
+    )
+    if record.status == 0:
+        record.meta = DRAIN_CUT
+
+
+def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], None]:
+    """
+    Run ``action`` in the reactor's thread when ``signum`` arrives, and then
+    the handler that was there before: twistd rotates its ``--logfile`` on
+    SIGUSR1, and an embedding program may have a use of its own for it, so
+    taking the signal over would silently end theirs.
+
+    Returns what undoes it: the previous handler back, unless another has
+    replaced ours since (that one is left alone).
+    """
+    previous = signal.getsignal(signum)
+
+    def handler(number: int, frame: Any) -> None:
+        reactor.callFromThread(action)
+        # SIG_DFL and SIG_IGN are numbers, and None a handler set outside
+        # Python: none of them is ours to call.
+        if callable(previous):
+            previous(number, frame)
+
+    signal.signal(signum, handler)
+
+    def restore() -> None:
+        if signal.getsignal(signum) is handler:
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    return restore
 
 
 def _close(listeners: dict[str, ListenerService]) -> None:

@@ -13,20 +13,27 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
 from gemfcgi import textlog
 from gemfcgi._version import __version__
-from gemfcgi.certificates import CertificateError, ensure_self_signed, make_self_signed, write_key_pair
+from gemfcgi.certificates import (
+    CertificateError,
+    ensure_self_signed,
+    make_self_signed,
+    self_signed_paths,
+    write_key_pair,
+)
 from gemfcgi.check import load_and_check
 from gemfcgi.config import ConfigError, model
 from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
-from gemfcgi.reload import ConfigReloader
+from gemfcgi.reload import ConfigReloader, Reloader
 from gemfcgi.server import Timeouts
 from gemfcgi.service import ListenError, makeService as make_gemfcgi_service
 
@@ -34,6 +41,8 @@ DEMO_ROOT = Path(__file__).parent / "demo" / "capsule"
 LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\:1"]
 ALL_ADDRESSES_LISTENER = "tcp6:1965:interface=\\:\\:"
 LOCAL_NAMES = ["localhost", "127.0.0.1", "::1"]
+# What a reload without a configuration file reads again, as its log lines say.
+COMMAND_LINE = "the command line (certificate and key files read again)"
 
 
 def default_state_dir() -> Path:
@@ -116,12 +125,28 @@ def _names_for(hostname: str) -> list[str]:
     return LOCAL_NAMES if hostname == "localhost" else [hostname]
 
 
-def gencert(options: Options) -> None:
-    """``--gencert``: a fresh pair for a capsule owner, never overwriting one."""
+def self_signed_directory(options: Options) -> Path:
+    """
+    Where quick mode keeps the self-signed pair for ``--hostname`` (as
+    ``cert.pem`` and ``key.pem``), and where ``--gencert`` writes one: the
+    state directory for localhost (the embedded default's), a directory
+    per host name inside it for any other name.
+    """
     directory = Path(options["state-dir"])
     hostname = options["hostname"]
-    cert_path = Path(options["cert"] or directory / f"{hostname}.pem")
-    key_path = Path(options["key"] or directory / f"{hostname}.key")
+    return directory if hostname == "localhost" else directory / hostname
+
+
+def gencert(options: Options) -> None:
+    """
+    ``--gencert``: a fresh pair for a capsule owner, where quick mode will
+    use it, never overwriting one (clients trust a capsule's certificate
+    on first use: replacing it makes them warn).
+    """
+    hostname = options["hostname"]
+    cert_path, key_path = self_signed_paths(self_signed_directory(options))
+    if options["cert"]:
+        cert_path, key_path = Path(options["cert"]), Path(options["key"])
     for path in (cert_path, key_path):
         if path.exists():
             sys.exit(f"{path}: already exists; remove it first to replace it")
@@ -138,10 +163,7 @@ def quick_config(options: Options, root: str) -> model.Config:
     if options["cert"]:
         cert, key = options["cert"], options["key"]
     else:
-        directory = Path(options["state-dir"])
-        if hostname != "localhost":
-            directory = directory / hostname
-        cert_path, key_path = ensure_self_signed(directory, names)
+        cert_path, key_path = ensure_self_signed(self_signed_directory(options), names)
         cert, key = str(cert_path), str(key_path)
     server = model.Server(
         name=hostname,
@@ -239,17 +261,20 @@ def _make_service(options: Options) -> Service:
         drain_timeout=options["drain-timeout"],
     )
     listen: Optional[list[str]] = options["listen"] or None
+    rebuild: Optional[Callable[[], model.Config]] = None
     if options["config"] is not None:
         config = load_or_exit(options)
     elif options["root"] is not None:
         if not os.path.isdir(options["root"]):
             # What a configuration's root gets from the check, said of the option.
             sys.exit(f"gemfcgi: --root {options['root']} is not a directory")
-        config = quick_config(options, options["root"])
+        rebuild = partial(quick_config, options, options["root"])
         listen = listen or [ALL_ADDRESSES_LISTENER]
     else:
-        config = demo_config(options)
+        rebuild = partial(demo_config, options)
         listen = listen or LOOPBACK_LISTENERS
+    if rebuild is not None:
+        config = rebuild()
     workers = options["workers"] or config.prefork
     service: Service
     if workers > 1 or config.user is not None or config.chroot is not None:
@@ -261,9 +286,16 @@ def _make_service(options: Options) -> Service:
     else:
         service = make_gemfcgi_service(config, listen=listen, **serving)
         apply = service.reload
-    if options["config"] is not None:
-        from twisted.internet import reactor
+    # A hangup reloads in every mode, rather than ending the server at once
+    # (the default action) and orphaning its spawned FastCGI applications:
+    # without a file, the same options are applied again, which reads the
+    # certificate and key files again (renewed in place).
+    from twisted.internet import reactor
 
+    reloader: Reloader
+    if rebuild is None:
         reloader = ConfigReloader(options["config"], options["defines"], apply, reactor)
-        reloader.setServiceParent(service)
+    else:
+        reloader = Reloader(COMMAND_LINE, lambda: (rebuild(), []), apply, reactor)
+    reloader.setServiceParent(service)
     return service

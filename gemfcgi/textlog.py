@@ -21,6 +21,7 @@ import time
 from typing import IO, Any, Callable, Mapping, Optional
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -74,6 +75,39 @@ def printable(text: str, keep: str = "") -> str:
         char if (char.isprintable() and char != "\\") or char in keep else _escape(char)
         for char in text
     )
+
+
+# Lines an application writes to its log (FastCGI STDERR records, a spawned
+# program's own output), logged per backend per window; the rest are
+# counted, so a chatty or hostile application cannot flood the server's log.
+LINES_PER_WINDOW = 20
+LINES_WINDOW = 10.0
+
+
+class StderrLimiter:
+    """At most ``limit`` log events per ``window`` seconds; reports what it dropped."""
+
+    def __init__(self, clock: IReactorTime, limit: int = LINES_PER_WINDOW,
+                 window: float = LINES_WINDOW) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.window = window
+        self._window_start = float("-inf")
+        self._count = 0
+        self.dropped = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Whether to log now, and how many events were dropped before this one."""
+        now = self.clock.seconds()
+        if now - self._window_start >= self.window:
+            self._window_start = now
+            self._count = 0
+        if self._count >= self.limit:
+            self.dropped += 1
+            return False, 0
+        self._count += 1
+        dropped, self.dropped = self.dropped, 0
+        return True, dropped
 
 
 def _escape(char: str) -> str:

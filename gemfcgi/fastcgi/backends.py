@@ -38,41 +38,11 @@ from gemfcgi.config import model
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
-from gemfcgi.textlog import printable
+from gemfcgi.textlog import StderrLimiter, printable
 
 log = Logger()
 
-# STDERR lines logged per backend per window; the rest are counted, so a
-# chatty or hostile application cannot flood the server's log.
-STDERR_LINES_PER_WINDOW = 20
-STDERR_WINDOW = 10.0
 STDERR_MAX_CHARS = 500
-
-
-class StderrLimiter:
-    """At most ``limit`` log events per ``window`` seconds; reports what it dropped."""
-
-    def __init__(self, clock: IReactorTime, limit: int = STDERR_LINES_PER_WINDOW,
-                 window: float = STDERR_WINDOW) -> None:
-        self.clock = clock
-        self.limit = limit
-        self.window = window
-        self._window_start = float("-inf")
-        self._count = 0
-        self.dropped = 0
-
-    def allow(self) -> tuple[bool, int]:
-        """Whether to log now, and how many events were dropped before this one."""
-        now = self.clock.seconds()
-        if now - self._window_start >= self.window:
-            self._window_start = now
-            self._count = 0
-        if self._count >= self.limit:
-            self.dropped += 1
-            return False, 0
-        self._count += 1
-        dropped, self.dropped = self.dropped, 0
-        return True, dropped
 
 
 class Backend:
@@ -123,6 +93,14 @@ class Backend:
         for relay in list(self._relays):
             relay.backend_failed(why)
 
+    def answered(self) -> None:
+        """
+        The application ended a request (END_REQUEST): the spawned program
+        behind it, if any, is known to work, whenever its run ends.
+        """
+        if self.app is not None:
+            self.app.answered()
+
     def idle(self) -> Deferred:
         """Fires when no request is in flight (at once if none is)."""
         if self.pending == 0:
@@ -133,6 +111,10 @@ class Backend:
 
     def log_stderr(self, where: str, data: bytes) -> None:
         """An application's STDERR record, logged with the request, rate-limited."""
+        if not data.rstrip(b"\r\n"):
+            # The empty record that ends the stream (flup sends one), or a
+            # bare line break: nothing to read, and no share of the budget.
+            return
         allowed, dropped = self._stderr.allow()
         if not allowed:
             return
@@ -329,8 +311,10 @@ class FastCGIBackends(MultiService):
         if waiting.called:
             return waiting
         log.info(
-            "FastCGI backend {backend}: waiting for {pending} requests to finish",
+            "FastCGI backend {backend}: waiting up to {timeout:g} s for {pending} requests "
+            "to finish",
             backend=backend.name,
+            timeout=timeout,
             pending=backend.pending,
         )
 
@@ -349,8 +333,12 @@ class FastCGIBackends(MultiService):
         Service.stopService(self)
         stops = []
         for backend in self.backends.values():
-            drained = self._drain_one(backend, self.timeouts.drain)
             app = backend.app
+            if app is not None and app.running:
+                # Whatever ends it from now on (systemd signals the whole
+                # cgroup), it is not started again while its requests drain.
+                app.stop_restarting()
+            drained = self._drain_one(backend, self.timeouts.drain)
             if app is not None and app.running:
                 drained.addCallback(lambda _, app=app: app.stopService())
             stops.append(drained)

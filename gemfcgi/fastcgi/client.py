@@ -11,8 +11,11 @@ costs a bounded amount of memory however slowly the client reads.
 
 Every way a backend can fail ends in ``Relay._fail``, the one place that
 decides what the client sees (``reply_for``) and writes the log line naming
-the client, the URL and the backend. The client always gets a header or a
-clean close, and every wait (connect, first header, body) has a timer.
+the client, the URL and the backend. The client always gets a header; a
+reply that ends whole ends with a TLS close_notify, and one the backend
+broke off after its header is cut without one, so that the client can tell
+the two apart (as the Gemini specification intends). Every wait (connect,
+first header, body) has a timer.
 
 One connection per request, request id 1, no FCGI_KEEP_CONN: the backend
 closes when it is done, and nothing is shared between requests.
@@ -104,6 +107,8 @@ class Backend(TypingProtocol):
     def begin(self, relay: "Relay") -> None: ...
 
     def end(self, relay: "Relay") -> None: ...
+
+    def answered(self) -> None: ...
 
     def log_stderr(self, where: str, data: bytes) -> None: ...
 
@@ -309,6 +314,7 @@ class Relay(OneTimeout):
         self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)
 
     def on_end_request(self, end: EndRequest) -> None:
+        self.backend.answered()
         statuses = f"appStatus {end.app_status}, protocolStatus {_status_name(end.protocol_status)}"
         if end.protocol_status == ProtocolStatus.OVERLOADED:
             self._fail(Fault.OVERLOADED, statuses)
@@ -319,9 +325,11 @@ class Relay(OneTimeout):
             if end.app_status != 0:
                 message = f"{message}; {statuses}"
             self._fail(Fault.BAD_REPLY, message)
-        elif end.app_status != 0:
-            self._fail(Fault.FAILED, statuses)
         else:
+            if end.app_status != 0:
+                # The body is whole (END_REQUEST closed it), so it ends as
+                # any other; the status is worth a line all the same.
+                self._log_fault(Fault.FAILED, statuses)
             self._end()
 
     def protocol_error(self, message: str) -> None:
@@ -366,10 +374,26 @@ class Relay(OneTimeout):
     # -- the ends -----------------------------------------------------------
 
     def _fail(self, fault: Fault, detail: str) -> None:
-        """The one place a backend fault becomes a reply and a log line."""
+        """
+        The one place a backend fault becomes a reply and a log line.
+
+        Before the header the client gets one (``reply_for``). After it, the
+        body is not whole: the connection is cut, without the close_notify
+        that tells a Gemini client a response is complete.
+        """
         if self.finished:
             return
         header_sent = self._reader is None
+        self._log_fault(fault, detail, "; body cut short" if header_sent else "")
+        if header_sent:
+            self._close()
+            self.client.cut()
+            return
+        code, meta = reply_for(fault)
+        self.client.send_header(code, meta)
+        self._end()
+
+    def _log_fault(self, fault: Fault, detail: str, after: str = "") -> None:
         log.warn(
             "{client} {url}: FastCGI backend {backend} ({pending} pending): {fault}: {detail}"
             "{after}",
@@ -379,15 +403,11 @@ class Relay(OneTimeout):
             pending=self.backend.pending,
             fault=fault.value,
             detail=detail,
-            after="; body cut short" if header_sent else "",
+            after=after,
         )
-        if not header_sent:
-            code, meta = reply_for(fault)
-            self.client.send_header(code, meta)
-        self._end()
 
     def _end(self) -> None:
-        """The reply is complete (or cut short): close both sides cleanly."""
+        """The reply is complete: close both sides cleanly."""
         if self.finished:
             return
         self._close()

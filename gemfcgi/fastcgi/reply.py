@@ -11,11 +11,14 @@ built, so a FastCGI reply obeys the same rules as every other reply.
 
 Two kinds of reply are understood, told apart by their first three bytes:
 
-* **A Gemini header**, ``NN SP META CRLF`` (or ``NN CRLF`` for 4x to 6x), as
-  gmid relays it: two digits followed by a space or CR. It must end with CRLF
-  within 1029 bytes (2 + 1 + 1024 + 2), use a code the specification defines,
-  and carry META, as UTF-8, when the code is 1x to 3x. A TAB instead of the
-  space, a bare LF, or one digit is malformed.
+* **A Gemini header**, ``NN SP META CRLF`` (or ``NN CRLF``), as gmid relays
+  it: two digits followed by a space or CR. It must end with CRLF within
+  1029 bytes (2 + 1 + 1024 + 2), use a code from 10 to 69 (any of them, as
+  gmid: clients act on the first digit, so ``21`` is a success), and carry
+  META, as UTF-8, when the code is 1x or 3x. An empty META on 2x means
+  ``text/gemini; charset=utf-8`` (the specification's default), and is sent
+  spelt out that way, since some clients reject a header without META. A TAB
+  instead of the space, a bare LF, or one digit is malformed.
 * **A CGI header block** (RFC 3875 section 6): anything else. ``Name: value``
   lines separated by CRLF or LF, ended by an empty line, at most 8 KiB. Names
   are case-insensitive; ``Status``, ``Content-Type`` and ``Location`` may each
@@ -45,7 +48,8 @@ Two kinds of reply are understood, told apart by their first three bytes:
   (``Status: 404 No such page`` gives ``51 No such page``); without one it is
   the HTTP phrase of the code (``Not Found``), or ``CGI error`` for codes
   HTTP does not name. Location is ignored with a 2xx or error Status, as in
-  HTTP.
+  HTTP. An empty ``Content-Type`` is an error: RFC 3875 requires a media
+  type there.
 
 Only a 2x reply has a body: for every other code the caller sends the header
 alone and drops the rest (``ReplyHeader.sends_body``), as gmid does.
@@ -224,6 +228,7 @@ class ReplyHeaderReader:
 
 
 def _decide(code: int, meta: str, body: bytes) -> ReplyDecision:
+    meta = status.sent_meta(code, meta)
     try:
         header = status.response_header(code, meta)
     except status.InvalidHeader as reason:
@@ -253,6 +258,8 @@ def _translate_cgi(fields: dict[str, str], body: bytes) -> ReplyDecision:
     if status_class == 3:
         return ReplyError(f"CGI Status {http_status} without Location")
     if "content-type" in fields:
+        if not fields["content-type"]:
+            return ReplyError("malformed header: empty Content-Type")
         return _decide(status.SUCCESS, fields["content-type"], body)
     if status_class == 2:
         return ReplyError(f"CGI Status {http_status} without Content-Type")

@@ -7,21 +7,32 @@ php-cgi and flup all accept connections on it when started that way. So the
 supervisor binds a unix socket in a private directory of its own and passes
 it to the program on every start. The socket belongs to gemfcgi, not to the
 program: it survives restarts, and requests that arrive while the program is
-down wait in its backlog instead of failing. The exception is a program that
-ended by itself as it started (within ``threshold``, not by a signal): until
-its next start, requests are refused at once, and those left waiting are
-failed when it ends (``failed_start``, ``on_failed_start``), so a wrong
+down wait in its backlog instead of failing.
+
+A run was healthy if it lasted ``threshold`` seconds or more, or ended with
+exit status 0 (a program stopping on purpose, such as php-cgi after
+PHP_FCGI_MAX_REQUESTS requests, which under load comes well within a
+second), or answered at least one request (the relay saw its END_REQUEST,
+``answered``). Any other run failed, and if it ended by itself rather than
+by a signal, it failed to start: a wrong command, a missing module. Until
+the next start, requests are then refused at once, and those left waiting
+are failed when it ends (``failed_start``, ``on_failed_start``), so a wrong
 command costs each request a ``42``, not the whole reply timeout. Its socket
 is closed until that start, for worker processes that reach it by its path.
 
 Twisted's ``ProcessMonitor`` cannot pass a descriptor to its children, so
-this is a small supervisor with the same semantics: a program that dies
-within ``threshold`` seconds of starting is restarted after a delay that
-doubles each time (0.1 s up to 30 s), so a program that cannot start costs a
-handful of forks a minute, not a fork storm; one that ran longer is
-restarted after the minimum delay. Its stdout and stderr lines go to the
-log, named after the backend. Stopping sends SIGTERM, then SIGKILL after
-``kill_timeout``.
+this is a small supervisor with the same semantics: after a run that failed
+the program is restarted after a delay that doubles each time (0.1 s up to
+30 s), so a program that cannot start costs a handful of forks a minute, not
+a fork storm; after a healthy run, after the minimum delay (but never
+sooner than ``threshold`` after the last start when the run's only claim to
+health is its status 0: a command that daemonises exits 0 at once, every
+time). Its stdout and
+stderr lines go to the log, named after the backend and rate-limited as
+FastCGI STDERR records are (with fcgiwrap they are every CGI script's
+stderr). Stopping sends SIGTERM, then SIGKILL after ``kill_timeout``; once a
+stop has begun (``stop_restarting``: the server drains its requests first),
+a program that ends is not started again.
 
 Programs like ``fcgiwrap -c N`` and php-cgi with PHP_FCGI_CHILDREN fork
 workers that share the listening socket and the output pipes. Signalling
@@ -40,10 +51,11 @@ request from five context switches to one.
 
 No program needs special settings. fcgiwrap and flup use fd 0 when given no
 socket of their own; php-cgi does when fd 0 is a socket. Without
-PHP_FCGI_CHILDREN php-cgi serves one request at a time and exits after
-PHP_FCGI_MAX_REQUESTS (default 500), which the restart covers: requests
-wait in the backlog for 0.1 s. Set PHP_FCGI_CHILDREN in gemfcgi's
-environment for concurrency; children are signalled with their parent.
+PHP_FCGI_CHILDREN php-cgi serves one request at a time and exits with
+status 0 after PHP_FCGI_MAX_REQUESTS (default 500), which the restart
+covers: requests wait in the backlog for 0.1 s. Set PHP_FCGI_CHILDREN in
+gemfcgi's environment for concurrency; children are signalled with their
+parent.
 """
 
 from __future__ import annotations
@@ -68,14 +80,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
-from gemfcgi.textlog import printable
+from gemfcgi.textlog import StderrLimiter, printable
 
 log = Logger()
 
-LISTEN_BACKLOG = 128
+# Requests wait here while the program is down or busy; the kernel caps it
+# at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
 MIN_RESTART_DELAY = 0.1
 MAX_RESTART_DELAY = 30.0
-# A program that ran less than this was not healthy: back off before the next start.
+# A run shorter than this was not healthy, unless it ended with status 0 or
+# answered a request: back off before the next start.
 RESTART_THRESHOLD = 1.0
 MAX_OUTPUT_LINE = 4096
 # Runs the program as the leader of a new session and process group.
@@ -197,16 +212,34 @@ class SpawnedApp(Service):
         self._process: Any = None
         self._pid: Optional[int] = None
         self._started_at = 0.0
+        # Whether the current run ended a request: it works, however short it is.
+        self._answered = False
         self._delay = min_delay
         self._restart: Any = None
         self._kill: Any = None
         self._stopped: Optional[Deferred] = None
+        self._stopping = False
+        self._output = StderrLimiter(reactor)
         # Why the program is down after dying as it started (None while it
         # runs, or after a run that was healthy): requests are then refused
         # at once rather than left in the backlog for a run that may never
         # come. Told to ``on_failed_start`` too, for the requests waiting.
-        self.failed_start: Optional[str] = None
+        self._failed_why: Optional[str] = None
         self.on_failed_start: Optional[Callable[[str], None]] = None
+
+    @property
+    def failed_start(self) -> Optional[str]:
+        """
+        Why the program is down after failing to start, and when it starts
+        again, as of now; ``None`` while it runs or may run.
+        """
+        why = self._failed_why
+        if why is None:
+            return None
+        if self._restart is not None and self._restart.active():
+            remaining = max(0.0, self._restart.getTime() - self.reactor.seconds())
+            why += f"; next start in {remaining:.1f} s"
+        return why
 
     @property
     def pid(self) -> Optional[int]:
@@ -221,6 +254,7 @@ class SpawnedApp(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._stopping = False
         self._directory = tempfile.mkdtemp(prefix="gemfcgi-spawn-", dir=self.directory)
         self.socket_path = os.path.join(self._directory, "fastcgi.sock")
         if self.owner is not None:
@@ -252,11 +286,23 @@ class SpawnedApp(Service):
             except OSError:
                 pass
 
-    def stopService(self) -> Deferred:
-        super().stopService()
+    def stop_restarting(self) -> None:
+        """
+        A stop has begun (the server drains its requests before it stops the
+        program): a program that ends from now on is not started again, and
+        one that is down stays down, its socket closed, so that requests
+        waiting in its backlog end now instead of at the drain timeout.
+        """
+        self._stopping = True
         if self._restart is not None and self._restart.active():
             self._restart.cancel()
         self._restart = None
+        if self._process is None:
+            self._close_socket()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self.stop_restarting()
         if self._process is None:
             self._cleanup()
             return succeed(None)
@@ -275,13 +321,14 @@ class SpawnedApp(Service):
         executable = find_program(self.argv[0], self.env)
         self.starts += 1
         self._started_at = self.reactor.seconds()
+        self._answered = False
         if executable is None:
             log.error("{backend}: program {program!r} not found", backend=self.name,
                       program=self.argv[0])
             self._schedule_restart()
             self._failed_to_start(f"program {self.argv[0]!r} not found")
             return
-        self.failed_start = None
+        self._failed_why = None
         command = _launch_argv(executable, self.argv)
         with _batch_scheduling():
             self._process = self.reactor.spawnProcess(
@@ -296,11 +343,26 @@ class SpawnedApp(Service):
         self._pid = self._process.pid
         log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)
 
+    def answered(self) -> None:
+        """The program ended a request: this run is healthy, however short."""
+        if self._process is not None:
+            self._answered = True
+
     def output(self, fd: int, line: bytes) -> None:
+        """A line of the program's stdout or stderr, logged under the rate limit."""
+        if not line.rstrip(b"\r"):
+            return
+        allowed, dropped = self._output.allow()
+        if not allowed:
+            return
         text = printable(line.decode("utf-8", "replace").rstrip("\r"), keep="\t")
-        if text:
-            stream = "stderr" if fd == 2 else "stdout"
-            log.info("{backend} {stream}: {text}", backend=self.name, stream=stream, text=text)
+        log.info(
+            "{backend} {stream}: {text}{dropped}",
+            backend=self.name,
+            stream="stderr" if fd == 2 else "stdout",
+            text=text,
+            dropped=f" ({dropped} earlier output lines not logged)" if dropped else "",
+        )
 
     def exited(self, reason: Failure) -> None:
         pid = self._pid
@@ -317,6 +379,19 @@ class SpawnedApp(Service):
             stopped, self._stopped = self._stopped, None
             stopped.callback(None)
             return
+        if self._stopping:
+            # The stop began while it ran (systemd signals the whole cgroup):
+            # what is waiting in its backlog ends with the socket.
+            log.info(
+                "{backend}: pid {pid} exited after {ran:.1f} s ({reason}); not restarted, "
+                "the server is stopping",
+                backend=self.name,
+                pid=pid,
+                ran=ran,
+                reason=reason.getErrorMessage(),
+            )
+            self._close_socket()
+            return
         log.warn(
             "{backend}: pid {pid} exited after {ran:.1f} s ({reason})",
             backend=self.name,
@@ -324,29 +399,38 @@ class SpawnedApp(Service):
             ran=ran,
             reason=reason.getErrorMessage(),
         )
-        if ran >= self.threshold:
+        ended_on_purpose = getattr(reason.value, "exitCode", None) == 0
+        healthy = ran >= self.threshold or ended_on_purpose or self._answered
+        if healthy:
             self._delay = self.min_delay
-        self._schedule_restart()
-        if ran < self.threshold and getattr(reason.value, "signal", None) is None:
-            # It ended by itself, at once: a wrong command, a missing
-            # module. One killed from outside (a signal) was not refusing
-            # to start, and its requests wait for the next run.
+        at_least = 0.0
+        if ended_on_purpose and not self._answered and ran < self.threshold:
+            # Status 0 at once, with no answer seen here (php-cgi's quota
+            # met through prefork workers, or a command that daemonises and
+            # would fork again and again): starts stay a threshold apart.
+            at_least = self.threshold - ran
+        self._schedule_restart(at_least)
+        if not healthy and getattr(reason.value, "signal", None) is None:
+            # It ended by itself, at once, before answering anything: a
+            # wrong command, a missing module. One killed from outside (a
+            # signal) was not refusing to start, and its requests wait for
+            # the next run.
             self._failed_to_start(
                 f"pid {pid} exited {ran:.1f} s after starting ({reason.getErrorMessage()})"
             )
 
     def _failed_to_start(self, why: str) -> None:
-        if self._restart is not None and self._restart.active():
-            why += f"; next start in {self._restart.getTime() - self.reactor.seconds():g} s"
-        self.failed_start = why
+        self._failed_why = why
         if self.on_failed_start is not None:
-            self.on_failed_start(why)
+            failed_start = self.failed_start
+            assert failed_start is not None
+            self.on_failed_start(failed_start)
         self._close_socket()
 
-    def _schedule_restart(self) -> None:
+    def _schedule_restart(self, at_least: float = 0.0) -> None:
         if not self.running:
             return
-        delay = self._delay
+        delay = max(self._delay, at_least)
         self._delay = min(self._delay * 2, self.max_delay)
         log.info("{backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
         self._restart = self.reactor.callLater(delay, self._spawn)

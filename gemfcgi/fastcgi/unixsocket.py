@@ -6,14 +6,22 @@ Unix-socket connections to FastCGI applications, in the turn that asks.
 connects synchronously, puts the socket in a transport and hands it to the
 protocol, which writes the request before the reactor runs again; Twisted's
 ``UNIXClientEndpoint`` would go through a connector, a Deferred chain and a
-reactor turn for the same result. Only a full backlog takes that long way,
-so that the connect timeout applies while the application catches up.
+reactor turn for the same result.
+
+A full backlog (EAGAIN) means the application is busy, not gone. The kernel
+offers nothing to wait on (the socket never becomes writable for it), and
+Twisted's connector fails at once; so the connect is tried again on a timer,
+2 ms later at first, then twice as long each time up to 50 ms, until it
+connects, fails otherwise, or the endpoint's timeout has passed. The
+Deferred can be cancelled meanwhile, as the relay does at its own connect
+timeout.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from typing import Any, Optional
 
 from twisted.internet import endpoints, error, main, tcp, unix
 from twisted.internet.address import UNIXAddress
@@ -77,6 +85,11 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
 
 _ERRORS = {errno.ECONNREFUSED: error.ConnectionRefusedError}
 
+# Seconds between connects to a full backlog: short first (a busy
+# application accepts within milliseconds), never more than the cap.
+FIRST_RETRY = 0.002
+MAX_RETRY = 0.05
+
 
 @implementer(IStreamClientEndpoint)
 class UnixSocketEndpoint:
@@ -96,12 +109,19 @@ class UnixSocketEndpoint:
             # The transport below needs a reactor of file descriptors; any
             # other (a test's memory reactor) is asked the usual way.
             return self._slow().connect(factory)
+        connected = self._connect_now(factory)
+        if connected is not None:
+            return connected
+        return _BacklogWait(self, factory).deferred
+
+    def _connect_now(self, factory: IProtocolFactory) -> Optional[Deferred]:
+        """One synchronous connect: its outcome, or ``None`` if the backlog is full."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
             sock.connect(self.path)
         except BlockingIOError:
             sock.close()
-            return self._slow().connect(factory)
+            return None
         except OSError as problem:
             sock.close()
             kind = _ERRORS.get(problem.errno, error.ConnectError)
@@ -117,3 +137,38 @@ class UnixSocketEndpoint:
         transport = UnixStreamConnection(sock, protocol, self.path, None, 0, self.reactor)
         protocol.makeConnection(transport)
         return succeed(protocol)
+
+
+class _BacklogWait:
+    """Connects to a full backlog, tried again on a growing delay; see the module's doc."""
+
+    def __init__(self, endpoint: UnixSocketEndpoint, factory: IProtocolFactory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        reactor = endpoint.reactor
+        self.deadline = reactor.seconds() + endpoint.timeout
+        self.delay = FIRST_RETRY
+        self.deferred: Deferred = Deferred(self._cancel)
+        self._call: Any = reactor.callLater(self.delay, self._retry)
+
+    def _retry(self) -> None:
+        self._call = None
+        connected = self.endpoint._connect_now(self.factory)
+        if connected is not None:
+            connected.chainDeferred(self.deferred)
+            return
+        reactor = self.endpoint.reactor
+        left = self.deadline - reactor.seconds()
+        if left <= 0:
+            self.deferred.errback(error.TimeoutError(string=(
+                f"the backlog of {self.endpoint.path} stayed full for "
+                f"{self.endpoint.timeout:g} s"
+            )))
+            return
+        self.delay = min(self.delay * 2, MAX_RETRY)
+        self._call = reactor.callLater(min(self.delay, left), self._retry)
+
+    def _cancel(self, deferred: Deferred) -> None:
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()

@@ -72,6 +72,23 @@ class Request:
     query: Optional[str]
 
 
+def logged_iri(request: Request) -> str:
+    """
+    The request as gmid's access log names it: ``scheme://host/path[?query]``
+    rebuilt from the parsed parts, so the host is canonical, the port left
+    out, and the path decoded and normalised (``/%64ir/./x/../p`` is
+    ``/dir/p``). A space or a double quote in the path stays escaped
+    (``%20``, ``%22``): the log's fields are separated by spaces, and the
+    common and combined styles quote the URL.
+    """
+    host = f"[{request.host}]" if ":" in request.host else request.host
+    path = request.path
+    if " " in path or '"' in path:
+        path = path.replace(" ", "%20").replace('"', "%22")
+    query = "" if request.query is None else f"?{request.query}"
+    return f"{request.scheme}://{host}{path}{query}"
+
+
 def _bad(meta: str) -> RequestError:
     return RequestError(status.BAD_REQUEST, meta)
 

@@ -2,8 +2,14 @@
 Gemini status codes and the one place a response header is built.
 
 Every header that leaves the server goes through ``response_header``, so the
-rules of the specification (defined codes only, META required for 1x to 3x,
-at most 1024 bytes, UTF-8 without BOM, no CR or LF) are enforced once.
+rules of the specification (two digits from 10 to 69, META required for 1x
+and 3x, at most 1024 bytes, UTF-8 without BOM, no CR or LF) are enforced
+once.
+
+Codes the specification does not name (``21``, ``45``) pass: clients act on
+the first digit, and gmid relays any code from 10 to 69 that a FastCGI
+application writes. gemfcgi's own handlers use the constants below, the
+codes the specification defines.
 """
 
 from __future__ import annotations
@@ -33,25 +39,39 @@ DEFINED_CODES = frozenset(
 
 MAX_META_BYTES = 1024
 
+# What an empty META means for 2x, in the specification's words. It is sent
+# spelt out: gemcall and Agunua reject a header whose META is empty, with or
+# without the space before it.
+DEFAULT_SUCCESS_META = "text/gemini; charset=utf-8"
+
 
 class InvalidHeader(ValueError):
     """A header that the specification does not allow, with the reason."""
 
 
 def meta_required(code: int) -> bool:
-    """1x asks a prompt, 2x names a MIME type, 3x a target: all need META."""
-    return 10 <= code < 40
+    """1x asks a prompt and 3x names a target: without META they mean nothing."""
+    return 10 <= code < 20 or 30 <= code < 40
+
+
+def sent_meta(code: int, meta: str) -> str:
+    """The META a header carries: on 2x, an empty one spelt out as what it means."""
+    if not meta and 20 <= code < 30:
+        return DEFAULT_SUCCESS_META
+    return meta
 
 
 def response_header(code: int, meta: str = "") -> bytes:
     """
-    Build ``NN SP META CRLF`` (or ``NN CRLF`` for an empty META on 4x to 6x).
+    Build ``NN SP META CRLF``: for an empty META, ``NN CRLF`` on 4x to 6x
+    and the default MIME type on 2x (``sent_meta``).
 
     Raises ``InvalidHeader`` rather than send something a client could
     misread; callers turn that into a ``40``/``42`` of their own.
     """
-    if code not in DEFINED_CODES:
+    if not 10 <= code <= 69:
         raise InvalidHeader(f"status {code} is not defined by the Gemini specification")
+    meta = sent_meta(code, meta)
     if "\r" in meta or "\n" in meta:
         raise InvalidHeader("META contains a line break")
     if meta.startswith("\ufeff"):

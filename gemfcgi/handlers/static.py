@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from functools import lru_cache
-from typing import TYPE_CHECKING, BinaryIO, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IPushProducer
@@ -41,9 +41,17 @@ URL_SAFE = "/-._~!$&'()*+,;=:@"
 def real_root(root: str) -> str:
     """
     ``root`` with its symlinks resolved. Roots are few and fixed by the
-    configuration, so each is resolved once, not per request.
+    configuration, so each is resolved once per configuration, not per
+    request: a reload resolves them again (``forget_roots``), so a root
+    that is a symlink switched to a new release is followed then, as gmid
+    opens its roots again on reload.
     """
     return os.path.realpath(root)
+
+
+def forget_roots() -> None:
+    """A new configuration: resolve every root again on its next use."""
+    real_root.cache_clear()
 
 
 def strip_components(path: str, count: int) -> str:
@@ -122,10 +130,19 @@ def serve_static(
                 target += "?" + request.query
             client.respond(status.REDIRECT_PERMANENT, target)
             return
-        index, index_info = _resolve(settings.root, os.path.join(path, settings.index))
+        index_path = os.path.join(path, settings.index)
+        index, index_info = _resolve(settings.root, index_path)
         if index is not None and index_info is not None and stat.S_ISREG(index_info.st_mode):
-            index_mime = with_lang(mime.lookup(index, settings.default_type), settings)
-            _send_file(client, index, index_mime, index_info, pages)
+            # The type goes by the name asked for, as in gmid, not by
+            # where a symlink leads (index.gmi -> README.md is text/gemini).
+            index_mime = with_lang(mime.lookup(index_path, settings.default_type), settings)
+            # An index that cannot be opened is as good as none (gmid).
+            unreadable = (
+                (lambda: _send_listing(client, real, path, settings))
+                if settings.auto_index
+                else None
+            )
+            _send_file(client, index, index_mime, index_info, pages, unreadable)
         elif settings.auto_index:
             _send_listing(client, real, path, settings)
         else:
@@ -137,7 +154,7 @@ def serve_static(
         # under a directory that does not exist.
         client.respond(status.NOT_FOUND, "not found")
         return
-    _send_file(client, real, with_lang(mime.lookup(real, settings.default_type), settings), info, pages)
+    _send_file(client, real, with_lang(mime.lookup(path, settings.default_type), settings), info, pages)
 
 
 def _send_file(
@@ -146,8 +163,12 @@ def _send_file(
     mime: str,
     info: os.stat_result,
     pages: Optional[PageCache],
+    unreadable: Optional[Callable[[], None]] = None,
 ) -> None:
-    """``path``, whose ``lstat`` (``stat`` behind a symlink) is ``info``."""
+    """
+    ``path``, whose ``lstat`` (``stat`` behind a symlink) is ``info``;
+    ``unreadable`` answers instead of ``51`` when it cannot be opened.
+    """
     if pages is not None:
         body = pages.get(path, info)
         if body is not None:
@@ -157,7 +178,10 @@ def _send_file(
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        client.respond(status.NOT_FOUND, "not found")
+        if unreadable is not None:
+            unreadable()
+        else:
+            client.respond(status.NOT_FOUND, "not found")
         return
     opened = os.fstat(fd)
     if not stat.S_ISREG(opened.st_mode):

@@ -27,7 +27,6 @@ from twisted.python.failure import Failure
 
 from gemfcgi.config import model
 from gemfcgi.deadlines import RESOLUTION, deadlines_for
-from gemfcgi.fastcgi.backends import StderrLimiter
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.records import (
     BeginRequest,
@@ -42,6 +41,7 @@ from gemfcgi.fastcgi.records import (
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.server import GeminiProtocol
 from gemfcgi.service import build_site
+from gemfcgi.textlog import StderrLimiter
 from tests.fakes import TLSStringTransport
 
 SOCKET = "/run/app.sock"
@@ -233,6 +233,21 @@ def test_lang_is_not_appended_to_a_fastcgi_reply():
     assert exchange.reply == b"20 text/gemini\r\n"
 
 
+@pytest.mark.parametrize("header", [b"20 \r\n", b"20\r\n"], ids=["space", "no-space"])
+def test_empty_meta_on_20_is_sent_as_the_default_mime_type(exchange, header):
+    # The specification's meaning of an empty META, spelt out: gemcall and
+    # Agunua reject a success header without one.
+    exchange.request().accept().send(stdout(header + b"# Hi\n"), end())
+    assert exchange.reply == b"20 text/gemini; charset=utf-8\r\n# Hi\n"
+    assert exchange.gemini.record.meta == "text/gemini; charset=utf-8"
+
+
+def test_a_code_the_specification_does_not_name_is_relayed_as_written(exchange):
+    exchange.request().accept().send(stdout(b"21 text/gemini\r\n# Hi\n"), end())
+    assert exchange.reply == b"21 text/gemini\r\n# Hi\n"
+    assert exchange.client_closed and not exchange.client.aborted
+
+
 # -- backpressure ----------------------------------------------------------------
 
 
@@ -386,7 +401,11 @@ def test_refusing_protocol_status_before_the_header_is_mapped(exchange, protocol
     assert f"protocolStatus {protocol_status.name}" in warnings(logs)
 
 
-# -- failures after the header: the body ends, cleanly, with a log line --------------
+# -- failures after the header: the connection is cut, without close_notify ---------
+#
+# The Gemini client knows a body is whole by the close_notify that ends it;
+# a body the backend broke off must not end with one. ``aborted`` is the
+# close without it; ``finish`` closes with ``loseConnection``, which sends it.
 
 
 @pytest.mark.parametrize(
@@ -394,25 +413,41 @@ def test_refusing_protocol_status_before_the_header_is_mapped(exchange, protocol
     [
         (stdout(b"tail", request_id=3), "request id mismatch: expected 1, got 3"),
         (raw_record(RecordType.UNKNOWN_TYPE, bytes(8)), "unexpected record type UNKNOWN_TYPE"),
-        (end(app_status=1), "request failed: appStatus 1"),
         (end(protocol_status=ProtocolStatus.OVERLOADED), "protocolStatus OVERLOADED"),
+        (end(protocol_status=ProtocolStatus.UNKNOWN_ROLE), "protocolStatus UNKNOWN_ROLE"),
     ],
-    ids=['other-id', 'unknown-type-record', 'app-status', 'overloaded'],
+    ids=['other-id', 'unknown-type-record', 'overloaded', 'unknown-role'],
 )
-def test_fault_after_the_header_cuts_the_body_and_closes_cleanly(exchange, wire, logged):
+def test_fault_after_the_header_cuts_the_connection_without_close_notify(exchange, wire, logged):
     with capturedLogs() as logs:
         exchange.request().accept().send(stdout(b"20 text/gemini\r\nstart"), wire, stdout(b"never"))
     assert exchange.reply == b"20 text/gemini\r\nstart"
-    assert exchange.client_closed and exchange.backend_closed
+    assert exchange.client.aborted and exchange.backend_closed
     text = warnings(logs)
     assert logged in text and "body cut short" in text
+    assert exchange.backend.pending == 0
 
 
-def test_eof_after_the_header_without_end_request_ends_the_body_with_a_warning(exchange):
+def test_a_whole_body_ends_with_close_notify_not_a_cut(exchange):
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\nall"), end())
+    assert exchange.client_closed and not exchange.client.aborted
+
+
+def test_failing_app_status_after_a_whole_body_ends_it_normally_and_is_logged(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"20 text/gemini\r\nall of it"), end(app_status=7))
+    assert exchange.reply == b"20 text/gemini\r\nall of it"
+    assert exchange.client_closed and not exchange.client.aborted
+    text = warnings(logs)
+    assert "request failed: appStatus 7, protocolStatus REQUEST_COMPLETE" in text
+    assert "cut" not in text
+
+
+def test_eof_after_the_header_without_end_request_cuts_the_connection(exchange):
     with capturedLogs() as logs:
         exchange.request().accept().send(stdout(b"20 text/gemini\r\nall")).backend_closes()
     assert exchange.reply == b"20 text/gemini\r\nall"
-    assert exchange.client_closed
+    assert exchange.client.aborted
     assert "closed after the header without END_REQUEST" in warnings(logs)
     assert exchange.backend.pending == 0
 
@@ -427,7 +462,7 @@ def test_backend_that_stalls_mid_body_is_cut_after_the_reply_timeout():
         assert not exchange.client_closed
         exchange.reactor.advance(0.1 + RESOLUTION)
     assert exchange.reply == b"20 text/gemini\r\nstart more"
-    assert exchange.client_closed and exchange.backend_closed
+    assert exchange.client.aborted and exchange.backend_closed
     assert "no body data for 3 s" in warnings(logs)
 
 
@@ -466,6 +501,19 @@ def test_stderr_flood_is_rate_limited(exchange):
     stderr_lines = [e for e in logs if "stderr" in e.get("log_format", "")]
     assert 1 <= len(stderr_lines) <= 20
     assert exchange.reply == b"20 text/gemini\r\n"
+
+
+def test_empty_stderr_records_are_not_logged_and_leave_the_budget_alone(exchange):
+    # flup ends the stream with an empty STDERR record on every request.
+    with capturedLogs() as logs:
+        exchange.request().accept()
+        exchange.send(*[encode_stream(RecordType.STDERR, b"") for _ in range(30)])
+        exchange.send(encode_stream(RecordType.STDERR, b"\n"))
+        exchange.send(encode_stream(RecordType.STDERR, b"the one real line\n"))
+        exchange.send(stdout(b"20 text/gemini\r\n"), end())
+    stderr_lines = [line for line in warnings(logs).splitlines() if "stderr" in line]
+    assert len(stderr_lines) == 1
+    assert stderr_lines[0].endswith("stderr: the one real line")
 
 
 def test_stderr_limiter_reports_what_it_dropped_in_the_next_window():
@@ -775,6 +823,108 @@ def test_a_program_that_did_not_refuse_to_start_keeps_requests_waiting(spawning,
     assert app._socket is not None
 
 
+@pytest.mark.parametrize("ran", [0.05, 0.25, 0.9])
+def test_a_short_run_that_ends_with_status_0_keeps_requests_and_starts_a_second_apart(
+    spawning, ran
+):
+    # php-cgi exits with status 0 after PHP_FCGI_MAX_REQUESTS requests, and
+    # under load that comes within a second of its start; a command that
+    # daemonises exits 0 at once, every time, and must not fork in a loop.
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    for run in range(1, 5):
+        reactor.advance(ran)
+        reactor.processes[-1].exit(0)
+        assert told == [] and app.failed_start is None
+        assert app._socket is not None
+        wait = max(0.1, app.threshold - ran)
+        reactor.advance(wait - 0.02)
+        assert len(reactor.processes) == run
+        reactor.advance(0.03)
+        assert len(reactor.processes) == run + 1
+
+
+def test_a_short_run_that_answered_a_request_was_healthy(spawning):
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    for run in range(1, 5):
+        reactor.advance(0.2)
+        app.answered()
+        reactor.processes[-1].exit(255)
+        assert told == [] and app.failed_start is None
+        reactor.advance(0.1)
+        assert len(reactor.processes) == run + 1
+    # What a run answered does not vouch for the next one.
+    reactor.advance(0.2)
+    reactor.processes[-1].exit(255)
+    assert told == [app.failed_start]
+
+
+def spawned_site(reactor, command: str = "sh app.sh"):
+    """A site whose one location relays to a spawned application, started."""
+    address = model.FastCGISpawn(command)
+    options = model.LocationOptions(fastcgi=model.FastCGI(address=address))
+    config = model.Config(servers=[model.Server(name="localhost", options=options)])
+    site = build_site(config)
+    backends = install_fastcgi(site, config, reactor, TIMEOUTS)
+    backends.startService()
+    return site, backends, backends.backend_for(address)
+
+
+def test_an_end_request_from_a_spawned_application_makes_its_run_healthy():
+    reactor = SpawningReactor()
+    site, backends, backend = spawned_site(reactor)
+    gemini = GeminiProtocol(site, reactor)
+    client = GeminiTransport()
+    gemini.makeConnection(client)
+    gemini.handshakeCompleted()
+    gemini.dataReceived(b"gemini://localhost/app\r\n")
+    _, factory, _, _ = reactor.unixClients[-1]
+    fastcgi = factory.buildProtocol(None)
+    fastcgi.makeConnection(StringTransport())
+    fastcgi.dataReceived(stdout(b"20 text/gemini\r\nok") + end())
+    assert client.value() == b"20 text/gemini\r\nok"
+    reactor.advance(0.3)
+    reactor.processes[0].exit(1)
+    assert backend.app.failed_start is None
+    reactor.advance(0.1)
+    assert len(reactor.processes) == 2
+    backends.stopService()
+    reactor.processes[-1].exit(0)
+
+
+def test_a_refused_request_is_told_the_time_left_until_the_next_start():
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    reactor = SpawningReactor()
+    app = SpawnedApp("spawn:sh app.sh", "sh app.sh", reactor, min_delay=2)
+    app.startService()
+    reactor.advance(0.25)
+    reactor.processes[0].exit(1)
+    assert app.failed_start.endswith("; next start in 2.0 s")
+    reactor.advance(1.23)
+    refused = app.endpoint().connect(Factory.forProtocol(Protocol))
+    assert refused.result.getErrorMessage().endswith("; next start in 0.8 s")
+    refused.addErrback(lambda _: None)
+    app.stopService()
+
+
+def test_a_flood_of_output_lines_is_rate_limited_and_the_dropped_are_counted(spawning):
+    # With fcgiwrap, every CGI script's stderr is the program's own.
+    reactor, app = spawning
+    protocol = reactor.processes[0].protocol
+    with capturedLogs() as logs:
+        protocol.childDataReceived(2, b"".join(b"line %d\n" % i for i in range(300)))
+        protocol.childDataReceived(2, b"\n\n\n")
+        reactor.advance(10)
+        protocol.childDataReceived(2, b"later\n")
+    lines = warnings(logs).splitlines()
+    assert lines[:20] == [f"spawn:sh app.sh stderr: line {i}" for i in range(20)]
+    assert lines[20:] == ["spawn:sh app.sh stderr: later (280 earlier output lines not logged)"]
+
+
 def test_missing_program_is_logged_and_retried_with_backoff():
     from gemfcgi.fastcgi.spawn import SpawnedApp
 
@@ -812,6 +962,47 @@ def test_spawned_app_is_stopped_only_after_its_last_request():
     backend.end(in_flight)
     assert process.signals == [signal.SIGTERM]
     process.exit(0)
+    assert stopped.called
+
+
+@pytest.mark.parametrize("end", [lambda p: p.killed(15), lambda p: p.exit(0)], ids=["sigterm", "exit-0"])
+def test_an_app_that_ends_while_the_server_drains_is_not_restarted(end):
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    backends.startService()
+    in_flight = InFlight()
+    backend.begin(in_flight)
+    reactor.advance(5)
+    stopped = backends.stopService()
+    path = backend.app.socket_path
+    with capturedLogs() as logs:
+        # systemd sends SIGTERM to the whole cgroup, the app with the server.
+        end(reactor.processes[0])
+        reactor.advance(5)
+    assert len(reactor.processes) == 1
+    assert "exited after 5.0 s" in warnings(logs)
+    assert "not restarted, the server is stopping" in warnings(logs)
+    assert "started pid" not in warnings(logs)
+    # What waits in its backlog ends now, not at the drain timeout.
+    assert not os.path.exists(path)
+    backend.end(in_flight)
+    assert stopped.called
+
+
+def test_an_app_waiting_for_its_restart_when_the_stop_begins_stays_down():
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    backends.startService()
+    in_flight = InFlight()
+    backend.begin(in_flight)
+    reactor.advance(5)
+    reactor.processes[0].exit(0)  # restarts in 0.1 s, unless the server stops
+    stopped = backends.stopService()
+    reactor.advance(5)
+    assert len(reactor.processes) == 1
+    backend.end(in_flight)
     assert stopped.called
 
 

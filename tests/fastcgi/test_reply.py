@@ -13,7 +13,8 @@ from gemfcgi.fastcgi.reply import (
 )
 
 DEFINED = [10, 11, 20, 30, 31, 40, 41, 42, 43, 44, 50, 51, 52, 53, 59, 60, 61, 62]
-UNDEFINED = [code for code in range(100) if code not in DEFINED]
+UNNAMED = [code for code in range(10, 70) if code not in DEFINED]
+OUT_OF_RANGE = [code for code in range(100) if not 10 <= code <= 69]
 
 
 def decide(stdout: bytes):
@@ -51,8 +52,14 @@ def test_every_defined_code_is_relayed(code):
     assert header_of(b"%d meta\r\n" % code) == b"%d meta\r\n" % code
 
 
-@pytest.mark.parametrize("code", UNDEFINED)
-def test_undefined_code_is_an_error(code):
+@pytest.mark.parametrize("code", UNNAMED)
+def test_a_code_from_10_to_69_the_specification_does_not_name_is_relayed(code):
+    # As gmid does: clients act on the first digit.
+    assert header_of(b"%d meta\r\n" % code) == b"%d meta\r\n" % code
+
+
+@pytest.mark.parametrize("code", OUT_OF_RANGE)
+def test_code_outside_10_to_69_is_an_error(code):
     assert f"{code}" in error_of(b"%02d meta\r\n" % code)
 
 
@@ -69,13 +76,25 @@ def test_failure_code_with_space_and_empty_meta_is_sent_without_the_space():
     assert header_of(b"51 \r\n") == b"51\r\n"
 
 
-@pytest.mark.parametrize("code", [10, 11, 20, 30, 31])
-def test_missing_meta_for_input_success_and_redirect_is_an_error(code):
+@pytest.mark.parametrize("code", [10, 11, 30, 31])
+def test_missing_meta_for_input_and_redirect_is_an_error(code):
     assert "requires a META" in error_of(b"%d\r\n" % code)
+    assert "requires a META" in error_of(b"%d \r\n" % code)
 
 
-def test_success_with_space_but_empty_meta_is_an_error():
-    assert "requires a META" in error_of(b"20 \r\n")
+@pytest.mark.parametrize("header", [b"20 \r\n", b"20\r\n"], ids=["space", "no-space"])
+def test_success_with_an_empty_meta_is_sent_with_the_mime_type_it_means(header):
+    decision = decide(header + b"# Hi\n")
+    assert decision == ReplyHeader(
+        20, "text/gemini; charset=utf-8", b"20 text/gemini; charset=utf-8\r\n", b"# Hi\n"
+    )
+    assert decision.sends_body
+
+
+def test_an_unnamed_success_code_has_a_body():
+    decision = decide(b"21 text/gemini\r\n# Hi\n")
+    assert decision == ReplyHeader(21, "text/gemini", b"21 text/gemini\r\n", b"# Hi\n")
+    assert decision.sends_body
 
 
 def test_meta_of_1024_bytes_is_relayed():
@@ -378,7 +397,7 @@ def test_cgi_empty_header_block_is_an_error():
 
 
 def test_cgi_empty_content_type_is_an_error():
-    assert "requires a META" in error_of(b"Content-Type:\n\n")
+    assert "empty Content-Type" in error_of(b"Content-Type:\n\n")
 
 
 def test_cgi_value_that_is_not_utf8_is_an_error():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from twisted.internet import error, main
+from twisted.internet.defer import CancelledError
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -92,26 +94,90 @@ def test_a_socket_nobody_listens_on_is_refused(reactor, tmp_path):
     assert failed[0].check(error.ConnectionRefusedError)
 
 
-def test_a_full_backlog_waits_for_the_application_instead_of_failing(reactor, tmp_path):
-    server = listening(tmp_path / "busy.sock", backlog=0)
+def filled(path) -> list[socket.socket]:
+    """Connections that fill the accept queue of the socket at ``path``."""
     queued = []
-    while True:  # fill the accept queue
+    while True:
         waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         waiting.setblocking(False)
         try:
-            waiting.connect(str(tmp_path / "busy.sock"))
+            waiting.connect(str(path))
         except BlockingIOError:
             waiting.close()
-            break
+            return queued
         queued.append(waiting)
-    pending = results(UnixSocketEndpoint(reactor, str(tmp_path / "busy.sock"), timeout=5).connect(
-        Factory.forProtocol(Greeter)))
-    # Neither connected nor failed: Twisted's connector retries from the
-    # reactor, with the connect timeout running.
-    assert pending == []
+
+
+def turn_until(reactor, condition, timeout: float = 5.0) -> None:
+    """Run the reactor's timers, in real time, until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+        reactor.runUntilCurrent()
+
+
+@pytest.fixture
+def busy(tmp_path):
+    """A socket whose application accepts nothing: its backlog is full."""
+    server = listening(tmp_path / "busy.sock", backlog=0)
+    queued = filled(tmp_path / "busy.sock")
+    yield server, queued
     for waiting in queued:
         waiting.close()
     server.close()
+
+
+def test_a_full_backlog_waits_for_the_application_instead_of_failing(reactor, tmp_path, busy):
+    server, queued = busy
+    protocol = Greeter()
+    pending = results(UnixSocketEndpoint(reactor, str(tmp_path / "busy.sock"), timeout=5).connect(
+        Factory.forProtocol(lambda: protocol)))
+    # Neither connected nor failed: it tries again while the timeout runs.
+    assert pending == []
+    deadline = time.monotonic() + 0.2
+    turn_until(reactor, lambda: time.monotonic() > deadline)
+    assert pending == []
+    # The application catches up: it accepts one, and there is room.
+    server.accept()[0].close()
+    turn_until(reactor, lambda: pending)
+    assert pending == [protocol]
+    for _ in range(len(queued) + 1):
+        accepted, _ = server.accept()
+        accepted.settimeout(0)
+        try:
+            data = accepted.recv(4096)
+        except BlockingIOError:
+            continue
+        finally:
+            accepted.close()
+        assert data == REQUEST
+        break
+    else:
+        pytest.fail("the request never reached the application")
+
+
+def test_a_backlog_full_for_the_whole_timeout_fails_with_a_timeout_that_says_so(
+    reactor, tmp_path, busy
+):
+    path = str(tmp_path / "busy.sock")
+    started = time.monotonic()
+    pending = results(UnixSocketEndpoint(reactor, path, timeout=0.3).connect(
+        Factory.forProtocol(Greeter)))
+    turn_until(reactor, lambda: pending)
+    assert 0.3 <= time.monotonic() - started < 1
+    assert pending[0].check(error.TimeoutError)
+    assert f"the backlog of {path} stayed full for 0.3 s" in pending[0].getErrorMessage()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_waiting_for_a_full_backlog_can_be_cancelled(reactor, tmp_path, busy):
+    connecting = UnixSocketEndpoint(reactor, str(tmp_path / "busy.sock"), timeout=5).connect(
+        Factory.forProtocol(Greeter))
+    pending = results(connecting)
+    connecting.cancel()
+    assert pending[0].check(CancelledError)
+    assert reactor.getDelayedCalls() == []
 
 
 def test_a_memory_reactor_is_asked_the_usual_way(tmp_path):

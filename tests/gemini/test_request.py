@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gemfcgi.gemini import request as request_module
-from gemfcgi.gemini.request import RequestError, parse_request_line, remove_dot_segments
+from gemfcgi.gemini.request import RequestError, logged_iri, parse_request_line, remove_dot_segments
 
 
 def status_of(line: bytes) -> int:
@@ -225,3 +225,16 @@ def test_the_common_form_is_parsed_as_the_general_parser_parses_it(scheme, host,
 )
 def test_the_common_form_agrees_with_the_general_parser_on_its_edges(line):
     assert _outcome(parse_request_line, line) == _outcome(request_module._parse_general, line)
+
+
+@pytest.mark.parametrize(
+    "line, logged",
+    [
+        (b"gemini://LocalHost:1965/%64ir/./x/../page.gmi", "gemini://localhost/dir/page.gmi"),
+        (b"gemini://example.org", "gemini://example.org/"),
+        (b"gemini://[::1]:1966/a%20b%22c?q%20x", "gemini://[::1]/a%20b%22c?q%20x"),
+        (b"gemini://b%C3%BCcher.example/caf%C3%A9?", "gemini://xn--bcher-kva.example/café?"),
+    ],
+)
+def test_the_log_names_a_request_as_gmid_rebuilds_it(line, logged):
+    assert logged_iri(parse_request_line(line)) == logged

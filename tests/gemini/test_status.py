@@ -14,14 +14,25 @@ def test_failure_codes_may_have_no_meta(code):
     assert response_header(code) == b"%d\r\n" % code
 
 
-@pytest.mark.parametrize("code", [10, 11, 20, 30, 31])
-def test_meta_is_required_for_1x_to_3x(code):
+@pytest.mark.parametrize("code", [10, 11, 19, 30, 31, 39])
+def test_meta_is_required_for_1x_and_3x(code):
     with pytest.raises(InvalidHeader):
         response_header(code, "")
 
 
-@pytest.mark.parametrize("code", sorted(set(range(0, 100)) - DEFINED_CODES))
-def test_codes_the_spec_does_not_define_are_never_sent(code):
+@pytest.mark.parametrize("code", [20, 21, 29])
+def test_an_empty_2x_meta_is_sent_as_the_mime_type_it_means(code):
+    assert response_header(code, "") == b"%d text/gemini; charset=utf-8\r\n" % code
+
+
+@pytest.mark.parametrize("code", sorted(set(range(10, 70)) - DEFINED_CODES))
+def test_a_code_from_10_to_69_the_spec_does_not_name_is_sent(code):
+    # Clients act on the first digit, and gmid relays these as they are.
+    assert response_header(code, "x") == b"%d x\r\n" % code
+
+
+@pytest.mark.parametrize("code", [-1, 0, 1, 5, 9, 70, 99, 100, 420])
+def test_codes_outside_10_to_69_are_never_sent(code):
     with pytest.raises(InvalidHeader):
         response_header(code, "x")
 

@@ -49,6 +49,10 @@ def capsule(world_readable_dir) -> Path:
     (root / "escape.txt").symlink_to("/etc/hostname")
     (root / "escape-dir").symlink_to("/etc")
     (root / "inside-link.gmi").symlink_to(root / "index.gmi")
+    (root / "project").mkdir()
+    (root / "project" / "README.md").write_text("# Project\n")
+    (root / "project" / "index.gmi").symlink_to("README.md")
+    (root / "notes.gmi").symlink_to("noindex/file.txt")
     secret = root / "secret.gmi"
     secret.write_text("# secret\n")
     secret.chmod(0)

@@ -202,7 +202,7 @@ def test_reload_with_a_key_that_does_not_match_keeps_the_old_certificate(setup, 
         _, other_key = make_self_signed(["example.com"])
         (tmp_path / "k.pem").write_bytes(other_key)
         server.process.send_signal(signal.SIGHUP)
-        server.wait_for_log(r"gmid\.conf:1: server 'example\.com': .*key does not match")
+        server.wait_for_log(r"gmid\.conf:4: server 'example\.com': .*key does not match")
         assert fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com").status == 51
     finally:
         server.stop()
@@ -322,7 +322,7 @@ def test_missing_ocsp_file_is_a_config_error(tmp_path):
         env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 1
-    assert f"{config}:1: server 'example.com': {tmp_path}/missing.der: cannot read OCSP".encode() in result.stderr
+    assert f"{config}:6: server 'example.com': {tmp_path}/missing.der: cannot read OCSP".encode() in result.stderr
 
 
 def check_messages(config) -> list[str]:
@@ -340,7 +340,7 @@ def test_ocsp_file_that_is_not_a_response_is_a_config_error(stapling, tmp_path):
     config, _, _ = stapling
     (tmp_path / "example.com.ocsp").write_bytes(b"not an OCSP response")
     assert check_messages(config) == [
-        f"{config}:1: server 'example.com': {tmp_path}/example.com.ocsp: not a DER OCSP response"
+        f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: not a DER OCSP response"
     ]
 
 
@@ -348,7 +348,7 @@ def test_ocsp_response_about_another_certificate_is_a_warning(stapling, tmp_path
     config, ca, leaves = stapling
     (tmp_path / "example.com.ocsp").write_bytes(make_ocsp_response(leaves["other.example"], ca))
     [message] = check_messages(config)
-    assert message.startswith(f"{config}:1: server 'example.com': {tmp_path}/example.com.ocsp: ")
+    assert message.startswith(f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: ")
     assert f"about serial {leaves['other.example'].serial_number:X}" in message
 
 
@@ -366,7 +366,7 @@ def test_ocsp_for_a_self_signed_certificate_is_a_warning(tmp_path):
     assert result.returncode == 0
     assert result.stdout == b"configuration OK\n"
     assert result.stderr.decode() == (
-        f"warning: {config}:1: server 'example.com': {tmp_path}/ocsp.der: "
+        f"warning: {config}:6: server 'example.com': {tmp_path}/ocsp.der: "
         "OCSP response is not stapled for a self-signed certificate\n"
     )
 

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -31,6 +32,7 @@ from tests.fastcgi_apps.harness import (
     python_app,
     rss_kib,
     server_spec,
+    wait_for,
 )
 from tests.support import client_context, fetch
 
@@ -235,7 +237,37 @@ def test_php_http_response_code_404_becomes_51(fastcgi):
     assert reply.body == b""
 
 
+def test_php_cgi_ending_after_its_max_requests_under_load_costs_no_request(certificate):
+    # Without PHP_FCGI_CHILDREN, php-cgi exits (status 0) after
+    # PHP_FCGI_MAX_REQUESTS requests (500 by default; 3 here, to see many
+    # runs), each run far shorter than a second under load. That is a
+    # healthy run: the next requests wait in the backlog for the restart.
+    processes = Processes()
+    try:
+        server = processes.server(server_spec(certificate, [{
+            "pattern": "/php/*", "root": str(APPS),
+            "backend": {"spawn": f"env PHP_FCGI_MAX_REQUESTS=3 {PHP_CGI}"},
+        }]))
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda i: get(server, f"/php/hello.php?x={i}"), range(60)))
+        assert [reply.status for reply in replies] == [20] * 60
+        assert [reply.body for reply in replies] == [
+            b"# hello from php\nquery x=%d\n" % i for i in range(60)]
+        assert server.log.count("exited after") >= 10
+        assert "failed to start" not in server.log
+    finally:
+        processes.stop_all()
+
+
 # -- supervision and memory -----------------------------------------------------------
+
+
+def dead(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie its parent has not reaped yet, or gone)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
 
 
 def test_spawned_app_killed_is_restarted_and_serves_again(fastcgi):
@@ -243,6 +275,9 @@ def test_spawned_app_killed_is_restarted_and_serves_again(fastcgi):
     pattern = rf"spawn:{re.escape(SPAWNED_APP)}: started pid (\d+)"
     first = int(re.findall(pattern, fastcgi.log)[-1])
     os.kill(first, signal.SIGKILL)
+    # The signal is delivered when the process next runs: until then it may
+    # still accept a connection, and take the request down with it.
+    wait_for(lambda: dead(first), timeout=5, what=f"pid {first} to be gone")
     # Requests sent at once wait in the socket's backlog for the new process.
     replies = [get(fastcgi, f"/spawn/ask?after{i}") for i in range(5)]
     assert [r.status for r in replies] == [20] * 5
@@ -276,6 +311,36 @@ def test_huge_reply_to_a_client_that_stalls_keeps_server_memory_bounded(fastcgi)
     assert received == size + len(b"20 application/octet-stream\r\n")
     assert max(samples) - baseline < 32 * 1024, (baseline, samples)
 
+
+
+def test_an_app_that_ends_while_the_server_stops_is_not_started_again(certificate):
+    # systemd sends SIGTERM to the whole cgroup: the spawned application
+    # ends while the server still drains a reply (to a client that reads
+    # nothing, so the backend's EOF waits unread behind the paused reply).
+    processes = Processes()
+    try:
+        server = processes.server(server_spec(
+            certificate, [{"pattern": "/spawn/*", "backend": {"spawn": SPAWNED_APP}}]
+        ))
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        tls = client_context().wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(f"gemini://localhost:{server.port}/spawn/big?{64 * MiB}\r\n".encode())
+        assert tls.recv(65536).startswith(b"20 ")
+        pattern = rf"spawn:{re.escape(SPAWNED_APP)}: started pid (\d+)"
+        (app,) = map(int, re.findall(pattern, server.log))
+        time.sleep(1)  # every buffer on the way fills, and the reply pauses
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"FastCGI backend spawn:.*: waiting .*requests to finish")
+        os.kill(app, signal.SIGTERM)
+        server.wait_for_log(rf"pid {app} exited after .*; not restarted, the server is stopping")
+        time.sleep(1)  # ten times the restart delay
+        assert len(re.findall(pattern, server.log)) == 1
+        assert "restarting in" not in server.log
+        tls.close()
+        assert server.process.wait(10) is not None
+    finally:
+        processes.stop_all()
 
 
 def test_stop_lets_a_reply_in_flight_from_a_spawned_app_finish(certificate):

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from gemfcgi.demo.app import serve
 from tests.fastcgi_apps.harness import (
     Processes,
     free_port,
@@ -28,7 +33,7 @@ from tests.fastcgi_apps.harness import (
     server_spec,
     wait_for,
 )
-from tests.support import client_context, fetch
+from tests.support import Reply, client_context, read_to_end
 
 MISBEHAVE = python_app("misbehave.py")
 GOOD_APP = python_app("gemini_app.py")
@@ -47,11 +52,65 @@ def blackhole():
     listening.close()
 
 
+class BusyApp:
+    """
+    A unix socket whose application accepts nothing yet: its backlog is kept
+    full (by connections of the test's own), until ``start`` lets it serve.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listening.bind(self.path)
+        self.listening.listen(1)
+        self.fillers: list[socket.socket] = []
+
+    def fill(self) -> None:
+        while True:
+            filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            try:
+                filler.connect(self.path)
+            except BlockingIOError:
+                filler.close()
+                return
+            self.fillers.append(filler)
+
+    def start(self) -> None:
+        """Begin to accept, and answer every request (the fillers close first)."""
+        for filler in self.fillers:
+            filler.close()
+        self.fillers.clear()
+
+        def answer(request) -> None:
+            request.end(data=b"20 text/gemini\r\nserved after the wait\n")
+
+        threading.Thread(target=serve, args=(self.listening, answer), daemon=True).start()
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.listening.close()
+
+
 @pytest.fixture(scope="module")
-def failing(tmp_path_factory, certificate, capsule, blackhole):
+def busy_apps(tmp_path_factory):
+    """Two busy applications: one that never accepts, one that starts to."""
+    directory = tmp_path_factory.mktemp("busy")
+    never, late = BusyApp(directory / "never.sock"), BusyApp(directory / "late.sock")
+    yield never, late
+    never.close()
+    late.close()
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory, certificate, capsule, blackhole, busy_apps):
     refused_port = free_port()
     processes = Processes()
+    never, late = busy_apps
     locations = [
+        {"pattern": "/full/*", "backend": {"socket": never.path}},
+        {"pattern": "/late/*", "backend": {"socket": late.path}},
         {"pattern": "/bad/*", "backend": {"spawn": MISBEHAVE}},
         {"pattern": "/app/*", "backend": {"spawn": GOOD_APP}},
         {"pattern": "/refused/*", "backend": {"tcp": ["127.0.0.1", refused_port]}},
@@ -67,8 +126,21 @@ def failing(tmp_path_factory, certificate, capsule, blackhole):
         processes.stop_all()
 
 
-def get(server, path: str):
-    return fetch(server.port, f"gemini://localhost:{server.port}{path}")
+def get(server, path: str) -> Reply:
+    """
+    One request; ``clean_close`` says whether the reply ended with a TLS
+    close_notify. The ssl module would pass a close without one off as a
+    clean end (``suppress_ragged_eofs``); here it is an error, as a Gemini
+    client must treat it, since a body cut short looks like that.
+    """
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost",
+                                       suppress_ragged_eofs=False)
+    tls.sendall(f"gemini://localhost:{server.port}{path}\r\n".encode())
+    data, clean = read_to_end(tls)
+    tls.close()
+    header, _, body = data.partition(b"\r\n")
+    return Reply(header, body, clean)
 
 
 def logged(server, *parts: str) -> re.Match:
@@ -77,7 +149,7 @@ def logged(server, *parts: str) -> re.Match:
 
 
 def fault_line(server, path: str, backend: str, *parts: str) -> re.Match:
-    url = f"gemini://localhost:{server.port}{path}"
+    url = f"gemini://localhost{path}"
     return logged(server, url, f"FastCGI backend {backend}", *parts)
 
 
@@ -107,6 +179,37 @@ def test_connect_longer_than_the_connect_timeout_gets_42(failing):
     assert get(failing, "/blackhole/x").header == b"42 CGI error"
     assert 0.9 < time.monotonic() - started < 4
     fault_line(failing, "/blackhole/x", "tcp:127.0.0.1:", "connect timeout")
+
+
+# -- a unix socket whose backlog is full: wait for room, up to the connect timeout -----------
+
+
+def test_requests_to_a_full_backlog_wait_for_the_connect_timeout_then_get_42(failing, busy_apps):
+    never, _ = busy_apps
+    never.fill()
+    started = time.monotonic()
+    with ThreadPoolExecutor(5) as pool:
+        replies = list(pool.map(lambda i: get(failing, f"/full/{i}"), range(5)))
+    assert [reply.header for reply in replies] == [b"42 CGI error"] * 5
+    # The server's connect timeout is 1 s here (5 s by default).
+    assert 0.9 < time.monotonic() - started < 4
+    for i in range(5):
+        fault_line(failing, f"/full/{i}", f"unix:{never.path}", "connect timeout")
+    assert "ConnectionDone" not in failing.log
+
+
+def test_requests_to_a_full_backlog_are_served_once_the_application_accepts(failing, busy_apps):
+    _, late = busy_apps
+    late.fill()
+    with ThreadPoolExecutor(6) as pool:
+        waiting = [pool.submit(get, failing, f"/late/{i}") for i in range(6)]
+        time.sleep(0.5)  # the requests are at the full backlog by now
+        assert not any(reply.done() for reply in waiting)
+        late.start()
+        replies = [reply.result() for reply in waiting]
+    for reply in replies:
+        assert (reply.header, reply.body, reply.clean_close) == (
+            b"20 text/gemini", b"served after the wait\n", True)
 
 
 # -- an application that dies as it starts --------------------------------------------------
@@ -185,32 +288,57 @@ def test_overloaded_backend_gets_41(failing):
 # -- after the header ---------------------------------------------------------------------
 
 
-def test_record_with_another_id_after_the_header_cuts_the_body(failing):
+def test_record_with_another_id_after_the_header_cuts_the_body_without_close_notify(failing):
     reply = get(failing, "/bad/wrong-id-after-header")
     assert (reply.header, reply.body) == (b"20 text/gemini", b"start\n")
-    assert reply.clean_close
+    # The client can tell the body is not whole.
+    assert not reply.clean_close
     fault_line(failing, "/bad/wrong-id-after-header", "spawn:",
                "request id mismatch: expected 1, got 3", "body cut short")
 
 
-def test_eof_after_the_header_ends_the_body_without_hanging(failing):
+def test_eof_after_the_header_cuts_the_body_without_close_notify_or_hanging(failing):
     started = time.monotonic()
     reply = get(failing, "/bad/eof-after-header")
     assert (reply.header, reply.body) == (b"20 text/gemini", b"partial body\n")
-    assert reply.clean_close and time.monotonic() - started < 2
-    fault_line(failing, "/bad/eof-after-header", "spawn:", "without END_REQUEST")
+    assert not reply.clean_close and time.monotonic() - started < 2
+    fault_line(failing, "/bad/eof-after-header", "spawn:", "without END_REQUEST", "body cut short")
 
 
-def test_failing_app_status_after_the_header_ends_the_body(failing):
+def test_failing_app_status_after_a_whole_body_ends_it_with_close_notify(failing):
     reply = get(failing, "/bad/app-status-after-header")
     assert (reply.header, reply.body) == (b"20 text/gemini", b"some body\n")
-    fault_line(failing, "/bad/app-status-after-header", "spawn:", "appStatus 7")
+    assert reply.clean_close
+    line = fault_line(failing, "/bad/app-status-after-header", "spawn:",
+                      "request failed: appStatus 7").group(0)
+    assert "cut" not in failing.log[failing.log.index(line):].splitlines()[0]
+
+
+@pytest.mark.parametrize("mode", ["empty-meta", "no-meta"])
+def test_an_empty_success_meta_reaches_clients_as_the_mime_type_it_means(failing, mode, tmp_path):
+    url = f"gemini://localhost:{failing.port}/bad/{mode}"
+    reply = get(failing, f"/bad/{mode}")
+    assert (reply.header, reply.body, reply.clean_close) == (
+        b"20 text/gemini; charset=utf-8", b"# no meta\n", True)
+    # Clients that reject a success header without META read it.
+    gemcall = subprocess.run([shutil.which("gemcall") or "gemcall", "-s", "-u", url],
+                             capture_output=True, timeout=30)
+    assert gemcall.stdout == b"20 text/gemini; charset=utf-8\n# no meta\n", gemcall.stderr
+    agunua = subprocess.run([shutil.which("agunua") or "agunua", "--insecure", url],
+                            capture_output=True, timeout=30,
+                            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert agunua.stdout.strip() == b"# no meta", agunua.stderr
+
+
+def test_a_success_code_the_specification_does_not_name_is_relayed(failing):
+    reply = get(failing, "/bad/code-21")
+    assert (reply.header, reply.body, reply.clean_close) == (b"21 text/gemini", b"# 21\n", True)
 
 
 def test_stderr_is_logged_with_backend_and_request_but_not_sent(failing):
     reply = get(failing, "/bad/stderr")
     assert (reply.header, reply.body) == (b"20 text/gemini", b"fine anyway\n")
-    logged(failing, f"gemini://localhost:{failing.port}/bad/stderr: FastCGI backend spawn:",
+    logged(failing, "gemini://localhost/bad/stderr: FastCGI backend spawn:",
            "stderr: something went wrong in the app")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -60,3 +61,45 @@ def test_sigterm_with_nothing_in_flight_exits_at_once(lifecycle_server):
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(10) in STOPPED_BY_SIGTERM
     assert time.monotonic() - started < 5
+
+
+def test_a_request_cut_by_the_drain_timeout_is_named_and_the_wait_is_told_as_it_begins(
+    tmp_path, certificate
+):
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    root = tmp_path / "capsule"
+    root.mkdir()
+    app = PROJECT_ROOT / "tests" / "fastcgi_apps" / "misbehave.py"
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{root}"\n'
+        f'  location "/slow/*" {{ fastcgi spawn "{sys.executable} {app}" }}\n}}\n'
+    )
+    server = start_server("-c", str(config), "--drain-timeout", "3")
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        tls = client_context().wrap_socket(raw, server_hostname="localhost")
+        # "silent": the application never answers, as a slow script would.
+        url = f"gemini://localhost:{server.port}/slow/silent"
+        tls.sendall(f"{url}\r\n".encode())
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"FastCGI backend spawn:\S+ .*: waiting up to 3 s for 1 requests to finish",
+                            timeout=1.5)
+        assert server.process.wait(15) in STOPPED_BY_SIGTERM
+        data, _ = read_to_end(tls)
+        tls.close()
+    finally:
+        server.stop()
+    assert data == b""
+    logged = r"gemini://localhost(:\d+)?/slow/silent"
+    assert re.search(rf"\] 127\.0\.0\.1:\d+ {logged}: cut by the drain timeout \(3 s\) "
+                     "as the server stops", server.log), server.log
+    assert re.search(rf"GET {logged} 0 cut by the drain timeout 0 \d+\.\dms", server.log)
+    # Told once, as the wait began; not again as the backends stop after it.
+    assert len(re.findall(r"waiting .*for 1 requests to finish", server.log)) == 1

@@ -12,7 +12,15 @@ import time
 
 import pytest
 
-from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, read_to_end, start_server
+from tests.support import (
+    PROJECT_ROOT,
+    TWISTD,
+    client_context,
+    fetch,
+    read_to_end,
+    refused_soon,
+    start_server,
+)
 
 FCGIWRAP = shutil.which("fcgiwrap", path="/usr/sbin:/usr/bin:/sbin:/bin") or "fcgiwrap"
 WORKER = re.compile(r"started worker (\d+) \(pid (\d+)\)")
@@ -224,5 +232,120 @@ def test_workers_answer_42_soon_for_a_spawned_program_that_exits_as_it_starts(
         assert fetch(server.port, f"gemini://localhost:{server.port}/app/x").header == b"42 CGI error"
         assert time.monotonic() - started < 5
         assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+    finally:
+        server.stop()
+
+
+def file_with(path, text, timeout=5.0) -> str:
+    """The file's content once it holds ``text`` (workers write it asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        content = path.read_text() if path.exists() else ""
+        if text in content or time.monotonic() > deadline:
+            return content
+        time.sleep(0.02)
+
+
+def test_sigusr1_makes_every_worker_reopen_the_access_log(capsule, certificate, tmp_path):
+    log_file = tmp_path / "access.log"
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate,
+                 extra=f'prefork 2\nlog {{\n  access "{log_file}"\n  syslog off\n}}')
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        assert fetch(server.port, f"gemini://localhost:{server.port}/?first").status == 20
+        assert "?first" in file_with(log_file, "?first")
+        log_file.rename(tmp_path / "access.log.1")
+        server.process.send_signal(signal.SIGUSR1)
+        server.wait_for_log(r"\[worker \d+\] .*access log reopened(?s:.*)"
+                            r"\[worker \d+\] .*access log reopened")
+        # Either worker may take a connection: each must write the new file.
+        for n in range(6):
+            assert fetch(server.port, f"gemini://localhost:{server.port}/?second{n}").status == 20
+        assert all(f"?second{n}" in file_with(log_file, f"?second{n}") for n in range(6))
+        assert "?second" not in (tmp_path / "access.log.1").read_text()
+        assert "Traceback" not in server.log
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_may_not_reopen_the_access_log_says_so_and_keeps_the_old_file(
+    certificate, world_readable_dir
+):
+    if os.getuid() != 0:
+        pytest.skip("dropping privileges needs root (CI runs as root)")
+    # The log directory is root's, as in gmid's setups: a worker that has
+    # become nobody cannot create a new file there after a rotation.
+    chroot = world_readable_dir / "logjail"
+    (chroot / "capsule").mkdir(parents=True)
+    (chroot / "log").mkdir()
+    (chroot / "capsule" / "index.gmi").write_text("# jailed\n")
+    for path in (chroot, chroot / "capsule", chroot / "log"):
+        path.chmod(0o755)
+    (chroot / "capsule" / "index.gmi").chmod(0o644)
+    config = world_readable_dir / "logjail.conf"
+    write_config(config, "/capsule", *certificate, extra=(
+        f'user "nobody"\nchroot "{chroot}"\n'
+        'log {\n  access "/log/access.log"\n  syslog off\n}'
+    ))
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 1)
+        assert fetch(server.port, f"gemini://localhost:{server.port}/?first").status == 20
+        assert "?first" in file_with(chroot / "log" / "access.log", "?first")
+        (chroot / "log" / "access.log").rename(chroot / "log" / "access.log.1")
+        server.process.send_signal(signal.SIGUSR1)
+        server.wait_for_log(
+            r"\[worker 0\] .*cannot reopen the access log /log/access\.log: Permission denied; "
+            r"still writing to the file opened before"
+        )
+        assert fetch(server.port, f"gemini://localhost:{server.port}/?second").status == 20
+        assert "?second" in file_with(chroot / "log" / "access.log.1", "?second")
+        assert "Traceback" not in server.log
+        assert "access log reopened" not in server.log
+    finally:
+        server.stop()
+
+
+def test_sigterm_refuses_new_connections_at_once_while_a_download_finishes(
+    capsule, certificate, tmp_path
+):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        tls, data = slow_download(server.port)
+        server.process.send_signal(signal.SIGTERM)
+        # Listeners close first, as with one process: a connect is refused
+        # while the download in flight still holds its worker.
+        assert refused_soon(server.port, timeout=2)
+        assert server.process.poll() is None
+        assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+        assert server.process.wait(20) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+
+
+def test_a_reload_that_drops_a_listener_refuses_its_new_connections_at_once(
+    capsule, certificate, tmp_path
+):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        old_port = server.port
+        tls, data = slow_download(old_port)
+        since = len(server.log)
+        config.write_text(config.read_text().replace("listen on 127.0.0.1", "listen on ::1"))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded", since=since)
+        new_port = int(server.wait_for_log(r"listening on \[::1\]:(\d+) ", since=since).group(1))
+        assert refused_soon(old_port, timeout=2)
+        wait_workers_listening(server, 4)
+        assert fetch(new_port, f"gemini://localhost:{new_port}/", address="::1").status == 20
+        assert len(finish_download(tls, data)) == 4 * 1024 * 1024
     finally:
         server.stop()

@@ -36,6 +36,15 @@ def test_directory_with_slash_serves_its_index(server):
     assert (reply.header, reply.body) == (b"20 text/gemini", b"# Sub\n")
 
 
+def test_a_symlinks_type_is_that_of_the_name_asked_for_not_of_its_target(server):
+    # gmid's rule: index.gmi -> README.md is served as text/gemini.
+    assert fetch(server.port, url(server, "/project/")).header == b"20 text/gemini"
+    assert fetch(server.port, url(server, "/project/index.gmi")).header == b"20 text/gemini"
+    reply = fetch(server.port, url(server, "/notes.gmi"))
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"plain\n")
+    assert fetch(server.port, url(server, "/project/README.md")).header == b"20 text/markdown"
+
+
 def test_directory_without_index_gets_51(server):
     assert fetch(server.port, url(server, "/noindex/")).status == 51
 
@@ -193,7 +202,7 @@ def test_a_page_kept_in_memory_is_served_anew_once_it_changes(server, capsule):
 def test_access_log_has_one_line_per_request(server):
     fetch(server.port, url(server, "/sub/?logged"))
     match = server.wait_for_log(
-        r"127\.0\.0\.1:\d+ GET gemini://localhost:\d+/sub/\?logged 20 text/gemini (\d+) [\d.]+ms"
+        r"127\.0\.0\.1:\d+ GET gemini://localhost/sub/\?logged 20 text/gemini (\d+) [\d.]+ms"
     )
     assert int(match.group(1)) == len(b"20 text/gemini\r\n# Sub\n")
 

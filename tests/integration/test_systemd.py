@@ -117,3 +117,67 @@ def test_listen_lines_choose_the_servers_that_answer_on_an_activated_socket(cert
             assert probe.connect_ex(("127.0.0.1", first)) != 0, "a listen line was bound"
     finally:
         server.stop()
+
+
+UNIT = PROJECT_ROOT / "conf" / "gemfcgi.service"
+
+
+def unit_settings(path) -> dict[str, list[str]]:
+    """Each key of a unit file with its values, in order (sections and comments left out)."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith(("#", ";", "[")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_a_stop_signals_gemfcgi_alone_so_its_fastcgi_apps_live_until_drained():
+    # systemd.kill(5): control-group, the default, sends SIGTERM to every
+    # process of the unit at once, spawned applications included.
+    assert unit_settings(UNIT)["KillMode"] == ["mixed"]
+
+
+def test_the_log_directory_is_made_by_systemd_and_nothing_else_is_needed_to_start():
+    settings = unit_settings(UNIT)
+    assert settings["LogsDirectory"] == ["gemfcgi"]
+    # A ReadWritePaths= entry that does not exist makes the unit fail to start.
+    assert "ReadWritePaths" not in settings
+    # The state directory holds only quick mode's self-signed certificate.
+    assert " -c " in settings["ExecStart"][0]
+    assert "StateDirectory" not in settings
+
+
+def test_the_command_line_is_gemfcgis_as_installed_by_readme():
+    import shlex
+
+    from twisted.scripts.twistd import ServerOptions
+
+    (exec_start,) = unit_settings(UNIT)["ExecStart"]
+    program, *arguments = shlex.split(exec_start)
+    environment = program.removesuffix("/bin/twistd")
+    assert environment != program
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert f"python3 -m venv {environment}" in readme
+    assert f"{environment}/bin/pip install" in readme
+    options = ServerOptions()
+    options.parseOptions(arguments)
+    assert options.subCommand == "gemfcgi"
+    assert options.subOptions["listen"] == ["systemd:domain=INET6:name=gemini"]
+    assert options["nodaemon"] and options["logfile"] == "-"
+
+
+def test_systemd_analyze_verify_has_nothing_to_say(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (Debian package systemd)"
+    # verify wants ExecStart's program to exist; any executable stands in.
+    (tmp_path / "gemfcgi.service").write_text(
+        UNIT.read_text().replace("/opt/gemfcgi/bin/twistd", shutil.which("true"))
+    )
+    shutil.copy(PROJECT_ROOT / "conf" / "gemfcgi.socket", tmp_path)
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", "gemfcgi.service", "gemfcgi.socket"],
+        cwd=tmp_path, capture_output=True, timeout=60,
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, b"")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from gemfcgi.certificates import make_self_signed, write_key_pair
 from tests.support import PROJECT_ROOT, TWISTD, fetch, start_command, start_server
 
 
@@ -79,24 +83,42 @@ def test_gencert_writes_an_ecdsa_pair_by_default_and_rsa_on_request(tmp_path):
     result = twistd("gemfcgi", "--gencert", "--hostname", "example.org",
                     "--state-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    ec_cert = x509.load_pem_x509_certificate((tmp_path / "example.org.pem").read_bytes())
+    ec_cert = x509.load_pem_x509_certificate((tmp_path / "example.org" / "cert.pem").read_bytes())
     assert isinstance(ec_cert.public_key(), ec.EllipticCurvePublicKey)
+    assert oct((tmp_path / "example.org" / "key.pem").stat().st_mode & 0o777) == "0o600"
     result = twistd("gemfcgi", "--gencert", "--rsa", "--hostname", "rsa.example",
                     "--state-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    rsa_cert = x509.load_pem_x509_certificate((tmp_path / "rsa.example.pem").read_bytes())
+    rsa_cert = x509.load_pem_x509_certificate((tmp_path / "rsa.example" / "cert.pem").read_bytes())
     assert isinstance(rsa_cert.public_key(), rsa.RSAPublicKey)
     assert rsa_cert.public_key().key_size == 2048
 
 
 def test_gencert_never_overwrites_a_certificate(tmp_path):
     twistd("gemfcgi", "--gencert", "--hostname", "keep.example", "--state-dir", str(tmp_path))
-    before = (tmp_path / "keep.example.pem").read_bytes()
+    before = (tmp_path / "keep.example" / "cert.pem").read_bytes()
     result = twistd("gemfcgi", "--gencert", "--hostname", "keep.example",
                     "--state-dir", str(tmp_path))
     assert result.returncode != 0
     assert b"already exists" in result.stderr + result.stdout
-    assert (tmp_path / "keep.example.pem").read_bytes() == before
+    assert (tmp_path / "keep.example" / "cert.pem").read_bytes() == before
+
+
+def test_quick_mode_serves_the_pair_gencert_wrote(tmp_path):
+    (tmp_path / "capsule").mkdir()
+    (tmp_path / "capsule" / "index.gmi").write_text("# example.org\n")
+    state = tmp_path / "state"
+    result = twistd("gemfcgi", "--gencert", "--rsa", "--hostname", "example.org",
+                    "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    written = x509.load_pem_x509_certificate((state / "example.org" / "cert.pem").read_bytes())
+    server = start_server("--root", str(tmp_path / "capsule"), "--hostname", "example.org",
+                          "--state-dir", str(state), "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        served = x509.load_der_x509_certificate(served_certificate(server.port, "example.org"))
+    finally:
+        server.stop()
+    assert served == written
 
 
 def test_example_tac_serves_a_directory(tmp_path, certificate):
@@ -174,7 +196,7 @@ def test_an_ipv4_client_of_the_dual_stack_socket_is_shown_as_ipv4(tmp_path):
     server = start_server("--state-dir", str(tmp_path), "--listen", "tcp6:0:interface=\\:\\:")
     try:
         reply = fetch(server.port, f"gemini://localhost:{server.port}/app/hello")
-        server.wait_for_log(rf"\] 127\.0\.0\.1:\d+ GET gemini://localhost:{server.port}/app/hello 20 ")
+        server.wait_for_log(r"\] 127\.0\.0\.1:\d+ GET gemini://localhost/app/hello 20 ")
     finally:
         server.stop()
     assert b"* client: 127.0.0.1\n" in reply.body
@@ -226,3 +248,115 @@ def test_an_embedded_service_whose_port_is_in_use_raises_and_closes_what_it_open
         "ListenError: Address already in use running: 0",
         "first port: closed",
     ], result.stderr.decode()
+
+
+def wait_for_text(path, pattern, timeout=15.0):
+    """The first match of ``pattern`` in the file at ``path``, once it is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        match = re.search(pattern, path.read_text() if path.exists() else "")
+        if match:
+            return match
+        assert time.monotonic() < deadline, f"{path} never matched {pattern!r}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "prefork"])
+def test_sigusr1_still_rotates_twistds_own_log_file(tmp_path, workers):
+    # textlog's observer (and twistd's) rotate --logfile on SIGUSR1; the
+    # access log's reopen must come on top of that, not instead.
+    log_file = tmp_path / "twistd.log"
+    process = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", f"--logfile={log_file}", "gemfcgi", "--state-dir",
+         str(tmp_path), "--listen", "tcp:0:interface=127.0.0.1", *workers],
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        port = int(wait_for_text(log_file, r"listening on 127\.0\.0\.1:(\d+) ").group(1))
+        if workers:
+            wait_for_text(log_file, r"\[worker \d+\] .*listening on(?s:.*)\[worker \d+\] .*listening on")
+        process.send_signal(signal.SIGUSR1)
+        wait_for_text(tmp_path / "twistd.log.1", "listening on")
+        assert fetch(port, f"gemini://localhost:{port}/").status == 20
+        wait_for_text(log_file, r"GET gemini://localhost/ 20 ")
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def served_certificate(port: int, name: str = "localhost") -> bytes:
+    """The DER certificate the server at ``port`` presents for ``name``."""
+    import socket
+
+    from tests.support import client_context
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with client_context().wrap_socket(raw, server_hostname=name) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def renew(cert, key) -> bytes:
+    """A new pair written over ``cert`` and ``key``; the new certificate, DER."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(cert, key, cert_pem, key_pem)
+    return x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+
+
+def test_sighup_in_quick_mode_reads_the_renewed_certificate_and_keeps_serving(tmp_path):
+    (tmp_path / "index.gmi").write_text("# quick\n")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    renew(cert, key)
+    server = start_server("--root", str(tmp_path), "--cert", str(cert), "--key", str(key),
+                          "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        renewed = renew(cert, key)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded from the command line")
+        assert server.process.poll() is None
+        assert served_certificate(server.port) == renewed
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").body == b"# quick\n"
+    finally:
+        server.stop()
+
+
+def test_sighup_in_the_embedded_default_keeps_serving_and_its_demo_app(tmp_path):
+    before = demo_apps_without_a_parent()
+    server = start_server("--state-dir", str(tmp_path), "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        assert fetch(server.port, f"gemini://localhost:{server.port}/app/hello").status == 20
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded from the command line")
+        assert server.process.poll() is None
+        reply = fetch(server.port, f"gemini://localhost:{server.port}/app/hello")
+        assert b"This page comes from a FastCGI application" in reply.body
+        # The same application serves on: a reload does not start another.
+        assert len(re.findall(r"gemfcgi\.demo\.app: started pid", server.log)) == 1
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
+    time.sleep(0.5)
+    assert demo_apps_without_a_parent() - before == set()
+
+
+def test_sighup_to_the_example_tac_reads_the_renewed_certificate(tmp_path):
+    (tmp_path / "index.gmi").write_text("# from the tac\n")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    renew(cert, key)
+    env = {
+        "GEMINI_ROOT": str(tmp_path),
+        "GEMINI_CERT": str(cert),
+        "GEMINI_KEY": str(key),
+        "GEMINI_LISTEN": "tcp:0:interface=127.0.0.1",
+    }
+    tac = str(PROJECT_ROOT / "conf" / "gemfcgi.tac")
+    server = start_command([*TWISTD, "-n", "--pidfile=", "-y", tac], env=env)
+    try:
+        renewed = renew(cert, key)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded from GEMINI_CERT and GEMINI_KEY")
+        assert served_certificate(server.port) == renewed
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").body == b"# from the tac\n"
+    finally:
+        server.stop()

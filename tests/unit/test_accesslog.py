@@ -90,3 +90,60 @@ def test_an_applications_meta_and_a_certificates_name_cannot_write_controls_into
     ))
     assert event["line"] == "192.0.2.7:40001 GET gemini://example.com/ 20 text/gemini\\x1b[2J 3 500.0ms"
     assert format_line("common", event).startswith("- 192.0.2.7 - Mallory\\x0a192.0.2.8 ")
+
+
+def access_event(url: str) -> dict:
+    from gemfcgi import accesslog
+
+    return emitted(accesslog.AccessRecord(
+        client_ip="192.0.2.7", client_port=40001, url=url, status=20, meta="text/gemini",
+        started=100.0,
+    ))
+
+
+def test_a_file_that_cannot_be_reopened_is_named_in_one_error_and_the_old_one_kept(tmp_path):
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    writer = accesslog.AccessLogWriter(
+        model.LogSettings(access=str(logs / "access.log"), syslog=False)
+    )
+    writer(access_event("gemini://example.com/before"))
+    # Rotated away with its directory: the path can no longer be created,
+    # as for a worker without the right to create files in the directory.
+    logs.rename(tmp_path / "rotated")
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        reopened = writer.reopen()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    writer(access_event("gemini://example.com/after"))
+    writer.close()
+    errors = [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn]
+    assert reopened is False
+    assert errors == [
+        f"cannot reopen the access log {logs / 'access.log'}: No such file or directory; "
+        "still writing to the file opened before"
+    ]
+    kept = (tmp_path / "rotated" / "access.log").read_text()
+    assert "example.com/before" in kept and "example.com/after" in kept
+
+
+def test_reopen_moves_to_the_new_file(tmp_path):
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    path = tmp_path / "access.log"
+    writer = accesslog.AccessLogWriter(model.LogSettings(access=str(path), syslog=False))
+    writer(access_event("gemini://example.com/before"))
+    path.rename(tmp_path / "access.log.1")
+    assert writer.reopen() is True
+    writer(access_event("gemini://example.com/after"))
+    writer.close()
+    assert "example.com/after" in path.read_text()
+    assert "example.com/after" not in (tmp_path / "access.log.1").read_text()

@@ -2,7 +2,7 @@
 
 import datetime
 
-from gemfcgi.handlers.clientca import judge
+from gemfcgi.handlers.clientca import authority_problem, judge
 from tests.certs import NOW, issue
 
 CA = issue("members ca", ca=True)
@@ -42,3 +42,23 @@ def test_certificate_issued_by_the_ca_passes():
 
 def test_any_ca_of_the_file_may_have_issued_it():
     assert judge(issue("member", CA)[0], [OTHER_CA[0], CA[0]], NOW) is None
+
+
+def test_a_certificate_of_a_ca_that_has_expired_gets_61():
+    expired_ca = issue(
+        "old ca", ca=True,
+        not_before=NOW - datetime.timedelta(days=30), not_after=NOW - datetime.timedelta(days=1),
+    )
+    member = issue("member", expired_ca, not_after=NOW + datetime.timedelta(days=30))
+    assert judge(member[0], [expired_ca[0]], NOW)[0] == 61
+    assert authority_problem(expired_ca[0], NOW) == (
+        f"expired on {expired_ca[0].not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+    )
+
+
+def test_a_certificate_issued_by_one_that_is_no_ca_gets_61():
+    carol = issue("carol")
+    dave = issue("dave", carol)
+    assert judge(dave[0], [carol[0]], NOW)[0] == 61
+    assert authority_problem(carol[0], NOW) == "not a CA certificate (basicConstraints CA:FALSE)"
+    assert authority_problem(CA[0], NOW) is None

@@ -231,6 +231,31 @@ def test_a_listing_links_a_name_that_is_not_utf8_by_its_escaped_bytes(tmp_path):
     ]
 
 
+def test_an_index_that_cannot_be_opened_leaves_the_directory_to_auto_index(tmp_path, monkeypatch):
+    from gemfcgi.handlers import static
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "index.gmi").write_text("# locked\n")
+    real_open = static.os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if path.endswith("/index.gmi"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    # As for a worker whose user may not read the file (root may read anything).
+    monkeypatch.setattr(static.os, "open", refusing_open)
+    for auto_index, expected in ((True, ["20 text/gemini", "# Index of /dir/", "", "=> ./../",
+                                          "=> ./index.gmi"]),
+                                 (False, ["51 not found"])):
+        config = model.Config(servers=[model.Server(
+            name="localhost", options=model.LocationOptions(root=str(tmp_path), auto_index=auto_index)
+        )])
+        protocol, transport, _ = connect(build_site(config, Timeouts(handshake=10, request=10, linger=2)))
+        protocol.dataReceived(b"gemini://localhost/dir/\r\n")
+        assert transport.value().decode().splitlines() == expected
+
+
 def test_a_failing_handler_costs_its_request_a_40_not_a_silent_close(site):
     def broken(client, request, settings):
         raise RuntimeError("a bug")
@@ -253,6 +278,45 @@ def test_a_handler_failing_after_its_header_cuts_the_connection(site):
     assert transport.aborted
 
 
+class Streamer:
+    """A handler's producer, as the transport and the protocol drive it."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+def test_cut_ends_a_response_that_is_not_whole_without_close_notify(site):
+    streamer = Streamer()
+
+    def broken_off(client, request, settings):
+        client.send_header(20, "text/gemini", b"# the start")
+        client.stream(streamer)
+        client.cut()
+
+    site.handlers["static"] = broken_off
+    with access_events() as seen:
+        protocol, transport, clock = connect(site)
+        protocol.dataReceived(b"gemini://localhost/\r\n")
+        # Aborted: no close_notify, which would pass the start off as whole.
+        assert transport.aborted
+        assert streamer.stopped and transport.producer is None
+        protocol.finish()  # too late: the response has ended
+        clock.advance(5)
+        protocol.connectionLost(None)
+    assert transport.value() == b"20 text/gemini\r\n# the start"
+    [event] = seen
+    assert event["line"].endswith(" 20 text/gemini 27 0.0ms")
+
+
 def test_an_ipv4_client_of_a_dual_stack_socket_is_known_by_its_ipv4_address(site):
     from twisted.internet.address import IPv6Address
 
@@ -266,3 +330,17 @@ def test_an_ipv4_client_of_a_dual_stack_socket_is_known_by_its_ipv4_address(site
         protocol.connectionLost(None)
     assert (protocol.peer.host, protocol.peer.port) == ("192.0.2.7", 40001)
     assert seen[0]["line"].startswith("192.0.2.7:40001 GET gemini://localhost/ 20 ")
+
+
+def test_a_client_of_a_unix_socket_is_logged_as_unix(site):
+    from twisted.internet.address import UNIXAddress
+
+    with access_events() as seen:
+        protocol = GeminiProtocol(site, Clock())
+        transport = TLSStringTransport()
+        transport.peerAddr = UNIXAddress(None)
+        protocol.makeConnection(transport)
+        protocol.handshakeCompleted()
+        protocol.dataReceived(b"gemini://localhost/\r\n")
+        protocol.connectionLost(None)
+    assert seen[0]["line"].startswith("unix:0 GET gemini://localhost/ 20 ")

@@ -72,3 +72,34 @@ def test_a_reload_whose_backends_fail_closes_the_listeners_it_opened(config):
     assert list(service.listeners) == ["tcp:1965:interface=127.0.0.1:backlog=1024"]
     assert [s.description for s in service if isinstance(s, ListenerService)] == list(service.listeners)
     assert service.config is config
+
+
+class ThreadedClock(MemoryReactorClock):
+    """A memory reactor that runs what a signal handler hands to its thread."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+def test_sigusr1_reopens_the_access_log_and_still_calls_the_handler_there_before(config, tmp_path):
+    import signal
+
+    config.log = model.LogSettings(access=str(tmp_path / "access.log"), syslog=False)
+    calls = []
+
+    def twistd_rotation(number, frame):
+        calls.append(number)
+
+    before = signal.signal(signal.SIGUSR1, twistd_rotation)
+    try:
+        service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"],
+                                 reactor=ThreadedClock())
+        service.startService()
+        (tmp_path / "access.log").rename(tmp_path / "access.log.1")
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        assert calls == [signal.SIGUSR1]
+        assert (tmp_path / "access.log").exists()
+        service.stopService()
+        assert signal.getsignal(signal.SIGUSR1) is twistd_rotation
+    finally:
+        signal.signal(signal.SIGUSR1, before)

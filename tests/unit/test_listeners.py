@@ -1,0 +1,50 @@
+"""Which sockets a configuration's ``listen on`` lines open, before any is opened."""
+
+from __future__ import annotations
+
+from gemfcgi.config.model import Config, Listen, Server
+from gemfcgi.service import plan_listeners
+
+
+def planned(*servers: Server) -> list[tuple[str, list[str]]]:
+    config = Config(servers=list(servers))
+    return [
+        (listener.description, [config.servers[i].name for i in listener.servers])
+        for listener in plan_listeners(config, None)
+    ]
+
+
+def test_a_wildcard_and_an_address_on_one_port_are_one_socket_serving_both():
+    # gmid opens both (SO_REUSEPORT); on Linux the second bind would fail.
+    assert planned(
+        Server("a", listens=[Listen("*", 1965)]),
+        Server("b", listens=[Listen("127.0.0.1", 1965), Listen("::1", 1965)]),
+    ) == [("tcp6:1965:interface=\\:\\::backlog=1024", ["a", "b"])]
+
+
+def test_an_ipv4_wildcard_takes_ipv4_addresses_only():
+    assert planned(
+        Server("a", listens=[Listen("127.0.0.1", 1965), Listen("::1", 1965)]),
+        Server("b", listens=[Listen("0.0.0.0", 1965)]),
+    ) == [
+        ("tcp6:1965:interface=\\:\\:1:backlog=1024", ["a"]),
+        ("tcp:1965:interface=0.0.0.0:backlog=1024", ["b", "a"]),
+    ]
+
+
+def test_other_ports_and_proxied_listeners_stay_apart():
+    assert planned(
+        Server("a", listens=[Listen("*", 1965)]),
+        Server("b", listens=[Listen("127.0.0.1", 1966), Listen("127.0.0.1", 1965, proxy_v1=True)]),
+    ) == [
+        ("tcp6:1965:interface=\\:\\::backlog=1024", ["a"]),
+        ("tcp:1966:interface=127.0.0.1:backlog=1024", ["b"]),
+        ("haproxy:tcp:1965:interface=127.0.0.1:backlog=1024", ["b"]),
+    ]
+
+
+def test_servers_on_the_same_address_share_its_socket_first_one_first():
+    assert planned(
+        Server("a", listens=[Listen("127.0.0.1", 0)]),
+        Server("b", listens=[Listen("127.0.0.1", 0)]),
+    ) == [("tcp:0:interface=127.0.0.1:backlog=1024", ["a", "b"])]
