@@ -7,9 +7,11 @@ Handlers never touch the transport: they call ``send_header``,
 ``client_write`` and ``finish``, and register themselves with ``stream`` as
 the push producer that the transport pauses when the client reads slowly.
 
-Every connection ends with a TLS close_notify, and every wait has a timer:
-the handshake, the request line, and the linger after close_notify, after
-which a silent peer is aborted. Nothing outlives its timeouts.
+Every complete response ends with a TLS close_notify, the only sign a Gemini
+client has that it got the whole body; one cut short (``cut``) ends without.
+Every wait has a timer: the handshake, the request line, and the linger
+after close_notify, after which a silent peer is aborted. Nothing outlives
+its timeouts.
 """
 
 from __future__ import annotations
