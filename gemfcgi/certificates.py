@@ -185,12 +185,56 @@ def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Pat
     return cert_path, key_path
 
 
+# OpenSSL's short names (OBJ_nid2sn) for the attributes names are made of;
+# any other is written as its dotted OID, as OpenSSL writes it.
+_OPENSSL_SHORT_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C",
+    "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU",
+    "2.5.4.12": "title", "2.5.4.13": "description", "2.5.4.15": "businessCategory",
+    "2.5.4.17": "postalCode", "2.5.4.41": "name", "2.5.4.42": "GN", "2.5.4.43": "initials",
+    "2.5.4.44": "generationQualifier", "2.5.4.45": "x500UniqueIdentifier",
+    "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym", "2.5.4.97": "organizationIdentifier",
+    "1.2.840.113549.1.9.1": "emailAddress", "1.2.840.113549.1.9.2": "unstructuredName",
+    "0.9.2342.19200300.100.1.1": "UID", "0.9.2342.19200300.100.1.25": "DC",
+    "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL", "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
+    "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
+}
+
+
+_ENCODINGS = {"UTF8String": "utf-8", "BMPString": "utf-16-be", "UniversalString": "utf-32-be"}
+
+
+def _value_bytes(attribute: x509.NameAttribute) -> bytes:
+    """A value's bytes as encoded in the certificate, which is what OpenSSL writes out."""
+    value = attribute.value
+    if isinstance(value, bytes):
+        return value
+    kind = getattr(attribute, "_type", None)
+    # The narrow string types (Printable, IA5, Teletex) are read as latin-1.
+    return value.encode(_ENCODINGS.get(getattr(kind, "name", ""), "latin-1"), "replace")
+
+
+# How X509_NAME_oneline writes each byte of a value: printable ASCII as it
+# is, but the separators '/' and '+' after a backslash; anything else \\xHH.
+_ONE_LINE_BYTES = [
+    (f"\\{chr(byte)}" if chr(byte) in "/+" else chr(byte)) if 0x20 <= byte <= 0x7E
+    else f"\\x{byte:02X}"
+    for byte in range(256)
+]
+
+
 def _one_line_name(name: x509.Name) -> str:
-    """OpenSSL's ``/CN=x/O=y`` form, the one gmid puts in REMOTE_USER."""
+    """
+    OpenSSL's ``/CN=x/O=y`` form (``X509_NAME_oneline``), the one gmid puts
+    in REMOTE_USER: OpenSSL's short names, ``/`` and ``+`` in a value after a
+    backslash, and every byte outside printable ASCII written as ``\\xHH``
+    (``CN=alice é`` is ``CN=alice \\xC3\\xA9``).
+    """
     parts = []
     for attribute in name:
-        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
-        parts.append(f"/{attribute.rfc4514_attribute_name}={value}")
+        oid = attribute.oid.dotted_string
+        value = "".join(_ONE_LINE_BYTES[byte] for byte in _value_bytes(attribute))
+        parts.append(f"/{_OPENSSL_SHORT_NAMES.get(oid, oid)}={value}")
     return "".join(parts)
 
 

@@ -22,6 +22,7 @@ import argparse
 import socket
 import sys
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 from urllib.parse import unquote
@@ -164,6 +165,11 @@ def listening_socket(where: Optional[str]) -> socket.socket:
 # The demo pages ---------------------------------------------------------------
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other control characters as spaces."""
+    return "".join(" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in text)
+
+
 def demo(request: Request) -> None:
     params = request.params
     page = params.get("GEMINI_URL_PATH", "").rstrip("/").rpartition("/")[2]
@@ -171,7 +177,9 @@ def demo(request: Request) -> None:
     if page == "ask" and not query:
         reply = b"10 What is your name?\r\n"
     elif page in ("hello", "ask"):
-        name = unquote(query) if page == "ask" else "visitor"
+        # What a visitor typed stays one heading: a line break or control
+        # character in it must not start a link line of the visitor's own.
+        name = one_line(unquote(query)) if page == "ask" else "visitor"
         certificate = params.get("TLS_CLIENT_HASH") or "no certificate"
         lines = [
             f"# Hello, {name}!",

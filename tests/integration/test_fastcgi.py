@@ -116,6 +116,13 @@ def test_demo_app_runs_as_a_module_with_its_socket_on_fd_0(fastcgi):
     assert get(fastcgi, "/demo/app/nothing").header == b"51 not found"
 
 
+def test_the_demo_keeps_a_name_with_line_breaks_on_its_heading_line(fastcgi):
+    reply = get(fastcgi, "/demo/app/ask?Bob%0A%3D%3E%20gemini%3A%2F%2Fevil.example%2F%20Click%00")
+    lines = reply.body.decode().splitlines()
+    assert lines[0] == "# Hello, Bob => gemini://evil.example/ Click !"
+    assert not [line for line in lines if "evil" in line and line.startswith("=>")]
+
+
 def test_static_pages_are_still_served_beside_fastcgi(fastcgi):
     assert get(fastcgi, "/").header == b"20 text/gemini"
 

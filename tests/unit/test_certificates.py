@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gemfcgi.certificates import make_self_signed
 
@@ -30,3 +32,57 @@ def test_an_ip_address_in_brackets_is_an_ip_address():
 def test_a_name_that_is_no_host_is_refused_with_the_name():
     with pytest.raises(ValueError, match="not a host name or IP address: 'two words'"):
         make_self_signed(["two words"])
+
+
+ATTRIBUTES = st.sampled_from([
+    "2.5.4.3", "2.5.4.6", "2.5.4.10", "2.5.4.11", "2.5.4.5", "2.5.4.42", "2.5.4.4", "2.5.4.12",
+    "1.2.840.113549.1.9.1", "0.9.2342.19200300.100.1.1", "0.9.2342.19200300.100.1.25",
+    "1.2.3.4.5",
+])
+KINDS = st.sampled_from(["UTF8String", "BMPString", "IA5String"])
+# BMPString holds the Basic Multilingual Plane only.
+TEXT = st.text(st.characters(max_codepoint=0xFFFF, blacklist_categories=["Cs"]), min_size=1, max_size=12)
+KEY = None
+
+
+def _certificate_named(name):
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    global KEY
+    KEY = KEY or ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(KEY.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(KEY, hashes.SHA256())
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ATTRIBUTES, KINDS, TEXT), min_size=1, max_size=4))
+def test_a_name_is_written_as_openssls_one_line_form(attributes):
+    import warnings
+
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import ObjectIdentifier
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import _one_line_name
+
+    entries = []
+    for oid, kind, text in attributes:
+        if oid == "2.5.4.6":
+            text, kind = "FR", "UTF8String"  # a country is two letters
+        if kind == "IA5String":
+            text = text.encode("ascii", "replace").decode()
+        entries.append(x509.NameAttribute(ObjectIdentifier(oid), text, _type=getattr(_ASN1Type, kind)))
+    certificate = _certificate_named(x509.Name(entries))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # pyOpenSSL shows a name through OpenSSL's own X509_NAME_oneline.
+        expected = repr(crypto.X509.from_cryptography(certificate).get_subject())
+    assert f"<X509Name object '{_one_line_name(certificate.subject)}'>" == expected
