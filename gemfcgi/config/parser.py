@@ -327,7 +327,11 @@ class _Parser:
             self._next()
             try:
                 statement(token)
-                self._end_statement(token)
+                if opener is None:
+                    # Inside a block gmid's grammar lets the next directive
+                    # follow on the same line, with no ';' (its regress
+                    # suite writes `lang it location "/en/*" { lang en }`).
+                    self._end_statement(token)
             except _Abort:
                 self.pending_include = None
                 # A statement that starts with '{' has already opened a block.

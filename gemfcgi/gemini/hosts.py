@@ -48,6 +48,17 @@ def canonical_host(name: str) -> Optional[str]:
     try:
         return idna.encode(name, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError, ValueError):
+        pass
+    # IDNA2008 refuses symbols (``♨``) that plain RFC 3492 punycode, which
+    # gmid and most clients use, encodes: each label is encoded on its own.
+    if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
+        return None
+    try:
+        return ".".join(
+            label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+            for label in name.lower().split(".")
+        )
+    except UnicodeError:
         return None
 
 
@@ -59,6 +70,13 @@ def unicode_host(canonical: str) -> str:
     try:
         return idna.decode(canonical, uts46=True)
     except (idna.IDNAError, UnicodeError, ValueError):
+        pass
+    try:
+        return ".".join(
+            label[4:].encode("ascii").decode("punycode") if label.startswith("xn--") else label
+            for label in canonical.split(".")
+        )
+    except UnicodeError:
         return canonical
 
 

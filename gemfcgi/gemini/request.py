@@ -70,6 +70,9 @@ class Request:
     port: Optional[int]
     path: str
     query: Optional[str]
+    # The host as the URL spells it when that is not ``host`` (a Unicode
+    # name: lowercase, decoded), for SERVER_NAME as gmid sends it.
+    url_host: Optional[str] = None
 
 
 def logged_iri(request: Request) -> str:
@@ -235,4 +238,7 @@ def _parse_general(line: bytes) -> Request:
         _check_escapes(query_text, "query")
         query = query_text
     path = remove_dot_segments(percent_decode(raw_path))
-    return Request(url=url, scheme=scheme, host=host, port=port, path=path, query=query)
+    url_host = None if raw_host.isascii() else raw_host.lower()
+    return Request(
+        url=url, scheme=scheme, host=host, port=port, path=path, query=query, url_host=url_host
+    )

@@ -36,7 +36,7 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
     return RequestFacts(
         path=request.path,
         query=request.query,
-        host=request.host,
+        host=request.url_host or request.host,
         port=request.port,
         url=request.url,
         root=settings.root,

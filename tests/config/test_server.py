@@ -215,7 +215,26 @@ def test_global_directives_inside_a_server_are_errors(errors_of, server_with, di
     assert errors_of(server_with(directive))[0] == f"gmid.conf:5: {message}"
 
 
-def test_extra_words_after_a_directive_are_an_error(errors_of, server_with):
-    assert errors_of(server_with('lang "en" 12')) == [
-        "gmid.conf:5: unexpected number 12 after 'lang'; end the statement with a newline or ';'"
+def test_extra_words_after_a_top_level_directive_are_an_error(errors_of):
+    assert errors_of("prefork 2 3\n") == [
+        "gmid.conf:1: unexpected number 3 after 'prefork'; end the statement with a newline or ';'"
     ]
+
+
+def test_extra_words_after_a_directive_in_a_block_are_an_error(errors_of, server_with):
+    assert errors_of(server_with('lang "en" 12')) == ["gmid.conf:5: expected a directive, found number 12"]
+
+
+def test_in_a_block_directives_may_follow_each_other_on_one_line(parse, server_with):
+    # As gmid's regress suite writes them.
+    server = parse(server_with(
+        'lang it location "/en/*" {lang en} location "/de/*" {lang de}\n'
+        '\tlocation "/dir/*" { default type "text/plain" index "hello" }\n'
+        '\tlocation "/foo/*" { root "/srv/testdata" strip 1 }'
+    )).servers[0]
+    assert server.options.lang == "it"
+    assert [(l.pattern, l.options.lang) for l in server.locations[:2]] == [("/en/*", "en"), ("/de/*", "de")]
+    assert (server.locations[2].options.default_type, server.locations[2].options.index) == (
+        "text/plain", "hello"
+    )
+    assert (server.locations[3].options.root, server.locations[3].options.strip) == ("/srv/testdata", 1)

@@ -524,3 +524,30 @@ def test_inside_a_chroot_file_parameters_name_the_files_as_the_app_sees_them():
     assert params["SCRIPT_FILENAME"] == "/var/gemini/capsule/cgi/env.sh"
     assert params["DOCUMENT_ROOT"] == "/var/gemini/capsule"
     assert params["PATH_TRANSLATED"] == "/var/gemini/capsule/extra"
+
+
+@pytest.mark.parametrize(
+    "line, server_name",
+    [
+        ("gemini://Bücher.Example/x", "bücher.example"),
+        ("gemini://xn--bcher-kva.example/x", "xn--bcher-kva.example"),
+        ("gemini://♨/x", "♨"),
+    ],
+)
+def test_server_name_is_the_url_host_as_written_decoded_and_lowercased(line, server_name):
+    from types import SimpleNamespace
+
+    from twisted.internet.address import IPv4Address
+
+    from gemfcgi.gemini.request import parse_request_line
+    from gemfcgi.handlers.fastcgi import request_facts
+    from gemfcgi.routing import PathSettings
+
+    client = SimpleNamespace(
+        peer=IPv4Address("TCP", "127.0.0.1", 40000),
+        transport=SimpleNamespace(getHost=lambda: IPv4Address("TCP", "127.0.0.1", 1965)),
+        tls=None,
+        site=SimpleNamespace(chroot=None),
+    )
+    facts = request_facts(client, parse_request_line(line.encode()), PathSettings(root="/srv"))
+    assert dict(request_params(facts, FastCGI()))["SERVER_NAME"] == server_name

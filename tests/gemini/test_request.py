@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gemfcgi.gemini import request as request_module
+from gemfcgi.gemini.hosts import unicode_host
 from gemfcgi.gemini.request import RequestError, logged_iri, parse_request_line, remove_dot_segments
 
 
@@ -74,6 +75,21 @@ def test_host_is_lowercased_and_idn_aware():
     unicode_form = parse_request_line("gemini://Bücher.Example/".encode())
     punycode_form = parse_request_line(b"gemini://XN--bcher-kva.example/")
     assert unicode_form.host == punycode_form.host == "xn--bcher-kva.example"
+
+
+def test_the_url_spelling_of_a_unicode_host_is_kept_for_server_name():
+    # gmid's SERVER_NAME is the URL's host, lowercased and decoded, not converted.
+    assert parse_request_line("gemini://Bücher.Example/".encode()).url_host == "bücher.example"
+    assert parse_request_line(b"gemini://b%C3%BCcher.example/").url_host == "bücher.example"
+    assert parse_request_line(b"gemini://XN--bcher-kva.example/").url_host is None
+    assert parse_request_line(b"gemini://localhost/").url_host is None
+
+
+@pytest.mark.parametrize("spelling", ["♨", "%E2%99%A8", "xn--j6h", "♨.Example", "\u2668.example"])
+def test_a_symbol_label_idna2008_refuses_is_still_punycode_as_gmid_reads_it(spelling):
+    host = parse_request_line(f"gemini://{spelling}/".encode()).host
+    assert host in ("xn--j6h", "xn--j6h.example")
+    assert unicode_host(host) in ("♨", "♨.example")
 
 
 def test_a_percent_escaped_host_is_decoded_like_gmid_and_then_checked_as_any_host():

@@ -187,6 +187,17 @@ def test_sni_in_another_case_or_spelling_is_the_same_host(tmp_path):
     assert transport.value().startswith(b"20 ")
 
 
+@pytest.mark.parametrize("url", ["gemini://♨/", "gemini://xn--j6h/", "gemini://%E2%99%A8/"])
+def test_a_symbol_name_idna2008_refuses_is_served_by_its_punycode_as_in_gmid(tmp_path, url):
+    (tmp_path / "index.gmi").write_text("x")
+    config = model.Config(
+        servers=[model.Server(name="♨", options=model.LocationOptions(root=str(tmp_path)))]
+    )
+    protocol, transport, _ = connect(build_site(config), server_name=b"xn--j6h")
+    protocol.dataReceived(url.encode() + b"\r\n")
+    assert transport.value().startswith(b"20 ")
+
+
 def logged_lines(site, *chunks, advance=0.0):
     """The access lines of one connection that receives ``chunks``."""
     with access_events() as seen:
