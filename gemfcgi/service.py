@@ -34,6 +34,7 @@ from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.pagecache import PageCache
+from gemfcgi.proxyv1 import proxy_header_endpoint
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
 from gemfcgi.tls import CertificateStore, ServerTLS
@@ -133,8 +134,14 @@ def listen_failed(description: str, failure: Failure) -> ListenError:
 
 
 def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
-    """``serverFromString`` with errors a user can act on."""
+    """
+    ``serverFromString`` with errors a user can act on; a ``haproxy:``
+    listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
+    """
     try:
+        if description.startswith("haproxy:"):
+            inner = endpoints.serverFromString(reactor, description[len("haproxy:"):])
+            return proxy_header_endpoint(inner)
         return endpoints.serverFromString(reactor, description)
     except (IndexError, KeyError) as error:
         if "systemd:" in description:

@@ -60,6 +60,24 @@ def test_client_address_from_the_proxy_header_is_logged(proxied, make_header, so
     proxied.wait_for_log(re.escape(f"{source}:40123 GET gemini://localhost/ 20"))
 
 
+@pytest.mark.parametrize("pieces", [[b"PROXY UNKNOWN\r\n"], [b"PROXY UNK", b"NOWN\r", b"\n"]])
+def test_the_bare_unknown_header_is_served_as_the_connection_itself(proxied, pieces):
+    # What a balancer sends for a connection it cannot describe: the
+    # addresses are those of the connection, and the port the listener's.
+    port = proxied.port
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    for piece in pieces:
+        raw.sendall(piece)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{port}/?unknown\r\n".encode())
+    data = b""
+    while chunk := tls.recv(65536):
+        data += chunk
+    tls.close()
+    assert data.startswith(b"20 text/gemini\r\n# behind a balancer")
+    proxied.wait_for_log(r"127\.0\.0\.1:\d+ GET gemini://localhost/\?unknown 20")
+
+
 def test_connection_without_a_proxy_header_is_closed(proxied):
     port = proxied.port
     assert exchange(port, b"", f"gemini://localhost:{port}/\r\n".encode()) == b""
