@@ -79,6 +79,11 @@ class Reloader(Service):
         except (CertificateError, OSError, ValueError) as error:
             self._failed(error)
             return False
+        except Exception:
+            # A bug, not a bad file: said as a failed reload, with its
+            # traceback, rather than as an unhandled error of the reactor.
+            log.failure("reload failed: {source}", source=self.source)
+            return False
         for diagnostic in warnings:
             log.warn("warning: {d}", d=str(diagnostic))
         log.info("configuration reloaded from {source}", source=self.source)

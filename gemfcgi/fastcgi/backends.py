@@ -239,6 +239,10 @@ class FastCGIBackends(MultiService):
         self.reactor = reactor
         self.timeouts = timeouts or FastCGITimeouts()
         self.backends: dict[tuple, Backend] = {}
+        # Spawned applications no longer configured, finishing their
+        # requests before they stop; a reload that names one again takes
+        # it back, still running, rather than starting a second.
+        self._retiring: dict[tuple, Backend] = {}
         # Per request, the address is the same configuration object each
         # time: looked up by identity, it needs no key built field by field.
         self._by_identity: dict[int, tuple[model.FastCGIAddress, Backend]] = {}
@@ -258,10 +262,12 @@ class FastCGIBackends(MultiService):
         opened = {
             key: open_backend(address, self.reactor, self.timeouts)
             for key, address in wanted.items()
-            if key not in self.backends
+            if key not in self.backends and key not in self._retiring
         }
         for key in [key for key in self.backends if key not in wanted]:
-            self._retire(self.backends.pop(key))
+            self._retire(key, self.backends.pop(key))
+        for key in [key for key in self._retiring if key in wanted]:
+            self.backends[key] = self._retiring.pop(key)
         for key, backend in opened.items():
             self._add(key, backend)
 
@@ -272,38 +278,51 @@ class FastCGIBackends(MultiService):
             return known[1]
         key = address_key(address)
         backend = self.backends.get(key)
+        if backend is None and key in self._retiring:
+            backend = self.backends[key] = self._retiring.pop(key)
         if backend is None:
             backend = self._add(key, open_backend(address, self.reactor, self.timeouts))
         self._by_identity[id(address)] = (address, backend)
         return backend
 
     def _add(self, key: tuple, backend: Backend) -> Backend:
-        self.backends[key] = backend
         if backend.app is not None:
             backend.app.setServiceParent(self)
+        self.backends[key] = backend
         return backend
 
-    def _retire(self, backend: Backend) -> None:
-        """A backend no longer configured: its application stops after its last request."""
+    def _retire(self, key: tuple, backend: Backend) -> None:
+        """
+        A backend no longer configured: its application stops after its
+        last request, unless a reload names it again first.
+        """
         app = backend.app
         if app is None:
             return
         if not self.running:
             app.disownServiceParent()
             return
-        self._drain_one(backend, self.timeouts.drain).addCallback(
-            lambda _: app.disownServiceParent()
-        )
+        self._retiring[key] = backend
+
+        def drained(_) -> None:
+            if self._retiring.get(key) is backend:
+                del self._retiring[key]
+                app.disownServiceParent()
+
+        self._drain_one(backend, self.timeouts.drain).addCallback(drained)
+
+    def _all(self) -> list[Backend]:
+        return [*self.backends.values(), *self._retiring.values()]
 
     @property
     def pending(self) -> int:
-        """Requests in flight on all backends."""
-        return sum(backend.pending for backend in self.backends.values())
+        """Requests in flight on all backends, retiring ones included."""
+        return sum(backend.pending for backend in self._all())
 
     def drain(self, timeout: Optional[float] = None) -> Deferred:
         """Fires when every backend is idle, or after ``timeout`` seconds whatever remains."""
         timeout = self.timeouts.drain if timeout is None else timeout
-        waits = [self._drain_one(backend, timeout) for backend in self.backends.values()]
+        waits = [self._drain_one(backend, timeout) for backend in self._all()]
         return DeferredList(waits).addCallback(lambda _: None)
 
     def _drain_one(self, backend: Backend, timeout: float) -> Deferred:
@@ -332,7 +351,7 @@ class FastCGIBackends(MultiService):
     def stopService(self) -> Deferred:
         Service.stopService(self)
         stops = []
-        for backend in self.backends.values():
+        for backend in self._all():
             app = backend.app
             if app is not None and app.running:
                 # Whatever ends it from now on (systemd signals the whole

@@ -965,6 +965,57 @@ def test_spawned_app_is_stopped_only_after_its_last_request():
     assert stopped.called
 
 
+def spawn_config(*commands: str) -> model.Config:
+    """A configuration with one location per ``fastcgi spawn`` command."""
+    locations = [
+        model.Location(f"/{n}/*", model.LocationOptions(fastcgi=model.FastCGI(address=model.FastCGISpawn(c))))
+        for n, c in enumerate(commands)
+    ]
+    return model.Config(servers=[model.Server(name="localhost", locations=locations)])
+
+
+def test_a_reload_that_names_a_retiring_app_again_takes_it_back_running():
+    import signal
+
+    reactor = SpawningReactor()
+    site = build_site(model.Config())
+    backends = install_fastcgi(site, spawn_config("sh app.sh"), reactor, TIMEOUTS)
+    backends.startService()
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    (process,) = reactor.processes
+    in_flight = InFlight()
+    backend.begin(in_flight)
+    backends.configure(spawn_config())  # a reload without it: it drains
+    backends.configure(spawn_config("sh app.sh"))  # and one with it again, before it is idle
+    assert backends.backend_for(model.FastCGISpawn("sh app.sh")) is backend
+    backend.end(in_flight)
+    reactor.advance(5)
+    assert (len(reactor.processes), process.signals) == (1, [])
+    assert backend.app.running
+    # Retired for good this time: it stops once idle.
+    backends.configure(spawn_config())
+    assert process.signals == [signal.SIGTERM]
+
+
+def test_a_retiring_app_is_drained_and_stopped_with_the_server():
+    import signal
+
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
+    backends.startService()
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    in_flight = InFlight()
+    backend.begin(in_flight)
+    backends.configure(spawn_config("sh other.sh"))
+    assert backends.pending == 1
+    stopped = backends.stopService()
+    backend.end(in_flight)
+    assert reactor.processes[0].signals == [signal.SIGTERM]
+    for process in reactor.processes:
+        process.exit(0)
+    assert stopped.called
+
+
 @pytest.mark.parametrize("end", [lambda p: p.killed(15), lambda p: p.exit(0)], ids=["sigterm", "exit-0"])
 def test_an_app_that_ends_while_the_server_drains_is_not_restarted(end):
     reactor = SpawningReactor()

@@ -34,7 +34,7 @@ from tests.fastcgi_apps.harness import (
     server_spec,
     wait_for,
 )
-from tests.support import client_context, fetch
+from tests.support import client_context, fetch, start_server
 
 FCGIWRAP = shutil.which("fcgiwrap", path=os.defpath + ":/usr/sbin:/usr/bin") or "/usr/sbin/fcgiwrap"
 PHP_CGI = shutil.which("php-cgi") or "/usr/bin/php-cgi"
@@ -372,3 +372,37 @@ def test_stop_lets_a_reply_in_flight_from_a_spawned_app_finish(certificate):
         server.wait_for_log(r"pid \d+ stopped")
     finally:
         processes.stop_all()
+
+
+def test_a_reload_that_brings_back_a_draining_spawned_app_takes_it_back(certificate, tmp_path):
+    cgi = tmp_path / "cgi"
+    cgi.mkdir()
+    for name, body in (("slow.sh", "sleep 1.5\nprintf '20 text/gemini\\r\\nslow\\n'\n"),
+                       ("hello.sh", "printf '20 text/gemini\\r\\nhello\\n'\n")):
+        (cgi / name).write_text("#!/bin/sh\n" + body)
+        (cgi / name).chmod(0o755)
+    cert, key = certificate
+    with_app = (
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{tmp_path}"\n  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
+    )
+    config = tmp_path / "gmid.conf"
+    config.write_text(with_app)
+    server = start_server("-c", str(config))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(get, server, "/cgi/slow.sh")
+            time.sleep(0.5)
+            for text in (with_app.replace(f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n', ""),
+                         with_app):
+                # Without the app (it drains its request), then with it again.
+                before = len(server.log)
+                config.write_text(text)
+                server.process.send_signal(signal.SIGHUP)
+                server.wait_for_log("configuration reloaded", since=before)
+            assert (slow.result().header, slow.result().body.strip()) == (b"20 text/gemini", b"slow")
+        reply = get(server, "/cgi/hello.sh")
+        assert (reply.header, reply.body.strip()) == (b"20 text/gemini", b"hello")
+        assert "Traceback" not in server.log and "critical" not in server.log
+    finally:
+        server.stop()
