@@ -151,6 +151,13 @@ class _AppProcess(ProcessProtocol):
     def __init__(self, app: "SpawnedApp") -> None:
         self.app = app
         self._partial: dict[int, bytes] = {}
+        # Known from the start: Twisted forgets it once the child is reaped.
+        self.pid: Optional[int] = None
+        # A program that fails at once can end inside spawnProcess itself.
+        self.ended = False
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         lines = (self._partial.pop(fd, b"") + data).split(b"\n")
@@ -164,7 +171,8 @@ class _AppProcess(ProcessProtocol):
             self.app.output(fd, line)
 
     def processExited(self, reason: Failure) -> None:
-        self.app.exited(reason)
+        self.ended = True
+        self.app.exited(reason, self.pid)
 
     def processEnded(self, reason: Failure) -> None:
         for fd, rest in sorted(self._partial.items()):
@@ -330,9 +338,10 @@ class SpawnedApp(Service):
             return
         self._failed_why = None
         command = _launch_argv(executable, self.argv)
+        run = _AppProcess(self)
         with _batch_scheduling():
-            self._process = self.reactor.spawnProcess(
-                _AppProcess(self),
+            process = self.reactor.spawnProcess(
+                run,
                 command[0],
                 command,
                 env=self.env,
@@ -340,7 +349,12 @@ class SpawnedApp(Service):
                 uid=self.owner[0] if self.owner else None,
                 gid=self.owner[1] if self.owner else None,
             )
-        self._pid = self._process.pid
+        if run.ended:
+            # It ended before spawnProcess returned, and ``exited`` has
+            # already dealt with it: there is no process to hold on to (a
+            # stop would wait for its end for ever).
+            return
+        self._process, self._pid = process, run.pid
         log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)
 
     def answered(self) -> None:
@@ -364,8 +378,8 @@ class SpawnedApp(Service):
             dropped=f" ({dropped} earlier output lines not logged)" if dropped else "",
         )
 
-    def exited(self, reason: Failure) -> None:
-        pid = self._pid
+    def exited(self, reason: Failure, pid: Optional[int] = None) -> None:
+        pid = self._pid if pid is None else pid
         # Workers it forked would go on accepting on the shared socket.
         self._signal(signal.SIGKILL)
         self._process = self._pid = None

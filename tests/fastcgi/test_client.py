@@ -665,6 +665,30 @@ class SpawningReactor(MemoryReactorClock):
         return process
 
 
+class InstantlyFailingReactor(SpawningReactor):
+    """A program that fails so fast that Twisted reaps it inside spawnProcess."""
+
+    def spawnProcess(self, protocol, executable, args, env=None, childFDs=None, **kwargs):
+        process = super().spawnProcess(protocol, executable, args, env, childFDs, **kwargs)
+        process.exit(1)
+        return process
+
+
+def test_a_program_that_ends_inside_spawn_process_is_known_by_its_pid_and_stops_at_once():
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    reactor = InstantlyFailingReactor()
+    app = SpawnedApp("spawn:false", "false", reactor, kill_timeout=2)
+    with capturedLogs() as logs:
+        app.startService()
+        reactor.advance(0.1)  # the restart, ending the same way
+    assert f"pid {FAKE_PID_BASE} exited after 0.0 s" in warnings(logs)
+    assert "pid None" not in warnings(logs) and "started pid" not in warnings(logs)
+    assert "pid None" not in (app.failed_start or "")
+    stopped = app.stopService()
+    assert stopped.called
+
+
 @pytest.fixture
 def spawning():
     from gemfcgi.fastcgi.spawn import SpawnedApp
