@@ -129,7 +129,11 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 if unstapled:
                     warning(server.origins.get("ocsp", origin),
                             f"server {server.name!r}: {server.ocsp}: {unstapled}")
-                mode = os.stat(server.key).st_mode
+                try:
+                    mode = os.stat(server.key).st_mode
+                except OSError as problem:  # "key.pem/": read, but not a file name
+                    error(server.origins.get("key", origin), f"key {server.key}: {problem.strerror}")
+                    mode = 0
                 if mode & 0o077:
                     warning(
                         server.origins.get("key", origin),

@@ -1,27 +1,60 @@
 """
 PROXY protocol listeners (``listen on ... proxy-v1``, ``--listen haproxy:...``).
 
-Twisted's ``haproxy:`` wrapper reads the header, v1 or v2, but refuses the
-shortest v1 header the specification allows, ``PROXY UNKNOWN\\r\\n`` (it
-wants a space after ``UNKNOWN``), and drops such a connection without a
-word. A balancer sends that header for a connection it cannot describe, so
-here a thin layer below Twisted's spells it ``PROXY UNKNOWN \\r\\n``, which
-Twisted reads as it should: the addresses of the connection itself.
+Twisted's ``haproxy:`` wrapper reads the header, v1 or v2, but takes a v1
+header on trust: ports that are not numbers raise inside it (an unhandled
+error in the log), addresses are not checked at all (``999.1.1.1`` would be
+logged and handed to FastCGI applications as the client), and the shortest
+header the specification allows, ``PROXY UNKNOWN\\r\\n``, is refused without
+a word. So a thin layer below Twisted's reads a v1 header first: a valid
+one goes on (the bare ``UNKNOWN`` spelt ``PROXY UNKNOWN \\r\\n``, which
+Twisted reads as the connection itself), anything else closes the
+connection with one log line. A v2 header (binary, its addresses fixed in
+size) goes to Twisted's reader as it came.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
+from gemfcgi.textlog import printable
+
+log = Logger()
+
+V1_START = b"PROXY "
+MAX_V1_HEADER = 107  # CRLF included, as the specification bounds it
 BARE_UNKNOWN = b"PROXY UNKNOWN\r\n"
 SPELLED_OUT = b"PROXY UNKNOWN \r\n"
+_ADDRESSES = {b"TCP4": ipaddress.IPv4Address, b"TCP6": ipaddress.IPv6Address}
 
 
-class _BareUnknownProtocol(ProtocolWrapper):
-    """Rewrites a bare ``PROXY UNKNOWN`` header, then steps aside."""
+def v1_problem(line: bytes) -> str | None:
+    """What is wrong with a v1 header line (CRLF excluded); ``None`` if nothing."""
+    words = line.split(b" ")
+    if words[:2] == [b"PROXY", b"UNKNOWN"]:
+        return None  # whatever follows is to be ignored
+    if len(words) != 6 or words[1] not in _ADDRESSES:
+        return "not PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT, nor PROXY UNKNOWN"
+    family = _ADDRESSES[words[1]]
+    for address in words[2:4]:
+        try:
+            family(address.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            return f"invalid {words[1].decode()} address"
+    for port in words[4:6]:
+        if not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            return "invalid port"
+    return None
+
+
+class _V1HeaderProtocol(ProtocolWrapper):
+    """Checks a v1 header before Twisted's reader sees it, then steps aside."""
 
     def __init__(self, factory: WrappingFactory, wrapped) -> None:
         super().__init__(factory, wrapped)
@@ -33,30 +66,56 @@ class _BareUnknownProtocol(ProtocolWrapper):
             self.wrappedProtocol.dataReceived(data)
             return
         start = self._start + data
-        if len(start) < len(BARE_UNKNOWN) and BARE_UNKNOWN.startswith(start):
-            self._start = start  # maybe the bare header, still arriving
+        if not start.startswith(V1_START) and not V1_START.startswith(start):
+            self._pass_on(start)  # v2, or not a header at all: Twisted decides
             return
-        self._deciding = False
-        self._start = b""
+        end = start.find(b"\r\n")
+        if end < 0:
+            if len(start) < MAX_V1_HEADER:
+                self._start = start  # more of the header is on its way
+                return
+            self._refuse(start[:MAX_V1_HEADER], f"no CRLF within {MAX_V1_HEADER} bytes")
+            return
+        problem = v1_problem(start[:end])
+        if problem is not None:
+            self._refuse(start[:end], problem)
+            return
         if start.startswith(BARE_UNKNOWN):
             start = SPELLED_OUT + start[len(BARE_UNKNOWN):]
-        self.wrappedProtocol.dataReceived(start)
+        self._pass_on(start)
+
+    def _pass_on(self, data: bytes) -> None:
+        self._deciding = False
+        self._start = b""
+        self.wrappedProtocol.dataReceived(data)
+
+    def _refuse(self, header: bytes, problem: str) -> None:
+        self._deciding = False
+        self._start = b""
+        peer = self.transport.getPeer()
+        log.warn(
+            "{peer}: malformed PROXY header {header}: {problem}; connection closed",
+            peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', 0)}",
+            header=printable(header.decode("latin-1")),
+            problem=problem,
+        )
+        self.transport.loseConnection()
 
 
-class _BareUnknownFactory(WrappingFactory):
-    protocol = _BareUnknownProtocol
+class _V1HeaderFactory(WrappingFactory):
+    protocol = _V1HeaderProtocol
     noisy = False
 
 
 @implementer(IStreamServerEndpoint)
-class _BareUnknownEndpoint:
+class _V1HeaderEndpoint:
     def __init__(self, wrapped: IStreamServerEndpoint) -> None:
         self._wrapped = wrapped
 
     def listen(self, factory):
-        return self._wrapped.listen(_BareUnknownFactory(factory))
+        return self._wrapped.listen(_V1HeaderFactory(factory))
 
 
 def proxy_header_endpoint(wrapped: IStreamServerEndpoint) -> IStreamServerEndpoint:
     """``wrapped``, its connections read a PROXY header (v1 or v2) before anything else."""
-    return proxyEndpoint(_BareUnknownEndpoint(wrapped))
+    return proxyEndpoint(_V1HeaderEndpoint(wrapped))

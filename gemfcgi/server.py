@@ -131,7 +131,10 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.peer = peer
         if host is None:
             # A unix socket's client has no address (nor usually a name).
-            host = f"unix:{peer.name}" if getattr(peer, "name", None) else "unix"
+            name = getattr(peer, "name", None)
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "replace")
+            host = printable(f"unix:{name}") if name else "unix"
         self.record.client_ip = host
         self.record.client_port = getattr(peer, "port", 0)
 

@@ -102,7 +102,7 @@ def _sockets(listen: model.Listen) -> list[_Socket]:
         return [_Socket(listen.proxy_v1, socket.AF_INET6, "::", port)]
     try:
         found = socket.getaddrinfo(listen.address, port, type=socket.SOCK_STREAM)
-    except OSError as problem:
+    except (OSError, UnicodeError) as problem:  # UnicodeError: a name IDNA cannot encode
         reason = getattr(problem, "strerror", None) or str(problem)
         raise ListenError(f'cannot resolve "{listen.address}": {reason}') from None
     sockets: list[_Socket] = []

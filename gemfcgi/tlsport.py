@@ -251,7 +251,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         What is written inside leaves in one send, as during a read: for a
         FastCGI reply whose header, body and end arrive in one backend read.
         """
-        if self._in_read or self._on_socket:
+        if self._in_read or self._on_socket or self.disconnected:
             yield
             return
         self._in_read = True
@@ -269,7 +269,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
     def _flush(self) -> Optional[Any]:
         """Send what OpenSSL produced; queue what the socket does not take."""
         self._batched = 0
-        if self._on_socket:
+        if self._on_socket or self.disconnected:
             return None
         chunks = []
         while True:

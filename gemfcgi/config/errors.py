@@ -30,7 +30,14 @@ class Diagnostic:
     severity: Severity = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        # A message quotes the file's text: a line break or a terminal
+        # escape in it is shown escaped, so the diagnostic stays one line.
+        message = self.message
+        if not message.isprintable():
+            message = "".join(
+                c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message
+            )
+        return f"{self.file}:{self.line}: {message}"
 
 
 class ConfigError(Exception):

@@ -210,8 +210,14 @@ class _Parser:
                 hint = f' (write "{token.text}" in quotes)'
             self._fail(token, f"expected a string after {after}, found {token.describe()}{hint}")
         parts = [self._next().text]
+        length = len(parts[0])
         while self._peek().is_string():
             parts.append(self._next().text)
+            length += len(parts[-1])
+            if length > values.MAX_STRING:
+                # Joined macros can double at every definition: stop before
+                # the memory runs out, at the line that went too far.
+                self._fail(token, f"string longer than {values.MAX_STRING} characters after {after}")
         return "".join(parts)
 
     def _number(self, after: str) -> int:

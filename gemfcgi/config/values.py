@@ -14,6 +14,9 @@ PREFORK_MIN, PREFORK_MAX = 1, 15  # gmid's parser rejects 16 and more
 MAX_BLOCK_META = 1024
 MAX_PARAM_BYTES = 510
 MAX_PORT = 65535
+# No value of a configuration is this long; a string that grows past it
+# (joined macros doubling each other) is an error rather than a MemoryError.
+MAX_STRING = 65536
 
 BLOCK_FORMATS = frozenset("%pqPN")
 LOG_STYLES = ("legacy", "common", "combined", "condensed")

@@ -147,6 +147,10 @@ class FastCGIClientProtocol(Protocol):
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay.finished:
+            # The client went away (or the reply ended) while this read was
+            # on its way: nothing is left to relay it to.
+            return
         with self.relay.client.batched():
             try:
                 records = self._decoder.feed(data)

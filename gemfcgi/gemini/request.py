@@ -216,7 +216,8 @@ def _parse_general(line: bytes) -> Request:
     scheme = scheme_match.group(1).lower()
     rest = url[scheme_match.end() :]
     if scheme != "gemini":
-        raise RequestError(status.PROXY_REQUEST_REFUSED, f"scheme {scheme} is not served")
+        shown = scheme if len(scheme) <= 64 else scheme[:64] + "..."
+        raise RequestError(status.PROXY_REQUEST_REFUSED, f"scheme {shown} is not served")
     if not rest.startswith("//"):
         raise _bad("a gemini URL needs an authority (gemini://host/)")
     rest = rest[2:]

@@ -123,3 +123,15 @@ def test_dollar_without_a_name_is_an_error(errors_of):
     assert errors_of("user $\n") == [
         "gmid.conf:1: '$' must be followed by a macro name (letters, digits, '_')"
     ]
+
+
+def test_macros_that_double_each_other_stop_at_a_line_not_at_the_memory(errors_of):
+    text = 'm0 = "abc"\n' + "".join(f"m{i} = $m{i - 1} $m{i - 1}\n" for i in range(1, 40))
+    errors = errors_of(text)
+    assert errors[0] == "gmid.conf:16: string longer than 65536 characters after 'm15 ='"
+
+
+def test_a_message_quoting_a_line_break_or_an_escape_stays_one_line(errors_of):
+    assert errors_of('server "a\nb\x1b[2J" /\n') == [
+        "gmid.conf:2: expected '{' to open server \"a\\nb\\x1b[2J\", found '/'"
+    ]

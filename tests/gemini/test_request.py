@@ -254,3 +254,10 @@ def test_the_common_form_agrees_with_the_general_parser_on_its_edges(line):
 )
 def test_the_log_names_a_request_as_gmid_rebuilds_it(line, logged):
     assert logged_iri(parse_request_line(line)) == logged
+
+
+def test_a_long_unknown_scheme_is_refused_with_a_meta_that_fits():
+    with pytest.raises(RequestError) as refused:
+        parse_request_line(b"a" * 1004 + b":")
+    assert refused.value.code == 53
+    assert refused.value.meta == f"scheme {'a' * 64}... is not served"

@@ -83,6 +83,18 @@ def test_connection_without_a_proxy_header_is_closed(proxied):
     assert exchange(port, b"", f"gemini://localhost:{port}/\r\n".encode()) == b""
 
 
+@pytest.mark.parametrize("header", [
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 5555 x\r\n", b"PROXY TCP4 999.1.1.1 127.0.0.1 5555 1965\r\n",
+])
+def test_a_v1_header_with_a_bad_port_or_address_is_closed_with_one_log_line(proxied, header):
+    port = proxied.port
+    before = len(proxied.log)
+    assert exchange(port, header, f"gemini://localhost:{port}/\r\n".encode()) == b""
+    proxied.wait_for_log(r"127\.0\.0\.1:\d+: malformed PROXY header PROXY TCP4 .*: invalid (port|TCP4 address)"
+                         r"; connection closed", since=before)
+    assert "Traceback" not in proxied.log[before:] and "Unhandled" not in proxied.log[before:]
+
+
 def test_connection_with_a_garbage_proxy_header_is_closed(proxied):
     port = proxied.port
     assert exchange(port, b"PROXY BOGUS nonsense\r\n", f"gemini://localhost:{port}/\r\n".encode()) == b""

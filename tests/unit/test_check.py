@@ -19,3 +19,26 @@ def test_a_program_nowhere_in_path_or_at_its_path_is_named():
 def test_a_command_that_cannot_be_split_or_is_empty_is_said_so():
     assert spawn_problem("sh -c 'unclosed").startswith("cannot split \"sh -c 'unclosed\" into words: ")
     assert spawn_problem("   ") == "empty command"
+
+
+def test_a_listen_name_idna_cannot_encode_and_a_key_path_ending_in_a_slash_are_errors(tmp_path):
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    origin = model.Origin("gmid.conf", 3)
+    server = model.Server(
+        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem") + "/",
+        listens=[model.Listen("a..b", 1965, origin=origin), model.Listen("x" * 64 + ".example", 1965)],
+        origin=model.Origin("gmid.conf", 1), origins={"key": model.Origin("gmid.conf", 5)},
+    )
+    errors, _ = check_config(model.Config(servers=[server]))
+    assert [str(e) for e in errors] == [
+        'gmid.conf:3: listen on a..b: cannot resolve "a..b": '
+        "encoding with 'idna' codec failed (UnicodeError: label empty or too long)",
+        f'gmid.conf:1: listen on {"x" * 64}.example: cannot resolve "{"x" * 64}.example": '
+        "encoding with 'idna' codec failed (UnicodeError: label empty or too long)",
+        f"gmid.conf:5: key {tmp_path / 'k.pem'}/: Not a directory",
+    ]

@@ -268,3 +268,20 @@ def test_an_unexpected_error_in_the_read_at_accept_ends_that_connection_only():
         assert any("ClientHello at accept failed" in str(event.get("log_format")) for event in logs)
         assert server in reactor.writers
         assert server.doWrite() is not None  # the reactor ends it: connectionLost follows
+
+
+def test_a_batch_of_writes_after_the_connection_is_gone_writes_nothing_and_raises_nothing():
+    # A FastCGI read can arrive after the client's connection was lost
+    # (the relay's backend read is on its way when the client resets).
+    from twisted.internet import main
+    from twisted.python.failure import Failure
+
+    connected = _Connected()
+    server = connected.server
+    # What OpenSSL still holds for the socket (session tickets wait for the
+    # reply's first bytes) when the connection is lost.
+    server._tls.send(b"held back")
+    server.connectionLost(Failure(main.CONNECTION_LOST))
+    with server.writes_batched():
+        server.write(b"20 text/gemini\r\nlate")
+    connected.close()

@@ -1,0 +1,36 @@
+"""The PROXY v1 header as gemfcgi reads it before Twisted's reader does."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemfcgi.proxyv1 import v1_problem
+
+
+@pytest.mark.parametrize("line", [
+    b"PROXY TCP4 192.0.2.7 127.0.0.1 40123 1965",
+    b"PROXY TCP6 2001:db8::7 ::1 40123 1965",
+    b"PROXY TCP4 0.0.0.0 255.255.255.255 0 65535",
+    b"PROXY UNKNOWN",
+    b"PROXY UNKNOWN ffff::1 ffff::1 1 2",
+])
+def test_headers_the_specification_allows_pass(line):
+    assert v1_problem(line) is None
+
+
+@pytest.mark.parametrize("line, problem", [
+    (b"PROXY TCP4 1.2.3.4 127.0.0.1 5555 x", "invalid port"),
+    (b"PROXY TCP4 1.2.3.4 127.0.0.1 5555 ", "invalid port"),
+    (b"PROXY TCP4 1.2.3.4 127.0.0.1 5555 99999", "invalid port"),
+    (b"PROXY TCP4 1.2.3.4 127.0.0.1 -1 1965", "invalid port"),
+    (b"PROXY TCP4 999.1.1.1 127.0.0.1 5555 1965", "invalid TCP4 address"),
+    (b"PROXY TCP4 ::1 127.0.0.1 5555 1965", "invalid TCP4 address"),
+    (b"PROXY TCP6 1.2.3.4 ::1 5555 1965", "invalid TCP6 address"),
+    (b"PROXY TCP4 x ' 5555 1965", "invalid TCP4 address"),
+    (b"PROXY TCP5 1.2.3.4 127.0.0.1 5555 1965",
+     "not PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT, nor PROXY UNKNOWN"),
+    (b"PROXY TCP4 1.2.3.4 127.0.0.1 5555",
+     "not PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT, nor PROXY UNKNOWN"),
+])
+def test_anything_else_is_named(line, problem):
+    assert v1_problem(line) == problem
