@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -242,7 +242,10 @@ class FastCGIBackends(MultiService):
         # Spawned applications no longer configured, finishing their
         # requests before they stop; a reload that names one again takes
         # it back, still running, rather than starting a second.
-        self._retiring: dict[tuple, Backend] = {}
+        self._retiring: dict[tuple, tuple[Backend, Deferred]] = {}
+        # The stops of retired applications still under way (SIGTERM sent,
+        # not yet ended): the server's own stop waits for them too.
+        self._stopping: set[Deferred] = set()
         # Per request, the address is the same configuration object each
         # time: looked up by identity, it needs no key built field by field.
         self._by_identity: dict[int, tuple[model.FastCGIAddress, Backend]] = {}
@@ -267,7 +270,7 @@ class FastCGIBackends(MultiService):
         for key in [key for key in self.backends if key not in wanted]:
             self._retire(key, self.backends.pop(key))
         for key in [key for key in self._retiring if key in wanted]:
-            self.backends[key] = self._retiring.pop(key)
+            self.backends[key] = self._take_back(key)
         for key, backend in opened.items():
             self._add(key, backend)
 
@@ -279,7 +282,7 @@ class FastCGIBackends(MultiService):
         key = address_key(address)
         backend = self.backends.get(key)
         if backend is None and key in self._retiring:
-            backend = self.backends[key] = self._retiring.pop(key)
+            backend = self.backends[key] = self._take_back(key)
         if backend is None:
             backend = self._add(key, open_backend(address, self.reactor, self.timeouts))
         self._by_identity[id(address)] = (address, backend)
@@ -302,17 +305,29 @@ class FastCGIBackends(MultiService):
         if not self.running:
             app.disownServiceParent()
             return
-        self._retiring[key] = backend
+        waiting = self._drain_one(backend, self.timeouts.drain)
+        self._retiring[key] = (backend, waiting)
 
         def drained(_) -> None:
-            if self._retiring.get(key) is backend:
+            # Only this retirement's own wait: one taken back (and perhaps
+            # retired again since) was cancelled, or is another's.
+            if key in self._retiring and self._retiring[key][1] is waiting:
                 del self._retiring[key]
-                app.disownServiceParent()
+                stopping = app.disownServiceParent()
+                if isinstance(stopping, Deferred) and not stopping.called:
+                    self._stopping.add(stopping)
+                    stopping.addBoth(lambda result: self._stopping.discard(stopping) or result)
 
-        self._drain_one(backend, self.timeouts.drain).addCallback(drained)
+        waiting.addCallback(drained)
+
+    def _take_back(self, key: tuple) -> Backend:
+        """A retiring backend configured again: it stays, its drain is called off."""
+        backend, waiting = self._retiring.pop(key)
+        waiting.cancel()
+        return backend
 
     def _all(self) -> list[Backend]:
-        return [*self.backends.values(), *self._retiring.values()]
+        return [*self.backends.values(), *(backend for backend, _ in self._retiring.values())]
 
     @property
     def pending(self) -> int:
@@ -338,6 +353,8 @@ class FastCGIBackends(MultiService):
         )
 
         def gave_up(failure):
+            if failure.check(CancelledError):
+                return None  # called off: the backend is configured again
             log.warn(
                 "FastCGI backend {backend}: drain timeout after {timeout:g} s, "
                 "{pending} requests still pending",
@@ -361,4 +378,5 @@ class FastCGIBackends(MultiService):
             if app is not None and app.running:
                 drained.addCallback(lambda _, app=app: app.stopService())
             stops.append(drained)
+        stops.extend(self._stopping)
         return DeferredList(stops).addCallback(lambda _: None)

@@ -116,7 +116,10 @@ class UnixSocketEndpoint:
 
     def _connect_now(self, factory: IProtocolFactory) -> Optional[Deferred]:
         """One synchronous connect: its outcome, or ``None`` if the backlog is full."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        except OSError as problem:  # out of descriptors: a failed connect, here too
+            return fail(error.ConnectError(string=f"{problem.strerror}: {self.path}"))
         try:
             sock.connect(self.path)
         except BlockingIOError:

@@ -1021,6 +1021,42 @@ def test_a_reload_that_names_a_retiring_app_again_takes_it_back_running():
     assert process.signals == [signal.SIGTERM]
 
 
+def test_an_app_retired_taken_back_and_retired_again_waits_for_its_latest_drain():
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
+    backends.startService()
+    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    (process,) = reactor.processes
+    backend.begin(InFlight())
+    with capturedLogs() as logs:
+        backends.configure(spawn_config())  # t=0: retired, its drain ends at t=10 at the latest
+        reactor.advance(1)
+        backends.configure(spawn_config("sh app.sh"))  # t=1: taken back
+        reactor.advance(4)
+        backends.configure(spawn_config())  # t=5: retired again, until t=15 at the latest
+        reactor.advance(5.5)
+    assert process.signals == []
+    assert warnings(logs).count("drain timeout") == 0
+    reactor.advance(5)
+    assert len(process.signals) == 1
+
+
+def test_the_server_stop_waits_for_a_retired_app_still_ending():
+    import signal
+
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
+    backends.startService()
+    backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    (process,) = reactor.processes
+    backends.configure(spawn_config())  # idle: SIGTERM at once
+    assert process.signals == [signal.SIGTERM]
+    stopped = backends.stopService()
+    assert not stopped.called
+    process.exit(0)
+    assert stopped.called
+
+
 def test_a_retiring_app_is_drained_and_stopped_with_the_server():
     import signal
 

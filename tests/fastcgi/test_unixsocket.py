@@ -171,6 +171,26 @@ def test_a_backlog_full_for_the_whole_timeout_fails_with_a_timeout_that_says_so(
     assert reactor.getDelayedCalls() == []
 
 
+def test_running_out_of_descriptors_while_waiting_for_a_backlog_fails_the_connect(
+    reactor, tmp_path, busy, monkeypatch
+):
+    import errno
+
+    from gemfcgi.fastcgi import unixsocket
+
+    pending = results(UnixSocketEndpoint(reactor, str(tmp_path / "busy.sock"), timeout=5).connect(
+        Factory.forProtocol(Greeter)))
+
+    def no_descriptor_left(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(unixsocket.socket, "socket", no_descriptor_left)
+    turn_until(reactor, lambda: pending)
+    assert pending[0].check(error.ConnectError)
+    assert "Too many open files" in pending[0].getErrorMessage()
+    assert reactor.getDelayedCalls() == []
+
+
 def test_waiting_for_a_full_backlog_can_be_cancelled(reactor, tmp_path, busy):
     connecting = UnixSocketEndpoint(reactor, str(tmp_path / "busy.sock"), timeout=5).connect(
         Factory.forProtocol(Greeter))
