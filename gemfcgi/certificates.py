@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -201,7 +202,29 @@ _OPENSSL_SHORT_NAMES = {
 }
 
 
-_ENCODINGS = {"UTF8String": "utf-8", "BMPString": "utf-16-be", "UniversalString": "utf-32-be"}
+@lru_cache(maxsize=256)
+def _short_name(oid: str) -> str:
+    """
+    OpenSSL's own short name for ``oid`` (the OpenSSL pyOpenSSL uses knows
+    them all, telephoneNumber and role included), else the table above,
+    else the dotted OID, as OpenSSL writes an attribute it does not know.
+    """
+    try:
+        from OpenSSL._util import ffi, lib
+
+        nid = lib.OBJ_txt2nid(oid.encode("ascii"))
+        if nid:
+            return ffi.string(lib.OBJ_nid2sn(nid)).decode("ascii")
+    except (ImportError, AttributeError):
+        pass
+    return _OPENSSL_SHORT_NAMES.get(oid, oid)
+
+
+# cryptography reads a T61String as UTF-8 (else latin-1); its bytes are those.
+_ENCODINGS = {
+    "UTF8String": "utf-8", "BMPString": "utf-16-be", "UniversalString": "utf-32-be",
+    "T61String": "utf-8",
+}
 
 
 def _value_bytes(attribute: x509.NameAttribute) -> bytes:
@@ -234,7 +257,7 @@ def _one_line_name(name: x509.Name) -> str:
     for attribute in name:
         oid = attribute.oid.dotted_string
         value = "".join(_ONE_LINE_BYTES[byte] for byte in _value_bytes(attribute))
-        parts.append(f"/{_OPENSSL_SHORT_NAMES.get(oid, oid)}={value}")
+        parts.append(f"/{_short_name(oid)}={value}")
     return "".join(parts)
 
 

@@ -73,9 +73,12 @@ def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
             break
         first = False
         if c == "[" and pattern.startswith("[:", i):
-            end = pattern.find(":]", i + 2)
-            if end < 0:
-                # No closing ':]': the '[' is an ordinary member.
+            # glibc reads a class name of letters a to y up to ':]'; any
+            # other character first makes the '[' an ordinary member.
+            end = i + 2
+            while end < len(pattern) and "a" <= pattern[end] < "z":
+                end += 1
+            if not pattern.startswith(":]", end):
                 low, i = c, i + 1
             else:
                 name = pattern[i + 2 : end]

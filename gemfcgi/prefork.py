@@ -335,9 +335,6 @@ class WorkerPool(Service):
             # An application that ends while the workers drain (systemd
             # signals the whole cgroup) is not started again.
             app.stop_restarting()
-        if self._restore_usr1 is not None:
-            self._restore_usr1()
-            self._restore_usr1 = None
         processes = list(self.workers.values())
         self._signal_all(processes, signal.SIGTERM)
         closing = [s.close() for s in self.sockets.values()]
@@ -349,6 +346,10 @@ class WorkerPool(Service):
         def ended(_):
             if killer.active():
                 killer.cancel()
+            # Only now: a SIGUSR1 while the workers drain still reaches them.
+            if self._restore_usr1 is not None:
+                self._restore_usr1()
+                self._restore_usr1 = None
             return DeferredList(closing + [app.stopService() for app in self.apps.values()])
 
         return DeferredList([p.ended for p in processes]).addCallback(ended)

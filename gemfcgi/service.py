@@ -555,9 +555,6 @@ class GemfcgiService(MultiService):
     def stopService(self) -> Deferred:
         if self._rotation is not None and self._rotation.running:
             self._rotation.stop()
-        if self._restore_usr1 is not None:
-            self._restore_usr1()
-            self._restore_usr1 = None
         listeners = list(self.listeners.values())
         others = [s for s in self if s not in listeners]
         self.running = 0
@@ -569,7 +566,16 @@ class GemfcgiService(MultiService):
         stopping.addCallback(lambda _: self._drain())
         stopping.addCallback(lambda _: stop_all(reversed(others)))
         stopping.addBoth(lambda result: (self._close_access_log(), result)[1])
+        # The handler stays until the very end: a log rotation's SIGUSR1
+        # during the drain must reopen the file, not (by default) end the
+        # process while it finishes requests.
+        stopping.addBoth(lambda result: (self._restore_signal_handlers(), result)[1])
         return stopping
+
+    def _restore_signal_handlers(self) -> None:
+        if self._restore_usr1 is not None:
+            self._restore_usr1()
+            self._restore_usr1 = None
 
     def _drain(self) -> Deferred:
         """

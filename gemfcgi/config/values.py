@@ -36,7 +36,7 @@ TLS_PROTOCOL_WORDS = {
     "legacy": _ALL_TLS,
     "default": _SECURE_TLS,
     "secure": _SECURE_TLS,
-    "tlsv1": ("tlsv1.0", "tlsv1.1"),
+    "tlsv1": _ALL_TLS,  # every TLS 1.x, as libtls defines TLS_PROTOCOL_TLSv1
     **{version: (version,) for version in _ALL_TLS},
 }
 
@@ -114,16 +114,16 @@ def tls_versions(text: str) -> frozenset[str]:
     The TLS versions a ``protocols`` string allows, read as libtls reads it:
     words separated by ``,`` or ``:``, in any case, each adding its versions,
     or removing them when written after ``!`` (gemfcgi also takes ``-``). A
-    string that starts with a removal starts from ``all``. Raises
+    removal from an empty set starts from ``all``. Raises
     ``ValueError`` with the message to report.
     """
     versions: set[str] = set()
-    for index, item in enumerate(text.replace(":", ",").split(",")):
+    for item in text.replace(":", ",").split(","):
         word = item.lstrip(" \t").lower()
         negated = word[:1] in ("!", "-")
         if negated:
             word = word[1:]
-            if index == 0:
+            if not versions:
                 versions.update(_ALL_TLS)
         if word not in TLS_PROTOCOL_WORDS:
             raise ValueError(

@@ -49,7 +49,7 @@ def test_invalid_protocols_is_an_error_at_its_line(errors_of):
     ]
 
 
-@pytest.mark.parametrize("text", ["tlsv1.1", "tlsv1", "all:!secure", "tlsv1.3:!tlsv1.3"])
+@pytest.mark.parametrize("text", ["tlsv1.1", "all:!tlsv1", "all:!secure", "tlsv1.3:!tlsv1.3"])
 def test_protocols_that_leave_no_version_gemfcgi_offers_are_an_error(errors_of, text):
     assert errors_of(f'\nprotocols "{text}"\n') == [
         f'gmid.conf:2: protocols "{text}" allows no TLS 1.2 or 1.3, '
@@ -66,7 +66,9 @@ def test_protocols_that_leave_no_version_gemfcgi_offers_are_an_error(errors_of, 
         ("!tlsv1.3", {"tlsv1.0", "tlsv1.1", "tlsv1.2"}),
         ("secure,!tlsv1.2", {"tlsv1.3"}),
         ("tlsv1.2:!tlsv1.3", {"tlsv1.2"}),
-        ("tlsv1, tlsv1.3", {"tlsv1.0", "tlsv1.1", "tlsv1.3"}),
+        ("tlsv1", {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"}),
+        ("tlsv1.0, tlsv1.3", {"tlsv1.0", "tlsv1.3"}),
+        ("tlsv1.3,!tlsv1.3,!tlsv1.2", {"tlsv1.0", "tlsv1.1", "tlsv1.3"}),
         ("!tlsv1.2,tlsv1.2", {"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"}),
     ],
 )

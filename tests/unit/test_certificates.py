@@ -35,11 +35,11 @@ def test_a_name_that_is_no_host_is_refused_with_the_name():
 
 
 ATTRIBUTES = st.sampled_from([
-    "2.5.4.3", "2.5.4.6", "2.5.4.10", "2.5.4.11", "2.5.4.5", "2.5.4.42", "2.5.4.4", "2.5.4.12",
+    "2.5.4.20", "2.5.4.72", "2.5.4.16", "2.5.4.3", "2.5.4.6", "2.5.4.10", "2.5.4.11", "2.5.4.5", "2.5.4.42", "2.5.4.4", "2.5.4.12",
     "1.2.840.113549.1.9.1", "0.9.2342.19200300.100.1.1", "0.9.2342.19200300.100.1.25",
     "1.2.3.4.5",
 ])
-KINDS = st.sampled_from(["UTF8String", "BMPString", "IA5String"])
+KINDS = st.sampled_from(["UTF8String", "BMPString", "IA5String", "T61String"])
 # BMPString holds the Basic Multilingual Plane only.
 TEXT = st.text(st.characters(max_codepoint=0xFFFF, blacklist_categories=["Cs"]), min_size=1, max_size=12)
 KEY = None

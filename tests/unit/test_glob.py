@@ -49,7 +49,7 @@ def test_patterns_as_the_c_function_reads_them(pattern, matching, not_matching):
 
 PATTERN_PIECES = st.sampled_from(
     ["a", "b", "*", "?", "[", "]", "!", "^", "-", "\\", "/", ".", ":", "=", "[:digit:]", "[:alpha:]",
-     "[.a.]", "[=b=]", "1"]
+     "[.a.]", "[=b=]", "1", "[:Alpha:]", "[:al pha:]", "Z"]
 )
 NAME_CHARACTERS = st.sampled_from(list("ab/.-]!^\\[:=1"))
 

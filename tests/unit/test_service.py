@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
@@ -101,5 +103,22 @@ def test_sigusr1_reopens_the_access_log_and_still_calls_the_handler_there_before
         assert (tmp_path / "access.log").exists()
         service.stopService()
         assert signal.getsignal(signal.SIGUSR1) is twistd_rotation
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
+def test_a_sigusr1_while_the_stop_drains_reopens_the_log_and_does_not_end_the_process(config, tmp_path):
+    # With twistd --logfile=- (the systemd unit) the handler before ours is
+    # the default one, whose action ends the process.
+    config.log = model.LogSettings(access=str(tmp_path / "access.log"), syslog=False)
+    before = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=ThreadedClock())
+        service.startService()
+        service.connections.add(object())  # a request still in flight
+        done = []
+        service.stopService().addBoth(done.append)
+        assert done == []
+        assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL
     finally:
         signal.signal(signal.SIGUSR1, before)
