@@ -29,7 +29,15 @@ VALIDITY = datetime.timedelta(days=3650)
 
 
 class CertificateError(Exception):
-    """A certificate or key that cannot be used, with the file it came from."""
+    """A certificate or key that cannot be used, with the file it came from (``path``)."""
+
+    def __init__(self, message: str, path: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _unusable(path: str, why: str) -> CertificateError:
+    return CertificateError(f"{path}: {why}", path)
 
 
 @dataclass(frozen=True)
@@ -53,36 +61,36 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
         try:
             ocsp = Path(ocsp_path).read_bytes()
         except OSError as e:
-            raise CertificateError(f"{ocsp_path}: cannot read OCSP response: {e.strerror}") from None
+            raise _unusable(ocsp_path, f"cannot read OCSP response: {e.strerror}") from None
     try:
         cert_data = Path(cert_path).read_bytes()
     except OSError as e:
-        raise CertificateError(f"{cert_path}: cannot read certificate: {e.strerror}") from None
+        raise _unusable(cert_path, f"cannot read certificate: {e.strerror}") from None
     try:
         key_data = Path(key_path).read_bytes()
     except OSError as e:
-        raise CertificateError(f"{key_path}: cannot read key: {e.strerror}") from None
+        raise _unusable(key_path, f"cannot read key: {e.strerror}") from None
     try:
         chain = tuple(x509.load_pem_x509_certificates(cert_data))
     except ValueError:
-        raise CertificateError(f"{cert_path}: no PEM certificate found") from None
+        raise _unusable(cert_path, "no PEM certificate found") from None
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
     except (ValueError, TypeError) as e:
-        raise CertificateError(f"{key_path}: cannot load private key: {e}") from None
+        raise _unusable(key_path, f"cannot load private key: {e}") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise CertificateError(f"{key_path}: only ECDSA and RSA keys are supported")
+        raise _unusable(key_path, "only ECDSA and RSA keys are supported")
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
     if key.public_key().public_bytes(encoding, public) != chain[0].public_key().public_bytes(
         encoding, public
     ):
-        raise CertificateError(f"{key_path}: key does not match the certificate in {cert_path}")
+        raise _unusable(key_path, f"key does not match the certificate in {cert_path}")
     if ocsp:
         try:
             x509_ocsp.load_der_ocsp_response(ocsp)
         except ValueError:
-            raise CertificateError(f"{ocsp_path}: not a DER OCSP response") from None
+            raise _unusable(ocsp_path, "not a DER OCSP response") from None
     return KeyPair(chain, key, cert_path, key_path, ocsp)
 
 
@@ -186,28 +194,12 @@ def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Pat
     return cert_path, key_path
 
 
-# OpenSSL's short names (OBJ_nid2sn) for the attributes names are made of;
-# any other is written as its dotted OID, as OpenSSL writes it.
-_OPENSSL_SHORT_NAMES = {
-    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C",
-    "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU",
-    "2.5.4.12": "title", "2.5.4.13": "description", "2.5.4.15": "businessCategory",
-    "2.5.4.17": "postalCode", "2.5.4.41": "name", "2.5.4.42": "GN", "2.5.4.43": "initials",
-    "2.5.4.44": "generationQualifier", "2.5.4.45": "x500UniqueIdentifier",
-    "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym", "2.5.4.97": "organizationIdentifier",
-    "1.2.840.113549.1.9.1": "emailAddress", "1.2.840.113549.1.9.2": "unstructuredName",
-    "0.9.2342.19200300.100.1.1": "UID", "0.9.2342.19200300.100.1.25": "DC",
-    "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL", "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
-    "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
-}
-
-
 @lru_cache(maxsize=256)
 def _short_name(oid: str) -> str:
     """
-    OpenSSL's own short name for ``oid`` (the OpenSSL pyOpenSSL uses knows
-    them all, telephoneNumber and role included), else the table above,
-    else the dotted OID, as OpenSSL writes an attribute it does not know.
+    OpenSSL's own short name for ``oid`` (``OBJ_nid2sn``, through the
+    OpenSSL pyOpenSSL is built on), else the dotted OID, as OpenSSL writes
+    an attribute it does not know.
     """
     try:
         from OpenSSL._util import ffi, lib
@@ -217,7 +209,7 @@ def _short_name(oid: str) -> str:
             return ffi.string(lib.OBJ_nid2sn(nid)).decode("ascii")
     except (ImportError, AttributeError):
         pass
-    return _OPENSSL_SHORT_NAMES.get(oid, oid)
+    return oid
 
 
 # cryptography reads a T61String as UTF-8 (else latin-1); its bytes are those.

@@ -73,10 +73,9 @@ def access_log_problem(path: str) -> Optional[str]:
 
 
 def _key_pair_directive(problem: CertificateError, server: model.Server) -> str:
-    """Which of cert, key and ocsp a key pair's problem is about (its message starts with the file)."""
-    message = str(problem)
+    """Which of cert, key and ocsp a key pair's problem is about."""
     for directive, path in (("ocsp", server.ocsp), ("key", server.key), ("cert", server.cert)):
-        if path and message.startswith(f"{path}:"):
+        if path and problem.path == path:
             return directive
     return "cert"
 

@@ -226,6 +226,16 @@ def fetch(port: int, url: str, **kwargs) -> Reply:
     return Reply(header, body, clean, facts["version"], facts["reused"], facts["session"])
 
 
+def file_with(path: Path, text: str, timeout: float = 5.0) -> str:
+    """The file's content once it holds ``text`` (servers write their logs asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        content = path.read_text() if path.exists() else ""
+        if text in content or time.monotonic() > deadline:
+            return content
+        time.sleep(0.02)
+
+
 def refused_soon(port: int, timeout: float = 3.0) -> bool:
     """Whether connections to ``port`` are refused within ``timeout`` (a port closes asynchronously)."""
     deadline = time.monotonic() + timeout

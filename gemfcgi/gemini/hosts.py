@@ -36,9 +36,9 @@ def canonical_host(name: str) -> Optional[str]:
         except ValueError:
             return None
     name = name.rstrip(".") if name.endswith(".") and len(name) > 1 else name
+    if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
+        return None
     if name.isascii():
-        if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
-            return None
         if ":" in name:
             try:
                 return str(ipaddress.IPv6Address(name))
@@ -51,8 +51,6 @@ def canonical_host(name: str) -> Optional[str]:
         pass
     # IDNA2008 refuses symbols (``♨``) that plain RFC 3492 punycode, which
     # gmid and most clients use, encodes: each label is encoded on its own.
-    if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
-        return None
     try:
         return ".".join(
             label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")

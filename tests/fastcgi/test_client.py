@@ -970,13 +970,18 @@ class InFlight:
         raise AssertionError(f"not expected here: {why}")
 
 
+def running_spawned_backend():
+    """Started backends whose configuration spawns ``sh app.sh``, and that app's backend."""
+    reactor = SpawningReactor()
+    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
+    backends.startService()
+    return reactor, backends, backends.backend_for(model.FastCGISpawn("sh app.sh"))
+
+
 def test_spawned_app_is_stopped_only_after_its_last_request():
     import signal
 
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
-    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
-    backends.startService()
+    reactor, backends, backend = running_spawned_backend()
     (process,) = reactor.processes
     in_flight = InFlight()
     backend.begin(in_flight)
@@ -1022,10 +1027,7 @@ def test_a_reload_that_names_a_retiring_app_again_takes_it_back_running():
 
 
 def test_an_app_retired_taken_back_and_retired_again_waits_for_its_latest_drain():
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
-    backends.startService()
-    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    reactor, backends, backend = running_spawned_backend()
     (process,) = reactor.processes
     backend.begin(InFlight())
     with capturedLogs() as logs:
@@ -1044,10 +1046,7 @@ def test_an_app_retired_taken_back_and_retired_again_waits_for_its_latest_drain(
 def test_the_server_stop_waits_for_a_retired_app_still_ending():
     import signal
 
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
-    backends.startService()
-    backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    reactor, backends, _ = running_spawned_backend()
     (process,) = reactor.processes
     backends.configure(spawn_config())  # idle: SIGTERM at once
     assert process.signals == [signal.SIGTERM]
@@ -1060,10 +1059,7 @@ def test_the_server_stop_waits_for_a_retired_app_still_ending():
 def test_a_retiring_app_is_drained_and_stopped_with_the_server():
     import signal
 
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), spawn_config("sh app.sh"), reactor, TIMEOUTS)
-    backends.startService()
-    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    reactor, backends, backend = running_spawned_backend()
     in_flight = InFlight()
     backend.begin(in_flight)
     backends.configure(spawn_config("sh other.sh"))
@@ -1078,10 +1074,7 @@ def test_a_retiring_app_is_drained_and_stopped_with_the_server():
 
 @pytest.mark.parametrize("end", [lambda p: p.killed(15), lambda p: p.exit(0)], ids=["sigterm", "exit-0"])
 def test_an_app_that_ends_while_the_server_drains_is_not_restarted(end):
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
-    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
-    backends.startService()
+    reactor, backends, backend = running_spawned_backend()
     in_flight = InFlight()
     backend.begin(in_flight)
     reactor.advance(5)
@@ -1102,10 +1095,7 @@ def test_an_app_that_ends_while_the_server_drains_is_not_restarted(end):
 
 
 def test_an_app_waiting_for_its_restart_when_the_stop_begins_stays_down():
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
-    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
-    backends.startService()
+    reactor, backends, backend = running_spawned_backend()
     in_flight = InFlight()
     backend.begin(in_flight)
     reactor.advance(5)
@@ -1120,10 +1110,7 @@ def test_an_app_waiting_for_its_restart_when_the_stop_begins_stays_down():
 def test_spawned_app_is_stopped_after_the_drain_timeout_whatever_is_pending():
     import signal
 
-    reactor = SpawningReactor()
-    backends = install_fastcgi(build_site(model.Config()), model.Config(), reactor, TIMEOUTS)
-    backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
-    backends.startService()
+    reactor, backends, backend = running_spawned_backend()
     backend.begin(InFlight())
     backends.stopService()
     reactor.advance(9.9)

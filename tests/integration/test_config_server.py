@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
-from tests.support import client_context, fetch, read_to_end, refused_soon, start_server
+from tests.support import client_context, fetch, file_with, read_to_end, refused_soon, start_server
 
 CONFIG = """
 certs = "{certs}"
@@ -449,16 +448,6 @@ class TestReload:
         )
         # Still there, and still serving the configuration it had.
         assert get(server, "example.com").meta == "text/gemini;lang=en"
-
-
-def file_with(path: Path, text: str, timeout: float = 5.0) -> str:
-    """The file's content once it holds ``text`` (the server writes it asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        content = path.read_text() if path.exists() else ""
-        if text in content or time.monotonic() > deadline:
-            return content
-        time.sleep(0.02)
 
 
 def test_access_file_gets_the_configured_style_and_sigusr1_reopens_it(tree, tmp_path):

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.support import (
     TWISTD,
     client_context,
     fetch,
+    file_with,
     read_to_end,
     refused_soon,
     start_server,
@@ -71,12 +73,21 @@ def finish_download(tls, data):
     return data.partition(b"\r\n")[2]
 
 
-def test_two_workers_serve_one_port_and_a_killed_one_is_replaced(capsule, certificate, tmp_path):
-    config = tmp_path / "gmid.conf"
+@contextmanager
+def two_workers(config, capsule, certificate):
+    """A ``prefork 2`` server on ``capsule`` whose two workers listen, stopped at the end."""
     write_config(config, capsule, *certificate, extra="prefork 2")
     server = start_server("-c", str(config))
     try:
         wait_workers_listening(server, 2)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_two_workers_serve_one_port_and_a_killed_one_is_replaced(capsule, certificate, tmp_path):
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
         before = workers(server)
         assert sorted(before) == [0, 1]
         assert len({fetch(server.port, f"gemini://localhost:{server.port}/").status for _ in range(6)}) == 1
@@ -90,18 +101,13 @@ def test_two_workers_serve_one_port_and_a_killed_one_is_replaced(capsule, certif
             time.sleep(0.05)
         assert workers(server)[0] != before[0]
         wait_workers_listening(server, 3)
-    finally:
-        server.stop()
 
 
 def test_reload_starts_a_new_generation_and_the_old_one_finishes_its_requests(
     capsule, certificate, tmp_path
 ):
     config = tmp_path / "gmid.conf"
-    write_config(config, capsule, *certificate, extra="prefork 2")
-    server = start_server("-c", str(config))
-    try:
-        wait_workers_listening(server, 2)
+    with two_workers(config, capsule, certificate) as server:
         tls, data = slow_download(server.port)
         (capsule / "new").mkdir()
         (capsule / "new" / "index.gmi").write_text("# new generation\n")
@@ -114,8 +120,6 @@ def test_reload_starts_a_new_generation_and_the_old_one_finishes_its_requests(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024
-    finally:
-        server.stop()
 
 
 def test_sigterm_drains_the_workers(capsule, certificate, tmp_path):
@@ -236,16 +240,6 @@ def test_workers_answer_42_soon_for_a_spawned_program_that_exits_as_it_starts(
         server.stop()
 
 
-def file_with(path, text, timeout=5.0) -> str:
-    """The file's content once it holds ``text`` (workers write it asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        content = path.read_text() if path.exists() else ""
-        if text in content or time.monotonic() > deadline:
-            return content
-        time.sleep(0.02)
-
-
 def test_sigusr1_makes_every_worker_reopen_the_access_log(capsule, certificate, tmp_path):
     log_file = tmp_path / "access.log"
     config = tmp_path / "gmid.conf"
@@ -312,10 +306,7 @@ def test_sigterm_refuses_new_connections_at_once_while_a_download_finishes(
     capsule, certificate, tmp_path
 ):
     config = tmp_path / "gmid.conf"
-    write_config(config, capsule, *certificate, extra="prefork 2")
-    server = start_server("-c", str(config))
-    try:
-        wait_workers_listening(server, 2)
+    with two_workers(config, capsule, certificate) as server:
         tls, data = slow_download(server.port)
         server.process.send_signal(signal.SIGTERM)
         # Listeners close first, as with one process: a connect is refused
@@ -324,18 +315,13 @@ def test_sigterm_refuses_new_connections_at_once_while_a_download_finishes(
         assert server.process.poll() is None
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024
         assert server.process.wait(20) in (0, -signal.SIGTERM)
-    finally:
-        server.stop()
 
 
 def test_a_reload_that_drops_a_listener_refuses_its_new_connections_at_once(
     capsule, certificate, tmp_path
 ):
     config = tmp_path / "gmid.conf"
-    write_config(config, capsule, *certificate, extra="prefork 2")
-    server = start_server("-c", str(config))
-    try:
-        wait_workers_listening(server, 2)
+    with two_workers(config, capsule, certificate) as server:
         old_port = server.port
         tls, data = slow_download(old_port)
         since = len(server.log)
@@ -347,5 +333,3 @@ def test_a_reload_that_drops_a_listener_refuses_its_new_connections_at_once(
         wait_workers_listening(server, 4)
         assert fetch(new_port, f"gemini://localhost:{new_port}/", address="::1").status == 20
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024
-    finally:
-        server.stop()

@@ -95,6 +95,14 @@ def test_a_v1_header_with_a_bad_port_or_address_is_closed_with_one_log_line(prox
     assert "Traceback" not in proxied.log[before:] and "Unhandled" not in proxied.log[before:]
 
 
+def test_a_v1_header_without_crlf_in_its_107_bytes_is_closed_with_one_log_line(proxied):
+    port = proxied.port
+    before = len(proxied.log)
+    header = b"PROXY TCP4 " + b"1" * 120
+    assert exchange(port, header, f"gemini://localhost:{port}/\r\n".encode()) == b""
+    proxied.wait_for_log(r"malformed PROXY header PROXY TCP4 1+: no CRLF within 107 bytes", since=before)
+
+
 def test_connection_with_a_garbage_proxy_header_is_closed(proxied):
     port = proxied.port
     assert exchange(port, b"PROXY BOGUS nonsense\r\n", f"gemini://localhost:{port}/\r\n".encode()) == b""

@@ -122,3 +122,20 @@ def test_a_sigusr1_while_the_stop_drains_reopens_the_log_and_does_not_end_the_pr
         assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+def test_a_reload_whose_apply_fails_unexpectedly_is_logged_as_a_failed_reload(config):
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.reload import Reloader
+
+    def broken(applied) -> None:
+        raise RuntimeError("a bug while applying")
+
+    reloader = Reloader("the command line", lambda: (config, []), broken, ThreadedClock())
+    with capturedLogs() as events:
+        assert reloader.reload() is False
+    text = "\n".join(formatEvent(event) for event in events)
+    assert "reload failed: the command line" in text
+    assert any(event.get("log_failure") is not None for event in events)
+    assert "configuration reloaded" not in text
