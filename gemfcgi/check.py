@@ -58,16 +58,20 @@ def spawn_problem(command: str) -> Optional[str]:
 
 
 def access_log_problem(path: str) -> Optional[str]:
-    """What keeps the access log at ``path`` from being opened for appending; ``None`` if nothing."""
+    """
+    What keeps the access log at ``path`` from being opened for appending;
+    ``None`` if nothing. Asked with the effective IDs, the ones ``open``
+    is decided by.
+    """
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         return f"no directory {directory}"
     if os.path.isdir(path):
         return "is a directory"
     if os.path.exists(path):
-        if not os.access(path, os.W_OK):
+        if not os.access(path, os.W_OK, effective_ids=True):
             return "not writable"
-    elif not os.access(directory, os.W_OK | os.X_OK):
+    elif not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
         return f"cannot create a file in {directory}"
     return None
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from gemfcgi.check import spawn_problem
+import os
+import pwd
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gemfcgi.check import access_log_problem, spawn_problem
 
 
 def test_a_command_the_server_can_start_has_no_problem():
@@ -42,3 +52,50 @@ def test_a_listen_name_idna_cannot_encode_and_a_key_path_ending_in_a_slash_are_e
         "encoding with 'idna' codec failed (UnicodeError: label empty or too long)",
         f"gmid.conf:5: key {tmp_path / 'k.pem'}/: Not a directory",
     ]
+
+
+@contextmanager
+def without_write_permission() -> Iterator[Path]:
+    """
+    A directory holding ``old.log``, where the caller may write neither:
+    for root, by acting as ``nobody`` meanwhile (root passes every
+    permission check); for anyone else, by taking the write bits away.
+    """
+    directory = Path(tempfile.mkdtemp())
+    try:
+        (directory / "old.log").write_text("")
+        os.chmod(directory, 0o755)
+        os.chmod(directory / "old.log", 0o644)
+        if os.geteuid() != 0:
+            os.chmod(directory / "old.log", 0o444)
+            os.chmod(directory, 0o555)
+            try:
+                yield directory
+            finally:
+                os.chmod(directory, 0o755)
+            return
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("no account named nobody to act as")
+        os.setegid(nobody.pw_gid)
+        os.seteuid(nobody.pw_uid)
+        try:
+            yield directory
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_an_access_log_the_server_may_not_write_or_create_is_said_so():
+    with without_write_permission() as directory:
+        assert access_log_problem(str(directory / "old.log")) == "not writable"
+        assert access_log_problem(str(directory / "new.log")) == f"cannot create a file in {directory}"
+
+
+def test_an_access_log_the_server_may_write_or_create_has_no_problem(tmp_path):
+    (tmp_path / "old.log").write_text("")
+    assert access_log_problem(str(tmp_path / "old.log")) is None
+    assert access_log_problem(str(tmp_path / "new.log")) is None
