@@ -95,6 +95,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     def warning(origin: Optional[model.Origin], message: str) -> None:
         warnings.append(Diagnostic(*_where(origin, config), message, "warning"))
 
+    if not config.servers:
+        error(None, 'no server block: nothing to serve (add server "name" { ... })')
     try:
         identity_for(config)
     except PrivilegeError as problem:
@@ -170,6 +172,28 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                                 f"{unusable}; no client certificate it issued is accepted")
     return errors, warnings
 
+
+
+def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:
+    """
+    Warnings for what only ``twistd gemfcgi`` applies, with its worker
+    processes: ``prefork``, and the ``user`` and ``chroot`` they take on.
+    A program that serves a configuration itself (``gemfcgi.makeService``)
+    keeps its own process and privileges.
+    """
+    ignored = [
+        (directive, f"{directive} {value!r} is not applied in this program: it keeps its own "
+                    "privileges (twistd's --uid, --gid and --chroot set them)")
+        for directive, value in (("user", config.user), ("chroot", config.chroot))
+        if value is not None
+    ]
+    if config.prefork > 1:
+        ignored.append(("prefork", f"prefork {config.prefork} is not applied in this program: "
+                                   "one process serves"))
+    return [
+        Diagnostic(*_where(config.origins.get(directive), config), message, "warning")
+        for directive, message in ignored
+    ]
 
 def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
     """What keeps a backend from ever being reached, as a diagnostic; ``None`` if nothing."""

@@ -28,6 +28,7 @@ from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
 from gemfcgi.connections import ConnectionTracker, LimitedTLSFactory, hard_limit
 from gemfcgi.config import model
+from gemfcgi.config.errors import ConfigError
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
@@ -52,8 +53,16 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-class ListenError(ValueError):
+class StartError(ValueError):
+    """What keeps a service from starting (or a reload from applying); nothing it opened stays open."""
+
+
+class ListenError(StartError):
     """A listen endpoint string that cannot be used, with what to do about it."""
+
+
+class AccessLogError(StartError):
+    """The access file cannot be opened."""
 
 
 def listen_port(listen: model.Listen) -> int:
@@ -138,11 +147,17 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     ``serverFromString`` with errors a user can act on; a ``haproxy:``
     listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
     """
+    proxied = description.startswith("haproxy:")
+    inner_description = description[len("haproxy:"):] if proxied else description
+    if inner_description.startswith("ssl:"):
+        # Its TLS would sit where gemfcgi's own goes, and offer no
+        # certificate per server.
+        raise ListenError(
+            f"{description}: gemfcgi does TLS itself, with each server's certificate: "
+            "listen on a tcp: endpoint (same port and options, without the certificate ones)"
+        )
     try:
-        if description.startswith("haproxy:"):
-            inner = endpoints.serverFromString(reactor, description[len("haproxy:"):])
-            return proxy_header_endpoint(inner)
-        return endpoints.serverFromString(reactor, description)
+        inner = endpoints.serverFromString(reactor, inner_description)
     except (IndexError, KeyError) as error:
         if "systemd:" in description:
             raise ListenError(
@@ -152,6 +167,7 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
         raise ListenError(f"{description}: {error!r}") from error
     except ValueError as error:
         raise ListenError(f"{description}: {error}") from error
+    return proxy_header_endpoint(inner) if proxied else inner
 
 
 def _addresses_of(name: str) -> set[str]:
@@ -480,31 +496,48 @@ class GemfcgiService(MultiService):
         """
         site = build_site(config, self.timeouts, self.max_connections)
         store = build_certificates(config, site.routes)
-        # Each step that can fail leaves what runs as it was: new sockets
-        # are opened first and closed again if the backends cannot be.
+        # Each step that can fail leaves what runs as it was: the access
+        # file and new sockets are opened first and closed again if the
+        # backends cannot be.
+        access_log = self._new_access_log(config) if self.running else None
         planned = plan_listeners(config, self.listen)
-        added = self._open_listeners(planned, site, store)
+        try:
+            added = self._open_listeners(planned, site, store)
+        except Exception:
+            if access_log is not None:
+                access_log.close()
+            raise
         try:
             reconfigure_fastcgi(site, config, self.fastcgi)
         except Exception:
             _close(added)
+            if access_log is not None:
+                access_log.close()
             raise
         self._commit_listeners(planned, config, site, store, added)
         self.config, self.site = config, site
         if self.running:
-            self._open_access_log()
+            self._use_access_log(access_log)
 
-    def _open_access_log(self) -> None:
-        """The configured access file and syslog, replacing any previous writer."""
-        self._close_access_log()
-        settings = self.config.log
+    def _new_access_log(self, config: model.Config) -> Optional[AccessLogWriter]:
+        """A writer for ``config``'s access file and syslog; ``AccessLogError`` if the file cannot be opened."""
+        settings = config.log
         if settings.access is None and not settings.syslog:
-            return
+            return None
         path = settings.access
-        if path is not None and self.config.chroot and not self.chrooted:
-            path = os.path.join(self.config.chroot, path.lstrip("/"))
-        self.access_log = AccessLogWriter(settings, path)
-        globalLogPublisher.addObserver(self.access_log)
+        if path is not None and config.chroot and not self.chrooted:
+            path = os.path.join(config.chroot, path.lstrip("/"))
+        try:
+            return AccessLogWriter(settings, path)
+        except OSError as error:
+            raise AccessLogError(f"log access {settings.access}: {error.strerror or error}") from None
+
+    def _use_access_log(self, writer: Optional[AccessLogWriter]) -> None:
+        """Write access lines with ``writer`` (``None``: nowhere but the text log) from now on."""
+        self._close_access_log()
+        self.access_log = writer
+        if writer is not None:
+            globalLogPublisher.addObserver(writer)
 
     def _close_access_log(self) -> None:
         if self.access_log is not None:
@@ -526,12 +559,18 @@ class GemfcgiService(MultiService):
 
     def startService(self) -> None:
         """
-        Open the listening sockets first: if one cannot be opened (a port
-        in use), those already open are closed and ``ListenError`` is
-        raised before any FastCGI application is spawned, so that nothing
-        is left running after the failed start.
+        Open the access file and the listening sockets first: if one cannot
+        be opened (a port in use), those already open are closed and
+        ``ListenError`` (``AccessLogError``) is raised before any FastCGI
+        application is spawned, so that nothing is left running after the
+        failed start.
         """
         Service.startService(self)
+        try:
+            access_log = self._new_access_log(self.config)
+        except AccessLogError:
+            Service.stopService(self)
+            raise
         listeners = list(self.listeners.values())
         try:
             for listener in listeners:
@@ -540,12 +579,14 @@ class GemfcgiService(MultiService):
             for listener in listeners:
                 if listener.running:
                     listener.stopService()
+            if access_log is not None:
+                access_log.close()
             Service.stopService(self)
             raise
         self._rotation = LoopingCall(self.rotate_ticket_keys)
         self._rotation.clock = self.reactor
         self._rotation.start(TICKET_KEY_LIFETIME, now=False)
-        self._open_access_log()
+        self._use_access_log(access_log)
         if hasattr(signal, "SIGUSR1"):
             self._restore_usr1 = on_signal(signal.SIGUSR1, self.reopen_access_log, self.reactor)
         for service in self:
@@ -672,7 +713,22 @@ def makeService(
 
     ``listen`` overrides the configuration's ``listen on`` lines with Twisted
     server endpoint strings (without TLS: gemfcgi adds it).
+
+    ``config`` is checked as ``twistd gemfcgi`` checks it before it serves
+    (``gemfcgi.check``): what would fail later, or quietly answer every
+    request with ``51`` (a root that is not a directory), raises
+    ``ConfigError`` here, every problem as ``FILE:LINE: message``; warnings
+    are logged. ``user``, ``chroot`` and ``prefork`` are not applied in a
+    program of one's own: they are said to be ignored, in the log.
     """
+    # Imported here: the check reads this module's listener planning.
+    from gemfcgi.check import check_config, not_applied_in_one_process
+
+    errors, warnings = check_config(config)
+    if errors:
+        raise ConfigError(errors, warnings)
+    for diagnostic in [*warnings, *not_applied_in_one_process(config)]:
+        log.warn("{diagnostic}", diagnostic=str(diagnostic))
     return GemfcgiService(
         config,
         listen=listen,
@@ -682,3 +738,4 @@ def makeService(
         max_connections=max_connections,
         fastcgi_timeouts=fastcgi_timeouts,
     )
+

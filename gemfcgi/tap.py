@@ -35,7 +35,7 @@ from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader, Reloader
 from gemfcgi.server import Timeouts
-from gemfcgi.service import ListenError, makeService as make_gemfcgi_service
+from gemfcgi.service import GemfcgiService, ListenError, StartError
 
 DEMO_ROOT = Path(__file__).parent / "demo" / "capsule"
 LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\:1"]
@@ -210,7 +210,7 @@ def load_or_exit(options: Options) -> model.Config:
 class StartOrExit(MultiService):
     """
     What twistd starts. A socket that cannot be opened (a port in use, an
-    address this machine does not have) ends the start as a bad
+    address this machine does not have), or an access file, ends the start as a bad
     configuration does, before any FastCGI application is spawned: in the
     foreground (``-n``), with one line and exit status 1 rather than a
     traceback. A daemon raises instead: twistd reports an exception from
@@ -226,11 +226,13 @@ class StartOrExit(MultiService):
     def startService(self) -> None:
         try:
             super().startService()
-        except ListenError as error:
+        except StartError as error:
             if not self.foreground:
                 raise
             # twistd has standard error written to its log by now.
-            sys.exit(f"gemfcgi: cannot listen on {error}")
+            if isinstance(error, ListenError):
+                sys.exit(f"gemfcgi: cannot listen on {error}")
+            sys.exit(f"gemfcgi: {error}")
 
 
 def makeService(options: Options) -> Service:
@@ -284,7 +286,8 @@ def _make_service(options: Options) -> Service:
         service, apply = MultiService(), pool.reload
         pool.setServiceParent(service)
     else:
-        service = make_gemfcgi_service(config, listen=listen, **serving)
+        # Checked already, as the file was read (or built from checked options).
+        service = GemfcgiService(config, listen=listen, **serving)
         apply = service.reload
     # A hangup reloads in every mode, rather than ending the server at once
     # (the default action) and orphaning its spawned FastCGI applications:

@@ -38,11 +38,12 @@ def serve(plan: WorkerPlan) -> None:
     from twisted.logger import globalLogBeginner
 
     from gemfcgi.privileges import drop_privileges
-    from gemfcgi.service import makeService
+    from gemfcgi.service import GemfcgiService
     from gemfcgi.textlog import text_observer
 
     globalLogBeginner.beginLoggingTo([text_observer(sys.stdout)], redirectStandardIO=False)
-    service = makeService(
+    # Checked by the parent before it started the workers.
+    service = GemfcgiService(
         plan.config,
         listen=plan.listen,
         timeouts=plan.timeouts,

@@ -460,6 +460,7 @@ class _Parser:
         n = self._number("'prefork'")
         self._check(token, values.check_prefork(n))
         self.config.prefork = n
+        self.config.origins["prefork"] = _origin(token)
 
     def _user(self, token: Token) -> None:
         self.config.user = self._string("'user'")

@@ -99,3 +99,13 @@ def test_an_access_log_the_server_may_write_or_create_has_no_problem(tmp_path):
     (tmp_path / "old.log").write_text("")
     assert access_log_problem(str(tmp_path / "old.log")) is None
     assert access_log_problem(str(tmp_path / "new.log")) is None
+
+
+def test_a_configuration_without_any_server_is_an_error():
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    errors, _ = check_config(model.Config(source="empty.conf"))
+    assert [str(e) for e in errors] == [
+        'empty.conf:1: no server block: nothing to serve (add server "name" { ... })'
+    ]

@@ -67,3 +67,72 @@ def test_the_certificate_facts_match_the_fastcgi_parameters(tmp_path):
     assert facts.sha256 == alice.fingerprint(hashes.SHA256()).hex()
     assert facts.serial == alice.serial_number
     assert (facts.not_before, facts.not_after) == (alice.not_valid_before_utc, alice.not_valid_after_utc)
+
+
+def key_pair(tmp_path):
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    return tmp_path / "c.pem", tmp_path / "k.pem"
+
+
+def test_a_configuration_twistd_gemfcgi_would_refuse_is_refused_with_its_file_and_line(tmp_path):
+    import pytest
+
+    from gemfcgi.config import ConfigError, load_config
+
+    cert, key = key_pair(tmp_path)
+    conf = tmp_path / "gmid.conf"
+    conf.write_text(
+        'server "localhost" {\n'
+        "  listen on 127.0.0.1 port 0\n"
+        f'  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{tmp_path / "not-there"}"\n'
+        f'  location "/app/*" {{ fastcgi spawn "no-such-program-here" }}\n'
+        "}\n"
+    )
+    config, _ = load_config(str(conf))
+    with pytest.raises(ConfigError) as raised:
+        gemfcgi.makeService(config)
+    assert str(raised.value).splitlines() == [
+        f"{conf}:5: root {tmp_path / 'not-there'} is not a directory",
+        f"{conf}:6: fastcgi spawn: program 'no-such-program-here' not found in PATH (or not executable)",
+    ]
+    built = model.Config(servers=[model.Server(
+        name="localhost", cert=str(cert), key=str(key),
+        options=model.LocationOptions(root=str(tmp_path / "not-there")))])
+    with pytest.raises(ConfigError, match=r"^<config>:1: root .*not-there is not a directory$"):
+        gemfcgi.makeService(built)
+
+
+def test_what_only_twistd_gemfcgi_applies_is_said_to_be_ignored(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    from gemfcgi.config import load_config
+
+    cert, key = key_pair(tmp_path)
+    (tmp_path / "jail").mkdir()
+    conf = tmp_path / "gmid.conf"
+    conf.write_text(
+        'user "nobody"\n'
+        f'chroot "{tmp_path / "jail"}"\n'
+        "prefork 2\n"
+        'server "localhost" {\n'
+        "  listen on 127.0.0.1 port 0\n"
+        f'  cert "{cert}"\n  key "{key}"\n'
+        "}\n"
+    )
+    config, _ = load_config(str(conf))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        gemfcgi.makeService(config)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    warnings = [e["diagnostic"] for e in logged if "diagnostic" in e and e["log_level"].name == "warn"]
+    assert warnings == [
+        f"{conf}:1: user 'nobody' is not applied in this program: it keeps its own privileges "
+        "(twistd's --uid, --gid and --chroot set them)",
+        f"{conf}:2: chroot '{tmp_path / 'jail'}' is not applied in this program: it keeps its own "
+        "privileges (twistd's --uid, --gid and --chroot set them)",
+        f"{conf}:3: prefork 2 is not applied in this program: one process serves",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gemfcgi.config.model import Config, Listen, Server
 from gemfcgi.service import plan_listeners
 
@@ -48,3 +50,18 @@ def test_servers_on_the_same_address_share_its_socket_first_one_first():
         Server("a", listens=[Listen("127.0.0.1", 0)]),
         Server("b", listens=[Listen("127.0.0.1", 0)]),
     ) == [("tcp:0:interface=127.0.0.1:backlog=1024", ["a", "b"])]
+
+
+def test_an_ssl_endpoint_is_refused_before_it_reads_any_certificate():
+    from twisted.internet.testing import MemoryReactor
+
+    from gemfcgi.service import ListenError, server_endpoint
+
+    for description in ("ssl:1965", "ssl:1965:privateKey=k.pem:certKey=c.pem", "haproxy:ssl:1965"):
+        with pytest.raises(ListenError) as raised:
+            server_endpoint(MemoryReactor(), description)
+        assert str(raised.value) == (
+            f"{description}: gemfcgi does TLS itself, with each server's certificate: "
+            "listen on a tcp: endpoint (same port and options, without the certificate ones)"
+        )
+    assert server_endpoint(MemoryReactor(), "tcp:1965") is not None

@@ -139,3 +139,37 @@ def test_a_reload_whose_apply_fails_unexpectedly_is_logged_as_a_failed_reload(co
     assert "reload failed: the command line" in text
     assert any(event.get("log_failure") is not None for event in events)
     assert "configuration reloaded" not in text
+
+
+def test_an_access_file_that_cannot_be_opened_fails_the_start_before_any_socket_opens(config, tmp_path):
+    from gemfcgi.service import AccessLogError
+
+    missing = tmp_path / "no-such-dir" / "access.log"
+    config.log = model.LogSettings(access=str(missing), syslog=False)
+    reactor = MemoryReactorClock()
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=reactor)
+    with pytest.raises(AccessLogError) as raised:
+        service.startService()
+    assert str(raised.value) == f"log access {missing}: No such file or directory"
+    assert reactor.tcpServers == [] and not service.running
+
+
+def test_a_reload_whose_access_file_cannot_be_opened_changes_nothing(config, tmp_path):
+    from copy import deepcopy
+
+    from gemfcgi.service import AccessLogError
+
+    config.log = model.LogSettings(access=str(tmp_path / "access.log"), syslog=False)
+    config.servers[0].listens = [model.Listen("127.0.0.1", 1965)]
+    reactor = MemoryReactorClock()
+    service = GemfcgiService(config, reactor=reactor)
+    service.startService()
+    writer, site = service.access_log, service.site
+    bad = deepcopy(config)
+    bad.log = model.LogSettings(access=str(tmp_path / "no-such-dir" / "access.log"), syslog=False)
+    bad.servers[0].listens = [model.Listen("127.0.0.1", 1966)]
+    with pytest.raises(AccessLogError):
+        service.reload(bad)
+    assert (service.access_log, service.site, service.config) == (writer, site, config)
+    assert [port for port, *_ in reactor.tcpServers] == [1965]
+    assert writer._file is not None and not writer._file.closed
