@@ -5,7 +5,9 @@ Every request becomes a ``twisted.logger`` event in namespace
 ``gemfcgi.access`` carrying its fields, so twistd's log shows it (as gmid's
 ``legacy`` line plus bytes sent and duration) and any observer can format
 it. ``AccessLogWriter`` is such an observer: it writes the configured
-``log`` style to the ``access`` file and/or syslog, as gmid does.
+``log`` style to the ``access`` file and/or syslog, as gmid does. Each
+event names the service whose connection it is (``service``), so that
+two services in one program each write their own requests only.
 
 Styles, with gmid's fields; where a style has a size field it carries the
 bytes sent, and the duration follows as a last field:
@@ -40,6 +42,7 @@ from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
 from gemfcgi.config import model
+from gemfcgi.syslogsend import SYSLOG_SOCKET, SyslogSender
 from gemfcgi.textlog import printable, text_event
 
 NAMESPACE = "gemfcgi.access"
@@ -81,9 +84,9 @@ class AccessRecord:
         return f"{self.client_ip}:{self.client_port}"
 
 
-def emit(record: AccessRecord, now: float) -> None:
+def emit(record: AccessRecord, now: float, service: object = None) -> None:
     """
-    Publish the access event for ``record``.
+    Publish the access event for ``record``, a request served by ``service``.
 
     Its text is the legacy line as it is (``textlog.text_event``), cheap
     for the twistd log to write, with the fields for other styles beside.
@@ -111,6 +114,7 @@ def emit(record: AccessRecord, now: float) -> None:
         bytes_sent=record.bytes_sent,
         duration_ms=duration_ms,
         common_name=printable(record.common_name),
+        service=service,
     )
     log.observer(event)
 
@@ -151,16 +155,26 @@ class AccessLogWriter:
     """
     Writes access events to the configured file and/or syslog.
 
+    Only the events of ``service`` are its own, when one is given.
     ``reopen`` opens the file again, for log rotation (SIGUSR1).
     """
 
-    def __init__(self, settings: model.LogSettings, path: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        settings: model.LogSettings,
+        path: Optional[str] = None,
+        service: object = None,
+        syslog_socket: str = SYSLOG_SOCKET,
+    ) -> None:
         self.settings = settings
         self.path = path if path is not None else settings.access
+        self.service = service
         self._file: Optional[IO[str]] = None
-        if settings.syslog:
-            syslog.openlog("gemfcgi", syslog.LOG_PID, FACILITIES.get(settings.facility, syslog.LOG_DAEMON))
+        self._syslog: Optional[SyslogSender] = None
         self.reopen()
+        if settings.syslog:
+            facility = FACILITIES.get(settings.facility, syslog.LOG_DAEMON)
+            self._syslog = SyslogSender("gemfcgi", facility, syslog_socket)
 
     def reopen(self) -> bool:
         """
@@ -196,12 +210,17 @@ class AccessLogWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._syslog is not None:
+            self._syslog.close()
+            self._syslog = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("log_namespace") != NAMESPACE or "status" not in event:
             return
+        if self.service is not None and event.get("service") is not self.service:
+            return
         line = format_line(self.settings.style, event)
         if self._file is not None:
             self._file.write(line + "\n")
-        if self.settings.syslog:
-            syslog.syslog(syslog.LOG_NOTICE, line)
+        if self._syslog is not None:
+            self._syslog.send(syslog.LOG_NOTICE, line)

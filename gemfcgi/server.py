@@ -76,6 +76,8 @@ class Site:
     max_connections: int = field(default_factory=default_max_connections)
     chroot: Optional[str] = None
     handlers: dict[str, Callable[..., None]] = field(default_factory=dict)
+    # The service serving it: its access log takes this site's requests.
+    service: Any = None
 
 
 class State(enum.Enum):
@@ -413,7 +415,7 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"
-        accesslog.emit(self.record, self.clock.seconds())
+        accesslog.emit(self.record, self.clock.seconds(), self.site.service)
 
 
 class GeminiFactory(Factory):

@@ -386,6 +386,7 @@ class GemfcgiService(MultiService):
         self.max_connections = max_connections
         self.config = config
         self.site = build_site(config, self.timeouts, max_connections)
+        self.site.service = self
         # Backends first, so spawned apps start before the first request.
         self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
         self.fastcgi.setServiceParent(self)
@@ -495,6 +496,7 @@ class GemfcgiService(MultiService):
         if its certificates or listeners cannot be used.
         """
         site = build_site(config, self.timeouts, self.max_connections)
+        site.service = self
         store = build_certificates(config, site.routes)
         # Each step that can fail leaves what runs as it was: the access
         # file and new sockets are opened first and closed again if the
@@ -528,7 +530,7 @@ class GemfcgiService(MultiService):
         if path is not None and config.chroot and not self.chrooted:
             path = os.path.join(config.chroot, path.lstrip("/"))
         try:
-            return AccessLogWriter(settings, path)
+            return AccessLogWriter(settings, path, service=self)
         except OSError as error:
             raise AccessLogError(f"log access {settings.access}: {error.strerror or error}") from None
 
@@ -554,7 +556,8 @@ class GemfcgiService(MultiService):
 
     def reopen_access_log(self) -> None:
         """SIGUSR1: reopen the access file after it was rotated."""
-        if self.access_log is not None and self.access_log.reopen():
+        writer = self.access_log
+        if writer is not None and writer.path is not None and writer.reopen():
             log.info("access log reopened")
 
     def startService(self) -> None:

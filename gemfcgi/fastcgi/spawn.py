@@ -37,10 +37,12 @@ a program that ends is not started again.
 Programs like ``fcgiwrap -c N`` and php-cgi with PHP_FCGI_CHILDREN fork
 workers that share the listening socket and the output pipes. Signalling
 only the parent would leave them orphaned, still accepting requests, so
-every program runs in a session of its own (started through a one-line
-Python launcher that calls ``setsid`` before ``exec``) and signals go to
-its whole process group. The supervisor watches the parent's exit, not the
-pipes, which workers may hold open after it.
+every program runs in a session of its own (started through util-linux's
+``setsid``, or a few lines of Python that call it before ``exec``) and
+signals go to its whole process group. The supervisor watches the parent's
+exit, not the pipes, which workers may hold open after it. Should the
+server die without stopping it, the program gets SIGTERM from the kernel
+(the parent-death signal), rather than running on without a server.
 
 Programs run under the batch scheduling policy (``SCHED_BATCH``, same
 nice value and CPU share) where the platform has it. A program woken by a
@@ -93,8 +95,17 @@ MAX_RESTART_DELAY = 30.0
 # answered a request: back off before the next start.
 RESTART_THRESHOLD = 1.0
 MAX_OUTPUT_LINE = 4096
-# Runs the program as the leader of a new session and process group.
-_LAUNCHER = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[2:])"
+# Runs the program as the leader of a new session and process group, to be
+# sent SIGTERM should the server die (PR_SET_PDEATHSIG, where there is one).
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "except (AttributeError, OSError):\n"
+    "    pass\n"
+    "os.setsid()\n"
+    "os.execv(sys.argv[1], sys.argv[2:])"
+)
 
 
 def find_program(name: str, env: Mapping[str, str]) -> Optional[str]:
@@ -104,14 +115,20 @@ def find_program(name: str, env: Mapping[str, str]) -> Optional[str]:
 
 def _launch_argv(executable: str, argv: list[str]) -> list[str]:
     """
-    The command that runs ``argv`` as the leader of a new session:
-    util-linux's ``setsid`` (which any user may run; it keeps the pid), else
-    this Python (which a program run as another user may not be allowed to
-    execute).
+    The command that runs ``argv`` as the leader of a new session, which
+    gets SIGTERM when the server ends without stopping it (killed, or a
+    program embedding gemfcgi that ends at a signal without a graceful
+    stop): util-linux's ``setpriv --pdeathsig`` and ``setsid`` (which any
+    user may run; they keep the pid), else this Python (which a program run
+    as another user may not be allowed to execute). A graceful stop still
+    drains first; this only keeps a program from running on for good, with
+    nobody to send it requests.
     """
-    setsid = shutil.which("setsid", path=os.defpath + ":/usr/bin:/bin")
-    if setsid is not None:
-        return [setsid, "--", executable, *argv[1:]]
+    where = os.defpath + ":/usr/bin:/bin"
+    setsid = shutil.which("setsid", path=where)
+    setpriv = shutil.which("setpriv", path=where)
+    if setsid is not None and setpriv is not None:
+        return [setpriv, "--pdeathsig", "TERM", "--", setsid, "--", executable, *argv[1:]]
     return [sys.executable, "-c", _LAUNCHER, executable, *argv]
 
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import sys
 import subprocess
 import threading
 import time
@@ -438,3 +439,30 @@ def test_app_killed_mid_reply_ends_the_reply_and_leaks_no_process(failing):
              what=f"as many processes as before ({len(before)})")
     wait_for(lambda: open_fds(pid) <= fds, timeout=5, what=f"descriptors back to {fds}")
     assert get(failing, "/").status == 20
+
+
+def test_a_server_killed_outright_takes_its_spawned_app_with_it(certificate, capsule):
+    # No graceful stop (SIGKILL, a crash, a program that ends at a signal):
+    # the kernel's parent-death signal ends the app, which would otherwise
+    # run on with nobody to send it a request.
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    command = f"{sys.executable} -m gemfcgi.demo.app"
+    processes = Processes()
+    try:
+        server = processes.server(server_spec(
+            certificate, [{"pattern": "/app/*", "backend": {"spawn": command}}], root=str(capsule)
+        ))
+        assert get(server, "/app/hello").status == 20
+        apps = descendants(server.process.pid)
+        assert apps
+        server.process.kill()
+        server.process.wait()
+        wait_for(lambda: not any(running(pid) for pid in apps), timeout=10,
+                 what=f"the spawned app ({sorted(apps)}) to end with its server")
+    finally:
+        processes.stop_all()

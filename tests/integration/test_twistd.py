@@ -250,6 +250,46 @@ def test_an_embedded_service_whose_port_is_in_use_raises_and_closes_what_it_open
     ], result.stderr.decode()
 
 
+# README's lower-level path, as it is written there, on an endpoint of the program's own.
+EMBEDDED_PARTS = """
+import sys
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
+import gemfcgi
+from gemfcgi.config import model
+
+cert, key, root = sys.argv[1:4]
+config = model.Config(servers=[model.Server(
+    name="localhost", cert=cert, key=key, options=model.LocationOptions(root=root))])
+endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+
+site = gemfcgi.build_site(config)
+tls = gemfcgi.ServerTLS(gemfcgi.build_certificates(config, site.routes))
+listening = endpoint.listen(TLSMemoryBIOFactory(tls, False, gemfcgi.GeminiFactory(site)))
+
+listening.addCallback(lambda port: print(port.getHost().port, flush=True))
+reactor.run()
+"""
+
+
+def test_the_parts_wired_on_an_endpoint_of_ones_own_serve_as_readme_says(tmp_path, certificate):
+    cert, key = certificate
+    (tmp_path / "index.gmi").write_text("# parts\n")
+    process = subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED_PARTS, cert, key, str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+    )
+    try:
+        port = int(process.stdout.readline())
+        reply = fetch(port, f"gemini://localhost:{port}/")
+        assert (reply.header, reply.body, reply.clean_close) == (b"20 text/gemini", b"# parts\n", True)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def wait_for_text(path, pattern, timeout=15.0):
     """The first match of ``pattern`` in the file at ``path``, once it is there."""
     deadline = time.monotonic() + timeout

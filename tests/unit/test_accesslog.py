@@ -147,3 +147,94 @@ def test_reopen_moves_to_the_new_file(tmp_path):
     writer.close()
     assert "example.com/after" in path.read_text()
     assert "example.com/after" not in (tmp_path / "access.log.1").read_text()
+
+
+def listening_syslog(path):
+    import socket
+
+    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    daemon.bind(str(path))
+    daemon.settimeout(5)
+    return daemon
+
+
+def test_syslog_lines_carry_gemfcgis_name_and_facility_and_leave_the_programs_alone(
+    tmp_path, monkeypatch
+):
+    import os
+    import syslog
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    # The C library's identity is the whole process's: the embedding
+    # program's own syslog lines keep their name.
+    touched = []
+    for name in ("openlog", "syslog", "closelog"):
+        monkeypatch.setattr(syslog, name, lambda *args, name=name: touched.append(name))
+    daemon = listening_syslog(tmp_path / "log")
+    writer = accesslog.AccessLogWriter(
+        model.LogSettings(syslog=True, facility="local3"), syslog_socket=str(tmp_path / "log")
+    )
+    writer(access_event("gemini://example.com/page"))
+    assert touched == []
+    line = daemon.recv(4096).decode()
+    priority = syslog.LOG_LOCAL3 | syslog.LOG_NOTICE
+    assert re.fullmatch(
+        rf"<{priority}>[A-Z][a-z]{{2}} [ \d]\d \d\d:\d\d:\d\d gemfcgi\[{os.getpid()}\]: "
+        r"192\.0\.2\.7:40001 GET gemini://example\.com/page 20 text/gemini",
+        line,
+    ), line
+    writer.close()
+    daemon.close()
+
+
+def test_a_syslog_daemon_that_restarted_gets_the_next_line(tmp_path):
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    path = tmp_path / "log"
+    daemon = listening_syslog(path)
+    writer = accesslog.AccessLogWriter(model.LogSettings(syslog=True), syslog_socket=str(path))
+    daemon.close()
+    path.unlink()
+    writer(access_event("gemini://example.com/lost"))
+    daemon = listening_syslog(path)
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        writer(access_event("gemini://example.com/after"))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert "example.com/after" in daemon.recv(4096).decode()
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn] == [
+        "syslog: 1 access lines were dropped while the syslog daemon did not take them"
+    ]
+    writer.close()
+    daemon.close()
+
+
+def test_each_service_writes_its_own_requests_only(tmp_path):
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    one, two = object(), object()
+    writers = {
+        name: accesslog.AccessLogWriter(
+            model.LogSettings(access=str(tmp_path / f"{name}.log"), syslog=False), service=service
+        )
+        for name, service in (("one", one), ("two", two))
+    }
+    for service, url in ((one, "gemini://one.example/"), (two, "gemini://two.example/")):
+        event = access_event(url)
+        event["service"] = service
+        for writer in writers.values():
+            writer(event)
+    for writer in writers.values():
+        writer.close()
+    assert "one.example" in (tmp_path / "one.log").read_text()
+    assert "two.example" not in (tmp_path / "one.log").read_text()
+    assert "two.example" in (tmp_path / "two.log").read_text()
+    assert "one.example" not in (tmp_path / "two.log").read_text()

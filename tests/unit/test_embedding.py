@@ -136,3 +136,25 @@ def test_what_only_twistd_gemfcgi_applies_is_said_to_be_ignored(tmp_path):
         "privileges (twistd's --uid, --gid and --chroot set them)",
         f"{conf}:3: prefork 2 is not applied in this program: one process serves",
     ]
+
+
+def test_two_services_in_one_program_each_log_their_own_requests(tmp_path):
+    services = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        service = make_service(tmp_path / name)
+        service.config.log = model.LogSettings(access=str(tmp_path / f"{name}.log"), syslog=False)
+        services.append(service)
+    for service in services:
+        service.startService()
+    try:
+        for service in services:
+            protocol = GeminiProtocol(service.site, Clock())
+            protocol.makeConnection(TLSStringTransport())
+            protocol.handshakeCompleted()
+            protocol.dataReceived(b"gemini://localhost/\r\n")
+            protocol.connectionLost(None)
+    finally:
+        for service in services:
+            service.stopService()
+    assert [len((tmp_path / f"{name}.log").read_text().splitlines()) for name in ("one", "two")] == [1, 1]

@@ -173,3 +173,19 @@ def test_a_reload_whose_access_file_cannot_be_opened_changes_nothing(config, tmp
     assert (service.access_log, service.site, service.config) == (writer, site, config)
     assert [port for port, *_ in reactor.tcpServers] == [1965]
     assert writer._file is not None and not writer._file.closed
+
+
+def test_sigusr1_without_an_access_file_reopens_nothing_and_says_nothing(config):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    config.log = model.LogSettings(syslog=True)
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=MemoryReactorClock())
+    service.startService()
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        service.reopen_access_log()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        service.stopService()
+    assert [formatEvent(e) for e in seen] == []

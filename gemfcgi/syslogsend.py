@@ -1,0 +1,92 @@
+"""
+Lines to the local syslog daemon, the way the C library's ``syslog()``
+writes them, without its process-wide state.
+
+The C library keeps one identity and facility per process (``openlog``):
+a server embedded in a program of its own would take the program's syslog
+name over, and the program's ``openlog`` would take the server's. Here
+each sender has its own socket, name and facility.
+
+A line is ``<PRIORITY>Mmm dd hh:mm:ss NAME[PID]: TEXT`` (RFC 3164), sent
+as one datagram to ``/dev/log`` (journald's and rsyslog's socket). The
+socket is connected when the sender is made, so that a server that then
+enters a chroot, where there is no ``/dev/log``, keeps it. It does not
+block: should the daemon fall behind, lines are dropped rather than the
+server stalling with them, and the text log says so once per such spell.
+A daemon that restarted is reconnected to at the next line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from typing import Optional
+
+from twisted.logger import Logger
+
+log = Logger()
+
+SYSLOG_SOCKET = "/dev/log"
+
+
+class SyslogSender:
+    def __init__(self, name: str, facility: int, path: str = SYSLOG_SOCKET) -> None:
+        self.name = name
+        self.facility = facility
+        self.path = path
+        self.dropped = 0
+        self._socket: Optional[socket.socket] = None
+        self._connect()
+
+    def _connect(self) -> bool:
+        self.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            return False
+        self._socket = sock
+        return True
+
+    def send(self, priority: int, text: str) -> None:
+        stamp = time.strftime("%b %e %H:%M:%S")
+        data = f"<{self.facility | priority}>{stamp} {self.name}[{os.getpid()}]: {text}".encode(
+            "utf-8", "replace"
+        )
+        sent = self._deliver(data)
+        if sent is None and self._connect():
+            # The daemon went away (restarted): once more, on a new connection.
+            sent = self._deliver(data)
+        if not sent:
+            self.dropped += 1
+            return
+        if self.dropped:
+            log.warn(
+                "syslog: {count} access lines were dropped while the syslog daemon did not take them",
+                count=self.dropped,
+            )
+            self.dropped = 0
+
+    def _deliver(self, data: bytes) -> Optional[bool]:
+        """``True`` if sent, ``False`` if the daemon is behind, ``None`` if the connection is gone."""
+        if self._socket is None:
+            return None
+        try:
+            self._socket.send(data)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            if error.errno == errno.EMSGSIZE:
+                return False
+            self.close()
+            return None
+        return True
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
