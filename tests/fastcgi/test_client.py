@@ -713,11 +713,13 @@ def test_spawned_app_gets_the_listening_socket_as_fd_0_in_a_session_of_its_own(s
     assert stat.S_ISSOCK(os.stat(app.socket_path).st_mode)
     assert process.child_fds[0] == app._socket.fileno()
     assert process.child_fds[1] == process.child_fds[2] == "r"
-    if process.argv[0].endswith("/setsid"):
-        assert process.argv[1] == "--" and process.argv[2].endswith("/sh")
-        assert process.argv[3:] == ["app.sh", "--flag"]
+    if process.argv[0].endswith("/setpriv"):
+        assert process.argv[1:4] == ["--pdeathsig", "TERM", "--"]
+        assert process.argv[4].endswith("/setsid") and process.argv[5] == "--"
+        assert process.argv[6].endswith("/sh") and process.argv[7:] == ["app.sh", "--flag"]
     else:
         assert process.argv[0] == sys.executable and "os.setsid()" in process.argv[2]
+        assert "prctl(1, signal.SIGTERM)" in process.argv[2]
         assert process.argv[3].endswith("/sh") and process.argv[4:] == ["sh", "app.sh", "--flag"]
 
 
