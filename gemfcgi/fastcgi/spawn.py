@@ -284,16 +284,19 @@ class SpawnedApp(Service):
         self.socket_path = os.path.join(self._directory, "fastcgi.sock")
         if self.owner is not None:
             os.chown(self._directory, *self.owner)
-        self._open_socket()
         self._spawn()
 
     def _open_socket(self) -> None:
         assert self.socket_path is not None
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listening.bind(self.socket_path)
-        listening.listen(LISTEN_BACKLOG)
-        if self.owner is not None:
-            os.chown(self.socket_path, *self.owner)
+        try:
+            listening.bind(self.socket_path)
+            listening.listen(LISTEN_BACKLOG)
+            if self.owner is not None:
+                os.chown(self.socket_path, *self.owner)
+        except OSError:
+            listening.close()
+            raise
         self._socket = listening
 
     def _close_socket(self) -> None:
@@ -339,7 +342,21 @@ class SpawnedApp(Service):
     # -- one run -------------------------------------------------------------
 
     def _spawn(self) -> None:
+        """
+        Start a run. What the system refuses for now (no descriptor left,
+        no memory to fork) is a failed start, tried again with the same
+        back-off: the program must not stay down once the shortage is over.
+        """
         self._restart = None
+        try:
+            self._start_run()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            log.error("{backend}: cannot start: {reason}", backend=self.name, reason=reason)
+            self._schedule_restart()
+            self._failed_to_start(f"cannot start: {reason}")
+
+    def _start_run(self) -> None:
         if self._socket is None:
             self._open_socket()
         assert self._socket is not None

@@ -674,6 +674,37 @@ class InstantlyFailingReactor(SpawningReactor):
         return process
 
 
+class ShortOfDescriptorsOnceReactor(SpawningReactor):
+    """The first fork fails as it does when the server has no descriptor left."""
+
+    failures = 1
+
+    def spawnProcess(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise OSError(24, "Too many open files")
+        return super().spawnProcess(*args, **kwargs)
+
+
+def test_a_start_the_system_refuses_for_now_is_tried_again_and_refused_at_once_meanwhile():
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    reactor = ShortOfDescriptorsOnceReactor()
+    app = SpawnedApp("spawn:sh app.sh", "sh app.sh", reactor, kill_timeout=2)
+    with capturedLogs() as logs:
+        app.startService()
+        assert reactor.processes == []
+        # Meanwhile requests are refused at once, not left in a backlog.
+        assert app.failed_start == "cannot start: Too many open files; next start in 0.1 s"
+        assert app._socket is None
+        reactor.advance(0.1)
+    assert "spawn:sh app.sh: cannot start: Too many open files" in warnings(logs)
+    assert len(reactor.processes) == 1 and app.pid is not None
+    assert app.failed_start is None and app._socket is not None
+    app.stopService()
+    reactor.processes[0].exit(0)
+
+
 def test_a_program_that_ends_inside_spawn_process_is_known_by_its_pid_and_stops_at_once():
     from gemfcgi.fastcgi.spawn import SpawnedApp
 
