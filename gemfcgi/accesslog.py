@@ -36,7 +36,7 @@ import os
 import syslog
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
 from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
@@ -169,7 +169,10 @@ class AccessLogWriter:
         self.settings = settings
         self.path = path if path is not None else settings.access
         self.service = service
-        self._file: Optional[IO[str]] = None
+        # One os.write per line, on a descriptor opened for appending: a
+        # line is in the file whole, or (a full disk) known not to be.
+        self._fd: Optional[int] = None
+        self._unwritten = 0
         self._syslog: Optional[SyslogSender] = None
         self.reopen()
         if settings.syslog:
@@ -192,7 +195,7 @@ class AccessLogWriter:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as error:
-            if self._file is None:
+            if self._fd is None:
                 raise
             _log.error(
                 "cannot reopen the access log {path}: {reason}; "
@@ -201,15 +204,42 @@ class AccessLogWriter:
                 reason=error.strerror or str(error),
             )
             return False
-        previous, self._file = self._file, os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+        previous, self._fd = self._fd, fd
         if previous is not None:
-            previous.close()
+            os.close(previous)
         return True
 
+    def _write(self, data: bytes) -> None:
+        """
+        Append one line. A file that cannot take it (a full disk, an I/O
+        error) is said once, with the reason, and again when it takes lines
+        again, with how many it did not: not a traceback per request.
+        """
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as error:
+            if not self._unwritten:
+                _log.error(
+                    "cannot write to the access log {path}: {reason}; "
+                    "its lines are lost until it can be written again",
+                    path=self.path,
+                    reason=error.strerror or str(error),
+                )
+            self._unwritten += 1
+            return
+        if self._unwritten:
+            _log.info(
+                "the access log {path} is written again; {count} lines could not be",
+                path=self.path,
+                count=self._unwritten,
+            )
+            self._unwritten = 0
+
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._syslog is not None:
             self._syslog.close()
             self._syslog = None
@@ -220,7 +250,7 @@ class AccessLogWriter:
         if self.service is not None and event.get("service") is not self.service:
             return
         line = format_line(self.settings.style, event)
-        if self._file is not None:
-            self._file.write(line + "\n")
+        if self._fd is not None:
+            self._write((line + "\n").encode("utf-8", "surrogateescape"))
         if self._syslog is not None:
             self._syslog.send(syslog.LOG_NOTICE, line)

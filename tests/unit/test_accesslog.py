@@ -238,3 +238,35 @@ def test_each_service_writes_its_own_requests_only(tmp_path):
     assert "two.example" not in (tmp_path / "one.log").read_text()
     assert "two.example" in (tmp_path / "two.log").read_text()
     assert "one.example" not in (tmp_path / "two.log").read_text()
+
+
+def test_a_file_that_cannot_take_lines_is_said_once_not_per_request(tmp_path):
+    import os
+
+    import pytest
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    # /dev/full answers every write as a full disk does.
+    writer = accesslog.AccessLogWriter(model.LogSettings(access="/dev/full", syslog=False))
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for number in range(3):
+            writer(access_event(f"gemini://example.com/{number}"))
+        writer.path = str(tmp_path / "access.log")
+        assert writer.reopen()
+        writer(access_event("gemini://example.com/after"))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        writer.close()
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
+        "cannot write to the access log /dev/full: No space left on device; "
+        "its lines are lost until it can be written again",
+        f"the access log {tmp_path / 'access.log'} is written again; 3 lines could not be",
+    ]
+    assert "example.com/after" in (tmp_path / "access.log").read_text()

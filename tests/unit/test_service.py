@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -172,7 +173,7 @@ def test_a_reload_whose_access_file_cannot_be_opened_changes_nothing(config, tmp
         service.reload(bad)
     assert (service.access_log, service.site, service.config) == (writer, site, config)
     assert [port for port, *_ in reactor.tcpServers] == [1965]
-    assert writer._file is not None and not writer._file.closed
+    assert writer._fd is not None and os.fstat(writer._fd)
 
 
 def test_sigusr1_without_an_access_file_reopens_nothing_and_says_nothing(config):
