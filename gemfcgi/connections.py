@@ -12,21 +12,49 @@ import fcntl
 import resource
 import struct
 import termios
+import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+
+log = Logger()
 
 # Seconds a drain waits for aborted connections to be lost (they are, a
 # reactor turn after the abort) before it ends anyway.
 ABORT_GRACE = 1.0
+# Seconds between two lines about connections closed at the hard limit.
+REFUSALS_EVERY = 10.0
 
 
 class ConnectionTracker:
     def __init__(self) -> None:
         self.active: set[Any] = set()
         self._waiters: list[Deferred] = []
+        self._refused = 0
+        self._refusals_said = float("-inf")
+
+    def refuse(self, limit: int) -> None:
+        """
+        A connection beyond the hard limit is closed before any TLS work:
+        said in the log, at most every ``REFUSALS_EVERY`` seconds, with how
+        many were since the last line, so that shedding load is seen.
+        """
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusals_said < REFUSALS_EVERY:
+            return
+        log.warn(
+            "{count} connections closed before TLS: {held} held, the hard limit is {limit} "
+            "(--max-connections and the few let in to be told 41)",
+            count=self._refused,
+            held=len(self.active),
+            limit=limit,
+        )
+        self._refused = 0
+        self._refusals_said = now
 
     def __len__(self) -> int:
         return len(self.active)
@@ -95,13 +123,16 @@ class ConnectionTracker:
 def default_max_connections() -> int:
     """
     As many connections as the descriptor limit allows: each may hold a
-    FastCGI socket besides its own, and some descriptors are kept for
-    listeners, logs and files.
+    file or a FastCGI socket besides its own, those beyond it up to the hard
+    limit (``hard_limit``) hold one while they are told ``41``, and some
+    descriptors are kept for listeners, logs and spawned programs' pipes.
+    So ``2 * N + N / 8 + 8`` must fit in the limit less those: ``N`` is
+    8/17 of what is left.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 65536
-    return max(16, min(20000, (soft - 64) // 2))
+    return max(16, min(20000, (soft - 64 - 8) * 8 // 17))
 
 
 def hard_limit(max_connections: int) -> int:
@@ -125,6 +156,7 @@ class LimitedTLSFactory(TLSMemoryBIOFactory):
 
     def buildProtocol(self, addr):
         if len(self.connections) >= self.limit:
+            self.connections.refuse(self.limit)
             return None
         return super().buildProtocol(addr)
 

@@ -9,13 +9,16 @@ are opened non-blocking so that a FIFO can never stall the reactor.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from gemfcgi.gemini import status
@@ -23,6 +26,7 @@ from gemfcgi.gemini.request import Request
 from gemfcgi.mime import GEMINI, MimeTable
 from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import PathSettings
+from gemfcgi.textlog import StderrLimiter
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
@@ -35,6 +39,28 @@ CHUNK_SIZE = 256 * 1024
 MAX_BYTES_PER_TURN = 4 * 1024 * 1024
 
 URL_SAFE = "/-._~!$&'()*+,;=:@"
+
+log = Logger()
+
+# What an open (or a directory read) fails with when the file is not there
+# for this server to serve: 51, as in gmid. Anything else is the server's
+# trouble, not the page's: a crawler told 51 would drop a page that exists.
+NOT_THERE = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENAMETOOLONG,
+     errno.ENXIO, errno.EISDIR}
+)
+# Short of something for now: 41, as for a connection beyond the limit.
+SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
+
+
+class _Monotonic:
+    """A clock for the rate limit below, which no reactor reaches."""
+
+    seconds = staticmethod(time.monotonic)
+
+
+# Under a shortage every request may fail: a few lines, and a count of the rest.
+_failures = StderrLimiter(_Monotonic(), limit=5, window=10.0)
 
 
 @lru_cache(maxsize=256)
@@ -177,8 +203,10 @@ def _send_file(
             return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        if unreadable is not None:
+    except OSError as error:
+        if error.errno not in NOT_THERE:
+            _cannot_read(client, path, error)
+        elif unreadable is not None:
             unreadable()
         else:
             client.respond(status.NOT_FOUND, "not found")
@@ -223,11 +251,30 @@ def _send_listing(
 ) -> None:
     try:
         body = directory_listing(real_dir, path)
-    except OSError:
-        client.respond(status.NOT_FOUND, "not found")
+    except OSError as error:
+        if error.errno not in NOT_THERE:
+            _cannot_read(client, real_dir, error)
+        else:
+            client.respond(status.NOT_FOUND, "not found")
         return
     client.send_header(status.SUCCESS, with_lang(GEMINI, settings), body)
     client.finish()
+
+
+def _cannot_read(client: "GeminiProtocol", path: str, error: OSError) -> None:
+    """A file that is there but cannot be read now: ``41`` or ``40``, and a log line."""
+    allowed, dropped = _failures.allow()
+    if allowed:
+        log.warn(
+            "cannot read {path}: {reason}{dropped}",
+            path=path,
+            reason=error.strerror or str(error),
+            dropped=f" ({dropped} more such failures not logged)" if dropped else "",
+        )
+    if error.errno in SHORT_OF:
+        client.respond(status.SERVER_UNAVAILABLE, "server busy, try again later")
+    else:
+        client.respond(status.TEMPORARY_FAILURE, "cannot read the file")
 
 
 @implementer(IPushProducer)

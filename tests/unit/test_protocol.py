@@ -267,6 +267,49 @@ def test_an_index_that_cannot_be_opened_leaves_the_directory_to_auto_index(tmp_p
         assert transport.value().decode().splitlines() == expected
 
 
+@pytest.mark.parametrize(
+    "failure, expected",
+    [
+        (OSError(24, "Too many open files"), "41 server busy, try again later"),
+        (OSError(5, "Input/output error"), "40 cannot read the file"),
+    ],
+    ids=["out of descriptors", "I/O error"],
+)
+def test_a_file_that_is_there_but_cannot_be_opened_now_is_not_a_51(tmp_path, monkeypatch, failure, expected):
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.handlers import static
+    from gemfcgi.textlog import StderrLimiter
+
+    monkeypatch.setattr(static, "_failures", StderrLimiter(static._Monotonic(), limit=5, window=10.0))
+    (tmp_path / "page.gmi").write_text("# there\n")
+    (tmp_path / "dir").mkdir()
+    real_open, real_scandir = static.os.open, static.os.scandir
+
+    def failing(real):
+        def call(path, *args, **kwargs):
+            if str(path).endswith(("/page.gmi", "/dir")):
+                raise failure
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(static.os, "open", failing(real_open))
+    monkeypatch.setattr(static.os, "scandir", failing(real_scandir))
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(tmp_path), auto_index=True))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    with capturedLogs() as logs:
+        for path in (b"/page.gmi", b"/dir/"):
+            protocol, transport, _ = connect(site)
+            protocol.dataReceived(b"gemini://localhost" + path + b"\r\n")
+            assert transport.value().decode().splitlines() == [expected]
+    lines = [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"]
+    assert lines == [
+        f"cannot read {tmp_path / 'page.gmi'}: {failure.strerror}",
+        f"cannot read {tmp_path / 'dir'}: {failure.strerror}",
+    ]
+
+
 def test_a_failing_handler_costs_its_request_a_40_not_a_silent_close(site):
     def broken(client, request, settings):
         raise RuntimeError("a bug")

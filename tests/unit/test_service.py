@@ -190,3 +190,17 @@ def test_sigusr1_without_an_access_file_reopens_nothing_and_says_nothing(config)
         globalLogPublisher.removeObserver(seen.append)
         service.stopService()
     assert [formatEvent(e) for e in seen] == []
+
+
+@pytest.mark.parametrize("soft", [256, 1024, 4096, 65536])
+def test_the_default_connection_limits_fit_in_the_descriptor_limit(monkeypatch, soft):
+    import resource
+
+    from gemfcgi.connections import default_max_connections, hard_limit
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, resource.RLIM_INFINITY))
+    most = default_max_connections()
+    # Two each up to the limit (a socket and a file or FastCGI socket), one
+    # each beyond it while they are told 41, and 64 kept for the rest.
+    assert 2 * most + (hard_limit(most) - most) + 64 <= soft
+    assert most >= (soft - 64) * 0.44 or most == 20000  # and not much below
