@@ -227,7 +227,7 @@ def _send_file(
             client.finish()
             return
         os.lseek(fd, 0, os.SEEK_SET)
-    FileSender(client, os.fdopen(fd, "rb", buffering=0)).start(mime)
+    FileSender(client, os.fdopen(fd, "rb", buffering=0), opened.st_size, path).start(mime)
 
 
 def directory_listing(real_dir: str, path: str) -> bytes:
@@ -279,11 +279,20 @@ def _cannot_read(client: "GeminiProtocol", path: str, error: OSError) -> None:
 
 @implementer(IPushProducer)
 class FileSender:
-    """Streams one file to a client, as fast as the client reads and no faster."""
+    """
+    Streams one file to a client, as fast as the client reads and no faster.
 
-    def __init__(self, client: "GeminiProtocol", file: BinaryIO) -> None:
+    A file that ends before the size it had when it was opened (truncated
+    while it was sent) is not whole: the connection is cut, without the
+    close_notify that would pass it for complete, and the log says so.
+    """
+
+    def __init__(self, client: "GeminiProtocol", file: BinaryIO, size: int = 0, path: str = "") -> None:
         self.client = client
         self.file = file
+        self.size = size
+        self.path = path
+        self.sent = 0
         self.paused = False
         self.done = False
         self._scheduled = None
@@ -307,9 +316,19 @@ class FileSender:
             data = self.file.read(CHUNK_SIZE)
             if not data:
                 self._close()
-                self.client.finish()
+                if self.sent < self.size:
+                    log.warn(
+                        "{path} ended at {sent} of its {size} bytes while it was sent "
+                        "(truncated?): {client} {url} cut short",
+                        path=self.path, sent=self.sent, size=self.size,
+                        client=self.client.record.client, url=self.client.record.url,
+                    )
+                    self.client.cut()
+                else:
+                    self.client.finish()
                 return
             written += len(data)
+            self.sent += len(data)
             self.client.client_write(data)
 
     def _next_turn(self) -> None:

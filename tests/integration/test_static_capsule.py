@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gemfcgi.pagecache import SETTLED
-from tests.support import client_context, fetch, raw_exchange
+from tests.support import client_context, fetch, raw_exchange, read_to_end
 
 
 def url(server, path="/"):
@@ -231,4 +231,26 @@ def test_large_file_to_a_slow_client_holds_memory_flat(server):
                 peak = max(peak, _rss_kib(pid))
     assert received > 0
     assert peak - before < 32 * 1024, f"server RSS grew by {peak - before} KiB"
+    assert fetch(server.port, url(server)).status == 20
+
+
+def test_a_file_truncated_while_it_is_sent_ends_without_close_notify(server, capsule):
+    page = capsule / "shrinking.bin"
+    page.write_bytes(b"s" * (20 * 1024 * 1024))
+    page.chmod(0o644)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        with client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(url(server, "/shrinking.bin").encode() + b"\r\n")
+            first = tls.recv(1024)
+            assert first.startswith(b"20 application/octet-stream\r\n")
+            with open(page, "r+b") as file:
+                file.truncate(1024 * 1024)
+            data, clean = read_to_end(tls, first)
+    assert not clean, "a body cut short must not end as a whole one"
+    assert len(data) < 20 * 1024 * 1024
+    server.wait_for_log(
+        rf"{capsule / 'shrinking.bin'} ended at \d+ of its {20 * 1024 * 1024} bytes while it was sent "
+        r"\(truncated\?\): 127\.0\.0\.1:\d+ gemini://localhost/shrinking\.bin cut short"
+    )
     assert fetch(server.port, url(server)).status == 20
