@@ -64,6 +64,12 @@ class Reloader(Service):
         self.reactor.callFromThread(self.reload)
 
     def reload(self) -> bool:
+        if self.parent is not None and not self.parent.running:
+            # The stop has begun and drains its requests: what a reload
+            # would start (a spawned program, a listener) would only be
+            # stopped again.
+            log.info("not reloading from {source}: the server is stopping", source=self.source)
+            return False
         log.info("reloading configuration from {source}", source=self.source)
         try:
             config, warnings = self.load()

@@ -336,8 +336,16 @@ class SpawnedApp(Service):
             return succeed(None)
         self._stopped = Deferred()
         self._signal(signal.SIGTERM)
-        self._kill = self.reactor.callLater(self.kill_timeout, self._signal, signal.SIGKILL)
+        self._kill = self.reactor.callLater(self.kill_timeout, self._kill_now)
         return self._stopped
+
+    def _kill_now(self) -> None:
+        """SIGTERM did not stop it in time: SIGKILL, and the log says so."""
+        log.warn(
+            "{backend}: pid {pid} still running {timeout:g} s after SIGTERM; sending SIGKILL",
+            backend=self.name, pid=self._pid, timeout=self.kill_timeout,
+        )
+        self._signal(signal.SIGKILL)
 
     # -- one run -------------------------------------------------------------
 

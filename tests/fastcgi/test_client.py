@@ -833,8 +833,12 @@ def test_stop_sends_term_then_kill_after_the_grace_period_and_removes_the_socket
     path = app.socket_path
     stopped = app.stopService()
     assert process.signals == [signal.SIGTERM]
-    reactor.advance(2.1)
+    with capturedLogs() as logs:
+        reactor.advance(2.1)
     assert process.signals == [signal.SIGTERM, signal.SIGKILL]
+    assert warnings(logs) == (
+        f"spawn:sh app.sh: pid {process.pid} still running 2 s after SIGTERM; sending SIGKILL"
+    )
     assert not stopped.called
     process.exit(-9)
     assert stopped.called

@@ -204,3 +204,24 @@ def test_the_default_connection_limits_fit_in_the_descriptor_limit(monkeypatch, 
     # each beyond it while they are told 41, and 64 kept for the rest.
     assert 2 * most + (hard_limit(most) - most) + 64 <= soft
     assert most >= (soft - 64) * 0.44 or most == 20000  # and not much below
+
+
+def test_a_hangup_while_the_server_stops_reloads_nothing(config):
+    from twisted.application.service import MultiService
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.reload import Reloader
+
+    applied = []
+    server = MultiService()
+    Reloader("the command line", lambda: (config, []), applied.append, ThreadedClock()).setServiceParent(server)
+    server.startService()
+    server.running = 0  # as at the start of its stop, while requests drain
+    (reloader,) = server
+    with capturedLogs() as logs:
+        assert reloader.reload() is False
+    assert applied == []
+    assert [formatEvent(e) for e in logs] == ["not reloading from the command line: the server is stopping"]
+    server.running = 1
+    assert reloader.reload() is True and applied == [config]
+    server.stopService()
