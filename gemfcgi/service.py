@@ -137,7 +137,8 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
 
 def listen_failed(description: str, failure: Failure) -> ListenError:
     """Why ``description`` could not be listened on, in one line ("Address already in use")."""
-    cause = getattr(failure.value, "socketError", None)
+    # A unix socket's error comes from its lock file, whose name says nothing to the user.
+    cause = getattr(failure.value, "socketError", None) or failure.value
     reason = getattr(cause, "strerror", None) or failure.getErrorMessage()
     return ListenError(f"{description}: {reason}")
 

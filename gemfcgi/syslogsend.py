@@ -13,7 +13,9 @@ socket is connected when the sender is made, so that a server that then
 enters a chroot, where there is no ``/dev/log``, keeps it. It does not
 block: should the daemon fall behind, lines are dropped rather than the
 server stalling with them, and the text log says so once per such spell.
-A daemon that restarted is reconnected to at the next line.
+A daemon that restarted is reconnected to at the next line; where there
+is none (a container without syslog), a connect is tried at most once a
+second, not for every line.
 """
 
 from __future__ import annotations
@@ -22,32 +24,46 @@ import errno
 import os
 import socket
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.logger import Logger
 
 log = Logger()
 
 SYSLOG_SOCKET = "/dev/log"
+# Seconds between two tries to connect to a socket nobody listens on.
+RECONNECT_EVERY = 1.0
 
 
 class SyslogSender:
-    def __init__(self, name: str, facility: int, path: str = SYSLOG_SOCKET) -> None:
+    def __init__(
+        self,
+        name: str,
+        facility: int,
+        path: str = SYSLOG_SOCKET,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.facility = facility
         self.path = path
+        self.clock = clock
         self.dropped = 0
         self._socket: Optional[socket.socket] = None
+        self._next_try = float("-inf")
         self._connect()
 
     def _connect(self) -> bool:
         self.close()
+        now = self.clock()
+        if now < self._next_try:
+            return False
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)
         try:
             sock.connect(self.path)
         except OSError:
             sock.close()
+            self._next_try = now + RECONNECT_EVERY
             return False
         self._socket = sock
         return True

@@ -147,6 +147,7 @@ def serve_static(
     path = strip_components(request.path, settings.strip)
     real, info = _resolve(settings.root, path)
     if real is None or info is None:
+        _say_if_the_root_is_gone(settings.root)
         client.respond(status.NOT_FOUND, "not found")
         return
     if stat.S_ISDIR(info.st_mode):
@@ -259,6 +260,24 @@ def _send_listing(
         return
     client.send_header(status.SUCCESS, with_lang(GEMINI, settings), body)
     client.finish()
+
+
+def _say_if_the_root_is_gone(root: str) -> None:
+    """
+    A root renamed or removed while serving makes every page ``51``, which
+    on its own looks like a capsule of broken links: the log says why (a
+    ``stat`` on the not-found path only).
+    """
+    if os.path.isdir(real_root(root)):
+        return
+    allowed, dropped = _failures.allow()
+    if allowed:
+        log.warn(
+            "root {root} is not a directory any more: every request under it gets 51 "
+            "until it is back (or a reload names another){dropped}",
+            root=root,
+            dropped=f" ({dropped} more such failures not logged)" if dropped else "",
+        )
 
 
 def _cannot_read(client: "GeminiProtocol", path: str, error: OSError) -> None:

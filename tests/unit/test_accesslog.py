@@ -190,30 +190,59 @@ def test_syslog_lines_carry_gemfcgis_name_and_facility_and_leave_the_programs_al
 
 
 def test_a_syslog_daemon_that_restarted_gets_the_next_line(tmp_path):
+    import syslog
+
     from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-    from gemfcgi import accesslog
-    from gemfcgi.config import model
+    from gemfcgi.syslogsend import RECONNECT_EVERY, SyslogSender
 
+    now = [0.0]
     path = tmp_path / "log"
     daemon = listening_syslog(path)
-    writer = accesslog.AccessLogWriter(model.LogSettings(syslog=True), syslog_socket=str(path))
+    sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(path), clock=lambda: now[0])
     daemon.close()
     path.unlink()
-    writer(access_event("gemini://example.com/lost"))
+    sender.send(syslog.LOG_NOTICE, "lost")
     daemon = listening_syslog(path)
     seen: list = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        writer(access_event("gemini://example.com/after"))
+        sender.send(syslog.LOG_NOTICE, "lost too: the next try is a second away")
+        now[0] += RECONNECT_EVERY
+        sender.send(syslog.LOG_NOTICE, "after")
     finally:
         globalLogPublisher.removeObserver(seen.append)
-    assert "example.com/after" in daemon.recv(4096).decode()
+    assert daemon.recv(4096).decode().endswith(": after")
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn] == [
-        "syslog: 1 access lines were dropped while the syslog daemon did not take them"
+        "syslog: 2 access lines were dropped while the syslog daemon did not take them"
     ]
-    writer.close()
+    sender.close()
     daemon.close()
+
+
+def test_without_a_syslog_daemon_a_connect_is_tried_once_a_second_not_per_line(tmp_path, monkeypatch):
+    import socket
+    import syslog
+    import types
+
+    from gemfcgi import syslogsend
+
+    sockets = []
+
+    def counted(*args):
+        sockets.append(args)
+        return socket.socket(*args)
+
+    monkeypatch.setattr(syslogsend, "socket", types.SimpleNamespace(
+        socket=counted, AF_UNIX=socket.AF_UNIX, SOCK_DGRAM=socket.SOCK_DGRAM))
+    now = [0.0]
+    sender = syslogsend.SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(tmp_path / "none"),
+                                     clock=lambda: now[0])
+    for _ in range(100):
+        sender.send(syslog.LOG_NOTICE, "nobody listens")
+    now[0] += syslogsend.RECONNECT_EVERY
+    sender.send(syslog.LOG_NOTICE, "nobody listens")
+    assert len(sockets) == 2 and sender.dropped == 101
 
 
 def test_each_service_writes_its_own_requests_only(tmp_path):

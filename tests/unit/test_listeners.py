@@ -65,3 +65,16 @@ def test_an_ssl_endpoint_is_refused_before_it_reads_any_certificate():
             "listen on a tcp: endpoint (same port and options, without the certificate ones)"
         )
     assert server_endpoint(MemoryReactor(), "tcp:1965") is not None
+
+
+def test_a_unix_socket_that_cannot_be_made_says_why_without_twisteds_lock_file():
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+
+    from gemfcgi.service import listen_failed, server_endpoint
+
+    description = "unix:/no-such-directory-here/gemini.sock"
+    failures: list = []
+    server_endpoint(reactor, description).listen(Factory()).addErrback(failures.append)
+    [failure] = failures
+    assert str(listen_failed(description, failure)) == f"{description}: No such file or directory"

@@ -310,6 +310,33 @@ def test_a_file_that_is_there_but_cannot_be_opened_now_is_not_a_51(tmp_path, mon
     ]
 
 
+def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.handlers import static
+    from gemfcgi.textlog import StderrLimiter
+
+    monkeypatch.setattr(static, "_failures", StderrLimiter(static._Monotonic(), limit=5, window=10.0))
+    root = tmp_path / "capsule"
+    root.mkdir()
+    (root / "index.gmi").write_text("# home\n")
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(root)))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    with capturedLogs() as logs:
+        for path in (b"/missing.gmi", b"/"):  # a page that is not there: nothing to say
+            protocol, transport, _ = connect(site)
+            protocol.dataReceived(b"gemini://localhost" + path + b"\r\n")
+        root.rename(tmp_path / "moved")
+        protocol, transport, _ = connect(site)
+        protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.value() == b"51 not found\r\n"
+    assert [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"] == [
+        f"root {root} is not a directory any more: every request under it gets 51 "
+        "until it is back (or a reload names another)"
+    ]
+
+
 def test_a_failing_handler_costs_its_request_a_40_not_a_silent_close(site):
     def broken(client, request, settings):
         raise RuntimeError("a bug")
