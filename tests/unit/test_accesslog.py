@@ -299,3 +299,20 @@ def test_a_file_that_cannot_take_lines_is_said_once_not_per_request(tmp_path):
         f"the access log {tmp_path / 'access.log'} is written again; 3 lines could not be",
     ]
     assert "example.com/after" in (tmp_path / "access.log").read_text()
+
+
+def test_syslog_lines_still_arrive_once_the_socket_path_is_out_of_reach(tmp_path):
+    # Workers enter their chroot after the writer is made, and find no
+    # /dev/log there: the socket is connected before, and stays.
+    import syslog
+
+    from gemfcgi.syslogsend import SyslogSender
+
+    path = tmp_path / "log"
+    daemon = listening_syslog(path)
+    sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(path))
+    path.unlink()
+    sender.send(syslog.LOG_NOTICE, "from inside the chroot")
+    assert daemon.recv(4096).decode().endswith(": from inside the chroot")
+    sender.close()
+    daemon.close()
