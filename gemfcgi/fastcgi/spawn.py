@@ -42,7 +42,9 @@ every program runs in a session of its own (started through util-linux's
 signals go to its whole process group. The supervisor watches the parent's
 exit, not the pipes, which workers may hold open after it. Should the
 server die without stopping it, the program gets SIGTERM from the kernel
-(the parent-death signal), rather than running on without a server.
+(the parent-death signal), rather than running on without a server. The
+kernel signals the program alone, not its process group: workers it forked
+end if it ends them (php-cgi does; ``fcgiwrap -c N`` leaves its own).
 
 Programs run under the batch scheduling policy (``SCHED_BATCH``, same
 nice value and CPU share) where the platform has it. A program woken by a
