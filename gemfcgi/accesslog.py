@@ -173,6 +173,7 @@ class AccessLogWriter:
         # line is in the file whole, or (a full disk) known not to be.
         self._fd: Optional[int] = None
         self._unwritten = 0
+        self._torn = False
         self._syslog: Optional[SyslogSender] = None
         self.reopen()
         if settings.syslog:
@@ -205,6 +206,7 @@ class AccessLogWriter:
             )
             return False
         previous, self._fd = self._fd, fd
+        self._torn = False
         if previous is not None:
             os.close(previous)
         return True
@@ -215,9 +217,14 @@ class AccessLogWriter:
         error) is said once, with the reason, and again when it takes lines
         again, with how many it did not: not a traceback per request.
         """
+        if self._torn:
+            # The last line went in partly: this one starts on a line of its own.
+            data = b"\n" + data
         try:
             while data:
-                data = data[os.write(self._fd, data):]
+                written = os.write(self._fd, data)
+                self._torn = written < len(data)
+                data = data[written:]
         except OSError as error:
             if not self._unwritten:
                 _log.error(

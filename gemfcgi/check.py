@@ -173,7 +173,6 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     return errors, warnings
 
 
-
 def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:
     """
     Warnings for what only ``twistd gemfcgi`` applies, with its worker
@@ -194,6 +193,7 @@ def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:
         Diagnostic(*_where(config.origins.get(directive), config), message, "warning")
         for directive, message in ignored
     ]
+
 
 def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
     """What keeps a backend from ever being reached, as a diagnostic; ``None`` if nothing."""

@@ -12,7 +12,6 @@ import fcntl
 import resource
 import struct
 import termios
-import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
@@ -34,18 +33,27 @@ class ConnectionTracker:
         self.active: set[Any] = set()
         self._waiters: list[Deferred] = []
         self._refused = 0
-        self._refusals_said = float("-inf")
+        self._refusals_timer: Any = None
 
-    def refuse(self, limit: int) -> None:
+    def refuse(self, limit: int, clock: IReactorTime) -> None:
         """
         A connection beyond the hard limit is closed before any TLS work:
-        said in the log, at most every ``REFUSALS_EVERY`` seconds, with how
-        many were since the last line, so that shedding load is seen.
+        the first of a spell is said at once, the rest in one line per
+        ``REFUSALS_EVERY`` seconds while it lasts, so that shedding load is
+        seen without a line per connection.
         """
         self._refused += 1
-        now = time.monotonic()
-        if now - self._refusals_said < REFUSALS_EVERY:
-            return
+        if self._refusals_timer is None:
+            self._say_refusals(limit)
+            self._refusals_timer = clock.callLater(REFUSALS_EVERY, self._refusals_window_over, limit, clock)
+
+    def _refusals_window_over(self, limit: int, clock: IReactorTime) -> None:
+        self._refusals_timer = None
+        if self._refused:
+            self._say_refusals(limit)
+            self._refusals_timer = clock.callLater(REFUSALS_EVERY, self._refusals_window_over, limit, clock)
+
+    def _say_refusals(self, limit: int) -> None:
         log.warn(
             "{count} connections closed before TLS: {held} held, the hard limit is {limit} "
             "(--max-connections and the few let in to be told 41)",
@@ -54,7 +62,6 @@ class ConnectionTracker:
             limit=limit,
         )
         self._refused = 0
-        self._refusals_said = now
 
     def __len__(self) -> int:
         return len(self.active)
@@ -156,7 +163,7 @@ class LimitedTLSFactory(TLSMemoryBIOFactory):
 
     def buildProtocol(self, addr):
         if len(self.connections) >= self.limit:
-            self.connections.refuse(self.limit)
+            self.connections.refuse(self.limit, self.wrappedFactory.clock)
             return None
         return super().buildProtocol(addr)
 

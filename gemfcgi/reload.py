@@ -49,13 +49,41 @@ class Reloader(Service):
         self.apply = apply
         self.reactor = reactor
         self._previous_handler = None
+        self._restore_trigger = None
+        self._stopping = False
 
     def startService(self) -> None:
         super().startService()
-        self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
+        self._stopping = False
+        if self._restore_trigger is not None:
+            # Started again before the reactor stopped: the handler is still ours.
+            self.reactor.removeSystemEventTrigger(self._restore_trigger)
+            self._restore_trigger = None
+        if self._previous_handler is None:
+            self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
 
     def stopService(self) -> None:
+        """
+        The handler stays while the rest of the server stops: its siblings
+        drain their requests after this returns (a ``MultiService`` stops its
+        children all at once), and a hangup meanwhile must neither reload
+        nor, by the default action, end the process. It is given back when
+        the reactor has stopped.
+        """
         super().stopService()
+        self._stopping = True
+        if self._previous_handler is None:
+            return
+        running = getattr(self.reactor, "running", False)
+        if running and hasattr(self.reactor, "addSystemEventTrigger"):
+            self._restore_trigger = self.reactor.addSystemEventTrigger(
+                "after", "shutdown", self._restore_handler
+            )
+        else:
+            self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        self._restore_trigger = None
         if self._previous_handler is not None:
             signal.signal(signal.SIGHUP, self._previous_handler)
             self._previous_handler = None
@@ -64,7 +92,7 @@ class Reloader(Service):
         self.reactor.callFromThread(self.reload)
 
     def reload(self) -> bool:
-        if self.parent is not None and not self.parent.running:
+        if self._stopping or (self.running and self.parent is not None and not self.parent.running):
             # The stop has begun and drains its requests: what a reload
             # would start (a spawned program, a listener) would only be
             # stopped again.

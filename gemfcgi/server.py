@@ -448,7 +448,7 @@ class GeminiFactory(Factory):
 
     def buildProtocol(self, addr) -> Optional[GeminiProtocol]:
         if self.limit is not None and len(self.connections) >= self.limit:
-            self.connections.refuse(self.limit)
+            self.connections.refuse(self.limit, self.clock)
             return None
         protocol = GeminiProtocol(self.site, self.clock)
         protocol.factory = self

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
@@ -393,6 +393,10 @@ class GemfcgiService(MultiService):
         self.fastcgi.setServiceParent(self)
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
+        # Only the workers of ``twistd gemfcgi`` enter the configuration's
+        # chroot (after start-up, as root, has opened the access file inside
+        # it); anywhere else its paths are read as written.
+        self.enters_chroot = False
         self.chrooted = False
         self._restore_usr1: Optional[Callable[[], None]] = None
 
@@ -502,8 +506,8 @@ class GemfcgiService(MultiService):
         # Each step that can fail leaves what runs as it was: the access
         # file and new sockets are opened first and closed again if the
         # backends cannot be.
-        access_log = self._new_access_log(config) if self.running else None
         planned = plan_listeners(config, self.listen)
+        access_log = self._new_access_log(config) if self.running else None
         try:
             added = self._open_listeners(planned, site, store)
         except Exception:
@@ -528,7 +532,7 @@ class GemfcgiService(MultiService):
         if settings.access is None and not settings.syslog:
             return None
         path = settings.access
-        if path is not None and config.chroot and not self.chrooted:
+        if path is not None and config.chroot and self.enters_chroot and not self.chrooted:
             path = os.path.join(config.chroot, path.lstrip("/"))
         try:
             return AccessLogWriter(settings, path, service=self)
@@ -579,7 +583,8 @@ class GemfcgiService(MultiService):
         try:
             for listener in listeners:
                 listener.startService()
-        except ListenError:
+        except Exception:
+            # ListenError, or anything unforeseen: either way nothing stays open.
             for listener in listeners:
                 if listener.running:
                     listener.stopService()
@@ -728,7 +733,9 @@ def makeService(
     # Imported here: the check reads this module's listener planning.
     from gemfcgi.check import check_config, not_applied_in_one_process
 
-    errors, warnings = check_config(config)
+    # Checked as it is served: without a chroot, so roots and the access
+    # file are where they are written.
+    errors, warnings = check_config(replace(config, user=None, chroot=None))
     if errors:
         raise ConfigError(errors, warnings)
     for diagnostic in [*warnings, *not_applied_in_one_process(config)]:
@@ -742,4 +749,3 @@ def makeService(
         max_connections=max_connections,
         fastcgi_timeouts=fastcgi_timeouts,
     )
-

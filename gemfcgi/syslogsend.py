@@ -12,10 +12,10 @@ as one datagram to ``/dev/log`` (journald's and rsyslog's socket). The
 socket is connected when the sender is made, so that a server that then
 enters a chroot, where there is no ``/dev/log``, keeps it. It does not
 block: should the daemon fall behind, lines are dropped rather than the
-server stalling with them, and the text log says so once per such spell.
-A daemon that restarted is reconnected to at the next line; where there
-is none (a container without syslog), a connect is tried at most once a
-second, not for every line.
+server stalling with them, and the text log says so as the spell begins,
+and how many lines it cost once it ends. A daemon that restarted is
+reconnected to at the next line; where there is none (a container without
+syslog), a connect is tried at most once a second, not for every line.
 """
 
 from __future__ import annotations
@@ -35,7 +35,24 @@ SYSLOG_SOCKET = "/dev/log"
 RECONNECT_EVERY = 1.0
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def timestamp(when: float) -> str:
+    """``Mmm dd hh:mm:ss`` in local time and English whatever the locale, as syslog parses it."""
+    moment = time.localtime(when)
+    return f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:2d} {time.strftime('%H:%M:%S', moment)}"
+
+
 class SyslogSender:
+    """
+    One name and facility's lines to the syslog socket at ``path``.
+
+    ``clock`` (seconds, monotonic) paces the connects to a socket nobody
+    listens on. When lines stop getting through, one warning says why, and
+    one more says how many were lost once they get through again.
+    """
+
     def __init__(
         self,
         name: str,
@@ -50,6 +67,7 @@ class SyslogSender:
         self.dropped = 0
         self._socket: Optional[socket.socket] = None
         self._next_try = float("-inf")
+        self._why_not = ""
         self._connect()
 
     def _connect(self) -> bool:
@@ -57,32 +75,43 @@ class SyslogSender:
         now = self.clock()
         if now < self._next_try:
             return False
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setblocking(False)
+        sock: Optional[socket.socket] = None
         try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
             sock.connect(self.path)
-        except OSError:
-            sock.close()
+        except OSError as error:
+            # No daemon (ENOENT, ECONNREFUSED), or no descriptor left.
+            if sock is not None:
+                sock.close()
             self._next_try = now + RECONNECT_EVERY
+            self._why_not = error.strerror or str(error)
             return False
         self._socket = sock
         return True
 
     def send(self, priority: int, text: str) -> None:
-        stamp = time.strftime("%b %e %H:%M:%S")
-        data = f"<{self.facility | priority}>{stamp} {self.name}[{os.getpid()}]: {text}".encode(
-            "utf-8", "replace"
-        )
-        sent = self._deliver(data)
+        """Send one line now, or count it as dropped: this never blocks, nor raises."""
+        data = f"<{self.facility | priority}>{timestamp(time.time())} {self.name}[{os.getpid()}]: {text}"
+        encoded = data.encode("utf-8", "replace")
+        sent = self._deliver(encoded)
         if sent is None and self._connect():
             # The daemon went away (restarted): once more, on a new connection.
-            sent = self._deliver(data)
+            sent = self._deliver(encoded)
         if not sent:
+            if not self.dropped:
+                log.warn(
+                    "syslog: access lines do not reach {path} ({reason}); they are dropped "
+                    "until it takes them again",
+                    path=self.path,
+                    reason=self._why_not,
+                )
             self.dropped += 1
             return
         if self.dropped:
-            log.warn(
-                "syslog: {count} access lines were dropped while the syslog daemon did not take them",
+            log.info(
+                "syslog: access lines reach {path} again; {count} were dropped",
+                path=self.path,
                 count=self.dropped,
             )
             self.dropped = 0
@@ -94,8 +123,10 @@ class SyslogSender:
         try:
             self._socket.send(data)
         except BlockingIOError:
+            self._why_not = "the daemon is behind"
             return False
         except OSError as error:
+            self._why_not = error.strerror or str(error)
             if error.errno == errno.EMSGSIZE:
                 return False
             self.close()

@@ -51,6 +51,7 @@ def serve(plan: WorkerPlan) -> None:
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
     )
+    service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()
     if plan.identity is not None:
         drop_privileges(plan.identity)

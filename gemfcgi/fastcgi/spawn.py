@@ -64,11 +64,13 @@ parent.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -129,9 +131,19 @@ def _launch_argv(executable: str, argv: list[str]) -> list[str]:
     where = os.defpath + ":/usr/bin:/bin"
     setsid = shutil.which("setsid", path=where)
     setpriv = shutil.which("setpriv", path=where)
-    if setsid is not None and setpriv is not None:
+    if setsid is not None and setpriv is not None and _knows_pdeathsig(setpriv):
         return [setpriv, "--pdeathsig", "TERM", "--", setsid, "--", executable, *argv[1:]]
     return [sys.executable, "-c", _LAUNCHER, executable, *argv]
+
+
+@functools.lru_cache(maxsize=None)
+def _knows_pdeathsig(setpriv: str) -> bool:
+    """Whether this ``setpriv`` has ``--pdeathsig`` (util-linux 2.33 and later), asked once."""
+    try:
+        found = subprocess.run([setpriv, "--help"], capture_output=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return b"--pdeathsig" in found.stdout
 
 
 def _switch_to_batch() -> bool:

@@ -212,22 +212,31 @@ def _send_file(
         else:
             client.respond(status.NOT_FOUND, "not found")
         return
-    opened = os.fstat(fd)
-    if not stat.S_ISREG(opened.st_mode):
-        os.close(fd)
-        client.respond(status.NOT_FOUND, "not found")
-        return
-    if opened.st_size <= CHUNK_SIZE:
-        # Most capsule pages: one read, one write, no producer to register.
-        body = os.read(fd, CHUNK_SIZE + 1)
-        if len(body) <= CHUNK_SIZE:
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
             os.close(fd)
-            if pages is not None:
-                pages.put(path, opened, body)
-            client.send_header(status.SUCCESS, mime, body)
-            client.finish()
+            client.respond(status.NOT_FOUND, "not found")
             return
-        os.lseek(fd, 0, os.SEEK_SET)
+        body = None
+        if opened.st_size <= CHUNK_SIZE:
+            # Most capsule pages: one read, one write, no producer to register.
+            body = os.read(fd, CHUNK_SIZE + 1)
+            if len(body) > CHUNK_SIZE:
+                body = None
+                os.lseek(fd, 0, os.SEEK_SET)
+    except OSError as error:
+        # An I/O error, most often met on the first read rather than the open.
+        os.close(fd)
+        _cannot_read(client, path, error)
+        return
+    if body is not None:
+        os.close(fd)
+        if pages is not None:
+            pages.put(path, opened, body)
+        client.send_header(status.SUCCESS, mime, body)
+        client.finish()
+        return
     FileSender(client, os.fdopen(fd, "rb", buffering=0), opened.st_size, path).start(mime)
 
 
@@ -306,7 +315,7 @@ class FileSender:
     close_notify that would pass it for complete, and the log says so.
     """
 
-    def __init__(self, client: "GeminiProtocol", file: BinaryIO, size: int = 0, path: str = "") -> None:
+    def __init__(self, client: "GeminiProtocol", file: BinaryIO, size: int, path: str) -> None:
         self.client = client
         self.file = file
         self.size = size
@@ -332,7 +341,17 @@ class FileSender:
             if written >= MAX_BYTES_PER_TURN:
                 self._scheduled = self.client.clock.callLater(0, self._next_turn)
                 return
-            data = self.file.read(CHUNK_SIZE)
+            try:
+                data = self.file.read(CHUNK_SIZE)
+            except OSError as error:
+                self._close()
+                log.warn(
+                    "cannot read {path} after {sent} bytes ({reason}): {client} {url} cut short",
+                    path=self.path, sent=self.sent, reason=error.strerror or str(error),
+                    client=self.client.record.client, url=self.client.record.url,
+                )
+                self.client.cut()
+                return
             if not data:
                 self._close()
                 if self.sent < self.size:

@@ -754,6 +754,30 @@ def test_spawned_app_gets_the_listening_socket_as_fd_0_in_a_session_of_its_own(s
         assert process.argv[3].endswith("/sh") and process.argv[4:] == ["sh", "app.sh", "--flag"]
 
 
+def test_a_setpriv_without_pdeathsig_is_passed_over_for_the_python_launcher(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from gemfcgi.fastcgi import spawn
+
+    # util-linux before 2.33 (Amazon Linux 2, Ubuntu 18.04) has setpriv but not the option.
+    old = tmp_path / "setpriv"
+    old.write_text("#!/bin/sh\necho 'Usage: setpriv [options] <program> [<argument>...]'\n"
+                   "echo ' --nnp, --no-new-privs  disallow granting new privileges'\n")
+    old.chmod(0o755)
+    real_which = shutil.which
+    monkeypatch.setattr(spawn.shutil, "which",
+                        lambda name, path=None: str(old) if name == "setpriv" else real_which(name, path=path))
+    assert spawn._knows_pdeathsig(str(old)) is False
+    argv = spawn._launch_argv("/bin/sh", ["sh", "app.sh"])
+    assert argv[0] == sys.executable and "prctl(1, signal.SIGTERM)" in argv[2]
+    new = tmp_path / "new" / "setpriv"
+    new.parent.mkdir()
+    new.write_text("#!/bin/sh\necho ' --pdeathsig keep|clear|<signal>  set or clear parent death signal'\n")
+    new.chmod(0o755)
+    assert spawn._knows_pdeathsig(str(new)) is True
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no scheduling policies here")
 def test_app_is_forked_under_the_batch_policy_and_the_server_keeps_its_own(spawning):
     reactor, app = spawning

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -282,6 +283,8 @@ def test_the_parts_wired_on_an_endpoint_of_ones_own_serve_as_readme_says(tmp_pat
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
     )
     try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "the program never said its port"
         port = int(process.stdout.readline())
         reply = fetch(port, f"gemini://localhost:{port}/")
         assert (reply.header, reply.body, reply.clean_close) == (b"20 text/gemini", b"# parts\n", True)

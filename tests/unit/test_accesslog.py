@@ -202,19 +202,21 @@ def test_a_syslog_daemon_that_restarted_gets_the_next_line(tmp_path):
     sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(path), clock=lambda: now[0])
     daemon.close()
     path.unlink()
-    sender.send(syslog.LOG_NOTICE, "lost")
-    daemon = listening_syslog(path)
     seen: list = []
     globalLogPublisher.addObserver(seen.append)
     try:
+        sender.send(syslog.LOG_NOTICE, "lost")
+        daemon = listening_syslog(path)
         sender.send(syslog.LOG_NOTICE, "lost too: the next try is a second away")
         now[0] += RECONNECT_EVERY
         sender.send(syslog.LOG_NOTICE, "after")
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert daemon.recv(4096).decode().endswith(": after")
-    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn] == [
-        "syslog: 2 access lines were dropped while the syslog daemon did not take them"
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
+        f"syslog: access lines do not reach {path} (No such file or directory); "
+        "they are dropped until it takes them again",
+        f"syslog: access lines reach {path} again; 2 were dropped",
     ]
     sender.close()
     daemon.close()
@@ -316,3 +318,72 @@ def test_syslog_lines_still_arrive_once_the_socket_path_is_out_of_reach(tmp_path
     assert daemon.recv(4096).decode().endswith(": from inside the chroot")
     sender.close()
     daemon.close()
+
+
+def test_syslog_short_of_descriptors_drops_the_line_and_says_so_once(tmp_path, monkeypatch):
+    import socket
+    import syslog
+    import types
+
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from gemfcgi import syslogsend
+
+    def no_descriptor(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(syslogsend, "socket", types.SimpleNamespace(
+        socket=no_descriptor, AF_UNIX=socket.AF_UNIX, SOCK_DGRAM=socket.SOCK_DGRAM))
+    now = [0.0]
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        sender = syslogsend.SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(tmp_path / "log"),
+                                         clock=lambda: now[0])
+        for _ in range(3):
+            now[0] += syslogsend.RECONNECT_EVERY
+            sender.send(syslog.LOG_NOTICE, "a line")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert sender.dropped == 3
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
+        f"syslog: access lines do not reach {tmp_path / 'log'} (Too many open files); "
+        "they are dropped until it takes them again",
+    ]
+
+
+def test_syslog_timestamps_have_the_c_librarys_form_with_english_months():
+    import time
+
+    from gemfcgi.syslogsend import timestamp
+
+    when = time.mktime((2026, 3, 5, 7, 8, 9, 0, 0, -1))
+    assert timestamp(when) == "Mar  5 07:08:09"
+
+
+def test_a_line_that_went_in_partly_leaves_the_next_on_a_line_of_its_own(tmp_path, monkeypatch):
+    import os
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    path = tmp_path / "access.log"
+    writer = accesslog.AccessLogWriter(model.LogSettings(access=str(path), syslog=False))
+    real_write = os.write
+    calls = []
+
+    def disk_fills_up(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[:10])  # part of the line, then the disk is full
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(accesslog.os, "write", disk_fills_up)
+    writer(access_event("gemini://example.com/torn"))
+    writer(access_event("gemini://example.com/whole"))
+    writer.close()
+    lines = path.read_text().splitlines()
+    assert lines[0] == "192.0.2.7:"
+    assert lines[1].startswith("192.0.2.7:40001 GET gemini://example.com/whole ")

@@ -112,22 +112,31 @@ def test_what_only_twistd_gemfcgi_applies_is_said_to_be_ignored(tmp_path):
     cert, key = key_pair(tmp_path)
     (tmp_path / "jail").mkdir()
     conf = tmp_path / "gmid.conf"
+    (tmp_path / "capsule").mkdir()
     conf.write_text(
         'user "nobody"\n'
         f'chroot "{tmp_path / "jail"}"\n'
         "prefork 2\n"
+        f'log {{ access "{tmp_path / "access.log"}"; syslog off }}\n'
         'server "localhost" {\n'
         "  listen on 127.0.0.1 port 0\n"
         f'  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{tmp_path / "capsule"}"\n'
         "}\n"
     )
     config, _ = load_config(str(conf))
     logged = []
     globalLogPublisher.addObserver(logged.append)
     try:
-        gemfcgi.makeService(config)
+        # Not applied, so not applied halfway either: the root and the
+        # access file are where they are written, not inside the chroot.
+        service = gemfcgi.makeService(config)
+        service.startService()
+        service.stopService()
     finally:
         globalLogPublisher.removeObserver(logged.append)
+    assert (tmp_path / "access.log").exists()
+    assert not (tmp_path / "jail" / str(tmp_path).lstrip("/") / "access.log").exists()
     warnings = [e["diagnostic"] for e in logged if "diagnostic" in e and e["log_level"].name == "warn"]
     assert warnings == [
         f"{conf}:1: user 'nobody' is not applied in this program: it keeps its own privileges "

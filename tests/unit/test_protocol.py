@@ -310,6 +310,57 @@ def test_a_file_that_is_there_but_cannot_be_opened_now_is_not_a_51(tmp_path, mon
     ]
 
 
+def test_a_read_error_gets_40_or_cuts_the_body_and_leaves_no_descriptor_open(tmp_path, monkeypatch):
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.handlers import static
+    from gemfcgi.textlog import StderrLimiter
+
+    monkeypatch.setattr(static, "_failures", StderrLimiter(static._Monotonic(), limit=5, window=10.0))
+    (tmp_path / "small.gmi").write_text("# small\n")
+    (tmp_path / "large.bin").write_bytes(b"x" * (static.CHUNK_SIZE * 3))
+
+    def open_here() -> set:
+        return {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+
+    real_fdopen = static.os.fdopen
+
+    def failing_read(fd, size):
+        raise OSError(5, "Input/output error")
+
+    class FailingSecondRead:
+        def __init__(self, file):
+            self.file, self.reads = file, 0
+
+        def read(self, size):
+            self.reads += 1
+            if self.reads == 2:
+                raise OSError(5, "Input/output error")
+            return self.file.read(size)
+
+        def close(self):
+            self.file.close()
+
+    monkeypatch.setattr(static.os, "read", failing_read)
+    monkeypatch.setattr(static.os, "fdopen", lambda *a, **k: FailingSecondRead(real_fdopen(*a, **k)))
+    site = build_site(model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(tmp_path)))]),
+        Timeouts(handshake=10, request=10, linger=2))
+    with capturedLogs() as logs:
+        protocol, small, _ = connect(site)
+        protocol.dataReceived(b"gemini://localhost/small.gmi\r\n")
+        protocol, large, _ = connect(site)
+        protocol.dataReceived(b"gemini://localhost/large.bin\r\n")
+    assert small.value() == b"40 cannot read the file\r\n"
+    assert large.value().startswith(b"20 application/octet-stream\r\n") and large.aborted
+    assert str(tmp_path / "small.gmi") not in open_here() and str(tmp_path / "large.bin") not in open_here()
+    lines = [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"]
+    assert lines[0] == f"cannot read {tmp_path / 'small.gmi'}: Input/output error"
+    assert lines[1].startswith(f"cannot read {tmp_path / 'large.bin'} after {static.CHUNK_SIZE} bytes "
+                               "(Input/output error): ")
+    assert lines[1].endswith(" gemini://localhost/large.bin cut short")
+
+
 def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
     from twisted.logger import capturedLogs, formatEvent
 

@@ -206,22 +206,95 @@ def test_the_default_connection_limits_fit_in_the_descriptor_limit(monkeypatch, 
     assert most >= (soft - 64) * 0.44 or most == 20000  # and not much below
 
 
-def test_a_hangup_while_the_server_stops_reloads_nothing(config):
-    from twisted.application.service import MultiService
+def test_a_hangup_while_the_server_stops_reloads_nothing_and_ends_nothing(config):
+    # As in twistd's prefork layout and conf/gemfcgi.tac: the Reloader beside
+    # the serving service in a plain MultiService, which stops its children
+    # all at once; the serving one then drains for a while.
+    from twisted.application.service import MultiService, Service
+    from twisted.internet.defer import Deferred
     from twisted.logger import capturedLogs, formatEvent
 
     from gemfcgi.reload import Reloader
 
+    class Draining(Service):
+        def stopService(self):
+            super().stopService()
+            self.drained = Deferred()
+            return self.drained
+
+    class RunningReactor(ThreadedClock):
+        def addSystemEventTrigger(self, phase, event, f, *args):
+            self.triggers.append((phase, event, f))
+            return len(self.triggers)
+
     applied = []
-    server = MultiService()
-    Reloader("the command line", lambda: (config, []), applied.append, ThreadedClock()).setServiceParent(server)
-    server.startService()
-    server.running = 0  # as at the start of its stop, while requests drain
-    (reloader,) = server
+    reactor = RunningReactor()
+    reactor.running, reactor.triggers = True, []
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        application = MultiService()
+        draining = Draining()
+        draining.setServiceParent(application)
+        Reloader("the command line", lambda: (config, []), applied.append, reactor).setServiceParent(application)
+        application.startService()
+        stopped = application.stopService()
+        assert not stopped.called  # still draining
+        with capturedLogs() as logs:
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert applied == []
+        assert [formatEvent(e) for e in logs] == ["not reloading from the command line: the server is stopping"]
+        draining.drained.callback(None)
+        assert stopped.called
+        [(phase, event, restore)] = reactor.triggers
+        assert (phase, event) == ("after", "shutdown")
+        restore()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_reload_whose_listeners_cannot_be_planned_leaves_no_access_file_open(config, tmp_path):
+    from copy import deepcopy
+
+    from gemfcgi.service import ListenError
+
+    def open_on_the_log() -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == str(tmp_path / "access.log"))
+
+    config.log = model.LogSettings(access=str(tmp_path / "access.log"), syslog=False)
+    config.servers[0].listens = [model.Listen("127.0.0.1", 1965)]
+    service = GemfcgiService(config, reactor=MemoryReactorClock())
+    service.startService()
+    bad = deepcopy(config)
+    bad.servers[0].listens = [model.Listen("127.0.0.1", "no-such-service-name")]
+    for _ in range(3):
+        with pytest.raises(ListenError):
+            service.reload(bad)
+    assert open_on_the_log() == 1
+    service.stopService()
+    assert open_on_the_log() == 0
+
+
+def test_connections_closed_at_the_hard_limit_are_counted_once_per_window(config):
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.connections import REFUSALS_EVERY
+    from gemfcgi.server import GeminiFactory
+    from gemfcgi.service import build_site
+
+    clock = Clock()
+    factory = GeminiFactory(build_site(config), clock)
+    factory.limit = 0
     with capturedLogs() as logs:
-        assert reloader.reload() is False
-    assert applied == []
-    assert [formatEvent(e) for e in logs] == ["not reloading from the command line: the server is stopping"]
-    server.running = 1
-    assert reloader.reload() is True and applied == [config]
-    server.stopService()
+        assert all(factory.buildProtocol(None) is None for _ in range(6))
+        clock.advance(REFUSALS_EVERY)
+        clock.advance(REFUSALS_EVERY)
+        factory.buildProtocol(None)
+    said = [formatEvent(e).split(" connections closed")[0] for e in logs]
+    # The first at once, the five after it when their window ends, then a new spell.
+    assert said == ["1", "5", "1"]
+    assert clock.getDelayedCalls()
+    clock.advance(REFUSALS_EVERY)
+    assert not clock.getDelayedCalls()
