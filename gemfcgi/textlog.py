@@ -85,15 +85,24 @@ LINES_WINDOW = 10.0
 
 
 class StderrLimiter:
-    """At most ``limit`` log events per ``window`` seconds; reports what it dropped."""
+    """
+    At most ``limit`` log events per ``window`` seconds; reports what it
+    dropped: with the next event it lets through, or, given
+    ``on_dropped``, when the window that dropped them ends, so that a burst
+    followed by silence is not left unsaid (``clock`` must then schedule
+    calls, as a reactor does).
+    """
 
     def __init__(self, clock: IReactorTime, limit: int = LINES_PER_WINDOW,
-                 window: float = LINES_WINDOW) -> None:
+                 window: float = LINES_WINDOW,
+                 on_dropped: Optional[Callable[[int], None]] = None) -> None:
         self.clock = clock
         self.limit = limit
         self.window = window
+        self.on_dropped = on_dropped
         self._window_start = float("-inf")
         self._count = 0
+        self._report: Any = None
         self.dropped = 0
 
     def allow(self) -> tuple[bool, int]:
@@ -104,10 +113,20 @@ class StderrLimiter:
             self._count = 0
         if self._count >= self.limit:
             self.dropped += 1
+            if self.on_dropped is not None and self._report is None:
+                self._report = self.clock.callLater(
+                    self._window_start + self.window - now, self._window_over
+                )
             return False, 0
         self._count += 1
         dropped, self.dropped = self.dropped, 0
         return True, dropped
+
+    def _window_over(self) -> None:
+        self._report = None
+        dropped, self.dropped = self.dropped, 0
+        if dropped and self.on_dropped is not None:
+            self.on_dropped(dropped)
 
 
 def _escape(char: str) -> str:

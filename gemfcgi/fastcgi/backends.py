@@ -61,7 +61,7 @@ class Backend:
         self.app = app
         self._relays: set[Any] = set()
         self._idle: list[Deferred] = []
-        self._stderr = StderrLimiter(clock)
+        self._stderr = StderrLimiter(clock, on_dropped=self._stderr_dropped)
         if app is not None:
             app.on_failed_start = self.app_failed
 
@@ -129,6 +129,15 @@ class Backend:
             backend=self.name,
             text=text,
             dropped=f" ({dropped} earlier stderr records not logged)" if dropped else "",
+        )
+
+    def _stderr_dropped(self, count: int) -> None:
+        log.warn(
+            "FastCGI backend {backend}: {count} stderr records not logged (over {limit} in {window:g} s)",
+            backend=self.name,
+            count=count,
+            limit=self._stderr.limit,
+            window=self._stderr.window,
         )
 
     def __repr__(self) -> str:

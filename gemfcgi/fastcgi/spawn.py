@@ -258,7 +258,7 @@ class SpawnedApp(Service):
         self._kill: Any = None
         self._stopped: Optional[Deferred] = None
         self._stopping = False
-        self._output = StderrLimiter(reactor)
+        self._output = StderrLimiter(reactor, on_dropped=self._output_dropped)
         # Why the program is down after dying as it started (None while it
         # runs, or after a run that was healthy): requests are then refused
         # at once rather than left in the backlog for a run that may never
@@ -432,6 +432,15 @@ class SpawnedApp(Service):
             stream="stderr" if fd == 2 else "stdout",
             text=text,
             dropped=f" ({dropped} earlier output lines not logged)" if dropped else "",
+        )
+
+    def _output_dropped(self, count: int) -> None:
+        log.info(
+            "{backend}: {count} output lines not logged (over {limit} in {window:g} s)",
+            backend=self.name,
+            count=count,
+            limit=self._output.limit,
+            window=self._output.window,
         )
 
     def exited(self, reason: Failure, pid: Optional[int] = None) -> None:

@@ -524,6 +524,31 @@ def test_stderr_limiter_reports_what_it_dropped_in_the_next_window():
     assert limiter.allow() == (True, 2)
 
 
+def test_stderr_limiter_reports_a_burst_followed_by_silence_when_its_window_ends():
+    clock = MemoryReactorClock()
+    reported = []
+    limiter = StderrLimiter(clock, limit=2, window=10, on_dropped=reported.append)
+    [limiter.allow() for _ in range(5)]
+    clock.advance(9.9)
+    assert reported == []
+    clock.advance(0.1)
+    assert reported == [3]
+    # Said once: the next line it lets through does not say them again.
+    assert limiter.allow() == (True, 0)
+    assert not clock.getDelayedCalls()
+
+
+def test_a_backend_says_how_many_stderr_records_it_did_not_log(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept()
+        exchange.send(*[encode_stream(RecordType.STDERR, b"noise %d\n" % i) for i in range(25)])
+        exchange.send(stdout(b"20 text/gemini\r\n"), end())
+        exchange.reactor.advance(10)
+    assert warnings(logs).splitlines()[-1] == (
+        f"FastCGI backend {exchange.backend.name}: 5 stderr records not logged (over 20 in 10 s)"
+    )
+
+
 def test_client_going_away_mid_reply_sends_abort_and_closes_the_backend(exchange):
     exchange.request().accept().send(stdout(b"20 text/gemini\r\npartial"))
     exchange.client_goes_away()
@@ -1007,7 +1032,11 @@ def test_a_flood_of_output_lines_is_rate_limited_and_the_dropped_are_counted(spa
         protocol.childDataReceived(2, b"later\n")
     lines = warnings(logs).splitlines()
     assert lines[:20] == [f"spawn:sh app.sh stderr: line {i}" for i in range(20)]
-    assert lines[20:] == ["spawn:sh app.sh stderr: later (280 earlier output lines not logged)"]
+    # Counted as the window that dropped them ends, not left to the next line.
+    assert lines[20:] == [
+        "spawn:sh app.sh: 280 output lines not logged (over 20 in 10 s)",
+        "spawn:sh app.sh stderr: later",
+    ]
 
 
 def test_missing_program_is_logged_and_retried_with_backoff():
@@ -1268,3 +1297,4 @@ def test_a_bad_endpoint_string_in_a_reload_changes_nothing():
     with pytest.raises(ValueError):
         reconfigure_fastcgi(build_site(bad), bad, backends)
     assert [b.name for b in backends.backends.values()] == ["unix:/run/a.sock"]
+
