@@ -1297,4 +1297,3 @@ def test_a_bad_endpoint_string_in_a_reload_changes_nothing():
     with pytest.raises(ValueError):
         reconfigure_fastcgi(build_site(bad), bad, backends)
     assert [b.name for b in backends.backends.values()] == ["unix:/run/a.sock"]
-
