@@ -42,7 +42,7 @@ from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
 from gemfcgi.config import model
-from gemfcgi.syslogsend import SYSLOG_SOCKET, SyslogSender
+from gemfcgi.syslogsend import SYSLOG_SOCKET, SyslogSender, sender_for
 from gemfcgi.textlog import printable, text_event
 
 NAMESPACE = "gemfcgi.access"
@@ -178,7 +178,7 @@ class AccessLogWriter:
         self.reopen()
         if settings.syslog:
             facility = FACILITIES.get(settings.facility, syslog.LOG_DAEMON)
-            self._syslog = SyslogSender("gemfcgi", facility, syslog_socket)
+            self._syslog = sender_for("gemfcgi", facility, syslog_socket)
 
     def reopen(self) -> bool:
         """
@@ -247,9 +247,8 @@ class AccessLogWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._syslog is not None:
-            self._syslog.close()
-            self._syslog = None
+        # The syslog sender is the process's, kept for the next writer.
+        self._syslog = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("log_namespace") != NAMESPACE or "status" not in event:

@@ -35,6 +35,8 @@ SYSLOG_SOCKET = "/dev/log"
 RECONNECT_EVERY = 1.0
 
 
+_senders: dict[tuple[str, int, str], "SyslogSender"] = {}
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -42,6 +44,20 @@ def timestamp(when: float) -> str:
     """``Mmm dd hh:mm:ss`` in local time and English whatever the locale, as syslog parses it."""
     moment = time.localtime(when)
     return f"{_MONTHS[moment.tm_mon - 1]} {moment.tm_mday:2d} {time.strftime('%H:%M:%S', moment)}"
+
+
+def sender_for(name: str, facility: int, path: str = SYSLOG_SOCKET) -> "SyslogSender":
+    """
+    This process's sender for ``name`` and ``facility`` to ``path``. A reload
+    builds a new access log, which keeps the connection and what the old
+    one knew of the daemon: its outage is said once, and its count of
+    dropped lines runs on.
+    """
+    key = (name, facility, path)
+    sender = _senders.get(key)
+    if sender is None:
+        sender = _senders[key] = SyslogSender(name, facility, path)
+    return sender
 
 
 class SyslogSender:

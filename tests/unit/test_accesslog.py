@@ -387,3 +387,25 @@ def test_a_line_that_went_in_partly_leaves_the_next_on_a_line_of_its_own(tmp_pat
     lines = path.read_text().splitlines()
     assert lines[0] == "192.0.2.7:"
     assert lines[1].startswith("192.0.2.7:40001 GET gemini://example.com/whole ")
+
+
+def test_a_reload_keeps_the_syslog_connection_and_says_an_outage_once(tmp_path):
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    settings = model.LogSettings(syslog=True)
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for reload in range(3):  # each reload makes a writer anew
+            writer = accesslog.AccessLogWriter(settings, syslog_socket=str(tmp_path / "none"))
+            writer(access_event(f"gemini://example.com/{reload}"))
+            writer.close()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn] == [
+        f"syslog: access lines do not reach {tmp_path / 'none'} (No such file or directory); "
+        "they are dropped until it takes them again"
+    ]
