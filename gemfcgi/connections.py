@@ -19,6 +19,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from gemfcgi.textlog import LogLimiter
+
 log = Logger()
 
 # Seconds a drain waits for aborted connections to be lost (they are, a
@@ -32,8 +34,7 @@ class ConnectionTracker:
     def __init__(self) -> None:
         self.active: set[Any] = set()
         self._waiters: list[Deferred] = []
-        self._refused = 0
-        self._refusals_timer: Any = None
+        self._refusals: Optional[LogLimiter] = None
 
     def refuse(self, limit: int, clock: IReactorTime) -> None:
         """
@@ -42,26 +43,21 @@ class ConnectionTracker:
         ``REFUSALS_EVERY`` seconds while it lasts, so that shedding load is
         seen without a line per connection.
         """
-        self._refused += 1
-        if self._refusals_timer is None:
-            self._say_refusals(limit)
-            self._refusals_timer = clock.callLater(REFUSALS_EVERY, self._refusals_window_over, limit, clock)
+        if self._refusals is None:
+            self._refusals = LogLimiter(
+                clock, limit=1, window=REFUSALS_EVERY, on_dropped=lambda count: self._say_refusals(count, limit)
+            )
+        if self._refusals.allow()[0]:
+            self._say_refusals(1, limit)
 
-    def _refusals_window_over(self, limit: int, clock: IReactorTime) -> None:
-        self._refusals_timer = None
-        if self._refused:
-            self._say_refusals(limit)
-            self._refusals_timer = clock.callLater(REFUSALS_EVERY, self._refusals_window_over, limit, clock)
-
-    def _say_refusals(self, limit: int) -> None:
+    def _say_refusals(self, count: int, limit: int) -> None:
         log.warn(
             "{count} connections closed before TLS: {held} held, the hard limit is {limit} "
             "(--max-connections and the few let in to be told 41)",
-            count=self._refused,
+            count=count,
             held=len(self.active),
             limit=limit,
         )
-        self._refused = 0
 
     def __len__(self) -> int:
         return len(self.active)

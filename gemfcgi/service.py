@@ -574,17 +574,14 @@ class GemfcgiService(MultiService):
         failed start.
         """
         Service.startService(self)
-        try:
-            access_log = self._new_access_log(self.config)
-        except AccessLogError:
-            Service.stopService(self)
-            raise
+        access_log = None
         listeners = list(self.listeners.values())
         try:
+            access_log = self._new_access_log(self.config)
             for listener in listeners:
                 listener.startService()
         except Exception:
-            # ListenError, or anything unforeseen: either way nothing stays open.
+            # AccessLogError, ListenError, or anything unforeseen: nothing stays open.
             for listener in listeners:
                 if listener.running:
                     listener.stopService()

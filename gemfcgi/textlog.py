@@ -84,13 +84,14 @@ LINES_PER_WINDOW = 20
 LINES_WINDOW = 10.0
 
 
-class StderrLimiter:
+class LogLimiter:
     """
-    At most ``limit`` log events per ``window`` seconds; reports what it
-    dropped: with the next event it lets through, or, given
-    ``on_dropped``, when the window that dropped them ends, so that a burst
-    followed by silence is not left unsaid (``clock`` must then schedule
-    calls, as a reactor does).
+    At most ``limit`` log events per ``window`` seconds; says what it
+    dropped. Without ``on_dropped``, the count comes with the next event it
+    lets through (``allow``). With it, the count goes to ``on_dropped`` when
+    the window that dropped them ends, so that a burst followed by silence
+    is not left unsaid (``clock`` must then schedule calls, as a reactor
+    does); ``summary`` words it.
     """
 
     def __init__(self, clock: IReactorTime, limit: int = LINES_PER_WINDOW,
@@ -109,6 +110,10 @@ class StderrLimiter:
         """Whether to log now, and how many events were dropped before this one."""
         now = self.clock.seconds()
         if now - self._window_start >= self.window:
+            if self._report is not None:
+                # The last window's count, had its report not run yet.
+                self._report.cancel()
+                self._window_over()
             self._window_start = now
             self._count = 0
         if self._count >= self.limit:
@@ -121,6 +126,10 @@ class StderrLimiter:
         self._count += 1
         dropped, self.dropped = self.dropped, 0
         return True, dropped
+
+    def summary(self, count: int, what: str) -> str:
+        """``count`` dropped ``what``, as the log says it."""
+        return f"{count} {what} not logged (over {self.limit} in {self.window:g} s)"
 
     def _window_over(self) -> None:
         self._report = None

@@ -38,7 +38,7 @@ from gemfcgi.config import model
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
-from gemfcgi.textlog import StderrLimiter, printable
+from gemfcgi.textlog import LogLimiter, printable
 
 log = Logger()
 
@@ -61,7 +61,7 @@ class Backend:
         self.app = app
         self._relays: set[Any] = set()
         self._idle: list[Deferred] = []
-        self._stderr = StderrLimiter(clock, on_dropped=self._stderr_dropped)
+        self._stderr = LogLimiter(clock, on_dropped=self._stderr_dropped)
         if app is not None:
             app.on_failed_start = self.app_failed
 
@@ -115,29 +115,26 @@ class Backend:
             # The empty record that ends the stream (flup sends one), or a
             # bare line break: nothing to read, and no share of the budget.
             return
-        allowed, dropped = self._stderr.allow()
+        allowed, _ = self._stderr.allow()
         if not allowed:
-            return
+            return  # counted in _stderr_dropped
         # A record may hold several lines (the log indents the ones after
         # the first); any other control character is escaped.
         text = printable(data.decode("utf-8", "replace").rstrip("\r\n"), keep="\n\t")
         if len(text) > STDERR_MAX_CHARS:
             text = text[:STDERR_MAX_CHARS] + "..."
         log.warn(
-            "{where}: FastCGI backend {backend} stderr: {text}{dropped}",
+            "{where}: FastCGI backend {backend} stderr: {text}",
             where=where,
             backend=self.name,
             text=text,
-            dropped=f" ({dropped} earlier stderr records not logged)" if dropped else "",
         )
 
     def _stderr_dropped(self, count: int) -> None:
         log.warn(
-            "FastCGI backend {backend}: {count} stderr records not logged (over {limit} in {window:g} s)",
+            "FastCGI backend {backend}: {summary}",
             backend=self.name,
-            count=count,
-            limit=self._stderr.limit,
-            window=self._stderr.window,
+            summary=self._stderr.summary(count, "stderr records"),
         )
 
     def __repr__(self) -> str:

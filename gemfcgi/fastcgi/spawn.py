@@ -86,7 +86,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
-from gemfcgi.textlog import StderrLimiter, printable
+from gemfcgi.textlog import LogLimiter, printable
 
 log = Logger()
 
@@ -258,7 +258,7 @@ class SpawnedApp(Service):
         self._kill: Any = None
         self._stopped: Optional[Deferred] = None
         self._stopping = False
-        self._output = StderrLimiter(reactor, on_dropped=self._output_dropped)
+        self._output = LogLimiter(reactor, on_dropped=self._output_dropped)
         # Why the program is down after dying as it started (None while it
         # runs, or after a run that was healthy): requests are then refused
         # at once rather than left in the backlog for a run that may never
@@ -422,25 +422,20 @@ class SpawnedApp(Service):
         """A line of the program's stdout or stderr, logged under the rate limit."""
         if not line.rstrip(b"\r"):
             return
-        allowed, dropped = self._output.allow()
+        allowed, _ = self._output.allow()
         if not allowed:
-            return
+            return  # counted in _output_dropped
         text = printable(line.decode("utf-8", "replace").rstrip("\r"), keep="\t")
         log.info(
-            "{backend} {stream}: {text}{dropped}",
+            "{backend} {stream}: {text}",
             backend=self.name,
             stream="stderr" if fd == 2 else "stdout",
             text=text,
-            dropped=f" ({dropped} earlier output lines not logged)" if dropped else "",
         )
 
     def _output_dropped(self, count: int) -> None:
         log.info(
-            "{backend}: {count} output lines not logged (over {limit} in {window:g} s)",
-            backend=self.name,
-            count=count,
-            limit=self._output.limit,
-            window=self._output.window,
+            "{backend}: {summary}", backend=self.name, summary=self._output.summary(count, "output lines")
         )
 
     def exited(self, reason: Failure, pid: Optional[int] = None) -> None:

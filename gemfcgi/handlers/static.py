@@ -14,7 +14,7 @@ import os
 import stat
 import time
 from functools import lru_cache
-from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IPushProducer
@@ -26,7 +26,7 @@ from gemfcgi.gemini.request import Request
 from gemfcgi.mime import GEMINI, MimeTable
 from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import PathSettings
-from gemfcgi.textlog import StderrLimiter
+from gemfcgi.textlog import LogLimiter
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
@@ -60,7 +60,7 @@ class _Monotonic:
 
 
 # Under a shortage every request may fail: a few lines, and a count of the rest.
-_failures = StderrLimiter(_Monotonic(), limit=5, window=10.0)
+_failures = LogLimiter(_Monotonic(), limit=5, window=10.0)
 
 
 @lru_cache(maxsize=256)
@@ -271,34 +271,34 @@ def _send_listing(
     client.finish()
 
 
+def _warn_limited(text: str, **fields: Any) -> None:
+    """A warning under the shortage's rate limit (``_failures``), with the count it dropped."""
+    allowed, dropped = _failures.allow()
+    if allowed:
+        log.warn(
+            text + "{dropped}",
+            dropped=f" ({dropped} more such failures not logged)" if dropped else "",
+            **fields,
+        )
+
+
 def _say_if_the_root_is_gone(root: str) -> None:
     """
     A root renamed or removed while serving makes every page ``51``, which
     on its own looks like a capsule of broken links: the log says why (a
     ``stat`` on the not-found path only).
     """
-    if os.path.isdir(real_root(root)):
-        return
-    allowed, dropped = _failures.allow()
-    if allowed:
-        log.warn(
+    if not os.path.isdir(real_root(root)):
+        _warn_limited(
             "root {root} is not a directory any more: every request under it gets 51 "
-            "until it is back (or a reload names another){dropped}",
+            "until it is back (or a reload names another)",
             root=root,
-            dropped=f" ({dropped} more such failures not logged)" if dropped else "",
         )
 
 
 def _cannot_read(client: "GeminiProtocol", path: str, error: OSError) -> None:
     """A file that is there but cannot be read now: ``41`` or ``40``, and a log line."""
-    allowed, dropped = _failures.allow()
-    if allowed:
-        log.warn(
-            "cannot read {path}: {reason}{dropped}",
-            path=path,
-            reason=error.strerror or str(error),
-            dropped=f" ({dropped} more such failures not logged)" if dropped else "",
-        )
+    _warn_limited("cannot read {path}: {reason}", path=path, reason=error.strerror or str(error))
     if error.errno in SHORT_OF:
         client.respond(status.SERVER_UNAVAILABLE, "server busy, try again later")
     else:

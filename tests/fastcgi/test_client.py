@@ -41,7 +41,7 @@ from gemfcgi.fastcgi.records import (
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
 from gemfcgi.server import GeminiProtocol
 from gemfcgi.service import build_site
-from gemfcgi.textlog import StderrLimiter
+from gemfcgi.textlog import LogLimiter
 from tests.fakes import TLSStringTransport
 
 SOCKET = "/run/app.sock"
@@ -518,7 +518,7 @@ def test_empty_stderr_records_are_not_logged_and_leave_the_budget_alone(exchange
 
 def test_stderr_limiter_reports_what_it_dropped_in_the_next_window():
     clock = MemoryReactorClock()
-    limiter = StderrLimiter(clock, limit=2, window=10)
+    limiter = LogLimiter(clock, limit=2, window=10)
     assert [limiter.allow() for _ in range(4)] == [(True, 0), (True, 0), (False, 0), (False, 0)]
     clock.advance(10)
     assert limiter.allow() == (True, 2)
@@ -527,7 +527,7 @@ def test_stderr_limiter_reports_what_it_dropped_in_the_next_window():
 def test_stderr_limiter_reports_a_burst_followed_by_silence_when_its_window_ends():
     clock = MemoryReactorClock()
     reported = []
-    limiter = StderrLimiter(clock, limit=2, window=10, on_dropped=reported.append)
+    limiter = LogLimiter(clock, limit=2, window=10, on_dropped=reported.append)
     [limiter.allow() for _ in range(5)]
     clock.advance(9.9)
     assert reported == []
@@ -536,6 +536,12 @@ def test_stderr_limiter_reports_a_burst_followed_by_silence_when_its_window_ends
     # Said once: the next line it lets through does not say them again.
     assert limiter.allow() == (True, 0)
     assert not clock.getDelayedCalls()
+    # A line of the next window that comes before the report has run (the
+    # same reactor turn) has the count said first, once.
+    [limiter.allow() for _ in range(2)]
+    clock.rightNow += 10  # the time moves on, the report is not yet run
+    assert limiter.allow() == (True, 0)
+    assert reported == [3, 1] and not clock.getDelayedCalls()
 
 
 def test_a_backend_says_how_many_stderr_records_it_did_not_log(exchange):
