@@ -299,3 +299,33 @@ def test_connections_closed_at_the_hard_limit_are_counted_once_per_window(config
     with capturedLogs() as later:
         clock.advance(REFUSALS_EVERY)
     assert list(later) == [] and not clock.getDelayedCalls()
+
+
+def test_a_reloader_started_again_before_the_reactor_stopped_keeps_its_handler(config):
+    from gemfcgi.reload import Reloader
+
+    class RunningReactor(ThreadedClock):
+        def addSystemEventTrigger(self, phase, event, f, *args):
+            self.triggers.append(f)
+            return len(self.triggers)
+
+        def removeSystemEventTrigger(self, trigger):
+            self.removed.append(trigger)
+
+    reactor = RunningReactor()
+    reactor.running, reactor.triggers, reactor.removed = True, [], []
+    applied = []
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        reloader = Reloader("the command line", lambda: (config, []), applied.append, reactor)
+        reloader.startService()
+        reloader.stopService()
+        reloader.startService()
+        assert reactor.removed == [1]
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert applied == [config]  # running again: a hangup reloads
+        reactor.running = False
+        reloader.stopService()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)
