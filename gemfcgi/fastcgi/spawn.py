@@ -72,7 +72,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -85,6 +84,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gemfcgi.fastcgi.socketdir import SocketDirectory, remove_abandoned
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
 from gemfcgi.textlog import LogLimiter, printable
 
@@ -246,7 +246,7 @@ class SpawnedApp(Service):
         self.threshold = threshold
         self.socket_path: Optional[str] = None
         self.starts = 0
-        self._directory: Optional[str] = None
+        self._directory: Optional[SocketDirectory] = None
         self._socket: Optional[socket.socket] = None
         self._process: Any = None
         self._pid: Optional[int] = None
@@ -294,10 +294,11 @@ class SpawnedApp(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._directory = tempfile.mkdtemp(prefix="gemfcgi-spawn-", dir=self.directory)
-        self.socket_path = os.path.join(self._directory, "fastcgi.sock")
+        remove_abandoned(self.directory)
+        self._directory = SocketDirectory(self.directory)
+        self.socket_path = os.path.join(self._directory.path, "fastcgi.sock")
         if self.owner is not None:
-            os.chown(self._directory, *self.owner)
+            os.chown(self._directory.path, *self.owner)
         self._spawn()
 
     def _open_socket(self) -> None:
@@ -528,7 +529,7 @@ class SpawnedApp(Service):
         self._close_socket()
         directory, self._directory = self._directory, None
         if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+            directory.close()
         self.socket_path = None
 
 

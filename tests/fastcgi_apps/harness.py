@@ -91,8 +91,8 @@ class Processes:
             assert process.poll() is None, f"{argv} exited with {process.returncode}"
         return process
 
-    def server(self, spec: dict) -> ServerProcess:
-        env = {"GEMFCGI_TEST_SPEC": json.dumps(spec)}
+    def server(self, spec: dict, env: Optional[dict] = None) -> ServerProcess:
+        env = {**(env or {}), "GEMFCGI_TEST_SPEC": json.dumps(spec)}
         server = start_command([*TWISTD, "-n", "--pidfile=", "-y", str(TAC)], env=env)
         self.servers.append(server)
         return server

@@ -447,10 +447,11 @@ def test_app_killed_mid_reply_ends_the_reply_and_leaks_no_process(failing):
     assert get(failing, "/").status == 20
 
 
-def test_a_server_killed_outright_takes_its_spawned_app_with_it(certificate, capsule):
+def test_a_server_killed_outright_takes_its_spawned_app_with_it(certificate, capsule, tmp_path):
     # No graceful stop (SIGKILL, a crash, a program that ends at a signal):
     # the kernel's parent-death signal ends the app, which would otherwise
-    # run on with nobody to send it a request.
+    # run on with nobody to send it a request. The socket directory it
+    # leaves is removed by the next server to start a program there.
     def running(pid: int) -> bool:
         try:
             return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -458,11 +459,13 @@ def test_a_server_killed_outright_takes_its_spawned_app_with_it(certificate, cap
             return False
 
     command = f"{sys.executable} -m gemfcgi.demo.app"
+    spec = server_spec(
+        certificate, [{"pattern": "/app/*", "backend": {"spawn": command}}], root=str(capsule)
+    )
+    env = {"TMPDIR": str(tmp_path)}
     processes = Processes()
     try:
-        server = processes.server(server_spec(
-            certificate, [{"pattern": "/app/*", "backend": {"spawn": command}}], root=str(capsule)
-        ))
+        server = processes.server(spec, env=env)
         assert get(server, "/app/hello").status == 20
         apps = descendants(server.process.pid)
         assert apps
@@ -470,5 +473,14 @@ def test_a_server_killed_outright_takes_its_spawned_app_with_it(certificate, cap
         server.process.wait()
         wait_for(lambda: not any(running(pid) for pid in apps), timeout=10,
                  what=f"the spawned app ({sorted(apps)}) to end with its server")
+        [left] = tmp_path.glob("gemfcgi-spawn-*")
+        an_hour_ago = time.time() - 3600
+        os.utime(left, (an_hour_ago, an_hour_ago))
+
+        second = processes.server(spec, env=env)
+        assert get(second, "/app/hello").status == 20
+        assert not left.exists()
+        assert len(list(tmp_path.glob("gemfcgi-spawn-*"))) == 1  # the second server's own
+        logged(second, f"removed {left}: the socket directory of a spawned program")
     finally:
         processes.stop_all()

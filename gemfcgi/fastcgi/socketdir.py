@@ -1,0 +1,100 @@
+"""
+The private directories that hold spawned programs' sockets.
+
+A server that stops removes its directory; one that is killed outright
+(SIGKILL, a crash, the machine's OOM killer) cannot, and would leave it in
+the temporary directory for good. So every directory is claimed with an
+``flock`` on it, held by the descriptor the server keeps open until it
+removes the directory. The kernel drops the lock when the last process
+holding that descriptor ends, however it ends; forked worker processes
+inherit it, so a directory in use by any of them stays claimed.
+
+Before making its own, a server removes the directories of its kind that
+nobody holds. One younger than ``ABANDONED_AFTER`` is left alone: it may be
+another server's, made an instant ago and not yet locked. A lock does not
+depend on process ids, so servers in other pid namespaces sharing the
+directory (containers with a common ``/tmp``) see each other's as taken.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+from twisted.logger import Logger
+
+log = Logger()
+
+PREFIX = "gemfcgi-spawn-"
+# Seconds between making a directory and locking it are microseconds; this
+# leaves room for a machine that is very busy.
+ABANDONED_AFTER = 60.0
+
+
+class SocketDirectory:
+    """One claimed directory; ``close`` removes it and lets the claim go."""
+
+    def __init__(self, parent: Optional[str] = None) -> None:
+        self.path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
+        try:
+            self._claim = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            os.rmdir(self.path)
+            raise
+        # Nobody else may lock it: it is new, and others leave young ones be.
+        fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def close(self) -> None:
+        if self._claim is None:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._claim)
+        self._claim = None
+
+
+def remove_abandoned(parent: Optional[str] = None, now: Optional[float] = None) -> list[str]:
+    """
+    Remove the socket directories in ``parent`` (the temporary directory by
+    default) whose server ended without removing them; return their paths.
+    Whatever cannot be read, locked or removed is left as it is.
+    """
+    parent = parent or tempfile.gettempdir()
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = [name for name in os.listdir(parent) if name.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for name in sorted(names):
+        path = os.path.join(parent, name)
+        if _remove_if_abandoned(path, now):
+            removed.append(path)
+    for path in removed:
+        log.info(
+            "removed {path}: the socket directory of a spawned program whose server"
+            " ended without stopping",
+            path=path,
+        )
+    return removed
+
+
+def _remove_if_abandoned(path: str, now: float) -> bool:
+    try:
+        claim = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # not a directory, or not ours to read
+    try:
+        if now - os.fstat(claim).st_mtime < ABANDONED_AFTER:
+            return False
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held: its server, or one of its workers, lives
+        shutil.rmtree(path, ignore_errors=True)
+        return not os.path.lexists(path)
+    finally:
+        os.close(claim)

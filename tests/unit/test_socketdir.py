@@ -1,0 +1,97 @@
+"""Spawned programs' socket directories: which ones a starting server removes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from gemfcgi.fastcgi.socketdir import ABANDONED_AFTER, PREFIX, SocketDirectory, remove_abandoned
+
+
+def age(path, seconds: float = 3600) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def abandoned(tmp_path, name: str = "abc123"):
+    """What a server killed outright leaves: a directory nobody holds."""
+    path = tmp_path / f"{PREFIX}{name}"
+    path.mkdir()
+    (path / "fastcgi.sock").touch()
+    age(path)
+    return path
+
+
+def test_a_directory_nobody_holds_is_removed_with_what_it_holds(tmp_path):
+    left = abandoned(tmp_path)
+    assert remove_abandoned(str(tmp_path)) == [str(left)]
+    assert not left.exists()
+
+
+def test_a_directory_of_a_live_server_is_kept_however_old(tmp_path):
+    live = SocketDirectory(str(tmp_path))
+    age(live.path)
+    assert remove_abandoned(str(tmp_path)) == []
+    assert os.path.isdir(live.path)
+    live.close()
+    assert not os.path.exists(live.path)
+
+
+def test_a_forked_worker_keeps_its_servers_directory_claimed(tmp_path):
+    # The parent is gone (its descriptor closed), a worker it forked lives on.
+    live = SocketDirectory(str(tmp_path))
+    age(live.path)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(writer)
+        os.read(reader, 1)
+        os._exit(0)
+    os.close(reader)
+    try:
+        os.close(live._claim)
+        assert remove_abandoned(str(tmp_path)) == []
+        assert os.path.isdir(live.path)
+    finally:
+        os.close(writer)
+        os.waitpid(child, 0)
+    assert remove_abandoned(str(tmp_path)) == [live.path]
+
+
+def test_a_young_directory_is_kept_though_nobody_holds_it_yet(tmp_path):
+    young = tmp_path / f"{PREFIX}young"
+    young.mkdir()
+    age(young, ABANDONED_AFTER - 10)
+    assert remove_abandoned(str(tmp_path)) == []
+    assert young.is_dir()
+
+
+def test_only_directories_of_its_kind_are_touched(tmp_path):
+    other = tmp_path / "someone-else"
+    other.mkdir()
+    age(other)
+    plain_file = tmp_path / f"{PREFIX}file"
+    plain_file.write_text("x")
+    age(plain_file)
+    target = abandoned(tmp_path, "target")
+    link = tmp_path / f"{PREFIX}link"
+    link.symlink_to(target)
+    os.utime(link, (0, 0), follow_symlinks=False)
+    assert remove_abandoned(str(tmp_path)) == [str(target)]
+    assert other.is_dir() and plain_file.is_file() and link.is_symlink()
+
+
+def test_a_parent_that_cannot_be_read_removes_nothing_and_raises_nothing(tmp_path):
+    assert remove_abandoned(str(tmp_path / "missing")) == []
+
+
+def test_each_server_gets_a_directory_of_its_own(tmp_path):
+    first, second = SocketDirectory(str(tmp_path)), SocketDirectory(str(tmp_path))
+    try:
+        assert first.path != second.path
+        assert os.path.basename(first.path).startswith(PREFIX)
+    finally:
+        first.close()
+        second.close()
+    first.close()  # twice: nothing more happens
+    assert list(tmp_path.iterdir()) == []
