@@ -13,7 +13,8 @@ Choices where gmid's manual is silent or where we are deliberately kinder
 * relative ``include`` paths are resolved against the directory of the file
   that contains the ``include`` (``base_dir`` for ``parse_config`` text,
   the current directory when that is ``None``); gmid uses the process's
-  current directory;
+  current directory, which is used when the file is only there, with a
+  warning, as is a file there that differs from the one read;
 * a directive given twice in one block (``root``, ``cert``, ``lang``, ...)
   keeps the last value, as gmid 2.x does; ``alias`` and ``listen on``
   accumulate;
@@ -441,10 +442,7 @@ class _Parser:
 
     def _include(self, token: Token) -> None:
         name = self._string("'include'")
-        base = self.base_dirs.get(token.file)
-        if base is None:
-            base = os.getcwd()
-        path = name if os.path.isabs(name) else os.path.normpath(os.path.join(base, name))
+        path = self._include_path(token, name)
         try:
             real = os.path.realpath(path)
             if real in self.lexer.open_files():
@@ -455,6 +453,38 @@ class _Parser:
             self._fail(token, f'cannot read included file "{path}": {reason}')
         self.base_dirs.setdefault(path, os.path.dirname(path))
         self.pending_include = (text, path, real)
+
+    def _include_path(self, token: Token, name: str) -> str:
+        """
+        Where a relative include is read from: beside the including file,
+        so that a configuration reads the same files whatever directory the
+        server starts in. gmid reads it from its current directory instead;
+        a file found only there is read, as gmid would, and where both
+        exist and differ, the warning says which one gmid would have read.
+        """
+        if os.path.isabs(name):
+            return name
+        base = self.base_dirs.get(token.file)
+        cwd = os.getcwd()
+        beside = os.path.normpath(os.path.join(base if base is not None else cwd, name))
+        as_gmid = os.path.normpath(os.path.join(cwd, name))
+        if base is None or beside == as_gmid or not os.path.exists(as_gmid):
+            return beside
+        if not os.path.exists(beside):
+            self._warn(
+                token,
+                f'"{name}" is not beside this file, so it is read from the current directory'
+                f' ("{as_gmid}"), as gmid reads it: give its absolute path to read it from'
+                " wherever the server starts",
+            )
+            return as_gmid
+        if os.path.realpath(beside) != os.path.realpath(as_gmid):
+            self._warn(
+                token,
+                f'"{name}" is read from beside this file ("{beside}"); gmid would read'
+                f' "{as_gmid}", from the current directory: give an absolute path',
+            )
+        return beside
 
     def _prefork(self, token: Token) -> None:
         n = self._number("'prefork'")

@@ -153,3 +153,54 @@ def test_load_config_of_a_missing_file_is_a_config_error(tmp_path):
 def test_load_config_passes_defines(tmp_path):
     main = write(tmp_path / "gmid.conf", "user $u\n")
     assert load_config(main, defines={"u": "gmid"})[0].user == "gmid"
+
+
+def test_a_relative_include_found_only_in_the_current_directory_is_read_as_gmid_reads_it(
+    tmp_path, monkeypatch
+):
+    # gmid reads a relative include from its current directory: a gmid.conf
+    # started from there keeps working, with a warning naming the file read.
+    write(tmp_path / "conf.d" / "server.conf", SERVER)
+    main = write(tmp_path / "etc" / "gmid.conf", 'include "conf.d/server.conf"\n')
+    monkeypatch.chdir(tmp_path)
+    config, warnings = load_config(main)
+    assert [s.name for s in config.servers] == ["a"]
+    read = os.path.join(str(tmp_path), "conf.d", "server.conf")
+    assert [str(w) for w in warnings] == [
+        f'{main}:1: "conf.d/server.conf" is not beside this file, so it is read from the current'
+        f' directory ("{read}"), as gmid reads it: give its absolute path to read it from'
+        " wherever the server starts"
+    ]
+
+
+def test_a_relative_include_found_in_both_places_is_read_beside_the_file_with_a_warning(
+    tmp_path, monkeypatch
+):
+    write(tmp_path / "server.conf", SERVER.replace('"a"', '"cwd"'))
+    beside = write(tmp_path / "etc" / "server.conf", SERVER)
+    main = write(tmp_path / "etc" / "gmid.conf", 'include "server.conf"\n')
+    monkeypatch.chdir(tmp_path)
+    config, warnings = load_config(main)
+    assert [s.name for s in config.servers] == ["a"]
+    gmids = os.path.join(str(tmp_path), "server.conf")
+    assert [str(w) for w in warnings] == [
+        f'{main}:1: "server.conf" is read from beside this file ("{beside}"); gmid would read'
+        f' "{gmids}", from the current directory: give an absolute path'
+    ]
+
+
+def test_a_relative_include_started_from_its_own_directory_warns_of_nothing(tmp_path, monkeypatch):
+    write(tmp_path / "server.conf", SERVER)
+    main = write(tmp_path / "gmid.conf", 'include "server.conf"\n')
+    monkeypatch.chdir(tmp_path)
+    config, warnings = load_config(main)
+    assert ([s.name for s in config.servers], warnings) == (["a"], [])
+
+
+def test_a_missing_include_names_the_file_looked_for_beside_the_including_one(tmp_path, monkeypatch):
+    main = write(tmp_path / "etc" / "gmid.conf", 'include "nope.conf"\n')
+    monkeypatch.chdir(tmp_path)
+    missing = os.path.join(str(tmp_path), "etc", "nope.conf")
+    assert error_strings(main) == [
+        f'{main}:1: cannot read included file "{missing}": No such file or directory'
+    ]
