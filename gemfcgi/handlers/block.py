@@ -9,10 +9,10 @@ listener's address without SNI); the config parser rejects any other.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
+from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
-from gemfcgi.handlers.static import URL_SAFE, strip_components
+from gemfcgi.handlers.static import iri_path, path_for_meta, strip_components
 from gemfcgi.routing import PathSettings
 
 if TYPE_CHECKING:
@@ -37,14 +37,16 @@ def format_block_meta(template: str, path: str, query: str, port: str, server_na
 def serve_block(client: "GeminiProtocol", request: Request, settings: PathSettings) -> None:
     block = settings.block
     assert block is not None
-    path = quote(strip_components(request.path, settings.strip), safe=URL_SAFE)
+    path = strip_components(request.path, settings.strip)
     port = client.listener_port
     tls = client.tls
     if tls is not None and tls.server_name:
         server_name = tls.server_name
     else:
         server_name = getattr(client.transport.getHost(), "host", "")
-    meta = format_block_meta(
-        block.meta, path, request.query or "", "" if port is None else str(port), server_name
-    )
+    values = (request.query or "", "" if port is None else str(port), server_name)
+    meta = format_block_meta(block.meta, path_for_meta(path, status.MAX_META_BYTES), *values)
+    if len(meta.encode("utf-8")) > status.MAX_META_BYTES:
+        # The path percent-encoded made it too long; as an IRI it may fit.
+        meta = format_block_meta(block.meta, iri_path(path), *values)
     client.respond(block.code, meta)

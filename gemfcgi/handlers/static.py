@@ -53,6 +53,28 @@ NOT_THERE = frozenset(
 SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
 
 
+def path_for_meta(path: str, room: int) -> str:
+    """
+    ``path`` as written into a reply's META: percent-encoded, or as an IRI
+    where that takes more than ``room`` bytes.
+    """
+    encoded = quote(path, safe=URL_SAFE)
+    return encoded if len(encoded) <= room else iri_path(path)
+
+
+def iri_path(path: str) -> str:
+    """
+    ``path`` with its printable non-ASCII characters as they are, as clients
+    may send them. A percent-encoded UTF-8 character takes three times its
+    bytes, so a path that came in a 1024-byte request can need more than a
+    META may hold; as an IRI it needs no more than the request did.
+    """
+    return "".join(
+        char if ord(char) > 127 and char.isprintable() else quote(char, safe=URL_SAFE)
+        for char in path
+    )
+
+
 class _Monotonic:
     """A clock for the rate limit below, which no reactor reaches."""
 
@@ -152,9 +174,9 @@ def serve_static(
         return
     if stat.S_ISDIR(info.st_mode):
         if not request.path.endswith("/"):
-            target = quote(request.path, safe=URL_SAFE) + "/"
-            if request.query is not None:
-                target += "?" + request.query
+            query = "" if request.query is None else "?" + request.query
+            room = status.MAX_META_BYTES - 1 - len(query.encode("utf-8"))
+            target = path_for_meta(request.path, room) + "/" + query
             client.respond(status.REDIRECT_PERMANENT, target)
             return
         index_path = os.path.join(path, settings.index)

@@ -165,6 +165,16 @@ def test_block_return_formats_like_gmid(server):
     assert reply.header == f"31 gemini://example.com:{server.port}/a/b?x%20y".encode()
 
 
+def test_a_block_redirect_with_a_long_unicode_path_is_written_as_the_client_wrote_it(server):
+    # Percent-encoded, the path would make the META 2,8xx bytes, more than
+    # one may hold; written as UTF-8, it fits as the request did.
+    path = "/" + "/".join(["é" * 120] * 4)
+    reply = get(server, "example.com", f"/old{path}?q")
+    assert reply.header == f"31 gemini://example.com:{server.port}{path}?q".encode()
+    short = get(server, "example.com", "/old/é?q")
+    assert short.header == f"31 gemini://example.com:{server.port}/%C3%A9?q".encode()
+
+
 def test_location_patterns_mean_what_fnmatch_makes_of_them(server):
     assert [get(server, "example.com", path).header for path in (
         "/neg/a.txt", "/neg/_a.txt", "/cls/7", "/cls/x", "/lit/%2A", "/lit/x",

@@ -254,3 +254,21 @@ def test_a_file_truncated_while_it_is_sent_ends_without_close_notify(server, cap
         r"\(truncated\?\): 127\.0\.0\.1:\d+ gemini://localhost/shrinking\.bin cut short"
     )
     assert fetch(server.port, url(server)).status == 20
+
+
+def test_a_long_unicode_directory_without_slash_is_redirected_as_the_client_wrote_it(server, capsule):
+    # Percent-encoded, this path would take 2,883 bytes, more than a META
+    # may hold; the request, with the path as UTF-8, took 988.
+    name = "/".join(["é" * 120] * 4)
+    (capsule / name).mkdir(parents=True)
+    (capsule / name / "index.gmi").write_text("# long\n")
+    asked = url(server, "/" + name)
+    assert len(asked.encode()) < 1024
+    assert fetch(server.port, asked).header == f"31 /{name}/".encode()
+    assert fetch(server.port, asked + "?q").header == f"31 /{name}/?q".encode()
+    reply = fetch(server.port, asked + "/")
+    assert (reply.header, reply.body) == (b"20 text/gemini", b"# long\n")
+    short = "/".join(["é" * 10] * 2)
+    (capsule / short).mkdir(parents=True)
+    quoted = "/".join(["%C3%A9" * 10] * 2)
+    assert fetch(server.port, url(server, "/" + short)).header == f"31 /{quoted}/".encode()
