@@ -11,7 +11,9 @@ inherit it, so a directory in use by any of them stays claimed.
 
 Before making its own, a server removes the directories of its kind that
 nobody holds. One younger than ``ABANDONED_AFTER`` is left alone: it may be
-another server's, made an instant ago and not yet locked. A lock does not
+another server's, made an instant ago and not yet locked. So is one whose
+socket still takes connections: the directory of a server of an earlier
+version, which took no lock, or of a program that outlived its server. A lock does not
 depend on process ids, so servers in other pid namespaces sharing the
 directory (containers with a common ``/tmp``) see each other's as taken.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import tempfile
 import time
 from typing import Optional
@@ -30,6 +33,7 @@ from twisted.logger import Logger
 log = Logger()
 
 PREFIX = "gemfcgi-spawn-"
+SOCKET_NAME = "fastcgi.sock"
 # Seconds between making a directory and locking it are microseconds; this
 # leaves room for a machine that is very busy.
 ABANDONED_AFTER = 60.0
@@ -94,7 +98,24 @@ def _remove_if_abandoned(path: str, now: float) -> bool:
             fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False  # held: its server, or one of its workers, lives
+        if _answers(os.path.join(path, SOCKET_NAME)):
+            return False  # a server of a version before the locks, or its program, lives
         shutil.rmtree(path, ignore_errors=True)
         return not os.path.lexists(path)
     finally:
         os.close(claim)
+
+
+def _answers(path: str) -> bool:
+    """Whether something listens on the unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        return True  # listening, with a full backlog
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

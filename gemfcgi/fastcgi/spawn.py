@@ -84,7 +84,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gemfcgi.fastcgi.socketdir import SocketDirectory, remove_abandoned
+from gemfcgi.fastcgi.socketdir import SOCKET_NAME, SocketDirectory, remove_abandoned
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
 from gemfcgi.textlog import LogLimiter, printable
 
@@ -296,7 +296,7 @@ class SpawnedApp(Service):
         self._stopping = False
         remove_abandoned(self.directory)
         self._directory = SocketDirectory(self.directory)
-        self.socket_path = os.path.join(self._directory.path, "fastcgi.sock")
+        self.socket_path = os.path.join(self._directory.path, SOCKET_NAME)
         if self.owner is not None:
             os.chown(self._directory.path, *self.owner)
         self._spawn()

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 
-from gemfcgi.fastcgi.socketdir import ABANDONED_AFTER, PREFIX, SocketDirectory, remove_abandoned
+from gemfcgi.fastcgi.socketdir import (
+    ABANDONED_AFTER,
+    PREFIX,
+    SOCKET_NAME,
+    SocketDirectory,
+    remove_abandoned,
+)
 
 
 def age(path, seconds: float = 3600) -> None:
@@ -17,7 +24,7 @@ def abandoned(tmp_path, name: str = "abc123"):
     """What a server killed outright leaves: a directory nobody holds."""
     path = tmp_path / f"{PREFIX}{name}"
     path.mkdir()
-    (path / "fastcgi.sock").touch()
+    (path / SOCKET_NAME).touch()
     age(path)
     return path
 
@@ -95,3 +102,20 @@ def test_each_server_gets_a_directory_of_its_own(tmp_path):
         second.close()
     first.close()  # twice: nothing more happens
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_whose_socket_takes_connections_is_kept_though_nobody_holds_it(tmp_path):
+    # A server of a version before the locks, or a program that outlived
+    # its server (the workers of fcgiwrap -c N), still listens there.
+    left = abandoned(tmp_path)
+    (left / SOCKET_NAME).unlink()
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(left / SOCKET_NAME))
+    listening.listen(1)
+    try:
+        age(left)
+        assert remove_abandoned(str(tmp_path)) == []
+        assert left.is_dir()
+    finally:
+        listening.close()
+    assert remove_abandoned(str(tmp_path)) == [str(left)]
