@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 log = Logger()
 
 REQUEST_ID = 1
+# How long a backend is read after a reply without a body has gone out, for
+# its STDERR records and END_REQUEST (see ``Relay._read_the_rest``).
+TAIL_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,8 @@ class Relay(OneTimeout):
         self._protocol: Optional[FastCGIClientProtocol] = None
         self._connecting: Optional[Deferred] = None
         self._paused = False
+        # The client has its whole reply; the backend is still read (below).
+        self._tail = False
         self._deadlines = deadlines_for(clock)
 
     # -- start -------------------------------------------------------------
@@ -287,6 +292,8 @@ class Relay(OneTimeout):
     # -- records from the backend -----------------------------------------
 
     def on_stdout(self, data: bytes) -> None:
+        if self._tail:
+            return  # the body of a reply that has none: dropped, as in gmid
         if self._reader is None:
             self.client.client_write(data)
             if not self._paused:
@@ -305,7 +312,7 @@ class Relay(OneTimeout):
         if not reply.sends_body:
             # Only 2x replies have a body (gmid does the same): the rest is dropped.
             self.client.send_header(reply.code, reply.meta)
-            self._end()
+            self._read_the_rest()
             return
         self.client.send_header(reply.code, reply.meta, reply.body)
         if self._paused:
@@ -314,13 +321,33 @@ class Relay(OneTimeout):
             # The body's wait starts now (the same timer, reset).
             self._arm(self.timeouts.reply, self._reply_timed_out)
 
+    def _read_the_rest(self) -> None:
+        """
+        The client's reply is whole and ends now; the backend is read on,
+        for up to ``TAIL_TIMEOUT`` seconds, until its END_REQUEST. Apps
+        often say why they refused a request after saying so: flup sends
+        what the application wrote to ``wsgi.errors`` once its reply is
+        out. Its STDERR records and a failing appStatus are logged as for
+        any reply; the END_REQUEST also shows a spawned program works.
+        """
+        self._tail = True
+        self.client.finish()
+        if self._paused and self._protocol is not None:
+            self._paused = False
+            self._protocol.transport.resumeProducing()
+        self._arm(TAIL_TIMEOUT, self._close)
+
     def on_stderr(self, data: bytes) -> None:
         self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)
 
     def on_end_request(self, end: EndRequest) -> None:
         self.backend.answered()
         statuses = f"appStatus {end.app_status}, protocolStatus {_status_name(end.protocol_status)}"
-        if end.protocol_status == ProtocolStatus.OVERLOADED:
+        if self._tail:
+            if end.app_status != 0 or end.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
+                self._log_fault(Fault.FAILED, statuses, "; after its reply")
+            self._close()
+        elif end.protocol_status == ProtocolStatus.OVERLOADED:
             self._fail(Fault.OVERLOADED, statuses)
         elif end.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
             self._fail(Fault.REFUSED, statuses)
@@ -342,6 +369,9 @@ class Relay(OneTimeout):
     def backend_closed(self, cut_bytes: int) -> None:
         self._protocol = None
         if self.finished:
+            return
+        if self._tail:
+            self._close()  # without END_REQUEST: the client has its reply all the same
             return
         cut = f" ({cut_bytes} bytes of a record cut off)" if cut_bytes else ""
         if self._reader is not None:
@@ -386,6 +416,10 @@ class Relay(OneTimeout):
         that tells a Gemini client a response is complete.
         """
         if self.finished:
+            return
+        if self._tail:
+            self._log_fault(fault, detail, "; after its reply")
+            self._close()
             return
         header_sent = self._reader is None
         self._log_fault(fault, detail, "; body cut short" if header_sent else "")

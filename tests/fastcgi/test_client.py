@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from gemfcgi.config import model
 from gemfcgi.deadlines import RESOLUTION, deadlines_for
-from gemfcgi.fastcgi.client import FastCGITimeouts
+from gemfcgi.fastcgi.client import TAIL_TIMEOUT, FastCGITimeouts
 from gemfcgi.fastcgi.records import (
     BeginRequest,
     ProtocolStatus,
@@ -219,12 +219,63 @@ def test_cgi_header_block_is_translated(exchange, cgi, header):
     assert exchange.reply == header + b"\r\n" + expected_body
 
 
-def test_non_2x_reply_sends_the_header_alone_and_closes_the_backend(exchange):
+def test_non_2x_reply_sends_the_header_alone_and_ends_at_once(exchange):
     exchange.request().accept().send(stdout(b"30 /elsewhere\r\nignored body"))
     assert exchange.reply == b"30 /elsewhere\r\n"
-    assert exchange.client_closed and exchange.backend_closed
+    assert exchange.client_closed and not exchange.client.aborted
     exchange.send(stdout(b"more"), end())
     assert exchange.reply == b"30 /elsewhere\r\n"
+    assert exchange.backend_closed and exchange.backend.pending == 0
+
+
+def test_after_a_non_2x_reply_the_backends_stderr_and_failing_status_are_logged(exchange):
+    # flup sends what the application wrote to wsgi.errors after its reply:
+    # the reason for a 51 comes after the 51.
+    answered = []
+    exchange.backend.answered = lambda: answered.append(True)  # a spawned program works
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"Status: 404 Not Found\r\n\r\nnope"))
+        assert exchange.reply == b"51 Not Found\r\n" and exchange.client_closed
+        assert not exchange.backend_closed
+        exchange.send(
+            stdout(b""),
+            encode_stream(RecordType.STDERR, b"record 42 missing from db\n"),
+            end(app_status=3),
+        )
+    assert exchange.reply == b"51 Not Found\r\n"
+    assert exchange.backend_closed and exchange.backend.pending == 0 and answered == [True]
+    text = warnings(logs)
+    assert f"gemini://localhost/app: FastCGI backend unix:{SOCKET} stderr: record 42 missing from db" in text
+    assert "request failed: appStatus 3, protocolStatus REQUEST_COMPLETE; after its reply" in text
+
+
+def test_after_a_non_2x_reply_a_clean_end_logs_nothing(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"51 gone\r\n"), end())
+    assert exchange.backend_closed and exchange.backend.pending == 0
+    assert warnings(logs) == ""
+
+
+def test_after_a_non_2x_reply_the_backend_is_read_for_a_few_seconds_at_most(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(stdout(b"40 busy\r\n"))
+        exchange.reactor.advance(TAIL_TIMEOUT - RESOLUTION)
+        assert not exchange.backend_closed
+        exchange.reactor.advance(2 * RESOLUTION)
+    assert exchange.backend_closed and exchange.backend.pending == 0
+    assert exchange.reply == b"40 busy\r\n"
+    assert warnings(logs) == ""
+
+
+def test_after_a_non_2x_reply_a_backend_that_closes_or_breaks_the_protocol_is_let_go(exchange):
+    exchange.request().accept().send(stdout(b"30 /x\r\n")).backend_closes()
+    assert exchange.backend.pending == 0
+    other = Exchange()
+    with capturedLogs() as logs:
+        other.request().accept().send(stdout(b"30 /x\r\n"), raw_record(RecordType.STDOUT, b"", version=9))
+    assert other.reply == b"30 /x\r\n" and not other.client.aborted
+    assert other.backend_closed and other.backend.pending == 0
+    assert "protocol error" in warnings(logs) and "after its reply" in warnings(logs)
 
 
 def test_lang_is_not_appended_to_a_fastcgi_reply():

@@ -7,6 +7,8 @@ from flup.server.fcgi import WSGIServer
 
 def application(environ, start_response):
     if environ.get("PATH_INFO", "").endswith("/missing"):
+        # flup sends this as STDERR once the reply is out.
+        environ["wsgi.errors"].write("no record for this page\n")
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not here"]
     start_response("200 OK", [("Content-Type", "text/gemini")])

@@ -168,6 +168,14 @@ def test_flup_wsgi_cgi_headers_are_translated(fastcgi):
     assert get(fastcgi, "/flup-wsgi/missing").header == b"51 Not Found"
 
 
+def test_what_flup_says_after_a_reply_without_a_body_is_logged(fastcgi):
+    # The application's wsgi.errors reaches gemfcgi after its 404 does.
+    reply = get(fastcgi, "/flup-wsgi/deep/missing")
+    assert (reply.header, reply.body, reply.clean_close) == (b"51 Not Found", b"", True)
+    fastcgi.wait_for_log(r"gemini://localhost/flup-wsgi/deep/missing: FastCGI backend unix:\S+flup\.sock"
+                         r" stderr: no record for this page", timeout=5)
+
+
 # -- fcgiwrap and shell scripts ---------------------------------------------------
 
 
