@@ -178,7 +178,8 @@ class GeminiProtocol(OneTimeout, Protocol):
                 self.respond(status.BAD_REQUEST, "request line must end with CRLF")
             elif b"\r" in self._buffer[:-1]:
                 self.respond(status.BAD_REQUEST, "bare CR in request line")
-            elif len(self._buffer) > MAX_REQUEST_BYTES + 2:
+            elif len(self._buffer) > MAX_REQUEST_BYTES + (self._buffer.endswith(b"\r")):
+                # Only a URL of 1024 bytes whose CR is here may still end well.
                 self.respond(status.BAD_REQUEST, "request line longer than 1024 bytes")
             return
         line, self._buffer = self._buffer[:end], b""

@@ -73,6 +73,25 @@ def test_line_longer_than_1026_bytes_without_crlf_gets_59(site):
     assert transport.value().startswith(b"59 ")
 
 
+@pytest.mark.parametrize("length", [1025, 1026])
+def test_a_line_that_can_no_longer_end_within_1024_bytes_gets_59_at_once(site, length):
+    protocol, transport, _ = connect(site)
+    url = b"gemini://localhost/"
+    protocol.dataReceived(url + b"a" * (1024 - len(url)))
+    assert transport.value() == b""
+    protocol.dataReceived(b"a" * (length - 1024))
+    assert transport.value() == b"59 request line longer than 1024 bytes\r\n"
+
+
+def test_a_url_of_1024_bytes_may_arrive_with_its_cr_and_lf_apart(site):
+    protocol, transport, _ = connect(site)
+    url = b"gemini://localhost/"
+    protocol.dataReceived(url + b"a" * (1024 - len(url)) + b"\r")
+    assert transport.value() == b""
+    protocol.dataReceived(b"\n")
+    assert transport.value().startswith(b"51 ")
+
+
 def test_bytes_after_the_request_line_are_ignored(site):
     protocol, transport, _ = connect(site)
     protocol.dataReceived(b"gemini://localhost/\r\ngemini://localhost/\r\n")
