@@ -47,6 +47,7 @@ from gemfcgi.fastcgi.records import (
 )
 from gemfcgi.fastcgi.reply import ReplyError, ReplyHeader, ReplyHeaderReader
 from gemfcgi.gemini import status
+from gemfcgi.textlog import printable
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
@@ -57,6 +58,9 @@ REQUEST_ID = 1
 # How long a backend is read after a reply without a body has gone out, for
 # its STDERR records and END_REQUEST (see ``Relay._read_the_rest``).
 TAIL_TIMEOUT = 5.0
+# Of the body of an application's own 42 (fcgiwrap's 502 page), what is
+# logged as its reason.
+REASON_MAX_BYTES = 300
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Fault(enum.Enum):
     FAILED = "request failed"
     TRUNCATED = "reply truncated"
     APP_FAILED = "application failed to start"
+    APP_ERROR = "the application answered"
 
 
 def reply_for(fault: Fault) -> tuple[int, str]:
@@ -240,6 +245,9 @@ class Relay(OneTimeout):
         self._paused = False
         # The client has its whole reply; the backend is still read (below).
         self._tail = False
+        # An application's own 42 (CGI 5xx): its META and the start of the
+        # body, which says why (fcgiwrap: "Cannot get script name, ...").
+        self._app_error: Optional[tuple[str, bytearray]] = None
         self._deadlines = deadlines_for(clock)
 
     # -- start -------------------------------------------------------------
@@ -293,7 +301,11 @@ class Relay(OneTimeout):
 
     def on_stdout(self, data: bytes) -> None:
         if self._tail:
-            return  # the body of a reply that has none: dropped, as in gmid
+            # The body of a reply that has none: dropped, as in gmid.
+            if self._app_error is not None:
+                reason = self._app_error[1]
+                reason += data[: REASON_MAX_BYTES - len(reason)]
+            return
         if self._reader is None:
             self.client.client_write(data)
             if not self._paused:
@@ -312,6 +324,8 @@ class Relay(OneTimeout):
         if not reply.sends_body:
             # Only 2x replies have a body (gmid does the same): the rest is dropped.
             self.client.send_header(reply.code, reply.meta)
+            if reply.code == status.CGI_ERROR:
+                self._app_error = (reply.meta, bytearray(reply.body[:REASON_MAX_BYTES]))
             self._read_the_rest()
             return
         self.client.send_header(reply.code, reply.meta, reply.body)
@@ -335,7 +349,18 @@ class Relay(OneTimeout):
         if self._paused and self._protocol is not None:
             self._paused = False
             self._protocol.transport.resumeProducing()
-        self._arm(TAIL_TIMEOUT, self._close)
+        self._arm(TAIL_TIMEOUT, self._end_tail)
+
+    def _end_tail(self) -> None:
+        """The backend is read to its end: an application's own 42 is logged with its reason."""
+        if self.finished:
+            return
+        if self._app_error is not None:
+            meta, body = self._app_error
+            reason = " ".join(body.decode("utf-8", "replace").split())  # on one line
+            detail = f"{status.CGI_ERROR} {meta}" + (f": {printable(reason)}" if reason else "")
+            self._log_fault(Fault.APP_ERROR, detail)
+        self._close()
 
     def on_stderr(self, data: bytes) -> None:
         self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)
@@ -346,7 +371,7 @@ class Relay(OneTimeout):
         if self._tail:
             if end.app_status != 0 or end.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
                 self._log_fault(Fault.FAILED, statuses, "; after its reply")
-            self._close()
+            self._end_tail()
         elif end.protocol_status == ProtocolStatus.OVERLOADED:
             self._fail(Fault.OVERLOADED, statuses)
         elif end.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
@@ -371,7 +396,7 @@ class Relay(OneTimeout):
         if self.finished:
             return
         if self._tail:
-            self._close()  # without END_REQUEST: the client has its reply all the same
+            self._end_tail()  # without END_REQUEST: the client has its reply all the same
             return
         cut = f" ({cut_bytes} bytes of a record cut off)" if cut_bytes else ""
         if self._reader is not None:
@@ -419,7 +444,7 @@ class Relay(OneTimeout):
             return
         if self._tail:
             self._log_fault(fault, detail, "; after its reply")
-            self._close()
+            self._end_tail()
             return
         header_sent = self._reader is None
         self._log_fault(fault, detail, "; body cut short" if header_sent else "")

@@ -249,6 +249,26 @@ def test_after_a_non_2x_reply_the_backends_stderr_and_failing_status_are_logged(
     assert "request failed: appStatus 3, protocolStatus REQUEST_COMPLETE; after its reply" in text
 
 
+def test_an_applications_own_42_is_logged_with_the_reason_its_body_gives(exchange):
+    # fcgiwrap's own errors: a CGI 502 whose body says what went wrong.
+    with capturedLogs() as logs:
+        exchange.request().accept().send(
+            stdout(b"Status: 502 Bad Gateway\r\nContent-type: text/plain\r\n\r\nAn error occurred"),
+            stdout(b" while reading CGI reply (no response received)\n" + b"x" * 1000),
+            stdout(b"never read"),
+            end(),
+        )
+    assert exchange.reply == b"42 Bad Gateway\r\n"
+    assert exchange.backend_closed and exchange.backend.pending == 0
+    [line] = warnings(logs).splitlines()
+    assert line.startswith(
+        f"192.0.2.7:40000 gemini://localhost/app: FastCGI backend unix:{SOCKET} (1 pending):"
+        " the application answered: 42 Bad Gateway: An error occurred while reading CGI reply"
+        " (no response received) xxx"
+    )
+    assert len(line) < 500 and "never read" not in line
+
+
 def test_after_a_non_2x_reply_a_clean_end_logs_nothing(exchange):
     with capturedLogs() as logs:
         exchange.request().accept().send(stdout(b"51 gone\r\n"), end())

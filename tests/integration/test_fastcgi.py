@@ -204,6 +204,15 @@ def test_fcgiwrap_error_for_a_missing_script_is_translated(fastcgi):
     assert get(fastcgi, "/cgi/no-such-script.sh").header == b"50 Forbidden"
 
 
+def test_fcgiwrap_own_error_is_a_42_and_its_reason_is_logged(fastcgi):
+    # A script that prints nothing: fcgiwrap answers "Status: 502 Bad
+    # Gateway" itself, and says why in the body the client never gets.
+    reply = get(fastcgi, "/cgi/silent.sh")
+    assert (reply.header, reply.body, reply.clean_close) == (b"42 Bad Gateway", b"", True)
+    fastcgi.wait_for_log(r"gemini://localhost/cgi/silent.sh: FastCGI backend unix:\S+fcgiwrap\.sock"
+                         r" \(\d+ pending\): the application answered: 42 Bad Gateway: \w+", timeout=5)
+
+
 def test_fcgiwrap_over_tcp_with_strip(fastcgi):
     reply = get(fastcgi, "/cgi-tcp/env.sh/more")
     assert reply.status == 20
