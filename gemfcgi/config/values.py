@@ -77,6 +77,10 @@ def check_block_meta(code: int, meta: str) -> Optional[str]:
         return (
             f"block meta is too long ({len(meta)} characters, at most {MAX_BLOCK_META})"
         )
+    control = next((char for char in meta if char != "\t" and (char < " " or char == "\x7f")), None)
+    if control is not None:
+        # A reply's META may hold none (gemfcgi.gemini.status); gmid sends it.
+        return f"block meta contains the control character {control!r}"
     i = 0
     while i < len(meta):
         if meta[i] == "%":

@@ -4,7 +4,7 @@ Gemini status codes and the one place a response header is built.
 Every header that leaves the server goes through ``response_header``, so the
 rules of the specification (two digits from 10 to 69, META required for 1x
 and 3x, at most 1024 bytes, UTF-8 without BOM, no CR or LF) are enforced
-once.
+once, with one of ours: no control character but the tab.
 
 Codes the specification does not name (``21``, ``45``) pass: clients act on
 the first digit, and gmid relays any code from 10 to 69 that a FastCGI
@@ -13,6 +13,8 @@ codes the specification defines.
 """
 
 from __future__ import annotations
+
+import re
 
 INPUT = 10
 SENSITIVE_INPUT = 11
@@ -38,6 +40,9 @@ DEFINED_CODES = frozenset(
 )
 
 MAX_META_BYTES = 1024
+# Control characters other than the tab: a client shows META to its user,
+# and an escape sequence in it would act on the user's terminal.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 # What an empty META means for 2x, in the specification's words. It is sent
 # spelt out: gemcall and Agunua reject a header whose META is empty, with or
@@ -74,6 +79,9 @@ def response_header(code: int, meta: str = "") -> bytes:
     meta = sent_meta(code, meta)
     if "\r" in meta or "\n" in meta:
         raise InvalidHeader("META contains a line break")
+    control = _CONTROL.search(meta)
+    if control is not None:
+        raise InvalidHeader(f"META contains the control character {control.group()!r}")
     if meta.startswith("\ufeff"):
         raise InvalidHeader("META starts with a byte order mark")
     encoded = meta.encode("utf-8")

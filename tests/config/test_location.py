@@ -93,6 +93,12 @@ def test_block_meta_longer_than_1024_is_an_error(errors_of, parse, server_with):
     ]
 
 
+def test_block_meta_with_a_control_character_is_an_error(errors_of, server_with):
+    assert errors_of(server_with('block return 51 "gone\x1b[2J"')) == [
+        "gmid.conf:5: block meta contains the control character '\\x1b'"
+    ]
+
+
 @pytest.mark.parametrize("spec", ["%h", "%s", "%d", "%Q"])
 def test_block_meta_rejects_unknown_format_specifiers(errors_of, server_with, spec):
     assert errors_of(server_with(f'block return 40 "x{spec}"')) == [

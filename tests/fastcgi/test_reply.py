@@ -131,6 +131,13 @@ def test_bare_cr_after_the_code_is_an_error():
     assert "malformed header" in error_of(b"51\rx\r\n")
 
 
+@pytest.mark.parametrize("stdout", [
+    b"51 gone\x1b[2J\r\n", b"30 /x\x00y\r\n", b"Status: 404 Not\x07Found\r\n\r\n",
+])
+def test_a_control_character_in_meta_is_an_error(stdout):
+    assert "control character" in error_of(stdout)
+
+
 def test_bare_lf_inside_meta_is_an_error():
     assert "line break" in error_of(b"20 text/gemini\nX: y\r\n")
 

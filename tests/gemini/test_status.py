@@ -53,3 +53,14 @@ def test_meta_with_line_break_or_bom_is_refused():
         response_header(20, "text/gemini\r\n20 x")
     with pytest.raises(InvalidHeader):
         response_header(20, "\ufefftext/gemini")
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x07", "\x7f", "\x0b"])
+def test_meta_with_a_control_character_is_refused(control):
+    with pytest.raises(InvalidHeader, match="control character"):
+        response_header(51, f"not here{control}[2J")
+
+
+def test_meta_with_a_tab_or_any_printable_character_passes():
+    assert response_header(10, "Name:\tfirst, last") == "10 Name:\tfirst, last\r\n".encode()
+    assert response_header(20, "text/gemini; lang=ελ") == "20 text/gemini; lang=ελ\r\n".encode()
