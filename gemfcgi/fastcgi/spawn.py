@@ -420,14 +420,19 @@ class SpawnedApp(Service):
             self._answered = True
 
     def output(self, fd: int, line: bytes) -> None:
-        """A line of the program's stdout or stderr, logged under the rate limit."""
+        """
+        A line of the program's stdout or stderr, logged under the rate
+        limit; a stderr line as a warning, as an application's STDERR
+        record is (with fcgiwrap, it is a script's error).
+        """
         if not line.rstrip(b"\r"):
             return
         allowed, _ = self._output.allow()
         if not allowed:
             return  # counted in _output_dropped
         text = printable(line.decode("utf-8", "replace").rstrip("\r"), keep="\t")
-        log.info(
+        emit = log.warn if fd == 2 else log.info
+        emit(
             "{backend} {stream}: {text}",
             backend=self.name,
             stream="stderr" if fd == 2 else "stdout",

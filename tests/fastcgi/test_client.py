@@ -22,7 +22,7 @@ import pytest
 from twisted.internet import error
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
 from gemfcgi.config import model
@@ -940,6 +940,17 @@ def test_output_lines_are_logged_with_the_backend_name(spawning):
     assert warnings(logs).splitlines() == [
         "spawn:sh app.sh stderr: PHP Warning: one",
         "spawn:sh app.sh stderr: PHP Warning: two",
+    ]
+    assert {event["log_level"] for event in logs} == {LogLevel.warn}
+
+
+def test_stdout_lines_are_logged_as_information_and_stderr_lines_as_warnings(spawning):
+    reactor, app = spawning
+    with capturedLogs() as logs:
+        reactor.processes[0].protocol.childDataReceived(1, b"listening\n")
+        reactor.processes[0].protocol.childDataReceived(2, b"cannot open db\n")
+    assert [(event["log_level"], event["stream"]) for event in logs] == [
+        (LogLevel.info, "stdout"), (LogLevel.warn, "stderr"),
     ]
 
 
