@@ -49,8 +49,11 @@ class SocketDirectory:
         except OSError:
             os.rmdir(self.path)
             raise
-        # Nobody else may lock it: it is new, and others leave young ones be.
-        fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            # Nobody else may lock it: it is new, and others leave young ones be.
+            fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # a file system without locks: its socket, while it listens, keeps it
 
     def close(self) -> None:
         if self._claim is None:

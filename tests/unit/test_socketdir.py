@@ -119,3 +119,17 @@ def test_a_directory_whose_socket_takes_connections_is_kept_though_nobody_holds_
     finally:
         listening.close()
     assert remove_abandoned(str(tmp_path)) == [str(left)]
+
+
+def test_a_file_system_without_locks_still_gets_its_directory(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    made = SocketDirectory(str(tmp_path))
+    assert os.path.isdir(made.path)
+    made.close()
+    assert not os.path.exists(made.path)
