@@ -320,6 +320,35 @@ def test_syslog_lines_still_arrive_once_the_socket_path_is_out_of_reach(tmp_path
     daemon.close()
 
 
+def test_a_line_too_long_for_a_datagram_is_dropped_and_the_connection_kept(tmp_path):
+    import syslog
+
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from gemfcgi.syslogsend import SyslogSender
+
+    path = tmp_path / "log"
+    daemon = listening_syslog(path)
+    sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(path))
+    path.unlink()  # as in a chroot: a new connection could not be made
+    seen: list = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        sender.send(syslog.LOG_NOTICE, "x" * (8 * 1024 * 1024))
+        assert sender.dropped == 1
+        sender.send(syslog.LOG_NOTICE, "the next line")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert daemon.recv(4096).decode().endswith(": the next line")
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
+        f"syslog: access lines do not reach {path} (Message too long); they are dropped "
+        "until it takes them again",
+        f"syslog: access lines reach {path} again; 1 were dropped",
+    ]
+    sender.close()
+    daemon.close()
+
+
 def test_syslog_short_of_descriptors_drops_the_line_and_says_so_once(tmp_path, monkeypatch):
     import socket
     import syslog
