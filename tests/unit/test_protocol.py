@@ -329,6 +329,41 @@ def test_a_file_that_is_there_but_cannot_be_opened_now_is_not_a_51(tmp_path, mon
     ]
 
 
+def test_under_a_shortage_a_few_failures_are_logged_and_the_next_line_counts_the_rest(
+    tmp_path, monkeypatch
+):
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.handlers import static
+    from gemfcgi.textlog import LogLimiter
+
+    clock = Clock()
+    monkeypatch.setattr(static, "_failures", LogLimiter(clock, limit=5, window=10.0))
+    (tmp_path / "page.gmi").write_text("# there\n")
+    real_open = static.os.open
+
+    def out_of_descriptors(path, *args, **kwargs):
+        if str(path).endswith("/page.gmi"):
+            raise OSError(24, "Too many open files")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(static.os, "open", out_of_descriptors)
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(tmp_path)))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    with capturedLogs() as logs:
+        for second in range(8):
+            if second == 7:
+                clock.advance(10)
+            protocol, transport, _ = connect(site)
+            protocol.dataReceived(b"gemini://localhost/page.gmi\r\n")
+            assert transport.value() == b"41 server busy, try again later\r\n"
+    lines = [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"]
+    said = f"cannot read {tmp_path / 'page.gmi'}: Too many open files"
+    assert lines == [said] * 5 + [said + " (2 more such failures not logged)"]
+
+
 def test_a_read_error_gets_40_or_cuts_the_body_and_leaves_no_descriptor_open(tmp_path, monkeypatch):
     from twisted.logger import capturedLogs, formatEvent
 
