@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
 import signal
 import sys
 from typing import Callable, Optional, Sequence
@@ -28,7 +29,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from gemfcgi.config import model
 from gemfcgi.endpoints import family_name
@@ -41,6 +42,10 @@ from gemfcgi.textlog import text_event
 from gemfcgi.worker import WorkerPlan
 
 log = Logger()
+
+# A worker's log line: its time, then "[namespace#level]" (textlog's format).
+_WORKER_LEVEL = re.compile(r"\S+ \[[^\]#]*#(\w+)\] ")
+_LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 HAPROXY_PREFIX = "haproxy:"
 MIN_RESTART_DELAY = 0.5
@@ -110,10 +115,14 @@ class WorkerProcess(ProcessProtocol):
         self._partial = b""
 
     def outReceived(self, data: bytes) -> None:
-        # A line per request: logged as text, without the format machinery.
+        # A line per request: logged as text, without the format machinery,
+        # at the level the worker logged it (its "[namespace#level]").
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            log.observer(text_event(log, f"[worker {self.number}] {line.decode('utf-8', 'replace')}"))
+            text = line.decode("utf-8", "replace")
+            found = _WORKER_LEVEL.match(text)
+            level = _LEVELS.get(found.group(1), LogLevel.info) if found else LogLevel.info
+            log.observer(text_event(log, f"[worker {self.number}] {text}", level))
 
     errReceived = outReceived
 

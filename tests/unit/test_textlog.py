@@ -241,6 +241,33 @@ def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
     assert all(event["log_system"] == "gemfcgi.prefork#info" for event in seen)
 
 
+def test_a_workers_line_keeps_the_level_the_worker_logged_it_at():
+    from twisted.logger import LogLevel
+
+    from gemfcgi import prefork
+
+    class Pool:
+        reactor = type("Clock", (), {"seconds": staticmethod(time.time)})
+
+    seen = []
+    observer = prefork.log.observer
+    prefork.log.observer = seen.append
+    try:
+        worker = prefork.WorkerProcess(Pool(), 0, 1)
+        worker.outReceived(
+            b"2026-11-27T01:00:00+0000 [gemfcgi.accesslog#error] cannot reopen the access log\n"
+            b"2026-11-27T01:00:00+0000 [gemfcgi.fastcgi.client#warn] x: FastCGI backend y: cannot connect\n"
+            b"2026-11-27T01:00:00+0000 [gemfcgi.accesslog#info] 127.0.0.1:1 GET gemini://h/ 20 text/gemini\n"
+            b"Traceback (most recent call last):\n"
+        )
+    finally:
+        prefork.log.observer = observer
+    assert [event["log_level"] for event in seen] == [
+        LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.info,
+    ]
+    assert seen[0]["log_system"] == "gemfcgi.prefork#error"
+
+
 # -- printable: what a client or an application sends cannot steer the log ------
 
 
