@@ -33,6 +33,7 @@ from gemfcgi.connections import ConnectionTracker, default_max_connections, unse
 from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import (
+    DEFAULT_PORT,
     MAX_REQUEST_BYTES,
     Request,
     RequestError,
@@ -45,8 +46,6 @@ from gemfcgi.textlog import printable
 from gemfcgi.tls import TLSFacts
 
 log = Logger()
-
-DEFAULT_PORT = 1965
 
 
 @dataclass
@@ -193,7 +192,7 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.respond(error.code, error.meta)
             return
         self.request = request
-        self.record.url = printable(logged_iri(request))
+        self.record.url = printable(logged_iri(request, self.listener_port))
         self.record.host = (self.tls.server_name if self.tls else None) or request.host
         self._dispatch(request)
 

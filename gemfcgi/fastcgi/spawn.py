@@ -512,7 +512,7 @@ class SpawnedApp(Service):
             return
         delay = max(self._delay, at_least)
         self._delay = min(self._delay * 2, self.max_delay)
-        log.info("{backend}: restarting in {delay:g} s", backend=self.name, delay=delay)
+        log.info("{backend}: restarting in {delay:.1f} s", backend=self.name, delay=delay)
         self._restart = self.reactor.callLater(delay, self._spawn)
 
     def _signal(self, signum: int) -> None:

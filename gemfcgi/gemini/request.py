@@ -22,6 +22,8 @@ from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import canonical_host
 
 MAX_REQUEST_BYTES = 1024
+# The port a URL without one means.
+DEFAULT_PORT = 1965
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 # RFC 3986's port is any run of digits: leading zeros name the same port.
@@ -75,16 +77,21 @@ class Request:
     url_host: Optional[str] = None
 
 
-def logged_iri(request: Request) -> str:
+def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     """
     The request as gmid's access log names it: ``scheme://host/path[?query]``
-    rebuilt from the parsed parts, so the host is canonical, the port left
-    out, and the path decoded and normalised (``/%64ir/./x/../p`` is
-    ``/dir/p``). A space or a double quote in the path stays escaped
-    (``%20``, ``%22``): the log's fields are separated by spaces, and the
-    common and combined styles quote the URL.
+    rebuilt from the parsed parts, so the host is canonical, and the path
+    decoded and normalised (``/%64ir/./x/../p`` is ``/dir/p``). A space or a
+    double quote in the path stays escaped (``%20``, ``%22``): the log's
+    fields are separated by spaces, and the common and combined styles quote
+    the URL. gmid leaves the port out; it is left out here while it is the
+    ``listener_port`` (1965 for a URL without one), and written otherwise:
+    then the request is refused (``53``), and the line shows why.
     """
     host = f"[{request.host}]" if ":" in request.host else request.host
+    port = DEFAULT_PORT if request.port is None else request.port
+    if listener_port is not None and port != listener_port:
+        host = f"{host}:{port}"
     path = request.path
     if " " in path or '"' in path:
         path = path.replace(" ", "%20").replace('"', "%22")

@@ -248,12 +248,28 @@ def test_the_common_form_agrees_with_the_general_parser_on_its_edges(line):
     [
         (b"gemini://LocalHost:1965/%64ir/./x/../page.gmi", "gemini://localhost/dir/page.gmi"),
         (b"gemini://example.org", "gemini://example.org/"),
-        (b"gemini://[::1]:1966/a%20b%22c?q%20x", "gemini://[::1]/a%20b%22c?q%20x"),
+        (b"gemini://[::1]:1965/a%20b%22c?q%20x", "gemini://[::1]/a%20b%22c?q%20x"),
         (b"gemini://b%C3%BCcher.example/caf%C3%A9?", "gemini://xn--bcher-kva.example/café?"),
     ],
 )
 def test_the_log_names_a_request_as_gmid_rebuilds_it(line, logged):
-    assert logged_iri(parse_request_line(line)) == logged
+    assert logged_iri(parse_request_line(line), 1965) == logged
+
+
+@pytest.mark.parametrize(
+    "line, listener, logged",
+    [
+        (b"gemini://localhost:23001/x", 23001, "gemini://localhost/x"),
+        (b"gemini://localhost:01965/", 1965, "gemini://localhost/"),
+        (b"gemini://localhost:1966/x", 1965, "gemini://localhost:1966/x"),
+        (b"gemini://[::1]/x", 23001, "gemini://[::1]:1965/x"),
+        (b"gemini://localhost:1966/x", None, "gemini://localhost/x"),
+    ],
+)
+def test_the_log_names_the_port_only_where_it_is_not_the_listeners(line, listener, logged):
+    # gmid leaves the port out; a port other than the listener's gets 53,
+    # and the line shows it.
+    assert logged_iri(parse_request_line(line), listener) == logged
 
 
 def test_a_long_unknown_scheme_is_refused_with_a_meta_that_fits():

@@ -183,16 +183,22 @@ def test_host_not_served_gets_53(site):
     assert transport.value().startswith(b"53 ")
 
 
-def test_port_other_than_the_listeners_gets_53(site):
+def test_port_other_than_the_listeners_gets_53_and_is_named_in_the_log(site):
     protocol, transport, _ = connect(site, port=1965)
-    protocol.dataReceived(b"gemini://localhost:1966/\r\n")
-    assert transport.value().startswith(b"53 ")
+    with access_events() as seen:
+        protocol.dataReceived(b"gemini://localhost:1966/\r\n")
+        protocol.connectionLost(None)
+    assert transport.value() == b"53 port not served here\r\n"
+    assert [event["url"] for event in seen] == ["gemini://localhost:1966/"]
 
 
 def test_absent_port_means_1965(site):
     protocol, transport, _ = connect(site, port=1966)
-    protocol.dataReceived(b"gemini://localhost/\r\n")
+    with access_events() as seen:
+        protocol.dataReceived(b"gemini://localhost/\r\n")
+        protocol.connectionLost(None)
     assert transport.value().startswith(b"53 ")
+    assert [event["url"] for event in seen] == ["gemini://localhost:1965/"]
 
 
 def test_sni_in_another_case_or_spelling_is_the_same_host(tmp_path):
