@@ -113,10 +113,18 @@ class WorkerProcess(ProcessProtocol):
         self.started = pool.reactor.seconds()
         self.ended: Deferred = Deferred()
         self._partial = b""
+        # Until its first line, a worker may not have its SIGUSR1 handler
+        # yet (the default action ends the process): a reopen waits.
+        self.ready = False
+        self.reopen_when_ready = False
 
     def outReceived(self, data: bytes) -> None:
         # A line per request: logged as text, without the format machinery,
         # at the level the worker logged it (its "[namespace#level]").
+        if not self.ready:
+            self.ready = True
+            if self.reopen_when_ready:
+                self.pool._signal_all([self], signal.SIGUSR1)
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
             text = line.decode("utf-8", "replace")
@@ -160,6 +168,9 @@ class WorkerPool(Service):
         self.sockets: dict[str, OpenSocket] = {}
         self.apps: dict[str, SpawnedApp] = {}
         self.workers: dict[int, WorkerProcess] = {}
+        # Workers of earlier generations, finishing their requests: they may
+        # still use spawned programs, and log requests.
+        self.draining: set[WorkerProcess] = set()
         self.generation = 0
         self._delays: dict[int, float] = {}
         self._stopping = False
@@ -251,6 +262,7 @@ class WorkerPool(Service):
 
     def worker_ended(self, process: WorkerProcess, reason) -> None:
         if self.workers.get(process.number) is not process:
+            self.draining.discard(process)
             return
         del self.workers[process.number]
         if self._stopping:
@@ -304,8 +316,16 @@ class WorkerPool(Service):
             self._restore_usr1 = on_signal(signal.SIGUSR1, self.reopen_logs, self.reactor)
 
     def reopen_logs(self) -> None:
-        """SIGUSR1: each worker reopens its access log."""
-        self._signal_all(list(self.workers.values()), signal.SIGUSR1)
+        """
+        SIGUSR1: each worker reopens its access log, those of earlier
+        generations still finishing requests too; one just started gets the
+        signal once it has written its first line (``WorkerProcess.ready``).
+        """
+        everyone = [*self.workers.values(), *self.draining]
+        for process in everyone:
+            if not process.ready:
+                process.reopen_when_ready = True
+        self._signal_all([p for p in everyone if p.ready], signal.SIGUSR1)
 
     def reload(self, config: model.Config) -> None:
         """A new generation with ``config``; the old one drains and ends."""
@@ -320,6 +340,9 @@ class WorkerPool(Service):
         for number in range(self.count):
             self._spawn(number)
         self._signal_all(old, signal.SIGTERM)
+        self.draining.update(old)
+        # A retired program may serve any generation still finishing.
+        users = list(self.draining)
         # A socket the file no longer lists is closed here now, and by the
         # old workers as their stop begins: new connections to it are
         # refused at once, while its requests in flight finish.
@@ -327,7 +350,7 @@ class WorkerPool(Service):
             self.sockets.pop(description).close()
         self._unwanted = []
         if retired:
-            DeferredList([p.ended for p in old]).addCallback(
+            DeferredList([p.ended for p in users]).addCallback(
                 lambda _: [a.stopService() for a in retired]
             )
 
@@ -336,7 +359,8 @@ class WorkerPool(Service):
         Listeners close first: the parent closes its copies now and each
         worker its own as its graceful stop begins, so a new connection is
         refused at once while the requests in flight finish. The spawned
-        FastCGI applications stop after the last worker.
+        FastCGI applications stop after the last worker, of whatever
+        generation.
         """
         super().stopService()
         self._stopping = True
@@ -344,8 +368,10 @@ class WorkerPool(Service):
             # An application that ends while the workers drain (systemd
             # signals the whole cgroup) is not started again.
             app.stop_restarting()
-        processes = list(self.workers.values())
-        self._signal_all(processes, signal.SIGTERM)
+        # Earlier generations had their SIGTERM at the reload; they are
+        # waited for all the same, and killed with the rest if they hang.
+        self._signal_all(list(self.workers.values()), signal.SIGTERM)
+        processes = [*self.workers.values(), *self.draining]
         closing = [s.close() for s in self.sockets.values()]
         self.sockets = {}
         killer = self.reactor.callLater(

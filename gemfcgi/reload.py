@@ -52,6 +52,17 @@ class Reloader(Service):
         self._restore_trigger = None
         self._stopping = False
 
+    def privilegedStartService(self) -> None:
+        """
+        The handler goes in before any service starts (twistd calls this
+        first): a hangup while the server starts its FastCGI programs
+        reloads once the reactor runs, rather than ending the process by
+        the default action and leaving them behind.
+        """
+        super().privilegedStartService()
+        if self._previous_handler is None:
+            self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
+
     def startService(self) -> None:
         super().startService()
         self._stopping = False

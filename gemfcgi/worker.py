@@ -13,7 +13,7 @@ import pickle
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Collection, Optional
 
 from gemfcgi.config import model
 from gemfcgi.privileges import Identity
@@ -33,7 +33,7 @@ class WorkerPlan:
     number: int = 0
 
 
-def serve(plan: WorkerPlan) -> None:
+def serve(plan: WorkerPlan, missed_reopen: Collection[int] = ()) -> None:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
@@ -53,6 +53,8 @@ def serve(plan: WorkerPlan) -> None:
     )
     service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()
+    if missed_reopen:
+        service.reopen_access_log()
     if plan.identity is not None:
         drop_privileges(plan.identity)
         service.entered_chroot(plan.identity.chroot)
@@ -64,9 +66,14 @@ def main() -> None:
     # Reloads are the parent's job (a new generation); a hangup of the
     # terminal must not end a worker.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The parent passes a SIGUSR1 on once this worker has written a line,
+    # which may come before the service has its handler: one that comes
+    # before is kept, and the access file reopened once the service is up.
+    missed: set[int] = set()
+    signal.signal(signal.SIGUSR1, lambda signum, frame: missed.add(signum))
     plan: WorkerPlan = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
-    serve(plan)
+    serve(plan, missed)
 
 
 if __name__ == "__main__":

@@ -333,3 +333,122 @@ def test_a_reload_that_drops_a_listener_refuses_its_new_connections_at_once(
         wait_workers_listening(server, 4)
         assert fetch(new_port, f"gemini://localhost:{new_port}/", address="::1").status == 20
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+
+
+def slow_cgi_server(tmp_path, certificate, command):
+    """A ``prefork 2`` server whose ``/cgi/*`` is fcgiwrap running ``slow.sh`` (1.5 s)."""
+    cgi = tmp_path / "cgi"
+    cgi.mkdir(exist_ok=True)
+    script = cgi / "slow.sh"
+    script.write_text("#!/bin/sh\nsleep 1.5\nprintf '20 text/gemini\\r\\nslow\\n'\n")
+    script.chmod(0o755)
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'prefork 2\nserver "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n'
+        f'  key "{key}"\n  root "{tmp_path}"\n  location "/cgi/*" {{ fastcgi spawn "{command}" }}\n}}\n'
+    )
+    return config
+
+
+def reload_with(server, config, text):
+    since = len(server.log)
+    config.write_text(text)
+    server.process.send_signal(signal.SIGHUP)
+    server.wait_for_log("configuration reloaded", since=since)
+
+
+def slow_request(port):
+    return fetch(port, f"gemini://localhost:{port}/cgi/slow.sh", timeout=20)
+
+
+def test_a_program_retired_two_reloads_later_serves_the_generation_still_using_it(
+    certificate, tmp_path
+):
+    # The first reload keeps fcgiwrap, the second retires it: the workers
+    # started before both still have requests on it, which must finish.
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = slow_cgi_server(tmp_path, certificate, FCGIWRAP)
+    first = config.read_text()
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        with ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(slow_request, server.port) for _ in range(4)]
+            time.sleep(0.5)
+            reload_with(server, config, first)
+            reload_with(server, config, first.replace(f'spawn "{FCGIWRAP}"', f'spawn "{FCGIWRAP} -c 2"'))
+            replies = [(r.result().header, r.result().body.strip(), r.result().clean_close) for r in slow]
+        assert replies == [(b"20 text/gemini", b"slow", True)] * 4
+        assert slow_request(server.port).body.strip() == b"slow"
+    finally:
+        server.stop()
+
+
+def test_a_stop_soon_after_a_reload_waits_for_the_earlier_generation(certificate, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = slow_cgi_server(tmp_path, certificate, FCGIWRAP)
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        before = workers(server)
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(slow_request, server.port) for _ in range(2)]
+            time.sleep(0.5)
+            reload_with(server, config, config.read_text())
+            server.process.send_signal(signal.SIGTERM)
+            replies = [(r.result().header, r.result().body.strip(), r.result().clean_close) for r in slow]
+        assert replies == [(b"20 text/gemini", b"slow", True)] * 2
+        assert server.process.wait(20) in (0, -signal.SIGTERM)
+        # No worker of the first generation outlived its parent.
+        assert not [pid for pid in before.values() if os.path.exists(f"/proc/{pid}")
+                    and "zombie" not in open(f"/proc/{pid}/status").read().lower()]
+    finally:
+        server.stop()
+
+
+def test_a_sigusr1_right_after_a_reload_ends_no_worker(capsule, certificate, tmp_path):
+    log_file = tmp_path / "access.log"
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate,
+                 extra=f'prefork 2\nlog {{\n  access "{log_file}"\n  syslog off\n}}')
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        for _ in range(3):
+            since = len(server.log)
+            server.process.send_signal(signal.SIGHUP)
+            time.sleep(0.05)  # the new workers are starting
+            server.process.send_signal(signal.SIGUSR1)
+            server.wait_for_log("configuration reloaded", since=since)
+            started = time.monotonic()
+            assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+            assert time.monotonic() - started < 1
+        assert "ended (" not in server.log and "restarting in" not in server.log
+    finally:
+        server.stop()
+
+
+def test_a_sigusr1_reaches_the_workers_still_finishing_after_a_reload(capsule, certificate, tmp_path):
+    log_file = tmp_path / "access.log"
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate,
+                 extra=f'prefork 2\nlog {{\n  access "{log_file}"\n  syslog off\n}}')
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        tls, data = slow_download(server.port)
+        since = len(server.log)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded", since=since)
+        wait_workers_listening(server, 4)
+        log_file.rename(tmp_path / "access.log.1")
+        server.process.send_signal(signal.SIGUSR1)
+        server.wait_for_log(r"(?s:\[worker \d+\] .*access log reopened.*){3}", since=since)
+        assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+        # The download's line, written as it ended, goes to the new file.
+        assert "/big.bin" in file_with(log_file, "/big.bin")
+    finally:
+        server.stop()

@@ -329,3 +329,37 @@ def test_a_reloader_started_again_before_the_reactor_stopped_keeps_its_handler(c
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_hangup_while_the_server_starts_its_programs_is_a_reload_not_the_end(config):
+    # twistd calls privilegedStartService on the whole tree before any
+    # startService: the handler is in place before a program is spawned.
+    from twisted.application.service import MultiService, Service
+
+    from gemfcgi.reload import Reloader
+
+    seen_at_start = []
+
+    class SpawnsPrograms(Service):
+        def startService(self):
+            super().startService()
+            seen_at_start.append(signal.getsignal(signal.SIGHUP))
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)  # a hangup, now
+
+    reactor = ThreadedClock()
+    applied = []
+    tree = MultiService()
+    SpawnsPrograms().setServiceParent(tree)
+    reloader = Reloader("the command line", lambda: (config, []), applied.append, reactor)
+    reloader.setServiceParent(tree)  # after the programs, as twistd gemfcgi adds it
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        tree.privilegedStartService()
+        tree.startService()
+        assert seen_at_start == [reloader._on_signal]
+        assert applied == [config]
+        reactor.running = False
+        tree.stopService()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)
