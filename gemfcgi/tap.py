@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
 from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from gemfcgi import textlog
@@ -36,6 +38,8 @@ from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader, Reloader
 from gemfcgi.server import Timeouts
 from gemfcgi.service import GemfcgiService, ListenError, StartError
+
+log = Logger()
 
 DEMO_ROOT = Path(__file__).parent / "demo" / "capsule"
 LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\:1"]
@@ -301,4 +305,25 @@ def _make_service(options: Options) -> Service:
     else:
         reloader = Reloader(COMMAND_LINE, lambda: (rebuild(), []), apply, reactor)
     reloader.setServiceParent(service)
+    reactor.addSystemEventTrigger("before", "shutdown", _answer_repeated_stop_signals)
     return service
+
+
+def _answer_repeated_stop_signals() -> None:
+    """
+    Once the stop has begun, a second TERM or INT (a Ctrl-C pressed twice,
+    a ``kill`` sent again) is answered with a line saying what is going on:
+    Twisted's own handler would ask a stopping reactor to stop again, and
+    log that failure as a critical traceback. The requests in flight still
+    finish within the drain timeout; SIGKILL ends the process at once.
+    """
+
+    def already_stopping(signum: int, frame: object) -> None:
+        log.info(
+            "received {signal} again: already stopping, once the requests in flight have"
+            " finished (SIGKILL ends at once)",
+            signal=signal.Signals(signum).name,
+        )
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, already_stopping)

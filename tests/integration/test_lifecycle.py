@@ -54,6 +54,27 @@ def test_sigterm_lets_a_download_in_flight_finish_and_refuses_new_connections(li
     assert server.process.wait(10) in STOPPED_BY_SIGTERM
 
 
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_second_stop_signal_during_the_drain_is_answered_with_a_line_not_a_traceback(
+    lifecycle_server, second
+):
+    server = lifecycle_server
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{server.port}/five.bin\r\n".encode())
+    data = tls.recv(4096)
+    server.process.send_signal(signal.SIGTERM)
+    server.wait_for_log(r"TCP Port \d+ Closed")
+    server.process.send_signal(second)
+    server.wait_for_log(f"received {second.name} again: already stopping")
+    data, clean = read_to_end(tls, data)
+    tls.close()
+    assert clean and len(data.partition(b"\r\n")[2]) == 5 * 1024 * 1024
+    assert server.process.wait(10) in STOPPED_BY_SIGTERM
+    assert "Traceback" not in server.log and "critical" not in server.log
+
+
 def test_sigterm_with_nothing_in_flight_exits_at_once(lifecycle_server):
     server = lifecycle_server
     assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
