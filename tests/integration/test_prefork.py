@@ -240,12 +240,16 @@ def test_workers_answer_42_soon_for_a_spawned_program_that_exits_as_it_starts(
         server.stop()
 
 
-def test_sigusr1_makes_every_worker_reopen_the_access_log(capsule, certificate, tmp_path):
-    log_file = tmp_path / "access.log"
-    config = tmp_path / "gmid.conf"
+def logging_to_a_file(config, capsule, certificate, log_file):
+    """A ``prefork 2`` server writing its access lines to ``log_file``."""
     write_config(config, capsule, *certificate,
                  extra=f'prefork 2\nlog {{\n  access "{log_file}"\n  syslog off\n}}')
-    server = start_server("-c", str(config))
+    return start_server("-c", str(config))
+
+
+def test_sigusr1_makes_every_worker_reopen_the_access_log(capsule, certificate, tmp_path):
+    log_file = tmp_path / "access.log"
+    server = logging_to_a_file(tmp_path / "gmid.conf", capsule, certificate, log_file)
     try:
         wait_workers_listening(server, 2)
         assert fetch(server.port, f"gemini://localhost:{server.port}/?first").status == 20
@@ -411,10 +415,7 @@ def test_a_stop_soon_after_a_reload_waits_for_the_earlier_generation(certificate
 
 def test_a_sigusr1_right_after_a_reload_ends_no_worker(capsule, certificate, tmp_path):
     log_file = tmp_path / "access.log"
-    config = tmp_path / "gmid.conf"
-    write_config(config, capsule, *certificate,
-                 extra=f'prefork 2\nlog {{\n  access "{log_file}"\n  syslog off\n}}')
-    server = start_server("-c", str(config))
+    server = logging_to_a_file(tmp_path / "gmid.conf", capsule, certificate, log_file)
     try:
         wait_workers_listening(server, 2)
         for _ in range(3):
@@ -433,10 +434,7 @@ def test_a_sigusr1_right_after_a_reload_ends_no_worker(capsule, certificate, tmp
 
 def test_a_sigusr1_reaches_the_workers_still_finishing_after_a_reload(capsule, certificate, tmp_path):
     log_file = tmp_path / "access.log"
-    config = tmp_path / "gmid.conf"
-    write_config(config, capsule, *certificate,
-                 extra=f'prefork 2\nlog {{\n  access "{log_file}"\n  syslog off\n}}')
-    server = start_server("-c", str(config))
+    server = logging_to_a_file(tmp_path / "gmid.conf", capsule, certificate, log_file)
     try:
         wait_workers_listening(server, 2)
         tls, data = slow_download(server.port)

@@ -220,23 +220,29 @@ def test_a_text_event_reads_the_same_to_any_observer(text):
     assert event["log_system"] == "gemfcgi.test#info"
 
 
-def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
-    from twisted.logger import formatEvent
-
+def relayed_by_the_parent(number: int, *chunks: bytes) -> list:
+    """The events the parent logs for what worker ``number`` writes, in ``chunks``."""
     from gemfcgi import prefork
 
     class Pool:
         reactor = type("Clock", (), {"seconds": staticmethod(time.time)})
 
-    seen = []
+    seen: list = []
     observer = prefork.log.observer
     prefork.log.observer = seen.append
     try:
-        worker = prefork.WorkerProcess(Pool(), 3, 1)
-        worker.outReceived(b"first {line}\nsecond ")
-        worker.outReceived(b"half\n")
+        worker = prefork.WorkerProcess(Pool(), number, 1)
+        for chunk in chunks:
+            worker.outReceived(chunk)
     finally:
         prefork.log.observer = observer
+    return seen
+
+
+def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
+    from twisted.logger import formatEvent
+
+    seen = relayed_by_the_parent(3, b"first {line}\nsecond ", b"half\n")
     assert [formatEvent(event) for event in seen] == ["[worker 3] first {line}", "[worker 3] second half"]
     assert all(event["log_system"] == "gemfcgi.prefork#info" for event in seen)
 
@@ -244,24 +250,13 @@ def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
 def test_a_workers_line_keeps_the_level_the_worker_logged_it_at():
     from twisted.logger import LogLevel
 
-    from gemfcgi import prefork
-
-    class Pool:
-        reactor = type("Clock", (), {"seconds": staticmethod(time.time)})
-
-    seen = []
-    observer = prefork.log.observer
-    prefork.log.observer = seen.append
-    try:
-        worker = prefork.WorkerProcess(Pool(), 0, 1)
-        worker.outReceived(
-            b"2026-11-27T01:00:00+0000 [gemfcgi.accesslog#error] cannot reopen the access log\n"
-            b"2026-11-27T01:00:00+0000 [gemfcgi.fastcgi.client#warn] x: FastCGI backend y: cannot connect\n"
-            b"2026-11-27T01:00:00+0000 [gemfcgi.accesslog#info] 127.0.0.1:1 GET gemini://h/ 20 text/gemini\n"
-            b"Traceback (most recent call last):\n"
-        )
-    finally:
-        prefork.log.observer = observer
+    seen = relayed_by_the_parent(
+        0,
+        b"2026-11-27T01:00:00+0000 [gemfcgi.accesslog#error] cannot reopen the access log\n"
+        b"2026-11-27T01:00:00+0000 [gemfcgi.fastcgi.client#warn] x: FastCGI backend y: cannot connect\n"
+        b"2026-11-27T01:00:00+0000 [gemfcgi.accesslog#info] 127.0.0.1:1 GET gemini://h/ 20 text/gemini\n"
+        b"Traceback (most recent call last):\n",
+    )
     assert [event["log_level"] for event in seen] == [
         LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.info,
     ]
