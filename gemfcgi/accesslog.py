@@ -43,7 +43,7 @@ from zope.interface import implementer
 
 from gemfcgi.config import model
 from gemfcgi.syslogsend import SYSLOG_SOCKET, SyslogSender, sender_for
-from gemfcgi.textlog import printable, text_event
+from gemfcgi.textlog import log_field, printable, text_event
 
 NAMESPACE = "gemfcgi.access"
 log = Logger(namespace=NAMESPACE)
@@ -113,7 +113,7 @@ def emit(record: AccessRecord, now: float, service: object = None) -> None:
         request_bytes=record.request_bytes,
         bytes_sent=record.bytes_sent,
         duration_ms=duration_ms,
-        common_name=printable(record.common_name),
+        common_name=log_field(record.common_name),
         service=service,
     )
     log.observer(event)

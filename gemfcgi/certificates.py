@@ -273,7 +273,17 @@ class ClientCertificate:
 
     @property
     def common_name(self) -> Optional[str]:
-        """The subject's CN, which gmid's access log shows."""
+        """
+        The subject's CN, which gmid's access log shows: the text itself,
+        as decoded from the certificate (the log escapes what needs it),
+        not its one-line form, whose escapes the log would escape again.
+        """
+        if self.certificate is not None:
+            found = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            if not found:
+                return None
+            value = found[0].value
+            return value if isinstance(value, str) else value.decode("latin-1")
         for part in self.subject.split("/"):
             if part.startswith("CN="):
                 return part[3:]

@@ -42,7 +42,7 @@ from gemfcgi.gemini.request import (
 )
 from gemfcgi.gemini.status import InvalidHeader, response_header
 from gemfcgi.routing import PathSettings, Routes, VirtualHost
-from gemfcgi.textlog import printable
+from gemfcgi.textlog import log_field, printable
 from gemfcgi.tls import TLSFacts
 
 log = Logger()
@@ -408,7 +408,7 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def _note_raw_url(self, data: bytes) -> None:
         """A request line that did not parse, as the log shows it."""
-        self.record.url = printable(data[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
+        self.record.url = log_field(data[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
 
     def _log_access(self) -> None:
         if not self.record.enabled:

@@ -138,6 +138,19 @@ class LogLimiter:
             self.on_dropped(dropped)
 
 
+def log_field(text: str) -> str:
+    """
+    ``text`` as one field of a log line whose fields are separated by
+    spaces, some of them in double quotes (the common and combined styles):
+    ``printable``, and the space and the double quote escaped too, so that
+    what a client sends cannot split a field or close a quoted one.
+    """
+    text = printable(text)
+    if " " in text or '"' in text:
+        text = text.replace(" ", "\\x20").replace('"', "\\x22")
+    return text
+
+
 def _escape(char: str) -> str:
     code = ord(char)
     if char == "\\":

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from gemfcgi.accesslog import format_line
 
 EVENT = {
@@ -438,3 +440,29 @@ def test_a_reload_keeps_the_syslog_connection_and_says_an_outage_once(tmp_path):
         f"syslog: access lines do not reach {tmp_path / 'none'} (No such file or directory); "
         "they are dropped until it takes them again"
     ]
+
+
+@pytest.mark.parametrize(
+    "name, logged",
+    [
+        ("Zoë", "Zoë"),
+        ("x\x1b[31mred", "x\\x1b[31mred"),
+        ("x\\x1B[31mred", "x\\\\x1B[31mred"),  # the text of an escape: not the same line
+        ("a/CN=b,O=c", "a/CN=b,O=c"),
+        ("x+CN=admin", "x+CN=admin"),
+        ("Alice Smith", "Alice\\x20Smith"),
+        ('say "hi"', "say\\x20\\x22hi\\x22"),
+    ],
+)
+def test_a_client_certificates_name_is_logged_as_written_escaped_once_in_one_field(name, logged):
+    from gemfcgi import accesslog
+    from gemfcgi.certificates import ClientCertificate
+    from tests.certs import issue
+
+    certificate = ClientCertificate.from_certificate(issue(name)[0])
+    event = emitted(accesslog.AccessRecord(
+        client_ip="192.0.2.7", client_port=40001, url="gemini://example.com/", status=20,
+        meta="text/gemini", bytes_sent=3, started=100.0, common_name=certificate.common_name,
+    ))
+    assert event["common_name"] == logged
+    assert format_line("condensed", event).split(" ")[2] == logged

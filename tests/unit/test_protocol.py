@@ -241,6 +241,22 @@ def test_a_refused_request_line_is_logged_on_one_line_with_its_controls_escaped(
     assert line.isprintable()
 
 
+def test_a_refused_request_line_cannot_add_fields_or_close_a_quoted_one(site):
+    from gemfcgi.accesslog import format_line
+
+    protocol, transport, _ = connect(site)
+    with access_events() as seen:
+        protocol.dataReceived(b'gemini://localhost/x" 20 99999 "-" "" 0.1ms\r\n')
+        protocol.connectionLost(None)
+    assert transport.value().startswith(b"59 ")
+    [event] = seen
+    assert event["url"] == (
+        "gemini://localhost/x\\x22\\x2020\\x2099999\\x20\\x22-\\x22\\x20\\x22\\x22\\x200.1ms"
+    )
+    line = format_line("combined", event)
+    assert line.count('"') == 6 and f'"{event["url"]}" 59 ' in line
+
+
 def test_a_served_url_with_a_right_to_left_override_is_logged_escaped(site):
     reply, [line] = logged_lines(site, "gemini://localhost/?\u202egnp.exe\r\n".encode())
     assert reply.startswith(b"20 text/gemini\r\n")
