@@ -43,8 +43,8 @@ from gemfcgi.worker import WorkerPlan
 
 log = Logger()
 
-# A worker's log line: its time, then "[namespace#level]" (textlog's format).
-_WORKER_LEVEL = re.compile(r"\S+ \[[^\]#]*#(\w+)\] ")
+# A worker's log line: its time, "[namespace#level]" and the text (textlog's format).
+_WORKER_LINE = re.compile(r"\S+ \[([^\]#]*)#(\w+)\] (.*)", re.DOTALL)
 _LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 HAPROXY_PREFIX = "haproxy:"
@@ -128,9 +128,18 @@ class WorkerProcess(ProcessProtocol):
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
             text = line.decode("utf-8", "replace")
-            found = _WORKER_LEVEL.match(text)
-            level = _LEVELS.get(found.group(1), LogLevel.info) if found else LogLevel.info
-            log.observer(text_event(log, f"[worker {self.number}] {text}", level))
+            found = _WORKER_LINE.match(text)
+            if found is None:
+                log.observer(text_event(log, f"[worker {self.number}] {text}"))
+                continue
+            # The worker's own namespace and level, and the parent's time
+            # alone: the same line as in one process, with the worker named.
+            namespace, level_name, rest = found.groups()
+            level = _LEVELS.get(level_name, LogLevel.info)
+            event = text_event(log, f"[worker {self.number}] {rest}", level)
+            event["log_namespace"] = namespace
+            event["log_system"] = f"{namespace}#{level.name}"
+            log.observer(event)
 
     errReceived = outReceived
 

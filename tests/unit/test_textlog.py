@@ -247,8 +247,8 @@ def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
     assert all(event["log_system"] == "gemfcgi.prefork#info" for event in seen)
 
 
-def test_a_workers_line_keeps_the_level_the_worker_logged_it_at():
-    from twisted.logger import LogLevel
+def test_a_workers_line_keeps_the_namespace_and_level_the_worker_logged_it_with():
+    from twisted.logger import LogLevel, formatEvent
 
     seen = relayed_by_the_parent(
         0,
@@ -260,7 +260,11 @@ def test_a_workers_line_keeps_the_level_the_worker_logged_it_at():
     assert [event["log_level"] for event in seen] == [
         LogLevel.error, LogLevel.warn, LogLevel.info, LogLevel.info,
     ]
-    assert seen[0]["log_system"] == "gemfcgi.prefork#error"
+    assert seen[0]["log_system"] == "gemfcgi.accesslog#error"
+    assert [formatEvent(event) for event in seen][:2] == [
+        "[worker 0] cannot reopen the access log",
+        "[worker 0] x: FastCGI backend y: cannot connect",
+    ]
 
 
 # -- printable: what a client or an application sends cannot steer the log ------
