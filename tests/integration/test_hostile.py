@@ -213,7 +213,7 @@ def test_a_request_cannot_write_escapes_or_lines_into_the_log(hostile_server):
     served, _, _ = raw_exchange(port, f"gemini://localhost:{port}/?\u202egnp.exe\r\n".encode())
     assert refused == b"59 space or control character in request\r\n"
     assert served.startswith(b"20 text/gemini\r\n")
-    hostile_server.wait_for_log(r"/\\x1b\[2J\\x0aforged 20 59 space or control", since=since)
+    hostile_server.wait_for_log(r"/\\x1b\[2J\\x0aforged\\x2020 59 space or control", since=since)
     hostile_server.wait_for_log(r"\?\\u202egnp\.exe 20 text/gemini ", since=since)
     logged = hostile_server.log[since:]
     assert "\x1b" not in logged and "\u202e" not in logged
