@@ -246,10 +246,14 @@ def _one_line_name(name: x509.Name) -> str:
     (``CN=alice é`` is ``CN=alice \\xC3\\xA9``).
     """
     parts = []
-    for attribute in name:
-        oid = attribute.oid.dotted_string
-        value = "".join(_ONE_LINE_BYTES[byte] for byte in _value_bytes(attribute))
-        parts.append(f"/{_short_name(oid)}={value}")
+    for rdn in name.rdns:
+        # The attributes of one multi-valued RDN are joined by '+'.
+        fields = []
+        for attribute in rdn:
+            oid = attribute.oid.dotted_string
+            value = "".join(_ONE_LINE_BYTES[byte] for byte in _value_bytes(attribute))
+            fields.append(f"{_short_name(oid)}={value}")
+        parts.append("/" + "+".join(fields))
     return "".join(parts)
 
 

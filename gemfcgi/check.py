@@ -160,7 +160,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 checked_cas.add(ca)
                 where = options.origins.get("require client ca", block)
                 try:
-                    authorities = load_authorities([ca])[ca]
+                    authorities = load_authorities([ca])[ca].certificates
                 except CertificateError as problem:
                     error(where, f"require client ca: {problem}")
                     continue

@@ -2,20 +2,23 @@
 ``require client ca``: who may see a location.
 
 TLS accepts any client certificate (self-signed ones are Gemini's norm);
-this is where one is judged, per request: none is ``60``, one not issued by
-the configured CA is ``61``, one outside its validity dates is ``62``. The
-client's certificate must be issued directly by a certificate of the CA
-file that is itself a CA and valid now: gmid verifies the chain with
-OpenSSL, which refuses an expired CA and an issuer that is no CA.
+this is where one is judged, per request: none is ``60``, one the CA file
+does not vouch for is ``61``, one outside its validity dates is ``62``. The
+judgement is OpenSSL's own (``X509_verify_cert``, with the file's
+certificates as the only ones trusted), as in gmid: a chain up to a root of
+the file, every certificate of it valid now, each issuer a CA; a
+self-signed certificate listed in the file lets in itself (a pinned
+certificate). Intermediates the client sends are not used, as in gmid.
 """
 
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from OpenSSL import crypto
 
 from gemfcgi.certificates import CertificateError
 from gemfcgi.gemini import status
@@ -25,17 +28,33 @@ from gemfcgi.routing import PathSettings
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
 
+# OpenSSL's verify errors about the dates of the certificate judged itself.
+_OUT_OF_DATES = {9, 10}  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 
-def load_authorities(paths: Iterable[str]) -> dict[str, list[x509.Certificate]]:
+
+@dataclass
+class Authorities:
+    """The certificates of one CA file, and the OpenSSL store that trusts them alone."""
+
+    certificates: list[x509.Certificate]
+    store: crypto.X509Store = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.store = crypto.X509Store()
+        for certificate in self.certificates:
+            self.store.add_cert(crypto.X509.from_cryptography(certificate))
+
+
+def load_authorities(paths: Iterable[str]) -> dict[str, Authorities]:
     """Every CA file a configuration names, loaded once per configuration."""
-    loaded: dict[str, list[x509.Certificate]] = {}
+    loaded: dict[str, Authorities] = {}
     for path in paths:
         if path in loaded:
             continue
         try:
             with open(path, "rb") as f:
-                loaded[path] = x509.load_pem_x509_certificates(f.read())
-        except (OSError, ValueError) as error:
+                loaded[path] = Authorities(x509.load_pem_x509_certificates(f.read()))
+        except (OSError, ValueError, crypto.Error) as error:
             raise CertificateError(f"{path}: cannot load CA certificates: {error}") from None
     return loaded
 
@@ -50,12 +69,13 @@ def _extension(certificate: x509.Certificate, kind: type) -> Any:
 
 def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> str | None:
     """Why ``authority`` cannot vouch for anyone at ``now``; ``None`` if it can."""
+    self_signed = authority.issuer == authority.subject
     constraints = _extension(authority, x509.BasicConstraints)
-    if constraints is not None and not constraints.ca:
-        return "not a CA certificate (basicConstraints CA:FALSE)"
+    if constraints is not None and not constraints.ca and not self_signed:
+        return "not a CA certificate (basicConstraints CA:FALSE), nor self-signed"
     usage = _extension(authority, x509.KeyUsage)
-    if usage is not None and not usage.key_cert_sign:
-        return "not a CA certificate (its key usage has no keyCertSign)"
+    if usage is not None and not usage.key_cert_sign and not self_signed:
+        return "not a CA certificate (its key usage has no keyCertSign), nor self-signed"
     if now < authority.not_valid_before_utc:
         return f"not valid before {authority.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
     if now > authority.not_valid_after_utc:
@@ -63,34 +83,23 @@ def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> st
     return None
 
 
-def issued_by_any(
-    certificate: x509.Certificate,
-    authorities: Iterable[x509.Certificate],
-    now: datetime.datetime,
-) -> bool:
-    for authority in authorities:
-        if authority_problem(authority, now) is not None:
-            continue
-        try:
-            certificate.verify_directly_issued_by(authority)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False
-
-
 def judge(
     certificate: x509.Certificate | None,
-    authorities: Iterable[x509.Certificate],
+    authorities: Authorities,
     now: datetime.datetime,
 ) -> tuple[int, str] | None:
     """The refusal for ``certificate``, or ``None`` when it may pass."""
     if certificate is None:
         return status.CLIENT_CERTIFICATE_REQUIRED, "client certificate required"
-    if not issued_by_any(certificate, authorities, now):
+    authorities.store.set_time(now)
+    checking = crypto.X509StoreContext(authorities.store, crypto.X509.from_cryptography(certificate))
+    try:
+        checking.verify_certificate()
+    except crypto.X509StoreContextError as failure:
+        code, depth = failure.errors[0], failure.errors[1]
+        if depth == 0 and code in _OUT_OF_DATES:
+            return status.CERTIFICATE_NOT_VALID, "certificate not valid"
         return status.CERTIFICATE_NOT_AUTHORISED, "certificate not authorised"
-    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
-        return status.CERTIFICATE_NOT_VALID, "certificate not valid"
     return None
 
 
@@ -98,7 +107,7 @@ def require_client_ca(
     client: "GeminiProtocol",
     request: Request,
     settings: PathSettings,
-    authorities: Mapping[str, list[x509.Certificate]],
+    authorities: Mapping[str, Authorities],
 ) -> None:
     assert settings.require_client_ca is not None
     identity = client.tls.client_certificate if client.tls is not None else None

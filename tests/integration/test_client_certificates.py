@@ -23,6 +23,7 @@ server "example.com" {{
     key "{d}/example.com.key"
     root "{d}/root"
     location "/members/*" {{ require client ca "{d}/ca.pem" }}
+    location "/mine/*" {{ require client ca "{d}/pinned.pem" }}
 }}
 server "other.example" {{
     listen on 127.0.0.1 port 0
@@ -45,6 +46,8 @@ def setup(tmp_path_factory):
         write_key_pair(d / f"{name}.pem", d / f"{name}.key", cert_pem, key_pem)
     ca = issue("members ca", ca=True)
     write(d, "ca", ca)
+    (d / "root" / "mine").mkdir()
+    (d / "root" / "mine" / "index.gmi").write_text("# mine\n")
     clients = {
         "member": write(d, "member", issue("member", ca)),
         "stranger": write(d, "stranger", issue("stranger")),
@@ -54,6 +57,7 @@ def setup(tmp_path_factory):
                   not_after=NOW - datetime.timedelta(days=1)),
         ),
     }
+    clients["pinned"] = write(d, "pinned", issue("me, self-signed"))
     (d / "gmid.conf").write_text(CONFIG.format(d=d))
     return d, clients
 
@@ -86,6 +90,16 @@ def test_expired_certificate_gets_62(server, setup):
 def test_certificate_signed_by_the_ca_is_let_in(server, setup):
     reply = members(server, identity="member", clients=setup[1])
     assert (reply.status, reply.body) == (20, b"# members\n")
+
+
+def test_a_pinned_self_signed_certificate_lets_in_its_owner_alone(server, setup):
+    # Its own certificate as the CA file: the usual way to keep a place to oneself.
+    clients = setup[1]
+    for identity, status in (("pinned", 20), ("stranger", 61), ("member", 61), (None, 60)):
+        context = client_context(*clients[identity]) if identity else client_context()
+        reply = fetch(server.port, f"gemini://example.com:{server.port}/mine/", sni="example.com",
+                      context=context)
+        assert (identity, reply.status) == (identity, status)
 
 
 def test_public_pages_need_no_certificate(server):

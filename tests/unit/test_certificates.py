@@ -86,3 +86,34 @@ def test_a_name_is_written_as_openssls_one_line_form(attributes):
         # pyOpenSSL shows a name through OpenSSL's own X509_NAME_oneline.
         expected = repr(crypto.X509.from_cryptography(certificate).get_subject())
     assert f"<X509Name object '{_one_line_name(certificate.subject)}'>" == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(ATTRIBUTES, TEXT), min_size=1, max_size=3), min_size=1, max_size=3))
+def test_a_name_with_multi_valued_parts_is_written_as_openssls_one_line_form(parts):
+    # CN=m1 + UID=u9 in one part of the name: OpenSSL joins them with '+'.
+    import warnings
+
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import ObjectIdentifier
+    from hypothesis import assume
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import _one_line_name
+
+    rdns = []
+    for part in parts:
+        entries = [
+            x509.NameAttribute(ObjectIdentifier(oid), "FR" if oid == "2.5.4.6" else text,
+                               _type=_ASN1Type.UTF8String)
+            for oid, text in part
+        ]
+        assume(len(set(entries)) == len(entries))
+        rdns.append(x509.RelativeDistinguishedName(entries))
+    certificate = _certificate_named(x509.Name(rdns))
+    written = _one_line_name(certificate.subject)
+    assume(len(written) < 500)  # pyOpenSSL shows the first 512 bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = repr(crypto.X509.from_cryptography(certificate).get_subject())
+    assert f"<X509Name object '{written}'>" == expected

@@ -109,3 +109,33 @@ def test_a_configuration_without_any_server_is_an_error():
     assert [str(e) for e in errors] == [
         'empty.conf:1: no server block: nothing to serve (add server "name" { ... })'
     ]
+
+
+def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_for_a_pinned_one(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+    from tests.certs import issue
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    carol = issue("carol")
+    dave = issue("dave", carol)  # CA:FALSE, and not self-signed
+    pem = serialization.Encoding.PEM
+    (tmp_path / "pinned.pem").write_bytes(carol[0].public_bytes(pem))
+    (tmp_path / "nobody.pem").write_bytes(dave[0].public_bytes(pem))
+    warnings = []
+    for ca in ("pinned.pem", "nobody.pem"):
+        server = model.Server(
+            name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+            options=model.LocationOptions(require_client_ca=str(tmp_path / ca)),
+            origin=model.Origin("gmid.conf", 1),
+        )
+        warnings.append([str(w) for w in check_config(model.Config(servers=[server]))[1]])
+    assert warnings == [[], [
+        f"gmid.conf:1: require client ca {tmp_path / 'nobody.pem'}: CN=dave: not a CA "
+        "certificate (basicConstraints CA:FALSE), nor self-signed; no client certificate it issued "
+        "is accepted"
+    ]]

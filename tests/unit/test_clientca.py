@@ -2,7 +2,7 @@
 
 import datetime
 
-from gemfcgi.handlers.clientca import authority_problem, judge
+from gemfcgi.handlers.clientca import Authorities, authority_problem, judge
 from tests.certs import NOW, issue
 
 CA = issue("members ca", ca=True)
@@ -10,15 +10,15 @@ OTHER_CA = issue("other ca", ca=True)
 
 
 def test_no_certificate_gets_60():
-    assert judge(None, [CA[0]], NOW)[0] == 60
+    assert judge(None, Authorities([CA[0]]), NOW)[0] == 60
 
 
 def test_self_signed_certificate_gets_61():
-    assert judge(issue("visitor")[0], [CA[0]], NOW)[0] == 61
+    assert judge(issue("visitor")[0], Authorities([CA[0]]), NOW)[0] == 61
 
 
 def test_certificate_of_another_ca_gets_61():
-    assert judge(issue("visitor", OTHER_CA)[0], [CA[0]], NOW)[0] == 61
+    assert judge(issue("visitor", OTHER_CA)[0], Authorities([CA[0]]), NOW)[0] == 61
 
 
 def test_expired_certificate_gets_62():
@@ -28,20 +28,20 @@ def test_expired_certificate_gets_62():
         not_before=NOW - datetime.timedelta(days=30),
         not_after=NOW - datetime.timedelta(days=1),
     )
-    assert judge(expired[0], [CA[0]], NOW)[0] == 62
+    assert judge(expired[0], Authorities([CA[0]]), NOW)[0] == 62
 
 
 def test_not_yet_valid_certificate_gets_62():
     future = issue("future member", CA, not_before=NOW + datetime.timedelta(days=1))
-    assert judge(future[0], [CA[0]], NOW)[0] == 62
+    assert judge(future[0], Authorities([CA[0]]), NOW)[0] == 62
 
 
 def test_certificate_issued_by_the_ca_passes():
-    assert judge(issue("member", CA)[0], [CA[0]], NOW) is None
+    assert judge(issue("member", CA)[0], Authorities([CA[0]]), NOW) is None
 
 
 def test_any_ca_of_the_file_may_have_issued_it():
-    assert judge(issue("member", CA)[0], [OTHER_CA[0], CA[0]], NOW) is None
+    assert judge(issue("member", CA)[0], Authorities([OTHER_CA[0], CA[0]]), NOW) is None
 
 
 def test_a_certificate_of_a_ca_that_has_expired_gets_61():
@@ -50,7 +50,7 @@ def test_a_certificate_of_a_ca_that_has_expired_gets_61():
         not_before=NOW - datetime.timedelta(days=30), not_after=NOW - datetime.timedelta(days=1),
     )
     member = issue("member", expired_ca, not_after=NOW + datetime.timedelta(days=30))
-    assert judge(member[0], [expired_ca[0]], NOW)[0] == 61
+    assert judge(member[0], Authorities([expired_ca[0]]), NOW)[0] == 61
     assert authority_problem(expired_ca[0], NOW) == (
         f"expired on {expired_ca[0].not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
     )
@@ -59,6 +59,31 @@ def test_a_certificate_of_a_ca_that_has_expired_gets_61():
 def test_a_certificate_issued_by_one_that_is_no_ca_gets_61():
     carol = issue("carol")
     dave = issue("dave", carol)
-    assert judge(dave[0], [carol[0]], NOW)[0] == 61
-    assert authority_problem(carol[0], NOW) == "not a CA certificate (basicConstraints CA:FALSE)"
+    assert judge(dave[0], Authorities([carol[0]]), NOW)[0] == 61
+    assert authority_problem(dave[0], NOW) == (
+        "not a CA certificate (basicConstraints CA:FALSE), nor self-signed"
+    )
     assert authority_problem(CA[0], NOW) is None
+
+
+def test_a_self_signed_certificate_listed_in_the_file_lets_in_itself_alone():
+    # A pinned certificate: the usual way to keep a location to oneself.
+    mine, other = issue("me"), issue("me")
+    assert judge(mine[0], Authorities([mine[0]]), NOW) is None
+    assert judge(other[0], Authorities([mine[0]]), NOW)[0] == 61
+    assert authority_problem(mine[0], NOW) is None
+
+
+def test_the_chain_must_reach_a_root_of_the_file_and_be_valid_all_along():
+    root = issue("root ca", ca=True)
+    intermediate = issue("intermediate ca", root, ca=True)
+    member = issue("member", intermediate)
+    assert judge(member[0], Authorities([intermediate[0], root[0]]), NOW) is None
+    # An intermediate alone is no root to trust, as in gmid's OpenSSL check.
+    assert judge(member[0], Authorities([intermediate[0]]), NOW)[0] == 61
+    old_root = issue(
+        "old root", ca=True,
+        not_before=NOW - datetime.timedelta(days=30), not_after=NOW - datetime.timedelta(days=1),
+    )
+    under_old = issue("intermediate ca", old_root, ca=True)
+    assert judge(issue("member", under_old)[0], Authorities([under_old[0], old_root[0]]), NOW)[0] == 61
