@@ -52,6 +52,9 @@ MIN_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 # A worker that lived less than this is "dying at start": back off.
 QUICK_DEATH = 5.0
+# How long a reload lets the generation it replaces serve while the new one
+# starts; it stops as soon as the new one listens, and after this anyway.
+RETIRE_AFTER = 10.0
 
 
 class _Refuse(Protocol):
@@ -117,6 +120,8 @@ class WorkerProcess(ProcessProtocol):
         # yet (the default action ends the process): a reopen waits.
         self.ready = False
         self.reopen_when_ready = False
+        # Once it says it listens, the generation before it may stop.
+        self.serving = False
 
     def outReceived(self, data: bytes) -> None:
         # A line per request: logged as text, without the format machinery,
@@ -140,6 +145,9 @@ class WorkerProcess(ProcessProtocol):
             event["log_namespace"] = namespace
             event["log_system"] = f"{namespace}#{level.name}"
             log.observer(event)
+            if not self.serving and rest.startswith("listening on "):
+                self.serving = True
+                self.pool.worker_serving(self)
 
     errReceived = outReceived
 
@@ -180,6 +188,9 @@ class WorkerPool(Service):
         # Workers of earlier generations, finishing their requests: they may
         # still use spawned programs, and log requests.
         self.draining: set[WorkerProcess] = set()
+        # Of those, the ones still serving until the new generation listens.
+        self._to_retire: list[WorkerProcess] = []
+        self._retire_timer = None
         self.generation = 0
         self._delays: dict[int, float] = {}
         self._stopping = False
@@ -272,6 +283,8 @@ class WorkerPool(Service):
     def worker_ended(self, process: WorkerProcess, reason) -> None:
         if self.workers.get(process.number) is not process:
             self.draining.discard(process)
+            if process in self._to_retire:
+                self._to_retire.remove(process)
             return
         del self.workers[process.number]
         if self._stopping:
@@ -288,6 +301,23 @@ class WorkerPool(Service):
             delay=delay,
         )
         self.reactor.callLater(delay, self._respawn, process.number, process.generation)
+
+    def worker_serving(self, process: WorkerProcess) -> None:
+        """A worker listens: once all of its generation do, the one before stops."""
+        current = self.workers
+        if (
+            self.workers.get(process.number) is process
+            and len(current) == self.count
+            and all(worker.serving for worker in current.values())
+        ):
+            self._retire_now()
+
+    def _retire_now(self) -> None:
+        if self._retire_timer is not None and self._retire_timer.active():
+            self._retire_timer.cancel()
+        self._retire_timer = None
+        leaving, self._to_retire = self._to_retire, []
+        self._signal_all(leaving, signal.SIGTERM)
 
     def _respawn(self, number: int, generation: int) -> None:
         if not self._stopping and generation == self.generation and number not in self.workers:
@@ -348,13 +378,19 @@ class WorkerPool(Service):
         self.workers = {}
         for number in range(self.count):
             self._spawn(number)
-        self._signal_all(old, signal.SIGTERM)
+        # The generation replaced serves on until the new one listens, so
+        # connections are always being accepted; one that never came to
+        # listen (reloads in quick succession) stops now.
+        self._signal_all([p for p in old if not p.serving], signal.SIGTERM)
+        self._to_retire.extend(p for p in old if p.serving)
+        if self._to_retire and self._retire_timer is None:
+            self._retire_timer = self.reactor.callLater(RETIRE_AFTER, self._retire_now)
         self.draining.update(old)
         # A retired program may serve any generation still finishing.
         users = list(self.draining)
         # A socket the file no longer lists is closed here now, and by the
         # old workers as their stop begins: new connections to it are
-        # refused at once, while its requests in flight finish.
+        # refused from then on, while its requests in flight finish.
         for description in self._unwanted:
             self.sockets.pop(description).close()
         self._unwanted = []
@@ -377,9 +413,14 @@ class WorkerPool(Service):
             # An application that ends while the workers drain (systemd
             # signals the whole cgroup) is not started again.
             app.stop_restarting()
-        # Earlier generations had their SIGTERM at the reload; they are
-        # waited for all the same, and killed with the rest if they hang.
-        self._signal_all(list(self.workers.values()), signal.SIGTERM)
+        # Earlier generations had their SIGTERM at the reload, or get it now
+        # if they were serving until their successors listen; all are
+        # waited for, and killed with the rest if they hang.
+        if self._retire_timer is not None and self._retire_timer.active():
+            self._retire_timer.cancel()
+        self._retire_timer = None
+        leaving, self._to_retire = self._to_retire, []
+        self._signal_all([*self.workers.values(), *leaving], signal.SIGTERM)
         processes = [*self.workers.values(), *self.draining]
         closing = [s.close() for s in self.sockets.values()]
         self.sockets = {}

@@ -450,3 +450,43 @@ def test_a_sigusr1_reaches_the_workers_still_finishing_after_a_reload(capsule, c
         assert "/big.bin" in file_with(log_file, "/big.bin")
     finally:
         server.stop()
+
+
+def test_a_reload_stops_the_old_workers_only_once_the_new_ones_listen(capsule, certificate, tmp_path):
+    # Connections are accepted all along: the old generation serves on
+    # until every worker of the new one says it listens.
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        since = len(server.log)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"(?s:Received SIGTERM.*){2}", since=since)
+        after = server.log[since:]
+        listening = [m.start() for m in re.finditer(r"\[worker \d+\] .*listening on", after)]
+        stopping = [m.start() for m in re.finditer(r"\[worker \d+\] .*Received SIGTERM", after)]
+        assert len(listening) == 2 and len(stopping) == 2
+        assert max(listening) < min(stopping)
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+
+
+def test_reloads_in_quick_succession_stop_the_workers_that_never_came_to_listen(
+    capsule, certificate, tmp_path
+):
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        first = dict(workers(server))
+        since = len(server.log)
+        for _ in range(5):
+            server.process.send_signal(signal.SIGHUP)
+            time.sleep(0.02)
+        server.wait_for_log(r"(?s:configuration reloaded.*){5}", since=since)
+        # The first generation served throughout, and is the one stopped
+        # once the last generation listens; those between never listened.
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+        wait_workers_listening(server, 4)
+        deadline = time.monotonic() + 15
+        while any(os.path.exists(f"/proc/{pid}") and "zombie" not in
+                  open(f"/proc/{pid}/status").read().lower() for pid in first.values()):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+        assert "Traceback" not in server.log
