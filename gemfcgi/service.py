@@ -334,7 +334,8 @@ class ListenerService(Service):
         address = port.getHost()
         host = getattr(address, "host", None)
         if host is None:
-            where = str(getattr(address, "name", address))
+            name = getattr(address, "name", address)  # a unix socket's path, as bytes
+            where = os.fsdecode(name) if isinstance(name, bytes) else str(name)
         elif ":" in host:
             where = f"[{host}]:{address.port}"
         else:

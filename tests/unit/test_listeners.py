@@ -78,3 +78,21 @@ def test_a_unix_socket_that_cannot_be_made_says_why_without_twisteds_lock_file()
     server_endpoint(reactor, description).listen(Factory()).addErrback(failures.append)
     [failure] = failures
     assert str(listen_failed(description, failure)) == f"{description}: No such file or directory"
+
+
+def test_a_unix_listener_is_logged_by_its_path():
+    from twisted.internet.address import UNIXAddress
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.service import ListenerService
+
+    class Port:
+        def getHost(self):
+            return UNIXAddress(b"/run/gemini/g\xc3\xa9.sock")
+
+    listener = ListenerService("unix:/run/gemini/gé.sock", None, None, None, 0)
+    with capturedLogs() as logs:
+        listener._listening(Port())
+    assert [formatEvent(e) for e in logs] == [
+        "listening on /run/gemini/gé.sock (unix:/run/gemini/gé.sock)"
+    ]
