@@ -306,7 +306,7 @@ class WorkerPool(Service):
         """A worker listens: once all of its generation do, the one before stops."""
         current = self.workers
         if (
-            self.workers.get(process.number) is process
+            current.get(process.number) is process
             and len(current) == self.count
             and all(worker.serving for worker in current.values())
         ):
@@ -416,11 +416,8 @@ class WorkerPool(Service):
         # Earlier generations had their SIGTERM at the reload, or get it now
         # if they were serving until their successors listen; all are
         # waited for, and killed with the rest if they hang.
-        if self._retire_timer is not None and self._retire_timer.active():
-            self._retire_timer.cancel()
-        self._retire_timer = None
-        leaving, self._to_retire = self._to_retire, []
-        self._signal_all([*self.workers.values(), *leaving], signal.SIGTERM)
+        self._retire_now()
+        self._signal_all(list(self.workers.values()), signal.SIGTERM)
         processes = [*self.workers.values(), *self.draining]
         closing = [s.close() for s in self.sockets.values()]
         self.sockets = {}

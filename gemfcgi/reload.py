@@ -60,8 +60,7 @@ class Reloader(Service):
         the default action and leaving them behind.
         """
         super().privilegedStartService()
-        if self._previous_handler is None:
-            self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
+        self._take_hangups()
 
     def startService(self) -> None:
         super().startService()
@@ -70,6 +69,9 @@ class Reloader(Service):
             # Started again before the reactor stopped: the handler is still ours.
             self.reactor.removeSystemEventTrigger(self._restore_trigger)
             self._restore_trigger = None
+        self._take_hangups()
+
+    def _take_hangups(self) -> None:
         if self._previous_handler is None:
             self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from gemfcgi.gemini.status import control_character
+
 PREFORK_MIN, PREFORK_MAX = 1, 15  # gmid's parser rejects 16 and more
 MAX_BLOCK_META = 1024
 MAX_PARAM_BYTES = 510
@@ -77,9 +79,9 @@ def check_block_meta(code: int, meta: str) -> Optional[str]:
         return (
             f"block meta is too long ({len(meta)} characters, at most {MAX_BLOCK_META})"
         )
-    control = next((char for char in meta if char != "\t" and (char < " " or char == "\x7f")), None)
+    control = control_character(meta)
     if control is not None:
-        # A reply's META may hold none (gemfcgi.gemini.status); gmid sends it.
+        # A reply's META may hold none; gmid sends it.
         return f"block meta contains the control character {control!r}"
     i = 0
     while i < len(meta):

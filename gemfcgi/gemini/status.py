@@ -50,6 +50,12 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 DEFAULT_SUCCESS_META = "text/gemini; charset=utf-8"
 
 
+def control_character(meta: str) -> str | None:
+    """The first control character other than the tab in ``meta``, which no META may hold."""
+    found = _CONTROL.search(meta)
+    return found.group() if found is not None else None
+
+
 class InvalidHeader(ValueError):
     """A header that the specification does not allow, with the reason."""
 
@@ -79,9 +85,9 @@ def response_header(code: int, meta: str = "") -> bytes:
     meta = sent_meta(code, meta)
     if "\r" in meta or "\n" in meta:
         raise InvalidHeader("META contains a line break")
-    control = _CONTROL.search(meta)
+    control = control_character(meta)
     if control is not None:
-        raise InvalidHeader(f"META contains the control character {control.group()!r}")
+        raise InvalidHeader(f"META contains the control character {control!r}")
     if meta.startswith("\ufeff"):
         raise InvalidHeader("META starts with a byte order mark")
     encoded = meta.encode("utf-8")

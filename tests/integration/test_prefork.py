@@ -424,9 +424,7 @@ def test_a_sigusr1_right_after_a_reload_ends_no_worker(capsule, certificate, tmp
             time.sleep(0.05)  # the new workers are starting
             server.process.send_signal(signal.SIGUSR1)
             server.wait_for_log("configuration reloaded", since=since)
-            started = time.monotonic()
             assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
-            assert time.monotonic() - started < 1
         assert "ended (" not in server.log and "restarting in" not in server.log
     finally:
         server.stop()

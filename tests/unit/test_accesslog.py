@@ -104,7 +104,7 @@ def access_event(url: str) -> dict:
 
 
 def test_a_file_that_cannot_be_reopened_is_named_in_one_error_and_the_old_one_kept(tmp_path):
-    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
 
     from gemfcgi import accesslog
     from gemfcgi.config import model
@@ -118,12 +118,8 @@ def test_a_file_that_cannot_be_reopened_is_named_in_one_error_and_the_old_one_ke
     # Rotated away with its directory: the path can no longer be created,
     # as for a worker without the right to create files in the directory.
     logs.rename(tmp_path / "rotated")
-    seen: list = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         reopened = writer.reopen()
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
     writer(access_event("gemini://example.com/after"))
     writer.close()
     errors = [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn]
@@ -194,7 +190,7 @@ def test_syslog_lines_carry_gemfcgis_name_and_facility_and_leave_the_programs_al
 def test_a_syslog_daemon_that_restarted_gets_the_next_line(tmp_path):
     import syslog
 
-    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
 
     from gemfcgi.syslogsend import RECONNECT_EVERY, SyslogSender
 
@@ -204,16 +200,12 @@ def test_a_syslog_daemon_that_restarted_gets_the_next_line(tmp_path):
     sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(path), clock=lambda: now[0])
     daemon.close()
     path.unlink()
-    seen: list = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         sender.send(syslog.LOG_NOTICE, "lost")
         daemon = listening_syslog(path)
         sender.send(syslog.LOG_NOTICE, "lost too: the next try is a second away")
         now[0] += RECONNECT_EVERY
         sender.send(syslog.LOG_NOTICE, "after")
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
     assert daemon.recv(4096).decode().endswith(": after")
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
         f"syslog: access lines do not reach {path} (No such file or directory); "
@@ -277,7 +269,7 @@ def test_a_file_that_cannot_take_lines_is_said_once_not_per_request(tmp_path):
     import os
 
     import pytest
-    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
 
     from gemfcgi import accesslog
     from gemfcgi.config import model
@@ -286,17 +278,13 @@ def test_a_file_that_cannot_take_lines_is_said_once_not_per_request(tmp_path):
         pytest.skip("no /dev/full here")
     # /dev/full answers every write as a full disk does.
     writer = accesslog.AccessLogWriter(model.LogSettings(access="/dev/full", syslog=False))
-    seen: list = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         for number in range(3):
             writer(access_event(f"gemini://example.com/{number}"))
         writer.path = str(tmp_path / "access.log")
         assert writer.reopen()
         writer(access_event("gemini://example.com/after"))
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
-        writer.close()
+    writer.close()
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
         "cannot write to the access log /dev/full: No space left on device; "
         "its lines are lost until it can be written again",
@@ -325,7 +313,7 @@ def test_syslog_lines_still_arrive_once_the_socket_path_is_out_of_reach(tmp_path
 def test_a_line_too_long_for_a_datagram_is_dropped_and_the_connection_kept(tmp_path):
     import syslog
 
-    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
 
     from gemfcgi.syslogsend import SyslogSender
 
@@ -333,14 +321,10 @@ def test_a_line_too_long_for_a_datagram_is_dropped_and_the_connection_kept(tmp_p
     daemon = listening_syslog(path)
     sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(path))
     path.unlink()  # as in a chroot: a new connection could not be made
-    seen: list = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         sender.send(syslog.LOG_NOTICE, "x" * (8 * 1024 * 1024))
         assert sender.dropped == 1
         sender.send(syslog.LOG_NOTICE, "the next line")
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
     assert daemon.recv(4096).decode().endswith(": the next line")
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
         f"syslog: access lines do not reach {path} (Message too long); they are dropped "
@@ -356,7 +340,7 @@ def test_syslog_short_of_descriptors_drops_the_line_and_says_so_once(tmp_path, m
     import syslog
     import types
 
-    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
 
     from gemfcgi import syslogsend
 
@@ -366,16 +350,12 @@ def test_syslog_short_of_descriptors_drops_the_line_and_says_so_once(tmp_path, m
     monkeypatch.setattr(syslogsend, "socket", types.SimpleNamespace(
         socket=no_descriptor, AF_UNIX=socket.AF_UNIX, SOCK_DGRAM=socket.SOCK_DGRAM))
     now = [0.0]
-    seen: list = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         sender = syslogsend.SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(tmp_path / "log"),
                                          clock=lambda: now[0])
         for _ in range(3):
             now[0] += syslogsend.RECONNECT_EVERY
             sender.send(syslog.LOG_NOTICE, "a line")
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
     assert sender.dropped == 3
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
         f"syslog: access lines do not reach {tmp_path / 'log'} (Too many open files); "
@@ -421,21 +401,17 @@ def test_a_line_that_went_in_partly_leaves_the_next_on_a_line_of_its_own(tmp_pat
 
 
 def test_a_reload_keeps_the_syslog_connection_and_says_an_outage_once(tmp_path):
-    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
 
     from gemfcgi import accesslog
     from gemfcgi.config import model
 
     settings = model.LogSettings(syslog=True)
-    seen: list = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         for reload in range(3):  # each reload makes a writer anew
             writer = accesslog.AccessLogWriter(settings, syslog_socket=str(tmp_path / "none"))
             writer(access_event(f"gemini://example.com/{reload}"))
             writer.close()
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.warn] == [
         f"syslog: access lines do not reach {tmp_path / 'none'} (No such file or directory); "
         "they are dropped until it takes them again"
