@@ -13,9 +13,10 @@ Before making its own, a server removes the directories of its kind that
 nobody holds. One younger than ``ABANDONED_AFTER`` is left alone: it may be
 another server's, made an instant ago and not yet locked. So is one whose
 socket still takes connections: the directory of a server of an earlier
-version, which took no lock, or of a program that outlived its server. A lock does not
-depend on process ids, so servers in other pid namespaces sharing the
-directory (containers with a common ``/tmp``) see each other's as taken.
+version, which took no lock, or of a program that outlived its server. A
+lock does not depend on process ids, so servers in other pid namespaces
+sharing the directory (containers with a common ``/tmp``) see each other's
+as taken.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class SocketDirectory:
 
     def __init__(self, parent: Optional[str] = None) -> None:
         self.path = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
+        self._claim: Optional[int]
         try:
             self._claim = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
@@ -63,14 +65,14 @@ class SocketDirectory:
         self._claim = None
 
 
-def remove_abandoned(parent: Optional[str] = None, now: Optional[float] = None) -> list[str]:
+def remove_abandoned(parent: Optional[str] = None) -> list[str]:
     """
     Remove the socket directories in ``parent`` (the temporary directory by
     default) whose server ended without removing them; return their paths.
     Whatever cannot be read, locked or removed is left as it is.
     """
     parent = parent or tempfile.gettempdir()
-    now = time.time() if now is None else now
+    now = time.time()
     removed = []
     try:
         names = [name for name in os.listdir(parent) if name.startswith(PREFIX)]
