@@ -17,10 +17,13 @@ import stat
 from typing import Optional
 
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
-from gemfcgi.config import ConfigError, Diagnostic, load_config, validate_supported
+from gemfcgi.config import ConfigError, Diagnostic, load_config
 from gemfcgi.config import model
 from gemfcgi.fastcgi.spawn import find_program
+from gemfcgi.config.values import port_number
+from gemfcgi.glob import glob_matches
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
+from gemfcgi.handlers.proxy import build_upstream
 from gemfcgi.privileges import PrivilegeError, identity_for
 from gemfcgi.service import ListenError, listen_descriptions
 from gemfcgi.tls import ProtocolsError, protocol_range
@@ -86,7 +89,7 @@ def _key_pair_directive(problem: CertificateError, server: model.Server) -> str:
 
 def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """Errors and warnings about what ``config`` refers to on disk."""
-    errors: list[Diagnostic] = list(validate_supported(config))
+    errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
 
     def error(origin: Optional[model.Origin], message: str) -> None:
@@ -114,6 +117,23 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         if problem is not None:
             error(config.log.access_origin, f"log access {access!r}: {problem}")
     checked_cas: set[str] = set()
+
+    def check_ca(ca: str, where: Optional[model.Origin]) -> None:
+        if ca in checked_cas:
+            return
+        checked_cas.add(ca)
+        try:
+            authorities = load_authorities([ca])[ca].certificates
+        except CertificateError as problem:
+            error(where, f"require client ca: {problem}")
+            return
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for authority in authorities:
+            unusable = authority_problem(authority, now)
+            if unusable is not None:
+                warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
+                        f"{unusable}; no client certificate it issued is accepted")
+
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:
@@ -155,22 +175,41 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 problem = fastcgi_problem(fastcgi.address)
                 if problem is not None:
                     error(fastcgi.origin or block, problem)
-            ca = options.require_client_ca
-            if ca is not None and ca not in checked_cas:
-                checked_cas.add(ca)
-                where = options.origins.get("require client ca", block)
-                try:
-                    authorities = load_authorities([ca])[ca].certificates
-                except CertificateError as problem:
-                    error(where, f"require client ca: {problem}")
-                    continue
-                now = datetime.datetime.now(datetime.timezone.utc)
-                for authority in authorities:
-                    unusable = authority_problem(authority, now)
-                    if unusable is not None:
-                        warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
-                                f"{unusable}; no client certificate it issued is accepted")
+            if options.require_client_ca is not None:
+                check_ca(options.require_client_ca, options.origins.get("require client ca", block))
+        for proxy in server.proxies:
+            for problem in proxy_problems(proxy):
+                error(proxy.origin or origin, problem)
+            if not glob_matches("gemini", proxy.proto.lower()):
+                warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
+                        "gemfcgi answers gemini:// requests only")
+            if proxy.require_client_ca is not None:
+                check_ca(proxy.require_client_ca, proxy.origin or origin)
     return errors, warnings
+
+
+def proxy_problems(proxy: model.Proxy) -> list[str]:
+    """What keeps a ``proxy`` block from relaying anything: its port, protocols, client certificate."""
+    problems = []
+    assert proxy.relay_to is not None
+    host, port = proxy.relay_to
+    try:
+        port_number(port)
+    except OSError:
+        problems.append(f'relay-to "{host}": unknown service "{port}" (not a port number, '
+                        "nor a name in /etc/services)")
+    try:
+        protocol_range(proxy.protocols)
+    except ProtocolsError as problem:
+        problems.append(f"proxy protocols: {problem}")
+    if proxy.use_tls and proxy.cert is not None and proxy.key is not None:
+        try:
+            build_upstream(proxy)
+        except CertificateError as problem:
+            problems.append(f"proxy client certificate: {problem}")
+        except Exception as problem:  # OpenSSL's refusal of a key pair or setting
+            problems.append(f"proxy client certificate {proxy.cert}: {problem}")
+    return problems
 
 
 def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:

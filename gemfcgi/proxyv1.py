@@ -53,6 +53,26 @@ def v1_problem(line: bytes) -> str | None:
     return None
 
 
+def v1_header(source, destination) -> bytes:
+    """
+    The v1 line that tells an upstream who the client is (a ``proxy`` block's
+    ``proxy-v1``): ``PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT``, or
+    ``PROXY UNKNOWN`` when the two are not addresses of one IP family (a
+    client of a unix socket, an IPv4 client relayed over IPv6).
+    """
+    families = []
+    for address in (source, destination):
+        try:
+            families.append(ipaddress.ip_address(getattr(address, "host", None)).version)
+        except ValueError:
+            return BARE_UNKNOWN
+    if families[0] != families[1]:
+        return BARE_UNKNOWN
+    family = "TCP4" if families[0] == 4 else "TCP6"
+    line = f"PROXY {family} {source.host} {destination.host} {source.port} {destination.port}\r\n"
+    return line.encode("ascii")
+
+
 class _V1HeaderProtocol(ProtocolWrapper):
     """Checks a v1 header before Twisted's reader sees it, then steps aside."""
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Union
 
 from gemfcgi.config import model
+from gemfcgi.config.values import port_number
 from gemfcgi.gemini.hosts import HostPattern
 from gemfcgi.glob import glob_matches
 from gemfcgi.mime import OCTET_STREAM, MimeTable
@@ -34,6 +35,8 @@ class PathSettings:
     require_client_ca: Optional[str] = None
     root: Optional[str] = None
     strip: int = 0
+    # Set for a request a ``proxy`` block relays: nothing else applies then.
+    proxy: Optional[model.Proxy] = None
 
 
 _SIMPLE_SETTINGS = (
@@ -60,9 +63,28 @@ class VirtualHost:
             for loc in server.locations
         ]
         self.settings_for = lru_cache(maxsize=2048)(self._resolve)
+        log = server.options.log is not False
+        self.proxies = [
+            (HostPattern(proxy.for_host), proxy.for_port,
+             PathSettings(log=log, require_client_ca=proxy.require_client_ca, proxy=proxy))
+            for proxy in server.proxies
+            if glob_matches("gemini", proxy.proto.lower())
+        ]
 
     def matches(self, host: str) -> bool:
         return any(p.matches(host) for p in self._patterns)
+
+    def proxy_for(self, host: str, port: int) -> Optional[PathSettings]:
+        """
+        The settings of the first ``proxy`` block relaying requests for
+        ``host`` (canonical) on ``port`` (the URL's, 1965 if it has none),
+        or ``None``. A block without ``for-host`` takes every request of
+        its server; with one, the port it names (1965 unless given).
+        """
+        for pattern, for_port, settings in self.proxies:
+            if pattern.matches(host) and _port_matches(port, for_port):
+                return settings
+        return None
 
     def _resolve(self, path: str) -> PathSettings:
         relative = path[1:] if path.startswith("/") else path
@@ -85,6 +107,19 @@ class VirtualHost:
 
     def __repr__(self) -> str:
         return f"<VirtualHost {self.name!r}>"
+
+
+def _port_matches(port: int, wanted: Union[int, str, None]) -> bool:
+    if wanted is None or wanted == port:
+        return True
+    if isinstance(wanted, int):
+        return False
+    if glob_matches(str(port), wanted):
+        return True
+    try:
+        return port_number(wanted) == port  # a service name
+    except OSError:
+        return False
 
 
 class Routes:

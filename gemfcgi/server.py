@@ -210,7 +210,8 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.respond(status.PROXY_REQUEST_REFUSED, "port not served here")
             return
         self.vhost = vhost
-        self.settings = settings = vhost.settings_for(request.path)
+        proxied = vhost.proxy_for(request.host, request.port or DEFAULT_PORT) if vhost.proxies else None
+        self.settings = settings = proxied or vhost.settings_for(request.path)
         self.record.enabled = settings.log
         if settings.require_client_ca is not None:
             self._run("client_ca", request, settings)
@@ -219,7 +220,9 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def handle(self, request: Request, settings: PathSettings) -> None:
         """Start the handler for an accepted request (after any certificate check)."""
-        if settings.block is not None:
+        if settings.proxy is not None:
+            self._run("proxy", request, settings)
+        elif settings.block is not None:
             self._run("block", request, settings)
         elif settings.fastcgi is not None:
             self._run("fastcgi", request, settings)

@@ -32,6 +32,7 @@ from gemfcgi.config.errors import ConfigError
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
+from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.pagecache import PageCache
@@ -257,10 +258,12 @@ def build_site(
     authorities = load_authorities(
         options.require_client_ca
         for server in config.servers
-        for options in [server.options, *(location.options for location in server.locations)]
+        for options in [server.options, *(location.options for location in server.locations),
+                        *server.proxies]
         if options.require_client_ca is not None
     )
     site.handlers["client_ca"] = partial(require_client_ca, authorities=authorities)
+    site.handlers["proxy"] = partial(serve_proxy, upstreams=build_upstreams(config))
     return site
 
 

@@ -9,11 +9,10 @@ Reading gmid 2.x configuration files into ``gemfcgi.config.model`` objects.
 Both raise ``ConfigError`` whose ``diagnostics`` list every error found, each
 printable as ``FILE:LINE: message``. ``warnings`` are ``Diagnostic`` objects
 with ``severity == "warning"`` (deprecated syntax, missing ``listen on``,
-server blocks shadowed by earlier ones). ``validate_supported`` reports what
-parses but cannot be served yet. Nothing here imports Twisted.
+server blocks shadowed by earlier ones). Nothing here imports Twisted.
 """
 
-from gemfcgi.config.checks import shadow_warnings, validate_supported
+from gemfcgi.config.checks import shadow_warnings
 from gemfcgi.config.errors import ConfigError, Diagnostic
 from gemfcgi.config.parser import load_config, parse_config
 
@@ -23,5 +22,4 @@ __all__ = [
     "load_config",
     "parse_config",
     "shadow_warnings",
-    "validate_supported",
 ]

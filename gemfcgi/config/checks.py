@@ -4,7 +4,6 @@ Checks over a whole ``Config`` that are about gemfcgi, not gmid's grammar.
 ``shadow_warnings`` points out where gemfcgi and gmid would pick different
 server blocks: gmid lets the *last* matching block win, gemfcgi the *first*,
 so a block every name of which an earlier glob already matches is never used.
-``validate_supported`` lists what parses but cannot be served yet.
 """
 
 from __future__ import annotations
@@ -64,21 +63,3 @@ def shadow_warnings(config: Config) -> list[Diagnostic]:
             )
         )
     return warnings
-
-
-def validate_supported(config: Config) -> list[Diagnostic]:
-    """Errors for what gemfcgi parses but does not serve yet (``proxy`` blocks)."""
-    errors: list[Diagnostic] = []
-    for server in config.servers:
-        for proxy in server.proxies:
-            file, line = _where(proxy.origin or server.origin, config)
-            errors.append(
-                Diagnostic(
-                    file,
-                    line,
-                    f'proxy is not supported yet (server "{server.name}"): remove the '
-                    "proxy block, or keep serving this host with gmid",
-                    "error",
-                )
-            )
-    return errors

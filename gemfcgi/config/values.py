@@ -8,7 +8,8 @@ parser read as grammar and lets each rule be tested on its own.
 
 from __future__ import annotations
 
-from typing import Optional
+import socket
+from typing import Optional, Union
 
 from gemfcgi.gemini.status import control_character
 
@@ -178,3 +179,12 @@ def old_host_port(text: str) -> Optional[tuple[str, str]]:
     if sep and host and ":" not in host and port.isdigit():
         return host, port
     return None
+
+
+def port_number(port: Union[int, str]) -> int:
+    """A port as written (a number, or a service name of /etc/services) as a number; OSError if unknown."""
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    return socket.getservbyname(port, "tcp")

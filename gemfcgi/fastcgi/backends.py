@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import socket
 from typing import Any, Iterator, Optional
 
 from twisted.application.service import MultiService, Service
@@ -35,6 +34,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from gemfcgi.config import model
+from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
@@ -158,14 +158,6 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
 
 
-def _tcp_port(port: int | str) -> int:
-    if isinstance(port, int):
-        return port
-    if port.isdigit():
-        return int(port)
-    return socket.getservbyname(port, "tcp")
-
-
 def backend_name(address: model.FastCGIAddress) -> str:
     """How log lines name a backend."""
     if isinstance(address, model.FastCGISocket):
@@ -209,7 +201,7 @@ def open_backend(
     if isinstance(address, model.FastCGISocket):
         return Backend(name, UnixSocketEndpoint(reactor, address.path, connect_timeout), reactor)
     if isinstance(address, model.FastCGITCP):
-        port = _tcp_port(address.port)
+        port = port_number(address.port)
         try:
             literal = ipaddress.ip_address(address.host)
         except ValueError:

@@ -59,16 +59,24 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Optional, Union
+from typing import Optional
 
 from gemfcgi.gemini import status
+from gemfcgi.gemini.reply import (
+    ReplyDecision,
+    ReplyError,
+    ReplyHeader,
+    decide,
+    read_header,
+    starts_like_a_header,
+)
 
-MAX_GEMINI_HEADER_BYTES = 1029
+# The decision's types are the Gemini reply's, named here too for the relay.
+__all__ = ["ReplyDecision", "ReplyError", "ReplyHeader", "ReplyHeaderReader", "MAX_CGI_HEADER_BYTES"]
+
 MAX_CGI_HEADER_BYTES = 8192
 
-_DIGITS = b"0123456789"
 _CGI_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CGI_STATUS = re.compile(r"([0-9]{3})(?:[ \t]+(.*))?")
 _TRANSLATED_FIELDS = ("status", "content-type", "location")
@@ -82,35 +90,6 @@ _GEMINI_CODE_OF_HTTP_ERROR = {
     429: status.SLOW_DOWN,
     503: status.SERVER_UNAVAILABLE,
 }
-
-
-@dataclass(frozen=True)
-class ReplyHeader:
-    """
-    The Gemini header the application asked for, and the body after it.
-
-    ``header`` is already built and checked by ``status.response_header``.
-    """
-
-    code: int
-    meta: str
-    header: bytes
-    body: bytes = b""
-
-    @property
-    def sends_body(self) -> bool:
-        """Only 2x replies carry a body; the rest is dropped."""
-        return 20 <= self.code <= 29
-
-
-@dataclass(frozen=True)
-class ReplyError:
-    """A reply that cannot be relayed, with what was wrong with it."""
-
-    message: str
-
-
-ReplyDecision = Union[ReplyHeader, ReplyError]
 
 
 class _State(enum.Enum):
@@ -157,35 +136,17 @@ class ReplyHeaderReader:
 
     def _read_kind(self) -> Optional[ReplyDecision]:
         """Two digits then a space or CR start a Gemini header; anything else is CGI."""
-        start = bytes(self._buffer[:3])
-        for index, byte in enumerate(start):
-            expected = b" \r" if index == 2 else _DIGITS
-            if byte not in expected:
-                self._state = _State.CGI
-                return self._read_cgi_header()
-        if len(start) < 3:
+        kind = starts_like_a_header(bytes(self._buffer[:3]))
+        if kind is None:
             return None
-        self._state = _State.GEMINI
-        return self._read_gemini_header()
+        if kind:
+            self._state = _State.GEMINI
+            return self._read_gemini_header()
+        self._state = _State.CGI
+        return self._read_cgi_header()
 
     def _read_gemini_header(self) -> Optional[ReplyDecision]:
-        end = self._buffer.find(b"\r\n", 0, MAX_GEMINI_HEADER_BYTES)
-        if end < 0:
-            if len(self._buffer) >= MAX_GEMINI_HEADER_BYTES:
-                return ReplyError(f"header over {MAX_GEMINI_HEADER_BYTES} bytes")
-            return None
-        line = bytes(self._buffer[:end])
-        body = bytes(self._buffer[end + 2 :])
-        code, rest = int(line[:2]), line[2:]
-        if rest and not rest.startswith(b" "):
-            return ReplyError(
-                f"malformed header {line[:40]!r}: no space after the code"
-            )
-        try:
-            meta = rest[1:].decode("utf-8")
-        except UnicodeDecodeError:
-            return ReplyError("malformed header: META is not valid UTF-8")
-        return _decide(code, meta, body)
+        return read_header(self._buffer)
 
     def _read_cgi_header(self) -> Optional[ReplyDecision]:
         while True:
@@ -227,15 +188,6 @@ class ReplyHeaderReader:
     }
 
 
-def _decide(code: int, meta: str, body: bytes) -> ReplyDecision:
-    meta = status.sent_meta(code, meta)
-    try:
-        header = status.response_header(code, meta)
-    except status.InvalidHeader as reason:
-        return ReplyError(f"invalid header: {reason}")
-    return ReplyHeader(code, meta, header, body)
-
-
 def _translate_cgi(fields: dict[str, str], body: bytes) -> ReplyDecision:
     """Apply the table of the module docstring, first matching row wins."""
     http_status, reason = None, ""
@@ -249,18 +201,18 @@ def _translate_cgi(fields: dict[str, str], body: bytes) -> ReplyDecision:
     if http_status is not None and http_status >= 400:
         other = status.PERMANENT_FAILURE if http_status < 500 else status.CGI_ERROR
         code = _GEMINI_CODE_OF_HTTP_ERROR.get(http_status, other)
-        return _decide(code, reason or _default_reason(http_status), body)
+        return decide(code, reason or _default_reason(http_status), body)
     status_class = None if http_status is None else http_status // 100
     if "location" in fields and status_class in (None, 3):
         permanent = http_status in (301, 308)
         code = status.REDIRECT_PERMANENT if permanent else status.REDIRECT_TEMPORARY
-        return _decide(code, fields["location"], body)
+        return decide(code, fields["location"], body)
     if status_class == 3:
         return ReplyError(f"CGI Status {http_status} without Location")
     if "content-type" in fields:
         if not fields["content-type"]:
             return ReplyError("malformed header: empty Content-Type")
-        return _decide(status.SUCCESS, fields["content-type"], body)
+        return decide(status.SUCCESS, fields["content-type"], body)
     if status_class == 2:
         return ReplyError(f"CGI Status {http_status} without Content-Type")
     return ReplyError("CGI header has none of Status, Content-Type, Location")

@@ -15,7 +15,7 @@ from gemfcgi.config import ConfigError, Diagnostic, parse_config
 def test_public_names():
     assert set(config_package.__all__) == {
         "ConfigError", "Diagnostic", "load_config", "parse_config",
-        "shadow_warnings", "validate_supported",
+        "shadow_warnings",
     }
 
 

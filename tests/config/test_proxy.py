@@ -1,9 +1,8 @@
-"""``proxy [proto P] [for-host H [port N]] { ... }`` (gmid.md §1.6) and ``validate_supported``."""
+"""``proxy [proto P] [for-host H [port N]] { ... }`` (gmid.md §1.6), as parsed."""
 
 from __future__ import annotations
 
 
-from gemfcgi.config import validate_supported
 from gemfcgi.config.model import Origin, Proxy
 
 
@@ -91,18 +90,3 @@ def test_gmid_1_8_host_port_spelling_is_a_warning(warnings_of, server_with):
 
 def test_ipv6_relay_to_is_not_mistaken_for_host_port(warnings_of, server_with):
     assert warnings_of(server_with('proxy { relay-to "::1" }')) == []
-
-
-def test_validate_supported_reports_each_proxy_at_its_line(parse, server_with):
-    config = parse(server_with('proxy { relay-to "a" }\n\tproxy {\n\t\trelay-to "b"\n\t}'))
-    assert [str(d) for d in validate_supported(config)] == [
-        'gmid.conf:5: proxy is not supported yet (server "example.com"): remove the proxy '
-        "block, or keep serving this host with gmid",
-        'gmid.conf:6: proxy is not supported yet (server "example.com"): remove the proxy '
-        "block, or keep serving this host with gmid",
-    ]
-    assert all(d.severity == "error" for d in validate_supported(config))
-
-
-def test_validate_supported_is_empty_without_proxies(parse, server_with):
-    assert validate_supported(parse(server_with('lang "en"'))) == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gemfcgi.proxyv1 import v1_problem
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+from gemfcgi.proxyv1 import v1_header, v1_problem
 
 
 @pytest.mark.parametrize("line", [
@@ -34,3 +36,17 @@ def test_headers_the_specification_allows_pass(line):
 ])
 def test_anything_else_is_named(line, problem):
     assert v1_problem(line) == problem
+
+
+@pytest.mark.parametrize("source, destination, line", [
+    (IPv4Address("TCP", "192.0.2.7", 40123), IPv4Address("TCP", "127.0.0.1", 1965),
+     b"PROXY TCP4 192.0.2.7 127.0.0.1 40123 1965\r\n"),
+    (IPv6Address("TCP", "2001:db8::7", 40123), IPv6Address("TCP", "::1", 1965),
+     b"PROXY TCP6 2001:db8::7 ::1 40123 1965\r\n"),
+    # Families that differ, and a unix socket's client, have no v1 form.
+    (IPv4Address("TCP", "192.0.2.7", 40123), IPv6Address("TCP", "::1", 1965), b"PROXY UNKNOWN\r\n"),
+    (UNIXAddress(None), IPv4Address("TCP", "127.0.0.1", 1965), b"PROXY UNKNOWN\r\n"),
+])
+def test_the_header_sent_upstream_names_the_client(source, destination, line):
+    assert v1_header(source, destination) == line
+    assert v1_problem(line[:-2]) is None  # what gemfcgi's own reader accepts

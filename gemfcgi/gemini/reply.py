@@ -1,0 +1,129 @@
+"""
+A Gemini reply header, read from bytes that arrive in any fragmentation.
+
+A FastCGI application that writes a raw Gemini header and an upstream
+Gemini server behind a ``proxy`` block answer in the same form: ``NN SP
+META CRLF`` (or ``NN CRLF``), ending within 1029 bytes (2 + 1 + 1024 + 2),
+with a code from 10 to 69 (any of them, as gmid relays them: clients act on
+the first digit, so ``21`` is a success) and, for 1x and 3x, a META in
+UTF-8. An empty META on 2x means ``text/gemini; charset=utf-8``, and is sent
+spelt out that way, since some clients reject a header without one. A TAB
+instead of the space, a bare LF, or one digit is malformed.
+
+The decision is a value: a ``ReplyHeader`` (the header to send, built and
+checked by ``status.response_header`` like every other header, and the body
+bytes that came with it) or a ``ReplyError`` (a message for the log). Nothing
+here writes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from gemfcgi.gemini import status
+
+MAX_HEADER_BYTES = 1029
+
+_DIGITS = b"0123456789"
+
+
+@dataclass(frozen=True)
+class ReplyHeader:
+    """
+    The Gemini header a reply starts with, and the body bytes after it.
+
+    ``header`` is already built and checked by ``status.response_header``.
+    """
+
+    code: int
+    meta: str
+    header: bytes
+    body: bytes = b""
+
+    @property
+    def sends_body(self) -> bool:
+        """Only 2x replies carry a body; the rest is dropped, as gmid does."""
+        return 20 <= self.code <= 29
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    """A reply that cannot be relayed, with what was wrong with it."""
+
+    message: str
+
+
+ReplyDecision = Union[ReplyHeader, ReplyError]
+
+
+def decide(code: int, meta: str, body: bytes) -> ReplyDecision:
+    """The header for ``code`` and ``meta``, or why the rules forbid it."""
+    meta = status.sent_meta(code, meta)
+    try:
+        header = status.response_header(code, meta)
+    except status.InvalidHeader as reason:
+        return ReplyError(f"invalid header: {reason}")
+    return ReplyHeader(code, meta, header, body)
+
+
+def starts_like_a_header(start: bytes) -> Optional[bool]:
+    """
+    Whether ``start`` (a reply's first bytes) begins with two digits and a
+    space or CR; ``None`` while fewer than three bytes tell nothing against it.
+    """
+    for index, byte in enumerate(start[:3]):
+        expected = b" \r" if index == 2 else _DIGITS
+        if byte not in expected:
+            return False
+    return True if len(start) >= 3 else None
+
+
+def read_header(buffer: Union[bytes, bytearray]) -> Optional[ReplyDecision]:
+    """The header at the start of ``buffer``; ``None`` while it may still come whole."""
+    kind = starts_like_a_header(bytes(buffer[:3]))
+    if kind is False:
+        return ReplyError(f"malformed header {bytes(buffer[:40])!r}: not two digits and a space")
+    end = buffer.find(b"\r\n", 0, MAX_HEADER_BYTES)
+    if end < 0:
+        if len(buffer) >= MAX_HEADER_BYTES:
+            return ReplyError(f"header over {MAX_HEADER_BYTES} bytes")
+        return None
+    line = bytes(buffer[:end])
+    body = bytes(buffer[end + 2 :])
+    code, rest = int(line[:2]), line[2:]
+    if rest and not rest.startswith(b" "):
+        return ReplyError(f"malformed header {line[:40]!r}: no space after the code")
+    try:
+        meta = rest[1:].decode("utf-8")
+    except UnicodeDecodeError:
+        return ReplyError("malformed header: META is not valid UTF-8")
+    return decide(code, meta, body)
+
+
+class GeminiReplyReader:
+    """
+    Reply bytes in, one ``ReplyDecision`` out, once enough has arrived.
+
+    ``feed`` returns ``None`` while it needs more bytes; ``end`` gives the
+    error for a peer that closed before a whole header. Once a decision is
+    returned the bytes that follow are body, and belong to the caller.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._done = False
+
+    def feed(self, data: bytes) -> Optional[ReplyDecision]:
+        if self._done:
+            raise RuntimeError("the reply header was already decided")
+        self._buffer += data
+        decision = read_header(self._buffer)
+        if decision is not None:
+            self._done = True
+        return decision
+
+    def end(self) -> ReplyError:
+        """The peer closed: what it sent is all there is."""
+        self._done = True
+        return ReplyError(f"closed before a complete header ({len(self._buffer)} bytes received)")

@@ -1,0 +1,472 @@
+"""
+A request relayed to another Gemini server (a ``proxy`` block).
+
+Shaped like the FastCGI relay: ``UpstreamProtocol`` is the upstream
+connection, a thin layer that hands each event to ``ProxyRelay``; the relay
+pairs it with the Gemini connection, sends the upstream's reply through
+``send_header`` and ``client_write``, and is the producer the Gemini
+transport pauses when the client reads slowly, which pauses the upstream
+socket in turn.
+
+What gmid does, and what is added here:
+
+* The request goes upstream as the client wrote it, but with the
+  upstream's port (``upstream_request_line``); with ``proxy-v1``, after a
+  PROXY v1 line naming the client. Nothing else is sent: Gemini requests
+  have no body.
+* TLS to the upstream checks no certificate chain (Gemini servers' are
+  mostly self-signed), but with ``verifyname`` (the default) the
+  certificate must name the server asked for (``sni``, else the host of
+  ``relay-to``), and the request is only sent once it does.
+* A 2x reply is streamed; any other is relayed as its header alone.
+* Every wait has a timer: the connect, the handshake (5 s, as gmid), the
+  header and each stretch of body while the client reads. gmid has only
+  the handshake's.
+* Every fault ends in ``ProxyRelay._fail``: before the header the client
+  gets ``43`` with gmid's META (``proxy error``, ``handshake failed``,
+  ``timeout``, ``protocol error``), and a log line names the client, the
+  URL, the upstream and the fault. A body the upstream breaks off (closed
+  without TLS close_notify) is cut short to the client the same way, so
+  that the client can tell that it is not whole; gmid passes it off as
+  complete.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
+
+from OpenSSL import SSL
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IPushProducer,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from gemfcgi.certificates import KeyPair
+from gemfcgi.deadlines import OneTimeout, deadlines_for
+from gemfcgi.gemini import status
+from gemfcgi.gemini.reply import GeminiReplyReader, ReplyError, ReplyHeader
+from gemfcgi.gemini.request import DEFAULT_PORT, Request
+from gemfcgi.proxyv1 import v1_header
+from gemfcgi.tls import TLS12_CIPHERS, TLS13_SUITES, protocol_range
+
+if TYPE_CHECKING:
+    from gemfcgi.server import GeminiProtocol
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class UpstreamTimeouts:
+    """
+    Seconds. ``connect``: name lookup and TCP connect. ``handshake``: TLS
+    with the upstream (gmid's 5 s). ``reply``: from the request sent to a
+    whole header, and between body bytes while the client is reading.
+    """
+
+    connect: float = 5.0
+    handshake: float = 5.0
+    reply: float = 60.0
+
+
+class Fault(enum.Enum):
+    """What went wrong with an upstream, as the log line names it."""
+
+    CONNECT = "cannot connect"
+    HANDSHAKE = "handshake failed"
+    NAME = "certificate does not name the server"
+    HANDSHAKE_TIMEOUT = "handshake timeout"
+    REPLY_TIMEOUT = "reply timeout"
+    BAD_REPLY = "bad reply"
+    TRUNCATED = "reply truncated"
+
+
+# gmid's META for each fault.
+_META = {
+    Fault.CONNECT: "proxy error",
+    Fault.HANDSHAKE: "handshake failed",
+    Fault.NAME: "handshake failed",
+    Fault.HANDSHAKE_TIMEOUT: "timeout",
+    Fault.REPLY_TIMEOUT: "timeout",
+    Fault.BAD_REPLY: "protocol error",
+    Fault.TRUNCATED: "protocol error",
+}
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _accept_any_chain(connection, certificate, errno, depth, ok) -> bool:
+    return True
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class UpstreamTLS:
+    """
+    TLS towards one upstream: its context, built once per configuration,
+    the name sent as SNI, and the name its certificate must hold.
+    """
+
+    def __init__(
+        self,
+        server_name: str,
+        verify_name: bool = True,
+        client_pair: Optional[KeyPair] = None,
+        protocols: Optional[str] = None,
+    ) -> None:
+        self.server_name = server_name
+        self.verify_name = verify_name
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        low, high = protocol_range(protocols)
+        context.set_min_proto_version(low)
+        context.set_max_proto_version(high)
+        context.set_options(SSL.OP_NO_COMPRESSION)
+        context.set_cipher_list(TLS12_CIPHERS)
+        context.set_tls13_ciphersuites(TLS13_SUITES)
+        # The chain is not judged (see the module's doc): the callback
+        # accepts it, so that the name can be checked once it is known.
+        context.set_verify(SSL.VERIFY_PEER, _accept_any_chain)
+        if client_pair is not None:
+            context.use_certificate(client_pair.chain[0])
+            for extra in client_pair.chain[1:]:
+                context.add_extra_chain_cert(extra)
+            context.use_privatekey(client_pair.key)
+            context.check_privatekey()
+        self._context = context
+        self._sni = None if _is_address(server_name) else server_name.encode("idna")
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        if self._sni is not None:
+            connection.set_tlsext_host_name(self._sni)
+        connection.set_connect_state()
+        return connection
+
+    def name_problem(self, connection: SSL.Connection) -> Optional[str]:
+        """Why the upstream's certificate is not for ``server_name``; ``None`` if it is."""
+        if not self.verify_name:
+            return None
+        certificate = connection.get_peer_certificate(as_cryptography=True)
+        if certificate is None:
+            return "no certificate"
+        try:
+            if _is_address(self.server_name):
+                verify_certificate_ip_address(certificate, self.server_name)
+            else:
+                verify_certificate_hostname(certificate, self.server_name)
+        except (VerificationError, CertificateError) as problem:
+            return f"the certificate is not for {self.server_name} ({problem})"
+        return None
+
+
+@dataclass
+class Upstream:
+    """Where one ``proxy`` block relays to, and how."""
+
+    host: str
+    port: int
+    tls: Optional[UpstreamTLS]
+    proxy_v1: bool = False
+
+    @property
+    def name(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def endpoint(self, reactor, timeout: float) -> IStreamClientEndpoint:
+        """
+        An address is connected to as it is; a name is looked up first
+        (off the reactor's thread), each of its addresses tried in turn.
+        """
+        try:
+            address = ipaddress.ip_address(self.host)
+        except ValueError:
+            return HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
+        kind = TCP4ClientEndpoint if address.version == 4 else TCP6ClientEndpoint
+        return kind(reactor, self.host, self.port, timeout=timeout)
+
+
+def upstream_request_line(request: Request, port: int) -> bytes:
+    """
+    The request line the upstream gets: the client's, with the upstream's
+    ``port`` in place of the one it named (none for 1965). The upstream then
+    finds its own port in the URL: a server that refuses URLs naming
+    another port (gemfcgi does, with ``53``) serves it, and one that
+    ignores ports (gmid) sees what gmid's proxy sends.
+    """
+    url = request.url
+    start = url.index("//") + 2
+    ends = [i for i in (url.find("/", start), url.find("?", start)) if i >= 0]
+    end = min(ends, default=len(url))
+    authority = url[start:end]
+    if authority.startswith("["):
+        host = authority[: authority.index("]") + 1]
+    else:
+        host = authority.rpartition(":")[0] if ":" in authority else authority
+    if port != DEFAULT_PORT:
+        host = f"{host}:{port}"
+    rest = url[end:] or "/"
+    return f"{url[:start]}{host}{rest}\r\n".encode("utf-8")
+
+
+@implementer(IHandshakeListener)
+class UpstreamProtocol(Protocol):
+    """The upstream connection: its events, passed to the relay."""
+
+    def __init__(self, relay: "ProxyRelay") -> None:
+        self.relay = relay
+
+    def connectionMade(self) -> None:
+        self.relay.upstream_connected(self)
+
+    def handshakeCompleted(self) -> None:
+        self.relay.handshake_completed()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.relay.upstream_data(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.relay.upstream_closed(reason)
+
+
+@implementer(IPushProducer)
+class ProxyRelay(OneTimeout):
+    """
+    One relayed request from connect to the last byte, and the producer the
+    Gemini transport pauses when the client reads slowly; registered before
+    the upstream is even connected, so a client that goes away at any
+    moment reaches ``stopProducing``, which closes the upstream.
+    """
+
+    def __init__(
+        self,
+        client: "GeminiProtocol",
+        upstream: Upstream,
+        request_line: bytes,
+        timeouts: UpstreamTimeouts,
+        reactor,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.timeouts = timeouts
+        self.reactor = reactor
+        self.finished = False
+        self._request_line = request_line
+        self._reader: Optional[GeminiReplyReader] = GeminiReplyReader()
+        self._protocol: Optional[UpstreamProtocol] = None
+        self._connecting: Optional[Deferred] = None
+        self._handshaking = False
+        self._paused = False
+        self._deadlines = deadlines_for(reactor)
+
+    # -- start -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.stream(self)
+        connecting = self.upstream.endpoint(self.reactor, self.timeouts.connect).connect(
+            Factory.forProtocol(lambda: UpstreamProtocol(self))
+        )
+        if not (self.finished or connecting.called):
+            # The name lookup has no timeout of its own: this one bounds both.
+            self._connecting = connecting
+            self._arm(self.timeouts.connect, self._connect_timed_out)
+        connecting.addErrback(self._connect_failed)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self.finished or failure.check(CancelledError):
+            return
+        self._fail(Fault.CONNECT, failure.getErrorMessage())
+
+    def upstream_connected(self, protocol: UpstreamProtocol) -> None:
+        self._connecting = None
+        if self.finished:
+            protocol.transport.abortConnection()
+            return
+        self._protocol = protocol
+        transport = protocol.transport
+        if self._paused:
+            transport.pauseProducing()
+        if self.upstream.proxy_v1:
+            transport.write(v1_header(self.client.peer, transport.getPeer()))
+        if self.upstream.tls is None:
+            self._send_request()
+            return
+        self._handshaking = True
+        self._arm(self.timeouts.handshake, self._handshake_timed_out)
+        try:
+            transport.startTLS(self.upstream.tls)
+        except Exception as problem:  # OpenSSL refusing the connection's settings
+            log.failure("TLS towards {upstream} could not start", upstream=self.upstream.name)
+            self._fail(Fault.HANDSHAKE, f"TLS could not start: {problem}")
+
+    def handshake_completed(self) -> None:
+        self._handshaking = False
+        if self.finished or self._protocol is None or self.upstream.tls is None:
+            return
+        problem = self.upstream.tls.name_problem(self._protocol.transport.getHandle())
+        if problem is not None:
+            self._fail(Fault.NAME, problem)
+            return
+        self._send_request()
+
+    def _send_request(self) -> None:
+        assert self._protocol is not None
+        self._protocol.transport.write(self._request_line)
+        self._arm(self.timeouts.reply, self._reply_timed_out)
+
+    # -- the reply -----------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self._reader is None:
+            with self.client.batched():
+                self.client.client_write(data)
+            if not self._paused:
+                self._arm(self.timeouts.reply, self._reply_timed_out)
+            return
+        decision = self._reader.feed(data)
+        if decision is None:
+            return
+        if isinstance(decision, ReplyError):
+            self._fail(Fault.BAD_REPLY, decision.message)
+            return
+        self._reader = None
+        self._relay_header(decision)
+
+    def _relay_header(self, reply: ReplyHeader) -> None:
+        if not reply.sends_body:
+            self.client.send_header(reply.code, reply.meta)
+            self._end()
+            return
+        with self.client.batched():
+            self.client.send_header(reply.code, reply.meta, reply.body)
+        if self._paused:
+            self._disarm()
+        else:
+            self._arm(self.timeouts.reply, self._reply_timed_out)
+
+    def upstream_closed(self, reason: Optional[Failure]) -> None:
+        self._protocol = None
+        if self.finished:
+            return
+        why = reason.getErrorMessage() if reason is not None else "connection closed"
+        if self._handshaking:
+            self._fail(Fault.HANDSHAKE, why)
+        elif self._reader is not None:
+            self._fail(Fault.BAD_REPLY, self._reader.end().message)
+        elif reason is None or reason.check(ConnectionDone):
+            # TLS: the upstream's close_notify; plain TCP: its FIN.
+            self._end()
+        else:
+            self._fail(Fault.TRUNCATED, f"closed without close_notify ({why})")
+
+    # -- timers --------------------------------------------------------------
+
+    def _connect_timed_out(self) -> None:
+        self._fail(Fault.CONNECT, f"not connected after {self.timeouts.connect:g} s")
+
+    def _handshake_timed_out(self) -> None:
+        self._fail(Fault.HANDSHAKE_TIMEOUT, f"no TLS handshake after {self.timeouts.handshake:g} s")
+
+    def _reply_timed_out(self) -> None:
+        if self._reader is not None:
+            self._fail(Fault.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
+        else:
+            self._fail(Fault.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s")
+
+    # -- IPushProducer, driven by the Gemini transport ---------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self._protocol is not None:
+            self._protocol.transport.pauseProducing()
+        if self._reader is None:
+            # A client that reads slowly is not an upstream that stalls.
+            self._disarm()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._protocol is not None:
+            self._protocol.transport.resumeProducing()
+        if self._reader is None:
+            self._arm(self.timeouts.reply, self._reply_timed_out)
+
+    def stopProducing(self) -> None:
+        """The client went away: close the upstream, free everything."""
+        self._close(abort=True)
+
+    # -- the ends -------------------------------------------------------------
+
+    def _fail(self, fault: Fault, detail: str) -> None:
+        """
+        The one place an upstream fault becomes a reply and a log line:
+        ``43`` before the header, a cut connection after it.
+        """
+        if self.finished:
+            return
+        header_sent = self._reader is None
+        log.warn(
+            "{client} {url}: proxy upstream {upstream}: {fault}: {detail}{after}",
+            client=self.client.record.client,
+            url=self.client.record.url,
+            upstream=self.upstream.name,
+            fault=fault.value,
+            detail=detail,
+            after="; body cut short" if header_sent else "",
+        )
+        self._close(abort=True)
+        if header_sent:
+            self.client.cut()
+            return
+        self.client.send_header(status.PROXY_ERROR, _META[fault])
+        self.client.finish()
+
+    def _end(self) -> None:
+        """The reply is whole: close both sides cleanly."""
+        if self.finished:
+            return
+        self._close(abort=False)
+        self.client.finish()
+
+    def _close(self, abort: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._disarm()
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            if abort:
+                protocol.transport.abortConnection()
+            else:
+                protocol.transport.loseConnection()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+
+    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
+        if not self.finished:
+            super()._arm(seconds, action)

@@ -1,0 +1,120 @@
+"""Which requests a ``proxy`` block takes, what the upstream is sent, and what the check says of the block."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemfcgi.certificates import make_self_signed, write_key_pair
+from gemfcgi.check import check_config
+from gemfcgi.config import parse_config
+from gemfcgi.gemini.request import parse_request_line
+from gemfcgi.routing import Routes
+from gemfcgi.upstream import upstream_request_line
+
+
+def routes_of(body: str) -> Routes:
+    text = (
+        'server "example.com" {\n\tlisten on * port 1965\n\tcert "/c.pem"\n\tkey "/k.pem"\n'
+        f'\talias "*.example.com"\n\troot "/srv"\n{body}\n}}\n'
+    )
+    config, _ = parse_config(text, "gmid.conf")
+    return Routes(config)
+
+
+def relayed_to(routes: Routes, host: str, port: int = 1965):
+    vhost = routes.select(host)
+    settings = vhost.proxy_for(host, port)
+    return None if settings is None else settings.proxy.relay_to[0]
+
+
+def test_a_block_without_for_host_takes_every_request_of_its_server():
+    routes = routes_of('\tproxy { relay-to "up" }')
+    assert relayed_to(routes, "example.com") == "up"
+    assert relayed_to(routes, "a.example.com", 1966) == "up"
+
+
+def test_the_first_matching_block_wins_and_the_rest_is_served_here():
+    routes = routes_of(
+        '\tproxy for-host "a.example.com" { relay-to "first" }\n'
+        '\tproxy for-host "*.example.com" port "*" { relay-to "second" }\n'
+        '\tproxy for-host "b.example.com" { relay-to "never" }'
+    )
+    assert relayed_to(routes, "a.example.com") == "first"
+    assert relayed_to(routes, "a.example.com", 1966) == "second"
+    assert relayed_to(routes, "b.example.com") == "second"
+    assert relayed_to(routes, "example.com") is None
+
+
+def test_for_host_matches_the_port_it_names_1965_unless_given():
+    routes = routes_of(
+        '\tproxy for-host "a.example.com" { relay-to "default" }\n'
+        '\tproxy for-host "b.example.com" port 1966 { relay-to "numbered" }\n'
+        '\tproxy for-host "c.example.com" port "https" { relay-to "service" }'
+    )
+    assert relayed_to(routes, "a.example.com") == "default"
+    assert relayed_to(routes, "a.example.com", 1966) is None
+    assert relayed_to(routes, "b.example.com", 1966) == "numbered"
+    assert relayed_to(routes, "b.example.com") is None
+    assert relayed_to(routes, "c.example.com", 443) == "service"  # a name of /etc/services
+
+
+def test_a_block_for_another_scheme_takes_no_gemini_request():
+    routes = routes_of('\tproxy proto "titan" { relay-to "up" }')
+    assert relayed_to(routes, "example.com") is None
+
+
+def test_a_proxied_request_gets_the_blocks_own_settings():
+    routes = routes_of('\tproxy { relay-to "up"\n\t\trequire client ca "/ca.pem" }')
+    settings = routes.select("example.com").proxy_for("example.com", 1965)
+    assert settings.require_client_ca == "/ca.pem"
+    assert settings.root is None and settings.fastcgi is None and settings.log
+
+
+@pytest.mark.parametrize("line, port, sent", [
+    (b"gemini://example.com/a/b?q=1", 1965, b"gemini://example.com/a/b?q=1\r\n"),
+    (b"gemini://example.com:1965/a", 1965, b"gemini://example.com/a\r\n"),
+    (b"gemini://example.com:1966/a", 10965, b"gemini://example.com:10965/a\r\n"),
+    (b"gemini://example.com", 1965, b"gemini://example.com/\r\n"),
+    (b"gemini://example.com?x", 1965, b"gemini://example.com?x\r\n"),
+    (b"gemini://[::1]:1966/%20x", 1965, b"gemini://[::1]/%20x\r\n"),
+    (b"gemini://[::1]/", 2000, b"gemini://[::1]:2000/\r\n"),
+    ("gemini://bücher.example:1965/ä".encode(), 1965, "gemini://bücher.example/ä\r\n".encode()),
+])
+def test_the_upstream_gets_the_clients_url_with_its_own_port(line, port, sent):
+    assert upstream_request_line(parse_request_line(line), port) == sent
+
+
+def check(tmp_path, block: str):
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir()
+    text = (
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port 1965\n\tcert "{tmp_path}/c.pem"\n'
+        f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n{block}\n}}\n'
+    )
+    config, _ = parse_config(text, "gmid.conf")
+    errors, warnings = check_config(config)
+    return [str(e) for e in errors], [str(w) for w in warnings]
+
+
+def test_a_well_formed_block_with_a_client_certificate_passes(tmp_path):
+    assert check(tmp_path, f'\tproxy {{ relay-to "up"\n\t\tcert "{tmp_path}/c.pem"\n'
+                           f'\t\tkey "{tmp_path}/k.pem" }}') == ([], [])
+
+
+def test_what_keeps_a_block_from_relaying_is_an_error_at_its_line(tmp_path):
+    errors, _ = check(tmp_path, f'\tproxy {{ relay-to "up" port "no-such-service"\n'
+                                f'\t\tcert "{tmp_path}/none.pem"\n\t\tkey "{tmp_path}/k.pem" }}')
+    assert errors == [
+        'gmid.conf:6: relay-to "up": unknown service "no-such-service" (not a port number, '
+        "nor a name in /etc/services)",
+        f"gmid.conf:6: proxy client certificate: {tmp_path}/none.pem: cannot read certificate: "
+        "No such file or directory",
+    ]
+
+
+def test_a_block_for_another_scheme_is_pointed_out(tmp_path):
+    errors, warnings = check(tmp_path, '\tproxy proto "titan" { relay-to "up" }')
+    assert errors == []
+    assert warnings == ['gmid.conf:6: proxy proto "titan" matches no request: '
+                        "gemfcgi answers gemini:// requests only"]
