@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from OpenSSL import SSL
 from service_identity import CertificateError, VerificationError
@@ -50,7 +50,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
-    IPushProducer,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -59,9 +58,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi.certificates import KeyPair
-from gemfcgi.deadlines import OneTimeout, deadlines_for
+from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
-from gemfcgi.gemini.reply import GeminiReplyReader, ReplyError, ReplyHeader
+from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
+from gemfcgi.pacedrelay import PacedRelay
 from gemfcgi.gemini.request import DEFAULT_PORT, Request
 from gemfcgi.proxyv1 import v1_header
 from gemfcgi.tls import TLS12_CIPHERS, TLS13_SUITES, protocol_range
@@ -251,14 +251,16 @@ class UpstreamProtocol(Protocol):
         self.relay.upstream_closed(reason)
 
 
-@implementer(IPushProducer)
-class ProxyRelay(OneTimeout):
+class ProxyRelay(PacedRelay):
     """
     One relayed request from connect to the last byte, and the producer the
     Gemini transport pauses when the client reads slowly; registered before
     the upstream is even connected, so a client that goes away at any
     moment reaches ``stopProducing``, which closes the upstream.
     """
+
+    BAD_REPLY = Fault.BAD_REPLY
+    REPLY_TIMEOUT = Fault.REPLY_TIMEOUT
 
     def __init__(
         self,
@@ -340,30 +342,16 @@ class ProxyRelay(OneTimeout):
     # -- the reply -----------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
-        if self.finished:
-            return
-        if self._reader is None:
+        if not self.finished:
             with self.client.batched():
-                self.client.client_write(data)
-            if not self._paused:
-                self._arm(self.timeouts.reply, self._reply_timed_out)
-            return
-        decision = self._reader.feed(data)
-        if decision is None:
-            return
-        if isinstance(decision, ReplyError):
-            self._fail(Fault.BAD_REPLY, decision.message)
-            return
-        self._reader = None
-        self._relay_header(decision)
+                self.reply_data(data)
 
     def _relay_header(self, reply: ReplyHeader) -> None:
         if not reply.sends_body:
             self.client.send_header(reply.code, reply.meta)
             self._end()
             return
-        with self.client.batched():
-            self.client.send_header(reply.code, reply.meta, reply.body)
+        self.client.send_header(reply.code, reply.meta, reply.body)
         if self._paused:
             self._disarm()
         else:
@@ -392,28 +380,7 @@ class ProxyRelay(OneTimeout):
     def _handshake_timed_out(self) -> None:
         self._fail(Fault.HANDSHAKE_TIMEOUT, f"no TLS handshake after {self.timeouts.handshake:g} s")
 
-    def _reply_timed_out(self) -> None:
-        if self._reader is not None:
-            self._fail(Fault.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
-        else:
-            self._fail(Fault.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s")
-
     # -- IPushProducer, driven by the Gemini transport ---------------------
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        if self._protocol is not None:
-            self._protocol.transport.pauseProducing()
-        if self._reader is None:
-            # A client that reads slowly is not an upstream that stalls.
-            self._disarm()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        if self._protocol is not None:
-            self._protocol.transport.resumeProducing()
-        if self._reader is None:
-            self._arm(self.timeouts.reply, self._reply_timed_out)
 
     def stopProducing(self) -> None:
         """The client went away: close the upstream, free everything."""
@@ -466,7 +433,3 @@ class ProxyRelay(OneTimeout):
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
-
-    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        if not self.finished:
-            super()._arm(seconds, action)

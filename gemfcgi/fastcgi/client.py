@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol as TypingProtocol
 
 from twisted.internet import error as twisted_error
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from gemfcgi.deadlines import OneTimeout, deadlines_for
+from gemfcgi.deadlines import deadlines_for
 from gemfcgi.fastcgi.records import (
     EndRequest,
     FastCGIProtocolError,
@@ -45,8 +44,9 @@ from gemfcgi.fastcgi.records import (
     RecordType,
     encode_abort,
 )
-from gemfcgi.fastcgi.reply import ReplyError, ReplyHeader, ReplyHeaderReader
+from gemfcgi.fastcgi.reply import ReplyHeader, ReplyHeaderReader
 from gemfcgi.gemini import status
+from gemfcgi.pacedrelay import PacedRelay
 from gemfcgi.textlog import printable
 
 if TYPE_CHECKING:
@@ -213,8 +213,7 @@ class FastCGIClientProtocol(Protocol):
     }
 
 
-@implementer(IPushProducer)
-class Relay(OneTimeout):
+class Relay(PacedRelay):
     """
     One request from connect to the last byte, and the producer the Gemini
     transport pauses when the client reads slowly.
@@ -224,6 +223,9 @@ class Relay(OneTimeout):
     ``stopProducing``: the backend gets ABORT_REQUEST and its connection is
     closed. A pause that arrives before the backend connects is remembered.
     """
+
+    BAD_REPLY = Fault.BAD_REPLY
+    REPLY_TIMEOUT = Fault.REPLY_TIMEOUT
 
     def __init__(
         self,
@@ -286,12 +288,6 @@ class Relay(OneTimeout):
     def _connect_timed_out(self) -> None:
         self._fail(Fault.CONNECT_TIMEOUT, f"not connected after {self.timeouts.connect:g} s")
 
-    def _reply_timed_out(self) -> None:
-        if self._reader is not None:
-            self._fail(Fault.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
-        else:
-            self._fail(Fault.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s")
-
     def backend_failed(self, why: str) -> None:
         """The application died as it started; a request it has not begun to answer ends now."""
         if self._reader is not None:
@@ -306,19 +302,7 @@ class Relay(OneTimeout):
                 reason = self._app_error[1]
                 reason += data[: REASON_MAX_BYTES - len(reason)]
             return
-        if self._reader is None:
-            self.client.client_write(data)
-            if not self._paused:
-                self._arm(self.timeouts.reply, self._reply_timed_out)
-            return
-        decision = self._reader.feed(data)
-        if decision is None:
-            return
-        if isinstance(decision, ReplyError):
-            self._fail(Fault.BAD_REPLY, decision.message)
-            return
-        self._reader = None
-        self._relay_header(decision)
+        self.reply_data(data)
 
     def _relay_header(self, reply: ReplyHeader) -> None:
         if not reply.sends_body:
@@ -406,21 +390,6 @@ class Relay(OneTimeout):
 
     # -- IPushProducer, driven by the Gemini transport ---------------------
 
-    def pauseProducing(self) -> None:
-        self._paused = True
-        if self._protocol is not None:
-            self._protocol.transport.pauseProducing()
-        if self._reader is None:
-            # A client that reads slowly is not a backend that stalls.
-            self._disarm()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        if self._protocol is not None:
-            self._protocol.transport.resumeProducing()
-        if self._reader is None:
-            self._arm(self.timeouts.reply, self._reply_timed_out)
-
     def stopProducing(self) -> None:
         """The client went away: tell the backend, close it, free everything."""
         if self.finished:
@@ -486,7 +455,3 @@ class Relay(OneTimeout):
         if connecting is not None:
             connecting.cancel()
         self.backend.end(self)
-
-    def _arm(self, seconds: float, action: Callable[[], None]) -> None:
-        if not self.finished:
-            super()._arm(seconds, action)
