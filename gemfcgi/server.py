@@ -56,6 +56,9 @@ class Timeouts:
     request: float = 10.0
     linger: float = 2.0
     idle: float = 60.0
+    # For a FastCGI application or a proxied server: to begin its reply, and
+    # the longest pause in its body while the client reads.
+    backend: float = 60.0
 
 
 @dataclass

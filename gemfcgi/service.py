@@ -40,6 +40,7 @@ from gemfcgi.proxyv1 import proxy_header_endpoint
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
 from gemfcgi.tls import CertificateStore, ServerTLS
+from gemfcgi.upstream import UpstreamTimeouts
 from gemfcgi.tlsport import prepare_listener
 
 log = Logger()
@@ -263,7 +264,11 @@ def build_site(
         if options.require_client_ca is not None
     )
     site.handlers["client_ca"] = partial(require_client_ca, authorities=authorities)
-    site.handlers["proxy"] = partial(serve_proxy, upstreams=build_upstreams(config))
+    site.handlers["proxy"] = partial(
+        serve_proxy,
+        upstreams=build_upstreams(config),
+        timeouts=UpstreamTimeouts(reply=site.timeouts.backend),
+    )
     return site
 
 
@@ -393,6 +398,8 @@ class GemfcgiService(MultiService):
         self.site = build_site(config, self.timeouts, max_connections)
         self.site.service = self
         # Backends first, so spawned apps start before the first request.
+        if fastcgi_timeouts is None:
+            fastcgi_timeouts = FastCGITimeouts(reply=self.timeouts.backend)
         self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
         self.fastcgi.setServiceParent(self)
         self._install(config, self.site, build_certificates(config, self.site.routes))

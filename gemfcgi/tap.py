@@ -72,6 +72,8 @@ class Options(usage.Options):
         ["idle-timeout", None, 60.0, "Seconds a client may read nothing of a reply "
          "before it is closed.", float],
         ["drain-timeout", None, 30.0, "Seconds a stop waits for requests in flight.", float],
+        ["backend-timeout", None, 60.0, "Seconds a FastCGI application or proxied server may "
+         "take to begin its reply, or pause in its body.", float],
         ["max-connections", None, None, "Connections served at once; beyond it clients "
          "get 41 (default: from the descriptor limit).", int],
         ["workers", None, None, "Worker processes sharing the listeners (default: the "
@@ -260,6 +262,7 @@ def _make_service(options: Options) -> Service:
         handshake=options["handshake-timeout"],
         request=options["request-timeout"],
         idle=options["idle-timeout"],
+        backend=options["backend-timeout"],
     )
     serving = dict(
         timeouts=timeouts,
