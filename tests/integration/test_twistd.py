@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
+from tests.fastcgi_apps.harness import python_app
 from tests.support import PROJECT_ROOT, TWISTD, fetch, start_command, start_server
 
 
@@ -401,5 +402,21 @@ def test_sighup_to_the_example_tac_reads_the_renewed_certificate(tmp_path):
         server.wait_for_log("configuration reloaded from GEMINI_CERT and GEMINI_KEY")
         assert served_certificate(server.port) == renewed
         assert fetch(server.port, f"gemini://localhost:{server.port}/").body == b"# from the tac\n"
+    finally:
+        server.stop()
+
+
+def test_backend_timeout_bounds_a_fastcgi_application_that_never_answers(tmp_path, certificate, capsule):
+    cert, key = certificate
+    command = python_app("misbehave.py")
+    (tmp_path / "gmid.conf").write_text(
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port 0\n\tcert "{cert}"\n\tkey "{key}"\n'
+        f'\troot "{capsule}"\n\tlocation "/bad/*" {{ fastcgi spawn "{command}" }}\n}}\n'
+    )
+    server = start_server("-c", str(tmp_path / "gmid.conf"), "--backend-timeout", "2")
+    try:
+        assert fetch(server.port, f"gemini://localhost:{server.port}/bad/silent").header == b"42 CGI error"
+        server.wait_for_log(r"gemini://localhost/bad/silent: FastCGI backend spawn:.*"
+                            r"reply timeout: no header after 2 s", timeout=10)
     finally:
         server.stop()
