@@ -19,12 +19,14 @@ from typing import Optional
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config
 from gemfcgi.config import model
-from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.config.values import port_number
+from gemfcgi.fastcgi.spawn import find_program
+from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.glob import glob_matches
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
-from gemfcgi.handlers.proxy import build_upstream
+from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import PrivilegeError, identity_for
+from gemfcgi.routing import port_pattern
 from gemfcgi.service import ListenError, listen_descriptions
 from gemfcgi.tls import ProtocolsError, protocol_range
 
@@ -177,39 +179,75 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     error(fastcgi.origin or block, problem)
             if options.require_client_ca is not None:
                 check_ca(options.require_client_ca, options.origins.get("require client ca", block))
+        listen_ports = set()
+        for listen in server.listens:
+            try:
+                listen_ports.add(port_number(listen.port))
+            except OSError:
+                pass  # said above
         for proxy in server.proxies:
             for problem in proxy_problems(proxy):
                 error(proxy.origin or origin, problem)
             if not glob_matches("gemini", proxy.proto.lower()):
                 warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
                         "gemfcgi answers gemini:// requests only")
+            wanted = port_pattern(proxy.for_port)
+            if isinstance(wanted, int) and listen_ports and wanted not in listen_ports:
+                warning(proxy.origin or origin, f"proxy for-host \"{proxy.for_host}\" port {wanted}: "
+                        f"server {server.name!r} listens on no port {wanted}, and a URL must name its "
+                        "listener's port: this block relays nothing (write port \"*\" to take any)")
+            if server.options.require_client_ca is not None:
+                warning(proxy.origin or origin, f"the require client ca of server {server.name!r} "
+                        "does not apply to the requests this proxy block relays (as in gmid): "
+                        "write require client ca inside the block to ask for one")
             if proxy.require_client_ca is not None:
                 check_ca(proxy.require_client_ca, proxy.origin or origin)
     return errors, warnings
 
 
 def proxy_problems(proxy: model.Proxy) -> list[str]:
-    """What keeps a ``proxy`` block from relaying anything: its port, protocols, client certificate."""
+    """What keeps a ``proxy`` block from relaying: its names, ports, protocols, client certificate."""
     problems = []
     assert proxy.relay_to is not None
     host, port = proxy.relay_to
-    try:
-        port_number(port)
-    except OSError:
-        problems.append(f'relay-to "{host}": unknown service "{port}" (not a port number, '
-                        "nor a name in /etc/services)")
+    for what, name in (("relay-to", host), ("sni", proxy.sni)):
+        problem = None if name is None else host_name_problem(name)
+        if problem is not None:
+            problems.append(f'{what} "{name}": {problem}')
+    names_usable = not problems
+    for what, value in (("relay-to", port), ("for-host", proxy.for_port)):
+        matched = port_pattern(value)
+        if isinstance(matched, str) and (what == "relay-to" or not any(c in matched for c in "*?[")):
+            problems.append(f'{what} port "{value}": unknown service (not a port number, '
+                            "nor a name in /etc/services)")
     try:
         protocol_range(proxy.protocols)
     except ProtocolsError as problem:
         problems.append(f"proxy protocols: {problem}")
-    if proxy.use_tls and proxy.cert is not None and proxy.key is not None:
+        names_usable = False
+    if proxy.use_tls and names_usable:
         try:
-            build_upstream(proxy)
+            build_upstream_tls(proxy)
         except CertificateError as problem:
             problems.append(f"proxy client certificate: {problem}")
         except Exception as problem:  # OpenSSL's refusal of a key pair or setting
             problems.append(f"proxy client certificate {proxy.cert}: {problem}")
     return problems
+
+
+def host_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` cannot be looked up, sent as SNI or checked in a certificate; ``None`` if it can."""
+    canonical = canonical_host(name)
+    if canonical is None:
+        return "not a host name"
+    if ":" in canonical or canonical.replace(".", "").isdigit():
+        return None  # an address
+    labels = canonical.split(".")
+    if any(not label for label in labels):
+        return "a host name with an empty label"
+    if any(len(label) > 63 for label in labels) or len(canonical) > 253:
+        return "a host name longer than DNS allows (63 bytes a label, 253 in all)"
+    return None
 
 
 def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:

@@ -57,20 +57,22 @@ def v1_header(source, destination) -> bytes:
     """
     The v1 line that tells an upstream who the client is (a ``proxy`` block's
     ``proxy-v1``): ``PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT``, or
-    ``PROXY UNKNOWN`` when the two are not addresses of one IP family (a
-    client of a unix socket, an IPv4 client relayed over IPv6).
+    ``PROXY UNKNOWN`` for what has no address (a client of a unix socket).
+    An IPv4 client relayed over IPv6 is written as its IPv4-mapped IPv6
+    address; an IPv6 client relayed over IPv4 has no TCP4 form: unknown.
     """
-    families = []
-    for address in (source, destination):
-        try:
-            families.append(ipaddress.ip_address(getattr(address, "host", None)).version)
-        except ValueError:
-            return BARE_UNKNOWN
-    if families[0] != families[1]:
+    try:
+        client = ipaddress.ip_address(getattr(source, "host", None))
+        upstream = ipaddress.ip_address(getattr(destination, "host", None))
+    except ValueError:
         return BARE_UNKNOWN
-    family = "TCP4" if families[0] == 4 else "TCP6"
-    line = f"PROXY {family} {source.host} {destination.host} {source.port} {destination.port}\r\n"
-    return line.encode("ascii")
+    shown = str(client)
+    if client.version == 4 and upstream.version == 6:
+        shown = f"::ffff:{client}"
+    elif client.version != upstream.version:
+        return BARE_UNKNOWN
+    family = "TCP4" if upstream.version == 4 else "TCP6"
+    return f"PROXY {family} {shown} {upstream} {source.port} {destination.port}\r\n".encode("ascii")
 
 
 class _V1HeaderProtocol(ProtocolWrapper):

@@ -65,7 +65,7 @@ class VirtualHost:
         self.settings_for = lru_cache(maxsize=2048)(self._resolve)
         log = server.options.log is not False
         self.proxies = [
-            (HostPattern(proxy.for_host), proxy.for_port,
+            (HostPattern(proxy.for_host), port_pattern(proxy.for_port),
              PathSettings(log=log, require_client_ca=proxy.require_client_ca, proxy=proxy))
             for proxy in server.proxies
             if glob_matches("gemini", proxy.proto.lower())
@@ -109,17 +109,23 @@ class VirtualHost:
         return f"<VirtualHost {self.name!r}>"
 
 
+def port_pattern(port: Union[int, str, None]) -> Union[int, str, None]:
+    """
+    A ``for-host`` port as it is matched: a number (a service name looked up
+    once, here), a glob, or ``None`` for any.
+    """
+    if not isinstance(port, str) or any(c in port for c in "*?["):
+        return port
+    try:
+        return port_number(port)
+    except OSError:
+        return port  # unknown: the check says so; it matches no port
+
+
 def _port_matches(port: int, wanted: Union[int, str, None]) -> bool:
     if wanted is None or wanted == port:
         return True
-    if isinstance(wanted, int):
-        return False
-    if glob_matches(str(port), wanted):
-        return True
-    try:
-        return port_number(wanted) == port  # a service name
-    except OSError:
-        return False
+    return isinstance(wanted, str) and glob_matches(str(port), wanted)
 
 
 class Routes:

@@ -60,9 +60,10 @@ from zope.interface import implementer
 from gemfcgi.certificates import KeyPair
 from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
+from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
+from gemfcgi.gemini.request import DEFAULT_PORT, MAX_REQUEST_BYTES, Request
 from gemfcgi.pacedrelay import PacedRelay
-from gemfcgi.gemini.request import DEFAULT_PORT, Request
 from gemfcgi.proxyv1 import v1_header
 from gemfcgi.tls import TLS12_CIPHERS, TLS13_SUITES, protocol_range
 
@@ -135,7 +136,9 @@ class UpstreamTLS:
         client_pair: Optional[KeyPair] = None,
         protocols: Optional[str] = None,
     ) -> None:
-        self.server_name = server_name
+        # One spelling for SNI and for the certificate check: the A-label
+        # (``check.proxy_problems`` refuses a name that has none).
+        self.server_name = canonical_host(server_name) or server_name
         self.verify_name = verify_name
         context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         low, high = protocol_range(protocols)
@@ -154,7 +157,7 @@ class UpstreamTLS:
             context.use_privatekey(client_pair.key)
             context.check_privatekey()
         self._context = context
-        self._sni = None if _is_address(server_name) else server_name.encode("idna")
+        self._sni = None if _is_address(self.server_name) else self.server_name.encode("ascii")
 
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
@@ -178,6 +181,8 @@ class UpstreamTLS:
                 verify_certificate_hostname(certificate, self.server_name)
         except (VerificationError, CertificateError) as problem:
             return f"the certificate is not for {self.server_name} ({problem})"
+        except ValueError as problem:  # a name IDNA 2008 cannot check (symbols)
+            return f"the certificate cannot be checked for {self.server_name} ({problem})"
         return None
 
 
@@ -225,10 +230,26 @@ def upstream_request_line(request: Request, port: int) -> bytes:
         host = authority[: authority.index("]") + 1]
     else:
         host = authority.rpartition(":")[0] if ":" in authority else authority
-    if port != DEFAULT_PORT:
-        host = f"{host}:{port}"
     rest = url[end:] or "/"
-    return f"{url[:start]}{host}{rest}\r\n".encode("utf-8")
+    line = f"{url[:start]}{host}{rest}".encode("utf-8")
+    with_port = f"{url[:start]}{host}:{port}{rest}".encode("utf-8")
+    if port != DEFAULT_PORT and len(with_port) <= MAX_REQUEST_BYTES:
+        # (A URL the port would make too long goes without it: an upstream
+        # that checks ports may then refuse it, one that does not serves it.)
+        line = with_port
+    return line + b"\r\n"
+
+
+class _UpstreamFactory(Factory):
+    """The one connection of one relay, without a log line per request."""
+
+    noisy = False
+
+    def __init__(self, relay: "ProxyRelay") -> None:
+        self.relay = relay
+
+    def buildProtocol(self, addr) -> "UpstreamProtocol":
+        return UpstreamProtocol(self.relay)
 
 
 @implementer(IHandshakeListener)
@@ -288,7 +309,7 @@ class ProxyRelay(PacedRelay):
     def start(self) -> None:
         self.client.stream(self)
         connecting = self.upstream.endpoint(self.reactor, self.timeouts.connect).connect(
-            Factory.forProtocol(lambda: UpstreamProtocol(self))
+            _UpstreamFactory(self)
         )
         if not (self.finished or connecting.called):
             # The name lookup has no timeout of its own: this one bounds both.
@@ -349,7 +370,11 @@ class ProxyRelay(PacedRelay):
     def _relay_header(self, reply: ReplyHeader) -> None:
         if not reply.sends_body:
             self.client.send_header(reply.code, reply.meta)
-            self._end()
+            # Nothing more is wanted of the upstream: the connection is
+            # aborted, not closed with a close_notify that would wait for
+            # the upstream's, which it need never send.
+            self._close(abort=True)
+            self.client.finish()
             return
         self.client.send_header(reply.code, reply.meta, reply.body)
         if self._paused:
@@ -365,10 +390,19 @@ class ProxyRelay(PacedRelay):
         if self._handshaking:
             self._fail(Fault.HANDSHAKE, why)
         elif self._reader is not None:
-            self._fail(Fault.BAD_REPLY, self._reader.end().message)
+            clean = reason is None or reason.check(ConnectionDone)
+            if not clean and self._reader.received == 0 and reason.check(SSL.Error):
+                # TLS 1.3: the upstream judges a client certificate after
+                # the handshake is done on this side, and says no with an alert.
+                self._fail(Fault.HANDSHAKE, f"refused after the handshake: {why}")
+                return
+            detail = self._reader.end().message
+            self._fail(Fault.BAD_REPLY, detail if clean else f"{detail}: {why}")
         elif reason is None or reason.check(ConnectionDone):
             # TLS: the upstream's close_notify; plain TCP: its FIN.
             self._end()
+        elif self.upstream.tls is None:
+            self._fail(Fault.TRUNCATED, f"connection lost ({why})")
         else:
             self._fail(Fault.TRUNCATED, f"closed without close_notify ({why})")
 

@@ -121,6 +121,21 @@ def wait_for_close(sock: socket.socket, record: Record) -> None:
     record.closed.set()
 
 
+def keep_open(sock: socket.socket, record: Record) -> None:
+    """Read past the front's close_notify, if any, then wait for its TCP close."""
+    try:
+        while sock.recv(CHUNK):
+            pass
+    except (OSError, ssl.SSLError):
+        pass
+    try:
+        while socket.socket.recv(sock, CHUNK):  # beneath TLS: the TCP connection itself
+            pass
+    except OSError:
+        pass
+    record.closed.set()
+
+
 def mute(conn: socket.socket, record: Record) -> None:
     """Accept, never speak: a TLS handshake that never ends."""
     wait_for_close(conn, record)
@@ -156,6 +171,16 @@ class Stall:
     data: bytes
 
 
+@dataclass
+class KeepOpen:
+    """
+    Send ``data``, then keep the TCP connection open, answering no close_notify, until
+    the front closes it: an upstream that never ends a connection on its own.
+    """
+
+    data: bytes
+
+
 class Endless:
     """A ``20`` header, then a body that never ends, until the front closes."""
 
@@ -173,13 +198,18 @@ SCRIPT: dict[str, object] = {
     "/half-header": Reply(b"20 text/ge"),
     "/silent": Silent(),
     "/stall": Stall(b"20 text/plain\r\nthe start"),
+    "/gone-kept-open": KeepOpen(b"51 not here\r\n"),
     "/endless": Endless(),
 }
 
 
-def server_context(cert: str, key: str, record_sni: Callable[[str | None], None]) -> ssl.SSLContext:
+def server_context(cert: str, key: str, record_sni: Callable[[str | None], None],
+                   client_ca: str | None = None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
 
     def sni_callback(tls, name, _context):
         record_sni(name)
@@ -206,10 +236,14 @@ def read_proxy_line(conn: socket.socket) -> bytes:
 
 
 class Scripted(Peer):
-    """A Gemini server answering each path as ``SCRIPT`` says; plain TCP if ``cert`` is None."""
+    """
+    A Gemini server answering each path as ``SCRIPT`` says; plain TCP if ``cert`` is None.
+    With ``client_ca``, its TLS handshake requires a client certificate issued by that CA.
+    """
 
-    def __init__(self, cert: str | None = None, key: str | None = None) -> None:
-        self.cert, self.key = cert, key
+    def __init__(self, cert: str | None = None, key: str | None = None,
+                 client_ca: str | None = None) -> None:
+        self.cert, self.key, self.client_ca = cert, key, client_ca
         super().__init__(self._serve)
 
     def _serve(self, conn: socket.socket, record: Record) -> None:
@@ -219,7 +253,13 @@ class Scripted(Peer):
             def note(name):
                 record.sni = name
 
-            sock = server_context(self.cert, self.key, note).wrap_socket(conn, server_side=True)
+            context = server_context(self.cert, self.key, note, self.client_ca)
+            try:
+                sock = context.wrap_socket(conn, server_side=True)
+            except (OSError, ssl.SSLError):  # a client certificate it refused
+                conn.close()
+                record.closed.set()
+                return
         record.request = read_line(sock)
         path = urlsplit(record.request.strip().decode("utf-8", "replace")).path
         action = SCRIPT.get(path, Reply(b"20 text/plain\r\nscripted " + path.encode() + b"\n"))
@@ -228,6 +268,9 @@ class Scripted(Peer):
         elif isinstance(action, Stall):
             sock.sendall(action.data)
             wait_for_close(sock, record)
+        elif isinstance(action, KeepOpen):
+            sock.sendall(action.data)
+            keep_open(sock, record)
         elif isinstance(action, Endless):
             endless(sock, record)
         else:

@@ -140,7 +140,7 @@ class Listen:
 
 @dataclass
 class Proxy:
-    """``proxy [proto P] [for-host H [port N]] { ... }``: parsed, not served yet."""
+    """``proxy [proto P] [for-host H [port N]] { ... }``: relays to another Gemini server."""
 
     proto: str = "gemini"
     for_host: str = "*"

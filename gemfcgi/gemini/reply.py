@@ -123,6 +123,11 @@ class GeminiReplyReader:
             self._done = True
         return decision
 
+    @property
+    def received(self) -> int:
+        """Bytes fed so far."""
+        return len(self._buffer)
+
     def end(self) -> ReplyError:
         """The peer closed: what it sent is all there is."""
         self._done = True

@@ -27,13 +27,17 @@ def build_upstream(proxy: model.Proxy) -> Upstream:
     """The ``Upstream`` of one proxy block (reads its client certificate, if any)."""
     assert proxy.relay_to is not None
     host, port = proxy.relay_to
-    tls = None
-    if proxy.use_tls:
-        pair = None
-        if proxy.cert is not None and proxy.key is not None:
-            pair = load_key_pair(proxy.cert, proxy.key)
-        tls = UpstreamTLS(proxy.sni or host, proxy.verifyname, pair, proxy.protocols)
+    tls = build_upstream_tls(proxy) if proxy.use_tls else None
     return Upstream(host, port_number(port), tls, proxy.proxy_v1)
+
+
+def build_upstream_tls(proxy: model.Proxy) -> UpstreamTLS:
+    """TLS towards the upstream of one proxy block, with its client certificate if it has one."""
+    assert proxy.relay_to is not None
+    pair = None
+    if proxy.cert is not None and proxy.key is not None:
+        pair = load_key_pair(proxy.cert, proxy.key)
+    return UpstreamTLS(proxy.sni or proxy.relay_to[0], proxy.verifyname, pair, proxy.protocols)
 
 
 def build_upstreams(config: model.Config) -> dict[int, Upstream]:

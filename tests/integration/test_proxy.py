@@ -139,6 +139,8 @@ def peers(world):
         "scripted": Scripted(str(d / "peer.pem"), str(d / "peer.key")),
         "plain": Scripted(),
         "elsewhere": Scripted(str(d / "elsewhere.pem"), str(d / "elsewhere.key")),
+        "wants-a-certificate": Scripted(str(d / "peer.pem"), str(d / "peer.key"),
+                                        client_ca=str(d / "upstream-ca.pem")),
         "mute": Peer(mute),
         "not-tls": Peer(not_tls),
         "blackhole": Blackhole(),
@@ -176,6 +178,7 @@ def front(world, upstream, peers):
         server_block(d, "misnamed-off.test", proxy(local(peers["elsewhere"].port), "verifyname off")),
         server_block(d, "misnamed-sni.test",
                      proxy(local(peers["elsewhere"].port), 'sni "elsewhere.example"')),
+        server_block(d, "wants-cert.test", proxy(local(peers["wants-a-certificate"].port))),
         server_block(d, "refused.test", proxy(local(refused))),
         server_block(d, "nowhere.test", proxy('"no-such-host.invalid"')),
         server_block(d, "blackhole.test", proxy(local(peers["blackhole"].port))),
@@ -248,6 +251,8 @@ def test_a_page_comes_back_whole_with_close_notify_and_the_upstreams_status_is_l
     reply, client_port = exchange(front, "localhost", "/page.gmi")
     assert (reply.header, reply.body, reply.clean_close) == (b"20 text/gemini", b"# upstream page\n", True)
     access_line(front, before, f"127.0.0.1:{client_port}", "gemini://localhost/page.gmi", 20)
+    # A connection of one request is not worth two log lines of its factory.
+    assert "Starting factory" not in "".join(front.log[before:])
 
 
 def test_the_upstream_gets_the_clients_url_with_the_upstreams_port(front, peers):
@@ -312,6 +317,15 @@ def test_a_non_success_reply_is_relayed_as_its_header_only(front):
 def test_a_non_success_body_from_the_upstream_is_dropped(front):
     reply = get(front, "scripted.test", "/gone")
     assert (reply.header, reply.body) == (b"51 not here", b"")
+
+
+def test_after_a_non_success_header_the_upstream_connection_is_closed_whatever_it_does(front, peers):
+    scripted = peers["scripted"]
+    count = len(scripted.records)
+    reply = get(front, "scripted.test", "/gone-kept-open")
+    assert (reply.header, reply.body, reply.clean_close) == (b"51 not here", b"", True)
+    # The upstream answers no close_notify: the front must not wait for one.
+    assert scripted.next_record(count).closed.wait(30), "the upstream connection was left open"
 
 
 # -- 3. which requests are proxied -------------------------------------------------------------
@@ -398,6 +412,10 @@ MALFORMED = r"protocol|header|status|crlf|1029|clos|eof|malformed|invalid|digit"
     ("mute.test", "/", "timeout", "mute", r"time"),  # no TLS handshake within 5 s
     ("not-tls.test", "/", "handshake failed", "not-tls", r"handshake|tls|ssl"),
     ("misnamed.test", "/whole", "handshake failed", "elsewhere", r"name|certificate|verif|handshake"),
+    # TLS 1.3: the upstream refuses the missing client certificate after the front's side
+    # of the handshake is done.
+    ("wants-cert.test", "/whole", "handshake failed", "wants-a-certificate",
+     r"handshake failed: refused after the handshake: .*certificate"),
     ("scripted.test", "/silent", "timeout", "scripted", r"time"),  # no reply header in time
     ("scripted.test", "/no-crlf", "protocol error", "scripted", MALFORMED),
     ("scripted.test", "/code-99", "protocol error", "scripted", MALFORMED),

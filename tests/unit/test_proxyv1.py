@@ -43,8 +43,11 @@ def test_anything_else_is_named(line, problem):
      b"PROXY TCP4 192.0.2.7 127.0.0.1 40123 1965\r\n"),
     (IPv6Address("TCP", "2001:db8::7", 40123), IPv6Address("TCP", "::1", 1965),
      b"PROXY TCP6 2001:db8::7 ::1 40123 1965\r\n"),
-    # Families that differ, and a unix socket's client, have no v1 form.
-    (IPv4Address("TCP", "192.0.2.7", 40123), IPv6Address("TCP", "::1", 1965), b"PROXY UNKNOWN\r\n"),
+    # An IPv4 client relayed over IPv6 is written as an IPv4-mapped address;
+    # an IPv6 client relayed over IPv4, and a unix socket's client, have no v1 form.
+    (IPv4Address("TCP", "192.0.2.7", 40123), IPv6Address("TCP", "::1", 1965),
+     b"PROXY TCP6 ::ffff:192.0.2.7 ::1 40123 1965\r\n"),
+    (IPv6Address("TCP", "2001:db8::7", 40123), IPv4Address("TCP", "127.0.0.1", 1965), b"PROXY UNKNOWN\r\n"),
     (UNIXAddress(None), IPv4Address("TCP", "127.0.0.1", 1965), b"PROXY UNKNOWN\r\n"),
 ])
 def test_the_header_sent_upstream_names_the_client(source, destination, line):

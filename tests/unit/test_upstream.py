@@ -9,7 +9,7 @@ from gemfcgi.check import check_config
 from gemfcgi.config import parse_config
 from gemfcgi.gemini.request import parse_request_line
 from gemfcgi.routing import Routes
-from gemfcgi.upstream import upstream_request_line
+from gemfcgi.upstream import UpstreamTLS, upstream_request_line
 
 
 def routes_of(body: str) -> Routes:
@@ -84,12 +84,12 @@ def test_the_upstream_gets_the_clients_url_with_its_own_port(line, port, sent):
     assert upstream_request_line(parse_request_line(line), port) == sent
 
 
-def check(tmp_path, block: str):
+def check(tmp_path, block: str, port: int = 1965):
     cert_pem, key_pem = make_self_signed(["localhost"])
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
     (tmp_path / "root").mkdir()
     text = (
-        f'server "localhost" {{\n\tlisten on 127.0.0.1 port 1965\n\tcert "{tmp_path}/c.pem"\n'
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port {port}\n\tcert "{tmp_path}/c.pem"\n'
         f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n{block}\n}}\n'
     )
     config, _ = parse_config(text, "gmid.conf")
@@ -106,7 +106,7 @@ def test_what_keeps_a_block_from_relaying_is_an_error_at_its_line(tmp_path):
     errors, _ = check(tmp_path, f'\tproxy {{ relay-to "up" port "no-such-service"\n'
                                 f'\t\tcert "{tmp_path}/none.pem"\n\t\tkey "{tmp_path}/k.pem" }}')
     assert errors == [
-        'gmid.conf:6: relay-to "up": unknown service "no-such-service" (not a port number, '
+        'gmid.conf:6: relay-to port "no-such-service": unknown service (not a port number, '
         "nor a name in /etc/services)",
         f"gmid.conf:6: proxy client certificate: {tmp_path}/none.pem: cannot read certificate: "
         "No such file or directory",
@@ -118,3 +118,48 @@ def test_a_block_for_another_scheme_is_pointed_out(tmp_path):
     assert errors == []
     assert warnings == ['gmid.conf:6: proxy proto "titan" matches no request: '
                         "gemfcgi answers gemini:// requests only"]
+
+
+def test_names_that_cannot_be_sent_or_checked_are_errors(tmp_path):
+    errors, _ = check(tmp_path, '\tproxy { relay-to "a..example"\n\t\tsni "' + "x" * 64 + '.example" }\n'
+                                '\tproxy for-host "*" port "no-such-service" { relay-to "up" }')
+    assert errors == [
+        'gmid.conf:6: relay-to "a..example": a host name with an empty label',
+        f'gmid.conf:6: sni "{"x" * 64}.example": a host name longer than DNS allows '
+        "(63 bytes a label, 253 in all)",
+        'gmid.conf:8: for-host port "no-such-service": unknown service (not a port number, '
+        "nor a name in /etc/services)",
+    ]
+
+
+def test_a_unicode_sni_is_sent_and_checked_as_its_a_label(tmp_path):
+    errors, _ = check(tmp_path, '\tproxy { relay-to "up"\n\t\tsni "♨.Example" }')
+    assert errors == []
+    assert UpstreamTLS("♨.Example").server_name == "xn--j6h.example"
+    assert UpstreamTLS("Bücher.example.").server_name == "xn--bcher-kva.example"
+
+
+def test_a_block_for_a_port_its_server_does_not_listen_on_is_pointed_out(tmp_path):
+    _, warnings = check(tmp_path, '\tproxy for-host "localhost" { relay-to "up" }\n'
+                                  '\tproxy for-host "localhost" port "*" { relay-to "up" }', port=11965)
+    assert warnings == [
+        'gmid.conf:6: proxy for-host "localhost" port 1965: server \'localhost\' listens on no '
+        "port 1965, and a URL must name its listener's port: this block relays nothing "
+        '(write port "*" to take any)',
+    ]
+
+
+def test_a_servers_require_client_ca_is_said_not_to_cover_its_proxy_blocks(tmp_path):
+    cert_pem, _ = make_self_signed(["ca"])
+    (tmp_path / "ca.pem").write_bytes(cert_pem)
+    _, warnings = check(tmp_path, f'\trequire client ca "{tmp_path}/ca.pem"\n\tproxy {{ relay-to "up" }}')
+    assert warnings == [
+        "gmid.conf:7: the require client ca of server 'localhost' does not apply to the requests "
+        "this proxy block relays (as in gmid): write require client ca inside the block to ask for one",
+    ]
+
+
+def test_a_url_the_port_would_make_too_long_goes_without_it():
+    path = "/" + "p" * (1024 - len("gemini://example.com/"))
+    request = parse_request_line(f"gemini://example.com{path}".encode())
+    assert upstream_request_line(request, 10965) == f"gemini://example.com{path}\r\n".encode()
