@@ -185,6 +185,15 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 listen_ports.add(port_number(listen.port))
             except OSError:
                 pass  # said above
+        catch_all = next((proxy for proxy in server.proxies if proxy.for_port is None
+                          and glob_matches("gemini", proxy.proto.lower())), None)
+        if catch_all is not None:
+            file, line = _where(catch_all.origin, config)
+            taken = f"the proxy block at {file}:{line} relays every request of its server first"
+            for proxy in server.proxies[server.proxies.index(catch_all) + 1:]:
+                warning(proxy.origin or origin, f"this proxy block is never used: {taken}")
+            for location in server.locations:
+                warning(location.origin or origin, f'location "{location.pattern}" is never used: {taken}')
         for proxy in server.proxies:
             for problem in proxy_problems(proxy):
                 error(proxy.origin or origin, problem)
@@ -215,6 +224,8 @@ def proxy_problems(proxy: model.Proxy) -> list[str]:
         if problem is not None:
             problems.append(f'{what} "{name}": {problem}')
     names_usable = not problems
+    if port == 0:
+        problems.append(f'relay-to "{host}" port 0: no server listens on port 0')
     for what, value in (("relay-to", port), ("for-host", proxy.for_port)):
         matched = port_pattern(value)
         if isinstance(matched, str) and (what == "relay-to" or not any(c in matched for c in "*?[")):

@@ -15,8 +15,10 @@ import termios
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gemfcgi.textlog import LogLimiter
@@ -188,3 +190,17 @@ def unsent_bytes(transport: Any) -> Optional[int]:
     except (OSError, ValueError, AttributeError):
         return None
     return buffered + queued
+
+
+def close_in_order(transport: Any) -> bool:
+    """
+    Close the connection's socket now, with a FIN, as a normal close does:
+    not with the reset of ``abortConnection``, which can destroy what the
+    peer's kernel holds for it unread. False when there is no socket to
+    close (a transport that is not one).
+    """
+    tcp = _socket_of(transport)
+    if tcp is None or not getattr(tcp, "connected", False):
+        return False
+    tcp.connectionLost(Failure(ConnectionDone()))
+    return True

@@ -8,9 +8,10 @@ logged and handed to FastCGI applications as the client), and the shortest
 header the specification allows, ``PROXY UNKNOWN\\r\\n``, is refused without
 a word. So a thin layer below Twisted's reads a v1 header first: a valid
 one goes on (the bare ``UNKNOWN`` spelt ``PROXY UNKNOWN \\r\\n``, which
-Twisted reads as the connection itself), anything else closes the
-connection with one log line. A v2 header (binary, its addresses fixed in
-size) goes to Twisted's reader as it came.
+Twisted reads as the connection itself). A v2 header (binary, its addresses
+fixed in size) goes to Twisted's reader as it came. Anything else, a TLS
+handshake from a client that sends no header included, closes the
+connection with one log line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = Logger()
 V1_START = b"PROXY "
 MAX_V1_HEADER = 107  # CRLF included, as the specification bounds it
 BARE_UNKNOWN = b"PROXY UNKNOWN\r\n"
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 SPELLED_OUT = b"PROXY UNKNOWN \r\n"
 _ADDRESSES = {b"TCP4": ipaddress.IPv4Address, b"TCP6": ipaddress.IPv6Address}
 
@@ -89,7 +91,15 @@ class _V1HeaderProtocol(ProtocolWrapper):
             return
         start = self._start + data
         if not start.startswith(V1_START) and not V1_START.startswith(start):
-            self._pass_on(start)  # v2, or not a header at all: Twisted decides
+            if start.startswith(V2_SIGNATURE):
+                self._pass_on(start)  # v2: Twisted's reader takes it
+            elif V2_SIGNATURE.startswith(start):
+                self._start = start  # perhaps v2, not yet known
+            elif start[:1] == b"\x16":
+                self._refuse(start[:16], "no PROXY header but a TLS handshake "
+                             "(the client sends none: is this listener's proxy-v1 meant?)")
+            else:
+                self._refuse(start[:MAX_V1_HEADER], "not a PROXY header")
             return
         end = start.find(b"\r\n")
         if end < 0:

@@ -10,8 +10,10 @@ the push producer that the transport pauses when the client reads slowly.
 Every complete response ends with a TLS close_notify, the only sign a Gemini
 client has that it got the whole body; one cut short (``cut``) ends without.
 Every wait has a timer: the handshake, the request line, and the linger
-after close_notify, after which a silent peer is aborted. Nothing outlives
-its timeouts.
+after close_notify, after which a silent peer whose kernel holds the whole
+reply is closed with a FIN (a reset could destroy what it has not read
+yet), and one that stopped reading is aborted. Nothing outlives its
+timeouts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi import accesslog
-from gemfcgi.connections import ConnectionTracker, default_max_connections, unsent_bytes
+from gemfcgi.connections import ConnectionTracker, default_max_connections, close_in_order, unsent_bytes
 from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import (
@@ -376,6 +378,12 @@ class GeminiProtocol(OneTimeout, Protocol):
     def _linger_check(self) -> None:
         linger = self.site.timeouts.linger
         unsent = unsent_bytes(self.transport)
+        if unsent == 0 and close_in_order(self.transport):
+            # Every byte has reached the peer's kernel, not necessarily the
+            # peer: one that reads in bursts (a proxy whose own client is
+            # slow) may not have read it yet, and a reset would destroy
+            # what it has not read. So the connection ends with a FIN.
+            return
         if unsent:
             if self._last_unsent is None or unsent < self._last_unsent:
                 self._stalled_for = 0.0

@@ -388,6 +388,15 @@ class ProxyRelay(PacedRelay):
             return
         why = reason.getErrorMessage() if reason is not None else "connection closed"
         if self._handshaking:
+            if reason is not None and reason.check(SSL.Error) and "wrong version number" in why:
+                why += " (not TLS: for a plaintext upstream, write use-tls off)"
+            elif reason is None or not reason.check(SSL.Error):
+                # Closed without a TLS alert: most often a PROXY header the
+                # two ends do not agree on.
+                why += (" (the upstream closed during the handshake: does it read PROXY headers? "
+                        "this block sends one)" if self.upstream.proxy_v1 else
+                        " (the upstream closed during the handshake: if it listens with proxy-v1, "
+                        "this block needs proxy-v1 too)")
             self._fail(Fault.HANDSHAKE, why)
         elif self._reader is not None:
             clean = reason is None or reason.check(ConnectionDone)

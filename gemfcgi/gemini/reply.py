@@ -131,4 +131,6 @@ class GeminiReplyReader:
     def end(self) -> ReplyError:
         """The peer closed: what it sent is all there is."""
         self._done = True
+        if b"\n" in self._buffer[:MAX_HEADER_BYTES]:
+            return ReplyError("malformed header: it ends with a bare LF, not CRLF")
         return ReplyError(f"closed before a complete header ({len(self._buffer)} bytes received)")

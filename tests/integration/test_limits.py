@@ -92,6 +92,26 @@ def test_slow_reader_gets_the_whole_file_past_the_linger(limited):
     assert clean
 
 
+def test_a_client_that_holds_the_whole_reply_unread_past_the_linger_gets_a_fin_not_a_reset(limited):
+    # Once a reply is in the client's kernel, the linger's end must not reset
+    # the connection: a reset can destroy what the client has not read yet.
+    port = limited.port
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{port}/one.bin\r\n".encode())
+    time.sleep(3.0)  # the linger (2 s) runs out; the reply waits, unread, in this kernel
+    data, clean = read_to_end(tls)
+    assert data.partition(b"\r\n")[2] == bytes(range(256)) * 4096
+    assert clean
+    # Beneath TLS, after the server's close_notify: how the connection ends.
+    try:
+        ending = socket.socket.recv(tls, 1)
+    except ConnectionResetError:
+        ending = "reset"
+    tls.close()
+    assert ending == b""
+
+
 def test_client_that_stops_reading_is_closed_at_the_idle_timeout(limited):
     port = limited.port
     raw = socket.create_connection(("127.0.0.1", port), timeout=20)

@@ -179,6 +179,8 @@ def front(world, upstream, peers):
         server_block(d, "misnamed-sni.test",
                      proxy(local(peers["elsewhere"].port), 'sni "elsewhere.example"')),
         server_block(d, "wants-cert.test", proxy(local(peers["wants-a-certificate"].port))),
+        server_block(d, "pv1-to-plain.test", proxy(up, "proxy-v1")),
+        server_block(d, "plain-to-pv1.test", proxy(local(upstream.proxied.port))),
         server_block(d, "refused.test", proxy(local(refused))),
         server_block(d, "nowhere.test", proxy('"no-such-host.invalid"')),
         server_block(d, "blackhole.test", proxy(local(peers["blackhole"].port))),
@@ -190,6 +192,7 @@ def front(world, upstream, peers):
     process = start_server("-c", str(d / "front.conf"), "--backend-timeout", str(BACKEND_TIMEOUT))
     process.upstreams = {
         "upstream": f"127.0.0.1:{upstream.plain.port}",
+        "upstream-proxied": f"127.0.0.1:{upstream.proxied.port}",
         "refused": f"127.0.0.1:{refused}",
         "nowhere": "no-such-host.invalid:1965",
         **{name: f"127.0.0.1:{peer.port}" for name, peer in peers.items()},
@@ -410,12 +413,16 @@ MALFORMED = r"protocol|header|status|crlf|1029|clos|eof|malformed|invalid|digit"
     ("nowhere.test", "/", "proxy error", "nowhere", r"dns|resolv|look ?up|not known|name|address"),
     ("blackhole.test", "/", "proxy error", "blackhole", r"time"),  # no connect within the timeout
     ("mute.test", "/", "timeout", "mute", r"time"),  # no TLS handshake within 5 s
-    ("not-tls.test", "/", "handshake failed", "not-tls", r"handshake|tls|ssl"),
+    ("not-tls.test", "/", "handshake failed", "not-tls", r"not TLS: for a plaintext upstream, write use-tls off"),
     ("misnamed.test", "/whole", "handshake failed", "elsewhere", r"name|certificate|verif|handshake"),
     # TLS 1.3: the upstream refuses the missing client certificate after the front's side
     # of the handshake is done.
     ("wants-cert.test", "/whole", "handshake failed", "wants-a-certificate",
      r"handshake failed: refused after the handshake: .*certificate"),
+    # A PROXY header one end sends and the other does not expect, either way.
+    ("pv1-to-plain.test", "/", "handshake failed", "upstream", r"does it read PROXY headers\?"),
+    ("plain-to-pv1.test", "/", "handshake failed", "upstream-proxied",
+     r"if it listens with proxy-v1, this block needs proxy-v1 too"),
     ("scripted.test", "/silent", "timeout", "scripted", r"time"),  # no reply header in time
     ("scripted.test", "/no-crlf", "protocol error", "scripted", MALFORMED),
     ("scripted.test", "/code-99", "protocol error", "scripted", MALFORMED),
@@ -432,6 +439,14 @@ def test_a_fault_gets_43_and_a_warning_naming_the_upstream(front, host, path, me
     warning(front, before, named(front.upstreams[upstream_name]), fault)
     access_line(front, before, f"127.0.0.1:{client_port}", f"gemini://{host}{path}", 43)
     assert_still_serving(front)
+
+
+def test_an_upstream_listening_for_a_proxy_header_says_when_none_came(front, upstream):
+    before = len(upstream.log)
+    assert get(front, "plain-to-pv1.test", "/").header == b"43 handshake failed"
+    upstream.wait_for_log(r"malformed PROXY header .*: no PROXY header but a TLS handshake "
+                          r"\(the client sends none: is this listener's proxy-v1 meant\?\); "
+                          "connection closed", since=before, timeout=10)
 
 
 def test_a_body_the_upstream_breaks_off_is_cut_without_close_notify(front):

@@ -163,3 +163,16 @@ def test_a_url_the_port_would_make_too_long_goes_without_it():
     path = "/" + "p" * (1024 - len("gemini://example.com/"))
     request = parse_request_line(f"gemini://example.com{path}".encode())
     assert upstream_request_line(request, 10965) == f"gemini://example.com{path}\r\n".encode()
+
+
+def test_a_relay_to_port_0_and_blocks_a_catch_all_block_hides_are_pointed_out(tmp_path):
+    errors, warnings = check(tmp_path, '\tlocation "/x/*" { lang "en" }\n'
+                                       '\tproxy { relay-to "up" port 0 }\n'
+                                       '\tproxy for-host "*" port "*" { relay-to "up" }')
+    assert errors == ['gmid.conf:7: relay-to "up" port 0: no server listens on port 0']
+    assert warnings == [
+        "gmid.conf:8: this proxy block is never used: the proxy block at gmid.conf:7 relays every "
+        "request of its server first",
+        'gmid.conf:6: location "/x/*" is never used: the proxy block at gmid.conf:7 relays every '
+        "request of its server first",
+    ]
