@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -547,3 +548,27 @@ def test_a_client_that_stops_reading_holds_the_upstream_back(front, peers):
     finally:
         tls.close()
     assert record.closed.wait(60), "the upstream connection was left open"
+
+
+# -- 10. a reload ---------------------------------------------------------------------------------
+
+
+def test_a_reload_moves_a_proxy_block_to_another_upstream(world, peers, tmp_path):
+    d, _ = world
+    config = tmp_path / "front.conf"
+    first, second = peers["scripted"], peers["plain"]
+    config.write_text(server_block(d, "moving.test", proxy(local(first.port))))
+    server = start_server("-c", str(config))
+    try:
+        count = len(first.records)
+        assert get(server, "moving.test", "/whole").body == b"whole body\n"
+        assert first.next_record(count).request.startswith(b"gemini://moving.test:")
+        config.write_text(server_block(d, "moving.test", proxy(local(second.port), "use-tls off")))
+        before = len(server.log)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded", since=before)
+        count = len(second.records)
+        assert get(server, "moving.test", "/whole").body == b"whole body\n"
+        assert second.next_record(count).request == f"gemini://moving.test:{second.port}/whole\r\n".encode()
+    finally:
+        server.stop()
