@@ -21,8 +21,8 @@ from gemfcgi.config import ConfigError, Diagnostic, load_config
 from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.spawn import find_program
-from gemfcgi.gemini.hosts import canonical_host
-from gemfcgi.glob import glob_matches
+from gemfcgi.gemini.hosts import canonical_host, is_address
+from gemfcgi.glob import glob_matches, is_glob
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import PrivilegeError, identity_for
@@ -223,20 +223,22 @@ def proxy_problems(proxy: model.Proxy) -> list[str]:
         problem = None if name is None else host_name_problem(name)
         if problem is not None:
             problems.append(f'{what} "{name}": {problem}')
-    names_usable = not problems
-    if port == 0:
-        problems.append(f'relay-to "{host}" port 0: no server listens on port 0')
-    for what, value in (("relay-to", port), ("for-host", proxy.for_port)):
-        matched = port_pattern(value)
-        if isinstance(matched, str) and (what == "relay-to" or not any(c in matched for c in "*?[")):
-            problems.append(f'{what} port "{value}": unknown service (not a port number, '
-                            "nor a name in /etc/services)")
+    tls_buildable = not problems
+    unknown = "unknown service (not a port number, nor a name in /etc/services)"
+    try:
+        if port_number(port) == 0:
+            problems.append(f'relay-to "{host}" port 0: no server listens on port 0')
+    except OSError:
+        problems.append(f'relay-to port "{port}": {unknown}')
+    for_port = port_pattern(proxy.for_port)
+    if isinstance(for_port, str) and not is_glob(for_port):
+        problems.append(f'for-host port "{for_port}": {unknown}')
     try:
         protocol_range(proxy.protocols)
     except ProtocolsError as problem:
         problems.append(f"proxy protocols: {problem}")
-        names_usable = False
-    if proxy.use_tls and names_usable:
+        tls_buildable = False
+    if proxy.use_tls and tls_buildable:
         try:
             build_upstream_tls(proxy)
         except CertificateError as problem:
@@ -251,8 +253,8 @@ def host_name_problem(name: str) -> Optional[str]:
     canonical = canonical_host(name)
     if canonical is None:
         return "not a host name"
-    if ":" in canonical or canonical.replace(".", "").isdigit():
-        return None  # an address
+    if is_address(canonical):
+        return None
     labels = canonical.split(".")
     if any(not label for label in labels):
         return "a host name with an empty label"

@@ -164,6 +164,11 @@ def compile_glob(pattern: str) -> "re.Pattern[str]":
     return re.compile(translate(pattern))
 
 
+def is_glob(pattern: str) -> bool:
+    """Whether ``pattern`` holds a character ``fnmatch`` gives a meaning (else it matches itself only)."""
+    return any(c in pattern for c in "*?[\\")
+
+
 def glob_matches(name: str, pattern: str) -> bool:
     """Whether ``name`` matches ``pattern`` as ``fnmatch(pattern, name, 0)`` says."""
     return compile_glob(pattern).fullmatch(name) is not None

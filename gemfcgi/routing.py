@@ -17,7 +17,7 @@ from typing import Optional, Union
 from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.gemini.hosts import HostPattern
-from gemfcgi.glob import glob_matches
+from gemfcgi.glob import glob_matches, is_glob
 from gemfcgi.mime import OCTET_STREAM, MimeTable
 
 
@@ -114,7 +114,7 @@ def port_pattern(port: Union[int, str, None]) -> Union[int, str, None]:
     A ``for-host`` port as it is matched: a number (a service name looked up
     once, here), a glob, or ``None`` for any.
     """
-    if not isinstance(port, str) or any(c in port for c in "*?["):
+    if not isinstance(port, str) or is_glob(port):
         return port
     try:
         return port_number(port)

@@ -60,7 +60,7 @@ from zope.interface import implementer
 from gemfcgi.certificates import KeyPair
 from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
-from gemfcgi.gemini.hosts import canonical_host
+from gemfcgi.gemini.hosts import canonical_host, is_address
 from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
 from gemfcgi.gemini.request import DEFAULT_PORT, MAX_REQUEST_BYTES, Request
 from gemfcgi.pacedrelay import PacedRelay
@@ -110,14 +110,6 @@ _META = {
 }
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _accept_any_chain(connection, certificate, errno, depth, ok) -> bool:
     return True
 
@@ -157,7 +149,8 @@ class UpstreamTLS:
             context.use_privatekey(client_pair.key)
             context.check_privatekey()
         self._context = context
-        self._sni = None if _is_address(self.server_name) else self.server_name.encode("ascii")
+        self._address = is_address(self.server_name)
+        self._sni = None if self._address else self.server_name.encode("ascii")
 
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
@@ -175,14 +168,12 @@ class UpstreamTLS:
         if certificate is None:
             return "no certificate"
         try:
-            if _is_address(self.server_name):
+            if self._address:
                 verify_certificate_ip_address(certificate, self.server_name)
             else:
                 verify_certificate_hostname(certificate, self.server_name)
         except (VerificationError, CertificateError) as problem:
             return f"the certificate is not for {self.server_name} ({problem})"
-        except ValueError as problem:  # a name IDNA 2008 cannot check (symbols)
-            return f"the certificate cannot be checked for {self.server_name} ({problem})"
         return None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import ssl
 import threading
 import time
@@ -172,6 +173,13 @@ class Stall:
 
 
 @dataclass
+class Reset:
+    """Send ``data``, then reset the TCP connection (no close_notify, no FIN)."""
+
+    data: bytes
+
+
+@dataclass
 class KeepOpen:
     """
     Send ``data``, then keep the TCP connection open, answering no close_notify, until
@@ -199,6 +207,7 @@ SCRIPT: dict[str, object] = {
     "/silent": Silent(),
     "/stall": Stall(b"20 text/plain\r\nthe start"),
     "/gone-kept-open": KeepOpen(b"51 not here\r\n"),
+    "/reset": Reset(b"20 text/plain\r\npartial"),
     "/endless": Endless(),
 }
 
@@ -271,6 +280,12 @@ class Scripted(Peer):
         elif isinstance(action, KeepOpen):
             sock.sendall(action.data)
             keep_open(sock, record)
+        elif isinstance(action, Reset):
+            sock.sendall(action.data)
+            time.sleep(0.2)  # the data goes first; the reset must not overtake it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            record.closed.set()
         elif isinstance(action, Endless):
             endless(sock, record)
         else:

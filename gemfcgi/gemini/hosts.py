@@ -15,10 +15,19 @@ from typing import Optional
 
 import idna
 
-from gemfcgi.glob import glob_matches
+from gemfcgi.glob import glob_matches, is_glob
 
 
 @lru_cache(maxsize=4096)
+def is_address(host: str) -> bool:
+    """Whether ``host`` is an IP address (IPv6 without brackets), not a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def canonical_host(name: str) -> Optional[str]:
     """
     The lowercase A-label form of ``name``, or ``None`` if it is not a host.
@@ -94,7 +103,7 @@ class HostPattern:
                 self._globs.add(alabel)
         elif "xn--" in lowered:
             self._globs.add(unicode_host(lowered))
-        self._literal = None if any(c in glob for c in "*?[\\") else canonical_host(glob)
+        self._literal = None if is_glob(glob) else canonical_host(glob)
 
     def matches(self, canonical: str) -> bool:
         if self._literal is not None:

@@ -54,13 +54,13 @@ def serve_proxy(
     request: Request,
     settings: PathSettings,
     upstreams: dict[int, Upstream],
-    reactor=None,
     timeouts: Optional[UpstreamTimeouts] = None,
 ) -> None:
-    """Relay ``request`` to the upstream of its proxy block (``Site.handlers["proxy"]``)."""
+    """
+    Relay ``request`` to the upstream of its proxy block (``Site.handlers["proxy"]``),
+    on the connection's reactor, as a FastCGI request is.
+    """
     assert settings.proxy is not None
-    if reactor is None:
-        from twisted.internet import reactor
     upstream = upstreams[id(settings.proxy)]
     line = upstream_request_line(request, upstream.port)
-    ProxyRelay(client, upstream, line, timeouts or UpstreamTimeouts(), reactor).start()
+    ProxyRelay(client, upstream, line, timeouts or UpstreamTimeouts(), client.clock).start()

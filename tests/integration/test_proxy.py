@@ -468,6 +468,14 @@ def test_a_body_that_stalls_while_the_client_reads_is_cut_after_the_backend_time
             f"reply timeout: no body data for {BACKEND_TIMEOUT:g} s; body cut short")
 
 
+def test_a_plaintext_body_the_upstream_resets_is_cut_without_close_notify(front):
+    before = len(front.log)
+    reply = get(front, "plain.test", "/reset")
+    assert (reply.header, reply.body, reply.clean_close) == (b"20 text/plain", b"partial", False)
+    warning(front, before, named(front.upstreams["plain"]),
+            r"reply truncated: connection lost \(.*\); body cut short")
+
+
 def test_a_reply_the_upstream_ends_with_close_notify_ends_with_close_notify(front):
     reply = get(front, "scripted.test", "/whole")
     assert (reply.header, reply.body, reply.clean_close) == (b"20 text/plain", b"whole body\n", True)

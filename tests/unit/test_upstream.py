@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from gemfcgi.check import check_config
@@ -130,6 +131,28 @@ def test_names_that_cannot_be_sent_or_checked_are_errors(tmp_path):
         'gmid.conf:8: for-host port "no-such-service": unknown service (not a port number, '
         "nor a name in /etc/services)",
     ]
+
+
+def test_protocols_that_leave_no_version_gemfcgi_offers_are_an_error(tmp_path):
+    errors, _ = check(tmp_path, '\tproxy { relay-to "up"\n\t\tprotocols "tlsv1.1" }')
+    assert errors == ['gmid.conf:6: proxy protocols: protocols "tlsv1.1" allows no TLS 1.2 or 1.3, '
+                      "the only versions gemfcgi offers"]
+
+
+def test_the_certificate_is_checked_for_the_a_label_of_the_name():
+    cert_pem, _ = make_self_signed(["localhost"])
+
+    class Connection:
+        def get_peer_certificate(self, as_cryptography):
+            return x509.load_pem_x509_certificate(cert_pem)
+
+    assert UpstreamTLS("localhost").name_problem(Connection()) is None
+    assert UpstreamTLS("elsewhere.example").name_problem(Connection()).startswith(
+        "the certificate is not for elsewhere.example")
+    # A symbol IDNA 2008 refuses (its U-label made service_identity raise) is
+    # checked as the A-label sent as SNI: a mismatch, said as one.
+    assert UpstreamTLS("♨.example").name_problem(Connection()).startswith(
+        "the certificate is not for xn--j6h.example")
 
 
 def test_a_unicode_sni_is_sent_and_checked_as_its_a_label(tmp_path):
