@@ -257,6 +257,7 @@ class WorkerPool(Service):
             drain_timeout=self.drain_timeout,
             identity=self.identity,
             number=number,
+            answer_by_listen=self.listen is not None,
         )
 
     # -- workers ----------------------------------------------------------

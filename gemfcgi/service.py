@@ -380,12 +380,19 @@ class GemfcgiService(MultiService):
         drain_timeout: float = 30.0,
         max_connections: Optional[int] = None,
         fastcgi_timeouts: Optional[FastCGITimeouts] = None,
+        answer_by_listen: Optional[bool] = None,
     ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.listen = list(listen) if listen else None
+        # Whether a socket given as ``listen`` is answered only by the
+        # servers whose ``listen on`` lines name it (sockets from systemd or
+        # the command line), or by every server, as the sockets opened from
+        # ``listen on`` lines are (a prefork worker's, handed down by its
+        # parent, are those).
+        self.answer_by_listen = bool(self.listen) if answer_by_listen is None else answer_by_listen
         self.timeouts = timeouts or Timeouts()
         self.drain_timeout = drain_timeout
         self.connections = ConnectionTracker()
@@ -492,16 +499,18 @@ class GemfcgiService(MultiService):
         self, description: str, port: IListeningPort, config: model.Config, site: Site
     ) -> None:
         """
-        A socket given on the command line (or by systemd) is answered by
-        the servers whose ``listen on`` lines name it, and offers the first
-        one's certificate; when none does, every server answers.
+        A socket given on the command line (or by systemd) offers the
+        certificate of the first server whose ``listen on`` lines name it,
+        and is answered by those servers only (unless ``answer_by_listen``
+        is off); when none names it, every server answers.
         """
         factory = self._factories.get(description)
         if factory is None:
             return  # opened by a reload not yet committed, which answers for it
         matching = servers_listening_on(config, port.getHost())
         if matching:
-            factory.answering = frozenset(site.routes.hosts[i] for i in matching)
+            if self.answer_by_listen:
+                factory.answering = frozenset(site.routes.hosts[i] for i in matching)
             self._tls[description].update(self.store, matching[0])
         else:
             factory.answering = None

@@ -31,6 +31,10 @@ class WorkerPlan:
     drain_timeout: float = 30.0
     identity: Optional[Identity] = None
     number: int = 0
+    # Sockets the parent opened from ``listen on`` lines are answered by
+    # every server, as in one process; ones it was given (systemd, the
+    # command line) by the servers that name them.
+    answer_by_listen: bool = True
 
 
 def serve(plan: WorkerPlan, missed_reopen: Collection[int] = ()) -> None:
@@ -50,6 +54,7 @@ def serve(plan: WorkerPlan, missed_reopen: Collection[int] = ()) -> None:
         max_connections=plan.max_connections,
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
+        answer_by_listen=plan.answer_by_listen,
     )
     service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()
