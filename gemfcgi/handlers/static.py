@@ -187,13 +187,15 @@ def serve_static(
             index_mime = with_lang(mime.lookup(index_path, settings.default_type), settings)
             # An index that cannot be opened is as good as none (gmid).
             unreadable = (
-                (lambda: _send_listing(client, real, path, settings))
+                (lambda: _send_listing(client, real, request.path, settings))
                 if settings.auto_index
                 else None
             )
             _send_file(client, index, index_mime, index_info, pages, unreadable)
         elif settings.auto_index:
-            _send_listing(client, real, path, settings)
+            # Titled by the path asked for, not the one left after ``strip``
+            # (gmid): the page's links are relative to it.
+            _send_listing(client, real, request.path, settings)
         else:
             client.respond(status.NOT_FOUND, "not found")
         return

@@ -32,6 +32,11 @@ server "example.com" {{
         auto index on
         default type "text/plain"
     }}
+    location "/listing/*" {{
+        root $roots "/example/files"
+        strip 1
+        auto index on
+    }}
     location "/old/*" {{
         strip 1
         block return 31 "gemini://%N:%P%p?%q"
@@ -201,6 +206,16 @@ def test_auto_index_lists_the_directory_like_gmid(server):
         "=> ./README",
         "=> ./a.gmi",
         "=> ./sub%20dir/",
+    ]
+
+
+def test_an_auto_index_under_strip_is_titled_by_the_path_asked_for_and_links_its_parent(server):
+    # As gmid: the page's links are relative to the URL the client has.
+    top = get(server, "example.com", "/listing/")
+    assert top.body.decode().splitlines()[:4] == ["# Index of /listing/", "", "=> ./../", "=> ./.hidden"]
+    sub = get(server, "example.com", "/listing/sub%20dir/")
+    assert sub.body.decode().splitlines() == [
+        "# Index of /listing/sub dir/", "", "=> ./../", "=> ./caf%E9.gmi",
     ]
 
 
