@@ -22,7 +22,7 @@ from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.gemini.hosts import canonical_host, is_address
-from gemfcgi.glob import glob_matches, is_glob
+from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import PrivilegeError, identity_for
@@ -179,6 +179,17 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     error(fastcgi.origin or block, problem)
             if options.require_client_ca is not None:
                 check_ca(options.require_client_ca, options.origins.get("require client ca", block))
+        patterns = [(f"server {server.name!r}", server.name, origin)]
+        patterns += [(f"alias {alias!r}", alias, origin) for alias in server.aliases]
+        patterns += [(f'location "{location.pattern}"', location.pattern, location.origin or origin)
+                     for location in server.locations]
+        patterns += [(f'proxy for-host "{proxy.for_host}"', proxy.for_host, proxy.origin or origin)
+                     for proxy in server.proxies]
+        for what, pattern, where in patterns:
+            if not is_well_formed(pattern):
+                warning(where, f"{what}: a malformed bracket expression, which gmid's fnmatch(3) "
+                        "reads only as far as each name needs: gemfcgi may match it differently "
+                        "(close it with ], and use only characters, ranges, [:class:], [.x.] and [=x=])")
         listen_ports = set()
         for listen in server.listens:
             try:

@@ -13,7 +13,8 @@ expressions with the C function's meaning:
 * ``[...]`` is a bracket expression: ``!`` or ``^`` first negates it, a
   ``]`` first is literal, ``a-z`` is a range (empty when reversed), a ``-``
   first or last is literal, ``[:class:]`` is one of the POSIX classes in the
-  C locale (``[.x.]`` and ``[=x=]`` are the character x), and a ``[``
+  C locale (``[.x.]`` and ``[=x=]`` are the character x; ``[.x.]`` may also
+  end a range), and a ``[``
   with no closing ``]`` is a literal ``[``;
 * a backslash makes the next character literal, in brackets too; a pattern
   ending in a lone backslash matches nothing, and so does one naming an
@@ -52,12 +53,24 @@ class _NoMatch(Exception):
     """The pattern can match nothing at all (a trailing backslash, an unknown class)."""
 
 
-def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
+class _Malformed(Exception):
+    """A bracket expression that only parses leniently (see ``is_well_formed``)."""
+
+
+def _bracket(pattern: str, start: int, strict: bool = False) -> tuple[Optional[str], int]:
     """
     The bracket expression opening at ``pattern[start]`` (a ``[``) as a
     regular expression, and the index after it; ``None`` when it is never
-    closed, so the ``[`` is literal.
+    closed, so the ``[`` is literal. ``strict``: raise ``_Malformed`` where
+    the expression only parses leniently.
     """
+
+    def lenient(outcome: Optional[Exception] = None) -> None:
+        if strict:
+            raise _Malformed
+        if outcome is not None:
+            raise outcome
+
     i = start + 1
     negated = i < len(pattern) and pattern[i] in "!^"
     if negated:
@@ -66,6 +79,7 @@ def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
     first = True
     while True:
         if i >= len(pattern):
+            lenient()
             return None, start + 1
         c = pattern[i]
         if c == "]" and not first:
@@ -79,11 +93,12 @@ def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
             while end < len(pattern) and "a" <= pattern[end] < "z":
                 end += 1
             if not pattern.startswith(":]", end):
+                lenient()
                 low, i = c, i + 1
             else:
                 name = pattern[i + 2 : end]
                 if name not in _CLASSES:
-                    raise _NoMatch
+                    lenient(_NoMatch())
                 items.append(_CLASSES[name])
                 i = end + 2
                 continue
@@ -92,15 +107,19 @@ def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
             # closed right after x, the '[' is an ordinary member.
             if pattern[i + 3 : i + 5] == "=]" and i + 2 < len(pattern):
                 low, i = pattern[i + 2], i + 5
+                if pattern[i : i + 1] == "-" and pattern[i + 1 : i + 2] != "]":
+                    lenient()  # a class cannot start a range
             else:
+                lenient()
                 low, i = c, i + 1
         elif c == "[" and pattern[i + 1 : i + 2] == ".":
             # A collating symbol [.x.]: in the C locale, one character.
             if pattern[i + 3 : i + 5] != ".]":
-                raise _NoMatch
+                lenient(_NoMatch())
             low, i = pattern[i + 2], i + 5
         elif c == "\\":
             if i + 1 >= len(pattern):
+                lenient()
                 return None, start + 1
             low, i = pattern[i + 1], i + 2
         else:
@@ -108,12 +127,19 @@ def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
         if pattern[i : i + 1] == "-" and pattern[i + 1 : i + 2] != "]":
             high_at = i + 1
             if high_at >= len(pattern):
-                raise _NoMatch  # a range running into the end of the pattern
+                lenient(_NoMatch())  # a range running into the end of the pattern
             if pattern[high_at] == "\\":
                 if high_at + 1 >= len(pattern):
-                    raise _NoMatch
+                    lenient(_NoMatch())
                 high, i = pattern[high_at + 1], high_at + 2
+            elif pattern.startswith("[.", high_at):
+                # A collating symbol ends a range as it can start one.
+                if pattern[high_at + 3 : high_at + 5] != ".]":
+                    lenient(_NoMatch())
+                high, i = pattern[high_at + 2], high_at + 5
             else:
+                if pattern[high_at : high_at + 2] in ("[:", "[="):
+                    lenient()  # a class cannot end a range
                 high, i = pattern[high_at], high_at + 1
             if low <= high:
                 items.append(f"{re.escape(low)}-{re.escape(high)}")
@@ -125,8 +151,12 @@ def _bracket(pattern: str, start: int) -> tuple[Optional[str], int]:
     return f"[{'^' if negated else ''}{''.join(items)}]", i
 
 
-def translate(pattern: str) -> str:
-    """The regular expression (to be matched whole) that means ``pattern``."""
+def translate(pattern: str, strict: bool = False) -> str:
+    """
+    The regular expression (to be matched whole) that means ``pattern``;
+    ``strict``: raise ``_Malformed`` for a bracket expression that only
+    parses leniently.
+    """
     parts: list[str] = []
     i = 0
     try:
@@ -140,7 +170,7 @@ def translate(pattern: str) -> str:
             if c == "?":
                 parts.append("(?s:.)")
             elif c == "[":
-                expression, after = _bracket(pattern, i)
+                expression, after = _bracket(pattern, i, strict)
                 if expression is not None:
                     parts.append(expression)
                     i = after
@@ -162,6 +192,25 @@ def translate(pattern: str) -> str:
 @lru_cache(maxsize=4096)
 def compile_glob(pattern: str) -> "re.Pattern[str]":
     return re.compile(translate(pattern))
+
+
+def is_well_formed(pattern: str) -> bool:
+    """
+    Whether every bracket expression of ``pattern`` is closed and made of
+    valid members (characters, ranges, known classes, ``[.x.]``, ``[=x=]``).
+
+    The C function reads a bracket only as far as it needs to: a name
+    character found before a malformed member matches, one found after it
+    does not, so what a malformed expression matches depends on the
+    character tested. ``translate`` reads such an expression whole, one way
+    for every character: it matches as ``fnmatch`` does for well-formed
+    patterns only, and the configuration check warns about the others.
+    """
+    try:
+        translate(pattern, strict=True)
+    except _Malformed:
+        return False
+    return True
 
 
 def is_glob(pattern: str) -> bool:

@@ -139,3 +139,27 @@ def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_fo
         "certificate (basicConstraints CA:FALSE), nor self-signed; no client certificate it issued "
         "is accepted"
     ]]
+
+
+def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_path):
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    server = model.Server(
+        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+        aliases=["[ab.example"],
+        locations=[model.Location("/[a-[:alpha:]", origin=model.Origin("gmid.conf", 4)),
+                   model.Location("/ok/[a-z]*", origin=model.Origin("gmid.conf", 5))],
+        origin=model.Origin("gmid.conf", 1),
+    )
+    _, warnings = check_config(model.Config(servers=[server]))
+    tail = ("a malformed bracket expression, which gmid's fnmatch(3) reads only as far as each "
+            "name needs: gemfcgi may match it differently (close it with ], and use only "
+            "characters, ranges, [:class:], [.x.] and [=x=])")
+    assert [str(w) for w in warnings] == [
+        f"gmid.conf:1: alias '[ab.example': {tail}",
+        f'gmid.conf:4: location "/[a-[:alpha:]": {tail}',
+    ]

@@ -6,10 +6,10 @@ import ctypes
 import ctypes.util
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from gemfcgi.glob import glob_matches
+from gemfcgi.glob import glob_matches, is_well_formed
 
 
 def _libc_fnmatch():
@@ -62,6 +62,42 @@ NAME_CHARACTERS = st.sampled_from(list("ab/.-]!^\\[:=1"))
 )
 @example(pattern="[]*[=]=", name="==")
 @example(pattern="[\\b][*-", name="b[b[-")
-@example(pattern="*[:[.d]", name="^]/.")
-def test_every_pattern_matches_exactly_what_the_c_function_matches(pattern, name):
+@example(pattern="[a-[.z.]]", name="m")
+@example(pattern="[+-[.z.]x]", name="]")
+def test_every_well_formed_pattern_matches_exactly_what_the_c_function_matches(pattern, name):
+    # A malformed bracket expression has no one meaning (see is_well_formed);
+    # the check warns of those.
+    assume(is_well_formed(pattern))
     assert glob_matches(name, pattern) == libc_fnmatch(pattern, name)
+
+
+@pytest.mark.skipif(libc_fnmatch is None, reason="no C library to compare with")
+@pytest.mark.parametrize(
+    "pattern, matched, unmatched",
+    [
+        # The C function finds "z" before the class that cannot end a
+        # range, and "a" after it: for one, the expression matches...
+        ("[za-[:alpha:]", "a", "z"),
+        # ...and for the other, not: it stopped at the unclosed [= first.
+        ("[[=a]", "a", None),
+        ("[x[=a]", None, "x"),
+        ("[a-[.[:Alpha:]", None, "a"),
+        ("[![=*=]-b:]", "a", None),
+        ("[a[:nosuchclass:]]", None, None),
+    ],
+)
+def test_a_malformed_bracket_expression_is_told_apart(pattern, matched, unmatched):
+    assert not is_well_formed(pattern)
+    # What the C function makes of them depends on the name tested.
+    if matched is not None:
+        assert libc_fnmatch(pattern, matched)
+    if unmatched is not None:
+        assert not libc_fnmatch(pattern, unmatched)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*", "/app/*", "[^_]*.txt", "[]a]", "[a-]", "[z-a]x", "cls/[[:digit:]]*",
+                "[a-[.z.]]", "[[=a=]b]", "lit/\\*", "a\\", "[[.-.]-z]"],
+)
+def test_patterns_a_configuration_holds_are_well_formed(pattern):
+    assert is_well_formed(pattern)
