@@ -21,13 +21,13 @@ from gemfcgi.config import ConfigError, Diagnostic, load_config
 from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.spawn import find_program
-from gemfcgi.gemini.hosts import canonical_host, is_address
+from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import PrivilegeError, identity_for
-from gemfcgi.routing import port_pattern
-from gemfcgi.service import ListenError, listen_descriptions
+from gemfcgi.routing import port_matches, port_pattern
+from gemfcgi.service import ListenError, listen_descriptions, servers_listening_on
 from gemfcgi.tls import ProtocolsError, protocol_range
 
 
@@ -222,7 +222,51 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         "write require client ca inside the block to ask for one")
             if proxy.require_client_ca is not None:
                 check_ca(proxy.require_client_ca, proxy.origin or origin)
+            if relays_to_itself(config, proxy):
+                host, port = proxy.relay_to or ("", 0)
+                warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
+                        "this configuration, where the relayed request comes back to this proxy "
+                        "block: each request would be relayed again without end")
     return errors, warnings
+
+
+def relays_to_itself(config: model.Config, proxy: model.Proxy) -> bool:
+    """
+    Whether ``proxy`` relays to one of the configuration's own sockets
+    (named by an address or as localhost), where the relayed request, with
+    the same URL host, an accepted SNI and the relay's port, is taken by
+    the same block again.
+    """
+    if proxy.relay_to is None or not proxy.use_tls:
+        return False  # plaintext to a TLS listener fails at once
+    host, port = proxy.relay_to
+    try:
+        number = port_number(port)
+    except OSError:
+        return False  # said above
+    if not port_matches(number, port_pattern(proxy.for_port)):
+        return False
+    name = canonical_host(host)
+    if name is None:
+        return False
+    if is_address(name):
+        addresses = {name.strip("[]")}
+    elif name == "localhost" or name.endswith(".localhost"):
+        addresses = {"127.0.0.1", "::1"}
+    else:
+        return False  # a name looked up elsewhere: not worth a lookup here
+    sni = proxy.sni or (None if is_address(name) else name)
+    sent = canonical_host(sni) if sni is not None else None
+    if sni is not None and (sent is None or not HostPattern(proxy.for_host).matches(sent)):
+        return False  # the URL's host must be the SNI name, and this block must take it
+    return any(servers_listening_on(config, _Address(address, number)) for address in addresses)
+
+
+class _Address:
+    """A socket address as ``servers_listening_on`` reads one."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
 
 
 def proxy_problems(proxy: model.Proxy) -> list[str]:

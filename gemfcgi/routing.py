@@ -82,7 +82,7 @@ class VirtualHost:
         its server; with one, the port it names (1965 unless given).
         """
         for pattern, for_port, settings in self.proxies:
-            if pattern.matches(host) and _port_matches(port, for_port):
+            if pattern.matches(host) and port_matches(port, for_port):
                 return settings
         return None
 
@@ -122,7 +122,8 @@ def port_pattern(port: Union[int, str, None]) -> Union[int, str, None]:
         return port  # unknown: the check says so; it matches no port
 
 
-def _port_matches(port: int, wanted: Union[int, str, None]) -> bool:
+def port_matches(port: int, wanted: Union[int, str, None]) -> bool:
+    """Whether a URL's ``port`` matches a ``port_pattern``."""
     if wanted is None or wanted == port:
         return True
     return isinstance(wanted, str) and glob_matches(str(port), wanted)

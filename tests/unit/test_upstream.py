@@ -199,3 +199,21 @@ def test_a_relay_to_port_0_and_blocks_a_catch_all_block_hides_are_pointed_out(tm
         'gmid.conf:6: location "/x/*" is never used: the proxy block at gmid.conf:7 relays every '
         "request of its server first",
     ]
+
+
+
+LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configuration, where the '
+        "relayed request comes back to this proxy block: each request would be relayed again "
+        "without end")
+
+
+@pytest.mark.parametrize("block, expected", [
+    ('\tproxy { relay-to "127.0.0.1" }', [LOOP.format(host="127.0.0.1")]),
+    ('\tproxy { relay-to "localhost"; sni "localhost" }', [LOOP.format(host="localhost")]),
+    # Another port, an SNI this block does not take, or no TLS: no loop.
+    ('\tproxy { relay-to "127.0.0.1" port 1966 }', []),
+    ('\tproxy for-host "a.example" { relay-to "127.0.0.1"; sni "b.example" }', []),
+    ('\tproxy { relay-to "127.0.0.1"; use-tls off }', []),
+])
+def test_a_block_that_relays_to_its_own_listener_is_warned_of_as_a_loop(tmp_path, block, expected):
+    assert check(tmp_path, block)[1] == expected
