@@ -508,10 +508,13 @@ class _Parser:
 
     def _ipv6(self, token: Token) -> None:
         on = self._boolean("'ipv6'")
+        # The port may come later ('port N'), or not at all: the warning for
+        # a server without 'listen on' gives the whole line.
+        address = "*" if on else "0.0.0.0"
         self._warn(
             token,
-            "'ipv6' is deprecated; write 'listen on * port 1965' (or 'listen on 0.0.0.0') "
-            "in each server block instead",
+            f"'ipv6' is deprecated; in each server block write 'listen on {address}' and its port "
+            f"instead (listen on {address} port N)",
         )
         self.default_address = "*" if on else "0.0.0.0"
 
@@ -748,6 +751,9 @@ class _Parser:
             if self._peek().is_string():
                 block.meta = self._string(f"'block return {block.code}'")
                 self._check(token, values.check_block_meta(block.code, block.meta))
+                empty = values.block_meta_may_be_empty(block.code, block.meta)
+                if empty is not None:
+                    self._warn(token, empty)
             elif 30 <= block.code <= 39:
                 self._error(
                     token,

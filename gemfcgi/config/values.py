@@ -100,6 +100,21 @@ def check_block_meta(code: int, meta: str) -> Optional[str]:
     return None
 
 
+def block_meta_may_be_empty(code: int, meta: str) -> Optional[str]:
+    """
+    Why a 1x or 3x ``block return`` whose META is empty (or only ``%q``,
+    empty without a query) cannot answer as written; ``None`` if it can.
+    A reply needs its prompt or its target: gemfcgi sends 40 instead (gmid
+    sends the empty META).
+    """
+    if not (10 <= code < 20 or 30 <= code < 40) or meta.replace("%q", ""):
+        return None
+    needs = "a prompt" if code < 20 else "a target"
+    when = "" if not meta else " when the request has no query"
+    return (f'block return {code} "{meta}": status {code} needs {needs}, and this META is empty'
+            f"{when}: such a request gets 40 instead")
+
+
 def check_param(what: str, text: str) -> Optional[str]:
     size = len(text.encode("utf-8", "surrogateescape"))
     if size <= MAX_PARAM_BYTES:

@@ -170,8 +170,8 @@ def test_ipv6_is_deprecated_and_sets_the_default_listen_address(parse, warnings_
     text = "ipv6 off\n" + SERVER
     assert parse(text).servers[0].listens == [Listen("0.0.0.0", 1965, False, Origin("gmid.conf", 2))]
     assert warnings_of(text)[0] == (
-        "gmid.conf:1: 'ipv6' is deprecated; write 'listen on * port 1965' "
-        "(or 'listen on 0.0.0.0') in each server block instead"
+        "gmid.conf:1: 'ipv6' is deprecated; in each server block write 'listen on 0.0.0.0' and "
+        "its port instead (listen on 0.0.0.0 port N)"
     )
 
 

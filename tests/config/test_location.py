@@ -86,6 +86,19 @@ def test_block_redirect_without_meta_is_an_error(errors_of, server_with):
     ]
 
 
+@pytest.mark.parametrize("meta, expected", [
+    ('block return 10 ""', 'gmid.conf:5: block return 10 "": status 10 needs a prompt, and this META '
+                           "is empty: such a request gets 40 instead"),
+    ('block return 31 "%q"', 'gmid.conf:5: block return 31 "%q": status 31 needs a target, and this '
+                             "META is empty when the request has no query: such a request gets 40 instead"),
+    ('block return 31 "/search?%q"', None),
+    ('block return 51 ""', None),
+])
+def test_a_prompt_or_redirect_block_whose_meta_can_be_empty_is_warned_of(warnings_of, server_with,
+                                                                          meta, expected):
+    assert warnings_of(server_with(meta)) == ([] if expected is None else [expected])
+
+
 def test_block_meta_longer_than_1024_is_an_error(errors_of, parse, server_with):
     assert location_options(parse, server_with, f'block return 40 "{"m" * 1024}"').block.meta == "m" * 1024
     assert errors_of(server_with(f'block return 40 "{"m" * 1025}"')) == [
