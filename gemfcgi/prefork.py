@@ -37,7 +37,14 @@ from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
 from gemfcgi.server import Timeouts
-from gemfcgi.service import listen_failed, on_signal, plan_listeners, server_endpoint
+from gemfcgi.service import (
+    ListenError,
+    listen_failed,
+    on_signal,
+    plan_listeners,
+    restart_hint,
+    server_endpoint,
+)
 from gemfcgi.textlog import text_event
 from gemfcgi.worker import WorkerPlan
 
@@ -203,7 +210,10 @@ class WorkerPool(Service):
         wanted = [listener.description for listener in plan_listeners(config, self.listen)]
         for description in wanted:
             if description not in self.sockets:
-                self.sockets[description] = open_socket(self.reactor, description)
+                try:
+                    self.sockets[description] = open_socket(self.reactor, description)
+                except ListenError as problem:
+                    raise restart_hint(problem, description, self.sockets) from None
         self._unwanted = [d for d in self.sockets if d not in wanted]
 
     def _wanted_sockets(self) -> list[OpenSocket]:

@@ -13,7 +13,7 @@ import signal
 import socket
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -143,6 +143,24 @@ def listen_failed(description: str, failure: Failure) -> ListenError:
     cause = getattr(failure.value, "socketError", None) or failure.value
     reason = getattr(cause, "strerror", None) or failure.getErrorMessage()
     return ListenError(f"{description}: {reason}")
+
+
+def proxy_v1_switched(description: str, open_now: Collection[str]) -> bool:
+    """
+    Whether ``description`` is a socket already open with the other
+    ``proxy-v1`` setting: the new one cannot be opened beside it, and a
+    reload cannot close the old one first.
+    """
+    twin = description[len("haproxy:"):] if description.startswith("haproxy:") else "haproxy:" + description
+    return twin in open_now
+
+
+def restart_hint(problem: ListenError, description: str, open_now: Collection[str]) -> ListenError:
+    """``problem``, saying a restart is needed if a ``proxy-v1`` switch caused it."""
+    if not proxy_v1_switched(description, open_now):
+        return problem
+    return ListenError(f"{problem} (switching proxy-v1 on a listener's address and port needs a "
+                       "restart: a reload opens its new sockets before it closes the old ones)")
 
 
 def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
@@ -438,6 +456,7 @@ class GemfcgiService(MultiService):
         again and ``ListenError`` is raised: the running ones never notice.
         """
         added: dict[str, ListenerService] = {}
+        description = ""
         try:
             for listener in planned:
                 description = listener.description
@@ -459,6 +478,9 @@ class GemfcgiService(MultiService):
                 added[description] = service
                 # Opens the socket when this service runs.
                 service.setServiceParent(self)
+        except ListenError as problem:
+            _close(added)
+            raise restart_hint(problem, description, self.listeners) from None
         except Exception:
             _close(added)
             raise

@@ -461,6 +461,29 @@ class TestReload:
         assert reply.body == b"# example.com\n"
         assert refused_soon(server.port)
 
+    def test_a_reload_that_switches_proxy_v1_on_a_port_says_a_restart_is_needed(self, tree, tmp_path):
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        config = tmp_path / "gmid.conf"
+        config.write_text((tree / "gmid.conf").read_text().replace(
+            "listen on 127.0.0.1 port 0", f"listen on 127.0.0.1 port {port}"))
+        server = start_server("-c", str(config))
+        try:
+            config.write_text(config.read_text().replace(
+                f"listen on 127.0.0.1 port {port}", f"listen on 127.0.0.1 port {port} proxy-v1"))
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_log(
+                rf"reload failed, keeping the running configuration: {config}: "
+                rf"haproxy:tcp:{port}:interface=127\.0\.0\.1:backlog=\d+: Address already in use "
+                r"\(switching proxy-v1 on a listener's address and port needs a restart: a reload "
+                r"opens its new sockets before it closes the old ones\)"
+            )
+            assert get(server, "example.com").status == 20
+        finally:
+            server.stop()
+
     def test_a_reload_whose_new_port_is_taken_keeps_serving_on_the_old_one(self, reloadable, busy_port):
         server, config = reloadable
         config.write_text(config.read_text().replace(
