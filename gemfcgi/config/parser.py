@@ -127,6 +127,9 @@ class _Parser:
         self.default_address = "*"
         self.default_port = DEFAULT_PORT
         self.pending_include: Optional[tuple[str, str, str]] = None
+        # The block a '}' closed last, and where: an unclosed block further
+        # out is often one whose '}' this one took.
+        self.last_closed: Optional[tuple[str, Token, Token]] = None
 
         self.top_statements: dict[str, Callable[[Token], None]] = {
             "include": self._include,
@@ -311,6 +314,19 @@ class _Parser:
                 return
             self._next()
 
+    def _taken_brace(self, opener: Token) -> str:
+        """
+        A hint for an unclosed ``opener``: the last block closed inside it
+        may be the one that lacks its '}', having taken the outer one's.
+        """
+        if self.last_closed is None:
+            return ""
+        inner, inner_opener, closer = self.last_closed
+        if inner_opener.file != opener.file or inner_opener.line <= opener.line:
+            return ""
+        return (f" (or else {inner}, opened at line {inner_opener.line}, lacks its own: the '}}' "
+                f"at line {closer.line} closed it)")
+
     def _statements(
         self, opener: Optional[Token], what: str, statement: Callable[[Token], None]
     ) -> None:
@@ -326,10 +342,12 @@ class _Parser:
                 continue
             if token.kind is TokenKind.EOF:
                 if opener is not None:
-                    self._error(opener, f"{what} is never closed: add a '}}' at its end")
+                    self._error(opener, f"{what} is never closed: add a '}}' at its end"
+                                + self._taken_brace(opener))
                 return
             if opener is not None and token.is_symbol("}"):
                 self._next()
+                self.last_closed = (what, opener, token)
                 return
             self._next()
             try:

@@ -172,6 +172,14 @@ def test_unclosed_server_is_an_error_at_its_line(errors_of):
     ]
 
 
+def test_a_block_left_open_inside_one_is_named_beside_the_one_that_looks_unclosed(errors_of):
+    text = 'server "a" {\n\tcert "/c"; key "/k"\n\tlocation "/x/*" {\n\t\tlang "en"\n}\n'
+    assert errors_of(text) == [
+        "gmid.conf:1: server \"a\" is never closed: add a '}' at its end (or else "
+        "location \"/x/*\", opened at line 3, lacks its own: the '}' at line 5 closed it)"
+    ]
+
+
 def test_punycode_server_name_is_a_warning(warnings_of, server_with):
     text = server_with("").replace('"example.com"', '"xn--caf-dma.example"')
     assert warnings_of(text) == [
