@@ -115,6 +115,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.busy = False
         self.answering: Optional[frozenset] = None
         self._last_unsent: Optional[int] = None
+        self._unsent_when_paused: Optional[int] = None
         self._stalled_for = 0.0
 
     # -- Twisted's edges -------------------------------------------------
@@ -323,7 +324,12 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.transport.registerProducer(self, True)
 
     def pauseProducing(self) -> None:
-        self._arm(self.site.timeouts.idle, self._idle_timed_out)
+        # The transport resumes a producer only once its buffer is empty,
+        # which behind a large kernel send buffer can take minutes for a
+        # client that reads slowly but steadily: what is unsent is noted,
+        # and the client counts as reading while it goes down.
+        self._unsent_when_paused = unsent_bytes(self.transport)
+        self._arm(self.site.timeouts.idle, self._paused_check)
         if self._producer is not None:
             self._producer.pauseProducing()
 
@@ -406,6 +412,15 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def _handshake_timed_out(self) -> None:
         self.transport.abortConnection()
+
+    def _paused_check(self) -> None:
+        """Paused for the idle timeout: cut the client unless it read since the last look."""
+        before, unsent = self._unsent_when_paused, unsent_bytes(self.transport)
+        if before is not None and unsent is not None and unsent < before:
+            self._unsent_when_paused = unsent
+            self._arm(self.site.timeouts.idle, self._paused_check)
+            return
+        self._idle_timed_out()
 
     def _idle_timed_out(self) -> None:
         log.info(

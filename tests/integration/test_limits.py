@@ -112,6 +112,24 @@ def test_a_client_that_holds_the_whole_reply_unread_past_the_linger_gets_a_fin_n
     assert ending == b""
 
 
+def test_a_client_reading_slowly_but_steadily_is_not_cut_at_the_idle_timeout(limited):
+    # Reading 32 KiB a second, it takes far longer than the idle timeout (3 s)
+    # to drain what the kernel holds for it; but it is reading all along.
+    port = limited.port
+    since = len(limited.log)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{port}/fifty.bin\r\n".encode())
+    started = time.monotonic()
+    while time.monotonic() - started < 7:
+        assert tls.recv(8192), "the server closed the connection"
+        time.sleep(0.25)
+    # Still served: a burst of reading gets more at once.
+    assert sum(len(tls.recv(65536)) for _ in range(64)) > 64 * 1024
+    tls.close()
+    assert "client read nothing" not in limited.log[since:]
+
+
 def test_client_that_stops_reading_is_closed_at_the_idle_timeout(limited):
     port = limited.port
     raw = socket.create_connection(("127.0.0.1", port), timeout=20)
