@@ -19,6 +19,7 @@ timeouts.
 from __future__ import annotations
 
 import enum
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional
@@ -180,12 +181,12 @@ class GeminiProtocol(OneTimeout, Protocol):
         end = self._buffer.find(b"\r\n")
         if end < 0:
             if b"\n" in self._buffer:
-                self.respond(status.BAD_REQUEST, "request line must end with CRLF")
+                self._refuse_line("request line must end with CRLF")
             elif b"\r" in self._buffer[:-1]:
-                self.respond(status.BAD_REQUEST, "bare CR in request line")
+                self._refuse_line("bare CR in request line")
             elif len(self._buffer) > MAX_REQUEST_BYTES + (self._buffer.endswith(b"\r")):
                 # Only a URL of 1024 bytes whose CR is here may still end well.
-                self.respond(status.BAD_REQUEST, "request line longer than 1024 bytes")
+                self._refuse_line("request line longer than 1024 bytes")
             return
         line, self._buffer = self._buffer[:end], b""
         self.record.request_bytes = end + 2
@@ -434,6 +435,11 @@ class GeminiProtocol(OneTimeout, Protocol):
     def _request_timed_out(self) -> None:
         self._note_raw_url(self._buffer)
         self.respond(status.BAD_REQUEST, "request timeout")
+
+    def _refuse_line(self, meta: str) -> None:
+        """A request line that cannot be read: 59, with what came of it in the log."""
+        self._note_raw_url(re.split(rb"[\r\n]", self._buffer, maxsplit=1)[0])
+        self.respond(status.BAD_REQUEST, meta)
 
     def _note_raw_url(self, data: bytes) -> None:
         """A request line that did not parse, as the log shows it."""

@@ -44,7 +44,9 @@ def canonical_host(name: str) -> Optional[str]:
             return str(ipaddress.IPv6Address(name))
         except ValueError:
             return None
-    name = name.rstrip(".") if name.endswith(".") and len(name) > 1 else name
+    name = name.rstrip(".")
+    if not name:
+        return None  # only dots: no label at all
     if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
         return None
     if name.isascii():

@@ -29,8 +29,9 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 # RFC 3986's port is any run of digits: leading zeros name the same port.
 _PORT = re.compile(r"[0-9]+")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+# C0, DEL and C1: RFC 3987 allows none of them in an IRI, even escaped here.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 # What RFC 3986 allows in a path (pchar and "/", with "%" escapes) and a
 # query (also "?"); any non-ASCII character is allowed too (RFC 3987 IRIs).
 _NOT_IN_PATH = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%\x80-\U0010ffff]")

@@ -115,6 +115,22 @@ def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
     assert (raised.value.code, raised.value.meta) == (59, meta)
 
 
+@pytest.mark.parametrize(
+    "line, meta",
+    [
+        ("gemini://localhost/a\u009b31m", "space or control character in request"),
+        ("gemini://localhost/a%C2%9B31m", "control character in path"),
+        ("gemini://localhost/?q\u0085", "space or control character in request"),
+        ("gemini://..../", "malformed host"),
+        ("gemini://./x", "malformed host"),
+    ],
+)
+def test_c1_controls_and_a_host_of_dots_alone_get_59(line, meta):
+    with pytest.raises(RequestError) as raised:
+        parse_request_line(line.encode("utf-8"))
+    assert (raised.value.code, raised.value.meta) == (59, meta)
+
+
 def test_ipv6_literal_host_is_accepted():
     request = parse_request_line(b"gemini://[::1]:1965/")
     assert (request.host, request.port) == ("::1", 1965)

@@ -139,6 +139,21 @@ def test_the_logged_duration_ends_with_the_response_not_the_linger(site):
     assert event["line"].endswith(" 20 text/gemini 23 250.0ms")
 
 
+@pytest.mark.parametrize("data, meta", [
+    (b"gemini://localhost/a\nmore", "request line must end with CRLF"),
+    (b"gemini://localhost/" + b"p" * 1100, "request line longer than 1024 bytes"),
+])
+def test_a_line_that_cannot_be_read_is_logged_with_what_came(site, data, meta):
+    with access_events() as seen:
+        protocol, transport, clock = connect(site)
+        protocol.dataReceived(data)
+        protocol.connectionLost(None)
+    [event] = seen
+    assert transport.value().startswith(f"59 {meta}\r\n".encode())
+    shown = data[:1024].split(b"\n")[0].decode()
+    assert event["line"].split(" 59 ")[0].endswith(f" GET {shown}")
+
+
 def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_path):
     (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
     with access_events() as seen:
