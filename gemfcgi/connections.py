@@ -78,12 +78,13 @@ class ConnectionTracker:
         self,
         clock: IReactorTime,
         timeout: float,
-        cut: Optional[Callable[[Any], None]] = None,
+        cut: Optional[Callable[[Any], bool]] = None,
     ) -> Deferred:
         """
         Fires with ``True`` once no connection is left, or ``False`` after
         ``timeout`` seconds, when the stragglers are aborted (each passed
-        to ``cut`` first, to say so) and gone.
+        to ``cut`` first, to say so; one for which it returns ``True`` has
+        been answered and ends by itself) and gone.
 
         An aborted connection is lost a reactor turn later, and what it
         held (a FastCGI request) is let go only then: firing after that,
@@ -107,8 +108,8 @@ class ConnectionTracker:
                 return
             cut_short.append(True)
             for connection in list(self.active):
-                if cut is not None:
-                    cut(connection)
+                if cut is not None and cut(connection):
+                    continue
                 connection.transport.abortConnection()
             if waiter in self._waiters:
                 # Only if a transport never reports its loss.
@@ -190,6 +191,21 @@ def unsent_bytes(transport: Any) -> Optional[int]:
     except (OSError, ValueError, AttributeError):
         return None
     return buffered + queued
+
+
+def close_once_sent(transport: Any) -> bool:
+    """
+    ``close_in_order`` if every byte written has left Twisted's buffer for
+    the kernel, which delivers it before the FIN; False (and nothing done)
+    otherwise.
+    """
+    tcp = _socket_of(transport)
+    if tcp is None:
+        return False
+    buffered = len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0)
+    if buffered + getattr(tcp, "_tempDataLen", 0):
+        return False
+    return close_in_order(transport)
 
 
 def close_in_order(transport: Any) -> bool:

@@ -32,7 +32,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi import accesslog
-from gemfcgi.connections import ConnectionTracker, default_max_connections, close_in_order, unsent_bytes
+from gemfcgi.connections import (
+    ConnectionTracker,
+    close_in_order,
+    close_once_sent,
+    default_max_connections,
+    unsent_bytes,
+)
 from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import (
@@ -381,6 +387,25 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.transport.unregisterProducer()
             producer.stopProducing()
         self.transport.abortConnection()
+
+    def answer_the_stop(self) -> bool:
+        """
+        The server stops, its drain timeout is over, and this request has
+        no header yet: it gets ``41`` rather than a bare cut, and whatever
+        was producing its reply (a FastCGI or proxy relay) lets its backend
+        go. The connection then ends by itself, with a FIN as soon as the
+        reply is in the kernel. False if a header is out already.
+        """
+        if self.state is not State.RESPONDING or self._header_sent:
+            return False
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self.transport.unregisterProducer()
+            producer.stopProducing()
+        self.respond(status.SERVER_UNAVAILABLE, "server is stopping")
+        if close_once_sent(self.transport):
+            self._disarm()
+        return True
 
     def _linger_check(self) -> None:
         linger = self.site.timeouts.linger

@@ -693,24 +693,29 @@ class GemfcgiService(MultiService):
 DRAIN_CUT = "cut by the drain timeout"
 
 
-def _cut_by_drain(connection: Any, timeout: float) -> None:
+def _cut_by_drain(connection: Any, timeout: float) -> bool:
     """
     A connection still open when the drain timeout ends a stop: one line
-    naming the request, and, if no header was sent yet, the access line's
-    meta says why it has no status (the client got none).
+    naming the request. One that has had no header yet is answered ``41``
+    and ends by itself (``True``); one cut in its body is aborted, and the
+    access line's meta says why it has no status if it had none.
     """
     record = connection.record
     if not record.url:
-        return  # no request yet: nothing was cut
+        return False  # no request yet: nothing was cut
+    answer = getattr(connection, "answer_the_stop", None)
+    answered = answer is not None and answer()
     log.warn(
-        "{client} {url}: {cut} ({timeout:g} s) as the server stops",
+        "{client} {url}: {cut} ({timeout:g} s) as the server stops{how}",
         client=record.client,
         url=record.url,
         cut=DRAIN_CUT,
         timeout=timeout,
+        how=": answered 41, no reply had begun" if answered else "",
     )
-    if record.status == 0:
+    if not answered and record.status == 0:
         record.meta = DRAIN_CUT
+    return answered
 
 
 def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], None]:

@@ -113,14 +113,15 @@ def test_a_request_cut_by_the_drain_timeout_is_named_and_the_wait_is_told_as_it_
         server.wait_for_log(r"FastCGI backend spawn:\S+ .*: waiting up to 3 s for 1 requests to finish",
                             timeout=1.5)
         assert server.process.wait(15) in STOPPED_BY_SIGTERM
-        data, _ = read_to_end(tls)
+        data, clean = read_to_end(tls)
         tls.close()
     finally:
         server.stop()
-    assert data == b""
+    # No reply had begun: the client is told why it gets none.
+    assert (data, clean) == (b"41 server is stopping\r\n", True)
     logged = r"gemini://localhost(:\d+)?/slow/silent"
     assert re.search(rf"\] 127\.0\.0\.1:\d+ {logged}: cut by the drain timeout \(3 s\) "
-                     "as the server stops", server.log), server.log
-    assert re.search(rf"GET {logged} 0 cut by the drain timeout 0 \d+\.\dms", server.log)
+                     "as the server stops: answered 41, no reply had begun", server.log), server.log
+    assert re.search(rf"GET {logged} 41 server is stopping 23 \d+\.\dms", server.log)
     # Told once, as the wait began; not again as the backends stop after it.
     assert len(re.findall(r"waiting .*for 1 requests to finish", server.log)) == 1

@@ -567,3 +567,43 @@ def test_a_client_of_a_unix_socket_is_logged_as_unix(site):
         protocol.dataReceived(b"gemini://localhost/\r\n")
         protocol.connectionLost(None)
     assert seen[0]["line"].startswith("unix:0 GET gemini://localhost/ 20 ")
+
+
+class Backend:
+    """A reply's producer that never produces: a FastCGI application yet to answer."""
+
+    stopped = False
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+@pytest.mark.parametrize("header_first", [False, True], ids=["waiting", "in its body"])
+def test_a_request_still_waiting_when_the_drain_ends_gets_41_and_its_backend_is_let_go(
+    site, header_first
+):
+    backend = Backend()
+
+    def handler(client, request, settings):
+        if header_first:
+            client.send_header(20, "text/gemini", b"partial")
+        client.stream(backend)
+
+    site.handlers["static"] = handler
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://localhost/slow\r\n")
+    answered = protocol.answer_the_stop()
+    if header_first:
+        # A body begun cannot be answered any more: the drain aborts it.
+        assert (answered, backend.stopped) == (False, False)
+        assert transport.value() == b"20 text/gemini\r\npartial"
+    else:
+        assert (answered, backend.stopped) == (True, True)
+        assert transport.value() == b"41 server is stopping\r\n"
+        assert transport.disconnecting
