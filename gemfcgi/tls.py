@@ -141,7 +141,9 @@ class CertificateStore:
             raw = connection.get_servername()
             if not raw:
                 return
-            host = canonical_host(raw.decode("ascii", "replace"))
+            # Clients send A-labels; one that sends the name in UTF-8 means
+            # the same host.
+            host = canonical_host(raw.decode("utf-8", "replace"))
             index = self._choose(host) if host else None
             if index is not None:
                 connection.set_context(self.contexts[index])
@@ -189,7 +191,7 @@ class TLSFacts:
         self._connection = connection
         raw_name = connection.get_servername()
         self.server_name: Optional[str] = (
-            canonical_host(raw_name.decode("ascii", "replace")) if raw_name else None
+            canonical_host(raw_name.decode("utf-8", "replace")) if raw_name else None
         )
 
     @cached_property

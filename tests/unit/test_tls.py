@@ -74,3 +74,13 @@ def test_one_certificate_is_presented_without_asking(tmp_path):
     # The name the client sent is still what requests are checked against.
     assert TLSFacts(server).server_name == "other.example"
     assert client.get_protocol_version_name() == "TLSv1.3"
+
+
+def test_a_name_sent_in_utf8_rather_than_as_its_a_label_picks_the_same_certificate(tmp_path):
+    def choose(host: str) -> Optional[int]:
+        return {"a.example": 0, "xn--bcher-kva.example": 1}.get(host)
+
+    store = CertificateStore(key_pairs(tmp_path, "a.example", "xn--bcher-kva.example"), choose)
+    client, server = handshake(ServerTLS(store), "bücher.example".encode("utf-8"))
+    assert presented(client) == "CN=xn--bcher-kva.example"
+    assert TLSFacts(server).server_name == "xn--bcher-kva.example"
