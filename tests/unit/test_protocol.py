@@ -569,26 +569,11 @@ def test_a_client_of_a_unix_socket_is_logged_as_unix(site):
     assert seen[0]["line"].startswith("unix:0 GET gemini://localhost/ 20 ")
 
 
-class Backend:
-    """A reply's producer that never produces: a FastCGI application yet to answer."""
-
-    stopped = False
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        self.stopped = True
-
-
 @pytest.mark.parametrize("header_first", [False, True], ids=["waiting", "in its body"])
 def test_a_request_still_waiting_when_the_drain_ends_gets_41_and_its_backend_is_let_go(
     site, header_first
 ):
-    backend = Backend()
+    backend = Streamer()  # a FastCGI application yet to answer
 
     def handler(client, request, settings):
         if header_first:
