@@ -16,6 +16,7 @@ import pytest
 from tests.support import (
     PROJECT_ROOT,
     TWISTD,
+    ServerProcess,
     client_context,
     fetch,
     file_with,
@@ -488,3 +489,39 @@ def test_reloads_in_quick_succession_stop_the_workers_that_never_came_to_listen(
             time.sleep(0.05)
         assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
         assert "Traceback" not in server.log
+
+
+def unix_fetch(path, url: str) -> bytes:
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(10)
+    raw.connect(str(path))
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"{url}\r\n".encode())
+    data, clean = read_to_end(tls)
+    tls.close()
+    assert clean
+    return data
+
+
+def test_a_unix_socket_shared_by_workers_outlives_every_reload_and_goes_with_the_stop(
+    capsule, certificate, tmp_path
+):
+    # Each reload stops a generation of workers: closing their copies must
+    # leave the socket, and its path, to the next one.
+    cert, key = certificate
+    path = tmp_path / "gemini.sock"
+    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+                            "--hostname", "localhost", "--cert", cert, "--key", key,
+                            "--listen", f"unix:{path}", "--workers", "2"])
+    try:
+        for generation in range(1, 4):
+            wait_workers_listening(server, 2 * generation)
+            assert unix_fetch(path, "gemini://localhost/") == b"20 text/gemini\r\n# prefork\n"
+            since = len(server.log)
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_log("configuration reloaded", since=since)
+            server.wait_for_log(r"\[worker \d\] .*Main loop terminated", since=since)
+        assert "Unhandled error" not in server.log
+    finally:
+        server.stop()
+    assert not path.exists() and not (tmp_path / "gemini.sock.lock").exists()
