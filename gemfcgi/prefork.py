@@ -268,6 +268,7 @@ class WorkerPool(Service):
             identity=self.identity,
             number=number,
             answer_by_listen=self.listen is not None,
+            parent=os.getpid(),
         )
 
     # -- workers ----------------------------------------------------------

@@ -9,6 +9,8 @@ keys, drops privileges and serves until SIGTERM, when it stops gracefully.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import pickle
 import signal
 import sys
@@ -18,6 +20,8 @@ from typing import Collection, Optional
 from gemfcgi.config import model
 from gemfcgi.privileges import Identity
 from gemfcgi.server import Timeouts
+
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -35,6 +39,8 @@ class WorkerPlan:
     # every server, as in one process; ones it was given (systemd, the
     # command line) by the servers that name them.
     answer_by_listen: bool = True
+    # The parent's pid: a worker whose parent is gone stops.
+    parent: Optional[int] = None
 
 
 def serve(plan: WorkerPlan, missed_reopen: Collection[int] = ()) -> None:
@@ -76,9 +82,23 @@ def main() -> None:
     # before is kept, and the access file reopened once the service is up.
     missed: set[int] = set()
     signal.signal(signal.SIGUSR1, lambda signum, frame: missed.add(signum))
+    # A parent killed outright (SIGKILL, the OOM killer) cannot stop its
+    # workers: they would serve on, holding the port a restart needs. The
+    # kernel sends them SIGTERM instead, and they stop as usual.
+    _stop_with_the_parent()
     plan: WorkerPlan = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
+    if plan.parent is not None and os.getppid() != plan.parent:
+        sys.exit(f"gemfcgi worker {plan.number}: the server process is gone; not starting")
     serve(plan, missed)
+
+
+def _stop_with_the_parent() -> None:
+    """SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG), where there is such a thing."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (AttributeError, OSError):
+        pass
 
 
 if __name__ == "__main__":

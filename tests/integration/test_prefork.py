@@ -525,3 +525,30 @@ def test_a_unix_socket_shared_by_workers_outlives_every_reload_and_goes_with_the
     finally:
         server.stop()
     assert not path.exists() and not (tmp_path / "gemini.sock.lock").exists()
+
+
+def test_workers_of_a_parent_killed_outright_stop_and_free_the_port(capsule, certificate, tmp_path):
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        pids = list(workers(server).values())
+        port = server.port
+        server.process.kill()  # SIGKILL: the parent can stop nothing itself
+        server.process.wait(10)
+        try:
+            deadline = time.monotonic() + 15
+            while any(_alive(pid) for pid in pids):
+                assert time.monotonic() < deadline, "a worker outlived its parent"
+                time.sleep(0.05)
+        finally:
+            for pid in pids:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        assert refused_soon(port)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
