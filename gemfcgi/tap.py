@@ -125,6 +125,11 @@ class Options(usage.Options):
             raise usage.UsageError("--config and --root are two different modes; pick one")
         if self["state-dir"] is None:
             self["state-dir"] = str(default_state_dir())
+        # twistd may change directory (--rundir) after this, and a reload
+        # reads these again: they name what they named when given.
+        for name in ("config", "root", "cert", "key", "state-dir"):
+            if self[name] is not None:
+                self[name] = os.path.abspath(self[name])
 
 
 def _names_for(hostname: str) -> list[str]:

@@ -391,6 +391,21 @@ class TestReload:
         yield server, config
         server.stop()
 
+    def test_a_file_named_relative_to_where_twistd_started_is_reloaded_after_rundir(self, tree, tmp_path):
+        # twistd --rundir changes directory once the options are read.
+        config = tmp_path / "gmid.conf"
+        config.write_text((tree / "gmid.conf").read_text())
+        rundir = tmp_path / "run"
+        rundir.mkdir()
+        server = start_server("-c", os.path.relpath(config), twistd_args=["--rundir", str(rundir)])
+        try:
+            config.write_text(config.read_text().replace('lang "en"', 'lang "eo"'))
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_log("configuration reloaded")
+            assert get(server, "example.com").meta == "text/gemini;lang=eo"
+        finally:
+            server.stop()
+
     def test_sighup_applies_a_good_file_to_new_connections(self, reloadable):
         server, config = reloadable
         config.write_text(config.read_text().replace('lang "en"', 'lang "eo"'))
