@@ -340,6 +340,27 @@ def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:
     ]
 
 
+def needs_a_restart(config: model.Config, workers_fixed: bool = False) -> list[Diagnostic]:
+    """
+    Errors for a reload of a server that runs in one process: ``prefork``,
+    ``user`` and ``chroot`` take a parent and workers, which only a start
+    sets up. Applying the rest would leave an operator believing privileges
+    were dropped. ``workers_fixed``: ``--workers`` decides the processes.
+    """
+    refused = [
+        (directive, f"{directive} {value!r}: privileges are dropped at a start only, and this "
+                    "server started in one process without: restart it to apply this")
+        for directive, value in (("user", config.user), ("chroot", config.chroot))
+        if value is not None
+    ]
+    if config.prefork > 1 and not workers_fixed:
+        refused.append(("prefork", f"prefork {config.prefork}: this server started in one "
+                                   "process, and a reload cannot start workers: restart it to "
+                                   "apply this"))
+    return [Diagnostic(*_where(config.origins.get(directive), config), message)
+            for directive, message in refused]
+
+
 def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
     """What keeps a backend from ever being reached, as a diagnostic; ``None`` if nothing."""
     if isinstance(address, model.FastCGISpawn):

@@ -178,12 +178,15 @@ class WorkerPool(Service):
         max_connections: Optional[int] = None,
         drain_timeout: float = 30.0,
         reactor=None,
+        fixed_count: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.config = config
         self.count = workers
+        # Set by --workers; otherwise each configuration's prefork decides.
+        self.fixed_count = fixed_count
         self.listen = list(listen) if listen else None
         self.timeouts = timeouts or Timeouts()
         self.max_connections = max_connections
@@ -386,6 +389,9 @@ class WorkerPool(Service):
         self.config, self.identity = config, identity
         self.worker_config = self._share_apps(config)
         retired = self._retire_apps(config)
+        if not self.fixed_count and config.prefork != self.count:
+            log.info("workers: {old} -> {new} (prefork)", old=self.count, new=config.prefork)
+            self.count = config.prefork
         self.generation += 1
         self.workers = {}
         for number in range(self.count):

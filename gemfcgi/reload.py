@@ -123,6 +123,10 @@ class Reloader(Service):
             return False
         try:
             self.apply(config)
+        except ConfigError as error:
+            for diagnostic in error.diagnostics:
+                log.error("reload failed, keeping the running configuration: {d}", d=str(diagnostic))
+            return False
         except (CertificateError, OSError, ValueError) as error:
             self._failed(error)
             return False

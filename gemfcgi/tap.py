@@ -31,7 +31,7 @@ from gemfcgi.certificates import (
     self_signed_paths,
     write_key_pair,
 )
-from gemfcgi.check import load_and_check
+from gemfcgi.check import load_and_check, needs_a_restart
 from gemfcgi.config import ConfigError, model
 from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
@@ -294,13 +294,14 @@ def _make_service(options: Options) -> Service:
     if workers > 1 or config.user is not None or config.chroot is not None:
         # Several processes, or privileges to drop: a parent that keeps its
         # own and workers that serve.
-        pool = WorkerPool(config, workers, listen=listen, **serving)
+        pool = WorkerPool(config, workers, listen=listen, fixed_count=bool(options["workers"]),
+                          **serving)
         service, apply = MultiService(), pool.reload
         pool.setServiceParent(service)
     else:
         # Checked already, as the file was read (or built from checked options).
         service = GemfcgiService(config, listen=listen, **serving)
-        apply = service.reload
+        apply = partial(_reload_in_one_process, service, workers_fixed=bool(options["workers"]))
     # A hangup reloads in every mode, rather than ending the server at once
     # (the default action) and orphaning its spawned FastCGI applications:
     # without a file, the same options are applied again, which reads the
@@ -315,6 +316,14 @@ def _make_service(options: Options) -> Service:
     reloader.setServiceParent(service)
     reactor.addSystemEventTrigger("before", "shutdown", _answer_repeated_stop_signals)
     return service
+
+
+def _reload_in_one_process(service: GemfcgiService, config: model.Config, workers_fixed: bool) -> None:
+    """``service.reload``, unless ``config`` asks for what only a start sets up."""
+    refused = needs_a_restart(config, workers_fixed)
+    if refused:
+        raise ConfigError(refused)
+    service.reload(config)
 
 
 def _answer_repeated_stop_signals() -> None:

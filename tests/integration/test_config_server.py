@@ -406,6 +406,18 @@ class TestReload:
         finally:
             server.stop()
 
+    def test_a_reload_asking_for_workers_or_privileges_one_process_cannot_take_is_refused(
+        self, reloadable
+    ):
+        server, config = reloadable
+        config.write_text("prefork 2\n" + config.read_text().replace('lang "en"', 'lang "eo"'))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(
+            rf"reload failed, keeping the running configuration: {config}:1: prefork 2: this server "
+            "started in one process, and a reload cannot start workers: restart it to apply this"
+        )
+        assert get(server, "example.com").meta == "text/gemini;lang=en"
+
     def test_sighup_applies_a_good_file_to_new_connections(self, reloadable):
         server, config = reloadable
         config.write_text(config.read_text().replace('lang "en"', 'lang "eo"'))

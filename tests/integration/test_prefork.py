@@ -552,3 +552,14 @@ def _alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_reload_that_changes_prefork_starts_that_many_workers(capsule, certificate, tmp_path):
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        since = len(server.log)
+        config.write_text(config.read_text().replace("prefork 2", "prefork 3"))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("workers: 2 -> 3 \\(prefork\\)", since=since)
+        wait_workers_listening(server, 2 + 3)
+        assert len(re.findall(r"started worker \d", server.log[since:])) == 3
