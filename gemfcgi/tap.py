@@ -10,6 +10,7 @@ Three ways to run (and two commands, ``--check`` and ``--gencert``):
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import signal
@@ -33,6 +34,7 @@ from gemfcgi.certificates import (
 )
 from gemfcgi.check import load_and_check, needs_a_restart
 from gemfcgi.config import ConfigError, model
+from gemfcgi.config.values import PREFORK_MAX, PREFORK_MIN
 from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader, Reloader
@@ -123,6 +125,18 @@ class Options(usage.Options):
             raise usage.UsageError("--check needs --config FILE")
         if self["config"] is not None and self["root"] is not None:
             raise usage.UsageError("--config and --root are two different modes; pick one")
+        for name in ("request-timeout", "handshake-timeout", "idle-timeout", "backend-timeout"):
+            if not (math.isfinite(self[name]) and self[name] > 0):
+                raise usage.UsageError(f"--{name} takes a number of seconds above 0, not {self[name]:g}")
+        if not (math.isfinite(self["drain-timeout"]) and self["drain-timeout"] >= 0):
+            raise usage.UsageError(
+                f"--drain-timeout takes a number of seconds, 0 or more, not {self['drain-timeout']:g}")
+        if self["max-connections"] is not None and self["max-connections"] < 1:
+            raise usage.UsageError(f"--max-connections takes 1 or more, not {self['max-connections']}")
+        workers = self["workers"]
+        if workers is not None and not PREFORK_MIN <= workers <= PREFORK_MAX:
+            raise usage.UsageError(
+                f"--workers takes {PREFORK_MIN} to {PREFORK_MAX}, as prefork does, not {workers}")
         if self["state-dir"] is None:
             self["state-dir"] = str(default_state_dir())
         # twistd may change directory (--rundir) after this, and a reload

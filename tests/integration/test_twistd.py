@@ -193,6 +193,24 @@ def test_a_quick_mode_root_that_is_not_a_directory_is_refused(tmp_path):
     assert result.stderr.decode().strip() == f"gemfcgi: --root {tmp_path / 'missing'} is not a directory"
 
 
+@pytest.mark.parametrize("option, value, said", [
+    ("--max-connections", "0", "--max-connections takes 1 or more, not 0"),
+    ("--workers", "-2", "--workers takes 1 to 15, as prefork does, not -2"),
+    ("--workers", "100", "--workers takes 1 to 15, as prefork does, not 100"),
+    ("--drain-timeout", "-1", "--drain-timeout takes a number of seconds, 0 or more, not -1"),
+    ("--request-timeout", "0", "--request-timeout takes a number of seconds above 0, not 0"),
+    ("--idle-timeout", "nan", "--idle-timeout takes a number of seconds above 0, not nan"),
+])
+def test_an_option_out_of_its_range_is_refused_before_anything_starts(tmp_path, option, value, said):
+    from twisted.python import usage
+
+    from gemfcgi.tap import Options
+
+    with pytest.raises(usage.UsageError) as refused:
+        Options().parseOptions(["--root", str(tmp_path), option, value])
+    assert str(refused.value) == said
+
+
 def test_an_ipv4_client_of_the_dual_stack_socket_is_shown_as_ipv4(tmp_path):
     # What quick mode and "listen on *" open: one IPv6 socket for both families.
     server = start_server("--state-dir", str(tmp_path), "--listen", "tcp6:0:interface=\\:\\:")
