@@ -308,15 +308,24 @@ def _warn_limited(text: str, **fields: Any) -> None:
 
 def _say_if_the_root_is_gone(root: str) -> None:
     """
-    A root renamed or removed while serving makes every page ``51``, which
-    on its own looks like a capsule of broken links: the log says why (a
-    ``stat`` on the not-found path only).
+    A root renamed or removed while serving, or one this process may not
+    read, makes every page ``51``, which on its own looks like a capsule of
+    broken links: the log says why (a look on the not-found path only).
     """
-    if not os.path.isdir(real_root(root)):
+    resolved = real_root(root)
+    if not os.path.isdir(resolved):
         _warn_limited(
             "root {root} is not a directory any more: every request under it gets 51 "
             "until it is back (or a reload names another)",
             root=root,
+        )
+    elif not os.access(resolved, os.R_OK | os.X_OK):
+        # A root the workers' user may not read (owned by root, mode 700).
+        _warn_limited(
+            "root {root} cannot be read by this process (uid {uid}): every request under it "
+            "gets 51",
+            root=root,
+            uid=os.geteuid(),
         )
 
 

@@ -479,6 +479,34 @@ def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
     ]
 
 
+def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypatch):
+    import os
+
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.handlers import static
+    from gemfcgi.textlog import LogLimiter
+
+    monkeypatch.setattr(static, "_failures", LogLimiter(static._Monotonic(), limit=5, window=10.0))
+    root = tmp_path / "capsule"
+    root.mkdir()
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(root)))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    # As for workers whose user may not enter a root owned by root, mode 700
+    # (the tests run as root, whom no mode keeps out).
+    readable = os.access
+    monkeypatch.setattr(static.os, "access", lambda path, mode: path != str(root) and readable(path, mode))
+    with capturedLogs() as logs:
+        protocol, transport, _ = connect(site)
+        protocol.dataReceived(b"gemini://localhost/page.gmi\r\n")
+    assert transport.value() == b"51 not found\r\n"
+    assert [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"] == [
+        f"root {root} cannot be read by this process (uid {os.geteuid()}): every request under "
+        "it gets 51"
+    ]
+
+
 def test_a_failing_handler_costs_its_request_a_40_not_a_silent_close(site):
     def broken(client, request, settings):
         raise RuntimeError("a bug")
