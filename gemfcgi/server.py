@@ -55,6 +55,9 @@ from gemfcgi.textlog import log_field, printable
 from gemfcgi.tls import TLSFacts
 
 log = Logger()
+# The access line's META for a request whose connection ended before any
+# header went out (the client left, or the connection broke).
+CLIENT_GONE = "connection closed before the reply"
 
 
 @dataclass
@@ -176,6 +179,9 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.state = State.CLOSED
         self._disarm()
         self.stopProducing()
+        if previous is State.RESPONDING and self.record.status == 0 and not self.record.meta:
+            # No header went out: the access line says why it has no status.
+            self.record.meta = CLIENT_GONE
         if previous in (State.RESPONDING, State.CLOSING):
             self._log_access()
         if self.factory is not None:

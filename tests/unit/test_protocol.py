@@ -154,6 +154,16 @@ def test_a_line_that_cannot_be_read_is_logged_with_what_came(site, data, meta):
     assert event["line"].split(" 59 ")[0].endswith(f" GET {shown}")
 
 
+def test_a_connection_gone_before_any_header_is_logged_as_such(site):
+    site.handlers["static"] = lambda client, request, settings: None  # an answer still coming
+    with access_events() as seen:
+        protocol, transport, clock = connect(site)
+        protocol.dataReceived(b"gemini://localhost/slow\r\n")
+        protocol.connectionLost(None)
+    [event] = seen
+    assert " GET gemini://localhost/slow 0 connection closed before the reply 0 " in event["line"]
+
+
 def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_path):
     (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
     with access_events() as seen:
