@@ -222,7 +222,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         "write require client ca inside the block to ask for one")
             if proxy.require_client_ca is not None:
                 check_ca(proxy.require_client_ca, proxy.origin or origin)
-            if relays_to_itself(config, proxy):
+            if relays_to_itself(config, server, proxy):
                 host, port = proxy.relay_to or ("", 0)
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
                         "this configuration, where the relayed request comes back to this proxy "
@@ -230,15 +230,19 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     return errors, warnings
 
 
-def relays_to_itself(config: model.Config, proxy: model.Proxy) -> bool:
+def relays_to_itself(config: model.Config, server: model.Server, proxy: model.Proxy) -> bool:
     """
-    Whether ``proxy`` relays to one of the configuration's own sockets
-    (named by an address or as localhost), where the relayed request, with
-    the same URL host, an accepted SNI and the relay's port, is taken by
-    the same block again.
+    Whether ``proxy`` (a block of ``server``) relays to one of the
+    configuration's own sockets (named by an address or as localhost),
+    where the relayed request, with the same URL host, an accepted SNI and
+    the relay's port, is taken by the same block again.
     """
     if proxy.relay_to is None or not proxy.use_tls:
         return False  # plaintext to a TLS listener fails at once
+    takes = HostPattern(proxy.for_host)
+    if not any(is_glob(name) or takes.matches(canonical_host(name) or name)
+               for name in [server.name, *server.aliases]):
+        return False  # no request of this server reaches the block: it never relays
     host, port = proxy.relay_to
     try:
         number = port_number(port)

@@ -214,6 +214,8 @@ LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configur
     ('\tproxy { relay-to "127.0.0.1" port 1966 }', []),
     ('\tproxy for-host "a.example" { relay-to "127.0.0.1"; sni "b.example" }', []),
     ('\tproxy { relay-to "127.0.0.1"; use-tls off }', []),
+    # A block that takes no host of its server relays nothing at all.
+    ('\tproxy for-host "other.example" port "*" { relay-to "127.0.0.1" }', []),
 ])
 def test_a_block_that_relays_to_its_own_listener_is_warned_of_as_a_loop(tmp_path, block, expected):
     assert check(tmp_path, block)[1] == expected
