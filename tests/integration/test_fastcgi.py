@@ -290,7 +290,7 @@ def dead(pid: int) -> bool:
     """Whether ``pid`` has ended (a zombie its parent has not reaped yet, or gone)."""
     try:
         return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped between the open and the read
         return True
 
 
