@@ -462,8 +462,15 @@ def test_a_read_error_gets_40_or_cuts_the_body_and_leaves_no_descriptor_open(tmp
     assert lines[1].endswith(" gemini://localhost/large.bin cut short")
 
 
+def static_warnings(logs) -> list[str]:
+    """What the static handler logged, as text."""
+    from twisted.logger import formatEvent
+
+    return [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"]
+
+
 def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
-    from twisted.logger import capturedLogs, formatEvent
+    from twisted.logger import capturedLogs
 
     from gemfcgi.handlers import static
     from gemfcgi.textlog import LogLimiter
@@ -483,7 +490,7 @@ def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
         protocol, transport, _ = connect(site)
         protocol.dataReceived(b"gemini://localhost/\r\n")
     assert transport.value() == b"51 not found\r\n"
-    assert [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"] == [
+    assert static_warnings(logs) == [
         f"root {root} is not a directory any more: every request under it gets 51 "
         "until it is back (or a reload names another)"
     ]
@@ -492,7 +499,7 @@ def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
 def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypatch):
     import os
 
-    from twisted.logger import capturedLogs, formatEvent
+    from twisted.logger import capturedLogs
 
     from gemfcgi.handlers import static
     from gemfcgi.textlog import LogLimiter
@@ -511,7 +518,7 @@ def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypat
         protocol, transport, _ = connect(site)
         protocol.dataReceived(b"gemini://localhost/page.gmi\r\n")
     assert transport.value() == b"51 not found\r\n"
-    assert [formatEvent(e) for e in logs if e.get("log_namespace") == "gemfcgi.handlers.static"] == [
+    assert static_warnings(logs) == [
         f"root {root} cannot be read by this process (uid {os.geteuid()}): every request under "
         "it gets 51"
     ]
