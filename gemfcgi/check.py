@@ -14,6 +14,7 @@ import os
 import shlex
 import socket
 import stat
+from types import SimpleNamespace
 from typing import Optional
 
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
@@ -261,16 +262,10 @@ def relays_to_itself(config: model.Config, server: model.Server, proxy: model.Pr
         return False  # a name looked up elsewhere: not worth a lookup here
     sni = proxy.sni or (None if is_address(name) else name)
     sent = canonical_host(sni) if sni is not None else None
-    if sni is not None and (sent is None or not HostPattern(proxy.for_host).matches(sent)):
+    if sni is not None and (sent is None or not takes.matches(sent)):
         return False  # the URL's host must be the SNI name, and this block must take it
-    return any(servers_listening_on(config, _Address(address, number)) for address in addresses)
-
-
-class _Address:
-    """A socket address as ``servers_listening_on`` reads one."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    return any(servers_listening_on(config, SimpleNamespace(host=address, port=number))
+               for address in addresses)
 
 
 def proxy_problems(proxy: model.Proxy) -> list[str]:

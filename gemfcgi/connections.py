@@ -184,8 +184,7 @@ def unsent_bytes(transport: Any) -> Optional[int]:
     tcp = _socket_of(transport)
     if tcp is None:
         return None
-    buffered = len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0)
-    buffered += getattr(tcp, "_tempDataLen", 0)
+    buffered = _buffered(tcp)
     try:
         queued = struct.unpack("i", fcntl.ioctl(tcp.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
     except (OSError, ValueError, AttributeError):
@@ -200,12 +199,15 @@ def close_once_sent(transport: Any) -> bool:
     otherwise.
     """
     tcp = _socket_of(transport)
-    if tcp is None:
-        return False
-    buffered = len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0)
-    if buffered + getattr(tcp, "_tempDataLen", 0):
+    if tcp is None or _buffered(tcp):
         return False
     return close_in_order(transport)
+
+
+def _buffered(tcp: Any) -> int:
+    """Bytes written to ``tcp`` that Twisted still holds, not yet handed to the kernel."""
+    held = len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0)
+    return held + getattr(tcp, "_tempDataLen", 0)
 
 
 def close_in_order(transport: Any) -> bool:

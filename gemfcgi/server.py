@@ -388,11 +388,15 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.state = State.CLOSING
         self.record.finished = self.clock.seconds()
         self._disarm()
+        self._let_the_producer_go()
+        self.transport.abortConnection()
+
+    def _let_the_producer_go(self) -> None:
+        """Unregister and stop what writes the body, if anything does."""
         producer, self._producer = self._producer, None
         if producer is not None:
             self.transport.unregisterProducer()
             producer.stopProducing()
-        self.transport.abortConnection()
 
     def answer_the_stop(self) -> bool:
         """
@@ -404,10 +408,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         """
         if self.state is not State.RESPONDING or self._header_sent:
             return False
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            self.transport.unregisterProducer()
-            producer.stopProducing()
+        self._let_the_producer_go()
         self.respond(status.SERVER_UNAVAILABLE, "server is stopping")
         if close_once_sent(self.transport):
             self._disarm()

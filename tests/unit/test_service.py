@@ -407,3 +407,34 @@ def test_prefork_workers_answer_as_one_process_unless_the_sockets_were_given(con
         pool = WorkerPool(config, 2, listen=listen, reactor=MemoryReactorClock())
         pool.worker_config = config
         assert pool._plan(0).answer_by_listen is expected
+
+
+def test_a_worker_whose_parent_is_already_gone_does_not_start(config):
+    import pickle
+    import subprocess
+    import sys
+
+    from gemfcgi.worker import WorkerPlan
+
+    # Its parent here is this test, not the pid the plan names.
+    plan = WorkerPlan(config=config, listen=[], number=3, parent=os.getpid() + 1_000_000)
+    ended = subprocess.run([sys.executable, "-m", "gemfcgi.worker"], input=pickle.dumps(plan),
+                           capture_output=True, timeout=30)
+    assert ended.returncode == 1
+    assert ended.stderr.decode().strip() == "gemfcgi worker 3: the server process is gone; not starting"
+
+
+def test_a_reload_of_one_process_refuses_the_privileges_only_a_start_drops(config):
+    from gemfcgi.check import needs_a_restart
+
+    config.user, config.chroot, config.prefork = "nobody", "/var/gemini", 4
+    config.origins = {"user": model.Origin("gmid.conf", 2), "chroot": model.Origin("gmid.conf", 3),
+                      "prefork": model.Origin("gmid.conf", 1)}
+    said = "privileges are dropped at a start only, and this server started in one process without"
+    assert [str(d) for d in needs_a_restart(config, workers_fixed=True)] == [
+        f"gmid.conf:2: user 'nobody': {said}: restart it to apply this",
+        f"gmid.conf:3: chroot '/var/gemini': {said}: restart it to apply this",
+    ]
+    assert [str(d) for d in needs_a_restart(config)][-1] == (
+        "gmid.conf:1: prefork 4: this server started in one process, and a reload cannot start "
+        "workers: restart it to apply this")
