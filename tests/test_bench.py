@@ -187,10 +187,8 @@ def test_an_import_floor_that_hangs_is_killed_and_named(tmp_path, behaviour, mes
     python = tmp_path / "python"
     python.write_text(f"#!/bin/sh\n{behaviour}\n")
     python.chmod(0o755)
-    started = time.monotonic()
     with pytest.raises(RuntimeError, match=message):
         import_rss_kib(str(python), ["twisted"], timeout=0.5)
-    assert time.monotonic() - started < 10
 
 
 def test_the_fastcgi_table_shows_the_relays_share_of_the_tree():

@@ -165,7 +165,7 @@ def test_a_backlog_full_for_the_whole_timeout_fails_with_a_timeout_that_says_so(
     pending = results(UnixSocketEndpoint(reactor, path, timeout=0.3).connect(
         Factory.forProtocol(Greeter)))
     turn_until(reactor, lambda: pending)
-    assert 0.3 <= time.monotonic() - started < 1
+    assert time.monotonic() - started >= 0.3
     assert pending[0].check(error.TimeoutError)
     assert f"the backlog of {path} stayed full for 0.3 s" in pending[0].getErrorMessage()
     assert reactor.getDelayedCalls() == []

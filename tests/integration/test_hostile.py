@@ -45,6 +45,18 @@ def home(server):
 SLOW_CLIENTS = 500
 
 
+def answered(connection: ssl.SSLSocket) -> bool:
+    """Whether the server has answered (or closed) without the client waiting."""
+    connection.setblocking(False)
+    try:
+        connection.recv(100)
+    except ssl.SSLWantReadError:
+        return False
+    finally:
+        connection.setblocking(True)
+    return True
+
+
 def test_slowloris_does_not_delay_ordinary_requests(hostile_server):
     port = hostile_server.port
     slow = []
@@ -52,15 +64,15 @@ def test_slowloris_does_not_delay_ordinary_requests(hostile_server):
         raw = socket.create_connection(("127.0.0.1", port), timeout=30)
         slow.append(client_context().wrap_socket(raw, server_hostname="localhost"))
     request = f"gemini://localhost:{port}/sub/page.gmi\r\n".encode()
-    waits = []
     try:
         for second in range(2):
             for connection in slow:
                 connection.send(request[second:second + 1])
-            started = time.monotonic()
             assert home(hostile_server).status == 20
-            waits.append(time.monotonic() - started)
-            time.sleep(max(0.0, 1.0 - waits[-1]))
+            # Served while the slow clients still hold their connections: the
+            # last of them is not answered before its request timeout (3 s).
+            assert not answered(slow[-1])
+            time.sleep(1)
         answers = set()
         for connection in slow:
             connection.settimeout(10)
@@ -68,7 +80,6 @@ def test_slowloris_does_not_delay_ordinary_requests(hostile_server):
     finally:
         for connection in slow:
             connection.close()
-    assert max(waits) < 1.0, waits
     assert answers == {b"59 request timeout\r\n"}
 
 
@@ -97,12 +108,12 @@ def test_random_bytes_are_closed(hostile_server):
 def test_client_that_never_finishes_the_handshake_is_closed(hostile_server):
     with socket.create_connection(("127.0.0.1", hostile_server.port), timeout=10) as raw:
         raw.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
-        started = time.monotonic()
+        # The handshake timeout is 3 s; a server that kept the connection
+        # would leave this read to the socket's own timeout, which raises.
         try:
             raw.recv(1024)
         except ConnectionResetError:
             pass
-        assert time.monotonic() - started < 8
 
 
 def test_client_that_resets_mid_response_leaves_nothing_behind(hostile_server):
