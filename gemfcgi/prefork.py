@@ -36,6 +36,7 @@ from gemfcgi.endpoints import family_name
 from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.privileges import identity_for
+from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, split_proxied
 from gemfcgi.server import Timeouts
 from gemfcgi.service import (
     ListenError,
@@ -54,7 +55,6 @@ log = Logger()
 _WORKER_LINE = re.compile(r"\S+ \[([^\]#]*)#(\w+)\] (.*)", re.DOTALL)
 _LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
-HAPROXY_PREFIX = "haproxy:"
 MIN_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 # A worker that lived less than this is "dying at start": back off.
@@ -91,8 +91,7 @@ class OpenSocket:
 
 
 def open_socket(reactor, description: str) -> OpenSocket:
-    proxied = description.startswith(HAPROXY_PREFIX)
-    bare = description[len(HAPROXY_PREFIX):] if proxied else description
+    proxied, bare = split_proxied(description)
     failures: list = []
     ports: list = []
     refuse = Factory.forProtocol(_Refuse)

@@ -34,6 +34,14 @@ BARE_UNKNOWN = b"PROXY UNKNOWN\r\n"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 SPELLED_OUT = b"PROXY UNKNOWN \r\n"
 _ADDRESSES = {b"TCP4": ipaddress.IPv4Address, b"TCP6": ipaddress.IPv6Address}
+PREFIX = "haproxy:"
+
+
+def split_proxied(description: str) -> tuple[bool, str]:
+    """Whether a listener's endpoint string takes PROXY headers, and the endpoint under it."""
+    if description.startswith(PREFIX):
+        return True, description[len(PREFIX):]
+    return False, description
 
 
 def v1_problem(line: bytes) -> str | None:

@@ -36,7 +36,7 @@ from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.pagecache import PageCache
-from gemfcgi.proxyv1 import proxy_header_endpoint
+from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
 from gemfcgi.tls import CertificateStore, ServerTLS
@@ -89,7 +89,7 @@ class _Socket:
 
     @property
     def description(self) -> str:
-        prefix = "haproxy:" if self.proxied else ""
+        prefix = HAPROXY_PREFIX if self.proxied else ""
         kind = "tcp6" if self.family == socket.AF_INET6 else "tcp"
         return (f"{prefix}{kind}:{self.port}:interface={_escape(self.address)}"
                 f":backlog={LISTEN_BACKLOG}")
@@ -151,7 +151,8 @@ def proxy_v1_switched(description: str, open_now: Collection[str]) -> bool:
     ``proxy-v1`` setting: the new one cannot be opened beside it, and a
     reload cannot close the old one first.
     """
-    twin = description[len("haproxy:"):] if description.startswith("haproxy:") else "haproxy:" + description
+    proxied, bare = split_proxied(description)
+    twin = bare if proxied else HAPROXY_PREFIX + description
     return twin in open_now
 
 
@@ -168,8 +169,7 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     ``serverFromString`` with errors a user can act on; a ``haproxy:``
     listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
     """
-    proxied = description.startswith("haproxy:")
-    inner_description = description[len("haproxy:"):] if proxied else description
+    proxied, inner_description = split_proxied(description)
     if inner_description.startswith("ssl:"):
         # Its TLS would sit where gemfcgi's own goes, and offer no
         # certificate per server.
@@ -336,7 +336,7 @@ class ListenerService(Service):
 
     def startService(self) -> None:
         super().startService()
-        proxied = self.description.startswith("haproxy:")
+        proxied, _ = split_proxied(self.description)
         factory = self._layered() if proxied else self.gemini
         failures = []
         listening = self.endpoint.listen(factory)
