@@ -43,7 +43,7 @@ from gemfcgi.service import (
     listen_failed,
     on_signal,
     plan_listeners,
-    restart_hint,
+    opening_failed,
     server_endpoint,
 )
 from gemfcgi.textlog import text_event
@@ -209,13 +209,14 @@ class WorkerPool(Service):
     # -- sockets ----------------------------------------------------------
 
     def _open_sockets(self, config: model.Config) -> None:
-        wanted = [listener.description for listener in plan_listeners(config, self.listen)]
-        for description in wanted:
-            if description not in self.sockets:
+        planned = plan_listeners(config, self.listen)
+        wanted = [listener.description for listener in planned]
+        for listener in planned:
+            if listener.description not in self.sockets:
                 try:
-                    self.sockets[description] = open_socket(self.reactor, description)
+                    self.sockets[listener.description] = open_socket(self.reactor, listener.description)
                 except ListenError as problem:
-                    raise restart_hint(problem, description, self.sockets) from None
+                    raise opening_failed(problem, listener, self.sockets) from None
         self._unwanted = [d for d in self.sockets if d not in wanted]
 
     def _wanted_sockets(self) -> list[OpenSocket]:

@@ -143,7 +143,7 @@ class Reloader(Service):
     def _failed(self, error: Exception) -> None:
         log.error(
             "reload failed, keeping the running configuration: {source}: {error}",
-            source=self.source,
+            source=getattr(error, "origin", None) or self.source,
             error=str(error),
         )
 

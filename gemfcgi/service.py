@@ -60,7 +60,12 @@ class StartError(ValueError):
 
 
 class ListenError(StartError):
-    """A listen endpoint string that cannot be used, with what to do about it."""
+    """
+    A listen endpoint string that cannot be used, with what to do about it;
+    ``origin`` is the ``listen on`` line that asked for it, if one did.
+    """
+
+    origin: Optional[model.Origin] = None
 
 
 class AccessLogError(StartError):
@@ -156,12 +161,17 @@ def proxy_v1_switched(description: str, open_now: Collection[str]) -> bool:
     return twin in open_now
 
 
-def restart_hint(problem: ListenError, description: str, open_now: Collection[str]) -> ListenError:
-    """``problem``, saying a restart is needed if a ``proxy-v1`` switch caused it."""
-    if not proxy_v1_switched(description, open_now):
-        return problem
-    return ListenError(f"{problem} (switching proxy-v1 on a listener's address and port needs a "
-                       "restart: a reload opens its new sockets before it closes the old ones)")
+def opening_failed(problem: ListenError, listener: "Listener", open_now: Collection[str]) -> ListenError:
+    """
+    ``problem`` at the line that asked for the socket, saying a restart is
+    needed if a ``proxy-v1`` switch caused it.
+    """
+    if proxy_v1_switched(listener.description, open_now):
+        problem = ListenError(f"{problem} (switching proxy-v1 on a listener's address and port "
+                              "needs a restart: a reload opens its new sockets before it closes "
+                              "the old ones)")
+    problem.origin = listener.origin
+    return problem
 
 
 def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
@@ -219,10 +229,14 @@ def servers_listening_on(config: model.Config, address) -> list[int]:
 
 @dataclass
 class Listener:
-    """One socket to open, and the servers whose certificates it offers."""
+    """
+    One socket to open, the servers whose certificates it offers, and the
+    first ``listen on`` line asking for it (none for the command line's).
+    """
 
     description: str
     servers: list[int]
+    origin: Optional[model.Origin] = None
 
 
 def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> list[Listener]:
@@ -234,10 +248,12 @@ def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> lis
     if listen:
         return [Listener(description, everyone) for description in listen]
     planned: dict[_Socket, list[int]] = {}
+    origins: dict[_Socket, Optional[model.Origin]] = {}
     for index, server in enumerate(config.servers):
         for item in server.listens or [model.Listen()]:
             for entry in _sockets(item):
                 planned.setdefault(entry, []).append(index)
+                origins.setdefault(entry, item.origin or server.origin)
     # gmid binds with SO_REUSEPORT, so `listen on *` in one server and
     # `listen on 127.0.0.1` on the same port in another both open. Here
     # the wildcard socket serves both (every server answers on every
@@ -249,7 +265,7 @@ def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> lis
                 servers = planned[wildcard]
                 servers.extend(i for i in planned.pop(entry) if i not in servers)
                 break
-    return [Listener(entry.description, servers) for entry, servers in planned.items()]
+    return [Listener(entry.description, servers, origins[entry]) for entry, servers in planned.items()]
 
 
 def load_key_pairs(config: model.Config) -> list[KeyPair]:
@@ -322,8 +338,10 @@ class ListenerService(Service):
         tls: ServerTLS,
         limit: int,
         on_listening: Optional[Callable[[IListeningPort], None]] = None,
+        origin: Optional[model.Origin] = None,
     ) -> None:
         self.on_listening = on_listening
+        self.origin = origin
         self.description = description
         self.endpoint = endpoint
         self.gemini = gemini
@@ -342,7 +360,9 @@ class ListenerService(Service):
         listening = self.endpoint.listen(factory)
         listening.addCallbacks(self._listening, failures.append)
         if failures:
-            raise listen_failed(self.description, failures[0])
+            problem = listen_failed(self.description, failures[0])
+            problem.origin = self.origin
+            raise problem
         port = self.port
         if proxied:
             return
@@ -456,7 +476,6 @@ class GemfcgiService(MultiService):
         again and ``ListenError`` is raised: the running ones never notice.
         """
         added: dict[str, ListenerService] = {}
-        description = ""
         try:
             for listener in planned:
                 description = listener.description
@@ -474,13 +493,14 @@ class GemfcgiService(MultiService):
                     ServerTLS(store, listener.servers[0]),
                     hard_limit(site.max_connections),
                     on_listening,
+                    listener.origin,
                 )
                 added[description] = service
                 # Opens the socket when this service runs.
                 service.setServiceParent(self)
         except ListenError as problem:
             _close(added)
-            raise restart_hint(problem, description, self.listeners) from None
+            raise opening_failed(problem, listener, self.listeners) from None
         except Exception:
             _close(added)
             raise

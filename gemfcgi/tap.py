@@ -256,7 +256,8 @@ class StartOrExit(MultiService):
                 raise
             # twistd has standard error written to its log by now.
             if isinstance(error, ListenError):
-                sys.exit(f"gemfcgi: cannot listen on {error}")
+                where = f"{error.origin}: " if error.origin else ""
+                sys.exit(f"gemfcgi: {where}cannot listen on {error}")
             sys.exit(f"gemfcgi: {error}")
 
 

@@ -288,6 +288,30 @@ def test_a_spawn_command_whose_program_is_missing_is_a_config_error(tree, tmp_pa
     ]
 
 
+def line_of(config: Path, text: str) -> int:
+    """The number of the configuration's first line holding ``text``."""
+    lines = config.read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one process", "workers"])
+def test_a_port_in_use_ends_the_start_naming_the_listen_line(tree, tmp_path, busy_port, workers):
+    import subprocess
+
+    from tests.support import TWISTD
+
+    config = tmp_path / "gmid.conf"
+    config.write_text((tree / "gmid.conf").read_text().replace(
+        "listen on 127.0.0.1 port 0", f"listen on 127.0.0.1 port {busy_port}"))
+    result = subprocess.run([*TWISTD, "-n", "--pidfile=", "gemfcgi", "-c", str(config), *workers],
+                            capture_output=True, timeout=60)
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 1, output
+    assert (f"gemfcgi: {config}:{line_of(config, f'port {busy_port}')}: cannot listen on "
+            f"tcp:{busy_port}:interface=127.0.0.1:backlog=") in output
+    assert "Traceback" not in output
+
+
 def check_and_start_errors(config: Path) -> list[str]:
     """What ``--check`` and a start-up print of ``config``; both must agree and exit 1."""
     import subprocess
@@ -502,7 +526,7 @@ class TestReload:
                 f"listen on 127.0.0.1 port {port}", f"listen on 127.0.0.1 port {port} proxy-v1"))
             server.process.send_signal(signal.SIGHUP)
             server.wait_for_log(
-                rf"reload failed, keeping the running configuration: {config}: "
+                rf"reload failed, keeping the running configuration: {config}:{line_of(config, 'proxy-v1')}: "
                 rf"haproxy:tcp:{port}:interface=127\.0\.0\.1:backlog=\d+: Address already in use "
                 r"\(switching proxy-v1 on a listener's address and port needs a restart: a reload "
                 r"opens its new sockets before it closes the old ones\)"
@@ -517,8 +541,9 @@ class TestReload:
             "listen on 127.0.0.1 port 0", f"listen on 127.0.0.1 port {busy_port}"
         ).replace('lang "en"', 'lang "eo"'))
         server.process.send_signal(signal.SIGHUP)
+        line = line_of(config, f"port {busy_port}")
         server.wait_for_log(
-            rf"reload failed, keeping the running configuration: {config}: "
+            rf"reload failed, keeping the running configuration: {config}:{line}: "
             rf"tcp:{busy_port}:interface=127\.0\.0\.1:backlog=\d+: Address already in use"
         )
         # Still there, and still serving the configuration it had.
