@@ -308,7 +308,7 @@ class GeminiProtocol(OneTimeout, Protocol):
             header = response_header(code, meta)
         self._header_sent = True
         self.record.status = code
-        self.record.meta = meta
+        self.record.meta = status.sent_meta(code, meta)
         self.client_write(header + body if code // 10 == 2 else header)
         return True
 

@@ -3,7 +3,8 @@
 
 The formats are ``%%``, ``%p`` (the path after ``strip``), ``%q`` (the raw
 query), ``%P`` (the listener's port) and ``%N`` (the SNI name, or the
-listener's address without SNI); the config parser rejects any other.
+listener's address without SNI); the config parser rejects any other. As
+gmid, ``%N`` is the name in Unicode, not its punycode (A-label) form.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gemfcgi.gemini import status
+from gemfcgi.gemini.hosts import unicode_host
 from gemfcgi.gemini.request import Request
 from gemfcgi.handlers.static import iri_path, path_for_meta, strip_components
 from gemfcgi.routing import PathSettings
@@ -41,7 +43,7 @@ def serve_block(client: "GeminiProtocol", request: Request, settings: PathSettin
     port = client.listener_port
     tls = client.tls
     if tls is not None and tls.server_name:
-        server_name = tls.server_name
+        server_name = unicode_host(tls.server_name)
     else:
         server_name = getattr(client.transport.getHost(), "host", "")
     values = (request.query or "", "" if port is None else str(port), server_name)

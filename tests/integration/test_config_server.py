@@ -51,6 +51,11 @@ server "example.com" {{
     location "/neg/[^_]*" {{ block return 44 "negated" }}
     location "/cls/[[:digit:]]*" {{ block return 50 "digits" }}
     location "/lit/\\*" {{ block return 52 "a star" }}
+    location "/untyped/*" {{
+        root $roots "/example/files"
+        strip 1
+        default type ""
+    }}
 }}
 
 server "*.example.org" {{
@@ -65,6 +70,7 @@ server "bücher.example" {{
     cert $certs "/buecher.pem"
     key $certs "/buecher.key"
     root $roots "/org"
+    location "/moved" {{ block return 31 "gemini://%N%p" }}
 }}
 """
 
@@ -170,6 +176,12 @@ def test_block_return_formats_like_gmid(server):
     assert reply.header == f"31 gemini://example.com:{server.port}/a/b?x%20y".encode()
 
 
+def test_a_block_redirect_names_the_server_in_unicode_as_gmid_does(server):
+    for host in ("bücher.example", "xn--bcher-kva.example"):
+        reply = get(server, host, "/moved", sni="xn--bcher-kva.example")
+        assert reply.header == "31 gemini://bücher.example/moved".encode()
+
+
 def test_a_block_redirect_with_a_long_unicode_path_is_written_as_the_client_wrote_it(server):
     # Percent-encoded, the path would make the META 2,8xx bytes, more than
     # one may hold; written as UTF-8, it fits as the request did.
@@ -226,6 +238,12 @@ def test_auto_index_links_a_name_that_is_not_utf8_by_its_escaped_bytes(server):
 
 def test_default_type_applies_to_unknown_extensions(server):
     assert get(server, "example.com", "/files/README").meta == "text/plain"
+
+
+def test_an_empty_default_type_is_sent_and_logged_as_what_it_means(server):
+    reply = get(server, "example.com", "/untyped/README")
+    assert (reply.header, reply.body) == (b"20 text/gemini; charset=utf-8", b"readme\n")
+    server.wait_for_log(r"GET gemini://example\.com/untyped/README 20 text/gemini; charset=utf-8 \d+ ")
 
 
 def test_log_off_writes_no_access_line(server):
