@@ -19,7 +19,8 @@ def proxied(tmp_path_factory, certificate):
     config = root / "gmid.conf"
     config.write_text(
         f'server "localhost" {{\n  listen on 127.0.0.1 port 0 proxy-v2\n'
-        f'  cert "{cert}"\n  key "{key}"\n  root "{root}"\n}}\n'
+        f'  cert "{cert}"\n  key "{key}"\n  root "{root}"\n'
+        '  location "/moved" { block return 31 "gemini://%N:%P/new" }\n}\n'
     )
     server = start_server("-c", str(config))
     yield server
@@ -58,6 +59,12 @@ def test_client_address_from_the_proxy_header_is_logged(proxied, make_header, so
     reply = exchange(port, make_header(source, 40123, port), f"gemini://localhost:{port}/\r\n".encode())
     assert reply.startswith(b"20 text/gemini\r\n# behind a balancer")
     proxied.wait_for_log(re.escape(f"{source}:40123 GET gemini://localhost/ 20"))
+
+
+def test_a_redirect_names_the_port_the_client_connected_to(proxied):
+    # The balancer listens on 1965; this server's own port is another.
+    reply = exchange(proxied.port, v1_header("192.0.2.10", 40123, 1965), b"gemini://localhost/moved\r\n")
+    assert reply == b"31 gemini://localhost:1965/new\r\n"
 
 
 @pytest.mark.parametrize("pieces", [[b"PROXY UNKNOWN\r\n"], [b"PROXY UNK", b"NOWN\r", b"\n"]])
