@@ -58,6 +58,9 @@ log = Logger()
 # The access line's META for a request whose connection ended before any
 # header went out (the client left, or the connection broke).
 CLIENT_GONE = "connection closed before the reply"
+# How often a reply cut short looks whether what was written before has
+# left for the kernel, so that the FIN follows it.
+CUT_CHECK_PERIOD = 0.25
 
 
 @dataclass
@@ -377,11 +380,14 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def cut(self) -> None:
         """
-        End a response that is not whole: abort the connection, without the
-        close_notify that ``finish`` sends. Gemini has no length field, so
-        that close_notify is what tells a client a response is complete; a
-        body cut short must not pass for one that ended. Whatever streams it
-        is stopped.
+        End a response that is not whole, without the close_notify that
+        ``finish`` sends. Gemini has no length field, so that close_notify
+        is what tells a client a response is complete; a body cut short must
+        not pass for one that ended. Whatever streams it is stopped.
+
+        What was written before still reaches the client, then a FIN: a
+        reset would destroy what the client's kernel holds for it unread.
+        A client that reads none of it for the idle timeout is reset.
         """
         if self.state is not State.RESPONDING:
             return
@@ -389,6 +395,18 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.record.finished = self.clock.seconds()
         self._disarm()
         self._let_the_producer_go()
+        self._last_unsent = None
+        self._stalled_for = 0.0
+        # Looked at on a later turn: a cut made while a read's writes are
+        # batched has bytes the TLS layer sends only when the batch ends.
+        self._arm(0, self._cut_check)
+
+    def _cut_check(self) -> None:
+        if close_once_sent(self.transport):
+            return
+        if self._still_reading(unsent_bytes(self.transport), CUT_CHECK_PERIOD):
+            self._arm(CUT_CHECK_PERIOD, self._cut_check)
+            return
         self.transport.abortConnection()
 
     def _let_the_producer_go(self) -> None:
@@ -423,16 +441,25 @@ class GeminiProtocol(OneTimeout, Protocol):
             # slow) may not have read it yet, and a reset would destroy
             # what it has not read. So the connection ends with a FIN.
             return
-        if unsent:
-            if self._last_unsent is None or unsent < self._last_unsent:
-                self._stalled_for = 0.0
-            else:
-                self._stalled_for += linger
-            self._last_unsent = unsent
-            if self._stalled_for < self.site.timeouts.idle:
-                self._arm(linger, self._linger_check)
-                return
+        if self._still_reading(unsent, linger):
+            self._arm(linger, self._linger_check)
+            return
         self.transport.abortConnection()
+
+    def _still_reading(self, unsent: Optional[int], period: float) -> bool:
+        """
+        Whether bytes are still unsent and the client took some of them
+        within the idle timeout; called every ``period`` seconds while the
+        connection ends.
+        """
+        if not unsent:
+            return False
+        if self._last_unsent is None or unsent < self._last_unsent:
+            self._stalled_for = 0.0
+        else:
+            self._stalled_for += period
+        self._last_unsent = unsent
+        return self._stalled_for < self.site.timeouts.idle
 
     def respond(self, code: int, meta: str = "") -> None:
         """A header-only response, then close."""

@@ -71,6 +71,8 @@ MODES = {
     "unknown-record": lambda r: r.connection.sendall(Record(RecordType.DATA, 1, b"hello").encode()),
     "wrong-version": lambda r: r.connection.sendall(record_with_version(2)),
     "eof-after-header": lambda r: r.connection.sendall(stdout(HEADER + b"partial body\n")),
+    # A crash after much of the body: more than the client's kernel takes at once.
+    "eof-after-3-mib": lambda r: r.connection.sendall(stdout(HEADER + b"z" * (3 << 20))),
     "app-status-after-header": lambda r: r.connection.sendall(
         stdout(HEADER + b"some body\n") + encode_end_request(app_status=7)),
     "overloaded": lambda r: r.connection.sendall(encode_end_request(protocol_status=ProtocolStatus.OVERLOADED)),

@@ -311,6 +311,21 @@ def test_eof_after_the_header_cuts_the_body_without_close_notify_or_hanging(fail
     fault_line(failing, "/bad/eof-after-header", "spawn:", "without END_REQUEST", "body cut short")
 
 
+def test_a_body_cut_short_still_brings_the_client_what_was_relayed_before(failing):
+    # The application's end reaches the server long before this client
+    # reads: what the server relayed until then is in its buffers and the
+    # client's kernel, and must all arrive, then an end without close_notify.
+    raw = socket.create_connection(("127.0.0.1", failing.port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"gemini://localhost:{failing.port}/bad/eof-after-3-mib\r\n".encode())
+    fault_line(failing, "/bad/eof-after-3-mib", "spawn:", "without END_REQUEST", "body cut short")
+    data, clean = read_to_end(tls)
+    tls.close()
+    header, _, body = data.partition(b"\r\n")
+    assert (header, len(body), clean) == (b"20 text/gemini", 3 << 20, False)
+
+
 def test_failing_app_status_after_a_whole_body_ends_it_with_close_notify(failing):
     reply = get(failing, "/bad/app-status-after-header")
     assert (reply.header, reply.body) == (b"20 text/gemini", b"some body\n")
