@@ -52,7 +52,8 @@ from gemfcgi.worker import WorkerPlan
 log = Logger()
 
 # A worker's log line: its time, "[namespace#level]" and the text (textlog's format).
-_WORKER_LINE = re.compile(r"\S+ \[([^\]#]*)#(\w+)\] (.*)", re.DOTALL)
+# Twisted's legacy lines ("[-] ...", "[gemfcgi.server.GeminiFactory] ...") have no level.
+_WORKER_LINE = re.compile(r"\S+ \[([^\]#]*)(?:#(\w+))?\] (.*)", re.DOTALL)
 _LEVELS = {level.name: level for level in LogLevel.iterconstants()}
 
 MIN_RESTART_DELAY = 0.5
@@ -112,6 +113,21 @@ def open_socket(reactor, description: str) -> OpenSocket:
     return OpenSocket(description, port, proxied)
 
 
+def _messages(lines: list[bytes]) -> list[str]:
+    """
+    Lines as the messages they are: the log writes a message's further
+    lines indented by a tab, and they join the line before them again.
+    """
+    messages: list[str] = []
+    for line in lines:
+        text = line.decode("utf-8", "replace")
+        if text.startswith("\t") and messages:
+            messages[-1] += "\n" + text[1:]
+        else:
+            messages.append(text)
+    return messages
+
+
 class WorkerProcess(ProcessProtocol):
     """One worker: its output goes to the parent's log, its end to the pool."""
 
@@ -122,6 +138,9 @@ class WorkerProcess(ProcessProtocol):
         self.started = pool.reactor.seconds()
         self.ended: Deferred = Deferred()
         self._partial = b""
+        # The namespace and level of the last line: a message's further
+        # lines (tab-indented) that come in a later read go with it.
+        self._last = ("gemfcgi.prefork", LogLevel.info)
         # Until its first line, a worker may not have its SIGUSR1 handler
         # yet (the default action ends the process): a reopen waits.
         self.ready = False
@@ -137,16 +156,19 @@ class WorkerProcess(ProcessProtocol):
             if self.reopen_when_ready:
                 self.pool._signal_all([self], signal.SIGUSR1)
         *lines, self._partial = (self._partial + data).split(b"\n")
-        for line in lines:
-            text = line.decode("utf-8", "replace")
+        for text in _messages(lines):
             found = _WORKER_LINE.match(text)
-            if found is None:
+            if found is not None:
+                # The worker's own namespace and level, and the parent's time
+                # alone: the same line as in one process, with the worker named.
+                namespace, level_name, rest = found.groups()
+                level = _LEVELS.get(level_name or "info", LogLevel.info)
+                self._last = (namespace, level)
+            elif text.startswith("\t"):
+                (namespace, level), rest = self._last, text[1:]
+            else:
                 log.observer(text_event(log, f"[worker {self.number}] {text}"))
                 continue
-            # The worker's own namespace and level, and the parent's time
-            # alone: the same line as in one process, with the worker named.
-            namespace, level_name, rest = found.groups()
-            level = _LEVELS.get(level_name, LogLevel.info)
             event = text_event(log, f"[worker {self.number}] {rest}", level)
             event["log_namespace"] = namespace
             event["log_system"] = f"{namespace}#{level.name}"

@@ -267,6 +267,32 @@ def test_a_workers_line_keeps_the_namespace_and_level_the_worker_logged_it_with(
     ]
 
 
+def test_a_workers_message_of_several_lines_stays_one_event_with_its_level():
+    from twisted.logger import LogLevel, formatEvent
+
+    seen = relayed_by_the_parent(
+        1,
+        b"2026-11-27T01:00:00+0000 [gemfcgi.fastcgi.backends#warn] x stderr: PHP Fatal error: boom\n"
+        b"\tStack trace:\n\t#0 {main}\n",
+        b"\t  thrown in /srv/x.php on line 8\n"
+        b"2026-11-27T01:00:00+0000 [-] GeminiFactory starting on 1965\n",
+    )
+    assert [(event["log_namespace"], event["log_level"]) for event in seen] == [
+        ("gemfcgi.fastcgi.backends", LogLevel.warn),
+        # Its last line came in a later read: it goes alone, but as the message did.
+        ("gemfcgi.fastcgi.backends", LogLevel.warn),
+        ("-", LogLevel.info),
+    ]
+    assert [formatEvent(event) for event in seen] == [
+        "[worker 1] x stderr: PHP Fatal error: boom\nStack trace:\n#0 {main}",
+        "[worker 1]   thrown in /srv/x.php on line 8",
+        "[worker 1] GeminiFactory starting on 1965",
+    ]
+    # Written by the parent's log, the further lines are indented once, as in one process.
+    assert textlog.format_event(textlog.SecondsFormatter())(seen[0]).endswith(
+        "boom\n\tStack trace:\n\t#0 {main}\n")
+
+
 # -- printable: what a client or an application sends cannot steer the log ------
 
 
