@@ -311,6 +311,10 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             return False
         if not self._nothing_buffered():
             return False  # the socket is full: stay on the BIOs, still correct
+        if not self._nothing_to_read():
+            # Bytes read but not yet decrypted (the client sent more after
+            # its request, part of a record): they would go with the BIO.
+            return False
         tls = self._tls
         ssl = getattr(tls, "_ssl", None)
         if _openssl is None or ssl is None or not hasattr(tls, "_into_ssl"):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support import client_context, fetch, raw_exchange, start_server
+from tests.support import client_context, fetch, raw_exchange, read_to_end, start_server
 
 
 def cpu_seconds(pid: int) -> float:
@@ -230,3 +230,18 @@ def test_a_request_cannot_write_escapes_or_lines_into_the_log(hostile_server):
     assert "\x1b" not in logged and "\u202e" not in logged
     assert "\nforged" not in logged
     assert home(hostile_server).header == b"20 text/gemini"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_bytes_sent_after_the_request_line_do_not_spoil_a_large_reply(hostile_server, version):
+    # More than one read takes (64 KiB) after the request: a record of them
+    # is still half-read when the reply goes over to streaming.
+    context = client_context()
+    context.maximum_version = version
+    port = hostile_server.port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls:
+            tls.sendall(f"gemini://localhost:{port}/big.bin\r\n".encode() + b"X" * 70_000)
+            data, clean = read_to_end(tls)
+    header, _, body = data.partition(b"\r\n")
+    assert (header, len(body), clean) == (b"20 application/octet-stream", 8 * 1024 * 1024, True)
