@@ -306,12 +306,12 @@ def host_name_problem(name: str) -> Optional[str]:
     """Why ``name`` cannot be looked up, sent as SNI or checked in a certificate; ``None`` if it can."""
     canonical = canonical_host(name)
     if canonical is None:
+        if any(not label for label in name.removesuffix(".").split(".")):
+            return "a host name with an empty label"
         return "not a host name"
     if is_address(canonical):
         return None
     labels = canonical.split(".")
-    if any(not label for label in labels):
-        return "a host name with an empty label"
     if any(len(label) > 63 for label in labels) or len(canonical) > 253:
         return "a host name longer than DNS allows (63 bytes a label, 253 in all)"
     return None

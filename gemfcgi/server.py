@@ -220,6 +220,9 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def _dispatch(self, request: Request) -> None:
         tls = self.tls
+        if tls is not None and tls.malformed_name:
+            self.respond(status.BAD_REQUEST, "malformed TLS server name")
+            return
         if tls is not None and tls.server_name is not None and tls.server_name != request.host:
             self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
             return

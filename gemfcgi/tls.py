@@ -193,6 +193,9 @@ class TLSFacts:
         self.server_name: Optional[str] = (
             canonical_host(raw_name.decode("utf-8", "replace")) if raw_name else None
         )
+        # A name sent that is no host name at all (``evil/x``): not the
+        # same as none, which lets the URL's host choose.
+        self.malformed_name = bool(raw_name) and self.server_name is None
 
     @cached_property
     def version(self) -> str:

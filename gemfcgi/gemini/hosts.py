@@ -44,9 +44,10 @@ def canonical_host(name: str) -> Optional[str]:
             return str(ipaddress.IPv6Address(name))
         except ValueError:
             return None
-    name = name.rstrip(".")
-    if not name:
-        return None  # only dots: no label at all
+    # One trailing dot is the root's (``example.org.``); more is an empty label.
+    name = name.removesuffix(".")
+    if not name or name.endswith(".") or name.startswith(".") or ".." in name:
+        return None
     if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
         return None
     if name.isascii():

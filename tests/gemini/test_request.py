@@ -123,9 +123,12 @@ def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
         ("gemini://localhost/?q\u0085", "space or control character in request"),
         ("gemini://..../", "malformed host"),
         ("gemini://./x", "malformed host"),
+        ("gemini://localhost../", "malformed host"),
+        ("gemini://a..example/", "malformed host"),
+        ("gemini://.example/", "malformed host"),
     ],
 )
-def test_c1_controls_and_a_host_of_dots_alone_get_59(line, meta):
+def test_c1_controls_and_a_host_of_dots_or_empty_labels_get_59(line, meta):
     with pytest.raises(RequestError) as raised:
         parse_request_line(line.encode("utf-8"))
     assert (raised.value.code, raised.value.meta) == (59, meta)
@@ -293,3 +296,7 @@ def test_a_long_unknown_scheme_is_refused_with_a_meta_that_fits():
         parse_request_line(b"a" * 1004 + b":")
     assert refused.value.code == 53
     assert refused.value.meta == f"scheme {'a' * 64}... is not served"
+
+
+def test_one_trailing_dot_is_the_same_host():
+    assert parse_request_line(b"gemini://Example.ORG./x").host == "example.org"

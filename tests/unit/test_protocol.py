@@ -196,6 +196,13 @@ def test_url_host_different_from_sni_gets_53(site):
     assert transport.value().startswith(b"53 ")
 
 
+@pytest.mark.parametrize("server_name", [b"evil.example/x", b"evil example", b"evil@example", b"localhost\x1b[31m"])
+def test_a_sni_that_is_no_host_name_gets_59_not_the_url_hosts_server(site, server_name):
+    protocol, transport, _ = connect(site, server_name=server_name)
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.value() == b"59 malformed TLS server name\r\n"
+
+
 def test_no_sni_lets_the_url_host_pick_the_server(site):
     protocol, transport, _ = connect(site, server_name=None)
     protocol.dataReceived(b"gemini://other.example/\r\n")
