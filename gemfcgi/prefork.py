@@ -226,7 +226,7 @@ class WorkerPool(Service):
         self._delays: dict[int, float] = {}
         self._stopping = False
         self._unwanted: list[str] = []
-        self._restore_usr1: Optional[Callable[[], None]] = None
+        self._restore_signals: list[Callable[[], None]] = []
 
     # -- sockets ----------------------------------------------------------
 
@@ -389,7 +389,10 @@ class WorkerPool(Service):
         for number in range(self.count):
             self._spawn(number)
         if hasattr(signal, "SIGUSR1"):
-            self._restore_usr1 = on_signal(signal.SIGUSR1, self.reopen_logs, self.reactor)
+            self._restore_signals = [
+                on_signal(signal.SIGUSR1, self.reopen_logs, self.reactor),
+                on_signal(signal.SIGUSR2, self.report_clients, self.reactor),
+            ]
 
     def reopen_logs(self) -> None:
         """
@@ -402,6 +405,11 @@ class WorkerPool(Service):
             if not process.ready:
                 process.reopen_when_ready = True
         self._signal_all([p for p in everyone if p.ready], signal.SIGUSR1)
+
+    def report_clients(self) -> None:
+        """SIGUSR2: each worker says how many clients it has connected."""
+        self._signal_all(
+            [p for p in [*self.workers.values(), *self.draining] if p.ready], signal.SIGUSR2)
 
     def reload(self, config: model.Config) -> None:
         """A new generation with ``config``; the old one drains and ends."""
@@ -469,9 +477,9 @@ class WorkerPool(Service):
             if killer.active():
                 killer.cancel()
             # Only now: a SIGUSR1 while the workers drain still reaches them.
-            if self._restore_usr1 is not None:
-                self._restore_usr1()
-                self._restore_usr1 = None
+            restore, self._restore_signals = self._restore_signals, []
+            for undo in restore:
+                undo()
             return DeferredList(closing + [app.stopService() for app in self.apps.values()])
 
         return DeferredList([p.ended for p in processes]).addCallback(ended)

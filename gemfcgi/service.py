@@ -454,7 +454,7 @@ class GemfcgiService(MultiService):
         # it); anywhere else its paths are read as written.
         self.enters_chroot = False
         self.chrooted = False
-        self._restore_usr1: Optional[Callable[[], None]] = None
+        self._restore_signals: list[Callable[[], None]] = []
 
     def rotate_ticket_keys(self) -> None:
         """New session ticket keys for every listener (tickets stay valid one period)."""
@@ -627,6 +627,10 @@ class GemfcgiService(MultiService):
         if writer is not None and writer.path is not None and writer.reopen():
             log.info("access log reopened")
 
+    def report_clients(self) -> None:
+        """SIGUSR2: how many clients are connected, as gmid says it."""
+        log.info("{count} connected clients", count=len(self.connections))
+
     def startService(self) -> None:
         """
         Open the access file and the listening sockets first: if one cannot
@@ -656,7 +660,10 @@ class GemfcgiService(MultiService):
         self._rotation.start(TICKET_KEY_LIFETIME, now=False)
         self._use_access_log(access_log)
         if hasattr(signal, "SIGUSR1"):
-            self._restore_usr1 = on_signal(signal.SIGUSR1, self.reopen_access_log, self.reactor)
+            self._restore_signals = [
+                on_signal(signal.SIGUSR1, self.reopen_access_log, self.reactor),
+                on_signal(signal.SIGUSR2, self.report_clients, self.reactor),
+            ]
         for service in self:
             if not service.running:
                 service.startService()
@@ -682,9 +689,9 @@ class GemfcgiService(MultiService):
         return stopping
 
     def _restore_signal_handlers(self) -> None:
-        if self._restore_usr1 is not None:
-            self._restore_usr1()
-            self._restore_usr1 = None
+        restore, self._restore_signals = self._restore_signals, []
+        for undo in restore:
+            undo()
 
     def _drain(self) -> Deferred:
         """

@@ -123,3 +123,16 @@ def test_a_request_cut_by_the_drain_timeout_is_named_and_the_wait_is_told_as_it_
     assert re.search(rf"GET {logged} 41 server is stopping 23 \d+\.\dms", server.log)
     # Told once, as the wait began; not again as the backends stop after it.
     assert len(re.findall(r"waiting .*for 1 requests to finish", server.log)) == 1
+
+
+def test_sigusr2_logs_how_many_clients_are_connected_and_serving_goes_on(lifecycle_server):
+    server = lifecycle_server
+    held = [client_context().wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
+                                         server_hostname="localhost") for _ in range(2)]
+    try:
+        server.process.send_signal(signal.SIGUSR2)
+        server.wait_for_log(r"\] 2 connected clients")
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+    finally:
+        for tls in held:
+            tls.close()

@@ -561,3 +561,23 @@ def test_a_reload_that_changes_prefork_starts_that_many_workers(capsule, certifi
         server.wait_for_log("workers: 2 -> 3 \\(prefork\\)", since=since)
         wait_workers_listening(server, 2 + 3)
         assert len(re.findall(r"started worker \d", server.log[since:])) == 3
+
+
+def test_sigusr2_makes_every_worker_say_how_many_clients_it_has(capsule, certificate, tmp_path):
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        held = [client_context().wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
+                                             server_hostname="localhost") for _ in range(3)]
+        try:
+            server.process.send_signal(signal.SIGUSR2)
+            deadline = time.monotonic() + 10
+            while len(counts := re.findall(r"\[worker (\d)\] (\d+) connected clients", server.log)) < 2:
+                assert time.monotonic() < deadline, server.log
+                time.sleep(0.05)
+            # The kernel hands the three connections to either worker.
+            assert sorted(number for number, _ in counts) == ["0", "1"]
+            assert sum(int(count) for _, count in counts) == 3
+            assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+        finally:
+            for tls in held:
+                tls.close()
