@@ -295,7 +295,9 @@ class FastCGIBackends(MultiService):
     def _retire(self, key: tuple, backend: Backend) -> None:
         """
         A backend no longer configured: its application stops after its
-        last request, unless a reload names it again first.
+        last request, unless a reload names it again first. A reload does
+        not interrupt requests: they are waited for however long their own
+        timers let them run; a stop of the server bounds the wait.
         """
         app = backend.app
         if app is None:
@@ -303,7 +305,7 @@ class FastCGIBackends(MultiService):
         if not self.running:
             app.disownServiceParent()
             return
-        waiting = self._drain_one(backend, self.timeouts.drain)
+        waiting = self._drain_one(backend, None)
         self._retiring[key] = (backend, waiting)
 
         def drained(_) -> None:
@@ -338,15 +340,15 @@ class FastCGIBackends(MultiService):
         waits = [self._drain_one(backend, timeout) for backend in self._all()]
         return DeferredList(waits).addCallback(lambda _: None)
 
-    def _drain_one(self, backend: Backend, timeout: float) -> Deferred:
+    def _drain_one(self, backend: Backend, timeout: Optional[float]) -> Deferred:
+        """``backend`` idle; after ``timeout`` seconds (``None``: no limit) whatever remains."""
         waiting = backend.idle()
         if waiting.called:
             return waiting
         log.info(
-            "FastCGI backend {backend}: waiting up to {timeout:g} s for {pending} requests "
-            "to finish",
+            "FastCGI backend {backend}: waiting{up_to} for {pending} requests to finish",
             backend=backend.name,
-            timeout=timeout,
+            up_to="" if timeout is None else f" up to {timeout:g} s",
             pending=backend.pending,
         )
 
@@ -361,7 +363,9 @@ class FastCGIBackends(MultiService):
                 pending=backend.pending,
             )
 
-        return waiting.addTimeout(timeout, self.reactor).addErrback(gave_up)
+        if timeout is not None:
+            waiting.addTimeout(timeout, self.reactor)
+        return waiting.addErrback(gave_up)
 
     def stopService(self) -> Deferred:
         Service.stopService(self)
