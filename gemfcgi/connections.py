@@ -77,14 +77,15 @@ class ConnectionTracker:
     def drain(
         self,
         clock: IReactorTime,
-        timeout: float,
+        timeout: Optional[float],
         cut: Optional[Callable[[Any], bool]] = None,
     ) -> Deferred:
         """
         Fires with ``True`` once no connection is left, or ``False`` after
         ``timeout`` seconds, when the stragglers are aborted (each passed
         to ``cut`` first, to say so; one for which it returns ``True`` has
-        been answered and ends by itself) and gone.
+        been answered and ends by itself) and gone. With no ``timeout``,
+        it waits for them however long they take.
 
         An aborted connection is lost a reactor turn later, and what it
         held (a FastCGI request) is let go only then: firing after that,
@@ -115,10 +116,10 @@ class ConnectionTracker:
                 # Only if a transport never reports its loss.
                 grace.append(clock.callLater(ABORT_GRACE, release))
 
-        timer = clock.callLater(timeout, give_up)
+        timers = [] if timeout is None else [clock.callLater(timeout, give_up)]
 
         def done(result: bool) -> bool:
-            for call in [timer, *grace]:
+            for call in [*timers, *grace]:
                 if call.active():
                     call.cancel()
             return result and not cut_short

@@ -140,7 +140,7 @@ class WorkerProcess(ProcessProtocol):
         self._partial = b""
         # The namespace and level of the last line: a message's further
         # lines (tab-indented) that come in a later read go with it.
-        self._last = ("gemfcgi.prefork", LogLevel.info)
+        self._last = ("gemfcgi.prefork", LogLevel.info, "gemfcgi.prefork#info")
         # Until its first line, a worker may not have its SIGUSR1 handler
         # yet (the default action ends the process): a reopen waits.
         self.ready = False
@@ -163,15 +163,17 @@ class WorkerProcess(ProcessProtocol):
                 # alone: the same line as in one process, with the worker named.
                 namespace, level_name, rest = found.groups()
                 level = _LEVELS.get(level_name or "info", LogLevel.info)
-                self._last = (namespace, level)
+                # As written: Twisted's legacy lines have no level in it.
+                system = f"{namespace}#{level.name}" if level_name else namespace
+                self._last = (namespace, level, system)
             elif text.startswith("\t"):
-                (namespace, level), rest = self._last, text[1:]
+                (namespace, level, system), rest = self._last, text[1:]
             else:
                 log.observer(text_event(log, f"[worker {self.number}] {text}"))
                 continue
             event = text_event(log, f"[worker {self.number}] {rest}", level)
             event["log_namespace"] = namespace
-            event["log_system"] = f"{namespace}#{level.name}"
+            event["log_system"] = system
             log.observer(event)
             if not self.serving and rest.startswith("listening on "):
                 self.serving = True
@@ -349,12 +351,18 @@ class WorkerPool(Service):
         ):
             self._retire_now()
 
-    def _retire_now(self) -> None:
+    def _retire_now(self, signum: int = signal.SIGHUP) -> list[WorkerProcess]:
+        """
+        The generation a reload replaced stops: with SIGHUP its requests in
+        flight run their course (``gemfcgi.worker``); SIGTERM when the
+        server itself stops.
+        """
         if self._retire_timer is not None and self._retire_timer.active():
             self._retire_timer.cancel()
         self._retire_timer = None
         leaving, self._to_retire = self._to_retire, []
-        self._signal_all(leaving, signal.SIGTERM)
+        self._signal_all(leaving, signum)
+        return leaving
 
     def _respawn(self, number: int, generation: int) -> None:
         if not self._stopping and generation == self.generation and number not in self.workers:
@@ -461,12 +469,13 @@ class WorkerPool(Service):
             # An application that ends while the workers drain (systemd
             # signals the whole cgroup) is not started again.
             app.stop_restarting()
-        # Earlier generations had their SIGTERM at the reload, or get it now
-        # if they were serving until their successors listen; all are
-        # waited for, and killed with the rest if they hang.
-        self._retire_now()
-        self._signal_all(list(self.workers.values()), signal.SIGTERM)
+        # Earlier generations, retiring without a limit or serving until
+        # their successors listen, get SIGTERM too: the drain timeout holds
+        # for every request from now on. All are waited for, and killed
+        # with the rest if they hang.
+        told = self._retire_now(signal.SIGTERM)
         processes = [*self.workers.values(), *self.draining]
+        self._signal_all([p for p in processes if p not in told], signal.SIGTERM)
         closing = [s.close() for s in self.sockets.values()]
         self.sockets = {}
         killer = self.reactor.callLater(

@@ -407,6 +407,9 @@ class GemfcgiService(MultiService):
     swaps them in; listeners that are no longer wanted stop accepting,
     new ones open. A stop closes the listeners, then lets the connections
     in flight finish (up to ``drain_timeout``) before anything else stops.
+    A ``drain_timeout`` of ``None`` sets no limit but the requests' own
+    timers: a prefork worker retired by a reload stops so
+    (``limit_the_drain`` sets one later, should the server stop meanwhile).
     """
 
     def __init__(
@@ -415,7 +418,7 @@ class GemfcgiService(MultiService):
         listen: Optional[Sequence[str]] = None,
         timeouts: Optional[Timeouts] = None,
         reactor: Optional[IReactorCore] = None,
-        drain_timeout: float = 30.0,
+        drain_timeout: Optional[float] = 30.0,
         max_connections: Optional[int] = None,
         fastcgi_timeouts: Optional[FastCGITimeouts] = None,
         answer_by_listen: Optional[bool] = None,
@@ -700,6 +703,11 @@ class GemfcgiService(MultiService):
         logs its requests now (its own drain, when it stops after this,
         then finds them gone), and a request cut by the timeout says so.
         """
+        if self.drain_timeout is None:
+            if self.connections:
+                log.info("retiring: waiting for {count} connections to finish",
+                         count=len(self.connections))
+            return self.connections.drain(self.reactor, None)
         if self.connections:
             log.info(
                 "stopping: waiting up to {timeout:g} s for {count} connections to finish",
@@ -710,6 +718,17 @@ class GemfcgiService(MultiService):
         return self.connections.drain(
             self.reactor, self.drain_timeout, partial(_cut_by_drain, timeout=self.drain_timeout)
         )
+
+    def limit_the_drain(self, timeout: float) -> None:
+        """
+        A stop while the service drains without a limit (a retired worker):
+        the connections still open get ``timeout`` seconds more.
+        """
+        if self.drain_timeout is not None:
+            return
+        self.drain_timeout = timeout
+        if not self.running and self.connections:
+            self._drain()
 
     @property
     def ports(self) -> list[IListeningPort]:

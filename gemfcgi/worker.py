@@ -5,6 +5,11 @@ Started by ``gemfcgi.prefork`` as ``python -m gemfcgi.worker``; it reads
 its ``WorkerPlan`` (the configuration, already checked by the parent, and
 the inherited sockets) from standard input, adopts the sockets, reads the
 keys, drops privileges and serves until SIGTERM, when it stops gracefully.
+
+SIGHUP retires it: the parent's reload has a new generation serving, and
+this one stops as on SIGTERM but lets its requests in flight run as long as
+their own timers allow, since a reload interrupts nothing. A SIGTERM after
+that (the server stops) gives them the drain timeout from then on.
 """
 
 from __future__ import annotations
@@ -43,9 +48,9 @@ class WorkerPlan:
     parent: Optional[int] = None
 
 
-def serve(plan: WorkerPlan, missed_reopen: Collection[int] = ()) -> None:
+def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner
+    from twisted.logger import Logger, globalLogBeginner
 
     from gemfcgi.privileges import drop_privileges
     from gemfcgi.service import GemfcgiService
@@ -64,24 +69,55 @@ def serve(plan: WorkerPlan, missed_reopen: Collection[int] = ()) -> None:
     )
     service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()
-    if missed_reopen:
+    if signal.SIGUSR1 in missed:
         service.reopen_access_log()
     if plan.identity is not None:
         drop_privileges(plan.identity)
         service.entered_chroot(plan.identity.chroot)
+    # Every stop signal is handled in the reactor's thread, in the order
+    # they came: a SIGTERM right behind a SIGHUP limits the retirement.
+    log = Logger(namespace="gemfcgi.worker")
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not stopping:
+            stopping.append(signum)
+            if signum == signal.SIGHUP:
+                service.drain_timeout = None
+                log.info("retiring: a new generation serves; the requests in flight finish first")
+            reactor.stop()
+        elif signum == signal.SIGHUP:
+            pass
+        elif service.drain_timeout is None:
+            service.limit_the_drain(plan.drain_timeout)
+        else:
+            # Twisted's own handler would ask a stopping reactor to stop
+            # again, and log that failure as a critical traceback.
+            log.info("received {signal} again: already stopping", signal=signal.Signals(signum).name)
+
+    def on_signal(signum: int, frame: object) -> None:
+        reactor.callFromThread(stop, signum)
+
+    def take_the_signals() -> None:
+        # Once running: the reactor installs its own handlers as it starts.
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+        if signal.SIGHUP in missed:
+            stop(signal.SIGHUP)
+
+    reactor.callWhenRunning(take_the_signals)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 
 
 def main() -> None:
-    # Reloads are the parent's job (a new generation); a hangup of the
-    # terminal must not end a worker.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The parent passes a SIGUSR1 on once this worker has written a line,
     # which may come before the service has its handler: one that comes
     # before is kept, and the access file reopened once the service is up.
+    # So is a SIGHUP (retire), which must not end the process meanwhile.
     missed: set[int] = set()
-    signal.signal(signal.SIGUSR1, lambda signum, frame: missed.add(signum))
+    for signum in (signal.SIGUSR1, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: missed.add(signum))
     # A parent killed outright (SIGKILL, the OOM killer) cannot stop its
     # workers: they would serve on, holding the port a restart needs. The
     # kernel sends them SIGTERM instead, and they stop as usual.

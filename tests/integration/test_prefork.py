@@ -456,10 +456,10 @@ def test_a_reload_stops_the_old_workers_only_once_the_new_ones_listen(capsule, c
     with two_workers(config, capsule, certificate) as server:
         since = len(server.log)
         server.process.send_signal(signal.SIGHUP)
-        server.wait_for_log(r"(?s:Received SIGTERM.*){2}", since=since)
+        server.wait_for_log(r"(?s:retiring: a new generation serves.*){2}", since=since)
         after = server.log[since:]
         listening = [m.start() for m in re.finditer(r"\[worker \d+\] .*listening on", after)]
-        stopping = [m.start() for m in re.finditer(r"\[worker \d+\] .*Received SIGTERM", after)]
+        stopping = [m.start() for m in re.finditer(r"\[worker \d+\] retiring", after)]
         assert len(listening) == 2 and len(stopping) == 2
         assert max(listening) < min(stopping)
         assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
@@ -581,3 +581,43 @@ def test_sigusr2_makes_every_worker_say_how_many_clients_it_has(capsule, certifi
         finally:
             for tls in held:
                 tls.close()
+
+
+def test_a_reload_lets_the_old_generation_finish_past_the_drain_timeout(capsule, certificate, tmp_path):
+    # The drain timeout bounds a stop, not a reload: a download in flight
+    # through a reload finishes whole however long it takes.
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config), "--drain-timeout", "1")
+    try:
+        wait_workers_listening(server, 2)
+        tls, data = slow_download(server.port)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"\[worker \d\] retiring: a new generation serves")
+        time.sleep(3)  # three drain timeouts: the client reads nothing meanwhile
+        assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+        assert "cut by the drain timeout" not in server.log
+    finally:
+        server.stop()
+
+
+def test_a_stop_while_a_generation_retires_gives_its_requests_the_drain_timeout(
+    capsule, certificate, tmp_path
+):
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config), "--drain-timeout", "1")
+    try:
+        wait_workers_listening(server, 2)
+        tls, data = slow_download(server.port)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"\[worker \d\] retiring: a new generation serves")
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"\[worker \d\] .*big\.bin: cut by the drain timeout \(1 s\)")
+        data, clean = read_to_end(tls, data)
+        tls.close()
+        assert not clean and len(data.partition(b"\r\n")[2]) < 4 * 1024 * 1024
+        assert server.process.wait(15) in (0, -signal.SIGTERM)
+        assert "critical" not in server.log and "Traceback" not in server.log
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ import signal
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from gemfcgi.config import model
@@ -438,3 +439,41 @@ def test_a_reload_of_one_process_refuses_the_privileges_only_a_start_drops(confi
     assert [str(d) for d in needs_a_restart(config)][-1] == (
         "gmid.conf:1: prefork 4: this server started in one process, and a reload cannot start "
         "workers: restart it to apply this")
+
+
+class Straggler:
+    """A connection whose reply is in its body, as the drain sees one."""
+
+    def __init__(self) -> None:
+        from gemfcgi.accesslog import AccessRecord
+
+        self.record = AccessRecord(client_ip="127.0.0.1", url="gemini://localhost/slow", status=20)
+        self.transport = self
+        self.aborted = False
+
+    def answer_the_stop(self) -> bool:
+        return False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+def test_a_retiring_service_waits_for_its_requests_until_a_stop_limits_the_wait(config):
+    reactor = MemoryReactorClock()
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=reactor)
+    service.startService()
+    straggler = Straggler()
+    service.connections.add(straggler)
+    service.drain_timeout = None  # retired by a reload
+    done = []
+    service.stopService().addBoth(done.append)
+    reactor.advance(3600)
+    assert (done, straggler.aborted) == ([], False)
+    service.limit_the_drain(5)  # the server stops meanwhile
+    reactor.advance(4.9)
+    assert not straggler.aborted
+    reactor.advance(0.2)
+    assert straggler.aborted
+    service.connections.remove(straggler)
+    reactor.advance(1)
+    assert len(done) == 1 and not isinstance(done[0], Failure)

@@ -288,6 +288,8 @@ def test_a_workers_message_of_several_lines_stays_one_event_with_its_level():
         "[worker 1]   thrown in /srv/x.php on line 8",
         "[worker 1] GeminiFactory starting on 1965",
     ]
+    assert [event["log_system"] for event in seen] == [
+        "gemfcgi.fastcgi.backends#warn", "gemfcgi.fastcgi.backends#warn", "-"]
     # Written by the parent's log, the further lines are indented once, as in one process.
     assert textlog.format_event(textlog.SecondsFormatter())(seen[0]).endswith(
         "boom\n\tStack trace:\n\t#0 {main}\n")
