@@ -135,11 +135,15 @@ def request_params(
     if facts.query and "=" not in facts.query:
         params["GEMINI_SEARCH_STRING"] = unquote_plus(facts.query)
     params.update(_certificate_params(facts.certificate))
+    params["GEMINI_URL"] = facts.url
+    if facts.root is not None:
+        # Without a root there is no file to name: gmid sends neither, and
+        # fcgiwrap refuses an empty SCRIPT_FILENAME where DOCUMENT_ROOT and
+        # SCRIPT_NAME from ``param`` lines would have served.
+        params["DOCUMENT_ROOT"] = facts.root
+        params["SCRIPT_FILENAME"] = _script_filename(script, path, facts.root)
     params.update(
         {
-            "GEMINI_URL": facts.url,
-            "DOCUMENT_ROOT": facts.root or "",
-            "SCRIPT_FILENAME": _script_filename(script, path, facts.root),
             "REMOTE_PORT": str(facts.client_port),
             "SERVER_ADDR": facts.server_address,
             "TLS_VERSION": facts.tls_version,
@@ -153,6 +157,11 @@ def request_params(
     if facts.chroot and facts.root:
         for name in ("PATH_TRANSLATED", "DOCUMENT_ROOT", "SCRIPT_FILENAME"):
             params[name] = _outside(facts.chroot, params[name])
+    if "DOCUMENT_ROOT" in user_params and "SCRIPT_FILENAME" not in user_params:
+        # The application's own document root (gmid configurations for
+        # fcgiwrap set it): the script is named under it, as the
+        # application would find it from DOCUMENT_ROOT and SCRIPT_NAME.
+        params["SCRIPT_FILENAME"] = _join(user_params["DOCUMENT_ROOT"], script.name or path)
     user_params.pop("SCRIPT_NAME", None)
     params.update(user_params)
     return [(name, value.replace("\0", "\ufffd")) for name, value in params.items()]

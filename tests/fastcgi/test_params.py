@@ -53,8 +53,6 @@ BASE_NAMES = [
     "GEMINI_URL_PATH",
     "AUTH_TYPE",
     "GEMINI_URL",
-    "DOCUMENT_ROOT",
-    "SCRIPT_FILENAME",
     "REMOTE_PORT",
     "SERVER_ADDR",
     "TLS_VERSION",
@@ -102,13 +100,35 @@ def test_request_without_certificate_gets_gmid_values():
         "GEMINI_URL_PATH": "fcgi/params",
         "AUTH_TYPE": "",
         "GEMINI_URL": "gemini://example.org/fcgi/params",
-        "DOCUMENT_ROOT": "",
-        "SCRIPT_FILENAME": "",
         "REMOTE_PORT": "50123",
         "SERVER_ADDR": "198.51.100.1",
         "TLS_VERSION": "TLSv1.3",
         "TLS_CIPHER": "TLS_AES_256_GCM_SHA384",
     }
+
+
+def test_a_root_adds_document_root_and_script_filename_after_the_url():
+    names = names_for(root="/srv/capsule")
+    url = BASE_NAMES.index("GEMINI_URL") + 1
+    assert names == [*BASE_NAMES[:url], "DOCUMENT_ROOT", "SCRIPT_FILENAME", *BASE_NAMES[url:]]
+
+
+@pytest.mark.parametrize("root", [None, "/srv/capsule"], ids=["no root", "another root"])
+def test_a_param_document_root_names_the_script_under_it_as_fcgiwrap_would(root):
+    # A gmid configuration for fcgiwrap: gmid sends no SCRIPT_FILENAME, and
+    # fcgiwrap joins DOCUMENT_ROOT and SCRIPT_NAME; one made from the
+    # server's root (or an empty one) would name another file.
+    settings_ = FastCGI(params=[("DOCUMENT_ROOT", "/usr/lib/cgi-bin/"),
+                                ("SCRIPT_NAME", "/cgi-bin/hello")])
+    params = params_for(settings_, root=root, path="/cgi-bin/hello/extra")
+    assert (params["DOCUMENT_ROOT"], params["SCRIPT_NAME"], params["PATH_INFO"]) == (
+        "/usr/lib/cgi-bin/", "/cgi-bin/hello", "/extra")
+    assert params["SCRIPT_FILENAME"] == "/usr/lib/cgi-bin/cgi-bin/hello"
+
+
+def test_a_param_script_filename_wins_over_any_document_root():
+    settings_ = FastCGI(params=[("DOCUMENT_ROOT", "/a"), ("SCRIPT_FILENAME", "/b/app.sh")])
+    assert params_for(settings_, root="/srv/capsule")["SCRIPT_FILENAME"] == "/b/app.sh"
 
 
 def test_server_port_is_the_port_written_in_the_url():

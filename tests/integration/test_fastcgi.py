@@ -423,3 +423,29 @@ def test_a_reload_that_brings_back_a_draining_spawned_app_takes_it_back(certific
         assert "Traceback" not in server.log and "critical" not in server.log
     finally:
         server.stop()
+
+
+def test_a_gmid_configuration_for_fcgiwrap_with_document_root_and_script_name_is_served(
+    certificate, tmp_path
+):
+    # As gmid's manual has fcgiwrap set up: no root, the script named by
+    # `param` lines that fcgiwrap joins.
+    scripts = tmp_path / "cgi-root" / "cgi-bin"
+    scripts.mkdir(parents=True)
+    shutil.copy(APPS / "cgi" / "env.sh", scripts / "hello")
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  location "/cgi-bin/hello*" {{ fastcgi {{\n    spawn "{FCGIWRAP}"\n'
+        f'    param DOCUMENT_ROOT = "{tmp_path / "cgi-root"}"\n'
+        f'    param SCRIPT_NAME = "/cgi-bin/hello"\n  }} }}\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        reply = get(server, "/cgi-bin/hello/extra")
+        assert reply.status == 20, server.log
+        lines = reply.body.splitlines()
+        assert b"SCRIPT_NAME=/cgi-bin/hello" in lines and b"PATH_INFO=/extra" in lines
+    finally:
+        server.stop()
