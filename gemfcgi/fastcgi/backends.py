@@ -42,7 +42,10 @@ from gemfcgi.textlog import LogLimiter, printable
 
 log = Logger()
 
-STDERR_MAX_CHARS = 500
+# What of a long STDERR record is logged: its start, and its end, where a
+# traceback says what went wrong.
+STDERR_HEAD_CHARS = 1000
+STDERR_TAIL_CHARS = 3000
 
 
 class Backend:
@@ -121,8 +124,10 @@ class Backend:
         # A record may hold several lines (the log indents the ones after
         # the first); any other control character is escaped.
         text = printable(data.decode("utf-8", "replace").rstrip("\r\n"), keep="\n\t")
-        if len(text) > STDERR_MAX_CHARS:
-            text = text[:STDERR_MAX_CHARS] + "..."
+        if len(text) > STDERR_HEAD_CHARS + STDERR_TAIL_CHARS:
+            left_out = len(text) - STDERR_HEAD_CHARS - STDERR_TAIL_CHARS
+            text = (f"{text[:STDERR_HEAD_CHARS]}\n[... {left_out} characters left out ...]\n"
+                    f"{text[-STDERR_TAIL_CHARS:]}")
         log.warn(
             "{where}: FastCGI backend {backend} stderr: {text}",
             where=where,

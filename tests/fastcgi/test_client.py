@@ -572,6 +572,19 @@ def test_stderr_keeps_its_lines_and_escapes_other_controls(exchange):
     assert "\x1b" not in text
 
 
+def test_a_long_stderr_record_is_logged_with_its_start_and_its_end(exchange):
+    # flup sends a whole traceback in one record; its last line says what failed.
+    frames = b"".join(b'  File "/srv/app/module%d.py", line %d, in handler\n' % (i, i) for i in range(200))
+    traceback = b"Traceback (most recent call last):\n" + frames + b"RuntimeError: database refused\n"
+    with capturedLogs() as logs:
+        exchange.request().accept().send(
+            encode_stream(RecordType.STDERR, traceback), stdout(b"20 text/gemini\r\nok"), end())
+    text = warnings(logs)
+    assert "stderr: Traceback (most recent call last):" in text
+    assert text.rstrip().endswith("RuntimeError: database refused")
+    assert "characters left out ...]" in text and len(text) < 4200
+
+
 def test_stderr_flood_is_rate_limited(exchange):
     with capturedLogs() as logs:
         exchange.request().accept()
