@@ -58,6 +58,8 @@ log = Logger()
 # The access line's META for a request whose connection ended before any
 # header went out (the client left, or the connection broke).
 CLIENT_GONE = "connection closed before the reply"
+# How many times a paused reply looks whether its client read, in an idle timeout.
+IDLE_LOOKS = 8
 # How often a reply cut short looks whether what was written before has
 # left for the kernel, so that the FIN follows it.
 CUT_CHECK_PERIOD = 0.25
@@ -129,6 +131,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.answering: Optional[frozenset] = None
         self._last_unsent: Optional[int] = None
         self._unsent_when_paused: Optional[int] = None
+        self._looked_at = self._read_at = 0.0
         self._stalled_for = 0.0
 
     # -- Twisted's edges -------------------------------------------------
@@ -348,7 +351,8 @@ class GeminiProtocol(OneTimeout, Protocol):
         # client that reads slowly but steadily: what is unsent is noted,
         # and the client counts as reading while it goes down.
         self._unsent_when_paused = unsent_bytes(self.transport)
-        self._arm(self.site.timeouts.idle, self._paused_check)
+        self._looked_at = self._read_at = self.clock.seconds()
+        self._arm(self.site.timeouts.idle / IDLE_LOOKS, self._paused_check)
         if self._producer is not None:
             self._producer.pauseProducing()
 
@@ -477,11 +481,23 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.transport.abortConnection()
 
     def _paused_check(self) -> None:
-        """Paused for the idle timeout: cut the client unless it read since the last look."""
+        """
+        Paused: cut the client once it has read nothing for the idle
+        timeout, looking several times in it. Less unsent counts as a read
+        made by the look before: right after a pause the kernel still moves
+        bytes into the client's receive buffer, and a client that reads
+        nothing would otherwise gain a period.
+        """
+        now = self.clock.seconds()
         before, unsent = self._unsent_when_paused, unsent_bytes(self.transport)
         if before is not None and unsent is not None and unsent < before:
             self._unsent_when_paused = unsent
-            self._arm(self.site.timeouts.idle, self._paused_check)
+            self._read_at = self._looked_at
+        self._looked_at = now
+        idle = self.site.timeouts.idle
+        left = idle - (now - self._read_at)
+        if left > 0:
+            self._arm(min(idle / IDLE_LOOKS, left), self._paused_check)
             return
         self._idle_timed_out()
 

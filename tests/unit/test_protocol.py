@@ -180,6 +180,38 @@ def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_pa
     assert event["bytes_sent"] < 8 * 1024 * 1024
 
 
+@pytest.mark.parametrize("reads", [False, True], ids=["reads nothing", "reads slowly"])
+def test_a_paused_reply_is_cut_once_its_client_has_read_nothing_for_the_idle_timeout(
+    tmp_path, monkeypatch, reads
+):
+    from gemfcgi import server
+
+    (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
+    site = build_site(model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(tmp_path)))]),
+        Timeouts(handshake=10, request=10, linger=2, idle=8))
+    # What is unsent: right after the pause the kernel still moves some of
+    # it into the client's receive buffer, whether the client reads or not.
+    unsent = [4_000_000]
+    monkeypatch.setattr(server, "unsent_bytes", lambda transport: unsent[0])
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
+    transport.producer.pauseProducing()
+    clock.advance(0.1)
+    unsent[0] -= 200_000
+    for _ in range(int(11 / RESOLUTION)):
+        if reads and clock.seconds() % 5 < RESOLUTION:
+            unsent[0] -= 65_536  # a window's worth every 5 s
+        clock.advance(RESOLUTION)
+        if transport.aborted:
+            break
+    if reads:
+        assert not transport.aborted
+    else:
+        # At the idle timeout, not a look later for the kernel's moves.
+        assert transport.aborted and 8 <= clock.seconds() <= 8 + 2 * RESOLUTION
+
+
 def test_no_timer_survives_the_connection(site):
     protocol, transport, clock = connect(site)
     protocol.dataReceived(b"gemini://localhost/\r\n")
