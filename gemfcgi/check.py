@@ -20,6 +20,7 @@ from typing import Optional
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config
 from gemfcgi.config import model
+from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
@@ -375,10 +376,15 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
 
 
 def load_and_check(
-    path: str, defines: Optional[dict[str, str]] = None
+    path: str, defines: Optional[dict[str, str]] = None, base: Optional[str] = None
 ) -> tuple[model.Config, list[Diagnostic]]:
-    """The configuration in ``path``, ready to serve; raises ``ConfigError``."""
+    """
+    The configuration in ``path``, ready to serve, its relative paths
+    joined to ``base`` (the current directory if not given); raises
+    ``ConfigError``.
+    """
     config, warnings = load_config(path, defines)
+    anchor_paths(config, os.getcwd() if base is None else base)
     errors, more_warnings = check_config(config)
     warnings = warnings + more_warnings
     if errors:

@@ -11,6 +11,7 @@ still something to reload: the certificate and key files, renewed in place.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Callable, Optional, Sequence
 
@@ -158,4 +159,7 @@ class ConfigReloader(Reloader):
         apply: Callable[[model.Config], None],
         reactor: IReactorThreads,
     ) -> None:
-        super().__init__(path, lambda: load_and_check(path, defines), apply, reactor)
+        # Relative paths in the file name what they named at the start,
+        # wherever the server has changed directory to since (--rundir).
+        base = os.getcwd()
+        super().__init__(path, lambda: load_and_check(path, defines, base), apply, reactor)

@@ -448,6 +448,26 @@ class TestReload:
         finally:
             server.stop()
 
+    def test_relative_roots_name_what_they_named_where_twistd_started(
+        self, tree, tmp_path
+    ):
+        # Relative to the directory the server started in, as gmid reads
+        # them, whatever directory --rundir moves it to before it serves.
+        config = tmp_path / "gmid.conf"
+        config.write_text(CONFIG.format(certs=tree / "certs", roots=os.path.relpath(tree / "roots")))
+        rundir = tmp_path / "run"
+        rundir.mkdir()
+        server = start_server("-c", str(config), twistd_args=["--rundir", str(rundir)])
+        try:
+            assert get(server, "example.com").body == b"# example.com\n"
+            config.write_text(config.read_text().replace('lang "en"', 'lang "eo"'))
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_log("configuration reloaded")
+            reply = get(server, "example.com")
+            assert (reply.meta, reply.body) == ("text/gemini;lang=eo", b"# example.com\n")
+        finally:
+            server.stop()
+
     def test_a_reload_asking_for_workers_or_privileges_one_process_cannot_take_is_refused(
         self, reloadable
     ):
