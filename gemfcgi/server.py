@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -107,7 +112,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@implementer(IHandshakeListener, IPushProducer)
+@implementer(IHandshakeListener, IPushProducer, IHalfCloseableProtocol)
 class GeminiProtocol(OneTimeout, Protocol):
     """One Gemini connection, inside the TLS layer."""
 
@@ -160,6 +165,18 @@ class GeminiProtocol(OneTimeout, Protocol):
             host = printable(f"unix:{name}") if name else "unix"
         self.record.client_ip = host
         self.record.client_port = getattr(peer, "port", 0)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client has ended its side (TLS close_notify, or TCP's FIN):
+        after a whole request line its reply still goes out, as Gemini has
+        nothing more to read; before one, there is nothing to answer.
+        """
+        if self.state not in (State.RESPONDING, State.CLOSING):
+            self.transport.abortConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def handshakeCompleted(self) -> None:
         # Behind a PROXY protocol listener the header has been read by now
@@ -521,7 +538,8 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def _note_raw_url(self, data: bytes) -> None:
         """A request line that did not parse, as the log shows it."""
-        self.record.url = log_field(data[:MAX_REQUEST_BYTES].decode("utf-8", "replace"))
+        # Bytes that are not UTF-8 are shown as what they are (\xff).
+        self.record.url = log_field(data[:MAX_REQUEST_BYTES].decode("utf-8", "surrogateescape"))
 
     def _log_access(self) -> None:
         if not self.record.enabled:

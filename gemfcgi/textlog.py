@@ -155,6 +155,9 @@ def _escape(char: str) -> str:
     code = ord(char)
     if char == "\\":
         return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:
+        # A byte that was not UTF-8, kept by the "surrogateescape" decoding.
+        return f"\\x{code - 0xDC00:02x}"
     if code < 0x100:
         return f"\\x{code:02x}"
     if code < 0x10000:

@@ -79,7 +79,12 @@ def build_context(
     low, high = protocol_range(protocols)
     context.set_min_proto_version(low)
     context.set_max_proto_version(high)
-    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    # A client's FIN without close_notify, read by OpenSSL on the socket
+    # (``gemfcgi.tlsport``), ends its side as a close_notify does, rather
+    # than failing the connection and its reply: the request is whole by
+    # then, its CRLF says so.
+    context.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_IGNORE_UNEXPECTED_EOF)
     context.set_cipher_list(TLS12_CIPHERS)
     context.set_tls13_ciphersuites(TLS13_SUITES)
     # Idle connections (waiting for a request, or for the peer's

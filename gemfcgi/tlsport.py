@@ -46,7 +46,7 @@ from typing import Any, Iterator, Optional
 
 from OpenSSL import SSL
 from twisted.internet import main, tcp
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.logger import Logger
 
 from gemfcgi.eagerwrite import EagerWriteMixin
@@ -108,6 +108,9 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._tls: SSL.Connection = server.factory.tls.server_connection()
         self._handshaking = True
         self._shutting_down = False
+        # The peer has ended its side (close_notify, or TCP's FIN) while
+        # the protocol still answers: nothing more is read.
+        self._peer_done = False
         self._in_read = False
         self._batched = 0
         self._on_socket = False
@@ -164,8 +167,11 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             return main.CONNECTION_LOST
         if not data:
             # TCP closed without the peer's close_notify: fine once ours is
-            # out (the reply is complete), a broken exchange before.
-            return main.CONNECTION_DONE if self._shutting_down else main.CONNECTION_LOST
+            # out (the reply is complete); before, the peer may only have
+            # ended its side, and a protocol still answering goes on.
+            if self._shutting_down:
+                return main.CONNECTION_DONE
+            return self._peer_ended(main.CONNECTION_LOST)
         self._tls.bio_write(data)
         self._in_read = True
         try:
@@ -201,12 +207,31 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             except SSL.WantReadError:
                 return None
             except SSL.ZeroReturnError:
-                # The peer's close_notify: the end we wait for after ours.
-                return main.CONNECTION_DONE
+                # The peer's close_notify: the end we wait for after ours,
+                # or before it the end of the peer's side alone. (OpenSSL on
+                # the socket reads TCP's FIN as one too: OP_IGNORE_UNEXPECTED_EOF.)
+                if self._shutting_down:
+                    return main.CONNECTION_DONE
+                return self._peer_ended(main.CONNECTION_DONE)
             except SSL.Error:
                 return main.CONNECTION_LOST
             if not self.disconnecting:
                 protocol.dataReceived(data)
+
+    def _peer_ended(self, reason: Any) -> Optional[Any]:
+        """
+        The peer has ended its side. A protocol that can take a half-close
+        (``IHalfCloseableProtocol``) is told and may go on writing: a
+        client that closes its side after the request, as some do, still
+        gets the reply. Otherwise, or during the handshake, ``reason``
+        ends the connection.
+        """
+        if self._handshaking or self._peer_done or not IHalfCloseableProtocol.providedBy(self.protocol):
+            return reason
+        self._peer_done = True
+        self.stopReading()
+        self.protocol.readConnectionLost()
+        return None
 
     def _nothing_to_read(self) -> bool:
         """
@@ -403,6 +428,8 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             if not self._nothing_buffered():
                 # The close_notify is queued; doWrite calls again once it is out.
                 return None
+        if self._peer_done:
+            return main.CONNECTION_DONE  # the peer has ended its side already
         self.stopWriting()
         self.startReading()
         return None

@@ -78,6 +78,9 @@ class Request:
     url_host: Optional[str] = None
 
 
+_LOG_ESCAPES = str.maketrans({" ": "%20", '"': "%22", "?": "%3F", "#": "%23"})
+
+
 def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     """
     The request as gmid's access log names it: ``scheme://host/path[?query]``
@@ -85,7 +88,8 @@ def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     decoded and normalised (``/%64ir/./x/../p`` is ``/dir/p``). A space or a
     double quote in the path stays escaped (``%20``, ``%22``): the log's
     fields are separated by spaces, and the common and combined styles quote
-    the URL. gmid leaves the port out; it is left out here while it is the
+    the URL; so do ``?`` and ``#`` (``%3F``, ``%23``), which would read as
+    the start of a query or a fragment. gmid leaves the port out; it is left out here while it is the
     ``listener_port`` (1965 for a URL without one), and written otherwise:
     then the request is refused (``53``), and the line shows why.
     """
@@ -93,9 +97,7 @@ def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     port = DEFAULT_PORT if request.port is None else request.port
     if listener_port is not None and port != listener_port:
         host = f"{host}:{port}"
-    path = request.path
-    if " " in path or '"' in path:
-        path = path.replace(" ", "%20").replace('"', "%22")
+    path = request.path.translate(_LOG_ESCAPES)
     query = "" if request.query is None else f"?{request.query}"
     return f"{request.scheme}://{host}{path}{query}"
 

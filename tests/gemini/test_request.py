@@ -269,6 +269,8 @@ def test_the_common_form_agrees_with_the_general_parser_on_its_edges(line):
         (b"gemini://example.org", "gemini://example.org/"),
         (b"gemini://[::1]:1965/a%20b%22c?q%20x", "gemini://[::1]/a%20b%22c?q%20x"),
         (b"gemini://b%C3%BCcher.example/caf%C3%A9?", "gemini://xn--bcher-kva.example/café?"),
+        # A path's own ? and # stay escaped, so that they do not read as a query or a fragment.
+        (b"gemini://localhost/a%3Fb%23c?q", "gemini://localhost/a%3Fb%23c?q"),
     ],
 )
 def test_the_log_names_a_request_as_gmid_rebuilds_it(line, logged):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import time
@@ -243,5 +244,52 @@ def test_bytes_sent_after_the_request_line_do_not_spoil_a_large_reply(hostile_se
         with context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls:
             tls.sendall(f"gemini://localhost:{port}/big.bin\r\n".encode() + b"X" * 70_000)
             data, clean = read_to_end(tls)
+    header, _, body = data.partition(b"\r\n")
+    assert (header, len(body), clean) == (b"20 application/octet-stream", 8 * 1024 * 1024, True)
+
+
+def _half_closing_client(port: int, version: int, end_its_side) -> tuple[bytes, bool]:
+    """A request, then the client's side ended by ``end_its_side``; what came back, and whether whole."""
+    from OpenSSL import SSL
+
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_min_proto_version(version)
+    context.set_max_proto_version(version)
+    raw = socket.create_connection(("127.0.0.1", port))
+    tls = SSL.Connection(context, raw)
+    tls.set_tlsext_host_name(b"localhost")
+    tls.set_connect_state()
+    tls.do_handshake()
+    tls.sendall(f"gemini://localhost:{port}/big.bin\r\n".encode())
+    end_its_side(tls)
+    data = b""
+    try:
+        while select.select([raw], [], [], 10)[0]:
+            try:
+                data += tls.recv(65536)
+            except SSL.WantReadError:
+                pass
+        raise AssertionError("the server neither sent nor closed for 10 s")
+    except SSL.ZeroReturnError:
+        return data, True  # the server's close_notify
+    except SSL.Error:
+        return data, False
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+@pytest.mark.parametrize(
+    "end_its_side",
+    [lambda tls: tls.shutdown(), lambda tls: tls.sock_shutdown(socket.SHUT_WR)],
+    ids=["close_notify", "tcp-fin"],
+)
+def test_a_client_that_ends_its_side_after_the_request_still_gets_the_whole_reply(
+    hostile_server, version, end_its_side
+):
+    from OpenSSL import SSL
+
+    number = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}[version]
+    data, clean = _half_closing_client(hostile_server.port, number, end_its_side)
     header, _, body = data.partition(b"\r\n")
     assert (header, len(body), clean) == (b"20 application/octet-stream", 8 * 1024 * 1024, True)

@@ -139,6 +139,16 @@ def test_the_logged_duration_ends_with_the_response_not_the_linger(site):
     assert event["line"].endswith(" 20 text/gemini 23 250.0ms")
 
 
+def test_bytes_that_are_not_utf8_are_logged_as_what_they_are(site):
+    with access_events() as seen:
+        protocol, transport, clock = connect(site)
+        protocol.dataReceived(b"gemini://localhost/\xff\xfe\r\n")
+        protocol.connectionLost(None)
+    [event] = seen
+    assert transport.value() == b"59 request is not valid UTF-8\r\n"
+    assert " GET gemini://localhost/\\xff\\xfe 59 " in event["line"]
+
+
 @pytest.mark.parametrize("data, meta", [
     (b"gemini://localhost/a\nmore", "request line must end with CRLF"),
     (b"gemini://localhost/" + b"p" * 1100, "request line longer than 1024 bytes"),
