@@ -132,14 +132,15 @@ def default_max_connections() -> int:
     As many connections as the descriptor limit allows: each may hold a
     file or a FastCGI socket besides its own, those beyond it up to the hard
     limit (``hard_limit``) hold one while they are told ``41``, and some
-    descriptors are kept for listeners, logs and spawned programs' pipes.
-    So ``2 * N + N / 8 + 8`` must fit in the limit less those: ``N`` is
-    8/17 of what is left.
+    descriptors are kept for listeners, logs and spawned programs' pipes
+    (64, or a quarter of a small limit). So ``2 * N + N / 8 + 8`` must fit
+    in the limit less those: ``N`` is 8/17 of what is left.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 65536
-    return max(16, min(20000, (soft - 64 - 8) * 8 // 17))
+    kept = min(64, soft // 4)
+    return max(1, min(20000, (soft - kept - 8) * 8 // 17))
 
 
 def hard_limit(max_connections: int) -> int:
