@@ -583,9 +583,12 @@ def test_sigusr2_makes_every_worker_say_how_many_clients_it_has(capsule, certifi
                 tls.close()
 
 
-def test_a_reload_lets_the_old_generation_finish_past_the_drain_timeout(capsule, certificate, tmp_path):
-    # The drain timeout bounds a stop, not a reload: a download in flight
-    # through a reload finishes whole however long it takes.
+@contextmanager
+def a_download_through_a_reload(capsule, certificate, tmp_path):
+    """
+    A ``prefork 2`` server (drain timeout 1 s) reloaded while a slow
+    download is in flight, once its old generation retires.
+    """
     config = tmp_path / "gmid.conf"
     write_config(config, capsule, *certificate, extra="prefork 2")
     server = start_server("-c", str(config), "--drain-timeout", "1")
@@ -594,24 +597,24 @@ def test_a_reload_lets_the_old_generation_finish_past_the_drain_timeout(capsule,
         tls, data = slow_download(server.port)
         server.process.send_signal(signal.SIGHUP)
         server.wait_for_log(r"\[worker \d\] retiring: a new generation serves")
+        yield server, tls, data
+    finally:
+        server.stop()
+
+
+def test_a_reload_lets_the_old_generation_finish_past_the_drain_timeout(capsule, certificate, tmp_path):
+    # The drain timeout bounds a stop, not a reload: a download in flight
+    # through a reload finishes whole however long it takes.
+    with a_download_through_a_reload(capsule, certificate, tmp_path) as (server, tls, data):
         time.sleep(3)  # three drain timeouts: the client reads nothing meanwhile
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024
         assert "cut by the drain timeout" not in server.log
-    finally:
-        server.stop()
 
 
 def test_a_stop_while_a_generation_retires_gives_its_requests_the_drain_timeout(
     capsule, certificate, tmp_path
 ):
-    config = tmp_path / "gmid.conf"
-    write_config(config, capsule, *certificate, extra="prefork 2")
-    server = start_server("-c", str(config), "--drain-timeout", "1")
-    try:
-        wait_workers_listening(server, 2)
-        tls, data = slow_download(server.port)
-        server.process.send_signal(signal.SIGHUP)
-        server.wait_for_log(r"\[worker \d\] retiring: a new generation serves")
+    with a_download_through_a_reload(capsule, certificate, tmp_path) as (server, tls, data):
         server.process.send_signal(signal.SIGTERM)
         server.wait_for_log(r"\[worker \d\] .*big\.bin: cut by the drain timeout \(1 s\)")
         data, clean = read_to_end(tls, data)
@@ -619,5 +622,3 @@ def test_a_stop_while_a_generation_retires_gives_its_requests_the_drain_timeout(
         assert not clean and len(data.partition(b"\r\n")[2]) < 4 * 1024 * 1024
         assert server.process.wait(15) in (0, -signal.SIGTERM)
         assert "critical" not in server.log and "Traceback" not in server.log
-    finally:
-        server.stop()
