@@ -85,6 +85,8 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
             if signum == signal.SIGHUP:
                 service.drain_timeout = None
                 log.info("retiring: a new generation serves; the requests in flight finish first")
+            else:
+                log.info("received {signal}: stopping", signal=signal.Signals(signum).name)
             reactor.stop()
         elif signum == signal.SIGHUP:
             pass
