@@ -48,6 +48,24 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 # spelt out: gemcall and Agunua reject a header whose META is empty, with or
 # without the space before it.
 DEFAULT_SUCCESS_META = "text/gemini; charset=utf-8"
+# What an empty META on a failure is sent as, for the same clients (and
+# AV-98 and amfora, which show nothing useful for one): the code's name.
+DEFAULT_FAILURE_META = {
+    40: "temporary failure",
+    41: "server unavailable",
+    42: "CGI error",
+    43: "proxy error",
+    44: "slow down",
+    50: "permanent failure",
+    51: "not found",
+    52: "gone",
+    53: "proxy request refused",
+    59: "bad request",
+    60: "client certificate required",
+    61: "certificate not authorised",
+    62: "certificate not valid",
+}
+_FAILURE_CLASS_META = {4: "temporary failure", 5: "permanent failure", 6: "client certificate required"}
 
 
 def control_character(meta: str) -> str | None:
@@ -66,16 +84,21 @@ def meta_required(code: int) -> bool:
 
 
 def sent_meta(code: int, meta: str) -> str:
-    """The META a header carries: on 2x, an empty one spelt out as what it means."""
-    if not meta and 20 <= code < 30:
+    """
+    The META a header carries: on 2x an empty one spelt out as what it
+    means, on 4x to 6x as the code's name.
+    """
+    if meta or not 20 <= code < 70 or 30 <= code < 40:
+        return meta
+    if code < 30:
         return DEFAULT_SUCCESS_META
-    return meta
+    return DEFAULT_FAILURE_META.get(code) or _FAILURE_CLASS_META[code // 10]
 
 
 def response_header(code: int, meta: str = "") -> bytes:
     """
-    Build ``NN SP META CRLF``: for an empty META, ``NN CRLF`` on 4x to 6x
-    and the default MIME type on 2x (``sent_meta``).
+    Build ``NN SP META CRLF``, an empty META filled in on 2x and 4x to 6x
+    (``sent_meta``).
 
     Raises ``InvalidHeader`` rather than send something a client could
     misread; callers turn that into a ``40``/``42`` of their own.

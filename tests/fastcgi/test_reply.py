@@ -11,6 +11,7 @@ from gemfcgi.fastcgi.reply import (
     ReplyHeader,
     ReplyHeaderReader,
 )
+from gemfcgi.gemini.status import response_header
 
 DEFINED = [10, 11, 20, 30, 31, 40, 41, 42, 43, 44, 50, 51, 52, 53, 59, 60, 61, 62]
 UNNAMED = [code for code in range(10, 70) if code not in DEFINED]
@@ -68,12 +69,13 @@ def test_code_99_is_an_invalid_status():
 
 
 @pytest.mark.parametrize("code", [40, 41, 42, 43, 44, 50, 51, 52, 53, 59, 60, 61, 62])
-def test_failure_code_without_meta_is_relayed_as_code_and_crlf(code):
-    assert header_of(b"%d\r\n" % code) == b"%d\r\n" % code
+def test_failure_code_without_meta_is_relayed_with_the_codes_name(code):
+    assert header_of(b"%d\r\n" % code) == response_header(code)
+    assert header_of(b"%d\r\n" % code).startswith(b"%d " % code)
 
 
-def test_failure_code_with_space_and_empty_meta_is_sent_without_the_space():
-    assert header_of(b"51 \r\n") == b"51\r\n"
+def test_failure_code_with_space_and_empty_meta_is_relayed_with_the_codes_name():
+    assert header_of(b"51 \r\n") == b"51 not found\r\n"
 
 
 @pytest.mark.parametrize("code", [10, 11, 30, 31])

@@ -9,9 +9,17 @@ def test_header_is_code_space_meta_crlf():
     assert response_header(20, "text/gemini") == b"20 text/gemini\r\n"
 
 
-@pytest.mark.parametrize("code", [40, 41, 42, 43, 44, 50, 51, 52, 53, 59, 60, 61, 62])
-def test_failure_codes_may_have_no_meta(code):
-    assert response_header(code) == b"%d\r\n" % code
+@pytest.mark.parametrize("code, meta", [
+    (40, "temporary failure"), (41, "server unavailable"), (42, "CGI error"), (43, "proxy error"),
+    (44, "slow down"), (50, "permanent failure"), (51, "not found"), (52, "gone"),
+    (53, "proxy request refused"), (59, "bad request"), (60, "client certificate required"),
+    (61, "certificate not authorised"), (62, "certificate not valid"),
+    # Codes the specification does not name: their class's.
+    (45, "temporary failure"), (57, "permanent failure"), (69, "client certificate required"),
+])
+def test_a_failure_without_meta_is_sent_with_its_codes_name(code, meta):
+    # gemcall, Agunua, AV-98 and amfora all fail on a header without one.
+    assert response_header(code) == f"{code} {meta}\r\n".encode()
 
 
 @pytest.mark.parametrize("code", [10, 11, 19, 30, 31, 39])
