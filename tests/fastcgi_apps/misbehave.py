@@ -82,6 +82,7 @@ MODES = {
         encode_stream(RecordType.STDERR, b"something went wrong in the app\n")
         + stdout(HEADER + b"fine anyway\n") + encode_end_request()),
     "empty-meta": lambda r: r.connection.sendall(stdout(b"20 \r\n# no meta\n") + encode_end_request()),
+    "bare-51": lambda r: r.connection.sendall(stdout(b"51\r\n") + encode_end_request()),
     "no-meta": lambda r: r.connection.sendall(stdout(b"20\r\n# no meta\n") + encode_end_request()),
     "code-21": lambda r: r.connection.sendall(stdout(b"21 text/gemini\r\n# 21\n") + encode_end_request()),
     "silent": wait_for_close,

@@ -498,3 +498,11 @@ def test_a_server_killed_outright_takes_its_spawned_app_with_it(certificate, cap
         logged(second, f"removed {left}: the socket directory of a spawned program")
     finally:
         processes.stop_all()
+
+
+def test_a_failure_without_meta_reaches_a_real_client_with_the_codes_name(failing):
+    from tests.integration.test_clients import installed, run
+
+    executable = installed("gemcall", "pip install gemcall")
+    result = run([executable, "-s", "-u", f"gemini://localhost:{failing.port}/bad/bare-51"])
+    assert result.stdout.startswith(b"51 not found"), result.stderr
