@@ -38,6 +38,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from service_identity import CertificateError, VerificationError
 from service_identity.cryptography import (
@@ -172,9 +174,34 @@ class UpstreamTLS:
                 verify_certificate_ip_address(certificate, self.server_name)
             else:
                 verify_certificate_hostname(certificate, self.server_name)
-        except (VerificationError, CertificateError) as problem:
+        except CertificateError as problem:
+            # No subjectAltName at all, as in many a self-signed Gemini
+            # certificate: libtls, which gmid checks with, then matches the
+            # subject's common name (RFC 6125 6.4.4); so does this.
+            if common_name_matches(certificate, self.server_name):
+                return None
+            return f"the certificate is not for {self.server_name} ({problem})"
+        except VerificationError as problem:
             return f"the certificate is not for {self.server_name} ({problem})"
         return None
+
+
+def common_name_matches(certificate: x509.Certificate, name: str) -> bool:
+    """
+    Whether a common name of ``certificate``'s subject is ``name`` (an
+    A-label or an address), or a wildcard (``*.example.org``) standing for
+    its first label.
+    """
+    for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attribute.value if isinstance(attribute.value, str) else ""
+        if value.startswith("*."):
+            parent = canonical_host(value[2:])
+            first, dot, rest = name.partition(".")
+            if parent and "." in parent and first and dot and rest == parent and not is_address(name):
+                return True
+        elif canonical_host(value) == name:
+            return True
+    return False
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 from cryptography import x509
 
@@ -219,3 +221,56 @@ LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configur
 ])
 def test_a_block_that_relays_to_its_own_listener_is_warned_of_as_a_loop(tmp_path, block, expected):
     assert check(tmp_path, block)[1] == expected
+
+
+def certificate_named_only_by(common_name: str, alternative: Optional[str] = None) -> x509.Certificate:
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+               .public_key(key.public_key()).serial_number(1)
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
+    if alternative is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(alternative)]), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+@pytest.mark.parametrize("common_name, name, matches", [
+    ("cnonly.test", "cnonly.test", True),
+    ("CNonly.Test", "cnonly.test", True),
+    ("*.example.org", "gemini.example.org", True),
+    ("*.example.org", "a.b.example.org", False),
+    ("*.org", "example.org", False),
+    ("cnonly.test", "other.test", False),
+    ("127.0.0.1", "127.0.0.1", True),
+])
+def test_a_certificate_without_alternative_names_is_checked_by_its_common_name_as_libtls_does(
+    common_name, name, matches
+):
+    # Many self-signed Gemini certificates name their host only so; gmid
+    # (libtls) accepts them.
+    certificate = certificate_named_only_by(common_name)
+
+    class Connection:
+        def get_peer_certificate(self, as_cryptography):
+            return certificate
+
+    problem = UpstreamTLS(name).name_problem(Connection())
+    assert (problem is None) == matches, problem
+
+
+def test_a_common_name_does_not_count_beside_alternative_names():
+    certificate = certificate_named_only_by("cnonly.test", alternative="other.test")
+
+    class Connection:
+        def get_peer_certificate(self, as_cryptography):
+            return certificate
+
+    assert UpstreamTLS("cnonly.test").name_problem(Connection()) is not None
