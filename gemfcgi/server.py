@@ -244,8 +244,10 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.respond(status.BAD_REQUEST, "malformed TLS server name")
             return
         if tls is not None and tls.server_name is not None and tls.server_name != request.host:
-            self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
-            return
+            if not tls.name_may_be_an_earlier_ones:
+                self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
+                return
+            self.record.host = request.host
         vhost = self.site.routes.select(request.host, self.answering)
         if vhost is None:
             self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")

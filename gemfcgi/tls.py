@@ -14,6 +14,11 @@ from functools import cached_property
 from typing import Callable, Optional, Sequence
 
 from OpenSSL import SSL
+
+try:
+    from OpenSSL._util import lib as _openssl
+except ImportError:  # pragma: no cover - a pyOpenSSL without its bindings module
+    _openssl = None
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -205,6 +210,19 @@ class TLSFacts:
     @cached_property
     def version(self) -> str:
         return self._connection.get_protocol_version_name()
+
+    @cached_property
+    def name_may_be_an_earlier_ones(self) -> bool:
+        """
+        Whether ``server_name`` may not be the name the client sent now: on
+        a session resumed below TLS 1.3, OpenSSL reports the name of the
+        handshake that made the session (RFC 6066 would have the server
+        refuse such a resumption, which pyOpenSSL gives no hook for).
+        """
+        if self.version == "TLSv1.3" or _openssl is None:
+            return False
+        connection = getattr(self._connection, "_ssl", None)
+        return connection is None or bool(_openssl.SSL_session_reused(connection))
 
     @cached_property
     def cipher(self) -> str:

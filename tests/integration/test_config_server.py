@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,19 @@ def test_certificate_is_chosen_by_sni(server):
     assert "example.com" in peer_certificate_names(server, "www.example.com")
     assert "*.example.org" in peer_certificate_names(server, "x.example.org")
     assert "xn--bcher-kva.example" in peer_certificate_names(server, "xn--bcher-kva.example")
+
+
+@pytest.mark.parametrize("host", ["www.example.com", "blog.example.org"], ids=["alias", "another server"])
+def test_a_tls12_session_resumed_under_another_name_is_served_for_the_name_sent_now(server, host):
+    # OpenSSL names a TLS 1.2 resumption by the handshake that made the
+    # session: the request's host is judged by itself, not refused as 53.
+    context = client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    first = get(server, "example.com", context=context)
+    assert first.status == 20 and first.session is not None
+    reply = get(server, host, context=context, session=first.session)
+    assert reply.session_reused
+    assert reply.status == 20, reply.header
 
 
 def test_unknown_sni_gets_the_first_servers_certificate(server):
