@@ -111,7 +111,11 @@ class ConnectionTracker:
             for connection in list(self.active):
                 if cut is not None and cut(connection):
                     continue
-                connection.transport.abortConnection()
+                # A FIN, not a reset: what the kernel holds for the client
+                # still reaches it (without close_notify, it can tell the
+                # reply is not whole), as the process ends.
+                if not close_in_order(connection.transport):
+                    connection.transport.abortConnection()
             if waiter in self._waiters:
                 # Only if a transport never reports its loss.
                 grace.append(clock.callLater(ABORT_GRACE, release))

@@ -324,6 +324,8 @@ class WorkerPool(Service):
             self.draining.discard(process)
             if process in self._to_retire:
                 self._to_retire.remove(process)
+            # Its number is a new worker's now: the pid tells them apart.
+            log.info("retired worker {n} (pid {pid}) ended", n=process.number, pid=process.pid)
             return
         del self.workers[process.number]
         if self._stopping:

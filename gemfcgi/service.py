@@ -743,8 +743,9 @@ def _cut_by_drain(connection: Any, timeout: float) -> bool:
     """
     A connection still open when the drain timeout ends a stop: one line
     naming the request. One that has had no header yet is answered ``41``
-    and ends by itself (``True``); one cut in its body is aborted, and the
-    access line's meta says why it has no status if it had none.
+    and ends by itself (``True``); one cut in its body is closed (a FIN
+    after what the kernel holds), and the access line's meta says why it has
+    no status if it had none.
     """
     record = connection.record
     if not record.url:

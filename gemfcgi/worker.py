@@ -116,10 +116,12 @@ def main() -> None:
     # The parent passes a SIGUSR1 on once this worker has written a line,
     # which may come before the service has its handler: one that comes
     # before is kept, and the access file reopened once the service is up.
-    # So is a SIGHUP (retire), which must not end the process meanwhile.
+    # So is a SIGHUP (retire), which must not end the process meanwhile;
+    # a SIGUSR2 (count the clients) before the service is up has none to count.
     missed: set[int] = set()
     for signum in (signal.SIGUSR1, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: missed.add(signum))
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     # A parent killed outright (SIGKILL, the OOM killer) cannot stop its
     # workers: they would serve on, holding the port a restart needs. The
     # kernel sends them SIGTERM instead, and they stop as usual.

@@ -116,7 +116,11 @@ def request_params(
     """The parameters for ``facts``, in a stable order, each name once."""
     user_params = dict(settings.params)
     path = _strip_components(facts.path, settings.strip or 0)
-    script = _split_script(path, user_params.get("SCRIPT_NAME"), facts.root, is_file)
+    # Without a root of its own, the location's scripts are looked for
+    # under the DOCUMENT_ROOT a ``param`` gives (a gmid configuration for
+    # fcgiwrap has one).
+    split_root = facts.root if facts.root is not None else user_params.get("DOCUMENT_ROOT")
+    script = _split_script(path, user_params.get("SCRIPT_NAME"), split_root, is_file)
     params = {
         "PATH_INFO": script.path_info,
         "SCRIPT_NAME": script.name,

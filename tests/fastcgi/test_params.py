@@ -126,6 +126,15 @@ def test_a_param_document_root_names_the_script_under_it_as_fcgiwrap_would(root)
     assert params["SCRIPT_FILENAME"] == "/usr/lib/cgi-bin/cgi-bin/hello"
 
 
+def test_without_a_root_the_script_is_found_under_a_param_document_root(tmp_path):
+    (tmp_path / "cgi-bin").mkdir()
+    (tmp_path / "cgi-bin" / "hello").write_text("#!/bin/sh\n")
+    settings_ = FastCGI(params=[("DOCUMENT_ROOT", str(tmp_path))])
+    params = params_for(settings_, is_file=os.path.isfile, path="/cgi-bin/hello/x")
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"], params["SCRIPT_FILENAME"]) == (
+        "/cgi-bin/hello", "/x", f"{tmp_path}/cgi-bin/hello")
+
+
 def test_a_param_script_filename_wins_over_any_document_root():
     settings_ = FastCGI(params=[("DOCUMENT_ROOT", "/a"), ("SCRIPT_FILENAME", "/b/app.sh")])
     assert params_for(settings_, root="/srv/capsule")["SCRIPT_FILENAME"] == "/b/app.sh"

@@ -136,3 +136,30 @@ def test_sigusr2_logs_how_many_clients_are_connected_and_serving_goes_on(lifecyc
     finally:
         for tls in held:
             tls.close()
+
+
+def test_a_download_cut_by_the_drain_timeout_still_brings_what_the_kernel_held(tmp_path, certificate):
+    root = tmp_path / "capsule"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"d" * (16 * 1024 * 1024))
+    cert, key = certificate
+    server = start_server("--root", str(root), "--cert", cert, "--key", key,
+                          "--listen", "tcp:0:interface=127.0.0.1", "--drain-timeout", "1")
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        tls = client_context().wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(f"gemini://localhost:{server.port}/big.bin\r\n".encode())
+        data = tls.recv(4096)
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"big\.bin: cut by the drain timeout \(1 s\)")
+        assert server.process.wait(15) in STOPPED_BY_SIGTERM
+        # Read only once the server is gone: what it had handed to the kernel arrives.
+        data, clean = read_to_end(tls, data)
+        tls.close()
+    finally:
+        server.stop()
+    sent = int(re.search(r"GET gemini://localhost/big\.bin 20 \S+ (\d+) ", server.log).group(1))
+    # All but what was still in the server's own buffer (tens of KiB), and
+    # no close_notify: the client can tell the reply is not whole.
+    assert not clean
+    assert len(data) > sent // 2, (len(data), sent)

@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
@@ -450,14 +450,12 @@ class Straggler:
         from gemfcgi.accesslog import AccessRecord
 
         self.record = AccessRecord(client_ip="127.0.0.1", url="gemini://localhost/slow", status=20)
-        self.transport = self
+        self.transport = StringTransport()
+        self.transport.abortConnection = lambda: setattr(self, "aborted", True)
         self.aborted = False
 
     def answer_the_stop(self) -> bool:
         return False
-
-    def abortConnection(self) -> None:
-        self.aborted = True
 
 
 def test_a_retiring_service_waits_for_its_requests_until_a_stop_limits_the_wait(config):
@@ -479,3 +477,28 @@ def test_a_retiring_service_waits_for_its_requests_until_a_stop_limits_the_wait(
     service.connections.remove(straggler)
     reactor.advance(1)
     assert len(done) == 1 and not isinstance(done[0], Failure)
+
+
+def test_a_worker_starting_up_is_not_ended_by_a_sigusr2():
+    # The parent passes SIGUSR2 on to workers that have written a line,
+    # which may come before the service has its handler.
+    import subprocess
+    import sys
+    import time
+
+    worker = subprocess.Popen([sys.executable, "-m", "gemfcgi.worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        ignored = 0
+        while not ignored & (1 << (signal.SIGUSR2 - 1)):
+            assert time.monotonic() < deadline and worker.poll() is None, "SIGUSR2 never ignored"
+            status = open(f"/proc/{worker.pid}/status").read()
+            ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGUSR2)
+        time.sleep(0.2)
+        assert worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait()
