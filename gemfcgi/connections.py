@@ -82,10 +82,11 @@ class ConnectionTracker:
     ) -> Deferred:
         """
         Fires with ``True`` once no connection is left, or ``False`` after
-        ``timeout`` seconds, when the stragglers are aborted (each passed
+        ``timeout`` seconds, when the stragglers are closed (each passed
         to ``cut`` first, to say so; one for which it returns ``True`` has
-        been answered and ends by itself) and gone. With no ``timeout``,
-        it waits for them however long they take.
+        been answered and ends by itself) and gone: with a FIN behind what
+        the kernel holds for them, or aborted where there is no socket to
+        close. With no ``timeout``, it waits for them however long they take.
 
         An aborted connection is lost a reactor turn later, and what it
         held (a FastCGI request) is let go only then: firing after that,
