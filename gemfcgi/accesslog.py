@@ -84,9 +84,10 @@ class AccessRecord:
         return f"{self.client_ip}:{self.client_port}"
 
 
-def emit(record: AccessRecord, now: float, service: object = None) -> None:
+def emit(record: AccessRecord, now: float, service: object = None, site: object = None) -> None:
     """
-    Publish the access event for ``record``, a request served by ``service``.
+    Publish the access event for ``record``, a request served by ``service``
+    with the configuration of ``site``.
 
     Its text is the legacy line as it is (``textlog.text_event``), cheap
     for the twistd log to write, with the fields for other styles beside.
@@ -115,6 +116,7 @@ def emit(record: AccessRecord, now: float, service: object = None) -> None:
         duration_ms=duration_ms,
         common_name=log_field(record.common_name),
         service=service,
+        site=site,
     )
     log.observer(event)
 
@@ -155,8 +157,10 @@ class AccessLogWriter:
     """
     Writes access events to the configured file and/or syslog.
 
-    Only the events of ``service`` are its own, when one is given.
-    ``reopen`` opens the file again, for log rotation (SIGUSR1).
+    Only the events of ``service`` are its own, when one is given, and of
+    ``site`` (a configuration: requests in flight through a reload are
+    written as their configuration says). ``reopen`` opens the file again,
+    for log rotation (SIGUSR1).
     """
 
     def __init__(
@@ -165,10 +169,12 @@ class AccessLogWriter:
         path: Optional[str] = None,
         service: object = None,
         syslog_socket: str = SYSLOG_SOCKET,
+        site: object = None,
     ) -> None:
         self.settings = settings
         self.path = path if path is not None else settings.access
         self.service = service
+        self.site = site
         # One os.write per line, on a descriptor opened for appending: a
         # line is in the file whole, or (a full disk) known not to be.
         self._fd: Optional[int] = None
@@ -254,6 +260,8 @@ class AccessLogWriter:
         if event.get("log_namespace") != NAMESPACE or "status" not in event:
             return
         if self.service is not None and event.get("service") is not self.service:
+            return
+        if self.site is not None and event.get("site") is not self.site:
             return
         line = format_line(self.settings.style, event)
         if self._fd is not None:

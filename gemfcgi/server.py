@@ -548,7 +548,7 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"
-        accesslog.emit(self.record, self.clock.seconds(), self.site.service)
+        accesslog.emit(self.record, self.clock.seconds(), self.site.service, self.site)
 
 
 class GeminiFactory(Factory):

@@ -452,6 +452,9 @@ class GemfcgiService(MultiService):
         self.fastcgi.setServiceParent(self)
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
+        # Writers of configurations a reload replaced, kept while requests
+        # that began under them are still in flight.
+        self._retired_logs: list[AccessLogWriter] = []
         # Only the workers of ``twistd gemfcgi`` enter the configuration's
         # chroot (after start-up, as root, has opened the access file inside
         # it); anywhere else its paths are read as written.
@@ -572,7 +575,7 @@ class GemfcgiService(MultiService):
         # file and new sockets are opened first and closed again if the
         # backends cannot be.
         planned = plan_listeners(config, self.listen)
-        access_log = self._new_access_log(config) if self.running else None
+        access_log = self._new_access_log(config, site) if self.running else None
         try:
             added = self._open_listeners(planned, site, store)
         except Exception:
@@ -591,7 +594,7 @@ class GemfcgiService(MultiService):
         if self.running:
             self._use_access_log(access_log)
 
-    def _new_access_log(self, config: model.Config) -> Optional[AccessLogWriter]:
+    def _new_access_log(self, config: model.Config, site: Site) -> Optional[AccessLogWriter]:
         """A writer for ``config``'s access file and syslog; ``AccessLogError`` if the file cannot be opened."""
         settings = config.log
         if settings.access is None and not settings.syslog:
@@ -600,22 +603,41 @@ class GemfcgiService(MultiService):
         if path is not None and config.chroot and self.enters_chroot and not self.chrooted:
             path = os.path.join(config.chroot, path.lstrip("/"))
         try:
-            return AccessLogWriter(settings, path, service=self)
+            return AccessLogWriter(settings, path, service=self, site=site)
         except OSError as error:
             raise AccessLogError(f"log access {settings.access}: {error.strerror or error}") from None
 
     def _use_access_log(self, writer: Optional[AccessLogWriter]) -> None:
-        """Write access lines with ``writer`` (``None``: nowhere but the text log) from now on."""
-        self._close_access_log()
-        self.access_log = writer
+        """
+        Write the access lines of new requests with ``writer`` (``None``:
+        nowhere but the text log) from now on; the writer before goes on
+        with the requests begun under it.
+        """
+        retired, self.access_log = self.access_log, writer
         if writer is not None:
             globalLogPublisher.addObserver(writer)
+        if retired is not None:
+            self._retired_logs.append(retired)
+            self.connections.on_removed = self._close_retired_logs
+            self._close_retired_logs()
+
+    def _close_retired_logs(self) -> None:
+        """Close each retired writer whose configuration has no request left in flight."""
+        in_use = {id(getattr(connection, "site", None)) for connection in self.connections.active}
+        for writer in [w for w in self._retired_logs if id(w.site) not in in_use]:
+            self._retired_logs.remove(writer)
+            globalLogPublisher.removeObserver(writer)
+            writer.close()
+        if not self._retired_logs:
+            self.connections.on_removed = None
 
     def _close_access_log(self) -> None:
-        if self.access_log is not None:
-            globalLogPublisher.removeObserver(self.access_log)
-            self.access_log.close()
-            self.access_log = None
+        for writer in [*self._retired_logs, *([self.access_log] if self.access_log else [])]:
+            globalLogPublisher.removeObserver(writer)
+            writer.close()
+        self._retired_logs = []
+        self.connections.on_removed = None
+        self.access_log = None
 
     def entered_chroot(self, chroot: Optional[str]) -> None:
         """After a chroot, the access file is reopened by its path inside it."""
@@ -627,6 +649,9 @@ class GemfcgiService(MultiService):
     def reopen_access_log(self) -> None:
         """SIGUSR1: reopen the access file after it was rotated."""
         writer = self.access_log
+        for retired in self._retired_logs:
+            if retired.path is not None:
+                retired.reopen()
         if writer is not None and writer.path is not None and writer.reopen():
             log.info("access log reopened")
 
@@ -646,7 +671,7 @@ class GemfcgiService(MultiService):
         access_log = None
         listeners = list(self.listeners.values())
         try:
-            access_log = self._new_access_log(self.config)
+            access_log = self._new_access_log(self.config, self.site)
             for listener in listeners:
                 listener.startService()
         except Exception:

@@ -502,3 +502,39 @@ def test_a_worker_starting_up_is_not_ended_by_a_sigusr2():
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_a_request_in_flight_through_a_reload_is_logged_as_its_configuration_says(config, tmp_path):
+    from copy import deepcopy
+
+    from gemfcgi import accesslog
+
+    config.log = model.LogSettings(access=str(tmp_path / "a.log"), style="legacy", syslog=False)
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=MemoryReactorClock())
+    service.startService()
+    try:
+        class InFlight:
+            site = service.site
+
+        old_site, in_flight = service.site, InFlight()
+        service.connections.add(in_flight)
+        changed = deepcopy(config)
+        changed.log = model.LogSettings(access=str(tmp_path / "b.log"), style="condensed", syslog=False)
+        service.reload(changed)
+
+        def logged(site, url: str) -> None:
+            record = accesslog.AccessRecord(client_ip="127.0.0.1", client_port=1, url=url,
+                                            status=20, meta="text/gemini", started=0.0)
+            accesslog.emit(record, 0.1, service, site)
+
+        logged(old_site, "gemini://localhost/begun-before")
+        logged(service.site, "gemini://localhost/begun-after")
+        service.connections.remove(in_flight)
+        # Its last request done, the old file is closed: nothing more goes there.
+        logged(old_site, "gemini://localhost/late")
+    finally:
+        service.stopService()
+    before, after = (tmp_path / "a.log").read_text(), (tmp_path / "b.log").read_text()
+    assert before.startswith("127.0.0.1:1 GET gemini://localhost/begun-before 20 text/gemini")
+    assert "begun-after" not in before and "late" not in before
+    assert "begun-before" not in after and "gemini://localhost/begun-after" in after
