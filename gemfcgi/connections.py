@@ -35,8 +35,8 @@ REFUSALS_EVERY = 10.0
 class ConnectionTracker:
     def __init__(self) -> None:
         self.active: set[Any] = set()
-        # Told after each connection ends (the service's retired access logs).
-        self.on_removed: Optional[Callable[[], None]] = None
+        # Told of each connection that ends (the service's retired access logs).
+        self.on_removed: Optional[Callable[[Any], None]] = None
         self._waiters: list[Deferred] = []
         self._refusals: Optional[LogLimiter] = None
 
@@ -72,7 +72,7 @@ class ConnectionTracker:
     def remove(self, connection: Any) -> None:
         self.active.discard(connection)
         if self.on_removed is not None:
-            self.on_removed()
+            self.on_removed(connection)
         if not self.active:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:

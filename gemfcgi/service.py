@@ -142,12 +142,19 @@ def listen_descriptions(listen: model.Listen) -> list[str]:
     return [entry.description for entry in _sockets(listen)]
 
 
-def listen_failed(description: str, failure: Failure) -> ListenError:
-    """Why ``description`` could not be listened on, in one line ("Address already in use")."""
+def listen_failed(
+    description: str, failure: Failure, origin: Optional[model.Origin] = None
+) -> ListenError:
+    """
+    Why ``description`` (asked for at ``origin``) could not be listened on,
+    in one line ("Address already in use").
+    """
     # A unix socket's error comes from its lock file, whose name says nothing to the user.
     cause = getattr(failure.value, "socketError", None) or failure.value
     reason = getattr(cause, "strerror", None) or failure.getErrorMessage()
-    return ListenError(f"{description}: {reason}")
+    problem = ListenError(f"{description}: {reason}")
+    problem.origin = origin
+    return problem
 
 
 def proxy_v1_switched(description: str, open_now: Collection[str]) -> bool:
@@ -360,9 +367,7 @@ class ListenerService(Service):
         listening = self.endpoint.listen(factory)
         listening.addCallbacks(self._listening, failures.append)
         if failures:
-            problem = listen_failed(self.description, failures[0])
-            problem.origin = self.origin
-            raise problem
+            raise listen_failed(self.description, failures[0], self.origin)
         port = self.port
         if proxied:
             return
@@ -618,7 +623,14 @@ class GemfcgiService(MultiService):
             globalLogPublisher.addObserver(writer)
         if retired is not None:
             self._retired_logs.append(retired)
-            self.connections.on_removed = self._close_retired_logs
+            self.connections.on_removed = self._connection_ended
+            self._close_retired_logs()
+
+    def _connection_ended(self, connection: Any) -> None:
+        # Only the end of a request begun under a retired configuration
+        # can let its writer go: the others cost one look each.
+        site = getattr(connection, "site", None)
+        if any(writer.site is site for writer in self._retired_logs):
             self._close_retired_logs()
 
     def _close_retired_logs(self) -> None:
@@ -632,10 +644,12 @@ class GemfcgiService(MultiService):
             self.connections.on_removed = None
 
     def _close_access_log(self) -> None:
-        for writer in [*self._retired_logs, *([self.access_log] if self.access_log else [])]:
+        writers, self._retired_logs = self._retired_logs, []
+        if self.access_log is not None:
+            writers.append(self.access_log)
+        for writer in writers:
             globalLogPublisher.removeObserver(writer)
             writer.close()
-        self._retired_logs = []
         self.connections.on_removed = None
         self.access_log = None
 

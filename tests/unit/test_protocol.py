@@ -51,6 +51,18 @@ def access_events() -> Iterator[list]:
         accesslog.log.observer = observer
 
 
+def test_a_client_that_ends_its_side_gets_its_reply_after_a_request_and_nothing_before(site, tmp_path):
+    (tmp_path / "big.bin").write_bytes(b"b" * (1024 * 1024))
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
+    protocol.readConnectionLost()
+    assert not transport.aborted and transport.value().startswith(b"20 application/octet-stream\r\n")
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/big")
+    protocol.readConnectionLost()
+    assert transport.aborted and transport.value() == b""
+
+
 def test_request_in_pieces_is_assembled(site):
     protocol, transport, _ = connect(site)
     for piece in (b"gemini://local", b"host/", b"\r", b"\n"):
