@@ -320,6 +320,23 @@ def test_sigterm_refuses_new_connections_at_once_while_a_download_finishes(
         assert server.process.wait(20) in (0, -signal.SIGTERM)
 
 
+def test_a_worker_answers_a_second_stop_signal_during_its_drain_with_a_line(
+    capsule, certificate, tmp_path
+):
+    # systemd's default KillMode signals the whole cgroup, so a worker can
+    # get SIGTERM from it as well as from the parent.
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        tls, data = slow_download(server.port)
+        server.process.send_signal(signal.SIGTERM)
+        draining = server.wait_for_log(r"\[worker (\d)\] stopping: waiting up to 30 s for 1 connections")
+        os.kill(workers(server)[int(draining.group(1))], signal.SIGTERM)
+        server.wait_for_log(rf"\[worker {draining.group(1)}\] received SIGTERM again: already stopping")
+        assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+        assert server.process.wait(20) in (0, -signal.SIGTERM)
+        assert "critical" not in server.log and "Traceback" not in server.log
+
+
 def test_a_reload_that_drops_a_listener_refuses_its_new_connections_at_once(
     capsule, certificate, tmp_path
 ):
