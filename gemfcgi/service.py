@@ -187,7 +187,7 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
     """
     proxied, inner_description = split_proxied(description)
-    if inner_description.startswith("ssl:"):
+    if inner_description.split(":", 1)[0] in ("ssl", "tls"):
         # Its TLS would sit where gemfcgi's own goes, and offer no
         # certificate per server.
         raise ListenError(
@@ -369,6 +369,17 @@ class ListenerService(Service):
         if failures:
             raise listen_failed(self.description, failures[0], self.origin)
         port = self.port
+        if getattr(port, "factory", factory) is not factory:
+            # An endpoint that puts a protocol of its own (its TLS) between
+            # the socket and gemfcgi's: every connection would fail.
+            port.stopListening()
+            self.port = None
+            problem = ListenError(
+                f"{self.description}: this endpoint wraps connections in a protocol of its "
+                "own; gemfcgi does TLS itself: listen on a tcp: or unix: endpoint"
+            )
+            problem.origin = self.origin
+            raise problem
         if proxied:
             return
         # listen() on these endpoints is synchronous: nothing was accepted

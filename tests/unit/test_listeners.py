@@ -57,7 +57,9 @@ def test_an_ssl_endpoint_is_refused_before_it_reads_any_certificate():
 
     from gemfcgi.service import ListenError, server_endpoint
 
-    for description in ("ssl:1965", "ssl:1965:privateKey=k.pem:certKey=c.pem", "haproxy:ssl:1965"):
+    for description in (
+        "ssl:1965", "ssl:1965:privateKey=k.pem:certKey=c.pem", "haproxy:ssl:1965", "tls:/etc/gemini:port=1965",
+    ):
         with pytest.raises(ListenError) as raised:
             server_endpoint(MemoryReactor(), description)
         assert str(raised.value) == (
@@ -65,6 +67,35 @@ def test_an_ssl_endpoint_is_refused_before_it_reads_any_certificate():
             "listen on a tcp: endpoint (same port and options, without the certificate ones)"
         )
     assert server_endpoint(MemoryReactor(), "tcp:1965") is not None
+
+
+def test_an_endpoint_that_wraps_the_factory_is_refused_and_its_socket_closed():
+    # An endpoint plugin with a TLS layer of its own: gemfcgi's transport on
+    # its port would fail every connection.
+    from twisted.internet import endpoints, reactor
+    from twisted.internet.protocol import Factory
+    from twisted.protocols.policies import WrappingFactory
+
+    from gemfcgi.service import ListenError, ListenerService
+
+    class WrappingEndpoint:
+        def listen(self, factory):
+            self.inner = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+            return self.inner.listen(WrappingFactory(factory))
+
+    endpoint = WrappingEndpoint()
+    listener = ListenerService("wrapping:0", endpoint, Factory(), None, 0)
+    ports: list = []
+    listener.on_listening = ports.append
+    with pytest.raises(ListenError) as raised:
+        listener.startService()
+    assert str(raised.value) == (
+        "wrapping:0: this endpoint wraps connections in a protocol of its own; gemfcgi does TLS "
+        "itself: listen on a tcp: or unix: endpoint"
+    )
+    assert listener.port is None
+    [port] = ports
+    assert port.disconnecting  # closed on the reactor's next turn, as Twisted closes a port
 
 
 def test_a_unix_socket_that_cannot_be_made_says_why_without_twisteds_lock_file():
