@@ -361,11 +361,31 @@ def needs_a_restart(config: model.Config, workers_fixed: bool = False) -> list[D
             for directive, message in refused]
 
 
+def endpoint_problem(description: str) -> Optional[str]:
+    """Why ``description`` is not a Twisted client endpoint string; ``None`` if it is one."""
+    from twisted.internet import endpoints
+    from twisted.internet.testing import MemoryReactor
+
+    if not description:
+        return "empty"
+    try:
+        # Only parsed: a reactor that connects nothing is enough.
+        endpoints.clientFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError, IndexError) as problem:
+        if isinstance(problem, ValueError) and str(problem).startswith("Unknown endpoint type"):
+            return f"unknown endpoint type {description.split(':', 1)[0]!r}"
+        return f"not a client endpoint string ({problem})"
+    return None
+
+
 def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
     """What keeps a backend from ever being reached, as a diagnostic; ``None`` if nothing."""
     if isinstance(address, model.FastCGISpawn):
         problem = spawn_problem(address.command)
         return None if problem is None else f"fastcgi spawn: {problem}"
+    if isinstance(address, model.FastCGIEndpoint):
+        problem = endpoint_problem(address.description)
+        return None if problem is None else f"fastcgi endpoint {address.description!r}: {problem}"
     if isinstance(address, model.FastCGITCP) and isinstance(address.port, str):
         try:
             socket.getservbyname(address.port, "tcp")

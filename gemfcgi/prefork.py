@@ -61,7 +61,8 @@ MAX_RESTART_DELAY = 30.0
 # A worker that lived less than this is "dying at start": back off.
 QUICK_DEATH = 5.0
 # How long a reload lets the generation it replaces serve while the new one
-# starts; it stops as soon as the new one listens, and after this anyway.
+# starts; it stops as soon as the new one listens, and after this once any
+# new worker does (never before: the port would have nobody accepting).
 RETIRE_AFTER = 10.0
 
 
@@ -224,6 +225,8 @@ class WorkerPool(Service):
         # Of those, the ones still serving until the new generation listens.
         self._to_retire: list[WorkerProcess] = []
         self._retire_timer = None
+        # RETIRE_AFTER passed with no new worker listening yet.
+        self._retire_overdue = False
         self.generation = 0
         self._delays: dict[int, float] = {}
         self._stopping = False
@@ -346,12 +349,25 @@ class WorkerPool(Service):
     def worker_serving(self, process: WorkerProcess) -> None:
         """A worker listens: once all of its generation do, the one before stops."""
         current = self.workers
-        if (
-            current.get(process.number) is process
-            and len(current) == self.count
-            and all(worker.serving for worker in current.values())
+        if current.get(process.number) is not process:
+            return
+        if self._retire_overdue or (
+            len(current) == self.count and all(worker.serving for worker in current.values())
         ):
             self._retire_now()
+
+    def _retire_when_due(self) -> None:
+        """RETIRE_AFTER after a reload: the old generation stops if a new worker serves."""
+        self._retire_timer = None
+        if any(worker.serving for worker in self.workers.values()):
+            self._retire_now()
+            return
+        self._retire_overdue = True
+        log.warn(
+            "no worker of the new generation listens {after:.0f} s after the reload: the "
+            "previous one serves on until one does",
+            after=RETIRE_AFTER,
+        )
 
     def _retire_now(self, signum: int = signal.SIGHUP) -> list[WorkerProcess]:
         """
@@ -362,6 +378,7 @@ class WorkerPool(Service):
         if self._retire_timer is not None and self._retire_timer.active():
             self._retire_timer.cancel()
         self._retire_timer = None
+        self._retire_overdue = False
         leaving, self._to_retire = self._to_retire, []
         self._signal_all(leaving, signum)
         return leaving
@@ -441,8 +458,9 @@ class WorkerPool(Service):
         # listen (reloads in quick succession) stops now.
         self._signal_all([p for p in old if not p.serving], signal.SIGTERM)
         self._to_retire.extend(p for p in old if p.serving)
+        self._retire_overdue = False
         if self._to_retire and self._retire_timer is None:
-            self._retire_timer = self.reactor.callLater(RETIRE_AFTER, self._retire_now)
+            self._retire_timer = self.reactor.callLater(RETIRE_AFTER, self._retire_when_due)
         self.draining.update(old)
         # A retired program may serve any generation still finishing.
         users = list(self.draining)

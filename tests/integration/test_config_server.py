@@ -374,6 +374,33 @@ def test_an_access_log_in_a_missing_directory_is_a_config_error(tree, tmp_path):
     ]
 
 
+def test_a_fastcgi_endpoint_that_is_no_endpoint_string_is_a_config_error(tree, tmp_path):
+    # It started with a traceback (and under prefork, a reload that every
+    # new worker died of was taken).
+    certs = tree / "certs"
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        'server "example.com" {\n'
+        '  listen on 127.0.0.1 port 0\n'
+        f'  cert "{certs / "example.com.pem"}"\n'
+        f'  key "{certs / "example.com.key"}"\n'
+        '  location "/a/*" { fastcgi endpoint "bogus:xx" }\n'
+        '  location "/b/*" { fastcgi endpoint "tcp:127.0.0.1" }\n'
+        '  location "/c/*" { fastcgi endpoint "tcp:host=127.0.0.1:port=abc" }\n'
+        '  location "/d/*" { fastcgi endpoint "" }\n'
+        '  location "/e/*" { fastcgi endpoint "tcp:host=127.0.0.1:port=9000" }\n'
+        '}\n'
+    )
+    assert check_and_start_errors(config) == [
+        f"{config}:5: fastcgi endpoint 'bogus:xx': unknown endpoint type 'bogus'",
+        f"{config}:6: fastcgi endpoint 'tcp:127.0.0.1': not a client endpoint string "
+        "(TCP4ClientEndpoint.__init__() missing 1 required positional argument: 'port')",
+        f"{config}:7: fastcgi endpoint 'tcp:host=127.0.0.1:port=abc': not a client endpoint "
+        "string (invalid literal for int() with base 10: 'abc')",
+        f"{config}:8: fastcgi endpoint '': empty",
+    ]
+
+
 def test_each_problem_found_on_disk_or_in_the_network_names_its_own_file_and_line(tree, tmp_path):
     certs = tree / "certs"
     (tmp_path / "access.log").mkdir()

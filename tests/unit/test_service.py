@@ -538,3 +538,67 @@ def test_a_request_in_flight_through_a_reload_is_logged_as_its_configuration_say
     assert before.startswith("127.0.0.1:1 GET gemini://localhost/begun-before 20 text/gemini")
     assert "begun-after" not in before and "late" not in before
     assert "begun-before" not in after and "gemini://localhost/begun-after" in after
+
+
+class _SignalledTransport:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[int] = []
+
+    def signalProcess(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+def _workers(pool, generation: int, pids: list[int]):
+    from gemfcgi.prefork import WorkerProcess
+
+    processes = []
+    for number, pid in enumerate(pids):
+        process = WorkerProcess(pool, number, generation)
+        process.transport = _SignalledTransport(pid)
+        process.pid = pid
+        processes.append(process)
+    return processes
+
+
+def test_a_reload_whose_new_workers_never_listen_keeps_the_old_ones_serving(config):
+    # New workers that die at start (and are restarted with a back-off) must
+    # not leave the port with nobody accepting once RETIRE_AFTER has passed.
+    from twisted.logger import capturedLogs
+
+    from gemfcgi.prefork import RETIRE_AFTER, WorkerPool
+
+    clock = MemoryReactorClock()
+    pool = WorkerPool(config, 2, reactor=clock)
+    old = _workers(pool, 0, [101, 102])
+    new = _workers(pool, 1, [201, 202])
+    for process in old:
+        process.serving = True
+    pool.workers = dict(enumerate(new))
+    pool._to_retire = list(old)
+    pool._retire_timer = clock.callLater(RETIRE_AFTER, pool._retire_when_due)
+    with capturedLogs() as logs:
+        clock.advance(RETIRE_AFTER + 1)
+    assert [p.transport.signals for p in old] == [[], []]
+    assert [e["log_level"].name for e in logs if "serves on until one does" in e["log_format"]] == ["warn"]
+    # The first new worker to listen retires them, its sibling still starting.
+    new[1].serving = True
+    pool.worker_serving(new[1])
+    assert [p.transport.signals for p in old] == [[signal.SIGHUP], [signal.SIGHUP]]
+
+
+def test_a_reload_retires_the_old_workers_after_a_while_once_some_new_one_listens(config):
+    from gemfcgi.prefork import RETIRE_AFTER, WorkerPool
+
+    clock = MemoryReactorClock()
+    pool = WorkerPool(config, 2, reactor=clock)
+    old = _workers(pool, 0, [101, 102])
+    new = _workers(pool, 1, [201, 202])
+    pool.workers = dict(enumerate(new))
+    pool._to_retire = list(old)
+    pool._retire_timer = clock.callLater(RETIRE_AFTER, pool._retire_when_due)
+    new[0].serving = True
+    pool.worker_serving(new[0])
+    assert [p.transport.signals for p in old] == [[], []]
+    clock.advance(RETIRE_AFTER)
+    assert [p.transport.signals for p in old] == [[signal.SIGHUP], [signal.SIGHUP]]
