@@ -58,14 +58,27 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 
+# Errors shown for one file. A file that is no configuration at all (an
+# ``include`` of a key or of /etc/shadow) would otherwise have every line
+# quoted back into the log.
+MAX_ERRORS_PER_FILE = 10
+
+
 @dataclass
 class Report:
     """Collects diagnostics while a configuration is read."""
 
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
+    _per_file: dict[str, int] = field(default_factory=dict)
 
     def error(self, file: str, line: int, message: str) -> None:
+        count = self._per_file.get(file, 0) + 1
+        self._per_file[file] = count
+        if count > MAX_ERRORS_PER_FILE + 1:
+            return
+        if count > MAX_ERRORS_PER_FILE:
+            message = f"more errors in {file} are not shown: fix those above first"
         self.errors.append(Diagnostic(file, max(line, 1), message, "error"))
 
     def warning(self, file: str, line: int, message: str) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Callable, NoReturn, Optional, Union
 
 from gemfcgi.config import values
@@ -92,6 +93,8 @@ _REMOVED = {
 }
 
 _KNOWN_DIRECTIVES = sorted(_TOP_ONLY | _SERVER_ONLY | _LOCATION_OPTIONS)
+# What an unknown directive may look like to be quoted in its error.
+_DIRECTIVE_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 class _Abort(Exception):
@@ -388,6 +391,11 @@ class _Parser:
 
     @staticmethod
     def _unknown(word: str) -> str:
+        if not _DIRECTIVE_LIKE.fullmatch(word):
+            # A line of a file that is no configuration (an included key):
+            # not quoted back into the log.
+            return (f"unknown directive: {len(word)} characters that are no directive name "
+                    "(is this a configuration file?)")
         message = f"unknown directive '{word}'"
         if word.lower() in KEYWORDS and word.lower() != word:
             return f"{message} (directives are lower case: '{word.lower()}')"

@@ -76,3 +76,18 @@ def test_errors_after_a_broken_block_are_still_found(errors_of):
         "gmid.conf:6: unknown directive 'bogus'",
         "gmid.conf:8: invalid prefork number 99 (use 1 to 15)",
     ]
+
+
+def test_a_file_that_is_no_configuration_is_not_quoted_back(errors_of):
+    # An include of a private key would put its lines into the log.
+    key_lines = "".join(f"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg{i:04d}\n" for i in range(30))
+    errors = errors_of(key_lines)
+    assert errors == [
+        f"gmid.conf:{line}: unknown directive: 52 characters that are no directive name "
+        "(is this a configuration file?)"
+        for line in range(1, 11)
+    ] + ["gmid.conf:11: more errors in gmid.conf are not shown: fix those above first"]
+    assert errors_of("root:x:0:0:root:/root:/bin/bash\n") == [
+        "gmid.conf:1: unknown directive: 31 characters that are no directive name "
+        "(is this a configuration file?)"
+    ]
