@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pwd
 import shlex
 import socket
 import stat
@@ -27,7 +28,7 @@ from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
-from gemfcgi.privileges import PrivilegeError, identity_for
+from gemfcgi.privileges import PrivilegeError, identity_for, may_read_directory
 from gemfcgi.routing import port_matches, port_pattern
 from gemfcgi.service import ListenError, listen_descriptions, servers_listening_on
 from gemfcgi.tls import ProtocolsError, protocol_range
@@ -39,10 +40,18 @@ def _where(origin: Optional[model.Origin], config: model.Config) -> tuple[str, i
     return origin.file, origin.line
 
 
-def _in_chroot(config: model.Config, path: str) -> str:
+def _has_account(user: Optional[str]) -> bool:
+    try:
+        pwd.getpwnam(user or "")
+    except KeyError:
+        return False
+    return True
+
+
+def _in_chroot(chroot: Optional[str], path: str) -> str:
     """gmid resolves roots (not certificates) inside the chroot."""
-    if config.chroot and os.path.isabs(path):
-        return os.path.join(config.chroot, path.lstrip("/"))
+    if chroot and os.path.isabs(path):
+        return os.path.join(chroot, path.lstrip("/"))
     return path
 
 
@@ -104,12 +113,21 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
 
     if not config.servers:
         error(None, 'no server block: nothing to serve (add server "name" { ... })')
+    identity = None
+    # Roots are looked at inside the chroot: not at all when it is unusable.
+    roots_checked = True
     try:
-        identity_for(config)
+        identity = identity_for(config)
     except PrivilegeError as problem:
-        # Only a user names an account; without one the problem is the chroot.
-        where = config.origins.get("user") or config.origins.get("chroot")
-        error(where, str(problem))
+        error(config.origins.get(problem.directive), str(problem))
+        if config.chroot:
+            roots_checked = os.path.isdir(config.chroot)
+        else:
+            # An unknown user has no home to be chrooted into: roots are
+            # looked at as written. A known one's home is no directory.
+            roots_checked = not _has_account(config.user)
+    # A user without a chroot is chrooted into its home, as in gmid.
+    chroot = identity.chroot if identity is not None else config.chroot
     try:
         protocol_range(config.protocols)
     except ProtocolsError as problem:
@@ -117,10 +135,20 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     access = config.log.access
     if access is not None:
         # Opened at start-up (and on SIGUSR1), inside the chroot.
-        problem = access_log_problem(_in_chroot(config, os.path.abspath(access)))
+        problem = access_log_problem(_in_chroot(chroot, os.path.abspath(access)))
         if problem is not None:
             error(config.log.access_origin, f"log access {access!r}: {problem}")
     checked_cas: set[str] = set()
+
+    def check_root(root: str, where: Optional[model.Origin]) -> None:
+        opened = _in_chroot(chroot, root)
+        seen_as = "" if opened == root else f" (inside the chroot: {opened})"
+        if not os.path.isdir(opened):
+            error(where, f"root {root} is not a directory{seen_as}")
+        elif identity is not None and not may_read_directory(opened, identity):
+            warning(where, f"root {root}{seen_as}: user {identity.name} may not read it (by its "
+                    "mode bits, or those of a directory above it): every request under it would "
+                    "get 51")
 
     def check_ca(ca: str, where: Optional[model.Origin]) -> None:
         if ca in checked_cas:
@@ -172,8 +200,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         for options, block in [(server.options, origin)] + [
             (location.options, location.origin or origin) for location in server.locations
         ]:
-            if options.root is not None and not os.path.isdir(_in_chroot(config, options.root)):
-                error(options.origins.get("root", block), f"root {options.root} is not a directory")
+            if options.root is not None and roots_checked:
+                check_root(options.root, options.origins.get("root", block))
             fastcgi = options.fastcgi
             if fastcgi is not None:
                 problem = fastcgi_problem(fastcgi.address)

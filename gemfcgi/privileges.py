@@ -19,7 +19,11 @@ from gemfcgi.config import model
 
 
 class PrivilegeError(Exception):
-    """A ``user``/``chroot`` setting that cannot be applied, and why."""
+    """A ``user``/``chroot`` setting that cannot be applied, and why; ``directive`` is the one at fault."""
+
+    def __init__(self, message: str, directive: str = "user") -> None:
+        super().__init__(message)
+        self.directive = directive
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ def identity_for(config: model.Config) -> Optional[Identity]:
     """Who the workers become, or ``None`` when they keep the server's identity."""
     if config.user is None:
         if config.chroot is not None:
-            raise PrivilegeError("can't chroot without a user (add: user \"name\")")
+            raise PrivilegeError("can't chroot without a user (add: user \"name\")", "chroot")
         return None
     try:
         entry = pwd.getpwnam(config.user)
@@ -44,9 +48,41 @@ def identity_for(config: model.Config) -> Optional[Identity]:
     if not os.path.isdir(chroot):
         raise PrivilegeError(
             f"chroot {chroot} is not a directory"
-            + ("" if config.chroot else f" (the home of {config.user}; set chroot)")
+            + ("" if config.chroot else f" (the home of {config.user}; set chroot)"),
+            "chroot" if config.chroot else "user",
         )
     return Identity(entry.pw_uid, entry.pw_gid, entry.pw_name, chroot)
+
+
+def may_read_directory(path: str, identity: Identity) -> bool:
+    """
+    Whether ``identity`` may list ``path`` and open what is in it, by the
+    mode bits of it and of every directory above it up to its chroot (ACLs
+    are not read).
+    """
+    top = os.path.abspath(identity.chroot or "/")
+    if identity.uid == 0:
+        return True
+    groups = set(os.getgrouplist(identity.name, identity.gid))
+    current = os.path.abspath(path)
+    needed = os.R_OK | os.X_OK
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError:
+            return False
+        if info.st_uid == identity.uid:
+            granted = (info.st_mode >> 6) & 0o7
+        elif info.st_gid in groups:
+            granted = (info.st_mode >> 3) & 0o7
+        else:
+            granted = info.st_mode & 0o7
+        if granted & needed != needed:
+            return False
+        parent = os.path.dirname(current)
+        if current == top or parent == current:
+            return True
+        current, needed = parent, os.X_OK
 
 
 def drop_privileges(identity: Identity) -> None:

@@ -197,6 +197,8 @@ def serve_static(
             # (gmid): the page's links are relative to it.
             _send_listing(client, real, request.path, settings)
         else:
+            # The index may be there, in a root this process may not read.
+            _say_if_the_root_is_gone(settings.root)
             client.respond(status.NOT_FOUND, "not found")
         return
     if not stat.S_ISREG(info.st_mode) or path.endswith("/"):

@@ -163,3 +163,56 @@ def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_pa
         f"gmid.conf:1: alias '[ab.example': {tail}",
         f'gmid.conf:4: location "/[a-[:alpha:]": {tail}',
     ]
+
+
+def _served_from(root: str, tmp_path: Path, **privileges):
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+    from gemfcgi.config import model
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    server = model.Server(
+        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+        listens=[model.Listen("127.0.0.1", 1965)],
+        options=model.LocationOptions(root=root, origins={"root": model.Origin("gmid.conf", 9)}),
+        origin=model.Origin("gmid.conf", 5),
+    )
+    origins = {name: model.Origin("gmid.conf", line) for name, line in (("user", 1), ("chroot", 4))}
+    return model.Config(servers=[server], origins=origins, **privileges)
+
+
+def test_a_chroot_that_is_no_directory_is_said_at_its_own_line_and_its_roots_go_unchecked(tmp_path):
+    from gemfcgi.check import check_config
+
+    config = _served_from("/root", tmp_path, user="nobody", chroot=str(tmp_path / "no-such-dir"))
+    errors, _ = check_config(config)
+    assert [str(e) for e in errors] == [f"gmid.conf:4: chroot {tmp_path / 'no-such-dir'} is not a directory"]
+
+
+def test_a_root_missing_inside_the_chroot_is_named_as_it_is_opened(tmp_path):
+    from gemfcgi.check import check_config
+
+    errors, _ = check_config(_served_from("/etc", tmp_path, user="nobody", chroot=str(tmp_path)))
+    assert [str(e) for e in errors] == [
+        f"gmid.conf:9: root /etc is not a directory (inside the chroot: {tmp_path / 'etc'})"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a directory owned by root that nobody may read")
+def test_a_root_the_user_may_not_read_is_warned_of(tmp_path):
+    from gemfcgi.check import check_config
+
+    chroot = tmp_path / "chroot"
+    (chroot / "private").mkdir(parents=True)
+    (chroot / "public").mkdir()
+    chroot.chmod(0o755)
+    (chroot / "private").chmod(0o700)
+    (chroot / "public").chmod(0o755)
+    for root, expected in [("/public", []), ("/private", [
+        f"gmid.conf:9: root /private (inside the chroot: {chroot / 'private'}): user nobody may "
+        "not read it (by its mode bits, or those of a directory above it): every request under "
+        "it would get 51"
+    ])]:
+        errors, warnings = check_config(_served_from(root, tmp_path, user="nobody", chroot=str(chroot)))
+        assert errors == []
+        assert [str(w) for w in warnings] == expected

@@ -559,7 +559,8 @@ def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
     ]
 
 
-def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", [b"/page.gmi", b"/"], ids=["page", "index"])
+def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypatch, path):
     import os
 
     from twisted.logger import capturedLogs
@@ -579,7 +580,7 @@ def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypat
     monkeypatch.setattr(static.os, "access", lambda path, mode: path != str(root) and readable(path, mode))
     with capturedLogs() as logs:
         protocol, transport, _ = connect(site)
-        protocol.dataReceived(b"gemini://localhost/page.gmi\r\n")
+        protocol.dataReceived(b"gemini://localhost" + path + b"\r\n")
     assert transport.value() == b"51 not found\r\n"
     assert static_warnings(logs) == [
         f"root {root} cannot be read by this process (uid {os.geteuid()}): every request under "
