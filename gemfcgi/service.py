@@ -369,6 +369,9 @@ class ListenerService(Service):
         if failures:
             raise listen_failed(self.description, failures[0], self.origin)
         port = self.port
+        if proxied:
+            # Its endpoint wraps the factory in the PROXY header reader.
+            return
         if getattr(port, "factory", factory) is not factory:
             # An endpoint that puts a protocol of its own (its TLS) between
             # the socket and gemfcgi's: every connection would fail.
@@ -380,8 +383,6 @@ class ListenerService(Service):
             )
             problem.origin = self.origin
             raise problem
-        if proxied:
-            return
         # listen() on these endpoints is synchronous: nothing was accepted
         # yet, so the port can still be told how to treat connections.
         if type(port) is tcp.Port:

@@ -85,9 +85,11 @@ def meta_required(code: int) -> bool:
 
 def sent_meta(code: int, meta: str) -> str:
     """
-    The META a header carries: on 2x an empty one spelt out as what it
-    means, on 4x to 6x as the code's name.
+    The META a header carries: without blanks around it, and when that
+    leaves none, on 2x spelt out as what it means, on 4x to 6x as the
+    code's name (clients take "20  " for a malformed header).
     """
+    meta = meta.strip(" \t")
     if meta or not 20 <= code < 70 or 30 <= code < 40:
         return meta
     if code < 30:
@@ -97,8 +99,8 @@ def sent_meta(code: int, meta: str) -> str:
 
 def response_header(code: int, meta: str = "") -> bytes:
     """
-    Build ``NN SP META CRLF``, an empty META filled in on 2x and 4x to 6x
-    (``sent_meta``).
+    Build ``NN SP META CRLF``, without blanks around META, an empty META
+    filled in on 2x and 4x to 6x (``sent_meta``).
 
     Raises ``InvalidHeader`` rather than send something a client could
     misread; callers turn that into a ``40``/``42`` of their own.

@@ -30,6 +30,13 @@ def test_an_empty_success_meta_is_spelt_out():
     assert read(b"20\r\n").header == b"20 text/gemini; charset=utf-8\r\n"
 
 
+def test_blanks_around_meta_are_dropped_and_blanks_alone_are_no_meta():
+    assert read(b"20   \r\n") == ReplyHeader(
+        20, "text/gemini; charset=utf-8", b"20 text/gemini; charset=utf-8\r\n", b"")
+    assert read(b"20  text/plain \r\nx") == ReplyHeader(20, "text/plain", b"20 text/plain\r\n", b"x")
+    assert read(b"51  \r\n").header == b"51 not found\r\n"
+
+
 @pytest.mark.parametrize("code", [10, 31, 44, 51, 62])
 def test_other_codes_carry_no_body(code):
     assert not read(b"%d meta\r\nrest" % code).sends_body
@@ -45,6 +52,7 @@ def test_other_codes_carry_no_body(code):
     (b"70 nope\r\n", "status 70 is not defined"),
     (b"09 nope\r\n", "status 9 is not defined"),
     (b"30 \r\n", "status 30 requires a META"),
+    (b"30  \t\r\n", "status 30 requires a META"),
     (b"20 \xff\r\n", "META is not valid UTF-8"),
     (b"20 a\x1b[2Jb\r\n", "control character"),
     (b"", "closed before a complete header (0 bytes received)"),

@@ -72,3 +72,18 @@ def test_meta_with_a_control_character_is_refused(control):
 def test_meta_with_a_tab_or_any_printable_character_passes():
     assert response_header(10, "Name:\tfirst, last") == "10 Name:\tfirst, last\r\n".encode()
     assert response_header(20, "text/gemini; lang=ελ") == "20 text/gemini; lang=ελ\r\n".encode()
+
+
+@pytest.mark.parametrize("blanks", [" ", "  ", "\t", " \t "])
+def test_a_meta_of_blanks_alone_is_no_meta(blanks):
+    # gemcall raised "Received malformed header" on a relayed "51  ".
+    assert response_header(20, blanks) == b"20 text/gemini; charset=utf-8\r\n"
+    assert response_header(51, blanks) == b"51 not found\r\n"
+    for code in (10, 30, 31):
+        with pytest.raises(InvalidHeader, match="requires a META"):
+            response_header(code, blanks)
+
+
+def test_blanks_around_a_meta_are_not_sent():
+    assert response_header(20, " text/gemini ") == b"20 text/gemini\r\n"
+    assert response_header(30, "\t/elsewhere ") == b"30 /elsewhere\r\n"
