@@ -278,8 +278,8 @@ class WorkerPool(Service):
                 if chroot:
                     path = "/" + os.path.relpath(path, chroot)
                 # A unix socket, connected in the turn that asks
-                # (``UnixSocketEndpoint``), and named by its path in the log.
-                fastcgi.address = model.FastCGISocket(path)
+                # (``UnixSocketEndpoint``), named by the program in the log.
+                fastcgi.address = model.FastCGISocket(path, name=app.name)
         return worker_config
 
     def _retire_apps(self, config: model.Config) -> list[SpawnedApp]:

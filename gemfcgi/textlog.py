@@ -127,6 +127,11 @@ class LogLimiter:
         dropped, self.dropped = self.dropped, 0
         return True, dropped
 
+    def full_for(self) -> float:
+        """Seconds until this window takes events again; 0 if it takes them now."""
+        left = self._window_start + self.window - self.clock.seconds()
+        return left if self._count >= self.limit and left > 0 else 0.0
+
     def summary(self, count: int, what: str) -> str:
         """``count`` dropped ``what``, as the log says it."""
         return f"{count} {what} not logged (over {self.limit} in {self.window:g} s)"

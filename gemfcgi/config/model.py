@@ -51,6 +51,9 @@ class FastCGISocket:
     """``fastcgi socket "/path"``: a unix-domain socket."""
 
     path: str
+    # How the log names it, when not by its path (a spawned program's
+    # socket, as prefork workers reach it).
+    name: Optional[str] = None
 
 
 @dataclass

@@ -166,7 +166,7 @@ def _escape(value: str) -> str:
 def backend_name(address: model.FastCGIAddress) -> str:
     """How log lines name a backend."""
     if isinstance(address, model.FastCGISocket):
-        return f"unix:{address.path}"
+        return address.name or f"unix:{address.path}"
     if isinstance(address, model.FastCGITCP):
         host = f"[{address.host}]" if ":" in address.host else address.host
         return f"tcp:{host}:{address.port}"

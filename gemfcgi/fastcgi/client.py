@@ -147,6 +147,9 @@ class FastCGIClientProtocol(Protocol):
         self.relay = relay
         self._request = request
         self._decoder = RecordDecoder()
+        # END_REQUEST came: records after it are the backend's fault, not
+        # the leftovers of a client that went away.
+        self._ended = False
 
     def connectionMade(self) -> None:
         if self.relay.backend_connected(self):
@@ -169,11 +172,14 @@ class FastCGIClientProtocol(Protocol):
             self._dispatch(records)
 
     def connectionLost(self, reason: Failure = None) -> None:
-        self.relay.backend_closed(self._decoder.buffered)
+        reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
+        self.relay.backend_closed(self._decoder.buffered, reset)
 
     def _dispatch(self, records: list[Record]) -> None:
-        for record in records:
+        for index, record in enumerate(records):
             if self.relay.finished:
+                if self._ended:
+                    self.relay.ignored_after_end(len(records) - index)
                 return
             if record.request_id != REQUEST_ID:
                 self.relay.protocol_error(
@@ -197,6 +203,7 @@ class FastCGIClientProtocol(Protocol):
         self.relay.on_stderr(content)
 
     def _on_end_request(self, content: bytes) -> None:
+        self._ended = True
         try:
             end = EndRequest.decode(content)
         except FastCGIProtocolError as failure:
@@ -346,6 +353,17 @@ class Relay(PacedRelay):
             self._log_fault(Fault.APP_ERROR, detail)
         self._close()
 
+    def ignored_after_end(self, count: int) -> None:
+        """Records a backend sent after its END_REQUEST: the reply was whole, and they are dropped."""
+        log.warn(
+            "{client} {url}: FastCGI backend {backend}: {count} record(s) after END_REQUEST "
+            "ignored",
+            client=self.client.record.client,
+            url=self.client.record.url,
+            backend=self.backend.name,
+            count=count,
+        )
+
     def on_stderr(self, data: bytes) -> None:
         self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)
 
@@ -375,7 +393,7 @@ class Relay(PacedRelay):
     def protocol_error(self, message: str) -> None:
         self._fail(Fault.PROTOCOL, message)
 
-    def backend_closed(self, cut_bytes: int) -> None:
+    def backend_closed(self, cut_bytes: int, reset: bool = False) -> None:
         self._protocol = None
         if self.finished:
             return
@@ -383,6 +401,8 @@ class Relay(PacedRelay):
             self._end_tail()  # without END_REQUEST: the client has its reply all the same
             return
         cut = f" ({cut_bytes} bytes of a record cut off)" if cut_bytes else ""
+        if reset:
+            cut += "; the backend reset the connection"
         if self._reader is not None:
             self._fail(Fault.BAD_REPLY, self._reader.end().message + cut)
         else:

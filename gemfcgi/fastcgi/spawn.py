@@ -186,6 +186,7 @@ class _AppProcess(ProcessProtocol):
         self.pid: Optional[int] = None
         # A program that fails at once can end inside spawnProcess itself.
         self.ended = False
+        self._resume: Any = None
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
@@ -200,12 +201,28 @@ class _AppProcess(ProcessProtocol):
             self._partial[fd] = rest
         for line in lines:
             self.app.output(fd, line)
+        pause = self.app.output_full_for()
+        if pause and self._resume is None:
+            # A program writing without end (``yes >&2``) would have the
+            # server read and drop its lines as fast as it writes them:
+            # reading waits for the log to take lines again, and the
+            # program for room in its pipes (a burst fits in them).
+            self.transport.pauseProducing()
+            self._resume = self.app.reactor.callLater(pause, self._read_again)
+
+    def _read_again(self) -> None:
+        # Even once it exited: its pipes end (processEnded) when read to EOF.
+        self._resume = None
+        self.transport.resumeProducing()
 
     def processExited(self, reason: Failure) -> None:
         self.ended = True
         self.app.exited(reason, self.pid)
 
     def processEnded(self, reason: Failure) -> None:
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
         for fd, rest in sorted(self._partial.items()):
             self.app.output(fd, rest)
         self._partial.clear()
@@ -438,6 +455,10 @@ class SpawnedApp(Service):
             stream="stderr" if fd == 2 else "stdout",
             text=text,
         )
+
+    def output_full_for(self) -> float:
+        """Seconds until the log takes the program's lines again (``LogLimiter.full_for``)."""
+        return self._output.full_for()
 
     def _output_dropped(self, count: int) -> None:
         log.info(

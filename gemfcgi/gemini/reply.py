@@ -84,11 +84,15 @@ def read_header(buffer: Union[bytes, bytearray]) -> Optional[ReplyDecision]:
     kind = starts_like_a_header(bytes(buffer[:3]))
     if kind is False:
         return ReplyError(f"malformed header {bytes(buffer[:40])!r}: not two digits and a space")
-    end = buffer.find(b"\r\n", 0, MAX_HEADER_BYTES)
-    if end < 0:
+    # No header holds a LF: the first one ends it, and must follow a CR.
+    newline = buffer.find(b"\n", 0, MAX_HEADER_BYTES)
+    if newline < 0:
         if len(buffer) >= MAX_HEADER_BYTES:
             return ReplyError(f"header over {MAX_HEADER_BYTES} bytes")
         return None
+    if buffer[newline - 1] != 0x0D:
+        return ReplyError("malformed header: it ends with a bare LF, not CRLF")
+    end = newline - 1
     line = bytes(buffer[:end])
     body = bytes(buffer[end + 2 :])
     code, rest = int(line[:2]), line[2:]

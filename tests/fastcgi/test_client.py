@@ -114,8 +114,8 @@ class Exchange:
             self.protocol.dataReceived(chunk)
         return self
 
-    def backend_closes(self) -> "Exchange":
-        self.protocol.connectionLost(Failure(error.ConnectionDone()))
+    def backend_closes(self, reason: Exception = None) -> "Exchange":
+        self.protocol.connectionLost(Failure(reason or error.ConnectionDone()))
         return self
 
     def client_goes_away(self) -> "Exchange":
@@ -414,13 +414,15 @@ def test_no_header_within_the_reply_timeout_gets_42():
     "wire, logged",
     [
         (stdout(b"20 text/ge") + end(), "END or EOF before a complete header"),
-        (stdout(b"20 text/gemini\n") + end(), "END or EOF before a complete header"),
+        (stdout(b"20 text/gemini\n") + end(), "malformed header: it ends with a bare LF, not CRLF"),
+        # No END_REQUEST: the bare LF is said at once, not at the reply timeout.
+        (stdout(b"20 text/gemini\n# body\n"), "malformed header: it ends with a bare LF, not CRLF"),
         (stdout(b"20 " + b"a" * 1100), "header over 1029 bytes"),
         (stdout(b"99 nope\r\n"), "status 99 is not defined"),
         (stdout(b"20\ttext/gemini\r\n"), "malformed"),
         (end(app_status=3), "appStatus 3"),
     ],
-    ids=['end-in-header', 'bare-lf-then-end', 'header-too-long', 'bad-code', 'tab-not-space', 'app-status-only'],
+    ids=['end-in-header', 'bare-lf-then-end', 'bare-lf-no-end', 'header-too-long', 'bad-code', 'tab-not-space', 'app-status-only'],
 )
 def test_bad_reply_before_the_header_gets_42_and_says_what_was_wrong(exchange, wire, logged):
     with capturedLogs() as logs:
@@ -435,6 +437,23 @@ def test_eof_before_a_complete_header_gets_42(exchange):
         exchange.request().accept().send(stdout(b"20 text/gemini")).backend_closes()
     assert exchange.reply == b"42 CGI error\r\n"
     assert "END or EOF before a complete header (14 bytes received)" in warnings(logs)
+
+
+def test_a_backend_that_resets_the_connection_is_said_to(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().backend_closes(error.ConnectionLost())
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert ("END or EOF before a complete header (0 bytes received); the backend reset the "
+            "connection") in warnings(logs)
+
+
+def test_records_after_end_request_are_dropped_with_a_line(exchange):
+    with capturedLogs() as logs:
+        exchange.request().accept().send(
+            stdout(b"20 text/gemini\r\nwhole") + end() + stdout(b"more") + stdout(b"again"))
+    assert exchange.reply == b"20 text/gemini\r\nwhole"
+    assert exchange.client_closed
+    assert "FastCGI backend unix:/run/app.sock: 2 record(s) after END_REQUEST ignored" in warnings(logs)
 
 
 def test_eof_in_the_middle_of_a_record_says_so(exchange):
@@ -761,9 +780,17 @@ class FakeProcess:
         self.argv = argv
         self.child_fds = child_fds
         self.signals: list[int] = []
+        # Whether its output pipes are read (Twisted's process transport is a producer).
+        self.reading = True
 
     def signalProcess(self, signum) -> None:
         self.signals.append(signum)
+
+    def pauseProducing(self) -> None:
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
 
     def exit(self, code: int = 1) -> None:
         self.protocol.processExited(Failure(error.ProcessTerminated(code)))
@@ -1146,6 +1173,22 @@ def test_a_flood_of_output_lines_is_rate_limited_and_the_dropped_are_counted(spa
         "spawn:sh app.sh: 280 output lines not logged (over 20 in 10 s)",
         "spawn:sh app.sh stderr: later",
     ]
+
+
+def test_a_program_that_writes_without_end_is_read_only_as_fast_as_its_lines_are_logged(spawning):
+    # ``yes >&2`` kept the server busy reading and dropping lines.
+    reactor, app = spawning
+    process = reactor.processes[0]
+    process.protocol.childDataReceived(2, b"a burst\n" * 5)
+    assert process.reading
+    process.protocol.childDataReceived(2, b"y\n" * 3000)
+    assert not process.reading
+    reactor.advance(9.9)
+    assert not process.reading
+    reactor.advance(0.1)  # the log's window ends: read on
+    assert process.reading
+    process.protocol.childDataReceived(2, b"calmer\n")
+    assert process.reading
 
 
 def test_missing_program_is_logged_and_retried_with_backoff():

@@ -140,14 +140,11 @@ def test_a_control_character_in_meta_is_an_error(stdout):
     assert "control character" in error_of(stdout)
 
 
-def test_bare_lf_inside_meta_is_an_error():
-    assert "line break" in error_of(b"20 text/gemini\nX: y\r\n")
-
-
-def test_header_ended_by_bare_lf_is_incomplete_at_end():
-    assert error_of(b"20 text/gemini\n# body\n").startswith(
-        "END or EOF before a complete header"
-    )
+@pytest.mark.parametrize("stdout", [b"20 text/gemini\nX: y\r\n", b"20 text/gemini\n# body\n", b"20 \n"])
+def test_a_gemini_header_ended_by_a_bare_lf_is_an_error_as_soon_as_it_comes(stdout):
+    # No header holds a LF: the first one ends it, whatever follows.
+    decision = ReplyHeaderReader().feed(stdout)
+    assert decision == ReplyError("malformed header: it ends with a bare LF, not CRLF")
 
 
 def test_one_digit_code_is_an_error():

@@ -62,7 +62,7 @@ def stream_forever(request: Request) -> None:
 
 MODES = {
     "eof-before-header": lambda r: r.connection.sendall(stdout(b"20 text/gem")),
-    "end-before-header": lambda r: r.connection.sendall(stdout(b"20 text/gemini\n") + encode_end_request()),
+    "end-before-header": lambda r: r.connection.sendall(stdout(b"20 text/gem") + encode_end_request()),
     "long-header": lambda r: r.connection.sendall(stdout(b"20 " + b"a" * 1100 + b"\r\n") + encode_end_request()),
     "bad-code": lambda r: r.connection.sendall(stdout(b"99 nope\r\n") + encode_end_request()),
     "wrong-id": lambda r: r.connection.sendall(stdout(HEADER, request_id=2) + encode_end_request()),

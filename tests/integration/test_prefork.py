@@ -235,6 +235,9 @@ def test_workers_answer_42_soon_for_a_spawned_program_that_exits_as_it_starts(
             server.wait_for_log(r"exited after 0\.0 s")
         assert fetch(server.port, f"gemini://localhost:{server.port}/app/x").header == b"42 CGI error"
         assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+        # The worker's line names the program, as the parent's do, not its socket.
+        failed = server.wait_for_log(r"\[worker \d\] .*/app/x: FastCGI backend (\S+)")
+        assert failed.group(1) == "spawn:" + command.split()[0]
     finally:
         server.stop()
 
