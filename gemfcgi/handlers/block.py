@@ -2,9 +2,12 @@
 ``block [return CODE ["META"]]``: a fixed reply, formatted as gmid does.
 
 The formats are ``%%``, ``%p`` (the path after ``strip``), ``%q`` (the raw
-query), ``%P`` (the listener's port) and ``%N`` (the SNI name, or the
-listener's address without SNI); the config parser rejects any other. As
-gmid, ``%N`` is the name in Unicode, not its punycode (A-label) form.
+query), ``%P`` (the listener's port) and ``%N`` (the SNI name); the config
+parser rejects any other. As gmid, ``%N`` is the name in Unicode, not its
+punycode (A-label) form. Without SNI gmid puts the listener's address
+there, which is what chose its server; here the URL's host chose it, so
+``%N`` is that host (an IPv6 address in brackets), and a redirect built
+from it reaches the same server again.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ def serve_block(client: "GeminiProtocol", request: Request, settings: PathSettin
     tls = client.tls
     if tls is not None and tls.server_name:
         server_name = unicode_host(tls.server_name)
+    elif ":" in request.host:
+        server_name = f"[{request.host}]"
     else:
-        server_name = getattr(client.transport.getHost(), "host", "")
+        server_name = unicode_host(request.host)
     values = (request.query or "", "" if port is None else str(port), server_name)
     meta = format_block_meta(block.meta, path_for_meta(path, status.MAX_META_BYTES), *values)
     if len(meta.encode("utf-8")) > status.MAX_META_BYTES:

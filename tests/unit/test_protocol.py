@@ -703,3 +703,20 @@ def test_a_request_still_waiting_when_the_drain_ends_gets_41_and_its_backend_is_
         assert (answered, backend.stopped) == (True, True)
         assert transport.value() == b"41 server is stopping\r\n"
         assert transport.disconnecting
+
+
+@pytest.mark.parametrize("host, name", [
+    (b"localhost", "localhost"), (b"[::1]", "[::1]"), (b"xn--bcher-kva.example", "bücher.example"),
+])
+def test_a_block_redirect_without_sni_names_the_host_that_chose_the_server(tmp_path, host, name):
+    # gmid puts its listener's address there, the address that chose its
+    # server; here the URL's host did, and the redirect must reach it again.
+    config = model.Config(servers=[model.Server(
+        name=host.decode().strip("[]"), aliases=[],
+        locations=[model.Location("/moved", model.LocationOptions(
+            block=model.BlockReturn(31, "gemini://%N:%P/new")))],
+        options=model.LocationOptions(root=str(tmp_path)))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    protocol, transport, _ = connect(site, server_name=None)
+    protocol.dataReceived(b"gemini://" + host + b"/moved\r\n")
+    assert transport.value() == f"31 gemini://{name}:1965/new\r\n".encode()
