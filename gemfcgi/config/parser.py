@@ -793,7 +793,13 @@ class _Parser:
         options.default_type = self._string("'default type'")
 
     def _index(self, token: Token, options: LocationOptions) -> None:
-        options.index = self._string("'index'")
+        index = self._string("'index'")
+        if ".." in index.split("/") or index.startswith("/"):
+            # gmid would open it relative to the directory, wherever it
+            # leads; here nothing is served from outside the root.
+            self._error(token, f"index {index!r} must name a file inside the directory "
+                        "(no '..' and no leading '/')")
+        options.index = index
 
     def _lang(self, token: Token, options: LocationOptions) -> None:
         options.lang = self._string("'lang'")

@@ -126,6 +126,10 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
     for part in path.split("/"):
         if not part:
             continue
+        if part == "..":
+            # Paths from requests are normalised; one joined with a
+            # configured name (``index``) must not climb out either.
+            return current, None
         current = f"{current}/{part}"
         try:
             info = os.lstat(current)

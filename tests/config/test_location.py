@@ -193,3 +193,14 @@ def test_errors_in_a_location_do_not_hide_later_ones(errors_of, server_with):
 def test_a_directive_given_twice_keeps_the_last_value(parse, server_with):
     options = location_options(parse, server_with, 'lang "en"; lang "fr"; block; block return 51')
     assert (options.lang, options.block) == ("fr", BlockReturn(51, "temporary failure"))
+
+
+@pytest.mark.parametrize("index", ["../../outside/secret.gmi", "a/../b.gmi", "..", "/etc/passwd"])
+def test_an_index_that_would_leave_the_directory_is_an_error(errors_of, server_with, index):
+    assert errors_of(server_with(f'index "{index}"')) == [
+        f"gmid.conf:5: index '{index}' must name a file inside the directory (no '..' and no leading '/')"
+    ]
+
+
+def test_an_index_in_a_subdirectory_is_fine(parse, server_with):
+    assert parse(server_with('index "pages/home.gmi"')).servers[0].options.index == "pages/home.gmi"

@@ -720,3 +720,16 @@ def test_a_block_redirect_without_sni_names_the_host_that_chose_the_server(tmp_p
     protocol, transport, _ = connect(site, server_name=None)
     protocol.dataReceived(b"gemini://" + host + b"/moved\r\n")
     assert transport.value() == f"31 gemini://{name}:1965/new\r\n".encode()
+
+
+def test_an_index_that_climbs_out_of_the_root_is_not_served(tmp_path):
+    # Configurations are checked for it; the file handler does not rely on that.
+    root = tmp_path / "capsule"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "secret.gmi").write_text("outside\n")
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(root), index="../../secret.gmi"))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(b"gemini://localhost/sub/\r\n")
+    assert transport.value() == b"51 not found\r\n"
