@@ -226,6 +226,9 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
     twistd's; a file (rotated on SIGUSR1 as twistd does) or standard output
     gets the cheaper observer.
     """
+    if "nodaemon" not in twistd_options:
+        # Not twistd's options (``twist gemfcgi``): its runner has a log of its own.
+        return None
     if twistd_options.get("syslog") or twistd_options.get("logger"):
         return None
     path = twistd_options.get("logfile") or ""

@@ -166,6 +166,18 @@ def test_syslog_a_chosen_logger_and_a_daemon_on_stdout_stay_twistds(argv):
     assert textlog.twistd_observer(twistd_options(*argv)) is None
 
 
+def test_under_twist_the_log_is_twists_own(tmp_path, monkeypatch, usr1):
+    # ``twist gemfcgi`` logs where its own options say; the twistd default
+    # (a twistd.log in the current directory) left a stray file, or failed
+    # where that directory is not writable.
+    from twisted.application.twist._options import TwistOptions
+
+    monkeypatch.chdir(tmp_path)
+    assert textlog.twistd_observer(TwistOptions()) is None
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
 def test_sigusr1_rotates_the_log_file_as_twistd_would(tmp_path, usr1):
     from twisted.internet import reactor
 
