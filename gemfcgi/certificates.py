@@ -8,6 +8,7 @@ certificate is written once and reused; it is never silently replaced.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -188,9 +189,25 @@ def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Pat
     Reused on every later run so that clients' trust-on-first-use holds.
     """
     cert_path, key_path = self_signed_paths(directory)
-    if not (cert_path.exists() and key_path.exists()):
-        cert_pem, key_pem = make_self_signed(names)
-        write_key_pair(cert_path, key_path, cert_pem, key_pem)
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    # Two first runs at once (a server and its --check, two services in one
+    # state directory) must not each write half of a pair: one makes it,
+    # the other waits and then finds it.
+    lock = os.open(directory / ".pair.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert_path.exists() and key_path.exists()):
+            cert_pem, key_pem = make_self_signed(names)
+            # Each file appears whole, the key first: a pair is never seen
+            # with one part missing or half written.
+            key_part, cert_part = key_path.with_suffix(".part"), cert_path.with_suffix(".part")
+            write_key_pair(cert_part, key_part, cert_pem, key_pem)
+            os.replace(key_part, key_path)
+            os.replace(cert_part, cert_path)
+    finally:
+        os.close(lock)  # and with it the lock
     return cert_path, key_path
 
 

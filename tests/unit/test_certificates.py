@@ -117,3 +117,34 @@ def test_a_name_with_multi_valued_parts_is_written_as_openssls_one_line_form(par
         warnings.simplefilter("ignore")
         expected = repr(crypto.X509.from_cryptography(certificate).get_subject())
     assert f"<X509Name object '{written}'>" == expected
+
+
+def test_a_first_run_beside_another_waits_for_its_pair_instead_of_writing_half_of_its_own(tmp_path):
+    # Two first runs at once each wrote a key and a certificate, in turn:
+    # 11 of 200 such races left a key that did not match the certificate.
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from gemfcgi.certificates import load_key_pair, write_key_pair
+    from tests.support import PROJECT_ROOT
+
+    lock = os.open(tmp_path / ".pair.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # this test is the other run, making its pair
+    other = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from gemfcgi.certificates import ensure_self_signed; "
+         "ensure_self_signed(Path(sys.argv[1]), ['localhost'])", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    time.sleep(1.0)
+    assert other.poll() is None and not (tmp_path / "key.pem").exists()
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "cert.pem", tmp_path / "key.pem", cert_pem, key_pem)
+    os.close(lock)
+    assert other.wait(30) == 0
+    assert (tmp_path / "cert.pem").read_bytes() == cert_pem
+    assert (tmp_path / "key.pem").read_bytes() == key_pem
+    load_key_pair(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
