@@ -816,6 +816,39 @@ def _cut_by_drain(connection: Any, timeout: float) -> bool:
     return answered
 
 
+class _SignalShare:
+    """
+    The one handler gemfcgi installs for a signal, shared by every service
+    that wants it, and the handler that was there before it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.previous = signal.getsignal(signum)
+        self.actions: list[tuple[Callable[[], None], Any]] = []
+        signal.signal(signum, self.handle)
+
+    def handle(self, number: int, frame: Any) -> None:
+        for action, reactor in list(self.actions):
+            reactor.callFromThread(action)
+        # SIG_DFL and SIG_IGN are numbers, and None a handler set outside
+        # Python: none of them is ours to call.
+        if callable(self.previous):
+            self.previous(number, frame)
+
+    def remove(self, entry: tuple[Callable[[], None], Any]) -> None:
+        if entry in self.actions:
+            self.actions.remove(entry)
+        if not self.actions and _signal_shares.get(self.signum) is self:
+            del _signal_shares[self.signum]
+            # Unless another handler replaced ours since: that one stays.
+            if signal.getsignal(self.signum) == self.handle:
+                signal.signal(self.signum, self.previous if self.previous is not None else signal.SIG_DFL)
+
+
+_signal_shares: dict[int, _SignalShare] = {}
+
+
 def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], None]:
     """
     Run ``action`` in the reactor's thread when ``signum`` arrives, and then
@@ -823,25 +856,16 @@ def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], 
     SIGUSR1, and an embedding program may have a use of its own for it, so
     taking the signal over would silently end theirs.
 
-    Returns what undoes it: the previous handler back, unless another has
-    replaced ours since (that one is left alone).
+    Returns what undoes it. Services that ask for the same signal share one
+    handler, so they may stop in any order: once the last has, the handler
+    from before is back (unless another has replaced ours since).
     """
-    previous = signal.getsignal(signum)
-
-    def handler(number: int, frame: Any) -> None:
-        reactor.callFromThread(action)
-        # SIG_DFL and SIG_IGN are numbers, and None a handler set outside
-        # Python: none of them is ours to call.
-        if callable(previous):
-            previous(number, frame)
-
-    signal.signal(signum, handler)
-
-    def restore() -> None:
-        if signal.getsignal(signum) is handler:
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-
-    return restore
+    share = _signal_shares.get(signum)
+    if share is None or signal.getsignal(signum) != share.handle:
+        share = _signal_shares[signum] = _SignalShare(signum)
+    entry = (action, reactor)
+    share.actions.append(entry)
+    return partial(share.remove, entry)
 
 
 def _close(listeners: dict[str, ListenerService]) -> None:

@@ -602,3 +602,38 @@ def test_a_reload_retires_the_old_workers_after_a_while_once_some_new_one_listen
     assert [p.transport.signals for p in old] == [[], []]
     clock.advance(RETIRE_AFTER)
     assert [p.transport.signals for p in old] == [[signal.SIGHUP], [signal.SIGHUP]]
+
+
+class _CallingReactor:
+    def callFromThread(self, action, *args) -> None:
+        action(*args)
+
+
+@pytest.mark.parametrize("order", ["first-first", "last-first"])
+def test_services_sharing_a_signal_may_stop_in_any_order_and_leave_the_handler_from_before(order):
+    from gemfcgi.service import on_signal
+
+    seen: list[str] = []
+    before = signal.signal(signal.SIGUSR1, lambda number, frame: seen.append("program"))
+    try:
+        undo_a = on_signal(signal.SIGUSR1, lambda: seen.append("a"), _CallingReactor())
+        undo_b = on_signal(signal.SIGUSR1, lambda: seen.append("b"), _CallingReactor())
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        assert seen == ["a", "b", "program"]
+        first, second = (undo_a, undo_b) if order == "first-first" else (undo_b, undo_a)
+        first()
+        seen.clear()
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        assert seen == ["b" if first is undo_a else "a", "program"]
+        second()
+        seen.clear()
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        assert seen == ["program"]  # the program's own handler is back, not one of ours
+        # A service started again takes the signal once, not twice.
+        undo_c = on_signal(signal.SIGUSR1, lambda: seen.append("c"), _CallingReactor())
+        seen.clear()
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        assert seen == ["c", "program"]
+        undo_c()
+    finally:
+        signal.signal(signal.SIGUSR1, before)
