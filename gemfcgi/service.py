@@ -453,6 +453,9 @@ class GemfcgiService(MultiService):
         self.answer_by_listen = bool(self.listen) if answer_by_listen is None else answer_by_listen
         self.timeouts = timeouts or Timeouts()
         self.drain_timeout = drain_timeout
+        # Set by makeService: a reload is checked as the start was (twistd
+        # checks a file itself, with the chroot its workers will have).
+        self.checks_reloads = False
         self.connections = ConnectionTracker()
         self.listeners: dict[str, ListenerService] = {}
         self._tls: dict[str, ServerTLS] = {}
@@ -583,8 +586,11 @@ class GemfcgiService(MultiService):
     def reload(self, config: model.Config) -> None:
         """
         Serve ``config`` for new connections. Raises (and changes nothing)
-        if its certificates or listeners cannot be used.
+        if its certificates or listeners cannot be used, and, for a service
+        made by ``makeService``, ``ConfigError`` where ``makeService`` would.
         """
+        if self.checks_reloads:
+            check_embedded(config)
         site = build_site(config, self.timeouts, self.max_connections)
         site.service = self
         store = build_certificates(config, site.routes)
@@ -896,6 +902,25 @@ def makeService(
     are logged. ``user``, ``chroot`` and ``prefork`` are not applied in a
     program of one's own: they are said to be ignored, in the log.
     """
+    check_embedded(config)
+    service = GemfcgiService(
+        config,
+        listen=listen,
+        timeouts=timeouts,
+        reactor=reactor,
+        drain_timeout=drain_timeout,
+        max_connections=max_connections,
+        fastcgi_timeouts=fastcgi_timeouts,
+    )
+    service.checks_reloads = True
+    return service
+
+
+def check_embedded(config: model.Config) -> None:
+    """
+    ``makeService``'s check of ``config``, for a start and for each
+    ``reload``: ``ConfigError`` for what would fail, warnings in the log.
+    """
     # Imported here: the check reads this module's listener planning.
     from gemfcgi.check import check_config, not_applied_in_one_process
 
@@ -906,12 +931,3 @@ def makeService(
         raise ConfigError(errors, warnings)
     for diagnostic in [*warnings, *not_applied_in_one_process(config)]:
         log.warn("{diagnostic}", diagnostic=str(diagnostic))
-    return GemfcgiService(
-        config,
-        listen=listen,
-        timeouts=timeouts,
-        reactor=reactor,
-        drain_timeout=drain_timeout,
-        max_connections=max_connections,
-        fastcgi_timeouts=fastcgi_timeouts,
-    )

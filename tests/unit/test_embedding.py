@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet.task import Clock
 
 import gemfcgi
@@ -167,3 +169,29 @@ def test_two_services_in_one_program_each_log_their_own_requests(tmp_path):
         for service in services:
             service.stopService()
     assert [len((tmp_path / f"{name}.log").read_text().splitlines()) for name in ("one", "two")] == [1, 1]
+
+
+def test_a_reload_is_checked_as_makeservice_checks_a_start(tmp_path):
+    import pytest
+    from twisted.logger import capturedLogs
+
+    from gemfcgi.config import ConfigError
+
+    cert, key = key_pair(tmp_path)
+    good = model.Config(servers=[model.Server(
+        name="localhost", cert=str(cert), key=str(key), options=model.LocationOptions(root=str(tmp_path)))])
+    service = gemfcgi.makeService(good, listen=["tcp:0:interface=127.0.0.1"])
+    service.startService()
+    try:
+        bad = replace(good, servers=[replace(good.servers[0], options=model.LocationOptions(
+            root=str(tmp_path / "not-there")))])
+        with pytest.raises(ConfigError, match=r"^<config>:1: root .*not-there is not a directory$"):
+            service.reload(bad)
+        assert service.config is good
+        with capturedLogs() as logs:
+            service.reload(replace(good, prefork=4))
+        assert [e["diagnostic"] for e in logs if "diagnostic" in e] == [
+            "<config>:1: prefork 4 is not applied in this program: one process serves"
+        ]
+    finally:
+        service.stopService()
