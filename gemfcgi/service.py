@@ -902,6 +902,7 @@ def makeService(
     are logged. ``user``, ``chroot`` and ``prefork`` are not applied in a
     program of one's own: they are said to be ignored, in the log.
     """
+    _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts)
     check_embedded(config)
     service = GemfcgiService(
         config,
@@ -914,6 +915,21 @@ def makeService(
     )
     service.checks_reloads = True
     return service
+
+
+def _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts) -> None:
+    """What twistd's options refuse, refused here too, and the types that would fail later."""
+    if isinstance(listen, (str, bytes)):
+        raise TypeError(f"listen takes a list of endpoint strings, not one: listen=[{listen!r}]")
+    if timeouts is not None and not isinstance(timeouts, Timeouts):
+        raise TypeError(f"timeouts must be a gemfcgi.server.Timeouts, not {type(timeouts).__name__}")
+    if fastcgi_timeouts is not None and not isinstance(fastcgi_timeouts, FastCGITimeouts):
+        raise TypeError("fastcgi_timeouts must be a gemfcgi.fastcgi.client.FastCGITimeouts, "
+                        f"not {type(fastcgi_timeouts).__name__}")
+    if max_connections is not None and max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    if drain_timeout < 0:
+        raise ValueError(f"drain_timeout must be 0 or more seconds, not {drain_timeout}")
 
 
 def check_embedded(config: model.Config) -> None:

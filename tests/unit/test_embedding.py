@@ -195,3 +195,25 @@ def test_a_reload_is_checked_as_makeservice_checks_a_start(tmp_path):
         ]
     finally:
         service.stopService()
+
+
+def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
+    import pytest
+
+    from gemfcgi.server import Timeouts
+
+    cert, key = key_pair(tmp_path)
+    config = model.Config(servers=[model.Server(
+        name="localhost", cert=str(cert), key=str(key), options=model.LocationOptions(root=str(tmp_path)))])
+    for arguments, kind, message in [
+        (dict(listen="tcp:1965"), TypeError, "listen takes a list of endpoint strings, not one: "
+                                             "listen=['tcp:1965']"),
+        (dict(timeouts={"request": 5}), TypeError, "timeouts must be a gemfcgi.server.Timeouts, not dict"),
+        (dict(max_connections=0), ValueError, "max_connections must be at least 1, not 0"),
+        (dict(drain_timeout=-1), ValueError, "drain_timeout must be 0 or more seconds, not -1"),
+    ]:
+        with pytest.raises(kind) as raised:
+            gemfcgi.makeService(config, **arguments)
+        assert str(raised.value) == message
+    assert gemfcgi.makeService(config, listen=["tcp:0"], timeouts=Timeouts(), max_connections=1,
+                               drain_timeout=0) is not None
