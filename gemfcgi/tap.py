@@ -243,9 +243,10 @@ class StartOrExit(MultiService):
     exit here would leave that parent waiting for ever.
     """
 
-    def __init__(self, service: Service, foreground: bool) -> None:
+    def __init__(self, service: Service, foreground: bool, pidfile: str = "") -> None:
         super().__init__()
         self.foreground = foreground
+        self.pidfile = pidfile
         service.setServiceParent(self)
 
     def startService(self) -> None:
@@ -254,17 +255,32 @@ class StartOrExit(MultiService):
         except StartError as error:
             if not self.foreground:
                 raise
+            # twistd removes its pidfile when it stops, which an exit here skips.
+            self._remove_pidfile()
             # twistd has standard error written to its log by now.
             if isinstance(error, ListenError):
                 where = f"{error.origin}: " if error.origin else ""
                 sys.exit(f"gemfcgi: {where}cannot listen on {error}")
             sys.exit(f"gemfcgi: {error}")
 
+    def _remove_pidfile(self) -> None:
+        """twistd's pidfile, if it names this process (it is relative to ``--rundir``, the current directory)."""
+        if not self.pidfile:
+            return
+        try:
+            with open(self.pidfile) as written:
+                if written.read().strip() != str(os.getpid()):
+                    return
+            os.remove(self.pidfile)
+        except OSError:
+            pass
+
 
 def makeService(options: Options) -> Service:
     try:
         foreground = options.parent is not None and bool(options.parent.get("nodaemon"))
-        service: Service = StartOrExit(_make_service(options), foreground)
+        pidfile = (options.parent.get("pidfile") or "") if options.parent is not None else ""
+        service: Service = StartOrExit(_make_service(options), foreground, pidfile)
     except (ListenError, CertificateError, PrivilegeError) as error:
         sys.exit(f"gemfcgi: {error}")
     # Under twistd, its text log is written by an observer of ours that

@@ -172,6 +172,14 @@ def test_a_port_in_use_ends_the_start_with_one_line_and_spawns_nothing(tmp_path,
     assert demo_apps_without_a_parent() - before == set()
 
 
+def test_a_start_in_the_foreground_that_cannot_listen_leaves_no_pidfile(tmp_path, busy_port):
+    pidfile = tmp_path / "twistd.pid"
+    result = twistd("-n", f"--pidfile={pidfile}", "gemfcgi", "--state-dir", str(tmp_path),
+                    "--listen", f"tcp:{busy_port}:interface=127.0.0.1")
+    assert result.returncode == 1
+    assert not pidfile.exists()  # as twistd leaves none when it stops
+
+
 def test_a_daemon_whose_port_is_in_use_reports_it_and_exits(tmp_path, busy_port):
     # Daemonized, twistd's parent waits for the daemon to say how its start
     # went; it must hear of the failure, not wait for ever.
