@@ -3,10 +3,11 @@ gemfcgi: a Gemini server on Twisted whose dynamic pages come from FastCGI.
 
 The public API for Twisted programs that embed it:
 
-- ``makeService(config, listen=None, timeouts=None)`` returns an
-  ``IService`` serving a ``Config`` (build one with ``gemfcgi.config.model``,
-  or read a gmid.conf with ``gemfcgi.config.load_config``, which returns it
-  with its warnings);
+- ``makeService(config, listen=None, timeouts=None, reactor=None,
+  max_connections=None, drain_timeout=30.0, fastcgi_timeouts=None)``
+  returns an ``IService`` serving a ``Config`` (build one with
+  ``gemfcgi.config.model``, or read a gmid.conf with
+  ``gemfcgi.config.load_config``, which returns it with its warnings);
 - ``build_site(config)`` gives a ``Site``, ``GeminiFactory(site)`` a
   protocol factory for any endpoint, to be wrapped in TLS by
   ``TLSMemoryBIOFactory`` with ``ServerTLS(build_certificates(config,

@@ -110,11 +110,11 @@ class Options(usage.Options):
     opt_D = opt_define
 
     def opt_listen(self, description: str) -> None:
-        """A Twisted server endpoint string to listen on (repeatable);
-        TLS is added by gemfcgi, e.g. tcp:1965:interface=0.0.0.0."""
+        """A Twisted server endpoint string to listen on (repeatable); TLS is added by gemfcgi, e.g. tcp:1965:interface=0.0.0.0."""
         self["listen"].append(description)
 
     def opt_version(self) -> None:
+        """Print gemfcgi's version and exit."""
         print(f"gemfcgi {__version__}")
         sys.exit(0)
 

@@ -35,6 +35,17 @@ def test_twistd_help_lists_gemfcgi():
     assert b"gemfcgi" in twistd("--help").stdout
 
 
+def test_every_gemfcgi_option_is_described_in_plain_lines():
+    help_text = twistd("gemfcgi", "--help").stdout.decode()
+    options = [line for line in help_text.splitlines() if line.lstrip().startswith("-")]
+    assert len(options) > 15
+    for line in options:
+        option, _, description = line.strip().partition("  ")
+        assert description.strip(), f"{option} has no description"
+    # A docstring's indentation does not leak into the text.
+    assert not [line for line in help_text.splitlines() if "   " in line.strip()[28:]]
+
+
 def test_embedded_default_serves_the_demo_capsule_and_keeps_its_certificate(tmp_path):
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     server = start_server("--listen", "tcp:0:interface=127.0.0.1", env=env)
