@@ -31,7 +31,7 @@ from gemfcgi.config import model
 from gemfcgi.config.errors import ConfigError
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
-from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi
+from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi, serve_without_backends
 from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
@@ -297,6 +297,8 @@ def build_site(
         site.max_connections = max_connections
     site.handlers["static"] = partial(serve_static, mime=routes.mime, pages=PageCache())
     site.handlers["block"] = serve_block
+    # Until the service (install_fastcgi) gives it backends.
+    site.handlers["fastcgi"] = serve_without_backends
     authorities = load_authorities(
         options.require_client_ca
         for server in config.servers

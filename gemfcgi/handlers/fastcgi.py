@@ -14,16 +14,21 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Optional
 
+from twisted.logger import Logger
+
 from gemfcgi.config import model
 from gemfcgi.fastcgi.backends import FastCGIBackends
 from gemfcgi.fastcgi.client import FastCGITimeouts, Relay
 from gemfcgi.fastcgi.params import RequestFacts, request_params
 from gemfcgi.fastcgi.records import encode_request
+from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
 from gemfcgi.routing import PathSettings
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol, Site
+
+log = Logger()
 
 
 def request_facts(client: "GeminiProtocol", request: Request, settings: PathSettings) -> RequestFacts:
@@ -74,6 +79,21 @@ def serve_fastcgi(
     backend = backends.backend_for(fastcgi.address)
     params = request_params(request_facts(client, request, settings), fastcgi)
     Relay(client, backend, encode_params(params), backends.timeouts, client.clock).start()
+
+
+def serve_without_backends(client: "GeminiProtocol", request: Request, settings: PathSettings) -> None:
+    """
+    A FastCGI location on a site built without its backends (wired by hand,
+    without the service or ``install_fastcgi``): ``42`` and a line that says
+    what is missing, not a traceback per request.
+    """
+    log.error(
+        "{client} {url}: no FastCGI backends on this site: gemfcgi.makeService runs them "
+        "(or install_fastcgi for a site wired by hand)",
+        client=client.record.client,
+        url=client.record.url,
+    )
+    client.respond(status.CGI_ERROR, "CGI error")
 
 
 def install_fastcgi(

@@ -217,3 +217,22 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
         assert str(raised.value) == message
     assert gemfcgi.makeService(config, listen=["tcp:0"], timeouts=Timeouts(), max_connections=1,
                                drain_timeout=0) is not None
+
+
+def test_a_fastcgi_location_on_a_site_wired_by_hand_gets_42_and_says_what_is_missing(tmp_path):
+    from twisted.logger import capturedLogs
+
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(tmp_path)),
+        locations=[model.Location("/app/*", model.LocationOptions(
+            fastcgi=model.FastCGI(address=model.FastCGISocket("/run/app.sock"))))])])
+    site = gemfcgi.build_site(config)
+    protocol = GeminiProtocol(site, Clock())
+    transport = TLSStringTransport()
+    protocol.makeConnection(transport)
+    protocol.handshakeCompleted()
+    with capturedLogs() as logs:
+        protocol.dataReceived(b"gemini://localhost/app/x\r\n")
+    assert transport.value() == b"42 CGI error\r\n"
+    assert [e["log_level"].name for e in logs if "no FastCGI backends" in e.get("log_format", "")] == ["error"]
+    assert not [e for e in logs if e.get("log_failure") is not None]
