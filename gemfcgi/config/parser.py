@@ -129,6 +129,8 @@ class _Parser:
         self.base_dirs: dict[str, Optional[str]] = {filename: base_dir}
         self.default_address = "*"
         self.default_port = DEFAULT_PORT
+        # Servers with a ``listen`` line, even one with an error (said already).
+        self._listening: set[int] = set()
         self.pending_include: Optional[tuple[str, str, str]] = None
         # The block a '}' closed last, and where: an unclosed block further
         # out is often one whose '}' this one took.
@@ -718,6 +720,7 @@ class _Parser:
         server.origins["ocsp"] = _origin(token)
 
     def _listen(self, token: Token, server: Server) -> None:
+        self._listening.add(id(server))
         self._keyword("on", "'listen'", "listen on * port 1965")
         if self._peek().is_symbol("*"):
             self._next()
@@ -1005,7 +1008,7 @@ class _Parser:
 
     def _finish(self) -> None:
         for server in self.config.servers:
-            if not server.listens:
+            if not server.listens and id(server) not in self._listening:
                 assert server.origin is not None
                 self.report.warning(
                     server.origin.file,

@@ -91,3 +91,17 @@ def test_a_file_that_is_no_configuration_is_not_quoted_back(errors_of):
         "gmid.conf:1: unknown directive: 31 characters that are no directive name "
         "(is this a configuration file?)"
     ]
+
+
+def test_a_listen_line_with_an_error_is_not_also_warned_of_as_missing():
+    import pytest
+
+    from gemfcgi.config import ConfigError, parse_config
+
+    text = 'server "a" {\n\tlisten 127.0.0.1 port 1965\n\tcert "/c"\n\tkey "/k"\n}\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "gmid.conf")
+    assert [str(d) for d in raised.value.diagnostics] == [
+        "gmid.conf:2: expected 'on' after 'listen', found '127.0.0.1' (write: listen on * port 1965)"
+    ]
+    assert [str(w) for w in raised.value.warnings if "has no 'listen on'" in str(w)] == []
