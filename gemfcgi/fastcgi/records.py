@@ -360,6 +360,9 @@ class RecordDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._error: FastCGIProtocolError | None = None
+        # Whether a record came before: a bad header after one most often
+        # means that record's length was not its content's.
+        self._decoded_any = False
 
     @property
     def buffered(self) -> int:
@@ -382,6 +385,8 @@ class RecordDecoder:
                     f"unsupported FastCGI version {version} in record type "
                     f"{record_type} (length {length})"
                 )
+                if self._decoded_any or records:
+                    message += ": out of step, the record before may have given a wrong length"
                 self._error = FastCGIProtocolError(message)
                 raise FastCGIProtocolError(message, records)
             end = offset + HEADER_LENGTH + length
@@ -393,4 +398,6 @@ class RecordDecoder:
             )
             offset = end + padding
         del buffer[:offset]
+        if records:
+            self._decoded_any = True
         return records

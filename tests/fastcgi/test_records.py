@@ -307,6 +307,18 @@ def test_unknown_record_type_is_returned_with_its_number():
     assert decode_all(data) == [Record(99, 0, b"zz")]
 
 
+def test_a_bad_header_after_a_record_says_that_record_may_have_lied_about_its_length():
+    # Four bytes of content announced, eight sent: the rest reads as a header.
+    short = b"\x01\x06\x00\x01\x00\x04\x00\x00" + b"20 text/gemini\r\n"
+    decoder = RecordDecoder()
+    with pytest.raises(FastCGIProtocolError) as raised:
+        decoder.feed(short + bytes(8))
+    assert str(raised.value) == (
+        "unsupported FastCGI version 101 in record type 120 (length 26469): out of step, "
+        "the record before may have given a wrong length"
+    )
+
+
 def test_wrong_version_is_a_protocol_error_naming_type_and_length():
     data = b"\x02\x06\x00\x01\x00\x0c\x04\x00" + bytes(16)
     decoder = RecordDecoder()
