@@ -37,6 +37,10 @@ class PathSettings:
     strip: int = 0
     # Set for a request a ``proxy`` block relays: nothing else applies then.
     proxy: Optional[model.Proxy] = None
+    # gmid's root for PATH_TRANSLATED: that of the block whose ``fastcgi``
+    # applies, else the server's (``root`` above is the first block's that
+    # sets one, which may be another location).
+    fastcgi_root: Optional[str] = None
 
 
 _SIMPLE_SETTINGS = (
@@ -102,6 +106,7 @@ class VirtualHost:
             fastcgi = opts.fastcgi
             if fastcgi is not None and (fastcgi.off or fastcgi.address is not None):
                 values["fastcgi"] = None if fastcgi.off else fastcgi
+                values["fastcgi_root"] = opts.root if opts.root is not None else self.server.options.root
                 break
         return PathSettings(**values)
 

@@ -42,7 +42,8 @@ SCRIPT_NAME when it is set (what slowcgi and fcgiwrap expect when the user
 sets ``param SCRIPT_NAME``); else the root joined with the path, which names
 the requested file for applications that serve a whole tree. PATH_TRANSLATED
 is the root joined with PATH_INFO (gmid's form: ``root/`` for an empty
-PATH_INFO). Without a root, DOCUMENT_ROOT, SCRIPT_FILENAME and
+PATH_INFO), where the root is gmid's: that of the location whose
+``fastcgi`` applies, else the server's. Without a root, DOCUMENT_ROOT, SCRIPT_FILENAME and
 PATH_TRANSLATED are empty strings, as gmid sends PATH_TRANSLATED.
 
 Client input cannot add, split or forge a parameter: names are constants or
@@ -99,6 +100,9 @@ class RequestFacts:
     certificate: Optional[ClientCertificate] = None
     server_software: str = f"gemfcgi/{__version__}"
     chroot: Optional[str] = None
+    # PATH_TRANSLATED's root, as gmid takes it: the root of the location
+    # whose ``fastcgi`` applies, else the server's; ``root`` when not given.
+    translated_root: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,9 @@ def request_params(
         "PATH_INFO": script.path_info,
         "SCRIPT_NAME": script.name,
         "GATEWAY_INTERFACE": "CGI/1.1",
-        "PATH_TRANSLATED": _join(facts.root, script.path_info),
+        "PATH_TRANSLATED": _join(
+            facts.root if facts.translated_root is None else facts.translated_root, script.path_info
+        ),
         "QUERY_STRING": facts.query or "",
         "REMOTE_ADDR": facts.client_address,
         "REMOTE_HOST": facts.client_address,
@@ -158,9 +164,10 @@ def request_params(
         params["TLS_CIPHER_STRENGTH"] = str(facts.tls_cipher_strength)
     if facts.certificate is not None:
         params["TLS_CLIENT_SERIAL"] = _serial_hex(facts.certificate.serial)
-    if facts.chroot and facts.root:
+    if facts.chroot:
         for name in ("PATH_TRANSLATED", "DOCUMENT_ROOT", "SCRIPT_FILENAME"):
-            params[name] = _outside(facts.chroot, params[name])
+            if params.get(name):
+                params[name] = _outside(facts.chroot, params[name])
     if "DOCUMENT_ROOT" in user_params and "SCRIPT_FILENAME" not in user_params:
         # The application's own document root (gmid configurations for
         # fcgiwrap set it): the script is named under it, as the

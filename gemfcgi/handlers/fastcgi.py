@@ -45,6 +45,7 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
         port=request.port,
         url=request.url,
         root=settings.root,
+        translated_root=settings.fastcgi_root,
         client_address=str(getattr(peer, "host", "") or ""),
         client_port=int(getattr(peer, "port", 0) or 0),
         server_address=str(getattr(host, "host", "") or ""),

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gemfcgi._version import __version__
-from gemfcgi.config.model import FastCGI
+from gemfcgi.config.model import FastCGI, FastCGISocket
 from gemfcgi.fastcgi.params import ClientCertificate, RequestFacts, request_params
 
 FACTS = RequestFacts(
@@ -580,3 +580,28 @@ def test_server_name_is_the_url_host_as_written_decoded_and_lowercased(line, ser
     )
     facts = request_facts(client, parse_request_line(line.encode()), PathSettings(root="/srv"))
     assert dict(request_params(facts, FastCGI()))["SERVER_NAME"] == server_name
+
+
+def test_path_translated_takes_the_root_of_the_fastcgi_location_as_gmid_does():
+    # Another location set the root of this path: DOCUMENT_ROOT follows the
+    # path's root, PATH_TRANSLATED gmid's (the fastcgi block's, else the server's).
+    params = params_for(path="/app/x", root="/srv/other", translated_root="/srv/server")
+    assert params["PATH_TRANSLATED"] == "/srv/server/app/x"
+    assert params["DOCUMENT_ROOT"] == "/srv/other"
+
+
+def test_the_fastcgi_root_is_the_fastcgi_blocks_own_else_the_servers():
+    from gemfcgi.config.model import Location, LocationOptions, Server
+    from gemfcgi.routing import VirtualHost
+
+    app = FastCGI(address=FastCGISocket("/run/app.sock"))
+    server = Server(name="example.org", options=LocationOptions(root="/srv/server"), locations=[
+        Location("/app/static/*", LocationOptions(root="/srv/other")),
+        Location("/app/*", LocationOptions(fastcgi=app)),
+        Location("/own/*", LocationOptions(fastcgi=app, root="/srv/own")),
+    ])
+    host = VirtualHost(server)
+    settings = host.settings_for("/app/static/x")
+    assert (settings.root, settings.fastcgi_root) == ("/srv/other", "/srv/server")
+    assert host.settings_for("/own/x").fastcgi_root == "/srv/own"
+    assert host.settings_for("/elsewhere").fastcgi_root is None
