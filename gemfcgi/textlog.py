@@ -117,15 +117,21 @@ class LogLimiter:
             self._window_start = now
             self._count = 0
         if self._count >= self.limit:
-            self.dropped += 1
-            if self.on_dropped is not None and self._report is None:
-                self._report = self.clock.callLater(
-                    self._window_start + self.window - now, self._window_over
-                )
+            self.drop(1)
             return False, 0
         self._count += 1
         dropped, self.dropped = self.dropped, 0
         return True, dropped
+
+    def drop(self, count: int) -> None:
+        """``count`` events dropped while this window is full (``full_for``)."""
+        if count <= 0:
+            return
+        self.dropped += count
+        if self.on_dropped is not None and self._report is None:
+            self._report = self.clock.callLater(
+                max(0.0, self._window_start + self.window - self.clock.seconds()), self._window_over
+            )
 
     def full_for(self) -> float:
         """Seconds until this window takes events again; 0 if it takes them now."""

@@ -99,6 +99,10 @@ MAX_RESTART_DELAY = 30.0
 # answered a request: back off before the next start.
 RESTART_THRESHOLD = 1.0
 MAX_OUTPUT_LINE = 4096
+# Output read and dropped (the log's window full) in one second before
+# reading pauses until the next: megabytes a second is a program writing
+# without end, not one with much to say.
+DROPPED_OUTPUT_PER_SECOND = 1 << 20
 # Runs the program as the leader of a new session and process group, to be
 # sent SIGTERM should the server die (PR_SET_PDEATHSIG, where there is one).
 _LAUNCHER = (
@@ -186,12 +190,20 @@ class _AppProcess(ProcessProtocol):
         self.pid: Optional[int] = None
         # A program that fails at once can end inside spawnProcess itself.
         self.ended = False
+        # Bytes of dropped output read in the second that began then.
+        self._second_began = float("-inf")
+        self._second_bytes = 0
         self._resume: Any = None
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
+        if self.app.output_full_for():
+            # The log takes no more lines this window: they are counted,
+            # not split and decoded one by one.
+            self._drop(fd, data)
+            return
         lines = (self._partial.pop(fd, b"") + data).split(b"\n")
         rest = lines.pop()
         if len(rest) > MAX_OUTPUT_LINE:
@@ -201,14 +213,28 @@ class _AppProcess(ProcessProtocol):
             self._partial[fd] = rest
         for line in lines:
             self.app.output(fd, line)
-        pause = self.app.output_full_for()
-        if pause and self._resume is None:
-            # A program writing without end (``yes >&2``) would have the
-            # server read and drop its lines as fast as it writes them:
-            # reading waits for the log to take lines again, and the
-            # program for room in its pipes (a burst fits in them).
+
+    def _drop(self, fd: int, data: bytes) -> None:
+        ended = data.rfind(b"\n")
+        if ended < 0:
+            self._partial[fd] = (self._partial.get(fd, b"") + data)[-MAX_OUTPUT_LINE:]
+        else:
+            self._partial.pop(fd, None)
+            self.app.output_dropped(data.count(b"\n"))
+            if ended + 1 < len(data):
+                self._partial[fd] = data[ended + 1 :][-MAX_OUTPUT_LINE:]
+        # A program writing without end (``yes >&2``) would still have the
+        # server read as fast as it writes. Past a budget no chatty program
+        # comes near, reading waits for the next second, and the program
+        # for room in its pipe.
+        now = self.app.reactor.seconds()
+        if now - self._second_began >= 1.0:
+            self._second_began, self._second_bytes = now, 0
+        self._second_bytes += len(data)
+        if self._second_bytes > DROPPED_OUTPUT_PER_SECOND and self._resume is None:
             self.transport.pauseProducing()
-            self._resume = self.app.reactor.callLater(pause, self._read_again)
+            self._resume = self.app.reactor.callLater(
+                self._second_began + 1.0 - now, self._read_again)
 
     def _read_again(self) -> None:
         # Even once it exited: its pipes end (processEnded) when read to EOF.
@@ -459,6 +485,10 @@ class SpawnedApp(Service):
     def output_full_for(self) -> float:
         """Seconds until the log takes the program's lines again (``LogLimiter.full_for``)."""
         return self._output.full_for()
+
+    def output_dropped(self, count: int) -> None:
+        """``count`` lines read while the log took none: said with the window's summary."""
+        self._output.drop(count)
 
     def _output_dropped(self, count: int) -> None:
         log.info(

@@ -1168,27 +1168,34 @@ def test_a_flood_of_output_lines_is_rate_limited_and_the_dropped_are_counted(spa
         protocol.childDataReceived(2, b"later\n")
     lines = warnings(logs).splitlines()
     assert lines[:20] == [f"spawn:sh app.sh stderr: line {i}" for i in range(20)]
-    # Counted as the window that dropped them ends, not left to the next line.
+    # Counted as the window that dropped them ends, not left to the next line
+    # (once the window is full, lines are counted as they come, blank ones too).
     assert lines[20:] == [
-        "spawn:sh app.sh: 280 output lines not logged (over 20 in 10 s)",
+        "spawn:sh app.sh: 283 output lines not logged (over 20 in 10 s)",
         "spawn:sh app.sh stderr: later",
     ]
 
 
-def test_a_program_that_writes_without_end_is_read_only_as_fast_as_its_lines_are_logged(spawning):
-    # ``yes >&2`` kept the server busy reading and dropping lines.
+def test_a_program_that_writes_without_end_is_read_only_so_fast(spawning):
+    # ``yes >&2`` kept the server busy reading and dropping lines; a chatty
+    # CGI script (fcgiwrap passes its stderr on) must not be held up.
     reactor, app = spawning
     process = reactor.processes[0]
-    process.protocol.childDataReceived(2, b"a burst\n" * 5)
-    assert process.reading
-    process.protocol.childDataReceived(2, b"y\n" * 3000)
-    assert not process.reading
-    reactor.advance(9.9)
-    assert not process.reading
-    reactor.advance(0.1)  # the log's window ends: read on
-    assert process.reading
-    process.protocol.childDataReceived(2, b"calmer\n")
-    assert process.reading
+    with capturedLogs() as logs:
+        for _ in range(100):  # fifty lines a request, a hundred requests
+            process.protocol.childDataReceived(2, b"debug: a line of the script\n" * 50)
+        assert process.reading
+        flood = b"y\n" * 4096
+        for _ in range(130):  # over a megabyte in the same second
+            process.protocol.childDataReceived(2, flood)
+        assert not process.reading
+        reactor.advance(1.0)  # the next second: read on
+        assert process.reading
+        reactor.advance(9.0)  # the log's window ends and says what it dropped
+    dropped = 100 * 50 - 20 + 130 * 4096
+    assert warnings(logs).splitlines()[-1] == (
+        f"spawn:sh app.sh: {dropped} output lines not logged (over 20 in 10 s)"
+    )
 
 
 def test_missing_program_is_logged_and_retried_with_backoff():
