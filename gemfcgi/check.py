@@ -397,12 +397,24 @@ def endpoint_problem(description: str) -> Optional[str]:
     if not description:
         return "empty"
     try:
-        # Only parsed: a reactor that connects nothing is enough.
-        endpoints.clientFromString(MemoryReactor(), description)
-    except (ValueError, TypeError, KeyError, IndexError) as problem:
+        # Only parsed: a reactor that connects nothing is enough. Parsers
+        # read the files they name (ssl:certKey=), and may fail any way.
+        endpoint = endpoints.clientFromString(MemoryReactor(), description)
+    except Exception as problem:
         if isinstance(problem, ValueError) and str(problem).startswith("Unknown endpoint type"):
             return f"unknown endpoint type {description.split(':', 1)[0]!r}"
-        return f"not a client endpoint string ({problem})"
+        # A file it names, missing (trustRoots=/missing raises a bare
+        # UnlistableError over the FileNotFoundError).
+        for error in (problem, problem.__context__):
+            if isinstance(error, OSError) and error.strerror:
+                return error.strerror + (f": {error.filename}" if error.filename else "")
+        return f"not a client endpoint string ({str(problem) or repr(problem)})"
+    # What Twisted takes and no connect can use.
+    if isinstance(endpoint, endpoints.UNIXClientEndpoint) and not getattr(endpoint, "_path", "x"):
+        return "no socket path"
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 < port < 65536:
+        return f"port {port} is not 1 to 65535"
     return None
 
 

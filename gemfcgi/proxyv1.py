@@ -38,8 +38,11 @@ PREFIX = "haproxy:"
 
 
 def split_proxied(description: str) -> tuple[bool, str]:
-    """Whether a listener's endpoint string takes PROXY headers, and the endpoint under it."""
-    if description.startswith(PREFIX):
+    """
+    Whether a listener's endpoint string takes PROXY headers, and the endpoint
+    under it. The prefix in any case, as Twisted looks endpoint types up.
+    """
+    if description[: len(PREFIX)].lower() == PREFIX:
         return True, description[len(PREFIX):]
     return False, description
 

@@ -187,13 +187,15 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
     """
     proxied, inner_description = split_proxied(description)
-    if inner_description.split(":", 1)[0] in ("ssl", "tls"):
+    if inner_description.split(":", 1)[0].lower() in ("ssl", "tls"):
         # Its TLS would sit where gemfcgi's own goes, and offer no
         # certificate per server.
         raise ListenError(
             f"{description}: gemfcgi does TLS itself, with each server's certificate: "
             "listen on a tcp: endpoint (same port and options, without the certificate ones)"
         )
+    if inner_description.split(":", 1)[0].lower() == "stdio":
+        raise ListenError(f"{description}: not a listening socket: listen on a tcp: or unix: endpoint")
     try:
         inner = endpoints.serverFromString(reactor, inner_description)
     except (IndexError, KeyError) as error:
@@ -367,24 +369,21 @@ class ListenerService(Service):
         factory = self._layered() if proxied else self.gemini
         failures = []
         listening = self.endpoint.listen(factory)
-        listening.addCallbacks(self._listening, failures.append)
+        listening.addCallbacks(partial(self._listening, factory=factory), failures.append)
         if failures:
             raise listen_failed(self.description, failures[0], self.origin)
         port = self.port
+        refusal = self._refusal(port, factory)
+        if refusal is not None:
+            self.port = None
+            if IListeningPort.providedBy(port):
+                port.stopListening()
+            problem = ListenError(f"{self.description}: {refusal}")
+            problem.origin = self.origin
+            raise problem
         if proxied:
             # Its endpoint wraps the factory in the PROXY header reader.
             return
-        if getattr(port, "factory", factory) is not factory:
-            # An endpoint that puts a protocol of its own (its TLS) between
-            # the socket and gemfcgi's: every connection would fail.
-            port.stopListening()
-            self.port = None
-            problem = ListenError(
-                f"{self.description}: this endpoint wraps connections in a protocol of its "
-                "own; gemfcgi does TLS itself: listen on a tcp: or unix: endpoint"
-            )
-            problem.origin = self.origin
-            raise problem
         # listen() on these endpoints is synchronous: nothing was accepted
         # yet, so the port can still be told how to treat connections.
         if type(port) is tcp.Port:
@@ -394,8 +393,24 @@ class ListenerService(Service):
         else:
             port.factory = self._layered()
 
-    def _listening(self, port: IListeningPort) -> None:
+    def _refusal(self, port: Any, factory: Factory) -> Optional[str]:
+        """Why ``port`` cannot serve Gemini connections; ``None`` if it can."""
+        if not IListeningPort.providedBy(port):
+            # stdio: and the like serve one stream, not connections.
+            return "not a listening socket: listen on a tcp: or unix: endpoint"
+        if split_proxied(self.description)[0]:
+            return None  # the PROXY header reader wraps the factory
+        if getattr(port, "factory", factory) is not factory:
+            # An endpoint that puts a protocol of its own (its TLS) between
+            # the socket and gemfcgi's: every connection would fail.
+            return ("this endpoint wraps connections in a protocol of its own; gemfcgi does "
+                    "TLS itself: listen on a tcp: or unix: endpoint")
+        return None
+
+    def _listening(self, port: IListeningPort, factory: Optional[Factory] = None) -> None:
         self.port = port
+        if factory is not None and self._refusal(port, factory) is not None:
+            return  # refused by startService: never said to listen
         address = port.getHost()
         host = getattr(address, "host", None)
         if host is None:

@@ -401,12 +401,14 @@ class Relay(PacedRelay):
             self._end_tail()  # without END_REQUEST: the client has its reply all the same
             return
         cut = f" ({cut_bytes} bytes of a record cut off)" if cut_bytes else ""
-        if reset:
-            cut += "; the backend reset the connection"
         if self._reader is not None:
-            self._fail(Fault.BAD_REPLY, self._reader.end().message + cut)
+            message = self._reader.end().message
+            if reset:
+                message = message.replace("END or EOF", "connection reset by the backend", 1)
+            self._fail(Fault.BAD_REPLY, message + cut)
         else:
-            self._fail(Fault.TRUNCATED, "connection closed after the header without END_REQUEST" + cut)
+            how = "reset by the backend" if reset else "closed"
+            self._fail(Fault.TRUNCATED, f"connection {how} after the header without END_REQUEST" + cut)
 
     # -- IPushProducer, driven by the Gemini transport ---------------------
 

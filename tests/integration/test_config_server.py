@@ -389,6 +389,9 @@ def test_a_fastcgi_endpoint_that_is_no_endpoint_string_is_a_config_error(tree, t
         '  location "/c/*" { fastcgi endpoint "tcp:host=127.0.0.1:port=abc" }\n'
         '  location "/d/*" { fastcgi endpoint "" }\n'
         '  location "/e/*" { fastcgi endpoint "tcp:host=127.0.0.1:port=9000" }\n'
+        f'  location "/f/*" {{ fastcgi endpoint "ssl:host=localhost:port=9000:certKey={tmp_path}/none.pem" }}\n'
+        '  location "/g/*" { fastcgi endpoint "unix:" }\n'
+        '  location "/h/*" { fastcgi endpoint "tcp:localhost:99999" }\n'
         '}\n'
     )
     assert check_and_start_errors(config) == [
@@ -398,6 +401,10 @@ def test_a_fastcgi_endpoint_that_is_no_endpoint_string_is_a_config_error(tree, t
         f"{config}:7: fastcgi endpoint 'tcp:host=127.0.0.1:port=abc': not a client endpoint "
         "string (invalid literal for int() with base 10: 'abc')",
         f"{config}:8: fastcgi endpoint '': empty",
+        f"{config}:10: fastcgi endpoint 'ssl:host=localhost:port=9000:certKey={tmp_path}/none.pem': "
+        f"No such file or directory: {tmp_path}/none.pem",
+        f"{config}:11: fastcgi endpoint 'unix:': no socket path",
+        f"{config}:12: fastcgi endpoint 'tcp:localhost:99999': port 99999 is not 1 to 65535",
     ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from twisted.logger import capturedLogs
+
 from gemfcgi.config.model import Config, Listen, Server
 from gemfcgi.service import plan_listeners
 
@@ -78,24 +80,64 @@ def test_an_endpoint_that_wraps_the_factory_is_refused_and_its_socket_closed():
 
     from gemfcgi.service import ListenError, ListenerService
 
+    ports: list = []
+
     class WrappingEndpoint:
         def listen(self, factory):
-            self.inner = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-            return self.inner.listen(WrappingFactory(factory))
+            inner = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+            return inner.listen(WrappingFactory(factory)).addCallback(lambda port: ports.append(port) or port)
 
-    endpoint = WrappingEndpoint()
-    listener = ListenerService("wrapping:0", endpoint, Factory(), None, 0)
-    ports: list = []
-    listener.on_listening = ports.append
-    with pytest.raises(ListenError) as raised:
-        listener.startService()
+    listener = ListenerService("wrapping:0", WrappingEndpoint(), Factory(), None, 0)
+    said: list = []
+    listener.on_listening = said.append
+    with capturedLogs() as logs:
+        with pytest.raises(ListenError) as raised:
+            listener.startService()
     assert str(raised.value) == (
         "wrapping:0: this endpoint wraps connections in a protocol of its own; gemfcgi does TLS "
         "itself: listen on a tcp: or unix: endpoint"
     )
-    assert listener.port is None
+    assert listener.port is None and said == []
+    assert not [e for e in logs if "listening on" in e.get("log_format", "")]  # never said to listen
     [port] = ports
     assert port.disconnecting  # closed on the reactor's next turn, as Twisted closes a port
+
+
+@pytest.mark.parametrize("description", ["TLS:/etc/gemini:port=1965", "SSL:1965", "HAPROXY:Tls:1965"])
+def test_endpoint_types_are_refused_in_any_case_as_twisted_finds_them(description):
+    from twisted.internet.testing import MemoryReactor
+
+    from gemfcgi.service import ListenError, server_endpoint
+
+    with pytest.raises(ListenError, match="gemfcgi does TLS itself"):
+        server_endpoint(MemoryReactor(), description)
+
+
+def test_a_haproxy_prefix_in_capitals_still_reads_proxy_headers():
+    from gemfcgi.proxyv1 import split_proxied
+
+    assert split_proxied("HAPROXY:tcp:1965") == (True, "tcp:1965")
+    assert split_proxied("HaProxy:unix:/run/g.sock") == (True, "unix:/run/g.sock")
+
+
+def test_an_endpoint_that_serves_one_stream_is_refused():
+    from twisted.internet.defer import succeed
+    from twisted.internet.protocol import Factory
+
+    from gemfcgi.service import ListenError, ListenerService, server_endpoint
+    from twisted.internet.testing import MemoryReactor
+
+    with pytest.raises(ListenError, match="^stdio:: not a listening socket"):
+        server_endpoint(MemoryReactor(), "stdio:")
+
+    class OneStream:  # an endpoint plugin of that kind
+        def listen(self, factory):
+            return succeed(object())
+
+    listener = ListenerService("onestream:", OneStream(), Factory(), None, 0)
+    with pytest.raises(ListenError, match="^onestream:: not a listening socket"):
+        listener.startService()
+    assert listener.port is None
 
 
 def test_a_unix_socket_that_cannot_be_made_says_why_without_twisteds_lock_file():
