@@ -28,7 +28,7 @@ from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
-from gemfcgi.privileges import PrivilegeError, identity_for, may_read_directory
+from gemfcgi.privileges import PrivilegeError, identity_for, may_read_directory, path_in_chroot
 from gemfcgi.routing import port_matches, port_pattern
 from gemfcgi.service import ListenError, listen_descriptions, servers_listening_on
 from gemfcgi.tls import ProtocolsError, protocol_range
@@ -49,10 +49,13 @@ def _has_account(user: Optional[str]) -> bool:
 
 
 def _in_chroot(chroot: Optional[str], path: str) -> str:
-    """gmid resolves roots (not certificates) inside the chroot."""
-    if chroot and os.path.isabs(path):
-        return os.path.join(chroot, path.lstrip("/"))
-    return path
+    """
+    gmid resolves roots (not certificates) inside the chroot, a relative
+    one from its ``/``, and symlinks in them as a process inside it does.
+    """
+    if not chroot:
+        return path
+    return path_in_chroot(chroot, path) or os.path.join(chroot, path.lstrip("/"))
 
 
 def spawn_problem(command: str) -> Optional[str]:
@@ -135,7 +138,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     access = config.log.access
     if access is not None:
         # Opened at start-up (and on SIGUSR1), inside the chroot.
-        problem = access_log_problem(_in_chroot(chroot, os.path.abspath(access)))
+        problem = access_log_problem(_in_chroot(chroot, access) if chroot else os.path.abspath(access))
         if problem is not None:
             error(config.log.access_origin, f"log access {access!r}: {problem}")
     checked_cas: set[str] = set()

@@ -54,6 +54,39 @@ def identity_for(config: model.Config) -> Optional[Identity]:
     return Identity(entry.pw_uid, entry.pw_gid, entry.pw_name, chroot)
 
 
+def path_in_chroot(chroot: str, path: str) -> Optional[str]:
+    """
+    Where ``path`` (absolute or relative to its ``/``) leads inside
+    ``chroot``, as a path of this process: symlinks are followed as a
+    process inside it follows them, an absolute target starting again at
+    the chroot. ``None`` for a loop of symlinks.
+    """
+    chroot = os.path.abspath(chroot)
+    parts = [part for part in path.split("/") if part]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        outside = os.path.join(chroot, *resolved, part)
+        if not os.path.islink(outside):
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > 40:
+            return None
+        target = os.readlink(outside)
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p] + parts
+    return os.path.join(chroot, *resolved)
+
+
 def may_read_directory(path: str, identity: Identity) -> bool:
     """
     Whether ``identity`` may list ``path`` and open what is in it, by the

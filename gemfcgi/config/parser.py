@@ -93,8 +93,9 @@ _REMOVED = {
 }
 
 _KNOWN_DIRECTIVES = sorted(_TOP_ONLY | _SERVER_ONLY | _LOCATION_OPTIONS)
-# What an unknown directive may look like to be quoted in its error.
-_DIRECTIVE_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+# What an unknown directive may look like to be quoted in its error: a line
+# of an included file that is no configuration (a key, a password) is not.
+_DIRECTIVE_LIKE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 class _Abort(Exception):
@@ -379,6 +380,8 @@ class _Parser:
             if word == "}":
                 self._fail(token, "unexpected '}': no block is open here")
             self._fail(token, f"unexpected '{word}' where a directive should start")
+        if token.kind is TokenKind.STRING and not _DIRECTIVE_LIKE.fullmatch(word):
+            self._fail(token, f"expected a directive, found a string of {len(word)} characters")
         if token.kind in (TokenKind.STRING, TokenKind.NUMBER):
             self._fail(token, f"expected a directive, found {token.describe()}")
         if token.kind in (TokenKind.WORD, TokenKind.KEYWORD) and word in _REMOVED:
@@ -393,7 +396,7 @@ class _Parser:
 
     @staticmethod
     def _unknown(word: str) -> str:
-        if not _DIRECTIVE_LIKE.fullmatch(word):
+        if not _DIRECTIVE_LIKE.fullmatch(word) and word.lower() not in KEYWORDS:
             # A line of a file that is no configuration (an included key):
             # not quoted back into the log.
             return (f"unknown directive: {len(word)} characters that are no directive name "

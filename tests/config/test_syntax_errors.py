@@ -105,3 +105,18 @@ def test_a_listen_line_with_an_error_is_not_also_warned_of_as_missing():
         "gmid.conf:2: expected 'on' after 'listen', found '127.0.0.1' (write: listen on * port 1965)"
     ]
     assert [str(w) for w in raised.value.warnings if "has no 'listen on'" in str(w)] == []
+
+
+def test_words_and_strings_that_look_like_no_directive_are_not_quoted(errors_of):
+    # An included file of passwords or tokens.
+    assert errors_of('Tr0ub4dorAndHorse\n"quoted s3cret"\n') == [
+        "gmid.conf:1: unknown directive: 17 characters that are no directive name "
+        "(is this a configuration file?)",
+        "gmid.conf:2: expected a directive, found a string of 13 characters",
+    ]
+    # A directive mistyped, in capitals or quoted, is still named.
+    assert errors_of('Prefork 2\nprefrok 2\n"prefork" 2\n') == [
+        "gmid.conf:1: unknown directive 'Prefork' (directives are lower case: 'prefork')",
+        "gmid.conf:2: unknown directive 'prefrok' (did you mean 'prefork'?)",
+        'gmid.conf:3: expected a directive, found string "prefork"',
+    ]

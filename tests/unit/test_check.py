@@ -216,3 +216,22 @@ def test_a_root_the_user_may_not_read_is_warned_of(tmp_path):
         errors, warnings = check_config(_served_from(root, tmp_path, user="nobody", chroot=str(chroot)))
         assert errors == []
         assert [str(w) for w in warnings] == expected
+
+
+def test_a_root_inside_the_chroot_is_looked_for_as_a_process_inside_it_finds_it(tmp_path):
+    # Relative to the chroot's /, not to where the server starts; a symlink
+    # to an absolute path leads to that path inside the chroot.
+    from gemfcgi.check import check_config
+
+    chroot = tmp_path / "jail"
+    (chroot / "srv" / "cap").mkdir(parents=True)
+    (chroot / "srv" / "inside").symlink_to("/srv/cap")
+    (chroot / "srv" / "outside").symlink_to(str(tmp_path))  # a directory here, not in the jail
+    for root, expected in [
+        ("srv/cap", []),
+        ("/srv/inside", []),
+        ("/srv/outside", [f"gmid.conf:9: root /srv/outside is not a directory (inside the chroot: "
+                          f"{chroot}{tmp_path})"]),
+    ]:
+        errors, _ = check_config(_served_from(root, tmp_path, user="nobody", chroot=str(chroot)))
+        assert [str(e) for e in errors] == expected, root
