@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +23,9 @@ from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import NameOID
 
 from gemfcgi.gemini.hosts import canonical_host
+
+if TYPE_CHECKING:
+    from OpenSSL import crypto
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
@@ -274,6 +277,24 @@ def _one_line_name(name: x509.Name) -> str:
     return "".join(parts)
 
 
+def _openssl_one_lines(peer: "crypto.X509") -> tuple[str, str]:
+    """
+    The subject and issuer in ``X509_NAME_oneline`` form, through the
+    OpenSSL pyOpenSSL uses (its own name accessors are deprecated); empty
+    without its bindings.
+    """
+    try:
+        from OpenSSL._util import ffi, lib
+    except ImportError:
+        return "", ""
+    buffer = ffi.new("char[]", 4096)
+    names = []
+    for get_name in (lib.X509_get_subject_name, lib.X509_get_issuer_name):
+        names.append(ffi.string(lib.X509_NAME_oneline(get_name(peer._x509), buffer, len(buffer)))
+                     .decode("latin-1"))
+    return names[0], names[1]
+
+
 @dataclass(frozen=True)
 class ClientCertificate:
     """
@@ -291,6 +312,9 @@ class ClientCertificate:
     not_after: datetime.datetime
     serial: int
     certificate: Optional[x509.Certificate] = None
+    # The certificate as OpenSSL holds it, for checks against a CA; set
+    # when ``certificate`` is not (one ``cryptography`` cannot read).
+    openssl_certificate: Optional["crypto.X509"] = None
 
     @property
     def common_name(self) -> Optional[str]:
@@ -309,6 +333,35 @@ class ClientCertificate:
             if part.startswith("CN="):
                 return part[3:]
         return None
+
+    @classmethod
+    def from_openssl(cls, peer: "crypto.X509") -> "ClientCertificate":
+        """
+        A peer certificate as pyOpenSSL gives it. OpenSSL takes names that
+        ``cryptography`` refuses to read (a PrintableString holding ``@``,
+        as old certificates have), and any client may send one: those are
+        read through OpenSSL alone.
+        """
+        try:
+            return cls.from_certificate(peer.to_cryptography())
+        except ValueError:
+            pass
+
+        def moment(stamp: Optional[bytes]) -> datetime.datetime:
+            return datetime.datetime.strptime(stamp.decode("ascii"), "%Y%m%d%H%M%SZ").replace(
+                tzinfo=datetime.timezone.utc) if stamp else datetime.datetime.min.replace(
+                tzinfo=datetime.timezone.utc)
+
+        subject, issuer = _openssl_one_lines(peer)
+        return cls(
+            subject=subject,
+            issuer=issuer,
+            sha256=peer.digest("sha256").decode("ascii").replace(":", "").lower(),
+            not_before=moment(peer.get_notBefore()),
+            not_after=moment(peer.get_notAfter()),
+            serial=peer.get_serial_number(),
+            openssl_certificate=peer,
+        )
 
     @classmethod
     def from_certificate(cls, certificate: x509.Certificate) -> "ClientCertificate":

@@ -205,10 +205,14 @@ class GeminiProtocol(OneTimeout, Protocol):
         if previous is State.RESPONDING and self.record.status == 0 and not self.record.meta:
             # No header went out: the access line says why it has no status.
             self.record.meta = CLIENT_GONE
-        if previous in (State.RESPONDING, State.CLOSING):
-            self._log_access()
-        if self.factory is not None:
-            self.factory.connections.remove(self)
+        try:
+            if previous in (State.RESPONDING, State.CLOSING):
+                self._log_access()
+        finally:
+            # Whatever failed above, the connection no longer counts: a
+            # leaked one would end in 41 for everyone at the limit.
+            if self.factory is not None:
+                self.factory.connections.remove(self)
 
     # -- client_read: the request line -----------------------------------
 

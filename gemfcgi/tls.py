@@ -234,5 +234,5 @@ class TLSFacts:
 
     @cached_property
     def client_certificate(self) -> Optional[ClientCertificate]:
-        peer = self._connection.get_peer_certificate(as_cryptography=True)
-        return ClientCertificate.from_certificate(peer) if peer is not None else None
+        peer = self._connection.get_peer_certificate()
+        return ClientCertificate.from_openssl(peer) if peer is not None else None

@@ -84,7 +84,7 @@ def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> st
 
 
 def judge(
-    certificate: x509.Certificate | None,
+    certificate: x509.Certificate | crypto.X509 | None,
     authorities: Authorities,
     now: datetime.datetime,
 ) -> tuple[int, str] | None:
@@ -92,7 +92,9 @@ def judge(
     if certificate is None:
         return status.CLIENT_CERTIFICATE_REQUIRED, "client certificate required"
     authorities.store.set_time(now)
-    checking = crypto.X509StoreContext(authorities.store, crypto.X509.from_cryptography(certificate))
+    if not isinstance(certificate, crypto.X509):
+        certificate = crypto.X509.from_cryptography(certificate)
+    checking = crypto.X509StoreContext(authorities.store, certificate)
     try:
         checking.verify_certificate()
     except crypto.X509StoreContextError as failure:
@@ -111,7 +113,10 @@ def require_client_ca(
 ) -> None:
     assert settings.require_client_ca is not None
     identity = client.tls.client_certificate if client.tls is not None else None
-    certificate = identity.certificate if identity is not None else None
+    certificate = None
+    if identity is not None:
+        # One cryptography cannot read is checked as OpenSSL holds it.
+        certificate = identity.certificate or identity.openssl_certificate
     now = datetime.datetime.fromtimestamp(client.clock.seconds(), datetime.timezone.utc)
     refusal = judge(certificate, authorities[settings.require_client_ca], now)
     if refusal is not None:

@@ -410,3 +410,42 @@ def test_protocols_narrows_the_tls_versions(setup, tmp_path, protocols, offered,
             fetch(server.port, url, sni="example.com", context=other)
     finally:
         server.stop()
+
+
+def odd_certificate(directory):
+    """
+    A certificate whose CN is a PrintableString holding '@', as old ones
+    carry e-mail addresses: OpenSSL takes it, cryptography cannot read it.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    import ssl
+
+    certificate, key = issue("QQQQQQ")
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    assert der.count(b"\x0c\x06QQQQQQ") == 2  # subject and issuer, as UTF8Strings
+    der = der.replace(b"\x0c\x06QQQQQQ", b"\x13\x06ab@c.d")
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(der).subject  # what the server once met unprepared
+    cert_path, key_path = directory / "odd.pem", directory / "odd.key"
+    cert_path.write_text(ssl.DER_cert_to_PEM_cert(der))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_a_certificate_whose_name_only_openssl_reads_is_served_logged_and_let_go(server, setup, tmp_path):
+    # It was served, but its access line was a traceback, and the
+    # connection was never let go: enough of them made every client get 41.
+    context = client_context(*odd_certificate(tmp_path))
+    for _ in range(3):
+        reply = fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com", context=context)
+        assert (reply.status, reply.body) == (20, b"# public\n")
+    reply = fetch(server.port, f"gemini://example.com:{server.port}/members/", sni="example.com",
+                  context=context)
+    assert reply.status == 61
+    server.wait_for_log(r"GET gemini://example\.com/members/ 61 ")
+    since = len(server.log)
+    server.process.send_signal(signal.SIGUSR2)
+    assert server.wait_for_log(r"(\d+) connected clients", since=since).group(1) == "0"
+    assert "Traceback" not in server.log and "Unhandled" not in server.log

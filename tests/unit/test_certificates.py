@@ -148,3 +148,24 @@ def test_a_first_run_beside_another_waits_for_its_pair_instead_of_writing_half_o
     assert (tmp_path / "cert.pem").read_bytes() == cert_pem
     assert (tmp_path / "key.pem").read_bytes() == key_pem
     load_key_pair(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+
+
+def test_a_certificate_only_openssl_can_read_is_known_by_what_openssl_reads():
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import ClientCertificate
+    from tests.certs import issue
+
+    certificate, _ = issue("QQQQQQ")
+    der = certificate.public_bytes(serialization.Encoding.DER).replace(
+        b"\x0c\x06QQQQQQ", b"\x13\x06ab@c.d")  # a PrintableString with '@'
+    identity = ClientCertificate.from_openssl(crypto.load_certificate(crypto.FILETYPE_ASN1, der))
+    assert (identity.subject, identity.issuer, identity.common_name) == ("/CN=ab@c.d", "/CN=ab@c.d", "ab@c.d")
+    assert identity.sha256 == hashlib.sha256(der).hexdigest()
+    assert identity.serial == certificate.serial_number
+    assert (identity.not_before, identity.not_after) == (
+        certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+    assert identity.certificate is None and identity.openssl_certificate is not None

@@ -733,3 +733,23 @@ def test_an_index_that_climbs_out_of_the_root_is_not_served(tmp_path):
     protocol, transport, _ = connect(site)
     protocol.dataReceived(b"gemini://localhost/sub/\r\n")
     assert transport.value() == b"51 not found\r\n"
+
+
+def test_a_connection_whose_access_line_fails_still_stops_counting(site):
+    from gemfcgi.server import GeminiFactory
+
+    factory = GeminiFactory(site)
+    protocol = factory.buildProtocol(None)
+    transport = TLSStringTransport()
+    protocol.makeConnection(transport)
+    protocol.handshakeCompleted()
+    assert len(factory.connections) == 1
+
+    def broken() -> None:
+        raise ValueError("a name nobody can read")
+
+    protocol._log_access = broken
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    with pytest.raises(ValueError):
+        protocol.connectionLost(None)
+    assert len(factory.connections) == 0  # a leaked one would count against --max-connections
