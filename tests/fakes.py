@@ -19,7 +19,12 @@ class FakeTLSConnection:
         return self.server_name
 
     def get_peer_certificate(self, as_cryptography=False):
-        return self.peer_certificate
+        """As pyOpenSSL gives it: its own X509, or cryptography's on request."""
+        if self.peer_certificate is None or as_cryptography:
+            return self.peer_certificate
+        from OpenSSL import crypto
+
+        return crypto.X509.from_cryptography(self.peer_certificate)
 
     def get_protocol_version_name(self):
         return "TLSv1.3"
