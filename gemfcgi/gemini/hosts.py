@@ -48,7 +48,9 @@ def canonical_host(name: str) -> Optional[str]:
     name = name.removesuffix(".")
     if not name or name.endswith(".") or name.startswith(".") or ".." in name:
         return None
-    if any(c in name for c in " /\\?#@[]%") or not name.isprintable():
+    # Nor what RFC 3986 allows in no host (a '"' would close a quoted field
+    # of the access log).
+    if any(c in name for c in ' /\\?#@[]%"<>{}|^`') or not name.isprintable():
         return None
     if name.isascii():
         if ":" in name:

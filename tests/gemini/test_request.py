@@ -134,6 +134,18 @@ def test_c1_controls_and_a_host_of_dots_or_empty_labels_get_59(line, meta):
     assert (raised.value.code, raised.value.meta) == (59, meta)
 
 
+@pytest.mark.parametrize("host", ['x"_"forged', "a<b", "a>b", "a{b", "a}b", "a|b", "a^b", "a`b", "a%22b"])
+def test_a_host_with_a_character_no_host_may_hold_gets_59(host):
+    # A '"' in the host closed the quoted URL of the common and combined logs.
+    with pytest.raises(RequestError) as raised:
+        parse_request_line(f"gemini://{host}/".encode())
+    assert (raised.value.code, raised.value.meta) == (59, "malformed host")
+
+
+def test_a_host_with_the_sub_delimiters_rfc_3986_allows_is_a_host():
+    assert parse_request_line(b"gemini://a!$&'()*+,;=b/").host == "a!$&'()*+,;=b"
+
+
 def test_ipv6_literal_host_is_accepted():
     request = parse_request_line(b"gemini://[::1]:1965/")
     assert (request.host, request.port) == ("::1", 1965)
