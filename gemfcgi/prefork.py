@@ -22,7 +22,7 @@ import pickle
 import re
 import signal
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -64,6 +64,8 @@ QUICK_DEATH = 5.0
 # starts; it stops as soon as the new one listens, and after this once any
 # new worker does (never before: the port would have nobody accepting).
 RETIRE_AFTER = 10.0
+# How long the last message of a read waits for its further lines.
+HELD_MESSAGE_WAIT = 0.05
 
 
 class _Refuse(Protocol):
@@ -139,6 +141,9 @@ class WorkerProcess(ProcessProtocol):
         self.started = pool.reactor.seconds()
         self.ended: Deferred = Deferred()
         self._partial = b""
+        # The lines of the last message read, not logged yet (``outReceived``).
+        self._held: list[bytes] = []
+        self._flush: Any = None
         # The namespace and level of the last line: a message's further
         # lines (tab-indented) that come in a later read go with it.
         self._last = ("gemfcgi.prefork", LogLevel.info, "gemfcgi.prefork#info")
@@ -157,6 +162,26 @@ class WorkerProcess(ProcessProtocol):
             if self.reopen_when_ready:
                 self.pool._signal_all([self], signal.SIGUSR1)
         *lines, self._partial = (self._partial + data).split(b"\n")
+        if not lines:
+            return
+        # The last message may go on in the next read (a traceback's
+        # tab-indented lines): it waits for it, briefly, to stay one event.
+        lines = self._held + lines
+        start = len(lines) - 1
+        while start > 0 and lines[start].startswith(b"\t"):
+            start -= 1
+        self._held = lines[start:]
+        self._log_lines(lines[:start])
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = self.pool.reactor.callLater(HELD_MESSAGE_WAIT, self._log_held)
+
+    def _log_held(self) -> None:
+        self._flush = None
+        held, self._held = self._held, []
+        self._log_lines(held)
+
+    def _log_lines(self, lines: list[bytes]) -> None:
         for text in _messages(lines):
             found = _WORKER_LINE.match(text)
             if found is not None:
@@ -183,6 +208,12 @@ class WorkerProcess(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason) -> None:
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._log_held()
+        if self._partial:
+            self._log_lines([self._partial])
+            self._partial = b""
         self.pool.worker_ended(self, reason)
         self.ended.callback(None)
 

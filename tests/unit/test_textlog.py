@@ -234,10 +234,12 @@ def test_a_text_event_reads_the_same_to_any_observer(text):
 
 def relayed_by_the_parent(number: int, *chunks: bytes) -> list:
     """The events the parent logs for what worker ``number`` writes, in ``chunks``."""
+    from twisted.internet.task import Clock
+
     from gemfcgi import prefork
 
     class Pool:
-        reactor = type("Clock", (), {"seconds": staticmethod(time.time)})
+        reactor = Clock()
 
     seen: list = []
     observer = prefork.log.observer
@@ -246,9 +248,27 @@ def relayed_by_the_parent(number: int, *chunks: bytes) -> list:
         worker = prefork.WorkerProcess(Pool(), number, 1)
         for chunk in chunks:
             worker.outReceived(chunk)
+        # The last message waits a moment for further lines of its own.
+        Pool.reactor.advance(prefork.HELD_MESSAGE_WAIT)
     finally:
         prefork.log.observer = observer
     return seen
+
+
+def test_a_workers_message_split_between_two_reads_stays_one_event():
+    # A FastCGI application's STDERR record of several lines, read by the
+    # parent in two pieces: its further lines were events of their own.
+    from twisted.logger import formatEvent
+
+    seen = relayed_by_the_parent(
+        3,
+        b"2026-11-27T01:00:00+0000 [gemfcgi.fastcgi.backends#warn] 127.0.0.1:1 gemini://h/ stderr: L0\n",
+        b"\tL1\n\tL2\n2026-11-27T01:00:00+0000 [gemfcgi.access#info] 127.0.0.1:1 GET gemini://h/ 20 x\n",
+    )
+    assert [formatEvent(event) for event in seen] == [
+        "[worker 3] 127.0.0.1:1 gemini://h/ stderr: L0\nL1\nL2",
+        "[worker 3] 127.0.0.1:1 GET gemini://h/ 20 x",
+    ]
 
 
 def test_a_workers_line_reaches_the_parents_log_with_its_number_as_before():
@@ -289,22 +309,19 @@ def test_a_workers_message_of_several_lines_stays_one_event_with_its_level():
         b"\t  thrown in /srv/x.php on line 8\n"
         b"2026-11-27T01:00:00+0000 [-] GeminiFactory starting on 1965\n",
     )
+    # Its last line came in a later read: it still joins the message.
     assert [(event["log_namespace"], event["log_level"]) for event in seen] == [
-        ("gemfcgi.fastcgi.backends", LogLevel.warn),
-        # Its last line came in a later read: it goes alone, but as the message did.
         ("gemfcgi.fastcgi.backends", LogLevel.warn),
         ("-", LogLevel.info),
     ]
     assert [formatEvent(event) for event in seen] == [
-        "[worker 1] x stderr: PHP Fatal error: boom\nStack trace:\n#0 {main}",
-        "[worker 1]   thrown in /srv/x.php on line 8",
+        "[worker 1] x stderr: PHP Fatal error: boom\nStack trace:\n#0 {main}\n  thrown in /srv/x.php on line 8",
         "[worker 1] GeminiFactory starting on 1965",
     ]
-    assert [event["log_system"] for event in seen] == [
-        "gemfcgi.fastcgi.backends#warn", "gemfcgi.fastcgi.backends#warn", "-"]
+    assert [event["log_system"] for event in seen] == ["gemfcgi.fastcgi.backends#warn", "-"]
     # Written by the parent's log, the further lines are indented once, as in one process.
     assert textlog.format_event(textlog.SecondsFormatter())(seen[0]).endswith(
-        "boom\n\tStack trace:\n\t#0 {main}\n")
+        "boom\n\tStack trace:\n\t#0 {main}\n\t  thrown in /srv/x.php on line 8\n")
 
 
 # -- printable: what a client or an application sends cannot steer the log ------
