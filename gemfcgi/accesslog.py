@@ -81,6 +81,8 @@ class AccessRecord:
 
     @property
     def client(self) -> str:
+        if self.client_ip.startswith("unix"):
+            return self.client_ip  # no port to show (it was logged as unix:0)
         return f"{self.client_ip}:{self.client_port}"
 
 
@@ -98,7 +100,7 @@ def emit(record: AccessRecord, now: float, service: object = None, site: object 
     # of the log is theirs to write.
     meta = printable(record.meta)
     line = (
-        f"{record.client_ip}:{record.client_port} GET {record.url} {record.status} "
+        f"{record.client} GET {record.url} {record.status} "
         f"{meta} {record.bytes_sent} {duration_ms:.1f}ms"
     )
     event = text_event(log, line)

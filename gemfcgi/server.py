@@ -162,8 +162,10 @@ class GeminiProtocol(OneTimeout, Protocol):
             name = getattr(peer, "name", None)
             if isinstance(name, bytes):
                 name = name.decode("utf-8", "replace")
-            host = printable(f"unix:{name}") if name else "unix"
-        self.record.client_ip = host
+            host = f"unix:{name}" if name else "unix"
+        # As one field of the access line: a unix client's socket name, or
+        # a PROXY header's unix address, may hold a space or a quote.
+        self.record.client_ip = log_field(host)
         self.record.client_port = getattr(peer, "port", 0)
 
     def readConnectionLost(self) -> None:

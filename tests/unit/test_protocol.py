@@ -666,18 +666,25 @@ def test_an_ipv4_client_of_a_dual_stack_socket_is_known_by_its_ipv4_address(site
     assert seen[0]["line"].startswith("192.0.2.7:40001 GET gemini://localhost/ 20 ")
 
 
-def test_a_client_of_a_unix_socket_is_logged_as_unix(site):
+@pytest.mark.parametrize("name, logged", [
+    (None, "unix"),
+    (b"/run/client.sock", "unix:/run/client.sock"),
+    # A name is the client's to choose: it cannot split the line's fields.
+    (b'/tmp/u2 "FORGED" 51 9 - "', "unix:/tmp/u2\\x20\\x22FORGED\\x22\\x2051\\x209\\x20-\\x20\\x22"),
+])
+def test_a_client_of_a_unix_socket_is_logged_as_unix_and_its_name(site, name, logged):
     from twisted.internet.address import UNIXAddress
 
     with access_events() as seen:
         protocol = GeminiProtocol(site, Clock())
         transport = TLSStringTransport()
-        transport.peerAddr = UNIXAddress(None)
+        transport.peerAddr = UNIXAddress(name)
         protocol.makeConnection(transport)
         protocol.handshakeCompleted()
         protocol.dataReceived(b"gemini://localhost/\r\n")
         protocol.connectionLost(None)
-    assert seen[0]["line"].startswith("unix:0 GET gemini://localhost/ 20 ")
+    assert seen[0]["line"].startswith(f"{logged} GET gemini://localhost/ 20 ")
+    assert seen[0]["client_ip"] == logged
 
 
 @pytest.mark.parametrize("header_first", [False, True], ids=["waiting", "in its body"])
