@@ -33,6 +33,8 @@ log = Logger()
 SYSLOG_SOCKET = "/dev/log"
 # Seconds between two tries to connect to a socket nobody listens on.
 RECONNECT_EVERY = 1.0
+# The warnings of a daemon that falls behind and catches up, at most once in this.
+REPORT_EVERY = 60.0
 
 
 _senders: dict[tuple[str, int, str], "SyslogSender"] = {}
@@ -66,7 +68,8 @@ class SyslogSender:
 
     ``clock`` (seconds, monotonic) paces the connects to a socket nobody
     listens on. When lines stop getting through, one warning says why, and
-    one more says how many were lost once they get through again.
+    one more says how many were lost once they get through again; each at
+    most once in ``REPORT_EVERY`` seconds, the count carried over meanwhile.
     """
 
     def __init__(
@@ -81,6 +84,11 @@ class SyslogSender:
         self.path = path
         self.clock = clock
         self.dropped = 0
+        # Lines are being dropped now; when the next warning and the next
+        # count of dropped lines may be said.
+        self._losing = False
+        self._next_warning = float("-inf")
+        self._next_report = float("-inf")
         self._socket: Optional[socket.socket] = None
         self._next_try = float("-inf")
         self._why_not = ""
@@ -115,20 +123,27 @@ class SyslogSender:
             # The daemon went away (restarted): once more, on a new connection.
             sent = self._deliver(encoded)
         if not sent:
-            if not self.dropped:
-                log.warn(
-                    "syslog: access lines do not reach {path} ({reason}); they are dropped "
-                    "until it takes them again",
-                    path=self.path,
-                    reason=self._why_not,
-                )
+            if not self._losing:
+                self._losing = True
+                if self.clock() >= self._next_warning:
+                    # A daemon behind under load comes and goes many times
+                    # a minute: said once in a while, not each time.
+                    self._next_warning = self.clock() + REPORT_EVERY
+                    log.warn(
+                        "syslog: access lines do not reach {path} ({reason}); they are dropped "
+                        "until it takes them again",
+                        path=self.path,
+                        reason=self._why_not,
+                    )
             self.dropped += 1
             return
-        if self.dropped:
+        self._losing = False
+        if self.dropped and self.clock() >= self._next_report:
+            self._next_report = self.clock() + REPORT_EVERY
             log.info(
-                "syslog: access lines reach {path} again; {count} were dropped",
+                "syslog: access lines reach {path} again; {count} dropped",
                 path=self.path,
-                count=self.dropped,
+                count=f"{self.dropped} line{'' if self.dropped == 1 else 's'}",
             )
             self.dropped = 0
 

@@ -210,7 +210,7 @@ def test_a_syslog_daemon_that_restarted_gets_the_next_line(tmp_path):
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
         f"syslog: access lines do not reach {path} (No such file or directory); "
         "they are dropped until it takes them again",
-        f"syslog: access lines reach {path} again; 2 were dropped",
+        f"syslog: access lines reach {path} again; 2 lines dropped",
     ]
     sender.close()
     daemon.close()
@@ -329,7 +329,7 @@ def test_a_line_too_long_for_a_datagram_is_dropped_and_the_connection_kept(tmp_p
     assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
         f"syslog: access lines do not reach {path} (Message too long); they are dropped "
         "until it takes them again",
-        f"syslog: access lines reach {path} again; 1 were dropped",
+        f"syslog: access lines reach {path} again; 1 line dropped",
     ]
     sender.close()
     daemon.close()
@@ -442,3 +442,29 @@ def test_a_client_certificates_name_is_logged_as_written_escaped_once_in_one_fie
     ))
     assert event["common_name"] == logged
     assert format_line("condensed", event).split(" ")[2] == logged
+
+
+def test_a_daemon_falling_behind_again_and_again_is_said_once_a_minute(tmp_path):
+    import syslog
+
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+    from gemfcgi.syslogsend import REPORT_EVERY, SyslogSender
+
+    now = [0.0]
+    sender = SyslogSender("gemfcgi", syslog.LOG_DAEMON, str(tmp_path / "log"), clock=lambda: now[0])
+    outcomes = iter([False, True] * 50)
+    sender._deliver = lambda data: next(outcomes)  # behind, caught up, fifty times in a second
+    with capturedLogs() as seen:
+        for _ in range(100):
+            sender.send(syslog.LOG_NOTICE, "a line")
+        now[0] += REPORT_EVERY
+        sender._deliver = lambda data: True
+        sender.send(syslog.LOG_NOTICE, "a line")
+    path = tmp_path / "log"
+    assert [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info] == [
+        f"syslog: access lines do not reach {path} (No such file or directory); they are dropped "
+        "until it takes them again",
+        f"syslog: access lines reach {path} again; 1 line dropped",
+        f"syslog: access lines reach {path} again; 49 lines dropped",
+    ]
