@@ -52,7 +52,8 @@ _log = Logger()
 
 FACILITIES = {
     "daemon": syslog.LOG_DAEMON,
-    "ftp": getattr(syslog, "LOG_FTP", syslog.LOG_DAEMON),
+    # Python's syslog module has no LOG_FTP; the number is the same everywhere.
+    "ftp": getattr(syslog, "LOG_FTP", 11 << 3),
     "user": syslog.LOG_USER,
     **{f"local{i}": getattr(syslog, f"LOG_LOCAL{i}") for i in range(8)},
 }

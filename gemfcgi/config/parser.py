@@ -608,8 +608,8 @@ class _Parser:
                 if facility is None:
                     self._warn(
                         token,
-                        f"unknown syslog facility '{name}', using daemon "
-                        "(use daemon, ftp, user or local0 to local7)",
+                        f"unknown syslog facility '{name}', ignored: the facility stays "
+                        f"{settings.facility} (use daemon, ftp, user or local0 to local7)",
                     )
                 else:
                     settings.facility = facility

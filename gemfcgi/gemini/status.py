@@ -42,7 +42,8 @@ DEFINED_CODES = frozenset(
 MAX_META_BYTES = 1024
 # Control characters other than the tab: a client shows META to its user,
 # and an escape sequence in it would act on the user's terminal.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+# C0 but the tab, DEL and C1 (U+0085 NEL, U+009B CSI, which terminals obey).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 # What an empty META means for 2x, in the specification's words. It is sent
 # spelt out: gemcall and Agunua reject a header whose META is empty, with or

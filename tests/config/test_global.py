@@ -102,13 +102,26 @@ def test_syslog_facility_is_case_insensitive_with_optional_log_prefix(parse, nam
     assert log.facility == name.lower().removeprefix("log_")
 
 
-def test_unknown_syslog_facility_is_a_warning_and_keeps_daemon(parse, warnings_of):
+def test_unknown_syslog_facility_is_a_warning_and_keeps_the_facility_so_far(parse, warnings_of):
     text = "log syslog facility kern\n"
     assert parse(text).log.facility == "daemon"
     assert warnings_of(text) == [
-        "gmid.conf:1: unknown syslog facility 'kern', using daemon "
+        "gmid.conf:1: unknown syslog facility 'kern', ignored: the facility stays daemon "
         "(use daemon, ftp, user or local0 to local7)"
     ]
+    text = "log { syslog facility local3; syslog facility bogus }\n"
+    assert parse(text).log.facility == "local3"
+    assert warnings_of(text) == [
+        "gmid.conf:1: unknown syslog facility 'bogus', ignored: the facility stays local3 "
+        "(use daemon, ftp, user or local0 to local7)"
+    ]
+
+
+def test_the_ftp_facility_is_ftps_own_number():
+    # Python's syslog module has no LOG_FTP: ftp was sent as daemon.
+    from gemfcgi.accesslog import FACILITIES
+
+    assert FACILITIES["ftp"] == 88  # 11 << 3, as in every syslog.h
 
 
 def test_invalid_log_style_is_an_error(errors_of):

@@ -63,7 +63,7 @@ def test_meta_with_line_break_or_bom_is_refused():
         response_header(20, "\ufefftext/gemini")
 
 
-@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x07", "\x7f", "\x0b"])
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x07", "\x7f", "\x0b", "\x85", "\x9b"])
 def test_meta_with_a_control_character_is_refused(control):
     with pytest.raises(InvalidHeader, match="control character"):
         response_header(51, f"not here{control}[2J")
