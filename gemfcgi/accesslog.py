@@ -100,8 +100,10 @@ def emit(record: AccessRecord, now: float, service: object = None, site: object 
     # What an application answered, escaped as the URL already is: no line
     # of the log is theirs to write.
     meta = printable(record.meta)
+    # No request line came (a timeout, a busy server): a field all the same.
+    url = record.url or "-"
     line = (
-        f"{record.client} GET {record.url} {record.status} "
+        f"{record.client} GET {url} {record.status} "
         f"{meta} {record.bytes_sent} {duration_ms:.1f}ms"
     )
     event = text_event(log, line)
@@ -110,7 +112,7 @@ def emit(record: AccessRecord, now: float, service: object = None, site: object 
         client=record.client,
         client_ip=record.client_ip,
         client_port=record.client_port,
-        url=record.url,
+        url=url,
         host=printable(record.host),
         status=record.status,
         meta=meta,

@@ -349,6 +349,13 @@ def test_a_served_url_with_a_right_to_left_override_is_logged_escaped(site):
     assert " GET gemini://localhost/?\\u202egnp.exe 20 text/gemini " in line
 
 
+def test_a_request_timeout_before_any_byte_logs_a_dash_for_the_url(site):
+    # An empty field would shift the fields of a line split on spaces.
+    reply, [line] = logged_lines(site, advance=10.5)
+    assert reply == b"59 request timeout\r\n"
+    assert line.startswith("127.0.0.1:40000 GET - 59 request timeout ")
+
+
 def test_a_request_cut_by_its_timeout_is_logged_with_its_controls_escaped(site):
     reply, [line] = logged_lines(site, b"gemini://localhost/\x1b]0;owned\x07", advance=10.5)
     assert reply == b"59 request timeout\r\n"
