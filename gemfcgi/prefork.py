@@ -81,6 +81,10 @@ class OpenSocket:
         self.port = port
         self.proxied = proxied
         port.stopReading()
+        # Closed here without shutdown(): that would end the socket for the
+        # workers sharing it too (their accept() fails with EINVAL, and
+        # what waits in its backlog is reset) while they still serve.
+        port._shouldShutdown = False
 
     @property
     def fd(self) -> int:

@@ -323,6 +323,30 @@ def test_sigterm_refuses_new_connections_at_once_while_a_download_finishes(
         assert server.process.wait(20) in (0, -signal.SIGTERM)
 
 
+def test_the_parent_closing_its_copy_of_a_socket_leaves_the_workers_copies_whole(
+    capsule, certificate, tmp_path
+):
+    # The parent shut the shared socket down as it closed it at a stop:
+    # a worker still serving then failed in accept() (EINVAL, a traceback)
+    # and what waited in the backlog was reset.
+    config = tmp_path / "gmid.conf"
+    with two_workers(config, capsule, certificate) as server:
+        pids = list(workers(server).values())
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        waiting = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # in the backlog
+        try:
+            server.process.send_signal(signal.SIGTERM)
+            server.wait_for_log(r"TCP Port \d+ Closed")
+            time.sleep(0.5)  # the parent's close, done
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            waiting.close()
+        assert server.process.wait(20) in (0, -signal.SIGTERM)
+        assert "Unhandled Error" not in server.log and "Invalid argument" not in server.log
+
+
 def test_a_worker_answers_a_second_stop_signal_during_its_drain_with_a_line(
     capsule, certificate, tmp_path
 ):
