@@ -253,6 +253,9 @@ class WorkerPool(Service):
         self.identity = identity_for(config)
         self.sockets: dict[str, OpenSocket] = {}
         self.apps: dict[str, SpawnedApp] = {}
+        # Programs a reload retired, not stopped yet; the stops begun.
+        self._retired_apps: list[SpawnedApp] = []
+        self._app_stops: list[Deferred] = []
         self.workers: dict[int, WorkerProcess] = {}
         # Workers of earlier generations, finishing their requests: they may
         # still use spawned programs, and log requests.
@@ -506,9 +509,22 @@ class WorkerPool(Service):
             self.sockets.pop(description).close()
         self._unwanted = []
         if retired:
-            DeferredList([p.ended for p in users]).addCallback(
-                lambda _: [a.stopService() for a in retired]
-            )
+            self._retired_apps.extend(retired)
+            DeferredList([p.ended for p in users]).addCallback(lambda _: self._stop_apps(retired))
+
+    def _stop_apps(self, retired: list[SpawnedApp]) -> None:
+        """Stop retired programs once nobody uses them; a stop of the server waits for them."""
+        for app in retired:
+            if app in self._retired_apps:
+                self._retired_apps.remove(app)
+                stopping = app.stopService()
+                self._app_stops.append(stopping)
+                stopping.addBoth(self._app_stopped, stopping)
+
+    def _app_stopped(self, result: Any, stopping: Deferred) -> Any:
+        if stopping in self._app_stops:
+            self._app_stops.remove(stopping)
+        return result
 
     def stopService(self) -> Deferred:
         """
@@ -544,6 +560,10 @@ class WorkerPool(Service):
             restore, self._restore_signals = self._restore_signals, []
             for undo in restore:
                 undo()
-            return DeferredList(closing + [app.stopService() for app in self.apps.values()])
+            # Programs a reload retired too: their stop may have begun as
+            # their last users ended, or begins now.
+            self._stop_apps(list(self._retired_apps))
+            stops = [app.stopService() for app in self.apps.values()] + self._app_stops
+            return DeferredList(closing + stops)
 
         return DeferredList([p.ended for p in processes]).addCallback(ended)

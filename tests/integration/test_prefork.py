@@ -409,6 +409,28 @@ def slow_request(port):
     return fetch(port, f"gemini://localhost:{port}/cgi/slow.sh", timeout=20)
 
 
+def test_a_stop_right_after_a_reload_still_stops_the_program_it_retired(certificate, tmp_path):
+    # The program was stopped once its last users ended, but the server's
+    # stop did not wait for that: no "stopped" line, its socket directory left.
+    spawns = tmp_path / "tmp"
+    spawns.mkdir()
+    config = slow_cgi_server(tmp_path, certificate, FCGIWRAP)
+    server = start_server("-c", str(config), env={"TMPDIR": str(spawns)})
+    try:
+        wait_workers_listening(server, 2)
+        assert len(list(spawns.glob("gemfcgi-spawn-*"))) == 1
+        since = len(server.log)
+        config.write_text(config.read_text().replace(f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n', ""))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded", since=since)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        server.wait_for_log(rf"spawn:{re.escape(FCGIWRAP)}: pid \d+ stopped", since=since)
+        assert list(spawns.glob("gemfcgi-spawn-*")) == []
+    finally:
+        server.stop()
+
+
 def test_a_program_retired_two_reloads_later_serves_the_generation_still_using_it(
     certificate, tmp_path
 ):
