@@ -637,3 +637,34 @@ def test_services_sharing_a_signal_may_stop_in_any_order_and_leave_the_handler_f
         undo_c()
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+def test_a_reply_handed_to_the_kernel_whole_is_not_said_to_be_cut_by_the_drain():
+    # An 8 MiB reply, all of it and its close_notify in the socket's
+    # buffers, reached the client whole, and was logged as cut.
+    from twisted.logger import capturedLogs
+
+    from gemfcgi.accesslog import AccessRecord
+    from gemfcgi.service import _cut_by_drain
+
+    class Transport:
+        def __init__(self, buffered: bool) -> None:
+            self.buffered = buffered
+
+        def _nothing_buffered(self) -> bool:
+            return not self.buffered
+
+    class Connection:
+        def __init__(self, finished, buffered) -> None:
+            self.record = AccessRecord(url="gemini://localhost/big.bin", finished=finished)
+            self.transport = Transport(buffered)
+
+    with capturedLogs() as logs:
+        assert _cut_by_drain(Connection(finished=1.0, buffered=False), timeout=5) is False
+    assert list(logs) == []
+    for finished, buffered in [(None, False), (1.0, True)]:
+        connection = Connection(finished, buffered)
+        with capturedLogs() as logs:
+            _cut_by_drain(connection, timeout=5)
+        assert [e["cut"] for e in logs] == ["cut by the drain timeout"]
+        assert connection.record.meta == "cut by the drain timeout"
