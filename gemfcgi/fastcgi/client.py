@@ -355,14 +355,7 @@ class Relay(PacedRelay):
 
     def ignored_after_end(self, count: int) -> None:
         """Records a backend sent after its END_REQUEST: the reply was whole, and they are dropped."""
-        log.warn(
-            "{client} {url}: FastCGI backend {backend}: {count} record(s) after END_REQUEST "
-            "ignored",
-            client=self.client.record.client,
-            url=self.client.record.url,
-            backend=self.backend.name,
-            count=count,
-        )
+        self._log_fault(Fault.PROTOCOL, f"{count} record(s) after END_REQUEST ignored", "; after its reply")
 
     def on_stderr(self, data: bytes) -> None:
         self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)

@@ -452,7 +452,8 @@ def test_records_after_end_request_are_dropped_with_a_line(exchange):
             stdout(b"20 text/gemini\r\nwhole") + end() + stdout(b"more") + stdout(b"again"))
     assert exchange.reply == b"20 text/gemini\r\nwhole"
     assert exchange.client_closed
-    assert "FastCGI backend unix:/run/app.sock: 2 record(s) after END_REQUEST ignored" in warnings(logs)
+    assert ("FastCGI backend unix:/run/app.sock (0 pending): protocol error: 2 record(s) after "
+            "END_REQUEST ignored; after its reply") in warnings(logs)
 
 
 def test_eof_in_the_middle_of_a_record_says_so(exchange):
