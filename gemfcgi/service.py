@@ -187,14 +187,16 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
     """
     proxied, inner_description = split_proxied(description)
-    if inner_description.split(":", 1)[0].lower() in ("ssl", "tls"):
+    # Twisted finds endpoint types in any case.
+    kind = inner_description.split(":", 1)[0].lower()
+    if kind in ("ssl", "tls"):
         # Its TLS would sit where gemfcgi's own goes, and offer no
         # certificate per server.
         raise ListenError(
             f"{description}: gemfcgi does TLS itself, with each server's certificate: "
             "listen on a tcp: endpoint (same port and options, without the certificate ones)"
         )
-    if inner_description.split(":", 1)[0].lower() == "stdio":
+    if kind == "stdio":
         raise ListenError(f"{description}: not a listening socket: listen on a tcp: or unix: endpoint")
     try:
         inner = endpoints.serverFromString(reactor, inner_description)
