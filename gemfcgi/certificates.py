@@ -11,10 +11,11 @@ import datetime
 import fcntl
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -277,22 +278,66 @@ def _one_line_name(name: x509.Name) -> str:
     return "".join(parts)
 
 
-def _openssl_one_lines(peer: "crypto.X509") -> tuple[str, str]:
+# NID_commonName, the same in every OpenSSL.
+_COMMON_NAME_NID = 13
+# An ASN1 time as OpenSSL gives it (GeneralizedTime), with what OpenSSL
+# accepts and cryptography does not: fractions of a second, an offset.
+_ASN1_TIME = re.compile(rb"(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.\d+)?(Z|[+-]\d{4})?")
+_UNKNOWN_TIME = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+
+
+def _asn1_moment(stamp: Optional[bytes]) -> datetime.datetime:
+    """A certificate's time as OpenSSL holds it; the earliest time if it means none."""
+    found = _ASN1_TIME.fullmatch(stamp or b"")
+    if found is None:
+        return _UNKNOWN_TIME
+    *fields, zone = found.groups()
+    year, month, day, hour, minute, second = (int(field) for field in fields)
+    try:
+        # Year 0, which OpenSSL takes, is the earliest Python has.
+        moment = datetime.datetime(max(1, year), month, day, hour, minute, second,
+                                   tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return _UNKNOWN_TIME
+    if zone and zone != b"Z":
+        sign = 1 if zone[:1] == b"+" else -1
+        moment -= sign * datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
+    return moment
+
+
+def _openssl_names(peer: "crypto.X509") -> tuple[str, str, Optional[str]]:
     """
-    The subject and issuer in ``X509_NAME_oneline`` form, through the
-    OpenSSL pyOpenSSL uses (its own name accessors are deprecated); empty
-    without its bindings.
+    The subject and issuer in ``X509_NAME_oneline`` form, and the subject's
+    first CN in UTF-8, read by the OpenSSL pyOpenSSL uses (its own name
+    accessors are deprecated); empty without its bindings.
     """
     try:
         from OpenSSL._util import ffi, lib
     except ImportError:
-        return "", ""
-    buffer = ffi.new("char[]", 4096)
-    names = []
-    for get_name in (lib.X509_get_subject_name, lib.X509_get_issuer_name):
-        names.append(ffi.string(lib.X509_NAME_oneline(get_name(peer._x509), buffer, len(buffer)))
-                     .decode("latin-1"))
-    return names[0], names[1]
+        return "", "", None
+
+    def one_line(name: Any) -> str:
+        text = lib.X509_NAME_oneline(name, ffi.NULL, 0)  # allocated: no length limit
+        if text == ffi.NULL:
+            return ""
+        try:
+            return ffi.string(text).decode("latin-1")
+        finally:
+            lib.OPENSSL_free(text)
+
+    subject = lib.X509_get_subject_name(peer._x509)
+    common_name = None
+    index = lib.X509_NAME_get_index_by_NID(subject, _COMMON_NAME_NID, -1)
+    if index >= 0:
+        value = lib.X509_NAME_ENTRY_get_data(lib.X509_NAME_get_entry(subject, index))
+        utf8 = ffi.new("unsigned char **")
+        length = lib.ASN1_STRING_to_UTF8(utf8, value)
+        if length >= 0:
+            try:
+                common_name = ffi.buffer(utf8[0], length)[:].decode("utf-8", "replace")
+            finally:
+                lib.OPENSSL_free(utf8[0])
+    return one_line(subject), one_line(lib.X509_get_issuer_name(peer._x509)), common_name
 
 
 @dataclass(frozen=True)
@@ -315,6 +360,8 @@ class ClientCertificate:
     # The certificate as OpenSSL holds it, for checks against a CA; set
     # when ``certificate`` is not (one ``cryptography`` cannot read).
     openssl_certificate: Optional["crypto.X509"] = None
+    # Its subject's CN as OpenSSL decodes it, with ``openssl_certificate``.
+    openssl_common_name: Optional[str] = None
 
     @property
     def common_name(self) -> Optional[str]:
@@ -329,6 +376,10 @@ class ClientCertificate:
                 return None
             value = found[0].value
             return value if isinstance(value, str) else value.decode("latin-1")
+        if self.openssl_certificate is not None:
+            # Not split out of the one-line subject: another attribute's
+            # value may hold "/CN=" (escaped there, but the client's choice).
+            return self.openssl_common_name
         for part in self.subject.split("/"):
             if part.startswith("CN="):
                 return part[3:]
@@ -344,23 +395,20 @@ class ClientCertificate:
         """
         try:
             return cls.from_certificate(peer.to_cryptography())
-        except ValueError:
+        except Exception:
+            # ValueError for a name, InvalidVersion for a version field, and
+            # whatever else a stricter parser finds: OpenSSL's reading stands.
             pass
-
-        def moment(stamp: Optional[bytes]) -> datetime.datetime:
-            return datetime.datetime.strptime(stamp.decode("ascii"), "%Y%m%d%H%M%SZ").replace(
-                tzinfo=datetime.timezone.utc) if stamp else datetime.datetime.min.replace(
-                tzinfo=datetime.timezone.utc)
-
-        subject, issuer = _openssl_one_lines(peer)
+        subject, issuer, common_name = _openssl_names(peer)
         return cls(
             subject=subject,
             issuer=issuer,
             sha256=peer.digest("sha256").decode("ascii").replace(":", "").lower(),
-            not_before=moment(peer.get_notBefore()),
-            not_after=moment(peer.get_notAfter()),
+            not_before=_asn1_moment(peer.get_notBefore()),
+            not_after=_asn1_moment(peer.get_notAfter()),
             serial=peer.get_serial_number(),
             openssl_certificate=peer,
+            openssl_common_name=common_name,
         )
 
     @classmethod

@@ -169,3 +169,48 @@ def test_a_certificate_only_openssl_can_read_is_known_by_what_openssl_reads():
     assert (identity.not_before, identity.not_after) == (
         certificate.not_valid_before_utc, certificate.not_valid_after_utc)
     assert identity.certificate is None and identity.openssl_certificate is not None
+
+
+def test_what_openssl_alone_reads_of_a_certificate_is_read_whole_and_as_written():
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import ClientCertificate
+    from tests.certs import NOW
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    attributes = [cx509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"unit {i:03d} " + "x" * 50)
+                  for i in range(100)]  # a subject of some 6 KB
+    # Another attribute's value, spelt to pass for a CN, then the CN.
+    attributes += [cx509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "x/CN=admin@"),
+                   cx509.NameAttribute(NameOID.COMMON_NAME, "Zoë real")]
+    name = cx509.Name([cx509.RelativeDistinguishedName([a]) for a in attributes])
+    certificate = (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(5).not_valid_before(NOW).not_valid_after(NOW).sign(key, hashes.SHA256()))
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    assert der.count(b"\xa0\x03\x02\x01\x02") == 1
+    # X.509 version 4, which there is not: cryptography refuses the whole certificate.
+    der = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x03")
+    identity = ClientCertificate.from_openssl(crypto.load_certificate(crypto.FILETYPE_ASN1, der))
+    assert identity.certificate is None
+    assert identity.common_name == "Zoë real"
+    assert identity.subject.endswith("/OU=x\\/CN=admin@/CN=Zo\\xC3\\xAB real")  # not cut at 4 KB
+    assert identity.subject.startswith("/OU=unit 000 ")
+
+
+@pytest.mark.parametrize("stamp, moment", [
+    (b"20261126113454Z", (2026, 11, 26, 11, 34, 54)),
+    (b"20261126113454.5Z", (2026, 11, 26, 11, 34, 54)),  # fractions of a second
+    (b"20300101000000+0100", (2029, 12, 31, 23, 0, 0)),  # an offset
+    (b"00000101000000Z", (1, 1, 1, 0, 0, 0)),  # year 0
+    (b"garbage", (1, 1, 1, 0, 0, 0)),
+])
+def test_a_certificates_time_is_read_as_openssl_takes_it(stamp, moment):
+    import datetime
+
+    from gemfcgi.certificates import _asn1_moment
+
+    assert _asn1_moment(stamp) == datetime.datetime(*moment, tzinfo=datetime.timezone.utc)
