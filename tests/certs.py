@@ -55,3 +55,51 @@ def write(directory: Path, name: str, pair) -> tuple[str, str]:
     )
     key_path.chmod(0o600)
     return str(cert_path), str(key_path)
+
+
+def legacy_ca(common_name: str = "Old CA admin@example"):
+    """
+    A CA as old ones are: its name a PrintableString holding '@', which
+    OpenSSL takes and cryptography cannot read (nor make: pyOpenSSL re-signs
+    what cryptography made under another name). Returns pyOpenSSL's
+    certificate and key.
+    """
+    import warnings
+
+    from OpenSSL import crypto
+
+    placeholder = "Q" * len(common_name)
+    certificate, key = issue(placeholder, ca=True)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    utf8 = b"\x0c" + bytes([len(placeholder)]) + placeholder.encode()
+    der = der.replace(utf8, b"\x13" + bytes([len(common_name)]) + common_name.encode())
+    held = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+    signing_key = crypto.PKey.from_cryptography_key(key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        held.sign(signing_key, "sha256")
+    return held, signing_key
+
+
+def issue_by_legacy(common_name: str, authority) -> tuple[bytes, bytes]:
+    """A leaf for ``common_name`` signed by a ``legacy_ca``: its PEM certificate and key."""
+    import warnings
+
+    from OpenSSL import crypto
+
+    ca, ca_key = authority
+    key = ec.generate_private_key(ec.SECP256R1())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        leaf = crypto.X509()
+        leaf.set_version(2)
+        leaf.get_subject().CN = common_name
+        leaf.set_issuer(ca.get_subject())
+        leaf.set_serial_number(x509.random_serial_number())
+        leaf.set_notBefore((NOW - datetime.timedelta(days=1)).strftime("%Y%m%d%H%M%SZ").encode())
+        leaf.set_notAfter((NOW + datetime.timedelta(days=30)).strftime("%Y%m%d%H%M%SZ").encode())
+        leaf.set_pubkey(crypto.PKey.from_cryptography_key(key))
+        leaf.sign(ca_key, "sha256")
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return crypto.dump_certificate(crypto.FILETYPE_PEM, leaf), key_pem

@@ -14,6 +14,7 @@ certificate). Intermediates the client sends are not used, as in gmid.
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -34,15 +35,47 @@ _OUT_OF_DATES = {9, 10}  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EX
 
 @dataclass
 class Authorities:
-    """The certificates of one CA file, and the OpenSSL store that trusts them alone."""
+    """
+    The certificates of one CA file, and the OpenSSL store that trusts them
+    alone. ``certificates`` are those ``cryptography`` reads, which the
+    configuration check looks at; ``openssl_only`` those only OpenSSL reads
+    (an old CA whose name is a PrintableString holding ``@``), trusted all
+    the same, as gmid's OpenSSL trusts them.
+    """
 
     certificates: list[x509.Certificate]
+    openssl_only: list[crypto.X509] = field(default_factory=list)
     store: crypto.X509Store = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.store = crypto.X509Store()
         for certificate in self.certificates:
             self.store.add_cert(crypto.X509.from_cryptography(certificate))
+        for held in self.openssl_only:
+            self.store.add_cert(held)
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _read_authorities(data: bytes) -> Authorities:
+    try:
+        return Authorities(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        pass
+    readable: list[x509.Certificate] = []
+    openssl_only: list[crypto.X509] = []
+    for block in _PEM_CERTIFICATE.findall(data):
+        try:
+            certificate = x509.load_pem_x509_certificate(block)
+            certificate.subject, certificate.issuer  # read now, not when judging
+        except ValueError:
+            openssl_only.append(crypto.load_certificate(crypto.FILETYPE_PEM, block))
+        else:
+            readable.append(certificate)
+    if not readable and not openssl_only:
+        raise ValueError("no PEM certificate found")
+    return Authorities(readable, openssl_only)
 
 
 def load_authorities(paths: Iterable[str]) -> dict[str, Authorities]:
@@ -53,7 +86,7 @@ def load_authorities(paths: Iterable[str]) -> dict[str, Authorities]:
             continue
         try:
             with open(path, "rb") as f:
-                loaded[path] = Authorities(x509.load_pem_x509_certificates(f.read()))
+                loaded[path] = _read_authorities(f.read())
         except (OSError, ValueError, crypto.Error) as error:
             raise CertificateError(f"{path}: cannot load CA certificates: {error}") from None
     return loaded

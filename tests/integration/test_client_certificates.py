@@ -458,3 +458,36 @@ def test_a_certificate_whose_name_only_openssl_reads_is_served_logged_and_let_go
         time.sleep(0.2)
     assert count == "0"
     assert "Traceback" not in server.log and "Unhandled" not in server.log
+
+
+def test_a_ca_file_whose_names_only_openssl_reads_vouches_for_its_certificates(tmp_path, certificate):
+    # An old CA (its name a PrintableString holding '@') was refused at
+    # load: "error parsing asn1 value", and the server would not start.
+    from OpenSSL import crypto
+
+    from tests.certs import issue_by_legacy, legacy_ca
+
+    authority = legacy_ca()
+    (tmp_path / "oldca.pem").write_bytes(crypto.dump_certificate(crypto.FILETYPE_PEM, authority[0]))
+    member_pem, member_key = issue_by_legacy("member", authority)
+    (tmp_path / "member.pem").write_bytes(member_pem)
+    (tmp_path / "member.key").write_bytes(member_key)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "index.gmi").write_text("# old members\n")
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{tmp_path / "root"}"\n  require client ca "{tmp_path / "oldca.pem"}"\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        url = f"gemini://localhost:{server.port}/"
+        member = fetch(server.port, url, context=client_context(str(tmp_path / "member.pem"),
+                                                              str(tmp_path / "member.key")))
+        assert (member.status, member.body) == (20, b"# old members\n")
+        assert fetch(server.port, url).status == 60
+        stranger = write(tmp_path, "stranger", issue("stranger"))
+        assert fetch(server.port, url, context=client_context(*stranger)).status == 61
+    finally:
+        server.stop()
