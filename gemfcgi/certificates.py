@@ -77,8 +77,13 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
         raise _unusable(key_path, f"cannot read key: {e.strerror}") from None
     try:
         chain = tuple(x509.load_pem_x509_certificates(cert_data))
-    except ValueError:
-        raise _unusable(cert_path, "no PEM certificate found") from None
+    except ValueError as e:
+        if b"-----BEGIN CERTIFICATE-----" not in cert_data:
+            raise _unusable(cert_path, "no PEM certificate found") from None
+        # There is one, which cryptography cannot read: say what it met (a
+        # PrintableString holding '@' is the usual one, in old certificates).
+        raise _unusable(cert_path, f"cannot read the certificate ({str(e).split(' {', 1)[0]}): "
+                        "reissue it, with its names as UTF8Strings") from None
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
     except (ValueError, TypeError) as e:

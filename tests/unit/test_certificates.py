@@ -214,3 +214,22 @@ def test_a_certificates_time_is_read_as_openssl_takes_it(stamp, moment):
     from gemfcgi.certificates import _asn1_moment
 
     assert _asn1_moment(stamp) == datetime.datetime(*moment, tzinfo=datetime.timezone.utc)
+
+
+def test_a_server_certificate_cryptography_cannot_read_is_said_so_not_missing(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import CertificateError, load_key_pair
+    from tests.certs import legacy_ca
+
+    held, key = legacy_ca("Old server admin@example")
+    (tmp_path / "cert.pem").write_bytes(crypto.dump_certificate(crypto.FILETYPE_PEM, held))
+    (tmp_path / "key.pem").write_bytes(key.to_cryptography_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(CertificateError) as raised:
+        load_key_pair(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    assert str(raised.value) == (
+        f"{tmp_path / 'cert.pem'}: cannot read the certificate (error parsing asn1 value: ParseError): "
+        "reissue it, with its names as UTF8Strings"
+    )
