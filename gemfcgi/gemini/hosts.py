@@ -10,12 +10,18 @@ one canonical form, lowercase A-labels, so that ``bücher.example`` and
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from typing import Optional
 
 import idna
 
 from gemfcgi.glob import glob_matches, is_glob
+
+
+# What RFC 3986 allows in no host, besides controls (a '"' would close a
+# quoted field of the access log), and the delimiters of a URL.
+_NOT_IN_A_HOST = re.compile(r'[ /\\?#@\[\]%"<>{}|^`]')
 
 
 @lru_cache(maxsize=4096)
@@ -28,6 +34,7 @@ def is_address(host: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=4096)
 def canonical_host(name: str) -> Optional[str]:
     """
     The lowercase A-label form of ``name``, or ``None`` if it is not a host.
@@ -48,9 +55,7 @@ def canonical_host(name: str) -> Optional[str]:
     name = name.removesuffix(".")
     if not name or name.endswith(".") or name.startswith(".") or ".." in name:
         return None
-    # Nor what RFC 3986 allows in no host (a '"' would close a quoted field
-    # of the access log).
-    if any(c in name for c in ' /\\?#@[]%"<>{}|^`') or not name.isprintable():
+    if _NOT_IN_A_HOST.search(name) or not name.isprintable():
         return None
     if name.isascii():
         if ":" in name:
