@@ -12,10 +12,12 @@ import fcntl
 import ipaddress
 import os
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -283,6 +285,18 @@ def _one_line_name(name: x509.Name) -> str:
     return "".join(parts)
 
 
+@contextmanager
+def _quietly() -> Iterator[None]:
+    """
+    Reading a client's names without cryptography's warnings about them (a
+    CN over 64 characters): each new length was a line in the log that any
+    client could add to.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 # NID_commonName, the same in every OpenSSL.
 _COMMON_NAME_NID = 13
 # An ASN1 time as OpenSSL gives it (GeneralizedTime), with what OpenSSL
@@ -376,7 +390,8 @@ class ClientCertificate:
         not its one-line form, whose escapes the log would escape again.
         """
         if self.certificate is not None:
-            found = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            with _quietly():
+                found = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             if not found:
                 return None
             value = found[0].value
@@ -418,10 +433,12 @@ class ClientCertificate:
 
     @classmethod
     def from_certificate(cls, certificate: x509.Certificate) -> "ClientCertificate":
+        with _quietly():
+            subject, issuer = certificate.subject, certificate.issuer
         return cls(
             certificate=certificate,
-            subject=_one_line_name(certificate.subject),
-            issuer=_one_line_name(certificate.issuer),
+            subject=_one_line_name(subject),
+            issuer=_one_line_name(issuer),
             sha256=certificate.fingerprint(hashes.SHA256()).hex(),
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,

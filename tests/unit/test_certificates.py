@@ -233,3 +233,31 @@ def test_a_server_certificate_cryptography_cannot_read_is_said_so_not_missing(tm
         f"{tmp_path / 'cert.pem'}: cannot read the certificate (error parsing asn1 value: ParseError): "
         "reissue it, with its names as UTF8Strings"
     )
+
+
+def test_a_client_names_odd_length_adds_no_warning_to_the_log():
+    # cryptography warns of a CN over 64 characters: one line per new length,
+    # as many as a client cares to send.
+    import warnings
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import ClientCertificate
+    from tests.certs import NOW
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the builder warns too
+        name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "c" * 300, _validate=False)])
+    certificate = (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(7).not_valid_before(NOW).not_valid_after(NOW).sign(key, hashes.SHA256()))
+    peer = crypto.X509.from_cryptography(certificate)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        identity = ClientCertificate.from_openssl(peer)
+        assert identity.common_name == "c" * 300
+    assert [str(w.message) for w in seen] == []
