@@ -39,6 +39,7 @@ class ConnectionTracker:
         self.on_removed: Optional[Callable[[Any], None]] = None
         self._waiters: list[Deferred] = []
         self._refusals: Optional[LogLimiter] = None
+        self._last_said = float("-inf")
 
     def refuse(self, limit: int, clock: IReactorTime) -> None:
         """
@@ -51,10 +52,18 @@ class ConnectionTracker:
             self._refusals = LogLimiter(
                 clock, limit=1, window=REFUSALS_EVERY, on_dropped=lambda count: self._say_refusals(count, limit)
             )
-        if self._refusals.allow()[0]:
-            self._say_refusals(1, limit)
+        if not self._refusals.allow()[0]:
+            return
+        if clock.seconds() - self._last_said < REFUSALS_EVERY:
+            # The spell goes on past a window's summary: this one goes in
+            # the next summary, not in a line of its own the same second.
+            self._refusals.drop(1)
+            return
+        self._say_refusals(1, limit)
 
     def _say_refusals(self, count: int, limit: int) -> None:
+        if self._refusals is not None:
+            self._last_said = self._refusals.clock.seconds()
         log.warn(
             "{count} connections closed before TLS: {held} held, the hard limit is {limit} "
             "(--max-connections and the few let in to be told 41)",

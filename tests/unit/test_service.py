@@ -668,3 +668,25 @@ def test_a_reply_handed_to_the_kernel_whole_is_not_said_to_be_cut_by_the_drain()
             _cut_by_drain(connection, timeout=5)
         assert [e["cut"] for e in logs] == ["cut by the drain timeout"]
         assert connection.record.meta == "cut by the drain timeout"
+
+
+def test_connections_shed_at_the_hard_limit_are_said_once_every_ten_seconds():
+    # A long flood gave two lines each time: the window's count, and the
+    # next window's first refusal in a line of its own the same second.
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs
+
+    from gemfcgi.connections import REFUSALS_EVERY, ConnectionTracker
+
+    clock = Clock()
+    tracker = ConnectionTracker()
+    with capturedLogs() as logs:
+        for _ in range(31):  # 30 s of a refusal every 0.1 s
+            for _ in range(10):
+                tracker.refuse(64, clock)
+                clock.advance(0.1)
+        clock.advance(REFUSALS_EVERY)
+    said = [e["count"] for e in logs if "closed before TLS" in e["log_format"]]
+    # The first of the spell at once, then one line per window, every
+    # refusal counted once.
+    assert said == [1, 100, 100, 100, 9]
