@@ -359,6 +359,11 @@ def _openssl_names(peer: "crypto.X509") -> tuple[str, str, Optional[str]]:
     return one_line(subject), one_line(lib.X509_get_issuer_name(peer._x509)), common_name
 
 
+def openssl_common_name(peer: "crypto.X509") -> Optional[str]:
+    """A certificate's first CN as OpenSSL decodes it, for one cryptography cannot read."""
+    return _openssl_names(peer)[2]
+
+
 @dataclass(frozen=True)
 class ClientCertificate:
     """

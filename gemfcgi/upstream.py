@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Optional
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from service_identity import CertificateError, VerificationError
 from service_identity.cryptography import (
     verify_certificate_hostname,
@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gemfcgi.certificates import KeyPair
+from gemfcgi.certificates import KeyPair, openssl_common_name
 from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import canonical_host, is_address
@@ -166,9 +166,14 @@ class UpstreamTLS:
         """Why the upstream's certificate is not for ``server_name``; ``None`` if it is."""
         if not self.verify_name:
             return None
-        certificate = connection.get_peer_certificate(as_cryptography=True)
-        if certificate is None:
+        peer = connection.get_peer_certificate()
+        if peer is None:
             return "no certificate"
+        try:
+            certificate = peer.to_cryptography()
+            certificate.subject  # read now: OpenSSL takes names cryptography cannot read
+        except Exception:
+            return self._openssl_name_problem(peer)
         try:
             if self._address:
                 verify_certificate_ip_address(certificate, self.server_name)
@@ -185,6 +190,26 @@ class UpstreamTLS:
             return f"the certificate is not for {self.server_name} ({problem})"
         return None
 
+    def _openssl_name_problem(self, peer: crypto.X509) -> Optional[str]:
+        """``name_problem`` for a certificate only OpenSSL reads, by the same rules."""
+        dns, addresses, common_name = openssl_names(peer)
+        if self._address:
+            wanted = ipaddress.ip_address(self.server_name)
+            if any(_same_address(address, wanted) for address in addresses):
+                return None
+        elif any(name_matches(pattern, self.server_name) for pattern in dns):
+            return None
+        if not dns and not addresses and common_name and name_matches(common_name, self.server_name):
+            return None
+        return f"the certificate is not for {self.server_name}"
+
+
+def _same_address(text: str, wanted: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(text) == wanted
+    except ValueError:
+        return False
+
 
 def common_name_matches(certificate: x509.Certificate, name: str) -> bool:
     """
@@ -192,16 +217,69 @@ def common_name_matches(certificate: x509.Certificate, name: str) -> bool:
     A-label or an address), or a wildcard (``*.example.org``) standing for
     its first label.
     """
-    for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        value = attribute.value if isinstance(attribute.value, str) else ""
-        if value.startswith("*."):
-            parent = canonical_host(value[2:])
-            first, dot, rest = name.partition(".")
-            if parent and "." in parent and first and dot and rest == parent and not is_address(name):
-                return True
-        elif canonical_host(value) == name:
-            return True
-    return False
+    return any(
+        isinstance(attribute.value, str) and name_matches(attribute.value, name)
+        for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    )
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether a certificate's name ``pattern`` is ``name``, or a wildcard for its first label."""
+    if pattern.startswith("*."):
+        parent = canonical_host(pattern[2:])
+        first, dot, rest = name.partition(".")
+        return bool(parent and "." in parent and first and dot and rest == parent and not is_address(name))
+    return canonical_host(pattern) == name
+
+
+def openssl_names(peer: crypto.X509) -> tuple[list[str], list[str], Optional[str]]:
+    """
+    The DNS and IP subjectAltNames of a certificate and its CN, for one
+    whose names cryptography cannot read: OpenSSL decodes the CN, and the
+    alternative names are read from the DER (pyOpenSSL no longer gives
+    extensions, and its bindings have no GENERAL_NAME).
+    """
+    der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
+    dns: list[str] = []
+    addresses: list[str] = []
+    found = der.find(_SUBJECT_ALT_NAME_OID)
+    if found >= 0:
+        try:
+            position = found + len(_SUBJECT_ALT_NAME_OID)
+            tag, start, end = _tlv(der, position)
+            if tag == 0x01:  # critical
+                tag, start, end = _tlv(der, end)
+            if tag == 0x04:  # OCTET STRING holding the GeneralNames
+                tag, start, names_end = _tlv(der, start)
+                position = start
+                while tag == 0x30 and position < names_end:
+                    kind, value_start, value_end = _tlv(der, position)
+                    value = der[value_start:value_end]
+                    if kind == 0x82:  # dNSName
+                        dns.append(value.decode("ascii", "replace"))
+                    elif kind == 0x87 and len(value) in (4, 16):  # iPAddress
+                        addresses.append(str(ipaddress.ip_address(value)))
+                    position = value_end
+        except (IndexError, ValueError):
+            pass  # what could be read stands
+    return dns, addresses, openssl_common_name(peer)
+
+
+# The DER of the subjectAltName extension's OID, 2.5.29.17.
+_SUBJECT_ALT_NAME_OID = b"\x06\x03\x55\x1d\x11"
+
+
+def _tlv(der: bytes, position: int) -> tuple[int, int, int]:
+    """The tag at ``position`` of ``der``, and where its value starts and ends."""
+    tag, length = der[position], der[position + 1]
+    start = position + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(der[start : start + count], "big")
+        start += count
+    if start + length > len(der):
+        raise ValueError("a length past the end")
+    return tag, start, start + length
 
 
 @dataclass

@@ -141,12 +141,19 @@ def test_protocols_that_leave_no_version_gemfcgi_offers_are_an_error(tmp_path):
                       "the only versions gemfcgi offers"]
 
 
+def as_peer(certificate, as_cryptography=False):
+    """What pyOpenSSL's get_peer_certificate gives: its own X509 unless cryptography's is asked for."""
+    from OpenSSL import crypto
+
+    return certificate if as_cryptography else crypto.X509.from_cryptography(certificate)
+
+
 def test_the_certificate_is_checked_for_the_a_label_of_the_name():
     cert_pem, _ = make_self_signed(["localhost"])
 
     class Connection:
-        def get_peer_certificate(self, as_cryptography):
-            return x509.load_pem_x509_certificate(cert_pem)
+        def get_peer_certificate(self, as_cryptography=False):
+            return as_peer(x509.load_pem_x509_certificate(cert_pem), as_cryptography)
 
     assert UpstreamTLS("localhost").name_problem(Connection()) is None
     assert UpstreamTLS("elsewhere.example").name_problem(Connection()).startswith(
@@ -259,8 +266,8 @@ def test_a_certificate_without_alternative_names_is_checked_by_its_common_name_a
     certificate = certificate_named_only_by(common_name)
 
     class Connection:
-        def get_peer_certificate(self, as_cryptography):
-            return certificate
+        def get_peer_certificate(self, as_cryptography=False):
+            return as_peer(certificate, as_cryptography)
 
     problem = UpstreamTLS(name).name_problem(Connection())
     assert (problem is None) == matches, problem
@@ -270,7 +277,43 @@ def test_a_common_name_does_not_count_beside_alternative_names():
     certificate = certificate_named_only_by("cnonly.test", alternative="other.test")
 
     class Connection:
-        def get_peer_certificate(self, as_cryptography):
-            return certificate
+        def get_peer_certificate(self, as_cryptography=False):
+            return as_peer(certificate, as_cryptography)
 
     assert UpstreamTLS("cnonly.test").name_problem(Connection()) is not None
+
+
+@pytest.mark.parametrize("alternative, name, matches", [
+    (None, "up.test", True), ("up.test", "up.test", True), ("up.test", "other.test", False),
+    (None, "other.test", False), ("*.wild.test", "a.wild.test", True),
+])
+def test_an_upstream_certificate_only_openssl_reads_is_checked_by_the_same_rules(alternative, name, matches):
+    # A name cryptography cannot read (a PrintableString holding '@') made
+    # the check raise: 43 "protocol error" and an Unhandled Error.
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meQexample"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "up.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+               .public_key(key.public_key()).serial_number(1)
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
+    if alternative is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(alternative)]), critical=False)
+    der = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    odd = der.replace(b"\x0c\x0ameQexample", b"\x13\x0ame@example")
+    assert odd != der
+    held = crypto.load_certificate(crypto.FILETYPE_ASN1, odd)
+
+    class Connection:
+        def get_peer_certificate(self, as_cryptography=False):
+            return held.to_cryptography() if as_cryptography else held
+
+    problem = UpstreamTLS(name).name_problem(Connection())
+    assert (problem is None) == matches, problem
