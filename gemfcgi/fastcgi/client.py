@@ -395,10 +395,7 @@ class Relay(PacedRelay):
             return
         cut = f" ({cut_bytes} bytes of a record cut off)" if cut_bytes else ""
         if self._reader is not None:
-            message = self._reader.end().message
-            if reset:
-                message = message.replace("END or EOF", "connection reset by the backend", 1)
-            self._fail(Fault.BAD_REPLY, message + cut)
+            self._fail(Fault.BAD_REPLY, self._reader.end(reset).message + cut)
         else:
             how = "reset by the backend" if reset else "closed"
             self._fail(Fault.TRUNCATED, f"connection {how} after the header without END_REQUEST" + cut)

@@ -125,14 +125,16 @@ class ReplyHeaderReader:
             self._state = _State.DONE
         return decision
 
-    def end(self) -> ReplyDecision:
-        """The backend sent END_REQUEST or closed: what it sent is all there is."""
+    def end(self, reset: bool = False) -> ReplyDecision:
+        """
+        The backend sent END_REQUEST or closed (``reset``: reset the
+        connection): what it sent is all there is.
+        """
         if self._state is _State.DONE:
             raise RuntimeError("the reply header was already decided")
         self._state = _State.DONE
-        return ReplyError(
-            f"END or EOF before a complete header ({len(self._buffer)} bytes received)"
-        )
+        how = "connection reset by the backend" if reset else "END or EOF"
+        return ReplyError(f"{how} before a complete header ({len(self._buffer)} bytes received)")
 
     def _read_kind(self) -> Optional[ReplyDecision]:
         """Two digits then a space or CR start a Gemini header; anything else is CGI."""

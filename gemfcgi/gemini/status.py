@@ -66,7 +66,6 @@ DEFAULT_FAILURE_META = {
     61: "certificate not authorised",
     62: "certificate not valid",
 }
-_FAILURE_CLASS_META = {4: "temporary failure", 5: "permanent failure", 6: "client certificate required"}
 
 
 def control_character(meta: str) -> str | None:
@@ -95,7 +94,8 @@ def sent_meta(code: int, meta: str) -> str:
         return meta
     if code < 30:
         return DEFAULT_SUCCESS_META
-    return DEFAULT_FAILURE_META.get(code) or _FAILURE_CLASS_META[code // 10]
+    # A code the specification does not name: its class's (40, 50, 60).
+    return DEFAULT_FAILURE_META.get(code) or DEFAULT_FAILURE_META[code // 10 * 10]
 
 
 def response_header(code: int, meta: str = "") -> bytes:
