@@ -26,6 +26,7 @@ from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import NameOID
 
 from gemfcgi.gemini.hosts import canonical_host
+from gemfcgi.opensslbindings import ffi, lib
 
 if TYPE_CHECKING:
     from OpenSSL import crypto
@@ -230,12 +231,10 @@ def _short_name(oid: str) -> str:
     an attribute it does not know.
     """
     try:
-        from OpenSSL._util import ffi, lib
-
         nid = lib.OBJ_txt2nid(oid.encode("ascii"))
         if nid:
             return ffi.string(lib.OBJ_nid2sn(nid)).decode("ascii")
-    except (ImportError, AttributeError):
+    except AttributeError:  # no bindings, or none for these calls
         pass
     return oid
 
@@ -330,9 +329,7 @@ def _openssl_names(peer: "crypto.X509") -> tuple[str, str, Optional[str]]:
     first CN in UTF-8, read by the OpenSSL pyOpenSSL uses (its own name
     accessors are deprecated); empty without its bindings.
     """
-    try:
-        from OpenSSL._util import ffi, lib
-    except ImportError:
+    if lib is None or not hasattr(lib, "X509_NAME_oneline"):
         return "", "", None
 
     def one_line(name: Any) -> str:
@@ -362,6 +359,55 @@ def _openssl_names(peer: "crypto.X509") -> tuple[str, str, Optional[str]]:
 def openssl_common_name(peer: "crypto.X509") -> Optional[str]:
     """A certificate's first CN as OpenSSL decodes it, for one cryptography cannot read."""
     return _openssl_names(peer)[2]
+
+
+def openssl_alternative_names(peer: "crypto.X509") -> tuple[list[str], list[str]]:
+    """
+    The DNS and IP subjectAltNames of a certificate cryptography cannot
+    read, from its DER: pyOpenSSL no longer gives extensions, and its
+    bindings have no GENERAL_NAME.
+    """
+    from OpenSSL import crypto
+
+    der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
+    dns: list[str] = []
+    addresses: list[str] = []
+    found = der.find(_SUBJECT_ALT_NAME_OID)
+    if found < 0:
+        return dns, addresses
+    try:
+        tag, start, end = _tlv(der, found + len(_SUBJECT_ALT_NAME_OID))
+        if tag == 0x01:  # critical
+            tag, start, end = _tlv(der, end)
+        if tag == 0x04:  # the OCTET STRING holding the SEQUENCE of GeneralNames
+            tag, position, names_end = _tlv(der, start)
+            while tag == 0x30 and position < names_end:
+                kind, value_start, position = _tlv(der, position)
+                value = der[value_start:position]
+                if kind == 0x82:  # dNSName
+                    dns.append(value.decode("ascii", "replace"))
+                elif kind == 0x87 and len(value) in (4, 16):  # iPAddress
+                    addresses.append(str(ipaddress.ip_address(value)))
+    except (IndexError, ValueError):
+        pass  # what could be read stands
+    return dns, addresses
+
+
+# The DER of the subjectAltName extension's OID, 2.5.29.17.
+_SUBJECT_ALT_NAME_OID = b"\x06\x03\x55\x1d\x11"
+
+
+def _tlv(der: bytes, position: int) -> tuple[int, int, int]:
+    """The tag at ``position`` of ``der``, and where its value starts and ends."""
+    tag, length = der[position], der[position + 1]
+    start = position + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(der[start : start + count], "big")
+        start += count
+    if start + length > len(der):
+        raise ValueError("a length past the end")
+    return tag, start, start + length
 
 
 @dataclass(frozen=True)

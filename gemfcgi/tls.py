@@ -14,11 +14,6 @@ from functools import cached_property
 from typing import Callable, Optional, Sequence
 
 from OpenSSL import SSL
-
-try:
-    from OpenSSL._util import lib as _openssl
-except ImportError:  # pragma: no cover - a pyOpenSSL without its bindings module
-    _openssl = None
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -26,6 +21,7 @@ from zope.interface import implementer
 from gemfcgi.certificates import ClientCertificate, KeyPair
 from gemfcgi.config.values import check_server_protocols, tls_versions
 from gemfcgi.gemini.hosts import canonical_host
+from gemfcgi.opensslbindings import lib as _openssl
 
 log = Logger()
 

@@ -51,13 +51,10 @@ from twisted.logger import Logger
 
 from gemfcgi.eagerwrite import EagerWriteMixin
 
-try:
-    # pyOpenSSL has no public call to give a connection its socket later, nor
-    # to ask what its read BIO holds; without these, bulk replies simply stay
-    # on the memory BIOs, and every read ends with recv's WantReadError.
-    from OpenSSL._util import ffi as _ffi, lib as _openssl
-except ImportError:  # pragma: no cover - a pyOpenSSL without it
-    _ffi = _openssl = None
+# pyOpenSSL has no public call to give a connection its socket later, nor
+# to ask what its read BIO holds; without these, bulk replies simply stay
+# on the memory BIOs, and every read ends with recv's WantReadError.
+from gemfcgi.opensslbindings import ffi as _ffi, lib as _openssl
 
 log = Logger()
 

@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gemfcgi.certificates import KeyPair, openssl_common_name
+from gemfcgi.certificates import KeyPair, openssl_alternative_names, openssl_common_name
 from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import canonical_host, is_address
@@ -192,7 +192,8 @@ class UpstreamTLS:
 
     def _openssl_name_problem(self, peer: crypto.X509) -> Optional[str]:
         """``name_problem`` for a certificate only OpenSSL reads, by the same rules."""
-        dns, addresses, common_name = openssl_names(peer)
+        dns, addresses = openssl_alternative_names(peer)
+        common_name = openssl_common_name(peer)
         if self._address:
             wanted = ipaddress.ip_address(self.server_name)
             if any(_same_address(address, wanted) for address in addresses):
@@ -230,56 +231,6 @@ def name_matches(pattern: str, name: str) -> bool:
         first, dot, rest = name.partition(".")
         return bool(parent and "." in parent and first and dot and rest == parent and not is_address(name))
     return canonical_host(pattern) == name
-
-
-def openssl_names(peer: crypto.X509) -> tuple[list[str], list[str], Optional[str]]:
-    """
-    The DNS and IP subjectAltNames of a certificate and its CN, for one
-    whose names cryptography cannot read: OpenSSL decodes the CN, and the
-    alternative names are read from the DER (pyOpenSSL no longer gives
-    extensions, and its bindings have no GENERAL_NAME).
-    """
-    der = crypto.dump_certificate(crypto.FILETYPE_ASN1, peer)
-    dns: list[str] = []
-    addresses: list[str] = []
-    found = der.find(_SUBJECT_ALT_NAME_OID)
-    if found >= 0:
-        try:
-            position = found + len(_SUBJECT_ALT_NAME_OID)
-            tag, start, end = _tlv(der, position)
-            if tag == 0x01:  # critical
-                tag, start, end = _tlv(der, end)
-            if tag == 0x04:  # OCTET STRING holding the GeneralNames
-                tag, start, names_end = _tlv(der, start)
-                position = start
-                while tag == 0x30 and position < names_end:
-                    kind, value_start, value_end = _tlv(der, position)
-                    value = der[value_start:value_end]
-                    if kind == 0x82:  # dNSName
-                        dns.append(value.decode("ascii", "replace"))
-                    elif kind == 0x87 and len(value) in (4, 16):  # iPAddress
-                        addresses.append(str(ipaddress.ip_address(value)))
-                    position = value_end
-        except (IndexError, ValueError):
-            pass  # what could be read stands
-    return dns, addresses, openssl_common_name(peer)
-
-
-# The DER of the subjectAltName extension's OID, 2.5.29.17.
-_SUBJECT_ALT_NAME_OID = b"\x06\x03\x55\x1d\x11"
-
-
-def _tlv(der: bytes, position: int) -> tuple[int, int, int]:
-    """The tag at ``position`` of ``der``, and where its value starts and ends."""
-    tag, length = der[position], der[position + 1]
-    start = position + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(der[start : start + count], "big")
-        start += count
-    if start + length > len(der):
-        raise ValueError("a length past the end")
-    return tag, start, start + length
 
 
 @dataclass

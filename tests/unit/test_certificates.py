@@ -207,6 +207,7 @@ def test_what_openssl_alone_reads_of_a_certificate_is_read_whole_and_as_written(
     (b"20300101000000+0100", (2029, 12, 31, 23, 0, 0)),  # an offset
     (b"00000101000000Z", (1, 1, 1, 0, 0, 0)),  # year 0
     (b"garbage", (1, 1, 1, 0, 0, 0)),
+    (b"20261301000000Z", (1, 1, 1, 0, 0, 0)),  # a month 13: no time at all
 ])
 def test_a_certificates_time_is_read_as_openssl_takes_it(stamp, moment):
     import datetime
@@ -261,3 +262,32 @@ def test_a_client_names_odd_length_adds_no_warning_to_the_log():
         identity = ClientCertificate.from_openssl(peer)
         assert identity.common_name == "c" * 300
     assert [str(w.message) for w in seen] == []
+
+
+def test_alternative_names_are_read_from_the_der_as_openssl_holds_them():
+    import ipaddress
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import _tlv, openssl_alternative_names
+    from tests.certs import NOW
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "up.test")])
+    names = [cx509.DNSName("up.test"), cx509.DNSName("*.wild.test"), cx509.IPAddress(ipaddress.ip_address("::1")),
+             cx509.IPAddress(ipaddress.ip_address("192.0.2.7")), cx509.RFC822Name("me@example")]
+    certificate = (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(3).not_valid_before(NOW).not_valid_after(NOW)
+                   .add_extension(cx509.SubjectAlternativeName(names), critical=True)
+                   .sign(key, hashes.SHA256()))
+    peer = crypto.X509.from_cryptography(certificate)
+    assert openssl_alternative_names(peer) == (["up.test", "*.wild.test"], ["::1", "192.0.2.7"])
+    # Lengths, short and long form; one past the end is refused, not read.
+    assert _tlv(b"\x04\x02ab", 0) == (0x04, 2, 4)
+    assert _tlv(b"\x30\x81\x02ab", 0) == (0x30, 3, 5)
+    with pytest.raises(ValueError):
+        _tlv(b"\x04\x05ab", 0)
