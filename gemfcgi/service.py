@@ -370,19 +370,22 @@ class ListenerService(Service):
         proxied, _ = split_proxied(self.description)
         factory = self._layered() if proxied else self.gemini
         failures = []
+        ports: list[Any] = []
         listening = self.endpoint.listen(factory)
-        listening.addCallbacks(partial(self._listening, factory=factory), failures.append)
+        listening.addCallbacks(ports.append, failures.append)
         if failures:
             raise listen_failed(self.description, failures[0], self.origin)
-        port = self.port
+        # What listen() gives is there at once (every endpoint used here
+        # listens synchronously); one that answers later serves nothing.
+        port = ports[0] if ports else None
         refusal = self._refusal(port, factory)
         if refusal is not None:
-            self.port = None
             if IListeningPort.providedBy(port):
                 port.stopListening()
             problem = ListenError(f"{self.description}: {refusal}")
             problem.origin = self.origin
             raise problem
+        self._listening(port)
         if proxied:
             # Its endpoint wraps the factory in the PROXY header reader.
             return
@@ -409,10 +412,8 @@ class ListenerService(Service):
                     "TLS itself: listen on a tcp: or unix: endpoint")
         return None
 
-    def _listening(self, port: IListeningPort, factory: Optional[Factory] = None) -> None:
+    def _listening(self, port: IListeningPort) -> None:
         self.port = port
-        if factory is not None and self._refusal(port, factory) is not None:
-            return  # refused by startService: never said to listen
         address = port.getHost()
         host = getattr(address, "host", None)
         if host is None:
