@@ -177,8 +177,9 @@ class WorkerProcess(ProcessProtocol):
         self._held = lines[start:]
         self._log_lines(lines[:start])
         if self._flush is not None and self._flush.active():
-            self._flush.cancel()
-        self._flush = self.pool.reactor.callLater(HELD_MESSAGE_WAIT, self._log_held)
+            self._flush.reset(HELD_MESSAGE_WAIT)  # a read per access line: no new timer each
+        else:
+            self._flush = self.pool.reactor.callLater(HELD_MESSAGE_WAIT, self._log_held)
 
     def _log_held(self) -> None:
         self._flush = None
