@@ -690,3 +690,39 @@ def test_connections_shed_at_the_hard_limit_are_said_once_every_ten_seconds():
     # The first of the spell at once, then one line per window, every
     # refusal counted once.
     assert said == [1, 100, 100, 100, 9]
+
+
+def test_a_handler_set_after_ours_is_left_in_place_when_ours_goes():
+    from gemfcgi.service import on_signal
+
+    seen: list[str] = []
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        undo = on_signal(signal.SIGUSR2, lambda: seen.append("ours"), _CallingReactor())
+        theirs = lambda number, frame: seen.append("theirs")  # noqa: E731
+        signal.signal(signal.SIGUSR2, theirs)
+        undo()
+        assert signal.getsignal(signal.SIGUSR2) is theirs
+        # A service asking again shares no stale handler: it chains theirs.
+        undo = on_signal(signal.SIGUSR2, lambda: seen.append("again"), _CallingReactor())
+        signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)
+        assert seen == ["again", "theirs"]
+        undo()
+        assert signal.getsignal(signal.SIGUSR2) is theirs
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_a_failed_start_removes_only_a_pidfile_that_names_this_process(tmp_path):
+    from twisted.application.service import Service
+
+    from gemfcgi.tap import StartOrExit
+
+    pidfile = tmp_path / "twistd.pid"
+    pidfile.write_text(f"{os.getpid() + 1_000_000}\n")  # another server's
+    StartOrExit(Service(), True, str(pidfile))._remove_pidfile()
+    assert pidfile.exists()
+    pidfile.write_text(f"{os.getpid()}\n")
+    StartOrExit(Service(), True, str(pidfile))._remove_pidfile()
+    assert not pidfile.exists()
+    StartOrExit(Service(), True, str(pidfile))._remove_pidfile()  # gone already: nothing to do
