@@ -22,9 +22,12 @@ character, a format character such as a right-to-left override, or a
 backslash shows as ``\\x1b``, ``\\u202e``, ``\\\\``, so a request cannot
 write a terminal escape or a line of its own into the log.
 
-TIME is ``dd/Mon/YYYY:HH:MM:SS +zzzz`` in local time; CN is the client
-certificate's common name or ``-``; DURATION is in milliseconds (``12.3ms``),
-from the connection's accept to the end of the response. It leaves out the
+TIME is ``dd/Mon/YYYY:HH:MM:SS +zzzz`` in local time, when the connection
+was accepted: the line is written once the response has ended, but a long
+download's line is dated when it was asked for, as a web server's is.
+CN is the client certificate's common name or ``-``; DURATION is in
+milliseconds (``12.3ms``), from the connection's accept to the end of the
+response. It leaves out the
 wait for the client to close after it (the linger): some clients keep the
 connection open until the server gives up on them, and their requests would
 all read as the linger's length.
@@ -119,6 +122,7 @@ def emit(record: AccessRecord, now: float, service: object = None, site: object 
         request_bytes=record.request_bytes,
         bytes_sent=record.bytes_sent,
         duration_ms=duration_ms,
+        started=record.started,
         common_name=log_field(record.common_name),
         service=service,
         site=site,
@@ -132,7 +136,9 @@ def _local_time(when: float, fmt: str) -> str:
 
 def format_line(style: str, event: dict[str, Any]) -> str:
     """A gmid-style access line for an access event."""
-    when = event.get("log_time", time.time())
+    # When the request came, not when its line is written (the event's
+    # log_time): an event published by other code may lack it.
+    when = event.get("started") or event.get("log_time") or time.time()
     duration = f"{event['duration_ms']:.1f}ms"
     cn = event["common_name"]
     if style == "common":

@@ -1,6 +1,7 @@
 """gmid's access-log styles, field by field."""
 
 import re
+import time
 
 import pytest
 
@@ -66,6 +67,26 @@ def test_condensed_style_has_rfc3339_time_and_both_sizes():
         r"gemini://example\.com/page\?q 29 1234 20 text/gemini 12\.3ms",
         line,
     ), line
+
+
+@pytest.mark.parametrize("style", ["common", "combined", "condensed"])
+def test_a_long_downloads_line_is_dated_when_it_was_asked_for_not_when_it_ended(style):
+    """Written at the end of a ten-minute download, the line shows when the request came."""
+    from gemfcgi import accesslog
+
+    asked = 1700000000.0
+    event = emitted(accesslog.AccessRecord(
+        client_ip="192.0.2.7", client_port=40001, url="gemini://example.com/big", status=20,
+        meta="application/octet-stream", bytes_sent=10, started=asked, finished=asked + 600,
+    ))
+    event["log_time"] = asked + 600
+    line = format_line(style, event)
+    if style == "condensed":
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(asked))
+    else:
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(asked))
+    assert stamp in line, line
+    assert "600000.0ms" in line
 
 
 def test_the_twistd_log_shows_the_line_as_is_braces_included():
