@@ -212,6 +212,16 @@ def unsent_bytes(transport: Any) -> Optional[int]:
     return buffered + queued
 
 
+def held_bytes(transport: Any) -> int:
+    """
+    Bytes written that never left the process: what Twisted's buffer still
+    holds when the connection ends (reset, or cut by a timeout). The
+    access line's byte count leaves them out: they never went out.
+    """
+    tcp = _socket_of(transport)
+    return 0 if tcp is None else _buffered(tcp)
+
+
 def close_once_sent(transport: Any) -> bool:
     """
     ``close_in_order`` if every byte written has left Twisted's buffer for

@@ -42,6 +42,7 @@ from gemfcgi.connections import (
     close_in_order,
     close_once_sent,
     default_max_connections,
+    held_bytes,
     unsent_bytes,
 )
 from gemfcgi.deadlines import OneTimeout, deadlines_for
@@ -552,6 +553,9 @@ class GeminiProtocol(OneTimeout, Protocol):
     def _log_access(self) -> None:
         if not self.record.enabled:
             return
+        # Written but still in the process as the connection ends: a reply
+        # cut or reset went out without them (the size field is what left).
+        self.record.bytes_sent = max(0, self.record.bytes_sent - held_bytes(self.transport))
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"
         accesslog.emit(self.record, self.clock.seconds(), self.site.service, self.site)

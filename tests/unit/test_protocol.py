@@ -202,6 +202,22 @@ def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_pa
     assert event["bytes_sent"] < 8 * 1024 * 1024
 
 
+def test_bytes_still_in_the_process_when_a_reply_is_reset_are_not_logged_as_sent(site, tmp_path):
+    (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
+    with access_events() as seen:
+        protocol, transport, clock = connect(site)
+        protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
+        transport.producer.pauseProducing()
+        written = len(transport.value())
+        # What Twisted's TCP transport still holds when the client is reset:
+        # 80 KB of the reply that never reached the kernel.
+        transport.socket = object()
+        transport.dataBuffer, transport.offset, transport._tempDataLen = b"x" * 90_000, 10_000, 0
+        protocol.connectionLost(None)
+    [event] = seen
+    assert event["bytes_sent"] == written - 80_000
+
+
 @pytest.mark.parametrize("reads", [False, True], ids=["reads nothing", "reads slowly"])
 def test_a_paused_reply_is_cut_once_its_client_has_read_nothing_for_the_idle_timeout(
     tmp_path, monkeypatch, reads
