@@ -47,8 +47,10 @@ PATH_INFO), where the root is gmid's: that of the location whose
 PATH_TRANSLATED are empty strings, as gmid sends PATH_TRANSLATED.
 
 Client input cannot add, split or forge a parameter: names are constants or
-come from the configuration, and the record encoding is length-prefixed, so
-CR, LF or ``=`` in a value stay in that value. NUL is the one character
+come from the configuration, the record encoding is length-prefixed, so
+CR, LF or ``=`` in a value stay in that value, and no pair is split across
+records (``records.ParamTooLong``; a client certificate's names are the one
+client input that can grow that long). NUL is the one character
 replaced (by U+FFFD, like undecodable bytes in GEMINI_SEARCH_STRING): the
 request parser already refuses it in paths, but ``%00`` in a query decodes
 to it, and C applications (fcgiwrap, slowcgi) would cut an environment
@@ -136,7 +138,9 @@ def request_params(
         "REMOTE_ADDR": facts.client_address,
         "REMOTE_HOST": facts.client_address,
         "REQUEST_METHOD": "GET",
-        "SERVER_NAME": facts.host,
+        # An IPv6 literal in brackets, as RFC 3875 writes it (4.1.14): the
+        # host part of a URL an application builds from it.
+        "SERVER_NAME": f"[{facts.host}]" if ":" in facts.host else facts.host,
         "SERVER_PORT": str(facts.port or DEFAULT_SERVER_PORT),
         "SERVER_PROTOCOL": "GEMINI",
         "SERVER_SOFTWARE": facts.server_software,
@@ -246,6 +250,14 @@ def _script_filename(script: _Script, path: str, root: Optional[str]) -> str:
     if script.filename is not None:
         return script.filename
     return _join(root, script.name or path)
+
+
+# What a client certificate's names and numbers give: the parameters a
+# client can make as long as it likes (a subject of 100 attributes).
+CERTIFICATE_PARAMS = frozenset({
+    "REMOTE_USER", "TLS_CLIENT_ISSUER", "TLS_CLIENT_HASH", "TLS_CLIENT_NOT_BEFORE",
+    "TLS_CLIENT_NOT_AFTER", "TLS_CLIENT_SERIAL",
+})
 
 
 def _certificate_params(certificate: Optional[ClientCertificate]) -> dict[str, str]:

@@ -75,6 +75,23 @@ class ProtocolStatus(IntEnum):
     UNKNOWN_ROLE = 3
 
 
+class ParamTooLong(ValueError):
+    """
+    A name-value pair that no PARAMS record can hold whole (over 65535
+    bytes encoded). It is not split across records: some applications
+    (flup) decode each record's pairs on their own, and would read the
+    rest of a value, which a client may choose, as pairs of its own.
+    """
+
+    def __init__(self, name: bytes, length: int) -> None:
+        super().__init__(
+            f"parameter {name.decode('latin-1')!r} is {length} bytes encoded, "
+            f"more than a record holds ({MAX_CONTENT_LENGTH})"
+        )
+        self.name = name
+        self.length = length
+
+
 class FastCGIProtocolError(Exception):
     """
     Bytes from a peer that do not follow the FastCGI specification.
@@ -304,12 +321,34 @@ def encode_request(
 
     BEGIN_REQUEST, the parameters packed into as few PARAMS records as fit,
     the empty PARAMS that ends them, and an empty STDIN, since a Gemini
-    request has no body.
+    request has no body. A record holds whole pairs only (``ParamTooLong``
+    for a pair that fits in none): the specification lets a stream's bytes
+    fall anyhow across records, but flup decodes each record on its own.
     """
     begin, end = _request_frame(request_id, keep_conn)
-    return b"".join(
-        (begin, encode_stream(RecordType.PARAMS, encode_pairs(params), request_id), end)
-    )
+    stream = encode_pairs(params)
+    if len(stream) <= MAX_CONTENT_LENGTH:
+        return b"".join((begin, encode_stream(RecordType.PARAMS, stream, request_id), end))
+    return b"".join((begin, *_params_records(params, request_id), end))
+
+
+def _params_records(params: list[tuple[bytes, bytes]], request_id: int) -> list[bytes]:
+    """Pairs packed into PARAMS records of at most 65535 bytes, never split."""
+    records: list[bytes] = []
+    packed: list[bytes] = []
+    size = 0
+    for name, value in params:
+        pair = encode_pairs(((name, value),))
+        if len(pair) > MAX_CONTENT_LENGTH:
+            raise ParamTooLong(name, len(pair))
+        if size + len(pair) > MAX_CONTENT_LENGTH:
+            records.append(_encode_record(RecordType.PARAMS, request_id, b"".join(packed)))
+            packed, size = [], 0
+        packed.append(pair)
+        size += len(pair)
+    if packed:
+        records.append(_encode_record(RecordType.PARAMS, request_id, b"".join(packed)))
+    return records
 
 
 def encode_abort(request_id: int = 1) -> bytes:

@@ -33,7 +33,8 @@ Two kinds of reply are understood, told apart by their first three bytes:
   ``Status: 403``                               ``50 <reason>``
   ``Status: 404``                               ``51 <reason>``
   ``Status: 410``                               ``52 <reason>``
-  ``Status: 429``                               ``44 <reason>``
+  ``Status: 429``                               ``44 <seconds>`` (``Retry-After``),
+                                                else ``44 <reason>``
   ``Status: 503``                               ``41 <reason>``
   ``Status:`` any other 4xx                     ``50 <reason>``
   ``Status:`` any other 5xx                     ``42 <reason>``
@@ -47,7 +48,8 @@ Two kinds of reply are understood, told apart by their first three bytes:
   ``<reason>`` is the reason phrase written after the status code
   (``Status: 404 No such page`` gives ``51 No such page``); without one it is
   the HTTP phrase of the code (``Not Found``), or ``CGI error`` for codes
-  HTTP does not name. Location is ignored with a 2xx or error Status, as in
+  HTTP does not name. ``<seconds>`` is a ``Retry-After`` in seconds (not an
+  HTTP date): Gemini's ``44`` carries the seconds to wait as its META. Location is ignored with a 2xx or error Status, as in
   HTTP. An empty ``Content-Type`` is an error: RFC 3875 requires a media
   type there.
 
@@ -80,6 +82,10 @@ MAX_CGI_HEADER_BYTES = 8192
 _CGI_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CGI_STATUS = re.compile(r"([0-9]{3})(?:[ \t]+(.*))?")
 _TRANSLATED_FIELDS = ("status", "content-type", "location")
+# Read too, but not refused when given twice (the first counts): a 429's
+# Retry-After in seconds is the META of ``44``.
+_RETRY_AFTER = "retry-after"
+_DELTA_SECONDS = re.compile(r"[0-9]{1,9}")
 
 _GEMINI_CODE_OF_HTTP_ERROR = {
     400: status.BAD_REQUEST,
@@ -171,6 +177,8 @@ class ReplyHeaderReader:
             return ReplyError(f"malformed header line {line[:40]!r}")
         key = name.decode("ascii").lower()
         if key not in _TRANSLATED_FIELDS:
+            if key == _RETRY_AFTER and key not in self._fields:
+                self._fields[key] = value.decode("ascii", "replace").strip(" \t")
             return None
         if key in self._fields:
             return ReplyError(f"malformed header: {name.decode('ascii')} given twice")
@@ -203,6 +211,10 @@ def _translate_cgi(fields: dict[str, str], body: bytes) -> ReplyDecision:
     if http_status is not None and http_status >= 400:
         other = status.PERMANENT_FAILURE if http_status < 500 else status.CGI_ERROR
         code = _GEMINI_CODE_OF_HTTP_ERROR.get(http_status, other)
+        retry_after = fields.get(_RETRY_AFTER, "")
+        if code == status.SLOW_DOWN and _DELTA_SECONDS.fullmatch(retry_after):
+            # Gemini's 44 carries the seconds to wait as its META.
+            return decide(code, str(int(retry_after)), body)
         return decide(code, reason or _default_reason(http_status), body)
     status_class = None if http_status is None else http_status // 100
     if "location" in fields and status_class in (None, 3):

@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from gemfcgi.config import model
 from gemfcgi.fastcgi.backends import FastCGIBackends
 from gemfcgi.fastcgi.client import FastCGITimeouts, Relay
-from gemfcgi.fastcgi.params import RequestFacts, request_params
-from gemfcgi.fastcgi.records import encode_request
+from gemfcgi.fastcgi.params import CERTIFICATE_PARAMS, RequestFacts, request_params
+from gemfcgi.fastcgi.records import ParamTooLong, encode_request
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
 from gemfcgi.routing import PathSettings
@@ -78,8 +78,41 @@ def serve_fastcgi(
     fastcgi = settings.fastcgi
     assert fastcgi is not None and fastcgi.address is not None
     backend = backends.backend_for(fastcgi.address)
-    params = request_params(request_facts(client, request, settings), fastcgi)
-    Relay(client, backend, encode_params(params), backends.timeouts, client.clock).start()
+    facts = request_facts(client, request, settings)
+    params = request_params(facts, fastcgi)
+    try:
+        encoded = encode_params(params)
+    except ParamTooLong as too_long:
+        _refuse_too_long(client, facts, fastcgi, backend.name, too_long)
+        return
+    Relay(client, backend, encoded, backends.timeouts, client.clock).start()
+
+
+def _refuse_too_long(
+    client: "GeminiProtocol", facts: RequestFacts, fastcgi: model.FastCGI, backend: str,
+    too_long: ParamTooLong,
+) -> None:
+    """
+    A parameter no record holds: from the client's certificate (its names),
+    the certificate is refused with ``62``; from the configuration, ``42``.
+    """
+    name = too_long.name.decode("latin-1")
+    from_certificate = (
+        facts.certificate is not None
+        and name in CERTIFICATE_PARAMS
+        and name not in dict(fastcgi.params)
+    )
+    log.warn(
+        "{client} {url}: FastCGI backend {backend}: request not sent: {problem}",
+        client=client.record.client,
+        url=client.record.url,
+        backend=backend,
+        problem=too_long,
+    )
+    if from_certificate:
+        client.respond(status.CERTIFICATE_NOT_VALID, "certificate names too long")
+    else:
+        client.respond(status.CGI_ERROR, "CGI error")
 
 
 def serve_without_backends(client: "GeminiProtocol", request: Request, settings: PathSettings) -> None:

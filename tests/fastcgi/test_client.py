@@ -178,6 +178,21 @@ def test_request_is_begin_params_then_empty_stdin_with_id_1_and_no_keep_conn(exc
     assert params[b"AUTH_TYPE"] == b""
 
 
+def test_a_configured_param_no_record_can_hold_gets_42_and_nothing_is_sent():
+    options = model.LocationOptions()
+    exchange = Exchange(options)
+    # A configuration's strings may be up to 64 KiB long.
+    options.fastcgi.params.append(("HUGE", "v" * 65530))
+    with capturedLogs() as logs:
+        exchange.request()
+    assert exchange.reply == b"42 CGI error\r\n" and exchange.client_closed
+    assert exchange.reactor.unixClients == [] and exchange.backend.pending == 0
+    assert warnings(logs) == (
+        f"192.0.2.7:40000 gemini://localhost/app: FastCGI backend unix:{SOCKET}: request not sent: "
+        "parameter 'HUGE' is 65539 bytes encoded, more than a record holds (65535)"
+    )
+
+
 def test_connect_uses_the_configured_socket_with_the_connect_timeout(exchange):
     exchange.request()
     address, _, timeout, _ = exchange.reactor.unixClients[0]

@@ -561,6 +561,10 @@ def test_inside_a_chroot_file_parameters_name_the_files_as_the_app_sees_them():
         ("gemini://Bücher.Example/x", "bücher.example"),
         ("gemini://xn--bcher-kva.example/x", "xn--bcher-kva.example"),
         ("gemini://♨/x", "♨"),
+        # RFC 3875 4.1.14: an IPv6 literal keeps its brackets.
+        ("gemini://[::1]:1965/x", "[::1]"),
+        ("gemini://[2001:DB8::7]/x", "[2001:db8::7]"),
+        ("gemini://192.0.2.7/x", "192.0.2.7"),
     ],
 )
 def test_server_name_is_the_url_host_as_written_decoded_and_lowercased(line, server_name):

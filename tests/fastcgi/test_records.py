@@ -14,6 +14,7 @@ from gemfcgi.fastcgi.records import (
     BeginRequest,
     EndRequest,
     FastCGIProtocolError,
+    ParamTooLong,
     ProtocolStatus,
     Record,
     RecordDecoder,
@@ -259,13 +260,38 @@ def test_request_with_keep_conn_sets_the_flag_and_its_request_id():
     assert [r.type for r in records[1:]] == [RecordType.PARAMS, RecordType.STDIN]
 
 
-def test_large_params_are_packed_into_as_few_records_as_fit_and_may_split_pairs():
+def test_large_params_are_packed_into_records_of_whole_pairs():
+    # flup decodes each PARAMS record's pairs on its own: a record that began
+    # inside a value would lose parameters and make up others from its bytes.
     params = [(b"NAME%d" % i, b"v" * 10000) for i in range(20)]
     records = decode_all(encode_request(params))
     params_records = [r for r in records if r.type == RecordType.PARAMS]
-    stream = encode_pairs(params)
-    assert len(params_records) == -(-len(stream) // MAX_CONTENT_LENGTH) + 1
-    assert decode_pairs(stream_content(records, RecordType.PARAMS)) == params
+    assert len(params_records) == 4 + 1  # six 10 KB pairs fit in a record, then the empty one
+    decoded = [pair for record in params_records for pair in decode_pairs(record.content)]
+    assert decoded == params
+
+
+def test_a_pair_no_record_can_hold_is_refused_not_split():
+    fits = b"v" * (MAX_CONTENT_LENGTH - 8 - 4)  # two 4-byte lengths and a 4-byte name
+    assert decode_pairs(stream_content(decode_all(encode_request(
+        [(b"NAME", fits), (b"B", b"c" * 35000)])), RecordType.PARAMS)) == [
+        (b"NAME", fits), (b"B", b"c" * 35000)]
+    with pytest.raises(ParamTooLong) as refused:
+        encode_request([(b"A", b"1"), (b"REMOTE_USER", fits + b"vv")])
+    assert refused.value.name == b"REMOTE_USER"
+    assert str(refused.value) == (
+        "parameter 'REMOTE_USER' is 65541 bytes encoded, more than a record holds (65535)"
+    )
+
+
+@BOUNDED
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=300), st.integers(0, 40000)), max_size=12))
+def test_every_params_record_holds_whole_pairs(shape):
+    params = [(name, b"x" * length) for name, length in shape]
+    records = [r for r in decode_all(encode_request(params)) if r.type == RecordType.PARAMS]
+    assert records[-1].content == b""
+    assert all(len(r.content) <= MAX_CONTENT_LENGTH for r in records)
+    assert [pair for r in records for pair in decode_pairs(r.content)] == params
 
 
 # Decoder -----------------------------------------------------------------------

@@ -282,6 +282,23 @@ def test_cgi_status_404_becomes_51_with_its_reason_phrase():
     assert header_of(b"Status: 404 No such page\n\n") == b"51 No such page\r\n"
 
 
+@pytest.mark.parametrize(("retry_after", "header"), [
+    (b"Retry-After: 30\r\n", b"44 30\r\n"),
+    (b"retry-after:  007 \r\nRetry-After: 9\r\n", b"44 7\r\n"),  # the first counts
+    # An HTTP date, or none: the reason phrase, as for any other code.
+    (b"Retry-After: Fri, 07 Nov 2036 23:59:59 GMT\r\n", b"44 Too Many Requests\r\n"),
+    (b"", b"44 Too Many Requests\r\n"),
+])
+def test_cgi_status_429_becomes_44_with_the_seconds_retry_after_gives(retry_after, header):
+    # Gemini's 44 (slow down) carries the seconds to wait as its META.
+    assert header_of(b"Status: 429 Too Many Requests\r\n" + retry_after + b"\r\n") == header
+
+
+def test_retry_after_on_other_codes_changes_nothing():
+    assert header_of(b"Status: 503\r\nRetry-After: 5\r\n\r\n") == b"41 Service Unavailable\r\n"
+    assert header_of(b"Content-Type: text/gemini\r\nRetry-After: 5\r\n\r\n") == b"20 text/gemini\r\n"
+
+
 def test_cgi_status_404_without_reason_becomes_51_not_found():
     assert header_of(b"Status: 404\n\n") == b"51 Not Found\r\n"
 

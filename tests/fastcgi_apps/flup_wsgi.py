@@ -11,6 +11,11 @@ def application(environ, start_response):
         environ["wsgi.errors"].write("no record for this page\n")
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not here"]
+    if environ.get("PATH_INFO", "").endswith("/environ"):
+        # Each CGI variable's name and length: what flup decoded.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        names = sorted(name for name, value in environ.items() if isinstance(value, str))
+        return [f"{name} {len(environ[name])}\n".encode() for name in names]
     start_response("200 OK", [("Content-Type", "text/gemini")])
     query = environ.get("QUERY_STRING", "")
     return [b"# flup wsgi\n", f"query {query}\n".encode()]

@@ -9,6 +9,7 @@ spawn running shell scripts; php-cgi spawned and over tcp.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import re
@@ -22,9 +23,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
+from tests import certs
 from tests.fastcgi_apps.harness import (
     APPS,
     Processes,
@@ -174,6 +179,60 @@ def test_what_flup_says_after_a_reply_without_a_body_is_logged(fastcgi):
     assert (reply.header, reply.body, reply.clean_close) == (b"51 Not Found", b"", True)
     fastcgi.wait_for_log(r"gemini://localhost/flup-wsgi/deep/missing: FastCGI backend unix:\S+flup\.sock"
                          r" stderr: no record for this page", timeout=5)
+
+
+def certificate_with_long_names(directory, name: str, attributes: int) -> tuple[str, str]:
+    """
+    A self-signed certificate whose subject (and so issuer) has ``attributes``
+    units of 60 accented letters: each shows as 484 characters in
+    REMOTE_USER and TLS_CLIENT_ISSUER (OpenSSL's one-line form writes
+    every byte of ``é`` as ``\\xC3\\xA9``).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "long")] + [
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "é" * 60) for _ in range(attributes)
+    ])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certs.write(directory, name, (certificate, key))
+
+
+def test_flup_gets_every_parameter_whole_when_a_certificates_names_fill_several_records(
+    fastcgi, tmp_path
+):
+    # 80 units: REMOTE_USER and TLS_CLIENT_ISSUER of about 38 KB each, 77 KB
+    # of parameters in all: more than one PARAMS record. flup decodes each
+    # record on its own; a record that began inside a value lost parameters
+    # and made up others from the value's bytes.
+    cert, key = certificate_with_long_names(tmp_path, "long", 80)
+    reply = get(fastcgi, "/flup-wsgi/environ", context=client_context(cert, key))
+    assert reply.header == b"20 text/plain", reply.header
+    lines = reply.body.decode("utf-8", "replace").split("\n")[:-1]
+    lengths = dict(re.findall(r"(?m)^([A-Za-z0-9_.]+) (\d+)$", reply.body.decode("utf-8", "replace")))
+    assert len(lengths) == len(lines), [line for line in lines if line.split(" ")[0] not in lengths]
+    assert int(lengths["REMOTE_USER"]) > 38_000
+    assert lengths["TLS_CLIENT_ISSUER"] == lengths["REMOTE_USER"]
+    assert lengths["TLS_CLIENT_HASH"] == str(len("SHA256:") + 64)
+    for name in ("SCRIPT_FILENAME", "DOCUMENT_ROOT", "TLS_CLIENT_SERIAL", "SERVER_NAME"):
+        assert name in lengths
+
+
+def test_a_certificate_whose_names_no_record_can_hold_gets_62_and_a_log_line(fastcgi, tmp_path):
+    # 150 units: REMOTE_USER alone is 72 KB, more than one PARAMS record
+    # holds; it is not split, and the request is not sent.
+    cert, key = certificate_with_long_names(tmp_path, "longer", 150)
+    reply = get(fastcgi, "/flup-wsgi/environ", context=client_context(cert, key))
+    assert (reply.header, reply.clean_close) == (b"62 certificate names too long", True)
+    fastcgi.wait_for_log(
+        r"/flup-wsgi/environ: FastCGI backend unix:\S+flup\.sock: request not sent: parameter "
+        r"'REMOTE_USER' is \d+ bytes encoded, more than a record holds \(65535\)", timeout=5)
+    assert get(fastcgi, "/flup-wsgi/environ").status == 20
 
 
 # -- fcgiwrap and shell scripts ---------------------------------------------------
