@@ -296,8 +296,18 @@ def relays_to_itself(config: model.Config, server: model.Server, proxy: model.Pr
     sent = canonical_host(sni) if sni is not None else None
     if sni is not None and (sent is None or not takes.matches(sent)):
         return False  # the URL's host must be the SNI name, and this block must take it
-    return any(servers_listening_on(config, SimpleNamespace(host=address, port=number))
-               for address in addresses)
+    if not any(servers_listening_on(config, SimpleNamespace(host=address, port=number))
+               for address in addresses):
+        return False
+    if sent is None:
+        return True  # the URL's host picks the server it picked before: this one
+    # The server the relayed request's host (the SNI name) picks, first
+    # match: another one (gmid's regress proxy, relaying from server
+    # "localhost.local" to localhost) answers the request itself.
+    picked = next((candidate for candidate in config.servers
+                   if any(HostPattern(name).matches(sent)
+                          for name in [candidate.name, *candidate.aliases])), None)
+    return picked is server
 
 
 def proxy_problems(proxy: model.Proxy) -> list[str]:

@@ -230,6 +230,31 @@ def test_a_block_that_relays_to_its_own_listener_is_warned_of_as_a_loop(tmp_path
     assert check(tmp_path, block)[1] == expected
 
 
+@pytest.mark.parametrize("sni, loops", [
+    # gmid's regress proxy: the relay's SNI (and URL host) is "localhost",
+    # which the first server answers itself.
+    ("", False),
+    ('; sni "localhost.local"', True),
+])
+def test_a_relay_whose_host_another_server_answers_is_no_loop(tmp_path, sni, loops):
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir()
+    keys = f'cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"'
+    text = (
+        f'server "localhost" {{ {keys}; root "{tmp_path}/root"; listen on 127.0.0.1 port 10965 }}\n'
+        f'server "localhost.local" {{ {keys}; listen on 127.0.0.1 port 10966\n'
+        f'\tproxy {{ relay-to localhost port 10965{sni} }}\n}}\n'
+    )
+    config, _ = parse_config(text, "gmid.conf")
+    warnings = [str(w) for w in check_config(config)[1]]
+    loop = [w for w in warnings if "without end" in w]
+    assert loop == ([
+        'gmid.conf:3: relay-to "localhost" port 10965 is a listener of this configuration, where '
+        "the relayed request comes back to this proxy block: each request would be relayed again "
+        "without end"] if loops else []), warnings
+
+
 def certificate_named_only_by(common_name: str, alternative: Optional[str] = None) -> x509.Certificate:
     import datetime
 
