@@ -27,10 +27,9 @@ was accepted: the line is written once the response has ended, but a long
 download's line is dated when it was asked for, as a web server's is.
 CN is the client certificate's common name or ``-``; DURATION is in
 milliseconds (``12.3ms``), from the connection's accept to the end of the
-response. It leaves out the
-wait for the client to close after it (the linger): some clients keep the
-connection open until the server gives up on them, and their requests would
-all read as the linger's length.
+response. It leaves out the wait for the client to close after it (the
+linger): some clients keep the connection open until the server gives up on
+them, and their requests would all read as the linger's length.
 """
 
 from __future__ import annotations

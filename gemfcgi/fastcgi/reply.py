@@ -49,9 +49,9 @@ Two kinds of reply are understood, told apart by their first three bytes:
   (``Status: 404 No such page`` gives ``51 No such page``); without one it is
   the HTTP phrase of the code (``Not Found``), or ``CGI error`` for codes
   HTTP does not name. ``<seconds>`` is a ``Retry-After`` in seconds (not an
-  HTTP date): Gemini's ``44`` carries the seconds to wait as its META. Location is ignored with a 2xx or error Status, as in
-  HTTP. An empty ``Content-Type`` is an error: RFC 3875 requires a media
-  type there.
+  HTTP date): Gemini's ``44`` carries the seconds to wait as its META.
+  Location is ignored with a 2xx or error Status, as in HTTP. An empty
+  ``Content-Type`` is an error: RFC 3875 requires a media type there.
 
 Only a 2x reply has a body: for every other code the caller sends the header
 alone and drops the rest (``ReplyHeader.sends_body``), as gmid does.
