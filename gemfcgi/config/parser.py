@@ -82,7 +82,7 @@ _LOCATION_OPTIONS = frozenset(
 
 # What gmid 2.x removed, and what to write instead.
 _REMOVED = {
-    "cgi": "`cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead",
+    "cgi": "'cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead",
     "entrypoint": (
         "'entrypoint' was removed in gmid 2.0 together with CGI; run the program "
         "behind a FastCGI wrapper (e.g. fcgiwrap) and use 'fastcgi socket'"

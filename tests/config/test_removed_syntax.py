@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.parametrize(
     "directive, message",
     [
-        ('cgi "/cgi-bin/*"', "`cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"),
+        ('cgi "/cgi-bin/*"', "'cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"),
         (
             'entrypoint "/app.cgi"',
             "'entrypoint' was removed in gmid 2.0 together with CGI; run the program behind a "
@@ -33,7 +33,7 @@ def test_removed_server_directives_are_errors_saying_what_to_use(
     [
         ('mime "text/plain" "txt"', "'mime' was removed in gmid 2.0; use 'types { TYPE EXT ... }' instead"),
         ('map "text/plain" to-ext "txt"', "'map' was removed in gmid 2.0; use 'types { TYPE EXT ... }' instead"),
-        ('cgi "/x"', "`cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"),
+        ('cgi "/x"', "'cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"),
     ],
 )
 def test_removed_global_directives_are_errors_saying_what_to_use(errors_of, directive, message):
@@ -42,7 +42,7 @@ def test_removed_global_directives_are_errors_saying_what_to_use(errors_of, dire
 
 def test_cgi_inside_a_location_is_the_same_error(errors_of, server_with):
     assert errors_of(server_with('location "/x" {\n\t\tcgi "*"\n\t}')) == [
-        "gmid.conf:6: `cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"
+        "gmid.conf:6: 'cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"
     ]
 
 
