@@ -111,6 +111,9 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._in_read = False
         self._batched = 0
         self._on_socket = False
+        # On the socket, a record OpenSSL began to send is not all out:
+        # nothing is read until it is (see ``doRead``).
+        self._read_held = False
         self._ended: Optional[Exception] = None
         self._host = None
         # The local port without a getsockname(): the listening port's.
@@ -155,6 +158,14 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
 
     def doRead(self) -> Optional[Any]:
         if self._on_socket:
+            if not self._nothing_buffered():
+                # A write OpenSSL left half-sent must be finished before it
+                # reads: a KeyUpdate the client asks for an answer to would
+                # be written over that record (OpenSSL: "bad length"), and
+                # the download cut. Reading waits for the buffer to empty.
+                self._read_held = True
+                self.stopReading()
+                return None
             return self._read_records()
         try:
             data = self.socket.recv(self.bufferSize)
@@ -315,7 +326,12 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
     def doWrite(self) -> Optional[Any]:
         if self._ended is not None:
             return self._ended
-        return super().doWrite()
+        result = super().doWrite()
+        if self._read_held and result is None and self._nothing_buffered() and self.connected:
+            self._read_held = False
+            if not self._peer_done:
+                self.startReading()
+        return result
 
     # -- streaming: OpenSSL on the socket ------------------------------------
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -68,3 +70,49 @@ def test_server_requests_a_client_certificate(server):
         timeout=30,
     )
     assert b"certificate request" in (result.stdout + result.stderr).lower()
+
+
+def test_key_updates_the_client_asks_for_during_a_large_download_leave_it_whole(server):
+    # RFC 8446 4.6.3: a KeyUpdate may come at any time after the handshake,
+    # and one with update_requested is answered with the server's own. In
+    # a large reply OpenSSL writes to the socket itself; one read while a
+    # record it began to send was not all out wrote the answer over it
+    # ("bad length"), and the download was reset after about 7 MB.
+    client = subprocess.Popen(
+        ["openssl", "s_client", "-tls1_3", "-connect", f"127.0.0.1:{server.port}",
+         "-servername", "localhost"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+    def ask() -> None:
+        # The request, then six KeyUpdates ("K" asks s_client for one with
+        # update_requested) while the reply fills the socket.
+        try:
+            client.stdin.write(f"gemini://localhost:{server.port}/big.bin\r\n".encode())
+            client.stdin.flush()
+            time.sleep(0.8)
+            for _ in range(6):
+                client.stdin.write(b"K\n")
+                client.stdin.flush()
+                time.sleep(0.15)
+        except OSError:
+            pass  # s_client has ended: the assertion below says how
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    received = 0
+    try:
+        # Read slowly (about 6 MB/s) for 3 seconds, then as fast as possible.
+        started = time.monotonic()
+        while received < 24 * 1024 * 1024:
+            chunk = client.stdout.read1(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+            if time.monotonic() - started < 3:
+                time.sleep(0.01)
+    finally:
+        client.kill()
+        _, errors = client.communicate(timeout=10)
+        asking.join(timeout=5)
+    assert received >= 24 * 1024 * 1024, errors.decode(errors="replace")[-300:]
