@@ -173,10 +173,13 @@ class GeminiProtocol(OneTimeout, Protocol):
         """
         The client has ended its side (TLS close_notify, or TCP's FIN):
         after a whole request line its reply still goes out, as Gemini has
-        nothing more to read; before one, there is nothing to answer.
+        nothing more to read; before one, there is nothing to answer, and
+        the connection ends as the client ended its side: with a
+        close_notify (RFC 8446 6.1), then a FIN.
         """
         if self.state not in (State.RESPONDING, State.CLOSING):
-            self.transport.abortConnection()
+            # The request timer stays, should the close never complete.
+            self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         pass

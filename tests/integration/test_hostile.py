@@ -248,7 +248,9 @@ def test_bytes_sent_after_the_request_line_do_not_spoil_a_large_reply(hostile_se
     assert (header, len(body), clean) == (b"20 application/octet-stream", 8 * 1024 * 1024, True)
 
 
-def _half_closing_client(port: int, version: int, end_its_side) -> tuple[bytes, bool]:
+def _half_closing_client(
+    port: int, version: int, end_its_side, request: bool = True
+) -> tuple[bytes, bool]:
     """A request, then the client's side ended by ``end_its_side``; what came back, and whether whole."""
     from OpenSSL import SSL
 
@@ -260,7 +262,8 @@ def _half_closing_client(port: int, version: int, end_its_side) -> tuple[bytes, 
     tls.set_tlsext_host_name(b"localhost")
     tls.set_connect_state()
     tls.do_handshake()
-    tls.sendall(f"gemini://localhost:{port}/big.bin\r\n".encode())
+    if request:
+        tls.sendall(f"gemini://localhost:{port}/big.bin\r\n".encode())
     end_its_side(tls)
     data = b""
     try:
@@ -293,3 +296,17 @@ def test_a_client_that_ends_its_side_after_the_request_still_gets_the_whole_repl
     data, clean = _half_closing_client(hostile_server.port, number, end_its_side)
     header, _, body = data.partition(b"\r\n")
     assert (header, len(body), clean) == (b"20 application/octet-stream", 8 * 1024 * 1024, True)
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+def test_a_client_that_ends_its_side_before_any_request_gets_a_close_notify_not_a_reset(
+    hostile_server, version
+):
+    # RFC 8446 6.1: each side sends close_notify before it closes; the
+    # client did, and the server, with nothing to answer, does too.
+    from OpenSSL import SSL
+
+    number = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}[version]
+    data, clean = _half_closing_client(
+        hostile_server.port, number, lambda tls: tls.shutdown(), request=False)
+    assert (data, clean) == (b"", True)
