@@ -109,6 +109,10 @@ def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> st
     usage = _extension(authority, x509.KeyUsage)
     if usage is not None and not usage.key_cert_sign and not self_signed:
         return "not a CA certificate (its key usage has no keyCertSign), nor self-signed"
+    if constraints is None and not self_signed:
+        # Without basicConstraints, OpenSSL takes no certificate but a
+        # self-signed one for a CA (a key usage with keyCertSign is not enough).
+        return "not a CA certificate (no basicConstraints CA:TRUE), nor self-signed"
     if now < authority.not_valid_before_utc:
         return f"not valid before {authority.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
     if now > authority.not_valid_after_utc:
