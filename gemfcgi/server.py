@@ -19,12 +19,13 @@ timeouts.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -157,6 +158,8 @@ class GeminiProtocol(OneTimeout, Protocol):
             # (a socket per family) shows it.
             host = host[len("::ffff:"):]
             peer = IPv4Address("TCP", host, peer.port)
+        elif host is not None and ":" in host and "%" not in host:
+            host, peer = _compressed_ipv6(host, peer)
         self.peer = peer
         if host is None:
             # A unix socket's client has no address (nor usually a name).
@@ -562,6 +565,25 @@ class GeminiProtocol(OneTimeout, Protocol):
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"
         accesslog.emit(self.record, self.clock.seconds(), self.site.service, self.site)
+
+
+def _compressed_ipv6(host: str, peer: Any) -> tuple[str, Any]:
+    """
+    An IPv6 client's address in its usual short form: a PROXY v2 header's
+    comes spelt out in full (``2001:db8:0:0:0:0:0:1``), and an IPv4 client's
+    mapped one (``0:0:0:0:0:ffff:c000:207``) is the IPv4 address it is.
+    """
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host, peer
+    if address.ipv4_mapped is not None:
+        mapped = str(address.ipv4_mapped)
+        return mapped, IPv4Address("TCP", mapped, peer.port)
+    compressed = address.compressed
+    if compressed == host:
+        return host, peer
+    return compressed, IPv6Address("TCP", compressed, peer.port)
 
 
 class GeminiFactory(Factory):

@@ -61,6 +61,24 @@ def test_client_address_from_the_proxy_header_is_logged(proxied, make_header, so
     proxied.wait_for_log(re.escape(f"{source}:40123 GET gemini://localhost/ 20"))
 
 
+def v2_header_ipv6(source: str, source_port: int, port: int) -> bytes:
+    addresses = socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(socket.AF_INET6, "::1")
+    addresses += struct.pack("!HH", source_port, port)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21]) + struct.pack("!H", len(addresses)) + addresses
+
+
+@pytest.mark.parametrize("source, logged", [
+    # Twisted reads a v2 header's IPv6 address spelt out in full.
+    ("2001:db8::1", "2001:db8::1"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+])
+def test_an_ipv6_client_from_a_v2_header_is_logged_in_its_usual_form(proxied, source, logged):
+    port = proxied.port
+    reply = exchange(port, v2_header_ipv6(source, 40124, port), f"gemini://localhost:{port}/\r\n".encode())
+    assert reply.startswith(b"20 text/gemini\r\n")
+    proxied.wait_for_log(re.escape(f"] {logged}:40124 GET gemini://localhost/ 20"))
+
+
 def test_a_redirect_names_the_port_the_client_connected_to(proxied):
     # The balancer listens on 1965; this server's own port is another.
     reply = exchange(proxied.port, v1_header("192.0.2.10", 40123, 1965), b"gemini://localhost/moved\r\n")
