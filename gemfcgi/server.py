@@ -266,11 +266,12 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")
             return
         expected = self.listener_port
-        if expected is not None and (request.port or DEFAULT_PORT) != expected:
+        port = DEFAULT_PORT if request.port is None else request.port
+        if expected is not None and port != expected:
             self.respond(status.PROXY_REQUEST_REFUSED, "port not served here")
             return
         self.vhost = vhost
-        proxied = vhost.proxy_for(request.host, request.port or DEFAULT_PORT) if vhost.proxies else None
+        proxied = vhost.proxy_for(request.host, port) if vhost.proxies else None
         self.settings = settings = proxied or vhost.settings_for(request.path)
         self.record.enabled = settings.log
         if settings.require_client_ca is not None:

@@ -47,6 +47,8 @@ def canonical_host(name: str) -> Optional[str]:
         return None
     if name.startswith("[") and name.endswith("]"):
         name = name[1:-1]
+        if "%" in name:
+            return None  # a zone names an interface of the client's, not a host here
         try:
             return str(ipaddress.IPv6Address(name))
         except ValueError:
@@ -63,7 +65,10 @@ def canonical_host(name: str) -> Optional[str]:
                 return str(ipaddress.IPv6Address(name))
             except ValueError:
                 return None
-        return name.lower()
+        name = name.lower()
+        if "xn--" in name and not all(_is_a_label(label) for label in name.split(".")):
+            return None
+        return name
     try:
         return idna.encode(name, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError, ValueError):
@@ -77,6 +82,29 @@ def canonical_host(name: str) -> Optional[str]:
         )
     except UnicodeError:
         return None
+
+
+def _is_a_label(label: str) -> bool:
+    """
+    Whether ``label`` (lowercase) is an ASCII label or an A-label that
+    stands for a name: one whose punycode decodes to printable characters,
+    not all ASCII, that a host may hold, and encodes back to itself
+    (RFC 5890 2.3.2.1). ``xn--a`` decodes to U+0080, ``xn--`` to nothing.
+    """
+    if not label.startswith("xn--"):
+        return True
+    try:
+        decoded = label[4:].encode("ascii").decode("punycode")
+    except UnicodeError:
+        return False
+    return (
+        decoded != ""
+        and not decoded.isascii()
+        and decoded.isprintable()
+        and "." not in decoded
+        and _NOT_IN_A_HOST.search(decoded) is None
+        and "xn--" + decoded.encode("punycode").decode("ascii") == label
+    )
 
 
 @lru_cache(maxsize=4096)

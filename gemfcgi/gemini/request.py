@@ -238,6 +238,9 @@ def _parse_general(line: bytes) -> Request:
         raise _bad("empty host")
     if "%" in raw_host and not raw_host.startswith("["):
         raw_host = _decoded_host(raw_host)
+        if ":" in raw_host:
+            # An IP literal is written in brackets, not escaped into a name.
+            raise _bad("malformed host")
     host = canonical_host(raw_host)
     if host is None:
         raise _bad("malformed host")

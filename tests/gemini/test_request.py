@@ -107,6 +107,9 @@ def test_a_percent_escaped_host_is_decoded_like_gmid_and_then_checked_as_any_hos
         (b"gemini://a%00b/", "malformed host"),
         (b"gemini://a%zz/", "invalid percent-escape in host"),
         (b"gemini://a%C3/", "host is not valid UTF-8"),
+        # An IP literal is written in brackets, not escaped into a name.
+        (b"gemini://%5B%3A%3A1%5D/", "malformed host"),
+        (b"gemini://%3A%3A1/", "malformed host"),
     ],
 )
 def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
@@ -126,6 +129,15 @@ def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
         ("gemini://localhost../", "malformed host"),
         ("gemini://a..example/", "malformed host"),
         ("gemini://.example/", "malformed host"),
+        # A-labels that stand for no name (RFC 5890 2.3.2.1): U+0080, nothing,
+        # plain ASCII, an invalid encoding.
+        ("gemini://xn--a.example/", "malformed host"),
+        ("gemini://xn--.example/", "malformed host"),
+        ("gemini://xn--abc-.example/", "malformed host"),
+        ("gemini://xn--99999999999.example/", "malformed host"),
+        # An IPv6 zone names an interface of the client's, and may hold anything.
+        ('gemini://[::1%"x]/', "malformed host"),
+        ("gemini://[fe80::1%25eth0]/", "malformed host"),
     ],
 )
 def test_c1_controls_and_a_host_of_dots_or_empty_labels_get_59(line, meta):

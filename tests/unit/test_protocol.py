@@ -295,6 +295,14 @@ def test_port_other_than_the_listeners_gets_53_and_is_named_in_the_log(site):
     assert [event["url"] for event in seen] == ["gemini://localhost:1966/"]
 
 
+@pytest.mark.parametrize("line", [b"gemini://localhost:0/\r\n", b"gemini://localhost:00000/\r\n"])
+def test_port_0_is_no_port_of_a_listener_and_gets_53(site, line):
+    # Port 0 names no service; it was taken for an absent port (1965).
+    protocol, transport, _ = connect(site, port=1965)
+    protocol.dataReceived(line)
+    assert transport.value() == b"53 port not served here\r\n"
+
+
 def test_absent_port_means_1965(site):
     protocol, transport, _ = connect(site, port=1966)
     with access_events() as seen:
