@@ -217,9 +217,14 @@ def held_bytes(transport: Any) -> int:
     Bytes written that never left the process: what Twisted's buffer still
     holds when the connection ends (reset, or cut by a timeout). The
     access line's byte count leaves them out: they never went out.
+
+    Asked once the connection is lost, when Twisted has let go of the
+    socket but not of the buffer: the transport holding one is looked for
+    under TLS and PROXY protocol wrappers.
     """
-    tcp = _socket_of(transport)
-    return 0 if tcp is None else _buffered(tcp)
+    while transport is not None and not hasattr(transport, "dataBuffer"):
+        transport = getattr(transport, "transport", None)
+    return 0 if transport is None else _buffered(transport)
 
 
 def close_once_sent(transport: Any) -> bool:
@@ -250,5 +255,25 @@ def close_in_order(transport: Any) -> bool:
     tcp = _socket_of(transport)
     if tcp is None or not getattr(tcp, "connected", False):
         return False
+    _discard_unread(tcp.socket)
     tcp.connectionLost(Failure(ConnectionDone()))
     return True
+
+
+# How much of what the peer sent a close reads and drops first: 4 MiB.
+_DISCARD_READS = 64
+
+
+def _discard_unread(sock: Any) -> None:
+    """
+    Read and drop what the peer sent that was never read (a KeyUpdate or a
+    close_notify that came while reading waited for a write, or bytes a
+    client sent after its request): a socket closed with unread bytes
+    ends in a reset, and the kernel drops what it still held for the peer.
+    """
+    for _ in range(_DISCARD_READS):
+        try:
+            if not sock.recv(65536):
+                return
+        except OSError:
+            return  # nothing more waits (EAGAIN), or the connection is gone
