@@ -57,6 +57,9 @@ def v1_problem(line: bytes) -> str | None:
     family = _ADDRESSES[words[1]]
     for address in words[2:4]:
         try:
+            if b"%" in address:
+                # A zone names an interface of the balancer's, not an address.
+                raise ValueError(address)
             family(address.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             return f"invalid {words[1].decode()} address"

@@ -28,6 +28,9 @@ def test_headers_the_specification_allows_pass(line):
     (b"PROXY TCP4 999.1.1.1 127.0.0.1 5555 1965", "invalid TCP4 address"),
     (b"PROXY TCP4 ::1 127.0.0.1 5555 1965", "invalid TCP4 address"),
     (b"PROXY TCP6 1.2.3.4 ::1 5555 1965", "invalid TCP6 address"),
+    # Zones, which Python's parser takes: an interface of the balancer's.
+    (b"PROXY TCP6 fe80::1%eth0 ::1 5555 1965", "invalid TCP6 address"),
+    (b"PROXY TCP6 ::ffff:1.2.3.4%x ::1 5555 1965", "invalid TCP6 address"),
     (b"PROXY TCP4 x ' 5555 1965", "invalid TCP4 address"),
     (b"PROXY TCP5 1.2.3.4 127.0.0.1 5555 1965",
      "not PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT, nor PROXY UNKNOWN"),
