@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Optional
 
@@ -76,12 +77,15 @@ def canonical_host(name: str) -> Optional[str]:
     # IDNA2008 refuses symbols (``♨``) that plain RFC 3492 punycode, which
     # gmid and most clients use, encodes: each label is encoded on its own.
     try:
-        return ".".join(
+        labels = [
             label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
             for label in name.lower().split(".")
-        )
+        ]
     except UnicodeError:
         return None
+    if not all(_is_a_label(label) for label in labels):
+        return None  # an A-label written beside Unicode ones is checked too
+    return ".".join(labels)
 
 
 def _is_a_label(label: str) -> bool:
@@ -100,11 +104,23 @@ def _is_a_label(label: str) -> bool:
     return (
         decoded != ""
         and not decoded.isascii()
-        and decoded.isprintable()
         and "." not in decoded
         and _NOT_IN_A_HOST.search(decoded) is None
         and "xn--" + decoded.encode("punycode").decode("ascii") == label
+        # Printable (or of a Unicode newer than this Python's), or a label
+        # IDNA2008 allows: the joiners some scripts need (U+200C, U+200D in
+        # Persian, Sinhala) are format characters.
+        and (all(c.isprintable() or unicodedata.category(c) == "Cn" for c in decoded)
+             or _is_idna2008(label))
     )
+
+
+def _is_idna2008(label: str) -> bool:
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return False
+    return True
 
 
 @lru_cache(maxsize=4096)

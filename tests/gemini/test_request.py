@@ -135,6 +135,9 @@ def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
         ("gemini://xn--.example/", "malformed host"),
         ("gemini://xn--abc-.example/", "malformed host"),
         ("gemini://xn--99999999999.example/", "malformed host"),
+        # Beside a Unicode label too (the fallback for symbols took it as it was).
+        ("gemini://bücher.xn--a/", "malformed host"),
+        ("gemini://♨.xn--a/", "malformed host"),
         # An IPv6 zone names an interface of the client's, and may hold anything.
         ('gemini://[::1%"x]/', "malformed host"),
         ("gemini://[fe80::1%25eth0]/", "malformed host"),
@@ -326,3 +329,16 @@ def test_a_long_unknown_scheme_is_refused_with_a_meta_that_fits():
 
 def test_one_trailing_dot_is_the_same_host():
     assert parse_request_line(b"gemini://Example.ORG./x").host == "example.org"
+
+
+@pytest.mark.parametrize("host", [
+    "xn--mgbn2ecje63gr19l.example",  # Persian, with a zero-width non-joiner
+    "xn--10cl1a0b660p.example",  # Sinhala, with a zero-width joiner
+    "xn--929h.example",  # U+1FAE8: newer than this Python's Unicode tables
+    "xn--bcher-kva.example",
+    "xn--j6h",  # a symbol, which only plain punycode encodes
+])
+def test_a_labels_of_real_names_are_hosts(host):
+    # A-labels are checked to stand for a name, but the joiners IDNA2008
+    # allows in some scripts are format characters, not printable ones.
+    assert parse_request_line(f"gemini://{host}/".encode()).host == host
