@@ -45,14 +45,24 @@ class Authorities:
 
     certificates: list[x509.Certificate]
     openssl_only: list[crypto.X509] = field(default_factory=list)
-    store: crypto.X509Store = field(init=False, repr=False)
+    _trusted: list[crypto.X509] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.store = crypto.X509Store()
-        for certificate in self.certificates:
-            self.store.add_cert(crypto.X509.from_cryptography(certificate))
-        for held in self.openssl_only:
-            self.store.add_cert(held)
+        self._trusted = [crypto.X509.from_cryptography(c) for c in self.certificates]
+        self._trusted += self.openssl_only
+
+    def store_at(self, now: datetime.datetime) -> crypto.X509Store:
+        """
+        A store that trusts these certificates alone, judging at ``now``.
+        A new one each time: OpenSSL keeps the first time a store is
+        given, and a store kept would judge every later certificate at the
+        time of its first check (a new one refused, an expired one let in).
+        """
+        store = crypto.X509Store()
+        for certificate in self._trusted:
+            store.add_cert(certificate)
+        store.set_time(now)
+        return store
 
 
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -128,10 +138,9 @@ def judge(
     """The refusal for ``certificate``, or ``None`` when it may pass."""
     if certificate is None:
         return status.CLIENT_CERTIFICATE_REQUIRED, "client certificate required"
-    authorities.store.set_time(now)
     if not isinstance(certificate, crypto.X509):
         certificate = crypto.X509.from_cryptography(certificate)
-    checking = crypto.X509StoreContext(authorities.store, certificate)
+    checking = crypto.X509StoreContext(authorities.store_at(now), certificate)
     try:
         checking.verify_certificate()
     except crypto.X509StoreContextError as failure:

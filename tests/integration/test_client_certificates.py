@@ -93,6 +93,22 @@ def test_certificate_signed_by_the_ca_is_let_in(server, setup):
     assert (reply.status, reply.body) == (20, b"# members\n")
 
 
+def test_a_certificate_issued_after_the_servers_first_check_is_let_in(server, setup, tmp_path):
+    # OpenSSL kept the time of the first check: every certificate issued
+    # after it got 62 until a reload, and expired ones were let in.
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    d, clients = setup
+    assert members(server, identity="member", clients=clients).status == 20
+    ca = (x509.load_pem_x509_certificate((d / "ca.pem").read_bytes()),
+          load_pem_private_key((d / "ca.key").read_bytes(), None))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    newcomer = write(tmp_path, "newcomer", issue("newcomer", ca, not_before=now + datetime.timedelta(seconds=1)))
+    time.sleep(2)
+    reply = members(server, identity="newcomer", clients={"newcomer": newcomer})
+    assert (reply.status, reply.body) == (20, b"# members\n")
+
+
 def test_a_pinned_self_signed_certificate_lets_in_its_owner_alone(server, setup):
     # Its own certificate as the CA file: the usual way to keep a place to oneself.
     clients = setup[1]

@@ -36,6 +36,18 @@ def test_not_yet_valid_certificate_gets_62():
     assert judge(future[0], Authorities([CA[0]]), NOW)[0] == 62
 
 
+def test_each_judgement_is_made_at_its_own_time_not_at_the_first():
+    # OpenSSL keeps the first time a store was given: a certificate issued
+    # after the first check got 62, and one that had expired still passed.
+    authorities = Authorities([CA[0]])
+    member = issue("member", CA, not_after=NOW + datetime.timedelta(days=10))
+    assert judge(member[0], authorities, NOW) is None
+    later = issue("later member", CA, not_before=NOW + datetime.timedelta(days=2))
+    assert judge(later[0], authorities, NOW + datetime.timedelta(days=3)) is None
+    assert judge(member[0], authorities, NOW + datetime.timedelta(days=11))[0] == 62
+    assert judge(member[0], authorities, NOW) is None
+
+
 def test_certificate_issued_by_the_ca_passes():
     assert judge(issue("member", CA)[0], Authorities([CA[0]]), NOW) is None
 
