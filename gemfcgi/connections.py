@@ -212,6 +212,17 @@ def unsent_bytes(transport: Any) -> Optional[int]:
     return buffered + queued
 
 
+def kernel_queued_bytes(transport: Any) -> int:
+    """What the kernel holds for the peer, sent or not yet acknowledged (0 if unknown)."""
+    tcp = _socket_of(transport)
+    if tcp is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(tcp.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 def held_bytes(transport: Any) -> int:
     """
     Bytes written that never left the process: what Twisted's buffer still

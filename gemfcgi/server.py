@@ -44,6 +44,7 @@ from gemfcgi.connections import (
     close_once_sent,
     default_max_connections,
     held_bytes,
+    kernel_queued_bytes,
     unsent_bytes,
 )
 from gemfcgi.deadlines import OneTimeout, deadlines_for
@@ -140,6 +141,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         self._unsent_when_paused: Optional[int] = None
         self._looked_at = self._read_at = 0.0
         self._stalled_for = 0.0
+        self._lost_in_kernel = 0
 
     # -- Twisted's edges -------------------------------------------------
 
@@ -447,7 +449,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         if self._still_reading(unsent_bytes(self.transport), CUT_CHECK_PERIOD):
             self._arm(CUT_CHECK_PERIOD, self._cut_check)
             return
-        self.transport.abortConnection()
+        self._reset()
 
     def _let_the_producer_go(self) -> None:
         """Unregister and stop what writes the body, if anything does."""
@@ -484,7 +486,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         if self._still_reading(unsent, linger):
             self._arm(linger, self._linger_check)
             return
-        self.transport.abortConnection()
+        self._reset()
 
     def _still_reading(self, unsent: Optional[int], period: float) -> bool:
         """
@@ -541,6 +543,15 @@ class GeminiProtocol(OneTimeout, Protocol):
             url=self.record.url,
             idle=self.site.timeouts.idle,
         )
+        self._reset()
+
+    def _reset(self) -> None:
+        """
+        Reset a client that stopped reading. The reset destroys what the
+        kernel still held for it too, which the access line then does not
+        count as sent.
+        """
+        self._lost_in_kernel = kernel_queued_bytes(self.transport)
         self.transport.abortConnection()
 
     def _request_timed_out(self) -> None:
@@ -562,7 +573,8 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         # Written but still in the process as the connection ends: a reply
         # cut or reset went out without them (the size field is what left).
-        self.record.bytes_sent = max(0, self.record.bytes_sent - held_bytes(self.transport))
+        lost = held_bytes(self.transport) + self._lost_in_kernel
+        self.record.bytes_sent = max(0, self.record.bytes_sent - lost)
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"
         accesslog.emit(self.record, self.clock.seconds(), self.site.service, self.site)
