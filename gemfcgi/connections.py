@@ -202,25 +202,23 @@ def unsent_bytes(transport: Any) -> Optional[int]:
     still reading the end of a reply from one that never closes.
     """
     tcp = _socket_of(transport)
-    if tcp is None:
-        return None
-    buffered = _buffered(tcp)
-    try:
-        queued = struct.unpack("i", fcntl.ioctl(tcp.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-    except (OSError, ValueError, AttributeError):
-        return None
-    return buffered + queued
+    queued = _kernel_queue(tcp)
+    return None if queued is None else _buffered(tcp) + queued
 
 
 def kernel_queued_bytes(transport: Any) -> int:
     """What the kernel holds for the peer, sent or not yet acknowledged (0 if unknown)."""
-    tcp = _socket_of(transport)
+    return _kernel_queue(_socket_of(transport)) or 0
+
+
+def _kernel_queue(tcp: Any) -> Optional[int]:
+    """The kernel's send queue of ``tcp`` (TIOCOUTQ), or ``None`` where there is none to ask."""
     if tcp is None:
-        return 0
+        return None
     try:
         return struct.unpack("i", fcntl.ioctl(tcp.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
     except (OSError, ValueError, AttributeError):
-        return 0
+        return None
 
 
 def held_bytes(transport: Any) -> int:

@@ -571,8 +571,9 @@ class GeminiProtocol(OneTimeout, Protocol):
     def _log_access(self) -> None:
         if not self.record.enabled:
             return
-        # Written but still in the process as the connection ends: a reply
-        # cut or reset went out without them (the size field is what left).
+        # Written but still in the process as the connection ends, or in
+        # the kernel when a reset (``_reset``) destroyed it: the reply went
+        # out without them, and the size field counts what left.
         lost = held_bytes(self.transport) + self._lost_in_kernel
         self.record.bytes_sent = max(0, self.record.bytes_sent - lost)
         if self.tls is not None and self.tls.client_certificate is not None:

@@ -187,14 +187,20 @@ def test_a_connection_gone_before_any_header_is_logged_as_such(site):
     assert " GET gemini://localhost/slow 0 connection closed before the reply 0 " in event["line"]
 
 
-def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_path):
+def paused_download(site, tmp_path):
+    """An 8 MiB file asked for, and its reply paused by the transport: the client reads nothing."""
     (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
+    transport.producer.pauseProducing()
+    return protocol, transport, clock
+
+
+def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_path):
     with access_events() as seen:
-        protocol, transport, clock = connect(site)
-        protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
         # The client stops reading, the transport pauses the reply, and
         # 1.5 s later the client is gone.
-        transport.producer.pauseProducing()
+        protocol, transport, clock = paused_download(site, tmp_path)
         clock.advance(1.5)
         assert not transport.disconnecting
         protocol.connectionLost(None)
@@ -204,11 +210,8 @@ def test_a_response_cut_short_is_logged_with_the_time_until_the_cut(site, tmp_pa
 
 
 def test_bytes_still_in_the_process_when_a_reply_is_reset_are_not_logged_as_sent(site, tmp_path):
-    (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
     with access_events() as seen:
-        protocol, transport, clock = connect(site)
-        protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
-        transport.producer.pauseProducing()
+        protocol, transport, _ = paused_download(site, tmp_path)
         written = len(transport.value())
         # What Twisted's TCP transport still holds when the client is reset:
         # 80 KB of the reply that never reached the kernel. (Its socket is
