@@ -22,24 +22,32 @@ def issue(
     issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
     not_before: datetime.datetime | None = None,
     not_after: datetime.datetime | None = None,
-    ca: bool = False,
+    ca: bool | None = False,
+    subject: x509.Name | None = None,
+    key_usage: x509.KeyUsage | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate for ``common_name``, self-signed unless ``issuer`` is given."""
+    """
+    A certificate for ``common_name`` (or the whole ``subject``), self-signed
+    unless ``issuer`` is given; ``ca=None`` leaves out basicConstraints.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    issuer_name = issuer[0].subject if issuer else _name(common_name)
+    subject = subject or _name(common_name)
+    issuer_name = issuer[0].subject if issuer else subject
     signing_key = issuer[1] if issuer else key
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
+        .subject_name(subject)
         .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or NOW - datetime.timedelta(days=1))
         .not_valid_after(not_after or NOW + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(signing_key, hashes.SHA256())
     )
-    return certificate, key
+    if ca is not None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    return builder.sign(signing_key, hashes.SHA256()), key
 
 
 def write(directory: Path, name: str, pair) -> tuple[str, str]:

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -188,18 +186,11 @@ def certificate_with_long_names(directory, name: str, attributes: int) -> tuple[
     REMOTE_USER and TLS_CLIENT_ISSUER (OpenSSL's one-line form writes
     every byte of ``é`` as ``\\xC3\\xA9``).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "long")] + [
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "é" * 60) for _ in range(attributes)
     ])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    certificate, key = certs.issue("long", subject=subject, ca=None,
+                                   not_after=certs.NOW + datetime.timedelta(days=1))
     return certs.write(directory, name, (certificate, key))
 
 

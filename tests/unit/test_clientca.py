@@ -78,41 +78,19 @@ def test_a_certificate_issued_by_one_that_is_no_ca_gets_61():
     assert authority_problem(CA[0], NOW) is None
 
 
-def _issued_without_basic_constraints(name: str, issuer, key_usage=None):
-    """A certificate ``issuer`` signed that says nothing of being a CA, or only its key usage."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(issuer[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=30))
-    )
-    if key_usage is not None:
-        builder = builder.add_extension(key_usage, critical=True)
-    return builder.sign(issuer[1], hashes.SHA256()), key
-
-
 def test_one_that_says_nothing_of_being_a_ca_vouches_for_nobody_and_is_said_so():
     # Without basicConstraints, OpenSSL takes a certificate for a CA only if
     # it is self-signed: a key usage that allows signing certificates is
     # not enough.
     from cryptography import x509
 
-    plain = _issued_without_basic_constraints("plain", CA)
+    plain = issue("plain", CA, ca=None)
     member = issue("member", plain)
     assert judge(member[0], Authorities([plain[0]]), NOW)[0] == 61
     assert authority_problem(plain[0], NOW) == (
         "not a CA certificate (no basicConstraints CA:TRUE), nor self-signed"
     )
-    signing = _issued_without_basic_constraints("signing", CA, x509.KeyUsage(
+    signing = issue("signing", CA, ca=None, key_usage=x509.KeyUsage(
         digital_signature=True, content_commitment=False, key_encipherment=False,
         data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
         encipher_only=False, decipher_only=False))
