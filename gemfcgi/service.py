@@ -9,6 +9,7 @@ listeners when started.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 from dataclasses import dataclass, replace
@@ -46,6 +47,9 @@ from gemfcgi.tlsport import prepare_listener
 log = Logger()
 
 LISTEN_BACKLOG = 1024
+# Rounds of accepts a closing listener gives its queue (see accept_waiting):
+# Twisted's port takes up to 20 more per round than the round before.
+ACCEPT_ROUNDS_AT_CLOSE = 64
 # Session ticket keys are replaced this often (seconds); OpenSSL's tickets
 # live two hours, so a client resumes within a period and rarely across one.
 TICKET_KEY_LIFETIME = 12 * 3600.0
@@ -432,7 +436,28 @@ class ListenerService(Service):
         port, self.port = self.port, None
         if port is None:
             return succeed(None)
+        accept_waiting(port)
         return maybeDeferred(port.stopListening)
+
+
+def accept_waiting(port: Any) -> None:
+    """
+    Accept the connections the kernel has queued on ``port``, before it is
+    closed: closing a listening socket resets them, though each client
+    connected while the server still listened (a busy reactor had not come
+    to them yet). Accepted now, they are served as the requests in flight
+    are. Only those already queued are taken: one more round of accepts
+    whenever the socket is still readable after the last, a bounded number
+    of times, so a flood cannot hold the stop up.
+    """
+    if not isinstance(port, tcp.Port) or port.socket is None or not port.connected:
+        return
+    readable = select.poll()
+    readable.register(port.fileno(), select.POLLIN)
+    for _ in range(ACCEPT_ROUNDS_AT_CLOSE):
+        if not readable.poll(0):
+            return
+        port.doRead()
 
 
 class GemfcgiService(MultiService):

@@ -176,3 +176,74 @@ def test_a_download_cut_by_the_drain_timeout_still_brings_what_the_kernel_held(
     assert not clean
     assert sent > 1024 * 1024
     assert abs(len(data) - sent) < 17 * 1024, (len(data), sent)
+
+
+STALLING_TAC = '''
+import os
+import time
+
+from twisted.application.service import Application
+from twisted.logger import Logger
+
+import gemfcgi
+from gemfcgi.config import model
+
+config = model.Config(servers=[model.Server(
+    name="localhost", cert=os.environ["GEMINI_CERT"], key=os.environ["GEMINI_KEY"],
+    options=model.LocationOptions(root=os.environ["GEMINI_ROOT"]))])
+service = gemfcgi.makeService(config, listen=["tcp:0:interface=127.0.0.1"])
+static = service.site.handlers["static"]
+
+
+def stall_then_serve(client, request, settings):
+    # Synchronous work in a handler: the reactor accepts nothing meanwhile.
+    if request.path == "/stall.gmi":
+        Logger().info("stalling")
+        time.sleep(3)
+    static(client, request, settings)
+
+
+service.site.handlers["static"] = stall_then_serve
+application = Application("gemini")
+service.setServiceParent(application)
+'''
+
+
+def test_connections_queued_while_the_server_was_busy_are_served_through_a_stop(
+    tmp_path, certificate
+):
+    # The kernel queues connections a busy reactor has not accepted yet;
+    # closing the listener at the stop used to reset them.
+    from tests.support import TWISTD, start_command
+
+    root = tmp_path / "capsule"
+    root.mkdir()
+    (root / "index.gmi").write_text("# hi\n")
+    (root / "stall.gmi").write_text("# stalled\n")
+    tac = tmp_path / "stalling.tac"
+    tac.write_text(STALLING_TAC)
+    cert, key = certificate
+    env = {"GEMINI_ROOT": str(root), "GEMINI_CERT": cert, "GEMINI_KEY": key}
+    server = start_command([*TWISTD, "-n", "--pidfile=", "-y", str(tac)], env=env)
+    try:
+        stalled = client_context().wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=10),
+            server_hostname="localhost")
+        stalled.sendall(f"gemini://localhost:{server.port}/stall.gmi\r\n".encode())
+        server.wait_for_log("stalling")
+        queued = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                  for _ in range(3)]
+        server.process.send_signal(signal.SIGTERM)
+        replies = []
+        for raw in queued:
+            tls = client_context().wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(f"gemini://localhost:{server.port}/\r\n".encode())
+            replies.append(read_to_end(tls))
+            tls.close()
+        first = read_to_end(stalled)
+        stalled.close()
+        assert server.process.wait(15) in STOPPED_BY_SIGTERM
+    finally:
+        server.stop()
+    assert first == (b"20 text/gemini\r\n# stalled\n", True)
+    assert replies == [(b"20 text/gemini\r\n# hi\n", True)] * 3
