@@ -130,6 +130,17 @@ def percent_decode(text: str, what: str = "path") -> str:
     return decoded
 
 
+def can_be_requested(name: bytes) -> bool:
+    """
+    Whether a file named ``name`` can be asked for: ``percent_decode`` takes
+    only UTF-8 without control characters.
+    """
+    try:
+        return _CONTROL.search(name.decode("utf-8")) is None
+    except UnicodeDecodeError:
+        return False
+
+
 def remove_dot_segments(path: str) -> str:
     """
     RFC 3986 dot-segment removal, also folding empty segments as gmid does.

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gemfcgi.gemini import status
-from gemfcgi.gemini.request import Request
+from gemfcgi.gemini.request import Request, can_be_requested
 from gemfcgi.mime import GEMINI, MimeTable
 from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import PathSettings
@@ -51,6 +51,11 @@ NOT_THERE = frozenset(
 )
 # Short of something for now: 41, as for a connection beyond the limit.
 SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN})
+
+# Linux's view of a process's descriptors, and its flag to open a file as
+# a place only (see ``_open_regular``).
+_PROC_FD = "/proc/self/fd/"
+_O_PATH: Optional[int] = getattr(os, "O_PATH", None)
 
 
 def path_for_meta(path: str, room: int) -> str:
@@ -137,10 +142,18 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
             # Missing or unreadable: nothing below it can be served either.
             return current, None
         if stat.S_ISLNK(info.st_mode):
-            real = os.path.realpath(os.path.join(resolved_root, path.lstrip("/")))
-            if real == resolved_root or real.startswith(resolved_root.rstrip("/") + "/"):
+            asked = os.path.join(resolved_root, path.lstrip("/"))
+            try:
+                real = os.path.realpath(asked)
+            except (OSError, RecursionError):
+                # A link changed into something else while it was read, or
+                # a chain of links longer than Python's recursion allows.
+                return None, None
+            if is_under(real, resolved_root):
                 try:
-                    return real, os.stat(real)
+                    # Followed by the kernel, which refuses a chain of more
+                    # than 40 links (ELOOP), as an open would.
+                    return real, os.stat(asked)
                 except OSError:
                     return real, None
             return None, None
@@ -151,6 +164,73 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
         except OSError:
             return resolved_root, None
     return current or "/", info
+
+
+def is_under(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both resolved)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _opened_path(fd: int) -> Optional[str]:
+    """
+    Where what ``fd`` has open lies now, as the kernel tells it; ``None``
+    where it cannot (no ``/proc``, as in a chroot).
+    """
+    try:
+        where = os.readlink(f"{_PROC_FD}{fd}")
+    except OSError:
+        return None
+    return where.removesuffix(" (deleted)")
+
+
+def _outside(fd: int, path: str, root: str) -> bool:
+    """
+    Whether ``fd``, opened by ``path``, has something outside ``root`` open.
+
+    ``path`` was checked before it was opened, but a directory on it can be
+    swapped for a symlink in between (``rename`` is atomic): anyone who may
+    write a directory inside the root could then have any file this process
+    may read served. So what was opened is checked too. Where the kernel
+    cannot say (no ``/proc``, as in a chroot), the chroot bounds what can
+    be opened, as it bounds gmid.
+    """
+    opened = _opened_path(fd)
+    if opened is None or is_under(opened, root):
+        return False
+    _warn_limited(
+        "{path} led outside the root {root} as it was opened ({opened}): a symlink changed "
+        "under it since it was looked up; answered 51",
+        path=path, root=root, opened=opened,
+    )
+    return True
+
+
+def _open_regular(path: str, root: str) -> int:
+    """
+    A descriptor open for reading on ``path``, if it is a regular file under
+    ``root`` (resolved) when it is opened; ``OSError`` otherwise (``ENOENT``
+    outside the root, ``ENXIO`` for what is not a regular file).
+
+    Where Linux allows, ``path`` is first opened with ``O_PATH``, which
+    reads nothing and opens no device or FIFO; only once that is known to
+    be a regular file under the root is it opened for reading, through
+    ``/proc``, so the file checked is the file read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if _O_PATH is None:
+        return os.open(path, flags)
+    handle = os.open(path, _O_PATH | os.O_CLOEXEC)
+    try:
+        if _outside(handle, path, root):
+            raise OSError(errno.ENOENT, "outside the root", path)
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise OSError(errno.ENXIO, "not a regular file", path)
+        try:
+            return os.open(f"{_PROC_FD}{handle}", flags)
+        except FileNotFoundError:
+            return os.open(path, flags)  # no /proc: as without O_PATH
+    finally:
+        os.close(handle)
 
 
 def with_lang(mime: str, settings: PathSettings) -> str:
@@ -195,7 +275,8 @@ def serve_static(
                 if settings.auto_index
                 else None
             )
-            _send_file(client, index, index_mime, index_info, pages, unreadable)
+            _send_file(client, index, index_mime, index_info, pages, real_root(settings.root),
+                       unreadable)
         elif settings.auto_index:
             # Titled by the path asked for, not the one left after ``strip``
             # (gmid): the page's links are relative to it.
@@ -211,7 +292,8 @@ def serve_static(
         # under a directory that does not exist.
         client.respond(status.NOT_FOUND, "not found")
         return
-    _send_file(client, real, with_lang(mime.lookup(path, settings.default_type), settings), info, pages)
+    _send_file(client, real, with_lang(mime.lookup(path, settings.default_type), settings), info,
+               pages, real_root(settings.root))
 
 
 def _send_file(
@@ -220,11 +302,13 @@ def _send_file(
     mime: str,
     info: os.stat_result,
     pages: Optional[PageCache],
+    root: str,
     unreadable: Optional[Callable[[], None]] = None,
 ) -> None:
     """
-    ``path``, whose ``lstat`` (``stat`` behind a symlink) is ``info``;
-    ``unreadable`` answers instead of ``51`` when it cannot be opened.
+    ``path``, whose ``lstat`` (``stat`` behind a symlink) is ``info``, under
+    the resolved ``root``; ``unreadable`` answers instead of ``51`` when it
+    cannot be opened.
     """
     if pages is not None:
         body = pages.get(path, info)
@@ -233,7 +317,7 @@ def _send_file(
             client.finish()
             return
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = _open_regular(path, root)
     except OSError as error:
         if error.errno not in NOT_THERE:
             _cannot_read(client, path, error)
@@ -270,19 +354,33 @@ def _send_file(
     FileSender(client, os.fdopen(fd, "rb", buffering=0), opened.st_size, path).start(mime)
 
 
-def directory_listing(real_dir: str, path: str) -> bytes:
-    """gmid's auto index: a title, ``=> ./name`` links, directories with ``/``."""
+def directory_listing(real_dir: str, path: str, root: str) -> bytes:
+    """
+    gmid's auto index of ``real_dir`` under the resolved ``root``: a title,
+    ``=> ./name`` links, directories with ``/``, in gmid's order (by the
+    name's bytes, the ``/`` not counted). A name no request can reach (one
+    that is not UTF-8, or holds a control character: the request would get
+    ``59``) is left out, where gmid links it.
+    """
     title = path if path.endswith("/") else path + "/"
     lines = [f"# Index of {title}", ""]
     if title != "/":
         lines.append("=> ./../")
-    with os.scandir(real_dir) as entries:
-        names = sorted(
-            (entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
-            for entry in entries
-        )
-    # A name that is not UTF-8 is linked by its bytes, escaped, as gmid does.
-    lines.extend(f"=> ./{quote(os.fsencode(name), safe=URL_SAFE)}" for name in names)
+    fd = os.open(real_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _outside(fd, real_dir, root):
+            raise OSError(errno.ENOENT, "outside the root", real_dir)
+        with os.scandir(fd) as entries:
+            found = [(os.fsencode(entry.name), entry.is_dir(follow_symlinks=False))
+                     for entry in entries]
+    finally:
+        os.close(fd)
+    found.sort()
+    lines.extend(
+        f"=> ./{quote(name, safe=URL_SAFE)}{'/' if is_dir else ''}"
+        for name, is_dir in found
+        if can_be_requested(name)
+    )
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -290,7 +388,7 @@ def _send_listing(
     client: "GeminiProtocol", real_dir: str, path: str, settings: PathSettings
 ) -> None:
     try:
-        body = directory_listing(real_dir, path)
+        body = directory_listing(real_dir, path, real_root(settings.root))
     except OSError as error:
         if error.errno not in NOT_THERE:
             _cannot_read(client, real_dir, error)

@@ -102,6 +102,7 @@ def tree(tmp_path_factory):
     (example / "files" / "README").write_text("readme\n")
     (example / "files" / ".hidden").write_text("h\n")
     (example / "files" / "sub dir" / os.fsdecode(b"caf\xe9.gmi")).write_text("latin-1 name\n")
+    (example / "files" / "sub dir" / "caf\u00e9.gmi").write_text("utf-8 name\n")
     (example / "quiet").mkdir()
     (example / "quiet" / "index.gmi").write_text("shh\n")
     (roots / "org").mkdir()
@@ -241,13 +242,17 @@ def test_an_auto_index_under_strip_is_titled_by_the_path_asked_for_and_links_its
     assert top.body.decode().splitlines()[:4] == ["# Index of /listing/", "", "=> ./../", "=> ./.hidden"]
     sub = get(server, "example.com", "/listing/sub%20dir/")
     assert sub.body.decode().splitlines() == [
-        "# Index of /listing/sub dir/", "", "=> ./../", "=> ./caf%E9.gmi",
+        "# Index of /listing/sub dir/", "", "=> ./../", "=> ./caf%C3%A9.gmi",
     ]
 
 
-def test_auto_index_links_a_name_that_is_not_utf8_by_its_escaped_bytes(server):
+def test_auto_index_leaves_out_a_name_that_is_not_utf8_which_no_request_can_reach(server):
     reply = get(server, "example.com", "/files/sub%20dir/")
-    assert reply.body.decode().splitlines()[2:] == ["=> ./../", "=> ./caf%E9.gmi"]
+    assert reply.body.decode().splitlines()[2:] == ["=> ./../", "=> ./caf%C3%A9.gmi"]
+    assert get(server, "example.com", "/files/sub%20dir/caf%C3%A9.gmi").body == b"utf-8 name\n"
+    # The link it had, followed:
+    assert get(server, "example.com", "/files/sub%20dir/caf%E9.gmi").header == (
+        b"59 path is not valid UTF-8")
 
 
 def test_default_type_applies_to_unknown_extensions(server):

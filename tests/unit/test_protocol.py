@@ -390,17 +390,24 @@ def test_a_request_cut_by_its_timeout_is_logged_with_its_controls_escaped(site):
     assert " GET gemini://localhost/\\x1b]0;owned\\x07 59 request timeout " in line
 
 
-def test_a_listing_links_a_name_that_is_not_utf8_by_its_escaped_bytes(tmp_path):
-    (tmp_path / "dir").mkdir()
-    (tmp_path / "dir" / "ok.gmi").write_text("# ok\n")
-    (tmp_path / "dir" / os.fsdecode(b"caf\xe9 \xff.gmi")).write_text("# latin-1\n")
+def test_a_listing_leaves_out_the_names_a_request_cannot_reach_and_sorts_as_gmid(tmp_path):
+    # Each of these was linked, and its link got 59 (not UTF-8, a control
+    # character): a page of broken links.
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    for name in [b"ok.gmi", b"caf\xe9 \xff.gmi", b"cr\rx", b"nl\nx", b"c1\xc2\x85x", b"a-b", b"a.txt",
+                 b"caf\xc3\xa9 ok.gmi"]:
+        (directory / os.fsdecode(name)).write_text("x\n")
+    (directory / "a").mkdir()
     config = model.Config(
         servers=[model.Server(name="localhost", options=model.LocationOptions(root=str(tmp_path), auto_index=True))]
     )
     protocol, transport, _ = connect(build_site(config, Timeouts(handshake=10, request=10, linger=2)))
     protocol.dataReceived(b"gemini://localhost/dir/\r\n")
+    # gmid's alphasort: by the name's bytes, the directory's "/" not counted.
     assert transport.value().decode().splitlines() == [
-        "20 text/gemini", "# Index of /dir/", "", "=> ./../", "=> ./caf%E9%20%FF.gmi", "=> ./ok.gmi",
+        "20 text/gemini", "# Index of /dir/", "", "=> ./../", "=> ./a/", "=> ./a-b", "=> ./a.txt",
+        "=> ./caf%C3%A9%20ok.gmi", "=> ./ok.gmi",
     ]
 
 

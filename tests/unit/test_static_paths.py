@@ -1,0 +1,113 @@
+"""
+Static files whose path changes between its check and its open: what is
+served is what was checked, or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.logger import capturedLogs, formatEvent
+
+from gemfcgi.config import model
+from gemfcgi.handlers import static
+from gemfcgi.server import Timeouts
+from gemfcgi.service import build_site
+from tests.unit.test_protocol import connect
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A root with a directory ``race/``, and a secret outside the root."""
+    root = tmp_path / "root"
+    (root / "race").mkdir(parents=True)
+    (root / "race" / "index.gmi").write_text("# inside\n")
+    (root / "race" / "page.gmi").write_text("# inside page\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "index.gmi").write_text("# OUTSIDE secret\n")
+    (outside / "page.gmi").write_text("# OUTSIDE page\n")
+    (outside / "other.txt").write_text("secret\n")
+    return root, outside
+
+
+def fetch(root, url: bytes, auto_index: bool = False) -> bytes:
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(root), auto_index=auto_index))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    protocol, transport, _ = connect(site)
+    protocol.dataReceived(url + b"\r\n")
+    return transport.value()
+
+
+def swap_after_the_check(monkeypatch, root, outside, last: str = ""):
+    """``race/`` becomes a symlink to ``outside`` once a path ending in ``last`` is checked."""
+    check = static._resolve
+
+    def check_then_swap(root_given, path):
+        found = check(root_given, path)
+        if path.endswith(last) and not (root / "race").is_symlink():
+            os.rename(root / "race", root / "was-race")
+            os.symlink(outside, root / "race")
+        return found
+
+    monkeypatch.setattr(static, "_resolve", check_then_swap)
+
+
+@pytest.mark.parametrize("url", [b"gemini://localhost/race/page.gmi", b"gemini://localhost/race/"])
+def test_a_directory_swapped_for_a_symlink_out_after_the_check_serves_nothing_from_outside(
+    tree, monkeypatch, url
+):
+    # Anyone who may write a directory in the root could have any file the
+    # server may read served: 20 and "# OUTSIDE page" before.
+    root, outside = tree
+    swap_after_the_check(monkeypatch, root, outside, last=".gmi")
+    with capturedLogs() as events:
+        reply = fetch(root, url)
+    assert reply == b"51 not found\r\n"
+    [warning] = [formatEvent(e) for e in events if "led outside the root" in formatEvent(e)]
+    assert str(outside) in warning
+
+
+def test_a_listing_of_a_directory_swapped_for_a_symlink_out_lists_nothing_from_outside(
+    tree, monkeypatch
+):
+    root, outside = tree
+    (root / "race" / "index.gmi").unlink()
+    swap_after_the_check(monkeypatch, root, outside)
+    reply = fetch(root, b"gemini://localhost/race/", auto_index=True)
+    assert reply == b"51 not found\r\n"
+
+
+def test_a_page_served_before_a_swap_is_not_served_from_memory_for_the_file_outside(
+    tree, monkeypatch
+):
+    root, outside = tree
+    assert fetch(root, b"gemini://localhost/race/page.gmi").endswith(b"# inside page\n")
+    swap_after_the_check(monkeypatch, root, outside)
+    assert fetch(root, b"gemini://localhost/race/page.gmi") == b"51 not found\r\n"
+
+
+@pytest.mark.parametrize("links", [45, 1200])
+def test_a_chain_of_symlinks_longer_than_the_kernel_follows_is_not_found(tmp_path, links):
+    # 1,200 links made Python's realpath recurse past its limit: 40 and a
+    # traceback of 2,000 lines per request. 45 were served, where the
+    # kernel (and so gmid's open) refuses more than 40.
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / f"l{links}").write_text("# the end\n")
+    for n in range(links - 1, 0, -1):
+        os.symlink(f"l{n + 1}", tmp_path / "c" / f"l{n}")
+    with capturedLogs() as events:
+        reply = fetch(tmp_path, b"gemini://localhost/c/l1")
+    assert reply == b"51 not found\r\n"
+    assert not [e for e in events if e.get("log_failure") is not None]
+    assert fetch(tmp_path, f"gemini://localhost/c/l{links - 30}".encode()).endswith(b"# the end\n")
+
+
+def test_without_proc_as_in_a_chroot_files_and_listings_are_still_served(tree, monkeypatch):
+    root, _ = tree
+    monkeypatch.setattr(static, "_PROC_FD", "/no-proc-here/self/fd/")
+    assert fetch(root, b"gemini://localhost/race/page.gmi") == b"20 text/gemini\r\n# inside page\n"
+    (root / "race" / "index.gmi").unlink()
+    assert fetch(root, b"gemini://localhost/race/", auto_index=True).endswith(b"=> ./page.gmi\n")
