@@ -229,13 +229,18 @@ def _find_script_file(
         name = path if end < 0 else path[:end]
         if not name.endswith("/"):
             filename = _join(root, name)
-            if is_file(filename) and _is_inside(os.path.realpath(filename), resolved_root):
+            if is_file(filename) and _resolves_inside(filename, resolved_root):
                 return _Script(name, path[len(name) :], filename)
         if end < 0:
             return None
 
 
-def _is_inside(real_path: str, real_root: str) -> bool:
+def _resolves_inside(path: str, real_root: str) -> bool:
+    """Whether ``path``, its links followed, is under ``real_root``; not if a link changes meanwhile."""
+    try:
+        real_path = os.path.realpath(path)
+    except OSError:
+        return False
     return os.path.commonpath([real_path, real_root]) == real_root
 
 

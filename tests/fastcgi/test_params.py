@@ -609,3 +609,20 @@ def test_the_fastcgi_root_is_the_fastcgi_blocks_own_else_the_servers():
     assert (settings.root, settings.fastcgi_root) == ("/srv/other", "/srv/server")
     assert host.settings_for("/own/x").fastcgi_root == "/srv/own"
     assert host.settings_for("/elsewhere").fastcgi_root is None
+
+
+def test_a_link_that_changes_while_it_is_resolved_is_no_script(capsule, monkeypatch):
+    # realpath raises EINVAL when a symlink it met is a directory by the
+    # time it reads the link: the request failed with a traceback.
+    import gemfcgi.fastcgi.params as params_module
+
+    realpath = os.path.realpath
+
+    def changed(path):
+        if path.endswith("env.sh"):
+            raise OSError(22, "Invalid argument", path)
+        return realpath(path)
+
+    monkeypatch.setattr(params_module.os.path, "realpath", changed)
+    split = file_split("/cgi/env.sh/extra", capsule)
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/cgi/env.sh/extra")
