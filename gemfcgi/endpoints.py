@@ -67,4 +67,44 @@ class AdoptedUnixEndpoint(AdoptedStreamServerEndpoint):
 
 
 def family_name(address_family: int) -> str:
-    return {value: name for name, value in FAMILIES.items()}[address_family]
+    names = {value: name for name, value in FAMILIES.items()}
+    return names.get(address_family, f"family {address_family}")
+
+
+def inherited(reactor, endpoint: AdoptedStreamServerEndpoint) -> AdoptedStreamServerEndpoint:
+    """
+    ``endpoint`` (a socket passed by systemd or a parent) as gemfcgi adopts
+    it: a unix socket keeps its path and stays usable for whoever passed
+    it, through ``AdoptedUnixEndpoint``, as TCP ones do in Twisted.
+    """
+    if endpoint.addressFamily == socket.AF_UNIX and not isinstance(endpoint, AdoptedUnixEndpoint):
+        return AdoptedUnixEndpoint(reactor, endpoint.fileno, socket.AF_UNIX)
+    return endpoint
+
+
+def inherited_socket_problem(fd: int, family: int) -> str | None:
+    """
+    Why the socket passed on ``fd`` cannot be listened on as ``family``;
+    ``None`` if it can. Adopted as it is, a connected socket (what a systemd
+    socket unit with ``Accept=yes`` passes) makes every accept fail at once,
+    in a loop; one of another family gives every client a made-up address.
+    """
+    try:
+        probe = socket.fromfd(fd, family, socket.SOCK_STREAM)  # a duplicate
+    except OSError as error:
+        return f"descriptor {fd}: {error.strerror}"
+    with probe:
+        if probe.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
+            return (f"descriptor {fd} is not a stream socket (a systemd socket unit "
+                    "gives one for ListenStream=)")
+        # Linux says both; elsewhere, the socket is taken on trust.
+        if hasattr(socket, "SO_DOMAIN"):
+            actual = probe.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+            if actual != family:
+                return (f"descriptor {fd} is a socket of domain {family_name(actual)}, not "
+                        f"{family_name(family)}: write domain={family_name(actual)}")
+        if hasattr(socket, "SO_ACCEPTCONN"):
+            if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                return (f"descriptor {fd} is not a listening socket (a systemd socket unit "
+                        "with Accept=yes passes each connection: gemfcgi needs Accept=no)")
+    return None

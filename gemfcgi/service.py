@@ -9,6 +9,7 @@ listeners when started.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -30,6 +31,7 @@ from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
 from gemfcgi.connections import ConnectionTracker, LimitedTLSFactory, hard_limit
 from gemfcgi.config import model
 from gemfcgi.config.errors import ConfigError
+from gemfcgi.endpoints import inherited, inherited_socket_problem
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi, serve_without_backends
@@ -211,8 +213,21 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
                 "or LISTEN_FDNAMES missing: systemd-socket-activate needs --fdname=NAME)"
             ) from error
         raise ListenError(f"{description}: {error!r}") from error
+    except AttributeError as error:
+        # systemd:domain=X looks X up as socket.AF_X.
+        raise ListenError(f"{description}: unknown domain (INET, INET6 or UNIX)") from error
+    except TypeError as error:
+        # An option the endpoint does not take, passed on as a keyword.
+        unknown = re.search(r"unexpected keyword argument '([^']*)'", str(error))
+        what = f"unknown option {unknown.group(1)!r}" if unknown else str(error)
+        raise ListenError(f"{description}: {what}") from error
     except ValueError as error:
         raise ListenError(f"{description}: {error}") from error
+    if isinstance(inner, endpoints.AdoptedStreamServerEndpoint):
+        inner = inherited(reactor, inner)
+        problem = inherited_socket_problem(inner.fileno, inner.addressFamily)
+        if problem is not None:
+            raise ListenError(f"{description}: {problem}")
     return proxy_header_endpoint(inner) if proxied else inner
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.support import PROJECT_ROOT, TWISTD, ServerProcess, fetch
+from tests.support import PROJECT_ROOT, TWISTD, ServerProcess, client_context, fetch, read_to_end
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 
@@ -181,3 +181,99 @@ def test_systemd_analyze_verify_has_nothing_to_say(tmp_path):
         cwd=tmp_path, capture_output=True, timeout=60,
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+def activated_failure(certificate, capsule, listen_args, description, connect):
+    """What gemfcgi says when started by the activator on ``listen_args``, at the first connection."""
+    cert, key = certificate
+    command = [
+        ACTIVATE, *listen_args, "--fdname=gemini",
+        *TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+        "--cert", cert, "--key", key, "--listen", description,
+    ]
+    activator = ServerProcess(command)
+    try:
+        wait_until(connect)
+        return activator.wait_for_log(r"gemfcgi: (.*)\n", timeout=30).group(1)
+    finally:
+        activator.stop()
+
+
+def wait_until(connect, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect().close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the activator never listened"
+            time.sleep(0.05)
+
+
+def test_a_connection_passed_for_the_socket_is_refused_with_the_reason(capsule, certificate):
+    # A socket unit with Accept=yes passes each connection: adopted as a
+    # listener, every accept failed at once, 200,000 tracebacks in 7 s.
+    port = free_port()
+    said = activated_failure(
+        certificate, capsule, ["-a", "-l", f"127.0.0.1:{port}"], "systemd:domain=INET:name=gemini",
+        lambda: socket.create_connection(("127.0.0.1", port), timeout=5),
+    )
+    assert said == ("systemd:domain=INET:name=gemini: descriptor 3 is not a listening socket (a "
+                    "systemd socket unit with Accept=yes passes each connection: gemfcgi needs "
+                    "Accept=no)")
+
+
+def test_an_unknown_domain_is_named_without_a_traceback(capsule, certificate):
+    port = free_port()
+    said = activated_failure(
+        certificate, capsule, ["-l", f"127.0.0.1:{port}"], "systemd:domain=inet6:name=gemini",
+        lambda: socket.create_connection(("127.0.0.1", port), timeout=5),
+    )
+    assert said == "systemd:domain=inet6:name=gemini: unknown domain (INET, INET6 or UNIX)"
+
+
+def test_a_socket_of_another_domain_than_the_one_written_is_refused_with_the_right_one(
+    capsule, certificate
+):
+    # An IPv6 socket adopted as INET gave every client a made-up address
+    # (REMOTE_ADDR=::58cb:5538:577f:0%941387694).
+    port = free_port()
+    said = activated_failure(
+        certificate, capsule, ["-l", f"[::1]:{port}"], "systemd:domain=INET:name=gemini",
+        lambda: socket.create_connection(("::1", port), timeout=5),
+    )
+    assert said == ("systemd:domain=INET:name=gemini: descriptor 3 is a socket of domain INET6, "
+                    "not INET: write domain=INET6")
+
+
+def test_a_unix_socket_passed_by_systemd_keeps_its_path_when_gemfcgi_stops(
+    capsule, certificate, tmp_path
+):
+    # systemd keeps the socket for the next start; Twisted's port removed
+    # its path as it closed, so a restart found nothing to listen on.
+    cert, key = certificate
+    path = tmp_path / "gemini.sock"
+
+    def connect():
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(10)
+        raw.connect(str(path))
+        return raw
+
+    command = [
+        ACTIVATE, "-l", str(path), "--fdname=gemini",
+        *TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+        "--cert", cert, "--key", key, "--listen", "systemd:domain=UNIX:name=gemini",
+    ]
+    server = ServerProcess(command)
+    try:
+        wait_until(connect)
+        server.wait_for_log(r"listening on .*gemini\.sock", timeout=30)
+        tls = client_context().wrap_socket(connect(), server_hostname="localhost")
+        tls.sendall(b"gemini://localhost/\r\n")
+        assert read_to_end(tls) == (b"20 text/gemini\r\n# activated\n", True)
+        tls.close()
+    finally:
+        server.stop()
+    assert server.process.returncode in (0, -15), server.log
+    assert path.exists()

@@ -169,3 +169,28 @@ def test_a_unix_listener_is_logged_by_its_path():
     assert [formatEvent(e) for e in logs] == [
         "listening on /run/gemini/gé.sock (unix:/run/gemini/gé.sock)"
     ]
+
+
+def test_a_misspelt_listen_option_is_named_without_a_traceback():
+    from twisted.internet.testing import MemoryReactor
+
+    from gemfcgi.service import ListenError, server_endpoint
+
+    with pytest.raises(ListenError) as raised:
+        server_endpoint(MemoryReactor(), "tcp:1965:interfce=127.0.0.1")
+    assert str(raised.value) == "tcp:1965:interfce=127.0.0.1: unknown option 'interfce'"
+
+
+def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):
+    import socket
+
+    from gemfcgi.endpoints import inherited_socket_problem
+
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        assert inherited_socket_problem(bound.fileno(), socket.AF_INET).startswith(
+            f"descriptor {bound.fileno()} is not a listening socket")
+        bound.listen()
+        assert inherited_socket_problem(bound.fileno(), socket.AF_INET) is None
+    with socket.socket(type=socket.SOCK_DGRAM) as datagram:
+        assert "is not a stream socket" in inherited_socket_problem(datagram.fileno(), socket.AF_INET)
