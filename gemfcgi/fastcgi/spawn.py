@@ -283,7 +283,7 @@ class SpawnedApp(Service):
             raise ValueError(f"{name}: empty command")
         self.reactor = reactor
         self.kill_timeout = kill_timeout
-        self.env = dict(os.environ) if env is None else env
+        self.env = _without_activation(os.environ) if env is None else env
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.threshold = threshold
@@ -608,3 +608,16 @@ class _SpawnedAppEndpoint:
         if endpoint is None or endpoint.path != path:
             endpoint = self._endpoint = UnixSocketEndpoint(self.app.reactor, path, self.timeout)
         return endpoint.connect(factory)
+
+
+# What systemd's socket activation tells gemfcgi, about gemfcgi's own sockets.
+ACTIVATION_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def _without_activation(environment: Mapping[str, str]) -> dict[str, str]:
+    """
+    ``environment`` for a spawned program: the sockets socket activation
+    names are gemfcgi's, not the program's (sd_listen_fds takes them out
+    of the environment for the same reason).
+    """
+    return {name: value for name, value in environment.items() if name not in ACTIVATION_VARIABLES}

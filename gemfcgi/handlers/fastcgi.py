@@ -48,13 +48,24 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
         translated_root=settings.fastcgi_root,
         client_address=str(getattr(peer, "host", "") or ""),
         client_port=int(getattr(peer, "port", 0) or 0),
-        server_address=str(getattr(host, "host", "") or ""),
+        server_address=_unmapped(str(getattr(host, "host", "") or "")),
         tls_version=tls.version if tls is not None else "",
         tls_cipher=tls.cipher if tls is not None else "",
         tls_cipher_strength=tls.cipher_bits if tls is not None else None,
         certificate=tls.client_certificate if tls is not None else None,
         chroot=client.site.chroot,
     )
+
+
+def _unmapped(address: str) -> str:
+    """
+    The server's address as an IPv4 client reached it: a dual-stack socket
+    (``listen on *``) says ``::ffff:192.0.2.1``, and REMOTE_ADDR beside it
+    is already ``192.0.2.7``, as gmid, with a socket per family, shows both.
+    """
+    if address.startswith("::ffff:") and "." in address:
+        return address[len("::ffff:"):]
+    return address
 
 
 def encode_params(params: list[tuple[str, str]]) -> bytes:

@@ -823,6 +823,7 @@ class SpawningReactor(MemoryReactorClock):
 
     def spawnProcess(self, protocol, executable, args, env=None, childFDs=None, **kwargs):
         process = FakeProcess(FAKE_PID_BASE + len(self.processes), protocol, args, childFDs)
+        process.env = env
         # What a fork here would inherit.
         process.policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
         protocol.makeConnection(process)
@@ -883,6 +884,23 @@ def test_a_program_that_ends_inside_spawn_process_is_known_by_its_pid_and_stops_
     assert "pid None" not in (app.failed_start or "")
     stopped = app.stopService()
     assert stopped.called
+
+
+def test_a_program_is_not_told_of_the_sockets_systemd_passed_to_gemfcgi(monkeypatch):
+    from gemfcgi.fastcgi.spawn import SpawnedApp
+
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDNAMES", "gemini")
+    monkeypatch.setenv("APP_SETTING", "kept")
+    reactor = SpawningReactor()
+    app = SpawnedApp("spawn:sh app.sh", "sh app.sh", reactor, kill_timeout=2)
+    app.startService()
+    [process] = reactor.processes
+    assert process.env["APP_SETTING"] == "kept"
+    assert not {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} & set(process.env)
+    app.stopService()
+    process.exit(0)
 
 
 @pytest.fixture

@@ -626,3 +626,24 @@ def test_a_link_that_changes_while_it_is_resolved_is_no_script(capsule, monkeypa
     monkeypatch.setattr(params_module.os.path, "realpath", changed)
     split = file_split("/cgi/env.sh/extra", capsule)
     assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/cgi/env.sh/extra")
+
+
+def test_an_ipv4_client_of_a_dual_stack_socket_sees_both_addresses_as_ipv4():
+    # REMOTE_ADDR was 127.0.0.1 and SERVER_ADDR beside it ::ffff:127.0.0.1.
+    from types import SimpleNamespace
+
+    from twisted.internet.address import IPv4Address, IPv6Address
+
+    from gemfcgi.gemini.request import parse_request_line
+    from gemfcgi.handlers.fastcgi import request_facts
+    from gemfcgi.routing import PathSettings
+
+    client = SimpleNamespace(
+        peer=IPv4Address("TCP", "127.0.0.1", 40000),
+        transport=SimpleNamespace(getHost=lambda: IPv6Address("TCP", "::ffff:127.0.0.1", 1965)),
+        tls=None,
+        site=SimpleNamespace(chroot=None),
+    )
+    facts = request_facts(client, parse_request_line(b"gemini://localhost/x"), PathSettings(root="/srv"))
+    params = dict(request_params(facts, FastCGI()))
+    assert (params["REMOTE_ADDR"], params["SERVER_ADDR"]) == ("127.0.0.1", "127.0.0.1")
