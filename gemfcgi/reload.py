@@ -115,14 +115,6 @@ class Reloader(Service):
         log.info("reloading configuration from {source}", source=self.source)
         try:
             config, warnings = self.load()
-        except ConfigError as error:
-            for diagnostic in error.diagnostics:
-                log.error("reload failed, keeping the running configuration: {d}", d=str(diagnostic))
-            return False
-        except (CertificateError, OSError, ValueError) as error:
-            self._failed(error)
-            return False
-        try:
             self.apply(config)
         except ConfigError as error:
             for diagnostic in error.diagnostics:
@@ -132,8 +124,9 @@ class Reloader(Service):
             self._failed(error)
             return False
         except Exception:
-            # A bug, not a bad file: said as a failed reload, with its
-            # traceback, rather than as an unhandled error of the reactor.
+            # A bug (in gemfcgi, or in a program's own load), not a bad
+            # file: said as a failed reload, with its traceback, rather
+            # than as an unhandled error of the reactor.
             log.failure("reload failed: {source}", source=self.source)
             return False
         for diagnostic in warnings:

@@ -8,6 +8,7 @@ listeners when started.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import select
@@ -951,7 +952,7 @@ def makeService(
     timeouts: Optional[Timeouts] = None,
     reactor: Optional[IReactorCore] = None,
     max_connections: Optional[int] = None,
-    drain_timeout: float = 30.0,
+    drain_timeout: Optional[float] = 30.0,
     fastcgi_timeouts: Optional[FastCGITimeouts] = None,
 ) -> GemfcgiService:
     """
@@ -986,15 +987,22 @@ def _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_t
     """What twistd's options refuse, refused here too, and the types that would fail later."""
     if isinstance(listen, (str, bytes)):
         raise TypeError(f"listen takes a list of endpoint strings, not one: listen=[{listen!r}]")
+    if listen is not None and not list(listen):
+        # Taken for None, it would listen on every address (an empty
+        # setting of the program's own must not open the server to all).
+        raise ValueError("listen is empty: give endpoint strings, or None for the "
+                         "configuration's listen on lines")
     if timeouts is not None and not isinstance(timeouts, Timeouts):
         raise TypeError(f"timeouts must be a gemfcgi.server.Timeouts, not {type(timeouts).__name__}")
     if fastcgi_timeouts is not None and not isinstance(fastcgi_timeouts, FastCGITimeouts):
         raise TypeError("fastcgi_timeouts must be a gemfcgi.fastcgi.client.FastCGITimeouts, "
                         f"not {type(fastcgi_timeouts).__name__}")
-    if max_connections is not None and max_connections < 1:
-        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-    if drain_timeout < 0:
-        raise ValueError(f"drain_timeout must be 0 or more seconds, not {drain_timeout}")
+    if max_connections is not None and (not isinstance(max_connections, int) or max_connections < 1):
+        raise ValueError(f"max_connections must be a whole number, at least 1, not {max_connections!r}")
+    if drain_timeout is not None and not (isinstance(drain_timeout, (int, float))
+                                          and 0 <= drain_timeout < math.inf):
+        raise ValueError(f"drain_timeout must be 0 or more seconds, or None for no limit, "
+                         f"not {drain_timeout!r}")
 
 
 def check_embedded(config: model.Config) -> None:

@@ -209,14 +209,24 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
         (dict(listen="tcp:1965"), TypeError, "listen takes a list of endpoint strings, not one: "
                                              "listen=['tcp:1965']"),
         (dict(timeouts={"request": 5}), TypeError, "timeouts must be a gemfcgi.server.Timeouts, not dict"),
-        (dict(max_connections=0), ValueError, "max_connections must be at least 1, not 0"),
-        (dict(drain_timeout=-1), ValueError, "drain_timeout must be 0 or more seconds, not -1"),
+        (dict(max_connections=0), ValueError, "max_connections must be a whole number, at least 1, "
+                                              "not 0"),
+        (dict(max_connections="5"), ValueError, "max_connections must be a whole number, at least 1, "
+                                                "not '5'"),
+        (dict(drain_timeout=-1), ValueError, "drain_timeout must be 0 or more seconds, or None for no "
+                                             "limit, not -1"),
+        (dict(drain_timeout=float("nan")), ValueError, "drain_timeout must be 0 or more seconds, or "
+                                                       "None for no limit, not nan"),
+        # Taken for None, an empty list listened on every address.
+        (dict(listen=[]), ValueError, "listen is empty: give endpoint strings, or None for the "
+                                      "configuration's listen on lines"),
     ]:
         with pytest.raises(kind) as raised:
             gemfcgi.makeService(config, **arguments)
         assert str(raised.value) == message
     assert gemfcgi.makeService(config, listen=["tcp:0"], timeouts=Timeouts(), max_connections=1,
                                drain_timeout=0) is not None
+    assert gemfcgi.makeService(config, listen=["tcp:0"], drain_timeout=None).drain_timeout is None
 
 
 def test_a_fastcgi_location_on_a_site_wired_by_hand_gets_42_and_says_what_is_missing(tmp_path):

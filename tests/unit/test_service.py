@@ -126,15 +126,22 @@ def test_a_sigusr1_while_the_stop_drains_reopens_the_log_and_does_not_end_the_pr
         signal.signal(signal.SIGUSR1, before)
 
 
-def test_a_reload_whose_apply_fails_unexpectedly_is_logged_as_a_failed_reload(config):
+@pytest.mark.parametrize("where", ["apply", "load"])
+def test_a_reload_that_fails_unexpectedly_is_logged_as_a_failed_reload(config, where):
+    # A program's own load() raising a KeyError was an unhandled error of
+    # the reactor, logged as critical.
     from twisted.logger import capturedLogs, formatEvent
 
     from gemfcgi.reload import Reloader
 
-    def broken(applied) -> None:
-        raise RuntimeError("a bug while applying")
+    def broken(*given):
+        raise KeyError("a bug")
 
-    reloader = Reloader("the command line", lambda: (config, []), broken, ThreadedClock())
+    def fine_load():
+        return config, []
+
+    reloader = Reloader("the command line", broken if where == "load" else fine_load,
+                        broken if where == "apply" else (lambda applied: None), ThreadedClock())
     with capturedLogs() as events:
         assert reloader.reload() is False
     text = "\n".join(formatEvent(event) for event in events)
