@@ -41,6 +41,9 @@ class PacedRelay(OneTimeout):
     timeouts: Any  # with ``reply``, in seconds
     finished: bool = False
     _paused: bool = False
+    # The backend is not read for a reason of the relay's own (a FastCGI
+    # backend's STDERR beyond its pace), whatever the client does.
+    _held: bool = False
     # The backend connection's protocol, once connected; ``None`` again once closed.
     _protocol: Any = None
     # Decides the header; ``None`` once it is relayed.
@@ -86,7 +89,7 @@ class PacedRelay(OneTimeout):
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if self._protocol is not None:
+        if self._protocol is not None and not self._held:
             self._protocol.transport.resumeProducing()
         if self._reader is None:
             self._arm(self.timeouts.reply, self._reply_timed_out)

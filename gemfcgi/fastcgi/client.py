@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol as TypingProtocol
 
 from twisted.internet import error as twisted_error
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -61,6 +61,14 @@ TAIL_TIMEOUT = 5.0
 # Of the body of an application's own 42 (fcgiwrap's 502 page), what is
 # logged as its reason.
 REASON_MAX_BYTES = 300
+# A backend's STDERR is read no faster than this, per second: each record
+# counts its bytes and a fixed weight for its handling, so that a stream of
+# tiny records, which costs the process far more than its bytes say, cannot
+# keep it busy for the whole reply timeout. Beyond it, the backend is not
+# read until the second is over (its STDOUT waits too).
+STDERR_PACE = 1024 * 1024
+STDERR_RECORD_WEIGHT = 512
+STDERR_PACE_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,18 @@ class FastCGIClientProtocol(Protocol):
         self.relay.backend_closed(self._decoder.buffered, reset)
 
     def _dispatch(self, records: list[Record]) -> None:
+        # STDOUT records that follow one another are relayed as one write:
+        # a backend that sends a byte per record must not make the client a
+        # TLS record of each.
+        stdout: list[bytes] = []
         for index, record in enumerate(records):
+            if (record.type == RecordType.STDOUT and record.request_id == REQUEST_ID
+                    and not self.relay.finished):
+                stdout.append(record.content)
+                continue
+            if stdout:
+                self._on_stdout(stdout[0] if len(stdout) == 1 else b"".join(stdout))
+                stdout = []
             if self.relay.finished:
                 if self._ended:
                     self.relay.ignored_after_end(len(records) - index)
@@ -195,6 +214,8 @@ class FastCGIClientProtocol(Protocol):
                 )
                 return
             handler(self, record.content)
+        if stdout:
+            self._on_stdout(stdout[0] if len(stdout) == 1 else b"".join(stdout))
 
     def _on_stdout(self, content: bytes) -> None:
         self.relay.on_stdout(content)
@@ -258,6 +279,11 @@ class Relay(PacedRelay):
         # body, which says why (fcgiwrap: "Cannot get script name, ...").
         self._app_error: Optional[tuple[str, bytearray]] = None
         self._deadlines = deadlines_for(clock)
+        # STDERR's pace: what the current second has taken, since when, and
+        # the call that reads the backend again once a flood held it.
+        self._stderr_spent = 0
+        self._stderr_since = 0.0
+        self._stderr_release: Optional[IDelayedCall] = None
 
     # -- start -------------------------------------------------------------
 
@@ -359,6 +385,23 @@ class Relay(PacedRelay):
 
     def on_stderr(self, data: bytes) -> None:
         self.backend.log_stderr(f"{self.client.record.client} {self.client.record.url}", data)
+        now = self.clock.seconds()
+        if now - self._stderr_since >= STDERR_PACE_WINDOW:
+            self._stderr_since, self._stderr_spent = now, 0
+        self._stderr_spent += len(data) + STDERR_RECORD_WEIGHT
+        if self._stderr_spent > STDERR_PACE and not self._held and self._protocol is not None:
+            self._held = True
+            self._protocol.transport.pauseProducing()
+            self._stderr_release = self.clock.callLater(
+                self._stderr_since + STDERR_PACE_WINDOW - now, self._release_stderr)
+
+    def _release_stderr(self) -> None:
+        """The second is over: the backend is read again, unless its client holds it back."""
+        self._stderr_release = None
+        self._held = False
+        self._stderr_since, self._stderr_spent = self.clock.seconds(), 0
+        if not self._paused and self._protocol is not None:
+            self._protocol.transport.resumeProducing()
 
     def on_end_request(self, end: EndRequest) -> None:
         self.backend.answered()
@@ -460,6 +503,9 @@ class Relay(PacedRelay):
     def _close(self) -> None:
         self.finished = True
         self._disarm()
+        release, self._stderr_release = self._stderr_release, None
+        if release is not None and release.active():
+            release.cancel()
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.transport.loseConnection()

@@ -1494,3 +1494,45 @@ def test_a_bad_endpoint_string_in_a_reload_changes_nothing():
     with pytest.raises(ValueError):
         reconfigure_fastcgi(build_site(bad), bad, backends)
     assert [b.name for b in backends.backends.values()] == ["unix:/run/a.sock"]
+
+
+# -- a backend's pace --------------------------------------------------------------
+
+
+def test_stdout_of_one_read_reaches_the_client_in_one_write_whatever_its_records(exchange):
+    # A byte per record made a TLS record of each for the client: 23 times
+    # the reply on the wire, and a second of the server's CPU per 100 KB.
+    writes = []
+    write = exchange.client.write
+    exchange.client.write = lambda data: (writes.append(data), write(data))
+    reply = b"20 text/plain\r\n" + b"0123456789" * 1000
+    exchange.request().accept().send(b"".join(stdout(reply[i:i + 1]) for i in range(len(reply))) + end())
+    assert exchange.reply == reply
+    assert len(writes) <= 2, [len(w) for w in writes]
+
+
+def stderr_flood(count: int) -> bytes:
+    return encode_stream(RecordType.STDERR, b"x") * count
+
+
+def test_a_stderr_flood_holds_the_backend_until_the_second_is_over(exchange):
+    # Tiny STDERR records as fast as a backend could send them kept the
+    # server's one process busy for the whole reply timeout.
+    exchange.request().accept().send(stderr_flood(100))
+    assert exchange.fastcgi.producerState == "producing"
+    exchange.send(stderr_flood(3000))
+    assert exchange.fastcgi.producerState == "paused"
+    exchange.reactor.advance(1)
+    assert exchange.fastcgi.producerState == "producing"
+    exchange.send(stdout(b"20 text/gemini\r\nok"), end())
+    assert exchange.reply == b"20 text/gemini\r\nok"
+
+
+def test_a_client_that_holds_the_backend_back_keeps_it_held_after_a_stderr_pause(exchange):
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\nbody"), stderr_flood(3000))
+    assert exchange.fastcgi.producerState == "paused"
+    exchange.client.producer.pauseProducing()  # the client reads slowly
+    exchange.reactor.advance(1)
+    assert exchange.fastcgi.producerState == "paused"
+    exchange.client.producer.resumeProducing()
+    assert exchange.fastcgi.producerState == "producing"
