@@ -61,6 +61,9 @@ TAIL_TIMEOUT = 5.0
 # Of the body of an application's own 42 (fcgiwrap's 502 page), what is
 # logged as its reason.
 REASON_MAX_BYTES = 300
+# Seconds past the connect timeout at which a relay gives up a connect
+# itself: every endpoint has that timeout of its own, and says more.
+CONNECT_BACKSTOP = 0.5
 # A backend's STDERR is read no faster than this, per second: each record
 # counts its bytes and a fixed weight for its handling, so that a stream of
 # tiny records, which costs the process far more than its bytes say, cannot
@@ -295,7 +298,8 @@ class Relay(PacedRelay):
             # A unix socket connects in the call; only a connect still under
             # way (TCP, a full backlog) needs its own timer.
             self._connecting = connecting
-            self._arm(self.timeouts.connect, self._connect_timed_out)
+            # A backstop: the endpoint's own timeout (the same) says more.
+            self._arm(self.timeouts.connect + CONNECT_BACKSTOP, self._connect_timed_out)
         connecting.addErrback(self._connect_failed)
 
     def backend_connected(self, protocol: FastCGIClientProtocol) -> bool:
@@ -314,12 +318,17 @@ class Relay(PacedRelay):
         if self.finished or failure.check(CancelledError):
             return
         if failure.check(twisted_error.TimeoutError):
-            self._fail(Fault.CONNECT_TIMEOUT, failure.getErrorMessage())
+            said = failure.getErrorMessage()
+            if said.startswith("User timeout caused connection failure"):
+                # Twisted's TCP connect timeout, in words of its own.
+                said = f"not connected after {self.timeouts.connect:g} s"
+            self._fail(Fault.CONNECT_TIMEOUT, said)
         else:
             self._fail(Fault.CONNECT, failure.getErrorMessage())
 
     def _connect_timed_out(self) -> None:
-        self._fail(Fault.CONNECT_TIMEOUT, f"not connected after {self.timeouts.connect:g} s")
+        self._fail(Fault.CONNECT_TIMEOUT,
+                   f"not connected after {self.timeouts.connect + CONNECT_BACKSTOP:g} s")
 
     def backend_failed(self, why: str) -> None:
         """The application died as it started; a request it has not begun to answer ends now."""

@@ -142,6 +142,13 @@ class UnixSocketEndpoint:
         return succeed(protocol)
 
 
+class BacklogFull(error.TimeoutError):
+    """A connect timeout that says why, without Twisted's generic words before it."""
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else "the backlog stayed full"
+
+
 class _BacklogWait:
     """Connects to a full backlog, tried again on a growing delay; see the module's doc."""
 
@@ -163,7 +170,7 @@ class _BacklogWait:
         reactor = self.endpoint.reactor
         left = self.deadline - reactor.seconds()
         if left <= 0:
-            self.deferred.errback(error.TimeoutError(string=(
+            self.deferred.errback(BacklogFull(string=(
                 f"the backlog of {self.endpoint.path} stayed full for "
                 f"{self.endpoint.timeout:g} s"
             )))
