@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Union
+from urllib.parse import urlsplit
 
 from gemfcgi.gemini import status
 
@@ -64,7 +65,27 @@ def decide(code: int, meta: str, body: bytes) -> ReplyDecision:
         header = status.response_header(code, meta)
     except status.InvalidHeader as reason:
         return ReplyError(f"invalid header: {reason}")
+    if 30 <= code <= 39:
+        wrong = _not_a_uri_reference(meta)
+        if wrong is not None:
+            return ReplyError(f"invalid header: redirect to {meta[:80]!r}: {wrong}")
     return ReplyHeader(code, meta, header, body)
+
+
+def _not_a_uri_reference(meta: str) -> Optional[str]:
+    """
+    Why a redirect's META is no URI reference (as the specification wants
+    it), so that no client is sent somewhere it cannot parse; ``None`` if
+    it is one (an IRI's non-ASCII letters are let through, as clients send
+    them).
+    """
+    if any(char.isspace() for char in meta):
+        return "it holds a space"
+    try:
+        urlsplit(meta)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def starts_like_a_header(start: bytes) -> Optional[bool]:

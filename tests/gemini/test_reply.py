@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gemfcgi.gemini.reply import GeminiReplyReader, ReplyError, ReplyHeader
+from gemfcgi.gemini.reply import GeminiReplyReader, ReplyError, ReplyHeader, read_header
 
 
 def read(*chunks: bytes):
@@ -98,3 +98,21 @@ def test_fragmentation_changes_nothing(code, meta, body, cuts):
     later = b"".join(chunks[index + 1:])
     assert decision == replace(whole, body=whole.body[: len(whole.body) - len(later)])
     assert decision.body + later == whole.body
+
+
+@pytest.mark.parametrize("meta, wrong", [
+    ("not a url at all", "it holds a space"),
+    ("gemini://[::1", "Invalid IPv6 URL"),
+    ("/page\u2028two", "it holds a space"),
+])
+def test_a_redirect_to_what_is_no_uri_reference_is_refused(meta, wrong):
+    # Relayed as they were, a client had a redirect it could not follow.
+    decision = read_header(f"30 {meta}\r\n".encode())
+    assert isinstance(decision, ReplyError) and decision.message.endswith(wrong)
+
+
+@pytest.mark.parametrize("meta", [
+    "gemini://example.org/a%20b?q=1", "/local/path", "../up", "caf\u00e9.gmi", "gemini://[::1]:1965/",
+])
+def test_a_redirect_to_a_uri_or_iri_reference_is_relayed(meta):
+    assert read_header(f"31 {meta}\r\n".encode()).meta == meta
