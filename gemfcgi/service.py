@@ -792,6 +792,10 @@ class GemfcgiService(MultiService):
     def stopService(self) -> Deferred:
         if self._rotation is not None and self._rotation.running:
             self._rotation.stop()
+        # From the start of the stop, not once the connections have drained
+        # and the backends stop in turn: a program that crashed meanwhile
+        # was started again, to be stopped at once.
+        self.fastcgi.stop_restarting()
         listeners = list(self.listeners.values())
         others = [s for s in self if s not in listeners]
         self.running = 0

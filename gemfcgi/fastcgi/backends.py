@@ -339,6 +339,16 @@ class FastCGIBackends(MultiService):
         """Requests in flight on all backends, retiring ones included."""
         return sum(backend.pending for backend in self._all())
 
+    def stop_restarting(self) -> None:
+        """
+        The server stops: a spawned program that ends from now on (it
+        crashes, or systemd signals the whole cgroup) is not started again
+        while the requests drain.
+        """
+        for backend in self._all():
+            if backend.app is not None and backend.app.running:
+                backend.app.stop_restarting()
+
     def drain(self, timeout: Optional[float] = None) -> Deferred:
         """Fires when every backend is idle, or after ``timeout`` seconds whatever remains."""
         timeout = self.timeouts.drain if timeout is None else timeout
@@ -375,12 +385,9 @@ class FastCGIBackends(MultiService):
     def stopService(self) -> Deferred:
         Service.stopService(self)
         stops = []
+        self.stop_restarting()
         for backend in self._all():
             app = backend.app
-            if app is not None and app.running:
-                # Whatever ends it from now on (systemd signals the whole
-                # cgroup), it is not started again while its requests drain.
-                app.stop_restarting()
             drained = self._drain_one(backend, self.timeouts.drain)
             if app is not None and app.running:
                 drained.addCallback(lambda _, app=app: app.stopService())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -247,3 +248,51 @@ def test_connections_queued_while_the_server_was_busy_are_served_through_a_stop(
         server.stop()
     assert first == (b"20 text/gemini\r\n# stalled\n", True)
     assert replies == [(b"20 text/gemini\r\n# hi\n", True)] * 3
+
+
+def test_a_spawned_program_that_dies_while_the_stop_drains_is_not_started_again(
+    tmp_path, certificate
+):
+    # README: once the stop has begun, a program that ends is not started
+    # again. In one process it was, while other requests kept the drain going.
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    root = tmp_path / "capsule"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"b" * (16 * 1024 * 1024))
+    app = PROJECT_ROOT / "tests" / "fastcgi_apps" / "misbehave.py"
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{root}"\n'
+        f'  location "/slow/*" {{ fastcgi spawn "{sys.executable} {app}" }}\n}}\n'
+    )
+    server = start_server("-c", str(config), "--drain-timeout", "5")
+    try:
+        # A download the client does not read holds the drain.
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        download = client_context().wrap_socket(raw, server_hostname="localhost")
+        download.sendall(f"gemini://localhost:{server.port}/big.bin\r\n".encode())
+        download.recv(4096)
+        waiting = client_context().wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=10),
+            server_hostname="localhost")
+        waiting.sendall(f"gemini://localhost:{server.port}/slow/silent\r\n".encode())
+        pid = int(server.wait_for_log(r"started pid (\d+)").group(1))
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"stopping: waiting up to 5 s for 2 connections")
+        os.kill(pid, signal.SIGKILL)
+        server.wait_for_log(rf"pid {pid} exited after .*; not restarted, the server is stopping")
+        time.sleep(1)  # ten times the restart delay
+        assert "restarting in" not in server.log
+        assert len(re.findall(r"started pid", server.log)) == 1
+        assert server.process.wait(15) in STOPPED_BY_SIGTERM
+        download.close()
+        waiting.close()
+    finally:
+        server.stop()
