@@ -466,6 +466,14 @@ class GeminiProtocol(OneTimeout, Protocol):
         go. The connection then ends by itself, with a FIN as soon as the
         reply is in the kernel. False if a header is out already.
         """
+        if self.state is State.REQUEST:
+            # Its request line is not whole yet (or has not begun): it is
+            # told why none will be read, as a request timeout tells it.
+            self._note_raw_url(self._buffer)
+            self.respond(status.SERVER_UNAVAILABLE, "server is stopping")
+            if close_once_sent(self.transport):
+                self._disarm()
+            return True
         if self.state is not State.RESPONDING or self._header_sent:
             return False
         self._let_the_producer_go()

@@ -870,14 +870,16 @@ def _cut_by_drain(connection: Any, timeout: float) -> bool:
     no status if it had none.
     """
     record = connection.record
+    answer = getattr(connection, "answer_the_stop", None)
     if not record.url:
-        return False  # no request yet: nothing was cut
+        # No request yet, nothing was cut: one whose handshake is done is
+        # told 41 rather than dropped without a word.
+        return answer is not None and answer()
     handed_over = getattr(connection.transport, "_nothing_buffered", None)
     if record.finished is not None and handed_over is not None and handed_over():
         # Its whole reply, close_notify too, is with the kernel already: the
         # FIN that closes it comes after, and nothing of the reply is cut.
         return False
-    answer = getattr(connection, "answer_the_stop", None)
     answered = answer is not None and answer()
     log.warn(
         "{client} {url}: {cut} ({timeout:g} s) as the server stops{how}",

@@ -296,3 +296,28 @@ def test_a_spawned_program_that_dies_while_the_stop_drains_is_not_started_again(
         waiting.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("sent", [b"", b"gemini://localhost/half"], ids=["nothing", "half-a-line"])
+def test_a_client_still_sending_its_request_when_the_drain_ends_is_told_41(
+    tmp_path, certificate, sent
+):
+    # It was cut without a word (no close_notify), though README promises
+    # 41 to a request whose reply had not begun.
+    cert, key = certificate
+    server = start_server("--root", str(tmp_path), "--cert", cert, "--key", key,
+                          "--listen", "tcp:0:interface=127.0.0.1", "--drain-timeout", "1")
+    tls = client_context().wrap_socket(
+        socket.create_connection(("127.0.0.1", server.port), timeout=15),
+        server_hostname="localhost")
+    if sent:
+        tls.sendall(sent)
+    time.sleep(0.2)
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        data, clean = read_to_end(tls)
+        tls.close()
+        assert server.process.wait(15) in STOPPED_BY_SIGTERM
+    finally:
+        server.stop()
+    assert (data, clean) == (b"41 server is stopping\r\n", True)
