@@ -64,6 +64,9 @@ QUICK_DEATH = 5.0
 # starts; it stops as soon as the new one listens, and after this once any
 # new worker does (never before: the port would have nobody accepting).
 RETIRE_AFTER = 10.0
+# Seconds past the drain timeout after which a stop kills a worker that has
+# not ended: its own drain ends it at the timeout, so it is hung.
+WORKER_KILL_GRACE = 10.0
 # How long the last message of a read waits for its further lines.
 HELD_MESSAGE_WAIT = 0.05
 
@@ -426,6 +429,17 @@ class WorkerPool(Service):
         if not self._stopping and generation == self.generation and number not in self.workers:
             self._spawn(number)
 
+    def _kill_hung(self, processes) -> None:
+        """The workers still running well past the drain timeout: hung, killed, and named."""
+        hung = [p for p in processes if not p.ended.called]
+        for process in hung:
+            log.warn(
+                "worker {n} (pid {pid}) still running {grace:g} s after the drain timeout: "
+                "sending SIGKILL",
+                n=process.number, pid=process.pid, grace=WORKER_KILL_GRACE,
+            )
+        self._signal_all(hung, signal.SIGKILL)
+
     def _signal_all(self, processes, signum: int) -> None:
         """
         Send ``signum`` (a number: Twisted's ``signalProcess`` names only
@@ -551,7 +565,7 @@ class WorkerPool(Service):
         closing = [s.close() for s in self.sockets.values()]
         self.sockets = {}
         killer = self.reactor.callLater(
-            self.drain_timeout + 10, self._signal_all, processes, signal.SIGKILL
+            self.drain_timeout + WORKER_KILL_GRACE, self._kill_hung, processes
         )
 
         def ended(_):

@@ -688,3 +688,21 @@ def test_a_stop_while_a_generation_retires_gives_its_requests_the_drain_timeout(
         assert not clean and len(data.partition(b"\r\n")[2]) < 4 * 1024 * 1024
         assert server.process.wait(15) in (0, -signal.SIGTERM)
         assert "critical" not in server.log and "Traceback" not in server.log
+
+
+def test_a_worker_hung_past_the_drain_timeout_is_killed_and_named(capsule, certificate, tmp_path):
+    # It was killed without a line: the log's last word on it was its start.
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config), "--drain-timeout", "1")
+    try:
+        wait_workers_listening(server, 2)
+        hung = workers(server)[1]
+        os.kill(hung, signal.SIGSTOP)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) is not None
+    finally:
+        server.stop()
+    assert re.search(rf"worker 1 \(pid {hung}\) still running 10 s after the drain timeout: "
+                     "sending SIGKILL", server.log), server.log
+    assert f"(pid {workers(server)[0]}) still running" not in server.log
