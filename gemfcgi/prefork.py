@@ -315,6 +315,8 @@ class WorkerPool(Service):
                                      directory=chroot, owner=owner)
                     self.apps[command] = app
                     app.startService()
+                else:
+                    app.retry_now()
                 path = app.socket_path
                 assert path is not None
                 if chroot:

@@ -272,6 +272,9 @@ class FastCGIBackends(MultiService):
         }
         for key in [key for key in self.backends if key not in wanted]:
             self._retire(key, self.backends.pop(key))
+        for backend in self.backends.values():
+            if backend.app is not None:
+                backend.app.retry_now()
         for key in [key for key in self._retiring if key in wanted]:
             self.backends[key] = self._take_back(key)
         for key, backend in opened.items():

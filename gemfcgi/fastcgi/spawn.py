@@ -558,6 +558,21 @@ class SpawnedApp(Service):
             self.on_failed_start(failed_start)
         self._close_socket()
 
+    def retry_now(self) -> None:
+        """
+        A reload keeps this program: if it is waiting out its back-off after
+        failed starts, it is started now, and the back-off starts over. The
+        reload may be the operator's fix (the script mended, a module
+        installed), which should not wait up to half a minute to be seen.
+        """
+        if self._stopping or self._restart is None or not self._restart.active():
+            return
+        self._restart.cancel()
+        self._delay = self.min_delay
+        log.info("{backend}: started again for the reload, before its back-off ends",
+                 backend=self.name)
+        self._spawn()
+
     def _schedule_restart(self, at_least: float = 0.0) -> None:
         if not self.running:
             return

@@ -1538,3 +1538,24 @@ def test_a_client_that_holds_the_backend_back_keeps_it_held_after_a_stderr_pause
     assert exchange.fastcgi.producerState == "paused"
     exchange.client.producer.resumeProducing()
     assert exchange.fastcgi.producerState == "producing"
+
+
+def test_a_reload_starts_a_failing_program_now_rather_than_at_the_end_of_its_back_off():
+    # An operator's "fix the script, then HUP" waited up to 30 s to be seen.
+    reactor, backends, backend = running_spawned_backend()
+    for _ in range(6):  # each run fails at once: the back-off doubles
+        reactor.processes[-1].exit(1)
+        reactor.advance(backend.app._restart.getTime() - reactor.seconds())
+    reactor.processes[-1].exit(1)
+    waiting = backend.app._restart.getTime() - reactor.seconds()
+    assert waiting >= 6.4
+    starts = len(reactor.processes)
+    with capturedLogs() as logs:
+        backends.configure(spawn_config("sh app.sh"))
+    assert len(reactor.processes) == starts + 1
+    assert "started again for the reload, before its back-off ends" in warnings(logs)
+    # The back-off starts over: a failure now waits its first delay again.
+    reactor.processes[-1].exit(1)
+    assert backend.app._restart.getTime() - reactor.seconds() < 1
+    backends.stopService()
+    reactor.processes[-1].exit(0)
