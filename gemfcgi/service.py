@@ -188,6 +188,19 @@ def opening_failed(problem: ListenError, listener: "Listener", open_now: Collect
     return problem
 
 
+def with_backlog(description: str) -> str:
+    """
+    ``description`` with the backlog ``listen on`` sockets get, if it is a
+    ``tcp:``, ``tcp6:`` or ``unix:`` one that names none: Twisted's default
+    of 50 overflows under a burst of new connections (64 at once).
+    """
+    proxied, inner = split_proxied(description)
+    kind = inner.split(":", 1)[0].lower()
+    if kind not in ("tcp", "tcp6", "unix") or re.search(r"(^|[^\\]):backlog=", inner):
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
 def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     """
     ``serverFromString`` with errors a user can act on; a ``haproxy:``
@@ -974,6 +987,8 @@ def makeService(
     are logged. ``user``, ``chroot`` and ``prefork`` are not applied in a
     program of one's own: they are said to be ignored, in the log.
     """
+    if listen is not None and not isinstance(listen, (str, bytes)):
+        listen = list(listen)  # a generator is read once, here
     _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts)
     check_embedded(config)
     service = GemfcgiService(
@@ -993,7 +1008,7 @@ def _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_t
     """What twistd's options refuse, refused here too, and the types that would fail later."""
     if isinstance(listen, (str, bytes)):
         raise TypeError(f"listen takes a list of endpoint strings, not one: listen=[{listen!r}]")
-    if listen is not None and not list(listen):
+    if listen is not None and not listen:
         # Taken for None, it would listen on every address (an empty
         # setting of the program's own must not open the server to all).
         raise ValueError("listen is empty: give endpoint strings, or None for the "
@@ -1003,9 +1018,11 @@ def _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_t
     if fastcgi_timeouts is not None and not isinstance(fastcgi_timeouts, FastCGITimeouts):
         raise TypeError("fastcgi_timeouts must be a gemfcgi.fastcgi.client.FastCGITimeouts, "
                         f"not {type(fastcgi_timeouts).__name__}")
-    if max_connections is not None and (not isinstance(max_connections, int) or max_connections < 1):
+    if max_connections is not None and (not isinstance(max_connections, int)
+                                        or isinstance(max_connections, bool) or max_connections < 1):
         raise ValueError(f"max_connections must be a whole number, at least 1, not {max_connections!r}")
     if drain_timeout is not None and not (isinstance(drain_timeout, (int, float))
+                                          and not isinstance(drain_timeout, bool)
                                           and 0 <= drain_timeout < math.inf):
         raise ValueError(f"drain_timeout must be 0 or more seconds, or None for no limit, "
                          f"not {drain_timeout!r}")

@@ -39,7 +39,7 @@ from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader, Reloader
 from gemfcgi.server import Timeouts
-from gemfcgi.service import GemfcgiService, ListenError, StartError
+from gemfcgi.service import GemfcgiService, ListenError, StartError, with_backlog
 
 log = Logger()
 
@@ -318,6 +318,8 @@ def _make_service(options: Options) -> Service:
     else:
         rebuild = partial(demo_config, options)
         listen = listen or LOOPBACK_LISTENERS
+    if listen is not None:
+        listen = [with_backlog(description) for description in listen]
     if rebuild is not None:
         config = rebuild()
     workers = options["workers"] or config.prefork

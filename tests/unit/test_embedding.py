@@ -220,6 +220,8 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
         # Taken for None, an empty list listened on every address.
         (dict(listen=[]), ValueError, "listen is empty: give endpoint strings, or None for the "
                                       "configuration's listen on lines"),
+        (dict(max_connections=True), ValueError, "max_connections must be a whole number, at least "
+                                                 "1, not True"),
     ]:
         with pytest.raises(kind) as raised:
             gemfcgi.makeService(config, **arguments)
@@ -227,6 +229,9 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
     assert gemfcgi.makeService(config, listen=["tcp:0"], timeouts=Timeouts(), max_connections=1,
                                drain_timeout=0) is not None
     assert gemfcgi.makeService(config, listen=["tcp:0"], drain_timeout=None).drain_timeout is None
+    # A generator is read once: the endpoints it gives are the ones listened on.
+    given = (description for description in ["tcp:0:interface=127.0.0.1"])
+    assert gemfcgi.makeService(config, listen=given).listen == ["tcp:0:interface=127.0.0.1"]
 
 
 def test_a_fastcgi_location_on_a_site_wired_by_hand_gets_42_and_says_what_is_missing(tmp_path):

@@ -188,9 +188,25 @@ def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):
 
     with socket.socket() as bound:
         bound.bind(("127.0.0.1", 0))
-        assert inherited_socket_problem(bound.fileno(), socket.AF_INET).startswith(
-            f"descriptor {bound.fileno()} is not a listening socket")
+        assert inherited_socket_problem(bound.fileno(), socket.AF_INET) == (
+            f"descriptor {bound.fileno()} is not a listening socket (no listen() on it)")
         bound.listen()
         assert inherited_socket_problem(bound.fileno(), socket.AF_INET) is None
     with socket.socket(type=socket.SOCK_DGRAM) as datagram:
         assert "is not a stream socket" in inherited_socket_problem(datagram.fileno(), socket.AF_INET)
+
+
+@pytest.mark.parametrize("given, opened", [
+    ("tcp:1965:interface=127.0.0.1", "tcp:1965:interface=127.0.0.1:backlog=1024"),
+    ("tcp6:1965:interface=\\:\\:", "tcp6:1965:interface=\\:\\::backlog=1024"),
+    ("unix:/run/gemini.sock", "unix:/run/gemini.sock:backlog=1024"),
+    ("haproxy:tcp:1965", "haproxy:tcp:1965:backlog=1024"),
+    ("tcp:1965:backlog=64", "tcp:1965:backlog=64"),
+    ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+])
+def test_a_listen_string_without_a_backlog_gets_the_one_listen_on_lines_get(given, opened):
+    # Twisted's default of 50 refused connections queued while the server
+    # was busy, where a configuration's listener took them all.
+    from gemfcgi.service import with_backlog
+
+    assert with_backlog(given) == opened
