@@ -72,10 +72,15 @@ class PacedRelay(OneTimeout):
         self._relay_header(decision)
 
     def _reply_timed_out(self) -> None:
+        note = self._timeout_note()
         if self._reader is not None:
-            self._fail(self.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s")
+            self._fail(self.REPLY_TIMEOUT, f"no header after {self.timeouts.reply:g} s{note}")
         else:
-            self._fail(self.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s")
+            self._fail(self.REPLY_TIMEOUT, f"no body data for {self.timeouts.reply:g} s{note}")
+
+    def _timeout_note(self) -> str:
+        """What the relay itself did to the wait, said after a reply timeout's message."""
+        return ""
 
     # -- IPushProducer, driven by the Gemini transport ---------------------
 

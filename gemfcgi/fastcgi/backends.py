@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 from typing import Any, Iterator, Optional
 
 from twisted.application.service import MultiService, Service
@@ -224,7 +225,12 @@ def open_backend(
         app = SpawnedApp(name, address.command, reactor, kill_timeout=timeouts.kill)
         return Backend(name, app.endpoint(connect_timeout), reactor, app=app)
     if isinstance(address, model.FastCGIEndpoint):
-        return Backend(name, endpoints.clientFromString(reactor, address.description), reactor)
+        endpoint = endpoints.clientFromString(reactor, address.description)
+        if isinstance(endpoint, endpoints.UNIXClientEndpoint) and not endpoint._checkPID:
+            # The socket ``fastcgi socket`` would name, connected the same
+            # way: a full backlog is waited for, and said in its own words.
+            endpoint = UnixSocketEndpoint(reactor, os.fsdecode(endpoint._path), endpoint._timeout)
+        return Backend(name, endpoint, reactor)
     raise TypeError(f"not a FastCGI address: {address!r}")
 
 

@@ -65,12 +65,13 @@ REASON_MAX_BYTES = 300
 # itself: every endpoint has that timeout of its own, and says more.
 CONNECT_BACKSTOP = 0.5
 # A backend's STDERR is read no faster than this, per second: each record
-# counts its bytes and a fixed weight for its handling, so that a stream of
-# tiny records, which costs the process far more than its bytes say, cannot
-# keep it busy for the whole reply timeout. Beyond it, the backend is not
-# read until the second is over (its STDOUT waits too).
+# counts its bytes and its 8-byte header and padding, so that a stream of
+# tiny records (some 50,000 a second at most, an eighth of the process's
+# time) cannot keep the process busy for the whole reply timeout, while an
+# application that logs a line per record is not held back. Beyond it, the
+# backend is not read until the second is over (its STDOUT waits too).
 STDERR_PACE = 1024 * 1024
-STDERR_RECORD_WEIGHT = 512
+STDERR_RECORD_WEIGHT = 20
 STDERR_PACE_WINDOW = 1.0
 
 
@@ -287,10 +288,13 @@ class Relay(PacedRelay):
         self._stderr_spent = 0
         self._stderr_since = 0.0
         self._stderr_release: Optional[IDelayedCall] = None
+        self._stderr_holds = 0
+        self._connect_started = 0.0
 
     # -- start -------------------------------------------------------------
 
     def start(self) -> None:
+        self._connect_started = self.clock.seconds()
         self.backend.begin(self)
         self.client.stream(self)
         connecting = self.backend.connect(FastCGIClientProtocol(self, self._request))
@@ -320,15 +324,19 @@ class Relay(PacedRelay):
         if failure.check(twisted_error.TimeoutError):
             said = failure.getErrorMessage()
             if said.startswith("User timeout caused connection failure"):
-                # Twisted's TCP connect timeout, in words of its own.
-                said = f"not connected after {self.timeouts.connect:g} s"
+                # Twisted's TCP connect timeout, in words of its own (an
+                # endpoint string may set its own timeout).
+                said = self._not_connected()
             self._fail(Fault.CONNECT_TIMEOUT, said)
         else:
             self._fail(Fault.CONNECT, failure.getErrorMessage())
 
     def _connect_timed_out(self) -> None:
-        self._fail(Fault.CONNECT_TIMEOUT,
-                   f"not connected after {self.timeouts.connect + CONNECT_BACKSTOP:g} s")
+        self._fail(Fault.CONNECT_TIMEOUT, self._not_connected())
+
+    def _not_connected(self) -> str:
+        waited = round(self.clock.seconds() - self._connect_started, 1)
+        return f"not connected after {waited:g} s"
 
     def backend_failed(self, why: str) -> None:
         """The application died as it started; a request it has not begun to answer ends now."""
@@ -374,7 +382,8 @@ class Relay(PacedRelay):
         self.client.finish()
         if self._paused and self._protocol is not None:
             self._paused = False
-            self._protocol.transport.resumeProducing()
+            if not self._held:
+                self._protocol.transport.resumeProducing()
         self._arm(TAIL_TIMEOUT, self._end_tail)
 
     def _end_tail(self) -> None:
@@ -400,9 +409,16 @@ class Relay(PacedRelay):
         self._stderr_spent += len(data) + STDERR_RECORD_WEIGHT
         if self._stderr_spent > STDERR_PACE and not self._held and self._protocol is not None:
             self._held = True
+            self._stderr_holds += 1
             self._protocol.transport.pauseProducing()
             self._stderr_release = self.clock.callLater(
                 self._stderr_since + STDERR_PACE_WINDOW - now, self._release_stderr)
+
+    def _timeout_note(self) -> str:
+        if not self._stderr_holds:
+            return ""
+        return (f" (its STDERR came faster than {STDERR_PACE // (1024 * 1024)} MB/s, and was read "
+                f"no faster for {self._stderr_holds} s of it)")
 
     def _release_stderr(self) -> None:
         """The second is over: the backend is read again, unless its client holds it back."""

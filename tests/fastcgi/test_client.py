@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import stat
 import weakref
 from typing import Optional
@@ -385,7 +386,7 @@ def test_a_slow_client_is_not_a_stalled_backend():
         (error.ConnectionRefusedError("111: Connection refused"), "Connection refused"),
         (error.ConnectError("2: No such file or directory"), "No such file or directory"),
         (error.DNSLookupError("no results for hostname lookup: nowhere.invalid"), "nowhere.invalid"),
-        (error.TimeoutError(), "connect timeout: not connected after 5 s"),
+        (error.TimeoutError(), "connect timeout: not connected after 0 s"),
     ],
     ids=['refused', 'socket-missing', 'name-does-not-resolve', 'endpoint-timeout'],
 )
@@ -411,7 +412,7 @@ def test_a_connect_whose_endpoint_never_times_out_gets_42_soon_after_the_connect
         # early, at most that late.
         exchange.reactor.advance(0.1 + RESOLUTION)
     assert exchange.reply == b"42 CGI error\r\n"
-    assert "connect timeout: not connected after 5.5 s" in warnings(logs)
+    assert re.search(r"connect timeout: not connected after 5\.[5-9] s", warnings(logs))
     assert exchange.backend.pending == 0
 
 
@@ -1520,9 +1521,9 @@ def stderr_flood(count: int) -> bytes:
 def test_a_stderr_flood_holds_the_backend_until_the_second_is_over(exchange):
     # Tiny STDERR records as fast as a backend could send them kept the
     # server's one process busy for the whole reply timeout.
-    exchange.request().accept().send(stderr_flood(100))
+    exchange.request().accept().send(stderr_flood(1000))
     assert exchange.fastcgi.producerState == "producing"
-    exchange.send(stderr_flood(3000))
+    exchange.send(stderr_flood(60000))
     assert exchange.fastcgi.producerState == "paused"
     exchange.reactor.advance(1)
     assert exchange.fastcgi.producerState == "producing"
@@ -1531,7 +1532,7 @@ def test_a_stderr_flood_holds_the_backend_until_the_second_is_over(exchange):
 
 
 def test_a_client_that_holds_the_backend_back_keeps_it_held_after_a_stderr_pause(exchange):
-    exchange.request().accept().send(stdout(b"20 text/gemini\r\nbody"), stderr_flood(3000))
+    exchange.request().accept().send(stdout(b"20 text/gemini\r\nbody"), stderr_flood(60000))
     assert exchange.fastcgi.producerState == "paused"
     exchange.client.producer.pauseProducing()  # the client reads slowly
     exchange.reactor.advance(1)
@@ -1559,3 +1560,27 @@ def test_a_reload_starts_a_failing_program_now_rather_than_at_the_end_of_its_bac
     assert backend.app._restart.getTime() - reactor.seconds() < 1
     backends.stopService()
     reactor.processes[-1].exit(0)
+
+
+def test_an_application_that_logs_a_line_per_record_is_not_held_back(exchange):
+    # A record per log line (flup's wsgi.errors) at 20,000 lines took 9 s
+    # to relay under a pace that weighed each record as 512 bytes.
+    lines = b"".join(encode_stream(RecordType.STDERR, b"log line %05d" % n) + stdout(b".")
+                     for n in range(20000))
+    exchange.request().accept().send(stdout(b"20 text/plain\r\n") + lines)
+    assert exchange.fastcgi.producerState == "producing"
+    exchange.send(end())
+    assert exchange.reply == b"20 text/plain\r\n" + b"." * 20000
+
+
+def test_a_reply_timeout_while_stderr_was_held_says_so():
+    # The backend was blamed for a wait the server's own pace made.
+    exchange = Exchange(timeouts=FastCGITimeouts(connect=5, reply=3, drain=10, kill=1))
+    with capturedLogs() as logs:
+        exchange.request().accept()
+        for _ in range(4):
+            exchange.send(stderr_flood(60000))
+            exchange.reactor.advance(1)
+    assert exchange.reply == b"42 CGI error\r\n"
+    assert re.search(r"reply timeout: no header after 3 s \(its STDERR came faster than 1 MB/s, "
+                     r"and was read no faster for \d+ s of it\)", warnings(logs))

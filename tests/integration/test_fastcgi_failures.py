@@ -117,6 +117,7 @@ def failing(tmp_path_factory, certificate, capsule, blackhole, busy_apps):
     never, late = busy_apps
     locations = [
         {"pattern": "/full/*", "backend": {"socket": never.path}},
+        {"pattern": "/full-endpoint/*", "backend": {"endpoint": f"unix:path={never.path}:timeout=1"}},
         {"pattern": "/late/*", "backend": {"socket": late.path}},
         {"pattern": "/bad/*", "backend": {"spawn": MISBEHAVE}},
         {"pattern": "/app/*", "backend": {"spawn": GOOD_APP}},
@@ -206,6 +207,18 @@ def test_requests_to_a_full_backlog_wait_for_the_connect_timeout_then_get_42(fai
                    f"connect timeout: the backlog of {never.path} stayed full for 1 s")
     assert "ConnectionDone" not in failing.log
     assert "User timeout" not in failing.log
+
+
+def test_a_full_backlog_behind_an_endpoint_string_is_waited_for_as_behind_a_socket(failing, busy_apps):
+    # "fastcgi endpoint" with a unix: string got 42 at once, and a line
+    # holding a Failure's repr with ConnectionDone in it.
+    never, _ = busy_apps
+    never.fill()
+    started = time.monotonic()
+    assert get(failing, "/full-endpoint/x").header == b"42 CGI error"
+    assert time.monotonic() - started > 0.9
+    fault_line(failing, "/full-endpoint/x", f"unix:path={never.path}:timeout=1",
+               f"connect timeout: the backlog of {never.path} stayed full for 1 s")
 
 
 def test_requests_to_a_full_backlog_are_served_once_the_application_accepts(failing, busy_apps):
