@@ -105,6 +105,11 @@ def inherited_socket_problem(fd: int, family: int) -> str | None:
                         f"{family_name(family)}: write domain={family_name(actual)}")
         if hasattr(socket, "SO_ACCEPTCONN"):
             if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                return (f"descriptor {fd} is not a listening socket (a systemd socket unit "
-                        "with Accept=yes passes each connection: gemfcgi needs Accept=no)")
+                try:
+                    probe.getpeername()
+                except OSError:
+                    return f"descriptor {fd} is not a listening socket (no listen() on it)"
+                return (f"descriptor {fd} is not a listening socket but a connection (a systemd "
+                        "socket unit with Accept=yes passes each connection: gemfcgi needs "
+                        "Accept=no)")
     return None

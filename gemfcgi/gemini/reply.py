@@ -79,7 +79,9 @@ def _not_a_uri_reference(meta: str) -> Optional[str]:
     it is one (an IRI's non-ASCII letters are let through, as clients send
     them).
     """
-    if any(char.isspace() for char in meta):
+    # Other blanks are controls, refused before; an IRI may hold the
+    # non-ASCII ones (U+00A0, U+3000: RFC 3987's ucschar).
+    if " " in meta:
         return "it holds a space"
     try:
         urlsplit(meta)

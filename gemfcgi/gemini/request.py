@@ -130,15 +130,17 @@ def percent_decode(text: str, what: str = "path") -> str:
     return decoded
 
 
-def can_be_requested(name: bytes) -> bool:
+# What no request path can hold: controls, and the lone surrogates by which
+# Python names a file's bytes that are not UTF-8.
+_UNREACHABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def can_be_requested(name: str) -> bool:
     """
-    Whether a file named ``name`` can be asked for: ``percent_decode`` takes
-    only UTF-8 without control characters.
+    Whether a file named ``name`` (as ``os`` gives it) can be asked for:
+    ``percent_decode`` takes only UTF-8 without control characters.
     """
-    try:
-        return _CONTROL.search(name.decode("utf-8")) is None
-    except UnicodeDecodeError:
-        return False
+    return _UNREACHABLE.search(name) is None
 
 
 def remove_dot_segments(path: str) -> str:

@@ -371,15 +371,15 @@ def directory_listing(real_dir: str, path: str, root: str) -> bytes:
         if _outside(fd, real_dir, root):
             raise OSError(errno.ENOENT, "outside the root", real_dir)
         with os.scandir(fd) as entries:
-            found = [(os.fsencode(entry.name), entry.is_dir(follow_symlinks=False))
-                     for entry in entries]
+            found = [(entry.name, entry.is_dir(follow_symlinks=False))
+                     for entry in entries if can_be_requested(entry.name)]
     finally:
         os.close(fd)
+    # UTF-8 keeps the order of code points: sorting the names sorts their bytes.
     found.sort()
     lines.extend(
-        f"=> ./{quote(name, safe=URL_SAFE)}{'/' if is_dir else ''}"
+        f"=> ./{quote(name, safe=URL_SAFE)}/" if is_dir else f"=> ./{quote(name, safe=URL_SAFE)}"
         for name, is_dir in found
-        if can_be_requested(name)
     )
     return ("\n".join(lines) + "\n").encode("utf-8")
 

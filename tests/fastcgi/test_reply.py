@@ -488,7 +488,7 @@ def test_any_valid_gemini_header_is_relayed_unchanged_with_its_body(code, meta, 
     decision = decide(reply + body)
     if meta.startswith("\ufeff"):
         assert isinstance(decision, ReplyError)
-    elif 30 <= code <= 39 and (any(c.isspace() for c in meta) or "[" in meta or "]" in meta):
+    elif 30 <= code <= 39 and (" " in meta or "[" in meta or "]" in meta):
         # A redirect must name a URI reference: one with a space, or with a
         # bracket urlsplit cannot take, is refused (tests/gemini).
         assert isinstance(decision, ReplyError) or ("[" in meta or "]" in meta)

@@ -218,9 +218,9 @@ def test_a_connection_passed_for_the_socket_is_refused_with_the_reason(capsule, 
         certificate, capsule, ["-a", "-l", f"127.0.0.1:{port}"], "systemd:domain=INET:name=gemini",
         lambda: socket.create_connection(("127.0.0.1", port), timeout=5),
     )
-    assert said == ("systemd:domain=INET:name=gemini: descriptor 3 is not a listening socket (a "
-                    "systemd socket unit with Accept=yes passes each connection: gemfcgi needs "
-                    "Accept=no)")
+    assert said == ("systemd:domain=INET:name=gemini: descriptor 3 is not a listening socket but a "
+                    "connection (a systemd socket unit with Accept=yes passes each connection: "
+                    "gemfcgi needs Accept=no)")
 
 
 def test_an_unknown_domain_is_named_without_a_traceback(capsule, certificate):
