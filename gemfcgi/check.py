@@ -249,7 +249,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(proxy.origin or origin, f"proxy for-host \"{proxy.for_host}\" port {wanted}: "
                         f"server {server.name!r} listens on no port {wanted}, and a URL must name its "
                         "listener's port: this block relays nothing (write port \"*\" to take any)")
-            if server.options.require_client_ca is not None:
+            if server.options.require_client_ca is not None and proxy.require_client_ca is None:
                 warning(proxy.origin or origin, f"the require client ca of server {server.name!r} "
                         "does not apply to the requests this proxy block relays (as in gmid): "
                         "write require client ca inside the block to ask for one")

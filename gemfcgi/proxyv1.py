@@ -74,21 +74,22 @@ def v1_header(source, destination) -> bytes:
     The v1 line that tells an upstream who the client is (a ``proxy`` block's
     ``proxy-v1``): ``PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT``, or
     ``PROXY UNKNOWN`` for what has no address (a client of a unix socket).
-    An IPv4 client relayed over IPv6 is written as its IPv4-mapped IPv6
-    address; an IPv6 client relayed over IPv4 has no TCP4 form: unknown.
+    Both addresses of a line are of one family: where the client's and the
+    upstream's differ, the IPv4 one is written as its IPv4-mapped IPv6
+    address (an IPv6 client relayed over IPv4 keeps its address that way,
+    where ``UNKNOWN`` would have made the proxy the client).
     """
     try:
         client = ipaddress.ip_address(getattr(source, "host", None))
         upstream = ipaddress.ip_address(getattr(destination, "host", None))
     except ValueError:
         return BARE_UNKNOWN
-    shown = str(client)
-    if client.version == 4 and upstream.version == 6:
-        shown = f"::ffff:{client}"
-    elif client.version != upstream.version:
-        return BARE_UNKNOWN
-    family = "TCP4" if upstream.version == 4 else "TCP6"
-    return f"PROXY {family} {shown} {upstream} {source.port} {destination.port}\r\n".encode("ascii")
+    shown, to = str(client), str(upstream)
+    if client.version != upstream.version:
+        shown = shown if client.version == 6 else f"::ffff:{client}"
+        to = to if upstream.version == 6 else f"::ffff:{upstream}"
+    family = "TCP4" if client.version == upstream.version == 4 else "TCP6"
+    return f"PROXY {family} {shown} {to} {source.port} {destination.port}\r\n".encode("ascii")
 
 
 class _V1HeaderProtocol(ProtocolWrapper):

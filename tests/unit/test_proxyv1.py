@@ -46,11 +46,13 @@ def test_anything_else_is_named(line, problem):
      b"PROXY TCP4 192.0.2.7 127.0.0.1 40123 1965\r\n"),
     (IPv6Address("TCP", "2001:db8::7", 40123), IPv6Address("TCP", "::1", 1965),
      b"PROXY TCP6 2001:db8::7 ::1 40123 1965\r\n"),
-    # An IPv4 client relayed over IPv6 is written as an IPv4-mapped address;
-    # an IPv6 client relayed over IPv4, and a unix socket's client, have no v1 form.
+    # Where the families differ the IPv4 address is written IPv4-mapped: an
+    # IPv6 client relayed over IPv4 was UNKNOWN, and the upstream took the
+    # proxy for the client. A unix socket's client has no v1 form.
     (IPv4Address("TCP", "192.0.2.7", 40123), IPv6Address("TCP", "::1", 1965),
      b"PROXY TCP6 ::ffff:192.0.2.7 ::1 40123 1965\r\n"),
-    (IPv6Address("TCP", "2001:db8::7", 40123), IPv4Address("TCP", "127.0.0.1", 1965), b"PROXY UNKNOWN\r\n"),
+    (IPv6Address("TCP", "2001:db8::7", 40123), IPv4Address("TCP", "127.0.0.1", 1965),
+     b"PROXY TCP6 2001:db8::7 ::ffff:127.0.0.1 40123 1965\r\n"),
     (UNIXAddress(None), IPv4Address("TCP", "127.0.0.1", 1965), b"PROXY UNKNOWN\r\n"),
 ])
 def test_the_header_sent_upstream_names_the_client(source, destination, line):

@@ -191,6 +191,15 @@ def test_a_servers_require_client_ca_is_said_not_to_cover_its_proxy_blocks(tmp_p
     ]
 
 
+
+def test_a_proxy_block_with_a_require_client_ca_of_its_own_is_not_warned_of(tmp_path):
+    cert_pem, _ = make_self_signed(["ca"])
+    (tmp_path / "ca.pem").write_bytes(cert_pem)
+    _, warnings = check(tmp_path, f'\trequire client ca "{tmp_path}/ca.pem"\n'
+                                  f'\tproxy {{ relay-to "up" require client ca "{tmp_path}/ca.pem" }}')
+    assert warnings == []
+
+
 def test_a_url_the_port_would_make_too_long_goes_without_it():
     path = "/" + "p" * (1024 - len("gemini://example.com/"))
     request = parse_request_line(f"gemini://example.com{path}".encode())
