@@ -187,6 +187,12 @@ class LimitedTLSFactory(TLSMemoryBIOFactory):
         return super().buildProtocol(addr)
 
 
+def socket_peer(transport: Any) -> Any:
+    """The address of the socket's other end, under any PROXY header's account of the client."""
+    connection = _socket_of(transport)
+    return None if connection is None else connection.getPeer()
+
+
 def _socket_of(transport: Any) -> Any:
     """The TCP transport under TLS and PROXY protocol wrappers."""
     while transport is not None and not hasattr(transport, "socket"):

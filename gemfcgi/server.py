@@ -45,6 +45,7 @@ from gemfcgi.connections import (
     default_max_connections,
     held_bytes,
     kernel_queued_bytes,
+    socket_peer,
     unsent_bytes,
 )
 from gemfcgi.deadlines import OneTimeout, deadlines_for
@@ -61,6 +62,7 @@ from gemfcgi.gemini.status import InvalidHeader, response_header
 from gemfcgi.routing import PathSettings, Routes, VirtualHost
 from gemfcgi.textlog import log_field, printable
 from gemfcgi.tls import TLSFacts
+from gemfcgi.upstream import OWN_ENDS, relayed_by_this_process
 
 log = Logger()
 # The access line's META for a request whose connection ended before any
@@ -274,6 +276,14 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         self.vhost = vhost
         proxied = vhost.proxy_for(request.host, port) if vhost.proxies else None
+        if proxied is not None and OWN_ENDS and relayed_by_this_process(socket_peer(self.transport)):
+            # Relayed here by this very process, to be relayed again: a loop
+            # that would take a connection per turn until none is left.
+            log.warn("{client} {url}: a proxy block of this server relayed the request to this "
+                     "server, where a proxy block would relay it again: answered 43 (a proxy loop)",
+                     client=self.record.client, url=self.record.url)
+            self.respond(status.PROXY_ERROR, "proxy loop: relayed to this server itself")
+            return
         self.settings = settings = proxied or vhost.settings_for(request.path)
         self.record.enabled = settings.log
         if settings.require_client_ca is not None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -287,6 +287,26 @@ def upstream_request_line(request: Request, port: int) -> bytes:
     return line + b"\r\n"
 
 
+# The local ends, (address, port), of this process's open upstream
+# connections: a client connection that comes from one of them is this
+# process relaying to itself.
+OWN_ENDS: set[tuple[str, int]] = set()
+
+
+def _end_of(address: Any) -> Optional[tuple[str, int]]:
+    host = getattr(address, "host", None)
+    if host is None:
+        return None
+    # A dual-stack listener sees an IPv4 connection as IPv4-mapped.
+    return (host.removeprefix("::ffff:"), getattr(address, "port", 0))
+
+
+def relayed_by_this_process(peer: Any) -> bool:
+    """Whether a client connection from ``peer`` is one of this process's upstream connections."""
+    end = _end_of(peer)
+    return end is not None and end in OWN_ENDS
+
+
 class _UpstreamFactory(Factory):
     """The one connection of one relay, without a log line per request."""
 
@@ -305,8 +325,12 @@ class UpstreamProtocol(Protocol):
 
     def __init__(self, relay: "ProxyRelay") -> None:
         self.relay = relay
+        self._end: Optional[tuple[str, int]] = None
 
     def connectionMade(self) -> None:
+        self._end = _end_of(self.transport.getHost())
+        if self._end is not None:
+            OWN_ENDS.add(self._end)
         self.relay.upstream_connected(self)
 
     def handshakeCompleted(self) -> None:
@@ -316,6 +340,7 @@ class UpstreamProtocol(Protocol):
         self.relay.upstream_data(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
+        OWN_ENDS.discard(self._end)
         self.relay.upstream_closed(reason)
 
 

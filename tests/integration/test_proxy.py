@@ -580,3 +580,30 @@ def test_a_reload_moves_a_proxy_block_to_another_upstream(world, peers, tmp_path
         assert second.next_record(count).request == f"gemini://moving.test:{second.port}/whole\r\n".encode()
     finally:
         server.stop()
+
+
+def test_a_proxy_block_that_relays_to_its_own_server_answers_43_at_the_first_turn(tmp_path, certificate):
+    # Each turn of the loop took a connection: one request made 4,000
+    # nested hops, 8,000 descriptors and 435 MB more, until the limit.
+    from tests.support import raw_exchange
+
+    cert, key = certificate
+    port = free_port()
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "loop.conf"
+    config.write_text(
+        f'server "localhost" {{\n  alias "loop.test"\n  listen on 127.0.0.1 port {port}\n'
+        f'  cert "{cert}"\n  key "{key}"\n  root "{tmp_path}/root"\n'
+        f'  proxy for-host "loop.test" port {port} {{ relay-to "127.0.0.1" port {port} sni "loop.test" '
+        f'verifyname off }}\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        data, clean, _ = raw_exchange(port, f"gemini://loop.test:{port}/x\r\n".encode(), sni="loop.test")
+        server.wait_for_log(r"GET gemini://loop\.test/x 43 ")
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    assert (data, clean) == (b"43 proxy loop: relayed to this server itself\r\n", True)
+    assert len(re.findall(r"GET gemini://loop\.test/x 43 ", server.log)) == 2, server.log
+    assert "a proxy block of this server relayed the request to this server" in server.log
