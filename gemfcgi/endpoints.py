@@ -45,6 +45,25 @@ class _AdoptedUnixPort(unix.Port):
 
     _shouldShutdown = False
 
+    def startListening(self) -> None:
+        """
+        Serve the socket as it came: it listens already, with the mode and
+        backlog its owner gave it. Twisted's port would make it readable
+        and writable by every user (0666) and listen again with a backlog
+        of 50, whatever ``mode=`` and ``backlog=`` asked.
+        """
+        if self._preexistingSocket is None:
+            super().startListening()
+            return
+        skt, self._preexistingSocket = self._preexistingSocket, None
+        tcp._reservedFD.reserve()
+        self.factory.doStart()
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.numberAccepts = 100
+        self.startReading()
+
     def connectionLost(self, reason) -> None:
         tcp.Port.connectionLost(self, reason)
 

@@ -44,6 +44,7 @@ from gemfcgi.service import (
     on_signal,
     plan_listeners,
     opening_failed,
+    listening_place,
     server_endpoint,
 )
 from gemfcgi.textlog import text_event
@@ -113,13 +114,8 @@ def open_socket(reactor, description: str) -> OpenSocket:
     if failures:
         raise listen_failed(description, failures[0])
     port = ports[0]
-    address = port.getHost()
-    log.info(
-        "listening on {host}:{port} ({description})",
-        host=f"[{address.host}]" if ":" in getattr(address, "host", "") else getattr(address, "host", address),
-        port=getattr(address, "port", ""),
-        description=description,
-    )
+    log.info("listening on {where} ({description})", where=listening_place(port.getHost()),
+             description=description)
     return OpenSocket(description, port, proxied)
 
 

@@ -363,6 +363,17 @@ def build_certificates(config: model.Config, routes: Routes) -> CertificateStore
     return CertificateStore(load_key_pairs(config), choose, config.protocols)
 
 
+def listening_place(address: Any) -> str:
+    """Where a socket listens, as its log line says: ``host:port``, ``[v6]:port`` or a path."""
+    host = getattr(address, "host", None)
+    if host is None:
+        name = getattr(address, "name", address)  # a unix socket's path, as bytes
+        return os.fsdecode(name) if isinstance(name, bytes) else str(name)
+    if ":" in host:
+        return f"[{host}]:{address.port}"
+    return f"{host}:{address.port}"
+
+
 class ListenerService(Service):
     """
     One listening socket, with TLS. Unlike Twisted's endpoint service it
@@ -447,16 +458,8 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
-        address = port.getHost()
-        host = getattr(address, "host", None)
-        if host is None:
-            name = getattr(address, "name", address)  # a unix socket's path, as bytes
-            where = os.fsdecode(name) if isinstance(name, bytes) else str(name)
-        elif ":" in host:
-            where = f"[{host}]:{address.port}"
-        else:
-            where = f"{host}:{address.port}"
-        log.info("listening on {where} ({description})", where=where, description=self.description)
+        log.info("listening on {where} ({description})", where=listening_place(port.getHost()),
+                 description=self.description)
         if self.on_listening is not None:
             self.on_listening(port)
 

@@ -706,3 +706,20 @@ def test_a_worker_hung_past_the_drain_timeout_is_killed_and_named(capsule, certi
     assert re.search(rf"worker 1 \(pid {hung}\) still running 10 s after the drain timeout: "
                      "sending SIGKILL", server.log), server.log
     assert f"(pid {workers(server)[0]}) still running" not in server.log
+
+
+def test_a_unix_socket_shared_by_workers_keeps_the_mode_it_was_made_with(capsule, certificate, tmp_path):
+    # The workers' adopted copies made it 0666 and listened again with a
+    # backlog of 50, whatever mode= and backlog= asked.
+    cert, key = certificate
+    path = tmp_path / "private.sock"
+    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+                            "--hostname", "localhost", "--cert", cert, "--key", key,
+                            "--listen", f"unix:{path}:mode=600:backlog=7", "--workers", "2"])
+    try:
+        wait_workers_listening(server, 2)
+        assert unix_fetch(path, "gemini://localhost/") == b"20 text/gemini\r\n# prefork\n"
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert re.search(rf"listening on {re.escape(str(path))} \(unix:", server.log), server.log
+    finally:
+        server.stop()
