@@ -62,7 +62,7 @@ from gemfcgi.gemini.status import InvalidHeader, response_header
 from gemfcgi.routing import PathSettings, Routes, VirtualHost
 from gemfcgi.textlog import log_field, printable
 from gemfcgi.tls import TLSFacts
-from gemfcgi.upstream import OWN_ENDS, relayed_by_this_process
+from gemfcgi.upstream import OWN_ENDS, blocks_behind
 
 log = Logger()
 # The access line's META for a request whose connection ended before any
@@ -120,6 +120,10 @@ class State(enum.Enum):
 @implementer(IHandshakeListener, IPushProducer, IHalfCloseableProtocol)
 class GeminiProtocol(OneTimeout, Protocol):
     """One Gemini connection, inside the TLS layer."""
+
+    # The proxy blocks (their ids) a relayed request went through in this
+    # process, this connection's included: the loop check's memory.
+    relayed_through: frozenset[int] = frozenset()
 
     def __init__(self, site: Site, clock: IReactorTime) -> None:
         self.site = site
@@ -276,14 +280,19 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         self.vhost = vhost
         proxied = vhost.proxy_for(request.host, port) if vhost.proxies else None
-        if proxied is not None and OWN_ENDS and relayed_by_this_process(socket_peer(self.transport)):
-            # Relayed here by this very process, to be relayed again: a loop
-            # that would take a connection per turn until none is left.
-            log.warn("{client} {url}: a proxy block of this server relayed the request to this "
-                     "server, where a proxy block would relay it again: answered 43 (a proxy loop)",
-                     client=self.record.client, url=self.record.url)
-            self.respond(status.PROXY_ERROR, "proxy loop: relayed to this server itself")
-            return
+        if proxied is not None:
+            block = id(proxied.proxy)
+            behind = blocks_behind(socket_peer(self.transport)) if OWN_ENDS else frozenset()
+            if block in behind:
+                # Relayed here by this very process through this very block,
+                # to be relayed again: a loop that would take a connection
+                # per turn until none is left.
+                log.warn("{client} {url}: a proxy block of this server relayed the request to "
+                         "this server, where the same block would relay it again: answered 43 "
+                         "(a proxy loop)", client=self.record.client, url=self.record.url)
+                self.respond(status.PROXY_ERROR, "proxy loop: relayed to this server itself")
+                return
+            self.relayed_through = behind | {block}
         self.settings = settings = proxied or vhost.settings_for(request.path)
         self.record.enabled = settings.log
         if settings.require_client_ca is not None:

@@ -288,9 +288,10 @@ def upstream_request_line(request: Request, port: int) -> bytes:
 
 
 # The local ends, (address, port), of this process's open upstream
-# connections: a client connection that comes from one of them is this
-# process relaying to itself.
-OWN_ENDS: set[tuple[str, int]] = set()
+# connections, each with the proxy blocks (their ids) the request it carries
+# went through: a client connection that comes from one of them is this
+# process relaying to itself, and a loop if it meets one of those blocks.
+OWN_ENDS: dict[tuple[str, int], frozenset[int]] = {}
 
 
 def _end_of(address: Any) -> Optional[tuple[str, int]]:
@@ -301,10 +302,13 @@ def _end_of(address: Any) -> Optional[tuple[str, int]]:
     return (host.removeprefix("::ffff:"), getattr(address, "port", 0))
 
 
-def relayed_by_this_process(peer: Any) -> bool:
-    """Whether a client connection from ``peer`` is one of this process's upstream connections."""
+def blocks_behind(peer: Any) -> frozenset[int]:
+    """
+    The proxy blocks a request coming from ``peer`` went through, if the
+    connection is one of this process's upstream connections; none if not.
+    """
     end = _end_of(peer)
-    return end is not None and end in OWN_ENDS
+    return OWN_ENDS.get(end, frozenset()) if end is not None else frozenset()
 
 
 class _UpstreamFactory(Factory):
@@ -330,7 +334,7 @@ class UpstreamProtocol(Protocol):
     def connectionMade(self) -> None:
         self._end = _end_of(self.transport.getHost())
         if self._end is not None:
-            OWN_ENDS.add(self._end)
+            OWN_ENDS[self._end] = self.relay.client.relayed_through
         self.relay.upstream_connected(self)
 
     def handshakeCompleted(self) -> None:
@@ -340,7 +344,8 @@ class UpstreamProtocol(Protocol):
         self.relay.upstream_data(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
-        OWN_ENDS.discard(self._end)
+        if self._end is not None:
+            OWN_ENDS.pop(self._end, None)
         self.relay.upstream_closed(reason)
 
 

@@ -607,3 +607,43 @@ def test_a_proxy_block_that_relays_to_its_own_server_answers_43_at_the_first_tur
     assert (data, clean) == (b"43 proxy loop: relayed to this server itself\r\n", True)
     assert len(re.findall(r"GET gemini://loop\.test/x 43 ", server.log)) == 2, server.log
     assert "a proxy block of this server relayed the request to this server" in server.log
+
+
+def test_relaying_twice_through_the_same_process_is_no_loop_but_coming_back_to_a_block_is(
+    tmp_path, certificate
+):
+    # A first check took any request from this process's own relay to any
+    # proxy block for a loop: a legitimate second hop got 43.
+    from tests.support import raw_exchange
+
+    cert, key = certificate
+    p1, p2, p3 = free_port(), free_port(), free_port()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "page.gmi").write_text("# third hop\n")
+    relay = 'sni "{host}" verifyname off'
+    config = tmp_path / "hops.conf"
+    config.write_text(
+        'server "c.test" {\n  alias "l.test"\n'
+        + "".join(f"  listen on 127.0.0.1 port {p}\n" for p in (p1, p2, p3))
+        + f'  cert "{cert}"\n  key "{key}"\n  root "{tmp_path}/root"\n'
+        f'  proxy for-host "c.test" port {p1} {{ relay-to "127.0.0.1" port {p2} '
+        + relay.format(host="c.test") + " }\n"
+        f'  proxy for-host "c.test" port {p2} {{ relay-to "127.0.0.1" port {p3} '
+        + relay.format(host="c.test") + " }\n"
+        f'  proxy for-host "l.test" port {p1} {{ relay-to "127.0.0.1" port {p2} '
+        + relay.format(host="l.test") + " }\n"
+        f'  proxy for-host "l.test" port {p2} {{ relay-to "127.0.0.1" port {p1} '
+        + relay.format(host="l.test") + " }\n}\n"
+    )
+    server = start_server("-c", str(config), listeners=3)
+    try:
+        hops, clean, _ = raw_exchange(p1, f"gemini://c.test:{p1}/page.gmi\r\n".encode(), sni="c.test")
+        loop, _, _ = raw_exchange(p1, f"gemini://l.test:{p1}/x\r\n".encode(), sni="l.test")
+        server.wait_for_log(r"GET gemini://l\.test(:\d+)?/x 43 .*\n(.|\n)*GET gemini://l\.test(:\d+)?/x 43 ")
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    assert (hops, clean) == (b"20 text/gemini\r\n# third hop\n", True)
+    assert loop == b"43 proxy loop: relayed to this server itself\r\n"
+    # Two blocks, each once, then the first again: three turns.
+    assert len(re.findall(r"GET gemini://l\.test(?::\d+)?/x 43 ", server.log)) == 3, server.log
