@@ -228,8 +228,12 @@ def open_backend(
         endpoint = endpoints.clientFromString(reactor, address.description)
         if isinstance(endpoint, endpoints.UNIXClientEndpoint) and not endpoint._checkPID:
             # The socket ``fastcgi socket`` would name, connected the same
-            # way: a full backlog is waited for, and said in its own words.
-            endpoint = UnixSocketEndpoint(reactor, os.fsdecode(endpoint._path), endpoint._timeout)
+            # way: a full backlog is waited for, and said in its own words,
+            # for the string's timeout up to the connect timeout (Twisted's
+            # default is 30 s; the relay gives up at the connect timeout).
+            wait = endpoint._timeout
+            wait = connect_timeout if wait <= 0 else min(wait, connect_timeout)
+            endpoint = UnixSocketEndpoint(reactor, os.fsdecode(endpoint._path), wait)
         return Backend(name, endpoint, reactor)
     raise TypeError(f"not a FastCGI address: {address!r}")
 

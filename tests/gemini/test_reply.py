@@ -103,6 +103,7 @@ def test_fragmentation_changes_nothing(code, meta, body, cuts):
 @pytest.mark.parametrize("meta, wrong", [
     ("not a url at all", "it holds a space"),
     ("gemini://[::1", "Invalid IPv6 URL"),
+    ("gemini://example.org:99999/", "Port out of range 0-65535"),
     ("gemini://example.org/a b", "it holds a space"),
 ])
 def test_a_redirect_to_what_is_no_uri_reference_is_refused(meta, wrong):

@@ -118,6 +118,8 @@ def failing(tmp_path_factory, certificate, capsule, blackhole, busy_apps):
     locations = [
         {"pattern": "/full/*", "backend": {"socket": never.path}},
         {"pattern": "/full-endpoint/*", "backend": {"endpoint": f"unix:path={never.path}:timeout=1"}},
+        # Without a timeout of its own (Twisted's default is 30 s): the connect timeout.
+        {"pattern": "/full-endpoint-default/*", "backend": {"endpoint": f"unix:path={never.path}"}},
         {"pattern": "/late/*", "backend": {"socket": late.path}},
         {"pattern": "/bad/*", "backend": {"spawn": MISBEHAVE}},
         {"pattern": "/app/*", "backend": {"spawn": GOOD_APP}},
@@ -218,6 +220,10 @@ def test_a_full_backlog_behind_an_endpoint_string_is_waited_for_as_behind_a_sock
     assert get(failing, "/full-endpoint/x").header == b"42 CGI error"
     assert time.monotonic() - started > 0.9
     fault_line(failing, "/full-endpoint/x", f"unix:path={never.path}:timeout=1",
+               f"connect timeout: the backlog of {never.path} stayed full for 1 s")
+    # The server's connect timeout is 1 s here: it bounds the string's own.
+    assert get(failing, "/full-endpoint-default/x").header == b"42 CGI error"
+    fault_line(failing, "/full-endpoint-default/x", f"unix:path={never.path}",
                f"connect timeout: the backlog of {never.path} stayed full for 1 s")
 
 
