@@ -17,6 +17,28 @@ from tests.support import client_context, fetch, read_to_end, refused_soon, star
 STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)
 
 
+def server_with_misbehaving_apps(tmp_path, certificate, drain_timeout: str):
+    """
+    A server whose ``/slow/*`` is ``tests/fastcgi_apps/misbehave.py``, spawned
+    (``/slow/silent`` never answers), and its root.
+    """
+    import sys
+
+    from tests.support import PROJECT_ROOT
+
+    root = tmp_path / "capsule"
+    root.mkdir()
+    app = PROJECT_ROOT / "tests" / "fastcgi_apps" / "misbehave.py"
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{root}"\n'
+        f'  location "/slow/*" {{ fastcgi spawn "{sys.executable} {app}" }}\n}}\n'
+    )
+    return start_server("-c", str(config), "--drain-timeout", drain_timeout), root
+
+
 @pytest.fixture
 def lifecycle_server(tmp_path, certificate):
     root = tmp_path / "capsule"
@@ -86,21 +108,7 @@ def test_sigterm_with_nothing_in_flight_exits_at_once(lifecycle_server):
 def test_a_request_cut_by_the_drain_timeout_is_named_and_the_wait_is_told_as_it_begins(
     tmp_path, certificate
 ):
-    import sys
-
-    from tests.support import PROJECT_ROOT
-
-    root = tmp_path / "capsule"
-    root.mkdir()
-    app = PROJECT_ROOT / "tests" / "fastcgi_apps" / "misbehave.py"
-    cert, key = certificate
-    config = tmp_path / "gmid.conf"
-    config.write_text(
-        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
-        f'  root "{root}"\n'
-        f'  location "/slow/*" {{ fastcgi spawn "{sys.executable} {app}" }}\n}}\n'
-    )
-    server = start_server("-c", str(config), "--drain-timeout", "3")
+    server, _ = server_with_misbehaving_apps(tmp_path, certificate, drain_timeout="3")
     try:
         raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         tls = client_context().wrap_socket(raw, server_hostname="localhost")
@@ -255,22 +263,8 @@ def test_a_spawned_program_that_dies_while_the_stop_drains_is_not_started_again(
 ):
     # README: once the stop has begun, a program that ends is not started
     # again. In one process it was, while other requests kept the drain going.
-    import sys
-
-    from tests.support import PROJECT_ROOT
-
-    root = tmp_path / "capsule"
-    root.mkdir()
+    server, root = server_with_misbehaving_apps(tmp_path, certificate, drain_timeout="5")
     (root / "big.bin").write_bytes(b"b" * (16 * 1024 * 1024))
-    app = PROJECT_ROOT / "tests" / "fastcgi_apps" / "misbehave.py"
-    cert, key = certificate
-    config = tmp_path / "gmid.conf"
-    config.write_text(
-        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
-        f'  root "{root}"\n'
-        f'  location "/slow/*" {{ fastcgi spawn "{sys.executable} {app}" }}\n}}\n'
-    )
-    server = start_server("-c", str(config), "--drain-timeout", "5")
     try:
         # A download the client does not read holds the drain.
         raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
