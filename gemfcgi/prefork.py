@@ -34,7 +34,7 @@ from twisted.logger import Logger, LogLevel
 from gemfcgi.config import model
 from gemfcgi.endpoints import family_name
 from gemfcgi.fastcgi.backends import fastcgi_addresses
-from gemfcgi.fastcgi.spawn import SpawnedApp
+from gemfcgi.fastcgi.spawn import SpawnedApp, without_activation
 from gemfcgi.privileges import identity_for
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, split_proxied
 from gemfcgi.server import Timeouts
@@ -354,7 +354,7 @@ class WorkerPool(Service):
             process,
             sys.executable,
             [sys.executable, "-m", "gemfcgi.worker"],
-            env=dict(os.environ),
+            env=without_activation(os.environ),
             childFDs=child_fds,
         )
         process.transport.writeToChild(0, pickle.dumps(self._plan(number)))

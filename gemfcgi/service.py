@@ -991,7 +991,9 @@ def makeService(
     program of one's own: they are said to be ignored, in the log.
     """
     if listen is not None and not isinstance(listen, (str, bytes)):
-        listen = list(listen)  # a generator is read once, here
+        # A generator is read once, here; each string gets the backlog a
+        # --listen one gets.
+        listen = [with_backlog(description) for description in listen]
     _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts)
     check_embedded(config)
     service = GemfcgiService(

@@ -283,7 +283,7 @@ class SpawnedApp(Service):
             raise ValueError(f"{name}: empty command")
         self.reactor = reactor
         self.kill_timeout = kill_timeout
-        self.env = _without_activation(os.environ) if env is None else env
+        self.env = without_activation(os.environ) if env is None else env
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.threshold = threshold
@@ -629,10 +629,11 @@ class _SpawnedAppEndpoint:
 ACTIVATION_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
-def _without_activation(environment: Mapping[str, str]) -> dict[str, str]:
+def without_activation(environment: Mapping[str, str]) -> dict[str, str]:
     """
-    ``environment`` for a spawned program: the sockets socket activation
-    names are gemfcgi's, not the program's (sd_listen_fds takes them out
-    of the environment for the same reason).
+    ``environment`` for a spawned program or a worker: the sockets socket
+    activation names are gemfcgi's, not the program's, and a worker is
+    handed its own (sd_listen_fds takes them out of the environment for
+    the same reason).
     """
     return {name: value for name, value in environment.items() if name not in ACTIVATION_VARIABLES}

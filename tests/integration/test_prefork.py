@@ -723,3 +723,19 @@ def test_a_unix_socket_shared_by_workers_keeps_the_mode_it_was_made_with(capsule
         assert re.search(rf"listening on {re.escape(str(path))} \(unix:", server.log), server.log
     finally:
         server.stop()
+
+
+def test_workers_are_not_told_of_sockets_systemd_named_for_the_parent(capsule, certificate, tmp_path):
+    # The workers' sockets are handed to them by the parent; LISTEN_FDNAMES
+    # from the parent's activation was passed on as if it named theirs.
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config), env={"LISTEN_FDNAMES": "gemini", "APP_SETTING": "kept"})
+    try:
+        wait_workers_listening(server, 2)
+        for pid in workers(server).values():
+            environment = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            assert b"APP_SETTING=kept" in environment
+            assert not [entry for entry in environment if entry.startswith(b"LISTEN_")]
+    finally:
+        server.stop()

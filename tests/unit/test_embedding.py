@@ -231,7 +231,7 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
     assert gemfcgi.makeService(config, listen=["tcp:0"], drain_timeout=None).drain_timeout is None
     # A generator is read once: the endpoints it gives are the ones listened on.
     given = (description for description in ["tcp:0:interface=127.0.0.1"])
-    assert gemfcgi.makeService(config, listen=given).listen == ["tcp:0:interface=127.0.0.1"]
+    assert gemfcgi.makeService(config, listen=given).listen == ["tcp:0:interface=127.0.0.1:backlog=1024"]
 
 
 def test_a_fastcgi_location_on_a_site_wired_by_hand_gets_42_and_says_what_is_missing(tmp_path):
