@@ -50,6 +50,7 @@ from gemfcgi.connections import (
 )
 from gemfcgi.deadlines import OneTimeout, deadlines_for
 from gemfcgi.gemini import status
+from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.gemini.request import (
     DEFAULT_PORT,
     MAX_REQUEST_BYTES,
@@ -160,11 +161,9 @@ class GeminiProtocol(OneTimeout, Protocol):
     def _note_peer(self) -> None:
         peer = self.transport.getPeer()
         host = getattr(peer, "host", None)
-        if host is not None and host.startswith("::ffff:") and "." in host:
-            # An IPv4 client of a dual-stack IPv6 socket (``listen on *``):
-            # the IPv4 address it is, in the log and REMOTE_ADDR, as gmid
-            # (a socket per family) shows it.
-            host = host[len("::ffff:"):]
+        if host is not None and (plain := ipv4_unmapped(host)) != host:
+            # In the log and REMOTE_ADDR too.
+            host = plain
             peer = IPv4Address("TCP", host, peer.port)
         elif host is not None and ":" in host and "%" not in host:
             host, peer = _compressed_ipv6(host, peer)
@@ -480,22 +479,20 @@ class GeminiProtocol(OneTimeout, Protocol):
     def answer_the_stop(self) -> bool:
         """
         The server stops, its drain timeout is over, and this request has
-        no header yet: it gets ``41`` rather than a bare cut, and whatever
-        was producing its reply (a FastCGI or proxy relay) lets its backend
-        go. The connection then ends by itself, with a FIN as soon as the
-        reply is in the kernel. False if a header is out already.
+        no header yet, or its request line has not all come: it gets ``41``
+        rather than a bare cut, and whatever was producing its reply (a
+        FastCGI or proxy relay) lets its backend go. The connection then
+        ends by itself, with a FIN as soon as the reply is in the kernel.
+        False if a header is out already.
         """
         if self.state is State.REQUEST:
             # Its request line is not whole yet (or has not begun): it is
             # told why none will be read, as a request timeout tells it.
             self._note_raw_url(self._buffer)
-            self.respond(status.SERVER_UNAVAILABLE, "server is stopping")
-            if close_once_sent(self.transport):
-                self._disarm()
-            return True
-        if self.state is not State.RESPONDING or self._header_sent:
+        elif self.state is State.RESPONDING and not self._header_sent:
+            self._let_the_producer_go()
+        else:
             return False
-        self._let_the_producer_go()
         self.respond(status.SERVER_UNAVAILABLE, "server is stopping")
         if close_once_sent(self.transport):
             self._disarm()

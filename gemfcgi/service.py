@@ -34,6 +34,7 @@ from gemfcgi.config import model
 from gemfcgi.config.errors import ConfigError
 from gemfcgi.endpoints import inherited, inherited_socket_problem
 from gemfcgi.fastcgi.client import FastCGITimeouts
+from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi, serve_without_backends
 from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
@@ -194,7 +195,7 @@ def with_backlog(description: str) -> str:
     ``tcp:``, ``tcp6:`` or ``unix:`` one that names none: Twisted's default
     of 50 overflows under a burst of new connections (64 at once).
     """
-    proxied, inner = split_proxied(description)
+    _, inner = split_proxied(description)
     kind = inner.split(":", 1)[0].lower()
     if kind not in ("tcp", "tcp6", "unix") or re.search(r"(^|[^\\]):backlog=", inner):
         return description
@@ -258,8 +259,7 @@ def servers_listening_on(config: model.Config, address) -> list[int]:
     port = getattr(address, "port", None)
     if host is None or port is None:
         return []
-    if host.startswith("::ffff:"):
-        host = host[len("::ffff:"):]
+    host = ipv4_unmapped(host)
     matching = []
     for index, server in enumerate(config.servers):
         for listen in server.listens:

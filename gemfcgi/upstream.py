@@ -62,7 +62,7 @@ from zope.interface import implementer
 from gemfcgi.certificates import KeyPair, openssl_alternative_names, openssl_common_name
 from gemfcgi.deadlines import deadlines_for
 from gemfcgi.gemini import status
-from gemfcgi.gemini.hosts import canonical_host, is_address
+from gemfcgi.gemini.hosts import canonical_host, ipv4_unmapped, is_address
 from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
 from gemfcgi.gemini.request import DEFAULT_PORT, MAX_REQUEST_BYTES, Request
 from gemfcgi.pacedrelay import PacedRelay
@@ -299,7 +299,7 @@ def _end_of(address: Any) -> Optional[tuple[str, int]]:
     if host is None:
         return None
     # A dual-stack listener sees an IPv4 connection as IPv4-mapped.
-    return (host.removeprefix("::ffff:"), getattr(address, "port", 0))
+    return (ipv4_unmapped(host), getattr(address, "port", 0))
 
 
 def blocks_behind(peer: Any) -> frozenset[int]:

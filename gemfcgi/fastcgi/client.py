@@ -67,9 +67,10 @@ CONNECT_BACKSTOP = 0.5
 # A backend's STDERR is read no faster than this, per second: each record
 # counts its bytes and its 8-byte header and padding, so that a stream of
 # tiny records (some 50,000 a second at most: 1.4 s of CPU in 8 s, where
-# reading them all took 7.2 s) cannot keep the process busy for the whole reply timeout, while an
-# application that logs a line per record is not held back. Beyond it, the
-# backend is not read until the second is over (its STDOUT waits too).
+# reading them all took 7.2 s) cannot keep the process busy for the whole
+# reply timeout, while an application that logs a line per record is not
+# held back. Beyond it, the backend is not read until the second is over
+# (its STDOUT waits too).
 STDERR_PACE = 1024 * 1024
 STDERR_RECORD_WEIGHT = 20
 STDERR_PACE_WINDOW = 1.0
@@ -198,7 +199,8 @@ class FastCGIClientProtocol(Protocol):
                 stdout.append(record.content)
                 continue
             if stdout:
-                self._on_stdout(stdout[0] if len(stdout) == 1 else b"".join(stdout))
+                # (``join`` of one item gives that item back, copying nothing.)
+                self._on_stdout(b"".join(stdout))
                 stdout = []
             if self.relay.finished:
                 if self._ended:
@@ -219,7 +221,7 @@ class FastCGIClientProtocol(Protocol):
                 return
             handler(self, record.content)
         if stdout:
-            self._on_stdout(stdout[0] if len(stdout) == 1 else b"".join(stdout))
+            self._on_stdout(b"".join(stdout))
 
     def _on_stdout(self, content: bytes) -> None:
         self.relay.on_stdout(content)

@@ -26,6 +26,17 @@ _NOT_IN_A_HOST = re.compile(r'[ /\\?#@\[\]%"<>{}|^`]')
 
 
 @lru_cache(maxsize=4096)
+def ipv4_unmapped(address: str) -> str:
+    """
+    An IPv4 peer of a dual-stack IPv6 socket (``listen on *``) as the IPv4
+    address it is: ``::ffff:192.0.2.7`` is ``192.0.2.7``, as gmid, with a
+    socket per family, shows it. Any other address is returned as it is.
+    """
+    if address.startswith("::ffff:") and "." in address:
+        return address[len("::ffff:"):]
+    return address
+
+
 def is_address(host: str) -> bool:
     """Whether ``host`` is an IP address (IPv6 without brackets), not a name."""
     try:

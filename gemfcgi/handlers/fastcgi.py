@@ -22,6 +22,7 @@ from gemfcgi.fastcgi.client import FastCGITimeouts, Relay
 from gemfcgi.fastcgi.params import CERTIFICATE_PARAMS, RequestFacts, request_params
 from gemfcgi.fastcgi.records import ParamTooLong, encode_request
 from gemfcgi.gemini import status
+from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.gemini.request import Request
 from gemfcgi.routing import PathSettings
 
@@ -48,24 +49,14 @@ def request_facts(client: "GeminiProtocol", request: Request, settings: PathSett
         translated_root=settings.fastcgi_root,
         client_address=str(getattr(peer, "host", "") or ""),
         client_port=int(getattr(peer, "port", 0) or 0),
-        server_address=_unmapped(str(getattr(host, "host", "") or "")),
+        # The server's address as an IPv4 client reached it, as REMOTE_ADDR beside it.
+        server_address=ipv4_unmapped(str(getattr(host, "host", "") or "")),
         tls_version=tls.version if tls is not None else "",
         tls_cipher=tls.cipher if tls is not None else "",
         tls_cipher_strength=tls.cipher_bits if tls is not None else None,
         certificate=tls.client_certificate if tls is not None else None,
         chroot=client.site.chroot,
     )
-
-
-def _unmapped(address: str) -> str:
-    """
-    The server's address as an IPv4 client reached it: a dual-stack socket
-    (``listen on *``) says ``::ffff:192.0.2.1``, and REMOTE_ADDR beside it
-    is already ``192.0.2.7``, as gmid, with a socket per family, shows both.
-    """
-    if address.startswith("::ffff:") and "." in address:
-        return address[len("::ffff:"):]
-    return address
 
 
 def encode_params(params: list[tuple[str, str]]) -> bytes:

@@ -555,6 +555,14 @@ def test_reloads_in_quick_succession_stop_the_workers_that_never_came_to_listen(
         assert "Traceback" not in server.log
 
 
+def workers_on_unix(capsule, certificate, listen: str) -> ServerProcess:
+    """Quick mode on ``capsule`` with two workers, listening on the unix socket ``listen`` names."""
+    cert, key = certificate
+    return ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+                          "--hostname", "localhost", "--cert", cert, "--key", key,
+                          "--listen", listen, "--workers", "2"])
+
+
 def unix_fetch(path, url: str) -> bytes:
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     raw.settimeout(10)
@@ -572,11 +580,8 @@ def test_a_unix_socket_shared_by_workers_outlives_every_reload_and_goes_with_the
 ):
     # Each reload stops a generation of workers: closing their copies must
     # leave the socket, and its path, to the next one.
-    cert, key = certificate
     path = tmp_path / "gemini.sock"
-    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
-                            "--hostname", "localhost", "--cert", cert, "--key", key,
-                            "--listen", f"unix:{path}", "--workers", "2"])
+    server = workers_on_unix(capsule, certificate, f"unix:{path}")
     try:
         for generation in range(1, 4):
             wait_workers_listening(server, 2 * generation)
@@ -711,11 +716,8 @@ def test_a_worker_hung_past_the_drain_timeout_is_killed_and_named(capsule, certi
 def test_a_unix_socket_shared_by_workers_keeps_the_mode_it_was_made_with(capsule, certificate, tmp_path):
     # The workers' adopted copies made it 0666 and listened again with a
     # backlog of 50, whatever mode= and backlog= asked.
-    cert, key = certificate
     path = tmp_path / "private.sock"
-    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
-                            "--hostname", "localhost", "--cert", cert, "--key", key,
-                            "--listen", f"unix:{path}:mode=600:backlog=7", "--workers", "2"])
+    server = workers_on_unix(capsule, certificate, f"unix:{path}:mode=600:backlog=7")
     try:
         wait_workers_listening(server, 2)
         assert unix_fetch(path, "gemini://localhost/") == b"20 text/gemini\r\n# prefork\n"

@@ -194,6 +194,16 @@ def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):
         assert inherited_socket_problem(bound.fileno(), socket.AF_INET) is None
     with socket.socket(type=socket.SOCK_DGRAM) as datagram:
         assert "is not a stream socket" in inherited_socket_problem(datagram.fileno(), socket.AF_INET)
+    # A descriptor that is no socket at all (a file systemd was told to pass).
+    import os
+
+    read_end, write_end = os.pipe()
+    try:
+        assert inherited_socket_problem(read_end, socket.AF_INET) == (
+            f"descriptor {read_end}: Socket operation on non-socket")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 @pytest.mark.parametrize("given, opened", [
