@@ -25,7 +25,6 @@ from gemfcgi.glob import glob_matches, is_glob
 _NOT_IN_A_HOST = re.compile(r'[ /\\?#@\[\]%"<>{}|^`]')
 
 
-@lru_cache(maxsize=4096)
 def ipv4_unmapped(address: str) -> str:
     """
     An IPv4 peer of a dual-stack IPv6 socket (``listen on *``) as the IPv4
@@ -37,6 +36,7 @@ def ipv4_unmapped(address: str) -> str:
     return address
 
 
+@lru_cache(maxsize=4096)
 def is_address(host: str) -> bool:
     """Whether ``host`` is an IP address (IPv6 without brackets), not a name."""
     try:
