@@ -48,6 +48,8 @@ LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\
 ALL_ADDRESSES_LISTENER = "tcp6:1965:interface=\\:\\:"
 LOCAL_NAMES = ["localhost", "127.0.0.1", "::1"]
 # What a reload without a configuration file reads again, as its log lines say.
+# What twistd's waiting parent reads of a daemon's failed start after its "1 ".
+STATUS_PIPE_ROOM = 98
 COMMAND_LINE = "the command line (certificate and key files read again)"
 
 
@@ -236,32 +238,50 @@ class StartOrExit(MultiService):
     """
     What twistd starts. A socket that cannot be opened (a port in use, an
     address this machine does not have), or an access file, ends the start as a bad
-    configuration does, before any FastCGI application is spawned: in the
-    foreground (``-n``), with one line and exit status 1 rather than a
-    traceback. A daemon raises instead: twistd reports an exception from
-    the start to the waiting parent, which prints it and exits 1, while an
-    exit here would leave that parent waiting for ever.
+    configuration does, before any FastCGI application is spawned: with one
+    line (``FILE:LINE:`` first when a ``listen on`` line asked for the
+    socket) and exit status 1 rather than a traceback. A daemon's line also
+    goes to the parent twistd left waiting for word of the start, which
+    prints it: twistd's own report of an exception would keep the first 100
+    bytes of the exception's class and message, which loses the line.
     """
 
-    def __init__(self, service: Service, foreground: bool, pidfile: str = "") -> None:
+    def __init__(self, service: Service, foreground: bool, pidfile: str = "",
+                 twistd_options: Optional[dict] = None) -> None:
         super().__init__()
         self.foreground = foreground
         self.pidfile = pidfile
+        self.twistd_options = twistd_options
         service.setServiceParent(self)
 
     def startService(self) -> None:
         try:
             super().startService()
         except StartError as error:
-            if not self.foreground:
+            where, what = "", str(error)
+            if isinstance(error, ListenError):
+                where = f"{error.origin}: " if error.origin else ""
+                what = f"cannot listen on {error}"
+            if not self.foreground and not self._tell_the_waiting_parent(where, what):
                 raise
             # twistd removes its pidfile when it stops, which an exit here skips.
             self._remove_pidfile()
             # twistd has standard error written to its log by now.
-            if isinstance(error, ListenError):
-                where = f"{error.origin}: " if error.origin else ""
-                sys.exit(f"gemfcgi: {where}cannot listen on {error}")
-            sys.exit(f"gemfcgi: {error}")
+            sys.exit(f"gemfcgi: {where}{what}")
+
+    def _tell_the_waiting_parent(self, where: str, what: str) -> bool:
+        """Whether the problem went to the daemon's waiting parent."""
+        pipe = self.twistd_options.get("statusPipe") if self.twistd_options is not None else None
+        if pipe is None:
+            return False
+        try:
+            os.write(pipe, b"1 " + status_message(where, what))
+            os.close(pipe)
+        except OSError:
+            return False
+        # So that twistd, seeing the exit, does not write to it again.
+        self.twistd_options["statusPipe"] = None
+        return True
 
     def _remove_pidfile(self) -> None:
         """twistd's pidfile, if it names this process (it is relative to ``--rundir``, the current directory)."""
@@ -276,11 +296,30 @@ class StartOrExit(MultiService):
             pass
 
 
+def status_message(where: str, what: str) -> bytes:
+    """
+    ``where`` and ``what`` in the room twistd's waiting parent reads: when
+    they do not fit, the end of ``where`` (the file name and the line) and
+    the reason at the end of ``what`` are kept, and middles give way.
+    """
+    whole = (where + what).encode("ascii", "backslashreplace")
+    if len(whole) <= STATUS_PIPE_ROOM:
+        return whole
+    place = where.encode("ascii", "backslashreplace")
+    said = what.encode("ascii", "backslashreplace")
+    reason = said.rpartition(b": ")[2][-(STATUS_PIPE_ROOM // 3):]
+    room = STATUS_PIPE_ROOM - len(reason) - len(b"...")
+    if len(place) > room // 2:
+        place = b"..." + place[-(room // 2 - 3):]
+    return (place + said)[:room] + b"..." + reason
+
+
 def makeService(options: Options) -> Service:
     try:
         foreground = options.parent is not None and bool(options.parent.get("nodaemon"))
         pidfile = (options.parent.get("pidfile") or "") if options.parent is not None else ""
-        service: Service = StartOrExit(_make_service(options), foreground, pidfile)
+        service: Service = StartOrExit(_make_service(options), foreground, pidfile,
+                                       options.parent)
     except (ListenError, CertificateError, PrivilegeError) as error:
         sys.exit(f"gemfcgi: {error}")
     # Under twistd, its text log is written by an observer of ours that

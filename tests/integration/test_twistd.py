@@ -201,11 +201,36 @@ def test_a_daemon_whose_port_is_in_use_reports_it_and_exits(tmp_path, busy_port)
                     "gemfcgi", "--state-dir", str(tmp_path),
                     "--listen", f"tcp:{port}:interface=127.0.0.1")
     assert result.returncode == 1
-    assert (f"ListenError: tcp:{port}:interface=127.0.0.1:backlog=1024: Address already in use"
+    assert (f"cannot listen on tcp:{port}:interface=127.0.0.1:backlog=1024: Address already in use"
             in result.stderr.decode())
     assert not (tmp_path / "twistd.pid").exists()
     time.sleep(0.5)
     assert "gemfcgi.demo.app" not in (tmp_path / "twistd.log").read_text()
+
+
+def test_a_daemon_that_cannot_listen_names_the_line_that_asked(tmp_path, busy_port, certificate, capsule):
+    # twistd itself passes on 100 bytes of the exception, class name first,
+    # which left the FILE:LINE out.
+    cert, key = certificate
+    config = tmp_path / "gmid.conf"
+    config.write_text(
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port {busy_port}\n\tcert "{cert}"\n'
+        f'\tkey "{key}"\n\troot "{capsule}"\n}}\n'
+    )
+    log_file = tmp_path / "twistd.log"
+    result = twistd(f"--pidfile={tmp_path / 'twistd.pid'}", f"--logfile={log_file}",
+                    "gemfcgi", "-c", str(config))
+    assert result.returncode == 1
+    said = result.stderr.decode()
+    # The parent prints what fits in twistd's 100 bytes: the file's name
+    # and the line, and the reason (this test's directory name is long).
+    assert "gmid.conf:2: cannot listen on tcp:" in said
+    assert said.count("Address already in use") == 1
+    logged = log_file.read_text()
+    assert (f"gemfcgi: {config}:2: cannot listen on tcp:{busy_port}:interface=127.0.0.1:backlog=1024: "
+            "Address already in use") in logged
+    assert "Traceback" not in logged
+    assert not (tmp_path / "twistd.pid").exists()
 
 
 def test_a_quick_mode_root_that_is_not_a_directory_is_refused(tmp_path):

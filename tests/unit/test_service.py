@@ -733,3 +733,19 @@ def test_a_failed_start_removes_only_a_pidfile_that_names_this_process(tmp_path)
     StartOrExit(Service(), True, str(pidfile))._remove_pidfile()
     assert not pidfile.exists()
     StartOrExit(Service(), True, str(pidfile))._remove_pidfile()  # gone already: nothing to do
+
+
+def test_a_daemons_failed_start_fits_twistds_hundred_bytes_with_its_line_and_reason():
+    from gemfcgi.tap import status_message
+
+    what = "cannot listen on tcp:1965:interface=127.0.0.1:backlog=1024: Address already in use"
+    assert status_message("", "cannot open /var/log/gemini.log") == b"cannot open /var/log/gemini.log"
+    short = status_message("/etc/gmid.conf:12: ", what)
+    assert len(short) <= 98
+    assert short.startswith(b"/etc/gmid.conf:12: cannot listen on tcp:1965:")
+    assert short.endswith(b"...Address already in use")
+    deep = status_message(f"/srv/{'capsules/' * 20}gmid.conf:7: ", what)
+    assert len(deep) <= 98
+    assert b"capsules/gmid.conf:7: cannot listen on tcp:" in deep
+    assert deep.endswith(b"Address already in use")
+    assert status_message("/etc/gmid.conf:1: ", "no such file: caf\u00e9").endswith(b"caf\\xe9")
