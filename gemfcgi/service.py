@@ -196,10 +196,34 @@ def with_backlog(description: str) -> str:
     of 50 overflows under a burst of new connections (64 at once).
     """
     _, inner = split_proxied(description)
-    kind = inner.split(":", 1)[0].lower()
-    if kind not in ("tcp", "tcp6", "unix") or re.search(r"(^|[^\\]):backlog=", inner):
+    fields = endpoint_fields(inner)
+    if fields[0].lower() not in ("tcp", "tcp6", "unix") or any(
+        field.startswith("backlog=") for field in fields[1:]
+    ):
         return description
     return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
+def endpoint_fields(description: str) -> list[str]:
+    """
+    An endpoint string's fields as Twisted reads them: split at each colon
+    that no backslash escapes (``unix:/run/a\\:b`` is one path, and
+    ``unix:/run/a\\\\:backlog=5`` a path ending in a backslash, then a backlog).
+    """
+    fields, field, escaped = [], [], False
+    for character in description:
+        if escaped:
+            field.append(character)
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character == ":":
+            fields.append("".join(field))
+            field = []
+        else:
+            field.append(character)
+    fields.append("".join(field))
+    return fields
 
 
 def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:

@@ -213,6 +213,9 @@ def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):
     ("haproxy:tcp:1965", "haproxy:tcp:1965:backlog=1024"),
     ("tcp:1965:backlog=64", "tcp:1965:backlog=64"),
     ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    # An escaped colon is part of the path; an escaped backslash is not an escape.
+    ("unix:/run/a\\:backlog=5", "unix:/run/a\\:backlog=5:backlog=1024"),
+    ("unix:/run/a\\\\:backlog=5", "unix:/run/a\\\\:backlog=5"),
 ])
 def test_a_listen_string_without_a_backlog_gets_the_one_listen_on_lines_get(given, opened):
     # Twisted's default of 50 refused connections queued while the server
