@@ -174,6 +174,9 @@ class ReplyHeaderReader:
     def _add_cgi_field(self, line: bytes) -> Optional[ReplyError]:
         name, colon, value = line.partition(b":")
         if not colon or not _CGI_FIELD_NAME.fullmatch(name):
+            if not self._fields and line[:3].isdigit():
+                # "200 OK": an HTTP status line, or a Gemini code of three digits.
+                return ReplyError(f"malformed header {line[:40]!r}: a Gemini status has two digits")
             return ReplyError(f"malformed header line {line[:40]!r}")
         key = name.decode("ascii").lower()
         if key not in _TRANSLATED_FIELDS:

@@ -107,7 +107,7 @@ def response_header(code: int, meta: str = "") -> bytes:
     misread; callers turn that into a ``40``/``42`` of their own.
     """
     if not 10 <= code <= 69:
-        raise InvalidHeader(f"status {code} is not defined by the Gemini specification")
+        raise InvalidHeader(f"status {code:02d} is not defined by the Gemini specification")
     meta = sent_meta(code, meta)
     if "\r" in meta or "\n" in meta:
         raise InvalidHeader("META contains a line break")

@@ -66,6 +66,16 @@ def test_code_outside_10_to_69_is_an_error(code):
 
 def test_code_99_is_an_invalid_status():
     assert "status 99" in error_of(b"99 whatever\r\n")
+    assert "status 05 is not defined" in error_of(b"05 whatever\r\n")
+
+
+@pytest.mark.parametrize("line, said", [
+    (b"200 OK", "malformed header b'200 OK': a Gemini status has two digits"),
+    (b"404", "malformed header b'404': a Gemini status has two digits"),
+    (b"HTTP/1.1 200 OK", "malformed header line b'HTTP/1.1 200 OK'"),
+])
+def test_a_status_line_of_three_digits_says_gemini_has_two(line, said):
+    assert error_of(line + b"\r\nContent-Type: text/gemini\r\n\r\nbody") == said
 
 
 @pytest.mark.parametrize("code", [40, 41, 42, 43, 44, 50, 51, 52, 53, 59, 60, 61, 62])

@@ -50,7 +50,7 @@ def test_other_codes_carry_no_body(code):
     (b"20 text/gemini\n", "malformed header: it ends with a bare LF, not CRLF"),
     (b"20 text/gem", "closed before a complete header (11 bytes received)"),
     (b"70 nope\r\n", "status 70 is not defined"),
-    (b"09 nope\r\n", "status 9 is not defined"),
+    (b"09 nope\r\n", "status 09 is not defined"),
     (b"30 \r\n", "status 30 requires a META"),
     (b"30  \t\r\n", "status 30 requires a META"),
     (b"20 \xff\r\n", "META is not valid UTF-8"),
