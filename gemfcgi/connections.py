@@ -40,6 +40,9 @@ class ConnectionTracker:
         self._waiters: list[Deferred] = []
         self._refusals: Optional[LogLimiter] = None
         self._last_said = float("-inf")
+        # Set while the server stops: how long a client that has sent
+        # nothing may still take to begin its request.
+        self.request_grace: Optional[float] = None
 
     def refuse(self, limit: int, clock: IReactorTime) -> None:
         """

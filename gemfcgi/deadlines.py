@@ -58,6 +58,11 @@ class Deadlines:
     def clear(self, owner: Timed) -> None:
         self._due.pop(owner, None)
 
+    def left(self, owner: Timed) -> Optional[float]:
+        """Seconds until ``owner``'s deadline (``None`` if it has none)."""
+        due = self._due.get(owner)
+        return None if due is None else due - self.clock.seconds()
+
     def _fire_passed(self) -> None:
         self._check = None
         now = self.clock.seconds()

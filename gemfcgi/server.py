@@ -125,6 +125,9 @@ class GeminiProtocol(OneTimeout, Protocol):
     # The proxy blocks (their ids) a relayed request went through in this
     # process, this connection's included: the loop check's memory.
     relayed_through: frozenset[int] = frozenset()
+    # While the server stops: when the request timeout would have ended a
+    # client hurried by ``hurry_the_request``.
+    _request_due: Optional[float] = None
 
     def __init__(self, site: Site, clock: IReactorTime) -> None:
         self.site = site
@@ -204,6 +207,9 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.respond(status.SERVER_UNAVAILABLE, "server busy, try again later")
             return
         self._arm(self.site.timeouts.request, self._request_timed_out)
+        if self.factory is not None and self.factory.connections.request_grace is not None:
+            # The handshake ended while the server stops.
+            self.hurry_the_request(self.factory.connections.request_grace)
 
     def dataReceived(self, data: bytes) -> None:
         if self.state is not State.REQUEST:
@@ -497,6 +503,27 @@ class GeminiProtocol(OneTimeout, Protocol):
         if close_once_sent(self.transport):
             self._disarm()
         return True
+
+    def hurry_the_request(self, grace: float) -> None:
+        """
+        The server stops: a client that has sent nothing of its request
+        yet has ``grace`` seconds to begin it, then gets ``41``, where the
+        request timeout would hold the stop up for as long. One whose
+        request line has begun keeps the whole request timeout.
+        """
+        if self.state is not State.REQUEST or self._buffer or self._on_timeout is None:
+            return
+        left = self._deadlines.left(self)
+        if left is None or left <= grace:
+            return
+        self._request_due = self.clock.seconds() + left
+        self._arm(grace, self._stop_wait_over)
+
+    def _stop_wait_over(self) -> None:
+        if self._buffer and self._request_due is not None:
+            self._arm(max(self._request_due - self.clock.seconds(), 0), self._request_timed_out)
+            return
+        self.answer_the_stop()
 
     def _linger_check(self) -> None:
         linger = self.site.timeouts.linger

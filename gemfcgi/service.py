@@ -877,6 +877,13 @@ class GemfcgiService(MultiService):
                 count=len(self.connections),
             )
             self.fastcgi.drain(self.drain_timeout)
+        # A client that has sent nothing yet is not waited for as long as
+        # its request timeout (a retiring worker's are: nothing stops).
+        self.connections.request_grace = STOP_REQUEST_GRACE
+        for connection in list(self.connections.active):
+            hurry = getattr(connection, "hurry_the_request", None)
+            if hurry is not None:
+                hurry(STOP_REQUEST_GRACE)
         return self.connections.drain(
             self.reactor, self.drain_timeout, partial(_cut_by_drain, timeout=self.drain_timeout)
         )
@@ -899,6 +906,9 @@ class GemfcgiService(MultiService):
 
 
 DRAIN_CUT = "cut by the drain timeout"
+# Seconds a stop waits for a client that has sent nothing of its request
+# to begin it: one that connected as the stop began sends it at once.
+STOP_REQUEST_GRACE = 2.0
 
 
 def _cut_by_drain(connection: Any, timeout: float) -> bool:

@@ -292,6 +292,37 @@ def test_a_spawned_program_that_dies_while_the_stop_drains_is_not_started_again(
         server.stop()
 
 
+def test_a_client_that_has_sent_nothing_does_not_hold_a_stop_for_its_request_timeout(
+    tmp_path, certificate
+):
+    # It held it for the request timeout, then got 59 request timeout.
+    cert, key = certificate
+    (tmp_path / "index.gmi").write_text("# home\n")
+    server = start_server("--root", str(tmp_path), "--cert", cert, "--key", key,
+                          "--listen", "tcp:0:interface=127.0.0.1", "--request-timeout", "60")
+    quiet = client_context().wrap_socket(
+        socket.create_connection(("127.0.0.1", server.port), timeout=30),
+        server_hostname="localhost")
+    slow = client_context().wrap_socket(
+        socket.create_connection(("127.0.0.1", server.port), timeout=30),
+        server_hostname="localhost")
+    slow.sendall(f"gemini://localhost:{server.port}/".encode())
+    time.sleep(0.2)
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.wait_for_log("waiting up to 30 s for 2 connections to finish")
+        # After the quiet client's grace, the one whose line has begun may still end it.
+        server.wait_for_log("GET - 41 server is stopping")
+        slow.sendall(b"index.gmi\r\n")
+        served, clean = read_to_end(slow)
+        told, told_clean = read_to_end(quiet)
+        assert server.process.wait(15) in STOPPED_BY_SIGTERM
+    finally:
+        server.stop()
+    assert (told, told_clean) == (b"41 server is stopping\r\n", True)
+    assert (served, clean) == (b"20 text/gemini\r\n# home\n", True)
+
+
 @pytest.mark.parametrize("sent", [b"", b"gemini://localhost/half"], ids=["nothing", "half-a-line"])
 def test_a_client_still_sending_its_request_when_the_drain_ends_is_told_41(
     tmp_path, certificate, sent

@@ -784,6 +784,57 @@ def test_an_index_that_climbs_out_of_the_root_is_not_served(tmp_path):
     assert transport.value() == b"51 not found\r\n"
 
 
+def test_a_stop_gives_a_client_that_has_sent_nothing_a_short_grace_then_41(site):
+    # The request timeout (10 s) held the stop up for as long.
+    protocol, transport, clock = connect(site)
+    clock.advance(1)
+    protocol.hurry_the_request(2.0)
+    clock.advance(1.9)
+    assert transport.value() == b""
+    clock.advance(0.1 + RESOLUTION)
+    assert transport.value() == b"41 server is stopping\r\n"
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_client_whose_request_line_has_begun_keeps_its_request_timeout_at_a_stop(site, when):
+    protocol, transport, clock = connect(site)
+    if when == "before":
+        protocol.dataReceived(b"gemini://loc")
+    protocol.hurry_the_request(2.0)
+    clock.advance(1)
+    if when == "during":
+        protocol.dataReceived(b"gemini://loc")
+    clock.advance(8.9)
+    assert transport.value() == b""
+    protocol.dataReceived(b"alhost/\r\n")
+    assert transport.value().startswith(b"20 ")
+
+
+def test_a_stop_hurries_no_client_whose_request_timeout_ends_first(site):
+    protocol, transport, clock = connect(site)
+    clock.advance(9)
+    protocol.hurry_the_request(2.0)
+    clock.advance(1 + RESOLUTION)
+    assert transport.value() == b"59 request timeout\r\n"
+
+
+def test_a_handshake_that_ends_while_the_server_stops_gets_the_short_grace(site):
+    from gemfcgi.connections import ConnectionTracker
+    from gemfcgi.server import GeminiFactory
+
+    clock = Clock()
+    connections = ConnectionTracker()
+    factory = GeminiFactory(site, clock, connections)
+    protocol = factory.buildProtocol(None)
+    transport = TLSStringTransport()
+    protocol.makeConnection(transport)
+    connections.request_grace = 2.0
+    protocol.handshakeCompleted()
+    clock.advance(2 + RESOLUTION)
+    assert transport.value() == b"41 server is stopping\r\n"
+
+
 def test_a_connection_whose_access_line_fails_still_stops_counting(site):
     from gemfcgi.server import GeminiFactory
 
