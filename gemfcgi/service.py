@@ -14,6 +14,7 @@ import re
 import select
 import signal
 import socket
+import weakref
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable, Collection, Optional, Sequence
@@ -825,6 +826,7 @@ class GemfcgiService(MultiService):
                 on_signal(signal.SIGUSR1, self.reopen_access_log, self.reactor),
                 on_signal(signal.SIGUSR2, self.report_clients, self.reactor),
             ]
+        answer_repeated_stops(self.reactor)
         for service in self:
             if not service.running:
                 service.startService()
@@ -994,6 +996,39 @@ def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], 
     entry = (action, reactor)
     share.actions.append(entry)
     return partial(share.remove, entry)
+
+
+# The reactors whose shutdown answers a second TERM or INT.
+_answering_repeated_stops: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def answer_repeated_stops(reactor: Any) -> None:
+    """
+    Once ``reactor``'s shutdown has begun, a second TERM or INT (a Ctrl-C
+    pressed twice, a ``kill`` sent again) is answered with a line saying
+    what goes on: the reactor's own handler would ask a stopping reactor to
+    stop again, and log that failure as a critical traceback. The requests
+    in flight still finish within the drain timeout. A handler that is not
+    the reactor's (a program's own, a prefork worker's) stays.
+    """
+    if reactor in _answering_repeated_stops or not hasattr(reactor, "addSystemEventTrigger"):
+        return
+    _answering_repeated_stops.add(reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", _answer_stop_signals_of, reactor)
+
+
+def _answer_stop_signals_of(reactor: Any) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if getattr(signal.getsignal(signum), "__self__", None) is reactor:
+            signal.signal(signum, _already_stopping)
+
+
+def _already_stopping(signum: int, frame: object) -> None:
+    log.info(
+        "received {signal} again: already stopping, once the requests in flight have"
+        " finished (SIGKILL ends at once)",
+        signal=signal.Signals(signum).name,
+    )
 
 
 def _close(listeners: dict[str, ListenerService]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,13 @@ from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader, Reloader
 from gemfcgi.server import Timeouts
-from gemfcgi.service import GemfcgiService, ListenError, StartError, with_backlog
+from gemfcgi.service import (
+    GemfcgiService,
+    ListenError,
+    StartError,
+    answer_repeated_stops,
+    with_backlog,
+)
 
 log = Logger()
 
@@ -386,7 +391,8 @@ def _make_service(options: Options) -> Service:
     else:
         reloader = Reloader(COMMAND_LINE, lambda: (rebuild(), []), apply, reactor)
     reloader.setServiceParent(service)
-    reactor.addSystemEventTrigger("before", "shutdown", _answer_repeated_stop_signals)
+    # The prefork parent too, which is no GemfcgiService.
+    answer_repeated_stops(reactor)
     return service
 
 
@@ -396,23 +402,3 @@ def _reload_in_one_process(service: GemfcgiService, config: model.Config, worker
     if refused:
         raise ConfigError(refused)
     service.reload(config)
-
-
-def _answer_repeated_stop_signals() -> None:
-    """
-    Once the stop has begun, a second TERM or INT (a Ctrl-C pressed twice,
-    a ``kill`` sent again) is answered with a line saying what is going on:
-    Twisted's own handler would ask a stopping reactor to stop again, and
-    log that failure as a critical traceback. The requests in flight still
-    finish within the drain timeout; SIGKILL ends the process at once.
-    """
-
-    def already_stopping(signum: int, frame: object) -> None:
-        log.info(
-            "received {signal} again: already stopping, once the requests in flight have"
-            " finished (SIGKILL ends at once)",
-            signal=signal.Signals(signum).name,
-        )
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, already_stopping)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import socket
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from tests.fastcgi_apps.harness import python_app
-from tests.support import PROJECT_ROOT, TWISTD, fetch, start_command, start_server
+from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, start_command, start_server
 
 
 def twistd(*args, env=None):
@@ -357,6 +358,70 @@ def test_the_parts_wired_on_an_endpoint_of_ones_own_serve_as_readme_says(tmp_pat
     finally:
         process.terminate()
         process.wait(10)
+
+
+# A program of one's own: the reactor's signal handlers, the service stopped as the reactor stops.
+EMBEDDED_STOPPED_TWICE = """
+import sys
+from twisted.internet import reactor
+from twisted.logger import globalLogBeginner, textFileLogObserver
+import gemfcgi
+from gemfcgi.config import model
+
+cert, key, root = sys.argv[1:4]
+globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+config = model.Config(servers=[model.Server(
+    name="localhost", cert=cert, key=key, options=model.LocationOptions(root=root))])
+service = gemfcgi.makeService(config, listen=["tcp:0:interface=127.0.0.1"],
+                              timeouts=gemfcgi.Timeouts(request=4))
+reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+service.startService()
+print("port", service.ports[0].getHost().port, flush=True)
+reactor.run()
+"""
+
+
+def test_a_second_term_while_an_embedded_service_drains_is_answered_with_a_line(tmp_path, certificate):
+    # The reactor's own handler asked the stopping reactor to stop again:
+    # a critical ReactorNotRunning traceback in the program's log.
+    cert, key = certificate
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-c", EMBEDDED_STOPPED_TWICE, cert, key, str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+    )
+    seen: list[str] = []
+
+    def wait_for(text: str) -> None:
+        while not any(text in line for line in seen):
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            assert ready, f"never said {text!r}: {seen}"
+            line = process.stdout.readline()
+            assert line, f"ended before saying {text!r}: {seen}"
+            seen.append(line)
+
+    try:
+        wait_for("port ")
+        port = int(next(line for line in seen if line.startswith("port ")).split()[1])
+        # A request line begun and not ended holds the drain for its request timeout.
+        client = client_context().wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="localhost")
+        client.sendall(b"gemini://localhost")
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        wait_for("connections to finish")
+        process.send_signal(signal.SIGTERM)
+        wait_for("received SIGTERM again: already stopping")
+        assert client.recv(100) == b"59 request timeout\r\n"
+        client.close()
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    said = "".join(seen) + rest
+    assert "ReactorNotRunning" not in said and "critical" not in said, said
+    assert process.returncode == 0
 
 
 def wait_for_text(path, pattern, timeout=15.0):
