@@ -509,8 +509,15 @@ class GeminiProtocol(OneTimeout, Protocol):
         The server stops: a client that has sent nothing of its request
         yet has ``grace`` seconds to begin it, then gets ``41``, where the
         request timeout would hold the stop up for as long. One whose
-        request line has begun keeps the whole request timeout.
+        request line has begun keeps the whole request timeout. A
+        handshake not done has ``grace`` seconds to end, and then as long
+        again to begin the request.
         """
+        if self.state is State.HANDSHAKE:
+            left = self._deadlines.left(self)
+            if left is not None and left > grace:
+                self._arm(grace, self._handshake_timed_out)
+            return
         if self.state is not State.REQUEST or self._buffer or self._on_timeout is None:
             return
         left = self._deadlines.left(self)

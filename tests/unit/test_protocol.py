@@ -819,6 +819,15 @@ def test_a_stop_hurries_no_client_whose_request_timeout_ends_first(site):
     assert transport.value() == b"59 request timeout\r\n"
 
 
+def test_a_stop_gives_a_handshake_not_done_a_short_grace(site):
+    protocol, transport, clock = connect(site, handshake=False)
+    protocol.hurry_the_request(2.0)
+    clock.advance(1.9)
+    assert not transport.disconnecting
+    clock.advance(0.1 + RESOLUTION)
+    assert transport.disconnecting
+
+
 def test_a_handshake_that_ends_while_the_server_stops_gets_the_short_grace(site):
     from gemfcgi.connections import ConnectionTracker
     from gemfcgi.server import GeminiFactory
