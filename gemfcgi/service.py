@@ -880,7 +880,8 @@ class GemfcgiService(MultiService):
             )
             self.fastcgi.drain(self.drain_timeout)
         # A client that has sent nothing yet is not waited for as long as
-        # its request timeout (a retiring worker's are: nothing stops).
+        # its request timeout. (A retiring worker, above, waits: it stops
+        # nothing that a client would see.)
         self.connections.request_grace = STOP_REQUEST_GRACE
         for connection in list(self.connections.active):
             hurry = getattr(connection, "hurry_the_request", None)

@@ -53,9 +53,9 @@ LOOPBACK_LISTENERS = ["tcp:1965:interface=127.0.0.1", "tcp6:1965:interface=\\:\\
 ALL_ADDRESSES_LISTENER = "tcp6:1965:interface=\\:\\:"
 LOCAL_NAMES = ["localhost", "127.0.0.1", "::1"]
 # What a reload without a configuration file reads again, as its log lines say.
+COMMAND_LINE = "the command line (certificate and key files read again)"
 # What twistd's waiting parent reads of a daemon's failed start after its "1 ".
 STATUS_PIPE_ROOM = 98
-COMMAND_LINE = "the command line (certificate and key files read again)"
 
 
 def default_state_dir() -> Path:
