@@ -34,6 +34,7 @@ them, and their requests would all read as the linger's length.
 
 from __future__ import annotations
 
+import errno
 import os
 import syslog
 import time
@@ -210,7 +211,7 @@ class AccessLogWriter:
         if self.path is None:
             return True
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_for_lines(self.path)
         except OSError as error:
             if self._fd is None:
                 raise
@@ -278,3 +279,20 @@ class AccessLogWriter:
             self._write((line + "\n").encode("utf-8", "surrogateescape"))
         if self._syslog is not None:
             self._syslog.send(syslog.LOG_NOTICE, line)
+
+
+def open_for_lines(path: str) -> int:
+    """
+    ``path`` opened to append lines to, created if need be. A FIFO is
+    opened without waiting for a reader, which would freeze the server as
+    it starts or reopens its log: one that no process reads is refused.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    except OSError as error:
+        if error.errno == errno.ENXIO:
+            raise OSError(error.errno, "a FIFO that no process reads", path) from None
+        raise
+    # Lines are written as before: a reader that is slow holds them up.
+    os.set_blocking(fd, True)
+    return fd

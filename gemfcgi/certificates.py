@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.opensslbindings import ffi, lib
+from gemfcgi.regularfile import read_regular_file
 
 if TYPE_CHECKING:
     from OpenSSL import crypto
@@ -67,15 +68,15 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
     ocsp = b""
     if ocsp_path is not None:
         try:
-            ocsp = Path(ocsp_path).read_bytes()
+            ocsp = read_regular_file(ocsp_path)
         except OSError as e:
             raise _unusable(ocsp_path, f"cannot read OCSP response: {e.strerror}") from None
     try:
-        cert_data = Path(cert_path).read_bytes()
+        cert_data = read_regular_file(cert_path)
     except OSError as e:
         raise _unusable(cert_path, f"cannot read certificate: {e.strerror}") from None
     try:
-        key_data = Path(key_path).read_bytes()
+        key_data = read_regular_file(key_path)
     except OSError as e:
         raise _unusable(key_path, f"cannot read key: {e.strerror}") from None
     try:

@@ -19,8 +19,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
-from gemfcgi.config import ConfigError, Diagnostic, load_config
-from gemfcgi.config import model
+from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.spawn import find_program
@@ -28,7 +27,13 @@ from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
-from gemfcgi.privileges import PrivilegeError, identity_for, may_read_directory, path_in_chroot
+from gemfcgi.privileges import (
+    PrivilegeError,
+    identity_for,
+    may_read_directory,
+    path_in_chroot,
+)
+from gemfcgi.proxyv1 import split_proxied
 from gemfcgi.routing import port_matches, port_pattern
 from gemfcgi.service import ListenError, listen_descriptions, servers_listening_on
 from gemfcgi.tls import ProtocolsError, protocol_range
@@ -169,13 +174,28 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; no client certificate it issued is accepted")
 
+    # Each socket's first ``listen on``, by its endpoint without proxy-v1.
+    sockets: dict[str, tuple[bool, model.Listen]] = {}
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:
             try:
-                listen_descriptions(listen)
+                descriptions = listen_descriptions(listen)
             except ListenError as problem:
                 error(listen.origin or origin, f"listen on {listen.address}: {problem}")
+                continue
+            for description in descriptions:
+                proxied, bare = split_proxied(description)
+                earlier_proxied, earlier = sockets.setdefault(bare, (proxied, listen))
+                if earlier_proxied != proxied and earlier.address != listen.address:
+                    # As written the lines differ (the parser compares those):
+                    # they name one socket once resolved, opened once.
+                    error(listen.origin or origin,
+                          f"listen on {listen.address} port {listen.port}: proxy-v1 "
+                          f"{'is' if proxied else 'is not'} set here but is"
+                          f"{'' if earlier_proxied else ' not'} at {earlier.origin} "
+                          f"({earlier.address}), and both mean {bare}: every listen on the "
+                          "same address and port must agree")
         if server.cert is None or server.key is None:
             error(origin, f"server {server.name!r} needs both cert and key")
         else:
@@ -191,7 +211,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                             f"server {server.name!r}: {server.ocsp}: {unstapled}")
                 try:
                     mode = os.stat(server.key).st_mode
-                except OSError as problem:  # "key.pem/": read, but not a file name
+                except OSError as problem:  # gone since it was read
                     error(server.origins.get("key", origin), f"key {server.key}: {problem.strerror}")
                     mode = 0
                 if mode & 0o077:

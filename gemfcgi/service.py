@@ -288,8 +288,11 @@ def servers_listening_on(config: model.Config, address) -> list[int]:
     matching = []
     for index, server in enumerate(config.servers):
         for listen in server.listens:
-            if listen_port(listen) != port:
-                continue
+            try:
+                if listen_port(listen) != port:
+                    continue
+            except ListenError:
+                continue  # a service no socket can have (the check names its line)
             if listen.address == "*" or host in _addresses_of(listen.address) | {listen.address}:
                 matching.append(index)
                 break

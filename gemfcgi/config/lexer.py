@@ -6,14 +6,14 @@ It follows gmid 2.x ``parse.y`` closely so that existing files lex the same:
 * ``#`` starts a comment up to the end of the line;
 * a newline or ``;`` ends a statement (both become an ``END`` token);
 * ``"..."`` and ``'...'`` are strings; inside them a backslash escapes the
-  quote character, a space or a tab, a backslash-newline is dropped, and any
-  other backslash is kept as written (gmid's rule, so ``"a\\\\"`` is still
-  unterminated, as in gmid);
+  quote character, a space or a tab, a newline (with or without a backslash
+  before it) is dropped, and any other backslash is kept as written (gmid's
+  rule, so ``"a\\\\"`` is still unterminated, as in gmid);
 * outside quotes a backslash-newline continues the line;
 * a bare word starts with a letter, digit, ``:`` or ``_`` and continues with
   letters, digits and any punctuation except ``( ) { } ! = # , ;``;
 * a number is ``-?digits`` followed by the end of the word; ``1965abc`` is a
-  word. (gmid also lets ``/`` end a number; we let a number end wherever a
+  word. One past a C ``long long`` is an error, as in gmid. (gmid also lets ``/`` end a number; we let a number end wherever a
   word cannot continue, which also accepts ``strip 1;``.)
 * words in ``KEYWORDS`` are reserved and come out as ``KEYWORD`` tokens;
 * ``$name`` becomes one ``STRING`` token holding the macro's value;
@@ -34,6 +34,7 @@ A ``\\r`` is treated as a space, so files saved with CRLF line ends work
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -56,9 +57,16 @@ _NOT_IN_WORD = frozenset("(){}!=#,;")
 _ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 _SPACE = frozenset(" \t\r\f\v")
 _DIGITS = frozenset("0123456789")
+# What bytes that are not UTF-8 became as the file was read (surrogateescape).
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 # Macros may hold macros; this bounds the depth so a chain cannot run away.
 MAX_MACRO_DEPTH = 32
+# And what all ``@name`` expansions of one file may add up to: macros that
+# each use the one below twice double at each level.
+MAX_MACRO_EXPANSION = 1 << 20
+# gmid's numbers are C ``long long``.
+MAX_NUMBER = (1 << 63) - 1
 
 
 def _word_start(c: str) -> bool:
@@ -153,6 +161,8 @@ class _TextSource:
         self.real_path = real_path
         self.macro = macro
         self.included = included
+        # An included file whose end has been given as an END token.
+        self.ended = False
 
     def peek(self, quoted: bool = False) -> str:
         """
@@ -164,8 +174,8 @@ class _TextSource:
         """
         text = self.text
         while True:
-            if text.startswith("\\\n", self.pos):
-                self.pos += 2
+            if text.startswith("\\\n", self.pos) or text.startswith("\\\r\n", self.pos):
+                self.pos += 2 if text[self.pos + 1] == "\n" else 3
                 if not self.fixed_line:
                     self.line += 1
             elif not quoted and self.pos + 1 < len(text) and text[self.pos] == "\\":
@@ -220,6 +230,7 @@ class Lexer:
         self._on_error = on_error
         self._stack: list[_Source] = [_TextSource(text, file, real_path=real_path)]
         self._lookahead: Optional[Token] = None
+        self._expanded = 0
 
     # -- the token stream -------------------------------------------------
 
@@ -265,12 +276,19 @@ class Lexer:
                 return token
             if len(self._stack) == 1:
                 return Token(TokenKind.EOF, "", source.file, max(source.line, 1))
-            self._stack.pop()
-            if source.included:
-                # The end of an included file ends its last statement.
+            if source.included and not source.ended:
+                # The end of an included file ends its last statement. The
+                # file stays open until the token after: an ``include`` on
+                # its last line is pushed above it, and a loop is seen.
+                source.ended = True
                 return Token(TokenKind.END, "", source.file, max(source.line, 1))
+            self._stack.pop()
 
     def _token(self, kind: TokenKind, text: str, source: _TextSource, line: int) -> Token:
+        if kind in (TokenKind.STRING, TokenKind.WORD) and _UNDECODED.search(text):
+            shown = text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            return self._error(source, line, f'"{shown}" is not UTF-8: gemfcgi reads its '
+                               "configuration as UTF-8")
         return Token(kind, text, source.file, line)
 
     def _error(self, source: _TextSource, line: int, message: str) -> Token:
@@ -327,6 +345,9 @@ class Lexer:
             source.advance()
             if c == quote:
                 break
+            if c == "\n" or (c == "\r" and source.text.startswith("\n", source.pos)):
+                # gmid drops it (and counts the line): a string may be wrapped.
+                continue
             if c == "\\":
                 following = source.text[source.pos : source.pos + 1]
                 if following in (quote, " ", "\t"):
@@ -346,6 +367,8 @@ class Lexer:
         text = "".join(chars)
         following = source.peek()
         if text != "-" and (following == "" or not _word_char(following)):
+            if abs(int(text)) > MAX_NUMBER:
+                return self._error(source, line, f'"{text}" invalid number: too large')
             return self._token(TokenKind.NUMBER, text, source, line)
         source.pos, source.line = start_pos, start_line
         return None
@@ -386,6 +409,14 @@ class Lexer:
             return self._error(source, line, f"macro '{name}' expands itself through @{name}")
         if len(expanding) >= MAX_MACRO_DEPTH:
             return self._error(source, line, f"macros nested too deeply at @{name}")
+        self._expanded += len(value)
+        if self._expanded > MAX_MACRO_EXPANSION:
+            # What the macros being expanded still hold is dropped: each of
+            # its @names would be this error again.
+            while isinstance(self._stack[-1], _TextSource) and self._stack[-1].macro:
+                self._stack.pop()
+            return self._error(source, line, f"macros expand to more than {MAX_MACRO_EXPANSION} "
+                               f"characters at @{name}")
         self._stack.append(
             _TextSource(value, source.file, line, fixed_line=True, macro=name)
         )

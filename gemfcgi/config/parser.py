@@ -66,6 +66,7 @@ from gemfcgi.config.model import (
     Proxy,
     Server,
 )
+from gemfcgi.regularfile import read_regular_file
 
 __all__ = ["load_config", "parse_config"]
 
@@ -107,8 +108,9 @@ def _origin(token: Token) -> Origin:
 
 
 def _read_text(path: str) -> str:
-    with open(path, "rb") as f:
-        return f.read().decode("utf-8", "replace")
+    # Bytes that are not UTF-8 stay what they were (surrogates), for the
+    # lexer to point at, not U+FFFD that names a file nobody has.
+    return read_regular_file(path).decode("utf-8", "surrogateescape")
 
 
 class _Parser:
@@ -638,6 +640,7 @@ class _Parser:
                 token, f"expected a media type such as text/gemini, found {token.describe()}"
             )
         assert self.config.types is not None
+        self._check(token, values.check_header_text("media type", token.text))
         while not self._at_statement_end():
             extension = self._peek()
             if extension.kind not in (
@@ -797,6 +800,7 @@ class _Parser:
     def _default_type(self, token: Token, options: LocationOptions) -> None:
         self._keyword("type", "'default'", 'default type "text/plain"')
         options.default_type = self._string("'default type'")
+        self._check(token, values.check_header_text("default type", options.default_type))
 
     def _index(self, token: Token, options: LocationOptions) -> None:
         index = self._string("'index'")
@@ -809,6 +813,7 @@ class _Parser:
 
     def _lang(self, token: Token, options: LocationOptions) -> None:
         options.lang = self._string("'lang'")
+        self._check(token, values.check_header_text("lang", options.lang))
 
     def _log_switch(self, token: Token, options: LocationOptions) -> None:
         options.log = self._boolean("'log'")

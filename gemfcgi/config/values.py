@@ -100,6 +100,17 @@ def check_block_meta(code: int, meta: str) -> Optional[str]:
     return None
 
 
+def check_header_text(what: str, text: str) -> Optional[str]:
+    """
+    Why ``text``, which goes into replies' META (``lang``, a media type),
+    cannot: every reply it would go into would be ``40``.
+    """
+    control = control_character(text)
+    if control is None:
+        return None
+    return f"{what} {text!r} contains the control character {control!r}: no reply may hold it"
+
+
 def block_meta_may_be_empty(code: int, meta: str) -> Optional[str]:
     """
     Why a 1x or 3x ``block return`` whose META is empty (or only ``%q``,

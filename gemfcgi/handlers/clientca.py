@@ -24,6 +24,7 @@ from OpenSSL import crypto
 from gemfcgi.certificates import CertificateError
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
+from gemfcgi.regularfile import read_regular_file
 from gemfcgi.routing import PathSettings
 
 if TYPE_CHECKING:
@@ -95,9 +96,11 @@ def load_authorities(paths: Iterable[str]) -> dict[str, Authorities]:
         if path in loaded:
             continue
         try:
-            with open(path, "rb") as f:
-                loaded[path] = _read_authorities(f.read())
-        except (OSError, ValueError, crypto.Error) as error:
+            loaded[path] = _read_authorities(read_regular_file(path))
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise CertificateError(f"{path}: cannot load CA certificates: {reason}") from None
+        except (ValueError, crypto.Error) as error:
             raise CertificateError(f"{path}: cannot load CA certificates: {error}") from None
     return loaded
 

@@ -204,3 +204,43 @@ def test_a_missing_include_names_the_file_looked_for_beside_the_including_one(tm
     assert error_strings(main) == [
         f'{main}:1: cannot read included file "{missing}": No such file or directory'
     ]
+
+
+@pytest.mark.parametrize("ending", ["\n", ""], ids=["newline", "no-newline"])
+def test_an_include_on_the_last_line_of_an_included_file_is_still_seen_as_a_loop(tmp_path, ending):
+    # Without a newline after it, the file was closed before its include
+    # was read: the loop went unseen and the parser ran for ever.
+    looping = write(tmp_path / "self.conf", f'include "self.conf"{ending}')
+    main = write(tmp_path / "gmid.conf", 'include "self.conf"\n' + SERVER)
+    assert error_strings(main) == [f'{looping}:1: include loop: "self.conf" is already being read']
+
+
+def test_two_files_that_end_including_each_other_are_a_loop(tmp_path):
+    write(tmp_path / "a.conf", 'include "b.conf"')
+    b = write(tmp_path / "b.conf", 'prefork 2\ninclude "a.conf"')
+    main = write(tmp_path / "gmid.conf", 'include "a.conf"\n')
+    assert error_strings(main) == [f'{b}:2: include loop: "a.conf" is already being read']
+
+
+def test_a_file_ending_in_an_include_is_read_whole_before_what_follows_it(tmp_path):
+    write(tmp_path / "user.conf", 'user "gmid"')
+    write(tmp_path / "middle.conf", 'prefork 3\ninclude "user.conf"')
+    main = write(tmp_path / "gmid.conf", 'include "middle.conf"\ninclude "user.conf"\nchroot "/srv"\n')
+    config, _ = load_config(main)
+    assert (config.prefork, config.user, config.chroot) == (3, "gmid", "/srv")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_configuration_or_include_that_is_no_regular_file_is_refused(tmp_path, kind):
+    # A FIFO blocked the read for ever, /dev/zero read until memory ran out.
+    if kind == "fifo":
+        special = tmp_path / "special"
+        os.mkfifo(special)
+        reason = "not a regular file (a FIFO)"
+    elif kind == "device":
+        special, reason = "/dev/zero", "not a regular file (a character device)"
+    else:
+        special, reason = tmp_path, "Is a directory"
+    main = write(tmp_path / "gmid.conf", f'prefork 2\ninclude "{special}"\n')
+    assert error_strings(main) == [f'{main}:2: cannot read included file "{special}": {reason}']
+    assert error_strings(str(special)) == [f"{special}:1: cannot read the configuration file: {reason}"]

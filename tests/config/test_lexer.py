@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gemfcgi.config.lexer import Lexer, TokenKind
 
 
@@ -154,3 +156,60 @@ def test_spawn_and_endpoint_are_ordinary_words_outside_fastcgi(parse, server_wit
 
 def test_nul_in_a_string_is_an_error(errors_of):
     assert errors_of('user "a\0b"\n') == ["gmid.conf:1: NUL character in a string"]
+
+
+def test_a_line_break_inside_quotes_is_dropped_as_gmid_drops_it(parse, server_with):
+    config = parse(server_with('lang "en\nfr"\n\tdefault type "text/\r\nplain"\n\tindex "a.gmi"'))
+    options = config.servers[0].options
+    assert (options.lang, options.default_type, options.index) == ("enfr", "text/plain", "a.gmi")
+
+
+def test_the_lines_a_quoted_string_spans_still_count(errors_of, server_with):
+    assert errors_of(server_with('lang "en\nfr"\n\tbogus')) == ["gmid.conf:7: unknown directive 'bogus'"]
+
+
+def test_a_backslash_before_crlf_continues_the_line(parse, server_with):
+    assert parse(server_with('lang \\\r\n"en"')).servers[0].options.lang == "en"
+
+
+def test_a_number_past_a_long_long_is_too_large(errors_of, server_with):
+    assert errors_of(server_with("strip 99999999999999999999")) == [
+        'gmid.conf:5: "99999999999999999999" invalid number: too large',
+    ]
+
+
+def test_a_string_that_is_not_utf8_is_named_with_its_bytes(tmp_path, server_with):
+    # As the file was read, a byte that is no UTF-8 became U+FFFD, and the
+    # error named a path nobody has ("root /srv/caf\ufffd is not a directory").
+    from gemfcgi.config import ConfigError, load_config
+
+    path = tmp_path / "gmid.conf"
+    path.write_bytes(server_with('root "/srv/caf\udce9"\n# caf\udce9 in a comment').encode(
+        "utf-8", "surrogateescape"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f'{path}:5: "/srv/caf\\xe9" is not UTF-8: gemfcgi reads its configuration as UTF-8',
+    ]
+
+
+def test_macros_that_double_at_each_level_are_stopped(errors_of, server_with):
+    levels = "".join(f'l{n} = "@l{n + 1} @l{n + 1}"\n' for n in range(29, -1, -1))
+    errors = errors_of('l30 = ";"\n' + levels + "@l0\n" + server_with(""))
+    assert len(errors) == 1
+    assert errors[0].startswith("gmid.conf:32: macros expand to more than 1048576 characters at @l")
+
+
+@pytest.mark.parametrize("line, said", [
+    ('lang "en\x01"', "lang 'en\\x01' contains the control character '\\x01'"),
+    ('default type "text/plain\x1b"', "default type 'text/plain\\x1b' contains the control character '\\x1b'"),
+])
+def test_a_value_no_reply_header_may_hold_is_refused(errors_of, server_with, line, said):
+    # It passed the check, and every reply it went into was 40.
+    assert errors_of(server_with(line)) == [f"gmid.conf:5: {said}: no reply may hold it"]
+
+
+def test_a_media_type_no_reply_header_may_hold_is_refused(errors_of):
+    assert errors_of('types {\n\t"text/x\x7f" x\n}\n') == [
+        "gmid.conf:2: media type 'text/x\\x7f' contains the control character '\\x7f': no reply may hold it"
+    ]

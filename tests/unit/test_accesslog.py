@@ -489,3 +489,26 @@ def test_a_daemon_falling_behind_again_and_again_is_said_once_a_minute(tmp_path)
         f"syslog: access lines reach {path} again; 1 line dropped",
         f"syslog: access lines reach {path} again; 49 lines dropped",
     ]
+
+
+def test_an_access_file_that_is_a_fifo_nobody_reads_is_refused_at_once(tmp_path):
+    # Opening it waited for a reader: the server froze as it started.
+    import os
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    settings = model.LogSettings(access=str(fifo), syslog=False)
+    with pytest.raises(OSError) as raised:
+        accesslog.AccessLogWriter(settings)
+    assert raised.value.strerror == "a FIFO that no process reads"
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        writer = accesslog.AccessLogWriter(settings)
+        writer(access_event("gemini://example.com/through-the-fifo"))
+        writer.close()
+        assert b"through-the-fifo" in os.read(reader, 4096)
+    finally:
+        os.close(reader)

@@ -291,3 +291,26 @@ def test_alternative_names_are_read_from_the_der_as_openssl_holds_them():
     assert _tlv(b"\x30\x81\x02ab", 0) == (0x30, 3, 5)
     with pytest.raises(ValueError):
         _tlv(b"\x04\x05ab", 0)
+
+
+@pytest.mark.parametrize("which", ["cert", "key", "ocsp", "ca"])
+def test_a_certificate_file_that_is_a_device_or_a_fifo_is_refused(tmp_path, which):
+    # /dev/zero was read until memory ran out; a FIFO blocked the start.
+    import os
+
+    from gemfcgi.certificates import CertificateError, load_key_pair
+    from gemfcgi.handlers.clientca import load_authorities
+    from tests.certs import issue, write
+
+    cert, key = write(tmp_path, "server", issue("localhost"))
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    for special, kind in (("/dev/zero", "a character device"), (fifo, "a FIFO")):
+        with pytest.raises(CertificateError) as raised:
+            if which == "ca":
+                load_authorities([special])
+            else:
+                paths = {"cert": cert, "key": key, "ocsp": None, which: special}
+                load_key_pair(paths["cert"], paths["key"], paths["ocsp"])
+        assert f"not a regular file ({kind})" in str(raised.value)
+        assert str(raised.value).startswith(special)

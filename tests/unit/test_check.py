@@ -50,7 +50,7 @@ def test_a_listen_name_idna_cannot_encode_and_a_key_path_ending_in_a_slash_are_e
         "encoding with 'idna' codec failed (UnicodeError: label empty or too long)",
         f'gmid.conf:1: listen on {"x" * 64}.example: cannot resolve "{"x" * 64}.example": '
         "encoding with 'idna' codec failed (UnicodeError: label empty or too long)",
-        f"gmid.conf:5: key {tmp_path / 'k.pem'}/: Not a directory",
+        f"gmid.conf:5: server 'localhost': {tmp_path / 'k.pem'}/: cannot read key: Not a directory",
     ]
 
 
@@ -235,3 +235,49 @@ def test_a_root_inside_the_chroot_is_looked_for_as_a_process_inside_it_finds_it(
     ]:
         errors, _ = check_config(_served_from(root, tmp_path, user="nobody", chroot=str(chroot)))
         assert [str(e) for e in errors] == expected, root
+
+
+def checked(tmp_path, text: str) -> list[str]:
+    """The errors ``load_and_check`` finds in ``text`` (a gmid.conf), as FILE:LINE lines."""
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+    from gemfcgi.check import load_and_check
+    from gemfcgi.config import ConfigError
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir(exist_ok=True)
+    path = tmp_path / "gmid.conf"
+    path.write_text(text.format(cert=tmp_path / "c.pem", key=tmp_path / "k.pem", root=tmp_path / "root"))
+    try:
+        load_and_check(str(path), {})
+    except ConfigError as error:
+        return [str(d).removeprefix(f"{path}:") for d in error.diagnostics]
+    return []
+
+
+def test_listen_lines_that_resolve_to_one_socket_must_agree_on_proxy_v1(tmp_path):
+    # Written differently, the parser let them be; the start then failed
+    # on its own socket ("Address already in use").
+    assert checked(tmp_path, (
+        'server "localhost" {{\n\tlisten on localhost port 22040 proxy-v1\n'
+        '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
+        'server "other" {{\n\tlisten on 127.0.0.1 port 22040\n'
+        '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
+    )) == [
+        f"8: listen on 127.0.0.1 port 22040: proxy-v1 is not set here but is at {tmp_path}/gmid.conf:2 "
+        "(localhost), and both mean tcp:22040:interface=127.0.0.1:backlog=1024: every listen on the "
+        "same address "
+        "and port must agree"
+    ]
+
+
+def test_an_unknown_service_beside_a_proxy_block_is_named_with_its_line(tmp_path):
+    # The proxy loop check met it first, and the error lost its line.
+    assert checked(tmp_path, (
+        'server "localhost" {{\n\tlisten on 127.0.0.1 port "no-such-service"\n'
+        '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n'
+        '\tproxy {{ relay-to "127.0.0.1" port 22050 }}\n}}\n'
+    )) == [
+        '2: listen on 127.0.0.1: unknown service "no-such-service" (not a port number, nor a name '
+        "in /etc/services)"
+    ]
