@@ -114,19 +114,42 @@ class _Script:
     filename: Optional[str] = None
 
 
+class NoSuchScript(Exception):
+    """
+    The request's path runs through a file that is no script of its
+    application (``/static/photo.gif/x.php``), or through a link that
+    leads outside the root: it names nothing, and no application sees it.
+    """
+
+
+def _any_file_is_a_script(request_path: str) -> bool:
+    return True
+
+
 def request_params(
     facts: RequestFacts,
     settings: FastCGI,
     is_file: Callable[[str], bool] = os.path.isfile,
+    is_script: Callable[[str], bool] = _any_file_is_a_script,
 ) -> list[tuple[str, str]]:
-    """The parameters for ``facts``, in a stable order, each name once."""
+    """
+    The parameters for ``facts``, in a stable order, each name once.
+
+    ``is_script`` says whether a file at a request path (before ``fastcgi
+    strip``) is one of this application's scripts: whether a request for it
+    alone would come to the same ``fastcgi``. Raises ``NoSuchScript``.
+    """
     user_params = dict(settings.params)
     path = _strip_components(facts.path, settings.strip or 0)
-    # Without a root of its own, the location's scripts are looked for
-    # under the DOCUMENT_ROOT a ``param`` gives (a gmid configuration for
-    # fcgiwrap has one).
-    split_root = facts.root if facts.root is not None else user_params.get("DOCUMENT_ROOT")
-    script = _split_script(path, user_params.get("SCRIPT_NAME"), split_root, is_file)
+    # The application's scripts are looked for where it looks for them:
+    # under the DOCUMENT_ROOT a ``param`` gives (gmid configurations for
+    # fcgiwrap have one), else under the location's root.
+    split_root = user_params.get("DOCUMENT_ROOT") or facts.root
+    stripped = facts.path[: len(facts.path) - len(path)] if path != facts.path else ""
+    script = _split_script(
+        path, user_params.get("SCRIPT_NAME"), split_root, is_file,
+        lambda name: is_script(stripped + name),
+    )
     params = {
         "PATH_INFO": script.path_info,
         "SCRIPT_NAME": script.name,
@@ -146,6 +169,11 @@ def request_params(
         "SERVER_SOFTWARE": facts.server_software,
         "GEMINI_URL_PATH": facts.path.removeprefix("/"),
     }
+    if not script.path_info:
+        # RFC 3875 4.1.6 (gmid sends the bare root): php-cgi with
+        # cgi.fix_pathinfo=0 takes a PATH_TRANSLATED, when there is one,
+        # for the script, and ran the root directory.
+        del params["PATH_TRANSLATED"]
     if facts.query and "=" not in facts.query:
         params["GEMINI_SEARCH_STRING"] = unquote_plus(facts.query)
     params.update(_certificate_params(facts.certificate))
@@ -200,11 +228,12 @@ def _split_script(
     configured: Optional[str],
     root: Optional[str],
     is_file: Callable[[str], bool],
+    is_script: Callable[[str], bool],
 ) -> _Script:
     if configured is not None:
         return _split_configured(path, configured)
     if root is not None:
-        found = _find_script_file(path, root, is_file)
+        found = _find_script_file(path, root, is_file, is_script)
         if found is not None:
             return found
     return _Script("", path)
@@ -219,9 +248,15 @@ def _split_configured(path: str, configured: str) -> _Script:
 
 
 def _find_script_file(
-    path: str, root: str, is_file: Callable[[str], bool]
+    path: str, root: str, is_file: Callable[[str], bool], is_script: Callable[[str], bool]
 ) -> Optional[_Script]:
-    """The shortest leading run of segments naming a regular file inside ``root``."""
+    """
+    The shortest leading run of segments naming a regular file inside
+    ``root``, the script; ``None`` if none does. The first file met must be
+    a script of this application: an application that is handed a path
+    through an image (PHP's ``cgi.fix_pathinfo``) finds the image and runs
+    it. Raises ``NoSuchScript``.
+    """
     resolved_root = real_root(root)
     end = 0
     while True:
@@ -229,7 +264,11 @@ def _find_script_file(
         name = path if end < 0 else path[:end]
         if not name.endswith("/"):
             filename = _join(root, name)
-            if is_file(filename) and _resolves_inside(filename, resolved_root):
+            if is_file(filename):
+                if not _resolves_inside(filename, resolved_root):
+                    raise NoSuchScript(f"{name} leads outside the root")
+                if not is_script(name):
+                    raise NoSuchScript(f"{name} is a file this application does not serve")
                 return _Script(name, path[len(name) :], filename)
         if end < 0:
             return None

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from gemfcgi.config import model
 from gemfcgi.fastcgi.backends import FastCGIBackends
 from gemfcgi.fastcgi.client import FastCGITimeouts, Relay
-from gemfcgi.fastcgi.params import CERTIFICATE_PARAMS, RequestFacts, request_params
+from gemfcgi.fastcgi.params import CERTIFICATE_PARAMS, NoSuchScript, RequestFacts, request_params
 from gemfcgi.fastcgi.records import ParamTooLong, encode_request
 from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import ipv4_unmapped
@@ -81,7 +81,19 @@ def serve_fastcgi(
     assert fastcgi is not None and fastcgi.address is not None
     backend = backends.backend_for(fastcgi.address)
     facts = request_facts(client, request, settings)
-    params = request_params(facts, fastcgi)
+    vhost = client.vhost
+    try:
+        if vhost is None:
+            params = request_params(facts, fastcgi)
+        else:
+            params = request_params(
+                facts, fastcgi, is_script=lambda path: vhost.settings_for(path).fastcgi is fastcgi)
+    except NoSuchScript as refused:
+        log.info("{client} {url}: not sent to FastCGI backend {backend}: {why}",
+                 client=client.record.client, url=client.record.url, backend=backend.name,
+                 why=refused)
+        client.respond(status.NOT_FOUND)
+        return
     try:
         encoded = encode_params(params)
     except ParamTooLong as too_long:

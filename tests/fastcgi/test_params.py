@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gemfcgi._version import __version__
 from gemfcgi.config.model import FastCGI, FastCGISocket
-from gemfcgi.fastcgi.params import ClientCertificate, RequestFacts, request_params
+from gemfcgi.fastcgi.params import ClientCertificate, NoSuchScript, RequestFacts, request_params
 
 FACTS = RequestFacts(
     path="/fcgi/params",
@@ -358,6 +358,7 @@ def file_split(path, root, settings_=None, is_file=os.path.isfile):
     return {
         name: params[name]
         for name in ("SCRIPT_NAME", "PATH_INFO", "SCRIPT_FILENAME", "PATH_TRANSLATED")
+        if name in params
     }
 
 
@@ -373,7 +374,9 @@ def test_file_under_the_root_becomes_script_name_and_the_rest_path_info(capsule)
 def test_request_for_the_file_itself_has_empty_path_info(capsule):
     split = file_split("/cgi/env.sh", capsule)
     assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/cgi/env.sh", "")
-    assert split["PATH_TRANSLATED"] == f"{capsule}/"
+    # Without PATH_INFO, none (RFC 3875): php-cgi with cgi.fix_pathinfo=0
+    # took the root directory it named for the script.
+    assert "PATH_TRANSLATED" not in split
 
 
 def test_file_followed_by_a_slash_has_path_info_slash(capsule):
@@ -419,8 +422,13 @@ def test_symlink_to_a_file_outside_the_root_is_not_a_script(tmp_path):
     root.mkdir()
     (tmp_path / "secret.sh").write_text("#!/bin/sh\n")
     (root / "link.sh").symlink_to(tmp_path / "secret.sh")
-    split = file_split("/link.sh/x", root)
-    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/link.sh/x")
+    (root / "dir").symlink_to(tmp_path, target_is_directory=True)
+    # Not split there, the path went whole to the application, whose
+    # SCRIPT_FILENAME named the link: fcgiwrap followed it and ran the file.
+    for path, name in (("/link.sh/x", "/link.sh"), ("/link.sh", "/link.sh"), ("/dir/secret.sh", "/dir/secret.sh")):
+        with pytest.raises(NoSuchScript) as refused:
+            file_split(path, root)
+        assert str(refused.value) == f"{name} leads outside the root"
 
 
 def test_symlink_to_a_file_inside_the_root_is_a_script(capsule):
@@ -624,8 +632,8 @@ def test_a_link_that_changes_while_it_is_resolved_is_no_script(capsule, monkeypa
         return realpath(path)
 
     monkeypatch.setattr(params_module.os.path, "realpath", changed)
-    split = file_split("/cgi/env.sh/extra", capsule)
-    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/cgi/env.sh/extra")
+    with pytest.raises(NoSuchScript):
+        file_split("/cgi/env.sh/extra", capsule)
 
 
 def test_an_ipv4_client_of_a_dual_stack_socket_sees_both_addresses_as_ipv4():
@@ -647,3 +655,44 @@ def test_an_ipv4_client_of_a_dual_stack_socket_sees_both_addresses_as_ipv4():
     facts = request_facts(client, parse_request_line(b"gemini://localhost/x"), PathSettings(root="/srv"))
     params = dict(request_params(facts, FastCGI()))
     assert (params["REMOTE_ADDR"], params["SERVER_ADDR"]) == ("127.0.0.1", "127.0.0.1")
+
+
+def test_a_path_through_a_file_that_is_no_script_of_the_application_names_nothing(capsule):
+    # location "*.php": /static/photo.gif/x.php went to php-cgi whole, which
+    # found photo.gif in SCRIPT_FILENAME (cgi.fix_pathinfo) and ran it.
+    (capsule / "static").mkdir()
+    (capsule / "static" / "photo.gif").write_bytes(b"GIF89a<?php echo 1; ?>")
+    (capsule / "page.php").write_text("<?php echo 1; ?>")
+    asked: list[str] = []
+
+    def php_only(path: str) -> bool:
+        asked.append(path)
+        return path.endswith(".php")
+
+    facts = replace(FACTS, root=str(capsule), path="/static/photo.gif/x.php")
+    with pytest.raises(NoSuchScript) as refused:
+        request_params(facts, FastCGI(), os.path.isfile, php_only)
+    assert str(refused.value) == "/static/photo.gif is a file this application does not serve"
+    split = dict(request_params(replace(facts, path="/page.php/more"), FastCGI(), os.path.isfile, php_only))
+    assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("/page.php", "/more")
+    assert asked == ["/static/photo.gif", "/page.php"]
+
+
+def test_whether_a_file_is_a_script_is_asked_of_its_path_before_fastcgi_strip(capsule):
+    asked: list[str] = []
+    facts = replace(FACTS, root=str(capsule), path="/app/cgi/env.sh/x")
+    params = dict(request_params(facts, FastCGI(strip=1), os.path.isfile, lambda p: asked.append(p) or True))
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("/cgi/env.sh", "/x")
+    assert asked == ["/app/cgi/env.sh"]
+
+
+def test_scripts_are_looked_for_under_the_document_root_a_param_gives(tmp_path, capsule):
+    # With a root of its own as well, the split looked there, and fcgiwrap,
+    # which looks under DOCUMENT_ROOT, was sent no SCRIPT_NAME.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    settings_ = FastCGI(params=[("DOCUMENT_ROOT", str(capsule))])
+    params = params_for(settings_, os.path.isfile, root=str(elsewhere), path="/cgi/env.sh/extra")
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("/cgi/env.sh", "/extra")
+    assert params["SCRIPT_FILENAME"] == f"{capsule}/cgi/env.sh"
+    assert params["DOCUMENT_ROOT"] == str(capsule)

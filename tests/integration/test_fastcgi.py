@@ -501,3 +501,43 @@ def test_a_gmid_configuration_for_fcgiwrap_with_document_root_and_script_name_is
         assert b"SCRIPT_NAME=/cgi-bin/hello" in lines and b"PATH_INFO=/extra" in lines
     finally:
         server.stop()
+
+
+# -- what is a script ---------------------------------------------------------------
+
+
+def test_a_path_through_an_image_is_not_run_by_php_nor_a_link_out_of_the_root_by_fcgiwrap(
+    tmp_path, certificate
+):
+    # /static/photo.gif/x.php matched "*.php" and went to php-cgi whole; its
+    # cgi.fix_pathinfo found photo.gif in SCRIPT_FILENAME and ran the PHP in
+    # it. A link out of the root was followed by fcgiwrap the same way.
+    cert, key = certificate
+    root = tmp_path / "root"
+    (root / "static").mkdir(parents=True)
+    (root / "static" / "photo.gif").write_text("GIF89a<?php echo 'RAN AS PHP'; ?>")
+    (root / "page.php").write_text("<?php header('Content-Type: text/gemini'); echo 'page ', "
+                                   "$_SERVER['PATH_INFO'] ?? ''; ?>")
+    (root / "cgi").mkdir()
+    outside = tmp_path / "outside.sh"
+    outside.write_text("#!/bin/sh\nprintf '20 text/plain\\r\\n\\r\\nRAN OUTSIDE'\n")
+    outside.chmod(0o755)
+    (root / "cgi" / "out.sh").symlink_to(outside)
+    (tmp_path / "gmid.conf").write_text(
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port 0\n\tcert "{cert}"\n\tkey "{key}"\n'
+        f'\troot "{root}"\n\tlocation "*.php" {{ fastcgi spawn "{PHP_CGI}" }}\n'
+        f'\tlocation "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
+    )
+    server = start_server("-c", str(tmp_path / "gmid.conf"))
+    try:
+        url = f"gemini://localhost:{server.port}"
+        through_image = fetch(server.port, f"{url}/static/photo.gif/x.php")
+        page = fetch(server.port, f"{url}/page.php")
+        linked = [fetch(server.port, f"{url}/cgi/out.sh{rest}") for rest in ("", "/extra")]
+        assert (through_image.header, through_image.body) == (b"51 not found", b"")
+        assert (page.status, page.body) == (20, b"page ")
+        assert [(reply.header, reply.body) for reply in linked] == [(b"51 not found", b"")] * 2
+        server.wait_for_log(r"/static/photo\.gif/x\.php: not sent to FastCGI backend spawn:\S+: "
+                            r"/static/photo\.gif is a file this application does not serve")
+    finally:
+        server.stop()
