@@ -267,12 +267,14 @@ class StartOrExit(MultiService):
             if isinstance(error, ListenError):
                 where = f"{error.origin}: " if error.origin else ""
                 what = f"cannot listen on {error}"
+            # twistd has standard error written to its log by now. A
+            # daemon's line is there before its waiting parent, told, exits.
+            print(f"gemfcgi: {where}{what}", file=sys.stderr, flush=True)
             if not self.foreground and not self._tell_the_waiting_parent(where, what):
                 raise
             # twistd removes its pidfile when it stops, which an exit here skips.
             self._remove_pidfile()
-            # twistd has standard error written to its log by now.
-            sys.exit(f"gemfcgi: {where}{what}")
+            sys.exit(1)
 
     def _tell_the_waiting_parent(self, where: str, what: str) -> bool:
         """Whether the problem went to the daemon's waiting parent."""
