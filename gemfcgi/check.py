@@ -35,7 +35,12 @@ from gemfcgi.privileges import (
 )
 from gemfcgi.proxyv1 import split_proxied
 from gemfcgi.routing import port_matches, port_pattern
-from gemfcgi.service import ListenError, listen_descriptions, servers_listening_on
+from gemfcgi.service import (
+    ListenError,
+    listen_descriptions,
+    proxy_v1_disagreements,
+    servers_listening_on,
+)
 from gemfcgi.tls import ProtocolsError, protocol_range
 
 
@@ -174,28 +179,21 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; no client certificate it issued is accepted")
 
-    # Each socket's first ``listen on``, by its endpoint without proxy-v1.
-    sockets: dict[str, tuple[bool, model.Listen]] = {}
+    for listen, earlier, description in proxy_v1_disagreements(config):
+        # Written differently (the parser compares lines as written), they
+        # need one socket, or one a wildcard's would take: it opens once.
+        error(listen.origin, f"listen on {listen.address} port {listen.port}: proxy-v1 "
+              f"{'is' if listen.proxy_v1 else 'is not'} set here but is"
+              f"{'' if earlier.proxy_v1 else ' not'} at {earlier.origin} ({earlier.address}), "
+              f"which takes the connections of {split_proxied(description)[1]}: every listen on "
+              "the same address and port must agree")
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:
             try:
-                descriptions = listen_descriptions(listen)
+                listen_descriptions(listen)
             except ListenError as problem:
                 error(listen.origin or origin, f"listen on {listen.address}: {problem}")
-                continue
-            for description in descriptions:
-                proxied, bare = split_proxied(description)
-                earlier_proxied, earlier = sockets.setdefault(bare, (proxied, listen))
-                if earlier_proxied != proxied and earlier.address != listen.address:
-                    # As written the lines differ (the parser compares those):
-                    # they name one socket once resolved, opened once.
-                    error(listen.origin or origin,
-                          f"listen on {listen.address} port {listen.port}: proxy-v1 "
-                          f"{'is' if proxied else 'is not'} set here but is"
-                          f"{'' if earlier_proxied else ' not'} at {earlier.origin} "
-                          f"({earlier.address}), and both mean {bare}: every listen on the "
-                          "same address and port must agree")
         if server.cert is None or server.key is None:
             error(origin, f"server {server.name!r} needs both cert and key")
         else:

@@ -196,9 +196,14 @@ class TLSFacts:
     def __init__(self, connection: SSL.Connection) -> None:
         self._connection = connection
         raw_name = connection.get_servername()
-        self.server_name: Optional[str] = (
-            canonical_host(raw_name.decode("utf-8", "replace")) if raw_name else None
-        )
+        try:
+            # Bytes that are not UTF-8 name no host (\xff and \xfe were
+            # both U+FFFD, one name): malformed, as a URL's host would be.
+            self.server_name: Optional[str] = (
+                canonical_host(raw_name.decode("utf-8")) if raw_name else None
+            )
+        except UnicodeDecodeError:
+            self.server_name = None
         # A name sent that is no host name at all (``evil/x``): not the
         # same as none, which lets the URL's host choose.
         self.malformed_name = bool(raw_name) and self.server_name is None

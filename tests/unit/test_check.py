@@ -265,10 +265,24 @@ def test_listen_lines_that_resolve_to_one_socket_must_agree_on_proxy_v1(tmp_path
         '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
     )) == [
         f"8: listen on 127.0.0.1 port 22040: proxy-v1 is not set here but is at {tmp_path}/gmid.conf:2 "
-        "(localhost), and both mean tcp:22040:interface=127.0.0.1:backlog=1024: every listen on the "
-        "same address "
-        "and port must agree"
+        "(localhost), which takes the connections of tcp:22040:interface=127.0.0.1:backlog=1024: "
+        "every listen on the same address and port must agree"
     ]
+
+
+@pytest.mark.parametrize("first, second", [("*", "127.0.0.1"), ("127.0.0.1", "*"), ("0.0.0.0", "127.0.0.1")])
+def test_a_wildcard_and_an_address_it_takes_must_agree_on_proxy_v1(tmp_path, first, second):
+    # The wildcard's socket takes the address's connections only when they
+    # agree: otherwise both were bound, and the second bind failed at start.
+    errors = checked(tmp_path, (
+        f'server "localhost" {{{{\n\tlisten on {first} port 22041\n'
+        '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
+        f'server "other" {{{{\n\tlisten on {second} port 22041 proxy-v1\n'
+        '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
+    ))
+    assert len(errors) == 1
+    assert errors[0].startswith(f"8: listen on {second} port 22041: proxy-v1 is set here but is not at ")
+    assert errors[0].endswith(": every listen on the same address and port must agree")
 
 
 def test_an_unknown_service_beside_a_proxy_block_is_named_with_its_line(tmp_path):

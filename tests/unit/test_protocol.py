@@ -270,7 +270,8 @@ def test_url_host_different_from_sni_gets_53(site):
     assert transport.value().startswith(b"53 ")
 
 
-@pytest.mark.parametrize("server_name", [b"evil.example/x", b"evil example", b"evil@example", b"localhost\x1b[31m"])
+@pytest.mark.parametrize("server_name", [b"evil.example/x", b"evil example", b"evil@example", b"localhost\x1b[31m",
+                                         b"\xfflocalhost"])
 def test_a_sni_that_is_no_host_name_gets_59_not_the_url_hosts_server(site, server_name):
     protocol, transport, _ = connect(site, server_name=server_name)
     protocol.dataReceived(b"gemini://localhost/\r\n")
