@@ -12,7 +12,8 @@ from typing import Optional
 
 from gemfcgi.config.errors import Diagnostic
 from gemfcgi.config.model import Config, Origin, Server
-from gemfcgi.glob import glob_matches
+from gemfcgi.gemini.hosts import HostPattern, canonical_host
+from gemfcgi.glob import glob_matches, is_glob
 
 
 def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
@@ -23,8 +24,14 @@ def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
 
 def _matches(server: Server, name: str) -> bool:
     """Whether a request for ``name`` (itself possibly a glob) would pick ``server``."""
+    patterns = [server.name, *server.aliases]
+    host = None if is_glob(name) else canonical_host(name)
+    if host is not None:
+        # A name as requests bring it: "second.test." and "SECOND.test" are
+        # "second.test", and punycode and Unicode are one name.
+        return any(HostPattern(pattern).matches(host) for pattern in patterns)
     lowered = name.lower()
-    return any(glob_matches(lowered, glob.lower()) for glob in [server.name, *server.aliases])
+    return any(glob_matches(lowered, glob.lower()) for glob in patterns)
 
 
 def shadow_warnings(config: Config) -> list[Diagnostic]:

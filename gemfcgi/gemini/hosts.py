@@ -160,7 +160,9 @@ class HostPattern:
 
     def __init__(self, glob: str) -> None:
         self.glob = glob
-        lowered = glob.lower()
+        # Hosts are compared lowercased: so is the pattern, and a class of
+        # capitals is one of small letters (``[A-Z]`` lowercases by itself).
+        lowered = glob.lower().replace("[:upper:]", "[:lower:]")
         self._globs = {lowered}
         if not lowered.isascii() and "*" not in lowered and "?" not in lowered:
             alabel = canonical_host(lowered)

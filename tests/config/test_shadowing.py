@@ -60,3 +60,14 @@ def test_shadow_warnings_work_on_a_config_built_without_origins():
     assert [str(w) for w in shadow_warnings(config)] == [
         'quick:1: server "a" is shadowed by server "*" at quick:1 (gemfcgi uses the first matching block)'
     ]
+
+
+def test_a_name_is_compared_as_requests_bring_it(warnings_of):
+    # "second.test." is "second.test" to every request, and bücher.example
+    # its punycode: the later blocks were never used, and nothing said so.
+    assert len(warnings_of(servers("first.test|second.test", "second.test."))) == 1
+    said = warnings_of(servers("bücher.example", "xn--bcher-kva.example"))
+    assert [line for line in said if "is shadowed by" in line] == [
+        'gmid.conf:6: server "xn--bcher-kva.example" is shadowed by server "bücher.example" at '
+        "gmid.conf:1 (gemfcgi uses the first matching block)"
+    ]

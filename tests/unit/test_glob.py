@@ -101,3 +101,12 @@ def test_a_malformed_bracket_expression_is_told_apart(pattern, matched, unmatche
 )
 def test_patterns_a_configuration_holds_are_well_formed(pattern):
     assert is_well_formed(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["c[[:upper:]].test", "C[A-Z].TEST", "c[[:lower:]].test"])
+def test_a_server_name_class_of_capitals_matches_hosts_in_any_case(pattern):
+    # Hosts are compared lowercased: [[:upper:]] matched none of them.
+    from gemfcgi.gemini.hosts import HostPattern
+
+    assert HostPattern(pattern).matches("cq.test")
+    assert not HostPattern(pattern).matches("c1.test")
