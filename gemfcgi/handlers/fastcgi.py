@@ -24,7 +24,7 @@ from gemfcgi.fastcgi.records import ParamTooLong, encode_request
 from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.gemini.request import Request
-from gemfcgi.routing import PathSettings
+from gemfcgi.routing import PathSettings, VirtualHost
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol, Site
@@ -87,7 +87,7 @@ def serve_fastcgi(
             params = request_params(facts, fastcgi)
         else:
             params = request_params(
-                facts, fastcgi, is_script=lambda path: vhost.settings_for(path).fastcgi is fastcgi)
+                facts, fastcgi, is_script=partial(_same_application, vhost, fastcgi.address))
     except NoSuchScript as refused:
         log.info("{client} {url}: not sent to FastCGI backend {backend}: {why}",
                  client=client.record.client, url=client.record.url, backend=backend.name,
@@ -100,6 +100,12 @@ def serve_fastcgi(
         _refuse_too_long(client, facts, fastcgi, backend.name, too_long)
         return
     Relay(client, backend, encoded, backends.timeouts, client.clock).start()
+
+
+def _same_application(vhost: "VirtualHost", address: model.FastCGIAddress, path: str) -> bool:
+    """Whether a request for ``path`` alone would go to the application at ``address``."""
+    fastcgi = vhost.settings_for(path).fastcgi
+    return fastcgi is not None and fastcgi.address == address
 
 
 def _refuse_too_long(

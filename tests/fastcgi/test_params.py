@@ -696,3 +696,26 @@ def test_scripts_are_looked_for_under_the_document_root_a_param_gives(tmp_path, 
     assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("/cgi/env.sh", "/extra")
     assert params["SCRIPT_FILENAME"] == f"{capsule}/cgi/env.sh"
     assert params["DOCUMENT_ROOT"] == str(capsule)
+
+
+def test_a_file_is_a_script_where_a_request_for_it_alone_reaches_the_same_application():
+    # Judged by the application's address: two locations may name one
+    # backend with different parameters.
+    from gemfcgi.config import model
+    from gemfcgi.handlers.fastcgi import _same_application
+    from gemfcgi.routing import VirtualHost
+
+    def socket(path, **params):
+        return model.FastCGI(address=model.FastCGISocket(path), params=list(params.items()))
+
+    server = model.Server(name="localhost", locations=[
+        model.Location("*.php", model.LocationOptions(fastcgi=socket("/run/php.sock"))),
+        model.Location("/cgi/special/*", model.LocationOptions(fastcgi=socket("/run/cgi.sock", A="1"))),
+        model.Location("/cgi/*", model.LocationOptions(fastcgi=socket("/run/cgi.sock"))),
+    ])
+    vhost = VirtualHost(server)
+    php, cgi = model.FastCGISocket("/run/php.sock"), model.FastCGISocket("/run/cgi.sock")
+    assert _same_application(vhost, php, "/index.php")
+    assert not _same_application(vhost, php, "/static/photo.gif")
+    assert _same_application(vhost, cgi, "/cgi/special/run.sh")
+    assert not _same_application(vhost, cgi, "/cgi/page.php")
