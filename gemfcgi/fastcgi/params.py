@@ -60,6 +60,7 @@ string there without telling anyone.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
@@ -126,10 +127,24 @@ def _any_file_is_a_script(request_path: str) -> bool:
     return True
 
 
+def is_regular_file(path: str) -> bool:
+    """
+    Whether ``path`` is a regular file (its links followed). One this
+    process may not look at is not taken for nothing there: the
+    application, another user, may see a file there, and run it.
+    """
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except PermissionError:
+        raise NoSuchScript(f"{path}: permission denied to look for the script") from None
+    except (OSError, ValueError):
+        return False
+
+
 def request_params(
     facts: RequestFacts,
     settings: FastCGI,
-    is_file: Callable[[str], bool] = os.path.isfile,
+    is_file: Callable[[str], bool] = is_regular_file,
     is_script: Callable[[str], bool] = _any_file_is_a_script,
 ) -> list[tuple[str, str]]:
     """
@@ -144,7 +159,7 @@ def request_params(
     # The application's scripts are looked for where it looks for them:
     # under the DOCUMENT_ROOT a ``param`` gives (gmid configurations for
     # fcgiwrap have one), else under the location's root.
-    split_root = user_params.get("DOCUMENT_ROOT") or facts.root
+    split_root = _seen_from_here(user_params.get("DOCUMENT_ROOT"), facts.chroot) or facts.root
     stripped = facts.path[: len(facts.path) - len(path)] if path != facts.path else ""
     script = _split_script(
         path, user_params.get("SCRIPT_NAME"), split_root, is_file,
@@ -210,6 +225,19 @@ def request_params(
     return [(name, value.replace("\0", "\ufffd")) for name, value in params.items()]
 
 
+def _seen_from_here(path: Optional[str], chroot: Optional[str]) -> Optional[str]:
+    """
+    A path as the application sees it (outside any chroot) as this
+    process sees it: inside the chroot, or ``None`` where it cannot.
+    """
+    if not path or not chroot:
+        return path or None
+    top = chroot.rstrip("/")
+    if path != top and not path.startswith(top + "/"):
+        return None
+    return path[len(top):] or "/"
+
+
 def _outside(chroot: str, path: str) -> str:
     """A path inside ``chroot`` as seen from outside it."""
     return chroot.rstrip("/") + "/" + path.lstrip("/") if path else path
@@ -265,7 +293,10 @@ def _find_script_file(
         if not name.endswith("/"):
             filename = _join(root, name)
             if is_file(filename):
-                if not _resolves_inside(filename, resolved_root):
+                if not _resolves_inside(filename, resolved_root) and not _resolves_inside(
+                        filename, os.path.realpath(root)):
+                    # (The root itself, a link, may have moved to a new
+                    # release since it was resolved: as it is now, too.)
                     raise NoSuchScript(f"{name} leads outside the root")
                 if not is_script(name):
                     raise NoSuchScript(f"{name} is a file this application does not serve")

@@ -11,6 +11,7 @@ the same for a reloaded configuration, keeping the backends that remain.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import TYPE_CHECKING, Optional
 
@@ -87,7 +88,7 @@ def serve_fastcgi(
             params = request_params(facts, fastcgi)
         else:
             params = request_params(
-                facts, fastcgi, is_script=partial(_same_application, vhost, fastcgi.address))
+                facts, fastcgi, is_script=partial(_reaches_the_same_application, vhost, settings))
     except NoSuchScript as refused:
         log.info("{client} {url}: not sent to FastCGI backend {backend}: {why}",
                  client=client.record.client, url=client.record.url, backend=backend.name,
@@ -102,10 +103,30 @@ def serve_fastcgi(
     Relay(client, backend, encoded, backends.timeouts, client.clock).start()
 
 
-def _same_application(vhost: "VirtualHost", address: model.FastCGIAddress, path: str) -> bool:
-    """Whether a request for ``path`` alone would go to the application at ``address``."""
-    fastcgi = vhost.settings_for(path).fastcgi
-    return fastcgi is not None and fastcgi.address == address
+def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, path: str) -> bool:
+    """
+    Whether the file at ``path``, on the way to the requested path, may be
+    the script its application runs: a request for the file alone, or for
+    a path under it (``location "/wiki/index.php/*"``), would reach that
+    application (its address), unblocked and behind no other client CA.
+    """
+    return any(_reaches(vhost.settings_for(asked), settings) for asked in (path, path + "/"))
+
+
+def _reaches(asked: PathSettings, settings: PathSettings) -> bool:
+    fastcgi, wanted = asked.fastcgi, settings.fastcgi
+    return (
+        fastcgi is not None and wanted is not None and asked.block is None
+        and asked.require_client_ca in (None, settings.require_client_ca)
+        and same_address(fastcgi.address, wanted.address)
+    )
+
+
+def same_address(one: Optional[model.FastCGIAddress], other: Optional[model.FastCGIAddress]) -> bool:
+    """Whether two addresses name one application: a unix socket by its normalised path."""
+    if isinstance(one, model.FastCGISocket) and isinstance(other, model.FastCGISocket):
+        return os.path.normpath(one.path) == os.path.normpath(other.path)
+    return one == other
 
 
 def _refuse_too_long(

@@ -698,24 +698,76 @@ def test_scripts_are_looked_for_under_the_document_root_a_param_gives(tmp_path, 
     assert params["DOCUMENT_ROOT"] == str(capsule)
 
 
-def test_a_file_is_a_script_where_a_request_for_it_alone_reaches_the_same_application():
-    # Judged by the application's address: two locations may name one
-    # backend with different parameters.
+def test_a_file_is_a_script_where_a_request_for_it_reaches_the_same_application_unhindered():
     from gemfcgi.config import model
-    from gemfcgi.handlers.fastcgi import _same_application
+    from gemfcgi.handlers.fastcgi import _reaches_the_same_application
     from gemfcgi.routing import VirtualHost
 
     def socket(path, **params):
         return model.FastCGI(address=model.FastCGISocket(path), params=list(params.items()))
 
     server = model.Server(name="localhost", locations=[
+        model.Location("/secret.php", model.LocationOptions(block=model.BlockReturn(51, "blocked"))),
+        model.Location("/admin.php", model.LocationOptions(require_client_ca="/etc/ca.pem")),
+        model.Location("/wiki/index.php/*", model.LocationOptions(fastcgi=socket("/run/php.sock"))),
         model.Location("*.php", model.LocationOptions(fastcgi=socket("/run/php.sock"))),
-        model.Location("/cgi/special/*", model.LocationOptions(fastcgi=socket("/run/cgi.sock", A="1"))),
+        model.Location("/cgi/special/*", model.LocationOptions(fastcgi=socket("/run//cgi.sock", A="1"))),
         model.Location("/cgi/*", model.LocationOptions(fastcgi=socket("/run/cgi.sock"))),
     ])
     vhost = VirtualHost(server)
-    php, cgi = model.FastCGISocket("/run/php.sock"), model.FastCGISocket("/run/cgi.sock")
-    assert _same_application(vhost, php, "/index.php")
-    assert not _same_application(vhost, php, "/static/photo.gif")
-    assert _same_application(vhost, cgi, "/cgi/special/run.sh")
-    assert not _same_application(vhost, cgi, "/cgi/page.php")
+    php = vhost.settings_for("/x.php")
+    cgi = vhost.settings_for("/cgi/x")
+    assert _reaches_the_same_application(vhost, php, "/index.php")
+    assert not _reaches_the_same_application(vhost, php, "/static/photo.gif")
+    # Blocked, or behind a client CA, alone: not by way of a path under it.
+    assert not _reaches_the_same_application(vhost, php, "/secret.php")
+    assert not _reaches_the_same_application(vhost, php, "/admin.php")
+    # A location that takes the paths under a front controller.
+    assert _reaches_the_same_application(vhost, php, "/wiki/index.php")
+    # One application, its socket written two ways, other parameters.
+    assert _reaches_the_same_application(vhost, cgi, "/cgi/special/run.sh")
+    assert not _reaches_the_same_application(vhost, cgi, "/static/run.sh")
+
+
+def test_a_place_this_process_may_not_look_is_no_place_without_a_script(monkeypatch):
+    # As another user, the application may find a file there, and run it.
+    from gemfcgi.fastcgi import params as params_module
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(params_module.os, "stat", denied)
+    with pytest.raises(NoSuchScript):
+        params_module.is_regular_file("/srv/private/photo.gif")
+
+
+def test_a_root_moved_to_a_new_release_still_has_its_scripts(tmp_path):
+    # The root was resolved once: its scripts then lay "outside" it.
+    for release in ("one", "two"):
+        (tmp_path / release / "cgi").mkdir(parents=True)
+        (tmp_path / release / "cgi" / "env.sh").write_text("#!/bin/sh\n")
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "one")
+    assert file_split("/cgi/env.sh/x", current)["SCRIPT_NAME"] == "/cgi/env.sh"
+    (tmp_path / "next").symlink_to(tmp_path / "two")
+    os.replace(tmp_path / "next", current)
+    assert file_split("/cgi/env.sh/x", current)["SCRIPT_NAME"] == "/cgi/env.sh"
+
+
+def test_a_document_root_param_is_looked_in_from_inside_the_chroot():
+    # It names the scripts as the application, outside, sees them.
+    looked: list[str] = []
+
+    def is_file(path: str) -> bool:
+        looked.append(path)
+        return path == "/www/cgi/env.sh"
+
+    settings_ = FastCGI(params=[("DOCUMENT_ROOT", "/srv/jail/www")])
+    params = params_for(settings_, is_file, root="/capsule", chroot="/srv/jail", path="/cgi/env.sh/x")
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("/cgi/env.sh", "/x")
+    assert looked == ["/www/cgi", "/www/cgi/env.sh"]
+    # One outside the chroot cannot be looked in: the location's root is.
+    looked.clear()
+    settings_ = FastCGI(params=[("DOCUMENT_ROOT", "/var/www")])
+    params_for(settings_, is_file, root="/capsule", chroot="/srv/jail", path="/cgi/env.sh/x")
+    assert looked == ["/capsule/cgi", "/capsule/cgi/env.sh", "/capsule/cgi/env.sh/x"]

@@ -518,6 +518,7 @@ def test_a_path_through_an_image_is_not_run_by_php_nor_a_link_out_of_the_root_by
     (root / "static" / "photo.gif").write_text("GIF89a<?php echo 'RAN AS PHP'; ?>")
     (root / "page.php").write_text("<?php header('Content-Type: text/gemini'); echo 'page ', "
                                    "$_SERVER['PATH_INFO'] ?? ''; ?>")
+    (root / "secret.php").write_text("<?php echo 'RAN THE BLOCKED SCRIPT'; ?>")
     (root / "cgi").mkdir()
     outside = tmp_path / "outside.sh"
     outside.write_text("#!/bin/sh\nprintf '20 text/plain\\r\\n\\r\\nRAN OUTSIDE'\n")
@@ -525,7 +526,8 @@ def test_a_path_through_an_image_is_not_run_by_php_nor_a_link_out_of_the_root_by
     (root / "cgi" / "out.sh").symlink_to(outside)
     (tmp_path / "gmid.conf").write_text(
         f'server "localhost" {{\n\tlisten on 127.0.0.1 port 0\n\tcert "{cert}"\n\tkey "{key}"\n'
-        f'\troot "{root}"\n\tlocation "*.php" {{ fastcgi spawn "{PHP_CGI}" }}\n'
+        f'\troot "{root}"\n\tlocation "/secret.php" {{ block return 51 "blocked" }}\n'
+        f'\tlocation "*.php" {{ fastcgi spawn "{PHP_CGI}" }}\n'
         f'\tlocation "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
     )
     server = start_server("-c", str(tmp_path / "gmid.conf"))
@@ -534,7 +536,9 @@ def test_a_path_through_an_image_is_not_run_by_php_nor_a_link_out_of_the_root_by
         through_image = fetch(server.port, f"{url}/static/photo.gif/x.php")
         page = fetch(server.port, f"{url}/page.php")
         linked = [fetch(server.port, f"{url}/cgi/out.sh{rest}") for rest in ("", "/extra")]
+        blocked = [fetch(server.port, f"{url}/secret.php{rest}") for rest in ("", "/x.php")]
         assert (through_image.header, through_image.body) == (b"51 not found", b"")
+        assert [reply.header for reply in blocked] == [b"51 blocked", b"51 not found"]
         assert (page.status, page.body) == (20, b"page ")
         assert [(reply.header, reply.body) for reply in linked] == [(b"51 not found", b"")] * 2
         server.wait_for_log(r"/static/photo\.gif/x\.php: not sent to FastCGI backend spawn:\S+: "
