@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import syslog
 import time
 from dataclasses import dataclass
@@ -281,6 +282,10 @@ class AccessLogWriter:
             self._syslog.send(syslog.LOG_NOTICE, line)
 
 
+# Why an access file cannot be a unix socket (``/dev/stdout`` under systemd's journal).
+UNIX_SOCKET_LOG = "a unix socket, which cannot be opened as a file (send the lines to syslog)"
+
+
 def open_for_lines(path: str) -> int:
     """
     ``path`` opened to append lines to, created if need be. A FIFO is
@@ -291,8 +296,21 @@ def open_for_lines(path: str) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
     except OSError as error:
         if error.errno == errno.ENXIO:
-            raise OSError(error.errno, "a FIFO that no process reads", path) from None
+            raise OSError(error.errno, _why_not_open(path) or error.strerror, path) from None
         raise
     # Lines are written as before: a reader that is slow holds them up.
     os.set_blocking(fd, True)
     return fd
+
+
+def _why_not_open(path: str) -> Optional[str]:
+    """What a path that ``open`` found no device behind is (ENXIO)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO that no process reads"
+    if stat.S_ISSOCK(mode):
+        return UNIX_SOCKET_LOG
+    return None

@@ -18,6 +18,7 @@ import stat
 from types import SimpleNamespace
 from typing import Optional
 
+from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.config.paths import anchor_paths
@@ -100,6 +101,8 @@ def access_log_problem(path: str) -> Optional[str]:
     if os.path.exists(path):
         if not os.access(path, os.W_OK, effective_ids=True):
             return "not writable"
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            return UNIX_SOCKET_LOG
     elif not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
         return f"cannot create a file in {directory}"
     return None
@@ -180,13 +183,14 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         f"{unusable}; no client certificate it issued is accepted")
 
     for listen, earlier, description in proxy_v1_disagreements(config):
-        # Written differently (the parser compares lines as written), they
-        # need one socket, or one a wildcard's would take: it opens once.
+        # One socket, or one and the wildcard that takes its connections:
+        # opened once, it cannot be both.
+        where = f"at {earlier.origin}" if earlier.origin is not None else "on an earlier listen"
         error(listen.origin, f"listen on {listen.address} port {listen.port}: proxy-v1 "
               f"{'is' if listen.proxy_v1 else 'is not'} set here but is"
-              f"{'' if earlier.proxy_v1 else ' not'} at {earlier.origin} ({earlier.address}), "
-              f"which takes the connections of {split_proxied(description)[1]}: every listen on "
-              "the same address and port must agree")
+              f"{'' if earlier.proxy_v1 else ' not'} {where} ({earlier.address}), and "
+              f"{split_proxied(description)[1]} would take the connections of both: every listen "
+              "on the same address and port must agree")
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:

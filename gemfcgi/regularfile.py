@@ -5,7 +5,8 @@ certificates, keys, CA files and OCSP responses.
 Each must be a regular file. A FIFO would block the read until something
 writes to it (at start-up, or in the middle of a reload, with the server
 frozen meanwhile), and a device such as ``/dev/zero`` never ends; both are
-refused with a reason, as a missing file is.
+refused with a reason, as a missing file is. ``/dev/null`` reads as the
+empty file it stands for.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ def read_regular_file(path: str) -> bytes:
     # Non-blocking, so that opening a FIFO does not wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
+        found = os.fstat(fd)
+        mode = found.st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if stat.S_ISCHR(mode) and _is_dev_null(found.st_rdev):
+            return b""  # a placeholder for an empty file, as configurations use it
         if not stat.S_ISREG(mode):
             kind = next((name for test, name in _KINDS if test(mode)), "not a file")
             raise OSError(errno.EINVAL, f"not a regular file ({kind})", path)
@@ -43,3 +47,10 @@ def read_regular_file(path: str) -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _is_dev_null(device: int) -> bool:
+    try:
+        return device == os.stat(os.devnull).st_rdev
+    except OSError:
+        return False

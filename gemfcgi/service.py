@@ -125,8 +125,7 @@ def proxy_v1_disagreements(config: model.Config) -> list[tuple[model.Listen, mod
     """
     ``listen on`` lines that need one socket, or a socket and the wildcard
     that takes its connections, with and without ``proxy-v1``: each later
-    line with the earlier one and the socket, once per later line. Lines
-    written alike are left to the parser, which compares them as written.
+    line with the earlier one and the socket, once per later line.
     """
     found: list[tuple[model.Listen, model.Listen, str]] = []
     # By (family, address, port): the first socket's proxy-v1 and line, and
@@ -139,15 +138,15 @@ def proxy_v1_disagreements(config: model.Config) -> list[tuple[model.Listen, mod
                 entries = _sockets(listen)
             except ListenError:
                 continue  # said with its line by the check
+            said = False
             for entry in entries:
                 key = (entry.family, entry.address, entry.port)
                 wildcards = [(w.family, w.address, w.port) for w in entry.covered_by()]
                 candidates = [owned.get(key), under.get(key), *(owned.get(w) for w in wildcards)]
                 clash = next((c for c in candidates if c is not None and c[0] != entry.proxied), None)
-                if clash is not None and (clash[1].address, str(clash[1].port)) != (
-                        listen.address, str(listen.port)):
+                if clash is not None and not said:
                     found.append((listen, clash[1], entry.description))
-                    break
+                    said = True
                 owned.setdefault(key, (entry.proxied, listen))
                 for wildcard in wildcards:
                     under.setdefault(wildcard, (entry.proxied, listen))

@@ -62,11 +62,23 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 
 # Macros may hold macros; this bounds the depth so a chain cannot run away.
 MAX_MACRO_DEPTH = 32
-# And what all ``@name`` expansions of one file may add up to: macros that
-# each use the one below twice double at each level.
+# And what one ``@name`` written in the file may expand to, the macros in
+# it with it: macros that each use the one below twice double at each level.
 MAX_MACRO_EXPANSION = 1 << 20
 # gmid's numbers are C ``long long``.
 MAX_NUMBER = (1 << 63) - 1
+
+
+def _long_long(text: str) -> Optional[int]:
+    """
+    ``-?digits`` as a C ``long long``, ``None`` past one; its digits are
+    counted first (Python's ``int`` refuses more than 4300 of them).
+    """
+    digits = text.lstrip("-").lstrip("0") or "0"
+    if len(digits) > len(str(MAX_NUMBER)):
+        return None
+    value = -int(digits) if text.startswith("-") else int(digits)
+    return value if -MAX_NUMBER - 1 <= value <= MAX_NUMBER else None
 
 
 def _word_start(c: str) -> bool:
@@ -104,7 +116,9 @@ class Token:
 
     @property
     def number(self) -> int:
-        return int(self.text)
+        value = _long_long(self.text)
+        assert value is not None, "the lexer makes no NUMBER past a long long"
+        return value
 
     def is_keyword(self, *words: str) -> bool:
         return self.kind is TokenKind.KEYWORD and self.text in words
@@ -285,7 +299,7 @@ class Lexer:
             self._stack.pop()
 
     def _token(self, kind: TokenKind, text: str, source: _TextSource, line: int) -> Token:
-        if kind in (TokenKind.STRING, TokenKind.WORD) and _UNDECODED.search(text):
+        if _UNDECODED.search(text):
             shown = text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
             return self._error(source, line, f'"{shown}" is not UTF-8: gemfcgi reads its '
                                "configuration as UTF-8")
@@ -367,8 +381,9 @@ class Lexer:
         text = "".join(chars)
         following = source.peek()
         if text != "-" and (following == "" or not _word_char(following)):
-            if abs(int(text)) > MAX_NUMBER:
-                return self._error(source, line, f'"{text}" invalid number: too large')
+            if _long_long(text) is None:
+                shown = text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
+                return self._error(source, line, f'"{shown}" invalid number: too large')
             return self._token(TokenKind.NUMBER, text, source, line)
         source.pos, source.line = start_pos, start_line
         return None
@@ -409,6 +424,8 @@ class Lexer:
             return self._error(source, line, f"macro '{name}' expands itself through @{name}")
         if len(expanding) >= MAX_MACRO_DEPTH:
             return self._error(source, line, f"macros nested too deeply at @{name}")
+        if not expanding:
+            self._expanded = 0  # a use written in the file: its expansion is counted anew
         self._expanded += len(value)
         if self._expanded > MAX_MACRO_EXPANSION:
             # What the macros being expanded still hold is dropped: each of

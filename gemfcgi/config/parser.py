@@ -704,6 +704,12 @@ class _Parser:
                     f'"{name}" looks like punycode: write the decoded name{suggestion}, '
                     "names are matched after decoding",
                 )
+            if "[:upper:]" in name:
+                self._warn(
+                    token,
+                    f'"{name}": host names are compared in lower case, so [:upper:] matches no '
+                    "letter of one: write [:lower:] or [:alpha:]",
+                )
 
     def _alias(self, token: Token, server: Server) -> None:
         server.aliases.append(self._string("'alias'"))

@@ -160,9 +160,11 @@ class HostPattern:
 
     def __init__(self, glob: str) -> None:
         self.glob = glob
-        # Hosts are compared lowercased: so is the pattern, and a class of
-        # capitals is one of small letters (``[A-Z]`` lowercases by itself).
-        lowered = glob.lower().replace("[:upper:]", "[:lower:]")
+        # Hosts are compared lowercased and without a trailing dot: so is
+        # the pattern (``*.test.`` matched no host).
+        lowered = glob.lower()
+        if len(lowered) > 1 and lowered.endswith(".") and not lowered.endswith("\\."):
+            lowered = lowered[:-1]
         self._globs = {lowered}
         if not lowered.isascii() and "*" not in lowered and "?" not in lowered:
             alabel = canonical_host(lowered)

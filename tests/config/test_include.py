@@ -244,3 +244,9 @@ def test_a_configuration_or_include_that_is_no_regular_file_is_refused(tmp_path,
     main = write(tmp_path / "gmid.conf", f'prefork 2\ninclude "{special}"\n')
     assert error_strings(main) == [f'{main}:2: cannot read included file "{special}": {reason}']
     assert error_strings(str(special)) == [f"{special}:1: cannot read the configuration file: {reason}"]
+
+
+def test_dev_null_is_an_empty_include(tmp_path):
+    # A placeholder configurations use; the devices that never end are refused.
+    main = write(tmp_path / "gmid.conf", 'include "/dev/null"\nprefork 2\n')
+    assert load_config(main)[0].prefork == 2

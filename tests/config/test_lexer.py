@@ -213,3 +213,36 @@ def test_a_media_type_no_reply_header_may_hold_is_refused(errors_of):
     assert errors_of('types {\n\t"text/x\x7f" x\n}\n') == [
         "gmid.conf:2: media type 'text/x\\x7f' contains the control character '\\x7f': no reply may hold it"
     ]
+
+
+def test_a_number_of_thousands_of_digits_is_too_large_not_a_traceback(errors_of, server_with):
+    # Python's int() refuses more than 4300 digits: a ValueError escaped.
+    assert errors_of(server_with("strip " + "9" * 5000)) == [
+        f'gmid.conf:5: "{"9" * 20}...{"9" * 10}" invalid number: too large',
+    ]
+    # Leading zeros are no size, and a long long's least value is one.
+    assert tokens("-" + "0" * 5000 + "3 -9223372036854775808") == [
+        ("number", "-" + "0" * 5000 + "3"), ("number", "-9223372036854775808")]
+
+
+def test_a_number_with_thousands_of_leading_zeros_is_its_value(parse, server_with):
+    assert parse(server_with("strip " + "0" * 5000 + "2")).servers[0].options.strip == 2
+
+
+def test_a_macro_used_many_times_is_no_bomb(parse):
+    # The cap counted every expansion of the file: 600 uses of a 2 KB macro failed.
+    common = '"' + "lang en; " * 230 + '"'
+    blocks = "".join(f'server "s{n}.test" {{\n\tcert "/c"\n\tkey "/k"\n\t@common\n}}\n' for n in range(600))
+    config = parse(f"common = {common}\n{blocks}")
+    assert len(config.servers) == 600
+
+
+def test_a_byte_that_is_not_utf8_outside_quotes_is_named_as_a_byte(tmp_path, server_with):
+    from gemfcgi.config import ConfigError, load_config
+
+    path = tmp_path / "gmid.conf"
+    path.write_bytes(server_with("lang caf\udce9").encode("utf-8", "surrogateescape"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert f'{path}:5: "\\xe9" is not UTF-8: gemfcgi reads its configuration as UTF-8' in [
+        str(d) for d in caught.value.diagnostics]

@@ -71,3 +71,11 @@ def test_a_name_is_compared_as_requests_bring_it(warnings_of):
         'gmid.conf:6: server "xn--bcher-kva.example" is shadowed by server "bücher.example" at '
         "gmid.conf:1 (gemfcgi uses the first matching block)"
     ]
+
+
+def test_a_class_of_capitals_in_a_server_name_is_warned_of(warnings_of):
+    # Hosts are compared lowercased: it matches no letter of one.
+    assert warnings_of(servers("c[[:upper:]].test")) == [
+        'gmid.conf:1: "c[[:upper:]].test": host names are compared in lower case, so [:upper:] '
+        "matches no letter of one: write [:lower:] or [:alpha:]"
+    ]

@@ -512,3 +512,23 @@ def test_an_access_file_that_is_a_fifo_nobody_reads_is_refused_at_once(tmp_path)
         assert b"through-the-fifo" in os.read(reader, 4096)
     finally:
         os.close(reader)
+
+
+def test_an_access_file_that_is_a_unix_socket_is_said_to_be_one(tmp_path):
+    # /dev/stdout under systemd's journal: it was "a FIFO that no process reads".
+    import socket
+
+    from gemfcgi import accesslog
+    from gemfcgi.check import access_log_problem
+    from gemfcgi.config import model
+
+    path = tmp_path / "log.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(path))
+    try:
+        with pytest.raises(OSError) as raised:
+            accesslog.AccessLogWriter(model.LogSettings(access=str(path), syslog=False))
+        assert raised.value.strerror == accesslog.UNIX_SOCKET_LOG
+        assert access_log_problem(str(path)) == accesslog.UNIX_SOCKET_LOG
+    finally:
+        listening.close()

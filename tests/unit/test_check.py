@@ -265,8 +265,29 @@ def test_listen_lines_that_resolve_to_one_socket_must_agree_on_proxy_v1(tmp_path
         '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
     )) == [
         f"8: listen on 127.0.0.1 port 22040: proxy-v1 is not set here but is at {tmp_path}/gmid.conf:2 "
-        "(localhost), which takes the connections of tcp:22040:interface=127.0.0.1:backlog=1024: "
-        "every listen on the same address and port must agree"
+        "(localhost), and tcp:22040:interface=127.0.0.1:backlog=1024 would take the connections of "
+        "both: every listen on the same address and port must agree"
+    ]
+
+
+def test_an_embedded_configuration_whose_alike_listens_disagree_on_proxy_v1_is_refused(tmp_path):
+    # makeService runs no parser: its check let them be, and the start failed on its own port.
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    server = model.Server(
+        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+        listens=[model.Listen("127.0.0.1", 22042), model.Listen("127.0.0.1", 22042, proxy_v1=True)],
+        options=model.LocationOptions(root=str(tmp_path)),
+    )
+    errors, _ = check_config(model.Config(servers=[server]))
+    assert [str(e) for e in errors] == [
+        "<config>:1: listen on 127.0.0.1 port 22042: proxy-v1 is set here but is not on an earlier "
+        "listen (127.0.0.1), and tcp:22042:interface=127.0.0.1:backlog=1024 would take the "
+        "connections of both: every listen on the same address and port must agree"
     ]
 
 
