@@ -13,8 +13,9 @@ It follows gmid 2.x ``parse.y`` closely so that existing files lex the same:
 * a bare word starts with a letter, digit, ``:`` or ``_`` and continues with
   letters, digits and any punctuation except ``( ) { } ! = # , ;``;
 * a number is ``-?digits`` followed by the end of the word; ``1965abc`` is a
-  word. One past a C ``long long`` is an error, as in gmid. (gmid also lets ``/`` end a number; we let a number end wherever a
-  word cannot continue, which also accepts ``strip 1;``.)
+  word. One past a C ``long long`` is an error, as in gmid. (gmid also
+  lets ``/`` end a number; we let a number end wherever a word cannot
+  continue, which also accepts ``strip 1;``.)
 * words in ``KEYWORDS`` are reserved and come out as ``KEYWORD`` tokens;
 * ``$name`` becomes one ``STRING`` token holding the macro's value;
 * ``@name`` feeds the macro's value back into the lexer, so it can hold

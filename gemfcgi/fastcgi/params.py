@@ -118,8 +118,9 @@ class _Script:
 class NoSuchScript(Exception):
     """
     The request's path runs through a file that is no script of its
-    application (``/static/photo.gif/x.php``), or through a link that
-    leads outside the root: it names nothing, and no application sees it.
+    application (``/static/photo.gif/x.php``), through a link that leads
+    outside the root, or through a place this process may not look in: it
+    names nothing, and no application sees it.
     """
 
 
@@ -151,8 +152,8 @@ def request_params(
     The parameters for ``facts``, in a stable order, each name once.
 
     ``is_script`` says whether a file at a request path (before ``fastcgi
-    strip``) is one of this application's scripts: whether a request for it
-    alone would come to the same ``fastcgi``. Raises ``NoSuchScript``.
+    strip``) is one of this application's scripts (``handlers.fastcgi``
+    asks the routing). Raises ``NoSuchScript``.
     """
     user_params = dict(settings.params)
     path = _strip_components(facts.path, settings.strip or 0)
