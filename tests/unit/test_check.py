@@ -15,6 +15,23 @@ import pytest
 from gemfcgi.check import access_log_problem, spawn_problem
 
 
+def localhost_server(directory: Path, **fields):
+    """A server block for localhost, its pair written as ``c.pem`` and ``k.pem`` in ``directory``."""
+    from gemfcgi.config import model
+
+    write_localhost_pair(directory)
+    return model.Server(name="localhost", cert=str(directory / "c.pem"), key=str(directory / "k.pem"),
+                        **fields)
+
+
+def write_localhost_pair(directory: Path) -> None:
+    """A self-signed pair for localhost, as ``c.pem`` and ``k.pem`` in ``directory``."""
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(directory / "c.pem", directory / "k.pem", cert_pem, key_pem)
+
+
 def test_a_command_the_server_can_start_has_no_problem():
     assert spawn_problem("sh -c 'exit 0'") is None
 
@@ -32,12 +49,10 @@ def test_a_command_that_cannot_be_split_or_is_empty_is_said_so():
 
 
 def test_a_listen_name_idna_cannot_encode_and_a_key_path_ending_in_a_slash_are_errors(tmp_path):
-    from gemfcgi.certificates import make_self_signed, write_key_pair
     from gemfcgi.check import check_config
     from gemfcgi.config import model
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    write_localhost_pair(tmp_path)
     origin = model.Origin("gmid.conf", 3)
     server = model.Server(
         name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem") + "/",
@@ -114,13 +129,11 @@ def test_a_configuration_without_any_server_is_an_error():
 def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_for_a_pinned_one(tmp_path):
     from cryptography.hazmat.primitives import serialization
 
-    from gemfcgi.certificates import make_self_signed, write_key_pair
     from gemfcgi.check import check_config
     from gemfcgi.config import model
     from tests.certs import issue
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    write_localhost_pair(tmp_path)
     carol = issue("carol")
     dave = issue("dave", carol)  # CA:FALSE, and not self-signed
     pem = serialization.Encoding.PEM
@@ -142,14 +155,11 @@ def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_fo
 
 
 def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_path):
-    from gemfcgi.certificates import make_self_signed, write_key_pair
     from gemfcgi.check import check_config
     from gemfcgi.config import model
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    server = model.Server(
-        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+    server = localhost_server(
+        tmp_path,
         aliases=["[ab.example"],
         locations=[model.Location("/[a-[:alpha:]", origin=model.Origin("gmid.conf", 4)),
                    model.Location("/ok/[a-z]*", origin=model.Origin("gmid.conf", 5))],
@@ -166,13 +176,10 @@ def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_pa
 
 
 def _served_from(root: str, tmp_path: Path, **privileges):
-    from gemfcgi.certificates import make_self_signed, write_key_pair
     from gemfcgi.config import model
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    server = model.Server(
-        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+    server = localhost_server(
+        tmp_path,
         listens=[model.Listen("127.0.0.1", 1965)],
         options=model.LocationOptions(root=root, origins={"root": model.Origin("gmid.conf", 9)}),
         origin=model.Origin("gmid.conf", 5),
@@ -239,12 +246,10 @@ def test_a_root_inside_the_chroot_is_looked_for_as_a_process_inside_it_finds_it(
 
 def checked(tmp_path, text: str) -> list[str]:
     """The errors ``load_and_check`` finds in ``text`` (a gmid.conf), as FILE:LINE lines."""
-    from gemfcgi.certificates import make_self_signed, write_key_pair
     from gemfcgi.check import load_and_check
     from gemfcgi.config import ConfigError
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    write_localhost_pair(tmp_path)
     (tmp_path / "root").mkdir(exist_ok=True)
     path = tmp_path / "gmid.conf"
     path.write_text(text.format(cert=tmp_path / "c.pem", key=tmp_path / "k.pem", root=tmp_path / "root"))
@@ -272,14 +277,11 @@ def test_listen_lines_that_resolve_to_one_socket_must_agree_on_proxy_v1(tmp_path
 
 def test_an_embedded_configuration_whose_alike_listens_disagree_on_proxy_v1_is_refused(tmp_path):
     # makeService runs no parser: its check let them be, and the start failed on its own port.
-    from gemfcgi.certificates import make_self_signed, write_key_pair
     from gemfcgi.check import check_config
     from gemfcgi.config import model
 
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    server = model.Server(
-        name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+    server = localhost_server(
+        tmp_path,
         listens=[model.Listen("127.0.0.1", 22042), model.Listen("127.0.0.1", 22042, proxy_v1=True)],
         options=model.LocationOptions(root=str(tmp_path)),
     )
