@@ -765,7 +765,8 @@ class GemfcgiService(MultiService):
         try:
             return AccessLogWriter(settings, path, service=self, site=site)
         except OSError as error:
-            raise AccessLogError(f"log access {settings.access}: {error.strerror or error}") from None
+            where = f"{settings.access_origin}: " if settings.access_origin is not None else ""
+            raise AccessLogError(f"{where}log access {settings.access}: {error.strerror or error}") from None
 
     def _use_access_log(self, writer: Optional[AccessLogWriter]) -> None:
         """

@@ -154,12 +154,14 @@ def test_an_access_file_that_cannot_be_opened_fails_the_start_before_any_socket_
     from gemfcgi.service import AccessLogError
 
     missing = tmp_path / "no-such-dir" / "access.log"
-    config.log = model.LogSettings(access=str(missing), syslog=False)
+    config.log = model.LogSettings(access=str(missing), syslog=False,
+                                   access_origin=model.Origin("gmid.conf", 3))
     reactor = MemoryReactorClock()
     service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=reactor)
     with pytest.raises(AccessLogError) as raised:
         service.startService()
-    assert str(raised.value) == f"log access {missing}: No such file or directory"
+    # With the line that named it, as a socket's failure has.
+    assert str(raised.value) == f"gmid.conf:3: log access {missing}: No such file or directory"
     assert reactor.tcpServers == [] and not service.running
 
 
