@@ -60,7 +60,6 @@ string there without telling anyone.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
@@ -118,9 +117,8 @@ class _Script:
 class NoSuchScript(Exception):
     """
     The request's path runs through a file that is no script of its
-    application (``/static/photo.gif/x.php``), through a link that leads
-    outside the root, or through a place this process may not look in: it
-    names nothing, and no application sees it.
+    application (``/static/photo.gif/x.php``), or through a link that
+    leads outside the root: it names nothing, and no application sees it.
     """
 
 
@@ -128,24 +126,10 @@ def _any_file_is_a_script(request_path: str) -> bool:
     return True
 
 
-def is_regular_file(path: str) -> bool:
-    """
-    Whether ``path`` is a regular file (its links followed). One this
-    process may not look at is not taken for nothing there: the
-    application, another user, may see a file there, and run it.
-    """
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except PermissionError:
-        raise NoSuchScript(f"{path}: permission denied to look for the script") from None
-    except (OSError, ValueError):
-        return False
-
-
 def request_params(
     facts: RequestFacts,
     settings: FastCGI,
-    is_file: Callable[[str], bool] = is_regular_file,
+    is_file: Callable[[str], bool] = os.path.isfile,
     is_script: Callable[[str], bool] = _any_file_is_a_script,
 ) -> list[tuple[str, str]]:
     """
@@ -159,13 +143,22 @@ def request_params(
     path = _strip_components(facts.path, settings.strip or 0)
     # The application's scripts are looked for where it looks for them:
     # under the DOCUMENT_ROOT a ``param`` gives (gmid configurations for
-    # fcgiwrap have one), else under the location's root.
-    split_root = _seen_from_here(user_params.get("DOCUMENT_ROOT"), facts.chroot) or facts.root
+    # fcgiwrap have one), else under the location's root; ``None`` for a
+    # DOCUMENT_ROOT outside the chroot, which cannot be looked in.
+    document_root = user_params.get("DOCUMENT_ROOT")
+    split_root = _seen_from_here(document_root, facts.chroot) if document_root else facts.root
     stripped = facts.path[: len(facts.path) - len(path)] if path != facts.path else ""
+    configured = user_params.get("SCRIPT_NAME")
     script = _split_script(
-        path, user_params.get("SCRIPT_NAME"), split_root, is_file,
-        lambda name: is_script(stripped + name),
+        path, configured, split_root, is_file, lambda name: is_script(stripped + name),
     )
+    # Looked for and not found: nothing is named for the application to
+    # search on its own (php-cgi's cgi.fix_pathinfo walks back from
+    # SCRIPT_FILENAME or PATH_TRANSLATED to the first file it finds, which
+    # may be one this process could not see, or one made since it looked).
+    # A DOCUMENT_ROOT outside the chroot cannot be looked in at all.
+    unfound = configured is None and script.filename is None and (
+        split_root is not None or bool(document_root))
     params = {
         "PATH_INFO": script.path_info,
         "SCRIPT_NAME": script.name,
@@ -185,7 +178,7 @@ def request_params(
         "SERVER_SOFTWARE": facts.server_software,
         "GEMINI_URL_PATH": facts.path.removeprefix("/"),
     }
-    if not script.path_info:
+    if not script.path_info or unfound:
         # RFC 3875 4.1.6 (gmid sends the bare root): php-cgi with
         # cgi.fix_pathinfo=0 takes a PATH_TRANSLATED, when there is one,
         # for the script, and ran the root directory.
@@ -199,7 +192,8 @@ def request_params(
         # fcgiwrap refuses an empty SCRIPT_FILENAME where DOCUMENT_ROOT and
         # SCRIPT_NAME from ``param`` lines would have served.
         params["DOCUMENT_ROOT"] = facts.root
-        params["SCRIPT_FILENAME"] = _script_filename(script, path, facts.root)
+        if not unfound:
+            params["SCRIPT_FILENAME"] = _script_filename(script, path, facts.root)
     params.update(
         {
             "REMOTE_PORT": str(facts.client_port),
@@ -216,11 +210,14 @@ def request_params(
         for name in ("PATH_TRANSLATED", "DOCUMENT_ROOT", "SCRIPT_FILENAME"):
             if params.get(name):
                 params[name] = _outside(facts.chroot, params[name])
-    if "DOCUMENT_ROOT" in user_params and "SCRIPT_FILENAME" not in user_params:
+    if document_root and "SCRIPT_FILENAME" not in user_params and not unfound:
         # The application's own document root (gmid configurations for
         # fcgiwrap set it): the script is named under it, as the
         # application would find it from DOCUMENT_ROOT and SCRIPT_NAME.
-        params["SCRIPT_FILENAME"] = _join(user_params["DOCUMENT_ROOT"], script.name or path)
+        params["SCRIPT_FILENAME"] = (
+            _outside(facts.chroot, script.filename) if script.filename and facts.chroot
+            else script.filename or _join(document_root, script.name or path)
+        )
     user_params.pop("SCRIPT_NAME", None)
     params.update(user_params)
     return [(name, value.replace("\0", "\ufffd")) for name, value in params.items()]
@@ -294,25 +291,33 @@ def _find_script_file(
         if not name.endswith("/"):
             filename = _join(root, name)
             if is_file(filename):
-                if not _resolves_inside(filename, resolved_root) and not _resolves_inside(
-                        filename, os.path.realpath(root)):
-                    # (The root itself, a link, may have moved to a new
-                    # release since it was resolved: as it is now, too.)
+                real = _real_path_inside(filename, resolved_root, root)
+                if real is None:
                     raise NoSuchScript(f"{name} leads outside the root")
                 if not is_script(name):
                     raise NoSuchScript(f"{name} is a file this application does not serve")
-                return _Script(name, path[len(name) :], filename)
+                # Named by its real path: php-cgi keeps the file it found
+                # for a name, and a root switched to a new release would
+                # run the old one's scripts.
+                return _Script(name, path[len(name) :], real)
         if end < 0:
             return None
 
 
-def _resolves_inside(path: str, real_root: str) -> bool:
-    """Whether ``path``, its links followed, is under ``real_root``; not if a link changes meanwhile."""
+def _real_path_inside(path: str, resolved_root: str, root: str) -> Optional[str]:
+    """
+    ``path`` with its links followed, if that is under the root; ``None``
+    if not, or if a link changes meanwhile. The root itself, a link, may
+    have moved to a new release since it was resolved: as it is now, too.
+    """
     try:
         real_path = os.path.realpath(path)
     except OSError:
-        return False
-    return os.path.commonpath([real_path, real_root]) == real_root
+        return None
+    for under in (resolved_root, os.path.realpath(root)):
+        if os.path.commonpath([real_path, under]) == under:
+            return real_path
+    return None
 
 
 def _join(root: Optional[str], path: str) -> str:

@@ -108,18 +108,29 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
     Whether the file at ``path``, on the way to the requested path, may be
     the script its application runs: a request for the file alone, or for
     a path under it (``location "/wiki/index.php/*"``), would reach that
-    application (its address), unblocked and behind no other client CA.
+    application (its address) and find the file under the same root. A
+    file that a request of its own would find blocked, or behind another
+    client CA, is no script, whatever the paths under it reach.
     """
-    return any(_reaches(vhost.settings_for(asked), settings) for asked in (path, path + "/"))
+    alone = vhost.settings_for(path)
+    if alone.block is not None or not _same_ca(alone.require_client_ca, settings.require_client_ca):
+        return False
+    return _reaches(alone, settings) or _reaches(vhost.settings_for(path + "/"), settings)
 
 
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:
     fastcgi, wanted = asked.fastcgi, settings.fastcgi
     return (
         fastcgi is not None and wanted is not None and asked.block is None
-        and asked.require_client_ca in (None, settings.require_client_ca)
+        and _same_ca(asked.require_client_ca, settings.require_client_ca)
+        and asked.root == settings.root
         and same_address(fastcgi.address, wanted.address)
     )
+
+
+def _same_ca(asked: Optional[str], required: Optional[str]) -> bool:
+    """Whether a path behind client CA ``asked`` (or none) asks nothing more than ``required``."""
+    return asked is None or (required is not None and os.path.normpath(asked) == os.path.normpath(required))
 
 
 def same_address(one: Optional[model.FastCGIAddress], other: Optional[model.FastCGIAddress]) -> bool:

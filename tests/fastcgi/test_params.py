@@ -108,7 +108,7 @@ def test_request_without_certificate_gets_gmid_values():
 
 
 def test_a_root_adds_document_root_and_script_filename_after_the_url():
-    names = names_for(root="/srv/capsule")
+    names = names_for(root="/srv/capsule", is_file=lambda path: path == "/srv/capsule/fcgi")
     url = BASE_NAMES.index("GEMINI_URL") + 1
     assert names == [*BASE_NAMES[:url], "DOCUMENT_ROOT", "SCRIPT_FILENAME", *BASE_NAMES[url:]]
 
@@ -387,17 +387,16 @@ def test_file_followed_by_a_slash_has_path_info_slash(capsule):
 def test_directory_is_not_a_script(capsule):
     split = file_split("/cgi/sub/x", capsule)
     assert (split["SCRIPT_NAME"], split["PATH_INFO"]) == ("", "/cgi/sub/x")
-    assert split["SCRIPT_FILENAME"] == f"{capsule}/cgi/sub/x"
+    assert "SCRIPT_FILENAME" not in split
 
 
-def test_missing_file_leaves_the_whole_path_as_path_info(capsule):
+def test_missing_file_leaves_the_whole_path_as_path_info_and_names_no_file(capsule):
+    # A SCRIPT_FILENAME or PATH_TRANSLATED of the whole path was one php-cgi
+    # searched back from (cgi.fix_pathinfo) to the first file it found: one
+    # this process could not see (another user's directory, a link that
+    # dangles inside a chroot), or one made since it looked.
     split = file_split("/nothing/here", capsule)
-    assert split == {
-        "SCRIPT_NAME": "",
-        "PATH_INFO": "/nothing/here",
-        "SCRIPT_FILENAME": f"{capsule}/nothing/here",
-        "PATH_TRANSLATED": f"{capsule}/nothing/here",
-    }
+    assert split == {"SCRIPT_NAME": "", "PATH_INFO": "/nothing/here"}
 
 
 def test_root_with_trailing_slash_gives_single_slashes(capsule):
@@ -597,8 +596,9 @@ def test_server_name_is_the_url_host_as_written_decoded_and_lowercased(line, ser
 def test_path_translated_takes_the_root_of_the_fastcgi_location_as_gmid_does():
     # Another location set the root of this path: DOCUMENT_ROOT follows the
     # path's root, PATH_TRANSLATED gmid's (the fastcgi block's, else the server's).
-    params = params_for(path="/app/x", root="/srv/other", translated_root="/srv/server")
-    assert params["PATH_TRANSLATED"] == "/srv/server/app/x"
+    params = params_for(None, lambda path: path == "/srv/other/app", path="/app/x", root="/srv/other",
+                        translated_root="/srv/server")
+    assert params["PATH_TRANSLATED"] == "/srv/server/x"
     assert params["DOCUMENT_ROOT"] == "/srv/other"
 
 
@@ -711,8 +711,12 @@ def test_a_file_is_a_script_where_a_request_for_it_reaches_the_same_application_
         model.Location("/admin.php", model.LocationOptions(require_client_ca="/etc/ca.pem")),
         model.Location("/wiki/index.php/*", model.LocationOptions(fastcgi=socket("/run/php.sock"))),
         model.Location("*.php", model.LocationOptions(fastcgi=socket("/run/php.sock"))),
+        model.Location("/cgi/secret.sh", model.LocationOptions(block=model.BlockReturn(51, ""))),
+        model.Location("/cgi/admin.sh", model.LocationOptions(require_client_ca="/etc/ca.pem")),
         model.Location("/cgi/special/*", model.LocationOptions(fastcgi=socket("/run//cgi.sock", A="1"))),
         model.Location("/cgi/*", model.LocationOptions(fastcgi=socket("/run/cgi.sock"))),
+        model.Location("*.gmi", model.LocationOptions(root="/srv/uploads")),
+        model.Location("/app/*", model.LocationOptions(fastcgi=socket("/run/app.sock"))),
     ])
     vhost = VirtualHost(server)
     php = vhost.settings_for("/x.php")
@@ -727,18 +731,14 @@ def test_a_file_is_a_script_where_a_request_for_it_reaches_the_same_application_
     # One application, its socket written two ways, other parameters.
     assert _reaches_the_same_application(vhost, cgi, "/cgi/special/run.sh")
     assert not _reaches_the_same_application(vhost, cgi, "/static/run.sh")
-
-
-def test_a_place_this_process_may_not_look_is_no_place_without_a_script(monkeypatch):
-    # As another user, the application may find a file there, and run it.
-    from gemfcgi.fastcgi import params as params_module
-
-    def denied(path, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", path)
-
-    monkeypatch.setattr(params_module.os, "stat", denied)
-    with pytest.raises(NoSuchScript):
-        params_module.is_regular_file("/srv/private/photo.gif")
+    # Blocked or behind a client CA alone, though the paths under it reach it.
+    assert not _reaches_the_same_application(vhost, cgi, "/cgi/secret.sh")
+    assert not _reaches_the_same_application(vhost, cgi, "/cgi/admin.sh")
+    # /app/evil.txt/x.gmi found evil.txt under the uploads' root, which no
+    # request for /app/evil.txt looks in.
+    app_under_uploads = vhost.settings_for("/app/evil.txt/x.gmi")
+    assert app_under_uploads.root == "/srv/uploads"
+    assert not _reaches_the_same_application(vhost, app_under_uploads, "/app/evil.txt")
 
 
 def test_a_root_moved_to_a_new_release_still_has_its_scripts(tmp_path):
@@ -766,8 +766,11 @@ def test_a_document_root_param_is_looked_in_from_inside_the_chroot():
     params = params_for(settings_, is_file, root="/capsule", chroot="/srv/jail", path="/cgi/env.sh/x")
     assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("/cgi/env.sh", "/x")
     assert looked == ["/www/cgi", "/www/cgi/env.sh"]
-    # One outside the chroot cannot be looked in: the location's root is.
+    # One outside the chroot cannot be looked in: nothing is named for the
+    # application to search on its own.
     looked.clear()
     settings_ = FastCGI(params=[("DOCUMENT_ROOT", "/var/www")])
-    params_for(settings_, is_file, root="/capsule", chroot="/srv/jail", path="/cgi/env.sh/x")
-    assert looked == ["/capsule/cgi", "/capsule/cgi/env.sh", "/capsule/cgi/env.sh/x"]
+    params = params_for(settings_, is_file, root="/capsule", chroot="/srv/jail", path="/cgi/env.sh/x")
+    assert looked == []
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("", "/cgi/env.sh/x")
+    assert "SCRIPT_FILENAME" not in params and "PATH_TRANSLATED" not in params

@@ -212,8 +212,10 @@ def test_an_application_gets_every_parameter_whole_when_a_certificates_names_fil
     assert int(lengths["REMOTE_USER"]) > 38_000
     assert lengths["TLS_CLIENT_ISSUER"] == lengths["REMOTE_USER"]
     assert lengths["TLS_CLIENT_HASH"] == str(len("SHA256:") + 64)
-    for name in ("SCRIPT_FILENAME", "DOCUMENT_ROOT", "TLS_CLIENT_SERIAL", "SERVER_NAME"):
+    for name in ("DOCUMENT_ROOT", "TLS_CLIENT_SERIAL", "SERVER_NAME"):
         assert name in lengths
+    # Named only for the application that has a file (environ.php).
+    assert ("SCRIPT_FILENAME" in lengths) == path.endswith(".php")
 
 
 def test_a_certificate_whose_names_no_record_can_hold_gets_62_and_a_log_line(fastcgi, tmp_path):
@@ -524,10 +526,14 @@ def test_a_path_through_an_image_is_not_run_by_php_nor_a_link_out_of_the_root_by
     outside.write_text("#!/bin/sh\nprintf '20 text/plain\\r\\n\\r\\nRAN OUTSIDE'\n")
     outside.chmod(0o755)
     (root / "cgi" / "out.sh").symlink_to(outside)
+    secret = root / "cgi" / "secret.sh"
+    secret.write_text("#!/bin/sh\nprintf '20 text/plain\\r\\n\\r\\nRAN THE BLOCKED CGI'\n")
+    secret.chmod(0o755)
     (tmp_path / "gmid.conf").write_text(
         f'server "localhost" {{\n\tlisten on 127.0.0.1 port 0\n\tcert "{cert}"\n\tkey "{key}"\n'
         f'\troot "{root}"\n\tlocation "/secret.php" {{ block return 51 "blocked" }}\n'
         f'\tlocation "*.php" {{ fastcgi spawn "{PHP_CGI}" }}\n'
+        f'\tlocation "/cgi/secret.sh" {{ block return 51 "blocked" }}\n'
         f'\tlocation "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
     )
     server = start_server("-c", str(tmp_path / "gmid.conf"))
@@ -537,8 +543,9 @@ def test_a_path_through_an_image_is_not_run_by_php_nor_a_link_out_of_the_root_by
         page = fetch(server.port, f"{url}/page.php")
         linked = [fetch(server.port, f"{url}/cgi/out.sh{rest}") for rest in ("", "/extra")]
         blocked = [fetch(server.port, f"{url}/secret.php{rest}") for rest in ("", "/x.php")]
+        blocked += [fetch(server.port, f"{url}/cgi/secret.sh{rest}") for rest in ("", "/", "/x")]
         assert (through_image.header, through_image.body) == (b"51 not found", b"")
-        assert [reply.header for reply in blocked] == [b"51 blocked", b"51 not found"]
+        assert [reply.header for reply in blocked] == [b"51 blocked", b"51 not found"] * 2 + [b"51 not found"]
         assert (page.status, page.body) == (20, b"page ")
         assert [(reply.header, reply.body) for reply in linked] == [(b"51 not found", b"")] * 2
         server.wait_for_log(r"/static/photo\.gif/x\.php: not sent to FastCGI backend spawn:\S+: "
