@@ -41,6 +41,9 @@ class PathSettings:
     # applies, else the server's (``root`` above is the first block's that
     # sets one, which may be another location).
     fastcgi_root: Optional[str] = None
+    # A block said ``fastcgi off`` for this path: it is served as a file,
+    # by decision (not for want of a ``fastcgi``).
+    fastcgi_off: bool = False
 
 
 _SIMPLE_SETTINGS = (
@@ -106,6 +109,7 @@ class VirtualHost:
             fastcgi = opts.fastcgi
             if fastcgi is not None and (fastcgi.off or fastcgi.address is not None):
                 values["fastcgi"] = None if fastcgi.off else fastcgi
+                values["fastcgi_off"] = fastcgi.off
                 values["fastcgi_root"] = opts.root if opts.root is not None else self.server.options.root
                 break
         return PathSettings(**values)

@@ -156,8 +156,9 @@ def request_params(
     # search on its own (php-cgi's cgi.fix_pathinfo walks back from
     # SCRIPT_FILENAME or PATH_TRANSLATED to the first file it finds, which
     # may be one this process could not see, or one made since it looked).
-    # A DOCUMENT_ROOT outside the chroot cannot be looked in at all.
-    unfound = configured is None and script.filename is None and (
+    # A DOCUMENT_ROOT outside the chroot cannot be looked in at all; a
+    # configured SCRIPT_NAME of "/" names no script either.
+    unfound = script.filename is None and not script.name and (
         split_root is not None or bool(document_root))
     params = {
         "PATH_INFO": script.path_info,
@@ -291,10 +292,13 @@ def _find_script_file(
         if not name.endswith("/"):
             filename = _join(root, name)
             if is_file(filename):
-                real = _real_path_inside(filename, resolved_root, root)
+                real, real_name = _real_path_inside(filename, resolved_root, root)
                 if real is None:
                     raise NoSuchScript(f"{name} leads outside the root")
-                if not is_script(name):
+                if not is_script(name) or (real_name != name and not is_script(real_name)):
+                    # (Reached through a link, the file is judged by its
+                    # own name too: a link to a blocked script is no way
+                    # round the block.)
                     raise NoSuchScript(f"{name} is a file this application does not serve")
                 # Named by its real path: php-cgi keeps the file it found
                 # for a name, and a root switched to a new release would
@@ -304,20 +308,23 @@ def _find_script_file(
             return None
 
 
-def _real_path_inside(path: str, resolved_root: str, root: str) -> Optional[str]:
+def _real_path_inside(
+    path: str, resolved_root: str, root: str
+) -> tuple[Optional[str], Optional[str]]:
     """
-    ``path`` with its links followed, if that is under the root; ``None``
-    if not, or if a link changes meanwhile. The root itself, a link, may
-    have moved to a new release since it was resolved: as it is now, too.
+    ``path`` with its links followed, and its name under the root, if it
+    is under the root; ``None`` if not, or if a link changes meanwhile.
+    The root itself, a link, may have moved to a new release since it was
+    resolved: as it is now, too.
     """
     try:
         real_path = os.path.realpath(path)
     except OSError:
-        return None
+        return None, None
     for under in (resolved_root, os.path.realpath(root)):
         if os.path.commonpath([real_path, under]) == under:
-            return real_path
-    return None
+            return real_path, "/" + os.path.relpath(real_path, under).removeprefix(".")
+    return None, None
 
 
 def _join(root: Optional[str], path: str) -> str:

@@ -107,15 +107,21 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
     """
     Whether the file at ``path``, on the way to the requested path, may be
     the script its application runs: a request for the file alone, or for
-    a path under it (``location "/wiki/index.php/*"``), would reach that
-    application (its address) and find the file under the same root. A
-    file that a request of its own would find blocked, or behind another
-    client CA, is no script, whatever the paths under it reach.
+    a path under it (``location "/wiki/index.php/*"``, where a request for
+    the file alone names no application), would reach that application
+    (its address) and find the file under the same root. A file that a
+    request of its own would find blocked, behind another client CA, sent
+    to another application or kept from any by ``fastcgi off``, is no
+    script, whatever the paths under it reach.
     """
     alone = vhost.settings_for(path)
     if alone.block is not None or not _same_ca(alone.require_client_ca, settings.require_client_ca):
         return False
-    return _reaches(alone, settings) or _reaches(vhost.settings_for(path + "/"), settings)
+    if alone.fastcgi is not None or alone.fastcgi_off:
+        # Its own request goes to an application, or is served as a file
+        # by a ``fastcgi off``: that decides, not a catch-all under it.
+        return _reaches(alone, settings)
+    return _reaches(vhost.settings_for(path + "/"), settings)
 
 
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:

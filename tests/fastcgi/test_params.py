@@ -774,3 +774,45 @@ def test_a_document_root_param_is_looked_in_from_inside_the_chroot():
     assert looked == []
     assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("", "/cgi/env.sh/x")
     assert "SCRIPT_FILENAME" not in params and "PATH_TRANSLATED" not in params
+
+
+def test_a_file_whose_own_request_is_kept_from_the_application_is_no_script():
+    # A catch-all fastcgi took the paths under it: /uploads/photo.gif/x.php
+    # ran the image where "*.gif" said fastcgi off, or named another application.
+    from gemfcgi.config import model
+    from gemfcgi.handlers.fastcgi import _reaches_the_same_application
+    from gemfcgi.routing import VirtualHost
+
+    php = model.FastCGI(address=model.FastCGITCP("127.0.0.1", 9000))
+    server = model.Server(name="localhost", options=model.LocationOptions(fastcgi=php), locations=[
+        model.Location("*.gif", model.LocationOptions(fastcgi=model.FastCGI(off=True))),
+        model.Location("/flup/*", model.LocationOptions(
+            fastcgi=model.FastCGI(address=model.FastCGISocket("/run/flup.sock")))),
+    ])
+    vhost = VirtualHost(server)
+    settings = vhost.settings_for("/uploads/photo.gif/x.php")
+    assert settings.fastcgi is php
+    assert not _reaches_the_same_application(vhost, settings, "/uploads/photo.gif")
+    assert not _reaches_the_same_application(vhost, settings, "/flup/app.py")
+    assert _reaches_the_same_application(vhost, settings, "/index.php")
+
+
+@pytest.mark.parametrize("configured", ["/", ""])
+def test_a_configured_script_name_that_names_no_script_names_no_file(capsule, configured):
+    # SCRIPT_FILENAME was the root and the client's whole path, which
+    # php-cgi searched back from to the image.
+    params = params_for(FastCGI(params=[("SCRIPT_NAME", configured)]), os.path.isfile,
+                        root=str(capsule), path="/cgi/env.sh/x.php")
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("", "/cgi/env.sh/x.php")
+    assert "SCRIPT_FILENAME" not in params and "PATH_TRANSLATED" not in params
+
+
+def test_a_link_to_a_file_that_is_no_script_is_no_script(capsule):
+    # cgi-bin/s.sh -> secret.sh, which a block keeps to itself.
+    (capsule / "cgi" / "secret.sh").write_text("#!/bin/sh\n")
+    (capsule / "cgi" / "s.sh").symlink_to("secret.sh")
+    facts = replace(FACTS, root=str(capsule), path="/cgi/s.sh/x")
+    with pytest.raises(NoSuchScript):
+        request_params(facts, FastCGI(), os.path.isfile, lambda name: name != "/cgi/secret.sh")
+    split = dict(request_params(facts, FastCGI(), os.path.isfile, lambda name: True))
+    assert (split["SCRIPT_NAME"], split["SCRIPT_FILENAME"]) == ("/cgi/s.sh", f"{capsule}/cgi/secret.sh")
