@@ -130,7 +130,7 @@ def _reaches(asked: PathSettings, settings: PathSettings) -> bool:
         fastcgi is not None and wanted is not None and asked.block is None
         and _same_ca(asked.require_client_ca, settings.require_client_ca)
         and asked.root == settings.root
-        and same_address(fastcgi.address, wanted.address)
+        and _same_address(fastcgi.address, wanted.address)
     )
 
 
@@ -139,7 +139,7 @@ def _same_ca(asked: Optional[str], required: Optional[str]) -> bool:
     return asked is None or (required is not None and os.path.normpath(asked) == os.path.normpath(required))
 
 
-def same_address(one: Optional[model.FastCGIAddress], other: Optional[model.FastCGIAddress]) -> bool:
+def _same_address(one: Optional[model.FastCGIAddress], other: Optional[model.FastCGIAddress]) -> bool:
     """Whether two addresses name one application: a unix socket by its normalised path."""
     if isinstance(one, model.FastCGISocket) and isinstance(other, model.FastCGISocket):
         return os.path.normpath(one.path) == os.path.normpath(other.path)
