@@ -121,22 +121,42 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
         # Its own request goes to an application, or is served as a file
         # by a ``fastcgi off``: that decides, not a catch-all under it.
         return _reaches(alone, settings)
-    return _reaches(vhost.settings_for(path + "/"), settings)
+    # A location that takes every path under the file: one that takes a
+    # name no client sends (a NUL) takes them all ("*/" takes only some).
+    return _reaches(vhost.settings_for(path + "/\0"), settings)
 
 
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:
+    """
+    Whether a request with the settings ``asked`` would run the same file
+    as one with ``settings``: the same application, root and ``fastcgi
+    strip``, unblocked, and the file itself the script (no ``param
+    SCRIPT_NAME`` or SCRIPT_FILENAME naming another, a download script's).
+    """
     fastcgi, wanted = asked.fastcgi, settings.fastcgi
     return (
         fastcgi is not None and wanted is not None and asked.block is None
         and _same_ca(asked.require_client_ca, settings.require_client_ca)
-        and asked.root == settings.root
+        and _same_path(asked.root, settings.root)
+        and (fastcgi.strip or 0) == (wanted.strip or 0)
+        and not any(name in _SCRIPT_PARAMS for name, _ in fastcgi.params)
         and _same_address(fastcgi.address, wanted.address)
     )
 
 
+# Parameters that name the script a request runs, whatever its path.
+_SCRIPT_PARAMS = frozenset({"SCRIPT_NAME", "SCRIPT_FILENAME"})
+
+
+def _same_path(one: Optional[str], other: Optional[str]) -> bool:
+    if one is None or other is None:
+        return one is other
+    return os.path.normpath(one) == os.path.normpath(other)
+
+
 def _same_ca(asked: Optional[str], required: Optional[str]) -> bool:
     """Whether a path behind client CA ``asked`` (or none) asks nothing more than ``required``."""
-    return asked is None or (required is not None and os.path.normpath(asked) == os.path.normpath(required))
+    return asked is None or _same_path(asked, required)
 
 
 def _same_address(one: Optional[model.FastCGIAddress], other: Optional[model.FastCGIAddress]) -> bool:

@@ -816,3 +816,31 @@ def test_a_link_to_a_file_that_is_no_script_is_no_script(capsule):
         request_params(facts, FastCGI(), os.path.isfile, lambda name: name != "/cgi/secret.sh")
     split = dict(request_params(facts, FastCGI(), os.path.isfile, lambda name: True))
     assert (split["SCRIPT_NAME"], split["SCRIPT_FILENAME"]) == ("/cgi/s.sh", f"{capsule}/cgi/secret.sh")
+
+
+def test_a_file_is_a_script_only_where_its_own_request_would_run_it():
+    # Fourth round: "*/" took /uploads/photo.gif/ to PHP; a download script
+    # (param SCRIPT_NAME) and another fastcgi strip ran some other file
+    # for the image's own request, yet the image counted as a script; and
+    # a root written with a trailing slash was another root.
+    from gemfcgi.config import model
+    from gemfcgi.handlers.fastcgi import _reaches_the_same_application
+    from gemfcgi.routing import VirtualHost
+
+    php = model.FastCGITCP("127.0.0.1", 9000)
+    server = model.Server(name="localhost", options=model.LocationOptions(root="/srv/www/"), locations=[
+        model.Location("*/", model.LocationOptions(fastcgi=model.FastCGI(address=php))),
+        model.Location("/uploads/*", model.LocationOptions(fastcgi=model.FastCGI(
+            address=php, params=[("SCRIPT_NAME", "/download.php")]))),
+        model.Location("/v1/*.php", model.LocationOptions(fastcgi=model.FastCGI(address=php, strip=1))),
+        model.Location("/wiki/index.php/*", model.LocationOptions(
+            root="/srv/www", fastcgi=model.FastCGI(address=php))),
+        model.Location("*.php", model.LocationOptions(fastcgi=model.FastCGI(address=php))),
+    ])
+    vhost = VirtualHost(server)
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/x.php"), "/notes.txt")
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/x.php"), "/uploads/photo.gif")
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/v1/x.php"), "/v1/photo.gif")
+    assert _reaches_the_same_application(vhost, vhost.settings_for("/v1/x.php"), "/v1/app.php")
+    wiki = vhost.settings_for("/wiki/index.php/Main")
+    assert _reaches_the_same_application(vhost, wiki, "/wiki/index.php")
