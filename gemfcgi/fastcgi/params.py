@@ -149,6 +149,11 @@ def request_params(
     split_root = _seen_from_here(document_root, facts.chroot) if document_root else facts.root
     stripped = facts.path[: len(facts.path) - len(path)] if path != facts.path else ""
     configured = user_params.get("SCRIPT_NAME")
+    if configured is None and "SCRIPT_FILENAME" in user_params:
+        # The configuration names what runs (a front controller): the
+        # path is not searched for a script, as in gmid.
+        split_root = None
+        document_root = None
     script = _split_script(
         path, configured, split_root, is_file, lambda name: is_script(stripped + name),
     )

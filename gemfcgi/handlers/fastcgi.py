@@ -129,15 +129,16 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:
     """
     Whether a request with the settings ``asked`` would run the same file
-    as one with ``settings``: the same application, root and ``fastcgi
-    strip``, unblocked, and the file itself the script (no ``param
-    SCRIPT_NAME`` or SCRIPT_FILENAME naming another, a download script's).
+    as one with ``settings``: the same application, ``fastcgi strip`` and
+    root it looks in (a ``param DOCUMENT_ROOT``'s), unblocked, and the
+    file itself the script (no ``param SCRIPT_NAME`` or SCRIPT_FILENAME
+    naming another, a download script's).
     """
     fastcgi, wanted = asked.fastcgi, settings.fastcgi
     return (
         fastcgi is not None and wanted is not None and asked.block is None
         and _same_ca(asked.require_client_ca, settings.require_client_ca)
-        and _same_path(asked.root, settings.root)
+        and _same_path(_searched_root(asked), _searched_root(settings))
         and (fastcgi.strip or 0) == (wanted.strip or 0)
         and not any(name in _SCRIPT_PARAMS for name, _ in fastcgi.params)
         and _same_address(fastcgi.address, wanted.address)
@@ -146,6 +147,13 @@ def _reaches(asked: PathSettings, settings: PathSettings) -> bool:
 
 # Parameters that name the script a request runs, whatever its path.
 _SCRIPT_PARAMS = frozenset({"SCRIPT_NAME", "SCRIPT_FILENAME"})
+
+
+def _searched_root(settings: PathSettings) -> Optional[str]:
+    """Where a request's script is looked for: its ``param DOCUMENT_ROOT``, else its root."""
+    fastcgi = settings.fastcgi
+    given = dict(fastcgi.params).get("DOCUMENT_ROOT") if fastcgi is not None else None
+    return given or settings.root
 
 
 def _same_path(one: Optional[str], other: Optional[str]) -> bool:

@@ -844,3 +844,37 @@ def test_a_file_is_a_script_only_where_its_own_request_would_run_it():
     assert _reaches_the_same_application(vhost, vhost.settings_for("/v1/x.php"), "/v1/app.php")
     wiki = vhost.settings_for("/wiki/index.php/Main")
     assert _reaches_the_same_application(vhost, wiki, "/wiki/index.php")
+
+
+def test_a_file_is_looked_for_under_the_document_root_its_own_request_would_use():
+    # Fifth round: /cgi-bin/foo.sh ran A's foo.sh, /cgi-bin/foo.sh/x B's.
+    from gemfcgi.config import model
+    from gemfcgi.handlers.fastcgi import _reaches_the_same_application
+    from gemfcgi.routing import VirtualHost
+
+    def wrap(document_root):
+        return model.FastCGI(address=model.FastCGISocket("/run/fcgiwrap.sock"),
+                             params=[("DOCUMENT_ROOT", document_root)])
+
+    server = model.Server(name="localhost", options=model.LocationOptions(root="/srv/www"), locations=[
+        model.Location("/cgi-bin/*.sh", model.LocationOptions(fastcgi=wrap("/srv/A"))),
+        model.Location("/cgi-bin/*", model.LocationOptions(fastcgi=wrap("/srv/B"))),
+    ])
+    vhost = VirtualHost(server)
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/cgi-bin/foo.sh/x"), "/cgi-bin/foo.sh")
+    assert _reaches_the_same_application(vhost, vhost.settings_for("/cgi-bin/x.sh"), "/cgi-bin/foo.sh")
+
+
+def test_a_configured_script_filename_is_run_whatever_files_the_path_names(capsule):
+    # A front controller: the path was searched, and a file on it got 51.
+    looked: list[str] = []
+
+    def is_file(path: str) -> bool:
+        looked.append(path)
+        return True
+
+    settings_ = FastCGI(params=[("SCRIPT_FILENAME", f"{capsule}/front/index.php")])
+    params = params_for(settings_, is_file, root=str(capsule), path="/front/index.php/page")
+    assert looked == []
+    assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("", "/front/index.php/page")
+    assert params["SCRIPT_FILENAME"] == f"{capsule}/front/index.php"
