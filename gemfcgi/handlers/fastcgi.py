@@ -121,9 +121,13 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
         # Its own request goes to an application, or is served as a file
         # by a ``fastcgi off``: that decides, not a catch-all under it.
         return _reaches(alone, settings)
-    # A location that takes every path under the file: one that takes a
-    # name no client sends (a NUL) takes them all ("*/" takes only some).
-    return _reaches(vhost.settings_for(path + "/\0"), settings)
+    # A location that takes every path under this very file: one that
+    # takes a name no client sends (a NUL) takes them all ("*/" takes only
+    # some), and one that takes them under a file of that name as well
+    # ("/apps/*/*") takes them under any file there, scripts or not.
+    under_it = vhost.settings_for(path + "/\0")
+    under_any = vhost.settings_for(path.rpartition("/")[0] + "/\0/\0")
+    return _reaches(under_it, settings) and not _reaches(under_any, settings)
 
 
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:

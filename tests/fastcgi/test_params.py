@@ -878,3 +878,23 @@ def test_a_configured_script_filename_is_run_whatever_files_the_path_names(capsu
     assert looked == []
     assert (params["SCRIPT_NAME"], params["PATH_INFO"]) == ("", "/front/index.php/page")
     assert params["SCRIPT_FILENAME"] == f"{capsule}/front/index.php"
+
+
+def test_a_location_under_every_file_of_a_directory_makes_none_of_them_a_script():
+    # Sixth round: "/apps/*/*" ran /apps/readme.txt/x as PHP, where a
+    # request for /apps/readme.txt served it as text.
+    from gemfcgi.config import model
+    from gemfcgi.handlers.fastcgi import _reaches_the_same_application
+    from gemfcgi.routing import VirtualHost
+
+    php = model.FastCGI(address=model.FastCGITCP("127.0.0.1", 9000))
+    server = model.Server(name="localhost", options=model.LocationOptions(root="/srv/www"), locations=[
+        model.Location("/apps/*/*", model.LocationOptions(fastcgi=php)),
+        model.Location("/uploads/*/?*", model.LocationOptions(fastcgi=php)),
+        model.Location("/wiki/index.php/*", model.LocationOptions(fastcgi=php)),
+    ])
+    vhost = VirtualHost(server)
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/apps/readme.txt/x"), "/apps/readme.txt")
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/uploads/a.gif/x"), "/uploads/a.gif")
+    assert _reaches_the_same_application(vhost, vhost.settings_for("/apps/blog/index.php/x"), "/apps/blog/index.php")
+    assert _reaches_the_same_application(vhost, vhost.settings_for("/wiki/index.php/Main"), "/wiki/index.php")
