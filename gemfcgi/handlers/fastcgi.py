@@ -123,11 +123,13 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
         return _reaches(alone, settings)
     # A location that takes every path under this very file: one that
     # takes a name no client sends (a NUL) takes them all ("*/" takes only
-    # some), and one that takes them under a file of that name as well
-    # ("/apps/*/*") takes them under any file there, scripts or not.
-    under_it = vhost.settings_for(path + "/\0")
-    under_any = vhost.settings_for(path.rpartition("/")[0] + "/\0/\0")
-    return _reaches(under_it, settings) and not _reaches(under_any, settings)
+    # some), and one that takes them under files of other names too (the
+    # file's name with a NUL after it, or a NUL alone: "/apps/*/*",
+    # "/apps/[a-z]*/*") takes them under any file there, scripts or not.
+    if not _reaches(vhost.settings_for(path + "/\0"), settings):
+        return False
+    siblings = (path + "\0/\0", path.rpartition("/")[0] + "/\0/\0")
+    return not any(_reaches(vhost.settings_for(sibling), settings) for sibling in siblings)
 
 
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:

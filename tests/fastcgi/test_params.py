@@ -891,9 +891,11 @@ def test_a_location_under_every_file_of_a_directory_makes_none_of_them_a_script(
     server = model.Server(name="localhost", options=model.LocationOptions(root="/srv/www"), locations=[
         model.Location("/apps/*/*", model.LocationOptions(fastcgi=php)),
         model.Location("/uploads/*/?*", model.LocationOptions(fastcgi=php)),
+        model.Location("/files/[a-z]*/*", model.LocationOptions(fastcgi=php)),
         model.Location("/wiki/index.php/*", model.LocationOptions(fastcgi=php)),
     ])
     vhost = VirtualHost(server)
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/files/readme.txt/x"), "/files/readme.txt")
     assert not _reaches_the_same_application(vhost, vhost.settings_for("/apps/readme.txt/x"), "/apps/readme.txt")
     assert not _reaches_the_same_application(vhost, vhost.settings_for("/uploads/a.gif/x"), "/uploads/a.gif")
     assert _reaches_the_same_application(vhost, vhost.settings_for("/apps/blog/index.php/x"), "/apps/blog/index.php")
