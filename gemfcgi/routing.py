@@ -81,6 +81,15 @@ class VirtualHost:
     def matches(self, host: str) -> bool:
         return any(p.matches(host) for p in self._patterns)
 
+    def names_as_a_prefix(self, path: str) -> bool:
+        """
+        Whether a location's pattern begins with ``path`` and a slash, as
+        written, before any wildcard (``"/wiki/index.php/*"`` for
+        ``/wiki/index.php``): one written for the paths under that file.
+        """
+        wanted = (path[1:] if path.startswith("/") else path) + "/"
+        return any(_literal_start(glob).startswith(wanted) for glob, _ in self._locations)
+
     def proxy_for(self, host: str, port: int) -> Optional[PathSettings]:
         """
         The settings of the first ``proxy`` block relaying requests for
@@ -116,6 +125,14 @@ class VirtualHost:
 
     def __repr__(self) -> str:
         return f"<VirtualHost {self.name!r}>"
+
+
+def _literal_start(glob: str) -> str:
+    """What a pattern matches literally before its first wildcard or escape."""
+    for index, character in enumerate(glob):
+        if character in "*?[\\":
+            return glob[:index]
+    return glob
 
 
 def port_pattern(port: Union[int, str, None]) -> Union[int, str, None]:

@@ -107,9 +107,10 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
     """
     Whether the file at ``path``, on the way to the requested path, may be
     the script its application runs: a request for the file alone, or for
-    a path under it (``location "/wiki/index.php/*"``, where a request for
-    the file alone names no application), would reach that application
-    (its address) and find the file under the same root. A file that a
+    a path under it (where a request for the file alone names no
+    application, and a location names the file: ``"/wiki/index.php/*"``),
+    would reach that application (its address) and find the file under
+    the same root. A file that a
     request of its own would find blocked, behind another client CA, sent
     to another application or kept from any by ``fastcgi off``, is no
     script, whatever the paths under it reach.
@@ -121,15 +122,13 @@ def _reaches_the_same_application(vhost: VirtualHost, settings: PathSettings, pa
         # Its own request goes to an application, or is served as a file
         # by a ``fastcgi off``: that decides, not a catch-all under it.
         return _reaches(alone, settings)
-    # A location that takes every path under this very file: one that
-    # takes a name no client sends (a NUL) takes them all ("*/" takes only
-    # some), and one that takes them under files of other names too (the
-    # file's name with a NUL after it, or a NUL alone: "/apps/*/*",
-    # "/apps/[a-z]*/*") takes them under any file there, scripts or not.
-    if not _reaches(vhost.settings_for(path + "/\0"), settings):
-        return False
-    siblings = (path + "\0/\0", path.rpartition("/")[0] + "/\0/\0")
-    return not any(_reaches(vhost.settings_for(sibling), settings) for sibling in siblings)
+    # Only a location written for the paths under this very file, its
+    # name spelt out ("/wiki/index.php/*"), makes it a script; one that
+    # takes the paths under any file of a pattern ("/apps/*/*",
+    # "/[a-z][a-z]/*") would make scripts of files that are none. And the
+    # paths under it must all reach the application: one that takes a
+    # name no client sends (a NUL) takes them all ("*/" takes only some).
+    return vhost.names_as_a_prefix(path) and _reaches(vhost.settings_for(path + "/\0"), settings)
 
 
 def _reaches(asked: PathSettings, settings: PathSettings) -> bool:

@@ -892,9 +892,14 @@ def test_a_location_under_every_file_of_a_directory_makes_none_of_them_a_script(
         model.Location("/apps/*/*", model.LocationOptions(fastcgi=php)),
         model.Location("/uploads/*/?*", model.LocationOptions(fastcgi=php)),
         model.Location("/files/[a-z]*/*", model.LocationOptions(fastcgi=php)),
+        model.Location("/[a-z][a-z]/*", model.LocationOptions(fastcgi=php)),
+        model.Location("/notes/????/*", model.LocationOptions(fastcgi=php)),
         model.Location("/wiki/index.php/*", model.LocationOptions(fastcgi=php)),
     ])
     vhost = VirtualHost(server)
+    # Seventh round: classes and "?" took the paths under any file of their shape.
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/en/x"), "/en")
+    assert not _reaches_the_same_application(vhost, vhost.settings_for("/notes/todo/x"), "/notes/todo")
     assert not _reaches_the_same_application(vhost, vhost.settings_for("/files/readme.txt/x"), "/files/readme.txt")
     assert not _reaches_the_same_application(vhost, vhost.settings_for("/apps/readme.txt/x"), "/apps/readme.txt")
     assert not _reaches_the_same_application(vhost, vhost.settings_for("/uploads/a.gif/x"), "/uploads/a.gif")
