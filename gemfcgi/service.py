@@ -218,8 +218,40 @@ def opening_failed(problem: ListenError, listener: "Listener", open_now: Collect
         problem = ListenError(f"{problem} (switching proxy-v1 on a listener's address and port "
                               "needs a restart: a reload opens its new sockets before it closes "
                               "the old ones)")
+    elif wildcard_switched(listener.description, open_now):
+        problem = ListenError(f"{problem} (moving a port between * and a specific address needs "
+                              "a restart: a reload opens its new sockets before it closes the "
+                              "old ones)")
     problem.origin = listener.origin
     return problem
+
+
+_WILDCARDS = ("::", "0.0.0.0", "")
+
+
+def wildcard_switched(description: str, open_now: Collection[str]) -> bool:
+    """
+    Whether ``description`` and a socket already open share a TCP port,
+    one of them on every address and the other on one: Linux refuses the
+    second bind, and a reload cannot close the old one first.
+    """
+    port, interface = _port_and_interface(description)
+    if port is None:
+        return False
+    for other in open_now:
+        other_port, other_interface = _port_and_interface(other)
+        if other_port == port and (interface in _WILDCARDS) != (other_interface in _WILDCARDS):
+            return True
+    return False
+
+
+def _port_and_interface(description: str) -> tuple[Optional[str], str]:
+    """A ``tcp:``/``tcp6:`` endpoint string's port and interface (``None``: another kind)."""
+    fields = endpoint_fields(split_proxied(description)[1])
+    if fields[0].lower() not in ("tcp", "tcp6") or len(fields) < 2:
+        return None, ""
+    named = dict(field.split("=", 1) for field in fields[2:] if "=" in field)
+    return fields[1], named.get("interface", "")
 
 
 def with_backlog(description: str) -> str:

@@ -223,3 +223,34 @@ def test_a_listen_string_without_a_backlog_gets_the_one_listen_on_lines_get(give
     from gemfcgi.service import with_backlog
 
     assert with_backlog(given) == opened
+
+
+@pytest.mark.parametrize("new, open_now, switched", [
+    ("tcp6:1965:interface=\\:\\::backlog=1024", ["tcp:1965:interface=127.0.0.1:backlog=1024"], True),
+    ("tcp:1965:interface=127.0.0.1:backlog=1024", ["tcp6:1965:interface=\\:\\::backlog=1024"], True),
+    ("tcp:1965:interface=127.0.0.1:backlog=1024", ["haproxy:tcp:1965:interface=0.0.0.0"], True),
+    ("tcp:1965:interface=127.0.0.1:backlog=1024", ["tcp:1966:interface=0.0.0.0"], False),
+    ("tcp:1965:interface=127.0.0.2", ["tcp:1965:interface=127.0.0.1"], False),
+    ("unix:/run/gemini.sock", ["tcp:1965:interface=0.0.0.0"], False),
+])
+def test_a_reload_moving_a_port_between_every_address_and_one_is_told_it_needs_a_restart(
+    new, open_now, switched
+):
+    # It said only "Address already in use".
+    from gemfcgi.service import wildcard_switched
+
+    assert wildcard_switched(new, open_now) is switched
+
+
+def test_the_reload_error_of_a_port_moved_to_every_address_says_why():
+    from gemfcgi.config import model
+    from gemfcgi.service import Listener, ListenError, opening_failed
+
+    wanted = "tcp6:1965:interface=\\:\\::backlog=1024"
+    problem = opening_failed(ListenError(f"{wanted}: Address already in use"),
+                             Listener(wanted, [0], model.Origin("gmid.conf", 2)),
+                             ["tcp:1965:interface=127.0.0.1:backlog=1024"])
+    assert str(problem) == (
+        f"{wanted}: Address already in use (moving a port between * and a specific address needs "
+        "a restart: a reload opens its new sockets before it closes the old ones)")
+    assert str(problem.origin) == "gmid.conf:2"
