@@ -23,6 +23,7 @@ from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import port_number
+from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
@@ -232,6 +233,9 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 problem = fastcgi_problem(fastcgi.address)
                 if problem is not None:
                     error(fastcgi.origin or block, problem)
+                unseen = unseen_document_root(fastcgi, chroot)
+                if unseen is not None:
+                    warning(fastcgi.origin or block, unseen)
             if options.require_client_ca is not None:
                 check_ca(options.require_client_ca, options.origins.get("require client ca", block))
         patterns = [(f"server {server.name!r}", server.name, origin)]
@@ -451,6 +455,21 @@ def endpoint_problem(description: str) -> Optional[str]:
     if isinstance(port, int) and not 0 < port < 65536:
         return f"port {port} is not 1 to 65535"
     return None
+
+
+def unseen_document_root(fastcgi: model.FastCGI, chroot: Optional[str]) -> Optional[str]:
+    """
+    Why a ``param DOCUMENT_ROOT`` outside the chroot names no script: the
+    server cannot look in it, so its requests name no SCRIPT_FILENAME.
+    """
+    params = dict(fastcgi.params)
+    document_root = params.get("DOCUMENT_ROOT")
+    if not chroot or not document_root or "SCRIPT_NAME" in params or "SCRIPT_FILENAME" in params:
+        return None
+    if seen_from_here(document_root, chroot) is not None:
+        return None
+    return (f"param DOCUMENT_ROOT {document_root} is outside the chroot {chroot}: scripts cannot be "
+            "looked for there, so no request names one (write param SCRIPT_NAME)")
 
 
 def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:

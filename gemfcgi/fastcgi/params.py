@@ -146,7 +146,7 @@ def request_params(
     # fcgiwrap have one), else under the location's root; ``None`` for a
     # DOCUMENT_ROOT outside the chroot, which cannot be looked in.
     document_root = user_params.get("DOCUMENT_ROOT")
-    split_root = _seen_from_here(document_root, facts.chroot) if document_root else facts.root
+    split_root = seen_from_here(document_root, facts.chroot) if document_root else facts.root
     stripped = facts.path[: len(facts.path) - len(path)] if path != facts.path else ""
     configured = user_params.get("SCRIPT_NAME")
     if configured is None and "SCRIPT_FILENAME" in user_params:
@@ -229,22 +229,32 @@ def request_params(
     return [(name, value.replace("\0", "\ufffd")) for name, value in params.items()]
 
 
-def _seen_from_here(path: Optional[str], chroot: Optional[str]) -> Optional[str]:
+def seen_from_here(path: Optional[str], chroot: Optional[str]) -> Optional[str]:
     """
     A path as the application sees it (outside any chroot) as this
     process sees it: inside the chroot, or ``None`` where it cannot.
     """
     if not path or not chroot:
         return path or None
-    top = chroot.rstrip("/")
+    # As written: ".." and "//" must not carry a path out of the chroot,
+    # nor one inside it out of the check.
+    path, top = os.path.normpath(path), os.path.normpath(chroot)
+    if top == "/":
+        return path
     if path != top and not path.startswith(top + "/"):
         return None
     return path[len(top):] or "/"
 
 
 def _outside(chroot: str, path: str) -> str:
-    """A path inside ``chroot`` as seen from outside it."""
-    return chroot.rstrip("/") + "/" + path.lstrip("/") if path else path
+    """
+    A path inside ``chroot`` as seen from outside it: its ``..`` stop at
+    the chroot's top, as they do inside it.
+    """
+    if not path:
+        return path
+    inside = os.path.normpath("/" + path.lstrip("/"))
+    return chroot.rstrip("/") + ("/" if inside == "/" else inside)
 
 
 def _strip_components(path: str, count: int) -> str:

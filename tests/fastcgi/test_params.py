@@ -905,3 +905,23 @@ def test_a_location_under_every_file_of_a_directory_makes_none_of_them_a_script(
     assert not _reaches_the_same_application(vhost, vhost.settings_for("/uploads/a.gif/x"), "/uploads/a.gif")
     assert _reaches_the_same_application(vhost, vhost.settings_for("/apps/blog/index.php/x"), "/apps/blog/index.php")
     assert _reaches_the_same_application(vhost, vhost.settings_for("/wiki/index.php/Main"), "/wiki/index.php")
+
+
+def test_paths_are_mapped_across_a_chroot_normalised():
+    # "/srv/jail/../outside" was taken for a place inside the jail, and a
+    # root of "/../x" became "/srv/jail/../x" for the application, outside it.
+    looked: list[str] = []
+
+    def is_file(path: str) -> bool:
+        looked.append(path)
+        return os.path.normpath(path) == "/www/app.php"
+
+    escaping = FastCGI(params=[("DOCUMENT_ROOT", "/srv/jail/../outside")])
+    params = params_for(escaping, is_file, root="/www", chroot="/srv/jail", path="/app.php/x")
+    assert looked == [] and "SCRIPT_FILENAME" not in params
+    spelt_twice = FastCGI(params=[("DOCUMENT_ROOT", "/srv//jail/./www")])
+    params = params_for(spelt_twice, is_file, root="/www", chroot="/srv/jail", path="/app.php/x")
+    assert params["SCRIPT_FILENAME"] == "/srv/jail/www/app.php"
+    params = params_for(None, is_file, root="/../../www", chroot="/srv/jail", path="/app.php/x")
+    assert params["DOCUMENT_ROOT"] == "/srv/jail/www"
+    assert params["PATH_TRANSLATED"] == "/srv/jail/www/x"

@@ -318,3 +318,17 @@ def test_an_unknown_service_beside_a_proxy_block_is_named_with_its_line(tmp_path
         '2: listen on 127.0.0.1: unknown service "no-such-service" (not a port number, nor a name '
         "in /etc/services)"
     ]
+
+
+def test_a_document_root_outside_the_chroot_is_warned_of():
+    from gemfcgi.check import unseen_document_root
+    from gemfcgi.config import model
+
+    outside = model.FastCGI(params=[("DOCUMENT_ROOT", "/srv/jail/../cgi")])
+    assert unseen_document_root(outside, "/srv/jail") == (
+        "param DOCUMENT_ROOT /srv/jail/../cgi is outside the chroot /srv/jail: scripts cannot be "
+        "looked for there, so no request names one (write param SCRIPT_NAME)")
+    assert unseen_document_root(model.FastCGI(params=[("DOCUMENT_ROOT", "/srv/jail/cgi")]), "/srv/jail") is None
+    assert unseen_document_root(outside, None) is None
+    named = model.FastCGI(params=[("DOCUMENT_ROOT", "/cgi"), ("SCRIPT_NAME", "/cgi-bin/x")])
+    assert unseen_document_root(named, "/srv/jail") is None
