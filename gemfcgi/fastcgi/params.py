@@ -336,10 +336,14 @@ def _real_path_inside(
         real_path = os.path.realpath(path)
     except OSError:
         return None, None
-    for under in (resolved_root, os.path.realpath(root)):
-        if os.path.commonpath([real_path, under]) == under:
-            return real_path, "/" + os.path.relpath(real_path, under).removeprefix(".")
-    return None, None
+    under = resolved_root
+    if os.path.commonpath([real_path, under]) != under:
+        # Resolved again only then: a realpath costs every request a few
+        # system calls.
+        under = os.path.realpath(root)
+        if os.path.commonpath([real_path, under]) != under:
+            return None, None
+    return real_path, "/" + os.path.relpath(real_path, under).removeprefix(".")
 
 
 def _join(root: Optional[str], path: str) -> str:

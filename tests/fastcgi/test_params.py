@@ -925,3 +925,11 @@ def test_paths_are_mapped_across_a_chroot_normalised():
     params = params_for(None, is_file, root="/../../www", chroot="/srv/jail", path="/app.php/x")
     assert params["DOCUMENT_ROOT"] == "/srv/jail/www"
     assert params["PATH_TRANSLATED"] == "/srv/jail/www/x"
+
+
+def test_a_chroot_of_slash_sees_every_path_as_it_is():
+    from gemfcgi.fastcgi.params import seen_from_here
+
+    assert seen_from_here("/srv/www/../cgi", "/") == "/srv/cgi"
+    assert seen_from_here("/srv/www", None) == "/srv/www"
+    assert seen_from_here("", "/srv/jail") is None

@@ -751,3 +751,17 @@ def test_a_daemons_failed_start_fits_twistds_hundred_bytes_with_its_line_and_rea
     assert b"capsules/gmid.conf:7: cannot listen on tcp:" in deep
     assert deep.endswith(b"Address already in use")
     assert status_message("/etc/gmid.conf:1: ", "no such file: caf\u00e9").endswith(b"caf\\xe9")
+
+
+def test_a_daemon_whose_parent_cannot_be_told_leaves_the_report_to_twistd():
+    # A status pipe that is no open descriptor (one far past any this
+    # process holds): the start's exception goes to twistd's own report.
+    from twisted.application.service import Service
+
+    from gemfcgi.tap import StartOrExit
+
+    closed = 1_000_000
+    options = {"statusPipe": closed}
+    starter = StartOrExit(Service(), False, "", options)
+    assert starter._tell_the_waiting_parent("gmid.conf:2: ", "cannot listen on x: in use") is False
+    assert options["statusPipe"] == closed
