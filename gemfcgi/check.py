@@ -16,7 +16,7 @@ import shlex
 import socket
 import stat
 from types import SimpleNamespace
-from typing import Optional
+from typing import Mapping, Optional
 
 from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
@@ -86,6 +86,41 @@ def spawn_problem(command: str) -> Optional[str]:
         where = "" if "/" in argv[0] else " in PATH"
         return f"program {argv[0]!r} not found{where} (or not executable)"
     return None
+
+
+# php-cgi's own variable for the processes it runs (0 or unset: itself alone).
+PHP_CHILDREN = "PHP_FCGI_CHILDREN"
+
+
+def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
+    """
+    A warning for a ``fastcgi spawn`` of php-cgi that will serve one request
+    at a time: without ``PHP_FCGI_CHILDREN`` (or with 0 or 1) it is a single
+    process, and a client reading a large reply slowly holds up every other
+    PHP request. The variable counts from the command's words (``env
+    PHP_FCGI_CHILDREN=4 php-cgi``) or this process's environment, which
+    spawned programs inherit; ``None`` if the command runs no php-cgi or
+    sets it.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    program = next((word for word in argv if os.path.basename(word).startswith("php-cgi")), None)
+    if program is None:
+        return None
+    children: Optional[str] = env.get(PHP_CHILDREN)
+    for word in argv:
+        if word.startswith(PHP_CHILDREN + "="):
+            children = word.partition("=")[2]
+    if children is not None and not children.strip().isdigit():
+        return None  # php-cgi's reading of it is its own; nothing to tell
+    if children is not None and int(children) > 1:
+        return None
+    setting = f"without {PHP_CHILDREN}" if children is None else f"with {PHP_CHILDREN}={children}"
+    return (f"fastcgi spawn: {os.path.basename(program)} {setting} serves one request at a time, "
+            "so one client reading a reply slowly holds up every other "
+            f'(spawn "env {PHP_CHILDREN}=4 {" ".join(argv[argv.index(program):])}")')
 
 
 def access_log_problem(path: str) -> Optional[str]:
@@ -233,6 +268,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 problem = fastcgi_problem(fastcgi.address)
                 if problem is not None:
                     error(fastcgi.origin or block, problem)
+                elif isinstance(fastcgi.address, model.FastCGISpawn):
+                    single = one_php_at_a_time(fastcgi.address.command, os.environ)
+                    if single is not None:
+                        warning(fastcgi.origin or block, single)
                 unseen = unseen_document_root(fastcgi, chroot)
                 if unseen is not None:
                     warning(fastcgi.origin or block, unseen)

@@ -332,3 +332,42 @@ def test_a_document_root_outside_the_chroot_is_warned_of():
     assert unseen_document_root(outside, None) is None
     named = model.FastCGI(params=[("DOCUMENT_ROOT", "/cgi"), ("SCRIPT_NAME", "/cgi-bin/x")])
     assert unseen_document_root(named, "/srv/jail") is None
+
+
+def test_php_cgi_spawned_to_serve_one_request_at_a_time_is_warned_of():
+    # Alone, php-cgi is one process: a client reading a large reply slowly
+    # held every other PHP request up for a minute.
+    from gemfcgi.check import one_php_at_a_time
+
+    advice = 'so one client reading a reply slowly holds up every other (spawn "env PHP_FCGI_CHILDREN=4 '
+    assert one_php_at_a_time("php-cgi", {}) == (
+        "fastcgi spawn: php-cgi without PHP_FCGI_CHILDREN serves one request at a time, " + advice + 'php-cgi")')
+    assert one_php_at_a_time("env PHP_FCGI_CHILDREN=1 /usr/bin/php-cgi8.2 -d x=1", {}) == (
+        "fastcgi spawn: php-cgi8.2 with PHP_FCGI_CHILDREN=1 serves one request at a time, "
+        + advice + '/usr/bin/php-cgi8.2 -d x=1")')
+    assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": "0"}) is not None
+    # Set where the program will see it, or no php-cgi at all: nothing to say.
+    assert one_php_at_a_time("env PHP_FCGI_CHILDREN=4 php-cgi", {}) is None
+    assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": "8"}) is None
+    assert one_php_at_a_time("/usr/sbin/fcgiwrap -c 4", {}) is None
+    assert one_php_at_a_time("php-cgi 'unclosed", {}) is None
+
+
+def test_the_php_cgi_warning_names_its_line(tmp_path, monkeypatch):
+    from gemfcgi.check import load_and_check
+
+    monkeypatch.delenv("PHP_FCGI_CHILDREN", raising=False)
+    write_localhost_pair(tmp_path)
+    path = tmp_path / "gmid.conf"
+    path.write_text(
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port 22060\n\tcert "{tmp_path}/c.pem"\n'
+        f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}"\n'
+        '\tlocation "/php/*" { fastcgi spawn "env /opt/php/bin/php-cgi" }\n'
+        '\tlocation "/many/*" { fastcgi spawn "env PHP_FCGI_CHILDREN=4 /opt/php/bin/php-cgi" }\n}\n'
+    )
+    _, warnings = load_and_check(str(path), {})
+    assert [str(w) for w in warnings] == [
+        f"{path}:6: fastcgi spawn: php-cgi without PHP_FCGI_CHILDREN serves one request at a time, so one "
+        'client reading a reply slowly holds up every other (spawn "env PHP_FCGI_CHILDREN=4 '
+        '/opt/php/bin/php-cgi")'
+    ]
