@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import resource
+import socket
 import struct
 import termios
 from typing import Any, Callable, Optional
@@ -197,8 +198,14 @@ def socket_peer(transport: Any) -> Any:
 
 
 def _socket_of(transport: Any) -> Any:
-    """The TCP transport under TLS and PROXY protocol wrappers."""
-    while transport is not None and not hasattr(transport, "socket"):
+    """
+    The transport that holds the socket, under TLS and PROXY protocol
+    wrappers; ``None`` once it has let go of it. Twisted's wrappers pass
+    unknown attributes on to the transport below (``ProtocolWrapper``), so
+    a wrapper seems to have a ``socket`` too: only the transport that set
+    one itself is it.
+    """
+    while transport is not None and "socket" not in getattr(transport, "__dict__", ()):
         transport = getattr(transport, "transport", None)
     return transport
 
@@ -216,8 +223,15 @@ def unsent_bytes(transport: Any) -> Optional[int]:
 
 
 def kernel_queued_bytes(transport: Any) -> int:
-    """What the kernel holds for the peer, sent or not yet acknowledged (0 if unknown)."""
-    return _kernel_queue(_socket_of(transport)) or 0
+    """
+    What a reset destroys of what the kernel holds for the peer: TCP's
+    send queue, sent or not, until acknowledged (0 if unknown). A unix
+    socket's peer still reads what was queued for it after the close.
+    """
+    tcp = _socket_of(transport)
+    if tcp is None or getattr(tcp.socket, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    return _kernel_queue(tcp) or 0
 
 
 def _kernel_queue(tcp: Any) -> Optional[int]:

@@ -270,3 +270,86 @@ def test_a_long_unicode_directory_without_slash_is_redirected_as_the_client_wrot
     (capsule / short).mkdir(parents=True)
     quoted = "/".join(["%C3%A9" * 10] * 2)
     assert fetch(server.port, url(server, "/" + short)).header == f"31 /{quoted}/".encode()
+
+
+@pytest.mark.parametrize("kind", ["unix", "haproxy"])
+def test_a_file_truncated_while_it_is_sent_ends_without_close_notify_on_wrapped_listeners(
+    kind, capsule, certificate, tmp_path
+):
+    # Listeners that keep Twisted's own TLS layer (a unix socket, a PROXY
+    # header before TLS) sent the cut body's close_notify, so the client
+    # took it for whole, and logged a KeyError from a second connectionLost.
+    from tests.support import TWISTD, ServerProcess
+
+    cert, key = certificate
+    sock = tmp_path / "gemini.sock"
+    listen = f"unix:{sock}" if kind == "unix" else "haproxy:tcp:0:interface=127.0.0.1"
+    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+                            "--hostname", "localhost", "--cert", cert, "--key", key, "--listen", listen])
+    page = capsule / f"shrinking-{kind}.bin"
+    page.write_bytes(b"s" * (20 * 1024 * 1024))
+    page.chmod(0o644)
+    try:
+        if kind == "unix":
+            server.wait_for_log("listening on")
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            raw.settimeout(10)
+            raw.connect(str(sock))
+            where = "localhost"
+        else:
+            port = server.wait_listening()[0]
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            raw.sendall(f"PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n".encode())
+            where = f"localhost:{port}"
+        with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"gemini://{where}/shrinking-{kind}.bin\r\n".encode())
+            first = tls.recv(1024)
+            assert first.startswith(b"20 application/octet-stream\r\n")
+            with open(page, "r+b") as file:
+                file.truncate(1024 * 1024)
+            data, clean = read_to_end(tls, first)
+        assert not clean, "a body cut short must not end as a whole one"
+        assert len(data) < 20 * 1024 * 1024
+        server.wait_for_log(rf"shrinking-{kind}\.bin cut short")
+        time.sleep(0.5)
+        assert "Unhandled Error" not in server.log and "Traceback" not in server.log, server.log
+    finally:
+        server.stop()
+        page.unlink()
+
+
+def test_a_unix_socket_client_reset_for_idling_is_logged_with_what_it_was_sent(
+    capsule, certificate, tmp_path
+):
+    # A reset destroys what TCP's kernel queue holds for the client, which
+    # the access line leaves out; a unix socket's peer reads its queue all
+    # the same, and the line said 0 bytes for a client that got 100 KB.
+    from tests.support import TWISTD, ServerProcess
+
+    cert, key = certificate
+    sock = tmp_path / "gemini.sock"
+    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+                            "--hostname", "localhost", "--cert", cert, "--key", key,
+                            "--listen", f"unix:{sock}", "--idle-timeout", "1"])
+    page = capsule / "idled.bin"
+    page.write_bytes(b"i" * (20 * 1024 * 1024))
+    page.chmod(0o644)
+    try:
+        server.wait_for_log("listening on")
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(10)
+        raw.connect(str(sock))
+        with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"gemini://localhost/idled.bin\r\n")
+            first = tls.recv(100)
+            server.wait_for_log(r"idled\.bin: client read nothing for 1 s; closing", timeout=10)
+            data, clean = read_to_end(tls, first)
+        assert not clean
+        logged = int(server.wait_for_log(
+            r"unix GET gemini://localhost/idled\.bin 20 application/octet-stream (\d+) ").group(1))
+        assert 100 < len(data) <= logged < 20 * 1024 * 1024, (len(data), logged)
+    finally:
+        server.stop()
+        page.unlink()
