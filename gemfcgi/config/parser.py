@@ -815,11 +815,15 @@ class _Parser:
             # leads; here nothing is served from outside the root.
             self._error(token, f"index {index!r} must name a file inside the directory "
                         "(no '..' and no leading '/')")
+        elif index.endswith("/"):
+            # No file answers to it (gmid's open fails with ENOTDIR), so
+            # every directory would get its listing or 51.
+            self._error(token, f"index {index!r} ends with '/': it must name a file")
         options.index = index
 
     def _lang(self, token: Token, options: LocationOptions) -> None:
         options.lang = self._string("'lang'")
-        self._check(token, values.check_header_text("lang", options.lang))
+        self._check(token, values.check_header_text("lang", options.lang, "text/gemini;lang="))
 
     def _log_switch(self, token: Token, options: LocationOptions) -> None:
         options.log = self._boolean("'log'")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Optional, Union
 
-from gemfcgi.gemini.status import control_character
+from gemfcgi.gemini.status import MAX_META_BYTES, control_character
 
 PREFORK_MIN, PREFORK_MAX = 1, 15  # gmid's parser rejects 16 and more
 MAX_BLOCK_META = 1024
@@ -100,15 +100,21 @@ def check_block_meta(code: int, meta: str) -> Optional[str]:
     return None
 
 
-def check_header_text(what: str, text: str) -> Optional[str]:
+def check_header_text(what: str, text: str, before: str = "") -> Optional[str]:
     """
-    Why ``text``, which goes into replies' META (``lang``, a media type),
-    cannot: every reply it would go into would be ``40``.
+    Why ``text``, which goes into replies' META after ``before`` (``lang``
+    after ``text/gemini;lang=``, a media type alone), cannot: every reply
+    it would go into would be ``40``.
     """
     control = control_character(text)
-    if control is None:
-        return None
-    return f"{what} {text!r} contains the control character {control!r}: no reply may hold it"
+    if control is not None:
+        return f"{what} {text!r} contains the control character {control!r}: no reply may hold it"
+    size = len((before + text).encode("utf-8"))
+    if size > MAX_META_BYTES:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        return (f"{what} {shown!r} makes a META of {size} bytes, over the {MAX_META_BYTES} a reply "
+                "may hold")
+    return None
 
 
 def block_meta_may_be_empty(code: int, meta: str) -> Optional[str]:

@@ -209,7 +209,24 @@ def test_a_value_no_reply_header_may_hold_is_refused(errors_of, server_with, lin
     assert errors_of(server_with(line)) == [f"gmid.conf:5: {said}: no reply may hold it"]
 
 
+@pytest.mark.parametrize("line, said", [
+    ('lang "' + "x" * 1008 + '"', "lang '" + "x" * 40 + "...' makes a META of 1025 bytes"),
+    ('default type "' + "t" * 1025 + '"', "default type '" + "t" * 40 + "...' makes a META of 1025 bytes"),
+])
+def test_a_value_too_long_for_a_reply_header_is_refused(errors_of, server_with, line, said):
+    # It passed the check, and every reply it went into was 40.
+    assert errors_of(server_with(line)) == [f"gmid.conf:5: {said}, over the 1024 a reply may hold"]
+
+
+def test_a_value_that_just_fits_a_reply_header_is_taken(parse, server_with):
+    lang = "é" * 503 + "x"  # text/gemini;lang= and 1007 bytes
+    assert parse(server_with(f'lang "{lang}"')).servers[0].options.lang == lang
+
+
 def test_a_media_type_no_reply_header_may_hold_is_refused(errors_of):
+    assert errors_of('types {\n\t"' + "m" * 1025 + '" x\n}\n') == [
+        "gmid.conf:2: media type '" + "m" * 40 + "...' makes a META of 1025 bytes, over the 1024 a reply may hold"
+    ]
     assert errors_of('types {\n\t"text/x\x7f" x\n}\n') == [
         "gmid.conf:2: media type 'text/x\\x7f' contains the control character '\\x7f': no reply may hold it"
     ]

@@ -202,5 +202,13 @@ def test_an_index_that_would_leave_the_directory_is_an_error(errors_of, server_w
     ]
 
 
+def test_an_index_ending_with_a_slash_is_an_error(errors_of, server_with):
+    # No file answers to it: every directory got its index file served
+    # with the type of no name (application/octet-stream).
+    assert errors_of(server_with('index "index.gmi/"')) == [
+        "gmid.conf:5: index 'index.gmi/' ends with '/': it must name a file"
+    ]
+
+
 def test_an_index_in_a_subdirectory_is_fine(parse, server_with):
     assert parse(server_with('index "pages/home.gmi"')).servers[0].options.index == "pages/home.gmi"
