@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Callable, Optional, Sequence
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -174,13 +174,50 @@ class ServerTLS:
         self.store, self.default_index = store, default_index
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
-        return SSL.Connection(self.store.contexts[self.default_index], None)
+        """A connection for Twisted's TLS layer (unix sockets, PROXY headers)."""
+        return HalfClosingConnection(self.store.contexts[self.default_index], tlsProtocol)
 
     def server_connection(self) -> SSL.Connection:
         """A server-side connection on memory BIOs (``gemfcgi.tlsport``)."""
-        connection = self.serverConnectionForTLS(None)
+        connection = SSL.Connection(self.store.contexts[self.default_index], None)
         connection.set_accept_state()
         return connection
+
+
+class HalfClosingConnection(SSL.Connection):
+    """
+    A connection under Twisted's TLS layer whose peer's close_notify ends
+    the peer's side alone, as it does on gemfcgi's own TLS transport.
+
+    Twisted answers a close_notify with its own and drops what the protocol
+    writes after it: a client that closes its side after the request (Go's
+    ``CloseWrite``) got a reply cut short that ended as if whole. Here a
+    protocol that takes a half-close (``IHalfCloseableProtocol``) is told
+    (``readConnectionLost``) and goes on writing; its own ``loseConnection``
+    sends the close_notify as usual. To Twisted the stream just has nothing
+    more to read.
+    """
+
+    def __init__(self, context: SSL.Context, tls_protocol) -> None:
+        super().__init__(context, None)
+        self._tls_protocol = tls_protocol
+        self._peer_ended = False
+
+    def recv(self, bufsiz: int, flags: Optional[int] = None) -> bytes:
+        try:
+            return super().recv(bufsiz, flags)
+        except SSL.ZeroReturnError:
+            if self._peer_ended or self._end_the_peers_side():
+                raise SSL.WantReadError() from None
+            raise
+
+    def _end_the_peers_side(self) -> bool:
+        protocol = getattr(self._tls_protocol, "wrappedProtocol", None)
+        if not IHalfCloseableProtocol.providedBy(protocol):
+            return False
+        self._peer_ended = True
+        protocol.readConnectionLost()
+        return True
 
 
 class TLSFacts:

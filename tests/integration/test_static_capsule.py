@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 
 import pytest
@@ -272,37 +273,48 @@ def test_a_long_unicode_directory_without_slash_is_redirected_as_the_client_wrot
     assert fetch(server.port, url(server, "/" + short)).header == f"31 /{quoted}/".encode()
 
 
+def wrapped_listener(kind: str, capsule, certificate, tmp_path):
+    """
+    Quick mode on a listener that keeps Twisted's own TLS layer: a unix
+    socket, or a TCP port that reads a PROXY header first.
+    """
+    from tests.support import TWISTD, ServerProcess
+
+    cert, key = certificate
+    listen = f"unix:{tmp_path / 'gemini.sock'}" if kind == "unix" else "haproxy:tcp:0:interface=127.0.0.1"
+    return ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
+                          "--hostname", "localhost", "--cert", cert, "--key", key, "--listen", listen])
+
+
+def connect_wrapped(kind: str, server, tmp_path) -> tuple[socket.socket, str]:
+    """A socket to a ``wrapped_listener`` (its PROXY header sent), and the URL's host to ask for."""
+    if kind == "unix":
+        server.wait_for_log("listening on")
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        raw.settimeout(10)
+        raw.connect(str(tmp_path / "gemini.sock"))
+        return raw, "localhost"
+    port = server.wait_listening()[0]
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    raw.sendall(f"PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n".encode())
+    return raw, f"localhost:{port}"
+
+
 @pytest.mark.parametrize("kind", ["unix", "haproxy"])
 def test_a_file_truncated_while_it_is_sent_ends_without_close_notify_on_wrapped_listeners(
     kind, capsule, certificate, tmp_path
 ):
-    # Listeners that keep Twisted's own TLS layer (a unix socket, a PROXY
-    # header before TLS) sent the cut body's close_notify, so the client
-    # took it for whole, and logged a KeyError from a second connectionLost.
-    from tests.support import TWISTD, ServerProcess
-
-    cert, key = certificate
-    sock = tmp_path / "gemini.sock"
-    listen = f"unix:{sock}" if kind == "unix" else "haproxy:tcp:0:interface=127.0.0.1"
-    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(capsule),
-                            "--hostname", "localhost", "--cert", cert, "--key", key, "--listen", listen])
+    # Listeners that keep Twisted's own TLS layer sent the cut body's
+    # close_notify, so the client took it for whole, and logged a KeyError
+    # from a second connectionLost.
+    server = wrapped_listener(kind, capsule, certificate, tmp_path)
     page = capsule / f"shrinking-{kind}.bin"
     page.write_bytes(b"s" * (20 * 1024 * 1024))
     page.chmod(0o644)
     try:
-        if kind == "unix":
-            server.wait_for_log("listening on")
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-            raw.settimeout(10)
-            raw.connect(str(sock))
-            where = "localhost"
-        else:
-            port = server.wait_listening()[0]
-            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-            raw.sendall(f"PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n".encode())
-            where = f"localhost:{port}"
+        raw, where = connect_wrapped(kind, server, tmp_path)
         with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(f"gemini://{where}/shrinking-{kind}.bin\r\n".encode())
             first = tls.recv(1024)
@@ -315,6 +327,50 @@ def test_a_file_truncated_while_it_is_sent_ends_without_close_notify_on_wrapped_
         server.wait_for_log(rf"shrinking-{kind}\.bin cut short")
         time.sleep(0.5)
         assert "Unhandled Error" not in server.log and "Traceback" not in server.log, server.log
+    finally:
+        server.stop()
+        page.unlink()
+
+
+@pytest.mark.parametrize("kind", ["unix", "haproxy"])
+def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_wrapped_listeners(
+    kind, capsule, certificate, tmp_path
+):
+    # Twisted's TLS layer answered the client's close_notify with its own
+    # and dropped the rest of the reply: 256 KiB of 5 MB arrived, ending as
+    # if whole, and the access line counted all of it.
+    from OpenSSL import SSL
+
+    server = wrapped_listener(kind, capsule, certificate, tmp_path)
+    page = capsule / f"halfclosed-{kind}.bin"
+    page.write_bytes(os.urandom(5 * 1024 * 1024))
+    page.chmod(0o644)
+    try:
+        raw, where = connect_wrapped(kind, server, tmp_path)
+        with raw:
+            # Blocking, but for at most 10 s a read (pyOpenSSL on a socket
+            # with a Python timeout sees it as non-blocking).
+            raw.settimeout(None)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
+            tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
+            tls.set_tlsext_host_name(b"localhost")
+            tls.set_connect_state()
+            tls.do_handshake()
+            tls.sendall(f"gemini://{where}/halfclosed-{kind}.bin\r\n".encode())
+            tls.shutdown()  # close_notify: the client's side ends here
+            received = b""
+            while True:
+                try:
+                    received += tls.recv(65536)
+                except SSL.ZeroReturnError:
+                    break  # the server's close_notify: the reply is whole
+        assert received == b"20 application/octet-stream\r\n" + page.read_bytes()
+        server.wait_for_log(rf"GET gemini://localhost/halfclosed-{kind}\.bin 20 application/octet-stream "
+                            rf"{len(received)} ")
+        # Before a request line, the client's end still ends the connection.
+        raw, _ = connect_wrapped(kind, server, tmp_path)
+        with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.unwrap()
     finally:
         server.stop()
         page.unlink()
