@@ -18,6 +18,7 @@ here writes anything.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Union
 from urllib.parse import urlsplit
@@ -72,6 +73,12 @@ def decide(code: int, meta: str, body: bytes) -> ReplyDecision:
     return ReplyHeader(code, meta, header, body)
 
 
+# The ASCII characters RFC 3986 leaves out of every URI (the space apart),
+# and a '%' that starts no percent-encoding.
+_NOT_IN_A_URI = re.compile(r'[\t"<>\\^`{|}]')
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def _not_a_uri_reference(meta: str) -> Optional[str]:
     """
     Why a redirect's META is no URI reference (as the specification wants
@@ -79,10 +86,17 @@ def _not_a_uri_reference(meta: str) -> Optional[str]:
     it is one (an IRI's non-ASCII letters are let through, as clients send
     them).
     """
-    # Other blanks are controls, refused before; an IRI may hold the
-    # non-ASCII ones (U+00A0, U+3000: RFC 3987's ucschar).
+    # Other blanks but the tab are controls, refused before; an IRI may
+    # hold the non-ASCII ones (U+00A0, U+3000: RFC 3987's ucschar).
     if " " in meta:
         return "it holds a space"
+    outside = _NOT_IN_A_URI.search(meta)
+    if outside is not None:
+        return f"it holds {outside.group()!r}, which no URI may"
+    if _BARE_PERCENT.search(meta):
+        return "a '%' not followed by two hexadecimal digits"
+    if meta.count("#") > 1:
+        return "it holds more than one '#'"
     try:
         urlsplit(meta).port  # a port out of range is found only when asked for
     except ValueError as error:

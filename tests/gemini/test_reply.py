@@ -105,6 +105,15 @@ def test_fragmentation_changes_nothing(code, meta, body, cuts):
     ("gemini://[::1", "Invalid IPv6 URL"),
     ("gemini://example.org:99999/", "Port out of range 0-65535"),
     ("gemini://example.org/a b", "it holds a space"),
+    # Relayed as they were (a tab is allowed in any META).
+    ("/a\tb", "it holds '\\t', which no URI may"),
+    ("/a<b>", "it holds '<', which no URI may"),
+    ('/a"b', "it holds '\"', which no URI may"),
+    ("/a{b}", "it holds '{', which no URI may"),
+    ("/a\\b", "it holds '\\\\', which no URI may"),
+    ("/a%zz", "a '%' not followed by two hexadecimal digits"),
+    ("/x%4", "a '%' not followed by two hexadecimal digits"),
+    ("/x#a#b", "it holds more than one '#'"),
 ])
 def test_a_redirect_to_what_is_no_uri_reference_is_refused(meta, wrong):
     # Relayed as they were, a client had a redirect it could not follow.
@@ -114,6 +123,7 @@ def test_a_redirect_to_what_is_no_uri_reference_is_refused(meta, wrong):
 
 @pytest.mark.parametrize("meta", [
     "gemini://example.org/a%20b?q=1", "/local/path", "../up", "caf\u00e9.gmi", "gemini://[::1]:1965/",
+    "/a%2F%c3%A9#frag", "gemini://example.org/?q=a;b=c&d=e+f~g!h*'(i):@$,",
     "/\u00a0x\u3000y",
 ])
 def test_a_redirect_to_a_uri_or_iri_reference_is_relayed(meta):
