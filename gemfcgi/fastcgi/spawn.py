@@ -13,8 +13,9 @@ A run was healthy if it lasted ``threshold`` seconds or more, or ended with
 exit status 0 (a program stopping on purpose, such as php-cgi after
 PHP_FCGI_MAX_REQUESTS requests, which under load comes well within a
 second), or answered at least one request (the relay saw its END_REQUEST,
-``answered``). Any other run failed, and if it ended by itself rather than
-by a signal, it failed to start: a wrong command, a missing module. Until
+``answered``). Any other run failed, and if it ended by itself (an exit
+status, or a crash: SIGSEGV, SIGABRT and their kind) rather than by a signal
+from outside, it failed to start: a wrong command, a missing module. Until
 the next start, requests are then refused at once, and those left waiting
 are failed when it ends (``failed_start``, ``on_failed_start``), so a wrong
 command costs each request a ``42``, not the whole reply timeout. Its socket
@@ -98,6 +99,10 @@ MAX_RESTART_DELAY = 30.0
 # A run shorter than this was not healthy, unless it ended with status 0 or
 # answered a request: back off before the next start.
 RESTART_THRESHOLD = 1.0
+# How a run ends by itself: an exit status (no signal), or a signal a
+# program brings on itself by crashing. Others come from outside.
+_OWN_END = {None, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE,
+            signal.SIGSYS, signal.SIGTRAP}
 MAX_OUTPUT_LINE = 4096
 # Output read and dropped (the log's window full) in one second before
 # reading pauses until the next: megabytes a second is a program writing
@@ -541,11 +546,11 @@ class SpawnedApp(Service):
             # would fork again and again): starts stay a threshold apart.
             at_least = self.threshold - ran
         self._schedule_restart(at_least)
-        if not healthy and getattr(reason.value, "signal", None) is None:
+        if not healthy and getattr(reason.value, "signal", None) in _OWN_END:
             # It ended by itself, at once, before answering anything: a
-            # wrong command, a missing module. One killed from outside (a
-            # signal) was not refusing to start, and its requests wait for
-            # the next run.
+            # wrong command, a missing module, a crash as it loads. One
+            # killed from outside (SIGKILL, SIGTERM) was not refusing to
+            # start, and its requests wait for the next run.
             self._failed_to_start(
                 f"pid {pid} exited {ran:.1f} s after starting ({reason.getErrorMessage()})"
             )

@@ -266,6 +266,19 @@ def test_an_application_that_dies_at_start_gets_42_at_once_not_after_the_reply_t
         processes.stop_all()
 
 
+def test_an_application_that_crashes_at_start_gets_42_at_once_too(certificate, capsule):
+    # A crash is a signal, which was taken for a kill from outside: each
+    # request waited out the reply timeout, its line saying "no header".
+    processes, server = spawning_server(certificate, capsule, "sh -c 'kill -SEGV $$'")
+    try:
+        logged(server, "spawn:sh -c 'kill -SEGV $$'", "exited after", "signal 11")
+        assert get(server, "/app/x").header == b"42 CGI error"
+        fault_line(server, "/app/x", "spawn:sh -c 'kill -SEGV $$'", "cannot connect: the application "
+                   "failed to start: pid", "exited 0.0 s after starting", "signal 11")
+    finally:
+        processes.stop_all()
+
+
 def test_a_request_queued_for_a_run_that_dies_at_start_gets_42_when_it_dies(certificate, capsule):
     # The program runs for 0.8 s, less than a healthy run (1 s): the request,
     # sent as the server starts listening, waits in the socket's backlog
