@@ -27,8 +27,10 @@ the program is restarted after a delay that doubles each time (0.1 s up to
 30 s), so a program that cannot start costs a handful of forks a minute, not
 a fork storm; after a healthy run, after the minimum delay (but never
 sooner than ``threshold`` after the last start when the run's only claim to
-health is its status 0: a command that daemonises exits 0 at once, every
-time). Its stdout and
+health is its status 0). A command that daemonises exits 0 at once and
+leaves a process of its own session holding the socket, out of reach of
+the stop's signals: that run failed to start, and the process is stopped
+(each start would leave one more). Its stdout and
 stderr lines go to the log, named after the backend and rate-limited as
 FastCGI STDERR records are (with fcgiwrap they are every CGI script's
 stderr). Stopping sends SIGTERM, then SIGKILL after ``kill_timeout``; once a
@@ -536,17 +538,24 @@ class SpawnedApp(Service):
             reason=reason.getErrorMessage(),
         )
         ended_on_purpose = getattr(reason.value, "exitCode", None) == 0
-        healthy = ran >= self.threshold or ended_on_purpose or self._answered
+        at_once = ended_on_purpose and not self._answered and ran < self.threshold
+        daemons = self._daemons_left(pid) if at_once else []
+        healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemons
         if healthy:
             self._delay = self.min_delay
         at_least = 0.0
-        if ended_on_purpose and not self._answered and ran < self.threshold:
+        if at_once:
             # Status 0 at once, with no answer seen here (php-cgi's quota
-            # met through prefork workers, or a command that daemonises and
-            # would fork again and again): starts stay a threshold apart.
+            # met through prefork workers): starts stay a threshold apart.
             at_least = self.threshold - ran
         self._schedule_restart(at_least)
-        if not healthy and getattr(reason.value, "signal", None) in _OWN_END:
+        if daemons:
+            self._failed_to_start(
+                f"pid {pid} exited {ran:.1f} s after starting and left its socket to pid "
+                f"{', '.join(map(str, daemons))}: the command daemonises, and a spawned program "
+                "must stay in the foreground"
+            )
+        elif not healthy and getattr(reason.value, "signal", None) in _OWN_END:
             # It ended by itself, at once, before answering anything: a
             # wrong command, a missing module, a crash as it loads. One
             # killed from outside (SIGKILL, SIGTERM) was not refusing to
@@ -554,6 +563,28 @@ class SpawnedApp(Service):
             self._failed_to_start(
                 f"pid {pid} exited {ran:.1f} s after starting ({reason.getErrorMessage()})"
             )
+
+    def _daemons_left(self, pid: Optional[int]) -> list[int]:
+        """
+        After a run that ended with status 0 at once: the processes it left
+        holding its socket, a command that daemonises (its own session, out
+        of reach of the stop's signals). Each new start would leave one more
+        for good, all accepting on the socket. They are sent SIGTERM now, and
+        SIGKILL after the kill timeout, and the run counts as a failed start.
+        """
+        if self._socket is None:
+            return []
+        # Its process group has just been sent SIGKILL (``exited``): those
+        # in it may hold the socket a moment longer, and go.
+        held = holders_of(self._socket, killed_group=pid)
+        for holder in held:
+            _kill_quietly(holder, signal.SIGTERM)
+        if held:
+            log.error("{backend}: the command daemonised: pid {pids} kept its socket after it "
+                      "exited; sent SIGTERM", backend=self.name, pids=", ".join(map(str, held)))
+            target = _socket_link(self._socket)
+            self.reactor.callLater(self.kill_timeout, _kill_holders, held, target)
+        return held
 
     def _failed_to_start(self, why: str) -> None:
         self._failed_why = why
@@ -607,6 +638,67 @@ class SpawnedApp(Service):
         if directory is not None:
             directory.close()
         self.socket_path = None
+
+
+def _socket_link(sock: socket.socket) -> str:
+    """What ``/proc/PID/fd/N`` links to for a descriptor of ``sock``."""
+    return f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+
+
+def _holds(pid: int, target: str) -> bool:
+    """Whether process ``pid`` has a descriptor linking to ``target``."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def holders_of(sock: socket.socket, killed_group: Optional[int] = None) -> list[int]:
+    """
+    The processes outside this server's session, and outside the process
+    group ``killed_group``, that hold ``sock`` (from ``/proc``; none where
+    it cannot be read). Prefork workers share the server's session; a
+    spawned program has one of its own.
+    """
+    try:
+        target = _socket_link(sock)
+        own = os.getsid(0)
+        pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+    except OSError:
+        return []
+    held = []
+    for pid in pids:
+        try:
+            if os.getsid(pid) == own or os.getpgid(pid) == killed_group:
+                continue
+        except OSError:
+            continue
+        if _holds(pid, target):
+            held.append(pid)
+    return held
+
+
+def _kill_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass  # gone already, or not ours to signal
+
+
+def _kill_holders(pids: list[int], target: str) -> None:
+    """SIGKILL for those of ``pids`` that still hold the socket ``target`` names."""
+    for pid in pids:
+        if _holds(pid, target):
+            log.warn("pid {pid} still holds a spawned program's socket after SIGTERM; sending "
+                     "SIGKILL", pid=pid)
+            _kill_quietly(pid, signal.SIGKILL)
 
 
 @implementer(IStreamClientEndpoint)

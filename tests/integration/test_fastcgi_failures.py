@@ -279,6 +279,39 @@ def test_an_application_that_crashes_at_start_gets_42_at_once_too(certificate, c
         processes.stop_all()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(certificate, capsule):
+    # Its status 0 at once passed for a healthy run: started again every
+    # second, each start left one more daemon on the socket, for good.
+    # The daemon tells the command it is in a session of its own before
+    # the command exits, as daemons do (and must, or it goes with the
+    # command's process group).
+    command = ("sh -c 'exec 3<&0; setsid -f sh -c \"echo ready; exec sleep 37\" 0<&3 3<&- 2>/dev/null "
+               "| { read ready; }; exit 0'")
+    processes, server = spawning_server(certificate, capsule, command)
+    try:
+        first = logged(server, f"spawn:{command}: the command daemonised: pid ", "kept its socket after it "
+                       "exited; sent SIGTERM")
+        assert get(server, "/app/x").header == b"42 CGI error"
+        fault_line(server, "/app/x", f"spawn:{command}", "cannot connect: the application failed to start",
+                   "left its socket to pid", "the command daemonises")
+        daemons = {int(pid) for pid in re.findall(r"the command daemonised: pid (\d+) ", server.log)}
+        assert daemons and first
+        # Each start's daemon is stopped; starts back off as failed ones do.
+        time.sleep(2)
+        assert not [pid for pid in daemons if _alive(pid)]
+        assert server.log.count("started pid") <= 5, server.log
+    finally:
+        processes.stop_all()
+
+
 def test_a_request_queued_for_a_run_that_dies_at_start_gets_42_when_it_dies(certificate, capsule):
     # The program runs for 0.8 s, less than a healthy run (1 s): the request,
     # sent as the server starts listening, waits in the socket's backlog
