@@ -30,8 +30,10 @@ from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import (
+    Identity,
     PrivilegeError,
     identity_for,
+    may_execute,
     may_read_directory,
     path_in_chroot,
 )
@@ -86,6 +88,24 @@ def spawn_problem(command: str) -> Optional[str]:
         where = "" if "/" in argv[0] else " in PATH"
         return f"program {argv[0]!r} not found{where} (or not executable)"
     return None
+
+
+def spawn_unrunnable_by(command: str, identity: Optional[Identity]) -> Optional[str]:
+    """
+    A warning for a ``fastcgi spawn`` program the workers' ``user`` may not
+    run (it is started as that user, and would fail every start); ``None``
+    if it may, or if the program keeps the server's identity.
+    """
+    if identity is None:
+        return None
+    try:
+        program = find_program(shlex.split(command)[0], os.environ)
+    except (ValueError, IndexError):
+        return None
+    if program is None or may_execute(program, identity):
+        return None
+    return (f"fastcgi spawn: user {identity.name} may not run {program} (by its mode bits or those "
+            "of a directory above it): every start would fail")
 
 
 # php-cgi's own variable for the processes it runs (0 or unset: itself alone).
@@ -272,6 +292,9 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     single = one_php_at_a_time(fastcgi.address.command, os.environ)
                     if single is not None:
                         warning(fastcgi.origin or block, single)
+                    unrunnable = spawn_unrunnable_by(fastcgi.address.command, identity)
+                    if unrunnable is not None:
+                        warning(fastcgi.origin or block, unrunnable)
                 unseen = unseen_document_root(fastcgi, chroot)
                 if unseen is not None:
                     warning(fastcgi.origin or block, unseen)

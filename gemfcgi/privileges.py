@@ -93,12 +93,24 @@ def may_read_directory(path: str, identity: Identity) -> bool:
     mode bits of it and of every directory above it up to its chroot (ACLs
     are not read).
     """
-    top = os.path.abspath(identity.chroot or "/")
+    return _granted(path, identity, os.R_OK | os.X_OK, os.path.abspath(identity.chroot or "/"))
+
+
+def may_execute(path: str, identity: Identity) -> bool:
+    """
+    Whether ``identity`` may run the program ``path`` (a spawned FastCGI
+    program, which runs outside the chroot): by the mode bits of the file
+    and of every directory above it.
+    """
+    return _granted(path, identity, os.X_OK, "/")
+
+
+def _granted(path: str, identity: Identity, needed: int, top: str) -> bool:
+    """``needed`` on ``path`` and the search bit on each directory above it, up to ``top``."""
     if identity.uid == 0:
         return True
     groups = set(os.getgrouplist(identity.name, identity.gid))
     current = os.path.abspath(path)
-    needed = os.R_OK | os.X_OK
     while True:
         try:
             info = os.stat(current)

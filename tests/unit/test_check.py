@@ -371,3 +371,25 @@ def test_the_php_cgi_warning_names_its_line(tmp_path, monkeypatch):
         'client reading a reply slowly holds up every other (spawn "env PHP_FCGI_CHILDREN=4 '
         '/opt/php/bin/php-cgi")'
     ]
+
+
+def test_a_spawned_program_the_user_may_not_run_is_warned_of(tmp_path):
+    # It passed the check, and every start failed with exit status 126.
+    import pwd
+
+    from gemfcgi.check import spawn_unrunnable_by
+    from gemfcgi.privileges import Identity
+
+    nobody = pwd.getpwnam("nobody")
+    identity = Identity(nobody.pw_uid, nobody.pw_gid, "nobody", str(tmp_path))
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    program = private / "app"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    assert spawn_unrunnable_by(f"{program} -x", identity) == (
+        f"fastcgi spawn: user nobody may not run {program} (by its mode bits or those of a "
+        "directory above it): every start would fail")
+    assert spawn_unrunnable_by("sh -c 'exit 0'", identity) is None
+    assert spawn_unrunnable_by(f"{program} -x", None) is None
+    assert spawn_unrunnable_by("no-such-program", identity) is None
