@@ -266,6 +266,8 @@ class WorkerPool(Service):
         # RETIRE_AFTER passed with no new worker listening yet.
         self._retire_overdue = False
         self.generation = 0
+        # The number the next generation's first worker gets.
+        self._next_number = 0
         self._delays: dict[int, float] = {}
         self._stopping = False
         self._unwanted: list[str] = []
@@ -464,13 +466,22 @@ class WorkerPool(Service):
         super().startService()
         self._open_sockets(self.config)
         self.worker_config = self._share_apps(self.config)
-        for number in range(self.count):
-            self._spawn(number)
+        self._spawn_generation()
         if hasattr(signal, "SIGUSR1"):
             self._restore_signals = [
                 on_signal(signal.SIGUSR1, self.reopen_logs, self.reactor),
                 on_signal(signal.SIGUSR2, self.report_clients, self.reactor),
             ]
+
+    def _spawn_generation(self) -> None:
+        """
+        The workers of a new generation, numbered after those of the last:
+        while a generation retires, its workers' log lines run on beside the
+        new ones', and ``[worker 1]`` must name one process.
+        """
+        first, self._next_number = self._next_number, self._next_number + self.count
+        for number in range(first, first + self.count):
+            self._spawn(number)
 
     def reopen_logs(self) -> None:
         """
@@ -502,8 +513,7 @@ class WorkerPool(Service):
             self.count = config.prefork
         self.generation += 1
         self.workers = {}
-        for number in range(self.count):
-            self._spawn(number)
+        self._spawn_generation()
         # The generation replaced serves on until the new one listens, so
         # connections are always being accepted; one that never came to
         # listen (reloads in quick succession) stops now.

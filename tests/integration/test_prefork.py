@@ -121,6 +121,11 @@ def test_reload_starts_a_new_generation_and_the_old_one_finishes_its_requests(
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024
+        # The new generation's workers are numbered after the old one's:
+        # while both log, "[worker 1]" names one process.
+        assert sorted(workers(server)) == [0, 1, 2, 3]
+        server.wait_for_log(r"\[worker [01]\] .*GET gemini://localhost/big\.bin 20 ")
+        assert re.search(r"\[worker [23]\] .*GET gemini://localhost/ 20 ", server.log)
 
 
 def test_sigterm_drains_the_workers(capsule, certificate, tmp_path):
