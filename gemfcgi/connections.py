@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from gemfcgi.textlog import LogLimiter
+from gemfcgi.tls import HalfClosingTLSProtocol
 
 log = Logger()
 
@@ -178,6 +179,7 @@ class LimitedTLSFactory(TLSMemoryBIOFactory):
     """
 
     noisy = False
+    protocol = HalfClosingTLSProtocol
 
     def __init__(self, creator, wrapped, connections: ConnectionTracker, limit: int) -> None:
         super().__init__(creator, False, wrapped)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -92,8 +92,29 @@ def v1_header(source, destination) -> bytes:
     return f"PROXY {family} {shown} {to} {source.port} {destination.port}\r\n".encode("ascii")
 
 
+@implementer(IHalfCloseableProtocol)
 class _V1HeaderProtocol(ProtocolWrapper):
-    """Checks a v1 header before Twisted's reader sees it, then steps aside."""
+    """
+    Checks a v1 header before Twisted's reader sees it, then steps aside.
+
+    Being the protocol on the socket, it is also where TCP's half-close
+    arrives: it goes down to the first layer below that takes one (the TLS
+    layer), past Twisted's PROXY reader, which takes none.
+    """
+
+    def readConnectionLost(self) -> None:
+        below = None if self._deciding else self.wrappedProtocol
+        # By class: a wrapper also provides whatever its transport does
+        # (ProtocolWrapper.makeConnection), this very interface included.
+        while below is not None and not IHalfCloseableProtocol.implementedBy(type(below)):
+            below = getattr(below, "wrappedProtocol", None)
+        if below is None:
+            self.transport.loseConnection()
+        else:
+            below.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def __init__(self, factory: WrappingFactory, wrapped) -> None:
         super().__init__(factory, wrapped)

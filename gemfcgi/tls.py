@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 from OpenSSL import SSL
 from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport
 from zope.interface import implementer
 
 from gemfcgi.certificates import ClientCertificate, KeyPair
@@ -191,33 +192,58 @@ class HalfClosingConnection(SSL.Connection):
 
     Twisted answers a close_notify with its own and drops what the protocol
     writes after it: a client that closes its side after the request (Go's
-    ``CloseWrite``) got a reply cut short that ended as if whole. Here a
-    protocol that takes a half-close (``IHalfCloseableProtocol``) is told
-    (``readConnectionLost``) and goes on writing; its own ``loseConnection``
-    sends the close_notify as usual. To Twisted the stream just has nothing
-    more to read.
+    ``CloseWrite``) got a reply cut short that ended as if whole. Here the
+    TLS protocol (``HalfClosingTLSProtocol``) tells its protocol, and to
+    Twisted the stream just has nothing more to read. The protocol's own
+    ``loseConnection`` sends the close_notify as usual; a close_notify that
+    answers the server's own completes the close, as before.
     """
 
     def __init__(self, context: SSL.Context, tls_protocol) -> None:
         super().__init__(context, None)
         self._tls_protocol = tls_protocol
-        self._peer_ended = False
 
     def recv(self, bufsiz: int, flags: Optional[int] = None) -> bytes:
         try:
             return super().recv(bufsiz, flags)
         except SSL.ZeroReturnError:
-            if self._peer_ended or self._end_the_peers_side():
+            if self.get_shutdown() & SSL.SENT_SHUTDOWN:
+                raise  # the answer to ours: the close is complete
+            ended = getattr(self._tls_protocol, "end_the_peers_side", None)
+            if ended is not None and ended():
                 raise SSL.WantReadError() from None
             raise
 
-    def _end_the_peers_side(self) -> bool:
-        protocol = getattr(self._tls_protocol, "wrappedProtocol", None)
-        if not IHalfCloseableProtocol.providedBy(protocol):
+
+@implementer(IHalfCloseableProtocol)
+class HalfClosingTLSProtocol(BufferingTLSTransport):
+    """
+    Twisted's TLS protocol, taking the end of the peer's side, by its
+    close_notify (``HalfClosingConnection``) or by TCP's FIN, as a
+    half-close when its protocol can take one: a client that sends both
+    after its request still gets its reply.
+    """
+
+    _peer_ended = False
+
+    def end_the_peers_side(self) -> bool:
+        """Tell the protocol (once) that the peer has ended its side; False if it cannot take it."""
+        if self._peer_ended:
+            return True
+        protocol = self.wrappedProtocol
+        if not self._handshakeDone or not IHalfCloseableProtocol.providedBy(protocol):
             return False
         self._peer_ended = True
         protocol.readConnectionLost()
         return True
+
+    def readConnectionLost(self) -> None:
+        if not self.end_the_peers_side():
+            # As Twisted would have done without a half-close: the end.
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
 
 class TLSFacts:

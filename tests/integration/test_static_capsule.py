@@ -332,13 +332,14 @@ def test_a_file_truncated_while_it_is_sent_ends_without_close_notify_on_wrapped_
         page.unlink()
 
 
+@pytest.mark.parametrize("how", ["close_notify", "close_notify+FIN", "FIN"])
 @pytest.mark.parametrize("kind", ["unix", "haproxy"])
 def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_wrapped_listeners(
-    kind, capsule, certificate, tmp_path
+    kind, how, capsule, certificate, tmp_path
 ):
     # Twisted's TLS layer answered the client's close_notify with its own
     # and dropped the rest of the reply: 256 KiB of 5 MB arrived, ending as
-    # if whole, and the access line counted all of it.
+    # if whole, and the access line counted all of it; a FIN lost it all.
     from OpenSSL import SSL
 
     server = wrapped_listener(kind, capsule, certificate, tmp_path)
@@ -357,13 +358,22 @@ def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_w
             tls.set_connect_state()
             tls.do_handshake()
             tls.sendall(f"gemini://{where}/halfclosed-{kind}.bin\r\n".encode())
-            tls.shutdown()  # close_notify: the client's side ends here
+            if how.startswith("close_notify"):
+                tls.shutdown()  # the client's side of TLS ends here
+            if how.endswith("FIN"):
+                raw.shutdown(socket.SHUT_WR)  # and of TCP
             received = b""
             while True:
                 try:
                     received += tls.recv(65536)
                 except SSL.ZeroReturnError:
                     break  # the server's close_notify: the reply is whole
+            if how == "close_notify":
+                # The server's close_notify answered the client's: it closes
+                # at once, without waiting out its 2 s linger.
+                answered = time.monotonic()
+                assert raw.recv(1) == b""
+                assert time.monotonic() - answered < 1.5
         assert received == b"20 application/octet-stream\r\n" + page.read_bytes()
         server.wait_for_log(rf"GET gemini://localhost/halfclosed-{kind}\.bin 20 application/octet-stream "
                             rf"{len(received)} ")
@@ -371,6 +381,16 @@ def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_w
         raw, _ = connect_wrapped(kind, server, tmp_path)
         with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
             tls.unwrap()
+        # A client that answers the server's close_notify is let go then,
+        # not after the linger.
+        raw, where = connect_wrapped(kind, server, tmp_path)
+        with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"gemini://{where}/\r\n".encode())
+            assert read_to_end(tls)[1]
+            answered = time.monotonic()
+            plain = tls.unwrap()
+            assert plain.recv(1) == b""
+            assert time.monotonic() - answered < 1.5
     finally:
         server.stop()
         page.unlink()
