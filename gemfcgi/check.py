@@ -15,6 +15,7 @@ import pwd
 import shlex
 import socket
 import stat
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Mapping, Optional
 
@@ -34,6 +35,7 @@ from gemfcgi.privileges import (
     PrivilegeError,
     identity_for,
     may_execute,
+    may_read,
     may_read_directory,
     path_in_chroot,
 )
@@ -93,54 +95,122 @@ def spawn_problem(command: str) -> Optional[str]:
 def spawn_unrunnable_by(command: str, identity: Optional[Identity]) -> Optional[str]:
     """
     A warning for a ``fastcgi spawn`` program the workers' ``user`` may not
-    run (it is started as that user, and would fail every start); ``None``
-    if it may, or if the program keeps the server's identity.
+    run (it is started as that user, and would fail every start): the
+    program must be executable by it, and readable too if it is a script,
+    and a script named after an interpreter (``python3 /srv/app.py``)
+    readable. ``None`` if it may, or if the program keeps the server's
+    identity.
     """
     if identity is None:
         return None
+    spawned = spawned_command(command, os.environ)
+    if spawned is None:
+        return None
+    program = find_program(spawned.words[0], spawned.environment)
+    if program is None:
+        return None
+    if not may_execute(program, identity, script=_is_script(program)):
+        return (f"fastcgi spawn: user {identity.name} may not run {program} (by its mode bits or "
+                "those of a directory above it): every start would fail")
+    for word in spawned.words[1:]:
+        if os.path.isabs(word) and os.path.isfile(word) and not may_read(word, identity):
+            return (f"fastcgi spawn: user {identity.name} may not read {word} (by its mode bits or "
+                    "those of a directory above it), which the program is given")
+    return None
+
+
+def _is_script(path: str) -> bool:
+    """Whether ``path`` starts with ``#!``: the kernel then needs it readable too."""
     try:
-        program = find_program(shlex.split(command)[0], os.environ)
-    except (ValueError, IndexError):
-        return None
-    if program is None or may_execute(program, identity):
-        return None
-    return (f"fastcgi spawn: user {identity.name} may not run {program} (by its mode bits or those "
-            "of a directory above it): every start would fail")
+        with open(path, "rb") as program:
+            return program.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 # php-cgi's own variable for the processes it runs (0 or unset: itself alone).
 PHP_CHILDREN = "PHP_FCGI_CHILDREN"
 
 
-def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
+@dataclass
+class SpawnedCommand:
     """
-    A warning for a ``fastcgi spawn`` of php-cgi that will serve one request
-    at a time: without ``PHP_FCGI_CHILDREN`` (or with 0 or 1) it is a single
-    process, and a client reading a large reply slowly holds up every other
-    PHP request. The variable counts from the command's words (``env
-    PHP_FCGI_CHILDREN=4 php-cgi``) or this process's environment, which
-    spawned programs inherit; ``None`` if the command runs no php-cgi or
-    sets it.
+    What a ``fastcgi spawn`` command runs, read past the wrappers that
+    only set its environment or priority (``env NAME=VALUE``, ``env -i``,
+    ``nice``): the program's words and the environment it gets.
     """
+
+    words: list[str]
+    environment: dict[str, str]
+
+
+# Wrappers whose options take a value in the next word.
+_WRAPPERS = {"env": {"-u", "--unset", "-C", "--chdir"}, "nice": {"-n", "--adjustment"},
+             "nohup": set(), "setsid": set()}
+
+
+def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCommand]:
+    """The program a spawn command runs; ``None`` if it cannot be told (no words, ``env -S``)."""
     try:
         argv = shlex.split(command)
     except ValueError:
         return None
-    program = next((word for word in argv if os.path.basename(word).startswith("php-cgi")), None)
-    if program is None:
+    environment = dict(env)
+    index = 0
+    while index < len(argv) and os.path.basename(argv[index]) in _WRAPPERS:
+        wrapper = os.path.basename(argv[index])
+        index += 1
+        while index < len(argv):
+            word = argv[index]
+            if word == "--":
+                index += 1
+                break
+            if wrapper == "env" and word in ("-i", "--ignore-environment", "-"):
+                environment.clear()
+            elif wrapper == "env" and word in ("-u", "--unset") and index + 1 < len(argv):
+                environment.pop(argv[index + 1], None)
+            elif wrapper == "env" and word.startswith("--unset="):
+                environment.pop(word.partition("=")[2], None)
+            elif wrapper == "env" and (word.startswith("-S") or word.startswith("--split-string")):
+                return None
+            elif wrapper == "env" and "=" in word and not word.startswith("-"):
+                name, _, value = word.partition("=")
+                environment[name] = value
+            elif not word.startswith("-"):
+                break
+            index += 2 if word in _WRAPPERS[wrapper] else 1
+    if index >= len(argv):
         return None
-    children: Optional[str] = env.get(PHP_CHILDREN)
-    for word in argv:
-        if word.startswith(PHP_CHILDREN + "="):
-            children = word.partition("=")[2]
-    if children is not None and not children.strip().isdigit():
+    return SpawnedCommand(argv[index:], environment)
+
+
+def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
+    """
+    A warning for a ``fastcgi spawn`` of php-cgi that will serve one request
+    at a time: without ``PHP_FCGI_CHILDREN`` (or with 0, 1 or empty) it is a
+    single process, and a client reading a large reply slowly holds up every
+    other PHP request. The variable counts as the program will see it: this
+    process's environment, which spawned programs inherit, as ``env`` in the
+    command changes it. ``None`` if the command runs no php-cgi (by its name
+    or the name a link leads to) or sets it.
+    """
+    spawned = spawned_command(command, env)
+    if spawned is None:
+        return None
+    program = spawned.words[0]
+    found = find_program(program, spawned.environment) or find_program(program, env)
+    names = [os.path.basename(program)] + ([os.path.basename(os.path.realpath(found))] if found else [])
+    if not any(name.startswith("php-cgi") for name in names):
+        return None
+    children = spawned.environment.get(PHP_CHILDREN)
+    if children is not None and children.strip() and not children.strip().isdigit():
         return None  # php-cgi's reading of it is its own; nothing to tell
-    if children is not None and int(children) > 1:
+    if children is not None and children.strip() and int(children) > 1:
         return None
     setting = f"without {PHP_CHILDREN}" if children is None else f"with {PHP_CHILDREN}={children}"
     return (f"fastcgi spawn: {os.path.basename(program)} {setting} serves one request at a time, "
             "so one client reading a reply slowly holds up every other "
-            f'(spawn "env {PHP_CHILDREN}=4 {" ".join(argv[argv.index(program):])}")')
+            f'(spawn "env {PHP_CHILDREN}=4 {" ".join(spawned.words)}")')
 
 
 def access_log_problem(path: str) -> Optional[str]:

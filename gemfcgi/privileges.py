@@ -96,13 +96,18 @@ def may_read_directory(path: str, identity: Identity) -> bool:
     return _granted(path, identity, os.R_OK | os.X_OK, os.path.abspath(identity.chroot or "/"))
 
 
-def may_execute(path: str, identity: Identity) -> bool:
+def may_execute(path: str, identity: Identity, script: bool = False) -> bool:
     """
     Whether ``identity`` may run the program ``path`` (a spawned FastCGI
-    program, which runs outside the chroot): by the mode bits of the file
-    and of every directory above it.
+    program, which runs outside the chroot; a ``script`` must be readable
+    too): by the mode bits of the file and of every directory above it.
     """
-    return _granted(path, identity, os.X_OK, "/")
+    return _granted(path, identity, os.X_OK | (os.R_OK if script else 0), "/")
+
+
+def may_read(path: str, identity: Identity) -> bool:
+    """Whether ``identity`` may read the file ``path``, outside the chroot, by mode bits."""
+    return _granted(path, identity, os.R_OK, "/")
 
 
 def _granted(path: str, identity: Identity, needed: int, top: str) -> bool:

@@ -101,6 +101,9 @@ MAX_RESTART_DELAY = 30.0
 # A run shorter than this was not healthy, unless it ended with status 0 or
 # answered a request: back off before the next start.
 RESTART_THRESHOLD = 1.0
+# Why a run that left processes on its socket failed to start.
+DAEMONISED = ("left processes holding its socket: the command daemonises (or leaves workers "
+              "behind), and a spawned program must stay in the foreground")
 # How a run ends by itself: an exit status (no signal), or a signal a
 # program brings on itself by crashing. Others come from outside.
 _OWN_END = {None, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE,
@@ -309,6 +312,12 @@ class SpawnedApp(Service):
         self._stopped: Optional[Deferred] = None
         self._stopping = False
         self._output = LogLimiter(reactor, on_dropped=self._output_dropped)
+        # Processes a run left on its socket, sent SIGTERM (``_end_leftovers``);
+        # what the socket the last run had links to in /proc, for a daemon
+        # that comes a moment after the run's end was looked at.
+        self._leftovers: list[int] = []
+        self._leftover_kill: Any = None
+        self._previous_target: Optional[str] = None
         # Why the program is down after dying as it started (None while it
         # runs, or after a run that was healthy): requests are then refused
         # at once rather than left in the backlog for a run that may never
@@ -372,6 +381,7 @@ class SpawnedApp(Service):
         """
         listening, self._socket = self._socket, None
         if listening is not None:
+            self._previous_target = _socket_link(listening)
             listening.close()
         if self.socket_path is not None:
             try:
@@ -397,6 +407,7 @@ class SpawnedApp(Service):
         super().stopService()
         self.stop_restarting()
         if self._process is None:
+            self._end_leftovers(None, signal.SIGKILL)
             self._cleanup()
             return succeed(None)
         self._stopped = Deferred()
@@ -430,6 +441,13 @@ class SpawnedApp(Service):
             self._failed_to_start(f"cannot start: {reason}")
 
     def _start_run(self) -> None:
+        if self.starts:
+            late = self._end_leftovers(None)
+            if late:
+                # Forked as the last run ended, after it was looked at.
+                self._schedule_restart()
+                self._failed_to_start(f"the last run {DAEMONISED}")
+                return
         if self._socket is None:
             self._open_socket()
         assert self._socket is not None
@@ -513,6 +531,7 @@ class SpawnedApp(Service):
                 self._kill.cancel()
             self._kill = None
             log.info("{backend}: pid {pid} stopped", backend=self.name, pid=pid)
+            self._end_leftovers(pid, signal.SIGKILL)
             self._cleanup()
             stopped, self._stopped = self._stopped, None
             stopped.callback(None)
@@ -526,8 +545,9 @@ class SpawnedApp(Service):
                 backend=self.name,
                 pid=pid,
                 ran=ran,
-                reason=reason.getErrorMessage(),
+                reason=_how_it_ended(reason),
             )
+            self._end_leftovers(pid, signal.SIGKILL)
             self._close_socket()
             return
         log.warn(
@@ -535,56 +555,72 @@ class SpawnedApp(Service):
             backend=self.name,
             pid=pid,
             ran=ran,
-            reason=reason.getErrorMessage(),
+            reason=_how_it_ended(reason),
         )
         ended_on_purpose = getattr(reason.value, "exitCode", None) == 0
-        at_once = ended_on_purpose and not self._answered and ran < self.threshold
-        daemons = self._daemons_left(pid) if at_once else []
-        healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemons
+        # A run that answered nothing and left processes on its socket
+        # daemonised; one that answered may have left workers, stopped too.
+        daemonised = bool(self._end_leftovers(pid)) and not self._answered
+        healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised
         if healthy:
             self._delay = self.min_delay
         at_least = 0.0
-        if at_once:
+        if ended_on_purpose and not self._answered and ran < self.threshold:
             # Status 0 at once, with no answer seen here (php-cgi's quota
             # met through prefork workers): starts stay a threshold apart.
             at_least = self.threshold - ran
         self._schedule_restart(at_least)
-        if daemons:
-            self._failed_to_start(
-                f"pid {pid} exited {ran:.1f} s after starting and left its socket to pid "
-                f"{', '.join(map(str, daemons))}: the command daemonises, and a spawned program "
-                "must stay in the foreground"
-            )
+        if daemonised:
+            self._failed_to_start(f"pid {pid} exited {ran:.1f} s after starting and {DAEMONISED}")
         elif not healthy and getattr(reason.value, "signal", None) in _OWN_END:
             # It ended by itself, at once, before answering anything: a
             # wrong command, a missing module, a crash as it loads. One
             # killed from outside (SIGKILL, SIGTERM) was not refusing to
             # start, and its requests wait for the next run.
             self._failed_to_start(
-                f"pid {pid} exited {ran:.1f} s after starting ({reason.getErrorMessage()})"
+                f"pid {pid} exited {ran:.1f} s after starting ({_how_it_ended(reason)})"
             )
 
-    def _daemons_left(self, pid: Optional[int]) -> list[int]:
+    def _end_leftovers(self, pid: Optional[int], signum: int = signal.SIGTERM) -> list[int]:
         """
-        After a run that ended with status 0 at once: the processes it left
-        holding its socket, a command that daemonises (its own session, out
-        of reach of the stop's signals). Each new start would leave one more
-        for good, all accepting on the socket. They are sent SIGTERM now, and
-        SIGKILL after the kill timeout, and the run counts as a failed start.
+        Stop what a run left holding its socket, the last run's too (a
+        daemon forked as its parent exits may come a moment after the
+        look): processes outside this server's session and outside the
+        run's process group (``killed_group``, already sent SIGKILL). A
+        command that daemonises leaves one each start, out of reach of the
+        stop's signals, all accepting on the socket. They and their process
+        groups get ``signum``; after SIGTERM, SIGKILL follows after the
+        kill timeout, or at once if the server stops first. Returns them.
         """
-        if self._socket is None:
+        targets = [t for t in (self._previous_target, self._target()) if t is not None]
+        held = sorted({holder for target in targets for holder in holders_of(target, killed_group=pid)})
+        if not held:
             return []
-        # Its process group has just been sent SIGKILL (``exited``): those
-        # in it may hold the socket a moment longer, and go.
-        held = holders_of(self._socket, killed_group=pid)
-        for holder in held:
-            _kill_quietly(holder, signal.SIGTERM)
-        if held:
-            log.error("{backend}: the command daemonised: pid {pids} kept its socket after it "
-                      "exited; sent SIGTERM", backend=self.name, pids=", ".join(map(str, held)))
-            target = _socket_link(self._socket)
-            self.reactor.callLater(self.kill_timeout, _kill_holders, held, target)
+        _signal_with_groups(held, signum)
+        log.error("{backend}: pid {pids} kept the program's socket after its run ended: the command "
+                  "daemonises, or left workers behind; sent {signal}", backend=self.name,
+                  pids=", ".join(map(str, held)), signal=signal.Signals(signum).name)
+        if signum != signal.SIGKILL:
+            self._leftovers.extend(held)
+            if self._leftover_kill is None or not self._leftover_kill.active():
+                self._leftover_kill = self.reactor.callLater(self.kill_timeout, self._kill_leftovers)
         return held
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL for what was sent SIGTERM and still holds a socket of this program."""
+        self._leftover_kill = None
+        pids, self._leftovers = self._leftovers, []
+        targets = [t for t in (self._previous_target, self._target()) if t is not None]
+        late = [pid for pid in pids if any(_holds(pid, target) for target in targets)]
+        if late:
+            log.warn("{backend}: pid {pids} still held the program's socket {timeout:g} s after "
+                     "SIGTERM; sent SIGKILL", backend=self.name, pids=", ".join(map(str, late)),
+                     timeout=self.kill_timeout)
+            _signal_with_groups(late, signal.SIGKILL)
+
+    def _target(self) -> Optional[str]:
+        """What a descriptor of the current socket links to in ``/proc``."""
+        return None if self._socket is None else _socket_link(self._socket)
 
     def _failed_to_start(self, why: str) -> None:
         self._failed_why = why
@@ -633,11 +669,25 @@ class SpawnedApp(Service):
                 pass
 
     def _cleanup(self) -> None:
+        if self._leftover_kill is not None and self._leftover_kill.active():
+            self._leftover_kill.cancel()
+        self._leftover_kill = None
         self._close_socket()
         directory, self._directory = self._directory, None
         if directory is not None:
             directory.close()
         self.socket_path = None
+
+
+def _how_it_ended(reason: Failure) -> str:
+    """Twisted's words for a process's end, with the signal's name (``signal 11 (SIGSEGV)``)."""
+    said = reason.getErrorMessage()
+    number = getattr(reason.value, "signal", None)
+    try:
+        name = signal.Signals(number).name if number is not None else None
+    except ValueError:
+        name = None
+    return said if name is None else f"{said.rstrip('.')} ({name})."
 
 
 def _socket_link(sock: socket.socket) -> str:
@@ -660,15 +710,14 @@ def _holds(pid: int, target: str) -> bool:
     return False
 
 
-def holders_of(sock: socket.socket, killed_group: Optional[int] = None) -> list[int]:
+def holders_of(target: str, killed_group: Optional[int] = None) -> list[int]:
     """
     The processes outside this server's session, and outside the process
-    group ``killed_group``, that hold ``sock`` (from ``/proc``; none where
-    it cannot be read). Prefork workers share the server's session; a
-    spawned program has one of its own.
+    group ``killed_group``, with a descriptor linking to ``target`` (from
+    ``/proc``; none where it cannot be read). Prefork workers share the
+    server's session; a spawned program has one of its own.
     """
     try:
-        target = _socket_link(sock)
         own = os.getsid(0)
         pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
     except OSError:
@@ -685,20 +734,20 @@ def holders_of(sock: socket.socket, killed_group: Optional[int] = None) -> list[
     return held
 
 
-def _kill_quietly(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except OSError:
-        pass  # gone already, or not ours to signal
-
-
-def _kill_holders(pids: list[int], target: str) -> None:
-    """SIGKILL for those of ``pids`` that still hold the socket ``target`` names."""
+def _signal_with_groups(pids: list[int], signum: int) -> None:
+    """``signum`` to each of ``pids`` and to its process group (never this server's)."""
+    own = os.getpgid(0)
     for pid in pids:
-        if _holds(pid, target):
-            log.warn("pid {pid} still holds a spawned program's socket after SIGTERM; sending "
-                     "SIGKILL", pid=pid)
-            _kill_quietly(pid, signal.SIGKILL)
+        try:
+            group = os.getpgid(pid)
+            if group != own:
+                os.killpg(group, signum)
+        except OSError:
+            pass
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass  # gone already, or not ours to signal
 
 
 @implementer(IStreamClientEndpoint)

@@ -287,29 +287,43 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(certificate, capsule):
+@pytest.mark.parametrize("wait, daemon", [
+    ("", "exec sleep 37"),
+    # A start that takes a while before it daemonises is caught as well.
+    ("sleep 1.2; ", "exec sleep 37"),
+    # A daemon that ignores SIGTERM gets SIGKILL, at the stop if not before.
+    ("", "trap \\\"\\\" TERM; sleep 37"),
+], ids=["at-once", "after-a-while", "ignoring-sigterm"])
+def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(
+    certificate, capsule, wait, daemon
+):
     # Its status 0 at once passed for a healthy run: started again every
-    # second, each start left one more daemon on the socket, for good.
-    # The daemon tells the command it is in a session of its own before
-    # the command exits, as daemons do (and must, or it goes with the
-    # command's process group).
-    command = ("sh -c 'exec 3<&0; setsid -f sh -c \"echo ready; exec sleep 37\" 0<&3 3<&- 2>/dev/null "
-               "| { read ready; }; exit 0'")
+    # second, each start left one more daemon on the socket, for good. The
+    # daemon tells the command it is in a session of its own before the
+    # command exits, as daemons do (and must, or it goes with the command's
+    # process group).
+    command = (f"sh -c '{wait}exec 3<&0; setsid -f sh -c \"echo ready; {daemon}\" 0<&3 3<&- "
+               "2>/dev/null | { read ready; }; exit 0'")
     processes, server = spawning_server(certificate, capsule, command)
     try:
-        first = logged(server, f"spawn:{command}: the command daemonised: pid ", "kept its socket after it "
-                       "exited; sent SIGTERM")
+        logged(server, f"spawn:{command}: pid ", "kept the program's socket after its run ended: "
+               "the command daemonises, or left workers behind; sent SIGTERM")
         assert get(server, "/app/x").header == b"42 CGI error"
         fault_line(server, "/app/x", f"spawn:{command}", "cannot connect: the application failed to start",
-                   "left its socket to pid", "the command daemonises")
-        daemons = {int(pid) for pid in re.findall(r"the command daemonised: pid (\d+) ", server.log)}
-        assert daemons and first
-        # Each start's daemon is stopped; starts back off as failed ones do.
-        time.sleep(2)
-        assert not [pid for pid in daemons if _alive(pid)]
-        assert server.log.count("started pid") <= 5, server.log
+                   "left processes holding its socket: the command daemonises")
+        time.sleep(1)
     finally:
         processes.stop_all()
+    daemons = {int(pid) for found in re.findall(r"pid ([\d, ]+) kept the program's socket", server.log)
+               for pid in found.split(", ")}
+    assert daemons
+    deadline = time.monotonic() + 3
+    while [pid for pid in daemons if _alive(pid)]:
+        assert time.monotonic() < deadline, f"daemons outlived the server: {daemons}\n{server.log}"
+        time.sleep(0.05)
+    assert server.log.count("started pid") <= 4, server.log
+    if "trap" in daemon:
+        assert "SIGKILL" in server.log
 
 
 def test_a_request_queued_for_a_run_that_dies_at_start_gets_42_when_it_dies(certificate, capsule):

@@ -353,6 +353,25 @@ def test_php_cgi_spawned_to_serve_one_request_at_a_time_is_warned_of():
     assert one_php_at_a_time("php-cgi 'unclosed", {}) is None
 
 
+def test_the_php_cgi_warning_reads_the_command_as_it_will_run(tmp_path):
+    from gemfcgi.check import one_php_at_a_time
+
+    many = {"PHP_FCGI_CHILDREN": "4"}
+    # The environment the program gets, as env changes it.
+    assert one_php_at_a_time("env -i php-cgi", many) is not None
+    assert one_php_at_a_time("env -u PHP_FCGI_CHILDREN php-cgi", many) is not None
+    assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": ""}) is not None
+    assert one_php_at_a_time("nice -n 5 php-cgi", {}) is not None
+    assert one_php_at_a_time("env -i PHP_FCGI_CHILDREN=2 php-cgi", {}) is None
+    # php-cgi as a word given to another program is not what runs.
+    assert one_php_at_a_time("/usr/bin/multi-app php-cgi", {}) is None
+    # A link of another name to php-cgi is php-cgi.
+    (tmp_path / "php-cgi").write_text("#!/bin/sh\n")
+    (tmp_path / "php-cgi").chmod(0o755)
+    (tmp_path / "myphp").symlink_to(tmp_path / "php-cgi")
+    assert one_php_at_a_time(str(tmp_path / "myphp"), {}) is not None
+
+
 def test_the_php_cgi_warning_names_its_line(tmp_path, monkeypatch):
     from gemfcgi.check import load_and_check
 
@@ -393,3 +412,22 @@ def test_a_spawned_program_the_user_may_not_run_is_warned_of(tmp_path):
     assert spawn_unrunnable_by("sh -c 'exit 0'", identity) is None
     assert spawn_unrunnable_by(f"{program} -x", None) is None
     assert spawn_unrunnable_by("no-such-program", identity) is None
+    # Read past env; a script must be readable too, and so must a script
+    # given to an interpreter.
+    assert spawn_unrunnable_by(f"env A=1 {program}", identity).startswith(
+        f"fastcgi spawn: user nobody may not run {program} ")
+    public = Path(tempfile.mkdtemp(prefix="gemfcgi-check-", dir="/tmp"))  # which anyone may search
+    try:
+        public.chmod(0o711)
+        unreadable = public / "noread.py"
+        unreadable.write_text("#!/bin/sh\n")
+        unreadable.chmod(0o711)
+        assert spawn_unrunnable_by(str(unreadable), identity).startswith(
+            f"fastcgi spawn: user nobody may not run {unreadable} ")
+        unreadable.chmod(0o755)
+        assert spawn_unrunnable_by(str(unreadable), identity) is None
+    finally:
+        shutil.rmtree(public)
+    assert spawn_unrunnable_by(f"sh {program}", identity) == (
+        f"fastcgi spawn: user nobody may not read {program} (by its mode bits or those of a "
+        "directory above it), which the program is given")
