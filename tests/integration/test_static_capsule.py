@@ -233,6 +233,16 @@ def test_large_file_to_a_slow_client_holds_memory_flat(server):
     assert fetch(server.port, url(server)).status == 20
 
 
+def read_while_truncated(tls, url_of_page: str, page) -> tuple[bytes, bool]:
+    """Ask for ``page`` (20 MiB), cut it to 1 MiB once its reply has begun, and read to the end."""
+    tls.sendall(url_of_page.encode() + b"\r\n")
+    first = tls.recv(1024)
+    assert first.startswith(b"20 application/octet-stream\r\n")
+    with open(page, "r+b") as file:
+        file.truncate(1024 * 1024)
+    return read_to_end(tls, first)
+
+
 def test_a_file_truncated_while_it_is_sent_ends_without_close_notify(server, capsule):
     page = capsule / "shrinking.bin"
     page.write_bytes(b"s" * (20 * 1024 * 1024))
@@ -240,12 +250,7 @@ def test_a_file_truncated_while_it_is_sent_ends_without_close_notify(server, cap
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         with client_context().wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(url(server, "/shrinking.bin").encode() + b"\r\n")
-            first = tls.recv(1024)
-            assert first.startswith(b"20 application/octet-stream\r\n")
-            with open(page, "r+b") as file:
-                file.truncate(1024 * 1024)
-            data, clean = read_to_end(tls, first)
+            data, clean = read_while_truncated(tls, url(server, "/shrinking.bin"), page)
     assert not clean, "a body cut short must not end as a whole one"
     assert len(data) < 20 * 1024 * 1024
     server.wait_for_log(
@@ -316,12 +321,7 @@ def test_a_file_truncated_while_it_is_sent_ends_without_close_notify_on_wrapped_
     try:
         raw, where = connect_wrapped(kind, server, tmp_path)
         with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(f"gemini://{where}/shrinking-{kind}.bin\r\n".encode())
-            first = tls.recv(1024)
-            assert first.startswith(b"20 application/octet-stream\r\n")
-            with open(page, "r+b") as file:
-                file.truncate(1024 * 1024)
-            data, clean = read_to_end(tls, first)
+            data, clean = read_while_truncated(tls, f"gemini://{where}/shrinking-{kind}.bin", page)
         assert not clean, "a body cut short must not end as a whole one"
         assert len(data) < 20 * 1024 * 1024
         server.wait_for_log(rf"shrinking-{kind}\.bin cut short")
