@@ -27,10 +27,11 @@ the program is restarted after a delay that doubles each time (0.1 s up to
 30 s), so a program that cannot start costs a handful of forks a minute, not
 a fork storm; after a healthy run, after the minimum delay (but never
 sooner than ``threshold`` after the last start when the run's only claim to
-health is its status 0). A command that daemonises exits 0 at once and
-leaves a process of its own session holding the socket, out of reach of
-the stop's signals: that run failed to start, and the process is stopped
-(each start would leave one more). Its stdout and
+health is its status 0). What a run leaves holding the socket once it has
+ended (a command that daemonises: a process in a session of its own, out
+of reach of the stop's signals, one more at each start) is stopped, and
+looked for again before the next start; a run that left such processes
+and answered nothing failed to start. Its stdout and
 stderr lines go to the log, named after the backend and rate-limited as
 FastCGI STDERR records are (with fcgiwrap they are every CGI script's
 stderr). Stopping sends SIGTERM, then SIGKILL after ``kill_timeout``; once a
@@ -586,7 +587,7 @@ class SpawnedApp(Service):
         Stop what a run left holding its socket, the last run's too (a
         daemon forked as its parent exits may come a moment after the
         look): processes outside this server's session and outside the
-        run's process group (``killed_group``, already sent SIGKILL). A
+        process group of the run ``pid``, already sent SIGKILL. A
         command that daemonises leaves one each start, out of reach of the
         stop's signals, all accepting on the socket. They and their process
         groups get ``signum``; after SIGTERM, SIGKILL follows after the
