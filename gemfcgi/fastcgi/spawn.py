@@ -102,6 +102,8 @@ MAX_RESTART_DELAY = 30.0
 # A run shorter than this was not healthy, unless it ended with status 0 or
 # answered a request: back off before the next start.
 RESTART_THRESHOLD = 1.0
+# Looks for processes left on a program's socket at a stop, at most.
+STOP_SWEEPS = 5
 # Why a run that left processes on its socket failed to start.
 DAEMONISED = ("left processes holding its socket: the command daemonises (or leaves workers "
               "behind), and a spawned program must stay in the foreground")
@@ -316,7 +318,7 @@ class SpawnedApp(Service):
         # Processes a run left on its socket, sent SIGTERM (``_end_leftovers``);
         # what the socket the last run had links to in /proc, for a daemon
         # that comes a moment after the run's end was looked at.
-        self._leftovers: list[int] = []
+        self._leftovers: dict[int, Optional[str]] = {}  # pid -> its start time
         self._leftover_kill: Any = None
         self._previous_target: Optional[str] = None
         # Why the program is down after dying as it started (None while it
@@ -559,9 +561,9 @@ class SpawnedApp(Service):
             reason=_how_it_ended(reason),
         )
         ended_on_purpose = getattr(reason.value, "exitCode", None) == 0
-        # A run that answered nothing and left processes on its socket
-        # daemonised; one that answered may have left workers, stopped too.
-        daemonised = bool(self._end_leftovers(pid)) and not self._answered
+        # What a run left on its socket is stopped, whatever the run was.
+        # One that ended with status 0 (a daemon's parent does) daemonised.
+        daemonised = bool(self._end_leftovers(pid)) and ended_on_purpose and not self._answered
         healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised
         if healthy:
             self._delay = self.min_delay
@@ -587,36 +589,49 @@ class SpawnedApp(Service):
         Stop what a run left holding its socket, the last run's too (a
         daemon forked as its parent exits may come a moment after the
         look): processes outside this server's session and outside the
-        process group of the run ``pid``, already sent SIGKILL. A
-        command that daemonises leaves one each start, out of reach of the
-        stop's signals, all accepting on the socket. They and their process
-        groups get ``signum``; after SIGTERM, SIGKILL follows after the
-        kill timeout, or at once if the server stops first. Returns them.
+        process group of the run ``pid``, already sent SIGKILL. A command
+        that daemonises leaves one each start, out of reach of the stop's
+        signals, all accepting on the socket. They and their process groups
+        get ``signum``; after SIGTERM, SIGKILL follows after the kill
+        timeout, or at once if the server stops first, whether they still
+        hold the socket or not. Returns those not already being stopped.
+
+        With SIGKILL (the stop), the look is made again until it finds
+        nothing, a few times at most: a process forking anew as it is
+        looked for may still get away.
         """
-        targets = [t for t in (self._previous_target, self._target()) if t is not None]
-        held = sorted({holder for target in targets for holder in holders_of(target, killed_group=pid)})
-        if not held:
-            return []
-        _signal_with_groups(held, signum)
-        log.error("{backend}: pid {pids} kept the program's socket after its run ended: the command "
-                  "daemonises, or left workers behind; sent {signal}", backend=self.name,
-                  pids=", ".join(map(str, held)), signal=signal.Signals(signum).name)
-        if signum != signal.SIGKILL:
-            self._leftovers.extend(held)
-            if self._leftover_kill is None or not self._leftover_kill.active():
-                self._leftover_kill = self.reactor.callLater(self.kill_timeout, self._kill_leftovers)
-        return held
+        new: list[int] = []
+        for _ in range(STOP_SWEEPS if signum == signal.SIGKILL else 1):
+            targets = [t for t in (self._previous_target, self._target()) if t is not None]
+            held = sorted({holder for target in targets for holder in holders_of(target, killed_group=pid)})
+            fresh = [holder for holder in held if holder not in self._leftovers and holder not in new]
+            if signum == signal.SIGKILL:
+                self._kill_leftovers()
+            if not held:
+                break
+            _signal_with_groups(held, signum)
+            if fresh:
+                log.error("{backend}: pid {pids} kept the program's socket after its run ended: the "
+                          "command daemonises, or left workers behind; sent {signal}", backend=self.name,
+                          pids=", ".join(map(str, fresh)), signal=signal.Signals(signum).name)
+            new += fresh
+            if signum != signal.SIGKILL:
+                self._leftovers.update((holder, _start_time(holder)) for holder in fresh)
+        if self._leftovers and (self._leftover_kill is None or not self._leftover_kill.active()):
+            self._leftover_kill = self.reactor.callLater(self.kill_timeout, self._kill_leftovers)
+        return new
 
     def _kill_leftovers(self) -> None:
-        """SIGKILL for what was sent SIGTERM and still holds a socket of this program."""
+        """SIGKILL for what was sent SIGTERM and has not ended (the same process: its start time)."""
+        if self._leftover_kill is not None and self._leftover_kill.active():
+            self._leftover_kill.cancel()
         self._leftover_kill = None
-        pids, self._leftovers = self._leftovers, []
-        targets = [t for t in (self._previous_target, self._target()) if t is not None]
-        late = [pid for pid in pids if any(_holds(pid, target) for target in targets)]
+        leftovers, self._leftovers = self._leftovers, {}
+        late = [pid for pid, started in leftovers.items() if started is not None
+                and _start_time(pid) == started]
         if late:
-            log.warn("{backend}: pid {pids} still held the program's socket {timeout:g} s after "
-                     "SIGTERM; sent SIGKILL", backend=self.name, pids=", ".join(map(str, late)),
-                     timeout=self.kill_timeout)
+            log.warn("{backend}: pid {pids} still running after SIGTERM; sent SIGKILL",
+                     backend=self.name, pids=", ".join(map(str, late)))
             _signal_with_groups(late, signal.SIGKILL)
 
     def _target(self) -> Optional[str]:
@@ -689,6 +704,17 @@ def _how_it_ended(reason: Failure) -> str:
     except ValueError:
         name = None
     return said if name is None else f"{said.rstrip('.')} ({name})."
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """When process ``pid`` started (``/proc/PID/stat``), to know it again; ``None`` if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # After the name: state is field 3, start time field 22; a zombie has ended.
+    return None if fields[0] == "Z" else fields[19]
 
 
 def _socket_link(sock: socket.socket) -> str:

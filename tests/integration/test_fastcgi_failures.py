@@ -293,7 +293,9 @@ def _alive(pid: int) -> bool:
     ("sleep 1.2; ", "exec sleep 37"),
     # A daemon that ignores SIGTERM gets SIGKILL, at the stop if not before.
     ("", "trap \\\"\\\" TERM; sleep 37"),
-], ids=["at-once", "after-a-while", "ignoring-sigterm"])
+    # One that lets go of the socket at SIGTERM and lingers gets SIGKILL too.
+    ("", "trap \\\"exec 0<&-\\\" TERM; while :; do sleep 0.1; done"),
+], ids=["at-once", "after-a-while", "ignoring-sigterm", "lingering"])
 def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(
     certificate, capsule, wait, daemon
 ):
@@ -324,6 +326,31 @@ def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(
     assert server.log.count("started pid") <= 4, server.log
     if "trap" in daemon:
         assert "SIGKILL" in server.log
+    # Looked for again before each start, those already being stopped are
+    # not taken for new ones: one line each.
+    assert all(server.log.count(f"pid {pid} ") <= 2 for pid in daemons), server.log
+
+
+def test_a_program_killed_from_outside_whose_workers_linger_is_no_daemon(certificate, capsule):
+    # Its workers, in sessions of their own, are stopped with it; the look
+    # before the next start took those still ending for a new daemon, and
+    # requests got 42 "the command daemonises" for seconds.
+    worker = f"setsid -f {sys.executable} -c \"import signal, time; from gemfcgi.demo.app import main; " \
+        "signal.signal(signal.SIGTERM, lambda *_: time.sleep(1) or exit()); main()\""
+    command = f"sh -c '{worker}; {worker}; exec sleep 300'"
+    processes, server = spawning_server(certificate, capsule, command)
+    try:
+        assert get(server, "/app/hello").status == 20
+        since = len(server.log)
+        os.kill(int(re.search(r"started pid (\d+)", server.log).group(1)), signal.SIGKILL)
+        server.wait_for_log(r"kept the program's socket after its run ended: .*; sent SIGTERM", since=since)
+        server.wait_for_log(r"started pid \d+", since=since)
+        assert get(server, "/app/hello").status == 20
+        # The workers were stopped once, and no start was refused for them.
+        assert server.log.count("kept the program's socket") == 1, server.log
+        assert "failed to start" not in server.log and "restarting in 0.2 s" not in server.log
+    finally:
+        processes.stop_all()
 
 
 def test_a_request_queued_for_a_run_that_dies_at_start_gets_42_when_it_dies(certificate, capsule):
