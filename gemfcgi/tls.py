@@ -225,6 +225,9 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
     """
 
     _peer_ended = False
+    # TCP's FIN came: the peer can send nothing more, its close_notify
+    # included, so ours is the last word and the socket closes after it.
+    _fin_received = False
 
     def end_the_peers_side(self) -> bool:
         """Tell the protocol (once) that the peer has ended its side; False if it cannot take it."""
@@ -238,8 +241,19 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
         return True
 
     def readConnectionLost(self) -> None:
+        self._fin_received = True
         if not self.end_the_peers_side():
             # As Twisted would have done without a half-close: the end.
+            self.transport.loseConnection()
+        elif self.disconnecting and self._tlsConnection is not None and (
+            self._tlsConnection.get_shutdown() & SSL.SENT_SHUTDOWN
+        ):
+            # Our close_notify is out and waits for an answer that cannot come.
+            self.transport.loseConnection()
+
+    def _shutdownTLS(self) -> None:
+        super()._shutdownTLS()
+        if self._fin_received and self.transport is not None:
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:

@@ -368,19 +368,35 @@ def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_w
                     received += tls.recv(65536)
                 except SSL.ZeroReturnError:
                     break  # the server's close_notify: the reply is whole
-            if how == "close_notify":
-                # The server's close_notify answered the client's: it closes
-                # at once, without waiting out its 2 s linger.
-                answered = time.monotonic()
-                assert raw.recv(1) == b""
-                assert time.monotonic() - answered < 1.5
+            # The server's close_notify answered the client's, or no answer
+            # can come after the client's FIN: it closes at once, without
+            # waiting out its 2 s linger.
+            ended = time.monotonic()
+            assert raw.recv(1) == b""
+            assert time.monotonic() - ended < 1.5
         assert received == b"20 application/octet-stream\r\n" + page.read_bytes()
         server.wait_for_log(rf"GET gemini://localhost/halfclosed-{kind}\.bin 20 application/octet-stream "
                             rf"{len(received)} ")
-        # Before a request line, the client's end still ends the connection.
+        # Before a request line, the client's end still ends the connection,
+        # at once, without a request timeout's 59 in the log.
         raw, _ = connect_wrapped(kind, server, tmp_path)
         with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
             tls.unwrap()
+        raw, _ = connect_wrapped(kind, server, tmp_path)
+        with raw:
+            raw.settimeout(None)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
+            tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
+            tls.set_tlsext_host_name(b"localhost")
+            tls.set_connect_state()
+            tls.do_handshake()
+            tls.sendall(b"gemini://local")
+            raw.shutdown(socket.SHUT_WR)
+            ended = time.monotonic()
+            with pytest.raises(SSL.ZeroReturnError):
+                tls.recv(4096)
+            assert raw.recv(1) == b""
+            assert time.monotonic() - ended < 1.5
         # A client that answers the server's close_notify is let go then,
         # not after the linger.
         raw, where = connect_wrapped(kind, server, tmp_path)
@@ -391,6 +407,7 @@ def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_w
             plain = tls.unwrap()
             assert plain.recv(1) == b""
             assert time.monotonic() - answered < 1.5
+        assert "request timeout" not in server.log
     finally:
         server.stop()
         page.unlink()
