@@ -68,6 +68,7 @@ parent.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import shlex
@@ -104,6 +105,11 @@ MAX_RESTART_DELAY = 30.0
 RESTART_THRESHOLD = 1.0
 # Looks for processes left on a program's socket at a stop, at most.
 STOP_SWEEPS = 5
+# Sockets of earlier runs looked at for processes left on them.
+OLD_SOCKETS_WATCHED = 8
+# Seconds within which a run that exits 0 and leaves processes on its
+# socket daemonised (a daemon's parent exits as soon as it has forked).
+DAEMON_WINDOW = 5.0
 # Why a run that left processes on its socket failed to start.
 DAEMONISED = ("left processes holding its socket: the command daemonises (or leaves workers "
               "behind), and a spawned program must stay in the foreground")
@@ -319,8 +325,10 @@ class SpawnedApp(Service):
         # what the socket the last run had links to in /proc, for a daemon
         # that comes a moment after the run's end was looked at.
         self._leftovers: dict[int, Optional[str]] = {}  # pid -> its start time
-        self._leftover_kill: Any = None
-        self._previous_target: Optional[str] = None
+        self._leftover_kills: list[Any] = []
+        # Sockets earlier runs had (each failed start closes its socket):
+        # a daemon forked late may sit on any of the last few.
+        self._old_targets: collections.deque[str] = collections.deque(maxlen=OLD_SOCKETS_WATCHED)
         # Why the program is down after dying as it started (None while it
         # runs, or after a run that was healthy): requests are then refused
         # at once rather than left in the backlog for a run that may never
@@ -384,7 +392,7 @@ class SpawnedApp(Service):
         """
         listening, self._socket = self._socket, None
         if listening is not None:
-            self._previous_target = _socket_link(listening)
+            self._old_targets.append(_socket_link(listening))
             listening.close()
         if self.socket_path is not None:
             try:
@@ -563,7 +571,11 @@ class SpawnedApp(Service):
         ended_on_purpose = getattr(reason.value, "exitCode", None) == 0
         # What a run left on its socket is stopped, whatever the run was.
         # One that ended with status 0 (a daemon's parent does) daemonised.
-        daemonised = bool(self._end_leftovers(pid)) and ended_on_purpose and not self._answered
+        # A daemon's parent exits 0 soon after it starts; a program that
+        # ran longer (one stopped from outside, its workers still ending)
+        # did not daemonise, whatever it left.
+        daemonised = bool(self._end_leftovers(pid)) and ended_on_purpose and not self._answered \
+            and ran < DAEMON_WINDOW
         healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised
         if healthy:
             self._delay = self.min_delay
@@ -586,9 +598,10 @@ class SpawnedApp(Service):
 
     def _end_leftovers(self, pid: Optional[int], signum: int = signal.SIGTERM) -> list[int]:
         """
-        Stop what a run left holding its socket, the last run's too (a
-        daemon forked as its parent exits may come a moment after the
-        look): processes outside this server's session and outside the
+        Stop what a run left holding its socket, or a socket of one of the
+        runs before (a daemon forked late may come after the look, and sit
+        on a socket a failed start closed): processes outside this server's
+        session and outside the
         process group of the run ``pid``, already sent SIGKILL. A command
         that daemonises leaves one each start, out of reach of the stop's
         signals, all accepting on the socket. They and their process groups
@@ -601,12 +614,14 @@ class SpawnedApp(Service):
         looked for may still get away.
         """
         new: list[int] = []
+        seen: set[int] = set(self._leftovers)
         for _ in range(STOP_SWEEPS if signum == signal.SIGKILL else 1):
-            targets = [t for t in (self._previous_target, self._target()) if t is not None]
-            held = sorted({holder for target in targets for holder in holders_of(target, killed_group=pid)})
-            fresh = [holder for holder in held if holder not in self._leftovers and holder not in new]
+            targets = {*self._old_targets, *filter(None, [self._target()])}
+            held = holders_of(targets, killed_group=pid)
+            fresh = [holder for holder in held if holder not in seen]
             if signum == signal.SIGKILL:
-                self._kill_leftovers()
+                self._kill_leftovers(dict(self._leftovers))
+                self._leftovers.clear()
             if not held:
                 break
             _signal_with_groups(held, signum)
@@ -615,19 +630,19 @@ class SpawnedApp(Service):
                           "command daemonises, or left workers behind; sent {signal}", backend=self.name,
                           pids=", ".join(map(str, fresh)), signal=signal.Signals(signum).name)
             new += fresh
-            if signum != signal.SIGKILL:
-                self._leftovers.update((holder, _start_time(holder)) for holder in fresh)
-        if self._leftovers and (self._leftover_kill is None or not self._leftover_kill.active()):
-            self._leftover_kill = self.reactor.callLater(self.kill_timeout, self._kill_leftovers)
+            seen.update(fresh)
+        if signum != signal.SIGKILL and new:
+            batch = {holder: _start_time(holder) for holder in new}
+            self._leftovers.update(batch)
+            self._leftover_kills.append(self.reactor.callLater(self.kill_timeout, self._kill_leftovers, batch))
         return new
 
-    def _kill_leftovers(self) -> None:
-        """SIGKILL for what was sent SIGTERM and has not ended (the same process: its start time)."""
-        if self._leftover_kill is not None and self._leftover_kill.active():
-            self._leftover_kill.cancel()
-        self._leftover_kill = None
-        leftovers, self._leftovers = self._leftovers, {}
-        late = [pid for pid, started in leftovers.items() if started is not None
+    def _kill_leftovers(self, batch: dict[int, Optional[str]]) -> None:
+        """SIGKILL for those of ``batch``, sent SIGTERM, that have not ended (the same start time)."""
+        self._leftover_kills = [call for call in self._leftover_kills if call.active()]
+        for pid in batch:
+            self._leftovers.pop(pid, None)
+        late = [pid for pid, started in batch.items() if started is not None
                 and _start_time(pid) == started]
         if late:
             log.warn("{backend}: pid {pids} still running after SIGTERM; sent SIGKILL",
@@ -685,9 +700,10 @@ class SpawnedApp(Service):
                 pass
 
     def _cleanup(self) -> None:
-        if self._leftover_kill is not None and self._leftover_kill.active():
-            self._leftover_kill.cancel()
-        self._leftover_kill = None
+        for call in self._leftover_kills:
+            if call.active():
+                call.cancel()
+        self._leftover_kills = []
         self._close_socket()
         directory, self._directory = self._directory, None
         if directory is not None:
@@ -722,28 +738,30 @@ def _socket_link(sock: socket.socket) -> str:
     return f"socket:[{os.fstat(sock.fileno()).st_ino}]"
 
 
-def _holds(pid: int, target: str) -> bool:
-    """Whether process ``pid`` has a descriptor linking to ``target``."""
+def _holds(pid: int, targets: set[str]) -> bool:
+    """Whether process ``pid`` has a descriptor linking to one of ``targets``."""
     try:
         descriptors = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
     for fd in descriptors:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
                 return True
         except OSError:
             pass
     return False
 
 
-def holders_of(target: str, killed_group: Optional[int] = None) -> list[int]:
+def holders_of(targets: set[str], killed_group: Optional[int] = None) -> list[int]:
     """
     The processes outside this server's session, and outside the process
-    group ``killed_group``, with a descriptor linking to ``target`` (from
-    ``/proc``; none where it cannot be read). Prefork workers share the
-    server's session; a spawned program has one of its own.
+    group ``killed_group``, with a descriptor linking to one of ``targets``
+    (from ``/proc``; none where it cannot be read). Prefork workers share
+    the server's session; a spawned program has one of its own.
     """
+    if not targets:
+        return []
     try:
         own = os.getsid(0)
         pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
@@ -756,7 +774,7 @@ def holders_of(target: str, killed_group: Optional[int] = None) -> list[int]:
                 continue
         except OSError:
             continue
-        if _holds(pid, target):
+        if _holds(pid, targets):
             held.append(pid)
     return held
 
@@ -768,7 +786,8 @@ def _signal_with_groups(pids: list[int], signum: int) -> None:
         try:
             group = os.getpgid(pid)
             if group != own:
-                os.killpg(group, signum)
+                os.killpg(group, signum)  # the process too, once
+                continue
         except OSError:
             pass
         try:

@@ -279,6 +279,19 @@ def test_an_application_that_crashes_at_start_gets_42_at_once_too(certificate, c
         processes.stop_all()
 
 
+def _running_with(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                if marker.encode() in cmdline.read().replace(b"\0", b" ") and _alive(int(name)):
+                    found.append(int(name))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -295,7 +308,10 @@ def _alive(pid: int) -> bool:
     ("", "trap \\\"\\\" TERM; sleep 37"),
     # One that lets go of the socket at SIGTERM and lingers gets SIGKILL too.
     ("", "trap \\\"exec 0<&-\\\" TERM; while :; do sleep 0.1; done"),
-], ids=["at-once", "after-a-while", "ignoring-sigterm", "lingering"])
+    # One that forks again, into a session of its own, seconds later, onto
+    # the socket of a start since failed and closed.
+    ("", "trap \\\"\\\" TERM; sleep 2; setsid -f sleep 3737; exit 0"),
+], ids=["at-once", "after-a-while", "ignoring-sigterm", "lingering", "forking-late"])
 def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(
     certificate, capsule, wait, daemon
 ):
@@ -313,7 +329,9 @@ def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(
         assert get(server, "/app/x").header == b"42 CGI error"
         fault_line(server, "/app/x", f"spawn:{command}", "cannot connect: the application failed to start",
                    "left processes holding its socket: the command daemonises")
-        time.sleep(1)
+        # Long enough for the late fork, and for failed starts to have
+        # closed the socket it sits on.
+        time.sleep(3.5 if "3737" in daemon else 1)
     finally:
         processes.stop_all()
     daemons = {int(pid) for found in re.findall(r"pid ([\d, ]+) kept the program's socket", server.log)
@@ -324,6 +342,10 @@ def test_a_command_that_daemonises_is_a_failed_start_and_leaves_no_daemons(
         assert time.monotonic() < deadline, f"daemons outlived the server: {daemons}\n{server.log}"
         time.sleep(0.05)
     assert server.log.count("started pid") <= 4, server.log
+    deadline = time.monotonic() + 3
+    while _running_with("sleep 3737"):
+        assert time.monotonic() < deadline, f"a late daemon outlived the server\n{server.log}"
+        time.sleep(0.05)
     if "trap" in daemon:
         assert "SIGKILL" in server.log
     # Looked for again before each start, those already being stopped are
