@@ -17,10 +17,11 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from gemfcgi.textlog import LogLimiter
 from gemfcgi.tls import HalfClosingTLSProtocol
@@ -290,8 +291,80 @@ def close_in_order(transport: Any) -> bool:
     if tcp is None or not getattr(tcp, "connected", False):
         return False
     _discard_unread(tcp.socket)
+    _drain_after_close(tcp)
     tcp.connectionLost(Failure(ConnectionDone()))
     return True
+
+
+# Seconds a socket closed in order goes on being read (and what comes
+# dropped), for the peer to finish reading what it was sent; and how many
+# at most, beyond which they are closed at once (each holds a descriptor
+# the connection limits no longer count).
+DRAIN_AFTER_CLOSE = 10.0
+MAX_DRAINING = 256
+_draining: set = set()
+
+
+def _drain_after_close(tcp: Any) -> None:
+    """
+    Send the FIN now, and keep the socket open, reading and dropping what
+    the peer still sends, until it closes too or ``DRAIN_AFTER_CLOSE``
+    passes. A socket closed at once answers what comes later (a client's
+    close_notify sent after a cut reply began) with a reset, and a reset
+    makes the client's kernel drop what it held for the client unread:
+    3 MB of a FastCGI reply cut short, in a test.
+    """
+    reactor = getattr(tcp, "reactor", None)
+    if reactor is None or len(_draining) >= MAX_DRAINING:
+        return
+    try:
+        kept = tcp.socket.dup()
+        kept.setblocking(False)
+        tcp.socket.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    _ClosingSocket(kept, reactor)
+
+
+@implementer(IReadDescriptor)
+class _ClosingSocket:
+    """A socket whose side has ended: read to its peer's end, then closed."""
+
+    def __init__(self, sock: socket.socket, reactor: Any) -> None:
+        self.sock = sock
+        self.reactor = reactor
+        self._timer = reactor.callLater(DRAIN_AFTER_CLOSE, self.close)
+        reactor.addReader(self)
+        _draining.add(self)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "closing"
+
+    def doRead(self) -> None:
+        try:
+            while self.sock.recv(65536):
+                pass
+        except BlockingIOError:
+            return None
+        except OSError:
+            pass
+        self.close()  # the peer's end (or its reset)
+        return None
+
+    def connectionLost(self, reason: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock.fileno() == -1:
+            return
+        self.reactor.removeReader(self)
+        if self._timer.active():
+            self._timer.cancel()
+        _draining.discard(self)
+        self.sock.close()
 
 
 # How much of what the peer sent a close reads and drops first: 4 MiB.

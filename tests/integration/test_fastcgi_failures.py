@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import sys
 import subprocess
 import threading
@@ -455,6 +456,34 @@ def test_a_body_cut_short_still_brings_the_client_what_was_relayed_before(failin
     tls.close()
     header, _, body = data.partition(b"\r\n")
     assert (header, len(body), clean) == (b"20 text/gemini", 3 << 20, False)
+
+
+def test_a_cut_reply_reaches_a_client_whose_close_notify_comes_after_the_cut(failing):
+    # The socket closed as the cut reply left answered the client's later
+    # close_notify with a reset, and the client's kernel dropped the 3 MB
+    # it held unread: ECONNRESET after 120 KB.
+    from OpenSSL import SSL
+
+    raw = socket.create_connection(("127.0.0.1", failing.port), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    raw.settimeout(None)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
+    with raw:
+        tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
+        tls.set_tlsext_host_name(b"localhost")
+        tls.set_connect_state()
+        tls.do_handshake()
+        tls.sendall(f"gemini://localhost:{failing.port}/bad/eof-after-3-mib\r\n".encode())
+        fault_line(failing, "/bad/eof-after-3-mib", "spawn:", "without END_REQUEST", "body cut short")
+        time.sleep(0.3)
+        tls.shutdown()  # the client is done sending, after the cut
+        data = b""
+        with pytest.raises(SSL.SysCallError) as ended:
+            while True:
+                data += tls.recv(65536)
+    assert ended.value.args == (-1, "Unexpected EOF")  # a FIN without close_notify: cut
+    header, _, body = data.partition(b"\r\n")
+    assert (header, len(body)) == (b"20 text/gemini", 3 << 20)
 
 
 def test_failing_app_status_after_a_whole_body_ends_it_with_close_notify(failing):
