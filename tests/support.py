@@ -14,6 +14,7 @@ import resource
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -156,6 +157,24 @@ class Reply:
     @property
     def meta(self) -> str:
         return self.header[3:].decode("utf-8")
+
+
+def pyopenssl_client(raw: socket.socket, timeout: float = 10):
+    """
+    A pyOpenSSL client on ``raw``, its handshake done: what Python's ssl
+    module cannot do, a TLS close_notify with the socket kept (its
+    ``shutdown()``). Blocking, each read for at most ``timeout`` seconds
+    (pyOpenSSL takes a socket with a Python timeout for a non-blocking one).
+    """
+    from OpenSSL import SSL
+
+    raw.settimeout(None)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(timeout), 0))
+    tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
+    tls.set_tlsext_host_name(b"localhost")
+    tls.set_connect_state()
+    tls.do_handshake()
+    return tls
 
 
 def client_context(

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import ssl
-import struct
 import sys
 import subprocess
 import threading
@@ -35,7 +34,7 @@ from tests.fastcgi_apps.harness import (
     server_spec,
     wait_for,
 )
-from tests.support import Reply, client_context, read_to_end
+from tests.support import Reply, client_context, pyopenssl_client, read_to_end
 
 MISBEHAVE = python_app("misbehave.py")
 GOOD_APP = python_app("gemini_app.py")
@@ -466,13 +465,8 @@ def test_a_cut_reply_reaches_a_client_whose_close_notify_comes_after_the_cut(fai
 
     raw = socket.create_connection(("127.0.0.1", failing.port), timeout=10)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    raw.settimeout(None)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
     with raw:
-        tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
-        tls.set_tlsext_host_name(b"localhost")
-        tls.set_connect_state()
-        tls.do_handshake()
+        tls = pyopenssl_client(raw)
         tls.sendall(f"gemini://localhost:{failing.port}/bad/eof-after-3-mib\r\n".encode())
         fault_line(failing, "/bad/eof-after-3-mib", "spawn:", "without END_REQUEST", "body cut short")
         time.sleep(0.3)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
 
 import pytest
 
 from gemfcgi.pagecache import SETTLED
-from tests.support import client_context, fetch, raw_exchange, read_to_end
+from tests.support import client_context, fetch, pyopenssl_client, raw_exchange, read_to_end
 
 
 def url(server, path="/"):
@@ -349,14 +348,7 @@ def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_w
     try:
         raw, where = connect_wrapped(kind, server, tmp_path)
         with raw:
-            # Blocking, but for at most 10 s a read (pyOpenSSL on a socket
-            # with a Python timeout sees it as non-blocking).
-            raw.settimeout(None)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
-            tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
-            tls.set_tlsext_host_name(b"localhost")
-            tls.set_connect_state()
-            tls.do_handshake()
+            tls = pyopenssl_client(raw)
             tls.sendall(f"gemini://{where}/halfclosed-{kind}.bin\r\n".encode())
             if how.startswith("close_notify"):
                 tls.shutdown()  # the client's side of TLS ends here
@@ -384,12 +376,7 @@ def test_a_client_that_ends_its_side_after_the_request_gets_the_whole_reply_on_w
             tls.unwrap()
         raw, _ = connect_wrapped(kind, server, tmp_path)
         with raw:
-            raw.settimeout(None)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 10, 0))
-            tls = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), raw)
-            tls.set_tlsext_host_name(b"localhost")
-            tls.set_connect_state()
-            tls.do_handshake()
+            tls = pyopenssl_client(raw)
             tls.sendall(b"gemini://local")
             raw.shutdown(socket.SHUT_WR)
             ended = time.monotonic()
