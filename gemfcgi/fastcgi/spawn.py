@@ -615,13 +615,12 @@ class SpawnedApp(Service):
         """
         new: list[int] = []
         seen: set[int] = set(self._leftovers)
+        if signum == signal.SIGKILL:
+            self._kill_leftovers(dict(self._leftovers))  # the stop: no more grace
         for _ in range(STOP_SWEEPS if signum == signal.SIGKILL else 1):
             targets = {*self._old_targets, *filter(None, [self._target()])}
             held = holders_of(targets, killed_group=pid)
             fresh = [holder for holder in held if holder not in seen]
-            if signum == signal.SIGKILL:
-                self._kill_leftovers(dict(self._leftovers))
-                self._leftovers.clear()
             if not held:
                 break
             _signal_with_groups(held, signum)
