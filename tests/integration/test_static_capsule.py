@@ -433,3 +433,22 @@ def test_a_unix_socket_client_reset_for_idling_is_logged_with_what_it_was_sent(
     finally:
         server.stop()
         page.unlink()
+
+
+def test_a_fin_in_the_middle_of_a_proxy_header_ends_the_connection(capsule, certificate, tmp_path):
+    # The half-close goes down to the TLS layer only once the header has
+    # been read; before, there is nothing to half-close.
+    server = wrapped_listener("haproxy", capsule, certificate, tmp_path)
+    try:
+        port = server.wait_listening()[0]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"PROXY TCP4 192.0.2.7")
+            raw.shutdown(socket.SHUT_WR)
+            assert raw.recv(100) == b""
+        raw, where = connect_wrapped("haproxy", server, tmp_path)
+        with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"gemini://{where}/\r\n".encode())
+            assert read_to_end(tls)[0].startswith(b"20 ")
+        assert "Traceback" not in server.log and "Unhandled Error" not in server.log
+    finally:
+        server.stop()
