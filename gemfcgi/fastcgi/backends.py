@@ -68,6 +68,7 @@ class Backend:
         self._stderr = LogLimiter(clock, on_dropped=self._stderr_dropped)
         if app is not None:
             app.on_failed_start = self.app_failed
+            app.untaken_requests = self.untaken_since
 
     @property
     def pending(self) -> int:
@@ -96,6 +97,10 @@ class Backend:
         """
         for relay in list(self._relays):
             relay.backend_failed(why)
+
+    def untaken_since(self, when: float) -> int:
+        """Requests connected before ``when`` still waiting, unread, in the application's backlog."""
+        return sum(relay.untaken_since(when) for relay in self._relays)
 
     def answered(self) -> None:
         """

@@ -340,6 +340,17 @@ class Relay(PacedRelay):
         waited = round(self.clock.seconds() - self._connect_started, 1)
         return f"not connected after {waited:g} s"
 
+    def untaken_since(self, when: float) -> bool:
+        """
+        Whether this request, connected before ``when``, still waits unread
+        in the application's backlog (asked as a spawned program's run has
+        ended: see ``SpawnedApp``).
+        """
+        if self._protocol is None or self._reader is None or self._connect_started >= when:
+            return False
+        unread = getattr(self._protocol.transport, "unread_by_peer", None)
+        return unread is not None and unread() > 0
+
     def backend_failed(self, why: str) -> None:
         """The application died as it started; a request it has not begun to answer ends now."""
         if self._reader is not None:

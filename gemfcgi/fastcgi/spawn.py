@@ -18,7 +18,10 @@ status, or a crash: SIGSEGV, SIGABRT and their kind) rather than by a signal
 from outside, it failed to start: a wrong command, a missing module. Until
 the next start, requests are then refused at once, and those left waiting
 are failed when it ends (``failed_start``, ``on_failed_start``), so a wrong
-command costs each request a ``42``, not the whole reply timeout. Its socket
+command costs each request a ``42``, not the whole reply timeout. A run that
+ended by its own exit, answered nothing, and left requests that were
+waiting when it started still unread in the backlog (``untaken_requests``)
+failed to start too, whatever its status: a CGI script exits 0 at once. Its socket
 is closed until that start, for worker processes that reach it by its path.
 
 Twisted's ``ProcessMonitor`` cannot pass a descriptor to its children, so
@@ -115,6 +118,8 @@ DAEMONISED = ("left processes holding its socket: the command daemonises (or lea
               "behind), and a spawned program must stay in the foreground")
 # How a run ends by itself: an exit status (no signal), or a signal a
 # program brings on itself by crashing. Others come from outside.
+UNTAKEN = ("a FastCGI program takes connections on its standard input (file descriptor 0) and runs "
+           "on; a CGI script runs under fcgiwrap")
 _OWN_END = {None, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE,
             signal.SIGSYS, signal.SIGTRAP}
 MAX_OUTPUT_LINE = 4096
@@ -335,6 +340,10 @@ class SpawnedApp(Service):
         # come. Told to ``on_failed_start`` too, for the requests waiting.
         self._failed_why: Optional[str] = None
         self.on_failed_start: Optional[Callable[[str], None]] = None
+        # How many requests connected before a time still wait unread in
+        # the socket's backlog (``Backend.untaken_since``): a run that ended
+        # by itself leaving such requests never took them.
+        self.untaken_requests: Optional[Callable[[float], int]] = None
 
     @property
     def failed_start(self) -> Optional[str]:
@@ -576,7 +585,19 @@ class SpawnedApp(Service):
         # did not daemonise, whatever it left.
         daemonised = bool(self._end_leftovers(pid)) and ended_on_purpose and not self._answered \
             and ran < DAEMON_WINDOW
-        healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised
+        # A run that ended by its own exit, answered nothing, and left
+        # requests that were waiting when it began still unread in the
+        # backlog never took them: a CGI script, a script that forgot to
+        # run its server. It would be started again for ever, each request
+        # waiting out the reply timeout. (A run that answered, php-cgi at
+        # its quota, is healthy; a prefork parent's socket has no requests
+        # of its own to look at.)
+        untaken = 0
+        if (getattr(reason.value, "exitCode", None) is not None and not self._answered and not daemonised
+                and self.untaken_requests is not None):
+            untaken = self.untaken_requests(self._started_at)
+        healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised \
+            and not untaken
         if healthy:
             self._delay = self.min_delay
         at_least = 0.0
@@ -587,6 +608,11 @@ class SpawnedApp(Service):
         self._schedule_restart(at_least)
         if daemonised:
             self._failed_to_start(f"pid {pid} exited {ran:.1f} s after starting and {DAEMONISED}")
+        elif untaken:
+            self._failed_to_start(
+                f"pid {pid} exited {ran:.1f} s after starting ({_how_it_ended(reason)}) without taking "
+                f"{_requests(untaken)} waiting on its socket: {UNTAKEN}"
+            )
         elif not healthy and getattr(reason.value, "signal", None) in _OWN_END:
             # It ended by itself, at once, before answering anything: a
             # wrong command, a missing module, a crash as it loads. One
@@ -719,6 +745,10 @@ def _how_it_ended(reason: Failure) -> str:
     except ValueError:
         name = None
     return said if name is None else f"{said.rstrip('.')} ({name})."
+
+
+def _requests(count: int) -> str:
+    return "1 request" if count == 1 else f"{count} requests"
 
 
 def _start_time(pid: int) -> Optional[str]:

@@ -20,7 +20,10 @@ timeout.
 from __future__ import annotations
 
 import errno
+import fcntl
 import socket
+import struct
+import termios
 from typing import Any, Optional
 
 from twisted.internet import endpoints, error, main, tcp, unix
@@ -45,6 +48,18 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
 
     def logPrefix(self) -> str:
         return "FastCGI"
+
+    def unread_by_peer(self) -> int:
+        """
+        Bytes written that the other end has not read (``SIOCOUTQ``). Once
+        the application's process is gone, this is what a connection still
+        waiting in its listening socket's backlog holds, never accepted: an
+        accepted one went with the process, and its bytes with it.
+        """
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.socket.fileno(), _SIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):  # closed meanwhile
+            return 0
 
     def doRead(self):
         # FastCGI passes no file descriptors: a plain recv(), without the
@@ -82,6 +97,9 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
             return
         super().loseConnection()
 
+
+# Linux spells the socket's ioctl as the terminal's.
+_SIOCOUTQ = termios.TIOCOUTQ
 
 _ERRORS = {errno.ECONNREFUSED: error.ConnectionRefusedError}
 

@@ -1127,6 +1127,46 @@ def test_a_short_run_that_ends_with_status_0_keeps_requests_and_starts_a_second_
         assert len(reactor.processes) == run + 1
 
 
+@pytest.mark.parametrize("ran, status", [(0.05, 0), (0.9, 0), (5, 0), (5, 1)])
+def test_a_run_ending_by_itself_with_requests_it_never_took_failed_to_start(spawning, ran, status):
+    # A CGI script, or a script that forgot to run its server, exits 0 at
+    # once: it was started again every second for ever, and each request
+    # waited in the backlog for the whole reply timeout.
+    reactor, app = spawning
+    told, asked = [], []
+    app.on_failed_start = told.append
+    app.untaken_requests = lambda since: asked.append(since) or 2
+    started = reactor.seconds()
+    reactor.advance(ran)
+    reactor.processes[0].exit(status)
+    assert asked == [started]
+    assert told == [app.failed_start]
+    assert app.failed_start.startswith(f"pid {FAKE_PID_BASE} exited {ran:.1f} s after starting (")
+    assert f"exit code {status}.) without taking 2 requests waiting on its socket: a FastCGI program " \
+        "takes connections on its standard input (file descriptor 0) and runs on; a CGI script runs " \
+        "under fcgiwrap; next start in" in app.failed_start
+    assert app._socket is None
+
+
+@pytest.mark.parametrize("end", [
+    # It took them (php-cgi at its quota, with requests behind those).
+    lambda app, process: app.answered() or process.exit(0),
+    # None was waiting for it unread.
+    lambda app, process: setattr(app, "untaken_requests", lambda since: 0) or process.exit(0),
+    # Killed from outside: its requests wait for the next run.
+    lambda app, process: process.killed(15),
+], ids=["answered", "none-untaken", "killed"])
+def test_a_run_that_answered_or_left_nothing_untaken_or_was_killed_did_not_fail_to_start(spawning, end):
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    app.untaken_requests = lambda since: 1
+    reactor.advance(0.2)
+    end(app, reactor.processes[0])
+    assert told == [] and app.failed_start is None
+    assert app._socket is not None
+
+
 def test_a_short_run_that_answered_a_request_was_healthy(spawning):
     reactor, app = spawning
     told = []
@@ -1253,6 +1293,9 @@ class InFlight:
 
     def backend_failed(self, why: str) -> None:
         raise AssertionError(f"not expected here: {why}")
+
+    def untaken_since(self, when: float) -> bool:
+        return False  # taken by the application, and still in its hands
 
 
 def running_spawned_backend():

@@ -274,3 +274,22 @@ def test_closing_from_the_reply_ends_the_connection_as_the_read_returns(reactor)
     assert reactor.getDelayedCalls() == []  # in the read's own turn, not a later one
     assert theirs.recv(100) == b""
     theirs.close()
+
+
+def test_a_request_left_in_the_backlog_is_told_from_one_taken_by_an_application_now_gone(
+    reactor, tmp_path
+):
+    # How a spawned program's end tells a request it never accepted from
+    # one it took with it: the first still holds its bytes unread.
+    server = listening(tmp_path / "app.sock")
+    endpoint = UnixSocketEndpoint(reactor, str(tmp_path / "app.sock"))
+    first, second = Greeter(), Greeter()
+    results(endpoint.connect(Factory.forProtocol(lambda: first)))
+    results(endpoint.connect(Factory.forProtocol(lambda: second)))
+    assert first.transport.unread_by_peer() > 0
+    assert second.transport.unread_by_peer() > 0
+    accepted, _ = server.accept()
+    accepted.close()  # taken, then gone with its process
+    assert first.transport.unread_by_peer() == 0
+    assert second.transport.unread_by_peer() > 0
+    server.close()

@@ -279,6 +279,27 @@ def test_an_application_that_crashes_at_start_gets_42_at_once_too(certificate, c
         processes.stop_all()
 
 
+def test_a_cgi_script_spawned_as_a_fastcgi_program_gets_42_and_says_so(certificate, capsule, tmp_path):
+    # It writes a CGI reply to its stdout and exits 0, never taking a
+    # connection: it was started every second for ever, and each request
+    # waited out the reply timeout, logged as "no header".
+    script = tmp_path / "hello.cgi"
+    script.write_text("printf 'Content-Type: text/gemini\\r\\n\\r\\nhello\\n'\n")
+    command = f"sh {script}"
+    processes, server = spawning_server(certificate, capsule, command)
+    try:
+        logged(server, f"spawn:{command}: pid ", "exited after", "exit code 0")
+        assert get(server, "/app/x").header == b"42 CGI error"
+        fault_line(server, "/app/x", f"spawn:{command}", "application failed to start: pid",
+                   "exit code 0.) without taking 1 request waiting on its socket: a FastCGI program "
+                   "takes connections on its standard input (file descriptor 0) and runs on; a CGI "
+                   "script runs under fcgiwrap")
+        assert "no header" not in server.log
+        assert get(server, "/").status == 20
+    finally:
+        processes.stop_all()
+
+
 def _running_with(marker: str) -> list[int]:
     """Live processes whose command line holds ``marker``."""
     found = []
