@@ -26,6 +26,7 @@ from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.gemini.request import Request
 from gemfcgi.routing import PathSettings, VirtualHost
+from gemfcgi.textlog import printable
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol, Site
@@ -92,7 +93,7 @@ def serve_fastcgi(
     except NoSuchScript as refused:
         log.info("{client} {url}: not sent to FastCGI backend {backend}: {why}",
                  client=client.record.client, url=client.record.url, backend=backend.name,
-                 why=refused)
+                 why=printable(str(refused)))
         client.respond(status.NOT_FOUND)
         return
     try:

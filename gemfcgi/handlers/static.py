@@ -26,7 +26,7 @@ from gemfcgi.gemini.request import Request, can_be_requested
 from gemfcgi.mime import GEMINI, MimeTable
 from gemfcgi.pagecache import PageCache
 from gemfcgi.routing import PathSettings
-from gemfcgi.textlog import LogLimiter
+from gemfcgi.textlog import LogLimiter, printable
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
@@ -403,10 +403,12 @@ def _warn_limited(text: str, **fields: Any) -> None:
     """A warning under the shortage's rate limit (``_failures``), with the count it dropped."""
     allowed, dropped = _failures.allow()
     if allowed:
+        # Names from the disk are anyone's who may write under the root
+        # (or name a symlink's target): escaped as request data is.
         log.warn(
             text + "{dropped}",
             dropped=f" ({dropped} more such failures not logged)" if dropped else "",
-            **fields,
+            **{name: printable(value) if isinstance(value, str) else value for name, value in fields.items()},
         )
 
 
@@ -484,7 +486,7 @@ class FileSender:
                 self._close()
                 log.warn(
                     "cannot read {path} after {sent} bytes ({reason}): {client} {url} cut short",
-                    path=self.path, sent=self.sent, reason=error.strerror or str(error),
+                    path=printable(self.path), sent=self.sent, reason=error.strerror or str(error),
                     client=self.client.record.client, url=self.client.record.url,
                 )
                 self.client.cut()
@@ -495,7 +497,7 @@ class FileSender:
                     log.warn(
                         "{path} ended at {sent} of its {size} bytes while it was sent "
                         "(truncated?): {client} {url} cut short",
-                        path=self.path, sent=self.sent, size=self.size,
+                        path=printable(self.path), sent=self.sent, size=self.size,
                         client=self.client.record.client, url=self.client.record.url,
                     )
                     self.client.cut()

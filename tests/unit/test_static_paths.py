@@ -111,3 +111,20 @@ def test_without_proc_as_in_a_chroot_files_and_listings_are_still_served(tree, m
     assert fetch(root, b"gemini://localhost/race/page.gmi") == b"20 text/gemini\r\n# inside page\n"
     (root / "race" / "index.gmi").unlink()
     assert fetch(root, b"gemini://localhost/race/", auto_index=True).endswith(b"=> ./page.gmi\n")
+
+
+def test_the_warning_for_a_symlink_out_escapes_the_name_it_led_to(tmp_path, monkeypatch):
+    # Whoever swaps the directory names the symlink's target: an escape
+    # sequence and a forged log line reached the log as they were written.
+    root, outside = tmp_path / "root", tmp_path / "out\x1b[31m\n2026-01-01 [gemfcgi.access#info] FAKE"
+    (root / "race").mkdir(parents=True)
+    (root / "race" / "page.gmi").write_text("# inside\n")
+    outside.mkdir()
+    (outside / "page.gmi").write_text("# OUTSIDE page\n")
+    swap_after_the_check(monkeypatch, root, outside, last=".gmi")
+    with capturedLogs() as events:
+        reply = fetch(root, b"gemini://localhost/race/page.gmi")
+    assert reply == b"51 not found\r\n"
+    [warning] = [formatEvent(e) for e in events if "led outside the root" in formatEvent(e)]
+    assert "\x1b" not in warning and "\n" not in warning
+    assert "out\\x1b[31m\\x0a2026-01-01 [gemfcgi.access#info] FAKE/page.gmi" in warning
