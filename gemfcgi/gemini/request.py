@@ -78,7 +78,7 @@ class Request:
     url_host: Optional[str] = None
 
 
-_LOG_ESCAPES = str.maketrans({" ": "%20", '"': "%22", "?": "%3F", "#": "%23"})
+_LOG_ESCAPES = str.maketrans({" ": "%20", '"': "%22", "?": "%3F", "#": "%23", "%": "%25"})
 
 
 def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
@@ -89,7 +89,8 @@ def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     double quote in the path stays escaped (``%20``, ``%22``): the log's
     fields are separated by spaces, and the common and combined styles quote
     the URL; so do ``?`` and ``#`` (``%3F``, ``%23``), which would read as
-    the start of a query or a fragment. gmid leaves the port out; it is left out here while it is the
+    the start of a query or a fragment; and so does ``%`` (``%25``), or a
+    file named ``a%20b`` would read as ``a b``. gmid leaves the port out; it is left out here while it is the
     ``listener_port`` (1965 for a URL without one), and written otherwise:
     then the request is refused (``53``), and the line shows why.
     """

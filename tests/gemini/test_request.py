@@ -298,6 +298,11 @@ def test_the_common_form_agrees_with_the_general_parser_on_its_edges(line):
         (b"gemini://b%C3%BCcher.example/caf%C3%A9?", "gemini://xn--bcher-kva.example/café?"),
         # A path's own ? and # stay escaped, so that they do not read as a query or a fragment.
         (b"gemini://localhost/a%3Fb%23c?q", "gemini://localhost/a%3Fb%23c?q"),
+        # So does a path's own %: a file named "a%20b" is not "a b" (both
+        # were logged as a%20b).
+        (b"gemini://localhost/a%2520b", "gemini://localhost/a%2520b"),
+        (b"gemini://localhost/a%20b", "gemini://localhost/a%20b"),
+        (b"gemini://localhost/100%25", "gemini://localhost/100%25"),
     ],
 )
 def test_the_log_names_a_request_as_gmid_rebuilds_it(line, logged):
