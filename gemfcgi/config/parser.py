@@ -135,6 +135,8 @@ class _Parser:
         # Servers with a ``listen`` line, even one with an error (said already).
         self._listening: set[int] = set()
         self.pending_include: Optional[tuple[str, str, str]] = None
+        # The last spelling of each extension in ``types``, by its lower case.
+        self._spellings: dict[str, str] = {}
         # The block a '}' closed last, and where: an unclosed block further
         # out is often one whose '}' this one took.
         self.last_closed: Optional[tuple[str, Token, Token]] = None
@@ -629,6 +631,7 @@ class _Parser:
         self._open_block("types")
         if self.config.types is None:
             self.config.types = dict(_TYPES_FALLBACK)
+            self._spellings = {extension: extension for extension in _TYPES_FALLBACK}
         self._statements(token, "types { }", self._media_type)
 
     def _media_type(self, token: Token) -> None:
@@ -641,6 +644,9 @@ class _Parser:
             )
         assert self.config.types is not None
         self._check(token, values.check_header_text("media type", token.text))
+        if "/" not in token.text.split(";")[0]:
+            self._warn(token, f"media type {token.text!r} is not type/subtype (text/gemini): "
+                       "clients may not know what to do with its files")
         while not self._at_statement_end():
             extension = self._peek()
             if extension.kind not in (
@@ -651,7 +657,26 @@ class _Parser:
                     f"expected a file extension for {token.text}, found {extension.describe()}",
                 )
             self._next()
+            self._same_extension_ignoring_case(extension, token.text)
             self.config.types[extension.text] = token.text
+
+    def _same_extension_ignoring_case(self, extension: Token, media_type: str) -> None:
+        """
+        Extensions match ignoring case here, not in gmid: an entry that
+        another spelling of its extension already gave a different type
+        wins for both, where gmid kept them apart.
+        """
+        assert self.config.types is not None
+        written = self._spellings.setdefault(extension.text.lower(), extension.text)
+        if written == extension.text:
+            return
+        # The other spelling goes, so the last entry wins whatever the order.
+        earlier = self.config.types.pop(written, None)
+        if earlier is not None and earlier != media_type:
+            self._warn(extension, f"extension {extension.text!r} is {written!r} (given "
+                       f"{earlier}) ignoring case, as extensions are matched here: "
+                       f"files of both are served as {media_type}")
+        self._spellings[extension.text.lower()] = extension.text
 
     # -- server { } -------------------------------------------------------
 
@@ -819,6 +844,9 @@ class _Parser:
             # No file answers to it (gmid's open fails with ENOTDIR), so
             # every directory would get its listing or 51.
             self._error(token, f"index {index!r} ends with '/': it must name a file")
+        elif index.rpartition("/")[2] in ("", "."):
+            # The directory itself: every directory gets 51, or its listing.
+            self._error(token, f"index {index!r} names the directory, not a file in it")
         options.index = index
 
     def _lang(self, token: Token, options: LocationOptions) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from gemfcgi.config import values
 from gemfcgi.config.model import Listen, LogSettings, Origin
+from gemfcgi.mime import MimeTable
 
 SERVER = 'server "a" {\n\tcert "/c"\n\tkey "/k"\n}\n'
 
@@ -165,6 +166,34 @@ def test_several_types_blocks_add_up_and_later_entries_win(parse):
     assert parse(text).types == {
         "gmi": "text/gemini", "gemini": "text/gemini", "txt": "text/x-log", "log": "text/x-log",
     }
+
+
+def test_an_extension_given_another_type_in_another_case_is_warned_of(parse, warnings_of):
+    # gmid tells them apart; here the last wins for both, and --check said
+    # nothing: an unchanged gmid.conf served .gmi as text/x-upper.
+    text = "types {\n\ttext/x-upper GMI\n\tapplication/x-compress Z\n\tapplication/x-z z\n" \
+        "\ttext/plain TXT txt\n}\n"
+    assert warnings_of(text) == [
+        "gmid.conf:2: extension 'GMI' is 'gmi' (given text/gemini) ignoring case, as extensions "
+        "are matched here: files of both are served as text/x-upper",
+        "gmid.conf:4: extension 'z' is 'Z' (given application/x-compress) ignoring case, as "
+        "extensions are matched here: files of both are served as application/x-z",
+    ]
+
+
+def test_the_last_entry_for_an_extension_wins_whatever_its_case(parse):
+    # text/gemini came last, but the earlier GMI sat later in the table.
+    text = "types {\n\ttext/x-upper GMI\n\ttext/gemini gmi\n}\n"
+    config = parse(text)
+    assert MimeTable(config.types).lookup("page.gmi") == "text/gemini"
+    assert MimeTable(config.types).lookup("PAGE.GMI") == "text/gemini"
+
+
+def test_a_media_type_that_is_not_type_and_subtype_is_warned_of(warnings_of):
+    assert warnings_of("types {\n\tfoo md\n\t'text/plain; charset=utf-8' txt\n}\n") == [
+        "gmid.conf:2: media type 'foo' is not type/subtype (text/gemini): clients may not know "
+        "what to do with its files"
+    ]
 
 
 def test_types_tolerate_a_media_type_without_extensions(parse):

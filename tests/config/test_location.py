@@ -210,5 +210,13 @@ def test_an_index_ending_with_a_slash_is_an_error(errors_of, server_with):
     ]
 
 
+@pytest.mark.parametrize("index", ["", ".", "pages/."])
+def test_an_index_naming_the_directory_itself_is_an_error(errors_of, server_with, index):
+    # `--check` passed it, and every directory got 51 (or its listing).
+    assert errors_of(server_with(f'index "{index}"')) == [
+        f"gmid.conf:5: index '{index}' names the directory, not a file in it"
+    ]
+
+
 def test_an_index_in_a_subdirectory_is_fine(parse, server_with):
     assert parse(server_with('index "pages/home.gmi"')).servers[0].options.index == "pages/home.gmi"
