@@ -49,6 +49,21 @@ def test_session_resumption_works(server, version):
     assert second.session_reused
 
 
+def test_a_tls_1_2_session_without_a_ticket_is_not_kept_by_the_server(server, tmp_path):
+    # OpenSSL's server cache kept each such session, with the client's
+    # certificate, for two hours: 300 KB per connection with 100 KB of
+    # names, 20,480 sessions at most, for any client to fill.
+    cert_pem, key_pem = make_self_signed(["visitor"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    context = client_context(maximum=ssl.TLSVersion.TLSv1_2, cert=str(tmp_path / "c.pem"),
+                             key=str(tmp_path / "k.pem"))
+    context.options |= ssl.OP_NO_TICKET
+    first = fetch(server.port, url(server), context=context)
+    second = fetch(server.port, url(server), context=context, session=first.session)
+    assert (first.status, second.status) == (20, 20)
+    assert not second.session_reused
+
+
 def test_client_certificate_is_optional(server):
     assert fetch(server.port, url(server)).status == 20
 
