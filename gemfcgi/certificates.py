@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import NameOID
+from twisted.logger import Logger
 
 from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.opensslbindings import ffi, lib
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
 VALIDITY = datetime.timedelta(days=3650)
+
+log = Logger()
 
 
 class CertificateError(Exception):
@@ -82,30 +85,93 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
     try:
         chain = tuple(x509.load_pem_x509_certificates(cert_data))
     except ValueError as e:
+        if b"-----BEGIN TRUSTED CERTIFICATE-----" in cert_data:
+            raise _unusable(cert_path, "a TRUSTED CERTIFICATE (openssl x509 -trustout): write it "
+                            "as a plain CERTIFICATE") from None
         if b"-----BEGIN CERTIFICATE-----" not in cert_data:
-            raise _unusable(cert_path, "no PEM certificate found") from None
-        # There is one, which cryptography cannot read: say what it met (a
-        # PrintableString holding '@' is the usual one, in old certificates).
-        raise _unusable(cert_path, f"cannot read the certificate ({str(e).split(' {', 1)[0]}): "
+            hint = "" if b"-----BEGIN" in cert_data or not cert_data.strip() else \
+                " (a DER file? convert it: openssl x509 -inform DER -in CERT -out CERT.pem)"
+            raise _unusable(cert_path, f"no PEM certificate found{hint}") from None
+        said = str(e).split(" {", 1)[0].replace(_CRYPTOGRAPHY_FAQ, "")
+        if not _openssl_reads(cert_data):
+            raise _unusable(cert_path, f"the certificate is damaged or cut short ({said})") from None
+        # One that only OpenSSL reads: a PrintableString holding '@' is the
+        # usual cause, in old certificates.
+        raise _unusable(cert_path, f"cannot read the certificate ({said}): "
                         "reissue it, with its names as UTF8Strings") from None
+    if not key_data.strip():
+        raise _unusable(key_path, "cannot load private key: the file is empty")
+    if b"-----BEGIN" not in key_data:
+        raise _unusable(key_path, "cannot load private key: no PEM key found (a DER key? "
+                        "convert it: openssl pkey -inform DER -in KEY -out KEY.pem)")
     try:
         key = serialization.load_pem_private_key(key_data, password=None)
     except (ValueError, TypeError) as e:
-        raise _unusable(key_path, f"cannot load private key: {e}") from None
+        raise _unusable(key_path, f"cannot load private key: {str(e).replace(_CRYPTOGRAPHY_FAQ, '')}") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise _unusable(key_path, "only ECDSA and RSA keys are supported")
+    # What OpenSSL would refuse as it builds the TLS context, or take and
+    # then fail every handshake with, is said here: at --check and at a
+    # reload, not as a traceback at start-up, nor by workers that die
+    # restarting while their parent waits.
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in _TLS_CURVES:
+        raise _unusable(key_path, f"an ECDSA key on {key.curve.name}, for which TLS has no "
+                        "signature: use P-256, P-384 or P-521")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise _unusable(key_path, f"an RSA key of {key.key_size} bits, which OpenSSL refuses: "
+                        f"use {MIN_RSA_BITS} bits or more")
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
     if key.public_key().public_bytes(encoding, public) != chain[0].public_key().public_bytes(
         encoding, public
     ):
         raise _unusable(key_path, f"key does not match the certificate in {cert_path}")
+    refused = _openssl_refuses(chain[0], key)
+    if refused is not None:
+        if chain[0].public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS:
+            refused += "; an RSA-PSS certificate: use an RSA or ECDSA one"
+        raise _unusable(cert_path, f"OpenSSL cannot serve this certificate and key ({refused})")
     if ocsp:
         try:
             x509_ocsp.load_der_ocsp_response(ocsp)
         except ValueError:
             raise _unusable(ocsp_path, "not a DER OCSP response") from None
     return KeyPair(chain, key, cert_path, key_path, ocsp)
+
+
+# What cryptography adds to a PEM file's error, for a reader of its own.
+_CRYPTOGRAPHY_FAQ = " See https://cryptography.io/en/latest/faq/#why-can-t-i-import-my-pem-file for more details."
+
+# The curves TLS signs with (RFC 8446 4.2.3): OpenSSL takes a key on any
+# other, and then fails every handshake.
+_TLS_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
+MIN_RSA_BITS = 2048
+
+
+def _openssl_reads(cert_data: bytes) -> bool:
+    """Whether OpenSSL reads the first certificate of ``cert_data`` (where cryptography did not)."""
+    from OpenSSL import crypto
+
+    try:
+        crypto.load_certificate(crypto.FILETYPE_PEM, cert_data)
+    except crypto.Error:
+        return False
+    return True
+
+
+def _openssl_refuses(leaf: x509.Certificate, key: PrivateKey) -> Optional[str]:
+    """OpenSSL's reason for refusing the pair in a server context (an RSA-PSS one), or None."""
+    from OpenSSL import SSL
+
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    try:
+        context.use_certificate(leaf)
+        context.use_privatekey(key)
+        context.check_privatekey()
+    except SSL.Error as error:
+        reasons = [reason for *_, reason in error.args[0]] if error.args and error.args[0] else []
+        return "; ".join(reasons) or "refused"
+    return None
 
 
 def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
@@ -204,24 +270,56 @@ def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Pat
     cert_path, key_path = self_signed_paths(directory)
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
-    # Two first runs at once (a server and its --check, two services in one
-    # state directory) must not each write half of a pair: one makes it,
-    # the other waits and then finds it.
-    lock = os.open(directory / ".pair.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # Two first runs at once (a server and its --check, two services in
+        # one state directory) must not each write half of a pair: one
+        # makes it, the other waits and then finds it.
+        lock = os.open(directory / ".pair.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise _unusable(str(error.filename or directory),
+                        f"cannot keep the self-signed certificate here: {error.strerror}") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (cert_path.exists() and key_path.exists()):
+        if _half_a_pair(cert_path, key_path) is None:
             cert_pem, key_pem = make_self_signed(names)
             # Each file appears whole, the key first: a pair is never seen
             # with one part missing or half written.
             key_part, cert_part = key_path.with_suffix(".part"), cert_path.with_suffix(".part")
-            write_key_pair(cert_part, key_part, cert_pem, key_pem)
-            os.replace(key_part, key_path)
-            os.replace(cert_part, cert_path)
+            try:
+                write_key_pair(cert_part, key_part, cert_pem, key_pem)
+                os.replace(key_part, key_path)
+                os.replace(cert_part, cert_path)
+            except OSError as error:
+                for part in (key_part, cert_part):
+                    part.unlink(missing_ok=True)
+                raise _unusable(str(error.filename or directory),
+                                f"cannot write the self-signed certificate: {error.strerror}") from None
+            fingerprint = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
+            log.info("made a self-signed certificate for {names} in {directory}, SHA-256 "
+                     "fingerprint {fingerprint}: clients that trust it on first use will know it "
+                     "by this", names=", ".join(names), directory=str(directory),
+                     fingerprint=fingerprint.hex(":").upper())
     finally:
         os.close(lock)  # and with it the lock
     return cert_path, key_path
+
+
+def _half_a_pair(cert_path: Path, key_path: Path) -> Optional[bool]:
+    """
+    ``False`` for a whole pair, ``None`` for none; half of one is an error.
+    A new pair would overwrite the half that is left, and every client that
+    trusted the certificate would meet another: the operator decides.
+    """
+    there = [path for path in (cert_path, key_path) if path.exists()]
+    if len(there) == 2:
+        return False
+    if not there:
+        return None
+    missing = key_path if there[0] == cert_path else cert_path
+    raise _unusable(str(there[0]), f"{missing} is missing: put it back, or remove {there[0]} too "
+                    "to have a new pair made (clients that trusted the old certificate will warn "
+                    "of the new one)")
 
 
 @lru_cache(maxsize=256)

@@ -29,11 +29,11 @@ from gemfcgi.certificates import (
     ensure_self_signed,
     make_self_signed,
     self_signed_paths,
-    write_key_pair,
 )
 from gemfcgi.check import load_and_check, needs_a_restart
 from gemfcgi.config import ConfigError, model
 from gemfcgi.config.values import PREFORK_MAX, PREFORK_MIN
+from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.prefork import WorkerPool
 from gemfcgi.privileges import PrivilegeError
 from gemfcgi.reload import ConfigReloader, Reloader
@@ -59,7 +59,11 @@ STATUS_PIPE_ROOM = 98
 
 
 def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        # The XDG spec: a relative value is ignored (it would name a place
+        # in whatever directory the server started in).
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "gemfcgi"
 
 
@@ -130,6 +134,8 @@ class Options(usage.Options):
             raise usage.UsageError("--cert and --key go together")
         if self["check"] and self["config"] is None:
             raise usage.UsageError("--check needs --config FILE")
+        if canonical_host(self["hostname"]) is None:
+            raise usage.UsageError(f"--hostname takes a host name or an IP address, not {self['hostname']!r}")
         if self["config"] is not None and self["root"] is not None:
             raise usage.UsageError("--config and --root are two different modes; pick one")
         for name in ("request-timeout", "handshake-timeout", "idle-timeout", "backend-timeout"):
@@ -166,7 +172,14 @@ def self_signed_directory(options: Options) -> Path:
     """
     directory = Path(options["state-dir"])
     hostname = options["hostname"]
-    return directory if hostname == "localhost" else directory / hostname
+    # One host, one pair, however it is written (Example.org., example.org);
+    # a pair kept under the name as written before stays in use.
+    canonical = canonical_host(hostname) or hostname
+    if canonical == "localhost":
+        return directory
+    if canonical != hostname and (directory / hostname).is_dir():
+        return directory / hostname
+    return directory / canonical
 
 
 def gencert(options: Options) -> None:
@@ -183,7 +196,20 @@ def gencert(options: Options) -> None:
         if path.exists():
             sys.exit(f"{path}: already exists; remove it first to replace it")
     cert_pem, key_pem = make_self_signed(_names_for(hostname), use_rsa=options["rsa"])
-    write_key_pair(cert_path, key_path, cert_pem, key_pem)
+    written: list[Path] = []
+    try:
+        for path, data in ((key_path, key_pem), (cert_path, cert_pem)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+                written.append(path)
+                file.write(data)
+            if path == cert_path:
+                path.chmod(0o644)
+    except OSError as error:
+        # Half a pair would block the next try ("already exists").
+        for path in written:
+            path.unlink(missing_ok=True)
+        sys.exit(f"{error.filename or path}: cannot write: {error.strerror}")
     print(f"certificate: {cert_path}\nkey: {key_path}")
     sys.exit(0)
 

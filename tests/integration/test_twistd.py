@@ -120,6 +120,63 @@ def test_gencert_never_overwrites_a_certificate(tmp_path):
     assert (tmp_path / "keep.example" / "cert.pem").read_bytes() == before
 
 
+def test_gencert_that_cannot_write_the_certificate_says_so_and_leaves_no_key(tmp_path):
+    # A traceback, and the key already written: the next try was refused
+    # ("already exists") until the operator found and removed it.
+    key = tmp_path / "k.pem"
+    result = twistd("gemfcgi", "--gencert", "--cert", "/proc/gemfcgi-cert.pem", "--key", str(key))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines()[-1].startswith("/proc/gemfcgi-cert.pem: cannot write: ")
+    assert b"Traceback" not in result.stderr and not key.exists()
+    result = twistd("gemfcgi", "--gencert", "--cert", str(tmp_path / "c.pem"), "--key", str(key))
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_hostname_that_is_no_host_name_is_a_usage_error(tmp_path):
+    result = twistd("gemfcgi", "--gencert", "--hostname", "bad name", "--state-dir", str(tmp_path))
+    assert result.returncode != 0
+    assert b"--hostname takes a host name or an IP address, not 'bad name'" in result.stderr + result.stdout
+    assert b"Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_one_host_written_two_ways_keeps_one_pair(tmp_path):
+    state = str(tmp_path / "state")
+    assert twistd("gemfcgi", "--gencert", "--hostname", "Example.ORG.", "--state-dir", state).returncode == 0
+    result = twistd("gemfcgi", "--gencert", "--hostname", "example.org", "--state-dir", state)
+    assert b"already exists" in result.stderr
+    assert [path.name for path in (tmp_path / "state").iterdir()] == ["example.org"]
+
+
+@pytest.mark.parametrize("gone", ["cert.pem", "key.pem"])
+def test_quick_mode_with_half_its_pair_refuses_to_start_and_keeps_the_half(tmp_path, gone):
+    # A new pair was made over the half left, without a word: every client
+    # that trusted the certificate met another.
+    state = tmp_path / "state"
+    (tmp_path / "capsule").mkdir()
+    assert twistd("gemfcgi", "--gencert", "--state-dir", str(state)).returncode == 0
+    kept = "key.pem" if gone == "cert.pem" else "cert.pem"
+    before = (state / kept).read_bytes()
+    (state / gone).unlink()
+    result = twistd("-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "capsule"),
+                    "--state-dir", str(state), "--listen", "tcp:0:interface=127.0.0.1")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        f"gemfcgi: {state / kept}: {state / gone} is missing: put it back, or remove {state / kept} too "
+        "to have a new pair made (clients that trusted the old certificate will warn of the new one)")
+    assert (state / kept).read_bytes() == before and not (state / gone).exists()
+
+
+def test_a_relative_xdg_state_home_is_ignored(tmp_path):
+    (tmp_path / "run").mkdir()
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [*TWISTD, "gemfcgi", "--gencert"], capture_output=True, timeout=60, cwd=tmp_path / "run",
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), XDG_STATE_HOME="relstate", HOME=str(home)))
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "run").iterdir()) == []
+    assert (home / ".local" / "state" / "gemfcgi" / "cert.pem").exists()
+
+
 def test_quick_mode_serves_the_pair_gencert_wrote(tmp_path):
     (tmp_path / "capsule").mkdir()
     (tmp_path / "capsule" / "index.gmi").write_text("# example.org\n")

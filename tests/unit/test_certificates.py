@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -314,3 +315,142 @@ def test_a_certificate_file_that_is_a_device_or_a_fifo_is_refused(tmp_path, whic
                 load_key_pair(paths["cert"], paths["key"], paths["ocsp"])
         assert f"not a regular file ({kind})" in str(raised.value)
         assert str(raised.value).startswith(special)
+
+
+def _self_signed_files(tmp_path, key) -> tuple[str, str]:
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(1)
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+                   .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda: rsa.generate_private_key(65537, 1024),
+     "an RSA key of 1024 bits, which OpenSSL refuses: use 2048 bits or more"),
+    (lambda: ec.generate_private_key(ec.SECP256K1()),
+     "an ECDSA key on secp256k1, for which TLS has no signature: use P-256, P-384 or P-521"),
+    (lambda: ec.generate_private_key(ec.SECP192R1()),
+     "an ECDSA key on secp192r1, for which TLS has no signature: use P-256, P-384 or P-521"),
+], ids=["rsa-1024", "secp256k1", "p-192"])
+def test_a_key_openssl_would_refuse_or_no_handshake_could_use_is_refused_as_it_is_read(tmp_path, make, said):
+    # --check said "configuration OK"; the start then ended in a traceback
+    # (or every handshake failed, unlogged), and prefork workers died
+    # restarting while the parent listened.
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    cert, key = _self_signed_files(tmp_path, make())
+    with pytest.raises(CertificateError) as raised:
+        load_key_pair(cert, key)
+    assert str(raised.value) == f"{key}: {said}"
+
+
+def test_an_rsa_pss_certificate_is_refused_as_it_is_read(tmp_path):
+    import subprocess
+
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa-pss", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "30", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    with pytest.raises(CertificateError) as raised:
+        load_key_pair(cert, key)
+    assert str(raised.value) == (f"{cert}: OpenSSL cannot serve this certificate and key (no certificate "
+                                 "assigned; an RSA-PSS certificate: use an RSA or ECDSA one)")
+
+
+def test_damaged_and_misformatted_files_are_named_for_what_they_are(tmp_path):
+    # A cut or damaged certificate was told to be reissued "with its names
+    # as UTF8Strings"; an empty or DER key got cryptography's FAQ link.
+    from cryptography.hazmat.primitives import serialization
+
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, key_path = _self_signed_files(tmp_path, key)
+    pem = (tmp_path / "cert.pem").read_bytes()
+    lines = pem.splitlines(keepends=True)
+    files = {
+        "cut.pem": b"".join(lines[:5] + lines[-1:]),
+        "trusted.pem": pem.replace(b"CERTIFICATE", b"TRUSTED CERTIFICATE"),
+        "cert.der": x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER),
+        "empty.key": b"",
+        "key.der": key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    def refusal(cert_name: str, key_name: str) -> str:
+        with pytest.raises(CertificateError) as raised:
+            load_key_pair(str(tmp_path / cert_name), str(tmp_path / key_name))
+        return str(raised.value).removeprefix(f"{tmp_path}/")
+
+    assert refusal("cut.pem", "key.pem").startswith("cut.pem: the certificate is damaged or cut short (")
+    assert "UTF8String" not in refusal("cut.pem", "key.pem")
+    assert refusal("trusted.pem", "key.pem") == (
+        "trusted.pem: a TRUSTED CERTIFICATE (openssl x509 -trustout): write it as a plain CERTIFICATE")
+    assert refusal("cert.der", "key.pem") == ("cert.der: no PEM certificate found (a DER file? convert "
+                                              "it: openssl x509 -inform DER -in CERT -out CERT.pem)")
+    assert refusal("cert.pem", "empty.key") == "empty.key: cannot load private key: the file is empty"
+    assert refusal("cert.pem", "key.der") == ("key.der: cannot load private key: no PEM key found (a DER "
+                                              "key? convert it: openssl pkey -inform DER -in KEY -out KEY.pem)")
+    load_key_pair(cert, key_path)  # the pair itself is fine
+
+
+@pytest.mark.parametrize("gone", ["cert.pem", "key.pem"])
+def test_half_a_self_signed_pair_is_an_error_and_the_half_left_is_kept(tmp_path, gone):
+    # A new pair was made over it, at a start or a reload: every client that
+    # trusted the certificate met another, and the other half was lost.
+    from gemfcgi.certificates import CertificateError, ensure_self_signed
+
+    ensure_self_signed(tmp_path, ["localhost"])
+    kept = "key.pem" if gone == "cert.pem" else "cert.pem"
+    before = (tmp_path / kept).read_bytes()
+    (tmp_path / gone).rename(tmp_path / f"{gone}.away")
+    with pytest.raises(CertificateError) as raised:
+        ensure_self_signed(tmp_path, ["localhost"])
+    assert str(raised.value) == (
+        f"{tmp_path / kept}: {tmp_path / gone} is missing: put it back, or remove {tmp_path / kept} "
+        "too to have a new pair made (clients that trusted the old certificate will warn of the new one)")
+    assert (tmp_path / kept).read_bytes() == before and not (tmp_path / gone).exists()
+
+
+def test_a_new_self_signed_pair_is_logged_with_its_fingerprint(tmp_path):
+    from cryptography.hazmat.primitives import hashes
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.certificates import ensure_self_signed
+
+    with capturedLogs() as events:
+        cert_path, _ = ensure_self_signed(tmp_path / "state", ["localhost", "127.0.0.1"])
+        ensure_self_signed(tmp_path / "state", ["localhost", "127.0.0.1"])
+    fingerprint = x509.load_pem_x509_certificate(cert_path.read_bytes()).fingerprint(hashes.SHA256())
+    assert [formatEvent(event) for event in events] == [
+        f"made a self-signed certificate for localhost, 127.0.0.1 in {tmp_path / 'state'}, SHA-256 "
+        f"fingerprint {fingerprint.hex(':').upper()}: clients that trust it on first use will know it by this"
+    ]
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "in-proc"])
+def test_a_state_directory_that_cannot_hold_the_pair_is_said_in_one_line(tmp_path, where):
+    # Each was a traceback (NotADirectoryError, FileNotFoundError).
+    from pathlib import Path
+
+    from gemfcgi.certificates import CertificateError, ensure_self_signed
+
+    (tmp_path / "index.gmi").write_text("x")
+    directory = tmp_path / "index.gmi" / "state" if where == "under-a-file" else Path("/proc/gemfcgi-state")
+    with pytest.raises(CertificateError) as raised:
+        ensure_self_signed(directory, ["localhost"])
+    assert str(raised.value).startswith(str(directory))
+    assert ": cannot keep the self-signed certificate here: " in str(raised.value)
