@@ -14,10 +14,10 @@ import os
 import re
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -61,25 +61,40 @@ class KeyPair:
     cert_path: str
     key_path: str
     ocsp: bytes = b""
+    # What each file held as it was read (by path): a prefork parent hands
+    # these to its workers, which serve what it checked.
+    files: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
-def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None) -> KeyPair:
+def load_key_pair(
+    cert_path: str,
+    key_path: str,
+    ocsp_path: Optional[str] = None,
+    files: Optional[Mapping[str, bytes]] = None,
+) -> KeyPair:
     """
     Read a PEM chain and key, checking that the key belongs to the leaf,
     and the DER OCSP response to staple (an empty file staples nothing).
+    A path in ``files`` is taken from there, as read before, not again.
     """
+
+    def read(path: str) -> bytes:
+        if files is not None and path in files:
+            return files[path]
+        return read_regular_file(path)
+
     ocsp = b""
     if ocsp_path is not None:
         try:
-            ocsp = read_regular_file(ocsp_path)
+            ocsp = read(ocsp_path)
         except OSError as e:
             raise _unusable(ocsp_path, f"cannot read OCSP response: {e.strerror}") from None
     try:
-        cert_data = read_regular_file(cert_path)
+        cert_data = read(cert_path)
     except OSError as e:
         raise _unusable(cert_path, f"cannot read certificate: {e.strerror}") from None
     try:
-        key_data = read_regular_file(key_path)
+        key_data = read(key_path)
     except OSError as e:
         raise _unusable(key_path, f"cannot read key: {e.strerror}") from None
     try:
@@ -136,7 +151,10 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
             x509_ocsp.load_der_ocsp_response(ocsp)
         except ValueError:
             raise _unusable(ocsp_path, "not a DER OCSP response") from None
-    return KeyPair(chain, key, cert_path, key_path, ocsp)
+    read_files = {cert_path: cert_data, key_path: key_data}
+    if ocsp_path is not None:
+        read_files[ocsp_path] = ocsp
+    return KeyPair(chain, key, cert_path, key_path, ocsp, read_files)
 
 
 # What cryptography adds to a PEM file's error, for a reader of its own.

@@ -40,6 +40,7 @@ from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, split_proxied
 from gemfcgi.server import Timeouts
 from gemfcgi.service import (
     ListenError,
+    key_files,
     listen_failed,
     on_signal,
     plan_listeners,
@@ -251,6 +252,8 @@ class WorkerPool(Service):
         self.max_connections = max_connections
         self.drain_timeout = drain_timeout
         self.identity = identity_for(config)
+        # Read once per generation: a worker restarted later serves these.
+        self.key_files = key_files(config)
         self.sockets: dict[str, OpenSocket] = {}
         self.apps: dict[str, SpawnedApp] = {}
         # Programs a reload retired, not stopped yet; the stops begun.
@@ -341,6 +344,7 @@ class WorkerPool(Service):
             number=number,
             answer_by_listen=self.listen is not None,
             parent=os.getpid(),
+            key_files=self.key_files,
         )
 
     # -- workers ----------------------------------------------------------
@@ -503,9 +507,10 @@ class WorkerPool(Service):
     def reload(self, config: model.Config) -> None:
         """A new generation with ``config``; the old one drains and ends."""
         identity = identity_for(config)
+        files = key_files(config)
         self._open_sockets(config)
         old = list(self.workers.values())
-        self.config, self.identity = config, identity
+        self.config, self.identity, self.key_files = config, identity, files
         self.worker_config = self._share_apps(config)
         retired = self._retire_apps(config)
         if not self.fixed_count and config.prefork != self.count:

@@ -17,7 +17,7 @@ import socket
 import weakref
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -404,13 +404,29 @@ def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> lis
     return [Listener(entry.description, servers, origins[entry]) for entry, servers in planned.items()]
 
 
-def load_key_pairs(config: model.Config) -> list[KeyPair]:
+def load_key_pairs(config: model.Config, files: Optional[Mapping[str, bytes]] = None) -> list[KeyPair]:
+    """Every server's pair, its files taken from ``files`` where they are there (``key_files``)."""
     pairs = []
     for server in config.servers:
         if server.cert is None or server.key is None:
             raise CertificateError(f"server {server.name!r} has no cert or key")
-        pairs.append(load_key_pair(server.cert, server.key, server.ocsp))
+        pairs.append(load_key_pair(server.cert, server.key, server.ocsp, files))
     return pairs
+
+
+def key_files(config: model.Config) -> dict[str, bytes]:
+    """
+    What every server's certificate, key and OCSP files hold, read once and
+    checked as pairs: a prefork parent's workers (those it restarts too)
+    serve these until the next reload, not what the files hold when each
+    starts: a worker restarted after a certificate was renewed, unreloaded,
+    served another identity than its siblings, and one started between a
+    renewal's two files failed on a key that did not match.
+    """
+    files: dict[str, bytes] = {}
+    for pair in load_key_pairs(config):
+        files.update(pair.files)
+    return files
 
 
 def build_site(
@@ -444,7 +460,9 @@ def build_site(
     return site
 
 
-def build_certificates(config: model.Config, routes: Routes) -> CertificateStore:
+def build_certificates(
+    config: model.Config, routes: Routes, files: Optional[Mapping[str, bytes]] = None
+) -> CertificateStore:
     """Every server's context, built before anything is swapped in."""
     index_of = {id(vhost): i for i, vhost in enumerate(routes.hosts)}
 
@@ -452,7 +470,7 @@ def build_certificates(config: model.Config, routes: Routes) -> CertificateStore
         vhost = routes.select(host)
         return None if vhost is None else index_of[id(vhost)]
 
-    return CertificateStore(load_key_pairs(config), choose, config.protocols)
+    return CertificateStore(load_key_pairs(config, files), choose, config.protocols)
 
 
 def listening_place(address: Any) -> str:
@@ -608,6 +626,7 @@ class GemfcgiService(MultiService):
         max_connections: Optional[int] = None,
         fastcgi_timeouts: Optional[FastCGITimeouts] = None,
         answer_by_listen: Optional[bool] = None,
+        key_files: Optional[Mapping[str, bytes]] = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -639,7 +658,7 @@ class GemfcgiService(MultiService):
             fastcgi_timeouts = FastCGITimeouts(reply=self.timeouts.backend)
         self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
         self.fastcgi.setServiceParent(self)
-        self._install(config, self.site, build_certificates(config, self.site.routes))
+        self._install(config, self.site, build_certificates(config, self.site.routes, key_files))
         self.access_log: Optional[AccessLogWriter] = None
         # Writers of configurations a reload replaced, kept while requests
         # that began under them are still in flight.

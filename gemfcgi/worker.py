@@ -2,9 +2,9 @@
 A worker process: serves on sockets its parent opened.
 
 Started by ``gemfcgi.prefork`` as ``python -m gemfcgi.worker``; it reads
-its ``WorkerPlan`` (the configuration, already checked by the parent, and
-the inherited sockets) from standard input, adopts the sockets, reads the
-keys, drops privileges and serves until SIGTERM, when it stops gracefully.
+its ``WorkerPlan`` (the configuration, already checked by the parent, the
+inherited sockets, and the keys as the parent read them) from standard
+input, adopts the sockets, drops privileges and serves until SIGTERM, when it stops gracefully.
 
 SIGHUP retires it: the parent's reload has a new generation serving, and
 this one stops as on SIGTERM but lets its requests in flight run as long as
@@ -46,6 +46,9 @@ class WorkerPlan:
     answer_by_listen: bool = True
     # The parent's pid: a worker whose parent is gone stops.
     parent: Optional[int] = None
+    # The certificate, key and OCSP files as the parent read and checked
+    # them for this generation (``service.key_files``), by path.
+    key_files: dict[str, bytes] = field(default_factory=dict)
 
 
 def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
@@ -66,6 +69,7 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
         answer_by_listen=plan.answer_by_listen,
+        key_files=plan.key_files,
     )
     service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()

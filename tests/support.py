@@ -195,6 +195,13 @@ def client_context(
     return context
 
 
+def served_certificate(port: int, name: str = "localhost") -> bytes:
+    """The DER certificate the server at ``port`` presents for ``name``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with client_context().wrap_socket(raw, server_hostname=name) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
 def read_to_end(
     tls: ssl.SSLSocket, data: bytes = b"", chunk_size: int = 65536, pause: float = 0.0
 ) -> tuple[bytes, bool]:

@@ -22,6 +22,7 @@ from tests.support import (
     file_with,
     read_to_end,
     refused_soon,
+    served_certificate,
     start_server,
 )
 
@@ -102,6 +103,39 @@ def test_two_workers_serve_one_port_and_a_killed_one_is_replaced(capsule, certif
             time.sleep(0.05)
         assert workers(server)[0] != before[0]
         wait_workers_listening(server, 3)
+
+
+def test_a_restarted_worker_serves_its_generations_identity_until_a_reload(capsule, tmp_path):
+    # A worker read the files again as it restarted: one restarted after a
+    # renewal, unreloaded, served the new certificate beside its sibling's
+    # old one; one restarted between a renewal's two files died on a key
+    # that did not match, and again at each restart.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+
+    def der(cert_pem: bytes) -> bytes:
+        return x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+
+    old, new = make_self_signed(["localhost"]), make_self_signed(["localhost"])
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_key_pair(cert, key, *old)
+    with two_workers(tmp_path / "gmid.conf", capsule, (str(cert), str(key))) as server:
+        cert.write_bytes(new[0])  # a renewal's first file; no reload yet
+        os.kill(workers(server)[0], signal.SIGKILL)
+        server.wait_for_log(r"worker 0 \(pid \d+\) ended")
+        wait_workers_listening(server, 3)
+        assert {served_certificate(server.port) for _ in range(8)} == {der(old[0])}
+        assert "key does not match" not in server.log
+        key.write_bytes(new[1])  # the renewal is whole: the reload takes it
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded")
+        wait_workers_listening(server, 5)
+        deadline = time.monotonic() + 10
+        while served_certificate(server.port) != der(new[0]):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)
 
 
 def test_reload_starts_a_new_generation_and_the_old_one_finishes_its_requests(

@@ -19,7 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from tests.fastcgi_apps.harness import python_app
-from tests.support import PROJECT_ROOT, TWISTD, client_context, fetch, start_command, start_server
+from tests.support import (
+    PROJECT_ROOT,
+    TWISTD,
+    client_context,
+    fetch,
+    served_certificate,
+    start_command,
+    start_server,
+)
 
 
 def twistd(*args, env=None):
@@ -526,17 +534,6 @@ def test_sigusr1_still_rotates_twistds_own_log_file(tmp_path, workers):
     finally:
         process.terminate()
         process.wait(20)
-
-
-def served_certificate(port: int, name: str = "localhost") -> bytes:
-    """The DER certificate the server at ``port`` presents for ``name``."""
-    import socket
-
-    from tests.support import client_context
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with client_context().wrap_socket(raw, server_hostname=name) as tls:
-            return tls.getpeercert(binary_form=True)
 
 
 def renew(cert, key) -> bytes:
