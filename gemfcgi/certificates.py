@@ -213,7 +213,27 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
             f"OCSP response is about serial {response.serial_number:X}, "
             f"not the certificate's {leaf.serial_number:X}"
         )
+    # A refresh that stopped (a broken cron job) staples an old answer:
+    # clients that check it refuse the connection.
+    if response.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED:
+        return f"OCSP response says the certificate was revoked ({_moment(response.revocation_time_utc)})"
+    next_update = response.next_update_utc
+    if next_update is not None and next_update < datetime.datetime.now(datetime.timezone.utc):
+        return f"OCSP response expired on {_moment(next_update)} (its next update): refresh it and reload"
     return None
+
+
+def validity_problem(certificate: x509.Certificate, now: datetime.datetime) -> Optional[str]:
+    """Why ``certificate`` is not valid at ``now`` (its dates); ``None`` if it is."""
+    if now < certificate.not_valid_before_utc:
+        return f"not valid before {_moment(certificate.not_valid_before_utc)}"
+    if now > certificate.not_valid_after_utc:
+        return f"expired on {_moment(certificate.not_valid_after_utc)}"
+    return None
+
+
+def _moment(moment: Optional[datetime.datetime]) -> str:
+    return "unknown" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _subject_alternative_names(names: Sequence[str]) -> list[x509.GeneralName]:

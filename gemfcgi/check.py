@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Mapping, Optional
 
+from cryptography import x509
+
 from gemfcgi.accesslog import UNIX_SOCKET_LOG
-from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch
+from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch, validity_problem
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import port_number
@@ -234,6 +236,11 @@ def access_log_problem(path: str) -> Optional[str]:
     return None
 
 
+def _same_authority(one: x509.Certificate, other: x509.Certificate) -> bool:
+    """Two copies of one CA: the same name and the same key (a renewal of it)."""
+    return one is not other and one.subject == other.subject and one.public_key() == other.public_key()
+
+
 def _key_pair_directive(problem: CertificateError, server: model.Server) -> str:
     """Which of cert, key and ocsp a key pair's problem is about."""
     for directive, path in (("ocsp", server.ocsp), ("key", server.key), ("cert", server.cert)):
@@ -302,8 +309,13 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             error(where, f"require client ca: {problem}")
             return
         now = datetime.datetime.now(datetime.timezone.utc)
+        usable = [authority for authority in authorities if authority_problem(authority, now) is None]
         for authority in authorities:
             unusable = authority_problem(authority, now)
+            if unusable is not None and any(_same_authority(authority, other) for other in usable):
+                # An old copy of a CA renewed with the same name and key,
+                # left in the bundle: the current copy vouches for the same.
+                continue
             if unusable is not None:
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; no client certificate it issued is accepted")
@@ -337,6 +349,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 if unstapled:
                     warning(server.origins.get("ocsp", origin),
                             f"server {server.name!r}: {server.ocsp}: {unstapled}")
+                invalid = validity_problem(pair.chain[0], datetime.datetime.now(datetime.timezone.utc))
+                if invalid:
+                    warning(server.origins.get("cert", origin), f"server {server.name!r}: "
+                            f"{server.cert}: {invalid}: clients will refuse it, or warn")
                 try:
                     mode = os.stat(server.key).st_mode
                 except OSError as problem:  # gone since it was read

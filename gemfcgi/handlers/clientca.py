@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from cryptography import x509
 from OpenSSL import crypto
 
-from gemfcgi.certificates import CertificateError
+from gemfcgi.certificates import CertificateError, validity_problem
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
 from gemfcgi.regularfile import read_regular_file
@@ -126,11 +126,7 @@ def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> st
         # Without basicConstraints, OpenSSL takes no certificate but a
         # self-signed one for a CA (a key usage with keyCertSign is not enough).
         return "not a CA certificate (no basicConstraints CA:TRUE), nor self-signed"
-    if now < authority.not_valid_before_utc:
-        return f"not valid before {authority.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
-    if now > authority.not_valid_after_utc:
-        return f"expired on {authority.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
-    return None
+    return validity_problem(authority, now)
 
 
 def judge(

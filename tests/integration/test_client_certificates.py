@@ -239,7 +239,7 @@ def test_reload_with_a_key_that_does_not_match_keeps_the_old_certificate(setup, 
         server.stop()
 
 
-def make_ocsp_response(certificate, issuer, status=None) -> bytes:
+def make_ocsp_response(certificate, issuer, status=None, next_update=None) -> bytes:
     """A DER OCSP response about ``certificate``, signed by its issuing CA."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509 import ocsp
@@ -250,8 +250,8 @@ def make_ocsp_response(certificate, issuer, status=None) -> bytes:
         ocsp.OCSPResponseBuilder()
         .add_response(
             cert=certificate, issuer=issuer[0], algorithm=hashes.SHA256(),
-            cert_status=status, this_update=NOW,
-            next_update=NOW + datetime.timedelta(days=1),
+            cert_status=status, this_update=min(NOW, next_update or NOW),
+            next_update=next_update or NOW + datetime.timedelta(days=1),
             revocation_time=NOW if revoked else None,
             revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
         )
@@ -381,6 +381,69 @@ def test_ocsp_response_about_another_certificate_is_a_warning(stapling, tmp_path
     [message] = check_messages(config)
     assert message.startswith(f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: ")
     assert f"about serial {leaves['other.example'].serial_number:X}" in message
+
+
+@pytest.mark.parametrize("state", ["revoked", "expired"])
+def test_a_revoked_or_expired_ocsp_response_is_a_warning(stapling, tmp_path, state):
+    # A refresh that stopped stapled an old answer, and nothing said so:
+    # clients that check it refuse the connection.
+    from cryptography.x509 import ocsp
+
+    config, ca, leaves = stapling
+    if state == "revoked":
+        response = make_ocsp_response(leaves["example.com"], ca, ocsp.OCSPCertStatus.REVOKED)
+        said = "OCSP response says the certificate was revoked ("
+    else:
+        response = make_ocsp_response(leaves["example.com"], ca,
+                                      next_update=NOW - datetime.timedelta(days=2))
+        said = "OCSP response expired on "
+    (tmp_path / "example.com.ocsp").write_bytes(response)
+    [message] = check_messages(config)
+    assert message.startswith(f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: {said}")
+
+
+@pytest.mark.parametrize("when", ["expired", "not-yet-valid"])
+def test_a_server_certificate_out_of_its_dates_is_a_warning(tmp_path, when):
+    # It passed --check, start-up and reloads without a word; clients
+    # refused the capsule ("Certificate has expired").
+    from tests.certs import issue, write
+
+    if when == "expired":
+        pair = issue("example.com", not_before=NOW - datetime.timedelta(days=60),
+                     not_after=NOW - datetime.timedelta(days=30))
+    else:
+        pair = issue("example.com", not_before=NOW + datetime.timedelta(days=30),
+                     not_after=NOW + datetime.timedelta(days=60))
+    config = single_server(tmp_path)
+    cert, key = write(tmp_path, "dated", pair)
+    config.write_text(config.read_text().replace(f"{tmp_path}/c.pem", cert).replace(f"{tmp_path}/k.pem", key))
+    [message] = check_messages(config)
+    said = "expired on " if when == "expired" else "not valid before "
+    assert message.startswith(f"{config}:3: server 'example.com': {cert}: {said}")
+    assert message.endswith(" UTC: clients will refuse it, or warn")
+
+
+def test_an_old_copy_of_a_renewed_ca_left_in_its_file_is_no_warning(tmp_path):
+    # The warning said no client certificate the CA issued is accepted,
+    # while its current copy, beside it, accepted them.
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.certs import issue
+
+    current = issue("Renewed CA", ca=True)
+    old = (x509.CertificateBuilder().subject_name(current[0].subject).issuer_name(current[0].subject)
+           .public_key(current[1].public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(NOW - datetime.timedelta(days=400))
+           .not_valid_after(NOW - datetime.timedelta(days=2))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .sign(current[1], hashes.SHA256()))
+    (tmp_path / "cas.pem").write_bytes(old.public_bytes(serialization.Encoding.PEM)
+                                       + current[0].public_bytes(serialization.Encoding.PEM))
+    config = single_server(tmp_path, f' require client ca "{tmp_path}/cas.pem"\n')
+    assert check_messages(config) == []
+    (tmp_path / "cas.pem").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    [alone] = check_messages(config)
+    assert "expired on " in alone and alone.endswith("; no client certificate it issued is accepted")
 
 
 def test_ocsp_for_a_self_signed_certificate_is_a_warning(tmp_path):
