@@ -542,7 +542,8 @@ def not_applied_in_one_process(config: model.Config) -> list[Diagnostic]:
     """
     ignored = [
         (directive, f"{directive} {value!r} is not applied in this program: it keeps its own "
-                    "privileges (twistd's --uid, --gid and --chroot set them)")
+                    "privileges (twistd's --uid and --gid set them; to serve from a chroot, use "
+                    "chroot with twistd gemfcgi)")
         for directive, value in (("user", config.user), ("chroot", config.chroot))
         if value is not None
     ]

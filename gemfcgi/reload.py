@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from gemfcgi.certificates import CertificateError
 from gemfcgi.check import load_and_check
 from gemfcgi.config import ConfigError, model
+from gemfcgi.service import on_signal
 
 log = Logger()
 
@@ -49,7 +50,10 @@ class Reloader(Service):
         self.load = load
         self.apply = apply
         self.reactor = reactor
-        self._previous_handler = None
+        # What gives SIGHUP back (``on_signal``): a handler shared with any
+        # other Reloader of the process, each reloading its own service,
+        # and with the handler that was there before, which is called too.
+        self._undo: Optional[Callable[[], None]] = None
         self._restore_trigger = None
         self._stopping = False
 
@@ -73,8 +77,8 @@ class Reloader(Service):
         self._take_hangups()
 
     def _take_hangups(self) -> None:
-        if self._previous_handler is None:
-            self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
+        if self._undo is None:
+            self._undo = on_signal(signal.SIGHUP, self.reload, self.reactor)
 
     def stopService(self) -> None:
         """
@@ -86,7 +90,7 @@ class Reloader(Service):
         """
         super().stopService()
         self._stopping = True
-        if self._previous_handler is None:
+        if self._undo is None:
             return
         running = getattr(self.reactor, "running", False)
         if running and hasattr(self.reactor, "addSystemEventTrigger"):
@@ -98,12 +102,9 @@ class Reloader(Service):
 
     def _restore_handler(self) -> None:
         self._restore_trigger = None
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGHUP, self._previous_handler)
-            self._previous_handler = None
-
-    def _on_signal(self, signum, frame) -> None:
-        self.reactor.callFromThread(self.reload)
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
 
     def reload(self) -> bool:
         if self._stopping or (self.running and self.parent is not None and not self.parent.running):

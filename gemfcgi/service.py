@@ -33,6 +33,7 @@ from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
 from gemfcgi.connections import ConnectionTracker, LimitedTLSFactory, hard_limit
 from gemfcgi.config import model
 from gemfcgi.config.errors import ConfigError
+from gemfcgi.config.paths import anchor_paths
 from gemfcgi.endpoints import inherited, inherited_socket_problem
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.gemini.hosts import ipv4_unmapped
@@ -644,11 +645,19 @@ class GemfcgiService(MultiService):
         # Set by makeService: a reload is checked as the start was (twistd
         # checks a file itself, with the chroot its workers will have).
         self.checks_reloads = False
+        # Where relative paths of a configuration built in Python lead: the
+        # directory makeService was called in, not the one twistd's
+        # --rundir moves to afterwards.
+        self.base_dir: Optional[str] = None
         self.connections = ConnectionTracker()
         self.listeners: dict[str, ListenerService] = {}
         self._tls: dict[str, ServerTLS] = {}
         self._factories: dict[str, GeminiFactory] = {}
         self._rotation: Optional[LoopingCall] = None
+        # What privilegedStartService opened (the access file, in a tuple),
+        # for startService; a stop still draining, which a start must await.
+        self._opened: Optional[tuple[Optional[AccessLogWriter]]] = None
+        self._stopping: Optional[Deferred] = None
         self.max_connections = max_connections
         self.config = config
         self.site = build_site(config, self.timeouts, max_connections)
@@ -778,6 +787,7 @@ class GemfcgiService(MultiService):
         made by ``makeService``, ``ConfigError`` where ``makeService`` would.
         """
         if self.checks_reloads:
+            anchor_paths(config, self.base_dir or os.getcwd())
             check_embedded(config)
         site = build_site(config, self.timeouts, self.max_connections)
         site.service = self
@@ -880,15 +890,25 @@ class GemfcgiService(MultiService):
         """SIGUSR2: how many clients are connected, as gmid says it."""
         log.info("{count} connected clients", count=len(self.connections))
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
         """
-        Open the access file and the listening sockets first: if one cannot
-        be opened (a port in use), those already open are closed and
-        ``ListenError`` (``AccessLogError``) is raised before any FastCGI
-        application is spawned, so that nothing is left running after the
-        failed start.
+        twistd calls this before it gives up its privileges (``--uid``,
+        ``--gid``): the access file and the sockets are opened now, as
+        Twisted's own servers bind theirs, so a port below 1024 or a
+        directory only root may write can be used; ``startService`` does
+        the rest.
         """
-        Service.startService(self)
+        if self.running or self._opened is not None:
+            return
+        self._opened = (self._open(),)
+
+    def _open(self) -> Optional[AccessLogWriter]:
+        """
+        The access file and the listening sockets: if one cannot be opened
+        (a port in use), those already open are closed and ``ListenError``
+        (``AccessLogError``) is raised before any FastCGI application is
+        spawned, so that nothing is left running after the failed start.
+        """
         access_log = None
         listeners = list(self.listeners.values())
         try:
@@ -902,8 +922,31 @@ class GemfcgiService(MultiService):
                     listener.stopService()
             if access_log is not None:
                 access_log.close()
-            Service.stopService(self)
             raise
+        return access_log
+
+    def startService(self) -> None:
+        """
+        Open what ``privilegedStartService`` has not (``_open``), then start
+        the FastCGI backends. Started already, it does nothing (a running
+        parent and the program both starting it); while a stop still
+        drains, it refuses: that stop would end what the start began.
+        """
+        if self.running:
+            return
+        if self._stopping is not None:
+            raise RuntimeError("this gemfcgi service is still stopping: start it again once the "
+                               "Deferred of its stopService() has fired")
+        opened, self._opened = self._opened, None
+        Service.startService(self)
+        if opened is not None:
+            access_log = opened[0]
+        else:
+            try:
+                access_log = self._open()
+            except Exception:
+                Service.stopService(self)
+                raise
         self._rotation = LoopingCall(self.rotate_ticket_keys)
         self._rotation.clock = self.reactor
         self._rotation.start(TICKET_KEY_LIFETIME, now=False)
@@ -940,6 +983,9 @@ class GemfcgiService(MultiService):
         # during the drain must reopen the file, not (by default) end the
         # process while it finishes requests.
         stopping.addBoth(lambda result: (self._restore_signal_handlers(), result)[1])
+        if not stopping.called:
+            self._stopping = stopping
+            stopping.addBoth(lambda result: (setattr(self, "_stopping", None), result)[1])
         return stopping
 
     def _restore_signal_handlers(self) -> None:
@@ -1152,6 +1198,8 @@ def makeService(
         # --listen one gets.
         listen = [with_backlog(description) for description in listen]
     _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts)
+    base = os.getcwd()
+    anchor_paths(config, base)
     check_embedded(config)
     service = GemfcgiService(
         config,
@@ -1163,6 +1211,7 @@ def makeService(
         fastcgi_timeouts=fastcgi_timeouts,
     )
     service.checks_reloads = True
+    service.base_dir = base
     return service
 
 

@@ -285,22 +285,33 @@ class StartOrExit(MultiService):
         self.twistd_options = twistd_options
         service.setServiceParent(self)
 
+    def privilegedStartService(self) -> None:
+        # The sockets and the access file are opened here (as root, under
+        # twistd's --uid), and fail as they would in startService.
+        try:
+            super().privilegedStartService()
+        except StartError as error:
+            self._exit_for(error)
+
     def startService(self) -> None:
         try:
             super().startService()
         except StartError as error:
-            where, what = "", str(error)
-            if isinstance(error, ListenError):
-                where = f"{error.origin}: " if error.origin else ""
-                what = f"cannot listen on {error}"
-            # twistd has standard error written to its log by now. A
-            # daemon's line is there before its waiting parent, told, exits.
-            print(f"gemfcgi: {where}{what}", file=sys.stderr, flush=True)
-            if not self.foreground and not self._tell_the_waiting_parent(where, what):
-                raise
-            # twistd removes its pidfile when it stops, which an exit here skips.
-            self._remove_pidfile()
-            sys.exit(1)
+            self._exit_for(error)
+
+    def _exit_for(self, error: StartError) -> None:
+        where, what = "", str(error)
+        if isinstance(error, ListenError):
+            where = f"{error.origin}: " if error.origin else ""
+            what = f"cannot listen on {error}"
+        # twistd has standard error written to its log by now. A
+        # daemon's line is there before its waiting parent, told, exits.
+        print(f"gemfcgi: {where}{what}", file=sys.stderr, flush=True)
+        if not self.foreground and not self._tell_the_waiting_parent(where, what):
+            raise error
+        # twistd removes its pidfile when it stops, which an exit here skips.
+        self._remove_pidfile()
+        sys.exit(1)
 
     def _tell_the_waiting_parent(self, where: str, what: str) -> bool:
         """Whether the problem went to the daemon's waiting parent."""

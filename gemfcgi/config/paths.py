@@ -31,13 +31,20 @@ def anchor_paths(config: Config, base: str) -> Config:
 
     def anchor_options(options: LocationOptions) -> None:
         options.root = anchored(options.root)
+        options.require_client_ca = anchored(options.require_client_ca)
         fastcgi = options.fastcgi
         if fastcgi is not None and isinstance(fastcgi.address, FastCGISocket):
             fastcgi.address.path = os.path.join(base, fastcgi.address.path)
 
     for server in config.servers:
+        # (A configuration file's are absolute already; one built in Python
+        # may hold relative ones.)
+        server.cert, server.key, server.ocsp = map(anchored, (server.cert, server.key, server.ocsp))
         anchor_options(server.options)
         for location in server.locations:
             anchor_options(location.options)
+        for proxy in server.proxies:
+            proxy.cert, proxy.key = anchored(proxy.cert), anchored(proxy.key)
+            proxy.require_client_ca = anchored(proxy.require_client_ca)
     config.log.access = anchored(config.log.access)
     return config

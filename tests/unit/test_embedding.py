@@ -142,9 +142,10 @@ def test_what_only_twistd_gemfcgi_applies_is_said_to_be_ignored(tmp_path):
     warnings = [e["diagnostic"] for e in logged if "diagnostic" in e and e["log_level"].name == "warn"]
     assert warnings == [
         f"{conf}:1: user 'nobody' is not applied in this program: it keeps its own privileges "
-        "(twistd's --uid, --gid and --chroot set them)",
+        "(twistd's --uid and --gid set them; to serve from a chroot, use chroot with twistd gemfcgi)",
         f"{conf}:2: chroot '{tmp_path / 'jail'}' is not applied in this program: it keeps its own "
-        "privileges (twistd's --uid, --gid and --chroot set them)",
+        "privileges (twistd's --uid and --gid set them; to serve from a chroot, use chroot with "
+        "twistd gemfcgi)",
         f"{conf}:3: prefork 2 is not applied in this program: one process serves",
     ]
 
@@ -251,3 +252,121 @@ def test_a_fastcgi_location_on_a_site_wired_by_hand_gets_42_and_says_what_is_mis
     assert transport.value() == b"42 CGI error\r\n"
     assert [e["log_level"].name for e in logs if "no FastCGI backends" in e.get("log_format", "")] == ["error"]
     assert not [e for e in logs if e.get("log_failure") is not None]
+
+
+def _listening(port) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port.getHost().port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_a_second_start_of_a_running_service_leaves_it_serving(tmp_path):
+    # It closed every listener ("Address already in use" on its own port)
+    # and the service stopped answering.
+    service = make_service(tmp_path)
+    service.startService()
+    try:
+        [port] = service.ports
+        service.startService()
+        assert service.running and service.ports == [port] and _listening(port)
+    finally:
+        service.stopService()
+
+
+def test_a_start_while_the_stop_still_drains_is_refused_and_the_stop_ends_cleanly(tmp_path):
+    # The stop's last steps, run after the drain, stopped the FastCGI
+    # backends and closed the access file of the service started again.
+    import pytest
+
+    service = make_service(tmp_path)
+    service.startService()
+    held = object()
+    service.connections.add(held)
+    stopping = service.stopService()
+    assert not stopping.called
+    with pytest.raises(RuntimeError, match="still stopping: start it again once the Deferred"):
+        service.startService()
+    assert not service.running
+    service.connections.remove(held)
+    from twisted.internet import reactor
+
+    reactor.runUntilCurrent()  # the drain's end, in the next turn
+    assert stopping.called
+    service.startService()
+    try:
+        assert service.running and _listening(service.ports[0])
+    finally:
+        service.stopService()
+
+
+def test_twistd_opens_the_sockets_before_it_gives_up_its_privileges(tmp_path):
+    # twistd calls privilegedStartService before --uid and --gid take
+    # effect; the sockets (a port below 1024, a root-owned directory) were
+    # only opened in startService, after.
+    service = make_service(tmp_path)
+    service.privilegedStartService()
+    try:
+        [port] = service.ports
+        assert not service.running and _listening(port)
+        service.startService()
+        assert service.ports == [port] and _listening(port)
+    finally:
+        service.stopService()
+
+
+def test_each_reloader_of_a_program_reloads_its_own_service_on_one_hangup(tmp_path):
+    # Only the last Reloader's service was reloaded: each took SIGHUP over
+    # and did not call the handler before it.
+    import signal
+
+    from gemfcgi.reload import Reloader
+    from tests.unit.test_service import ThreadedClock
+
+    reactor = ThreadedClock()
+    reloaded = []
+    reloaders = [Reloader(name, lambda: (model.Config(), []), lambda config, name=name: reloaded.append(name),
+                          reactor) for name in ("first", "second")]
+    calls = []
+    before = signal.signal(signal.SIGHUP, lambda number, frame: calls.append(number))
+    try:
+        for reloader in reloaders:
+            reloader.startService()
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert sorted(reloaded) == ["first", "second"] and calls == [signal.SIGHUP]
+        reloaders[0].stopService()
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert sorted(reloaded) == ["first", "second", "second"]
+        reloaders[1].stopService()
+        assert signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None) is None and calls == [signal.SIGHUP] * 3
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_relative_paths_lead_from_where_makeservice_was_called_after_twistd_moves_on(tmp_path, monkeypatch):
+    # twistd's --rundir changes directory after the .tac made the service:
+    # the root was checked from the first directory and served from the
+    # second (every request 51), and the access file was made there.
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root1").mkdir()
+    (tmp_path / "root1" / "index.gmi").write_text("# root one\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = model.Config(servers=[model.Server(
+        name="localhost", cert="c.pem", key="k.pem", options=model.LocationOptions(root="root1"))],
+        log=model.LogSettings(access="access.log", syslog=False))
+    service = gemfcgi.makeService(config, listen=["tcp:0:interface=127.0.0.1"])
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    protocol = GeminiProtocol(service.site, Clock())
+    transport = TLSStringTransport()
+    protocol.makeConnection(transport)
+    protocol.handshakeCompleted()
+    protocol.dataReceived(b"gemini://localhost/\r\n")
+    assert transport.value() == b"20 text/gemini\r\n# root one\n"
+    assert config.log.access == str(tmp_path / "access.log")
+    service.reload(config)  # read again from here, the paths still lead where they did
+    assert service.config.servers[0].options.root == str(tmp_path / "root1")

@@ -368,7 +368,7 @@ def test_a_hangup_while_the_server_starts_its_programs_is_a_reload_not_the_end(c
     try:
         tree.privilegedStartService()
         tree.startService()
-        assert seen_at_start == [reloader._on_signal]
+        assert seen_at_start[0] not in (signal.SIG_DFL, signal.SIG_IGN, None)
         assert applied == [config]
         reactor.running = False
         tree.stopService()
