@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 import time
+import unicodedata
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 from urllib.parse import quote
@@ -67,17 +68,26 @@ def path_for_meta(path: str, room: int) -> str:
     return encoded if len(encoded) <= room else iri_path(path)
 
 
-def iri_path(path: str) -> str:
+def iri_path(path: str, loose: bool = False) -> str:
     """
     ``path`` with its printable non-ASCII characters as they are, as clients
     may send them. A percent-encoded UTF-8 character takes three times its
     bytes, so a path that came in a 1024-byte request can need more than a
-    META may hold; as an IRI it needs no more than the request did.
+    META may hold; as an IRI it needs no more than the request did. With
+    ``loose``, the spaces and format characters an IRI may hold (no-break
+    and ideographic spaces, joiners) stay as they are too: only controls,
+    and what no IRI holds, are escaped.
     """
     return "".join(
-        char if ord(char) > 127 and char.isprintable() else quote(char, safe=URL_SAFE)
+        char if ord(char) > 127 and (char.isprintable() or (loose and _iri_may_hold(char)))
+        else quote(char, safe=URL_SAFE)
         for char in path
     )
+
+
+def _iri_may_hold(char: str) -> bool:
+    # RFC 3987's ucschar: no controls, surrogates, private use or unassigned.
+    return unicodedata.category(char) not in ("Cc", "Cs", "Co", "Cn")
 
 
 class _Monotonic:
@@ -261,6 +271,15 @@ def serve_static(
             query = "" if request.query is None else "?" + request.query
             room = status.MAX_META_BYTES - 1 - len(query.encode("utf-8"))
             target = path_for_meta(request.path, room) + "/" + query
+            if len(target.encode("utf-8")) > status.MAX_META_BYTES:
+                # Spaces other than ASCII's and format characters, escaped
+                # above, can triple a path that filled its request: then
+                # they are written as the client could send them, which
+                # takes no more than its request did.
+                target = iri_path(request.path, loose=True) + "/" + query
+            if len(target.encode("utf-8")) > status.MAX_META_BYTES:
+                client.respond(status.BAD_REQUEST, "path too long to redirect to its directory")
+                return
             client.respond(status.REDIRECT_PERMANENT, target)
             return
         index_path = os.path.join(path, settings.index)

@@ -277,6 +277,26 @@ def test_a_long_unicode_directory_without_slash_is_redirected_as_the_client_wrot
     assert fetch(server.port, url(server, "/" + short)).header == f"31 /{quoted}/".encode()
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u3000"])
+def test_a_long_directory_of_spaces_an_iri_escapes_is_redirected_as_the_client_wrote_it(
+    server, capsule, space
+):
+    # No-break and ideographic spaces were escaped even in the IRI form:
+    # the target took some 1,500 bytes, and the client got "40 internal
+    # error". Written as the client sent them, the target fits, and the
+    # request that follows it fits as the first did.
+    segment = "x" * 150 + space * 40 if space == "\u00a0" else "x" * 60 + space * 50
+    name = "/".join([segment] * 4)
+    (capsule / "nb" / name).mkdir(parents=True)
+    (capsule / "nb" / name / "index.gmi").write_text("# deep\n")
+    asked = url(server, f"/nb/{name}")
+    assert len(asked.encode()) < 1024
+    reply = fetch(server.port, asked)
+    assert reply.header == f"31 /nb/{name}/".encode()
+    followed = fetch(server.port, url(server, reply.header[3:].decode()))
+    assert (followed.header, followed.body) == (b"20 text/gemini", b"# deep\n")
+
+
 def wrapped_listener(kind: str, capsule, certificate, tmp_path):
     """
     Quick mode on a listener that keeps Twisted's own TLS layer: a unix
