@@ -128,3 +128,21 @@ def test_the_warning_for_a_symlink_out_escapes_the_name_it_led_to(tmp_path, monk
     [warning] = [formatEvent(e) for e in events if "led outside the root" in formatEvent(e)]
     assert "\x1b" not in warning and "\n" not in warning
     assert "out\\x1b[31m\\x0a2026-01-01 [gemfcgi.access#info] FAKE/page.gmi" in warning
+
+
+def test_a_large_listing_is_streamed_whole_and_shared_until_its_directory_changes(tmp_path, monkeypatch):
+    # Built whole and written at once, each slow reader of a directory of
+    # 40,000 entries held its megabytes in TLS records of its own.
+    monkeypatch.setattr(static, "SETTLED", 0.0)
+    big = tmp_path / "root" / "big"
+    big.mkdir(parents=True)
+    for number in range(3000):
+        (big / f"{'n' * 100}-{number:05d}.gmi").touch()
+    first = fetch(tmp_path / "root", b"gemini://localhost/big/", auto_index=True)
+    header, _, body = first.partition(b"\r\n")
+    assert header == b"20 text/gemini" and len(body) > static.CHUNK_SIZE
+    assert body.count(b"\n=> ./") == 3001 and body.endswith(b"-02999.gmi\n")  # and ../
+    assert fetch(tmp_path / "root", b"gemini://localhost/big/", auto_index=True) == first
+    (big / "added.gmi").touch()
+    again = fetch(tmp_path / "root", b"gemini://localhost/big/", auto_index=True)
+    assert b"=> ./added.gmi\n" in again and again.count(b"\n=> ./") == 3002
