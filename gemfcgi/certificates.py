@@ -386,9 +386,14 @@ _ENCODINGS = {
 def _value_bytes(attribute: x509.NameAttribute) -> bytes:
     """A value's bytes as encoded in the certificate, which is what OpenSSL writes out."""
     value = attribute.value
-    if isinstance(value, bytes):
-        return value
     kind = getattr(attribute, "_type", None)
+    if isinstance(value, bytes):
+        if getattr(kind, "name", "") == "BitString" and value:
+            # A BIT STRING's first byte counts its unused bits: OpenSSL
+            # holds, and writes, the bits alone, those unused cleared.
+            unused, bits = value[0] & 7, value[1:]
+            return bits[:-1] + bytes([bits[-1] & (0xFF << unused) & 0xFF]) if bits else bits
+        return value
     # The narrow string types (Printable, IA5, Teletex) are read as latin-1.
     return value.encode(_ENCODINGS.get(getattr(kind, "name", ""), "latin-1"), "replace")
 

@@ -89,6 +89,30 @@ def test_a_name_is_written_as_openssls_one_line_form(attributes):
     assert f"<X509Name object '{_one_line_name(certificate.subject)}'>" == expected
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=8), st.integers(0, 7))
+def test_a_bit_string_attribute_is_written_as_openssls_one_line_form(bits, unused):
+    # x500UniqueIdentifier is a BIT STRING: its byte counting unused bits
+    # was written as the value's first (\x07\x80 where OpenSSL writes \x80).
+    import warnings
+
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+    from OpenSSL import crypto
+
+    from gemfcgi.certificates import _one_line_name
+
+    name = x509.Name([
+        x509.NameAttribute(NameOID.X500_UNIQUE_IDENTIFIER, bytes([unused]) + bits, _type=_ASN1Type.BitString),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "o"),
+    ])
+    certificate = _certificate_named(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = repr(crypto.X509.from_cryptography(certificate).get_subject())
+    assert f"<X509Name object '{_one_line_name(certificate.subject)}'>" == expected
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.tuples(ATTRIBUTES, TEXT), min_size=1, max_size=3), min_size=1, max_size=3))
 def test_a_name_with_multi_valued_parts_is_written_as_openssls_one_line_form(parts):
