@@ -54,7 +54,7 @@ from gemfcgi.tls import ProtocolsError, protocol_range
 
 def _where(origin: Optional[model.Origin], config: model.Config) -> tuple[str, int]:
     if origin is None:
-        return config.source or "<config>", 1
+        return config.source or "<config>", 0
     return origin.file, origin.line
 
 

@@ -46,6 +46,7 @@ from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
+from gemfcgi.textlog import printable
 from gemfcgi.tls import CertificateStore, ServerTLS
 from gemfcgi.upstream import UpstreamTimeouts
 from gemfcgi.tlsport import prepare_listener
@@ -884,7 +885,8 @@ class GemfcgiService(MultiService):
             if retired.path is not None:
                 retired.reopen()
         if writer is not None and writer.path is not None and writer.reopen():
-            log.info("access log reopened")
+            # Named: several services of one program each reopen their own.
+            log.info("access log reopened: {path}", path=printable(writer.path))
 
     def report_clients(self) -> None:
         """SIGUSR2: how many clients are connected, as gmid says it."""

@@ -19,7 +19,8 @@ class Diagnostic:
     """
     One error or warning about a configuration.
 
-    ``str(d)`` is always ``FILE:LINE: message``; the severity is carried by
+    ``str(d)`` is ``FILE:LINE: message`` (``FILE: message`` where no line
+    is to blame, with ``line`` 0); the severity is carried by
     ``severity`` and is *not* repeated in ``message``, so callers that print
     warnings choose their own prefix (``f"warning: {d}"``).
     """
@@ -37,6 +38,10 @@ class Diagnostic:
             message = "".join(
                 c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message
             )
+        if self.line <= 0:
+            # Nothing written at a line of its own (a configuration built
+            # in Python): no line to point to.
+            return f"{self.file}: {message}"
         return f"{self.file}:{self.line}: {message}"
 
 

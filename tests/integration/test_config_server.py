@@ -657,7 +657,7 @@ def test_access_file_gets_the_configured_style_and_sigusr1_reopens_it(tree, tmp_
         assert oct(log_file.stat().st_mode & 0o777) == "0o600"
         log_file.rename(tmp_path / "access.log.1")
         server.process.send_signal(signal.SIGUSR1)
-        server.wait_for_log("access log reopened")
+        server.wait_for_log(f"access log reopened: {log_file}")
         assert get(server, "example.com", "/?second").status == 20
         assert "?second" in file_with(log_file, "?second")
         assert "?second" not in (tmp_path / "access.log.1").read_text()

@@ -122,7 +122,7 @@ def test_a_configuration_without_any_server_is_an_error():
 
     errors, _ = check_config(model.Config(source="empty.conf"))
     assert [str(e) for e in errors] == [
-        'empty.conf:1: no server block: nothing to serve (add server "name" { ... })'
+        'empty.conf: no server block: nothing to serve (add server "name" { ... })'
     ]
 
 
@@ -287,7 +287,7 @@ def test_an_embedded_configuration_whose_alike_listens_disagree_on_proxy_v1_is_r
     )
     errors, _ = check_config(model.Config(servers=[server]))
     assert [str(e) for e in errors] == [
-        "<config>:1: listen on 127.0.0.1 port 22042: proxy-v1 is set here but is not on an earlier "
+        "<config>: listen on 127.0.0.1 port 22042: proxy-v1 is set here but is not on an earlier "
         "listen (127.0.0.1), and tcp:22042:interface=127.0.0.1:backlog=1024 would take the "
         "connections of both: every listen on the same address and port must agree"
     ]

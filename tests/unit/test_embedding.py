@@ -102,7 +102,7 @@ def test_a_configuration_twistd_gemfcgi_would_refuse_is_refused_with_its_file_an
     built = model.Config(servers=[model.Server(
         name="localhost", cert=str(cert), key=str(key),
         options=model.LocationOptions(root=str(tmp_path / "not-there")))])
-    with pytest.raises(ConfigError, match=r"^<config>:1: root .*not-there is not a directory$"):
+    with pytest.raises(ConfigError, match=r"^<config>: root .*not-there is not a directory$"):
         gemfcgi.makeService(built)
 
 
@@ -186,13 +186,13 @@ def test_a_reload_is_checked_as_makeservice_checks_a_start(tmp_path):
     try:
         bad = replace(good, servers=[replace(good.servers[0], options=model.LocationOptions(
             root=str(tmp_path / "not-there")))])
-        with pytest.raises(ConfigError, match=r"^<config>:1: root .*not-there is not a directory$"):
+        with pytest.raises(ConfigError, match=r"^<config>: root .*not-there is not a directory$"):
             service.reload(bad)
         assert service.config is good
         with capturedLogs() as logs:
             service.reload(replace(good, prefork=4))
         assert [e["diagnostic"] for e in logs if "diagnostic" in e] == [
-            "<config>:1: prefork 4 is not applied in this program: one process serves"
+            "<config>: prefork 4 is not applied in this program: one process serves"
         ]
     finally:
         service.stopService()
