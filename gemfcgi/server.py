@@ -19,6 +19,7 @@ timeouts.
 from __future__ import annotations
 
 import enum
+import inspect
 import ipaddress
 import re
 from contextlib import nullcontext
@@ -32,6 +33,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
 )
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -324,18 +326,34 @@ class GeminiProtocol(OneTimeout, Protocol):
         request, rather than the client being left with nothing.
         """
         try:
-            self.site.handlers[handler](self, request, settings)
+            result = self.site.handlers[handler](self, request, settings)
         except Exception:
-            log.failure(
-                "{client} {url}: the {handler} handler failed",
-                client=self.record.client,
-                url=self.record.url,
-                handler=handler,
-            )
-            if not self._header_sent:
-                self.respond(status.TEMPORARY_FAILURE, "internal error")
-            else:
-                self.cut()
+            self._handler_failed(Failure(), handler)
+            return
+        if result is None:
+            return
+        # A handler of one's own may be asynchronous (a coroutine, a
+        # Deferred): its failure is this request's too, not an unhandled
+        # error in the log with the client left waiting.
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if isinstance(result, Deferred):
+            result.addErrback(self._handler_failed, handler)
+
+    def _handler_failed(self, failure: Failure, handler: str) -> None:
+        log.failure(
+            "{client} {url}: the {handler} handler failed",
+            failure=failure,
+            client=self.record.client,
+            url=self.record.url,
+            handler=handler,
+        )
+        if self.state is not State.RESPONDING:
+            return  # the client left meanwhile, or the reply had ended
+        if not self._header_sent:
+            self.respond(status.TEMPORARY_FAILURE, "internal error")
+        else:
+            self.cut()
 
     @property
     def listener_port(self) -> Optional[int]:

@@ -370,3 +370,47 @@ def test_relative_paths_lead_from_where_makeservice_was_called_after_twistd_move
     assert config.log.access == str(tmp_path / "access.log")
     service.reload(config)  # read again from here, the paths still lead where they did
     assert service.config.servers[0].options.root == str(tmp_path / "root1")
+
+
+def test_an_asynchronous_handler_answers_and_its_failure_gets_40(tmp_path):
+    # A Deferred or a coroutine a handler returned was dropped: a failure
+    # left the client waiting until the stop, unlogged (or logged as
+    # "coroutine was never awaited").
+    from twisted.internet.defer import Deferred, fail
+    from twisted.logger import capturedLogs
+
+    later = Deferred()
+
+    async def coroutine_greeting(client, request, settings):
+        await later
+        client.send_header(20, "text/gemini", b"# later\n")
+        client.finish()
+
+    async def coroutine_failing(client, request, settings):
+        await later
+        raise ValueError("the database is away")
+
+    handlers = {
+        "coroutine": coroutine_greeting,
+        "coroutine-failing": coroutine_failing,
+        "deferred-failing": lambda client, request, settings: fail(ValueError("no such row")),
+    }
+    replies = {}
+    with capturedLogs() as events:
+        for name, handler in handlers.items():
+            (tmp_path / name).mkdir()
+            service = make_service(tmp_path / name)
+            service.site.handlers["static"] = handler
+            protocol = GeminiProtocol(service.site, Clock())
+            replies[name] = transport = TLSStringTransport()
+            protocol.makeConnection(transport)
+            protocol.handshakeCompleted()
+            protocol.dataReceived(b"gemini://localhost/\r\n")
+        later.callback(None)
+    assert {name: transport.value() for name, transport in replies.items()} == {
+        "coroutine": b"20 text/gemini\r\n# later\n",
+        "coroutine-failing": b"40 internal error\r\n",
+        "deferred-failing": b"40 internal error\r\n",
+    }
+    failures = [event["log_failure"].getErrorMessage() for event in events if "log_failure" in event]
+    assert sorted(failures) == ["no such row", "the database is away"]
