@@ -317,8 +317,11 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 # left in the bundle: the current copy vouches for the same.
                 continue
             if unusable is not None:
+                # A leaf pinned in the file (not self-signed) is refused too.
+                refused = ("neither it nor any client certificate it issued is accepted"
+                           if unusable.startswith("not a CA") else "no client certificate it issued is accepted")
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
-                        f"{unusable}; no client certificate it issued is accepted")
+                        f"{unusable}; {refused}")
 
     for listen, earlier, description in proxy_v1_disagreements(config):
         # One socket, or one and the wildcard that takes its connections:

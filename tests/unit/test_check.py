@@ -149,8 +149,8 @@ def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_fo
         warnings.append([str(w) for w in check_config(model.Config(servers=[server]))[1]])
     assert warnings == [[], [
         f"gmid.conf:1: require client ca {tmp_path / 'nobody.pem'}: CN=dave: not a CA "
-        "certificate (basicConstraints CA:FALSE), nor self-signed; no client certificate it issued "
-        "is accepted"
+        "certificate (basicConstraints CA:FALSE), nor self-signed; neither it nor any client "
+        "certificate it issued is accepted"
     ]]
 
 
