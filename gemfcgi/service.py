@@ -1248,11 +1248,14 @@ def check_embedded(config: model.Config) -> None:
     """
     # Imported here: the check reads this module's listener planning.
     from gemfcgi.check import check_config, not_applied_in_one_process
+    from gemfcgi.config.checks import shadow_warnings
 
     # Checked as it is served: without a chroot, so roots and the access
     # file are where they are written.
     errors, warnings = check_config(replace(config, user=None, chroot=None))
     if errors:
         raise ConfigError(errors, warnings)
-    for diagnostic in [*warnings, *not_applied_in_one_process(config)]:
+    # A configuration built in Python met no parser, which warns of these.
+    shadowed = shadow_warnings(config) if config.source is None else []
+    for diagnostic in [*shadowed, *warnings, *not_applied_in_one_process(config)]:
         log.warn("{diagnostic}", diagnostic=str(diagnostic))

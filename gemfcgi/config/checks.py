@@ -18,8 +18,13 @@ from gemfcgi.glob import glob_matches, is_glob
 
 def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
     if origin is None:
-        return config.source or "<config>", 1
+        return config.source or "<config>", 0  # no line to blame (built in Python)
     return origin.file, origin.line
+
+
+def _place(origin: Optional[Origin], config: Config) -> str:
+    file, line = _where(origin, config)
+    return f"{file}:{line}" if line > 0 else file
 
 
 def _matches(server: Server, name: str) -> bool:
@@ -58,7 +63,7 @@ def shadow_warnings(config: Config) -> list[Diagnostic]:
             continue
         file, line = _where(server.origin, config)
         by = " and ".join(
-            f'server "{s.name}" at {"%s:%d" % _where(s.origin, config)}' for s in shadows
+            f'server "{s.name}" at {_place(s.origin, config)}' for s in shadows
         )
         warnings.append(
             Diagnostic(

@@ -58,7 +58,7 @@ def test_a_server_split_across_two_earlier_blocks_names_both(warnings_of):
 def test_shadow_warnings_work_on_a_config_built_without_origins():
     config = Config(servers=[Server("*"), Server("a")], source="quick")
     assert [str(w) for w in shadow_warnings(config)] == [
-        'quick:1: server "a" is shadowed by server "*" at quick:1 (gemfcgi uses the first matching block)'
+        'quick: server "a" is shadowed by server "*" at quick (gemfcgi uses the first matching block)'
     ]
 
 

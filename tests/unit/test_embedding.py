@@ -414,3 +414,21 @@ def test_an_asynchronous_handler_answers_and_its_failure_gets_40(tmp_path):
     }
     failures = [event["log_failure"].getErrorMessage() for event in events if "log_failure" in event]
     assert sorted(failures) == ["no such row", "the database is away"]
+
+
+def test_a_server_block_an_earlier_one_hides_is_warned_of_for_a_configuration_built_in_python(tmp_path):
+    # twistd gemfcgi's parser warns of it; makeService said nothing, and
+    # the second block was never used.
+    from twisted.logger import capturedLogs
+
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    servers = [model.Server(name=name, cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+                            options=model.LocationOptions(root=str(tmp_path)))
+               for name in ("*.example", "www.example")]
+    with capturedLogs() as events:
+        gemfcgi.makeService(model.Config(servers=servers), listen=["tcp:0:interface=127.0.0.1"])
+    assert [event["diagnostic"] for event in events if "diagnostic" in event] == [
+        '<config>: server "www.example" is shadowed by server "*.example" at <config> '
+        "(gemfcgi uses the first matching block)"
+    ]
