@@ -421,6 +421,14 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if not glob_matches("gemini", proxy.proto.lower()):
                 warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
                         "gemfcgi answers gemini:// requests only")
+            takes = HostPattern(proxy.for_host)
+            if not any(is_glob(name) or takes.matches(canonical_host(name) or name)
+                       for name in [server.name, *server.aliases]):
+                # A request reaches a server's proxy blocks once its host
+                # has chosen that server.
+                warning(proxy.origin or origin, f'proxy for-host "{proxy.for_host}": no request '
+                        f"reaches this block: its host would have to choose server {server.name!r}, "
+                        f'whose names it does not match (add alias "{proxy.for_host}" to the server)')
             wanted = port_pattern(proxy.for_port)
             if isinstance(wanted, int) and listen_ports and wanted not in listen_ports:
                 warning(proxy.origin or origin, f"proxy for-host \"{proxy.for_host}\" port {wanted}: "

@@ -163,6 +163,9 @@ class FastCGIClientProtocol(Protocol):
         # END_REQUEST came: records after it are the backend's fault, not
         # the leftovers of a client that went away.
         self._ended = False
+        # The backend holding this connection open after its request was
+        # given up while still in the application's backlog (``park``).
+        self.parked: Optional[Backend] = None
 
     def connectionMade(self) -> None:
         if self.relay.backend_connected(self):
@@ -173,7 +176,10 @@ class FastCGIClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.relay.finished:
             # The client went away (or the reply ended) while this read was
-            # on its way: nothing is left to relay it to.
+            # on its way: nothing is left to relay it to. A parked
+            # connection (``Backend.park``) was taken: it is done with.
+            if self.parked is not None:
+                self.parked.taken(self)
             return
         with self.relay.client.batched():
             try:
@@ -185,6 +191,8 @@ class FastCGIClientProtocol(Protocol):
             self._dispatch(records)
 
     def connectionLost(self, reason: Failure = None) -> None:
+        if self.parked is not None:
+            self.parked.unpark(self)
         reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
         self.relay.backend_closed(self._decoder.buffered, reset)
 
@@ -545,7 +553,7 @@ class Relay(PacedRelay):
         if release is not None and release.active():
             release.cancel()
         protocol, self._protocol = self._protocol, None
-        if protocol is not None:
+        if protocol is not None and not self.backend.park(protocol):
             protocol.transport.loseConnection()
         connecting, self._connecting = self._connecting, None
         if connecting is not None:

@@ -337,6 +337,38 @@ def test_php_cgi_ending_after_its_max_requests_under_load_costs_no_request(certi
         processes.stop_all()
 
 
+def test_php_cgi_at_its_quota_after_taking_a_request_given_up_on_is_healthy(certificate):
+    # A client left while its request still waited in php-cgi's backlog;
+    # php-cgi took it and answered no one, which spent its quota of one:
+    # the run was taken for one that took nothing, its requests left
+    # unread, and every request behind it got 42 "failed to start".
+    import socket
+
+    processes = Processes()
+    try:
+        server = processes.server(server_spec(certificate, [{
+            "pattern": "/php/*", "root": str(APPS),
+            "backend": {"spawn": f"env PHP_FCGI_MAX_REQUESTS=1 {PHP_CGI}"},
+        }], timeouts={"connect": 1.0, "reply": 20.0, "drain": 3.0, "kill": 2.0}))
+        with ThreadPoolExecutor(8) as pool:
+            first = [pool.submit(get, server, "/php/slow.php?ms=500")]
+            time.sleep(0.05)
+            first.append(pool.submit(get, server, "/php/slow.php?ms=500"))
+            time.sleep(0.3)
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            leaving = client_context().wrap_socket(raw, server_hostname="localhost")
+            leaving.sendall(f"gemini://localhost:{server.port}/php/slow.php?ms=500\r\n".encode())
+            time.sleep(0.1)
+            leaving.close()
+            time.sleep(0.2)
+            rest = [pool.submit(get, server, f"/php/slow.php?ms=50&n={n}") for n in range(6)]
+            statuses = [future.result().status for future in first + rest]
+        assert statuses == [20] * 8, server.log
+        assert "failed to start" not in server.log
+    finally:
+        processes.stop_all()
+
+
 # -- supervision and memory -----------------------------------------------------------
 
 

@@ -236,7 +236,24 @@ LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configur
     ('\tproxy for-host "other.example" port "*" { relay-to "127.0.0.1" }', []),
 ])
 def test_a_block_that_relays_to_its_own_listener_is_warned_of_as_a_loop(tmp_path, block, expected):
-    assert check(tmp_path, block)[1] == expected
+    assert [warning for warning in check(tmp_path, block)[1] if "relayed again" in warning] == expected
+
+
+@pytest.mark.parametrize("names, warned", [
+    ("", True),
+    ('\talias "old.example"\n', False),
+    ('\talias "*.example"\n', False),
+])
+def test_a_block_for_a_host_that_never_chooses_its_server_is_warned_of(tmp_path, names, warned):
+    # README's own example relayed nothing: a request for old.example got
+    # 53 from server "localhost", whose names it does not match, and
+    # --check said "configuration OK".
+    warnings = check(tmp_path, names + '\tproxy for-host "old.example" { relay-to "10.0.0.7" }')[1]
+    said = [warning for warning in warnings if "no request reaches this block" in warning]
+    assert said == ([
+        f'gmid.conf:{6 + bool(names)}: proxy for-host "old.example": no request reaches this block: '
+        "its host would have to choose server 'localhost', whose names it does not match "
+        '(add alias "old.example" to the server)'] if warned else [])
 
 
 @pytest.mark.parametrize("sni, loops", [
