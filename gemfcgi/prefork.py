@@ -466,9 +466,15 @@ class WorkerPool(Service):
 
     # -- service ----------------------------------------------------------
 
+    def privilegedStartService(self) -> None:
+        # twistd calls this before it gives up root (--uid): the sockets
+        # are opened now, as in one process.
+        super().privilegedStartService()
+        self._open_sockets(self.config)
+
     def startService(self) -> None:
         super().startService()
-        self._open_sockets(self.config)
+        self._open_sockets(self.config)  # what privilegedStartService has not
         self.worker_config = self._share_apps(self.config)
         self._spawn_generation()
         if hasattr(signal, "SIGUSR1"):

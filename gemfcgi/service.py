@@ -902,7 +902,13 @@ class GemfcgiService(MultiService):
         """
         if self.running or self._opened is not None:
             return
+        if self._stopping is not None:
+            raise RuntimeError("this gemfcgi service is still stopping: start it again once the "
+                               "Deferred of its stopService() has fired")
         self._opened = (self._open(),)
+        # Its children's turn (a Reloader takes SIGHUP here, before any
+        # program is spawned); the listeners' is a no-op, _open did theirs.
+        MultiService.privilegedStartService(self)
 
     def _open(self) -> Optional[AccessLogWriter]:
         """
@@ -964,6 +970,9 @@ class GemfcgiService(MultiService):
                 service.startService()
 
     def stopService(self) -> Deferred:
+        opened, self._opened = self._opened, None
+        if opened is not None and opened[0] is not None:
+            opened[0].close()  # opened by privilegedStartService, never started
         if self._rotation is not None and self._rotation.running:
             self._rotation.stop()
         # From the start of the stop, not once the connections have drained

@@ -432,3 +432,30 @@ def test_a_server_block_an_earlier_one_hides_is_warned_of_for_a_configuration_bu
         '<config>: server "www.example" is shadowed by server "*.example" at <config> '
         "(gemfcgi uses the first matching block)"
     ]
+
+
+def test_the_privileged_start_reaches_the_children_and_a_stop_without_a_start_closes_the_access_file(
+    tmp_path
+):
+    # twistd gemfcgi's Reloader is a child of the service: it took SIGHUP
+    # in its privilegedStartService, before any program is spawned, and
+    # no longer did once the service opened its sockets there.
+    import signal
+
+    from gemfcgi.reload import Reloader
+    from tests.unit.test_service import ThreadedClock
+
+    service = make_service(tmp_path)
+    service.config.log.access = str(tmp_path / "access.log")
+    reloader = Reloader("test", lambda: (service.config, []), lambda config: None, ThreadedClock())
+    reloader.setServiceParent(service)
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        service.privilegedStartService()
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        opened = service._opened[0]
+        service.stopService()
+        assert opened._fd is None
+    finally:
+        reloader.stopService()
+        signal.signal(signal.SIGHUP, before)
