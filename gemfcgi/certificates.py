@@ -208,16 +208,18 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
     response = x509_ocsp.load_der_ocsp_response(pair.ocsp)
     if response.response_status != x509_ocsp.OCSPResponseStatus.SUCCESSFUL:
         return f"OCSP response status is {response.response_status.name}, not SUCCESSFUL"
-    if response.serial_number != leaf.serial_number:
-        return (
-            f"OCSP response is about serial {response.serial_number:X}, "
-            f"not the certificate's {leaf.serial_number:X}"
-        )
+    # A response may answer for several certificates (RFC 6960); a client
+    # takes the answer about its server's.
+    answers = list(response.responses)
+    answer = next((one for one in answers if one.serial_number == leaf.serial_number), None)
+    if answer is None:
+        serials = ", ".join(f"{one.serial_number:X}" for one in answers) or "none"
+        return f"OCSP response is about serial {serials}, not the certificate's {leaf.serial_number:X}"
     # A refresh that stopped (a broken cron job) staples an old answer:
     # clients that check it refuse the connection.
-    if response.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED:
-        return f"OCSP response says the certificate was revoked ({_moment(response.revocation_time_utc)})"
-    next_update = response.next_update_utc
+    if answer.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED:
+        return f"OCSP response says the certificate was revoked ({_moment(answer.revocation_time_utc)})"
+    next_update = answer.next_update_utc
     if next_update is not None and next_update < datetime.datetime.now(datetime.timezone.utc):
         return f"OCSP response expired on {_moment(next_update)} (its next update): refresh it and reload"
     return None

@@ -402,6 +402,37 @@ def test_a_revoked_or_expired_ocsp_response_is_a_warning(stapling, tmp_path, sta
     assert message.startswith(f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: {said}")
 
 
+def test_an_ocsp_response_answering_for_several_certificates_is_read_for_its_own(stapling, tmp_path):
+    # RFC 6960 lets a response answer for several certificates: --check and
+    # the start ended in a traceback ("contains 2 SINGLERESP structures").
+    from cryptography.hazmat.primitives import serialization
+
+    config, ca, leaves = stapling
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.crt").write_bytes(ca[0].public_bytes(pem))
+    (tmp_path / "ca.key").write_bytes(ca[1].private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    index = []
+    for name, leaf in leaves.items():
+        (tmp_path / f"{name}.crt").write_bytes(leaf.public_bytes(pem))
+        index.append(f"V\t991231000000Z\t\t{leaf.serial_number:X}\tunknown\t/CN={name}\n")
+    (tmp_path / "index.txt").write_text("".join(index))
+    (tmp_path / "index.txt.attr").write_text("unique_subject = no\n")
+    subprocess.run(["openssl", "ocsp", "-issuer", tmp_path / "ca.crt", "-cert", tmp_path / "other.example.crt",
+                    "-cert", tmp_path / "example.com.crt", "-no_nonce", "-reqout", tmp_path / "req.der"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "ocsp", "-index", tmp_path / "index.txt", "-rsigner", tmp_path / "ca.crt",
+                    "-rkey", tmp_path / "ca.key", "-CA", tmp_path / "ca.crt", "-reqin", tmp_path / "req.der",
+                    "-respout", tmp_path / "example.com.ocsp", "-ndays", "3"], check=True, capture_output=True)
+    assert check_messages(config) == []
+    server = start_server("-c", str(config))
+    try:
+        result = s_client(server, "-servername", "example.com", "-status")
+    finally:
+        server.stop()
+    assert b"OCSP Response Status: successful" in result.stdout and b"51 not found" in result.stdout
+
+
 @pytest.mark.parametrize("when", ["expired", "not-yet-valid"])
 def test_a_server_certificate_out_of_its_dates_is_a_warning(tmp_path, when):
     # It passed --check, start-up and reloads without a word; clients
