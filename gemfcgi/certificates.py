@@ -108,12 +108,21 @@ def load_key_pair(
                 " (a DER file? convert it: openssl x509 -inform DER -in CERT -out CERT.pem)"
             raise _unusable(cert_path, f"no PEM certificate found{hint}") from None
         said = str(e).split(" {", 1)[0].replace(_CRYPTOGRAPHY_FAQ, "")
-        if not _openssl_reads(cert_data):
-            raise _unusable(cert_path, f"the certificate is damaged or cut short ({said})") from None
+        number, block = _first_unreadable(cert_data)
+        which = "the certificate" if number == 1 else f"certificate {number} of the chain"
+        if not _openssl_reads(block):
+            raise _unusable(cert_path, f"{which} is damaged or cut short ({said})") from None
         # One that only OpenSSL reads: a PrintableString holding '@' is the
         # usual cause, in old certificates.
-        raise _unusable(cert_path, f"cannot read the certificate ({said}): "
+        raise _unusable(cert_path, f"cannot read {which} ({said}): "
                         "reissue it, with its names as UTF8Strings") from None
+    begun = len(_PEM_CERTIFICATE.findall(cert_data))
+    if begun > len(chain):
+        # cryptography passes over a block without its END line, or of
+        # another label: the chain sent would lack it.
+        raise _unusable(cert_path, f"the file holds {begun} certificates, of which {len(chain)} could "
+                        "be read: one is cut short (no END line) or a TRUSTED CERTIFICATE, and clients "
+                        "would get an incomplete chain")
     if not key_data.strip():
         raise _unusable(key_path, "cannot load private key: the file is empty")
     if b"-----BEGIN" not in key_data:
@@ -141,6 +150,12 @@ def load_key_pair(
         encoding, public
     ):
         raise _unusable(key_path, f"key does not match the certificate in {cert_path}")
+    for number, certificate in enumerate(chain[1:], 2):
+        weak = _weak_in_a_chain(certificate)
+        if weak is not None:
+            raise _unusable(cert_path, f"certificate {number} of the chain "
+                            f"({certificate.subject.rfc4514_string()}) has {weak}, which OpenSSL refuses "
+                            "in a chain: every handshake would fail")
     refused = _openssl_refuses(chain[0], key)
     if refused is not None:
         if chain[0].public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS:
@@ -164,6 +179,30 @@ _CRYPTOGRAPHY_FAQ = " See https://cryptography.io/en/latest/faq/#why-can-t-i-imp
 # other, and then fails every handshake.
 _TLS_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 MIN_RSA_BITS = 2048
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _first_unreadable(cert_data: bytes) -> tuple[int, bytes]:
+    """The number (from 1) and PEM block of the first certificate cryptography cannot read."""
+    for number, found in enumerate(_PEM_BLOCK.finditer(cert_data), 1):
+        try:
+            x509.load_pem_x509_certificate(found.group())
+        except ValueError:
+            return number, found.group()
+    return 1, cert_data
+
+
+def _weak_in_a_chain(certificate: x509.Certificate) -> Optional[str]:
+    """A key below OpenSSL's security level in a chain certificate (what it refuses at handshakes)."""
+    public = certificate.public_key()
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
+        return f"an RSA key of {public.key_size} bits"
+    if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.key_size < 224:
+        return f"an ECDSA key on {public.curve.name}"
+    return None
 
 
 def _openssl_reads(cert_data: bytes) -> bool:

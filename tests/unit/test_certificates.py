@@ -478,3 +478,74 @@ def test_a_state_directory_that_cannot_hold_the_pair_is_said_in_one_line(tmp_pat
         ensure_self_signed(directory, ["localhost"])
     assert str(raised.value).startswith(str(directory))
     assert ": cannot keep the self-signed certificate here: " in str(raised.value)
+
+
+def _chain_files(tmp_path, intermediate_key) -> tuple[bytes, bytes, str]:
+    """A leaf issued by an intermediate with ``intermediate_key``: the leaf's PEM, the intermediate's, the key's path."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "root")])
+    middle_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "middle")])
+    middle = (x509.CertificateBuilder().subject_name(middle_name).issuer_name(root_name)
+              .public_key(intermediate_key.public_key()).serial_number(2)
+              .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(root_key, hashes.SHA256()))
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(middle_name).public_key(leaf_key.public_key()).serial_number(3)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=20))
+            .sign(intermediate_key, hashes.SHA256()))
+    (tmp_path / "key.pem").write_bytes(leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pem = serialization.Encoding.PEM
+    return leaf.public_bytes(pem), middle.public_bytes(pem), str(tmp_path / "key.pem")
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda: rsa.generate_private_key(65537, 1024), "an RSA key of 1024 bits"),
+    (lambda: ec.generate_private_key(ec.SECP192R1()), "an ECDSA key on secp192r1"),
+], ids=["rsa-1024", "p-192"])
+def test_a_chain_certificate_openssl_refuses_at_each_handshake_is_refused_as_it_is_read(tmp_path, make, said):
+    # --check passed it; then every handshake failed with an internal error,
+    # and the server logged nothing.
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    leaf, middle, key = _chain_files(tmp_path, make())
+    (tmp_path / "chain.pem").write_bytes(leaf + middle)
+    with pytest.raises(CertificateError) as raised:
+        load_key_pair(str(tmp_path / "chain.pem"), key)
+    assert str(raised.value) == (f"{tmp_path / 'chain.pem'}: certificate 2 of the chain (CN=middle) has "
+                                 f"{said}, which OpenSSL refuses in a chain: every handshake would fail")
+
+
+def test_a_chain_with_a_damaged_cut_or_trusted_certificate_is_refused_naming_it(tmp_path):
+    # A cut last certificate and a TRUSTED one were left out without a
+    # word (clients got an incomplete chain); a damaged intermediate was
+    # told to be reissued "with its names as UTF8Strings".
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    leaf, middle, key = _chain_files(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+    lines = middle.splitlines(keepends=True)
+    files = {
+        "cut": leaf + b"".join(lines[:4]),
+        "trusted": leaf + middle.replace(b"CERTIFICATE", b"TRUSTED CERTIFICATE"),
+        "damaged": leaf + b"".join(lines[:2] + lines[3:]),
+    }
+    said = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CertificateError) as raised:
+            load_key_pair(str(tmp_path / name), key)
+        said[name] = str(raised.value).removeprefix(f"{tmp_path / name}: ")
+    incomplete = ("the file holds 2 certificates, of which 1 could be read: one is cut short (no END line) "
+                  "or a TRUSTED CERTIFICATE, and clients would get an incomplete chain")
+    assert said["cut"] == said["trusted"] == incomplete
+    assert said["damaged"].startswith("certificate 2 of the chain is damaged or cut short (")
+    (tmp_path / "whole").write_bytes(leaf + middle)
+    load_key_pair(str(tmp_path / "whole"), key)
