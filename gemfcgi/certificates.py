@@ -390,6 +390,12 @@ def _half_a_pair(cert_path: Path, key_path: Path) -> Optional[bool]:
     A new pair would overwrite the half that is left, and every client that
     trusted the certificate would meet another: the operator decides.
     """
+    for path in (cert_path, key_path):
+        if os.path.islink(path) and not path.exists():
+            # A link whose target is away for now (a volume not mounted, a
+            # directory moved): a new pair would replace the link itself.
+            raise _unusable(str(path), f"links to {os.readlink(path)}, which is missing: put it "
+                            "back, or remove the link to have a new pair made")
     there = [path for path in (cert_path, key_path) if path.exists()]
     if len(there) == 2:
         return False

@@ -152,6 +152,10 @@ class Options(usage.Options):
                 f"--workers takes {PREFORK_MIN} to {PREFORK_MAX}, as prefork does, not {workers}")
         if self["state-dir"] is None:
             self["state-dir"] = str(default_state_dir())
+        elif not self["state-dir"]:
+            # An unset variable: abspath would make it the current
+            # directory, which may be the capsule served.
+            raise usage.UsageError("--state-dir is empty: give a directory")
         # twistd may change directory (--rundir) after this, and a reload
         # reads these again: they name what they named when given.
         for name in ("config", "root", "cert", "key", "state-dir"):
@@ -160,7 +164,9 @@ class Options(usage.Options):
 
 
 def _names_for(hostname: str) -> list[str]:
-    return LOCAL_NAMES if hostname == "localhost" else [hostname]
+    # LOCALHOST and localhost. are localhost too, whose pair names the
+    # loopback addresses as well.
+    return LOCAL_NAMES if canonical_host(hostname) == "localhost" else [hostname]
 
 
 def self_signed_directory(options: Options) -> Path:
@@ -221,7 +227,12 @@ def quick_config(options: Options, root: str) -> model.Config:
     if options["cert"]:
         cert, key = options["cert"], options["key"]
     else:
-        cert_path, key_path = ensure_self_signed(self_signed_directory(options), names)
+        directory = self_signed_directory(options)
+        served, kept = os.path.realpath(root), os.path.realpath(directory)
+        if os.path.commonpath([served, kept]) == served:
+            raise CertificateError(f"the state directory {directory} is inside the root {root}, which "
+                                   "would serve its private key to anyone: give another --state-dir")
+        cert_path, key_path = ensure_self_signed(directory, names)
         cert, key = str(cert_path), str(key_path)
     server = model.Server(
         name=hostname,

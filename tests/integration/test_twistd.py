@@ -174,6 +174,48 @@ def test_quick_mode_with_half_its_pair_refuses_to_start_and_keeps_the_half(tmp_p
     assert (state / kept).read_bytes() == before and not (state / gone).exists()
 
 
+@pytest.mark.parametrize("state", ["", "capsule", "capsule/state"])
+def test_a_state_directory_that_is_empty_or_inside_the_root_is_refused(tmp_path, state):
+    # --state-dir "$UNSET" in the capsule made the pair there, and the
+    # private key was served to anyone who asked for /key.pem.
+    (tmp_path / "capsule").mkdir()
+    result = subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "capsule"),
+         f"--state-dir={state}", "--listen", "tcp:0:interface=127.0.0.1"],
+        capture_output=True, timeout=60, cwd=tmp_path / "capsule" if not state else tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
+    assert result.returncode != 0
+    said = (result.stdout + result.stderr).decode()
+    assert ("--state-dir is empty: give a directory" in said if not state
+            else "is inside the root" in said and "give another --state-dir" in said), said
+    assert not list((tmp_path / "capsule").rglob("key.pem"))
+
+
+def test_localhost_however_written_gets_the_pair_that_names_the_loopback_addresses(tmp_path):
+    assert twistd("gemfcgi", "--gencert", "--hostname", "LOCALHOST.", "--state-dir", str(tmp_path)).returncode == 0
+    written = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())
+    names = written.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(address) for address in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize("gone", ["cert.pem", "key.pem"])
+def test_a_pair_of_links_whose_target_is_away_is_neither_replaced_nor_unlinked(tmp_path, gone):
+    # The links were taken for a missing pair: a new pair was made over
+    # them, and the identity behind them lost.
+    state, kept = tmp_path / "state", tmp_path / "kept"
+    assert twistd("gemfcgi", "--gencert", "--state-dir", str(kept)).returncode == 0
+    state.mkdir()
+    for name in ("cert.pem", "key.pem"):
+        (state / name).symlink_to(kept / name)
+    (kept / gone).rename(tmp_path / "away")
+    (tmp_path / "capsule").mkdir()
+    result = twistd("-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "capsule"),
+                    "--state-dir", str(state), "--listen", "tcp:0:interface=127.0.0.1")
+    assert result.returncode == 1
+    assert f"{state / gone}: links to {kept / gone}, which is missing" in result.stderr.decode()
+    assert all((state / name).is_symlink() for name in ("cert.pem", "key.pem"))
+
+
 def test_a_relative_xdg_state_home_is_ignored(tmp_path):
     (tmp_path / "run").mkdir()
     home = tmp_path / "home"
