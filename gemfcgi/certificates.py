@@ -66,6 +66,24 @@ class KeyPair:
     files: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
+# The files a prefork worker was handed by its parent (``use_files``), read
+# from here rather than the disk: every worker of a generation, those
+# restarted later too, serves what the parent read and checked.
+_handed: dict[str, bytes] = {}
+
+
+def use_files(files: Mapping[str, bytes]) -> None:
+    """From now on, read these paths' certificate, key, OCSP and CA files from ``files``."""
+    _handed.clear()
+    _handed.update(files)
+
+
+def read_key_file(path: str) -> bytes:
+    """A certificate, key, OCSP or CA file: as handed (``use_files``), else from the disk."""
+    handed = _handed.get(path)
+    return read_regular_file(path) if handed is None else handed
+
+
 def load_key_pair(
     cert_path: str,
     key_path: str,
@@ -81,7 +99,7 @@ def load_key_pair(
     def read(path: str) -> bytes:
         if files is not None and path in files:
             return files[path]
-        return read_regular_file(path)
+        return read_key_file(path)
 
     ocsp = b""
     if ocsp_path is not None:

@@ -17,7 +17,7 @@ import socket
 import weakref
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Collection, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -40,7 +40,7 @@ from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.handlers.block import serve_block
 from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi, serve_without_backends
 from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
-from gemfcgi.handlers.clientca import load_authorities, require_client_ca
+from gemfcgi.handlers.clientca import authority_files, load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
@@ -428,7 +428,22 @@ def key_files(config: model.Config) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for pair in load_key_pairs(config):
         files.update(pair.files)
+    # The CA files of require client ca, and the client pairs proxy blocks
+    # present upstream, are read by workers as they start too.
+    files.update(authority_files(_client_ca_paths(config)))
+    for server in config.servers:
+        for proxy in server.proxies:
+            if proxy.cert is not None and proxy.key is not None:
+                files.update(load_key_pair(proxy.cert, proxy.key).files)
     return files
+
+
+def _client_ca_paths(config: model.Config) -> Iterator[str]:
+    for server in config.servers:
+        for options in [server.options, *(location.options for location in server.locations),
+                        *server.proxies]:
+            if options.require_client_ca is not None:
+                yield options.require_client_ca
 
 
 def build_site(
@@ -446,13 +461,7 @@ def build_site(
     site.handlers["block"] = serve_block
     # Until the service (install_fastcgi) gives it backends.
     site.handlers["fastcgi"] = serve_without_backends
-    authorities = load_authorities(
-        options.require_client_ca
-        for server in config.servers
-        for options in [server.options, *(location.options for location in server.locations),
-                        *server.proxies]
-        if options.require_client_ca is not None
-    )
+    authorities = load_authorities(_client_ca_paths(config))
     site.handlers["client_ca"] = partial(require_client_ca, authorities=authorities)
     site.handlers["proxy"] = partial(
         serve_proxy,

@@ -55,11 +55,13 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
     from twisted.internet import reactor
     from twisted.logger import Logger, globalLogBeginner
 
+    from gemfcgi.certificates import use_files
     from gemfcgi.privileges import drop_privileges
     from gemfcgi.service import GemfcgiService
     from gemfcgi.textlog import text_observer
 
     globalLogBeginner.beginLoggingTo([text_observer(sys.stdout)], redirectStandardIO=False)
+    use_files(plan.key_files)
     # Checked by the parent before it started the workers.
     service = GemfcgiService(
         plan.config,

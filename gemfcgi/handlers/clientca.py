@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from cryptography import x509
 from OpenSSL import crypto
 
-from gemfcgi.certificates import CertificateError, validity_problem
+from gemfcgi.certificates import CertificateError, read_key_file, validity_problem
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
-from gemfcgi.regularfile import read_regular_file
 from gemfcgi.routing import PathSettings
 
 if TYPE_CHECKING:
@@ -89,20 +88,33 @@ def _read_authorities(data: bytes) -> Authorities:
     return Authorities(readable, openssl_only)
 
 
+def authority_files(paths: Iterable[str]) -> dict[str, bytes]:
+    """What each CA file holds, read once and checked (``CertificateError`` as ``load_authorities``)."""
+    files = {}
+    for path in paths:
+        if path not in files:
+            files[path] = _load_authorities_file(path)[0]
+    return files
+
+
 def load_authorities(paths: Iterable[str]) -> dict[str, Authorities]:
     """Every CA file a configuration names, loaded once per configuration."""
     loaded: dict[str, Authorities] = {}
     for path in paths:
-        if path in loaded:
-            continue
-        try:
-            loaded[path] = _read_authorities(read_regular_file(path))
-        except OSError as error:
-            reason = error.strerror or str(error)
-            raise CertificateError(f"{path}: cannot load CA certificates: {reason}") from None
-        except (ValueError, crypto.Error) as error:
-            raise CertificateError(f"{path}: cannot load CA certificates: {error}") from None
+        if path not in loaded:
+            loaded[path] = _load_authorities_file(path)[1]
     return loaded
+
+
+def _load_authorities_file(path: str) -> tuple[bytes, Authorities]:
+    try:
+        data = read_key_file(path)
+        return data, _read_authorities(data)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CertificateError(f"{path}: cannot load CA certificates: {reason}") from None
+    except (ValueError, crypto.Error) as error:
+        raise CertificateError(f"{path}: cannot load CA certificates: {error}") from None
 
 
 def _extension(certificate: x509.Certificate, kind: type) -> Any:

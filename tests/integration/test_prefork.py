@@ -138,6 +138,34 @@ def test_a_restarted_worker_serves_its_generations_identity_until_a_reload(capsu
             time.sleep(0.05)
 
 
+def test_a_restarted_worker_reads_the_ca_files_of_its_generation_not_the_disk(capsule, certificate, tmp_path):
+    # A require client ca file broken (or a relay's pair half renewed)
+    # between reloads made each restarted worker die as it started, again
+    # and again: killed together, no worker was left, and clients hung.
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.certs import issue
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(issue("Visitors CA", ca=True)[0].public_bytes(serialization.Encoding.PEM))
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    config.write_text(config.read_text().replace(
+        "}\n", f'  location "/private/*" {{ require client ca "{ca}" }}\n}}\n'))
+    server = start_server("-c", str(config))
+    try:
+        wait_workers_listening(server, 2)
+        ca.write_text("garbage\n")
+        for pid in workers(server).values():
+            os.kill(pid, signal.SIGKILL)
+        wait_workers_listening(server, 4)
+        assert fetch(server.port, f"gemini://localhost:{server.port}/").status == 20
+        assert fetch(server.port, f"gemini://localhost:{server.port}/private/x").status == 60
+        assert "cannot load CA certificates" not in server.log
+    finally:
+        server.stop()
+
+
 def test_reload_starts_a_new_generation_and_the_old_one_finishes_its_requests(
     capsule, certificate, tmp_path
 ):
