@@ -4,7 +4,7 @@
 The full run installs what is missing, then re-executes itself inside a
 private network namespace (root only) so that molly-brown's every-interface
 listener is reachable from nothing but the benchmark. ``--quick`` is the
-smoke test the test suite runs: a few seconds, no installs, no namespace.
+smoke test the test suite runs: about 30 seconds, no installs, no namespace.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run", description="Benchmark gemfcgi against its peers.")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: seconds, small files, no installs, no network namespace")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR,
-                        help="where RESULTS.md and results.png go (default: bench/)")
+    parser.add_argument("--out", type=Path,
+                        help="where RESULTS.md and results.png go (default: bench/; with --quick, "
+                        "bench/work/quick/, so that a smoke run never replaces the results)")
     parser.add_argument("--work", type=Path, default=BENCH_DIR / "work",
                         help="builds, venvs, fixtures and logs (default: bench/work/)")
     parser.add_argument("--gembench-src", help="gembench's source folder "
@@ -70,6 +71,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
     work = options.work.resolve()
+    if options.out is None:
+        options.out = work / "quick" if options.quick else BENCH_DIR
     out = options.out.resolve()
     work.mkdir(parents=True, exist_ok=True)
     if options.quick:
