@@ -326,6 +326,10 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
         # An option the endpoint does not take, passed on as a keyword.
         unknown = re.search(r"unexpected keyword argument '([^']*)'", str(error))
         what = f"unknown option {unknown.group(1)!r}" if unknown else str(error)
+        if "multiple values for argument" in what:
+            # interface=::1 read as more fields; a shell takes \: for ':'.
+            what = ("a colon inside an option's value is written \\: (interface=\\:\\:1), and "
+                    "the string quoted in a shell ('tcp6:1965:interface=\\:\\:1')")
         raise ListenError(f"{description}: {what}") from error
     except ValueError as error:
         raise ListenError(f"{description}: {error}") from error

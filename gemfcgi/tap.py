@@ -43,8 +43,10 @@ from gemfcgi.service import (
     ListenError,
     StartError,
     answer_repeated_stops,
+    server_endpoint,
     with_backlog,
 )
+from gemfcgi.proxyv1 import split_proxied
 
 log = Logger()
 
@@ -414,6 +416,14 @@ def _make_service(options: Options) -> Service:
         listen = listen or LOOPBACK_LISTENERS
     if listen is not None:
         listen = [with_backlog(description) for description in listen]
+        if rebuild is not None:
+            # Said before a self-signed pair is made for a start that
+            # cannot happen (the line giving its fingerprint would be lost).
+            from twisted.internet import reactor
+
+            for description in listen:
+                if not split_proxied(description)[1].startswith("systemd:"):
+                    server_endpoint(reactor, description)
     if rebuild is not None:
         config = rebuild()
     workers = options["workers"] or config.prefork

@@ -216,6 +216,19 @@ def test_a_pair_of_links_whose_target_is_away_is_neither_replaced_nor_unlinked(t
     assert all((state / name).is_symlink() for name in ("cert.pem", "key.pem"))
 
 
+def test_a_listen_string_that_cannot_be_read_is_said_before_any_pair_is_made(tmp_path):
+    # The pair was made, its fingerprint line lost with the start; and
+    # interface=::1 unescaped gave Python's "multiple values for argument".
+    (tmp_path / "capsule").mkdir()
+    result = twistd("-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "capsule"),
+                    "--state-dir", str(tmp_path / "state"), "--listen", "tcp6:0:interface=::1")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().endswith(
+        "a colon inside an option's value is written \\: (interface=\\:\\:1), and the string "
+        "quoted in a shell ('tcp6:1965:interface=\\:\\:1')")
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_relative_xdg_state_home_is_ignored(tmp_path):
     (tmp_path / "run").mkdir()
     home = tmp_path / "home"
