@@ -31,6 +31,8 @@ from typing import Optional
 
 from twisted.logger import Logger
 
+from gemfcgi.textlog import printable
+
 log = Logger()
 
 PREFIX = "gemfcgi-spawn-"
@@ -86,7 +88,7 @@ def remove_abandoned(parent: Optional[str] = None) -> list[str]:
         log.info(
             "removed {path}: the socket directory of a spawned program whose server"
             " ended without stopping",
-            path=path,
+            path=printable(path),  # a name anyone may give a directory in /tmp
         )
     return removed
 

@@ -133,3 +133,15 @@ def test_a_file_system_without_locks_still_gets_its_directory(tmp_path, monkeypa
     assert os.path.isdir(made.path)
     made.close()
     assert not os.path.exists(made.path)
+
+
+def test_the_name_of_a_removed_directory_is_logged_escaped(tmp_path):
+    # Anyone may name a directory in /tmp: an escape sequence and a line
+    # break in the name reached the log as they were.
+    from twisted.logger import capturedLogs, formatEvent
+
+    left = abandoned(tmp_path, "\x1b]0;PWNED\x07\nforged")
+    with capturedLogs() as events:
+        assert remove_abandoned(str(tmp_path)) == [str(left)]
+    [line] = [formatEvent(event) for event in events]
+    assert "\x1b" not in line and "\n" not in line and "\\x1b]0;PWNED\\x07\\x0aforged" in line
