@@ -10,6 +10,7 @@ Three ways to run (and two commands, ``--check`` and ``--gencert``):
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import shlex
@@ -18,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
+from cryptography import x509
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
@@ -29,6 +31,7 @@ from gemfcgi.certificates import (
     ensure_self_signed,
     make_self_signed,
     self_signed_paths,
+    validity_problem,
 )
 from gemfcgi.check import load_and_check, needs_a_restart
 from gemfcgi.config import ConfigError, model
@@ -47,6 +50,7 @@ from gemfcgi.service import (
     with_backlog,
 )
 from gemfcgi.proxyv1 import split_proxied
+from gemfcgi.regularfile import read_regular_file
 
 log = Logger()
 
@@ -236,6 +240,7 @@ def quick_config(options: Options, root: str) -> model.Config:
                                    "would serve its private key to anyone: give another --state-dir")
         cert_path, key_path = ensure_self_signed(directory, names)
         cert, key = str(cert_path), str(key_path)
+    _warn_if_out_of_date(cert)
     server = model.Server(
         name=hostname,
         # The loopback addresses that the certificate made for localhost
@@ -246,6 +251,17 @@ def quick_config(options: Options, root: str) -> model.Config:
         options=model.LocationOptions(root=os.path.abspath(root)),
     )
     return model.Config(servers=[server], log=model.LogSettings(syslog=False))
+
+
+def _warn_if_out_of_date(cert: str) -> None:
+    """As a configuration's check does, at a start and each reload: clients refuse such a certificate."""
+    try:
+        leaf = x509.load_pem_x509_certificate(read_regular_file(cert))
+    except (OSError, ValueError):
+        return  # said as the pair is loaded
+    invalid = validity_problem(leaf, datetime.datetime.now(datetime.timezone.utc))
+    if invalid:
+        log.warn("warning: {cert}: {invalid}: clients will refuse it, or warn", cert=cert, invalid=invalid)
 
 
 def demo_config(options: Options) -> model.Config:

@@ -229,6 +229,25 @@ def test_a_listen_string_that_cannot_be_read_is_said_before_any_pair_is_made(tmp
     assert not (tmp_path / "state").exists()
 
 
+def test_quick_mode_warns_of_a_certificate_out_of_its_dates(tmp_path):
+    # A configuration's check warned of it; quick mode started silently,
+    # and clients refused the capsule.
+    import datetime
+
+    from tests.certs import issue, write
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert, key = write(tmp_path, "old", issue("localhost", not_before=now - datetime.timedelta(days=60),
+                                             not_after=now - datetime.timedelta(days=30)))
+    (tmp_path / "capsule").mkdir()
+    server = start_server("--root", str(tmp_path / "capsule"), "--cert", cert, "--key", key,
+                          "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        server.wait_for_log(rf"warning: {re.escape(cert)}: expired on .* UTC: clients will refuse it, or warn")
+    finally:
+        server.stop()
+
+
 def test_a_relative_xdg_state_home_is_ignored(tmp_path):
     (tmp_path / "run").mkdir()
     home = tmp_path / "home"
