@@ -204,9 +204,14 @@ def gencert(options: Options) -> None:
     cert_path, key_path = self_signed_paths(self_signed_directory(options))
     if options["cert"]:
         cert_path, key_path = Path(options["cert"]), Path(options["key"])
+    if os.path.abspath(cert_path) == os.path.abspath(key_path):
+        sys.exit(f"{cert_path}: --cert and --key name the same file; give each its own")
     for path in (cert_path, key_path):
-        if path.exists():
+        if os.path.lexists(path):  # a dangling link too: it leads somewhere
             sys.exit(f"{path}: already exists; remove it first to replace it")
+        parent = next((above for above in path.parents if os.path.lexists(above)), None)
+        if parent is not None and not parent.is_dir():
+            sys.exit(f"{parent}: not a directory, so {path} cannot be written")
     cert_pem, key_pem = make_self_signed(_names_for(hostname), use_rsa=options["rsa"])
     written: list[Path] = []
     try:

@@ -140,6 +140,27 @@ def test_gencert_that_cannot_write_the_certificate_says_so_and_leaves_no_key(tmp
     assert result.returncode == 0, result.stderr
 
 
+def test_gencert_names_what_is_wrong_with_the_paths_it_is_given(tmp_path):
+    (tmp_path / "afile").touch()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    said = {}
+    for name, args in {
+        "same": ("--cert", str(tmp_path / "x.pem"), "--key", str(tmp_path / "x.pem")),
+        "under-a-file": ("--cert", str(tmp_path / "afile" / "c.pem"), "--key", str(tmp_path / "k.pem")),
+        "dangling": ("--cert", str(tmp_path / "dangling"), "--key", str(tmp_path / "k.pem")),
+    }.items():
+        result = twistd("gemfcgi", "--gencert", *args)
+        assert result.returncode == 1
+        said[name] = result.stderr.decode().strip().splitlines()[-1]
+    assert said == {
+        "same": f"{tmp_path / 'x.pem'}: --cert and --key name the same file; give each its own",
+        "under-a-file": f"{tmp_path / 'afile'}: not a directory, so {tmp_path / 'afile' / 'c.pem'} "
+                        "cannot be written",
+        "dangling": f"{tmp_path / 'dangling'}: already exists; remove it first to replace it",
+    }
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile", "dangling"]
+
+
 def test_a_hostname_that_is_no_host_name_is_a_usage_error(tmp_path):
     result = twistd("gemfcgi", "--gencert", "--hostname", "bad name", "--state-dir", str(tmp_path))
     assert result.returncode != 0
