@@ -172,7 +172,9 @@ class HostPattern:
                 self._globs.add(alabel)
         elif "xn--" in lowered:
             self._globs.add(unicode_host(lowered))
-        self._literal = None if is_glob(glob) else canonical_host(glob)
+        # "[::1]" is an IPv6 literal as URLs write it, not a bracket class.
+        bracketed = glob.startswith("[") and glob.endswith("]") and ":" in glob
+        self._literal = canonical_host(glob) if bracketed or not is_glob(glob) else None
 
     def matches(self, canonical: str) -> bool:
         if self._literal is not None:

@@ -111,3 +111,15 @@ def test_a_server_name_matches_hosts_as_requests_bring_them(pattern, host):
     from gemfcgi.gemini.hosts import HostPattern
 
     assert HostPattern(pattern).matches(host)
+
+
+@pytest.mark.parametrize("pattern, host, matches", [
+    ("[::1]", "::1", True), ("[2001:DB8::1]", "2001:db8::1", True), ("[::1]", "1", False),
+    ("[ab]x.test", "ax.test", True),
+])
+def test_a_server_named_by_an_ipv6_literal_in_brackets_is_that_address(pattern, host, matches):
+    # "[::1]" was taken for a bracket class matching ':' or '1': every
+    # request for gemini://[::1]/ got 53.
+    from gemfcgi.gemini.hosts import HostPattern
+
+    assert HostPattern(pattern).matches(host) is matches
