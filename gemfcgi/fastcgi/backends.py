@@ -64,11 +64,6 @@ class Backend:
         self.clock = clock
         self.app = app
         self._relays: set[Any] = set()
-        # Connections to a spawned program given up (the client left, the
-        # reply timeout) while still waiting, unread, in its backlog: held
-        # open, what comes read and dropped, so that a run that takes them
-        # is seen to have taken something (``untaken_since``).
-        self._parked: set[Any] = set()
         self._idle: list[Deferred] = []
         self._stderr = LogLimiter(clock, on_dropped=self._stderr_dropped)
         if app is not None:
@@ -104,42 +99,17 @@ class Backend:
             relay.backend_failed(why)
 
     def untaken_since(self, when: float) -> int:
-        """
-        Requests connected before ``when`` still waiting, unread, in the
-        application's backlog; none if the program took a request given up
-        on (php-cgi at its quota answers those too, where no one reads).
-        """
-        taken = [protocol for protocol in self._parked if _unread(protocol) == 0]
-        for protocol in taken:
-            self.taken(protocol)
-        if taken:
-            return 0
+        """Requests connected before ``when`` still waiting, unread, in the application's backlog."""
         return sum(relay.untaken_since(when) for relay in self._relays)
 
-    def park(self, protocol: Any) -> bool:
+    def given_up(self, protocol: Any) -> None:
         """
-        Hold ``protocol``'s connection, whose request was given up, if it
-        is to a spawned program and still unread in its backlog; ``False``
-        if it is to be closed as usual.
+        A request's connection is closed before its reply ended: if it was
+        still unread in a spawned program's backlog, the program will take
+        it all the same, and answer no one (``SpawnedApp.given_up_queued``).
         """
-        if self.app is None or len(self._parked) >= MAX_PARKED or _unread(protocol) <= 0:
-            return False
-        protocol.parked = self
-        self._parked.add(protocol)
-        return True
-
-    def unpark(self, protocol: Any) -> None:
-        protocol.parked = None
-        self._parked.discard(protocol)
-
-    def taken(self, protocol: Any) -> None:
-        """
-        The program took a parked connection (it read the request, or
-        answered it): the run that did took a request. It is closed now.
-        """
-        self.unpark(protocol)
-        self.answered()
-        protocol.transport.loseConnection()
+        if self.app is not None and _unread(protocol) > 0:
+            self.app.given_up_queued()
 
     def answered(self) -> None:
         """
@@ -189,11 +159,6 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} pending={self.pending}>"
-
-
-# Parked connections at most per backend; each waits in the program's
-# backlog, which the kernel bounds too.
-MAX_PARKED = 4096
 
 
 def _unread(protocol: Any) -> int:

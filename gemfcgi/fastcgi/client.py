@@ -162,10 +162,7 @@ class FastCGIClientProtocol(Protocol):
         self._decoder = RecordDecoder()
         # END_REQUEST came: records after it are the backend's fault, not
         # the leftovers of a client that went away.
-        self._ended = False
-        # The backend holding this connection open after its request was
-        # given up while still in the application's backlog (``park``).
-        self.parked: Optional[Backend] = None
+        self.ended = False
 
     def connectionMade(self) -> None:
         if self.relay.backend_connected(self):
@@ -176,10 +173,7 @@ class FastCGIClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.relay.finished:
             # The client went away (or the reply ended) while this read was
-            # on its way: nothing is left to relay it to. A parked
-            # connection (``Backend.park``) was taken: it is done with.
-            if self.parked is not None:
-                self.parked.taken(self)
+            # on its way: nothing is left to relay it to.
             return
         with self.relay.client.batched():
             try:
@@ -191,8 +185,6 @@ class FastCGIClientProtocol(Protocol):
             self._dispatch(records)
 
     def connectionLost(self, reason: Failure = None) -> None:
-        if self.parked is not None:
-            self.parked.unpark(self)
         reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
         self.relay.backend_closed(self._decoder.buffered, reset)
 
@@ -211,7 +203,7 @@ class FastCGIClientProtocol(Protocol):
                 self._on_stdout(b"".join(stdout))
                 stdout = []
             if self.relay.finished:
-                if self._ended:
+                if self.ended:
                     self.relay.ignored_after_end(len(records) - index)
                 return
             if record.request_id != REQUEST_ID:
@@ -238,7 +230,7 @@ class FastCGIClientProtocol(Protocol):
         self.relay.on_stderr(content)
 
     def _on_end_request(self, content: bytes) -> None:
-        self._ended = True
+        self.ended = True
         try:
             end = EndRequest.decode(content)
         except FastCGIProtocolError as failure:
@@ -553,7 +545,9 @@ class Relay(PacedRelay):
         if release is not None and release.active():
             release.cancel()
         protocol, self._protocol = self._protocol, None
-        if protocol is not None and not self.backend.park(protocol):
+        if protocol is not None:
+            if not protocol.ended:
+                self.backend.given_up(protocol)
             protocol.transport.loseConnection()
         connecting, self._connecting = self._connecting, None
         if connecting is not None:

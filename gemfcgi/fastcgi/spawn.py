@@ -74,6 +74,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -344,6 +345,9 @@ class SpawnedApp(Service):
         # the socket's backlog (``Backend.untaken_since``): a run that ended
         # by itself leaving such requests never took them.
         self.untaken_requests: Optional[Callable[[float], int]] = None
+        # Requests given up on (client gone, reply timeout) while unread in
+        # the backlog since it was last seen empty (``given_up_queued``).
+        self._given_up_queued = 0
 
     @property
     def failed_start(self) -> Optional[str]:
@@ -400,6 +404,7 @@ class SpawnedApp(Service):
         prefork parent too, which know the program only by its path.
         """
         listening, self._socket = self._socket, None
+        self._given_up_queued = 0  # the backlog goes with the socket
         if listening is not None:
             self._old_targets.append(_socket_link(listening))
             listening.close()
@@ -502,6 +507,18 @@ class SpawnedApp(Service):
         self._process, self._pid = process, run.pid
         log.info("{backend}: started pid {pid}", backend=self.name, pid=self._pid)
 
+    def given_up_queued(self) -> None:
+        """A request still unread in the backlog was given up on: a run may take it, answering no one."""
+        self._given_up_queued += 1
+
+    def _backlog_empty(self) -> bool:
+        """Whether no connection waits in the socket's backlog (a listening socket polls readable then)."""
+        if self._socket is None:
+            return True
+        poller = select.poll()
+        poller.register(self._socket.fileno(), select.POLLIN)
+        return not poller.poll(0)
+
     def answered(self) -> None:
         """The program ended a request: this run is healthy, however short."""
         if self._process is not None:
@@ -591,11 +608,15 @@ class SpawnedApp(Service):
         # run its server. It would be started again for ever, each request
         # waiting out the reply timeout. (A run that answered, php-cgi at
         # its quota, is healthy; a prefork parent's socket has no requests
-        # of its own to look at.)
+        # of its own to look at. While requests given up on may still wait
+        # in the backlog, a run may have taken those, answering no one:
+        # it is given the benefit of the doubt.)
         untaken = 0
         if (getattr(reason.value, "exitCode", None) is not None and not self._answered and not daemonised
-                and self.untaken_requests is not None):
+                and self.untaken_requests is not None and not self._given_up_queued):
             untaken = self.untaken_requests(self._started_at)
+        if self._backlog_empty():
+            self._given_up_queued = 0
         healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised \
             and not untaken
         if healthy:

@@ -1167,6 +1167,25 @@ def test_a_run_that_answered_or_left_nothing_untaken_or_was_killed_did_not_fail_
     assert app._socket is not None
 
 
+def test_a_run_that_may_have_taken_requests_given_up_on_gets_the_benefit_of_the_doubt(spawning):
+    # php-cgi at its quota, having answered only requests whose clients had
+    # left (no one read those answers), was taken for a run that took
+    # nothing, and every request behind it got 42.
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    app.untaken_requests = lambda since: 2
+    app.given_up_queued()
+    reactor.advance(0.2)
+    reactor.processes[0].exit(0)
+    assert told == [] and app.failed_start is None
+    # Its backlog was seen empty as the run ended: the doubt is gone.
+    reactor.advance(1)
+    reactor.advance(0.2)
+    reactor.processes[1].exit(0)
+    assert told == [app.failed_start]
+
+
 def test_a_short_run_that_answered_a_request_was_healthy(spawning):
     reactor, app = spawning
     told = []

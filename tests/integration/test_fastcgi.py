@@ -19,7 +19,9 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from cryptography import x509
@@ -320,12 +322,7 @@ def test_php_cgi_ending_after_its_max_requests_under_load_costs_no_request(certi
     # PHP_FCGI_MAX_REQUESTS requests (500 by default; 3 here, to see many
     # runs), each run far shorter than a second under load. That is a
     # healthy run: the next requests wait in the backlog for the restart.
-    processes = Processes()
-    try:
-        server = processes.server(server_spec(certificate, [{
-            "pattern": "/php/*", "root": str(APPS),
-            "backend": {"spawn": f"env PHP_FCGI_MAX_REQUESTS=3 {PHP_CGI}"},
-        }]))
+    with php_cgi_with_a_quota(certificate, 3) as server:
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda i: get(server, f"/php/hello.php?x={i}"), range(60)))
         assert [reply.status for reply in replies] == [20] * 60
@@ -333,6 +330,17 @@ def test_php_cgi_ending_after_its_max_requests_under_load_costs_no_request(certi
             b"# hello from php\nquery x=%d\n" % i for i in range(60)]
         assert server.log.count("exited after") >= 10
         assert "failed to start" not in server.log
+
+
+@contextmanager
+def php_cgi_with_a_quota(certificate, quota: int, timeouts: Optional[dict] = None):
+    """A server whose /php/ is a php-cgi that exits after ``quota`` requests, spawned."""
+    processes = Processes()
+    try:
+        yield processes.server(server_spec(certificate, [{
+            "pattern": "/php/*", "root": str(APPS),
+            "backend": {"spawn": f"env PHP_FCGI_MAX_REQUESTS={quota} {PHP_CGI}"},
+        }], timeouts=timeouts))
     finally:
         processes.stop_all()
 
@@ -342,14 +350,7 @@ def test_php_cgi_at_its_quota_after_taking_a_request_given_up_on_is_healthy(cert
     # php-cgi took it and answered no one, which spent its quota of one:
     # the run was taken for one that took nothing, its requests left
     # unread, and every request behind it got 42 "failed to start".
-    import socket
-
-    processes = Processes()
-    try:
-        server = processes.server(server_spec(certificate, [{
-            "pattern": "/php/*", "root": str(APPS),
-            "backend": {"spawn": f"env PHP_FCGI_MAX_REQUESTS=1 {PHP_CGI}"},
-        }], timeouts={"connect": 1.0, "reply": 20.0, "drain": 3.0, "kill": 2.0}))
+    with php_cgi_with_a_quota(certificate, 1, {"connect": 1.0, "reply": 20.0, "drain": 3.0, "kill": 2.0}) as server:
         with ThreadPoolExecutor(8) as pool:
             first = [pool.submit(get, server, "/php/slow.php?ms=500")]
             time.sleep(0.05)
@@ -365,8 +366,6 @@ def test_php_cgi_at_its_quota_after_taking_a_request_given_up_on_is_healthy(cert
             statuses = [future.result().status for future in first + rest]
         assert statuses == [20] * 8, server.log
         assert "failed to start" not in server.log
-    finally:
-        processes.stop_all()
 
 
 # -- supervision and memory -----------------------------------------------------------
