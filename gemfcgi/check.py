@@ -236,6 +236,15 @@ def access_log_problem(path: str) -> Optional[str]:
     return None
 
 
+def _may_sign(certificate: x509.Certificate) -> bool:
+    """Whether the certificate's key usage, if it has one, allows the signatures of a handshake."""
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        return True
+    return usage.digital_signature
+
+
 def _same_authority(one: x509.Certificate, other: x509.Certificate) -> bool:
     """Two copies of one CA: the same name and the same key (a renewal of it)."""
     return one is not other and one.subject == other.subject and one.public_key() == other.public_key()
@@ -356,6 +365,12 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 if invalid:
                     warning(server.origins.get("cert", origin), f"server {server.name!r}: "
                             f"{server.cert}: {invalid}: clients will refuse it, or warn")
+                if not _may_sign(pair.chain[0]):
+                    # OpenSSL takes it, and TLS 1.3 clients that do not look;
+                    # a TLS 1.2 handshake (ECDHE, signed) fails.
+                    warning(server.origins.get("cert", origin), f"server {server.name!r}: "
+                            f"{server.cert}: its key usage lacks digitalSignature: TLS 1.2 "
+                            "handshakes fail (reissue it with digitalSignature)")
                 try:
                     mode = os.stat(server.key).st_mode
                 except OSError as problem:  # gone since it was read

@@ -454,6 +454,30 @@ def test_a_server_certificate_out_of_its_dates_is_a_warning(tmp_path, when):
     assert message.endswith(" UTC: clients will refuse it, or warn")
 
 
+def test_a_server_certificate_whose_key_usage_forbids_signing_is_a_warning(tmp_path):
+    # --check said OK; TLS 1.3 clients were served, and every TLS 1.2
+    # handshake failed (ECDHE signs with the certificate's key).
+    from tests.certs import issue, write
+
+    usage = x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=True, key_cert_sign=False,
+                          crl_sign=False, encipher_only=False, decipher_only=False)
+    config = single_server(tmp_path)
+    cert, key = write(tmp_path, "agreeing", issue("example.com", key_usage=usage))
+    config.write_text(config.read_text().replace(f"{tmp_path}/c.pem", cert).replace(f"{tmp_path}/k.pem", key))
+    assert check_messages(config) == [
+        f"{config}:3: server 'example.com': {cert}: its key usage lacks digitalSignature: TLS 1.2 "
+        "handshakes fail (reissue it with digitalSignature)"
+    ]
+    server = start_server("-c", str(config))
+    try:
+        tls12 = s_client(server, "-servername", "example.com", "-tls1_2")
+        tls13 = s_client(server, "-servername", "example.com", "-tls1_3")
+    finally:
+        server.stop()
+    assert b"51 not found" not in tls12.stdout and b"51 not found" in tls13.stdout
+
+
 def test_an_old_copy_of_a_renewed_ca_left_in_its_file_is_no_warning(tmp_path):
     # The warning said no client certificate the CA issued is accepted,
     # while its current copy, beside it, accepted them.
