@@ -84,6 +84,12 @@ LINES_PER_WINDOW = 20
 LINES_WINDOW = 10.0
 
 
+class MonotonicClock:
+    """A clock for a rate limit that no reactor reaches (``LogLimiter`` without ``on_dropped``)."""
+
+    seconds = staticmethod(time.monotonic)
+
+
 class LogLimiter:
     """
     At most ``limit`` log events per ``window`` seconds; says what it

@@ -29,7 +29,7 @@ from gemfcgi.gemini.request import Request, can_be_requested
 from gemfcgi.mime import GEMINI, MimeTable
 from gemfcgi.pagecache import SETTLED, PageCache
 from gemfcgi.routing import PathSettings
-from gemfcgi.textlog import LogLimiter, printable
+from gemfcgi.textlog import LogLimiter, MonotonicClock, printable
 
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
@@ -92,14 +92,8 @@ def _iri_may_hold(char: str) -> bool:
     return unicodedata.category(char) not in ("Cc", "Cs", "Co", "Cn")
 
 
-class _Monotonic:
-    """A clock for the rate limit below, which no reactor reaches."""
-
-    seconds = staticmethod(time.monotonic)
-
-
 # Under a shortage every request may fail: a few lines, and a count of the rest.
-_failures = LogLimiter(_Monotonic(), limit=5, window=10.0)
+_failures = LogLimiter(MonotonicClock(), limit=5, window=10.0)
 
 
 @lru_cache(maxsize=256)

@@ -454,6 +454,39 @@ def test_a_server_certificate_out_of_its_dates_is_a_warning(tmp_path, when):
     assert message.endswith(" UTC: clients will refuse it, or warn")
 
 
+def test_a_client_certificate_too_large_for_a_session_ticket_is_logged_when_the_handshake_fails(tmp_path):
+    # The client got an internal-error alert, and the server said nothing.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "U" * 22000, _validate=False)] * 3)
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")])
+    big = (x509.CertificateBuilder().subject_name(names).issuer_name(issuer).public_key(key.public_key())
+           .serial_number(1).not_valid_before(NOW - datetime.timedelta(days=1))
+           .not_valid_after(NOW + datetime.timedelta(days=9)).sign(key, hashes.SHA256()))
+    (tmp_path / "big.pem").write_bytes(big.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "big.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    server = start_server("-c", str(single_server(tmp_path)))
+    try:
+        # OpenSSL's client asks for tickets (Python's does not, and is served).
+        failed = s_client(server, "-servername", "example.com", "-cert", str(tmp_path / "big.pem"),
+                          "-key", str(tmp_path / "big.key"))
+        assert b"alert internal error" in failed.stderr
+        server.wait_for_log(r"TLS handshake with 127\.0\.0\.1:\d+ failed inside OpenSSL \(internal error; "
+                            r"a client certificate too large for a session ticket")
+        # A client's own failure (plain text to a TLS port) is not logged.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain:
+            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            plain.recv(100)
+        assert fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com").status == 51
+        assert server.log.count("failed inside OpenSSL") == 1
+    finally:
+        server.stop()
+
+
 def test_a_server_certificate_whose_key_usage_forbids_signing_is_a_warning(tmp_path):
     # --check said OK; TLS 1.3 clients were served, and every TLS 1.2
     # handshake failed (ECDHE signs with the certificate's key).

@@ -449,9 +449,9 @@ def test_a_file_that_is_there_but_cannot_be_opened_now_is_not_a_51(tmp_path, mon
     from twisted.logger import capturedLogs, formatEvent
 
     from gemfcgi.handlers import static
-    from gemfcgi.textlog import LogLimiter
+    from gemfcgi.textlog import LogLimiter, MonotonicClock
 
-    monkeypatch.setattr(static, "_failures", LogLimiter(static._Monotonic(), limit=5, window=10.0))
+    monkeypatch.setattr(static, "_failures", LogLimiter(MonotonicClock(), limit=5, window=10.0))
     (tmp_path / "page.gmi").write_text("# there\n")
     (tmp_path / "dir").mkdir()
     real_open, real_scandir = static.os.open, static.os.scandir
@@ -519,9 +519,9 @@ def test_a_read_error_gets_40_or_cuts_the_body_and_leaves_no_descriptor_open(tmp
     from twisted.logger import capturedLogs, formatEvent
 
     from gemfcgi.handlers import static
-    from gemfcgi.textlog import LogLimiter
+    from gemfcgi.textlog import LogLimiter, MonotonicClock
 
-    monkeypatch.setattr(static, "_failures", LogLimiter(static._Monotonic(), limit=5, window=10.0))
+    monkeypatch.setattr(static, "_failures", LogLimiter(MonotonicClock(), limit=5, window=10.0))
     (tmp_path / "small.gmi").write_text("# small\n")
     (tmp_path / "large.bin").write_bytes(b"x" * (static.CHUNK_SIZE * 3))
 
@@ -579,9 +579,9 @@ def test_a_root_gone_while_serving_is_said_in_the_log(tmp_path, monkeypatch):
     from twisted.logger import capturedLogs
 
     from gemfcgi.handlers import static
-    from gemfcgi.textlog import LogLimiter
+    from gemfcgi.textlog import LogLimiter, MonotonicClock
 
-    monkeypatch.setattr(static, "_failures", LogLimiter(static._Monotonic(), limit=5, window=10.0))
+    monkeypatch.setattr(static, "_failures", LogLimiter(MonotonicClock(), limit=5, window=10.0))
     root = tmp_path / "capsule"
     root.mkdir()
     (root / "index.gmi").write_text("# home\n")
@@ -609,9 +609,9 @@ def test_a_root_this_process_may_not_read_is_said_in_the_log(tmp_path, monkeypat
     from twisted.logger import capturedLogs
 
     from gemfcgi.handlers import static
-    from gemfcgi.textlog import LogLimiter
+    from gemfcgi.textlog import LogLimiter, MonotonicClock
 
-    monkeypatch.setattr(static, "_failures", LogLimiter(static._Monotonic(), limit=5, window=10.0))
+    monkeypatch.setattr(static, "_failures", LogLimiter(MonotonicClock(), limit=5, window=10.0))
     root = tmp_path / "capsule"
     root.mkdir()
     config = model.Config(servers=[model.Server(
