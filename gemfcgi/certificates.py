@@ -84,35 +84,23 @@ def read_key_file(path: str) -> bytes:
     return read_regular_file(path) if handed is None else handed
 
 
-def load_key_pair(
-    cert_path: str,
-    key_path: str,
-    ocsp_path: Optional[str] = None,
-    files: Optional[Mapping[str, bytes]] = None,
-) -> KeyPair:
+def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None) -> KeyPair:
     """
     Read a PEM chain and key, checking that the key belongs to the leaf,
     and the DER OCSP response to staple (an empty file staples nothing).
-    A path in ``files`` is taken from there, as read before, not again.
     """
-
-    def read(path: str) -> bytes:
-        if files is not None and path in files:
-            return files[path]
-        return read_key_file(path)
-
     ocsp = b""
     if ocsp_path is not None:
         try:
-            ocsp = read(ocsp_path)
+            ocsp = read_key_file(ocsp_path)
         except OSError as e:
             raise _unusable(ocsp_path, f"cannot read OCSP response: {e.strerror}") from None
     try:
-        cert_data = read(cert_path)
+        cert_data = read_key_file(cert_path)
     except OSError as e:
         raise _unusable(cert_path, f"cannot read certificate: {e.strerror}") from None
     try:
-        key_data = read(key_path)
+        key_data = read_key_file(key_path)
     except OSError as e:
         raise _unusable(key_path, f"cannot read key: {e.strerror}") from None
     try:

@@ -436,11 +436,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if not glob_matches("gemini", proxy.proto.lower()):
                 warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
                         "gemfcgi answers gemini:// requests only")
-            takes = HostPattern(proxy.for_host)
-            if not any(is_glob(name) or takes.matches(canonical_host(name) or name)
-                       for name in [server.name, *server.aliases]):
-                # A request reaches a server's proxy blocks once its host
-                # has chosen that server.
+            if not _reachable(server, proxy):
                 warning(proxy.origin or origin, f'proxy for-host "{proxy.for_host}": no request '
                         f"reaches this block: its host would have to choose server {server.name!r}, "
                         f'whose names it does not match (add alias "{proxy.for_host}" to the server)')
@@ -463,6 +459,16 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
     return errors, warnings
 
 
+def _reachable(server: model.Server, proxy: model.Proxy) -> bool:
+    """
+    Whether a request can reach ``proxy``: its host must first choose
+    ``server``, by one of its names (a glob name may take any host).
+    """
+    takes = HostPattern(proxy.for_host)
+    return any(is_glob(name) or takes.matches(canonical_host(name) or name)
+               for name in [server.name, *server.aliases])
+
+
 def relays_to_itself(config: model.Config, server: model.Server, proxy: model.Proxy) -> bool:
     """
     Whether ``proxy`` (a block of ``server``) relays to one of the
@@ -472,10 +478,9 @@ def relays_to_itself(config: model.Config, server: model.Server, proxy: model.Pr
     """
     if proxy.relay_to is None or not proxy.use_tls:
         return False  # plaintext to a TLS listener fails at once
+    if not _reachable(server, proxy):
+        return False  # it never relays
     takes = HostPattern(proxy.for_host)
-    if not any(is_glob(name) or takes.matches(canonical_host(name) or name)
-               for name in [server.name, *server.aliases]):
-        return False  # no request of this server reaches the block: it never relays
     host, port = proxy.relay_to
     try:
         number = port_number(port)

@@ -17,7 +17,7 @@ import socket
 import weakref
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Iterator, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -410,13 +410,12 @@ def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> lis
     return [Listener(entry.description, servers, origins[entry]) for entry, servers in planned.items()]
 
 
-def load_key_pairs(config: model.Config, files: Optional[Mapping[str, bytes]] = None) -> list[KeyPair]:
-    """Every server's pair, its files taken from ``files`` where they are there (``key_files``)."""
+def load_key_pairs(config: model.Config) -> list[KeyPair]:
     pairs = []
     for server in config.servers:
         if server.cert is None or server.key is None:
             raise CertificateError(f"server {server.name!r} has no cert or key")
-        pairs.append(load_key_pair(server.cert, server.key, server.ocsp, files))
+        pairs.append(load_key_pair(server.cert, server.key, server.ocsp))
     return pairs
 
 
@@ -475,9 +474,7 @@ def build_site(
     return site
 
 
-def build_certificates(
-    config: model.Config, routes: Routes, files: Optional[Mapping[str, bytes]] = None
-) -> CertificateStore:
+def build_certificates(config: model.Config, routes: Routes) -> CertificateStore:
     """Every server's context, built before anything is swapped in."""
     index_of = {id(vhost): i for i, vhost in enumerate(routes.hosts)}
 
@@ -485,7 +482,7 @@ def build_certificates(
         vhost = routes.select(host)
         return None if vhost is None else index_of[id(vhost)]
 
-    return CertificateStore(load_key_pairs(config, files), choose, config.protocols)
+    return CertificateStore(load_key_pairs(config), choose, config.protocols)
 
 
 def listening_place(address: Any) -> str:
@@ -641,7 +638,6 @@ class GemfcgiService(MultiService):
         max_connections: Optional[int] = None,
         fastcgi_timeouts: Optional[FastCGITimeouts] = None,
         answer_by_listen: Optional[bool] = None,
-        key_files: Optional[Mapping[str, bytes]] = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -681,7 +677,7 @@ class GemfcgiService(MultiService):
             fastcgi_timeouts = FastCGITimeouts(reply=self.timeouts.backend)
         self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
         self.fastcgi.setServiceParent(self)
-        self._install(config, self.site, build_certificates(config, self.site.routes, key_files))
+        self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
         # Writers of configurations a reload replaced, kept while requests
         # that began under them are still in flight.
@@ -915,13 +911,16 @@ class GemfcgiService(MultiService):
         """
         if self.running or self._opened is not None:
             return
-        if self._stopping is not None:
-            raise RuntimeError("this gemfcgi service is still stopping: start it again once the "
-                               "Deferred of its stopService() has fired")
+        self._refuse_while_stopping()
         self._opened = (self._open(),)
         # Its children's turn (a Reloader takes SIGHUP here, before any
         # program is spawned); the listeners' is a no-op, _open did theirs.
         MultiService.privilegedStartService(self)
+
+    def _refuse_while_stopping(self) -> None:
+        if self._stopping is not None:
+            raise RuntimeError("this gemfcgi service is still stopping: start it again once the "
+                               "Deferred of its stopService() has fired")
 
     def _open(self) -> Optional[AccessLogWriter]:
         """
@@ -955,9 +954,7 @@ class GemfcgiService(MultiService):
         """
         if self.running:
             return
-        if self._stopping is not None:
-            raise RuntimeError("this gemfcgi service is still stopping: start it again once the "
-                               "Deferred of its stopService() has fired")
+        self._refuse_while_stopping()
         opened, self._opened = self._opened, None
         Service.startService(self)
         if opened is not None:

@@ -71,7 +71,6 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
         answer_by_listen=plan.answer_by_listen,
-        key_files=plan.key_files,
     )
     service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()

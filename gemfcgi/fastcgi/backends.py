@@ -108,7 +108,7 @@ class Backend:
         still unread in a spawned program's backlog, the program will take
         it all the same, and answer no one (``SpawnedApp.given_up_queued``).
         """
-        if self.app is not None and _unread(protocol) > 0:
+        if self.app is not None and protocol.request_unread():
             self.app.given_up_queued()
 
     def answered(self) -> None:
@@ -159,12 +159,6 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} pending={self.pending}>"
-
-
-def _unread(protocol: Any) -> int:
-    """What of its request ``protocol``'s peer has not read; -1 where its transport cannot say."""
-    unread = getattr(protocol.transport, "unread_by_peer", None)
-    return -1 if unread is None else unread()
 
 
 class _OneShotFactory(Factory):

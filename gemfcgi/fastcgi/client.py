@@ -184,6 +184,14 @@ class FastCGIClientProtocol(Protocol):
                 return
             self._dispatch(records)
 
+    def request_unread(self) -> bool:
+        """
+        Whether the application has yet to read any of the request (a unix
+        connection it never accepted; other transports cannot say: no).
+        """
+        unread = getattr(self.transport, "unread_by_peer", None)
+        return unread is not None and unread() > 0
+
     def connectionLost(self, reason: Failure = None) -> None:
         reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
         self.relay.backend_closed(self._decoder.buffered, reset)
@@ -348,8 +356,7 @@ class Relay(PacedRelay):
         """
         if self._protocol is None or self._reader is None or self._connect_started >= when:
             return False
-        unread = getattr(self._protocol.transport, "unread_by_peer", None)
-        return unread is not None and unread() > 0
+        return self._protocol.request_unread()
 
     def backend_failed(self, why: str) -> None:
         """The application died as it started; a request it has not begun to answer ends now."""

@@ -345,9 +345,9 @@ class SpawnedApp(Service):
         # the socket's backlog (``Backend.untaken_since``): a run that ended
         # by itself leaving such requests never took them.
         self.untaken_requests: Optional[Callable[[float], int]] = None
-        # Requests given up on (client gone, reply timeout) while unread in
-        # the backlog since it was last seen empty (``given_up_queued``).
-        self._given_up_queued = 0
+        # A request given up on (client gone, reply timeout) while unread in
+        # the backlog, since it was last seen empty (``given_up_queued``).
+        self._given_up_waiting = False
 
     @property
     def failed_start(self) -> Optional[str]:
@@ -404,7 +404,7 @@ class SpawnedApp(Service):
         prefork parent too, which know the program only by its path.
         """
         listening, self._socket = self._socket, None
-        self._given_up_queued = 0  # the backlog goes with the socket
+        self._given_up_waiting = False  # the backlog goes with the socket
         if listening is not None:
             self._old_targets.append(_socket_link(listening))
             listening.close()
@@ -509,7 +509,7 @@ class SpawnedApp(Service):
 
     def given_up_queued(self) -> None:
         """A request still unread in the backlog was given up on: a run may take it, answering no one."""
-        self._given_up_queued += 1
+        self._given_up_waiting = True
 
     def _backlog_empty(self) -> bool:
         """Whether no connection waits in the socket's backlog (a listening socket polls readable then)."""
@@ -613,10 +613,10 @@ class SpawnedApp(Service):
         # it is given the benefit of the doubt.)
         untaken = 0
         if (getattr(reason.value, "exitCode", None) is not None and not self._answered and not daemonised
-                and self.untaken_requests is not None and not self._given_up_queued):
+                and self.untaken_requests is not None and not self._given_up_waiting):
             untaken = self.untaken_requests(self._started_at)
         if self._backlog_empty():
-            self._given_up_queued = 0
+            self._given_up_waiting = False
         healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised \
             and not untaken
         if healthy:

@@ -765,3 +765,23 @@ def test_a_daemon_whose_parent_cannot_be_told_leaves_the_report_to_twistd():
     starter = StartOrExit(Service(), False, "", options)
     assert starter._tell_the_waiting_parent("gmid.conf:2: ", "cannot listen on x: in use") is False
     assert options["statusPipe"] == closed
+
+
+def test_a_worker_pool_opens_its_sockets_before_twistd_gives_up_its_privileges(config):
+    # With workers, the sockets were opened in startService, after twistd's
+    # --uid: a unix socket in a directory only root may write failed.
+    import socket
+
+    from gemfcgi.prefork import WorkerPool
+
+    pool = WorkerPool(config, 2, listen=["tcp:0:interface=127.0.0.1"])
+    pool.privilegedStartService()
+    try:
+        [opened] = pool.sockets.values()
+        assert not pool.running
+        with socket.socket(fileno=socket.dup(opened.fd)) as probe:
+            port = probe.getsockname()[1]
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        for opened in pool.sockets.values():
+            opened.close()

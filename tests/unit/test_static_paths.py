@@ -130,19 +130,32 @@ def test_the_warning_for_a_symlink_out_escapes_the_name_it_led_to(tmp_path, monk
     assert "out\\x1b[31m\\x0a2026-01-01 [gemfcgi.access#info] FAKE/page.gmi" in warning
 
 
-def test_a_large_listing_is_streamed_whole_and_shared_until_its_directory_changes(tmp_path, monkeypatch):
+def test_a_large_listing_is_sent_whole_from_one_copy_until_its_directory_changes(tmp_path, monkeypatch):
     # Built whole and written at once, each slow reader of a directory of
-    # 40,000 entries held its megabytes in TLS records of its own.
+    # 40,000 entries held its megabytes in TLS records of its own; now its
+    # readers share one copy, which must not outlive a change.
     monkeypatch.setattr(static, "SETTLED", 0.0)
     big = tmp_path / "root" / "big"
     big.mkdir(parents=True)
     for number in range(3000):
         (big / f"{'n' * 100}-{number:05d}.gmi").touch()
-    first = fetch(tmp_path / "root", b"gemini://localhost/big/", auto_index=True)
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(tmp_path / "root"), auto_index=True))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+
+    def listing() -> bytes:
+        protocol, transport, _ = connect(site)
+        protocol.dataReceived(b"gemini://localhost/big/\r\n")
+        return transport.value()
+
+    first = listing()
     header, _, body = first.partition(b"\r\n")
     assert header == b"20 text/gemini" and len(body) > static.CHUNK_SIZE
     assert body.count(b"\n=> ./") == 3001 and body.endswith(b"-02999.gmi\n")  # and ../
-    assert fetch(tmp_path / "root", b"gemini://localhost/big/", auto_index=True) == first
+    [kept] = static._listings.values()
+    assert listing() == first
+    [again] = static._listings.values()
+    assert again is kept  # the second reader was sent the same copy, not a new listing
     (big / "added.gmi").touch()
-    again = fetch(tmp_path / "root", b"gemini://localhost/big/", auto_index=True)
-    assert b"=> ./added.gmi\n" in again and again.count(b"\n=> ./") == 3002
+    changed = listing()
+    assert b"=> ./added.gmi\n" in changed and changed.count(b"\n=> ./") == 3002
