@@ -86,11 +86,17 @@ class Reloader(Service):
         drain their requests after this returns (a ``MultiService`` stops its
         children all at once), and a hangup meanwhile must neither reload
         nor, by the default action, end the process. It is given back when
-        the reactor has stopped.
+        the reactor has stopped; at once when only this Reloader is taken
+        out of a program that goes on (its parent still runs), which would
+        otherwise answer every hangup until then with "the server is
+        stopping".
         """
         super().stopService()
         self._stopping = True
         if self._undo is None:
+            return
+        if self.parent is not None and self.parent.running:
+            self._restore_handler()
             return
         running = getattr(self.reactor, "running", False)
         if running and hasattr(self.reactor, "addSystemEventTrigger"):

@@ -343,6 +343,43 @@ def test_a_reloader_started_again_before_the_reactor_stopped_keeps_its_handler(c
         signal.signal(signal.SIGHUP, before)
 
 
+def test_a_reloader_taken_out_of_a_running_program_gives_the_hangup_back_at_once(config):
+    # The program goes on: a hangup is its own again, not answered until the
+    # reactor stops with "the server is stopping".
+    from twisted.application.service import MultiService
+    from twisted.logger import capturedLogs
+
+    from gemfcgi.reload import Reloader
+
+    class RunningReactor(ThreadedClock):
+        def addSystemEventTrigger(self, phase, event, f, *args):
+            self.triggers.append(f)
+            return len(self.triggers)
+
+    reactor = RunningReactor()
+    reactor.running, reactor.triggers = True, []
+    hangups = []
+
+    def programs_own(signum, frame):
+        hangups.append(signum)
+
+    before = signal.signal(signal.SIGHUP, programs_own)
+    try:
+        program = MultiService()
+        reloader = Reloader("the command line", lambda: (config, []), lambda c: None, reactor)
+        reloader.setServiceParent(program)
+        program.startService()
+        reloader.disownServiceParent()
+        assert program.running and reactor.triggers == []
+        assert signal.getsignal(signal.SIGHUP) is programs_own
+        with capturedLogs() as logs:
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert hangups == [signal.SIGHUP]
+        assert list(logs) == []
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_a_hangup_while_the_server_starts_its_programs_is_a_reload_not_the_end(config):
     # twistd calls privilegedStartService on the whole tree before any
     # startService: the handler is in place before a program is spawned.
