@@ -243,9 +243,12 @@ def test_connections_queued_while_the_server_was_busy_are_served_through_a_stop(
         queued = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
                   for _ in range(3)]
         server.process.send_signal(signal.SIGTERM)
+        # Each has the stop's grace to handshake and then to begin its
+        # request: all three handshakes first, so that on a loaded machine
+        # the third is not kept waiting behind the others' replies.
+        queued = [client_context().wrap_socket(raw, server_hostname="localhost") for raw in queued]
         replies = []
-        for raw in queued:
-            tls = client_context().wrap_socket(raw, server_hostname="localhost")
+        for tls in queued:
             tls.sendall(f"gemini://localhost:{server.port}/\r\n".encode())
             replies.append(read_to_end(tls))
             tls.close()
