@@ -4,10 +4,11 @@
 The formats are ``%%``, ``%p`` (the path after ``strip``), ``%q`` (the raw
 query), ``%P`` (the listener's port) and ``%N`` (the SNI name); the config
 parser rejects any other. As gmid, ``%N`` is the name in Unicode, not its
-punycode (A-label) form. Without SNI gmid puts the listener's address
+punycode (A-label) form, and an IPv6 address is in brackets (a client may
+send ``::1`` as its SNI). Without SNI gmid puts the listener's address
 there, which is what chose its server; here the URL's host chose it, so
-``%N`` is that host (an IPv6 address in brackets), and a redirect built
-from it reaches the same server again.
+``%N`` is that host, and a redirect built from it reaches the same server
+again.
 """
 
 from __future__ import annotations
@@ -44,13 +45,11 @@ def serve_block(client: "GeminiProtocol", request: Request, settings: PathSettin
     assert block is not None
     path = strip_components(request.path, settings.strip)
     port = client.listener_port
-    tls = client.tls
-    if tls is not None and tls.server_name:
-        server_name = unicode_host(tls.server_name)
-    elif ":" in request.host:
-        server_name = f"[{request.host}]"
-    else:
-        server_name = unicode_host(request.host)
+    # The host served: the SNI name, which the request's host must equal,
+    # except on a TLS 1.2 session resumed from another host's handshake,
+    # where OpenSSL still gives that host's name and the URL's chose.
+    host = request.host
+    server_name = f"[{host}]" if ":" in host else unicode_host(host)
     values = (request.query or "", "" if port is None else str(port), server_name)
     meta = format_block_meta(block.meta, path_for_meta(path, status.MAX_META_BYTES), *values)
     if len(meta.encode("utf-8")) > status.MAX_META_BYTES:

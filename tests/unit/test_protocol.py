@@ -772,6 +772,24 @@ def test_a_block_redirect_without_sni_names_the_host_that_chose_the_server(tmp_p
     assert transport.value() == f"31 gemini://{name}:1965/new\r\n".encode()
 
 
+@pytest.mark.parametrize("sni, host, resumed, name", [
+    # A TLS 1.2 session resumed from a.test's handshake still reports a.test.
+    (b"a.test", b"b.test", True, "b.test"),
+    (b"::1", b"[::1]", False, "[::1]"),
+])
+def test_a_block_redirect_names_the_host_served(tmp_path, sni, host, resumed, name):
+    config = model.Config(servers=[
+        model.Server(name=server, aliases=[], locations=[model.Location("/moved", model.LocationOptions(
+            block=model.BlockReturn(31, "gemini://%N:%P/new")))],
+            options=model.LocationOptions(root=str(tmp_path)))
+        for server in ("a.test", "b.test", "::1")])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    protocol, transport, _ = connect(site, server_name=sni)
+    protocol.tls.name_may_be_an_earlier_ones = resumed
+    protocol.dataReceived(b"gemini://" + host + b"/moved\r\n")
+    assert transport.value() == f"31 gemini://{name}:1965/new\r\n".encode()
+
+
 def test_an_index_that_climbs_out_of_the_root_is_not_served(tmp_path):
     # Configurations are checked for it; the file handler does not rely on that.
     root = tmp_path / "capsule"
