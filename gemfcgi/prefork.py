@@ -342,7 +342,6 @@ class WorkerPool(Service):
             drain_timeout=self.drain_timeout,
             identity=self.identity,
             number=number,
-            answer_by_listen=self.listen is not None,
             parent=os.getpid(),
             key_files=self.key_files,
         )

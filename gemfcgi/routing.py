@@ -164,9 +164,12 @@ class Routes:
         self.mime = MimeTable(config.types)
         self.select = lru_cache(maxsize=4096)(self._select)
 
-    def _select(self, host: str, among: Optional[frozenset] = None) -> Optional[VirtualHost]:
-        """The first server matching ``host``, of those in ``among`` if given."""
+    def _select(self, host: str) -> Optional[VirtualHost]:
+        """
+        The first server matching ``host``, whichever socket the request came
+        by: as in gmid, the address does not choose among the servers.
+        """
         for vhost in self.hosts:
-            if (among is None or vhost in among) and vhost.matches(host):
+            if vhost.matches(host):
                 return vhost
         return None

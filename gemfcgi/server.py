@@ -148,7 +148,6 @@ class GeminiProtocol(OneTimeout, Protocol):
         self.record = accesslog.AccessRecord()
         self.factory: Optional[GeminiFactory] = None
         self.busy = False
-        self.answering: Optional[frozenset] = None
         self._last_unsent: Optional[int] = None
         self._unsent_when_paused: Optional[int] = None
         self._looked_at = self._read_at = 0.0
@@ -276,7 +275,7 @@ class GeminiProtocol(OneTimeout, Protocol):
                 self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
                 return
             self.record.host = request.host
-        vhost = self.site.routes.select(request.host, self.answering)
+        vhost = self.site.routes.select(request.host)
         if vhost is None:
             self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")
             return
@@ -701,8 +700,6 @@ class GeminiFactory(Factory):
         # the connection creator its transports use, and the hard limit.
         self.tls: Any = None
         self.limit: Optional[int] = None
-        # The servers that answer on this listener, or None for all of them.
-        self.answering: Optional[frozenset] = None
 
     def buildProtocol(self, addr) -> Optional[GeminiProtocol]:
         if self.limit is not None and len(self.connections) >= self.limit:
@@ -710,6 +707,5 @@ class GeminiFactory(Factory):
             return None
         protocol = GeminiProtocol(self.site, self.clock)
         protocol.factory = self
-        protocol.answering = self.answering
         protocol.busy = len(self.connections) >= self.site.max_connections
         return protocol

@@ -637,19 +637,12 @@ class GemfcgiService(MultiService):
         drain_timeout: Optional[float] = 30.0,
         max_connections: Optional[int] = None,
         fastcgi_timeouts: Optional[FastCGITimeouts] = None,
-        answer_by_listen: Optional[bool] = None,
     ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.listen = list(listen) if listen else None
-        # Whether a socket given as ``listen`` is answered only by the
-        # servers whose ``listen on`` lines name it (sockets from systemd or
-        # the command line), or by every server, as the sockets opened from
-        # ``listen on`` lines are (a prefork worker's, handed down by its
-        # parent, are those).
-        self.answer_by_listen = bool(self.listen) if answer_by_listen is None else answer_by_listen
         self.timeouts = timeouts or Timeouts()
         self.drain_timeout = drain_timeout
         # Set by makeService: a reload is checked as the start was (twistd
@@ -715,7 +708,7 @@ class GemfcgiService(MultiService):
                 if description in self.listeners or description in added:
                     continue
                 on_listening = (
-                    (lambda port, d=description: self._answer_on(d, port, self.config, self.site))
+                    (lambda port, d=description: self._answer_on(d, port, self.config))
                     if self.listen
                     else None
                 )
@@ -762,7 +755,7 @@ class GemfcgiService(MultiService):
             port = self.listeners[description].port
             if self.listen and port is not None:
                 # A new one was opened before this configuration was current.
-                self._answer_on(description, port, config, site)
+                self._answer_on(description, port, config)
         for description in list(self.listeners):
             if description not in wanted:
                 service = self.listeners.pop(description)
@@ -770,25 +763,18 @@ class GemfcgiService(MultiService):
                 del self._factories[description]
                 service.disownServiceParent()
 
-    def _answer_on(
-        self, description: str, port: IListeningPort, config: model.Config, site: Site
-    ) -> None:
+    def _answer_on(self, description: str, port: IListeningPort, config: model.Config) -> None:
         """
         A socket given on the command line (or by systemd) offers the
-        certificate of the first server whose ``listen on`` lines name it,
-        and is answered by those servers only (unless ``answer_by_listen``
-        is off); when none names it, every server answers.
+        certificate of the first server whose ``listen on`` lines name it
+        to clients whose SNI names no server. Every server answers on it,
+        as on the sockets opened from ``listen on`` lines.
         """
-        factory = self._factories.get(description)
-        if factory is None:
+        if description not in self._factories:
             return  # opened by a reload not yet committed, which answers for it
         matching = servers_listening_on(config, port.getHost())
         if matching:
-            if self.answer_by_listen:
-                factory.answering = frozenset(site.routes.hosts[i] for i in matching)
             self._tls[description].update(self.store, matching[0])
-        else:
-            factory.answering = None
 
     def reload(self, config: model.Config) -> None:
         """

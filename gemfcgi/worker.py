@@ -40,10 +40,6 @@ class WorkerPlan:
     drain_timeout: float = 30.0
     identity: Optional[Identity] = None
     number: int = 0
-    # Sockets the parent opened from ``listen on`` lines are answered by
-    # every server, as in one process; ones it was given (systemd, the
-    # command line) by the servers that name them.
-    answer_by_listen: bool = True
     # The parent's pid: a worker whose parent is gone stops.
     parent: Optional[int] = None
     # The certificate, key and OCSP files as the parent read and checked
@@ -70,7 +66,6 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
         max_connections=plan.max_connections,
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
-        answer_by_listen=plan.answer_by_listen,
     )
     service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
     service.startService()

@@ -424,38 +424,17 @@ def two_servers_named_alike(config: model.Config) -> model.Config:
     return config
 
 
-@pytest.mark.parametrize(
-    "answer_by_listen, answering",
-    [(False, 0), (True, 1)],
-    ids=["a prefork worker's sockets", "sockets from systemd or the command line"],
-)
-def test_a_given_socket_is_answered_by_its_own_servers_only_when_it_comes_from_outside(
-    config, answer_by_listen, answering
-):
-    # A worker's sockets are the ones its parent opened from the ``listen
-    # on`` lines: every server answers there, as in one process (and gmid).
+def test_a_given_socket_offers_the_certificate_of_the_server_naming_it(config):
+    # Its default certificate, for clients whose SNI names no server; which
+    # server answers is the name's to choose (``test_systemd``).
     config = two_servers_named_alike(config)
     description = "tcp:1966:interface=127.0.0.1"
-    service = GemfcgiService(config, listen=[description], reactor=MemoryReactorClock(),
-                             answer_by_listen=answer_by_listen)
+    service = GemfcgiService(config, listen=[description], reactor=MemoryReactorClock())
     service.startService()
     try:
-        factory = service.listeners[description].gemini
-        hosts = service.site.routes.hosts
-        assert service.site.routes.select("localhost", factory.answering) is hosts[answering]
-        # Either way the socket's default certificate is its own server's.
         assert service.listeners[description].tls.default_index == 1
     finally:
         service.stopService()
-
-
-def test_prefork_workers_answer_as_one_process_unless_the_sockets_were_given(config):
-    from gemfcgi.prefork import WorkerPool
-
-    for listen, expected in [(None, False), (["systemd:domain=INET:index=0"], True)]:
-        pool = WorkerPool(config, 2, listen=listen, reactor=MemoryReactorClock())
-        pool.worker_config = config
-        assert pool._plan(0).answer_by_listen is expected
 
 
 def test_a_worker_whose_parent_is_already_gone_does_not_start(config):
