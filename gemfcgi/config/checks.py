@@ -45,23 +45,31 @@ def shadow_warnings(config: Config) -> list[Diagnostic]:
 
     A block is hidden when its name and each alias match (case-insensitively)
     the name or an alias of some earlier block. The warning names the block
-    and every earlier block that hides part of it.
+    and every earlier block that hides part of it. A block only partly
+    hidden gets a warning for each of its names that an earlier block takes,
+    since requests for that name never reach it.
     """
     warnings: list[Diagnostic] = []
     servers = config.servers
     for index, server in enumerate(servers):
         earlier = servers[:index]
+        taken = [(name, next((s for s in earlier if _matches(s, name)), None))
+                 for name in [server.name, *server.aliases]]
+        file, line = _where(server.origin, config)
+        if any(first is None for _, first in taken):
+            for name, first in taken:
+                if first is not None:
+                    what = "its name" if name == server.name else f'its alias "{name}"'
+                    warnings.append(Diagnostic(
+                        file, line,
+                        f'server "{server.name}": requests for {what} go to server "{first.name}" '
+                        f"at {_place(first.origin, config)} (gemfcgi uses the first matching block)",
+                        "warning"))
+            continue
         shadows: list[Server] = []
-        for name in [server.name, *server.aliases]:
-            first = next((s for s in earlier if _matches(s, name)), None)
-            if first is None:
-                shadows = []
-                break
+        for _, first in taken:
             if all(first is not s for s in shadows):
                 shadows.append(first)
-        if not shadows:
-            continue
-        file, line = _where(server.origin, config)
         by = " and ".join(
             f'server "{s.name}" at {_place(s.origin, config)}' for s in shadows
         )

@@ -26,8 +26,17 @@ def test_catch_all_last_shadows_nothing(warnings_of):
     assert warnings_of(servers("example.com", "*")) == []
 
 
-def test_a_server_with_one_unmatched_alias_is_not_shadowed(warnings_of):
-    assert warnings_of(servers("*.example.com", "www.example.com|example.com")) == []
+def test_a_server_with_one_unmatched_alias_is_warned_of_for_the_name_it_loses(warnings_of):
+    # Not hidden, but requests for www.example.com go to the glob (in gmid,
+    # where the last match wins, to the block of that name).
+    assert warnings_of(servers("*.example.com", "www.example.com|example.com")) == [
+        'gmid.conf:6: server "www.example.com": requests for its name go to server '
+        '"*.example.com" at gmid.conf:1 (gemfcgi uses the first matching block)'
+    ]
+    assert warnings_of(servers("a*", "d.test|a.test")) == [
+        'gmid.conf:6: server "d.test": requests for its alias "a.test" go to server '
+        '"a*" at gmid.conf:1 (gemfcgi uses the first matching block)'
+    ]
 
 
 def test_a_server_whose_name_and_aliases_are_all_matched_is_shadowed(warnings_of):
