@@ -22,6 +22,8 @@ from gemfcgi.glob import glob_matches, is_glob
 
 # What RFC 3986 allows in no host, besides controls (a '"' would close a
 # quoted field of the access log), and the delimiters of a URL.
+# The dots IDNA takes for ".": ideographic, full-width, half-width ideographic.
+_IDEOGRAPHIC_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _NOT_IN_A_HOST = re.compile(r'[ /\\?#@\[\]%"<>{}|^`]')
 
 
@@ -163,6 +165,11 @@ class HostPattern:
         # Hosts are compared lowercased and without a trailing dot: so is
         # the pattern (``*.test.`` matched no host).
         lowered = glob.lower()
+        if not lowered.isascii():
+            # Hosts come UTS 46-mapped (NFC, full-width letters and
+            # ideographic dots folded): a glob written otherwise
+            # ("*.bu\u0308cher.example", "*.ｔest") matched none.
+            lowered = unicodedata.normalize("NFKC", lowered.translate(_IDEOGRAPHIC_DOTS)).lower()
         if len(lowered) > 1 and lowered.endswith(".") and not lowered.endswith("\\."):
             lowered = lowered[:-1]
         self._globs = {lowered}

@@ -105,6 +105,9 @@ def test_patterns_a_configuration_holds_are_well_formed(pattern):
 
 @pytest.mark.parametrize("pattern, host", [
     ("*.test.", "a.test"), ("b.test.", "b.test"), ("[![:upper:]]z.test", "az.test"), ("C[A-Z].TEST", "cq.test"),
+    # Written in Unicode other than as hosts come mapped: decomposed, full width, ideographic dots.
+    ("*.bu\u0308cher.example", "x.xn--bcher-kva.example"), ("*.\uff54est", "x.test"),
+    ("*\u3002b\u00dccher\uff0eexample", "x.xn--bcher-kva.example"),
 ])
 def test_a_server_name_matches_hosts_as_requests_bring_them(pattern, host):
     # Lowercased, without a trailing dot: "*.test." matched no host.
