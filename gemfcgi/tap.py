@@ -170,9 +170,11 @@ class Options(usage.Options):
 
 
 def _names_for(hostname: str) -> list[str]:
-    # LOCALHOST and localhost. are localhost too, whose pair names the
-    # loopback addresses as well.
-    return LOCAL_NAMES if canonical_host(hostname) == "localhost" else [hostname]
+    # The name as hosts are compared (a certificate for "Example.ORG." is
+    # for example.org); LOCALHOST and localhost. are localhost too, whose
+    # pair names the loopback addresses as well.
+    canonical = canonical_host(hostname) or hostname
+    return LOCAL_NAMES if canonical == "localhost" else [canonical]
 
 
 def self_signed_directory(options: Options) -> Path:
@@ -250,7 +252,7 @@ def quick_config(options: Options, root: str) -> model.Config:
         name=hostname,
         # The loopback addresses that the certificate made for localhost
         # names: a URL written with one of them is for the same capsule.
-        aliases=[name for name in names if name != hostname],
+        aliases=[name for name in names if name != (canonical_host(hostname) or hostname)],
         cert=cert,
         key=key,
         options=model.LocationOptions(root=os.path.abspath(root)),

@@ -174,6 +174,9 @@ def test_one_host_written_two_ways_keeps_one_pair(tmp_path):
     result = twistd("gemfcgi", "--gencert", "--hostname", "example.org", "--state-dir", state)
     assert b"already exists" in result.stderr
     assert [path.name for path in (tmp_path / "state").iterdir()] == ["example.org"]
+    # Named as hosts are compared, in its subject as in its alternative names.
+    certificate = x509.load_pem_x509_certificate((tmp_path / "state" / "example.org" / "cert.pem").read_bytes())
+    assert certificate.subject.rfc4514_string() == "CN=example.org"
 
 
 @pytest.mark.parametrize("gone", ["cert.pem", "key.pem"])
