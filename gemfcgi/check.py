@@ -25,7 +25,7 @@ from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch, validity_problem
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.config.paths import anchor_paths
-from gemfcgi.config.values import port_number
+from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
@@ -410,6 +410,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                      for location in server.locations]
         patterns += [(f'proxy for-host "{proxy.for_host}"', proxy.for_host, proxy.origin or origin)
                      for proxy in server.proxies]
+        for what, name in [("server", server.name), *(("alias", alias) for alias in server.aliases)]:
+            unmatched = no_host_matches(name)
+            if unmatched is not None:
+                warning(origin, f'{what} "{name}": no request can reach this server by it: {unmatched}')
         for what, pattern, where in patterns:
             if not is_well_formed(pattern):
                 warning(where, f"{what}: a malformed bracket expression, which gmid's fnmatch(3) "
@@ -436,7 +440,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if not glob_matches("gemini", proxy.proto.lower()):
                 warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
                         "gemfcgi answers gemini:// requests only")
-            if not _reachable(server, proxy):
+            if not _reachable(server, proxy) and no_host_matches(proxy.for_host) is None:
+                # (One no host matches is said as it is read.)
                 warning(proxy.origin or origin, f'proxy for-host "{proxy.for_host}": no request '
                         f"reaches this block: its host would have to choose server {server.name!r}, "
                         f'whose names it does not match (add alias "{proxy.for_host}" to the server)')
@@ -457,6 +462,26 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         "this configuration, where the relayed request comes back to this proxy "
                         "block: each request would be relayed again without end")
     return errors, warnings
+
+
+# What no host holds; a glob's own characters (*?[]\\) are not among them.
+_NEVER_IN_A_HOST = set(' /@#%"<>{}|^`')
+
+
+def no_host_matches(name: str) -> Optional[str]:
+    """Why no request's host can match the server name or alias glob ``name``, if none can."""
+    old = old_host_port(name)
+    if old is not None:
+        return f'a port is no part of a host name: write "{old[0]}" and listen on the port'
+    if "://" in name:
+        return "a URL is no host name: write the host alone"
+    ipv6_literal = name.startswith("[") and name.endswith("]") and ":" in name
+    if ipv6_literal or not is_glob(name):
+        return None if canonical_host(name) is not None else "it is no host name"
+    odd = sorted(set(name) & _NEVER_IN_A_HOST)
+    if odd:
+        return f"no host holds {''.join(odd)!r}"
+    return None
 
 
 def _reachable(server: model.Server, proxy: model.Proxy) -> bool:

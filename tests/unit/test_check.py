@@ -431,3 +431,26 @@ def test_a_spawned_program_the_user_may_not_run_is_warned_of(tmp_path):
     assert spawn_unrunnable_by(f"sh {program}", identity) == (
         f"fastcgi spawn: user nobody may not read {program} (by its mode bits or those of a "
         "directory above it), which the program is given")
+
+
+@pytest.mark.parametrize("name, why", [
+    ("a.test:30241", 'a port is no part of a host name: write "a.test" and listen on the port'),
+    ("gemini://a.test", "a URL is no host name: write the host alone"),
+    ("a.test/", "it is no host name"),
+    ("a..test", "it is no host name"),
+    ("", "it is no host name"),
+    ("*.te st", "no host holds ' '"),
+    ("a.test", None), ("*.test", None), ("[::1]", None), ("bücher.example", None),
+])
+def test_a_server_name_or_alias_no_host_can_match_is_warned_of(tmp_path, name, why):
+    # Each passed --check, and requests for the name got 53.
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    server = localhost_server(tmp_path, aliases=[name], origin=model.Origin("gmid.conf", 1),
+                              options=model.LocationOptions(root=str(tmp_path)))
+    errors, warnings = check_config(model.Config(servers=[server]))
+    said = [str(w) for w in warnings if "no request can reach this server" in str(w)]
+    assert errors == []
+    assert said == ([f'gmid.conf:1: alias "{name}": no request can reach this server by it: {why}']
+                    if why else [])

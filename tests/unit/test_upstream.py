@@ -368,3 +368,10 @@ def test_an_upstream_certificate_only_openssl_reads_is_checked_by_the_same_rules
 
     problem = UpstreamTLS(name).name_problem(Connection())
     assert (problem is None) == matches, problem
+
+
+def test_a_for_host_with_a_port_is_not_told_to_become_an_alias(tmp_path):
+    # The parser says how to write the port; 'add alias "old.example:1966"'
+    # named an alias that no request could match either.
+    warnings = check(tmp_path, '\tproxy for-host "old.example:1966" { relay-to "10.0.0.7" }')[1]
+    assert [warning for warning in warnings if "add alias" in warning] == []
