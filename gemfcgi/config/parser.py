@@ -103,6 +103,13 @@ class _Abort(Exception):
     """The current statement is abandoned; its error is already reported."""
 
 
+# The directives gmid takes at most once per server or location block, by keyword.
+_ONCE_PER_BLOCK = {
+    "cert": "cert", "key": "key", "ocsp": "ocsp", "root": "root", "index": "index", "lang": "lang",
+    "default": "default type", "block": "block", "require": "require client ca",
+}
+
+
 def _origin(token: Token) -> Origin:
     return Origin(token.file, token.line)
 
@@ -134,6 +141,9 @@ class _Parser:
         self.default_port = DEFAULT_PORT
         # Servers with a ``listen`` line, even one with an error (said already).
         self._listening: set[int] = set()
+        # Where each directive gmid takes once per block was first given,
+        # by (the block's id, its keyword).
+        self._given: dict[tuple[int, str], Origin] = {}
         self.pending_include: Optional[tuple[str, str, str]] = None
         # The last spelling of each extension in ``types``, by its lower case.
         self._spellings: dict[str, str] = {}
@@ -692,6 +702,7 @@ class _Parser:
 
     def _server_statement(self, token: Token, server: Server) -> None:
         if token.kind is TokenKind.KEYWORD:
+            self._only_once(token, server)
             handler = self.server_statements.get(token.text)
             if handler is not None:
                 handler(token, server)
@@ -707,6 +718,22 @@ class _Parser:
                 option(token, server.options)
                 return
         self._reject(token, "server")
+
+    def _only_once(self, token: Token, block: object) -> None:
+        """
+        gmid refuses a second ``lang`` (``cert``, ``root``...) in one block;
+        taking the last silently hid a mistake (a renewed ``cert`` line
+        added below the old one).
+        """
+        name = _ONCE_PER_BLOCK.get(token.text)
+        if name is None:
+            return
+        first = self._given.get((id(block), token.text))
+        if first is None:
+            self._given[(id(block), token.text)] = _origin(token)
+        else:
+            self._error(token, f"{name} specified more than once in this block "
+                        f"(first at {first.file}:{first.line})")
 
     def _check_server(self, token: Token, server: Server) -> None:
         if server.cert is None:
@@ -786,6 +813,7 @@ class _Parser:
 
     def _location_statement(self, token: Token, options: LocationOptions) -> None:
         if token.kind is TokenKind.KEYWORD:
+            self._only_once(token, options)
             option = self.location_options.get(token.text)
             if option is not None:
                 option(token, options)

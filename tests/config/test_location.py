@@ -190,9 +190,17 @@ def test_errors_in_a_location_do_not_hide_later_ones(errors_of, server_with):
     ]
 
 
-def test_a_directive_given_twice_keeps_the_last_value(parse, server_with):
-    options = location_options(parse, server_with, 'lang "en"; lang "fr"; block; block return 51')
-    assert (options.lang, options.block) == ("fr", BlockReturn(51, "temporary failure"))
+def test_a_directive_gmid_takes_once_per_block_is_an_error_given_twice(errors_of, server_with):
+    # As in gmid; the last one was taken silently (a renewed cert line
+    # added below the old one, two lang lines).
+    text = server_with('lang "en"\n\tlocation "/a/*" { block; block return 51; index "x"; index "y" }\n'
+                       '\tlocation "/b/*" { lang "de" }\n\tlang "fr"\n\tcert "/etc/ssl/new.pem"')
+    assert errors_of(text) == [
+        "gmid.conf:6: block specified more than once in this block (first at gmid.conf:6)",
+        "gmid.conf:6: index specified more than once in this block (first at gmid.conf:6)",
+        "gmid.conf:8: lang specified more than once in this block (first at gmid.conf:5)",
+        "gmid.conf:9: cert specified more than once in this block (first at gmid.conf:3)",
+    ]
 
 
 @pytest.mark.parametrize("index", ["../../outside/secret.gmi", "a/../b.gmi", "..", "/etc/passwd"])

@@ -96,11 +96,13 @@ def test_cert_key_and_ocsp(parse, server_with):
     )
 
 
-@pytest.mark.parametrize("directive", ["cert", "key", "ocsp"])
-def test_cert_key_and_ocsp_must_be_absolute_paths(errors_of, server_with, directive):
-    assert errors_of(server_with(f'{directive} "ssl/x.pem"')) == [
-        f'gmid.conf:5: {directive} "ssl/x.pem": not an absolute path ({directive} is read '
-        "before chroot; write the full path, starting with '/')"
+@pytest.mark.parametrize("directive, line", [("cert", 3), ("key", 4), ("ocsp", 5)])
+def test_cert_key_and_ocsp_must_be_absolute_paths(errors_of, server_with, directive, line):
+    text = server_with('ocsp "/etc/ssl/x.pem"').replace(f'{directive} "/etc/ssl/', f'{directive} "ssl/')
+    assert errors_of(text) == [
+        f'gmid.conf:{line}: {directive} "ssl/{"x" if directive == "ocsp" else directive[0]}.pem": '
+        f"not an absolute path ({directive} is read before chroot; write the full path, "
+        "starting with '/')"
     ]
 
 
