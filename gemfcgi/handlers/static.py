@@ -374,14 +374,12 @@ def directory_listing(real_dir: str, path: str, root: str) -> bytes:
     """
     gmid's auto index of ``real_dir`` under the resolved ``root``: a title,
     ``=> ./name`` links, directories with ``/``, in gmid's order (by the
-    name's bytes, the ``/`` not counted). A name no request can reach (one
+    name's bytes, the ``/`` not counted, ``..`` among them). A name no request can reach (one
     that is not UTF-8, or holds a control character: the request would get
     ``59``) is left out, where gmid links it.
     """
     title = path if path.endswith("/") else path + "/"
     lines = [f"# Index of {title}", ""]
-    if title != "/":
-        lines.append("=> ./../")
     fd = os.open(real_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         if _outside(fd, real_dir, root):
@@ -391,6 +389,9 @@ def directory_listing(real_dir: str, path: str, root: str) -> bytes:
                      for entry in entries if can_be_requested(entry.name)]
     finally:
         os.close(fd)
+    if title != "/":
+        # Sorted among the names, as gmid's alphasort puts it: after " x" and "-x".
+        found.append(("..", True))
     # UTF-8 keeps the order of code points: sorting the names sorts their bytes.
     found.sort()
     lines.extend(

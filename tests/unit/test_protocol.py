@@ -412,6 +412,18 @@ def test_a_listing_leaves_out_the_names_a_request_cannot_reach_and_sorts_as_gmid
     ]
 
 
+def test_the_parent_link_of_a_listing_is_sorted_among_the_names_as_gmid_sorts_it(tmp_path):
+    from gemfcgi.handlers.static import directory_listing
+
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    for name in (" space", "!bang", "-dash", "a"):
+        (directory / name).write_text("x\n")
+    assert directory_listing(str(directory), "/dir/", str(tmp_path)).decode().splitlines()[2:] == [
+        "=> ./%20space", "=> ./!bang", "=> ./-dash", "=> ./../", "=> ./a",
+    ]
+
+
 def test_an_index_that_cannot_be_opened_leaves_the_directory_to_auto_index(tmp_path, monkeypatch):
     from gemfcgi.handlers import static
 
