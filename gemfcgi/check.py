@@ -388,6 +388,9 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if options.root is not None and roots_checked:
                 check_root(options.root, options.origins.get("root", block))
             fastcgi = options.fastcgi
+            unused = _unused_beside_fastcgi(options, server)
+            if unused is not None:
+                warning(fastcgi.origin if fastcgi is not None and fastcgi.origin else block, unused)
             if fastcgi is not None:
                 problem = fastcgi_problem(fastcgi.address)
                 if problem is not None:
@@ -462,6 +465,29 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         "this configuration, where the relayed request comes back to this proxy "
                         "block: each request would be relayed again without end")
     return errors, warnings
+
+
+def _unused_beside_fastcgi(
+    options: model.LocationOptions, server: model.Server
+) -> Optional[str]:
+    """
+    What a block says beside FastCGI that no request will use, as in gmid, if
+    anything. A server's own ``strip`` is not judged: the locations that
+    turn ``fastcgi off`` use it.
+    """
+    fastcgi = options.fastcgi
+    if fastcgi is not None and not fastcgi.off and fastcgi.address is None:
+        if fastcgi.params or fastcgi.strip is not None:
+            return ("fastcgi param and strip go with the application of their own block, and this "
+                    "one names none (no socket, spawn or endpoint): they are not used, as in gmid")
+        return None
+    if options.strip is None or options is server.options:
+        return None
+    relayed = fastcgi if fastcgi is not None else server.options.fastcgi
+    if relayed is not None and not relayed.off and relayed.address is not None:
+        return (f"strip {options.strip} does not apply to the requests this block sends to FastCGI, "
+                f"as in gmid: write fastcgi strip {options.strip}")
+    return None
 
 
 # What no host holds; a glob's own characters (*?[]\\) are not among them.

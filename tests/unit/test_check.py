@@ -454,3 +454,30 @@ def test_a_server_name_or_alias_no_host_can_match_is_warned_of(tmp_path, name, w
     assert errors == []
     assert said == ([f'gmid.conf:1: alias "{name}": no request can reach this server by it: {why}']
                     if why else [])
+
+
+def test_a_strip_or_params_no_fastcgi_request_uses_are_warned_of(tmp_path):
+    # Each passed --check: the location's strip is not applied to what it
+    # sends to FastCGI (fcgiwrap found no script: 50), and params without an
+    # application in their block are dropped; both as in gmid.
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    socket = model.FastCGISocket(str(tmp_path / "app.sock"))
+
+    def at(line: int, **options) -> model.Location:
+        return model.Location(f"/{line}/*", model.LocationOptions(**options), origin=model.Origin("gmid.conf", line))
+
+    server = localhost_server(tmp_path, origin=model.Origin("gmid.conf", 1), locations=[
+        at(2, strip=1, fastcgi=model.FastCGI(address=socket)),
+        at(3, fastcgi=model.FastCGI(params=[("A", "b")])),
+        at(4, fastcgi=model.FastCGI(address=socket, strip=1)),
+        at(5, strip=1),
+    ], options=model.LocationOptions(root=str(tmp_path)))
+    _, warnings = check_config(model.Config(servers=[server]))
+    assert [str(w) for w in warnings if "as in gmid" in str(w)] == [
+        "gmid.conf:2: strip 1 does not apply to the requests this block sends to FastCGI, as in "
+        "gmid: write fastcgi strip 1",
+        "gmid.conf:3: fastcgi param and strip go with the application of their own block, and this "
+        "one names none (no socket, spawn or endpoint): they are not used, as in gmid",
+    ]
