@@ -163,6 +163,10 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
                     return real, os.stat(asked)
                 except OSError:
                     return real, None
+            # gmid follows it: a capsule moved here would get 51 for its
+            # pages without a word.
+            _warn_limited("{path}: a symlink on it leads outside the root {root} (to {real}): "
+                          "answered 51", path=asked, root=resolved_root, real=real)
             return None, None
     if info is None:
         # The root itself.

@@ -17,6 +17,14 @@ from gemfcgi.service import build_site
 from tests.unit.test_protocol import connect
 
 
+@pytest.fixture(autouse=True)
+def warnings_of_its_own(monkeypatch):
+    """Each test with the warnings' rate limit to itself: earlier tests' warnings used it up."""
+    from gemfcgi.textlog import LogLimiter, MonotonicClock
+
+    monkeypatch.setattr(static, "_failures", LogLimiter(MonotonicClock(), limit=5, window=10.0))
+
+
 @pytest.fixture
 def tree(tmp_path):
     """A root with a directory ``race/``, and a secret outside the root."""
@@ -159,3 +167,17 @@ def test_a_large_listing_is_sent_whole_from_one_copy_until_its_directory_changes
     (big / "added.gmi").touch()
     changed = listing()
     assert b"=> ./added.gmi\n" in changed and changed.count(b"\n=> ./") == 3002
+
+
+def test_a_symlink_that_leads_out_of_the_root_is_said_in_the_log(tree):
+    # gmid follows it: a capsule moved here got 51 for such pages, and the
+    # log only had the access line.
+    root, outside = tree
+    (root / "linked").mkdir()
+    os.symlink(outside / "index.gmi", root / "linked" / "index.gmi")
+    with capturedLogs() as events:
+        reply = fetch(root, b"gemini://localhost/linked/")
+    assert reply == b"51 not found\r\n"
+    said = [formatEvent(e) for e in events if "leads outside the root" in formatEvent(e)]
+    assert said == [f"{root}/linked/index.gmi: a symlink on it leads outside the root {root} "
+                    f"(to {outside}/index.gmi): answered 51"]
