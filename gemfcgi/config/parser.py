@@ -547,7 +547,16 @@ class _Parser:
 
     def _protocols(self, token: Token) -> None:
         text = self._string("'protocols'")
-        self._check(token, values.check_server_protocols(text))
+        problem = values.check_server_protocols(text)
+        self._check(token, problem)
+        if problem is None:
+            # Only versions written out by name: "all" and "legacy" promise
+            # no particular one.
+            named = {item.strip(" \t").lower() for item in text.replace(":", ",").split(",")}
+            dropped = sorted(named & {"tlsv1.0", "tlsv1.1"})
+            if dropped:
+                self._warn(token, f"protocols \"{text}\": {' and '.join(dropped)} not offered: "
+                           "gemfcgi offers TLS 1.2 and 1.3 only")
         self.config.protocols = text
         self.config.origins["protocols"] = _origin(token)
 
@@ -568,7 +577,8 @@ class _Parser:
         self._check(token, values.check_port(n))
         self._warn(
             token,
-            f"'port' is deprecated; write 'listen on * port {n}' in each server block instead",
+            f"'port' is deprecated; write 'listen on {self.default_address} port {n}' in each "
+            "server block instead",
         )
         self.default_port = n
 

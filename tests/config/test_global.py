@@ -227,6 +227,24 @@ def test_port_is_deprecated_and_sets_the_default_port(parse, warnings_of):
     ]
 
 
+def test_port_after_ipv6_off_says_the_ipv4_line_to_write(warnings_of):
+    # It said 'listen on *', and the next warning said the server listens on 0.0.0.0.
+    assert warnings_of("ipv6 off\nport 1966\n" + SERVER)[1] == (
+        "gmid.conf:2: 'port' is deprecated; write 'listen on 0.0.0.0 port 1966' in each server "
+        "block instead"
+    )
+
+
+@pytest.mark.parametrize("protocols, warned", [
+    ("tlsv1.1,tlsv1.2", "tlsv1.1"), ("TLSv1.0:tlsv1.1:tlsv1.3", "tlsv1.0 and tlsv1.1"),
+    ("all", None), ("legacy", None), ("tlsv1.2", None),
+])
+def test_protocols_naming_a_version_not_offered_is_warned_of(warnings_of, protocols, warned):
+    said = [w for w in warnings_of(f'protocols "{protocols}"\n' + SERVER) if "protocols" in w]
+    assert said == ([f'gmid.conf:1: protocols "{protocols}": {warned} not offered: gemfcgi '
+                     "offers TLS 1.2 and 1.3 only"] if warned else [])
+
+
 @pytest.mark.parametrize(
     "directive, message",
     [

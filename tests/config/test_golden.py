@@ -192,7 +192,7 @@ def test_virtual_hosts_with_macros_and_deprecated_globals():
     assert warnings == [
         f"{f}:3: 'ipv6' is deprecated; in each server block write 'listen on 0.0.0.0' and its "
         "port instead (listen on 0.0.0.0 port N)",
-        f"{f}:4: 'port' is deprecated; write 'listen on * port 11965' in each server block instead",
+        f"{f}:4: 'port' is deprecated; write 'listen on 0.0.0.0 port 11965' in each server block instead",
         f"{f}:10: server \"example.com\" has no 'listen on'; listening on 0.0.0.0 port 11965 "
         "(add: listen on 0.0.0.0 port 11965)",
     ]
