@@ -443,8 +443,12 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if not glob_matches("gemini", proxy.proto.lower()):
                 warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
                         "gemfcgi answers gemini:// requests only")
-            if not _reachable(server, proxy) and no_host_matches(proxy.for_host) is None:
-                # (One no host matches is said as it is read.)
+            unmatched = no_host_matches(proxy.for_host)
+            if unmatched is not None:
+                if old_host_port(proxy.for_host) is None:  # that one is said as it is read
+                    warning(proxy.origin or origin, f'proxy for-host "{proxy.for_host}": no request '
+                            f"reaches this block: {unmatched}")
+            elif not _reachable(server, proxy):
                 warning(proxy.origin or origin, f'proxy for-host "{proxy.for_host}": no request '
                         f"reaches this block: its host would have to choose server {server.name!r}, "
                         f'whose names it does not match (add alias "{proxy.for_host}" to the server)')

@@ -375,3 +375,9 @@ def test_a_for_host_with_a_port_is_not_told_to_become_an_alias(tmp_path):
     # named an alias that no request could match either.
     warnings = check(tmp_path, '\tproxy for-host "old.example:1966" { relay-to "10.0.0.7" }')[1]
     assert [warning for warning in warnings if "add alias" in warning] == []
+
+
+def test_a_for_host_no_host_can_match_says_why(tmp_path):
+    warnings = check(tmp_path, '\tproxy for-host "a test" { relay-to "10.0.0.7" }')[1]
+    assert [warning for warning in warnings if "for-host" in warning] == [
+        'gmid.conf:6: proxy for-host "a test": no request reaches this block: it is no host name']
