@@ -144,6 +144,21 @@ class Options(usage.Options):
             raise usage.UsageError(f"--hostname takes a host name or an IP address, not {self['hostname']!r}")
         if self["config"] is not None and self["root"] is not None:
             raise usage.UsageError("--config and --root are two different modes; pick one")
+        # Options of another mode were taken without a word: --rsa started
+        # the server, and a configuration served its own certificate.
+        if self["rsa"] and not self["gencert"]:
+            raise usage.UsageError("--rsa goes with --gencert")
+        if self["gencert"] and (self["config"] is not None or self["check"]):
+            raise usage.UsageError("--gencert writes a certificate for --hostname and exits: "
+                                   "it takes no --config or --check")
+        if self["config"] is not None and not self["gencert"]:
+            given = [f"--{name}" for name in ("cert", "key", "state-dir") if self[name] is not None]
+            if self["hostname"] != "localhost":
+                given.append("--hostname")
+            if given:
+                raise usage.UsageError(
+                    f"{', '.join(given)}: for quick mode (--root) and the embedded default; a "
+                    "configuration file names its servers, certificates and keys itself")
         for name in ("request-timeout", "handshake-timeout", "idle-timeout", "backend-timeout"):
             if not (math.isfinite(self[name]) and self[name] > 0):
                 raise usage.UsageError(f"--{name} takes a number of seconds above 0, not {self[name]:g}")

@@ -424,6 +424,29 @@ def test_an_option_out_of_its_range_is_refused_before_anything_starts(tmp_path, 
     assert str(refused.value) == said
 
 
+QUICK_ONLY = ("for quick mode (--root) and the embedded default; a configuration file names its "
+              "servers, certificates and keys itself")
+
+
+@pytest.mark.parametrize("arguments, said", [
+    # --rsa started the embedded default; the others were taken without a word.
+    (["--rsa"], "--rsa goes with --gencert"),
+    (["--gencert", "-c", "gmid.conf"],
+     "--gencert writes a certificate for --hostname and exits: it takes no --config or --check"),
+    (["-c", "gmid.conf", "--cert", "c.pem", "--key", "k.pem"], f"--cert, --key: {QUICK_ONLY}"),
+    (["-c", "gmid.conf", "--hostname", "example.org", "--state-dir", "s"],
+     f"--state-dir, --hostname: {QUICK_ONLY}"),
+])
+def test_an_option_of_another_mode_is_refused(arguments, said):
+    from twisted.python import usage
+
+    from gemfcgi.tap import Options
+
+    with pytest.raises(usage.UsageError) as refused:
+        Options().parseOptions(arguments)
+    assert str(refused.value) == said
+
+
 def test_an_ipv4_client_of_the_dual_stack_socket_is_shown_as_ipv4(tmp_path):
     # What quick mode and "listen on *" open: one IPv6 socket for both families.
     server = start_server("--state-dir", str(tmp_path), "--listen", "tcp6:0:interface=\\:\\:")
