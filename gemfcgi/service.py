@@ -1065,9 +1065,15 @@ def _cut_by_drain(connection: Any, timeout: float) -> bool:
     record = connection.record
     answer = getattr(connection, "answer_the_stop", None)
     if not record.url:
-        # No request yet, nothing was cut: one whose handshake is done is
-        # told 41 rather than dropped without a word.
-        return answer is not None and answer()
+        # No request yet: one whose handshake is done is told 41 rather
+        # than dropped without a word. If its request line had begun (the
+        # answer notes what came of it), that request was cut.
+        answered = answer is not None and answer()
+        if answered and record.url:
+            log.warn("{client} {url}: {cut} ({timeout:g} s) as the server stops: answered 41, "
+                     "its request line had not all come", client=record.client, url=record.url,
+                     cut=DRAIN_CUT, timeout=timeout)
+        return answered
     handed_over = getattr(connection.transport, "_nothing_buffered", None)
     if record.finished is not None and handed_over is not None and handed_over():
         # Its whole reply, close_notify too, is with the kernel already: the

@@ -695,6 +695,28 @@ def test_a_reply_handed_to_the_kernel_whole_is_not_said_to_be_cut_by_the_drain()
         assert connection.record.meta == "cut by the drain timeout"
 
 
+def test_a_request_line_cut_by_the_drain_is_named_and_a_connection_without_one_is_not(config):
+    # README: each request cut is logged; one whose line had not all come
+    # got 41 with only its access line.
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.server import Timeouts
+    from gemfcgi.service import _cut_by_drain, build_site
+    from tests.unit.test_protocol import connect
+
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    for sent, said in [(b"gemini://localhost/ind", ["127.0.0.1:40000 gemini://localhost/ind: cut by the "
+                                                    "drain timeout (3 s) as the server stops: answered "
+                                                    "41, its request line had not all come"]),
+                       (b"", [])]:
+        protocol, transport, _ = connect(site)
+        protocol.dataReceived(sent)
+        with capturedLogs() as logs:
+            assert _cut_by_drain(protocol, timeout=3) is True
+        assert transport.value() == b"41 server is stopping\r\n"
+        assert [formatEvent(e) for e in logs] == said
+
+
 def test_connections_shed_at_the_hard_limit_are_said_once_every_ten_seconds():
     # A long flood gave two lines each time: the window's count, and the
     # next window's first refusal in a line of its own the same second.
