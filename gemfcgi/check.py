@@ -336,11 +336,11 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         # One socket, or one and the wildcard that takes its connections:
         # opened once, it cannot be both.
         where = f"at {earlier.origin}" if earlier.origin is not None else "on an earlier listen"
-        error(listen.origin, f"listen on {listen.address} port {listen.port}: proxy-v1 "
-              f"{'is' if listen.proxy_v1 else 'is not'} set here but is"
-              f"{'' if earlier.proxy_v1 else ' not'} {where} ({earlier.address}), and "
-              f"{split_proxied(description)[1]} would take the connections of both: every listen "
-              "on the same address and port must agree")
+        here = ("a PROXY header (proxy-v1 or proxy-v2) is read here but not" if listen.proxy_v1
+                else "no PROXY header (proxy-v1 or proxy-v2) is read here but one is")
+        error(listen.origin, f"listen on {listen.address} port {listen.port}: {here} {where} "
+              f"({earlier.address}), and {split_proxied(description)[1]} would take the connections "
+              "of both: every listen on the same address and port must agree")
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:

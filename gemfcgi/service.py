@@ -130,10 +130,11 @@ def proxy_v1_disagreements(config: model.Config) -> list[tuple[model.Listen, mod
     line with the earlier one and the socket, once per later line.
     """
     found: list[tuple[model.Listen, model.Listen, str]] = []
-    # By (family, address, port): the first socket's proxy-v1 and line, and
-    # the same for the specific sockets a wildcard would take.
-    owned: dict[tuple, tuple[bool, model.Listen]] = {}
-    under: dict[tuple, tuple[bool, model.Listen]] = {}
+    # By (family, address, port): the first socket's proxy-v1, line and
+    # description, and the same for the specific sockets a wildcard would
+    # take (where the socket taking both is the one being read).
+    owned: dict[tuple, tuple[bool, model.Listen, str]] = {}
+    under: dict[tuple, tuple[bool, model.Listen, None]] = {}
     for server in config.servers:
         for listen in server.listens:
             try:
@@ -147,11 +148,12 @@ def proxy_v1_disagreements(config: model.Config) -> list[tuple[model.Listen, mod
                 candidates = [owned.get(key), under.get(key), *(owned.get(w) for w in wildcards)]
                 clash = next((c for c in candidates if c is not None and c[0] != entry.proxied), None)
                 if clash is not None and not said:
-                    found.append((listen, clash[1], entry.description))
+                    # An earlier wildcard's socket takes this address's connections.
+                    found.append((listen, clash[1], clash[2] or entry.description))
                     said = True
-                owned.setdefault(key, (entry.proxied, listen))
+                owned.setdefault(key, (entry.proxied, listen, entry.description))
                 for wildcard in wildcards:
-                    under.setdefault(wildcard, (entry.proxied, listen))
+                    under.setdefault(wildcard, (entry.proxied, listen, None))
     return found
 
 

@@ -1117,10 +1117,11 @@ class _Parser:
                     self.report.error(
                         listen.origin.file,
                         listen.origin.line,
-                        f"listen on {listen.address} port {listen.port}: proxy-v1 "
-                        f"{'is' if listen.proxy_v1 else 'is not'} set here but "
-                        f"{'is' if earlier.proxy_v1 else 'is not'} at {earlier.origin}; "
-                        "every listen on the same address and port must agree",
+                        f"listen on {listen.address} port {listen.port}: "
+                        + ("a PROXY header (proxy-v1 or proxy-v2) is read here but not"
+                           if listen.proxy_v1 else
+                           "no PROXY header (proxy-v1 or proxy-v2) is read here but one is")
+                        + f" at {earlier.origin}; every listen on the same address and port must agree",
                     )
 
 

@@ -68,8 +68,8 @@ def test_listens_on_one_address_must_agree_on_proxy_v1(errors_of):
         'server "b" {\n\tlisten on * port 1965 proxy-v1\n\tcert "/c"; key "/k"\n}\n'
     )
     assert errors_of(text) == [
-        "gmid.conf:6: listen on * port 1965: proxy-v1 is set here but is not at gmid.conf:2; "
-        "every listen on the same address and port must agree"
+        "gmid.conf:6: listen on * port 1965: a PROXY header (proxy-v1 or proxy-v2) is read here but "
+        "not at gmid.conf:2; every listen on the same address and port must agree"
     ]
 
 

@@ -269,8 +269,8 @@ def test_listen_lines_that_resolve_to_one_socket_must_agree_on_proxy_v1(tmp_path
         'server "other" {{\n\tlisten on 127.0.0.1 port 22040\n'
         '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
     )) == [
-        f"8: listen on 127.0.0.1 port 22040: proxy-v1 is not set here but is at {tmp_path}/gmid.conf:2 "
-        "(localhost), and tcp:22040:interface=127.0.0.1:backlog=1024 would take the connections of "
+        f"8: listen on 127.0.0.1 port 22040: no PROXY header (proxy-v1 or proxy-v2) is read here but "
+        f"one is at {tmp_path}/gmid.conf:2 (localhost), and tcp:22040:interface=127.0.0.1:backlog=1024 would take the connections of "
         "both: every listen on the same address and port must agree"
     ]
 
@@ -287,8 +287,8 @@ def test_an_embedded_configuration_whose_alike_listens_disagree_on_proxy_v1_is_r
     )
     errors, _ = check_config(model.Config(servers=[server]))
     assert [str(e) for e in errors] == [
-        "<config>: listen on 127.0.0.1 port 22042: proxy-v1 is set here but is not on an earlier "
-        "listen (127.0.0.1), and tcp:22042:interface=127.0.0.1:backlog=1024 would take the "
+        "<config>: listen on 127.0.0.1 port 22042: a PROXY header (proxy-v1 or proxy-v2) is read "
+        "here but not on an earlier listen (127.0.0.1), and tcp:22042:interface=127.0.0.1:backlog=1024 would take the "
         "connections of both: every listen on the same address and port must agree"
     ]
 
@@ -304,7 +304,12 @@ def test_a_wildcard_and_an_address_it_takes_must_agree_on_proxy_v1(tmp_path, fir
         '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
     ))
     assert len(errors) == 1
-    assert errors[0].startswith(f"8: listen on {second} port 22041: proxy-v1 is set here but is not at ")
+    assert errors[0].startswith(f"8: listen on {second} port 22041: a PROXY header (proxy-v1 or "
+                                "proxy-v2) is read here but not at ")
+    # The socket named is the one that would take both: the wildcard's.
+    wildcard = {"*": "tcp6:22041:interface=\\:\\:", "0.0.0.0": "tcp:22041:interface=0.0.0.0"}
+    socket = wildcard.get(first, wildcard.get(second, "tcp:22041:interface=127.0.0.1"))
+    assert f"), and {socket}:backlog=1024 would take the connections of both" in errors[0]
     assert errors[0].endswith(": every listen on the same address and port must agree")
 
 
