@@ -316,10 +316,8 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
         inner = endpoints.serverFromString(reactor, inner_description)
     except (IndexError, KeyError) as error:
         if "systemd:" in description:
-            raise ListenError(
-                f"{description}: no such socket was passed by systemd (not socket-activated, "
-                "or LISTEN_FDNAMES missing: systemd-socket-activate needs --fdname=NAME)"
-            ) from error
+            raise ListenError(f"{description}: no such socket was passed by systemd "
+                              f"({_what_systemd_passed()})") from error
         raise ListenError(f"{description}: {error!r}") from error
     except AttributeError as error:
         # systemd:domain=X looks X up as socket.AF_X.
@@ -341,6 +339,22 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
         if problem is not None:
             raise ListenError(f"{description}: {problem}")
     return proxy_header_endpoint(inner) if proxied else inner
+
+
+def _what_systemd_passed(passed: Any = None) -> str:
+    """
+    What systemd passed, to set beside an endpoint that found nothing.
+    ``passed`` is a ``ListenFDs``: by default the one Twisted's endpoints
+    read, which took LISTEN_FDS and LISTEN_PID out of the environment.
+    """
+    if passed is None:
+        passed = getattr(getattr(endpoints, "_SystemdParser", None), "_sddaemon", None)
+    sockets = passed.inheritedDescriptors() if passed is not None else []
+    names = list(passed.inheritedNamedDescriptors()) if passed is not None else []
+    if not sockets:
+        return ("not socket-activated, or LISTEN_FDNAMES missing: systemd-socket-activate "
+                "needs --fdname=NAME")
+    return f"{len(sockets)} passed, named {', '.join(names)}; index= counts from 0"
 
 
 def _addresses_of(name: str) -> set[str]:

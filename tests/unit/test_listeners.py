@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from twisted.logger import capturedLogs
@@ -254,3 +256,21 @@ def test_the_reload_error_of_a_port_moved_to_every_address_says_why():
         f"{wanted}: Address already in use (moving a port between * and a specific address needs "
         "a restart: a reload opens its new sockets before it closes the old ones)")
     assert str(problem.origin) == "gmid.conf:2"
+
+
+@pytest.mark.parametrize("environ, said", [
+    ({}, "not socket-activated, or LISTEN_FDNAMES missing: systemd-socket-activate needs --fdname=NAME"),
+    ({"LISTEN_FDS": "1", "LISTEN_PID": "1", "LISTEN_FDNAMES": "gemini"},  # another process's
+     "not socket-activated, or LISTEN_FDNAMES missing: systemd-socket-activate needs --fdname=NAME"),
+    ({"LISTEN_FDS": "2", "LISTEN_PID": "self", "LISTEN_FDNAMES": "gemini:admin"},
+     "2 passed, named gemini, admin; index= counts from 0"),
+])
+def test_a_systemd_socket_not_found_says_what_systemd_passed(environ, said):
+    # A name written wrong was told LISTEN_FDNAMES was missing, which it was not.
+    from twisted.python.systemd import ListenFDs
+
+    from gemfcgi.service import _what_systemd_passed
+
+    if environ.get("LISTEN_PID") == "self":
+        environ = {**environ, "LISTEN_PID": str(os.getpid())}
+    assert _what_systemd_passed(ListenFDs.fromEnvironment(environ)) == said
