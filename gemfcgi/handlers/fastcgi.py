@@ -215,7 +215,7 @@ def serve_without_backends(client: "GeminiProtocol", request: Request, settings:
     """
     log.error(
         "{client} {url}: no FastCGI backends on this site: gemfcgi.makeService runs them "
-        "(or install_fastcgi for a site wired by hand)",
+        "(or gemfcgi.handlers.fastcgi.install_fastcgi for a site wired by hand)",
         client=client.record.client,
         url=client.record.url,
     )
