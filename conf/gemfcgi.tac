@@ -25,6 +25,10 @@ from gemfcgi.reload import Reloader
 
 root = os.environ.get("GEMINI_ROOT", os.getcwd())
 host = os.environ.get("GEMINI_HOST", "localhost")
+missing = [name for name in ("GEMINI_CERT", "GEMINI_KEY") if not os.environ.get(name)]
+if missing:
+    raise SystemExit(f"gemfcgi.tac: set {' and '.join(missing)} to the certificate and key files "
+                     "(twistd gemfcgi --gencert writes a self-signed pair)")
 
 
 def load():
