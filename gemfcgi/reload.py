@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from gemfcgi.certificates import CertificateError
 from gemfcgi.check import load_and_check
 from gemfcgi.config import ConfigError, model
+from gemfcgi.config.errors import in_file_order
 from gemfcgi.service import on_signal
 
 log = Logger()
@@ -136,7 +137,7 @@ class Reloader(Service):
             # than as an unhandled error of the reactor.
             log.failure("reload failed: {source}", source=self.source)
             return False
-        for diagnostic in warnings:
+        for diagnostic in in_file_order(warnings):
             log.warn("warning: {d}", d=str(diagnostic))
         log.info("configuration reloaded from {source}", source=self.source)
         return True

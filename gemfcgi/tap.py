@@ -35,6 +35,7 @@ from gemfcgi.certificates import (
 )
 from gemfcgi.check import load_and_check, needs_a_restart
 from gemfcgi.config import ConfigError, model
+from gemfcgi.config.errors import in_file_order
 from gemfcgi.config.values import PREFORK_MAX, PREFORK_MIN
 from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.prefork import WorkerPool
@@ -303,12 +304,12 @@ def load_or_exit(options: Options) -> model.Config:
     try:
         config, warnings = load_and_check(options["config"], options["defines"])
     except ConfigError as error:
-        for diagnostic in error.warnings:
+        for diagnostic in in_file_order(error.warnings):
             print(f"warning: {diagnostic}", file=sys.stderr)
         for diagnostic in error.diagnostics:
             print(diagnostic, file=sys.stderr)
         sys.exit(1)
-    for diagnostic in warnings:
+    for diagnostic in in_file_order(warnings):
         print(f"warning: {diagnostic}", file=sys.stderr)
     if options["check"]:
         print("configuration OK")

@@ -424,6 +424,21 @@ def test_an_option_out_of_its_range_is_refused_before_anything_starts(tmp_path, 
     assert str(refused.value) == said
 
 
+def test_check_gives_its_warnings_in_the_order_of_the_file(tmp_path, certificate):
+    # The parser's, the server order's and the checks' came in passes of
+    # their own: line 7's after line 13's.
+    cert, key = certificate
+    block = f'\tcert "{cert}"\n\tkey "{key}"\n\troot "{tmp_path}"\n}}\n'
+    config = tmp_path / "gmid.conf"
+    config.write_text(f'server "b" {{\n\tlisten on 127.0.0.1 port 1965\n{block}'
+                      f'server "a.test:1" {{\n\tlisten on 127.0.0.1 port 1965\n{block}'
+                      f'server "b" {{\n{block}')
+    result = twistd("gemfcgi", "--check", "-c", str(config))
+    assert result.returncode == 0
+    lines = [int(line.split(":")[2]) for line in result.stderr.decode().splitlines()]
+    assert lines == [7, 13, 13]
+
+
 QUICK_ONLY = ("for quick mode (--root) and the embedded default; a configuration file names its "
               "servers, certificates and keys itself")
 
