@@ -27,8 +27,11 @@ root = os.environ.get("GEMINI_ROOT", os.getcwd())
 host = os.environ.get("GEMINI_HOST", "localhost")
 missing = [name for name in ("GEMINI_CERT", "GEMINI_KEY") if not os.environ.get(name)]
 if missing:
-    raise SystemExit(f"gemfcgi.tac: set {' and '.join(missing)} to the certificate and key files "
-                     "(twistd gemfcgi --gencert writes a self-signed pair)")
+    files = {"GEMINI_CERT": "certificate", "GEMINI_KEY": "key"}
+    raise SystemExit(f"gemfcgi.tac: set {' and '.join(missing)} to the "
+                     f"{' and '.join(files[name] for name in missing)} file"
+                     f"{'s' if len(missing) > 1 else ''} (twistd gemfcgi --gencert writes a "
+                     "self-signed pair)")
 
 
 def load():

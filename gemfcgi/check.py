@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import pwd
+import re
 import shlex
 import socket
 import stat
@@ -476,8 +477,10 @@ def _unused_beside_fastcgi(
 ) -> Optional[str]:
     """
     What a block says beside FastCGI that no request will use, as in gmid, if
-    anything. A server's own ``strip`` is not judged: the locations that
-    turn ``fastcgi off`` use it.
+    anything. Only a location's ``strip`` beside its own application is
+    judged: a server's is used by the locations that turn ``fastcgi off``,
+    one beside an inherited application by another location of the same
+    paths that does, and any beside ``block`` by its ``%p``.
     """
     fastcgi = options.fastcgi
     if fastcgi is not None and not fastcgi.off and fastcgi.address is None:
@@ -485,10 +488,9 @@ def _unused_beside_fastcgi(
             return ("fastcgi param and strip go with the application of their own block, and this "
                     "one names none (no socket, spawn or endpoint): they are not used, as in gmid")
         return None
-    if options.strip is None or options is server.options:
+    if options.strip is None or options is server.options or options.block is not None:
         return None
-    relayed = fastcgi if fastcgi is not None else server.options.fastcgi
-    if relayed is not None and not relayed.off and relayed.address is not None:
+    if fastcgi is not None and not fastcgi.off and fastcgi.address is not None:
         return (f"strip {options.strip} does not apply to the requests this block sends to FastCGI, "
                 f"as in gmid: write fastcgi strip {options.strip}")
     return None
@@ -508,7 +510,8 @@ def no_host_matches(name: str) -> Optional[str]:
     ipv6_literal = name.startswith("[") and name.endswith("]") and ":" in name
     if ipv6_literal or not is_glob(name):
         return None if canonical_host(name) is not None else "it is no host name"
-    odd = sorted(set(name) & _NEVER_IN_A_HOST)
+    # Inside a bracket expression, "^" negates (as "!" does).
+    odd = sorted(set(re.sub(r"\[[!^]?\]?[^]]*\]", "", name)) & _NEVER_IN_A_HOST)
     if odd:
         return f"no host holds {''.join(odd)!r}"
     return None

@@ -137,7 +137,7 @@ class Reloader(Service):
             # than as an unhandled error of the reactor.
             log.failure("reload failed: {source}", source=self.source)
             return False
-        for diagnostic in in_file_order(warnings):
+        for diagnostic in in_file_order(warnings, self.source):
             log.warn("warning: {d}", d=str(diagnostic))
         log.info("configuration reloaded from {source}", source=self.source)
         return True

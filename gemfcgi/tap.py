@@ -304,12 +304,12 @@ def load_or_exit(options: Options) -> model.Config:
     try:
         config, warnings = load_and_check(options["config"], options["defines"])
     except ConfigError as error:
-        for diagnostic in in_file_order(error.warnings):
+        for diagnostic in in_file_order(error.warnings, options["config"]):
             print(f"warning: {diagnostic}", file=sys.stderr)
         for diagnostic in error.diagnostics:
             print(diagnostic, file=sys.stderr)
         sys.exit(1)
-    for diagnostic in in_file_order(warnings):
+    for diagnostic in in_file_order(warnings, options["config"]):
         print(f"warning: {diagnostic}", file=sys.stderr)
     if options["check"]:
         print("configuration OK")

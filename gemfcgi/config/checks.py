@@ -12,7 +12,7 @@ from typing import Optional
 
 from gemfcgi.config.errors import Diagnostic
 from gemfcgi.config.model import Config, Origin, Server
-from gemfcgi.gemini.hosts import HostPattern, canonical_host
+from gemfcgi.gemini.hosts import HostPattern, canonical_host, normal_glob
 from gemfcgi.glob import glob_matches, is_glob
 
 
@@ -35,8 +35,12 @@ def _matches(server: Server, name: str) -> bool:
         # A name as requests bring it: "second.test." and "SECOND.test" are
         # "second.test", and punycode and Unicode are one name.
         return any(HostPattern(pattern).matches(host) for pattern in patterns)
-    lowered = name.lower()
-    return any(glob_matches(lowered, glob.lower()) for glob in patterns)
+    # A glob against globs: the earlier one is matched against its text,
+    # which tells only when the earlier one has no ? or [ ] ("?.test"
+    # matches the text "*.test", not every host that glob takes).
+    lowered = normal_glob(name)
+    return any(glob_matches(lowered, normal_glob(glob)) for glob in patterns
+               if "?" not in glob and "[" not in glob)
 
 
 def shadow_warnings(config: Config) -> list[Diagnostic]:

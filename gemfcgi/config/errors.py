@@ -9,7 +9,7 @@ errors it can find before raising, so one run shows every problem.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Optional, Sequence
 
 Severity = Literal["error", "warning"]
 
@@ -90,14 +90,15 @@ class Report:
         self.warnings.append(Diagnostic(file, max(line, 1), message, "warning"))
 
 
-def in_file_order(diagnostics: Sequence[object]) -> list[object]:
+def in_file_order(diagnostics: Sequence[object], main: Optional[str] = None) -> list[object]:
     """
-    ``diagnostics`` by line within each file, the files in the order they
-    first appear: the parser's, the server order's and the checks' come in
-    passes of their own, and a reader goes down the file. What is no
-    ``Diagnostic`` (a program's own warnings) keeps its place among its kind.
+    ``diagnostics`` by line within each file: the parser's, the server
+    order's and the checks' come in passes of their own, and a reader goes
+    down the file. The ``main`` file comes first, the others (included) in
+    the order they first appear. What is no ``Diagnostic`` (a program's own
+    warnings) keeps its place among its kind.
     """
-    files: dict[str, int] = {}
+    files: dict[str, int] = {} if main is None else {main: 0}
     for diagnostic in diagnostics:
         files.setdefault(getattr(diagnostic, "file", ""), len(files))
     return sorted(diagnostics, key=lambda d: (files[getattr(d, "file", "")], getattr(d, "line", 0)))

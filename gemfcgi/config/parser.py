@@ -144,6 +144,7 @@ class _Parser:
         # Where each directive gmid takes once per block was first given,
         # by (the block's id, its keyword).
         self._given: dict[tuple[int, str], Origin] = {}
+        self._port_lines: list[tuple[Token, int]] = []
         self.pending_include: Optional[tuple[str, str, str]] = None
         # The last spelling of each extension in ``types``, by its lower case.
         self._spellings: dict[str, str] = {}
@@ -575,11 +576,9 @@ class _Parser:
     def _port_directive(self, token: Token) -> None:
         n = self._number("'port'")
         self._check(token, values.check_port(n))
-        self._warn(
-            token,
-            f"'port' is deprecated; write 'listen on {self.default_address} port {n}' in each "
-            "server block instead",
-        )
+        # Said once the file is read: an 'ipv6 off' after it changes the
+        # address to write.
+        self._port_lines.append((token, n))
         self.default_port = n
 
     # -- log { } ----------------------------------------------------------
@@ -1091,6 +1090,9 @@ class _Parser:
     # -- whole-file rules -----------------------------------------------------
 
     def _finish(self) -> None:
+        for token, n in self._port_lines:
+            self._warn(token, f"'port' is deprecated; write 'listen on {self.default_address} port {n}' "
+                       "in each server block instead")
         for server in self.config.servers:
             if not server.listens and id(server) not in self._listening:
                 assert server.origin is not None

@@ -154,6 +154,22 @@ def unicode_host(canonical: str) -> str:
         return canonical
 
 
+def normal_glob(glob: str) -> str:
+    """
+    A server name glob in the form hosts are compared in: lowercased and
+    without a trailing dot (``*.test.`` matched no host), and, where not
+    ASCII, UTS 46-mapped as hosts come (NFC, full-width letters and
+    ideographic dots folded: "*.bu\u0308cher.example" and "*.ｔest" matched
+    none).
+    """
+    lowered = glob.lower()
+    if not lowered.isascii():
+        lowered = unicodedata.normalize("NFKC", lowered.translate(_IDEOGRAPHIC_DOTS)).lower()
+    if len(lowered) > 1 and lowered.endswith(".") and not lowered.endswith("\\."):
+        lowered = lowered[:-1]
+    return lowered
+
+
 class HostPattern:
     """
     A server name or alias glob, matched as gmid does (``fnmatch``) but
@@ -162,16 +178,7 @@ class HostPattern:
 
     def __init__(self, glob: str) -> None:
         self.glob = glob
-        # Hosts are compared lowercased and without a trailing dot: so is
-        # the pattern (``*.test.`` matched no host).
-        lowered = glob.lower()
-        if not lowered.isascii():
-            # Hosts come UTS 46-mapped (NFC, full-width letters and
-            # ideographic dots folded): a glob written otherwise
-            # ("*.bu\u0308cher.example", "*.ｔest") matched none.
-            lowered = unicodedata.normalize("NFKC", lowered.translate(_IDEOGRAPHIC_DOTS)).lower()
-        if len(lowered) > 1 and lowered.endswith(".") and not lowered.endswith("\\."):
-            lowered = lowered[:-1]
+        lowered = normal_glob(glob)
         self._globs = {lowered}
         if not lowered.isascii() and "*" not in lowered and "?" not in lowered:
             alabel = canonical_host(lowered)

@@ -94,6 +94,9 @@ def _iri_may_hold(char: str) -> bool:
 
 # Under a shortage every request may fail: a few lines, and a count of the rest.
 _failures = LogLimiter(MonotonicClock(), limit=5, window=10.0)
+# Symlinks out of the root are any client's to ask for: a limit of their
+# own, so that asking for one again and again hides no other warning.
+_symlinks_out = LogLimiter(MonotonicClock(), limit=5, window=10.0)
 
 
 @lru_cache(maxsize=256)
@@ -166,7 +169,8 @@ def _resolve(root: str, path: str) -> tuple[Optional[str], Optional[os.stat_resu
             # gmid follows it: a capsule moved here would get 51 for its
             # pages without a word.
             _warn_limited("{path}: a symlink on it leads outside the root {root} (to {real}): "
-                          "answered 51", path=asked, root=resolved_root, real=real)
+                          "answered 51", path=asked, root=resolved_root, real=real,
+                          limiter=_symlinks_out)
             return None, None
     if info is None:
         # The root itself.
@@ -449,9 +453,9 @@ def _listing(real_dir: str, path: str, root: str) -> bytes:
     return body
 
 
-def _warn_limited(text: str, **fields: Any) -> None:
-    """A warning under the shortage's rate limit (``_failures``), with the count it dropped."""
-    allowed, dropped = _failures.allow()
+def _warn_limited(text: str, limiter: Optional[LogLimiter] = None, **fields: Any) -> None:
+    """A warning under a rate limit (by default the shortage's, ``_failures``), with the count it dropped."""
+    allowed, dropped = (limiter or _failures).allow()
     if allowed:
         # Names from the disk are anyone's who may write under the root
         # (or name a symlink's target): escaped as request data is.

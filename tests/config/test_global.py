@@ -227,12 +227,13 @@ def test_port_is_deprecated_and_sets_the_default_port(parse, warnings_of):
     ]
 
 
-def test_port_after_ipv6_off_says_the_ipv4_line_to_write(warnings_of):
+@pytest.mark.parametrize("globals_, line", [("ipv6 off\nport 1966\n", 2), ("port 1966\nipv6 off\n", 1)])
+def test_port_beside_ipv6_off_says_the_ipv4_line_to_write(warnings_of, globals_, line):
     # It said 'listen on *', and the next warning said the server listens on 0.0.0.0.
-    assert warnings_of("ipv6 off\nport 1966\n" + SERVER)[1] == (
-        "gmid.conf:2: 'port' is deprecated; write 'listen on 0.0.0.0 port 1966' in each server "
+    assert [w for w in warnings_of(globals_ + SERVER) if "'port'" in w] == [
+        f"gmid.conf:{line}: 'port' is deprecated; write 'listen on 0.0.0.0 port 1966' in each server "
         "block instead"
-    )
+    ]
 
 
 @pytest.mark.parametrize("protocols, warned", [

@@ -46,6 +46,19 @@ def test_a_server_whose_name_and_aliases_are_all_matched_is_shadowed(warnings_of
     ]
 
 
+def test_a_glob_with_question_marks_or_classes_shadows_no_wider_glob(warnings_of):
+    # "?.test" matched the text "*.test", not every host that alias takes.
+    assert warnings_of(servers("?.test", "new.example|*.test")) == []
+    assert warnings_of(servers("www[0-9].example", "w.example|www*.example")) == []
+
+
+def test_a_glob_written_in_decomposed_unicode_is_compared_as_hosts_come(warnings_of):
+    assert warnings_of(servers("*.bücher.example", "*.bu\u0308cher.example|third.example")) == [
+        'gmid.conf:6: server "*.bu\u0308cher.example": requests for its name go to server '
+        '"*.bücher.example" at gmid.conf:1 (gemfcgi uses the first matching block)'
+    ]
+
+
 def test_matching_is_case_insensitive(warnings_of):
     assert len(warnings_of(servers("EXAMPLE.com", "example.COM"))) == 1
 

@@ -432,11 +432,14 @@ def test_check_gives_its_warnings_in_the_order_of_the_file(tmp_path, certificate
     config = tmp_path / "gmid.conf"
     config.write_text(f'server "b" {{\n\tlisten on 127.0.0.1 port 1965\n{block}'
                       f'server "a.test:1" {{\n\tlisten on 127.0.0.1 port 1965\n{block}'
-                      f'server "b" {{\n{block}')
+                      f'server "b" {{\n{block}include "{tmp_path}/more.conf"\n')
+    (tmp_path / "more.conf").write_text("ipv6 on\n")
     result = twistd("gemfcgi", "--check", "-c", str(config))
     assert result.returncode == 0
-    lines = [int(line.split(":")[2]) for line in result.stderr.decode().splitlines()]
-    assert lines == [7, 13, 13]
+    # The file named first, then what it includes.
+    places = [line.removeprefix("warning: ").split(":")[:2] for line in result.stderr.decode().splitlines()]
+    assert places == [[str(config), "7"], [str(config), "13"], [str(config), "13"],
+                      [str(tmp_path / "more.conf"), "1"]]
 
 
 QUICK_ONLY = ("for quick mode (--root) and the embedded default; a configuration file names its "

@@ -445,6 +445,7 @@ def test_a_spawned_program_the_user_may_not_run_is_warned_of(tmp_path):
     ("a..test", "it is no host name"),
     ("", "it is no host name"),
     ("*.te st", "no host holds ' '"),
+    ("[^w]*.example.com", None), ("*[^0-9].example.org", None),  # ^ negates in brackets
     ("a.test", None), ("*.test", None), ("[::1]", None), ("bücher.example", None),
 ])
 def test_a_server_name_or_alias_no_host_can_match_is_warned_of(tmp_path, name, why):
@@ -478,7 +479,11 @@ def test_a_strip_or_params_no_fastcgi_request_uses_are_warned_of(tmp_path):
         at(3, fastcgi=model.FastCGI(params=[("A", "b")])),
         at(4, fastcgi=model.FastCGI(address=socket, strip=1)),
         at(5, strip=1),
-    ], options=model.LocationOptions(root=str(tmp_path)))
+        # Used by its block's %p; and beside an inherited application, by
+        # another location of the same paths that may turn fastcgi off.
+        at(6, strip=1, block=model.BlockReturn(31, "/new%p"), fastcgi=model.FastCGI(address=socket)),
+        at(7, strip=1),
+    ], options=model.LocationOptions(root=str(tmp_path), fastcgi=model.FastCGI(address=socket)))
     _, warnings = check_config(model.Config(servers=[server]))
     assert [str(w) for w in warnings if "as in gmid" in str(w)] == [
         "gmid.conf:2: strip 1 does not apply to the requests this block sends to FastCGI, as in "

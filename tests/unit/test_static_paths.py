@@ -23,6 +23,7 @@ def warnings_of_its_own(monkeypatch):
     from gemfcgi.textlog import LogLimiter, MonotonicClock
 
     monkeypatch.setattr(static, "_failures", LogLimiter(MonotonicClock(), limit=5, window=10.0))
+    monkeypatch.setattr(static, "_symlinks_out", LogLimiter(MonotonicClock(), limit=5, window=10.0))
 
 
 @pytest.fixture
@@ -181,3 +182,17 @@ def test_a_symlink_that_leads_out_of_the_root_is_said_in_the_log(tree):
     said = [formatEvent(e) for e in events if "leads outside the root" in formatEvent(e)]
     assert said == [f"{root}/linked/index.gmi: a symlink on it leads outside the root {root} "
                     f"(to {outside}/index.gmi): answered 51"]
+
+
+def test_asking_for_a_symlink_out_again_and_again_hides_no_other_warning(tree, tmp_path):
+    # They shared one rate limit: six requests for the link, and a root
+    # gone was not said for ten seconds.
+    root, outside = tree
+    os.symlink(outside / "page.gmi", root / "plain.gmi")
+    with capturedLogs() as events:
+        for _ in range(6):
+            assert fetch(root, b"gemini://localhost/plain.gmi") == b"51 not found\r\n"
+        assert fetch(tmp_path / "gone", b"gemini://localhost/index.gmi") == b"51 not found\r\n"
+    said = [formatEvent(e) for e in events]
+    assert sum("leads outside the root" in line for line in said) == 5
+    assert any("is not a directory any more" in line for line in said)
