@@ -200,6 +200,12 @@ def socket_peer(transport: Any) -> Any:
     return None if connection is None else connection.getPeer()
 
 
+def socket_host(transport: Any) -> Any:
+    """The address of the socket's own end, whatever a PROXY header says of the connection."""
+    connection = _socket_of(transport)
+    return None if connection is None else connection.getHost()
+
+
 def _socket_of(transport: Any) -> Any:
     """
     The transport that holds the socket, under TLS and PROXY protocol

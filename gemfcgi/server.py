@@ -47,6 +47,7 @@ from gemfcgi.connections import (
     default_max_connections,
     held_bytes,
     kernel_queued_bytes,
+    socket_host,
     socket_peer,
     unsent_bytes,
 )
@@ -288,7 +289,8 @@ class GeminiProtocol(OneTimeout, Protocol):
         proxied = vhost.proxy_for(request.host, port) if vhost.proxies else None
         if proxied is not None:
             block = id(proxied.proxy)
-            behind = blocks_behind(socket_peer(self.transport)) if OWN_ENDS else frozenset()
+            behind = (blocks_behind(socket_peer(self.transport), socket_host(self.transport))
+                      if OWN_ENDS else frozenset())
             if block in behind:
                 # Relayed here by this very process through this very block,
                 # to be relayed again: a loop that would take a connection

@@ -287,11 +287,13 @@ def upstream_request_line(request: Request, port: int) -> bytes:
     return line + b"\r\n"
 
 
-# The local ends, (address, port), of this process's open upstream
-# connections, each with the proxy blocks (their ids) the request it carries
-# went through: a client connection that comes from one of them is this
-# process relaying to itself, and a loop if it meets one of those blocks.
-OWN_ENDS: dict[tuple[str, int], frozenset[int]] = {}
+# This process's open upstream connections, by both ends ((address, port)
+# here, then there), each with the proxy blocks (their ids) the request it
+# carries went through: a client connection that is one of them, seen from
+# the other end, is this process relaying to itself, and a loop if it meets
+# one of those blocks. Both ends: Linux gives one local port to connections
+# to different places, so a client's may be a relay's too.
+OWN_ENDS: dict[tuple[tuple[str, int], tuple[str, int]], frozenset[int]] = {}
 
 
 def _end_of(address: Any) -> Optional[tuple[str, int]]:
@@ -302,13 +304,16 @@ def _end_of(address: Any) -> Optional[tuple[str, int]]:
     return (ipv4_unmapped(host), getattr(address, "port", 0))
 
 
-def blocks_behind(peer: Any) -> frozenset[int]:
+def blocks_behind(peer: Any, host: Any) -> frozenset[int]:
     """
-    The proxy blocks a request coming from ``peer`` went through, if the
-    connection is one of this process's upstream connections; none if not.
+    The proxy blocks a request went through, if its connection (from
+    ``peer`` to ``host``) is one of this process's upstream connections;
+    none if not.
     """
-    end = _end_of(peer)
-    return OWN_ENDS.get(end, frozenset()) if end is not None else frozenset()
+    there, here = _end_of(peer), _end_of(host)
+    if there is None or here is None:
+        return frozenset()
+    return OWN_ENDS.get((there, here), frozenset())
 
 
 class _UpstreamFactory(Factory):
@@ -329,12 +334,13 @@ class UpstreamProtocol(Protocol):
 
     def __init__(self, relay: "ProxyRelay") -> None:
         self.relay = relay
-        self._end: Optional[tuple[str, int]] = None
+        self._ends: Optional[tuple[tuple[str, int], tuple[str, int]]] = None
 
     def connectionMade(self) -> None:
-        self._end = _end_of(self.transport.getHost())
-        if self._end is not None:
-            OWN_ENDS[self._end] = self.relay.client.relayed_through
+        here, there = _end_of(self.transport.getHost()), _end_of(self.transport.getPeer())
+        if here is not None and there is not None:
+            self._ends = (here, there)
+            OWN_ENDS[self._ends] = self.relay.client.relayed_through
         self.relay.upstream_connected(self)
 
     def handshakeCompleted(self) -> None:
@@ -344,8 +350,8 @@ class UpstreamProtocol(Protocol):
         self.relay.upstream_data(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
-        if self._end is not None:
-            OWN_ENDS.pop(self._end, None)
+        if self._ends is not None:
+            OWN_ENDS.pop(self._ends, None)
         self.relay.upstream_closed(reason)
 
 

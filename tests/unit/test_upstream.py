@@ -381,3 +381,30 @@ def test_a_for_host_no_host_can_match_says_why(tmp_path):
     warnings = check(tmp_path, '\tproxy for-host "a test" { relay-to "10.0.0.7" }')[1]
     assert [warning for warning in warnings if "for-host" in warning] == [
         'gmid.conf:6: proxy for-host "a test": no request reaches this block: it is no host name']
+
+
+def test_a_connection_is_this_process_relaying_to_itself_only_if_both_its_ends_are_a_relays():
+    # Linux gives one local port to connections to different places: an
+    # ordinary client whose port a relay also had (to another server) got
+    # 43 "proxy loop".
+    from types import SimpleNamespace
+
+    from twisted.internet.address import IPv4Address, IPv6Address
+    from twisted.internet.testing import StringTransport
+
+    from gemfcgi.upstream import OWN_ENDS, UpstreamProtocol, blocks_behind
+
+    relay = SimpleNamespace(client=SimpleNamespace(relayed_through=frozenset({7})),
+                            upstream_connected=lambda protocol: None, upstream_closed=lambda reason: None)
+    protocol = UpstreamProtocol(relay)
+    protocol.makeConnection(StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 36380),
+                                            peerAddress=IPv4Address("TCP", "127.0.0.1", 20002)))
+    try:
+        # Seen from the listener it reached (a dual-stack one sees IPv4 mapped).
+        assert blocks_behind(IPv6Address("TCP", "::ffff:127.0.0.1", 36380),
+                             IPv6Address("TCP", "::ffff:127.0.0.1", 20002)) == {7}
+        assert blocks_behind(IPv4Address("TCP", "127.0.0.1", 36380),
+                             IPv4Address("TCP", "127.0.0.1", 20011)) == frozenset()
+    finally:
+        protocol.connectionLost(None)
+    assert OWN_ENDS == {}
