@@ -614,6 +614,9 @@ def host_name_problem(name: str) -> Optional[str]:
         if any(not label for label in name.removesuffix(".").split(".")):
             return "a host name with an empty label"
         return "not a host name"
+    if name.startswith("["):
+        # As URLs write it; looked up as a name, and no name has brackets.
+        return f'an IPv6 address is written here without brackets: write "{canonical}"'
     if is_address(canonical):
         return None
     labels = canonical.split(".")

@@ -408,3 +408,10 @@ def test_a_connection_is_this_process_relaying_to_itself_only_if_both_its_ends_a
     finally:
         protocol.connectionLost(None)
     assert OWN_ENDS == {}
+
+
+def test_an_ipv6_address_in_brackets_as_relay_to_is_an_error_saying_what_to_write(tmp_path):
+    # It passed --check, and every request got 43: "invalid hostname: [::1]".
+    errors, _ = check(tmp_path, '\tproxy { relay-to "[::1]" port 1966; verifyname off }')
+    assert errors == ['gmid.conf:6: relay-to "[::1]": an IPv6 address is written here without '
+                      'brackets: write "::1"']
