@@ -27,20 +27,59 @@ def _place(origin: Optional[Origin], config: Config) -> str:
     return f"{file}:{line}" if line > 0 else file
 
 
-def _matches(server: Server, name: str) -> bool:
-    """Whether a request for ``name`` (itself possibly a glob) would pick ``server``."""
-    patterns = [server.name, *server.aliases]
-    host = None if is_glob(name) else canonical_host(name)
-    if host is not None:
-        # A name as requests bring it: "second.test." and "SECOND.test" are
-        # "second.test", and punycode and Unicode are one name.
-        return any(HostPattern(pattern).matches(host) for pattern in patterns)
-    # A glob against globs: the earlier one is matched against its text,
-    # which tells only when the earlier one has no ? or [ ] ("?.test"
-    # matches the text "*.test", not every host that glob takes).
-    lowered = normal_glob(name)
-    return any(glob_matches(lowered, normal_glob(glob)) for glob in patterns
-               if "?" not in glob and "[" not in glob)
+def _literal(pattern: str) -> Optional[str]:
+    """The one host a server name or alias matches, if it is no glob (``[::1]`` is none)."""
+    bracketed = pattern.startswith("[") and pattern.endswith("]") and ":" in pattern
+    return canonical_host(pattern) if bracketed or not is_glob(pattern) else None
+
+
+class _EarlierServers:
+    """
+    The server blocks read so far, to find the first one a name reaches:
+    the names that are no globs by the host they match, so that a file of
+    a thousand servers is not a million pattern matches.
+    """
+
+    def __init__(self) -> None:
+        self._by_host: dict[str, tuple[int, Server]] = {}
+        self._globs: list[tuple[int, Server, list[str], list[HostPattern]]] = []
+        self._servers: list[tuple[int, Server]] = []
+
+    def add(self, server: Server) -> None:
+        index = len(self._servers)
+        self._servers.append((index, server))
+        globs = []
+        for pattern in [server.name, *server.aliases]:
+            host = _literal(pattern)
+            if host is not None:
+                self._by_host.setdefault(host, (index, server))
+            else:
+                globs.append(pattern)
+        if globs:
+            self._globs.append((index, server, globs, [HostPattern(glob) for glob in globs]))
+
+    def first_taking(self, name: str) -> Optional[Server]:
+        """The first earlier server a request for ``name`` (itself possibly a glob) would pick."""
+        host = None if is_glob(name) else canonical_host(name)
+        if host is not None:
+            # A name as requests bring it: "second.test." and "SECOND.test"
+            # are "second.test", and punycode and Unicode are one name.
+            found = self._by_host.get(host)
+            for index, server, _, patterns in self._globs:
+                if found is not None and index > found[0]:
+                    break
+                if any(pattern.matches(host) for pattern in patterns):
+                    return server
+            return found[1] if found is not None else None
+        # A glob against globs: the earlier one is matched against its text,
+        # which tells only when the earlier one has no ? or [ ] ("?.test"
+        # matches the text "*.test", not every host that glob takes).
+        lowered = normal_glob(name)
+        for _, server in self._servers:
+            if any(glob_matches(lowered, normal_glob(pattern)) for pattern in [server.name, *server.aliases]
+                   if "?" not in pattern and "[" not in pattern):
+                return server
+        return None
 
 
 def shadow_warnings(config: Config) -> list[Diagnostic]:
@@ -54,11 +93,10 @@ def shadow_warnings(config: Config) -> list[Diagnostic]:
     since requests for that name never reach it.
     """
     warnings: list[Diagnostic] = []
-    servers = config.servers
-    for index, server in enumerate(servers):
-        earlier = servers[:index]
-        taken = [(name, next((s for s in earlier if _matches(s, name)), None))
-                 for name in [server.name, *server.aliases]]
+    earlier = _EarlierServers()
+    for server in config.servers:
+        taken = [(name, earlier.first_taking(name)) for name in [server.name, *server.aliases]]
+        earlier.add(server)
         file, line = _where(server.origin, config)
         if any(first is None for _, first in taken):
             for name, first in taken:

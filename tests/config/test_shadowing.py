@@ -101,3 +101,18 @@ def test_a_class_of_capitals_in_a_server_name_is_warned_of(warnings_of):
         'gmid.conf:1: "c[[:upper:]].test": host names are compared in lower case, so [:upper:] '
         "matches no letter of one: write [:lower:] or [:alpha:]"
     ]
+
+
+def test_the_first_block_taking_a_name_is_named_whether_it_takes_it_by_glob_or_by_name(warnings_of):
+    # Earlier names are looked up by host and globs tried in order: the
+    # glob comes first here, the same name written out second.
+    said = warnings_of(servers("*.test", "a.test", "a.test|other.example"))
+    assert said[-1] == (
+        'gmid.conf:11: server "a.test": requests for its name go to server "*.test" at gmid.conf:1 '
+        "(gemfcgi uses the first matching block)"
+    )
+    said = warnings_of(servers("a.test", "*.test|x.example", "a.test|other.example"))
+    assert said[-1] == (
+        'gmid.conf:12: server "a.test": requests for its name go to server "a.test" at gmid.conf:1 '
+        "(gemfcgi uses the first matching block)"
+    )
