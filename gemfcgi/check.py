@@ -29,7 +29,7 @@ from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
-from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address
+from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address, literal_host
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
@@ -507,9 +507,9 @@ def no_host_matches(name: str) -> Optional[str]:
         return f'a port is no part of a host name: write "{old[0]}" and listen on the port'
     if "://" in name:
         return "a URL is no host name: write the host alone"
-    ipv6_literal = name.startswith("[") and name.endswith("]") and ":" in name
-    if ipv6_literal or not is_glob(name):
-        return None if canonical_host(name) is not None else "it is no host name"
+    literal, host = literal_host(name)
+    if literal:
+        return None if host is not None else "it is no host name"
     # Inside a bracket expression, "^" negates (as "!" does).
     odd = sorted(set(re.sub(r"\[[!^]?\]?[^]]*\]", "", name)) & _NEVER_IN_A_HOST)
     if odd:

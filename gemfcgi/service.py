@@ -1086,9 +1086,7 @@ def _cut_by_drain(connection: Any, timeout: float) -> bool:
         # answer notes what came of it), that request was cut.
         answered = answer is not None and answer()
         if answered and record.url:
-            log.warn("{client} {url}: {cut} ({timeout:g} s) as the server stops: answered 41, "
-                     "its request line had not all come", client=record.client, url=record.url,
-                     cut=DRAIN_CUT, timeout=timeout)
+            _say_cut(record, timeout, ": answered 41, its request line had not all come")
         return answered
     handed_over = getattr(connection.transport, "_nothing_buffered", None)
     if record.finished is not None and handed_over is not None and handed_over():
@@ -1096,17 +1094,15 @@ def _cut_by_drain(connection: Any, timeout: float) -> bool:
         # FIN that closes it comes after, and nothing of the reply is cut.
         return False
     answered = answer is not None and answer()
-    log.warn(
-        "{client} {url}: {cut} ({timeout:g} s) as the server stops{how}",
-        client=record.client,
-        url=record.url,
-        cut=DRAIN_CUT,
-        timeout=timeout,
-        how=": answered 41, no reply had begun" if answered else "",
-    )
+    _say_cut(record, timeout, ": answered 41, no reply had begun" if answered else "")
     if not answered and record.status == 0:
         record.meta = DRAIN_CUT
     return answered
+
+
+def _say_cut(record: Any, timeout: float, how: str) -> None:
+    log.warn("{client} {url}: {cut} ({timeout:g} s) as the server stops{how}",
+             client=record.client, url=record.url, cut=DRAIN_CUT, timeout=timeout, how=how)
 
 
 class _SignalShare:

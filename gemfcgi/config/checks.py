@@ -12,7 +12,7 @@ from typing import Optional
 
 from gemfcgi.config.errors import Diagnostic
 from gemfcgi.config.model import Config, Origin, Server
-from gemfcgi.gemini.hosts import HostPattern, canonical_host, normal_glob
+from gemfcgi.gemini.hosts import HostPattern, canonical_host, literal_host, normal_glob
 from gemfcgi.glob import glob_matches, is_glob
 
 
@@ -25,12 +25,6 @@ def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
 def _place(origin: Optional[Origin], config: Config) -> str:
     file, line = _where(origin, config)
     return f"{file}:{line}" if line > 0 else file
-
-
-def _literal(pattern: str) -> Optional[str]:
-    """The one host a server name or alias matches, if it is no glob (``[::1]`` is none)."""
-    bracketed = pattern.startswith("[") and pattern.endswith("]") and ":" in pattern
-    return canonical_host(pattern) if bracketed or not is_glob(pattern) else None
 
 
 class _EarlierServers:
@@ -50,7 +44,7 @@ class _EarlierServers:
         self._servers.append((index, server))
         globs = []
         for pattern in [server.name, *server.aliases]:
-            host = _literal(pattern)
+            host = literal_host(pattern)[1]
             if host is not None:
                 self._by_host.setdefault(host, (index, server))
             else:

@@ -553,8 +553,7 @@ class _Parser:
         if problem is None:
             # Only versions written out by name: "all" and "legacy" promise
             # no particular one.
-            named = {item.strip(" \t").lower() for item in text.replace(":", ",").split(",")}
-            dropped = sorted(named & {"tlsv1.0", "tlsv1.1"})
+            dropped = sorted(set(values.protocol_words(text)) & {"tlsv1.0", "tlsv1.1"})
             if dropped:
                 self._warn(token, f"protocols \"{text}\": {' and '.join(dropped)} not offered: "
                            "gemfcgi offers TLS 1.2 and 1.3 only")

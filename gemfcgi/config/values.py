@@ -148,6 +148,11 @@ def check_absolute(directive: str, path: str) -> Optional[str]:
     )
 
 
+def protocol_words(text: str) -> list[str]:
+    """The words of a ``protocols`` string, lowercased, as libtls reads them."""
+    return [item.lstrip(" \t").lower() for item in text.replace(":", ",").split(",")]
+
+
 def tls_versions(text: str) -> frozenset[str]:
     """
     The TLS versions a ``protocols`` string allows, read as libtls reads it:
@@ -157,8 +162,7 @@ def tls_versions(text: str) -> frozenset[str]:
     ``ValueError`` with the message to report.
     """
     versions: set[str] = set()
-    for item in text.replace(":", ",").split(","):
-        word = item.lstrip(" \t").lower()
+    for item, word in zip(text.replace(":", ",").split(","), protocol_words(text)):
         negated = word[:1] in ("!", "-")
         if negated:
             word = word[1:]

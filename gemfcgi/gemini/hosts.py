@@ -170,6 +170,17 @@ def normal_glob(glob: str) -> str:
     return lowered
 
 
+def literal_host(name: str) -> tuple[bool, Optional[str]]:
+    """
+    Whether a server name or alias is no glob but one host, and that host
+    (canonical; ``None`` if the name is no host at all). ``[::1]`` is an
+    IPv6 address as URLs write it, not a bracket class.
+    """
+    if (name.startswith("[") and name.endswith("]") and ":" in name) or not is_glob(name):
+        return True, canonical_host(name)
+    return False, None
+
+
 class HostPattern:
     """
     A server name or alias glob, matched as gmid does (``fnmatch``) but
@@ -186,9 +197,7 @@ class HostPattern:
                 self._globs.add(alabel)
         elif "xn--" in lowered:
             self._globs.add(unicode_host(lowered))
-        # "[::1]" is an IPv6 literal as URLs write it, not a bracket class.
-        bracketed = glob.startswith("[") and glob.endswith("]") and ":" in glob
-        self._literal = canonical_host(glob) if bracketed or not is_glob(glob) else None
+        self._literal = literal_host(glob)[1]
 
     def matches(self, canonical: str) -> bool:
         if self._literal is not None:

@@ -70,3 +70,14 @@ def test_the_config_package_does_not_import_twisted():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module)
     assert imported and not any(name.split(".")[0] == "twisted" for name in imported)
+
+
+def test_warnings_come_in_the_order_of_the_file_and_a_programs_own_keep_their_place():
+    # A Reloader's load() may return warnings of its own, which are no
+    # Diagnostic: they stay where they were among their kind.
+    from gemfcgi.config.errors import Diagnostic, in_file_order
+
+    main, included = Diagnostic("main.conf", 9, "a", "warning"), Diagnostic("inc.conf", 1, "b", "warning")
+    early = Diagnostic("main.conf", 2, "c", "warning")
+    assert in_file_order([included, main, "own one", early, "own two"], "main.conf") == [
+        early, main, included, "own one", "own two"]
