@@ -27,9 +27,9 @@ def _place(origin: Optional[Origin], config: Config) -> str:
     return f"{file}:{line}" if line > 0 else file
 
 
-class _EarlierServers:
+class ServersByName:
     """
-    The server blocks read so far, to find the first one a name reaches:
+    Server blocks (those read so far, or all), to find the first one a name reaches:
     the names that are no globs by the host they match, so that a file of
     a thousand servers is not a million pattern matches.
     """
@@ -87,7 +87,7 @@ def shadow_warnings(config: Config) -> list[Diagnostic]:
     since requests for that name never reach it.
     """
     warnings: list[Diagnostic] = []
-    earlier = _EarlierServers()
+    earlier = ServersByName()
     for server in config.servers:
         taken = [(name, earlier.first_taking(name)) for name in [server.name, *server.aliases]]
         earlier.add(server)

@@ -281,6 +281,52 @@ def test_a_relay_whose_host_another_server_answers_is_no_loop(tmp_path, sni, loo
         "without end"] if loops else []), warnings
 
 
+THROUGH = ('gmid.conf:{line}: relay-to "{host}" port {port} is a listener of this configuration, '
+           "where the relayed request comes back to this proxy block through the proxy block at "
+           "gmid.conf:{other}: each request would be relayed again without end")
+
+
+@pytest.mark.parametrize("second, expected", [
+    # Port 10965 relays to 10966, which relays back: a loop through two blocks.
+    ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10965 }',
+     [THROUGH.format(line=7, host="localhost", port=10966, other=8),
+      THROUGH.format(line=8, host="127.0.0.1", port=10965, other=7)]),
+    ('\tproxy for-host "*" port "*" { relay-to "localhost" port 10965; sni "localhost" }',
+     # The second relays to a port it takes itself: its own loop is said.
+     [THROUGH.format(line=7, host="localhost", port=10966, other=8),
+      'gmid.conf:8: relay-to "localhost" port 10965 is a listener of this configuration, where the '
+      "relayed request comes back to this proxy block: each request would be relayed again "
+      "without end"]),
+    # Relayed on to a port of no listener here, to a name the URL's host is
+    # not (the upstream answers 53), or to a block that asks for a client
+    # certificate the relay has not: no loop.
+    ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10967 }', []),
+    ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10965; sni "other.test" }',
+     []),
+    ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10965\n'
+     '\t\trequire client ca "{ca}" }', []),
+])
+def test_a_relay_that_comes_back_through_another_block_is_warned_of_as_a_loop(
+    tmp_path, second, expected
+):
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "root").mkdir()
+    text = (
+        f'server "localhost" {{ cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"\n'
+        f'\troot "{tmp_path}/root"\n'
+        "\tlisten on 127.0.0.1 port 10965\n"
+        "\tlisten on 127.0.0.1 port 10966\n"
+        "\n"
+        "\n"
+        '\tproxy for-host "localhost" port 10965 { relay-to "localhost" port 10966 }\n'
+        f"{second.replace('{ca}', str(tmp_path / 'c.pem'))}\n}}\n"
+    )
+    config, _ = parse_config(text, "gmid.conf")
+    warnings = [str(w) for w in check_config(config)[1]]
+    assert [w for w in warnings if "without end" in w] == expected, warnings
+
+
 def certificate_named_only_by(common_name: str, alternative: Optional[str] = None) -> x509.Certificate:
     import datetime
 
