@@ -12,8 +12,8 @@ from typing import Optional
 
 from gemfcgi.config.errors import Diagnostic
 from gemfcgi.config.model import Config, Origin, Server
-from gemfcgi.gemini.hosts import HostPattern, canonical_host, literal_host, normal_glob
-from gemfcgi.glob import glob_matches, is_glob
+from gemfcgi.gemini.hosts import HostPattern, literal_host, normal_glob
+from gemfcgi.glob import glob_matches
 
 
 def _where(origin: Optional[Origin], config: Config) -> tuple[str, int]:
@@ -54,7 +54,7 @@ class ServersByName:
 
     def first_taking(self, name: str) -> Optional[Server]:
         """The first earlier server a request for ``name`` (itself possibly a glob) would pick."""
-        host = None if is_glob(name) else canonical_host(name)
+        host = literal_host(name)[1]
         if host is not None:
             # A name as requests bring it: "second.test." and "SECOND.test"
             # are "second.test", and punycode and Unicode are one name.

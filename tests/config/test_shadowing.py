@@ -116,3 +116,12 @@ def test_the_first_block_taking_a_name_is_named_whether_it_takes_it_by_glob_or_b
         'gmid.conf:12: server "a.test": requests for its name go to server "a.test" at gmid.conf:1 '
         "(gemfcgi uses the first matching block)"
     )
+
+
+def test_an_ipv6_address_in_brackets_is_the_host_an_earlier_block_takes(warnings_of):
+    # "[::1]" is the address as URLs write it, not a bracket class: the
+    # block named "::1" takes its requests.
+    assert warnings_of(servers("::1", "localhost|[::1]")) == [
+        'gmid.conf:6: server "localhost": requests for its alias "[::1]" go to server "::1" at '
+        "gmid.conf:1 (gemfcgi uses the first matching block)"
+    ]
