@@ -144,6 +144,11 @@ class LogLimiter:
         left = self._window_start + self.window - self.clock.seconds()
         return left if self._count >= self.limit and left > 0 else 0.0
 
+    @staticmethod
+    def dropped_note(dropped: int) -> str:
+        """What a line that ``allow`` let through says of the ``dropped`` before it."""
+        return f" ({dropped} more such failures not logged)" if dropped else ""
+
     def summary(self, count: int, what: str) -> str:
         """``count`` dropped ``what``, as the log says it."""
         return f"{count} {what} not logged (over {self.limit} in {self.window:g} s)"

@@ -79,7 +79,7 @@ def _say_failed_here(transport: Any, error: SSL.Error) -> None:
     log.warn("TLS handshake with {client} failed inside OpenSSL (internal error; a client "
              "certificate too large for a session ticket, over about 64 KB, is one cause){dropped}",
              client=where,
-             dropped=f" ({dropped} more not logged)" if dropped else "")
+             dropped=LogLimiter.dropped_note(dropped))
 
 # Plaintext written during one read beyond which the batch is sent at once,
 # so a producer writing a large file from inside a read cannot pile its

@@ -461,7 +461,7 @@ def _warn_limited(text: str, limiter: Optional[LogLimiter] = None, **fields: Any
         # (or name a symlink's target): escaped as request data is.
         log.warn(
             text + "{dropped}",
-            dropped=f" ({dropped} more such failures not logged)" if dropped else "",
+            dropped=LogLimiter.dropped_note(dropped),
             **{name: printable(value) if isinstance(value, str) else value for name, value in fields.items()},
         )
 
