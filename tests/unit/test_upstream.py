@@ -87,12 +87,13 @@ def test_the_upstream_gets_the_clients_url_with_its_own_port(line, port, sent):
     assert upstream_request_line(parse_request_line(line), port) == sent
 
 
-def check(tmp_path, block: str, port: int = 1965):
+def check(tmp_path, block: str, port: int = 1965, *more_ports: int):
     cert_pem, key_pem = make_self_signed(["localhost"])
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
     (tmp_path / "root").mkdir()
+    listens = "".join(f"\tlisten on 127.0.0.1 port {number}\n" for number in (port, *more_ports))
     text = (
-        f'server "localhost" {{\n\tlisten on 127.0.0.1 port {port}\n\tcert "{tmp_path}/c.pem"\n'
+        f'server "localhost" {{\n{listens}\tcert "{tmp_path}/c.pem"\n'
         f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n{block}\n}}\n'
     )
     config, _ = parse_config(text, "gmid.conf")
@@ -309,21 +310,8 @@ THROUGH = ('gmid.conf:{line}: relay-to "{host}" port {port} is a listener of thi
 def test_a_relay_that_comes_back_through_another_block_is_warned_of_as_a_loop(
     tmp_path, second, expected
 ):
-    cert_pem, key_pem = make_self_signed(["localhost"])
-    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
-    (tmp_path / "root").mkdir()
-    text = (
-        f'server "localhost" {{ cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"\n'
-        f'\troot "{tmp_path}/root"\n'
-        "\tlisten on 127.0.0.1 port 10965\n"
-        "\tlisten on 127.0.0.1 port 10966\n"
-        "\n"
-        "\n"
-        '\tproxy for-host "localhost" port 10965 { relay-to "localhost" port 10966 }\n'
-        f"{second.replace('{ca}', str(tmp_path / 'c.pem'))}\n}}\n"
-    )
-    config, _ = parse_config(text, "gmid.conf")
-    warnings = [str(w) for w in check_config(config)[1]]
+    first = '\tproxy for-host "localhost" port 10965 { relay-to "localhost" port 10966 }\n'
+    warnings = check(tmp_path, first + second.replace("{ca}", str(tmp_path / "c.pem")), 10965, 10966)[1]
     assert [w for w in warnings if "without end" in w] == expected, warnings
 
 
