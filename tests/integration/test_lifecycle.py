@@ -239,7 +239,8 @@ def test_connections_queued_while_the_server_was_busy_are_served_through_a_stop(
             socket.create_connection(("127.0.0.1", server.port), timeout=10),
             server_hostname="localhost")
         stalled.sendall(f"gemini://localhost:{server.port}/stall.gmi\r\n".encode())
-        server.wait_for_log("stalling")
+        # The handler's line, not twistd's "Loading .../stalling.tac".
+        server.wait_for_log(r"\] stalling\n")
         queued = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
                   for _ in range(3)]
         server.process.send_signal(signal.SIGTERM)
