@@ -10,6 +10,7 @@ diagnostic, so ``--check``, start-up and a reload all report the same way.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import pwd
 import re
@@ -47,6 +48,7 @@ from gemfcgi.proxyv1 import split_proxied
 from gemfcgi.routing import port_matches, port_pattern
 from gemfcgi.service import (
     ListenError,
+    addresses_of,
     listen_descriptions,
     proxy_v1_disagreements,
     servers_listening_on,
@@ -343,9 +345,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         error(listen.origin, f"listen on {listen.address} port {listen.port}: {here} {where} "
               f"({earlier.address}), and {split_proxied(description)[1]} would take the connections "
               "of both: every listen on the same address and port must agree")
-    by_name = ServersByName()
-    for server in config.servers:
-        by_name.add(server)
+    relays = OwnRelays(config)
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:
@@ -469,11 +469,11 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if proxy.require_client_ca is not None:
                 check_ca(proxy.require_client_ca, proxy.origin or origin)
             host, port = proxy.relay_to or ("", 0)
-            if relays_to_itself(config, server, proxy):
+            if relays.to_itself(server, proxy):
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
                         "this configuration, where the relayed request comes back to this proxy "
                         "block: each request would be relayed again without end")
-            elif through := relay_circle(config, server, proxy, by_name):
+            elif through := relays.circle(server, proxy):
                 blocks = " and ".join("the proxy block at {}:{}".format(
                     *_where(block.origin or origin, config)) for block in through)
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
@@ -537,117 +537,130 @@ def _reachable(server: model.Server, proxy: model.Proxy) -> bool:
                for name in [server.name, *server.aliases])
 
 
-def _own_relay(config: model.Config, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
+class OwnRelays:
     """
-    Where ``proxy`` relays when it relays over TLS to one of the
-    configuration's own sockets (named by an address or as localhost): the
-    name it sends as SNI (``None`` for none) and the port. ``None`` when it
-    relays elsewhere, or to a name not worth a lookup here.
+    The relays of a configuration's proxy blocks to its own sockets, to
+    find loops. Each ``listen on`` address is looked up once per check, and
+    each relay's socket found once: a file of a thousand servers took 30 s,
+    looking every address up again for each block's relay.
     """
-    if proxy.relay_to is None or not proxy.use_tls:
-        return None  # plaintext to a TLS listener fails at once
-    host, port = proxy.relay_to
-    try:
-        number = port_number(port)
-    except OSError:
-        return None  # said elsewhere
-    name = canonical_host(host)
-    if name is None:
-        return None
-    if is_address(name):
-        addresses = {name.strip("[]")}
-    elif name == "localhost" or name.endswith(".localhost"):
-        addresses = {"127.0.0.1", "::1"}
-    else:
-        return None
-    sni = proxy.sni or (None if is_address(name) else name)
-    sent = canonical_host(sni) if sni is not None else None
-    if sni is not None and sent is None:
-        return None
-    if not any(servers_listening_on(config, SimpleNamespace(host=address, port=number))
-               for address in addresses):
-        return None
-    return sent, number
+
+    def __init__(self, config: model.Config) -> None:
+        self.config = config
+        self.servers = ServersByName()
+        for server in config.servers:
+            self.servers.add(server)
+        self._addresses_of = functools.cache(addresses_of)
+        self._sockets: dict[tuple[str, int], bool] = {}
+
+    def relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
+        """
+        Where ``proxy`` relays when it relays over TLS to one of the
+        configuration's own sockets (named by an address or as localhost):
+        the name it sends as SNI (``None`` for none) and the port. ``None``
+        when it relays elsewhere, or to a name not worth a lookup here.
+        """
+        if proxy.relay_to is None or not proxy.use_tls:
+            return None  # plaintext to a TLS listener fails at once
+        host, port = proxy.relay_to
+        try:
+            number = port_number(port)
+        except OSError:
+            return None  # said elsewhere
+        name = canonical_host(host)
+        if name is None:
+            return None
+        if is_address(name):
+            addresses = {name.strip("[]")}
+        elif name == "localhost" or name.endswith(".localhost"):
+            addresses = {"127.0.0.1", "::1"}
+        else:
+            return None
+        sni = proxy.sni or (None if is_address(name) else name)
+        sent = canonical_host(sni) if sni is not None else None
+        if sni is not None and sent is None:
+            return None
+        if not any(self._listened(address, number) for address in addresses):
+            return None
+        return sent, number
+
+    def _listened(self, address: str, port: int) -> bool:
+        if (address, port) not in self._sockets:
+            self._sockets[address, port] = bool(servers_listening_on(
+                self.config, SimpleNamespace(host=address, port=port), self._addresses_of))
+        return self._sockets[address, port]
+
+    def to_itself(self, server: model.Server, proxy: model.Proxy) -> bool:
+        """
+        Whether ``proxy`` (a block of ``server``) relays to one of the
+        configuration's own sockets, where the relayed request, with the
+        same URL host, an accepted SNI and the relay's port, is taken by
+        the same block again.
+        """
+        if not _reachable(server, proxy):
+            return False  # it never relays
+        relay = self.relay(proxy)
+        if relay is None:
+            return False
+        sent, number = relay
+        if not port_matches(number, port_pattern(proxy.for_port)):
+            return False
+        if sent is None:
+            return True  # the URL's host picks the server it picked before: this one
+        if not HostPattern(proxy.for_host).matches(sent):
+            return False  # the URL's host must be the SNI name, and this block must take it
+        # The server the relayed request's host (the SNI name) picks, first
+        # match: another one (gmid's regress proxy, relaying from server
+        # "localhost.local" to localhost) answers the request itself.
+        return self.servers.first_taking(sent) is server
+
+    def circle(self, server: model.Server, proxy: model.Proxy) -> list[model.Proxy]:
+        """
+        The other proxy blocks through which a request that ``proxy`` (a
+        block of ``server``) relays comes back to it, each relaying to one
+        of the configuration's own sockets (port A relaying to port B,
+        which relays back to A); empty when there are none. Followed for a
+        host a name of the configuration gives (an SNI, a ``for-host`` or a
+        server name that is no glob), as the relay sends it: the same URL
+        host, the relay's port, and a server chosen by that host.
+        """
+        relay = self.relay(proxy)
+        if relay is None:
+            return []
+        sent, _ = relay
+        if sent is not None:
+            hosts = [sent]
+        else:
+            written = [proxy.for_host] if not is_glob(proxy.for_host) else [server.name, *server.aliases]
+            hosts = [host for literal, host in map(literal_host, written) if literal and host is not None]
+        for host in hosts:
+            if self.servers.first_taking(host) is not server or not HostPattern(proxy.for_host).matches(host):
+                continue  # a request for it never reaches this block
+            through: list[model.Proxy] = []
+            relaying = proxy
+            while True:
+                relay = self.relay(relaying)
+                if relay is None or relay[0] is not None and relay[0] != host:
+                    break  # relayed elsewhere, or a URL host other than the SNI name: 53
+                chosen = self.servers.first_taking(host)
+                taking = None if chosen is None else next(
+                    (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
+                if taking is None or any(taking is block for block in through) or \
+                        taking.require_client_ca is not None:
+                    break  # served here, a circle without this block, or a client certificate asked
+                if taking is proxy:
+                    if through:
+                        return through
+                    break  # one block's own loop: to_itself says it
+                through.append(taking)
+                relaying = taking
+        return []
 
 
 def _takes(proxy: model.Proxy, host: str, port: int) -> bool:
     """Whether ``proxy`` takes a request for ``host`` on ``port``, its server once chosen."""
     return (glob_matches("gemini", proxy.proto.lower()) and HostPattern(proxy.for_host).matches(host)
             and port_matches(port, port_pattern(proxy.for_port)))
-
-
-def relays_to_itself(config: model.Config, server: model.Server, proxy: model.Proxy) -> bool:
-    """
-    Whether ``proxy`` (a block of ``server``) relays to one of the
-    configuration's own sockets, where the relayed request, with the same
-    URL host, an accepted SNI and the relay's port, is taken by the same
-    block again.
-    """
-    if not _reachable(server, proxy):
-        return False  # it never relays
-    relay = _own_relay(config, proxy)
-    if relay is None:
-        return False
-    sent, number = relay
-    if not port_matches(number, port_pattern(proxy.for_port)):
-        return False
-    takes = HostPattern(proxy.for_host)
-    if sent is not None and not takes.matches(sent):
-        return False  # the URL's host must be the SNI name, and this block must take it
-    if sent is None:
-        return True  # the URL's host picks the server it picked before: this one
-    # The server the relayed request's host (the SNI name) picks, first
-    # match: another one (gmid's regress proxy, relaying from server
-    # "localhost.local" to localhost) answers the request itself.
-    picked = next((candidate for candidate in config.servers
-                   if any(HostPattern(name).matches(sent)
-                          for name in [candidate.name, *candidate.aliases])), None)
-    return picked is server
-
-
-def relay_circle(
-    config: model.Config, server: model.Server, proxy: model.Proxy, servers: ServersByName
-) -> list[model.Proxy]:
-    """
-    The other proxy blocks through which a request that ``proxy`` (a block
-    of ``server``) relays comes back to it, each relaying to one of the
-    configuration's own sockets (port A relaying to port B, which relays
-    back to A); empty when there are none. Followed for a host a name of
-    the configuration gives (an SNI, a ``for-host`` or a server name that
-    is no glob), as the relay sends it: the same URL host, the relay's
-    port, and a server chosen by that host.
-    """
-    relay = _own_relay(config, proxy)
-    if relay is None:
-        return []
-    sent, _ = relay
-    if sent is not None:
-        hosts = [sent]
-    else:
-        written = [proxy.for_host] if not is_glob(proxy.for_host) else [server.name, *server.aliases]
-        hosts = [host for literal, host in map(literal_host, written) if literal and host is not None]
-    for host in hosts:
-        if servers.first_taking(host) is not server or not HostPattern(proxy.for_host).matches(host):
-            continue  # a request for it never reaches this block
-        through: list[model.Proxy] = []
-        relaying = proxy
-        while True:
-            relay = _own_relay(config, relaying)
-            if relay is None or relay[0] is not None and relay[0] != host:
-                break  # relayed elsewhere, or a URL host other than the SNI name: 53
-            chosen = servers.first_taking(host)
-            taking = None if chosen is None else next(
-                (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
-            if taking is None or any(taking is block for block in through) or \
-                    taking.require_client_ca is not None:
-                break  # served here, a circle without this block, or a client certificate asked
-            if taking is proxy:
-                if through:
-                    return through
-                break  # one block's own loop: relays_to_itself says it
-            through.append(taking)
-            relaying = taking
-    return []
 
 
 def proxy_problems(proxy: model.Proxy) -> list[str]:

@@ -357,15 +357,21 @@ def _what_systemd_passed(passed: Any = None) -> str:
     return f"{len(sockets)} passed, named {', '.join(names)}; index= counts from 0"
 
 
-def _addresses_of(name: str) -> set[str]:
+def addresses_of(name: str) -> set[str]:
+    """The addresses ``name`` resolves to here; none if it does not."""
     try:
         return {info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
     except OSError:
         return set()
 
 
-def servers_listening_on(config: model.Config, address) -> list[int]:
-    """The servers whose ``listen on`` lines name ``address`` (a bound socket's)."""
+def servers_listening_on(
+    config: model.Config, address, resolve: Callable[[str], set[str]] = addresses_of
+) -> list[int]:
+    """
+    The servers whose ``listen on`` lines name ``address`` (a bound
+    socket's), their names looked up with ``resolve``.
+    """
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is None or port is None:
@@ -379,7 +385,7 @@ def servers_listening_on(config: model.Config, address) -> list[int]:
                     continue
             except ListenError:
                 continue  # a service no socket can have (the check names its line)
-            if listen.address == "*" or host in _addresses_of(listen.address) | {listen.address}:
+            if listen.address == "*" or host in resolve(listen.address) | {listen.address}:
                 matching.append(index)
                 break
     return matching

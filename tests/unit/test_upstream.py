@@ -449,3 +449,30 @@ def test_an_ipv6_address_in_brackets_as_relay_to_is_an_error_saying_what_to_writ
     errors, _ = check(tmp_path, '\tproxy { relay-to "[::1]" port 1966; verifyname off }')
     assert errors == ['gmid.conf:6: relay-to "[::1]": an IPv6 address is written here without '
                       'brackets: write "::1"']
+
+
+def test_each_listen_address_is_looked_up_once_for_the_relay_checks(tmp_path, monkeypatch):
+    # A file of a thousand servers listening on "localhost", each relaying
+    # to it, took 30 s to check (at each start and reload too): every
+    # block's relay looked every server's address up again.
+    from gemfcgi import check as checking
+
+    looked_up: list[str] = []
+
+    def counting(name: str) -> set[str]:
+        looked_up.append(name)
+        return {"127.0.0.1", "::1"} if name == "localhost" else set()
+
+    monkeypatch.setattr(checking, "addresses_of", counting)
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    text = "".join(
+        f'server "s{n}.test" {{ listen on localhost port 1965; cert "{tmp_path}/c.pem"\n'
+        f'\tkey "{tmp_path}/k.pem"; root "{tmp_path}"\n'
+        f'\tproxy for-host "s{n}.test" {{ relay-to "127.0.0.1" port 1965 }}\n}}\n'
+        for n in range(20)
+    )
+    config, _ = parse_config(text, "gmid.conf")
+    warnings = [str(w) for w in check_config(config)[1]]
+    assert len([w for w in warnings if "without end" in w]) == 20
+    assert looked_up == ["localhost"]
