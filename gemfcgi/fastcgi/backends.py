@@ -276,6 +276,10 @@ class FastCGIBackends(MultiService):
         # Per request, the address is the same configuration object each
         # time: looked up by identity, it needs no key built field by field.
         self._by_identity: dict[int, tuple[model.FastCGIAddress, Backend]] = {}
+        # The addresses of the configuration last given to ``configure``
+        # (``None`` before): a request for another one came on a connection
+        # the configuration before a reload still serves.
+        self._wanted: Optional[set[tuple]] = None
 
     def configure(self, config: model.Config) -> None:
         """
@@ -289,6 +293,7 @@ class FastCGIBackends(MultiService):
         """
         self._by_identity.clear()
         wanted = {address_key(a): a for a in fastcgi_addresses(config)}
+        self._wanted = set(wanted)
         opened = {
             key: open_backend(address, self.reactor, self.timeouts)
             for key, address in wanted.items()
@@ -305,18 +310,40 @@ class FastCGIBackends(MultiService):
             self._add(key, backend)
 
     def backend_for(self, address: model.FastCGIAddress) -> Backend:
-        """The backend for ``address``, opened on first use."""
+        """
+        The backend for ``address``, opened on first use.
+
+        A request served by the configuration before a reload (its
+        connection was accepted then) may name an address the running one
+        does not: it goes to the retiring backend, whose program still
+        runs until its last request ends, or else to one opened for it,
+        whose program is stopped as soon as its requests end. Neither is
+        kept for the running configuration, nor called back from its
+        retirement.
+        """
         known = self._by_identity.get(id(address))
         if known is not None and known[0] is address:
             return known[1]
         key = address_key(address)
         backend = self.backends.get(key)
         if backend is None and key in self._retiring:
-            backend = self.backends[key] = self._take_back(key)
+            return self._retiring[key][0]
         if backend is None:
             backend = self._add(key, open_backend(address, self.reactor, self.timeouts))
+            if self._wanted is not None and key not in self._wanted:
+                if backend.app is not None:
+                    log.info("FastCGI backend {backend}: started for a request of the configuration "
+                             "before the reload, and stopped once its requests end",
+                             backend=backend.name)
+                # Retired once the request that asked for it has begun.
+                self.reactor.callLater(0, self._retire_unwanted, key, backend)
+                return backend
         self._by_identity[id(address)] = (address, backend)
         return backend
+
+    def _retire_unwanted(self, key: tuple, backend: Backend) -> None:
+        if self.backends.get(key) is backend and self._wanted is not None and key not in self._wanted:
+            self._retire(key, self.backends.pop(key))
 
     def _add(self, key: tuple, backend: Backend) -> Backend:
         if backend.app is not None:

@@ -1373,6 +1373,55 @@ def test_a_reload_that_names_a_retiring_app_again_takes_it_back_running():
     assert process.signals == [signal.SIGTERM]
 
 
+def test_a_request_of_the_configuration_before_a_reload_does_not_call_its_retiring_app_back():
+    # A connection accepted before the reload is served by the old
+    # configuration: its request used to take the retiring program back
+    # into the running configuration, which then kept it for good.
+    import signal
+
+    reactor, backends, backend = running_spawned_backend()
+    (process,) = reactor.processes
+    first, late = InFlight(), InFlight()
+    backend.begin(first)
+    backends.configure(spawn_config())  # retiring: one request in flight
+    assert backends.backend_for(model.FastCGISpawn("sh app.sh")) is backend
+    backend.begin(late)
+    reactor.advance(1)
+    backend.end(first)
+    assert process.signals == []  # the late request is still in flight
+    backend.end(late)
+    assert process.signals == [signal.SIGTERM]
+    assert len(reactor.processes) == 1
+
+
+@pytest.mark.parametrize("now", [[], ["sh new.sh"]])
+def test_a_program_started_for_a_request_of_the_configuration_before_a_reload_stops_after_it(now):
+    # The old configuration's program was stopped by the reload (it was
+    # idle): the late request gets one of its own, which stopped only at
+    # the next reload.
+    import signal
+
+    reactor, backends, _ = running_spawned_backend()
+    backends.configure(spawn_config(*now))
+    old = reactor.processes[0]
+    assert old.signals == [signal.SIGTERM]
+    old.exit(0)
+    with capturedLogs() as logs:
+        backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+    started = reactor.processes[-1]
+    assert started is not old and started.signals == []
+    assert ("FastCGI backend spawn:sh app.sh: started for a request of the configuration before the "
+            "reload, and stopped once its requests end") in warnings(logs)
+    late = InFlight()
+    backend.begin(late)
+    reactor.advance(5)
+    assert started.signals == []
+    backend.end(late)
+    assert started.signals == [signal.SIGTERM]
+    assert [app.name for app in (b.app for b in backends.backends.values()) if app is not None] == [
+        f"spawn:{command}" for command in now]
+
+
 def test_an_app_retired_taken_back_and_retired_again_waits_for_its_requests_however_long():
     import signal
 

@@ -39,7 +39,7 @@ from tests.fastcgi_apps.harness import (
     server_spec,
     wait_for,
 )
-from tests.support import client_context, fetch, start_server
+from tests.support import client_context, fetch, read_to_end, start_server
 
 FCGIWRAP = shutil.which("fcgiwrap", path=os.defpath + ":/usr/sbin:/usr/bin") or "/usr/sbin/fcgiwrap"
 PHP_CGI = shutil.which("php-cgi") or "/usr/bin/php-cgi"
@@ -506,6 +506,49 @@ def test_a_reload_that_brings_back_a_draining_spawned_app_takes_it_back(certific
         reply = get(server, "/cgi/hello.sh")
         assert (reply.header, reply.body.strip()) == (b"20 text/gemini", b"hello")
         assert "Traceback" not in server.log and "critical" not in server.log
+    finally:
+        server.stop()
+
+
+def test_a_request_begun_before_a_reload_that_removed_its_program_is_served_and_leaves_none(
+    certificate, tmp_path
+):
+    # The connection was accepted before the reload, so its request is
+    # served as the old configuration says: it got the program started
+    # again, and that program then ran until the next reload.
+    cgi = tmp_path / "cgi"
+    cgi.mkdir()
+    (cgi / "hello.sh").write_text("#!/bin/sh\nprintf '20 text/gemini\\r\\nhello\\n'\n")
+    (cgi / "hello.sh").chmod(0o755)
+    cert, key = certificate
+    location = f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n'
+    with_app = (
+        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
+        f'  root "{tmp_path}"\n{location}}}\n'
+    )
+    config = tmp_path / "gmid.conf"
+    config.write_text(with_app)
+    server = start_server("-c", str(config))
+    try:
+        assert get(server, "/cgi/hello.sh").header == b"20 text/gemini"
+        tls = client_context().wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=10), server_hostname="localhost")
+        before = len(server.log)
+        config.write_text(with_app.replace(location, ""))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded", since=before)
+        server.wait_for_log(r"pid \d+ stopped", since=before)
+        tls.sendall(f"gemini://localhost:{server.port}/cgi/hello.sh\r\n".encode())
+        data, clean = read_to_end(tls)
+        assert (data.split(b"\r\n", 1)[0], data.split(b"\r\n", 1)[1].strip(), clean) == (
+            b"20 text/gemini", b"hello", True)
+        tls.close()
+        late = server.wait_for_log(r"started pid (\d+)", since=before)
+        server.wait_for_log(rf"pid {late.group(1)} stopped", since=before)
+        # Served as a file now, as the running configuration says.
+        assert get(server, "/cgi/hello.sh").header == b"20 application/octet-stream"
+        assert len(re.findall("started pid", server.log[before:])) == 1
+        assert "Traceback" not in server.log
     finally:
         server.stop()
 
