@@ -17,7 +17,7 @@ from typing import Optional, Union
 from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.gemini.hosts import HostPattern
-from gemfcgi.glob import glob_matches, is_glob
+from gemfcgi.glob import compile_glob, glob_matches, is_glob
 from gemfcgi.mime import OCTET_STREAM, MimeTable
 
 
@@ -65,11 +65,13 @@ class VirtualHost:
         self.server = server
         self.name = server.name
         self._patterns = [HostPattern(n) for n in [server.name, *server.aliases]]
-        self._locations = [
-            (loc.pattern[1:] if loc.pattern.startswith("/") else loc.pattern, loc.options)
-            for loc in server.locations
-        ]
+        globs = [(loc.pattern[1:] if loc.pattern.startswith("/") else loc.pattern, loc.options)
+                 for loc in server.locations]
+        # Compiled once here: more location globs than the compiled-pattern
+        # cache keeps were compiled again for each new path.
+        self._locations = [(glob, compile_glob(glob), options) for glob, options in globs]
         self.settings_for = lru_cache(maxsize=2048)(self._resolve)
+        self.proxy_for = lru_cache(maxsize=2048)(self._proxy_for)
         log = server.options.log is not False
         self.proxies = [
             (HostPattern(proxy.for_host), port_pattern(proxy.for_port),
@@ -88,9 +90,9 @@ class VirtualHost:
         ``/wiki/index.php``): one written for the paths under that file.
         """
         wanted = (path[1:] if path.startswith("/") else path) + "/"
-        return any(_literal_start(glob).startswith(wanted) for glob, _ in self._locations)
+        return any(_literal_start(glob).startswith(wanted) for glob, _, _ in self._locations)
 
-    def proxy_for(self, host: str, port: int) -> Optional[PathSettings]:
+    def _proxy_for(self, host: str, port: int) -> Optional[PathSettings]:
         """
         The settings of the first ``proxy`` block relaying requests for
         ``host`` (canonical) on ``port`` (the URL's, 1965 if it has none),
@@ -104,7 +106,7 @@ class VirtualHost:
 
     def _resolve(self, path: str) -> PathSettings:
         relative = path[1:] if path.startswith("/") else path
-        matching = [opts for glob, opts in self._locations if glob_matches(relative, glob)]
+        matching = [opts for _, regex, opts in self._locations if regex.fullmatch(relative) is not None]
         chain = [*matching, self.server.options]
         values = {}
         for name in _SIMPLE_SETTINGS:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import idna
 
-from gemfcgi.glob import glob_matches, is_glob
+from gemfcgi.glob import compile_glob, is_glob
 
 
 # What RFC 3986 allows in no host, besides controls (a '"' would close a
@@ -198,12 +198,16 @@ class HostPattern:
         elif "xn--" in lowered:
             self._globs.add(unicode_host(lowered))
         self._literal = literal_host(glob)[1]
+        # Held here, not looked up at each match: a configuration of more
+        # globs than the compiled-pattern cache keeps would compile each
+        # one again for every request.
+        self._regexes = [] if self._literal is not None else [compile_glob(g) for g in self._globs]
 
     def matches(self, canonical: str) -> bool:
         if self._literal is not None:
             return canonical == self._literal
         names = {canonical, unicode_host(canonical)}
-        return any(glob_matches(n, g) for n in names for g in self._globs)
+        return any(regex.fullmatch(n) is not None for n in names for regex in self._regexes)
 
     def __repr__(self) -> str:
         return f"HostPattern({self.glob!r})"
