@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gemfcgi.config import shadow_warnings
 from gemfcgi.config.model import Config, Server
 
@@ -125,3 +128,37 @@ def test_an_ipv6_address_in_brackets_is_the_host_an_earlier_block_takes(warnings
         'gmid.conf:6: server "localhost": requests for its alias "[::1]" go to server "::1" at '
         "gmid.conf:1 (gemfcgi uses the first matching block)"
     ]
+
+
+def _first_by_trying_each(servers: list[Server], name: str):
+    """What the index must answer: every earlier block tried in order, each name matched whole."""
+    from gemfcgi.gemini.hosts import HostPattern, literal_host, normal_glob
+    from gemfcgi.glob import glob_matches
+
+    host = literal_host(name)[1]
+    for server in servers:
+        patterns = [server.name, *server.aliases]
+        if host is not None and any(HostPattern(p).matches(host) for p in patterns):
+            return server
+        if host is None and any(glob_matches(normal_glob(name), normal_glob(p)) for p in patterns
+                                if "?" not in p and "[" not in p):
+            return server
+    return None
+
+
+_NAMES = ["a.test", "b.a.test", "*.a.test", "*.test", "*", "?.test", "[ab].test", "b*", "*.b.a.test",
+          "x.b.a.test", "A.Test", "*.A.TEST", "bücher.test", "*.bücher.test", "*.xn--bcher-kva.test",
+          "w.xn--bcher-kva.test", "b\\*.test", "[::1]", "::1", ".a.test", "*a.test"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=3), min_size=1, max_size=8),
+       st.sampled_from(_NAMES))
+def test_the_first_block_taking_a_name_is_the_first_that_matches_it(blocks, name):
+    from gemfcgi.config.checks import ServersByName
+
+    servers = [Server(name=names[0], aliases=names[1:]) for names in blocks]
+    index = ServersByName()
+    for server in servers:
+        index.add(server)
+    assert index.first_taking(name) is _first_by_trying_each(servers, name)
