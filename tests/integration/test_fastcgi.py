@@ -476,27 +476,38 @@ def test_stop_lets_a_reply_in_flight_from_a_spawned_app_finish(certificate):
         processes.stop_all()
 
 
-def test_a_reload_that_brings_back_a_draining_spawned_app_takes_it_back(certificate, tmp_path):
+def scripts_behind_spawned_fcgiwrap(tmp_path, certificate, scripts: dict[str, str]):
+    """
+    A configuration whose ``/cgi/*`` location spawns fcgiwrap for the shell
+    ``scripts`` (name: body) under the root: its file, its text and that
+    location's line (for a reload without it).
+    """
     cgi = tmp_path / "cgi"
     cgi.mkdir()
-    for name, body in (("slow.sh", "sleep 1.5\nprintf '20 text/gemini\\r\\nslow\\n'\n"),
-                       ("hello.sh", "printf '20 text/gemini\\r\\nhello\\n'\n")):
+    for name, body in scripts.items():
         (cgi / name).write_text("#!/bin/sh\n" + body)
         (cgi / name).chmod(0o755)
     cert, key = certificate
-    with_app = (
+    location = f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n'
+    text = (
         f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
-        f'  root "{tmp_path}"\n  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
+        f'  root "{tmp_path}"\n{location}}}\n'
     )
     config = tmp_path / "gmid.conf"
-    config.write_text(with_app)
+    config.write_text(text)
+    return config, text, location
+
+
+def test_a_reload_that_brings_back_a_draining_spawned_app_takes_it_back(certificate, tmp_path):
+    config, with_app, location = scripts_behind_spawned_fcgiwrap(tmp_path, certificate, {
+        "slow.sh": "sleep 1.5\nprintf '20 text/gemini\\r\\nslow\\n'\n",
+        "hello.sh": "printf '20 text/gemini\\r\\nhello\\n'\n"})
     server = start_server("-c", str(config))
     try:
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(get, server, "/cgi/slow.sh")
             time.sleep(0.5)
-            for text in (with_app.replace(f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n', ""),
-                         with_app):
+            for text in (with_app.replace(location, ""), with_app):
                 # Without the app (it drains its request), then with it again.
                 before = len(server.log)
                 config.write_text(text)
@@ -516,18 +527,8 @@ def test_a_request_begun_before_a_reload_that_removed_its_program_is_served_and_
     # The connection was accepted before the reload, so its request is
     # served as the old configuration says: it got the program started
     # again, and that program then ran until the next reload.
-    cgi = tmp_path / "cgi"
-    cgi.mkdir()
-    (cgi / "hello.sh").write_text("#!/bin/sh\nprintf '20 text/gemini\\r\\nhello\\n'\n")
-    (cgi / "hello.sh").chmod(0o755)
-    cert, key = certificate
-    location = f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n'
-    with_app = (
-        f'server "localhost" {{\n  listen on 127.0.0.1 port 0\n  cert "{cert}"\n  key "{key}"\n'
-        f'  root "{tmp_path}"\n{location}}}\n'
-    )
-    config = tmp_path / "gmid.conf"
-    config.write_text(with_app)
+    config, with_app, location = scripts_behind_spawned_fcgiwrap(tmp_path, certificate, {
+        "hello.sh": "printf '20 text/gemini\\r\\nhello\\n'\n"})
     server = start_server("-c", str(config))
     try:
         assert get(server, "/cgi/hello.sh").header == b"20 text/gemini"
