@@ -26,7 +26,7 @@ from cryptography import x509
 from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch, validity_problem
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
-from gemfcgi.config.checks import ServersByName
+from gemfcgi.serverindex import ServersByName
 from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here

@@ -18,6 +18,7 @@ from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.gemini.hosts import HostPattern
 from gemfcgi.glob import compile_glob, glob_matches, is_glob
+from gemfcgi.serverindex import ServersByName
 from gemfcgi.mime import OCTET_STREAM, MimeTable
 
 
@@ -64,7 +65,6 @@ class VirtualHost:
     def __init__(self, server: model.Server) -> None:
         self.server = server
         self.name = server.name
-        self._patterns = [HostPattern(n) for n in [server.name, *server.aliases]]
         globs = [(loc.pattern[1:] if loc.pattern.startswith("/") else loc.pattern, loc.options)
                  for loc in server.locations]
         # Compiled once here: more location globs than the compiled-pattern
@@ -79,9 +79,6 @@ class VirtualHost:
             for proxy in server.proxies
             if glob_matches("gemini", proxy.proto.lower())
         ]
-
-    def matches(self, host: str) -> bool:
-        return any(p.matches(host) for p in self._patterns)
 
     def names_as_a_prefix(self, path: str) -> bool:
         """
@@ -164,14 +161,18 @@ class Routes:
         self.config = config
         self.hosts = [VirtualHost(server) for server in config.servers]
         self.mime = MimeTable(config.types)
+        self._index = ServersByName()
+        for server in config.servers:
+            self._index.add(server)
+        self._vhosts = {id(vhost.server): vhost for vhost in self.hosts}
         self.select = lru_cache(maxsize=4096)(self._select)
 
     def _select(self, host: str) -> Optional[VirtualHost]:
         """
         The first server matching ``host``, whichever socket the request came
-        by: as in gmid, the address does not choose among the servers.
+        by: as in gmid, the address does not choose among the servers. A
+        host no server names, one new in each request, is looked up
+        without trying every server's names in turn.
         """
-        for vhost in self.hosts:
-            if vhost.matches(host):
-                return vhost
-        return None
+        server = self._index.first_for_host(host)
+        return None if server is None else self._vhosts[id(server)]

@@ -155,7 +155,7 @@ _NAMES = ["a.test", "b.a.test", "*.a.test", "*.test", "*", "?.test", "[ab].test"
 @given(st.lists(st.lists(st.sampled_from(_NAMES), min_size=1, max_size=3), min_size=1, max_size=8),
        st.sampled_from(_NAMES))
 def test_the_first_block_taking_a_name_is_the_first_that_matches_it(blocks, name):
-    from gemfcgi.config.checks import ServersByName
+    from gemfcgi.serverindex import ServersByName
 
     servers = [Server(name=names[0], aliases=names[1:]) for names in blocks]
     index = ServersByName()
