@@ -433,11 +433,20 @@ def plan_listeners(config: model.Config, listen: Optional[Sequence[str]]) -> lis
 
 
 def load_key_pairs(config: model.Config) -> list[KeyPair]:
+    """
+    Each server's pair, in order. Servers that name the same files (a
+    wildcard certificate for many hosts) get the one pair, read once,
+    and share its TLS context (``CertificateStore``).
+    """
     pairs = []
+    loaded: dict[tuple[str, str, Optional[str]], KeyPair] = {}
     for server in config.servers:
         if server.cert is None or server.key is None:
             raise CertificateError(f"server {server.name!r} has no cert or key")
-        pairs.append(load_key_pair(server.cert, server.key, server.ocsp))
+        files = (server.cert, server.key, server.ocsp)
+        if files not in loaded:
+            loaded[files] = load_key_pair(*files)
+        pairs.append(loaded[files])
     return pairs
 
 
