@@ -325,20 +325,22 @@ class FastCGIBackends(MultiService):
         if known is not None and known[0] is address:
             return known[1]
         key = address_key(address)
+        wanted = self._wanted is None or key in self._wanted
         backend = self.backends.get(key)
         if backend is None and key in self._retiring:
             return self._retiring[key][0]
         if backend is None:
             backend = self._add(key, open_backend(address, self.reactor, self.timeouts))
-            if self._wanted is not None and key not in self._wanted:
+            if not wanted:
                 if backend.app is not None:
                     log.info("FastCGI backend {backend}: started for a request of the configuration "
                              "before the reload, and stopped once its requests end",
                              backend=backend.name)
                 # Retired once the request that asked for it has begun.
                 self.reactor.callLater(0, self._retire_unwanted, key, backend)
-                return backend
-        self._by_identity[id(address)] = (address, backend)
+        if wanted:
+            # Not one of another configuration: it would outlive its retirement.
+            self._by_identity[id(address)] = (address, backend)
         return backend
 
     def _retire_unwanted(self, key: tuple, backend: Backend) -> None:

@@ -1406,18 +1406,30 @@ def test_a_program_started_for_a_request_of_the_configuration_before_a_reload_st
     old = reactor.processes[0]
     assert old.signals == [signal.SIGTERM]
     old.exit(0)
+    # Each request of the old configuration names the same address object.
+    address = model.FastCGISpawn("sh app.sh")
     with capturedLogs() as logs:
-        backend = backends.backend_for(model.FastCGISpawn("sh app.sh"))
+        backend = backends.backend_for(address)
     started = reactor.processes[-1]
     assert started is not old and started.signals == []
     assert ("FastCGI backend spawn:sh app.sh: started for a request of the configuration before the "
             "reload, and stopped once its requests end") in warnings(logs)
-    late = InFlight()
+    late, with_it = InFlight(), InFlight()
     backend.begin(late)
+    # Another in the same turn goes to the same program.
+    assert backends.backend_for(address) is backend
+    backend.begin(with_it)
     reactor.advance(5)
     assert started.signals == []
     backend.end(late)
+    backend.end(with_it)
     assert started.signals == [signal.SIGTERM]
+    started.exit(0)
+    # One that comes later still gets a program (one of its own again).
+    assert backends.backend_for(address) is not backend
+    assert reactor.processes[-1] is not started and reactor.processes[-1].signals == []
+    reactor.advance(1)
+    assert reactor.processes[-1].signals == [signal.SIGTERM]  # its request never began
     assert [app.name for app in (b.app for b in backends.backends.values()) if app is not None] == [
         f"spawn:{command}" for command in now]
 
