@@ -24,7 +24,13 @@ from typing import Mapping, Optional
 from cryptography import x509
 
 from gemfcgi.accesslog import UNIX_SOCKET_LOG
-from gemfcgi.certificates import CertificateError, load_key_pair, ocsp_mismatch, validity_problem
+from gemfcgi.certificates import (
+    CertificateError,
+    load_key_pair,
+    ocsp_mismatch,
+    read_key_file,
+    validity_problem,
+)
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.serverindex import ServersByName
 from gemfcgi.config.paths import anchor_paths
@@ -50,10 +56,12 @@ from gemfcgi.service import (
     ListenError,
     addresses_of,
     listen_descriptions,
+    listen_port,
     proxy_v1_disagreements,
     servers_listening_on,
 )
 from gemfcgi.tls import ProtocolsError, protocol_range
+from gemfcgi.upstream import certificate_name_problem
 
 
 def _where(origin: Optional[model.Origin], config: model.Config) -> tuple[str, int]:
@@ -551,14 +559,19 @@ class OwnRelays:
         for server in config.servers:
             self.servers.add(server)
         self._addresses_of = functools.cache(addresses_of)
-        self._sockets: dict[tuple[str, int], bool] = {}
+        self._sockets: dict[tuple[str, int], list[int]] = {}
+        self._certificates: dict[str, Optional[x509.Certificate]] = {}
 
     def relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
         """
-        Where ``proxy`` relays when it relays over TLS to one of the
-        configuration's own sockets (named by an address or as localhost):
-        the name it sends as SNI (``None`` for none) and the port. ``None``
-        when it relays elsewhere, or to a name not worth a lookup here.
+        Where ``proxy`` relays when it relays to one of the configuration's
+        own sockets (named by an address or as localhost), and its
+        handshake there would succeed: the name it sends as SNI (``None``
+        for none) and the port. ``None`` when it relays elsewhere, to a
+        name not worth a lookup here, or when the handshake would fail
+        (plain TCP, a PROXY header one side alone has, a certificate that
+        does not name what ``verifyname`` checks): that is a ``43``, not a
+        loop.
         """
         if proxy.relay_to is None or not proxy.use_tls:
             return None  # plaintext to a TLS listener fails at once
@@ -573,22 +586,45 @@ class OwnRelays:
         if is_address(name):
             addresses = {name.strip("[]")}
         elif name == "localhost" or name.endswith(".localhost"):
-            addresses = {"127.0.0.1", "::1"}
+            addresses = self._addresses_of(name)  # as the relay looks it up
         else:
             return None
         sni = proxy.sni or (None if is_address(name) else name)
         sent = canonical_host(sni) if sni is not None else None
         if sni is not None and sent is None:
             return None
-        if not any(self._listened(address, number) for address in addresses):
-            return None
-        return sent, number
+        for address in sorted(addresses):
+            taking = self._socket(address, number)
+            if not taking:
+                continue
+            if any(listen.proxy_v1 != proxy.proxy_v1 for index in taking
+                   for listen in self.config.servers[index].listens if _port_of(listen) == number):
+                continue  # a PROXY header where none is read, or none where one is
+            if proxy.verifyname:
+                # The certificate of the server the SNI names, else the socket's first.
+                chosen = (self.servers.first_for_host(sent) if sent is not None else None) \
+                    or self.config.servers[taking[0]]
+                presented = self._certificate(chosen.cert)
+                checked = canonical_host(proxy.sni or host) or name
+                if presented is None or certificate_name_problem(presented, checked) is not None:
+                    continue
+            return sent, number
+        return None
 
-    def _listened(self, address: str, port: int) -> bool:
+    def _socket(self, address: str, port: int) -> list[int]:
+        """The servers whose ``listen on`` lines name the socket ``address`` and ``port``."""
         if (address, port) not in self._sockets:
-            self._sockets[address, port] = bool(servers_listening_on(
-                self.config, SimpleNamespace(host=address, port=port), self._addresses_of))
+            self._sockets[address, port] = servers_listening_on(
+                self.config, SimpleNamespace(host=address, port=port), self._addresses_of)
         return self._sockets[address, port]
+
+    def _certificate(self, path: Optional[str]) -> Optional[x509.Certificate]:
+        if path not in self._certificates:
+            try:
+                self._certificates[path] = x509.load_pem_x509_certificate(read_key_file(path or ""))
+            except (OSError, ValueError):
+                self._certificates[path] = None  # said where the server's pair is checked
+        return self._certificates[path]
 
     def to_itself(self, server: model.Server, proxy: model.Proxy) -> bool:
         """
@@ -631,8 +667,10 @@ class OwnRelays:
         if sent is not None:
             hosts = [sent]
         else:
-            written = [proxy.for_host] if not is_glob(proxy.for_host) else [server.name, *server.aliases]
-            hosts = [host for literal, host in map(literal_host, written) if literal and host is not None]
+            # The host is the client's, which the relay keeps: one of the
+            # names written, or one that a glob written would take.
+            written = [proxy.for_host, server.name, *server.aliases]
+            hosts = [host for host in map(_a_host_taken, written) if host is not None]
         for host in hosts:
             if self.servers.first_taking(host) is not server or not HostPattern(proxy.for_host).matches(host):
                 continue  # a request for it never reaches this block
@@ -646,8 +684,8 @@ class OwnRelays:
                 taking = None if chosen is None else next(
                     (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
                 if taking is None or any(taking is block for block in through) or \
-                        taking.require_client_ca is not None:
-                    break  # served here, a circle without this block, or a client certificate asked
+                        taking.require_client_ca is not None and relaying.cert is None:
+                    break  # served here, a circle without this block, or 60 for want of a certificate
                 if taking is proxy:
                     if through:
                         return through
@@ -655,6 +693,26 @@ class OwnRelays:
                 through.append(taking)
                 relaying = taking
         return []
+
+
+def _a_host_taken(name: str) -> Optional[str]:
+    """
+    A host the server name or glob ``name`` takes: itself, or, for a glob
+    of ``*`` and ``?`` alone, one made by putting letters in their place.
+    """
+    literal, host = literal_host(name)
+    if literal:
+        return host
+    if "[" in name or "\\" in name:
+        return None
+    return canonical_host(re.sub(r"[*?]+", "x", name))
+
+
+def _port_of(listen: model.Listen) -> Optional[int]:
+    try:
+        return listen_port(listen)
+    except ListenError:
+        return None
 
 
 def _takes(proxy: model.Proxy, host: str, port: int) -> bool:

@@ -117,6 +117,28 @@ def _accept_any_chain(connection, certificate, errno, depth, ok) -> bool:
 
 
 @implementer(IOpenSSLClientConnectionCreator)
+def certificate_name_problem(certificate: x509.Certificate, name: str) -> Optional[str]:
+    """
+    Why ``certificate`` is not for ``name`` (a canonical host or an
+    address), as a relay with ``verifyname`` checks it; ``None`` if it is.
+    """
+    try:
+        if is_address(name):
+            verify_certificate_ip_address(certificate, name)
+        else:
+            verify_certificate_hostname(certificate, name)
+    except CertificateError as problem:
+        # No subjectAltName at all, as in many a self-signed Gemini
+        # certificate: libtls, which gmid checks with, then matches the
+        # subject's common name (RFC 6125 6.4.4); so does this.
+        if common_name_matches(certificate, name):
+            return None
+        return f"the certificate is not for {name} ({problem})"
+    except VerificationError as problem:
+        return f"the certificate is not for {name} ({problem})"
+    return None
+
+
 class UpstreamTLS:
     """
     TLS towards one upstream: its context, built once per configuration,
@@ -174,21 +196,7 @@ class UpstreamTLS:
             certificate.subject  # read now: OpenSSL takes names cryptography cannot read
         except Exception:
             return self._openssl_name_problem(peer)
-        try:
-            if self._address:
-                verify_certificate_ip_address(certificate, self.server_name)
-            else:
-                verify_certificate_hostname(certificate, self.server_name)
-        except CertificateError as problem:
-            # No subjectAltName at all, as in many a self-signed Gemini
-            # certificate: libtls, which gmid checks with, then matches the
-            # subject's common name (RFC 6125 6.4.4); so does this.
-            if common_name_matches(certificate, self.server_name):
-                return None
-            return f"the certificate is not for {self.server_name} ({problem})"
-        except VerificationError as problem:
-            return f"the certificate is not for {self.server_name} ({problem})"
-        return None
+        return certificate_name_problem(certificate, self.server_name)
 
     def _openssl_name_problem(self, peer: crypto.X509) -> Optional[str]:
         """``name_problem`` for a certificate only OpenSSL reads, by the same rules."""

@@ -87,13 +87,15 @@ def test_the_upstream_gets_the_clients_url_with_its_own_port(line, port, sent):
     assert upstream_request_line(parse_request_line(line), port) == sent
 
 
-def check(tmp_path, block: str, port: int = 1965, *more_ports: int):
-    cert_pem, key_pem = make_self_signed(["localhost"])
+def check(tmp_path, block: str, port: int = 1965, *more_ports: int, name: str = "localhost",
+          names: tuple[str, ...] = ("localhost", "127.0.0.1"), listen: str = ""):
+    """Errors and warnings of a server ``name`` on ``port``s, its certificate for ``names``."""
+    cert_pem, key_pem = make_self_signed(list(names))
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
     (tmp_path / "root").mkdir()
-    listens = "".join(f"\tlisten on 127.0.0.1 port {number}\n" for number in (port, *more_ports))
+    listens = "".join(f"\tlisten on 127.0.0.1 port {number}{listen}\n" for number in (port, *more_ports))
     text = (
-        f'server "localhost" {{\n{listens}\tcert "{tmp_path}/c.pem"\n'
+        f'server "{name}" {{\n{listens}\tcert "{tmp_path}/c.pem"\n'
         f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n{block}\n}}\n'
     )
     config, _ = parse_config(text, "gmid.conf")
@@ -264,7 +266,7 @@ def test_a_block_for_a_host_that_never_chooses_its_server_is_warned_of(tmp_path,
     ('; sni "localhost.local"', True),
 ])
 def test_a_relay_whose_host_another_server_answers_is_no_loop(tmp_path, sni, loops):
-    cert_pem, key_pem = make_self_signed(["localhost"])
+    cert_pem, key_pem = make_self_signed(["localhost", "localhost.local"])
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
     (tmp_path / "root").mkdir()
     keys = f'cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"'
@@ -313,6 +315,53 @@ def test_a_relay_that_comes_back_through_another_block_is_warned_of_as_a_loop(
     first = '\tproxy for-host "localhost" port 10965 { relay-to "localhost" port 10966 }\n'
     warnings = check(tmp_path, first + second.replace("{ca}", str(tmp_path / "c.pem")), 10965, 10966)[1]
     assert [w for w in warnings if "without end" in w] == expected, warnings
+
+
+BACK_AND_FORTH = ('\tproxy for-host "{host}" port 10965 {{ relay-to "127.0.0.1" port 10966{first} }}\n'
+                  '\tproxy for-host "{host}" port 10966 {{ relay-to "127.0.0.1" port 10965{second} }}')
+
+
+def loop_lines(warnings: list[str]) -> list[int]:
+    return [int(w.split(":")[1]) for w in warnings if "without end" in w]
+
+
+@pytest.mark.parametrize("name, host", [("*.test", "*"), ("a.test", "*.a.test")])
+def test_a_loop_of_hosts_only_globs_name_is_warned_of(tmp_path, name, host):
+    # The relay keeps the client's host, whichever the glob took: "a.test"
+    # with alias "*.a.test" loops for x.a.test as "localhost" would.
+    aliases = '\talias "*.a.test"\n' if name == "a.test" else ""
+    block = aliases + BACK_AND_FORTH.format(host=host, first="; verifyname off", second="; verifyname off")
+    warnings = check(tmp_path, block, 10965, 10966, name=name, names=("a.test",))[1]
+    assert loop_lines(warnings) == ([8, 9] if aliases else [7, 8]), warnings
+
+
+def test_a_loop_through_a_block_that_asks_for_the_certificate_the_relay_presents_is_warned_of(tmp_path):
+    pair = f'; cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"'
+    ca = f'\n\t\trequire client ca "{tmp_path}/c.pem"'
+    presented = check(tmp_path / "a", BACK_AND_FORTH.format(host="localhost", first=pair, second=ca),
+                      10965, 10966)[1]
+    assert loop_lines(presented) == [7, 8], presented
+    # Without one, the relay gets 60 there: no loop.
+    (tmp_path / "b").mkdir()
+    none = check(tmp_path / "b", BACK_AND_FORTH.format(host="localhost", first="", second=ca), 10965, 10966)[1]
+    assert loop_lines(none) == [], none
+
+
+@pytest.mark.parametrize("names, first, listen, loops", [
+    # The relay checks that the certificate names 127.0.0.1 (verifyname):
+    # one for localhost alone fails the handshake, a 43, not a loop.
+    (("localhost",), "", "", False),
+    (("localhost",), "; verifyname off", "", True),
+    (("localhost", "127.0.0.1"), "", "", True),
+    # A PROXY header where none is read, or none where one is: 43 too.
+    (("localhost", "127.0.0.1"), "; proxy-v1", "", False),
+    (("localhost", "127.0.0.1"), "", " proxy-v1", False),
+    (("localhost", "127.0.0.1"), "; proxy-v1", " proxy-v1", True),
+])
+def test_a_relay_whose_handshake_would_fail_is_no_loop(tmp_path, names, first, listen, loops):
+    block = BACK_AND_FORTH.format(host="localhost", first=first, second=first)
+    warnings = check(tmp_path, block, 10965, 10966, names=names, listen=listen)[1]
+    assert loop_lines(warnings) == ([7, 8] if loops else []), warnings
 
 
 def certificate_named_only_by(common_name: str, alternative: Optional[str] = None) -> x509.Certificate:
@@ -464,7 +513,7 @@ def test_each_listen_address_is_looked_up_once_for_the_relay_checks(tmp_path, mo
         return {"127.0.0.1", "::1"} if name == "localhost" else set()
 
     monkeypatch.setattr(checking, "addresses_of", counting)
-    cert_pem, key_pem = make_self_signed(["localhost"])
+    cert_pem, key_pem = make_self_signed(["localhost", "127.0.0.1"])
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
     text = "".join(
         f'server "s{n}.test" {{ listen on localhost port 1965; cert "{tmp_path}/c.pem"\n'
