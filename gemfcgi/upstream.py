@@ -116,7 +116,6 @@ def _accept_any_chain(connection, certificate, errno, depth, ok) -> bool:
     return True
 
 
-@implementer(IOpenSSLClientConnectionCreator)
 def certificate_name_problem(certificate: x509.Certificate, name: str) -> Optional[str]:
     """
     Why ``certificate`` is not for ``name`` (a canonical host or an
@@ -139,6 +138,7 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
     return None
 
 
+@implementer(IOpenSSLClientConnectionCreator)
 class UpstreamTLS:
     """
     TLS towards one upstream: its context, built once per configuration,
