@@ -525,9 +525,11 @@ class WorkerPool(Service):
         self.workers = {}
         self._spawn_generation()
         # The generation replaced serves on until the new one listens, so
-        # connections are always being accepted; one that never came to
-        # listen (reloads in quick succession) stops now.
-        self._signal_all([p for p in old if not p.serving], signal.SIGTERM)
+        # connections are always being accepted; one not known to listen
+        # (reloads in quick succession) retires now: one that never came
+        # to it ends at once, and one that listens already, its line not
+        # read yet, finishes what it accepted as any retiring worker does.
+        self._signal_all([p for p in old if not p.serving], signal.SIGHUP)
         self._to_retire.extend(p for p in old if p.serving)
         self._retire_overdue = False
         if self._to_retire and self._retire_timer is None:

@@ -624,6 +624,33 @@ def test_reloads_in_quick_succession_stop_the_workers_that_never_came_to_listen(
         assert "Traceback" not in server.log
 
 
+def test_connections_taken_before_the_parent_heard_its_workers_listen_are_served_through_a_reload(
+    capsule, certificate, tmp_path
+):
+    # Workers accept as soon as they listen; the parent counts one as
+    # serving once it has read its line. A reload in between stopped the
+    # workers at once, as if they had never listened: their clients got 41.
+    config = tmp_path / "gmid.conf"
+    write_config(config, capsule, *certificate, extra="prefork 2")
+    server = start_server("-c", str(config))
+    try:
+        held = [client_context().wrap_socket(
+            socket.create_connection(("127.0.0.1", server.port), timeout=20), server_hostname="localhost")
+            for _ in range(4)]
+        since = len(server.log)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded", since=since)
+        time.sleep(3)  # past the 2 s a stopping server gives a request to begin
+        replies = []
+        for tls in held:
+            tls.sendall(f"gemini://localhost:{server.port}/\r\n".encode())
+            replies.append(read_to_end(tls)[0])
+            tls.close()
+        assert replies == [b"20 text/gemini\r\n# prefork\n"] * 4, server.log
+    finally:
+        server.stop()
+
+
 def workers_on_unix(capsule, certificate, listen: str) -> ServerProcess:
     """Quick mode on ``capsule`` with two workers, listening on the unix socket ``listen`` names."""
     cert, key = certificate
