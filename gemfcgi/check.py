@@ -37,7 +37,7 @@ from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
-from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address, literal_host
+from gemfcgi.gemini.hosts import HostPattern, canonical_host, ipv4_unmapped, is_address, literal_host
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
@@ -56,9 +56,8 @@ from gemfcgi.service import (
     ListenError,
     addresses_of,
     listen_descriptions,
-    listen_port,
+    listens_on,
     proxy_v1_disagreements,
-    servers_listening_on,
 )
 from gemfcgi.tls import ProtocolsError, protocol_range
 from gemfcgi.upstream import certificate_name_problem
@@ -559,7 +558,7 @@ class OwnRelays:
         for server in config.servers:
             self.servers.add(server)
         self._addresses_of = functools.cache(addresses_of)
-        self._sockets: dict[tuple[str, int], list[int]] = {}
+        self._sockets: dict[tuple[str, int], list[tuple[int, model.Listen]]] = {}
         self._certificates: dict[str, Optional[x509.Certificate]] = {}
 
     def relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
@@ -583,10 +582,14 @@ class OwnRelays:
         name = canonical_host(host)
         if name is None:
             return None
-        if is_address(name):
-            addresses = {name.strip("[]")}
+        written = host.strip("[]")
+        if is_address(written):
+            # Connected to as written: ::ffff:127.0.0.1 is 127.0.0.1, and
+            # 0.0.0.0 and :: reach this machine's own 127.0.0.1 and ::1.
+            address = ipv4_unmapped(written)
+            addresses = {_UNSPECIFIED.get(address, address)}
         elif name == "localhost" or name.endswith(".localhost"):
-            addresses = self._addresses_of(name)  # as the relay looks it up
+            addresses = self._addresses_of(host)  # as the relay looks it up, a final dot too
         else:
             return None
         sni = proxy.sni or (None if is_address(name) else name)
@@ -594,12 +597,12 @@ class OwnRelays:
         if sni is not None and sent is None:
             return None
         for address in sorted(addresses):
-            taking = self._socket(address, number)
-            if not taking:
+            listens = self._socket(address, number)
+            if not listens:
                 continue
-            if any(listen.proxy_v1 != proxy.proxy_v1 for index in taking
-                   for listen in self.config.servers[index].listens if _port_of(listen) == number):
+            if any(listen.proxy_v1 != proxy.proxy_v1 for _, listen in listens):
                 continue  # a PROXY header where none is read, or none where one is
+            taking = [index for index, _ in listens]
             if proxy.verifyname:
                 # The certificate of the server the SNI names, else the socket's first.
                 chosen = (self.servers.first_for_host(sent) if sent is not None else None) \
@@ -611,10 +614,10 @@ class OwnRelays:
             return sent, number
         return None
 
-    def _socket(self, address: str, port: int) -> list[int]:
-        """The servers whose ``listen on`` lines name the socket ``address`` and ``port``."""
+    def _socket(self, address: str, port: int) -> list[tuple[int, model.Listen]]:
+        """The ``listen on`` lines (and their servers) that name the socket ``address`` and ``port``."""
         if (address, port) not in self._sockets:
-            self._sockets[address, port] = servers_listening_on(
+            self._sockets[address, port] = listens_on(
                 self.config, SimpleNamespace(host=address, port=port), self._addresses_of)
         return self._sockets[address, port]
 
@@ -708,11 +711,8 @@ def _a_host_taken(name: str) -> Optional[str]:
     return canonical_host(re.sub(r"[*?]+", "x", name))
 
 
-def _port_of(listen: model.Listen) -> Optional[int]:
-    try:
-        return listen_port(listen)
-    except ListenError:
-        return None
+# Where a connection to an unspecified address goes: this machine itself.
+_UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def _takes(proxy: model.Proxy, host: str, port: int) -> bool:

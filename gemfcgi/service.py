@@ -372,12 +372,23 @@ def servers_listening_on(
     The servers whose ``listen on`` lines name ``address`` (a bound
     socket's), their names looked up with ``resolve``.
     """
+    matching: list[int] = []
+    for index, _ in listens_on(config, address, resolve):
+        if index not in matching:
+            matching.append(index)
+    return matching
+
+
+def listens_on(
+    config: model.Config, address, resolve: Callable[[str], set[str]] = addresses_of
+) -> list[tuple[int, model.Listen]]:
+    """Each server's ``listen on`` lines that name ``address`` (a bound socket's), with its index."""
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is None or port is None:
         return []
     host = ipv4_unmapped(host)
-    matching = []
+    found = []
     for index, server in enumerate(config.servers):
         for listen in server.listens:
             try:
@@ -386,9 +397,8 @@ def servers_listening_on(
             except ListenError:
                 continue  # a service no socket can have (the check names its line)
             if listen.address == "*" or host in resolve(listen.address) | {listen.address}:
-                matching.append(index)
-                break
-    return matching
+                found.append((index, listen))
+    return found
 
 
 @dataclass

@@ -324,6 +324,22 @@ def blocks_behind(peer: Any, host: Any) -> frozenset[int]:
     return OWN_ENDS.get((there, here), frozenset())
 
 
+def _socket_peer(transport: Any) -> Optional[tuple[str, int]]:
+    """
+    Where the kernel connected ``transport``: Twisted's ``getPeer`` gives
+    the address asked for, and 0.0.0.0 or :: reach this machine's own
+    127.0.0.1 or ::1, which is what a listener here sees.
+    """
+    sock = getattr(transport, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        peer = None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return (ipv4_unmapped(peer[0]), peer[1])
+    return _end_of(transport.getPeer())
+
+
 class _UpstreamFactory(Factory):
     """The one connection of one relay, without a log line per request."""
 
@@ -345,7 +361,7 @@ class UpstreamProtocol(Protocol):
         self._ends: Optional[tuple[tuple[str, int], tuple[str, int]]] = None
 
     def connectionMade(self) -> None:
-        here, there = _end_of(self.transport.getHost()), _end_of(self.transport.getPeer())
+        here, there = _end_of(self.transport.getHost()), _socket_peer(self.transport)
         if here is not None and there is not None:
             self._ends = (here, there)
             OWN_ENDS[self._ends] = self.relay.client.relayed_through
