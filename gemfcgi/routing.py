@@ -18,8 +18,8 @@ from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.gemini.hosts import HostPattern
 from gemfcgi.glob import compile_glob, glob_matches, is_glob
-from gemfcgi.serverindex import ServersByName
 from gemfcgi.mime import OCTET_STREAM, MimeTable
+from gemfcgi.serverindex import ServersByName
 
 
 @dataclass(frozen=True)

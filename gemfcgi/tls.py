@@ -118,10 +118,10 @@ class CertificateStore:
     The TLS contexts of one configuration, one per server block (blocks
     with the same key pair share one).
 
-    With several pairs, every context carries the same servername callback, which
-    moves the connection to the context of the first server matching the
-    SNI name; unknown names and clients without SNI keep the listener's
-    default. Session tickets stay with the listener's default context
+    With several pairs, every context carries the same servername
+    callback, which moves the connection to the context of the first
+    server matching the SNI name; unknown names and clients without SNI
+    keep the listener's default. Session tickets stay with the listener's default context
     (OpenSSL keeps the initial context for sessions), so resumption works
     across servers. With one pair there is nothing to choose, and no
     callback: a call from OpenSSL into Python costs every handshake about
