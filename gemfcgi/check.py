@@ -659,9 +659,9 @@ class OwnRelays:
         block of ``server``) relays comes back to it, each relaying to one
         of the configuration's own sockets (port A relaying to port B,
         which relays back to A); empty when there are none. Followed for a
-        host a name of the configuration gives (an SNI, a ``for-host`` or a
-        server name that is no glob), as the relay sends it: the same URL
-        host, the relay's port, and a server chosen by that host.
+        host the configuration names (an SNI, or one its ``for-host`` and
+        server names take, a glob's made up), as the relay sends it: the
+        same URL host, the relay's port, and a server chosen by that host.
         """
         relay = self.relay(proxy)
         if relay is None:
