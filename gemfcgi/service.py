@@ -374,7 +374,7 @@ def servers_listening_on(
     """
     matching: list[int] = []
     for index, _ in listens_on(config, address, resolve):
-        if index not in matching:
+        if not matching or matching[-1] != index:  # in order: a server's lines come together
             matching.append(index)
     return matching
 
