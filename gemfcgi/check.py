@@ -700,15 +700,18 @@ class OwnRelays:
 
 def _a_host_taken(name: str) -> Optional[str]:
     """
-    A host the server name or glob ``name`` takes: itself, or, for a glob
-    of ``*`` and ``?`` alone, one made by putting letters in their place.
+    A host the server name or glob ``name`` may take: itself, or one made
+    up by putting a letter for each ``*`` and ``?``, and a bracket
+    expression's first member for it (none for other globs). Whoever uses
+    it checks that it is taken.
     """
     literal, host = literal_host(name)
     if literal:
         return host
-    if "[" in name or "\\" in name:
+    made = re.sub(r"\[([^]!^\[\\])[^]]*\]", r"\1", name)
+    if "[" in made or "\\" in made:
         return None
-    return canonical_host(re.sub(r"[*?]+", "x", name))
+    return canonical_host(re.sub(r"[*?]+", "x", made))
 
 
 # Where a connection to an unspecified address goes: this machine itself.

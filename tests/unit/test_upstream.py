@@ -331,7 +331,7 @@ def loop_lines(warnings: list[str]) -> list[int]:
     return [int(w.split(":")[1]) for w in warnings if "without end" in w]
 
 
-@pytest.mark.parametrize("name, host", [("*.test", "*"), ("a.test", "*.a.test")])
+@pytest.mark.parametrize("name, host", [("*.test", "*"), ("a.test", "*.a.test"), ("[ab].test", "*")])
 def test_a_loop_of_hosts_only_globs_name_is_warned_of(tmp_path, name, host):
     # The relay keeps the client's host, whichever the glob took: "a.test"
     # with alias "*.a.test" loops for x.a.test as "localhost" would.
