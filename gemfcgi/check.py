@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import ipaddress
 import os
 import pwd
 import re
@@ -37,7 +38,7 @@ from gemfcgi.config.paths import anchor_paths
 from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
-from gemfcgi.gemini.hosts import HostPattern, canonical_host, ipv4_unmapped, is_address, literal_host
+from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address, literal_host
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
 from gemfcgi.handlers.clientca import authority_problem, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
@@ -582,12 +583,9 @@ class OwnRelays:
         name = canonical_host(host)
         if name is None:
             return None
-        written = host.strip("[]")
-        if is_address(written):
-            # Connected to as written: ::ffff:127.0.0.1 is 127.0.0.1, and
-            # 0.0.0.0 and :: reach this machine's own 127.0.0.1 and ::1.
-            address = ipv4_unmapped(written)
-            addresses = {_UNSPECIFIED.get(address, address)}
+        written = _connected_to(host.strip("[]"))
+        if written is not None:
+            addresses = {written}
         elif name == "localhost" or name.endswith(".localhost"):
             addresses = self._addresses_of(host)  # as the relay looks it up, a final dot too
         else:
@@ -714,8 +712,22 @@ def _a_host_taken(name: str) -> Optional[str]:
     return canonical_host(re.sub(r"[*?]+", "x", made))
 
 
-# Where a connection to an unspecified address goes: this machine itself.
-_UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+def _connected_to(written: str) -> Optional[str]:
+    """
+    The address a relay to the address ``written`` reaches, as a listener
+    here sees it: ::ffff:127.0.0.1 (or ::ffff:7f00:1) is 127.0.0.1, and an
+    unspecified address (0.0.0.0, ::) is this machine's own loopback.
+    ``None`` for what is no address, which is looked up.
+    """
+    try:
+        address = ipaddress.ip_address(written)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "::1"
+    return str(address)
 
 
 def _takes(proxy: model.Proxy, host: str, port: int) -> bool:

@@ -235,6 +235,7 @@ LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configur
     # ::ffff:127.0.0.1 is 127.0.0.1 (neither is in the certificate).
     ('\tproxy { relay-to "0.0.0.0"; verifyname off }', [LOOP.format(host="0.0.0.0")]),
     ('\tproxy { relay-to "::ffff:127.0.0.1"; verifyname off }', [LOOP.format(host="::ffff:127.0.0.1")]),
+    ('\tproxy { relay-to "::FFFF:7f00:1"; verifyname off }', [LOOP.format(host="::FFFF:7f00:1")]),
     # A name with a final dot is looked up as written, and no address is.
     ('\tproxy { relay-to "127.0.0.1." }', []),
     # Another port, an SNI this block does not take, or no TLS: no loop.
