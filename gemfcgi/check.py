@@ -569,17 +569,21 @@ class OwnRelays:
         handshake there would succeed: the name it sends as SNI (``None``
         for none) and the port. ``None`` when it relays elsewhere, to a
         name not worth a lookup here, or when the handshake would fail
-        (plain TCP, a PROXY header one side alone has, a certificate that
-        does not name what ``verifyname`` checks): that is a ``43``, not a
-        loop.
+        (plain TCP, no TLS version in common, a PROXY header one side
+        alone has, a certificate that does not name what ``verifyname``
+        checks): that is a ``43``, not a loop.
         """
         if proxy.relay_to is None or not proxy.use_tls:
             return None  # plaintext to a TLS listener fails at once
         host, port = proxy.relay_to
         try:
             number = port_number(port)
-        except OSError:
+            low, high = protocol_range(proxy.protocols)
+            served_low, served_high = protocol_range(self.config.protocols)
+        except (OSError, ProtocolsError):
             return None  # said elsewhere
+        if high < served_low or served_high < low:
+            return None  # no TLS version in common with the listeners
         name = canonical_host(host)
         if name is None:
             return None

@@ -88,13 +88,13 @@ def test_the_upstream_gets_the_clients_url_with_its_own_port(line, port, sent):
 
 
 def check(tmp_path, block: str, port: int = 1965, *more_ports: int, name: str = "localhost",
-          names: tuple[str, ...] = ("localhost", "127.0.0.1"), listen: str = ""):
+          names: tuple[str, ...] = ("localhost", "127.0.0.1"), listen: str = "", top: str = ""):
     """Errors and warnings of a server ``name`` on ``port``s, its certificate for ``names``."""
     cert_pem, key_pem = make_self_signed(list(names))
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
     (tmp_path / "root").mkdir()
     listens = "".join(f"\tlisten on 127.0.0.1 port {number}{listen}\n" for number in (port, *more_ports))
-    text = (
+    text = top + (
         f'server "{name}" {{\n{listens}\tcert "{tmp_path}/c.pem"\n'
         f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n{block}\n}}\n'
     )
@@ -364,11 +364,15 @@ def test_a_loop_through_a_block_that_asks_for_the_certificate_the_relay_presents
     (("localhost", "127.0.0.1"), "; proxy-v1", "", False),
     (("localhost", "127.0.0.1"), "", " proxy-v1", False),
     (("localhost", "127.0.0.1"), "; proxy-v1", " proxy-v1", True),
+    # No TLS version in common with the listeners (TLS 1.3 only here).
+    (("localhost", "127.0.0.1"), '; protocols "tlsv1.2"', "", False),
+    (("localhost", "127.0.0.1"), '; protocols "tlsv1.2,tlsv1.3"', "", True),
 ])
 def test_a_relay_whose_handshake_would_fail_is_no_loop(tmp_path, names, first, listen, loops):
     block = BACK_AND_FORTH.format(host="localhost", first=first, second=first)
-    warnings = check(tmp_path, block, 10965, 10966, names=names, listen=listen)[1]
-    assert loop_lines(warnings) == ([7, 8] if loops else []), warnings
+    warnings = check(tmp_path, block, 10965, 10966, names=names, listen=listen,
+                     top='protocols "tlsv1.3"\n')[1]
+    assert loop_lines(warnings) == ([8, 9] if loops else []), warnings
 
 
 def certificate_named_only_by(common_name: str, alternative: Optional[str] = None) -> x509.Certificate:
