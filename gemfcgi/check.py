@@ -561,8 +561,15 @@ class OwnRelays:
         self._addresses_of = functools.cache(addresses_of)
         self._sockets: dict[tuple[str, int], list[tuple[int, model.Listen]]] = {}
         self._certificates: dict[str, Optional[x509.Certificate]] = {}
+        # Asked of each block by ``to_itself``, ``circle`` and every hop.
+        self._relays: dict[int, Optional[tuple[Optional[str], int]]] = {}
 
     def relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
+        if id(proxy) not in self._relays:
+            self._relays[id(proxy)] = self._relay(proxy)
+        return self._relays[id(proxy)]
+
+    def _relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
         """
         Where ``proxy`` relays when it relays to one of the configuration's
         own sockets (named by an address or as localhost), and its
