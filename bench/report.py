@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from bench import BENCH_DIR
 from bench.scenarios import (
+    AFTER_CLOSE_SECONDS,
     DEMO_APP,
     FOREIGN_CPU_LIMIT,
     FASTCGI_SERVER,
@@ -470,6 +471,9 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
                      f"{memory['idle_still_open']:.0f} still open when measured, opened in "
                      f"{memory['idle_open_seconds']:.1f} s)", memory["idle_kib"]),
         ]
+        if "closed_kib" in memory:
+            out.append(_mem_row(f"{AFTER_CLOSE_SECONDS:g} s after those connections closed (the memory "
+                                "of a burst is given back a few seconds after it)", memory["closed_kib"]))
         for key, label in [("slow_static", "static"), ("slow_fastcgi", "FastCGI (fcgiwrap + cat)")]:
             if f"{key}_kib" in memory:
                 out.append(_mem_row(

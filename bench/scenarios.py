@@ -47,11 +47,15 @@ from bench.servers import (
     fcgiwrap_location,
     free_port,
 )
+from gemfcgi.memorytrim import TRIM_AFTER
 
 GEMFCGI = "gemfcgi"
 # Runs where other processes took more than this (% of one core) are flagged: the
 # machine is a shared VM, and twisted.md section 6 discarded such runs.
 FOREIGN_CPU_LIMIT = 12.0
+# Seconds from the idle connections' close to the memory read after it:
+# the server's trim comes TRIM_AFTER seconds after the first of them ends.
+AFTER_CLOSE_SECONDS = TRIM_AFTER + 1.5
 FASTCGI_SERVER = "gemfcgi+fastcgi"
 # What the interpreter holds after imports alone, for scale beside the RSS at
 # rest: the key in ``Outcome.memory``, the modules imported, and what the
@@ -351,10 +355,14 @@ def memory(bench: Bench, fastcgi_server: Optional[RunningServer]) -> None:
         outcome.memory["idle_failed"] = idle.failed
         outcome.memory["idle_open_seconds"] = idle.seconds
         outcome.memory["idle_still_open"] = idle.still_open()
+    # Closed: the server gives the memory of a burst back a few seconds
+    # after connections end (gemfcgi.memorytrim).
+    time.sleep(AFTER_CLOSE_SECONDS)
+    outcome.memory["closed_kib"] = tree_memory_kib(server.pid)
     bench.log(f"  rest {rest / 1024:.1f} MiB, {settings.idle_connections} idle "
               f"{outcome.memory['idle_kib'] / 1024:.1f} MiB ({idle.failed} failed, "
-              f"{outcome.memory['idle_still_open']:.0f} still open, opened in {idle.seconds:.1f} s)")
-    time.sleep(2.0)
+              f"{outcome.memory['idle_still_open']:.0f} still open, opened in {idle.seconds:.1f} s), "
+              f"{AFTER_CLOSE_SECONDS:g} s after they closed {outcome.memory['closed_kib'] / 1024:.1f} MiB")
     slow_read(bench, server, "/huge.bin", "slow_static")
     bench.processes.stop(server.process)
     if fastcgi_server is not None and FCGIWRAP.key not in outcome.unavailable:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from gemfcgi.memorytrim import MemoryReturner
 from gemfcgi.textlog import LogLimiter
 from gemfcgi.tls import HalfClosingTLSProtocol
 
@@ -46,6 +47,8 @@ class ConnectionTracker:
         # Set while the server stops: how long a client that has sent
         # nothing may still take to begin its request.
         self.request_grace: Optional[float] = None
+        # Told that a connection ended, to give its memory back soon.
+        self.memory: Optional[MemoryReturner] = None
 
     def refuse(self, limit: int, clock: IReactorTime) -> None:
         """
@@ -88,6 +91,8 @@ class ConnectionTracker:
         self.active.discard(connection)
         if self.on_removed is not None:
             self.on_removed(connection)
+        if self.memory is not None:
+            self.memory.soon()
         if not self.active:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:

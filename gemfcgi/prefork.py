@@ -35,6 +35,7 @@ from gemfcgi.config import model
 from gemfcgi.endpoints import family_name
 from gemfcgi.fastcgi.backends import fastcgi_addresses
 from gemfcgi.fastcgi.spawn import SpawnedApp, without_activation
+from gemfcgi.memorytrim import MemoryReturner, libc_malloc_trim
 from gemfcgi.privileges import identity_for
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, split_proxied
 from gemfcgi.server import Timeouts
@@ -275,6 +276,9 @@ class WorkerPool(Service):
         self._stopping = False
         self._unwanted: list[str] = []
         self._restore_signals: list[Callable[[], None]] = []
+        # The parent serves no connection: what it frees is what a start
+        # or a reload read.
+        self.memory = MemoryReturner(self.reactor, libc_malloc_trim())
 
     # -- sockets ----------------------------------------------------------
 
@@ -481,6 +485,7 @@ class WorkerPool(Service):
                 on_signal(signal.SIGUSR1, self.reopen_logs, self.reactor),
                 on_signal(signal.SIGUSR2, self.report_clients, self.reactor),
             ]
+        self.memory.now()
 
     def _spawn_generation(self) -> None:
         """
@@ -546,6 +551,7 @@ class WorkerPool(Service):
         if retired:
             self._retired_apps.extend(retired)
             DeferredList([p.ended for p in users]).addCallback(lambda _: self._stop_apps(retired))
+        self.memory.now()
 
     def _stop_apps(self, retired: list[SpawnedApp]) -> None:
         """Stop retired programs once nobody uses them; a stop of the server waits for them."""
@@ -571,6 +577,7 @@ class WorkerPool(Service):
         """
         super().stopService()
         self._stopping = True
+        self.memory.stop()
         for app in self.apps.values():
             # An application that ends while the workers drain (systemd
             # signals the whole cgroup) is not started again.

@@ -42,6 +42,7 @@ from gemfcgi.handlers.fastcgi import install_fastcgi, reconfigure_fastcgi, serve
 from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import authority_files, load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
+from gemfcgi.memorytrim import MemoryReturner, libc_malloc_trim
 from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
@@ -694,6 +695,7 @@ class GemfcgiService(MultiService):
         # --rundir moves to afterwards.
         self.base_dir: Optional[str] = None
         self.connections = ConnectionTracker()
+        self.memory = MemoryReturner(reactor, libc_malloc_trim())
         self.listeners: dict[str, ListenerService] = {}
         self._tls: dict[str, ServerTLS] = {}
         self._factories: dict[str, GeminiFactory] = {}
@@ -851,6 +853,8 @@ class GemfcgiService(MultiService):
         self.config, self.site = config, site
         if self.running:
             self._use_access_log(access_log)
+            # What the reload read and parsed is garbage now.
+            self.memory.now()
 
     def _new_access_log(self, config: model.Config, site: Site) -> Optional[AccessLogWriter]:
         """A writer for ``config``'s access file and syslog; ``AccessLogError`` if the file cannot be opened."""
@@ -1005,6 +1009,9 @@ class GemfcgiService(MultiService):
         for service in self:
             if not service.running:
                 service.startService()
+        # Loading the configuration and its certificates left free memory behind.
+        self.connections.memory = self.memory
+        self.memory.now()
 
     def stopService(self) -> Deferred:
         opened, self._opened = self._opened, None
@@ -1012,6 +1019,8 @@ class GemfcgiService(MultiService):
             opened[0].close()  # opened by privilegedStartService, never started
         if self._rotation is not None and self._rotation.running:
             self._rotation.stop()
+        self.connections.memory = None
+        self.memory.stop()
         # From the start of the stop, not once the connections have drained
         # and the backends stop in turn: a program that crashed meanwhile
         # was started again, to be stopped at once.

@@ -58,3 +58,14 @@ class TLSStringTransport(StringTransport):
     def abortConnection(self):
         self.aborted = True
         super().abortConnection()
+
+
+class Trims:
+    """A stand-in for ``malloc_trim(0)`` that counts its calls."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        self.count += 1
+        return 1

@@ -56,6 +56,7 @@ def test_quick_run_measures_the_bare_twisted_floor_beside_gemfcgi(quick_report):
 def test_quick_run_reports_every_scenario(quick_report):
     for heading in ("## Targets", "## FastCGI", "## Memory", "## Prefork", "## All runs"):
         assert heading in quick_report
+    assert " s after those connections closed " in quick_report
     assert "Smoke run" in quick_report
 
 
@@ -139,7 +140,7 @@ def test_the_rss_at_rest_is_shown_beside_what_the_imports_alone_hold():
     outcome = Outcome(Settings.full())
     outcome.memory.update(rest_kib=52_441, floor_python_kib=13_285, floor_pyopenssl_kib=32_031,
                           floor_reactor_kib=43_262, idle_kib=77_637, idle_count=1000,
-                          idle_failed=0, idle_still_open=1000, idle_open_seconds=1.4)
+                          idle_failed=0, idle_still_open=1000, idle_open_seconds=1.4, closed_kib=55_000)
     rest = next(t for t in targets(outcome) if t.wanted == "<= 40 MB RSS at rest")
     assert rest.measured == "53.7 MB (a Python that only imports Twisted's reactor: 44.3 MB)"
     assert rest.mark == "FAIL"
@@ -148,6 +149,8 @@ def test_the_rss_at_rest_is_shown_beside_what_the_imports_alone_hold():
                      r"\(`twisted.internet.reactor`, which imports pyOpenSSL\) \| 42\.2 \| 44\.3 \|$",
                      report, re.MULTILINE), report
     assert "only imports pyOpenSSL (`OpenSSL.SSL`) | 31.3 | 32.8 |" in report
+    assert re.search(r"^\| [\d.]+ s after those connections closed [^|]+ \| 53\.7 \| 56\.3 \|$",
+                     report, re.MULTILINE), report
 
 
 def test_a_python_that_only_imports_gets_its_rss_measured():

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from gemfcgi.config import model
 from gemfcgi.service import TICKET_KEY_LIFETIME, GemfcgiService
+from tests.fakes import Trims
 
 
 @pytest.fixture
@@ -823,3 +824,50 @@ def test_a_worker_pool_opens_its_sockets_before_twistd_gives_up_its_privileges(c
     finally:
         for opened in pool.sockets.values():
             opened.close()
+
+
+def test_the_service_trims_after_its_start_after_connections_and_after_a_reload(config):
+    from gemfcgi.memorytrim import TRIM_AFTER
+
+    reactor = MemoryReactorClock()
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=reactor)
+    trims = Trims()
+    service.memory.trim = trims
+    service.startService()
+    reactor.advance(0)
+    assert trims.count == 1
+
+    connection = object()
+    service.connections.add(connection)
+    service.connections.remove(connection)
+    reactor.advance(TRIM_AFTER)
+    assert trims.count == 2
+
+    service.reload(config)
+    reactor.advance(0)
+    assert trims.count == 3
+
+    # Once stopping, connections that end plan no trim.
+    service.connections.add(connection)
+    service.stopService()
+    service.connections.remove(connection)
+    reactor.advance(TRIM_AFTER)
+    assert trims.count == 3
+
+
+def test_the_prefork_parent_trims_after_its_start_and_each_reload(config, monkeypatch):
+    from gemfcgi import prefork
+
+    reactor = MemoryReactorClock()
+    pool = prefork.WorkerPool(config, 2, listen=["tcp:1965:interface=127.0.0.1"], reactor=reactor)
+    trims = Trims()
+    pool.memory.trim = trims
+    spawned = []
+    monkeypatch.setattr(pool, "_open_sockets", lambda config: None)
+    monkeypatch.setattr(pool, "_spawn_generation", lambda: spawned.append(pool.generation))
+    pool.startService()
+    reactor.advance(0)
+    assert trims.count == 1
+    pool.reload(config)
+    reactor.advance(0)
+    assert (trims.count, spawned) == (2, [0, 1])
