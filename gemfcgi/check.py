@@ -723,17 +723,31 @@ def _a_host_taken(name: str) -> Optional[str]:
     return canonical_host(re.sub(r"[*?]+", "x", made))
 
 
+# What inet_aton reads as an IPv4 address: parts in decimal, octal or hex.
+# (It would also take one followed by a space and anything, which no lookup does.)
+_INET_ATON_FORM = re.compile(r"[0-9a-fA-FxX.]+\Z")
+
+
 def _connected_to(written: str) -> Optional[str]:
     """
     The address a relay to the address ``written`` reaches, as a listener
     here sees it: ::ffff:127.0.0.1 (or ::ffff:7f00:1) is 127.0.0.1, and an
     unspecified address (0.0.0.0, ::) is this machine's own loopback.
+    A short or numeric IPv4 form (127.1, 2130706433, 0x7f.1, 0177.0.0.1)
+    is no address to the relay, which looks it up as a name; the C
+    library's lookup reads it as one (``inet_aton``), and so does this.
     ``None`` for what is no address, which is looked up.
     """
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
         address = ipaddress.ip_address(written)
     except ValueError:
-        return None
+        if not _INET_ATON_FORM.match(written):
+            return None
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(written))
+        except OSError:
+            return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_unspecified:

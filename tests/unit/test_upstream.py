@@ -238,6 +238,15 @@ LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configur
     ('\tproxy { relay-to "::FFFF:7f00:1"; verifyname off }', [LOOP.format(host="::FFFF:7f00:1")]),
     # A name with a final dot is looked up as written, and no address is.
     ('\tproxy { relay-to "127.0.0.1." }', []),
+    # Short and numeric IPv4 forms are names to the relay, which the C
+    # library's lookup reads as addresses: with an SNI this block takes, a
+    # loop; with their own SNI (no server's name), 53 at the second turn.
+    ('\tproxy { relay-to "127.1"; sni "localhost"; verifyname off }', [LOOP.format(host="127.1")]),
+    ('\tproxy { relay-to "2130706433"; sni "localhost"; verifyname off }', [LOOP.format(host="2130706433")]),
+    ('\tproxy { relay-to "0x7f.1"; sni "localhost"; verifyname off }', [LOOP.format(host="0x7f.1")]),
+    ('\tproxy { relay-to "0"; sni "localhost"; verifyname off }', [LOOP.format(host="0")]),
+    ('\tproxy { relay-to "127.1"; verifyname off }', []),
+    ('\tproxy { relay-to "127.1."; sni "localhost"; verifyname off }', []),
     # Another port, an SNI this block does not take, or no TLS: no loop.
     ('\tproxy { relay-to "127.0.0.1" port 1966 }', []),
     ('\tproxy for-host "a.example" { relay-to "127.0.0.1"; sni "b.example" }', []),
