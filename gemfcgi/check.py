@@ -40,7 +40,7 @@ from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address, literal_host
 from gemfcgi.glob import glob_matches, is_glob, is_well_formed
-from gemfcgi.handlers.clientca import authority_problem, load_authorities
+from gemfcgi.handlers.clientca import Authorities, authority_problem, judge, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import (
     Identity,
@@ -561,6 +561,8 @@ class OwnRelays:
         self._addresses_of = functools.cache(addresses_of)
         self._sockets: dict[tuple[str, int], list[tuple[int, model.Listen]]] = {}
         self._certificates: dict[str, Optional[x509.Certificate]] = {}
+        self._authorities: dict[str, Optional[Authorities]] = {}
+        self._now = datetime.datetime.now(datetime.timezone.utc)
         # Asked of each block by ``to_itself``, ``circle`` and every hop.
         self._relays: dict[int, Optional[tuple[Optional[str], int]]] = {}
 
@@ -638,6 +640,26 @@ class OwnRelays:
                 self._certificates[path] = None  # said where the server's pair is checked
         return self._certificates[path]
 
+    def _lets_through(self, taking: model.Proxy, relaying: model.Proxy) -> bool:
+        """
+        Whether ``taking`` relays the request that ``relaying`` relayed to
+        it: it asks for no client certificate, or its CA accepts the one
+        ``relaying`` presents (else the answer is 60 or 61, no loop).
+        """
+        ca = taking.require_client_ca
+        if ca is None:
+            return True
+        if relaying.cert is None:
+            return False
+        if ca not in self._authorities:
+            try:
+                self._authorities[ca] = load_authorities([ca])[ca]
+            except CertificateError:
+                self._authorities[ca] = None  # said where the block's CA file is checked
+        presented, authorities = self._certificate(relaying.cert), self._authorities[ca]
+        return presented is not None and authorities is not None and \
+            judge(presented, authorities, self._now) is None
+
     def to_itself(self, server: model.Server, proxy: model.Proxy) -> bool:
         """
         Whether ``proxy`` (a block of ``server``) relays to one of the
@@ -696,8 +718,8 @@ class OwnRelays:
                 taking = None if chosen is None else next(
                     (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
                 if taking is None or any(taking is block for block in through) or \
-                        taking.require_client_ca is not None and relaying.cert is None:
-                    break  # served here, a circle without this block, or 60 for want of a certificate
+                        not self._lets_through(taking, relaying):
+                    break  # served here, a circle without this block, or 60 or 61 there
                 if taking is proxy:
                     if through:
                         return through

@@ -352,15 +352,42 @@ def test_a_loop_of_hosts_only_globs_name_is_warned_of(tmp_path, name, host):
 
 
 def test_a_loop_through_a_block_that_asks_for_the_certificate_the_relay_presents_is_warned_of(tmp_path):
+    # The relay presents the server's own pair, and the block asks for a
+    # certificate under that one (self-signed, it is its own CA).
     pair = f'; cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"'
     ca = f'\n\t\trequire client ca "{tmp_path}/c.pem"'
-    presented = check(tmp_path / "a", BACK_AND_FORTH.format(host="localhost", first=pair, second=ca),
-                      10965, 10966)[1]
+    presented = check(tmp_path, BACK_AND_FORTH.format(host="localhost", first=pair, second=ca), 10965, 10966)[1]
     assert loop_lines(presented) == [7, 8], presented
     # Without one, the relay gets 60 there: no loop.
     (tmp_path / "b").mkdir()
+    ca = f'\n\t\trequire client ca "{tmp_path}/b/c.pem"'
     none = check(tmp_path / "b", BACK_AND_FORTH.format(host="localhost", first="", second=ca), 10965, 10966)[1]
     assert loop_lines(none) == [], none
+
+
+def test_a_loop_through_a_block_whose_ca_refuses_the_relay_s_certificate_is_none(tmp_path):
+    # The relay presents its pair, which the CA asked for did not sign: 61
+    # there, not a loop.
+    other, _ = make_self_signed(["another-ca.example"])
+    (tmp_path / "ca.pem").write_bytes(other)
+    pair = f'; cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"'
+    ca = f'\n\t\trequire client ca "{tmp_path}/ca.pem"'
+    warnings = check(tmp_path, BACK_AND_FORTH.format(host="localhost", first=pair, second=ca), 10965, 10966)[1]
+    assert loop_lines(warnings) == [], warnings
+
+
+@pytest.mark.parametrize("presented, ca", [(False, "c.pem"), (True, "other.pem"), (True, "c.pem")])
+def test_a_block_asking_for_a_certificate_that_relays_to_itself_is_a_loop_whatever_the_relay_presents(
+        tmp_path, presented, ca):
+    # A request that comes back to the block it went through gets 43 there,
+    # before the block asks for a certificate: a client it lets through
+    # gets "43 proxy loop", whether the relay's certificate would pass.
+    other, _ = make_self_signed(["another-ca.example"])
+    (tmp_path / "other.pem").write_bytes(other)
+    pair = f'; cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"' if presented else ""
+    block = f'\tproxy {{ relay-to "127.0.0.1"; require client ca "{tmp_path}/{ca}"{pair} }}'
+    warnings = check(tmp_path, block)[1]
+    assert [w for w in warnings if "relayed again" in w] == [LOOP.format(host="127.0.0.1")]
 
 
 @pytest.mark.parametrize("names, first, listen, loops", [
