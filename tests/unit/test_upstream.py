@@ -572,3 +572,65 @@ def test_each_listen_address_is_looked_up_once_for_the_relay_checks(tmp_path, mo
     warnings = [str(w) for w in check_config(config)[1]]
     assert len([w for w in warnings if "without end" in w]) == 20
     assert looked_up == ["localhost"]
+
+
+class _Socket:
+    """A connected socket's ``getpeername``, or the error it raises."""
+
+    def __init__(self, peer) -> None:
+        self.peer = peer
+
+    def getpeername(self):
+        if isinstance(self.peer, Exception):
+            raise self.peer
+        return self.peer
+
+
+class _Relayed:
+    """What a relay's transport gives: its socket, and the address Twisted was asked for."""
+
+    def __init__(self, sock: Optional[_Socket], asked) -> None:
+        self.socket = sock
+        self.asked = asked
+
+    def getPeer(self):
+        return self.asked
+
+
+def test_a_relay_is_known_by_where_the_kernel_connected_it_else_by_what_it_asked_for():
+    import errno
+
+    from twisted.internet.address import IPv4Address
+
+    from gemfcgi.upstream import _socket_peer
+
+    asked = IPv4Address("TCP", "0.0.0.0", 1965)
+    # 0.0.0.0 reaches 127.0.0.1, which is what the listener sees; a
+    # dual-stack socket says it IPv4-mapped.
+    assert _socket_peer(_Relayed(_Socket(("127.0.0.1", 1965)), asked)) == ("127.0.0.1", 1965)
+    assert _socket_peer(_Relayed(_Socket(("::ffff:127.0.0.1", 1965, 0, 0)), asked)) == ("127.0.0.1", 1965)
+    # A connection reset before it is asked has no peer: Twisted's word is taken.
+    reset = _Socket(OSError(errno.ENOTCONN, "Transport endpoint is not connected"))
+    assert _socket_peer(_Relayed(reset, asked)) == ("0.0.0.0", 1965)
+    assert _socket_peer(_Relayed(None, asked)) == ("0.0.0.0", 1965)
+    # A unix socket's peer is a path, no address.
+    assert _socket_peer(_Relayed(_Socket(""), None)) is None
+
+
+def test_the_loop_check_passes_a_relay_to_a_server_whose_certificate_cannot_be_read(tmp_path):
+    # verifyname needs the certificate the relay would be shown; one that
+    # cannot be read is said where the server's pair is checked, and the
+    # loop check says nothing of its own.
+    from gemfcgi.check import OwnRelays
+
+    cert_pem, key_pem = make_self_signed(["localhost", "127.0.0.1"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    text = (f'server "localhost" {{ listen on 127.0.0.1 port 1965; cert "{tmp_path}/c.pem"; '
+            f'key "{tmp_path}/k.pem"\n\tproxy {{ relay-to "127.0.0.1" }}\n}}\n')
+    config, _ = parse_config(text, "gmid.conf")
+    [proxy] = config.servers[0].proxies
+    assert OwnRelays(config).to_itself(config.servers[0], proxy)
+    (tmp_path / "c.pem").write_text("not a certificate\n")
+    assert not OwnRelays(config).to_itself(config.servers[0], proxy)
+    errors, warnings = check_config(config)
+    assert [str(e) for e in errors if "c.pem" in str(e)] and not [w for w in warnings if "without end" in str(w)]
