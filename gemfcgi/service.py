@@ -43,6 +43,7 @@ from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import authority_files, load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.memorytrim import MemoryReturner, libc_malloc_trim
+from gemfcgi.privileges import path_in_chroot
 from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
@@ -718,10 +719,11 @@ class GemfcgiService(MultiService):
         # Writers of configurations a reload replaced, kept while requests
         # that began under them are still in flight.
         self._retired_logs: list[AccessLogWriter] = []
-        # Only the workers of ``twistd gemfcgi`` enter the configuration's
-        # chroot (after start-up, as root, has opened the access file inside
-        # it); anywhere else its paths are read as written.
-        self.enters_chroot = False
+        # Only the workers of ``twistd gemfcgi`` enter a chroot (after
+        # start-up, as root, has opened the access file inside it): the
+        # configuration's, or its user's home; anywhere else its paths are
+        # read as written.
+        self.chroot_to_enter: Optional[str] = None
         self.chrooted = False
         self._restore_signals: list[Callable[[], None]] = []
 
@@ -862,8 +864,10 @@ class GemfcgiService(MultiService):
         if settings.access is None and not settings.syslog:
             return None
         path = settings.access
-        if path is not None and config.chroot and self.enters_chroot and not self.chrooted:
-            path = os.path.join(config.chroot, path.lstrip("/"))
+        if path is not None and self.chroot_to_enter and not self.chrooted:
+            # As the worker inside will open it again (SIGUSR1).
+            path = path_in_chroot(self.chroot_to_enter, path) or \
+                os.path.join(self.chroot_to_enter, path.lstrip("/"))
         try:
             return AccessLogWriter(settings, path, service=self, site=site)
         except OSError as error:

@@ -67,7 +67,9 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
     )
-    service.enters_chroot = plan.identity is not None and plan.identity.chroot is not None
+    # The chroot the worker will enter: the configuration's, or the
+    # user's home (a ``user`` without ``chroot``), as gmid does.
+    service.chroot_to_enter = plan.identity.chroot if plan.identity is not None else None
     service.startService()
     if signal.SIGUSR1 in missed:
         service.reopen_access_log()

@@ -871,3 +871,26 @@ def test_the_prefork_parent_trims_after_its_start_and_each_reload(config, monkey
     pool.reload(config)
     reactor.advance(0)
     assert (trims.count, spawned) == (2, [0, 1])
+
+
+@pytest.mark.parametrize("user_only", [True, False])
+def test_a_worker_opens_the_access_file_inside_the_chroot_it_will_enter(config, tmp_path, user_only):
+    # A ``user`` without ``chroot`` is chrooted into its home: the access
+    # file is opened there too, as roots and FastCGI sockets are read there
+    # (it was opened on the host's "/logs", which did not exist: every
+    # worker died at start).
+    home = tmp_path / "home"
+    (home / "logs").mkdir(parents=True)
+    config.log = model.LogSettings(access="/logs/access.log", syslog=False)
+    if not user_only:
+        config.chroot = str(home)
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=MemoryReactorClock())
+    service.chroot_to_enter = str(home)
+    service.startService()
+    try:
+        assert service.access_log.path == str(home / "logs" / "access.log")
+        service.entered_chroot(str(home))
+        # Inside, SIGUSR1 reopens it by its own path.
+        assert service.access_log.path == "/logs/access.log"
+    finally:
+        service.stopService()
