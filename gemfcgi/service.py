@@ -714,6 +714,9 @@ class GemfcgiService(MultiService):
             fastcgi_timeouts = FastCGITimeouts(reply=self.timeouts.backend)
         self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
         self.fastcgi.setServiceParent(self)
+        # gemfcgi's own handlers: any other in ``site.handlers`` is the
+        # program's, and a reload keeps it.
+        self._own_handlers = dict(self.site.handlers)
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
         # Writers of configurations a reload replaced, kept while requests
@@ -851,12 +854,25 @@ class GemfcgiService(MultiService):
             if access_log is not None:
                 access_log.close()
             raise
+        programs = self._programs_handlers()
+        self._own_handlers = dict(site.handlers)
+        site.handlers.update(programs)
         self._commit_listeners(planned, config, site, store, added)
         self.config, self.site = config, site
         if self.running:
             self._use_access_log(access_log)
             # What the reload read and parsed is garbage now.
             self.memory.now()
+
+    def _programs_handlers(self) -> dict[str, Callable[..., Any]]:
+        """
+        The handlers a program put in ``site.handlers`` in place of
+        gemfcgi's or beside them, which a new ``Site`` takes over: a
+        handler that guards a capsule must not give way to gemfcgi's own
+        at a certificate renewal's reload.
+        """
+        return {kind: handler for kind, handler in self.site.handlers.items()
+                if self._own_handlers.get(kind) is not handler}
 
     def _new_access_log(self, config: model.Config, site: Site) -> Optional[AccessLogWriter]:
         """A writer for ``config``'s access file and syslog; ``AccessLogError`` if the file cannot be opened."""
@@ -933,8 +949,13 @@ class GemfcgiService(MultiService):
             log.info("access log reopened: {path}", path=printable(writer.path))
 
     def report_clients(self) -> None:
-        """SIGUSR2: how many clients are connected, as gmid says it."""
-        log.info("{count} connected clients", count=len(self.connections))
+        """
+        SIGUSR2: how many clients are connected, as gmid says it, and on
+        which sockets: a program may run several services.
+        """
+        places = ", ".join(listening_place(port.getHost()) for port in self.ports)
+        log.info("{count} connected clients{on}", count=len(self.connections),
+                 on=f" ({places})" if places else "")
 
     def privilegedStartService(self) -> None:
         """

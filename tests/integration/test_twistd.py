@@ -741,6 +741,33 @@ def test_sighup_to_the_example_tac_reads_the_renewed_certificate(tmp_path):
         server.stop()
 
 
+def test_a_handler_the_program_put_in_place_survives_the_tac_s_reload(tmp_path):
+    # README's visitor check on the example tac: a certificate renewal's
+    # HUP gave the capsule back to gemfcgi's own handler, unguarded.
+    (tmp_path / "index.gmi").write_text("# from the tac\n")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    renew(cert, key)
+    tac = tmp_path / "guarded.tac"
+    tac.write_text(
+        f"exec(open({str(PROJECT_ROOT / 'conf' / 'gemfcgi.tac')!r}).read())\n"
+        "def greet(client, request, settings):\n"
+        "    client.respond(60, 'a client certificate is required')\n"
+        "gemini.site.handlers['static'] = greet\n"
+    )
+    env = {"GEMINI_ROOT": str(tmp_path), "GEMINI_CERT": str(cert), "GEMINI_KEY": str(key),
+           "GEMINI_LISTEN": "tcp:0:interface=127.0.0.1"}
+    server = start_command([*TWISTD, "-n", "--pidfile=", "-y", str(tac)], env=env)
+    try:
+        url = f"gemini://localhost:{server.port}/"
+        assert fetch(server.port, url).header == b"60 a client certificate is required"
+        renew(cert, key)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("configuration reloaded from GEMINI_CERT and GEMINI_KEY")
+        assert fetch(server.port, url).header == b"60 a client certificate is required"
+    finally:
+        server.stop()
+
+
 def test_backend_timeout_bounds_a_fastcgi_application_that_never_answers(tmp_path, certificate, capsule):
     cert, key = certificate
     command = python_app("misbehave.py")

@@ -894,3 +894,34 @@ def test_a_worker_opens_the_access_file_inside_the_chroot_it_will_enter(config, 
         assert service.access_log.path == "/logs/access.log"
     finally:
         service.stopService()
+
+
+def test_a_reload_keeps_the_handlers_a_program_put_in_place_of_gemfcgi_s(config):
+    # The README's visitor check replaced "static"; a certificate renewal's
+    # reload gave the capsule back to gemfcgi's own handler, unguarded.
+    def greet(client, request, settings):
+        client.respond(60, "a client certificate is required")
+
+    def extra(client, request, settings):
+        client.respond(20, "text/plain")
+
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=MemoryReactorClock())
+    service.startService()
+    try:
+        own_block = service.site.handlers["block"]
+        service.site.handlers["static"] = greet
+        service.site.handlers["extra"] = extra
+        service.reload(config)
+        handlers = service.site.handlers
+        assert handlers["static"] is greet and handlers["extra"] is extra
+        # gemfcgi's own are those of the new configuration.
+        assert handlers["block"] is own_block  # a plain function, the same in each
+        assert handlers["fastcgi"].keywords["backends"] is service.fastcgi
+        # And again at the next reload; one the program takes out stays out.
+        service.reload(config)
+        assert service.site.handlers["static"] is greet
+        service.site.handlers.pop("extra")
+        service.reload(config)
+        assert "extra" not in service.site.handlers
+    finally:
+        service.stopService()
