@@ -24,9 +24,13 @@ from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
-from gemfcgi.textlog import printable
+from gemfcgi.textlog import LogLimiter, MonotonicClock, printable
 
 log = Logger()
+
+# Refused headers, said up to ten times in ten seconds: anyone who reaches
+# a PROXY listener can send garbage on every connection.
+refusals = LogLimiter(MonotonicClock(), limit=10, window=10.0)
 
 V1_START = b"PROXY "
 MAX_V1_HEADER = 107  # CRLF included, as the specification bounds it
@@ -160,14 +164,18 @@ class _V1HeaderProtocol(ProtocolWrapper):
     def _refuse(self, header: bytes, problem: str) -> None:
         self._deciding = False
         self._start = b""
+        self.transport.loseConnection()
+        allowed, dropped = refusals.allow()
+        if not allowed:
+            return
         peer = self.transport.getPeer()
         log.warn(
-            "{peer}: malformed PROXY header {header}: {problem}; connection closed",
+            "{peer}: malformed PROXY header {header}: {problem}; connection closed{dropped}",
             peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', 0)}",
             header=printable(header.decode("latin-1")),
             problem=problem,
+            dropped=LogLimiter.dropped_note(dropped),
         )
-        self.transport.loseConnection()
 
 
 class _V1HeaderFactory(WrappingFactory):
