@@ -85,8 +85,12 @@ def build_context(
     # (``gemfcgi.tlsport``), ends its side as a close_notify does, rather
     # than failing the connection and its reply: the request is whole by
     # then, its CRLF says so.
+    # TLS 1.2 renegotiation is refused, whatever the OpenSSL build's default:
+    # a client could ask for a full handshake's work again and again on
+    # one connection, and a reply written across one would be cut.
     context.set_options(
-        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_IGNORE_UNEXPECTED_EOF)
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_IGNORE_UNEXPECTED_EOF
+        | SSL.OP_NO_RENEGOTIATION)
     context.set_cipher_list(TLS12_CIPHERS)
     context.set_tls13_ciphersuites(TLS13_SUITES)
     # Idle connections (waiting for a request, or for the peer's

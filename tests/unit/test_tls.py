@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Optional
 
+import pytest
 from OpenSSL import SSL
 
 from gemfcgi.certificates import load_key_pair
-from gemfcgi.tls import CertificateStore, ServerTLS, TLSFacts
+from gemfcgi.tls import CertificateStore, ServerTLS, TLSFacts, build_context
 from tests import certs
 
 
@@ -114,3 +115,39 @@ def test_servers_of_one_certificate_share_its_context_and_are_presented_it_witho
     asked.clear()
     client, _ = handshake(ServerTLS(single, default_index=1), b"a.example")
     assert presented(client) == "CN=*.example" and asked == []
+
+
+def test_a_tls_1_2_client_asking_to_renegotiate_is_refused(tmp_path):
+    # Set on the context itself, not left to the OpenSSL build's default.
+    pairs = key_pairs(tmp_path, "a.example")
+    assert build_context(pairs[0]).set_options(0) & SSL.OP_NO_RENEGOTIATION
+    server = ServerTLS(CertificateStore(pairs, lambda host: 0)).server_connection()
+
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    client = SSL.Connection(context)
+    client.set_connect_state()
+    for _ in range(3):
+        for side, peer in ((client, server), (server, client)):
+            try:
+                side.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                peer.bio_write(side.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    assert client.get_protocol_version_name() == "TLSv1.2"
+    assert client.renegotiate()
+    try:
+        client.do_handshake()
+    except SSL.WantReadError:
+        pass
+    server.bio_write(client.bio_read(65536))
+    try:
+        server.recv(1024)
+    except SSL.WantReadError:
+        pass
+    client.bio_write(server.bio_read(65536))
+    with pytest.raises(SSL.Error, match="no renegotiation"):
+        client.recv(1024)
