@@ -717,13 +717,15 @@ class OwnRelays:
                 chosen = self.servers.first_taking(host)
                 taking = None if chosen is None else next(
                     (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
-                if taking is None or any(taking is block for block in through) or \
-                        not self._lets_through(taking, relaying):
-                    break  # served here, a circle without this block, or 60 or 61 there
+                if taking is None or any(taking is block for block in through):
+                    break  # served here, or a circle without this block
                 if taking is proxy:
+                    # Back where it began: 43 before any certificate is asked for.
                     if through:
                         return through
                     break  # one block's own loop: to_itself says it
+                if not self._lets_through(taking, relaying):
+                    break  # 60 or 61 there
                 through.append(taking)
                 relaying = taking
         return []

@@ -135,6 +135,12 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
         return f"the certificate is not for {name} ({problem})"
     except VerificationError as problem:
         return f"the certificate is not for {name} ({problem})"
+    except ValueError:
+        # A name no certificate holds as a DNS name: all digits, as
+        # "2130706433", which the lookup reads as an address.
+        if common_name_matches(certificate, name):
+            return None
+        return f"the certificate is not for {name} (no DNS name can be {name})"
     return None
 
 

@@ -246,6 +246,10 @@ LOOP = ('gmid.conf:6: relay-to "{host}" port 1965 is a listener of this configur
     ('\tproxy { relay-to "0x7f.1"; sni "localhost"; verifyname off }', [LOOP.format(host="0x7f.1")]),
     ('\tproxy { relay-to "0"; sni "localhost"; verifyname off }', [LOOP.format(host="0")]),
     ('\tproxy { relay-to "127.1"; verifyname off }', []),
+    # Checking the certificate against an all-digit name: no DNS name can
+    # be one, the handshake fails (43), no loop (the check raised).
+    ('\tproxy { relay-to "2130706433" }', []),
+    ('\tproxy { relay-to "0" }', []),
     ('\tproxy { relay-to "127.1."; sni "localhost"; verifyname off }', []),
     # Another port, an SNI this block does not take, or no TLS: no loop.
     ('\tproxy { relay-to "127.0.0.1" port 1966 }', []),
@@ -316,14 +320,16 @@ THROUGH = ('gmid.conf:{line}: relay-to "{host}" port {port} is a listener of thi
       'gmid.conf:8: relay-to "localhost" port 10965 is a listener of this configuration, where the '
       "relayed request comes back to this proxy block: each request would be relayed again "
       "without end"]),
-    # Relayed on to a port of no listener here, to a name the URL's host is
-    # not (the upstream answers 53), or to a block that asks for a client
-    # certificate the relay has not: no loop.
+    # Relayed on to a port of no listener here, or to a name the URL's host
+    # is not (the upstream answers 53): no loop.
     ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10967 }', []),
     ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10965; sni "other.test" }',
      []),
+    # To a block that asks for a client certificate the relay has not: 60
+    # there, no loop from 10965; from 10966, a client it lets in comes back
+    # to it, and gets 43 before any certificate is asked for.
     ('\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10965\n'
-     '\t\trequire client ca "{ca}" }', []),
+     '\t\trequire client ca "{ca}" }', [THROUGH.format(line=8, host="127.0.0.1", port=10965, other=7)]),
 ])
 def test_a_relay_that_comes_back_through_another_block_is_warned_of_as_a_loop(
     tmp_path, second, expected
@@ -358,22 +364,25 @@ def test_a_loop_through_a_block_that_asks_for_the_certificate_the_relay_presents
     ca = f'\n\t\trequire client ca "{tmp_path}/c.pem"'
     presented = check(tmp_path, BACK_AND_FORTH.format(host="localhost", first=pair, second=ca), 10965, 10966)[1]
     assert loop_lines(presented) == [7, 8], presented
-    # Without one, the relay gets 60 there: no loop.
+    # Without one, the relay from 10965 gets 60 there: no loop from 10965.
     (tmp_path / "b").mkdir()
     ca = f'\n\t\trequire client ca "{tmp_path}/b/c.pem"'
     none = check(tmp_path / "b", BACK_AND_FORTH.format(host="localhost", first="", second=ca), 10965, 10966)[1]
-    assert loop_lines(none) == [], none
+    assert loop_lines(none) == [8], none
 
 
-def test_a_loop_through_a_block_whose_ca_refuses_the_relay_s_certificate_is_none(tmp_path):
-    # The relay presents its pair, which the CA asked for did not sign: 61
-    # there, not a loop.
+@pytest.mark.parametrize("first", ["cert", ""])
+def test_a_circle_through_a_block_whose_ca_refuses_the_relay_is_a_loop_only_from_that_block(tmp_path, first):
+    # From port 10965 the relay presents its pair (or none), which the CA
+    # of the block on 10966 refuses: 61 (or 60) there, no loop. From 10966,
+    # a client that block lets in comes back to it, and gets 43 there
+    # before any certificate is asked for.
     other, _ = make_self_signed(["another-ca.example"])
     (tmp_path / "ca.pem").write_bytes(other)
-    pair = f'; cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"'
+    pair = f'; cert "{tmp_path}/c.pem"; key "{tmp_path}/k.pem"' if first else ""
     ca = f'\n\t\trequire client ca "{tmp_path}/ca.pem"'
     warnings = check(tmp_path, BACK_AND_FORTH.format(host="localhost", first=pair, second=ca), 10965, 10966)[1]
-    assert loop_lines(warnings) == [], warnings
+    assert loop_lines(warnings) == [8], warnings
 
 
 @pytest.mark.parametrize("presented, ca", [(False, "c.pem"), (True, "other.pem"), (True, "c.pem")])
