@@ -17,20 +17,23 @@ connection with one log line.
 from __future__ import annotations
 
 import ipaddress
+from typing import Optional
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamServerEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
-from gemfcgi.textlog import LogLimiter, MonotonicClock, printable
+from gemfcgi.textlog import LogLimiter, printable
 
 log = Logger()
 
-# Refused headers, said up to ten times in ten seconds: anyone who reaches
-# a PROXY listener can send garbage on every connection.
-refusals = LogLimiter(MonotonicClock(), limit=10, window=10.0)
+# Refused headers a listener says in a window; the rest are counted, in a
+# line of their own when the window ends: anyone who reaches a PROXY
+# listener can send garbage on every connection.
+REFUSALS_SAID = 10
+REFUSALS_WINDOW = 10.0
 
 V1_START = b"PROXY "
 MAX_V1_HEADER = 107  # CRLF included, as the specification bounds it
@@ -165,22 +168,30 @@ class _V1HeaderProtocol(ProtocolWrapper):
         self._deciding = False
         self._start = b""
         self.transport.loseConnection()
-        allowed, dropped = refusals.allow()
-        if not allowed:
+        if not self.factory.refusals.allow()[0]:
             return
         peer = self.transport.getPeer()
         log.warn(
-            "{peer}: malformed PROXY header {header}: {problem}; connection closed{dropped}",
+            "{peer}: malformed PROXY header {header}: {problem}; connection closed",
             peer=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', 0)}",
             header=printable(header.decode("latin-1")),
             problem=problem,
-            dropped=LogLimiter.dropped_note(dropped),
         )
 
 
 class _V1HeaderFactory(WrappingFactory):
     protocol = _V1HeaderProtocol
     noisy = False
+
+    def __init__(self, wrappedFactory, clock: Optional[IReactorTime] = None) -> None:
+        super().__init__(wrappedFactory)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.refusals = LogLimiter(clock, limit=REFUSALS_SAID, window=REFUSALS_WINDOW,
+                                   on_dropped=self._say_dropped)
+
+    def _say_dropped(self, count: int) -> None:
+        log.warn("{what}", what=self.refusals.summary(count, "more malformed PROXY headers"))
 
 
 @implementer(IStreamServerEndpoint)
