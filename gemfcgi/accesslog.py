@@ -182,8 +182,11 @@ class AccessLogWriter:
         service: object = None,
         syslog_socket: str = SYSLOG_SOCKET,
         site: object = None,
+        owner: Optional[tuple[int, int]] = None,
     ) -> None:
         self.settings = settings
+        # Who a file made here belongs to (``open_for_lines``).
+        self.owner = owner
         self.path = path if path is not None else settings.access
         self.service = service
         self.site = site
@@ -212,7 +215,7 @@ class AccessLogWriter:
         if self.path is None:
             return True
         try:
-            fd = open_for_lines(self.path)
+            fd = open_for_lines(self.path, self.owner)
         except OSError as error:
             if self._fd is None:
                 raise
@@ -286,14 +289,27 @@ class AccessLogWriter:
 UNIX_SOCKET_LOG = "a unix socket, which cannot be opened as a file (send the lines to syslog)"
 
 
-def open_for_lines(path: str) -> int:
+def open_for_lines(path: str, owner: Optional[tuple[int, int]] = None) -> int:
     """
     ``path`` opened to append lines to, created if need be. A FIFO is
     opened without waiting for a reader, which would freeze the server as
     it starts or reopens its log: one that no process reads is refused.
+
+    A file made here goes to ``owner`` (uid, gid): a worker opens its access
+    file as root, before it becomes its ``user``, and reopens it by its path
+    at each SIGUSR1 as that user. A file that was there keeps its owner.
     """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        if owner is None:
+            fd = os.open(path, flags, 0o600)
+        else:
+            try:
+                fd = os.open(path, flags | os.O_EXCL, 0o600)
+            except FileExistsError:
+                fd = os.open(path, flags, 0o600)
+            else:
+                _give(fd, owner)
     except OSError as error:
         if error.errno == errno.ENXIO:
             raise OSError(error.errno, _why_not_open(path) or error.strerror, path) from None
@@ -301,6 +317,15 @@ def open_for_lines(path: str) -> int:
     # Lines are written as before: a reader that is slow holds them up.
     os.set_blocking(fd, True)
     return fd
+
+
+def _give(fd: int, owner: tuple[int, int]) -> None:
+    try:
+        os.fchown(fd, *owner)
+    except OSError as error:
+        # Said now; the reopen at SIGUSR1 will say it again, as it fails.
+        _log.warn("cannot give the access log to uid {uid}: {reason}", uid=owner[0],
+                  reason=error.strerror or str(error))
 
 
 def _why_not_open(path: str) -> Optional[str]:

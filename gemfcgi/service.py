@@ -727,6 +727,9 @@ class GemfcgiService(MultiService):
         # configuration's, or its user's home; anywhere else its paths are
         # read as written.
         self.chroot_to_enter: Optional[str] = None
+        # And the user it will become, who is given the access file made at
+        # start, to reopen it at SIGUSR1.
+        self.owner_to_be: Optional[tuple[int, int]] = None
         self.chrooted = False
         self._restore_signals: list[Callable[[], None]] = []
 
@@ -885,7 +888,7 @@ class GemfcgiService(MultiService):
             path = path_in_chroot(self.chroot_to_enter, path) or \
                 os.path.join(self.chroot_to_enter, path.lstrip("/"))
         try:
-            return AccessLogWriter(settings, path, service=self, site=site)
+            return AccessLogWriter(settings, path, service=self, site=site, owner=self.owner_to_be)
         except OSError as error:
             where = f"{settings.access_origin}: " if settings.access_origin is not None else ""
             raise AccessLogError(f"{where}log access {settings.access}: {error.strerror or error}") from None

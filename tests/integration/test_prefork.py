@@ -216,8 +216,11 @@ def test_workers_run_as_the_configured_user_inside_the_chroot(certificate, world
         path.chmod(0o755)
     (chroot / "capsule" / "index.gmi").chmod(0o644)
     script.chmod(0o755)
+    (chroot / "logs").mkdir(mode=0o755)
     config = world_readable_dir / "jail.conf"
-    write_config(config, "/capsule", *certificate, extra=f'user "nobody"\nchroot "{chroot}"')
+    # (No "}\\n" after the log block: the location below goes in the server's.)
+    write_config(config, "/capsule", *certificate,
+                 extra=f'user "nobody"\nchroot "{chroot}"\nlog {{ access "/logs/access.log" }} ')
     config.write_text(config.read_text().replace(
         "}\n", f'  location "/cgi/*" {{ fastcgi spawn "{FCGIWRAP}" }}\n}}\n'
     ))
@@ -237,6 +240,19 @@ def test_workers_run_as_the_configured_user_inside_the_chroot(certificate, world
             uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
             assert {int(u) for u in uids} == {nobody}
             assert os.readlink(f"/proc/{pid}/root") == str(chroot)
+        # The access file, made inside the chroot by the worker as root,
+        # is the user's: a SIGUSR1 without a rotation reopens it.
+        access = chroot / "logs" / "access.log"
+        assert access.stat().st_uid == nobody
+        since = len(server.log)
+        server.process.send_signal(signal.SIGUSR1)
+        server.wait_for_log("access log reopened: /logs/access.log", since=since)
+        assert "cannot reopen" not in server.log
+        fetch(server.port, f"gemini://localhost:{server.port}/")
+        deadline = time.monotonic() + 10
+        while access.read_text().count("GET gemini://localhost/ 20") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     finally:
         server.stop()
 

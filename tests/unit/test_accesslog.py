@@ -1,6 +1,9 @@
 """gmid's access-log styles, field by field."""
 
+import os
+import pwd
 import re
+import stat
 import time
 
 import pytest
@@ -532,3 +535,21 @@ def test_an_access_file_that_is_a_unix_socket_is_said_to_be_one(tmp_path):
         assert access_log_problem(str(path)) == accesslog.UNIX_SOCKET_LOG
     finally:
         listening.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file away needs root (CI runs as root)")
+def test_an_access_file_made_for_a_worker_is_its_user_s_and_one_that_was_there_keeps_its_owner(tmp_path):
+    # A worker opens the file as root, then reopens it at SIGUSR1 as its
+    # user: a file root made with mode 0600 could not be reopened.
+    from gemfcgi.accesslog import open_for_lines
+
+    nobody = pwd.getpwnam("nobody")
+    owner = (nobody.pw_uid, nobody.pw_gid)
+    made = tmp_path / "made.log"
+    os.close(open_for_lines(str(made), owner))
+    assert (made.stat().st_uid, made.stat().st_gid) == owner
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    there = tmp_path / "there.log"
+    there.write_text("")
+    os.close(open_for_lines(str(there), owner))
+    assert there.stat().st_uid == 0
