@@ -17,7 +17,8 @@ import socket
 import weakref
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Collection, Iterator, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints, tcp
@@ -714,9 +715,10 @@ class GemfcgiService(MultiService):
             fastcgi_timeouts = FastCGITimeouts(reply=self.timeouts.backend)
         self.fastcgi = install_fastcgi(self.site, config, reactor, fastcgi_timeouts)
         self.fastcgi.setServiceParent(self)
-        # gemfcgi's own handlers: any other in ``site.handlers`` is the
-        # program's, and a reload keeps it.
-        self._own_handlers = dict(self.site.handlers)
+        # gemfcgi's own handlers for the running configuration: any other in
+        # ``site.handlers`` is the program's, and a reload keeps it. Read
+        # only; a program's wrapper calls through it to follow reloads.
+        self.own_handlers: Mapping[str, Callable[..., Any]] = MappingProxyType(dict(self.site.handlers))
         self._install(config, self.site, build_certificates(config, self.site.routes))
         self.access_log: Optional[AccessLogWriter] = None
         # Writers of configurations a reload replaced, kept while requests
@@ -858,7 +860,7 @@ class GemfcgiService(MultiService):
                 access_log.close()
             raise
         programs = self._programs_handlers()
-        self._own_handlers = dict(site.handlers)
+        self.own_handlers = MappingProxyType(dict(site.handlers))
         site.handlers.update(programs)
         self._commit_listeners(planned, config, site, store, added)
         self.config, self.site = config, site
@@ -875,7 +877,7 @@ class GemfcgiService(MultiService):
         at a certificate renewal's reload.
         """
         return {kind: handler for kind, handler in self.site.handlers.items()
-                if self._own_handlers.get(kind) is not handler}
+                if self.own_handlers.get(kind) is not handler}
 
     def _new_access_log(self, config: model.Config, site: Site) -> Optional[AccessLogWriter]:
         """A writer for ``config``'s access file and syslog; ``AccessLogError`` if the file cannot be opened."""
@@ -957,6 +959,8 @@ class GemfcgiService(MultiService):
         which sockets: a program may run several services.
         """
         places = ", ".join(listening_place(port.getHost()) for port in self.ports)
+        if not self.running:
+            places = "listeners closed: stopping"  # or retiring, a worker of an older generation
         log.info("{count} connected clients{on}", count=len(self.connections),
                  on=f" ({places})" if places else "")
 

@@ -923,5 +923,32 @@ def test_a_reload_keeps_the_handlers_a_program_put_in_place_of_gemfcgi_s(config)
         service.site.handlers.pop("extra")
         service.reload(config)
         assert "extra" not in service.site.handlers
+        # A wrapper that calls through ``own_handlers`` follows reloads, and
+        # putting gemfcgi's own back gives the kind back to gemfcgi: the next
+        # reload installs the new configuration's (put back a saved one of
+        # an earlier configuration, it was kept, stale, for ever).
+        service.site.handlers["static"] = service.own_handlers["static"]
+        before = service.own_handlers["static"]
+        service.reload(config)
+        assert service.site.handlers["static"] is service.own_handlers["static"] is not before
+        with pytest.raises(TypeError):
+            service.own_handlers["static"] = greet  # read only
     finally:
         service.stopService()
+
+
+def test_sigusr2_while_draining_says_the_listeners_are_closed(config):
+    # A retiring prefork worker lists no socket: its line said nothing of why.
+    from twisted.logger import capturedLogs, formatEvent
+
+    service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=MemoryReactorClock())
+    service.startService()
+    held = StringTransport()
+    service.connections.add(held)
+    try:
+        service.stopService()
+        with capturedLogs() as logs:
+            service.report_clients()
+        assert [formatEvent(e) for e in logs] == ["1 connected clients (listeners closed: stopping)"]
+    finally:
+        service.connections.remove(held)
