@@ -17,9 +17,12 @@ from gemfcgi.tls import CertificateStore, ServerTLS, TLSFacts, build_context
 from tests import certs
 
 
-def handshake(tls: ServerTLS, name: bytes) -> tuple[SSL.Connection, SSL.Connection]:
-    """A full TLS 1.3 handshake between a client sending ``name`` and ``tls``."""
-    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD))
+def handshake(tls: ServerTLS, name: bytes, highest: Optional[int] = None) -> tuple[SSL.Connection, SSL.Connection]:
+    """A full handshake (TLS 1.3, or ``highest``) between a client sending ``name`` and ``tls``."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if highest is not None:
+        context.set_max_proto_version(highest)
+    client = SSL.Connection(context)
     client.set_connect_state()
     client.set_tlsext_host_name(name)
     server = tls.server_connection()
@@ -121,22 +124,8 @@ def test_a_tls_1_2_client_asking_to_renegotiate_is_refused(tmp_path):
     # Set on the context itself, not left to the OpenSSL build's default.
     pairs = key_pairs(tmp_path, "a.example")
     assert build_context(pairs[0]).set_options(0) & SSL.OP_NO_RENEGOTIATION
-    server = ServerTLS(CertificateStore(pairs, lambda host: 0)).server_connection()
-
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    context.set_max_proto_version(SSL.TLS1_2_VERSION)
-    client = SSL.Connection(context)
-    client.set_connect_state()
-    for _ in range(3):
-        for side, peer in ((client, server), (server, client)):
-            try:
-                side.do_handshake()
-            except SSL.WantReadError:
-                pass
-            try:
-                peer.bio_write(side.bio_read(65536))
-            except SSL.WantReadError:
-                pass
+    tls = ServerTLS(CertificateStore(pairs, lambda host: 0))
+    client, server = handshake(tls, b"a.example", SSL.TLS1_2_VERSION)
     assert client.get_protocol_version_name() == "TLSv1.2"
     assert client.renegotiate()
     try:
