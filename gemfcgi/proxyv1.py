@@ -190,6 +190,12 @@ class _V1HeaderFactory(WrappingFactory):
         self.refusals = LogLimiter(clock, limit=REFUSALS_SAID, window=REFUSALS_WINDOW,
                                    on_dropped=self._say_dropped)
 
+    def doStop(self) -> None:
+        # The listener closes (a stop, or a retiring worker's): what the
+        # window dropped is said now, its end may never come.
+        self.refusals.say_dropped_now()
+        super().doStop()
+
     def _say_dropped(self, count: int) -> None:
         log.warn("{what}", what=self.refusals.summary(count, "more malformed PROXY headers"))
 

@@ -153,6 +153,15 @@ class LogLimiter:
         """``count`` dropped ``what``, as the log says it."""
         return f"{count} {what} not logged (over {self.limit} in {self.window:g} s)"
 
+    def say_dropped_now(self) -> None:
+        """
+        Report what this window dropped at once (``on_dropped``), not when
+        it ends: for a process or a listener that stops before then.
+        """
+        if self._report is not None and self._report.active():
+            self._report.cancel()
+            self._window_over()
+
     def _window_over(self) -> None:
         self._report = None
         dropped, self.dropped = self.dropped, 0

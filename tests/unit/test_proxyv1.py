@@ -88,3 +88,11 @@ def test_refused_headers_are_said_ten_times_in_ten_seconds_then_counted_when_the
         "192.0.2.1:4444: malformed PROXY header XXXX garbage\\x0d\\x0a: not a PROXY header; connection closed"]
     assert said[10:] == ["15 more malformed PROXY headers not logged (over 10 in 10 s)"]
     assert not clock.getDelayedCalls()
+    # A listener that closes before its window ends says its count then.
+    factory.doStart()
+    with capturedLogs() as logs:
+        assert all(refused() for _ in range(13))
+        factory.doStop()
+    assert [formatEvent(event) for event in logs if "not logged" in formatEvent(event)] == [
+        "3 more malformed PROXY headers not logged (over 10 in 10 s)"]
+    assert not clock.getDelayedCalls()
