@@ -487,6 +487,12 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
                         f"this configuration, where the relayed request comes back to this proxy "
                         f"block through {blocks}: each request would be relayed again without end")
+            elif loop := relays.loop_entered(server, proxy):
+                blocks = " and ".join("the proxy block at {}:{}".format(
+                    *_where(block.origin or origin, config)) for block in loop)
+                warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
+                        f"this configuration, where the relayed request goes round the loop of "
+                        f"{blocks}: each request would be relayed again without end")
     return errors, warnings
 
 
@@ -565,6 +571,7 @@ class OwnRelays:
         self._now = datetime.datetime.now(datetime.timezone.utc)
         # Asked of each block by ``to_itself``, ``circle`` and every hop.
         self._relays: dict[int, Optional[tuple[Optional[str], int]]] = {}
+        self._followed: dict[int, tuple[list[model.Proxy], list[model.Proxy]]] = {}
 
     def relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
         if id(proxy) not in self._relays:
@@ -689,17 +696,37 @@ class OwnRelays:
         The other proxy blocks through which a request that ``proxy`` (a
         block of ``server``) relays comes back to it, each relaying to one
         of the configuration's own sockets (port A relaying to port B,
-        which relays back to A); empty when there are none. Followed for a
-        host the configuration names (an SNI, or one its ``for-host`` and
-        server names take, a glob's made up), as the relay sends it: the
-        same URL host, the relay's port, and a server chosen by that host.
+        which relays back to A); empty when there are none.
         """
+        return self._follow(server, proxy)[0]
+
+    def loop_entered(self, server: model.Server, proxy: model.Proxy) -> list[model.Proxy]:
+        """
+        The blocks of a loop that a request ``proxy`` relays goes round
+        without coming back to ``proxy`` (port C relaying to A, where A and
+        B relay to each other): it gets 43 once it comes back to one of
+        them. Empty when there is none, or when it comes back to ``proxy``.
+        """
+        return self._follow(server, proxy)[1]
+
+    def _follow(self, server: model.Server, proxy: model.Proxy) -> tuple[list[model.Proxy], list[model.Proxy]]:
+        """
+        Where the relays from ``proxy`` lead: the blocks through which a
+        request comes back to it, else the blocks of a loop it enters
+        elsewhere. Followed for a host the configuration names (an SNI, or
+        one its ``for-host`` and server names take, a glob's made up), as
+        the relay sends it: the same URL host, the relay's port, and a
+        server chosen by that host. A request that comes back to a block it
+        went through gets 43 there before any certificate is asked for.
+        """
+        if id(proxy) in self._followed:
+            return self._followed[id(proxy)]
+        entered: list[model.Proxy] = []
         relay = self.relay(proxy)
         if relay is None:
-            return []
-        sent, _ = relay
-        if sent is not None:
-            hosts = [sent]
+            hosts = []
+        elif relay[0] is not None:
+            hosts = [relay[0]]
         else:
             # The host is the client's, which the relay keeps: one of the
             # names written, or one that a glob written would take.
@@ -717,18 +744,23 @@ class OwnRelays:
                 chosen = self.servers.first_taking(host)
                 taking = None if chosen is None else next(
                     (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
-                if taking is None or any(taking is block for block in through):
-                    break  # served here, or a circle without this block
+                if taking is None:
+                    break  # served here
                 if taking is proxy:
-                    # Back where it began: 43 before any certificate is asked for.
                     if through:
-                        return through
+                        self._followed[id(proxy)] = (through, [])
+                        return through, []
                     break  # one block's own loop: to_itself says it
+                if any(taking is block for block in through):
+                    if not entered:
+                        entered = through[next(i for i, block in enumerate(through) if block is taking):]
+                    break
                 if not self._lets_through(taking, relaying):
                     break  # 60 or 61 there
                 through.append(taking)
                 relaying = taking
-        return []
+        self._followed[id(proxy)] = ([], entered)
+        return [], entered
 
 
 def _a_host_taken(name: str) -> Optional[str]:

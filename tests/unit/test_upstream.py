@@ -643,3 +643,30 @@ def test_the_loop_check_passes_a_relay_to_a_server_whose_certificate_cannot_be_r
     assert not OwnRelays(config).to_itself(config.servers[0], proxy)
     errors, warnings = check_config(config)
     assert [str(e) for e in errors if "c.pem" in str(e)] and not [w for w in warnings if "without end" in str(w)]
+
+
+@pytest.mark.parametrize("blocks, expected", [
+    # Port 10967 relays to 10965, where 10965 and 10966 relay to each other:
+    # a request at 10967 goes round their loop, and gets 43 once back at one.
+    ('\tproxy for-host "localhost" port 10967 { relay-to "127.0.0.1" port 10965; sni "localhost" }\n'
+     '\tproxy for-host "localhost" port 10965 { relay-to "127.0.0.1" port 10966; sni "localhost" }\n'
+     '\tproxy for-host "localhost" port 10966 { relay-to "127.0.0.1" port 10965; sni "localhost" }',
+     {8: "the proxy block at gmid.conf:9 and the proxy block at gmid.conf:10", 9: None, 10: None}),
+    # Into a block that relays to itself.
+    ('\tproxy for-host "localhost" port 10967 { relay-to "127.0.0.1" port 10965; sni "localhost" }\n'
+     '\tproxy for-host "localhost" port 10965 { relay-to "127.0.0.1" port 10965; sni "localhost" }',
+     {8: "the proxy block at gmid.conf:9", 9: None}),
+    # Into blocks that relay elsewhere: no loop.
+    ('\tproxy for-host "localhost" port 10967 { relay-to "127.0.0.1" port 10965; sni "localhost" }\n'
+     '\tproxy for-host "localhost" port 10965 { relay-to "127.0.0.1" port 10966; sni "localhost" }',
+     {}),
+])
+def test_a_relay_into_a_loop_of_other_blocks_is_warned_of(tmp_path, blocks, expected):
+    warnings = check(tmp_path, blocks, 10965, 10966, 10967)[1]
+    assert sorted(loop_lines(warnings)) == sorted(expected), warnings
+    for line, loop in expected.items():
+        if loop is not None:
+            said = next(w for w in warnings if w.startswith(f"gmid.conf:{line}:"))
+            assert said == (f'gmid.conf:{line}: relay-to "127.0.0.1" port 10965 is a listener of this '
+                            f"configuration, where the relayed request goes round the loop of {loop}: "
+                            "each request would be relayed again without end")
