@@ -48,6 +48,7 @@ from service_identity.cryptography import (
 )
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet import error as twisted_error
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -126,21 +127,18 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
             verify_certificate_ip_address(certificate, name)
         else:
             verify_certificate_hostname(certificate, name)
-    except CertificateError as problem:
+    except (CertificateError, ValueError) as problem:
         # No subjectAltName at all, as in many a self-signed Gemini
         # certificate: libtls, which gmid checks with, then matches the
-        # subject's common name (RFC 6125 6.4.4); so does this.
+        # subject's common name (RFC 6125 6.4.4); so does this. (A
+        # ValueError: a name no DNS name can be, all digits as "2130706433",
+        # which the lookup reads as an address.)
         if common_name_matches(certificate, name):
             return None
-        return f"the certificate is not for {name} ({problem})"
+        why = problem if isinstance(problem, CertificateError) else f"no DNS name can be {name}"
+        return f"the certificate is not for {name} ({why})"
     except VerificationError as problem:
         return f"the certificate is not for {name} ({problem})"
-    except ValueError:
-        # A name no certificate holds as a DNS name: all digits, as
-        # "2130706433", which the lookup reads as an address.
-        if common_name_matches(certificate, name):
-            return None
-        return f"the certificate is not for {name} (no DNS name can be {name})"
     return None
 
 
@@ -421,10 +419,7 @@ class ProxyRelay(PacedRelay):
 
     def start(self) -> None:
         self.client.stream(self)
-        # Twisted's own connect timeout is only a backstop: the relay's
-        # timer, armed below, says the fault in its own words ("not
-        # connected after 5 s"), where the two raced.
-        connecting = self.upstream.endpoint(self.reactor, self.timeouts.connect + 1).connect(
+        connecting = self.upstream.endpoint(self.reactor, self.timeouts.connect).connect(
             _UpstreamFactory(self)
         )
         if not (self.finished or connecting.called):
@@ -436,6 +431,12 @@ class ProxyRelay(PacedRelay):
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting = None
         if self.finished or failure.check(CancelledError):
+            return
+        if failure.check(twisted_error.TimeoutError) and \
+                failure.getErrorMessage().startswith("User timeout caused connection failure"):
+            # Twisted's connect timeout, the same as the relay's timer and
+            # racing it: said in the timer's words, as FastCGI's relay does.
+            self._connect_timed_out()
             return
         self._fail(Fault.CONNECT, failure.getErrorMessage())
 

@@ -670,3 +670,40 @@ def test_a_relay_into_a_loop_of_other_blocks_is_warned_of(tmp_path, blocks, expe
             assert said == (f'gmid.conf:{line}: relay-to "127.0.0.1" port 10965 is a listener of this '
                             f"configuration, where the relayed request goes round the loop of {loop}: "
                             "each request would be relayed again without end")
+
+
+class _Client:
+    """What a relay asks of its Gemini client when it fails before the header."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.record = SimpleNamespace(client="127.0.0.1:5555", url="gemini://a.example/")
+        self.header: Optional[tuple[int, str]] = None
+
+    def send_header(self, code: int, meta: str) -> None:
+        self.header = (code, meta)
+
+    def finish(self) -> None:
+        pass
+
+
+def test_twisted_s_connect_timeout_is_said_in_the_relay_s_own_words():
+    # Twisted's timer and the relay's both run the connect timeout and race:
+    # the line said "User timeout caused connection failure" when Twisted's won.
+    from twisted.internet import error
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.logger import capturedLogs, formatEvent
+    from twisted.python.failure import Failure
+
+    from gemfcgi.upstream import ProxyRelay, Upstream, UpstreamTimeouts
+
+    client = _Client()
+    relay = ProxyRelay(client, Upstream("192.0.2.1", 1965, None), b"gemini://a.example/\r\n",
+                       UpstreamTimeouts(connect=5.0), MemoryReactorClock())
+    with capturedLogs() as logs:
+        relay._connect_failed(Failure(error.TimeoutError("User timeout caused connection failure.")))
+    assert client.header == (43, "proxy error")
+    assert [formatEvent(e) for e in logs] == [
+        "127.0.0.1:5555 gemini://a.example/: proxy upstream 192.0.2.1:1965: cannot connect: "
+        "not connected after 5 s"]
