@@ -44,7 +44,7 @@ from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import authority_files, load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.memorytrim import MemoryReturner, libc_malloc_trim
-from gemfcgi.privileges import path_in_chroot
+from gemfcgi.privileges import Identity, path_in_chroot
 from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
@@ -724,14 +724,12 @@ class GemfcgiService(MultiService):
         # Writers of configurations a reload replaced, kept while requests
         # that began under them are still in flight.
         self._retired_logs: list[AccessLogWriter] = []
-        # Only the workers of ``twistd gemfcgi`` enter a chroot (after
-        # start-up, as root, has opened the access file inside it): the
-        # configuration's, or its user's home; anywhere else its paths are
-        # read as written.
-        self.chroot_to_enter: Optional[str] = None
-        # And the user it will become, who is given the access file made at
-        # start, to reopen it at SIGUSR1.
-        self.owner_to_be: Optional[tuple[int, int]] = None
+        # Who the workers of ``twistd gemfcgi`` become once started: their
+        # chroot (the configuration's, or its user's home, as gmid does),
+        # where start-up, as root, opens the access file, and the user
+        # given a file made then, to reopen it at SIGUSR1. Anywhere else
+        # paths are read as written.
+        self.becomes: Optional[Identity] = None
         self.chrooted = False
         self._restore_signals: list[Callable[[], None]] = []
 
@@ -885,12 +883,14 @@ class GemfcgiService(MultiService):
         if settings.access is None and not settings.syslog:
             return None
         path = settings.access
-        if path is not None and self.chroot_to_enter and not self.chrooted:
+        becomes = self.becomes
+        chroot = becomes.chroot if becomes is not None else None
+        if path is not None and chroot and not self.chrooted:
             # As the worker inside will open it again (SIGUSR1).
-            path = path_in_chroot(self.chroot_to_enter, path) or \
-                os.path.join(self.chroot_to_enter, path.lstrip("/"))
+            path = path_in_chroot(chroot, path) or os.path.join(chroot, path.lstrip("/"))
+        owner = (becomes.uid, becomes.gid) if becomes is not None else None
         try:
-            return AccessLogWriter(settings, path, service=self, site=site, owner=self.owner_to_be)
+            return AccessLogWriter(settings, path, service=self, site=site, owner=owner)
         except OSError as error:
             where = f"{settings.access_origin}: " if settings.access_origin is not None else ""
             raise AccessLogError(f"{where}log access {settings.access}: {error.strerror or error}") from None

@@ -67,10 +67,7 @@ def serve(plan: WorkerPlan, missed: Collection[int] = ()) -> None:
         drain_timeout=plan.drain_timeout,
         reactor=reactor,
     )
-    # The chroot the worker will enter: the configuration's, or the
-    # user's home (a ``user`` without ``chroot``), as gmid does.
-    service.chroot_to_enter = plan.identity.chroot if plan.identity is not None else None
-    service.owner_to_be = (plan.identity.uid, plan.identity.gid) if plan.identity is not None else None
+    service.becomes = plan.identity
     service.startService()
     if signal.SIGUSR1 in missed:
         service.reopen_access_log()

@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from gemfcgi.config import model
+from gemfcgi.privileges import Identity
 from gemfcgi.service import TICKET_KEY_LIFETIME, GemfcgiService
 from tests.fakes import Trims
 
@@ -885,7 +886,7 @@ def test_a_worker_opens_the_access_file_inside_the_chroot_it_will_enter(config, 
     if not user_only:
         config.chroot = str(home)
     service = GemfcgiService(config, listen=["tcp:1965:interface=127.0.0.1"], reactor=MemoryReactorClock())
-    service.chroot_to_enter = str(home)
+    service.becomes = Identity(os.getuid(), os.getgid(), "someone", str(home))
     service.startService()
     try:
         assert service.access_log.path == str(home / "logs" / "access.log")
