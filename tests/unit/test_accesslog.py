@@ -553,3 +553,24 @@ def test_an_access_file_made_for_a_worker_is_its_user_s_and_one_that_was_there_k
     there.write_text("")
     os.close(open_for_lines(str(there), owner))
     assert there.stat().st_uid == 0
+
+
+def test_an_access_file_that_cannot_be_given_away_is_still_opened_and_said(tmp_path, monkeypatch):
+    # Not root, say: lines go to the file all the same, and the warning says
+    # why a SIGUSR1 as the worker's user may fail to reopen it.
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi.accesslog import open_for_lines
+
+    def refused(fd, uid, gid):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", refused)
+    made = tmp_path / "made.log"
+    with capturedLogs() as logs:
+        fd = open_for_lines(str(made), (12345, 12345))
+    os.write(fd, b"a line\n")
+    os.close(fd)
+    assert made.read_bytes() == b"a line\n"
+    assert [formatEvent(e) for e in logs] == [
+        "cannot give the access log to uid 12345: Operation not permitted"]
