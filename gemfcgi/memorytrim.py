@@ -53,7 +53,6 @@ class MemoryReturner:
         self.clock = clock
         self.trim = trim
         self.after = after
-        self.trims = 0
         self._pending: Optional[IDelayedCall] = None
 
     def now(self) -> None:
@@ -62,7 +61,7 @@ class MemoryReturner:
 
     def soon(self) -> None:
         """A connection ended: trim in ``after`` seconds, unless a trim is on its way."""
-        if self._pending is None and self.trim is not None:
+        if self._pending is None:
             self._schedule(self.after)
 
     def stop(self) -> None:
@@ -83,4 +82,3 @@ class MemoryReturner:
         self._pending = None
         assert self.trim is not None
         self.trim()
-        self.trims += 1
