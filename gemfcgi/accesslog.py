@@ -309,7 +309,7 @@ def open_for_lines(path: str, owner: Optional[tuple[int, int]] = None) -> int:
             except FileExistsError:
                 fd = os.open(path, flags, 0o600)
             else:
-                _give(fd, owner)
+                _give(fd, owner, path)
     except OSError as error:
         if error.errno == errno.ENXIO:
             raise OSError(error.errno, _why_not_open(path) or error.strerror, path) from None
@@ -319,13 +319,13 @@ def open_for_lines(path: str, owner: Optional[tuple[int, int]] = None) -> int:
     return fd
 
 
-def _give(fd: int, owner: tuple[int, int]) -> None:
+def _give(fd: int, owner: tuple[int, int], path: str) -> None:
     try:
         os.fchown(fd, *owner)
     except OSError as error:
         # Said now; the reopen at SIGUSR1 will say it again, as it fails.
-        _log.warn("cannot give the access log to uid {uid}: {reason}", uid=owner[0],
-                  reason=error.strerror or str(error))
+        _log.warn("cannot give the access log {path} to uid {uid}: {reason}", path=path,
+                  uid=owner[0], reason=error.strerror or str(error))
 
 
 def _why_not_open(path: str) -> Optional[str]:

@@ -573,4 +573,4 @@ def test_an_access_file_that_cannot_be_given_away_is_still_opened_and_said(tmp_p
     os.close(fd)
     assert made.read_bytes() == b"a line\n"
     assert [formatEvent(e) for e in logs] == [
-        "cannot give the access log to uid 12345: Operation not permitted"]
+        f"cannot give the access log {made} to uid 12345: Operation not permitted"]
