@@ -572,6 +572,15 @@ class OwnRelays:
         # Asked of each block by ``to_itself``, ``circle`` and every hop.
         self._relays: dict[int, Optional[tuple[Optional[str], int]]] = {}
         self._followed: dict[int, tuple[list[model.Proxy], list[model.Proxy]]] = {}
+        # A relayed request's next block depends only on its host and the
+        # port relayed to, so each is found once; and a walk stops where an
+        # earlier one, from the same block with the same host, was served
+        # or relayed elsewhere: a chain of N blocks costs N steps, not N
+        # squared (a chain of 250 blocks took 10 s, each hop trying every
+        # block).
+        self._taking: dict[tuple[str, int], Optional[model.Proxy]] = {}
+        self._no_loop_from: set[tuple[str, int]] = set()
+        self._patterns: dict[str, HostPattern] = {}
 
     def relay(self, proxy: model.Proxy) -> Optional[tuple[Optional[str], int]]:
         if id(proxy) not in self._relays:
@@ -639,6 +648,23 @@ class OwnRelays:
                 self.config, SimpleNamespace(host=address, port=port), self._addresses_of)
         return self._sockets[address, port]
 
+    def _pattern(self, glob: str) -> HostPattern:
+        if glob not in self._patterns:
+            self._patterns[glob] = HostPattern(glob)
+        return self._patterns[glob]
+
+    def _block_taking(self, host: str, port: int) -> Optional[model.Proxy]:
+        """The proxy block a request for ``host`` on ``port`` reaches; ``None`` when it is served."""
+        if (host, port) not in self._taking:
+            chosen = self.servers.first_taking(host)
+            self._taking[host, port] = None if chosen is None else next(
+                (block for block in chosen.proxies
+                 if glob_matches("gemini", block.proto.lower())
+                 and self._pattern(block.for_host).matches(host)
+                 and port_matches(port, port_pattern(block.for_port))),
+                None)
+        return self._taking[host, port]
+
     def _certificate(self, path: Optional[str]) -> Optional[x509.Certificate]:
         if path not in self._certificates:
             try:
@@ -684,7 +710,7 @@ class OwnRelays:
             return False
         if sent is None:
             return True  # the URL's host picks the server it picked before: this one
-        if not HostPattern(proxy.for_host).matches(sent):
+        if not self._pattern(proxy.for_host).matches(sent):
             return False  # the URL's host must be the SNI name, and this block must take it
         # The server the relayed request's host (the SNI name) picks, first
         # match: another one (gmid's regress proxy, relaying from server
@@ -733,19 +759,23 @@ class OwnRelays:
             written = [proxy.for_host, server.name, *server.aliases]
             hosts = [host for host in map(_a_host_taken, written) if host is not None]
         for host in hosts:
-            if self.servers.first_taking(host) is not server or not HostPattern(proxy.for_host).matches(host):
+            if self.servers.first_taking(host) is not server or not self._pattern(proxy.for_host).matches(host):
                 continue  # a request for it never reaches this block
             through: list[model.Proxy] = []
             relaying = proxy
             while True:
+                if (host, id(relaying)) in self._no_loop_from:
+                    ends = True  # as a walk before this one found
+                    break
+                ends = False
                 relay = self.relay(relaying)
                 if relay is None or relay[0] is not None and relay[0] != host:
-                    break  # relayed elsewhere, or a URL host other than the SNI name: 53
-                chosen = self.servers.first_taking(host)
-                taking = None if chosen is None else next(
-                    (block for block in chosen.proxies if _takes(block, host, relay[1])), None)
+                    ends = True  # relayed elsewhere, or a URL host other than the SNI name: 53
+                    break
+                taking = self._block_taking(host, relay[1])
                 if taking is None:
-                    break  # served here
+                    ends = True  # served here
+                    break
                 if taking is proxy:
                     if through:
                         self._followed[id(proxy)] = (through, [])
@@ -756,9 +786,13 @@ class OwnRelays:
                         entered = through[next(i for i, block in enumerate(through) if block is taking):]
                     break
                 if not self._lets_through(taking, relaying):
-                    break  # 60 or 61 there
+                    # 60 or 61 there; but from a walk that went through
+                    # ``taking``, 43 before: no end for other walks to reuse.
+                    break
                 through.append(taking)
                 relaying = taking
+            if ends:
+                self._no_loop_from.update((host, id(block)) for block in (proxy, *through))
         self._followed[id(proxy)] = ([], entered)
         return [], entered
 
@@ -809,12 +843,6 @@ def _connected_to(written: str) -> Optional[str]:
     if address.is_unspecified:
         return "127.0.0.1" if address.version == 4 else "::1"
     return str(address)
-
-
-def _takes(proxy: model.Proxy, host: str, port: int) -> bool:
-    """Whether ``proxy`` takes a request for ``host`` on ``port``, its server once chosen."""
-    return (glob_matches("gemini", proxy.proto.lower()) and HostPattern(proxy.for_host).matches(host)
-            and port_matches(port, port_pattern(proxy.for_port)))
 
 
 def proxy_problems(proxy: model.Proxy) -> list[str]:
