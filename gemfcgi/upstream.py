@@ -42,9 +42,12 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from service_identity import CertificateError, VerificationError
-from service_identity.cryptography import (
-    verify_certificate_hostname,
-    verify_certificate_ip_address,
+from service_identity.hazmat import (
+    DNS_ID,
+    DNSPattern,
+    IPAddress_ID,
+    IPAddressPattern,
+    verify_service_identity,
 )
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -123,10 +126,11 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
     address), as a relay with ``verifyname`` checks it; ``None`` if it is.
     """
     try:
-        if is_address(name):
-            verify_certificate_ip_address(certificate, name)
-        else:
-            verify_certificate_hostname(certificate, name)
+        patterns = _names_checked(certificate)
+        if not patterns:
+            raise CertificateError("the certificate holds no DNS name or address")
+        wanted = IPAddress_ID(name) if is_address(name) else DNS_ID(name)
+        verify_service_identity(cert_patterns=patterns, obligatory_ids=[wanted], optional_ids=[])
     except (CertificateError, ValueError) as problem:
         # No subjectAltName at all, as in many a self-signed Gemini
         # certificate: libtls, which gmid checks with, then matches the
@@ -140,6 +144,26 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
     except VerificationError as problem:
         return f"the certificate is not for {name} ({problem})"
     return None
+
+
+def _names_checked(certificate: x509.Certificate) -> list[Any]:
+    """
+    The certificate's DNS names and addresses a relay's name may match. A
+    name no host can match (``*.lan``, ``*``, ``a.*.example``) is passed
+    over, as libtls passes over it, where service_identity would refuse the
+    whole certificate, ``localhost`` beside it too.
+    """
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    patterns: list[Any] = [IPAddressPattern(address) for address in names.get_values_for_type(x509.IPAddress)]
+    for dns_name in names.get_values_for_type(x509.DNSName):
+        try:
+            patterns.append(DNSPattern.from_bytes(dns_name.encode("utf-8")))
+        except CertificateError:
+            continue
+    return patterns
 
 
 @implementer(IOpenSSLClientConnectionCreator)

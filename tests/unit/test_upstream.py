@@ -699,6 +699,30 @@ def test_a_long_chain_of_relays_is_followed_once_not_once_per_block(tmp_path, mo
     assert len(tried) < 3 * count * count
 
 
+@pytest.mark.parametrize("names, host, named", [
+    # A name no host can match beside the one asked for: libtls passes over
+    # it; the whole certificate was refused ("*.lan has too few host
+    # components for wildcard usage").
+    (("up", "*.lan", "localhost"), "localhost", True),
+    (("up", "localhost", "*"), "localhost", True),
+    (("up", "a.*.example", "localhost"), "localhost", True),
+    (("up", "*.lan", "127.0.0.1"), "127.0.0.1", True),
+    (("up", "*.lan"), "localhost", False),
+    (("up", "*.lan"), "x.lan", False),
+    (("up", "*.example.org", "localhost"), "a.example.org", True),
+])
+def test_a_name_no_host_can_match_does_not_hide_the_certificates_other_names(names, host, named):
+    from cryptography import x509
+
+    from gemfcgi.upstream import certificate_name_problem
+
+    certificate = x509.load_pem_x509_certificate(make_self_signed(list(names))[0])
+    problem = certificate_name_problem(certificate, host)
+    assert (problem is None) == named, problem
+    if not named:
+        assert problem.startswith(f"the certificate is not for {host} (")
+
+
 class _Client:
     """What a relay asks of its Gemini client when it fails before the header."""
 
