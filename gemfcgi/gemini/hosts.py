@@ -67,6 +67,10 @@ def canonical_host(name: str) -> Optional[str]:
             return str(ipaddress.IPv6Address(name))
         except ValueError:
             return None
+    if not name.isascii():
+        # The dots IDNA reads as "." are dots here too: a trailing one
+        # (``localhost。``) is the root's, as ``localhost.`` is.
+        name = name.translate(_IDEOGRAPHIC_DOTS)
     # One trailing dot is the root's (``example.org.``); more is an empty label.
     name = name.removesuffix(".")
     if not name or name.endswith(".") or name.startswith(".") or ".." in name:

@@ -19,7 +19,7 @@ from typing import Optional
 from urllib.parse import unquote_to_bytes
 
 from gemfcgi.gemini import status
-from gemfcgi.gemini.hosts import canonical_host
+from gemfcgi.gemini.hosts import canonical_host, is_address, unicode_host
 
 MAX_REQUEST_BYTES = 1024
 # The port a URL without one means.
@@ -73,8 +73,8 @@ class Request:
     port: Optional[int]
     path: str
     query: Optional[str]
-    # The host as the URL spells it when that is not ``host`` (a Unicode
-    # name: lowercase, decoded), for SERVER_NAME as gmid sends it.
+    # The host in Unicode when the URL spells it so (``host``'s Unicode
+    # form, normalised as IDNA maps it), for SERVER_NAME as gmid sends it.
     url_host: Optional[str] = None
 
 
@@ -250,13 +250,16 @@ def _parse_general(line: bytes) -> Request:
     raw_host, port = _split_authority(authority)
     if not raw_host:
         raise _bad("empty host")
-    if "%" in raw_host and not raw_host.startswith("["):
+    escaped = "%" in raw_host and not raw_host.startswith("[")
+    if escaped:
         raw_host = _decoded_host(raw_host)
-        if ":" in raw_host:
-            # An IP literal is written in brackets, not escaped into a name.
-            raise _bad("malformed host")
     host = canonical_host(raw_host)
     if host is None:
+        raise _bad("malformed host")
+    if (escaped or not raw_host.isascii()) and is_address(host):
+        # An IP literal is written as one (IPv6 in brackets), not escaped
+        # into a name (``%3A%3A1``, ``127%2E0.0.1``) nor spelt in other
+        # digits that IDNA maps to these (``１２７．０．０．１``).
         raise _bad("malformed host")
     raw_path, question, query_text = rest.partition("?")
     _check_characters(raw_path, _NOT_IN_PATH, "path")
@@ -266,7 +269,10 @@ def _parse_general(line: bytes) -> Request:
         _check_escapes(query_text, "query")
         query = query_text
     path = remove_dot_segments(percent_decode(raw_path))
-    url_host = None if raw_host.isascii() else raw_host.lower()
+    # A Unicode name as Unicode (gmid sends it as the URL spells it), in the
+    # one form it is matched in: full-width letters, a decomposed ü and the
+    # like are not handed on as the client wrote them.
+    url_host = None if raw_host.isascii() else unicode_host(host)
     return Request(
         url=url, scheme=scheme, host=host, port=port, path=path, query=query, url_host=url_host
     )

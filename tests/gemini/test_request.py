@@ -85,6 +85,36 @@ def test_the_url_spelling_of_a_unicode_host_is_kept_for_server_name():
     assert parse_request_line(b"gemini://localhost/").url_host is None
 
 
+@pytest.mark.parametrize("spelling, url_host", [
+    ("ｌｏｃａｌｈｏｓｔ", "localhost"),
+    ("ⓛⓞⓒⓐⓛⓗⓞⓢⓣ", "localhost"),
+    ("bu\u0308cher.example", "bücher.example"),
+    ("BÜCHER。example", "bücher.example"),
+])
+def test_server_name_has_the_unicode_form_the_host_was_matched_in(spelling, url_host):
+    # The client's own spelling reached the application: full-width
+    # letters, a decomposed ü, while the log and %N showed the host.
+    assert parse_request_line(f"gemini://{spelling}/".encode()).url_host == url_host
+
+
+@pytest.mark.parametrize("host", ["localhost。", "localhost．", "bücher.example。", "localhost｡"])
+def test_a_trailing_dot_idna_reads_as_a_dot_is_the_roots_as_an_ascii_one(host):
+    # Only an ASCII dot was taken off: these got 53 where "localhost." got 20.
+    expected = "localhost" if host.startswith("localhost") else "xn--bcher-kva.example"
+    assert parse_request_line(f"gemini://{host}/".encode()).host == expected
+
+
+@pytest.mark.parametrize("host", [
+    "%3A%3A1", "%5B%3A%3A1%5D", "127%2E0.0.1", "127%2e0%2e0%2e1", "１２７．０．０．１", "①②⑦.0.0.1",
+])
+def test_an_address_written_other_than_as_a_literal_is_a_malformed_host(host):
+    # The README: an escaped host that decodes to an address gets 59; an
+    # IPv4 one, or one in digits IDNA maps, was served.
+    with pytest.raises(RequestError) as refused:
+        parse_request_line(f"gemini://{host}/".encode())
+    assert (refused.value.code, refused.value.meta) == (59, "malformed host")
+
+
 @pytest.mark.parametrize("spelling", ["♨", "%E2%99%A8", "xn--j6h", "♨.Example", "\u2668.example"])
 def test_a_symbol_label_idna2008_refuses_is_still_punycode_as_gmid_reads_it(spelling):
     host = parse_request_line(f"gemini://{spelling}/".encode()).host
