@@ -41,10 +41,13 @@ SCRIPT_FILENAME is the file found by rule 3; else the root joined with
 SCRIPT_NAME when it is set (what slowcgi and fcgiwrap expect when the user
 sets ``param SCRIPT_NAME``); else the root joined with the path, which names
 the requested file for applications that serve a whole tree. PATH_TRANSLATED
-is the root joined with PATH_INFO (gmid's form: ``root/`` for an empty
-PATH_INFO), where the root is gmid's: that of the location whose
-``fastcgi`` applies, else the server's. Without a root, DOCUMENT_ROOT, SCRIPT_FILENAME and
-PATH_TRANSLATED are empty strings, as gmid sends PATH_TRANSLATED.
+is the root joined with PATH_INFO, where the root is gmid's: that of the
+location whose ``fastcgi`` applies, else the server's; with an empty
+PATH_INFO it is not sent (RFC 3875 4.1.6; gmid sends ``root/``). A script
+looked for under a root and not found names no file: neither
+SCRIPT_FILENAME nor PATH_TRANSLATED is sent. Without a root, DOCUMENT_ROOT
+and SCRIPT_FILENAME are not sent, and PATH_TRANSLATED is empty, as gmid
+sends it.
 
 Client input cannot add, split or forge a parameter: names are constants or
 come from the configuration, the record encoding is length-prefixed, so

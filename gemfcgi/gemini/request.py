@@ -110,7 +110,11 @@ def _bad(meta: str) -> RequestError:
 def _check_characters(text: str, forbidden: re.Pattern, what: str) -> None:
     found = forbidden.search(text)
     if found is not None:
-        raise _bad(f"invalid character {found.group()!r} in {what}")
+        # As sent ('\\' was one backslash shown as two); what cannot be
+        # shown in a META as its code point.
+        character = found.group()
+        shown = f"'{character}'" if character.isprintable() and character != " " else f"U+{ord(character):04X}"
+        raise _bad(f"invalid character {shown} in {what}")
 
 
 def _check_escapes(text: str, what: str) -> None:

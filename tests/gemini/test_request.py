@@ -97,6 +97,18 @@ def test_server_name_has_the_unicode_form_the_host_was_matched_in(spelling, url_
     assert parse_request_line(f"gemini://{spelling}/".encode()).url_host == url_host
 
 
+@pytest.mark.parametrize("line, meta", [
+    (b"gemini://localhost/dir\\index.gmi", "invalid character '\\' in path"),
+    (b"gemini://localhost/a?b<c", "invalid character '<' in query"),
+    (b"gemini://localhost/a{b", "invalid character '{' in path"),
+])
+def test_a_character_no_url_holds_is_named_as_sent(line, meta):
+    # Python's repr doubled a backslash: '\\' for the one sent.
+    with pytest.raises(RequestError) as refused:
+        parse_request_line(line)
+    assert (refused.value.code, refused.value.meta) == (59, meta)
+
+
 @pytest.mark.parametrize("host", ["localhost。", "localhost．", "bücher.example。", "localhost｡"])
 def test_a_trailing_dot_idna_reads_as_a_dot_is_the_roots_as_an_ascii_one(host):
     # Only an ASCII dot was taken off: these got 53 where "localhost." got 20.
