@@ -150,7 +150,12 @@ def check_absolute(directive: str, path: str) -> Optional[str]:
 
 def protocol_words(text: str) -> list[str]:
     """The words of a ``protocols`` string, lowercased, as libtls reads them."""
-    return [item.lstrip(" \t").lower() for item in text.replace(":", ",").split(",")]
+    return [word for _, word in _protocol_items(text)]
+
+
+def _protocol_items(text: str) -> list[tuple[str, str]]:
+    """Each item of a ``protocols`` string as written, and its word."""
+    return [(item, item.lstrip(" \t").lower()) for item in text.replace(":", ",").split(",")]
 
 
 def tls_versions(text: str) -> frozenset[str]:
@@ -162,7 +167,7 @@ def tls_versions(text: str) -> frozenset[str]:
     ``ValueError`` with the message to report.
     """
     versions: set[str] = set()
-    for item, word in zip(text.replace(":", ",").split(","), protocol_words(text)):
+    for item, word in _protocol_items(text):
         negated = word[:1] in ("!", "-")
         if negated:
             word = word[1:]
