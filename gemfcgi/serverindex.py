@@ -9,7 +9,7 @@ import re
 from typing import Any, Callable, Optional
 
 from gemfcgi.config.model import Server
-from gemfcgi.gemini.hosts import HostPattern, literal_host, normal_glob, unicode_host
+from gemfcgi.gemini.hosts import HostPattern, glob_spellings, literal_host, normal_glob, unicode_host
 from gemfcgi.glob import compile_glob, is_glob
 
 _Entry = tuple[int, Server]
@@ -73,9 +73,11 @@ class ServersByName:
         # A glob against globs: the earlier one is matched against its text,
         # which tells only when the earlier one has no ? or [ ] ("?.test"
         # matches the text "*.test", not every host that glob takes).
-        lowered = normal_glob(name)
-        found = [self._by_text.get(lowered), self._suffix_taking(lowered)]
-        return self._first(found, self._texts, lambda regex: regex.fullmatch(lowered) is not None)
+        # In either spelling: "*.xn--bcher-kva.example" is "*.bücher.example".
+        spellings = glob_spellings(normal_glob(name))
+        found = [entry for text in spellings for entry in (self._by_text.get(text), self._suffix_taking(text))]
+        return self._first(found, self._texts,
+                           lambda regex: any(regex.fullmatch(text) is not None for text in spellings))
 
     def first_for_host(self, host: str) -> Optional[Server]:
         """The first server whose name or alias matches ``host`` (canonical, as requests bring it)."""

@@ -174,6 +174,25 @@ def normal_glob(glob: str) -> str:
     return lowered
 
 
+def glob_spellings(lowered: str) -> set[str]:
+    """
+    A normal glob (``normal_glob``) and its other spelling: its Unicode
+    labels as A-labels, or its A-labels in Unicode (``*.bücher.example`` and
+    ``*.xn--bcher-kva.example`` take the same hosts). Labels with a
+    wildcard stay as written.
+    """
+    labels = lowered.split(".")
+    other = []
+    for label in labels:
+        if label.startswith("xn--"):
+            other.append(unicode_host(label))
+        elif not label.isascii() and not is_glob(label):
+            other.append(canonical_host(label) or label)
+        else:
+            other.append(label)
+    return {lowered, ".".join(other)}
+
+
 def literal_host(name: str) -> tuple[bool, Optional[str]]:
     """
     Whether a server name or alias is no glob but one host, and that host

@@ -62,6 +62,19 @@ def test_a_glob_written_in_decomposed_unicode_is_compared_as_hosts_come(warnings
     ]
 
 
+def test_a_glob_in_punycode_and_the_same_glob_in_unicode_shadow_each_other():
+    # Both take the same hosts; neither spelling was said to hide the other.
+    from gemfcgi.config import parse_config
+
+    for first, second in [("*.bücher.example", "*.xn--bcher-kva.example"),
+                          ("*.xn--bcher-kva.example", "*.bücher.example")]:
+        config, _ = parse_config(servers(first, second), "gmid.conf")
+        assert [str(w) for w in shadow_warnings(config)] == [
+            f'gmid.conf:6: server "{second}" is shadowed by server "{first}" at gmid.conf:1 '
+            "(gemfcgi uses the first matching block)"
+        ]
+
+
 def test_matching_is_case_insensitive(warnings_of):
     assert len(warnings_of(servers("EXAMPLE.com", "example.COM"))) == 1
 
@@ -132,7 +145,7 @@ def test_an_ipv6_address_in_brackets_is_the_host_an_earlier_block_takes(warnings
 
 def _first_by_trying_each(servers: list[Server], name: str):
     """What the index must answer: every earlier block tried in order, each name matched whole."""
-    from gemfcgi.gemini.hosts import HostPattern, literal_host, normal_glob
+    from gemfcgi.gemini.hosts import HostPattern, glob_spellings, literal_host, normal_glob
     from gemfcgi.glob import glob_matches
 
     host = literal_host(name)[1]
@@ -140,7 +153,9 @@ def _first_by_trying_each(servers: list[Server], name: str):
         patterns = [server.name, *server.aliases]
         if host is not None and any(HostPattern(p).matches(host) for p in patterns):
             return server
-        if host is None and any(glob_matches(normal_glob(name), normal_glob(p)) for p in patterns
+        # A glob in either spelling: "*.xn--bcher-kva.test" is "*.bücher.test".
+        if host is None and any(glob_matches(text, normal_glob(p)) for p in patterns
+                                for text in glob_spellings(normal_glob(name))
                                 if "?" not in p and "[" not in p):
             return server
     return None
