@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -246,6 +247,10 @@ class Lexer:
         self._stack: list[_Source] = [_TextSource(text, file, real_path=real_path)]
         self._lookahead: Optional[Token] = None
         self._expanded = 0
+        # The real paths of the files on the stack, kept as it changes: an
+        # include asks whether its file is one (a loop), and looking
+        # through the stack made nested includes quadratic.
+        self._open: Counter[str] = Counter([real_path] if real_path is not None else [])
 
     # -- the token stream -------------------------------------------------
 
@@ -265,14 +270,17 @@ class Lexer:
             self._stack.append(_TokenSource([self._lookahead]))
             self._lookahead = None
         self._stack.append(_TextSource(text, file, real_path=real_path, included=True))
+        if real_path is not None:
+            self._open[real_path] += 1
 
-    def open_files(self) -> list[str]:
-        """Real paths of the files being read, outermost first (for loop checks)."""
-        return [
-            s.real_path
-            for s in self._stack
-            if isinstance(s, _TextSource) and s.real_path is not None
-        ]
+    def is_open(self, real_path: str) -> bool:
+        """Whether the file at ``real_path`` is being read (an include of it is a loop)."""
+        return self._open[real_path] > 0
+
+    def _pop(self) -> None:
+        source = self._stack.pop()
+        if isinstance(source, _TextSource) and source.real_path is not None:
+            self._open[source.real_path] -= 1
 
     # -- producing tokens -------------------------------------------------
 
@@ -282,7 +290,7 @@ class Lexer:
             if isinstance(source, _TokenSource):
                 if source.tokens:
                     return source.tokens.pop(0)
-                self._stack.pop()
+                self._pop()
                 continue
             token = self._lex(source)
             if token is _PUSHED:
@@ -297,7 +305,7 @@ class Lexer:
                 # its last line is pushed above it, and a loop is seen.
                 source.ended = True
                 return Token(TokenKind.END, "", source.file, max(source.line, 1))
-            self._stack.pop()
+            self._pop()
 
     def _token(self, kind: TokenKind, text: str, source: _TextSource, line: int) -> Token:
         if _UNDECODED.search(text):
@@ -432,7 +440,7 @@ class Lexer:
             # What the macros being expanded still hold is dropped: each of
             # its @names would be this error again.
             while isinstance(self._stack[-1], _TextSource) and self._stack[-1].macro:
-                self._stack.pop()
+                self._pop()
             return self._error(source, line, f"macros expand to more than {MAX_MACRO_EXPANSION} "
                                f"characters at @{name}")
         self._stack.append(

@@ -491,7 +491,7 @@ class _Parser:
         path = self._include_path(token, name)
         try:
             real = os.path.realpath(path)
-            if real in self.lexer.open_files():
+            if self.lexer.is_open(real):
                 self._fail(token, f'include loop: "{name}" is already being read')
             text = _read_text(path)
         except (OSError, ValueError) as e:
