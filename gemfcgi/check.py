@@ -344,6 +344,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; {refused}")
 
+    if roots_checked:
+        for where, key, root in keys_under_roots(config, chroot):
+            warning(where, f"key {key} is under the root {root}: a request for it gets the private "
+                    "key (keep keys outside every root)")
     for listen, earlier, description in proxy_v1_disagreements(config):
         # One socket, or one and the wildcard that takes its connections:
         # opened once, it cannot be both.
@@ -494,6 +498,37 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         f"this configuration, where the relayed request goes round the loop of "
                         f"{blocks}: each request would be relayed again without end")
     return errors, warnings
+
+
+def keys_under_roots(config: model.Config, chroot: Optional[str]) -> list[tuple[Optional[model.Origin], str, str]]:
+    """
+    The private keys (of servers and of proxy blocks' client pairs) that
+    lie under a root some location serves: a request for one gets the key.
+    Each as where it is written, the key, and the root.
+    """
+    roots: dict[str, str] = {}
+    for server in config.servers:
+        for options in [server.options, *(location.options for location in server.locations)]:
+            if options.root is not None:
+                roots.setdefault(os.path.realpath(_in_chroot(chroot, options.root)), options.root)
+    keys = [(server.origins.get("key", server.origin), server.key) for server in config.servers]
+    keys += [(proxy.origin, proxy.key) for server in config.servers for proxy in server.proxies]
+    found: list[tuple[Optional[model.Origin], str, str]] = []
+    seen: set[str] = set()
+    for where, key in keys:
+        if key is None or key in seen:
+            continue
+        seen.add(key)
+        above = os.path.realpath(key)
+        while True:
+            parent = os.path.dirname(above)
+            if parent in roots:
+                found.append((where, key, roots[parent]))
+                break
+            if parent == above:
+                break
+            above = parent
+    return found
 
 
 def _unused_beside_fastcgi(

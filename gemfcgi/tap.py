@@ -255,6 +255,10 @@ def quick_config(options: Options, root: str) -> model.Config:
     names = _names_for(hostname)
     if options["cert"]:
         cert, key = options["cert"], options["key"]
+        served = os.path.realpath(root)
+        if os.path.commonpath([served, os.path.realpath(key)]) == served:
+            raise CertificateError(f"the key {key} is inside the root {root}, which would serve it "
+                                   "to anyone: keep it outside the root")
     else:
         directory = self_signed_directory(options)
         served, kept = os.path.realpath(root), os.path.realpath(directory)

@@ -215,6 +215,20 @@ def test_a_state_directory_that_is_empty_or_inside_the_root_is_refused(tmp_path,
     assert not list((tmp_path / "capsule").rglob("key.pem"))
 
 
+def test_a_key_given_inside_the_root_is_refused(tmp_path):
+    # --state-dir inside the root was refused, but --key there served the
+    # private key to anyone who asked for /key.pem.
+    cert_pem, key_pem = make_self_signed(["localhost"])
+    write_key_pair(tmp_path / "capsule/cert.pem", tmp_path / "capsule/key.pem", cert_pem, key_pem)
+    result = twistd("-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "capsule"),
+                    "--cert", str(tmp_path / "capsule/cert.pem"), "--key", str(tmp_path / "capsule/key.pem"),
+                    "--listen", "tcp:0:interface=127.0.0.1")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        f"gemfcgi: the key {tmp_path}/capsule/key.pem is inside the root {tmp_path}/capsule, which "
+        "would serve it to anyone: keep it outside the root")
+
+
 def test_localhost_however_written_gets_the_pair_that_names_the_loopback_addresses(tmp_path):
     assert twistd("gemfcgi", "--gencert", "--hostname", "LOCALHOST.", "--state-dir", str(tmp_path)).returncode == 0
     written = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())

@@ -491,3 +491,34 @@ def test_a_strip_or_params_no_fastcgi_request_uses_are_warned_of(tmp_path):
         "gmid.conf:3: fastcgi param and strip go with the application of their own block, and this "
         "one names none (no socket, spawn or endpoint): they are not used, as in gmid",
     ]
+
+
+def test_a_private_key_under_a_served_root_is_warned_of(tmp_path):
+    # A key kept beside the capsule's files was served to anyone who asked
+    # for /k.pem, and the check said nothing.
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+
+    (tmp_path / "capsule" / "files").mkdir(parents=True)
+    (tmp_path / "keys").mkdir()
+    write_localhost_pair(tmp_path / "capsule")
+    write_localhost_pair(tmp_path / "keys")
+    relay = model.Proxy(relay_to=("up.example", 1965), cert=str(tmp_path / "capsule/files/../c.pem"),
+                        key=str(tmp_path / "capsule/k.pem"))
+    beside = model.Server(name="localhost", cert=str(tmp_path / "capsule/c.pem"),
+                          key=str(tmp_path / "capsule/k.pem"), options=model.LocationOptions(root=str(tmp_path / "capsule")))
+    elsewhere = model.Server(
+        name="other.test", cert=str(tmp_path / "keys/c.pem"), key=str(tmp_path / "keys/k.pem"),
+        options=model.LocationOptions(root=str(tmp_path / "capsule/files")),
+        locations=[model.Location("/k/*", model.LocationOptions(root=str(tmp_path)))], proxies=[relay])
+    _, warnings = check_config(model.Config(servers=[beside, elsewhere]))
+    said = [w.message for w in warnings if "private key" in w.message]
+    assert said == [
+        f"key {tmp_path}/capsule/k.pem is under the root {tmp_path}/capsule: a request for it gets the "
+        "private key (keep keys outside every root)",
+        f"key {tmp_path}/keys/k.pem is under the root {tmp_path}: a request for it gets the private key "
+        "(keep keys outside every root)",
+    ]
+    outside = model.Server(name="localhost", cert=str(tmp_path / "keys/c.pem"), key=str(tmp_path / "keys/k.pem"),
+                           options=model.LocationOptions(root=str(tmp_path / "capsule")))
+    assert not [w for w in check_config(model.Config(servers=[outside]))[1] if "private key" in w.message]
