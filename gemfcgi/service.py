@@ -276,6 +276,11 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={LISTEN_BACKLOG}"
 
 
+def as_written(description: str) -> str:
+    """``description`` as said in an error: without the backlog ``with_backlog`` adds."""
+    return description.removesuffix(f":backlog={LISTEN_BACKLOG}")
+
+
 def endpoint_fields(description: str) -> list[str]:
     """
     An endpoint string's fields as Twisted reads them: split at each colon
@@ -304,27 +309,28 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     listener also takes the bare ``PROXY UNKNOWN`` header (``gemfcgi.proxyv1``).
     """
     proxied, inner_description = split_proxied(description)
+    shown = as_written(description)
     # Twisted finds endpoint types in any case.
     kind = inner_description.split(":", 1)[0].lower()
     if kind in ("ssl", "tls"):
         # Its TLS would sit where gemfcgi's own goes, and offer no
         # certificate per server.
         raise ListenError(
-            f"{description}: gemfcgi does TLS itself, with each server's certificate: "
+            f"{shown}: gemfcgi does TLS itself, with each server's certificate: "
             "listen on a tcp: endpoint (same port and options, without the certificate ones)"
         )
     if kind == "stdio":
-        raise ListenError(f"{description}: not a listening socket: listen on a tcp: or unix: endpoint")
+        raise ListenError(f"{shown}: not a listening socket: listen on a tcp: or unix: endpoint")
     try:
         inner = endpoints.serverFromString(reactor, inner_description)
     except (IndexError, KeyError) as error:
         if "systemd:" in description:
-            raise ListenError(f"{description}: no such socket was passed by systemd "
+            raise ListenError(f"{shown}: no such socket was passed by systemd "
                               f"({_what_systemd_passed()})") from error
-        raise ListenError(f"{description}: {error!r}") from error
+        raise ListenError(f"{shown}: {error!r}") from error
     except AttributeError as error:
         # systemd:domain=X looks X up as socket.AF_X.
-        raise ListenError(f"{description}: unknown domain (INET, INET6 or UNIX)") from error
+        raise ListenError(f"{shown}: unknown domain (INET, INET6 or UNIX)") from error
     except TypeError as error:
         # An option the endpoint does not take, passed on as a keyword.
         unknown = re.search(r"unexpected keyword argument '([^']*)'", str(error))
@@ -333,14 +339,18 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
             # interface=::1 read as more fields; a shell takes \: for ':'.
             what = ("a colon inside an option's value is written \\: (interface=\\:\\:1), and "
                     "the string quoted in a shell ('tcp6:1965:interface=\\:\\:1')")
-        raise ListenError(f"{description}: {what}") from error
+        raise ListenError(f"{shown}: {what}") from error
     except ValueError as error:
-        raise ListenError(f"{description}: {error}") from error
+        # int() of a port or an option: "invalid literal for int() with base 10: 'abc'"
+        # (base 8 for a mode).
+        number = re.fullmatch(r"invalid literal for int\(\) with base \d+: (.*)", str(error))
+        what = f"{number.group(1)} is not a number (a port, backlog or mode is one)" if number else str(error)
+        raise ListenError(f"{shown}: {what}") from error
     if isinstance(inner, endpoints.AdoptedStreamServerEndpoint):
         inner = inherited(reactor, inner)
         problem = inherited_socket_problem(inner.fileno, inner.addressFamily)
         if problem is not None:
-            raise ListenError(f"{description}: {problem}")
+            raise ListenError(f"{shown}: {problem}")
     return proxy_header_endpoint(inner) if proxied else inner
 
 

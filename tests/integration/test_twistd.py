@@ -699,10 +699,11 @@ def renew(cert, key) -> bytes:
 
 
 def test_sighup_in_quick_mode_reads_the_renewed_certificate_and_keeps_serving(tmp_path):
-    (tmp_path / "index.gmi").write_text("# quick\n")
+    (tmp_path / "capsule").mkdir()
+    (tmp_path / "capsule" / "index.gmi").write_text("# quick\n")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     renew(cert, key)
-    server = start_server("--root", str(tmp_path), "--cert", str(cert), "--key", str(key),
+    server = start_server("--root", str(tmp_path / "capsule"), "--cert", str(cert), "--key", str(key),
                           "--listen", "tcp:0:interface=127.0.0.1")
     try:
         renewed = renew(cert, key)

@@ -183,6 +183,23 @@ def test_a_misspelt_listen_option_is_named_without_a_traceback():
     assert str(raised.value) == "tcp:1965:interfce=127.0.0.1: unknown option 'interfce'"
 
 
+@pytest.mark.parametrize("written, said", [
+    ("tcp:abc", "tcp:abc: 'abc' is not a number (a port, backlog or mode is one)"),
+    ("tcp:1965:backlog=x", "tcp:1965:backlog=x: 'x' is not a number (a port, backlog or mode is one)"),
+    ("unix:/run/g.sock:mode=zz", "unix:/run/g.sock:mode=zz: 'zz' is not a number (a port, backlog or mode is one)"),
+])
+def test_a_listen_string_that_is_no_number_where_one_goes_is_said_as_written(written, said):
+    # The error echoed a string the user never wrote (the backlog added)
+    # and Python's "invalid literal for int() with base 10".
+    from twisted.internet.testing import MemoryReactor
+
+    from gemfcgi.service import ListenError, server_endpoint, with_backlog
+
+    with pytest.raises(ListenError) as raised:
+        server_endpoint(MemoryReactor(), with_backlog(written))
+    assert str(raised.value) == said
+
+
 def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):
     import socket
 
