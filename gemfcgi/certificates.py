@@ -381,9 +381,10 @@ def ensure_self_signed(directory: Path, names: Sequence[str]) -> tuple[Path, Pat
                 raise _unusable(str(error.filename or directory),
                                 f"cannot write the self-signed certificate: {error.strerror}") from None
             fingerprint = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
-            log.info("made a self-signed certificate for {names} in {directory}, SHA-256 "
-                     "fingerprint {fingerprint}: clients that trust it on first use will know it "
-                     "by this", names=", ".join(names), directory=str(directory),
+            # The fingerprint last: a colon after it was copied with it.
+            log.info("made a self-signed certificate for {names} in {directory}; its SHA-256 "
+                     "fingerprint, by which clients that trust it on first use will know it, is "
+                     "{fingerprint}", names=", ".join(names), directory=str(directory),
                      fingerprint=fingerprint.hex(":").upper())
     finally:
         os.close(lock)  # and with it the lock

@@ -460,8 +460,9 @@ def test_a_new_self_signed_pair_is_logged_with_its_fingerprint(tmp_path):
         ensure_self_signed(tmp_path / "state", ["localhost", "127.0.0.1"])
     fingerprint = x509.load_pem_x509_certificate(cert_path.read_bytes()).fingerprint(hashes.SHA256())
     assert [formatEvent(event) for event in events] == [
-        f"made a self-signed certificate for localhost, 127.0.0.1 in {tmp_path / 'state'}, SHA-256 "
-        f"fingerprint {fingerprint.hex(':').upper()}: clients that trust it on first use will know it by this"
+        f"made a self-signed certificate for localhost, 127.0.0.1 in {tmp_path / 'state'}; its SHA-256 "
+        "fingerprint, by which clients that trust it on first use will know it, is "
+        f"{fingerprint.hex(':').upper()}"
     ]
 
 
