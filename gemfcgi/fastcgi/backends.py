@@ -113,8 +113,9 @@ class Backend:
 
     def answered(self) -> None:
         """
-        The application ended a request (END_REQUEST): the spawned program
-        behind it, if any, is known to work, whenever its run ends.
+        The application sent something back on a request's connection: the
+        spawned program behind it, if any, runs and takes requests, however
+        its run ends (a crash on one request's input is no failed start).
         """
         if self.app is not None:
             self.app.answered()

@@ -163,6 +163,7 @@ class FastCGIClientProtocol(Protocol):
         # END_REQUEST came: records after it are the backend's fault, not
         # the leftovers of a client that went away.
         self.ended = False
+        self._heard = False
 
     def connectionMade(self) -> None:
         if self.relay.backend_connected(self):
@@ -171,6 +172,11 @@ class FastCGIClientProtocol(Protocol):
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if not self._heard:
+            # Whatever it says, the program runs and took this request: a
+            # crash later in it is a fault of the request, not a failed start.
+            self._heard = True
+            self.relay.backend.answered()
         if self.relay.finished:
             # The client went away (or the reply ended) while this read was
             # on its way: nothing is left to relay it to.
@@ -449,7 +455,6 @@ class Relay(PacedRelay):
             self._protocol.transport.resumeProducing()
 
     def on_end_request(self, end: EndRequest) -> None:
-        self.backend.answered()
         statuses = f"appStatus {end.app_status}, protocolStatus {_status_name(end.protocol_status)}"
         if self._tail:
             if end.app_status != 0 or end.protocol_status != ProtocolStatus.REQUEST_COMPLETE:

@@ -12,8 +12,9 @@ down wait in its backlog instead of failing.
 A run was healthy if it lasted ``threshold`` seconds or more, or ended with
 exit status 0 (a program stopping on purpose, such as php-cgi after
 PHP_FCGI_MAX_REQUESTS requests, which under load comes well within a
-second), or answered at least one request (the relay saw its END_REQUEST,
-``answered``). Any other run failed, and if it ended by itself (an exit
+second), or answered at least one request (the relay got anything back on a
+request's connection, ``answered``: a program that crashes on one request's
+input, after its header, started). Any other run failed, and if it ended by itself (an exit
 status, or a crash: SIGSEGV, SIGABRT and their kind) rather than by a signal
 from outside, it failed to start: a wrong command, a missing module. Until
 the next start, requests are then refused at once, and those left waiting
@@ -520,7 +521,7 @@ class SpawnedApp(Service):
         return not poller.poll(0)
 
     def answered(self) -> None:
-        """The program ended a request: this run is healthy, however short."""
+        """The program sent something back on a request: this run is healthy, however short."""
         if self._process is not None:
             self._answered = True
 

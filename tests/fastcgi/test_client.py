@@ -464,6 +464,22 @@ def test_a_backend_that_resets_the_connection_is_said_to(exchange):
     assert "connection reset by the backend before a complete header (0 bytes received)" in warnings(logs)
 
 
+@pytest.mark.parametrize("sent", [stdout(b"20 text/plain\r\npartial"), stdout(b"20 text/")[:5], b""],
+                         ids=["header", "part-of-a-record", "nothing"])
+def test_a_program_that_replied_then_died_is_known_to_run_one_that_said_nothing_is_not(exchange, sent):
+    # A spawned program that crashed on one request's input, after its
+    # header, was taken for one that failed to start: every request then
+    # got 42 at once, for up to 30 s, and the log blamed the start.
+    answered = []
+    exchange.backend.answered = lambda: answered.append(True)
+    with capturedLogs():
+        exchange.request().accept()
+        if sent:
+            exchange.send(sent)
+        exchange.backend_closes(error.ConnectionLost())
+    assert answered == ([True] if sent else [])
+
+
 def test_records_after_end_request_are_dropped_with_a_line(exchange):
     with capturedLogs() as logs:
         exchange.request().accept().send(

@@ -10,6 +10,7 @@ gemfcgi logs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -49,6 +50,11 @@ def wait_for_close(request: Request) -> None:
                       file=sys.stderr, flush=True)
 
 
+def die_soon() -> None:
+    time.sleep(0.05)  # the server reads what was sent before the process goes
+    os._exit(1)
+
+
 def stream_forever(request: Request) -> None:
     request.write(HEADER)
     block = stdout(b"y" * 65000)
@@ -85,6 +91,8 @@ MODES = {
     "bare-51": lambda r: r.connection.sendall(stdout(b"51\r\n") + encode_end_request()),
     "no-meta": lambda r: r.connection.sendall(stdout(b"20\r\n# no meta\n") + encode_end_request()),
     "code-21": lambda r: r.connection.sendall(stdout(b"21 text/gemini\r\n# 21\n") + encode_end_request()),
+    # A crash on this request's input, after its header: the process dies.
+    "die-after-header": lambda r: r.connection.sendall(stdout(HEADER + b"partial\n")) or die_soon(),
     "silent": wait_for_close,
     "forever": stream_forever,
 }

@@ -266,6 +266,22 @@ def test_an_application_that_dies_at_start_gets_42_at_once_not_after_the_reply_t
         processes.stop_all()
 
 
+def test_an_application_that_dies_on_a_requests_input_after_its_header_did_not_fail_to_start(
+    certificate, capsule
+):
+    # Each such run was taken for one that failed to start: the requests
+    # after it got 42 at once, for everyone, and the line blamed the start.
+    processes, server = spawning_server(certificate, capsule, MISBEHAVE)
+    try:
+        for _ in range(3):
+            reply = get(server, "/app/die-after-header")
+            assert (reply.header, reply.body) == (b"20 text/gemini", b"partial\n")
+        assert get(server, "/app/stderr").body == b"fine anyway\n"
+        assert "failed to start" not in server.log
+    finally:
+        processes.stop_all()
+
+
 def test_an_application_that_crashes_at_start_gets_42_at_once_too(certificate, capsule):
     # A crash is a signal, which was taken for a kill from outside: each
     # request waited out the reply timeout, its line saying "no header".
