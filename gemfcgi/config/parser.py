@@ -947,7 +947,16 @@ class _Parser:
                 port = self._optional_port(DEFAULT_FASTCGI_TCP_PORT)
                 self._set_address(fastcgi, FastCGITCP(host, port), where)
             else:
-                self._set_address(fastcgi, FastCGISocket(self._string("'socket'")), where)
+                path = self._string("'socket'")
+                kind, _, rest = path.partition(":")
+                if kind in ("unix", "tcp", "tcp6"):
+                    # An endpoint string's habit: read as a path, it names a
+                    # directory "unix:" that no one made.
+                    instead = (f'fastcgi socket "{rest}"' if kind == "unix"
+                               else 'fastcgi socket tcp "HOST" port N')
+                    self._warn(where, f'socket "{path}" is read as a path: write {instead}, or the '
+                               f'string as fastcgi endpoint "{path}"')
+                self._set_address(fastcgi, FastCGISocket(path), where)
         elif token.kind is TokenKind.WORD and token.text == "spawn":
             self._set_address(fastcgi, FastCGISpawn(self._string("'spawn'")), where)
         elif token.kind is TokenKind.WORD and token.text == "endpoint":

@@ -89,6 +89,20 @@ def test_deprecated_fastcgi_path_is_a_socket_with_a_warning(parse, warnings_of, 
     ]
 
 
+@pytest.mark.parametrize("written, instead", [
+    ("unix:/run/app.sock", 'fastcgi socket "/run/app.sock"'),
+    ("tcp:127.0.0.1:9000", 'fastcgi socket tcp "HOST" port N'),
+])
+def test_an_endpoint_string_written_as_a_socket_path_is_warned_of(warnings_of, server_with, written, instead):
+    # Read as a path, "unix:/run/app.sock" named a directory "unix:" beside
+    # the file: every request got 42, and the check said nothing.
+    body = f'location "/app/*" {{\n\t\tfastcgi socket "{written}"\n\t}}'
+    assert warnings_of(server_with(body)) == [
+        f'gmid.conf:6: socket "{written}" is read as a path: write {instead}, or the string as '
+        f'fastcgi endpoint "{written}"'
+    ]
+
+
 def test_quoted_spawn_is_the_deprecated_path_form(parse, server_with):
     assert fastcgi_of(parse, server_with, 'fastcgi "spawn"').address == FastCGISocket("spawn")
 
