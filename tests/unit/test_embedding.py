@@ -179,8 +179,10 @@ def test_a_reload_is_checked_as_makeservice_checks_a_start(tmp_path):
     from gemfcgi.config import ConfigError
 
     cert, key = key_pair(tmp_path)
+    (tmp_path / "capsule").mkdir()
     good = model.Config(servers=[model.Server(
-        name="localhost", cert=str(cert), key=str(key), options=model.LocationOptions(root=str(tmp_path)))])
+        name="localhost", cert=str(cert), key=str(key),
+        options=model.LocationOptions(root=str(tmp_path / "capsule")))])
     service = gemfcgi.makeService(good, listen=["tcp:0:interface=127.0.0.1"])
     service.startService()
     try:
@@ -423,8 +425,9 @@ def test_a_server_block_an_earlier_one_hides_is_warned_of_for_a_configuration_bu
 
     cert_pem, key_pem = make_self_signed(["localhost"])
     write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    (tmp_path / "capsule").mkdir()
     servers = [model.Server(name=name, cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
-                            options=model.LocationOptions(root=str(tmp_path)))
+                            options=model.LocationOptions(root=str(tmp_path / "capsule")))
                for name in ("*.example", "www.example")]
     with capturedLogs() as events:
         gemfcgi.makeService(model.Config(servers=servers), listen=["tcp:0:interface=127.0.0.1"])
