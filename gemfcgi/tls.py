@@ -11,7 +11,7 @@ certificates are how Gemini visitors identify themselves, and only
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLServerConnectionCreator
@@ -23,6 +23,7 @@ from gemfcgi.certificates import ClientCertificate, KeyPair
 from gemfcgi.config.values import check_server_protocols, tls_versions
 from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.opensslbindings import lib as _openssl
+from gemfcgi.textlog import LogLimiter, MonotonicClock
 
 log = Logger()
 
@@ -233,6 +234,30 @@ class HalfClosingConnection(SSL.Connection):
             raise
 
 
+# Handshakes that fail inside OpenSSL on the server's side (its "internal
+# error": a client certificate too large for a session ticket), said a few
+# times in ten seconds; a client's own failures (scanners, plain text,
+# old versions) are not logged at all.
+failures_here = LogLimiter(MonotonicClock(), limit=5, window=10.0)
+
+
+def failed_here(error: SSL.Error) -> bool:
+    """Whether a handshake failed inside OpenSSL, not by the client's doing."""
+    return any(reason == "internal error" for *_, reason in (error.args[0] if error.args else []))
+
+
+def say_failed_here(peer: Any, error: SSL.Error) -> None:
+    """Log such a failure with the client (``(host, port)``), within the limit."""
+    allowed, dropped = failures_here.allow()
+    if not allowed:
+        return
+    where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
+    log.warn("TLS handshake with {client} failed inside OpenSSL (internal error; a client "
+             "certificate too large for a session ticket, over about 64 KB, is one cause){dropped}",
+             client=where,
+             dropped=LogLimiter.dropped_note(dropped))
+
+
 @implementer(IHalfCloseableProtocol)
 class HalfClosingTLSProtocol(BufferingTLSTransport):
     """
@@ -276,6 +301,25 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
 
     def writeConnectionLost(self) -> None:
         pass
+
+    def _flushSendBIO(self) -> None:
+        # Twisted takes one 32 KiB read of what OpenSSL made: the rest of a
+        # larger flight (a certificate of 40 KB, the session ticket that
+        # holds a client's) waited in the BIO until the request timeout
+        # flushed it. All of it goes now, as gemfcgi's own TLS layer sends it.
+        while True:
+            try:
+                data = self._tlsConnection.bio_read(2**15)
+            except SSL.WantReadError:
+                return
+            self.transport.write(data)
+
+    def _tlsShutdownFinished(self, reason) -> None:
+        if (reason is not None and not self._handshakeDone and isinstance(reason.value, SSL.Error)
+                and failed_here(reason.value)):
+            peer = self.getPeer()
+            say_failed_here((peer.host, peer.port) if hasattr(peer, "port") else None, reason.value)
+        super()._tlsShutdownFinished(reason)
 
 
 class TLSFacts:

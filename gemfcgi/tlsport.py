@@ -50,7 +50,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListen
 from twisted.logger import Logger
 
 from gemfcgi.eagerwrite import EagerWriteMixin
-from gemfcgi.textlog import LogLimiter, MonotonicClock
+from gemfcgi.tls import failed_here, say_failed_here
 
 # pyOpenSSL has no public call to give a connection its socket later, nor
 # to ask what its read BIO holds; without these, bulk replies simply stay
@@ -58,28 +58,6 @@ from gemfcgi.textlog import LogLimiter, MonotonicClock
 from gemfcgi.opensslbindings import ffi as _ffi, lib as _openssl
 
 log = Logger()
-
-# Handshakes that fail inside OpenSSL on the server's side (its "internal
-# error": a client certificate too large for a session ticket), said a few
-# times in ten seconds; a client's own failures (scanners, plain text,
-# old versions) are not logged at all.
-_failures_here = LogLimiter(MonotonicClock(), limit=5, window=10.0)
-
-
-def _failed_here(error: SSL.Error) -> bool:
-    return any(reason == "internal error" for *_, reason in (error.args[0] if error.args else []))
-
-
-def _say_failed_here(transport: Any, error: SSL.Error) -> None:
-    allowed, dropped = _failures_here.allow()
-    if not allowed:
-        return
-    peer = getattr(transport, "client", None)
-    where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "a client"
-    log.warn("TLS handshake with {client} failed inside OpenSSL (internal error; a client "
-             "certificate too large for a session ticket, over about 64 KB, is one cause){dropped}",
-             client=where,
-             dropped=LogLimiter.dropped_note(dropped))
 
 # Plaintext written during one read beyond which the batch is sent at once,
 # so a producer writing a large file from inside a read cannot pile its
@@ -225,8 +203,8 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
                 return None
             except SSL.Error as error:
                 # An alert OpenSSL wrote is still flushed by doRead.
-                if _failed_here(error):
-                    _say_failed_here(self, error)
+                if failed_here(error):
+                    say_failed_here(self.client, error)
                 return main.CONNECTION_LOST
             self._handshaking = False
             if IHandshakeListener.providedBy(self.protocol):

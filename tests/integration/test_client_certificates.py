@@ -454,8 +454,8 @@ def test_a_server_certificate_out_of_its_dates_is_a_warning(tmp_path, when):
     assert message.endswith(" UTC: clients will refuse it, or warn")
 
 
-def test_a_client_certificate_too_large_for_a_session_ticket_is_logged_when_the_handshake_fails(tmp_path):
-    # The client got an internal-error alert, and the server said nothing.
+def write_too_large_for_a_ticket(directory) -> None:
+    """A client pair, ``big.pem`` and ``big.key``, whose certificate (66 KB) no session ticket holds."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
@@ -466,9 +466,14 @@ def test_a_client_certificate_too_large_for_a_session_ticket_is_logged_when_the_
     big = (x509.CertificateBuilder().subject_name(names).issuer_name(issuer).public_key(key.public_key())
            .serial_number(1).not_valid_before(NOW - datetime.timedelta(days=1))
            .not_valid_after(NOW + datetime.timedelta(days=9)).sign(key, hashes.SHA256()))
-    (tmp_path / "big.pem").write_bytes(big.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "big.key").write_bytes(key.private_bytes(
+    (directory / "big.pem").write_bytes(big.public_bytes(serialization.Encoding.PEM))
+    (directory / "big.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def test_a_client_certificate_too_large_for_a_session_ticket_is_logged_when_the_handshake_fails(tmp_path):
+    # The client got an internal-error alert, and the server said nothing.
+    write_too_large_for_a_ticket(tmp_path)
     server = start_server("-c", str(single_server(tmp_path)))
     try:
         # OpenSSL's client asks for tickets (Python's does not, and is served).
@@ -483,6 +488,44 @@ def test_a_client_certificate_too_large_for_a_session_ticket_is_logged_when_the_
             plain.recv(100)
         assert fetch(server.port, f"gemini://example.com:{server.port}/", sni="example.com").status == 51
         assert server.log.count("failed inside OpenSSL") == 1
+    finally:
+        server.stop()
+
+
+def test_on_a_unix_listener_too_the_failure_is_logged_and_a_large_client_certificate_served(tmp_path):
+    # Twisted's TLS layer, which unix and PROXY listeners keep, failed the
+    # handshake without a line; and one of 40 KB, which a ticket holds,
+    # waited out the request timeout for the rest of the server's flight.
+    from tests.support import TWISTD, ServerProcess
+
+    write_too_large_for_a_ticket(tmp_path)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "index.gmi").write_text("# here\n")
+    cert_pem, key_pem = make_self_signed(["example.com"])
+    write_key_pair(tmp_path / "c.pem", tmp_path / "k.pem", cert_pem, key_pem)
+    sock = tmp_path / "gemini.sock"
+    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "--root", str(tmp_path / "root"),
+                            "--hostname", "example.com", "--cert", str(tmp_path / "c.pem"),
+                            "--key", str(tmp_path / "k.pem"), "--listen", f"unix:{sock}"])
+    try:
+        server.wait_for_log("listening on")
+
+        def ask(cert: str, key: str, *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                ["openssl", "s_client", "-unix", str(sock), "-servername", "example.com", "-ign_eof",
+                 "-cert", cert, "-key", key, *args],
+                input=b"gemini://example.com/\r\n", capture_output=True, timeout=8)
+
+        failed = ask(str(tmp_path / "big.pem"), str(tmp_path / "big.key"))
+        assert b"alert internal error" in failed.stderr
+        server.wait_for_log(r"TLS handshake with a client failed inside OpenSSL \(internal error; ")
+        names = [f"n{n:04d}.example.org" for n in range(1500)]
+        large_pem, large_key = make_self_signed(["visitor", *names])
+        write_key_pair(tmp_path / "large.pem", tmp_path / "large.key", large_pem, large_key)
+        assert 32 * 1024 < len(large_pem) < 60 * 1024
+        for version in ("-tls1_2", "-tls1_3"):
+            served = ask(str(tmp_path / "large.pem"), str(tmp_path / "large.key"), version)
+            assert b"20 text/gemini\r\n# here\n" in served.stdout, served.stderr[-500:]
     finally:
         server.stop()
 

@@ -327,6 +327,27 @@ def connect_wrapped(kind: str, server, tmp_path) -> tuple[socket.socket, str]:
 
 
 @pytest.mark.parametrize("kind", ["unix", "haproxy"])
+def test_a_handshake_flight_over_32_kib_goes_out_whole_on_wrapped_listeners(kind, capsule, tmp_path):
+    # Twisted's layer sent 32 KiB of what OpenSSL made at a time: a
+    # certificate of 2,000 names (46 KB) stopped there, and the client
+    # waited out the handshake timeout (10 s) for the rest.
+    from gemfcgi.certificates import make_self_signed, write_key_pair
+
+    cert_pem, key_pem = make_self_signed(["localhost", *(f"n{n:05d}.example.org" for n in range(2000))])
+    assert len(cert_pem) > 48 * 1024
+    write_key_pair(tmp_path / "big.pem", tmp_path / "big.key", cert_pem, key_pem)
+    server = wrapped_listener(kind, capsule, (str(tmp_path / "big.pem"), str(tmp_path / "big.key")), tmp_path)
+    try:
+        raw, where = connect_wrapped(kind, server, tmp_path)
+        raw.settimeout(5)
+        with raw, client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"gemini://{where}/\r\n".encode())
+            assert read_to_end(tls)[0].split(b"\r\n", 1)[0] == b"20 text/gemini"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["unix", "haproxy"])
 def test_a_file_truncated_while_it_is_sent_ends_without_close_notify_on_wrapped_listeners(
     kind, capsule, certificate, tmp_path
 ):

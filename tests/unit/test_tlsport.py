@@ -292,22 +292,19 @@ def test_failures_inside_openssl_past_the_limit_are_counted_on_the_next_line_sai
     from twisted.internet.task import Clock
     from twisted.logger import capturedLogs, formatEvent
 
-    from gemfcgi import tlsport
+    from gemfcgi import tls
     from gemfcgi.textlog import LogLimiter
 
     clock = Clock()
-    monkeypatch.setattr(tlsport, "_failures_here", LogLimiter(clock, limit=5, window=10.0))
+    monkeypatch.setattr(tls, "failures_here", LogLimiter(clock, limit=5, window=10.0))
     error = SSL.Error([("SSL routines", "", "internal error")])
-
-    class Transport:
-        client = ("192.0.2.1", 4242)
 
     with capturedLogs() as logs:
         for attempt in range(8):
             if attempt == 7:
                 clock.advance(10)
-            tlsport._say_failed_here(Transport(), error)
-    lines = [formatEvent(event) for event in logs if event.get("log_namespace") == "gemfcgi.tlsport"]
+            tls.say_failed_here(("192.0.2.1", 4242), error)
+    lines = [formatEvent(event) for event in logs if event.get("log_namespace") == "gemfcgi.tls"]
     said = ("TLS handshake with 192.0.2.1:4242 failed inside OpenSSL (internal error; a client "
             "certificate too large for a session ticket, over about 64 KB, is one cause)")
     assert lines == [said] * 5 + [said + " (2 more such failures not logged)"]
