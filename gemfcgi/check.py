@@ -209,13 +209,9 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
     or the name a link leads to) or sets it.
     """
     spawned = spawned_command(command, env)
-    if spawned is None:
+    if spawned is None or not _runs(spawned, env, "php-cgi"):
         return None
     program = spawned.words[0]
-    found = find_program(program, spawned.environment) or find_program(program, env)
-    names = [os.path.basename(program)] + ([os.path.basename(os.path.realpath(found))] if found else [])
-    if not any(name.startswith("php-cgi") for name in names):
-        return None
     children = spawned.environment.get(PHP_CHILDREN)
     if children is not None and children.strip() and not children.strip().isdigit():
         return None  # php-cgi's reading of it is its own; nothing to tell
@@ -225,6 +221,36 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
     return (f"fastcgi spawn: {os.path.basename(program)} {setting} serves one request at a time, "
             "so one client reading a reply slowly holds up every other "
             f'(spawn "env {PHP_CHILDREN}=4 {" ".join(spawned.words)}")')
+
+
+def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
+    """
+    A warning for a ``fastcgi spawn`` of fcgiwrap without ``-c N`` (N > 1):
+    it is then one process that runs one script at a time, so one slow or
+    hung script holds up every other, past the backend timeout (a script
+    given up on runs on). ``None`` for other programs, or with ``-c``.
+    """
+    spawned = spawned_command(command, env)
+    if spawned is None or not _runs(spawned, env, "fcgiwrap"):
+        return None
+    words = spawned.words[1:]
+    for index, word in enumerate(words):
+        value = words[index + 1] if word == "-c" and index + 1 < len(words) else \
+            word[2:] if word.startswith("-c") and len(word) > 2 else None
+        if value is not None:
+            if not value.isdigit() or int(value) > 1:
+                return None  # fcgiwrap's reading of it is its own
+    return (f"fastcgi spawn: {os.path.basename(spawned.words[0])} without -c N runs one script at a "
+            "time, so one slow or hung script holds up every other "
+            f'(spawn "{command.strip()} -c 4")')
+
+
+def _runs(spawned: SpawnedCommand, env: Mapping[str, str], name: str) -> bool:
+    """Whether the spawned program is ``name``, by its own name or the one a link leads to."""
+    program = spawned.words[0]
+    found = find_program(program, spawned.environment) or find_program(program, env)
+    names = [os.path.basename(program)] + ([os.path.basename(os.path.realpath(found))] if found else [])
+    return any(each.startswith(name) for each in names)
 
 
 def access_log_problem(path: str) -> Optional[str]:
@@ -413,9 +439,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 if problem is not None:
                     error(fastcgi.origin or block, problem)
                 elif isinstance(fastcgi.address, model.FastCGISpawn):
-                    single = one_php_at_a_time(fastcgi.address.command, os.environ)
-                    if single is not None:
-                        warning(fastcgi.origin or block, single)
+                    for single in (one_php_at_a_time(fastcgi.address.command, os.environ),
+                                   one_fcgiwrap_at_a_time(fastcgi.address.command, os.environ)):
+                        if single is not None:
+                            warning(fastcgi.origin or block, single)
                     unrunnable = spawn_unrunnable_by(fastcgi.address.command, identity)
                     if unrunnable is not None:
                         warning(fastcgi.origin or block, unrunnable)

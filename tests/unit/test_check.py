@@ -358,6 +358,20 @@ def test_php_cgi_spawned_to_serve_one_request_at_a_time_is_warned_of():
     assert one_php_at_a_time("php-cgi 'unclosed", {}) is None
 
 
+def test_fcgiwrap_spawned_to_run_one_script_at_a_time_is_warned_of():
+    # Without -c, fcgiwrap is one process: a hung script held every other
+    # CGI request up, past the backend timeout.
+    from gemfcgi.check import one_fcgiwrap_at_a_time
+
+    advice = "runs one script at a time, so one slow or hung script holds up every other"
+    assert one_fcgiwrap_at_a_time("/usr/sbin/fcgiwrap", {}) == (
+        f'fastcgi spawn: fcgiwrap without -c N {advice} (spawn "/usr/sbin/fcgiwrap -c 4")')
+    assert one_fcgiwrap_at_a_time("env -i PATH=/bin /usr/sbin/fcgiwrap -c 1", {}) == (
+        f'fastcgi spawn: fcgiwrap without -c N {advice} (spawn "env -i PATH=/bin /usr/sbin/fcgiwrap -c 1 -c 4")')
+    for command in ("/usr/sbin/fcgiwrap -c 4", "fcgiwrap -c8", "fcgiwrap -f -c 2", "php-cgi", "fcgiwrap 'x"):
+        assert one_fcgiwrap_at_a_time(command, {}) is None, command
+
+
 def test_the_php_cgi_warning_reads_the_command_as_it_will_run(tmp_path):
     from gemfcgi.check import one_php_at_a_time
 
@@ -382,10 +396,11 @@ def test_the_php_cgi_warning_names_its_line(tmp_path, monkeypatch):
 
     monkeypatch.delenv("PHP_FCGI_CHILDREN", raising=False)
     write_localhost_pair(tmp_path)
+    (tmp_path / "root").mkdir()
     path = tmp_path / "gmid.conf"
     path.write_text(
         f'server "localhost" {{\n\tlisten on 127.0.0.1 port 22060\n\tcert "{tmp_path}/c.pem"\n'
-        f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}"\n'
+        f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n'
         '\tlocation "/php/*" { fastcgi spawn "env /opt/php/bin/php-cgi" }\n'
         '\tlocation "/many/*" { fastcgi spawn "env PHP_FCGI_CHILDREN=4 /opt/php/bin/php-cgi" }\n}\n'
     )
