@@ -369,6 +369,13 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                            if unusable.startswith("not a CA") else "no client certificate it issued is accepted")
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; {refused}")
+        subjects = {authority.subject for authority in authorities}
+        for authority in usable:
+            if authority.issuer != authority.subject and authority.issuer not in subjects:
+                # OpenSSL trusts a chain only up to a root in the file.
+                warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: an "
+                        f"intermediate CA without its issuer ({authority.issuer.rfc4514_string()}) in "
+                        "the file vouches for nobody: add the root it chains to")
 
     if roots_checked:
         for where, key, root in keys_under_roots(config, chroot):

@@ -154,6 +154,34 @@ def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_fo
     ]]
 
 
+def test_a_ca_file_holding_an_intermediate_without_its_root_is_warned_of(tmp_path):
+    # "configuration OK", and every client certificate it issued got 61.
+    from cryptography.hazmat.primitives import serialization
+
+    from gemfcgi.check import check_config
+    from gemfcgi.config import model
+    from tests.certs import issue
+
+    write_localhost_pair(tmp_path)
+    root = issue("root", ca=True)
+    intermediate = issue("intermediate", root, ca=True)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "alone.pem").write_bytes(intermediate[0].public_bytes(pem))
+    (tmp_path / "both.pem").write_bytes(intermediate[0].public_bytes(pem) + root[0].public_bytes(pem))
+    warnings = []
+    for ca in ("alone.pem", "both.pem"):
+        server = model.Server(
+            name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
+            options=model.LocationOptions(require_client_ca=str(tmp_path / ca)),
+            origin=model.Origin("gmid.conf", 1),
+        )
+        warnings.append([str(w) for w in check_config(model.Config(servers=[server]))[1]])
+    assert warnings == [[
+        f"gmid.conf:1: require client ca {tmp_path / 'alone.pem'}: CN=intermediate: an intermediate "
+        "CA without its issuer (CN=root) in the file vouches for nobody: add the root it chains to"
+    ], []]
+
+
 def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_path):
     from gemfcgi.check import check_config
     from gemfcgi.config import model
