@@ -46,7 +46,8 @@ Two kinds of reply are understood, told apart by their first three bytes:
   ============================================  =================================
 
   ``<reason>`` is the reason phrase written after the status code
-  (``Status: 404 No such page`` gives ``51 No such page``); without one it is
+  (``Status: 404 No such page`` gives ``51 No such page``), cut to the 1024
+  bytes of a META where it is longer; without one it is
   the HTTP phrase of the code (``Not Found``), or ``CGI error`` for codes
   HTTP does not name. ``<seconds>`` is a ``Retry-After`` in seconds (not an
   HTTP date): Gemini's ``44`` carries the seconds to wait as its META.
@@ -218,7 +219,7 @@ def _translate_cgi(fields: dict[str, str], body: bytes) -> ReplyDecision:
         if code == status.SLOW_DOWN and _DELTA_SECONDS.fullmatch(retry_after):
             # Gemini's 44 carries the seconds to wait as its META.
             return decide(code, str(int(retry_after)), body)
-        return decide(code, reason or _default_reason(http_status), body)
+        return decide(code, _within_a_meta(reason) or _default_reason(http_status), body)
     status_class = None if http_status is None else http_status // 100
     if "location" in fields and status_class in (None, 3):
         permanent = http_status in (301, 308)
@@ -233,6 +234,17 @@ def _translate_cgi(fields: dict[str, str], body: bytes) -> ReplyDecision:
     if status_class == 2:
         return ReplyError(f"CGI Status {http_status} without Content-Type")
     return ReplyError("CGI header has none of Status, Content-Type, Location")
+
+
+def _within_a_meta(reason: str) -> str:
+    """
+    A reason phrase cut to the bytes a META holds, at a character's end:
+    words too many for a META are no reason to hide the code behind a 42.
+    """
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= status.MAX_META_BYTES:
+        return reason
+    return encoded[: status.MAX_META_BYTES].decode("utf-8", "ignore")
 
 
 def _default_reason(http_status: int) -> str:

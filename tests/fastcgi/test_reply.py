@@ -317,6 +317,14 @@ def test_retry_after_on_other_codes_changes_nothing():
     assert header_of(b"Content-Type: text/gemini\r\nRetry-After: 5\r\n\r\n") == b"20 text/gemini\r\n"
 
 
+def test_a_reason_phrase_longer_than_a_meta_is_cut_to_fit_not_a_42():
+    # The 404 was hidden behind "42 CGI error" ("META is 3000 bytes").
+    assert header_of(b"Status: 404 " + b"r" * 3000 + b"\n\n") == b"51 " + b"r" * 1024 + b"\r\n"
+    # Cut at a character's end: "\u00e9" is two bytes, the 1024th its first.
+    assert header_of(b"Status: 404 r" + "\u00e9".encode() * 600 + b"\n\n") == (
+        b"51 r" + "\u00e9".encode() * 511 + b"\r\n")
+
+
 def test_cgi_status_404_without_reason_becomes_51_not_found():
     assert header_of(b"Status: 404\n\n") == b"51 Not Found\r\n"
 
