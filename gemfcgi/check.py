@@ -53,9 +53,11 @@ from gemfcgi.privileges import (
 )
 from gemfcgi.proxyv1 import split_proxied
 from gemfcgi.routing import port_matches, port_pattern
+from gemfcgi.regularfile import irregular_kind
 from gemfcgi.service import (
     ListenError,
     addresses_of,
+    endpoint_fields,
     listen_descriptions,
     listens_on,
     proxy_v1_disagreements,
@@ -100,9 +102,13 @@ def spawn_problem(command: str) -> Optional[str]:
         return f"cannot split {command!r} into words: {problem}"
     if not argv:
         return "empty command"
-    if find_program(argv[0], os.environ) is None:
+    found = find_program(argv[0], os.environ)
+    if found is None:
         where = "" if "/" in argv[0] else " in PATH"
         return f"program {argv[0]!r} not found{where} (or not executable)"
+    kind = irregular_kind(found)
+    if kind is not None:
+        return f"program {found!r} is not a regular file ({kind}): it cannot be run"
     return None
 
 
@@ -135,6 +141,8 @@ def spawn_unrunnable_by(command: str, identity: Optional[Identity]) -> Optional[
 
 def _is_script(path: str) -> bool:
     """Whether ``path`` starts with ``#!``: the kernel then needs it readable too."""
+    if irregular_kind(path) is not None:
+        return False  # a FIFO would hold the check until something wrote to it
     try:
         with open(path, "rb") as program:
             return program.read(2) == b"#!"
@@ -1017,6 +1025,9 @@ def endpoint_problem(description: str) -> Optional[str]:
 
     if not description:
         return "empty"
+    unreadable = _irregular_file_named(description)
+    if unreadable is not None:
+        return unreadable
     try:
         # Only parsed: a reactor that connects nothing is enough. Parsers
         # read the files they name (ssl:certKey=), and may fail any way.
@@ -1036,6 +1047,41 @@ def endpoint_problem(description: str) -> Optional[str]:
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 < port < 65536:
         return f"port {port} is not 1 to 65535"
+    return None
+
+
+# Options of Twisted's ssl: and tls: client strings naming files its parser
+# reads there and then; the directories ones are read for their *.pem files.
+_FILES_READ = ("certKey", "privateKey", "certificate", "extraCertChain", "dhParameters")
+_DIRECTORIES_READ = ("caCertsDir", "trustRoots")
+
+
+def _irregular_file_named(description: str) -> Optional[str]:
+    """
+    A file an endpoint string's parser would read that is no regular file:
+    a FIFO blocked the check, the start and a reload for good, and
+    ``/dev/zero`` took all the memory there was.
+    """
+    for field in endpoint_fields(description)[1:]:
+        name, equals, value = field.partition("=")
+        if not equals or not value:
+            continue
+        if name in _FILES_READ:
+            kind = irregular_kind(value)
+            if kind is not None:
+                return f"{name}={value}: not a regular file ({kind})"
+            continue
+        if name not in _DIRECTORIES_READ or not os.path.isdir(value):
+            continue
+        try:
+            paths = [os.path.join(value, entry) for entry in sorted(os.listdir(value))
+                     if entry.lower().endswith(".pem")]
+        except OSError:
+            continue  # said by the parser
+        for path in paths:
+            kind = irregular_kind(path)
+            if kind is not None:
+                return f"{name}={value}: {path} is not a regular file ({kind})"
     return None
 
 

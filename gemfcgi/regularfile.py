@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Optional
 
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
@@ -47,6 +48,22 @@ def read_regular_file(path: str) -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def irregular_kind(path: str) -> Optional[str]:
+    """
+    What the file at ``path`` is when it is there but no regular file
+    (``a FIFO``, ``a character device``...), without opening it; ``None``
+    for a regular file, a directory, ``/dev/null``, or nothing there.
+    """
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    mode = found.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or (stat.S_ISCHR(mode) and _is_dev_null(found.st_rdev)):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
 
 
 def _is_dev_null(device: int) -> bool:

@@ -565,3 +565,36 @@ def test_a_private_key_under_a_served_root_is_warned_of(tmp_path):
     outside = model.Server(name="localhost", cert=str(tmp_path / "keys/c.pem"), key=str(tmp_path / "keys/k.pem"),
                            options=model.LocationOptions(root=str(tmp_path / "capsule")))
     assert not [w for w in check_config(model.Config(servers=[outside]))[1] if "private key" in w.message]
+
+
+def test_an_endpoint_naming_a_file_its_parser_would_read_that_is_no_regular_file_is_an_error(tmp_path):
+    # Twisted's ssl: parser reads certKey= and the like there and then: a
+    # FIFO held the check, the start and a reload for good, and /dev/zero
+    # took all the memory there was.
+    from gemfcgi.check import endpoint_problem
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "cas").mkdir()
+    os.mkfifo(tmp_path / "cas" / "root.pem")
+    assert endpoint_problem(f"ssl:host=x:port=1:certKey={tmp_path}/fifo") == (
+        f"certKey={tmp_path}/fifo: not a regular file (a FIFO)")
+    assert endpoint_problem("tls:x:1:certificate=/dev/zero") == (
+        "certificate=/dev/zero: not a regular file (a character device)")
+    assert endpoint_problem(f"tls:x:1:trustRoots={tmp_path}/cas") == (
+        f"trustRoots={tmp_path}/cas: {tmp_path}/cas/root.pem is not a regular file (a FIFO)")
+    # A unix socket is what unix: names: no file read.
+    assert endpoint_problem(f"unix:path={tmp_path}/fifo") is None
+
+
+def test_a_spawn_program_that_is_a_fifo_does_not_hold_the_check(tmp_path):
+    # Asked whether it was a script, the check opened it and waited for a writer.
+    from gemfcgi.check import spawn_unrunnable_by
+    from gemfcgi.privileges import Identity
+
+    os.mkfifo(tmp_path / "program", 0o755)
+    nobody = pwd.getpwnam("nobody")
+    identity = Identity(nobody.pw_uid, nobody.pw_gid, "nobody", str(tmp_path))
+    said = spawn_unrunnable_by(str(tmp_path / "program"), identity)
+    assert said is None or "program" in said
+    assert spawn_problem(str(tmp_path / "program")) == (
+        f"program '{tmp_path}/program' is not a regular file (a FIFO): it cannot be run")
