@@ -76,10 +76,11 @@ def check_block_code(code: int) -> Optional[str]:
 
 
 def check_block_meta(code: int, meta: str) -> Optional[str]:
-    if len(meta) > MAX_BLOCK_META:
-        return (
-            f"block meta is too long ({len(meta)} characters, at most {MAX_BLOCK_META})"
-        )
+    # In bytes, as a reply counts its META: 513 "é" passed, and every
+    # request then got 40.
+    size = len(meta.encode("utf-8", "surrogatepass"))
+    if size > MAX_BLOCK_META:
+        return f"block meta is too long ({size} bytes, at most {MAX_BLOCK_META})"
     control = control_character(meta)
     if control is not None:
         # A reply's META may hold none; gmid sends it.

@@ -102,7 +102,13 @@ def test_a_prompt_or_redirect_block_whose_meta_can_be_empty_is_warned_of(warning
 def test_block_meta_longer_than_1024_is_an_error(errors_of, parse, server_with):
     assert location_options(parse, server_with, f'block return 40 "{"m" * 1024}"').block.meta == "m" * 1024
     assert errors_of(server_with(f'block return 40 "{"m" * 1025}"')) == [
-        "gmid.conf:5: block meta is too long (1025 characters, at most 1024)"
+        "gmid.conf:5: block meta is too long (1025 bytes, at most 1024)"
+    ]
+    # Counted in bytes, as a reply counts its META: 513 "é" passed, and
+    # every request got 40.
+    assert location_options(parse, server_with, f'block return 40 "{"é" * 512}"').block.meta == "é" * 512
+    assert errors_of(server_with(f'block return 40 "{"é" * 513}"')) == [
+        "gmid.conf:5: block meta is too long (1026 bytes, at most 1024)"
     ]
 
 
