@@ -1108,12 +1108,23 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
     if isinstance(address, model.FastCGIEndpoint):
         problem = endpoint_problem(address.description)
         return None if problem is None else f"fastcgi endpoint {address.description!r}: {problem}"
-    if isinstance(address, model.FastCGITCP) and isinstance(address.port, str):
-        try:
-            socket.getservbyname(address.port, "tcp")
-        except OSError:
-            return (f'fastcgi socket tcp "{address.host}" port "{address.port}": unknown service '
-                    "(not a port number, nor a name in /etc/services)")
+    if isinstance(address, model.FastCGITCP):
+        written = f'fastcgi socket tcp "{address.host}"'
+        if isinstance(address.port, str):
+            try:
+                socket.getservbyname(address.port, "tcp")
+            except OSError:
+                return (f'{written} port "{address.port}": unknown service '
+                        "(not a port number, nor a name in /etc/services)")
+        elif address.port == 0:
+            return f"{written} port 0: no application listens on port 0"
+        # Each connect failed at once: "invalid hostname" (42 for every request).
+        unusable = "an empty host name" if not address.host else host_name_problem(address.host)
+        if unusable is not None:
+            return f"{written}: {unusable}"
+    if isinstance(address, model.FastCGISocket) and os.path.isdir(address.path):
+        # "" became the directory of the file: every connect was refused.
+        return f'fastcgi socket "{address.path}": a directory, not a socket'
     return None
 
 

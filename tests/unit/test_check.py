@@ -598,3 +598,21 @@ def test_a_spawn_program_that_is_a_fifo_does_not_hold_the_check(tmp_path):
     assert said is None or "program" in said
     assert spawn_problem(str(tmp_path / "program")) == (
         f"program '{tmp_path}/program' is not a regular file (a FIFO): it cannot be run")
+
+
+def test_fastcgi_addresses_no_connect_can_reach_are_errors(tmp_path):
+    # Each passed the check, and every request got 42 ("invalid hostname",
+    # "Connection refused").
+    from gemfcgi.check import fastcgi_problem
+    from gemfcgi.config import model
+
+    assert fastcgi_problem(model.FastCGITCP("[::1]", 9000)) == (
+        'fastcgi socket tcp "[::1]": an IPv6 address is written here without brackets: write "::1"')
+    assert fastcgi_problem(model.FastCGITCP("127.0.0.1", 0)) == (
+        'fastcgi socket tcp "127.0.0.1" port 0: no application listens on port 0')
+    assert fastcgi_problem(model.FastCGITCP("", 9000)) == 'fastcgi socket tcp "": an empty host name'
+    assert fastcgi_problem(model.FastCGISocket(f"{tmp_path}/")) == (
+        f'fastcgi socket "{tmp_path}/": a directory, not a socket')
+    for fine in (model.FastCGITCP("::1", 9000), model.FastCGITCP("localhost", 9000),
+                 model.FastCGITCP("app.example", "http"), model.FastCGISocket(f"{tmp_path}/app.sock")):
+        assert fastcgi_problem(fine) is None, fine
