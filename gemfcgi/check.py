@@ -10,6 +10,7 @@ diagnostic, so ``--check``, start-up and a reload all report the same way.
 from __future__ import annotations
 
 import datetime
+import errno
 import functools
 import ipaddress
 import os
@@ -267,6 +268,21 @@ def access_log_problem(path: str) -> Optional[str]:
     ``None`` if nothing. Asked with the effective IDs, the ones ``open``
     is decided by.
     """
+    if os.path.islink(path) and not os.path.exists(path):
+        # A link to nothing yet: open() makes its target, in the target's
+        # directory; a loop of links is an error there.
+        try:
+            os.stat(path)
+        except OSError as problem:
+            if problem.errno != errno.ENOENT:
+                return problem.strerror
+        target = os.path.realpath(path)
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory):
+            return f"a link to {target}, in no directory"
+        if not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
+            return f"a link to {target}, which cannot be made in {directory}"
+        return None
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         return f"no directory {directory}"

@@ -616,3 +616,17 @@ def test_fastcgi_addresses_no_connect_can_reach_are_errors(tmp_path):
     for fine in (model.FastCGITCP("::1", 9000), model.FastCGITCP("localhost", 9000),
                  model.FastCGITCP("app.example", "http"), model.FastCGISocket(f"{tmp_path}/app.sock")):
         assert fastcgi_problem(fine) is None, fine
+
+
+def test_an_access_file_that_is_a_link_to_nowhere_or_a_loop_is_said_so(tmp_path):
+    # "configuration OK", then the start failed: "No such file or directory".
+    (tmp_path / "dangling.log").symlink_to("/nonexistent/access.log")
+    (tmp_path / "one").symlink_to(tmp_path / "two")
+    (tmp_path / "two").symlink_to(tmp_path / "one")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "made.log").symlink_to(tmp_path / "logs" / "access.log")
+    assert access_log_problem(str(tmp_path / "dangling.log")) == (
+        "a link to /nonexistent/access.log, in no directory")
+    assert access_log_problem(str(tmp_path / "one")) == "Too many levels of symbolic links"
+    # A link whose target open() makes, as it does: fine.
+    assert access_log_problem(str(tmp_path / "made.log")) is None
