@@ -35,7 +35,7 @@ from gemfcgi.certificates import (
 )
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
 from gemfcgi.serverindex import ServersByName
-from gemfcgi.config.paths import anchor_paths
+from gemfcgi.config.paths import DIRECTORY_GONE, anchor_paths, current_directory
 from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
@@ -1152,8 +1152,12 @@ def load_and_check(
     joined to ``base`` (the current directory if not given); raises
     ``ConfigError``.
     """
+    if base is None:
+        base = current_directory()
+        if base is None:
+            raise ConfigError([Diagnostic(path, 0, DIRECTORY_GONE)])
     config, warnings = load_config(path, defines)
-    anchor_paths(config, os.getcwd() if base is None else base)
+    anchor_paths(config, base)
     errors, more_warnings = check_config(config)
     warnings = warnings + more_warnings
     if errors:

@@ -47,6 +47,7 @@ from typing import Callable, NoReturn, Optional, Union
 from gemfcgi.config import values
 from gemfcgi.config.checks import shadow_warnings
 from gemfcgi.config.errors import ConfigError, Diagnostic, Report
+from gemfcgi.config.paths import DIRECTORY_GONE, current_directory
 from gemfcgi.config.lexer import KEYWORDS, Lexer, Token, TokenKind
 from gemfcgi.config.model import (
     DEFAULT_FASTCGI_TCP_PORT,
@@ -511,7 +512,12 @@ class _Parser:
         if os.path.isabs(name):
             return name
         base = self.base_dirs.get(token.file)
-        cwd = os.getcwd()
+        cwd = current_directory()
+        if cwd is None:
+            # Removed since the start: only beside the including file.
+            if base is None:
+                self._fail(token, f'cannot read included file "{name}": {DIRECTORY_GONE}')
+            return os.path.normpath(os.path.join(base, name))
         beside = os.path.normpath(os.path.join(base if base is not None else cwd, name))
         as_gmid = os.path.normpath(os.path.join(cwd, name))
         if base is None or beside == as_gmid or not os.path.exists(as_gmid):

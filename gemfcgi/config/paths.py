@@ -19,6 +19,20 @@ from typing import Optional
 from gemfcgi.config.model import Config, FastCGISocket, LocationOptions
 
 
+# What is said where the current directory is needed and gone.
+DIRECTORY_GONE = ("the current directory no longer exists (it was removed): relative paths "
+                  "cannot be read from it; start from a directory that exists, or write "
+                  "absolute paths")
+
+
+def current_directory() -> Optional[str]:
+    """The current directory; ``None`` once it has been removed (``getcwd`` fails then)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
 def anchor_paths(config: Config, base: str) -> Config:
     """``config`` with its relative paths joined to ``base``; changed in place."""
     if config.chroot is not None or config.user is not None:

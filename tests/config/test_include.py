@@ -275,3 +275,24 @@ def test_a_deep_chain_of_includes_is_read_and_a_loop_at_its_end_is_found(tmp_pat
     write(tmp_path / f"f{depth - 1}.conf", 'include "f7.conf"')
     assert error_strings(str(tmp_path / "f0.conf")) == [
         f'{tmp_path}/f{depth - 1}.conf:1: include loop: "f7.conf" is already being read']
+
+
+def test_a_removed_current_directory_is_said_so_and_includes_are_read_beside_their_file(
+    tmp_path, monkeypatch
+):
+    # --check gave a traceback (getcwd), and a reload of a file with a
+    # relative include failed with "No such file or directory" and no line.
+    from gemfcgi.check import load_and_check
+
+    write(tmp_path / "conf" / "part.conf", "prefork 3\n")
+    main = write(tmp_path / "conf" / "gmid.conf", 'include "part.conf"\n')
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()
+    config, _ = load_config(main)
+    assert config.prefork == 3
+    with pytest.raises(ConfigError) as caught:
+        load_and_check(main)
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f"{main}: the current directory no longer exists (it was removed): relative paths cannot be "
+        "read from it; start from a directory that exists, or write absolute paths"]
