@@ -483,7 +483,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             if options.require_client_ca is not None:
                 check_ca(options.require_client_ca, options.origins.get("require client ca", block))
         patterns = [(f"server {server.name!r}", server.name, origin)]
-        patterns += [(f"alias {alias!r}", alias, origin) for alias in server.aliases]
+        patterns += [(f"alias {alias!r}", alias, server.origins.get(f"alias {alias}", origin))
+                     for alias in server.aliases]
         patterns += [(f'location "{location.pattern}"', location.pattern, location.origin or origin)
                      for location in server.locations]
         patterns += [(f'proxy for-host "{proxy.for_host}"', proxy.for_host, proxy.origin or origin)
@@ -491,7 +492,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         for what, name in [("server", server.name), *(("alias", alias) for alias in server.aliases)]:
             unmatched = no_host_matches(name)
             if unmatched is not None:
-                warning(origin, f'{what} "{name}": no request can reach this server by it: {unmatched}')
+                warning(server.origins.get(f"{what} {name}", origin),
+                        f'{what} "{name}": no request can reach this server by it: {unmatched}')
         for what, pattern, where in patterns:
             if not is_well_formed(pattern):
                 warning(where, f"{what}: a malformed bracket expression, which gmid's fnmatch(3) "
@@ -513,8 +515,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             for location in server.locations:
                 warning(location.origin or origin, f'location "{location.pattern}" is never used: {taken}')
         for proxy in server.proxies:
-            for problem in proxy_problems(proxy):
-                error(proxy.origin or origin, problem)
+            for directive, problem in proxy_problems(proxy):
+                error(proxy.origins.get(directive, proxy.origin or origin), problem)
             if not glob_matches("gemini", proxy.proto.lower()):
                 warning(proxy.origin or origin, f'proxy proto "{proxy.proto}" matches no request: '
                         "gemfcgi answers gemini:// requests only")
@@ -537,7 +539,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         "does not apply to the requests this proxy block relays (as in gmid): "
                         "write require client ca inside the block to ask for one")
             if proxy.require_client_ca is not None:
-                check_ca(proxy.require_client_ca, proxy.origin or origin)
+                check_ca(proxy.require_client_ca, proxy.origins.get("require client ca", proxy.origin or origin))
             host, port = proxy.relay_to or ("", 0)
             if relays.to_itself(server, proxy):
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
@@ -938,37 +940,41 @@ def _connected_to(written: str) -> Optional[str]:
     return str(address)
 
 
-def proxy_problems(proxy: model.Proxy) -> list[str]:
-    """What keeps a ``proxy`` block from relaying: its names, ports, protocols, client certificate."""
-    problems = []
+def proxy_problems(proxy: model.Proxy) -> list[tuple[str, str]]:
+    """
+    What keeps a ``proxy`` block from relaying: its names, ports,
+    protocols, client certificate; each with the option it is about
+    (a key of ``proxy.origins``), for the line to name.
+    """
+    problems: list[tuple[str, str]] = []
     assert proxy.relay_to is not None
     host, port = proxy.relay_to
     for what, name in (("relay-to", host), ("sni", proxy.sni)):
         problem = None if name is None else host_name_problem(name)
         if problem is not None:
-            problems.append(f'{what} "{name}": {problem}')
+            problems.append((what, f'{what} "{name}": {problem}'))
     tls_buildable = not problems
     unknown = "unknown service (not a port number, nor a name in /etc/services)"
     try:
         if port_number(port) == 0:
-            problems.append(f'relay-to "{host}" port 0: no server listens on port 0')
+            problems.append(("relay-to", f'relay-to "{host}" port 0: no server listens on port 0'))
     except OSError:
-        problems.append(f'relay-to port "{port}": {unknown}')
+        problems.append(("relay-to", f'relay-to port "{port}": {unknown}'))
     for_port = port_pattern(proxy.for_port)
     if isinstance(for_port, str) and not is_glob(for_port):
-        problems.append(f'for-host port "{for_port}": {unknown}')
+        problems.append(("for-host", f'for-host port "{for_port}": {unknown}'))
     try:
         protocol_range(proxy.protocols)
     except ProtocolsError as problem:
-        problems.append(f"proxy protocols: {problem}")
+        problems.append(("protocols", f"proxy protocols: {problem}"))
         tls_buildable = False
     if proxy.use_tls and tls_buildable:
         try:
             build_upstream_tls(proxy)
         except CertificateError as problem:
-            problems.append(f"proxy client certificate: {problem}")
+            problems.append(("cert", f"proxy client certificate: {problem}"))
         except Exception as problem:  # OpenSSL's refusal of a key pair or setting
-            problems.append(f"proxy client certificate {proxy.cert}: {problem}")
+            problems.append(("cert", f"proxy client certificate {proxy.cert}: {problem}"))
     return problems
 
 

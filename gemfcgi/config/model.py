@@ -158,6 +158,8 @@ class Proxy:
     proxy_v1: bool = False
     require_client_ca: Optional[str] = None
     origin: Optional[Origin] = None
+    # Where each option was written ("relay-to", "sni", "require client ca"...).
+    origins: dict[str, Origin] = _origins()
 
 
 @dataclass

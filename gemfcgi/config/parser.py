@@ -778,7 +778,9 @@ class _Parser:
                 )
 
     def _alias(self, token: Token, server: Server) -> None:
-        server.aliases.append(self._string("'alias'"))
+        alias = self._string("'alias'")
+        server.aliases.append(alias)
+        server.origins.setdefault(f"alias {alias}", _origin(token))
 
     def _absolute(self, token: Token, directive: str) -> str:
         path = self._string(f"'{directive}'")
@@ -1050,6 +1052,8 @@ class _Parser:
             option = self.proxy_options.get(token.text)
             if option is not None:
                 option(token, proxy)
+                directive = "require client ca" if token.text == "require" else token.text
+                proxy.origins.setdefault(directive, _origin(token))
                 return
         if token.kind in (TokenKind.WORD, TokenKind.KEYWORD) and token.text in _REMOVED:
             self._fail(token, _REMOVED[token.text])

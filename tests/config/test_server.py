@@ -248,3 +248,15 @@ def test_in_a_block_directives_may_follow_each_other_on_one_line(parse, server_w
         "text/plain", "hello"
     )
     assert (server.locations[3].options.root, server.locations[3].options.strip) == ("/srv/testdata", 1)
+
+
+def test_a_warning_about_an_alias_names_the_alias_line(tmp_path):
+    # Both said the server's line (1), whatever line each alias was on.
+    from gemfcgi.check import check_config
+    from gemfcgi.config import parse_config
+
+    text = ('server "localhost" {\n\tlisten on 127.0.0.1 port 1965\n\tcert "/c.pem"\n\tkey "/k.pem"\n'
+            '\talias "ok.example"\n\talias "a b"\n\talias "[x"\n}\n')
+    config, _ = parse_config(text, "gmid.conf")
+    said = [str(w) for w in check_config(config)[1] if "alias" in str(w)]
+    assert [line.split(":")[1] for line in said] == ["6", "7"], said

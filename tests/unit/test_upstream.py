@@ -114,9 +114,15 @@ def test_what_keeps_a_block_from_relaying_is_an_error_at_its_line(tmp_path):
     assert errors == [
         'gmid.conf:6: relay-to port "no-such-service": unknown service (not a port number, '
         "nor a name in /etc/services)",
-        f"gmid.conf:6: proxy client certificate: {tmp_path}/none.pem: cannot read certificate: "
+        # Each at the line of the option it is about, not the block's.
+        f"gmid.conf:7: proxy client certificate: {tmp_path}/none.pem: cannot read certificate: "
         "No such file or directory",
     ]
+
+
+def test_a_proxy_blocks_ca_file_is_said_at_its_own_line(tmp_path):
+    errors, _ = check(tmp_path, '\tproxy { relay-to "up"\n\t\trequire client ca "/dev/null" }')
+    assert [error.split(":")[1] for error in errors] == ["7"], errors
 
 
 def test_a_block_for_another_scheme_is_pointed_out(tmp_path):
@@ -131,7 +137,7 @@ def test_names_that_cannot_be_sent_or_checked_are_errors(tmp_path):
                                 '\tproxy for-host "*" port "no-such-service" { relay-to "up" }')
     assert errors == [
         'gmid.conf:6: relay-to "a..example": a host name with an empty label',
-        f'gmid.conf:6: sni "{"x" * 64}.example": a host name longer than DNS allows '
+        f'gmid.conf:7: sni "{"x" * 64}.example": a host name longer than DNS allows '
         "(63 bytes a label, 253 in all)",
         'gmid.conf:8: for-host port "no-such-service": unknown service (not a port number, '
         "nor a name in /etc/services)",
@@ -140,7 +146,7 @@ def test_names_that_cannot_be_sent_or_checked_are_errors(tmp_path):
 
 def test_protocols_that_leave_no_version_gemfcgi_offers_are_an_error(tmp_path):
     errors, _ = check(tmp_path, '\tproxy { relay-to "up"\n\t\tprotocols "tlsv1.1" }')
-    assert errors == ['gmid.conf:6: proxy protocols: protocols "tlsv1.1" allows no TLS 1.2 or 1.3, '
+    assert errors == ['gmid.conf:7: proxy protocols: protocols "tlsv1.1" allows no TLS 1.2 or 1.3, '
                       "the only versions gemfcgi offers"]
 
 
