@@ -8,6 +8,13 @@ from gemfcgi.gemini.hosts import unicode_host
 from gemfcgi.gemini.request import RequestError, logged_iri, parse_request_line, remove_dot_segments
 
 
+def refusal(line: bytes) -> tuple[int, str]:
+    """The status and META a request line is refused with."""
+    with pytest.raises(RequestError) as refused:
+        parse_request_line(line)
+    return refused.value.code, refused.value.meta
+
+
 def status_of(line: bytes) -> int:
     try:
         parse_request_line(line)
@@ -104,9 +111,7 @@ def test_server_name_has_the_unicode_form_the_host_was_matched_in(spelling, url_
 ])
 def test_a_character_no_url_holds_is_named_as_sent(line, meta):
     # Python's repr doubled a backslash: '\\' for the one sent.
-    with pytest.raises(RequestError) as refused:
-        parse_request_line(line)
-    assert (refused.value.code, refused.value.meta) == (59, meta)
+    assert refusal(line) == (59, meta)
 
 
 @pytest.mark.parametrize("host", ["localhost。", "localhost．", "bücher.example。", "localhost｡"])
@@ -122,9 +127,7 @@ def test_a_trailing_dot_idna_reads_as_a_dot_is_the_roots_as_an_ascii_one(host):
 def test_an_address_written_other_than_as_a_literal_is_a_malformed_host(host):
     # The README: an escaped host that decodes to an address gets 59; an
     # IPv4 one, or one in digits IDNA maps, was served.
-    with pytest.raises(RequestError) as refused:
-        parse_request_line(f"gemini://{host}/".encode())
-    assert (refused.value.code, refused.value.meta) == (59, "malformed host")
+    assert refusal(f"gemini://{host}/".encode()) == (59, "malformed host")
 
 
 @pytest.mark.parametrize("spelling", ["♨", "%E2%99%A8", "xn--j6h", "♨.Example", "\u2668.example"])
@@ -155,9 +158,7 @@ def test_a_percent_escaped_host_is_decoded_like_gmid_and_then_checked_as_any_hos
     ],
 )
 def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
-    with pytest.raises(RequestError) as raised:
-        parse_request_line(line)
-    assert (raised.value.code, raised.value.meta) == (59, meta)
+    assert refusal(line) == (59, meta)
 
 
 @pytest.mark.parametrize(
@@ -186,17 +187,13 @@ def test_a_host_whose_escapes_hide_something_else_gets_59(line, meta):
     ],
 )
 def test_c1_controls_and_a_host_of_dots_or_empty_labels_get_59(line, meta):
-    with pytest.raises(RequestError) as raised:
-        parse_request_line(line.encode("utf-8"))
-    assert (raised.value.code, raised.value.meta) == (59, meta)
+    assert refusal(line.encode("utf-8")) == (59, meta)
 
 
 @pytest.mark.parametrize("host", ['x"_"forged', "a<b", "a>b", "a{b", "a}b", "a|b", "a^b", "a`b", "a%22b"])
 def test_a_host_with_a_character_no_host_may_hold_gets_59(host):
     # A '"' in the host closed the quoted URL of the common and combined logs.
-    with pytest.raises(RequestError) as raised:
-        parse_request_line(f"gemini://{host}/".encode())
-    assert (raised.value.code, raised.value.meta) == (59, "malformed host")
+    assert refusal(f"gemini://{host}/".encode()) == (59, "malformed host")
 
 
 def test_a_host_with_the_sub_delimiters_rfc_3986_allows_is_a_host():

@@ -126,28 +126,33 @@ def test_a_configuration_without_any_server_is_an_error():
     ]
 
 
-def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_for_a_pinned_one(tmp_path):
+def ca_file_warnings(directory: Path, files: dict[str, list]) -> list[list[str]]:
+    """The check's warnings for a server asking for each CA file, written from its certificates."""
     from cryptography.hazmat.primitives import serialization
 
     from gemfcgi.check import check_config
     from gemfcgi.config import model
-    from tests.certs import issue
 
-    write_localhost_pair(tmp_path)
-    carol = issue("carol")
-    dave = issue("dave", carol)  # CA:FALSE, and not self-signed
-    pem = serialization.Encoding.PEM
-    (tmp_path / "pinned.pem").write_bytes(carol[0].public_bytes(pem))
-    (tmp_path / "nobody.pem").write_bytes(dave[0].public_bytes(pem))
+    write_localhost_pair(directory)
     warnings = []
-    for ca in ("pinned.pem", "nobody.pem"):
+    for name, certificates in files.items():
+        (directory / name).write_bytes(b"".join(
+            certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates))
         server = model.Server(
-            name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
-            options=model.LocationOptions(require_client_ca=str(tmp_path / ca)),
+            name="localhost", cert=str(directory / "c.pem"), key=str(directory / "k.pem"),
+            options=model.LocationOptions(require_client_ca=str(directory / name)),
             origin=model.Origin("gmid.conf", 1),
         )
         warnings.append([str(w) for w in check_config(model.Config(servers=[server]))[1]])
-    assert warnings == [[], [
+    return warnings
+
+
+def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_for_a_pinned_one(tmp_path):
+    from tests.certs import issue
+
+    carol = issue("carol")
+    dave = issue("dave", carol)  # CA:FALSE, and not self-signed
+    assert ca_file_warnings(tmp_path, {"pinned.pem": [carol[0]], "nobody.pem": [dave[0]]}) == [[], [
         f"gmid.conf:1: require client ca {tmp_path / 'nobody.pem'}: CN=dave: not a CA "
         "certificate (basicConstraints CA:FALSE), nor self-signed; neither it nor any client "
         "certificate it issued is accepted"
@@ -156,27 +161,12 @@ def test_a_ca_file_is_warned_of_for_a_certificate_that_vouches_for_nobody_not_fo
 
 def test_a_ca_file_holding_an_intermediate_without_its_root_is_warned_of(tmp_path):
     # "configuration OK", and every client certificate it issued got 61.
-    from cryptography.hazmat.primitives import serialization
-
-    from gemfcgi.check import check_config
-    from gemfcgi.config import model
     from tests.certs import issue
 
-    write_localhost_pair(tmp_path)
     root = issue("root", ca=True)
     intermediate = issue("intermediate", root, ca=True)
-    pem = serialization.Encoding.PEM
-    (tmp_path / "alone.pem").write_bytes(intermediate[0].public_bytes(pem))
-    (tmp_path / "both.pem").write_bytes(intermediate[0].public_bytes(pem) + root[0].public_bytes(pem))
-    warnings = []
-    for ca in ("alone.pem", "both.pem"):
-        server = model.Server(
-            name="localhost", cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"),
-            options=model.LocationOptions(require_client_ca=str(tmp_path / ca)),
-            origin=model.Origin("gmid.conf", 1),
-        )
-        warnings.append([str(w) for w in check_config(model.Config(servers=[server]))[1]])
-    assert warnings == [[
+    files = {"alone.pem": [intermediate[0]], "both.pem": [intermediate[0], root[0]]}
+    assert ca_file_warnings(tmp_path, files) == [[
         f"gmid.conf:1: require client ca {tmp_path / 'alone.pem'}: CN=intermediate: an intermediate "
         "CA without its issuer (CN=root) in the file vouches for nobody: add the root it chains to"
     ], []]
