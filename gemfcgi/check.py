@@ -403,8 +403,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
 
     if roots_checked:
         for where, key, root in keys_under_roots(config, chroot):
-            warning(where, f"key {key} is under the root {root}: a request for it gets the private "
-                    "key (keep keys outside every root)")
+            warning(where, f"key {key} is under the root {root}, where anyone may ask for the "
+                    "private key (keep keys outside every root)")
     for listen, earlier, description in proxy_v1_disagreements(config):
         # One socket, or one and the wildcard that takes its connections:
         # opened once, it cannot be both.
@@ -572,7 +572,8 @@ def keys_under_roots(config: model.Config, chroot: Optional[str]) -> list[tuple[
             if options.root is not None:
                 roots.setdefault(os.path.realpath(_in_chroot(chroot, options.root)), options.root)
     keys = [(server.origins.get("key", server.origin), server.key) for server in config.servers]
-    keys += [(proxy.origin, proxy.key) for server in config.servers for proxy in server.proxies]
+    keys += [(proxy.origins.get("key", proxy.origin), proxy.key)
+             for server in config.servers for proxy in server.proxies]
     found: list[tuple[Optional[model.Origin], str, str]] = []
     seen: set[str] = set()
     for where, key in keys:

@@ -547,10 +547,10 @@ def test_a_private_key_under_a_served_root_is_warned_of(tmp_path):
     _, warnings = check_config(model.Config(servers=[beside, elsewhere]))
     said = [w.message for w in warnings if "private key" in w.message]
     assert said == [
-        f"key {tmp_path}/capsule/k.pem is under the root {tmp_path}/capsule: a request for it gets the "
-        "private key (keep keys outside every root)",
-        f"key {tmp_path}/keys/k.pem is under the root {tmp_path}: a request for it gets the private key "
-        "(keep keys outside every root)",
+        f"key {tmp_path}/capsule/k.pem is under the root {tmp_path}/capsule, where anyone may ask for "
+        "the private key (keep keys outside every root)",
+        f"key {tmp_path}/keys/k.pem is under the root {tmp_path}, where anyone may ask for the private "
+        "key (keep keys outside every root)",
     ]
     outside = model.Server(name="localhost", cert=str(tmp_path / "keys/c.pem"), key=str(tmp_path / "keys/k.pem"),
                            options=model.LocationOptions(root=str(tmp_path / "capsule")))
