@@ -125,45 +125,49 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
     Why ``certificate`` is not for ``name`` (a canonical host or an
     address), as a relay with ``verifyname`` checks it; ``None`` if it is.
     """
-    try:
-        patterns = _names_checked(certificate)
-        if not patterns:
-            raise CertificateError("the certificate holds no DNS name or address")
-        wanted = IPAddress_ID(name) if is_address(name) else DNS_ID(name)
-        verify_service_identity(cert_patterns=patterns, obligatory_ids=[wanted], optional_ids=[])
-    except (CertificateError, ValueError) as problem:
-        # No subjectAltName at all, as in many a self-signed Gemini
-        # certificate: libtls, which gmid checks with, then matches the
-        # subject's common name (RFC 6125 6.4.4); so does this. (A
-        # ValueError: a name no DNS name can be, all digits as "2130706433",
-        # which the lookup reads as an address.)
+    written, usable = _names_checked(certificate)
+    if not written:
+        # No DNS name or address in a subjectAltName, as in many a
+        # self-signed Gemini certificate: libtls, which gmid checks with,
+        # then matches the subject's common name (RFC 6125 6.4.4); so does
+        # this. One that has some never falls back on it, even where none
+        # of them can match a host.
         if common_name_matches(certificate, name):
             return None
-        why = problem if isinstance(problem, CertificateError) else f"no DNS name can be {name}"
-        return f"the certificate is not for {name} ({why})"
-    except VerificationError as problem:
+        return f"the certificate is not for {name} (no subjectAltName names a host, nor does its common name)"
+    try:
+        wanted = IPAddress_ID(name) if is_address(name) else DNS_ID(name)
+        verify_service_identity(cert_patterns=usable, obligatory_ids=[wanted], optional_ids=[])
+    except ValueError:
+        # A name no DNS name can be, all digits as "2130706433", which the
+        # lookup reads as an address.
+        return f"the certificate is not for {name} (no DNS name can be {name})"
+    except (CertificateError, VerificationError) as problem:
         return f"the certificate is not for {name} ({problem})"
     return None
 
 
-def _names_checked(certificate: x509.Certificate) -> list[Any]:
+def _names_checked(certificate: x509.Certificate) -> tuple[int, list[Any]]:
     """
-    The certificate's DNS names and addresses a relay's name may match. A
-    name no host can match (``*.lan``, ``*``, ``a.*.example``) is passed
-    over, as libtls passes over it, where service_identity would refuse the
-    whole certificate, ``localhost`` beside it too.
+    How many DNS names and addresses the certificate's subjectAltNames
+    hold, and those of them a relay's name may match. A name no host can
+    match (``*.lan``, ``*``, ``a.*.example``) is passed over, as libtls
+    passes over it, where service_identity would refuse the whole
+    certificate, ``localhost`` beside it too.
     """
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return []
-    patterns: list[Any] = [IPAddressPattern(address) for address in names.get_values_for_type(x509.IPAddress)]
-    for dns_name in names.get_values_for_type(x509.DNSName):
+        return 0, []
+    addresses = names.get_values_for_type(x509.IPAddress)
+    dns_names = names.get_values_for_type(x509.DNSName)
+    usable: list[Any] = [IPAddressPattern(address) for address in addresses]
+    for dns_name in dns_names:
         try:
-            patterns.append(DNSPattern.from_bytes(dns_name.encode("utf-8")))
+            usable.append(DNSPattern.from_bytes(dns_name.encode("utf-8")))
         except CertificateError:
             continue
-    return patterns
+    return len(addresses) + len(dns_names), usable
 
 
 @implementer(IOpenSSLClientConnectionCreator)
