@@ -199,6 +199,11 @@ class FastCGIClientProtocol(Protocol):
         return unread is not None and unread() > 0
 
     def connectionLost(self, reason: Failure = None) -> None:
+        if not self._heard and getattr(self.transport, "request_taken", False):
+            # It read the request and went without a word: it ran, and
+            # crashed on this request's input; no failed start.
+            self._heard = True
+            self.relay.backend.answered()
         reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
         self.relay.backend_closed(self._decoder.buffered, reset)
 

@@ -13,8 +13,9 @@ A run was healthy if it lasted ``threshold`` seconds or more, or ended with
 exit status 0 (a program stopping on purpose, such as php-cgi after
 PHP_FCGI_MAX_REQUESTS requests, which under load comes well within a
 second), or answered at least one request (the relay got anything back on a
-request's connection, ``answered``: a program that crashes on one request's
-input, after its header, started). Any other run failed, and if it ended by itself (an exit
+request's connection, or saw the program read a whole request before the
+connection ended, ``answered``: a program that crashes on one request's
+input started). Any other run failed, and if it ended by itself (an exit
 status, or a crash: SIGSEGV, SIGABRT and their kind) rather than by a signal
 from outside, it failed to start: a wrong command, a missing module. Until
 the next start, requests are then refused at once, and those left waiting

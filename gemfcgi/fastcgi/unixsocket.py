@@ -61,6 +61,15 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
         except (OSError, ValueError):  # closed meanwhile
             return 0
 
+    # Whether the application had read the whole request when the
+    # connection ended: asked before the socket closes, for the protocol.
+    request_taken = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        if getattr(self, "socket", None) is not None:
+            self.request_taken = self.unread_by_peer() == 0
+        super().connectionLost(reason)
+
     def doRead(self):
         # FastCGI passes no file descriptors: a plain recv(), without the
         # recvmsg() and ancillary-data handling of Twisted's unix transport.

@@ -480,6 +480,18 @@ def test_a_program_that_replied_then_died_is_known_to_run_one_that_said_nothing_
     assert answered == ([True] if sent else [])
 
 
+def test_a_program_that_read_the_request_then_died_silent_is_known_to_run(exchange):
+    # It crashed on the request's input before a byte of reply: every
+    # request waiting behind it got 42 "failed to start".
+    answered = []
+    exchange.backend.answered = lambda: answered.append(True)
+    with capturedLogs():
+        exchange.request().accept()
+        exchange.protocol.transport.request_taken = True
+        exchange.backend_closes(error.ConnectionLost())
+    assert answered == [True]
+
+
 def test_records_after_end_request_are_dropped_with_a_line(exchange):
     with capturedLogs() as logs:
         exchange.request().accept().send(

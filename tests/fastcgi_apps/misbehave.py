@@ -93,6 +93,8 @@ MODES = {
     "code-21": lambda r: r.connection.sendall(stdout(b"21 text/gemini\r\n# 21\n") + encode_end_request()),
     # A crash on this request's input, after its header: the process dies.
     "die-after-header": lambda r: r.connection.sendall(stdout(HEADER + b"partial\n")) or die_soon(),
+    # The same before a byte of its reply.
+    "die-on-input": lambda r: die_soon(),
     "silent": wait_for_close,
     "forever": stream_forever,
 }

@@ -276,6 +276,9 @@ def test_an_application_that_dies_on_a_requests_input_after_its_header_did_not_f
         for _ in range(3):
             reply = get(server, "/app/die-after-header")
             assert (reply.header, reply.body) == (b"20 text/gemini", b"partial\n")
+        # Before a byte of the reply, once it has read the request, too.
+        for _ in range(3):
+            assert get(server, "/app/die-on-input").header == b"42 CGI error"
         assert get(server, "/app/stderr").body == b"fine anyway\n"
         assert "failed to start" not in server.log
     finally:
