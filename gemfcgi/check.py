@@ -546,18 +546,29 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                         "this configuration, where the relayed request comes back to this proxy "
                         "block: each request would be relayed again without end")
             elif through := relays.circle(server, proxy):
-                blocks = " and ".join("the proxy block at {}:{}".format(
-                    *_where(block.origin or origin, config)) for block in through)
+                blocks = _blocks_named(through, origin, config)
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
                         f"this configuration, where the relayed request comes back to this proxy "
                         f"block through {blocks}: each request would be relayed again without end")
             elif loop := relays.loop_entered(server, proxy):
-                blocks = " and ".join("the proxy block at {}:{}".format(
-                    *_where(block.origin or origin, config)) for block in loop)
+                blocks = _blocks_named(loop, origin, config)
                 warning(proxy.origin or origin, f'relay-to "{host}" port {port} is a listener of '
                         f"this configuration, where the relayed request goes round the loop of "
                         f"{blocks}: each request would be relayed again without end")
     return errors, warnings
+
+
+# The blocks of a loop a warning names; a loop of a thousand made each of
+# its thousand warnings a list of all of them (80 MB of output).
+BLOCKS_NAMED = 5
+
+
+def _blocks_named(blocks: list[model.Proxy], origin: Optional[model.Origin], config: model.Config) -> str:
+    named = ["the proxy block at {}:{}".format(*_where(block.origin or origin, config))
+             for block in blocks[:BLOCKS_NAMED]]
+    if len(blocks) > BLOCKS_NAMED:
+        named.append(f"{len(blocks) - BLOCKS_NAMED} more")
+    return " and ".join(named) if len(named) <= 2 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
 def keys_under_roots(config: model.Config, chroot: Optional[str]) -> list[tuple[Optional[model.Origin], str, str]]:
@@ -858,6 +869,9 @@ class OwnRelays:
             if self.servers.first_taking(host) is not server or not self._pattern(proxy.for_host).matches(host):
                 continue  # a request for it never reaches this block
             through: list[model.Proxy] = []
+            # Where each block of ``through`` stands: a loop of N blocks is
+            # found in N steps, not N looks through the list each.
+            places: dict[int, int] = {}
             relaying = proxy
             while True:
                 if (host, id(relaying)) in self._no_loop_from:
@@ -877,14 +891,15 @@ class OwnRelays:
                         self._followed[id(proxy)] = (through, [])
                         return through, []
                     break  # one block's own loop: to_itself says it
-                if any(taking is block for block in through):
+                if id(taking) in places:
                     if not entered:
-                        entered = through[next(i for i, block in enumerate(through) if block is taking):]
+                        entered = through[places[id(taking)]:]
                     break
                 if not self._lets_through(taking, relaying):
                     # 60 or 61 there; but from a walk that went through
                     # ``taking``, 43 before: no end for other walks to reuse.
                     break
+                places[id(taking)] = len(through)
                 through.append(taking)
                 relaying = taking
             if ends:
