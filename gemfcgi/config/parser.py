@@ -960,9 +960,10 @@ class _Parser:
                 if kind in ("unix", "tcp", "tcp6"):
                     # An endpoint string's habit: read as a path, it names a
                     # directory "unix:" that no one made.
-                    instead = (f'fastcgi socket "{rest}"' if kind == "unix"
-                               else 'fastcgi socket tcp "HOST" port N')
-                    self._warn(where, f'socket "{path}" is read as a path: write {instead}, or the '
+                    socket_path = rest.removeprefix("path=").partition(":")[0]
+                    instead = (f'fastcgi socket "{socket_path}", or ' if kind == "unix" and socket_path
+                               else 'fastcgi socket tcp "HOST" port N, or ' if kind != "unix" else "")
+                    self._warn(where, f'socket "{path}" is read as a path: write {instead}the '
                                f'string as fastcgi endpoint "{path}"')
                 self._set_address(fastcgi, FastCGISocket(path), where)
         elif token.kind is TokenKind.WORD and token.text == "spawn":

@@ -90,15 +90,17 @@ def test_deprecated_fastcgi_path_is_a_socket_with_a_warning(parse, warnings_of, 
 
 
 @pytest.mark.parametrize("written, instead", [
-    ("unix:/run/app.sock", 'fastcgi socket "/run/app.sock"'),
-    ("tcp:127.0.0.1:9000", 'fastcgi socket tcp "HOST" port N'),
+    ("unix:/run/app.sock", 'fastcgi socket "/run/app.sock", or '),
+    ("unix:path=/run/app.sock:timeout=3", 'fastcgi socket "/run/app.sock", or '),
+    ("unix:", ""),
+    ("tcp:127.0.0.1:9000", 'fastcgi socket tcp "HOST" port N, or '),
 ])
 def test_an_endpoint_string_written_as_a_socket_path_is_warned_of(warnings_of, server_with, written, instead):
     # Read as a path, "unix:/run/app.sock" named a directory "unix:" beside
     # the file: every request got 42, and the check said nothing.
     body = f'location "/app/*" {{\n\t\tfastcgi socket "{written}"\n\t}}'
     assert warnings_of(server_with(body)) == [
-        f'gmid.conf:6: socket "{written}" is read as a path: write {instead}, or the string as '
+        f'gmid.conf:6: socket "{written}" is read as a path: write {instead}the string as '
         f'fastcgi endpoint "{written}"'
     ]
 
