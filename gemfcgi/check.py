@@ -242,16 +242,37 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     spawned = spawned_command(command, env)
     if spawned is None or not _runs(spawned, env, "fcgiwrap"):
         return None
-    words = spawned.words[1:]
-    for index, word in enumerate(words):
-        value = words[index + 1] if word == "-c" and index + 1 < len(words) else \
-            word[2:] if word.startswith("-c") and len(word) > 2 else None
-        if value is not None:
-            if not value.isdigit() or int(value) > 1:
-                return None  # fcgiwrap's reading of it is its own
+    children = _getopt_value(spawned.words[1:], "c", takes_values="csp")
+    if children is not None and (not children.isdigit() or int(children) > 1):
+        return None  # fcgiwrap's reading of it is its own
     return (f"fastcgi spawn: {os.path.basename(spawned.words[0])} without -c N runs one script at a "
             "time, so one slow or hung script holds up every other "
             f'(spawn "{command.strip()} -c 4")')
+
+
+def _getopt_value(words: list[str], option: str, takes_values: str) -> Optional[str]:
+    """
+    The value of a one-letter ``option`` as getopt(3) reads ``words``:
+    flags run together (``-fc4``), the value in the same word or the next,
+    the last one given wins, and the first word that is no option ends them.
+    """
+    value = None
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if word == "--" or not word.startswith("-") or word == "-":
+            break
+        for place, letter in enumerate(word[1:], start=1):
+            if letter in takes_values:
+                given = word[place + 1:]
+                if not given and index < len(words):
+                    given = words[index]
+                    index += 1
+                if letter == option:
+                    value = given
+                break
+    return value
 
 
 def _runs(spawned: SpawnedCommand, env: Mapping[str, str], name: str) -> bool:

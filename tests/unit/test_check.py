@@ -386,8 +386,12 @@ def test_fcgiwrap_spawned_to_run_one_script_at_a_time_is_warned_of():
         f'fastcgi spawn: fcgiwrap without -c N {advice} (spawn "/usr/sbin/fcgiwrap -c 4")')
     assert one_fcgiwrap_at_a_time("env -i PATH=/bin /usr/sbin/fcgiwrap -c 1", {}) == (
         f'fastcgi spawn: fcgiwrap without -c N {advice} (spawn "env -i PATH=/bin /usr/sbin/fcgiwrap -c 1 -c 4")')
-    for command in ("/usr/sbin/fcgiwrap -c 4", "fcgiwrap -c8", "fcgiwrap -f -c 2", "php-cgi", "fcgiwrap 'x"):
+    for command in ("/usr/sbin/fcgiwrap -c 4", "fcgiwrap -c8", "fcgiwrap -f -c 2", "fcgiwrap -fc4",
+                    "fcgiwrap -s unix:/x -c 3", "php-cgi", "fcgiwrap 'x"):
         assert one_fcgiwrap_at_a_time(command, {}) is None, command
+    # As getopt reads it: the last -c wins; -s takes a value ("-c" is it).
+    for command in ("fcgiwrap -c 4 -c 1", "fcgiwrap -s -c", "fcgiwrap -f"):
+        assert one_fcgiwrap_at_a_time(command, {}) is not None, command
 
 
 def test_the_php_cgi_warning_reads_the_command_as_it_will_run(tmp_path):
