@@ -595,13 +595,16 @@ def _blocks_named(blocks: list[model.Proxy], origin: Optional[model.Origin], con
 def keys_under_roots(config: model.Config, chroot: Optional[str]) -> list[tuple[Optional[model.Origin], str, str]]:
     """
     The private keys (of servers and of proxy blocks' client pairs) that
-    lie under a root some location serves: a request for one gets the key.
+    lie under a root some location serves files from: anyone may ask for one.
     Each as where it is written, the key, and the root.
     """
     roots: dict[str, str] = {}
     for server in config.servers:
         for options in [server.options, *(location.options for location in server.locations)]:
-            if options.root is not None:
+            # A root whose requests go to an application, or are all
+            # refused, serves no file.
+            relayed = options.fastcgi is not None and not options.fastcgi.off
+            if options.root is not None and not relayed and options.block is None:
                 roots.setdefault(os.path.realpath(_in_chroot(chroot, options.root)), options.root)
     keys = [(server.origins.get("key", server.origin), server.key) for server in config.servers]
     keys += [(proxy.origins.get("key", proxy.origin), proxy.key)

@@ -556,6 +556,15 @@ def test_a_private_key_under_a_served_root_is_warned_of(tmp_path):
         f"key {tmp_path}/keys/k.pem is under the root {tmp_path}, where anyone may ask for the private "
         "key (keep keys outside every root)",
     ]
+    # A root only an application or a block answers for serves no file.
+    relayed = model.Server(name="localhost", cert=str(tmp_path / "capsule/c.pem"), key=str(tmp_path / "capsule/k.pem"),
+                           options=model.LocationOptions(root=str(tmp_path / "keys")), locations=[
+                               model.Location("/app/*", model.LocationOptions(
+                                   root=str(tmp_path / "capsule"),
+                                   fastcgi=model.FastCGI(address=model.FastCGISocket("/run/app.sock")))),
+                               model.Location("/no/*", model.LocationOptions(
+                                   root=str(tmp_path), block=model.BlockReturn(51)))])
+    assert not [w for w in check_config(model.Config(servers=[relayed]))[1] if "private key" in w.message]
     outside = model.Server(name="localhost", cert=str(tmp_path / "keys/c.pem"), key=str(tmp_path / "keys/k.pem"),
                            options=model.LocationOptions(root=str(tmp_path / "capsule")))
     assert not [w for w in check_config(model.Config(servers=[outside]))[1] if "private key" in w.message]
