@@ -200,7 +200,7 @@ def listen_failed(
     # A unix socket's error comes from its lock file, whose name says nothing to the user.
     cause = getattr(failure.value, "socketError", None) or failure.value
     reason = getattr(cause, "strerror", None) or failure.getErrorMessage()
-    problem = ListenError(f"{description}: {reason}")
+    problem = ListenError(f"{as_written(description)}: {reason}")
     problem.origin = origin
     return problem
 
@@ -310,8 +310,10 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     """
     proxied, inner_description = split_proxied(description)
     shown = as_written(description)
-    # Twisted finds endpoint types in any case.
+    # Endpoint types in any case: Twisted's own table has them in lower
+    # case only ("TCP:1965" was an unknown type 'tcp').
     kind = inner_description.split(":", 1)[0].lower()
+    inner_description = kind + inner_description[len(kind):]
     if kind in ("ssl", "tls"):
         # Its TLS would sit where gemfcgi's own goes, and offer no
         # certificate per server.
@@ -344,7 +346,7 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
         # int() of a port or an option: "invalid literal for int() with base 10: 'abc'"
         # (base 8 for a mode).
         number = re.fullmatch(r"invalid literal for int\(\) with base \d+: (.*)", str(error))
-        what = f"{number.group(1)} is not a number (a port, backlog or mode is one)" if number else str(error)
+        what = f"{number.group(1)} is not a number" if number else str(error)
         raise ListenError(f"{shown}: {what}") from error
     if isinstance(inner, endpoints.AdoptedStreamServerEndpoint):
         inner = inherited(reactor, inner)

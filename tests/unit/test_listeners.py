@@ -184,9 +184,9 @@ def test_a_misspelt_listen_option_is_named_without_a_traceback():
 
 
 @pytest.mark.parametrize("written, said", [
-    ("tcp:abc", "tcp:abc: 'abc' is not a number (a port, backlog or mode is one)"),
-    ("tcp:1965:backlog=x", "tcp:1965:backlog=x: 'x' is not a number (a port, backlog or mode is one)"),
-    ("unix:/run/g.sock:mode=zz", "unix:/run/g.sock:mode=zz: 'zz' is not a number (a port, backlog or mode is one)"),
+    ("tcp:abc", "tcp:abc: 'abc' is not a number"),
+    ("tcp:1965:backlog=x", "tcp:1965:backlog=x: 'x' is not a number"),
+    ("unix:/run/g.sock:mode=zz", "unix:/run/g.sock:mode=zz: 'zz' is not a number"),
 ])
 def test_a_listen_string_that_is_no_number_where_one_goes_is_said_as_written(written, said):
     # The error echoed a string the user never wrote (the backlog added)
@@ -198,6 +198,17 @@ def test_a_listen_string_that_is_no_number_where_one_goes_is_said_as_written(wri
     with pytest.raises(ListenError) as raised:
         server_endpoint(MemoryReactor(), with_backlog(written))
     assert str(raised.value) == said
+
+
+def test_an_endpoint_type_in_capitals_is_the_type():
+    # "TCP:1965" was refused: "Unknown endpoint type: 'tcp'".
+    from twisted.internet import endpoints
+    from twisted.internet.testing import MemoryReactor
+
+    from gemfcgi.service import server_endpoint
+
+    assert isinstance(server_endpoint(MemoryReactor(), "TCP:1965:interface=127.0.0.1"),
+                      endpoints.TCP4ServerEndpoint)
 
 
 def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):

@@ -780,7 +780,7 @@ def test_a_failed_start_removes_only_a_pidfile_that_names_this_process(tmp_path)
 def test_a_daemons_failed_start_fits_twistds_hundred_bytes_with_its_line_and_reason():
     from gemfcgi.tap import status_message
 
-    what = "cannot listen on tcp:1965:interface=127.0.0.1:backlog=1024: Address already in use"
+    what = "cannot listen on tcp:1965:interface=203.0.113.254:backlog=64: Address already in use"
     assert status_message("", "cannot open /var/log/gemini.log") == b"cannot open /var/log/gemini.log"
     short = status_message("/etc/gmid.conf:12: ", what)
     assert len(short) <= 98
