@@ -225,6 +225,10 @@ def parse_request_line(line: bytes) -> Request:
     return Request(url=line.decode("ascii"), scheme="gemini", host=host, port=port, path=path, query=query)
 
 
+# The dots IDNA reads as ".": ASCII, ideographic, full-width, half-width.
+_DOTS = ".\u3002\uff0e\uff61"
+
+
 def _parse_general(line: bytes) -> Request:
     if len(line) > MAX_REQUEST_BYTES:
         raise _bad("request line longer than 1024 bytes")
@@ -260,7 +264,9 @@ def _parse_general(line: bytes) -> Request:
     host = canonical_host(raw_host)
     if host is None:
         raise _bad("malformed host")
-    if (escaped or not raw_host.isascii()) and is_address(host):
+    # One trailing dot, as IDNA reads dots, is the root's ("127.0.0.1。" is "127.0.0.1.").
+    bare = raw_host[:-1] if raw_host[-1:] in _DOTS else raw_host
+    if (escaped or not bare.isascii()) and is_address(host):
         # An IP literal is written as one (IPv6 in brackets), not escaped
         # into a name (``%3A%3A1``, ``127%2E0.0.1``) nor spelt in other
         # digits that IDNA maps to these (``１２７．０．０．１``).

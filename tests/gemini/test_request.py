@@ -121,6 +121,12 @@ def test_a_trailing_dot_idna_reads_as_a_dot_is_the_roots_as_an_ascii_one(host):
     assert parse_request_line(f"gemini://{host}/".encode()).host == expected
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1.", "127.0.0.1。", "127.0.0.1．"])
+def test_an_address_with_a_trailing_dot_of_any_kind_is_that_address(host):
+    # "127.0.0.1." was served and "127.0.0.1。" got 59.
+    assert parse_request_line(f"gemini://{host}/".encode()).host == "127.0.0.1"
+
+
 @pytest.mark.parametrize("host", [
     "%3A%3A1", "%5B%3A%3A1%5D", "127%2E0.0.1", "127%2e0%2e0%2e1", "１２７．０．０．１", "①②⑦.0.0.1",
 ])
