@@ -761,8 +761,9 @@ class _Parser:
         for name in [server.name, *server.aliases]:
             if "xn--" in name.lower():
                 try:
-                    decoded = name.encode("ascii").decode("idna")
-                    suggestion = f' ("{decoded}")'
+                    # In lower case: the codec leaves "Xn--" as it is.
+                    decoded = name.lower().encode("ascii").decode("idna")
+                    suggestion = f' ("{decoded}")' if decoded != name.lower() else ""
                 except (UnicodeError, ValueError):
                     suggestion = ""
                 self._warn(

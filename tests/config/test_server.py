@@ -190,6 +190,15 @@ def test_punycode_server_name_is_a_warning(warnings_of, server_with):
     ]
 
 
+def test_a_punycode_name_in_capitals_is_decoded_for_the_warning(warnings_of, server_with):
+    # The hint named the same string: 'write the decoded name ("Xn--Caf-Dma.example")'.
+    text = server_with("").replace('"example.com"', '"Xn--Caf-Dma.example"')
+    assert warnings_of(text) == [
+        'gmid.conf:1: "Xn--Caf-Dma.example" looks like punycode: write the decoded name '
+        '("café.example"), names are matched after decoding'
+    ]
+
+
 def test_unknown_directive_is_an_error_with_its_line(errors_of, server_with):
     assert errors_of(server_with("frobnicate on")) == [
         "gmid.conf:5: unknown directive 'frobnicate'"
