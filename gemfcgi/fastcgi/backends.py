@@ -113,7 +113,7 @@ class Backend:
 
     def answered(self) -> None:
         """
-        The application sent something back on a request's connection: the
+        The application read a request, or sent something back on one: the
         spawned program behind it, if any, runs and takes requests, however
         its run ends (a crash on one request's input is no failed start).
         """
