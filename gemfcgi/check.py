@@ -58,6 +58,7 @@ from gemfcgi.regularfile import irregular_kind
 from gemfcgi.service import (
     ListenError,
     addresses_of,
+    as_written,
     endpoint_fields,
     listen_descriptions,
     listens_on,
@@ -433,7 +434,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
         here = ("a PROXY header (proxy-v1 or proxy-v2) is read here but not" if listen.proxy_v1
                 else "no PROXY header (proxy-v1 or proxy-v2) is read here but one is")
         error(listen.origin, f"listen on {listen.address} port {listen.port}: {here} {where} "
-              f"({earlier.address}), and {split_proxied(description)[1]} would take the connections "
+              f"({earlier.address}), and {as_written(split_proxied(description)[1])} would take the connections "
               "of both: every listen on the same address and port must agree")
     relays = OwnRelays(config)
     for server in config.servers:

@@ -288,7 +288,7 @@ def test_listen_lines_that_resolve_to_one_socket_must_agree_on_proxy_v1(tmp_path
         '\tcert "{cert}"\n\tkey "{key}"\n\troot "{root}"\n}}\n'
     )) == [
         f"8: listen on 127.0.0.1 port 22040: no PROXY header (proxy-v1 or proxy-v2) is read here but "
-        f"one is at {tmp_path}/gmid.conf:2 (localhost), and tcp:22040:interface=127.0.0.1:backlog=1024 would take the connections of "
+        f"one is at {tmp_path}/gmid.conf:2 (localhost), and tcp:22040:interface=127.0.0.1 would take the connections of "
         "both: every listen on the same address and port must agree"
     ]
 
@@ -306,7 +306,7 @@ def test_an_embedded_configuration_whose_alike_listens_disagree_on_proxy_v1_is_r
     errors, _ = check_config(model.Config(servers=[server]))
     assert [str(e) for e in errors] == [
         "<config>: listen on 127.0.0.1 port 22042: a PROXY header (proxy-v1 or proxy-v2) is read "
-        "here but not on an earlier listen (127.0.0.1), and tcp:22042:interface=127.0.0.1:backlog=1024 would take the "
+        "here but not on an earlier listen (127.0.0.1), and tcp:22042:interface=127.0.0.1 would take the "
         "connections of both: every listen on the same address and port must agree"
     ]
 
@@ -327,7 +327,7 @@ def test_a_wildcard_and_an_address_it_takes_must_agree_on_proxy_v1(tmp_path, fir
     # The socket named is the one that would take both: the wildcard's.
     wildcard = {"*": "tcp6:22041:interface=\\:\\:", "0.0.0.0": "tcp:22041:interface=0.0.0.0"}
     socket = wildcard.get(first, wildcard.get(second, "tcp:22041:interface=127.0.0.1"))
-    assert f"), and {socket}:backlog=1024 would take the connections of both" in errors[0]
+    assert f"), and {socket} would take the connections of both" in errors[0]
     assert errors[0].endswith(": every listen on the same address and port must agree")
 
 
