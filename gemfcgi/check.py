@@ -666,8 +666,11 @@ def no_host_matches(name: str) -> Optional[str]:
     literal, host = literal_host(name)
     if literal:
         return None if host is not None else "it is no host name"
-    # Inside a bracket expression, "^" negates (as "!" does).
-    odd = sorted(set(re.sub(r"\[[!^]?\]?[^]]*\]", "", name)) & _NEVER_IN_A_HOST)
+    # Inside a bracket expression, "^" negates (as "!" does). No bracket
+    # closes after the last "]", so the text after it is kept as it is: the
+    # regular expression would read on to the end from each "[" there.
+    closed = name.rfind("]") + 1
+    odd = sorted(set(re.sub(r"\[[!^]?\]?[^]]*\]", "", name[:closed]) + name[closed:]) & _NEVER_IN_A_HOST)
     if odd:
         return f"no host holds {''.join(odd)!r}"
     return None

@@ -57,13 +57,23 @@ class _Malformed(Exception):
     """A bracket expression that only parses leniently (see ``is_well_formed``)."""
 
 
-def _bracket(pattern: str, start: int, strict: bool = False) -> tuple[Optional[str], int]:
+def _bracket(pattern: str, start: int, strict: bool = False,
+             unclosed: Optional[set[int]] = None) -> tuple[Optional[str], int]:
     """
     The bracket expression opening at ``pattern[start]`` (a ``[``) as a
     regular expression, and the index after it; ``None`` when it is never
     closed, so the ``[`` is literal. ``strict``: raise ``_Malformed`` where
     the expression only parses leniently.
+
+    ``unclosed`` holds the indexes from which an earlier expression of the
+    same pattern was read on to the end: past its first member, where an
+    expression stands depends on that index alone, so one reaching such an
+    index is never closed either. Without it, each ``[`` of a pattern
+    holding many unclosed ones would be read to the end again.
     """
+    if unclosed is None:
+        unclosed = set()
+    passed: list[int] = []
 
     def lenient(outcome: Optional[Exception] = None) -> None:
         if strict:
@@ -78,9 +88,12 @@ def _bracket(pattern: str, start: int, strict: bool = False) -> tuple[Optional[s
     items: list[str] = []
     first = True
     while True:
-        if i >= len(pattern):
+        if i >= len(pattern) or (not first and i in unclosed):
             lenient()
+            unclosed.update(passed)
             return None, start + 1
+        if not first:
+            passed.append(i)
         c = pattern[i]
         if c == "]" and not first:
             i += 1
@@ -120,6 +133,7 @@ def _bracket(pattern: str, start: int, strict: bool = False) -> tuple[Optional[s
         elif c == "\\":
             if i + 1 >= len(pattern):
                 lenient()
+                unclosed.update(passed)
                 return None, start + 1
             low, i = pattern[i + 1], i + 2
         else:
@@ -158,6 +172,7 @@ def translate(pattern: str, strict: bool = False) -> str:
     parses leniently.
     """
     parts: list[str] = []
+    unclosed: set[int] = set()
     i = 0
     try:
         while i < len(pattern):
@@ -170,7 +185,7 @@ def translate(pattern: str, strict: bool = False) -> str:
             if c == "?":
                 parts.append("(?s:.)")
             elif c == "[":
-                expression, after = _bracket(pattern, i, strict)
+                expression, after = _bracket(pattern, i, strict, unclosed)
                 if expression is not None:
                     parts.append(expression)
                     i = after

@@ -483,6 +483,7 @@ def test_a_spawned_program_the_user_may_not_run_is_warned_of(tmp_path):
     ("", "it is no host name"),
     ("*.te st", "no host holds ' '"),
     ("[^w]*.example.com", None), ("*[^0-9].example.org", None),  # ^ negates in brackets
+    ("[ ]x[]a b].test", None), ("[ ]x[ a.test", "no host holds ' '"),  # in brackets, if closed
     ("a.test", None), ("*.test", None), ("[::1]", None), ("bücher.example", None),
 ])
 def test_a_server_name_or_alias_no_host_can_match_is_warned_of(tmp_path, name, why):
@@ -497,6 +498,18 @@ def test_a_server_name_or_alias_no_host_can_match_is_warned_of(tmp_path, name, w
     assert errors == []
     assert said == ([f'gmid.conf:1: alias "{name}": no request can reach this server by it: {why}']
                     if why else [])
+
+
+def test_a_name_of_many_unclosed_brackets_is_searched_for_what_no_host_holds_in_one_pass(monkeypatch):
+    # The closed brackets were looked for from each "[" on to the end.
+    from gemfcgi import check
+
+    searched: list[int] = []
+    real_sub = check.re.sub
+    monkeypatch.setattr(check.re, "sub", lambda pattern, replacement, text, *rest: (
+        searched.append(len(text)) or real_sub(pattern, replacement, text, *rest)))
+    assert check.no_host_matches("[@]" + "[" * 10_000 + "%") == "no host holds '%'"
+    assert sum(searched) == len("[@]")
 
 
 def test_a_strip_or_params_no_fastcgi_request_uses_are_warned_of(tmp_path):

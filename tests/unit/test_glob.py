@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -126,3 +127,29 @@ def test_a_server_named_by_an_ipv6_literal_in_brackets_is_that_address(pattern, 
     from gemfcgi.gemini.hosts import HostPattern
 
     assert HostPattern(pattern).matches(host) is matches
+
+
+class _CountingReads(str):
+    """A pattern that counts how many times its characters are read."""
+
+    reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return str.__getitem__(self, key)
+
+
+@pytest.mark.parametrize("unit, literal", [("[", "["), ("[a", "[a"), ("[!", "[!"), ("[\\]", "[]")])
+def test_a_pattern_of_many_unclosed_brackets_is_read_in_one_pass(unit, literal):
+    # Each unclosed [ was read on to the end of the pattern: a server name
+    # of 10,000 took 45 s to check, a location of 5,000 held up the start 9 s.
+    from gemfcgi.glob import translate
+
+    count = 1000
+    pattern = _CountingReads(unit * count)
+    assert not is_well_formed(pattern)
+    assert glob_matches(literal * count, str(pattern))
+    assert not glob_matches(literal * (count - 1), str(pattern))
+    expression = translate(pattern)
+    assert re.fullmatch(expression, literal * count)
+    assert pattern.reads < 30 * len(pattern)
