@@ -67,6 +67,13 @@ MAX_MACRO_DEPTH = 32
 # And what one ``@name`` written in the file may expand to, the macros in
 # it with it: macros that each use the one below twice double at each level.
 MAX_MACRO_EXPANSION = 1 << 20
+# What all the ``@name`` uses of a configuration may expand to together:
+# MAX_MACRO_EXPANSION, and this many characters more for each character of
+# its files (includes too). A bound on the whole alone failed 600 uses of a
+# 2 KB macro (33 times the file); one on each use alone let a line of
+# 540,000 characters written 40 times in 573 bytes take 27 s. This way
+# macros make a file at most about this many times slower to read.
+MACRO_EXPANSION_PER_CHARACTER = 64
 # gmid's numbers are C ``long long``.
 MAX_NUMBER = (1 << 63) - 1
 
@@ -247,6 +254,8 @@ class Lexer:
         self._stack: list[_Source] = [_TextSource(text, file, real_path=real_path)]
         self._lookahead: Optional[Token] = None
         self._expanded = 0
+        self._expanded_in_all = 0
+        self._read = len(text)
         # The real paths of the files on the stack, kept as it changes: an
         # include asks whether its file is one (a loop), and looking
         # through the stack made nested includes quadratic.
@@ -270,6 +279,7 @@ class Lexer:
             self._stack.append(_TokenSource([self._lookahead]))
             self._lookahead = None
         self._stack.append(_TextSource(text, file, real_path=real_path, included=True))
+        self._read += len(text)
         if real_path is not None:
             self._open[real_path] += 1
 
@@ -436,13 +446,19 @@ class Lexer:
         if not expanding:
             self._expanded = 0  # a use written in the file: its expansion is counted anew
         self._expanded += len(value)
-        if self._expanded > MAX_MACRO_EXPANSION:
+        self._expanded_in_all += len(value)
+        in_all = MAX_MACRO_EXPANSION + MACRO_EXPANSION_PER_CHARACTER * self._read
+        if self._expanded > MAX_MACRO_EXPANSION or self._expanded_in_all > in_all:
             # What the macros being expanded still hold is dropped: each of
             # its @names would be this error again.
             while isinstance(self._stack[-1], _TextSource) and self._stack[-1].macro:
                 self._pop()
-            return self._error(source, line, f"macros expand to more than {MAX_MACRO_EXPANSION} "
-                               f"characters at @{name}")
+            if self._expanded > MAX_MACRO_EXPANSION:
+                return self._error(source, line, f"macros expand to more than {MAX_MACRO_EXPANSION} "
+                                   f"characters at @{name}")
+            return self._error(source, line, f"macros expand to more than {in_all} characters in all "
+                               f"at @{name} ({MAX_MACRO_EXPANSION} and {MACRO_EXPANSION_PER_CHARACTER} "
+                               "more for each character of the configuration)")
         self._stack.append(
             _TextSource(value, source.file, line, fixed_line=True, macro=name)
         )

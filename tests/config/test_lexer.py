@@ -200,6 +200,30 @@ def test_macros_that_double_at_each_level_are_stopped(errors_of, server_with):
     assert errors[0].startswith("gmid.conf:32: macros expand to more than 1048576 characters at @l")
 
 
+def test_the_bound_on_what_macros_expand_to_holds_for_the_whole_file(monkeypatch, errors_of, server_with):
+    # It held for each @ use written: a line expanding to 540,000 characters,
+    # written 40 times in a file of 573 bytes, took 27 s.
+    from gemfcgi.config import lexer
+
+    expanded: list[int] = []
+
+    class CountedSource(lexer._TextSource):
+        def __init__(self, text: str, *args, **kwargs) -> None:
+            if kwargs.get("macro"):
+                expanded.append(len(text))
+            super().__init__(text, *args, **kwargs)
+
+    monkeypatch.setattr(lexer, "_TextSource", CountedSource)
+    levels = "".join(f"m{n} = '@m{n - 1} @m{n - 1}'\n" for n in range(1, 17))
+    text = "m0 = ';'\n" + levels + "@m16\n" * 4 + server_with("")
+    errors = errors_of(text)
+    in_all = lexer.MAX_MACRO_EXPANSION + lexer.MACRO_EXPANSION_PER_CHARACTER * len(text)
+    assert [error.split(" at @")[0] for error in errors] == [
+        f"gmid.conf:{line}: macros expand to more than {in_all} characters in all" for line in (20, 21)]
+    assert errors[1].endswith(" at @m16 (1048576 and 64 more for each character of the configuration)")
+    assert sum(expanded) <= in_all
+
+
 @pytest.mark.parametrize("line, said", [
     ('lang "en\x01"', "lang 'en\\x01' contains the control character '\\x01'"),
     ('default type "text/plain\x1b"', "default type 'text/plain\\x1b' contains the control character '\\x1b'"),
