@@ -228,6 +228,22 @@ def is_well_formed(pattern: str) -> bool:
     return True
 
 
+def literal_start(pattern: str) -> str:
+    """What every name ``pattern`` matches starts with: its characters before the first wildcard or escape."""
+    for index, character in enumerate(pattern):
+        if character in "*?[\\":
+            return pattern[:index]
+    return pattern
+
+
+def literal_end(pattern: str) -> str:
+    """What every name ``pattern`` matches ends with: its characters after the last wildcard, escape or bracket."""
+    for index in range(len(pattern) - 1, -1, -1):
+        if pattern[index] in "*?[]\\":
+            return pattern[index + 1:]
+    return pattern
+
+
 def is_glob(pattern: str) -> bool:
     """Whether ``pattern`` holds a character ``fnmatch`` gives a meaning (else it matches itself only)."""
     return any(c in pattern for c in "*?[\\")

@@ -17,7 +17,7 @@ from typing import Optional, Union
 from gemfcgi.config import model
 from gemfcgi.config.values import port_number
 from gemfcgi.gemini.hosts import HostPattern
-from gemfcgi.glob import compile_glob, glob_matches, is_glob
+from gemfcgi.glob import compile_glob, glob_matches, is_glob, literal_start
 from gemfcgi.mime import OCTET_STREAM, MimeTable
 from gemfcgi.serverindex import ServersByName
 
@@ -87,7 +87,7 @@ class VirtualHost:
         ``/wiki/index.php``): one written for the paths under that file.
         """
         wanted = (path[1:] if path.startswith("/") else path) + "/"
-        return any(_literal_start(glob).startswith(wanted) for glob, _, _ in self._locations)
+        return any(literal_start(glob).startswith(wanted) for glob, _, _ in self._locations)
 
     def _proxy_for(self, host: str, port: int) -> Optional[PathSettings]:
         """
@@ -124,14 +124,6 @@ class VirtualHost:
 
     def __repr__(self) -> str:
         return f"<VirtualHost {self.name!r}>"
-
-
-def _literal_start(glob: str) -> str:
-    """What a pattern matches literally before its first wildcard or escape."""
-    for index, character in enumerate(glob):
-        if character in "*?[\\":
-            return glob[:index]
-    return glob
 
 
 def port_pattern(port: Union[int, str, None]) -> Union[int, str, None]:

@@ -213,18 +213,20 @@ class HostPattern:
     def __init__(self, glob: str) -> None:
         self.glob = glob
         lowered = normal_glob(glob)
-        self._globs = {lowered}
+        # Each spelling a host is matched against (the server index files
+        # the pattern under each).
+        self.globs = {lowered}
         if not lowered.isascii() and "*" not in lowered and "?" not in lowered:
             alabel = canonical_host(lowered)
             if alabel:
-                self._globs.add(alabel)
+                self.globs.add(alabel)
         elif "xn--" in lowered:
-            self._globs.add(unicode_host(lowered))
+            self.globs.add(unicode_host(lowered))
         self._literal = literal_host(glob)[1]
         # Held here, not looked up at each match: a configuration of more
         # globs than the compiled-pattern cache keeps would compile each
         # one again for every request.
-        self._regexes = [] if self._literal is not None else [compile_glob(g) for g in self._globs]
+        self._regexes = [] if self._literal is not None else [compile_glob(g) for g in self.globs]
 
     def matches(self, canonical: str) -> bool:
         if self._literal is not None:

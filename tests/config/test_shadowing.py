@@ -143,6 +143,35 @@ def test_an_ipv6_address_in_brackets_is_the_host_an_earlier_block_takes(warnings
     ]
 
 
+def test_globs_that_are_no_star_dot_name_are_compared_only_with_those_they_can_match(monkeypatch, warnings_of):
+    # Each name was matched against every earlier glob not of the form
+    # "*.name": 1,000 servers with 10 aliases like "a0.h1.*" took 28 s.
+    from gemfcgi import serverindex
+    from gemfcgi.gemini.hosts import HostPattern
+    from gemfcgi.glob import compile_glob
+
+    tried: list[str] = []
+
+    class CountedRegex:
+        def __init__(self, text: str) -> None:
+            self.regex = compile_glob(text)
+
+        def fullmatch(self, text: str):
+            tried.append(text)
+            return self.regex.fullmatch(text)
+
+    real_matches = HostPattern.matches
+    monkeypatch.setattr(serverindex, "compile_glob", CountedRegex)
+    monkeypatch.setattr(HostPattern, "matches", lambda self, host: tried.append(host) or real_matches(self, host))
+    count = 200
+    blocks = [f"h{n}.test|" + ",".join(f"a{k}.h{n}.*" for k in range(10)) for n in range(count)]
+    warnings = warnings_of(servers(*blocks, "late.test|a3.h7.*,a3.h7.x,a3.h*"))
+    assert warnings == [
+        f'gmid.conf:{15 * count + 1}: server "late.test": requests for its alias "{alias}" go to server '
+        '"h7.test" at gmid.conf:106 (gemfcgi uses the first matching block)' for alias in ("a3.h7.*", "a3.h7.x")]
+    assert len(tried) <= 3
+
+
 def _first_by_trying_each(servers: list[Server], name: str):
     """What the index must answer: every earlier block tried in order, each name matched whole."""
     from gemfcgi.gemini.hosts import HostPattern, glob_spellings, literal_host, normal_glob
@@ -163,7 +192,8 @@ def _first_by_trying_each(servers: list[Server], name: str):
 
 _NAMES = ["a.test", "b.a.test", "*.a.test", "*.test", "*", "?.test", "[ab].test", "b*", "*.b.a.test",
           "x.b.a.test", "A.Test", "*.A.TEST", "bücher.test", "*.bücher.test", "*.xn--bcher-kva.test",
-          "w.xn--bcher-kva.test", "b\\*.test", "[::1]", "::1", ".a.test", "*a.test"]
+          "w.xn--bcher-kva.test", "b\\*.test", "[::1]", "::1", ".a.test", "*a.test", "a*", "b.a.*", "*b",
+          "a.*.test", "*.a.*", "x*.test", "bü*", "*cher.test", "[ab]*", "*[ab]"]
 
 
 @settings(max_examples=300, deadline=None)

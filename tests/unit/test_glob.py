@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from gemfcgi.glob import glob_matches, is_well_formed
+from gemfcgi.glob import glob_matches, is_well_formed, literal_end, literal_start
 
 
 def _libc_fnmatch():
@@ -70,6 +70,20 @@ def test_every_well_formed_pattern_matches_exactly_what_the_c_function_matches(p
     # the check warns of those.
     assume(is_well_formed(pattern))
     assert glob_matches(name, pattern) == libc_fnmatch(pattern, name)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(pattern=st.lists(PATTERN_PIECES, max_size=8).map("".join), data=st.data())
+def test_a_name_a_pattern_matches_starts_and_ends_as_the_pattern_does_literally(pattern, data):
+    # The server index compares a name only with the globs it can match by these.
+    from gemfcgi.glob import translate
+
+    expression = translate(pattern)
+    assume(expression != "(?!)")
+    name = data.draw(st.from_regex(expression, fullmatch=True))
+    assert glob_matches(name, pattern)
+    assert name.startswith(literal_start(pattern))
+    assert name.endswith(literal_end(pattern))
 
 
 @pytest.mark.skipif(libc_fnmatch is None, reason="no C library to compare with")
