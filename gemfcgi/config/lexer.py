@@ -369,6 +369,10 @@ class Lexer:
     def _quoted(self, source: _TextSource, line: int) -> Token:
         quote = source.advance()
         chars: list[str] = []
+        # A NUL is said once the string is read to its end: the lexer then
+        # goes on after it, not inside it (a "missing cert" for the line
+        # after, a "never closed" for a block that is).
+        nul = False
         while True:
             c = source.peek(quoted=True)
             if c == "":
@@ -387,8 +391,10 @@ class Lexer:
                     source.advance()
                     c = following
             elif c == "\0":
-                return self._error(source, line, "NUL character in a string")
+                nul = True
             chars.append(c)
+        if nul:
+            return self._error(source, line, "NUL character in a string")
         return self._token(TokenKind.STRING, "".join(chars), source, line)
 
     def _number(self, source: _TextSource, line: int) -> Optional[Token]:

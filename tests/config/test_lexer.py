@@ -156,6 +156,13 @@ def test_spawn_and_endpoint_are_ordinary_words_outside_fastcgi(parse, server_wit
 
 def test_nul_in_a_string_is_an_error(errors_of):
     assert errors_of('user "a\0b"\n') == ["gmid.conf:1: NUL character in a string"]
+    # Read on to the string's end: what follows it is read as written, not
+    # as more of the string (a "missing cert" for the line after it).
+    text = ('server "localhost" {\n\tlisten on 127.0.0.1 port 1965\n\tlang "en\0"\n'
+            '\tcert "/c.pem"\n\tkey "/k.pem"\n}\n')
+    assert errors_of(text) == ["gmid.conf:3: NUL character in a string"]
+    text = 'server "localhost" {\n\tcert "/c.pem"\n\tkey "/k.pem"\n\tlisten on "127.0.0.1\0" port 1965 }\n'
+    assert errors_of(text) == ["gmid.conf:4: NUL character in a string"]
 
 
 def test_a_line_break_inside_quotes_is_dropped_as_gmid_drops_it(parse, server_with):
