@@ -621,7 +621,13 @@ class SpawnedApp(Service):
             self._given_up_waiting = False
         healthy = (ran >= self.threshold or ended_on_purpose or self._answered) and not daemonised \
             and not untaken
-        if healthy:
+        # Status 0 at once proves little where this process sees the
+        # requests and none was read or answered (a CGI script given to
+        # spawn, started every second for ever, its output filling the
+        # log): no failed start, but the delay grows. A prefork parent sees
+        # none (php-cgi at its quota answered the workers' requests).
+        proven = ran >= self.threshold or self._answered or self.untaken_requests is None
+        if healthy and proven:
             self._delay = self.min_delay
         at_least = 0.0
         if ended_on_purpose and not self._answered and ran < self.threshold:

@@ -1155,6 +1155,26 @@ def test_a_short_run_that_ends_with_status_0_keeps_requests_and_starts_a_second_
         assert len(reactor.processes) == run + 1
 
 
+def test_runs_that_end_with_status_0_at_once_taking_nothing_are_started_ever_later(spawning):
+    # A CGI script given to spawn, with no request waiting: it was started
+    # every second for ever, its output filling the log. Not a failed
+    # start (no request is refused), but the delay grows.
+    reactor, app = spawning
+    told = []
+    app.on_failed_start = told.append
+    app.untaken_requests = lambda since: 0
+    waits = []
+    for run in range(1, 8):
+        reactor.advance(0.05)
+        reactor.processes[-1].exit(0)
+        assert told == [] and app.failed_start is None and app._socket is not None
+        started = reactor.seconds()
+        while len(reactor.processes) == run:
+            reactor.advance(0.05)
+        waits.append(round(reactor.seconds() - started, 1))
+    assert waits[:4] == [1.0, 1.0, 1.0, 1.0] and waits[4:] == [1.6, 3.2, 6.4], waits
+
+
 @pytest.mark.parametrize("ran, status", [(0.05, 0), (0.9, 0), (5, 0), (5, 1)])
 def test_a_run_ending_by_itself_with_requests_it_never_took_failed_to_start(spawning, ran, status):
     # A CGI script, or a script that forgot to run its server, exits 0 at
