@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Mapping, Optional
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import (
@@ -320,6 +321,23 @@ def access_log_problem(path: str) -> Optional[str]:
     return None
 
 
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """
+    Whether ``issuer`` signed ``certificate``: by its signature, not only
+    its name (another root of the same name signs nothing of this one's).
+    """
+    if certificate.issuer != issuer.subject:
+        return False
+    verify = getattr(certificate, "verify_directly_issued_by", None)
+    if verify is None:  # a cryptography before 40: the name is all there is
+        return True
+    try:
+        verify(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def _may_sign(certificate: x509.Certificate) -> bool:
     """Whether the certificate's key usage, if it has one, allows the signatures of a handshake."""
     try:
@@ -415,9 +433,9 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                            if unusable.startswith("not a CA") else "no client certificate it issued is accepted")
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; {refused}")
-        subjects = {authority.subject for authority in authorities}
         for authority in usable:
-            if authority.issuer != authority.subject and authority.issuer not in subjects:
+            if authority.issuer != authority.subject and not any(
+                    _issued_by(authority, other) for other in authorities if other is not authority):
                 # OpenSSL trusts a chain only up to a root in the file.
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: an "
                         f"intermediate CA without its issuer ({authority.issuer.rfc4514_string()}) in "

@@ -152,7 +152,7 @@ def test_a_dollar_macros_value_is_looked_through_once_however_often_it_is_used(m
             return real.search(text)
 
     monkeypatch.setattr(lexer, "_UNDECODED", Counting())
-    uses = "".join(f"\tlang $big\n" for _ in range(200))
+    uses = "\tlang $big\n" * 200
     text = (f'big = "{"x" * 1000}"\nserver "localhost" {{\n\tcert "/c.pem"\n\tkey "/k.pem"\n'
             f"\tlisten on 127.0.0.1 port 1965\n{uses}}}\n")
     lexer_errors: list[str] = []

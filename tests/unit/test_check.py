@@ -165,11 +165,15 @@ def test_a_ca_file_holding_an_intermediate_without_its_root_is_warned_of(tmp_pat
 
     root = issue("root", ca=True)
     intermediate = issue("intermediate", root, ca=True)
-    files = {"alone.pem": [intermediate[0]], "both.pem": [intermediate[0], root[0]]}
-    assert ca_file_warnings(tmp_path, files) == [[
-        f"gmid.conf:1: require client ca {tmp_path / 'alone.pem'}: CN=intermediate: an intermediate "
-        "CA without its issuer (CN=root) in the file vouches for nobody: add the root it chains to"
-    ], []]
+    # Another root of the same name signs nothing of this intermediate's.
+    impostor = issue("root", ca=True)
+    files = {"alone.pem": [intermediate[0]], "both.pem": [intermediate[0], root[0]],
+             "namesake.pem": [intermediate[0], impostor[0]]}
+    said = ("CN=intermediate: an intermediate CA without its issuer (CN=root) in the file vouches for "
+            "nobody: add the root it chains to")
+    assert ca_file_warnings(tmp_path, files) == [
+        [f"gmid.conf:1: require client ca {tmp_path / 'alone.pem'}: {said}"], [],
+        [f"gmid.conf:1: require client ca {tmp_path / 'namesake.pem'}: {said}"]]
 
 
 def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_path):
