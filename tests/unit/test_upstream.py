@@ -743,24 +743,10 @@ def test_a_name_no_host_can_match_does_not_hide_the_certificates_other_names(nam
     ("x.lan", [], "y.lan", False),
 ])
 def test_the_common_name_counts_only_without_a_subjectaltname_for_a_host(common_name, alternatives, host, named):
-    import datetime
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     from gemfcgi.upstream import certificate_name_problem
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-               .public_key(key.public_key()).serial_number(1)
-               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
-    if alternatives:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name) for name in alternatives]), critical=False)
-    problem = certificate_name_problem(builder.sign(key, hashes.SHA256()), host)
+    certificate = certificate_named_only_by(common_name, alternatives[0] if alternatives else None)
+    problem = certificate_name_problem(certificate, host)
     assert (problem is None) == named, problem
 
 
