@@ -326,7 +326,7 @@ def server_endpoint(reactor, description: str) -> IStreamServerEndpoint:
     try:
         inner = endpoints.serverFromString(reactor, inner_description)
     except (IndexError, KeyError) as error:
-        if "systemd:" in description:
+        if kind == "systemd":
             raise ListenError(f"{shown}: no such socket was passed by systemd "
                               f"({_what_systemd_passed()})") from error
         raise ListenError(f"{shown}: {error!r}") from error

@@ -61,14 +61,11 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
         except (OSError, ValueError):  # closed meanwhile
             return 0
 
-    # Whether the application had read the whole request when the
-    # connection ended: asked before the socket closes, for the protocol.
+    # Whether the application read the whole request before it closed: a
+    # unix socket closed with bytes unread resets its peer (Linux), one
+    # closed with none read is an end of file. (What the kernel held for
+    # it is gone by then: the send queue cannot say.)
     request_taken = False
-
-    def connectionLost(self, reason: Failure) -> None:
-        if getattr(self, "socket", None) is not None:
-            self.request_taken = self.unread_by_peer() == 0
-        super().connectionLost(reason)
 
     def doRead(self):
         # FastCGI passes no file descriptors: a plain recv(), without the
@@ -78,6 +75,8 @@ class UnixStreamConnection(EagerWriteMixin, unix.Server):
             result = tcp.Connection.doRead(self)
         finally:
             self._reading = False
+        if result is main.CONNECTION_DONE:
+            self.request_taken = True  # the application's end of file
         if result is None and self._done_in_read:
             # Closed by what the read delivered (the reply's end): the
             # reactor ends the connection as this read returns.

@@ -285,6 +285,20 @@ def test_an_application_that_dies_on_a_requests_input_after_its_header_did_not_f
         processes.stop_all()
 
 
+def test_an_application_that_takes_a_connection_and_exits_unread_failed_to_start(certificate, capsule):
+    # Taken for one that read the request (the kernel's send queue is
+    # empty once the peer is gone): restarted every 0.1 s for ever, each
+    # request a reset, never said to fail.
+    command = f"{sys.executable} -c 'import os, socket; socket.socket(fileno=0).accept(); os._exit(1)'"
+    processes, server = spawning_server(certificate, capsule, command)
+    try:
+        for _ in range(6):
+            assert get(server, "/app/x").header == b"42 CGI error"
+        logged(server, "cannot connect: the application failed to start")
+    finally:
+        processes.stop_all()
+
+
 def test_an_application_that_crashes_at_start_gets_42_at_once_too(certificate, capsule):
     # A crash is a signal, which was taken for a kill from outside: each
     # request waited out the reply timeout, its line saying "no header".

@@ -209,6 +209,11 @@ def test_an_endpoint_type_in_capitals_is_the_type():
 
     assert isinstance(server_endpoint(MemoryReactor(), "TCP:1965:interface=127.0.0.1"),
                       endpoints.TCP4ServerEndpoint)
+    # And said as systemd's in any case (Python's IndexError showed).
+    from gemfcgi.service import ListenError
+
+    with pytest.raises(ListenError, match=r"^Systemd:domain=INET:index=7: no such socket was passed by systemd"):
+        server_endpoint(MemoryReactor(), "Systemd:domain=INET:index=7")
 
 
 def test_a_socket_passed_that_does_not_listen_is_refused(monkeypatch):
