@@ -321,6 +321,18 @@ def access_log_problem(path: str) -> Optional[str]:
     return None
 
 
+def _top_of_chain(certificate: x509.Certificate, authorities: list[x509.Certificate]) -> x509.Certificate:
+    """The last certificate reached going up from ``certificate`` through the issuers of ``authorities``."""
+    seen = [certificate]
+    while seen[-1].issuer != seen[-1].subject:
+        issuer = next((other for other in authorities
+                       if all(other is not each for each in seen) and _issued_by(seen[-1], other)), None)
+        if issuer is None:
+            break
+        seen.append(issuer)
+    return seen[-1]
+
+
 def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     """
     Whether ``issuer`` signed ``certificate``: by its signature, not only
@@ -434,12 +446,12 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
                         f"{unusable}; {refused}")
         for authority in usable:
-            if authority.issuer != authority.subject and not any(
-                    _issued_by(authority, other) for other in authorities if other is not authority):
+            top = _top_of_chain(authority, authorities)
+            if top.issuer != top.subject:
                 # OpenSSL trusts a chain only up to a root in the file.
                 warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: an "
-                        f"intermediate CA without its issuer ({authority.issuer.rfc4514_string()}) in "
-                        "the file vouches for nobody: add the root it chains to")
+                        f"intermediate CA whose chain in the file reaches no root (none signed by "
+                        f"{top.issuer.rfc4514_string()}) vouches for nobody: add the root it chains to")
 
     if roots_checked:
         for where, key, root in keys_under_roots(config, chroot):

@@ -165,15 +165,22 @@ def test_a_ca_file_holding_an_intermediate_without_its_root_is_warned_of(tmp_pat
 
     root = issue("root", ca=True)
     intermediate = issue("intermediate", root, ca=True)
-    # Another root of the same name signs nothing of this intermediate's.
+    # Another root of the same name signs nothing of this intermediate's;
+    # and one below an intermediate without its root reaches none either.
     impostor = issue("root", ca=True)
+    lower = issue("lower", intermediate, ca=True)
     files = {"alone.pem": [intermediate[0]], "both.pem": [intermediate[0], root[0]],
-             "namesake.pem": [intermediate[0], impostor[0]]}
-    said = ("CN=intermediate: an intermediate CA without its issuer (CN=root) in the file vouches for "
-            "nobody: add the root it chains to")
+             "namesake.pem": [intermediate[0], impostor[0]], "two.pem": [lower[0], intermediate[0]],
+             "chain.pem": [lower[0], intermediate[0], root[0]]}
+
+    def said(name: str, subject: str) -> str:
+        return (f"gmid.conf:1: require client ca {tmp_path / name}: CN={subject}: an intermediate CA whose "
+                "chain in the file reaches no root (none signed by CN=root) vouches for nobody: add the "
+                "root it chains to")
+
     assert ca_file_warnings(tmp_path, files) == [
-        [f"gmid.conf:1: require client ca {tmp_path / 'alone.pem'}: {said}"], [],
-        [f"gmid.conf:1: require client ca {tmp_path / 'namesake.pem'}: {said}"]]
+        [said("alone.pem", "intermediate")], [], [said("namesake.pem", "intermediate")],
+        [said("two.pem", "lower"), said("two.pem", "intermediate")], []]
 
 
 def test_a_malformed_bracket_expression_in_a_name_or_pattern_is_warned_of(tmp_path):
