@@ -54,7 +54,7 @@ from gemfcgi.privileges import (
     path_in_chroot,
 )
 from gemfcgi.proxyv1 import split_proxied
-from gemfcgi.routing import port_matches, port_pattern
+from gemfcgi.routing import VirtualHost, port_matches, port_pattern
 from gemfcgi.regularfile import irregular_kind
 from gemfcgi.service import (
     ListenError,
@@ -340,11 +340,8 @@ def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     """
     if certificate.issuer != issuer.subject:
         return False
-    verify = getattr(certificate, "verify_directly_issued_by", None)
-    if verify is None:  # a cryptography before 40: the name is all there is
-        return True
     try:
-        verify(issuer)
+        certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
@@ -744,6 +741,7 @@ class OwnRelays:
         # squared (a chain of 250 blocks took 10 s, each hop trying every
         # block).
         self._taking: dict[tuple[str, int], Optional[model.Proxy]] = {}
+        self._hosts: dict[int, VirtualHost] = {}
         self._no_loop_from: set[tuple[str, int]] = set()
         self._patterns: dict[str, HostPattern] = {}
 
@@ -819,15 +817,20 @@ class OwnRelays:
         return self._patterns[glob]
 
     def _block_taking(self, host: str, port: int) -> Optional[model.Proxy]:
-        """The proxy block a request for ``host`` on ``port`` reaches; ``None`` when it is served."""
+        """
+        The proxy block a request for ``host`` on ``port`` reaches, chosen
+        as the server chooses it (``VirtualHost.proxy_for``); ``None`` when
+        it is served.
+        """
         if (host, port) not in self._taking:
             chosen = self.servers.first_taking(host)
-            self._taking[host, port] = None if chosen is None else next(
-                (block for block in chosen.proxies
-                 if glob_matches("gemini", block.proto.lower())
-                 and self._pattern(block.for_host).matches(host)
-                 and port_matches(port, port_pattern(block.for_port))),
-                None)
+            taking = None
+            if chosen is not None:
+                if id(chosen) not in self._hosts:
+                    self._hosts[id(chosen)] = VirtualHost(chosen)
+                settings = self._hosts[id(chosen)].proxy_for(host, port)
+                taking = None if settings is None else settings.proxy
+            self._taking[host, port] = taking
         return self._taking[host, port]
 
     def _certificate(self, path: Optional[str]) -> Optional[x509.Certificate]:
