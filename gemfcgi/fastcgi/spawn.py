@@ -522,7 +522,7 @@ class SpawnedApp(Service):
         return not poller.poll(0)
 
     def answered(self) -> None:
-        """The program sent something back on a request: this run is healthy, however short."""
+        """The program read a request or sent something back on one: this run is healthy, however short."""
         if self._process is not None:
             self._answered = True
 

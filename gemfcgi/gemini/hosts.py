@@ -23,7 +23,7 @@ from gemfcgi.glob import compile_glob, is_glob
 # What RFC 3986 allows in no host, besides controls (a '"' would close a
 # quoted field of the access log), and the delimiters of a URL.
 # The dots IDNA takes for ".": ideographic, full-width, half-width ideographic.
-_IDEOGRAPHIC_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+IDEOGRAPHIC_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _NOT_IN_A_HOST = re.compile(r'[ /\\?#@\[\]%"<>{}|^`]')
 
 
@@ -70,7 +70,7 @@ def canonical_host(name: str) -> Optional[str]:
     if not name.isascii():
         # The dots IDNA reads as "." are dots here too: a trailing one
         # (``localhost。``) is the root's, as ``localhost.`` is.
-        name = name.translate(_IDEOGRAPHIC_DOTS)
+        name = name.translate(IDEOGRAPHIC_DOTS)
     # One trailing dot is the root's (``example.org.``); more is an empty label.
     name = name.removesuffix(".")
     if not name or name.endswith(".") or name.startswith(".") or ".." in name:
@@ -168,7 +168,7 @@ def normal_glob(glob: str) -> str:
     """
     lowered = glob.lower()
     if not lowered.isascii():
-        lowered = unicodedata.normalize("NFKC", lowered.translate(_IDEOGRAPHIC_DOTS)).lower()
+        lowered = unicodedata.normalize("NFKC", lowered.translate(IDEOGRAPHIC_DOTS)).lower()
     if len(lowered) > 1 and lowered.endswith(".") and not lowered.endswith("\\."):
         lowered = lowered[:-1]
     return lowered

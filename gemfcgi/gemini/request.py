@@ -19,7 +19,7 @@ from typing import Optional
 from urllib.parse import unquote_to_bytes
 
 from gemfcgi.gemini import status
-from gemfcgi.gemini.hosts import canonical_host, is_address, unicode_host
+from gemfcgi.gemini.hosts import IDEOGRAPHIC_DOTS, canonical_host, is_address, unicode_host
 
 MAX_REQUEST_BYTES = 1024
 # The port a URL without one means.
@@ -225,10 +225,6 @@ def parse_request_line(line: bytes) -> Request:
     return Request(url=line.decode("ascii"), scheme="gemini", host=host, port=port, path=path, query=query)
 
 
-# The dots IDNA reads as ".": ASCII, ideographic, full-width, half-width.
-_DOTS = ".\u3002\uff0e\uff61"
-
-
 def _parse_general(line: bytes) -> Request:
     if len(line) > MAX_REQUEST_BYTES:
         raise _bad("request line longer than 1024 bytes")
@@ -265,7 +261,7 @@ def _parse_general(line: bytes) -> Request:
     if host is None:
         raise _bad("malformed host")
     # One trailing dot, as IDNA reads dots, is the root's ("127.0.0.1。" is "127.0.0.1.").
-    bare = raw_host[:-1] if raw_host[-1:] in _DOTS else raw_host
+    bare = raw_host[:-1] if raw_host[-1:].translate(IDEOGRAPHIC_DOTS) == "." else raw_host
     if (escaped or not bare.isascii()) and is_address(host):
         # An IP literal is written as one (IPv6 in brackets), not escaped
         # into a name (``%3A%3A1``, ``127%2E0.0.1``) nor spelt in other
