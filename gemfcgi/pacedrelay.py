@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from twisted.internet import error as twisted_error
 from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gemfcgi.deadlines import OneTimeout
@@ -29,6 +31,16 @@ if TYPE_CHECKING:
 
 
 @implementer(IPushProducer)
+def twisted_connect_timeout(failure: Failure) -> bool:
+    """
+    Whether a connect failed by Twisted's own connect timeout ("User
+    timeout caused connection failure"), which races a relay's timer of
+    the same length: a relay says it in the timer's words.
+    """
+    return bool(failure.check(twisted_error.TimeoutError)) and \
+        failure.getErrorMessage().startswith("User timeout caused connection failure")
+
+
 class PacedRelay(OneTimeout):
     """The reply side of a relay; see the module's doc."""
 

@@ -51,7 +51,6 @@ from service_identity.hazmat import (
 )
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet import error as twisted_error
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -69,7 +68,7 @@ from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import canonical_host, ipv4_unmapped, is_address
 from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
 from gemfcgi.gemini.request import DEFAULT_PORT, MAX_REQUEST_BYTES, Request
-from gemfcgi.pacedrelay import PacedRelay
+from gemfcgi.pacedrelay import PacedRelay, twisted_connect_timeout
 from gemfcgi.proxyv1 import v1_header
 from gemfcgi.tls import TLS12_CIPHERS, TLS13_SUITES, protocol_range
 
@@ -460,10 +459,7 @@ class ProxyRelay(PacedRelay):
         self._connecting = None
         if self.finished or failure.check(CancelledError):
             return
-        if failure.check(twisted_error.TimeoutError) and \
-                failure.getErrorMessage().startswith("User timeout caused connection failure"):
-            # Twisted's connect timeout, the same as the relay's timer and
-            # racing it: said in the timer's words, as FastCGI's relay does.
+        if twisted_connect_timeout(failure):
             self._connect_timed_out()
             return
         self._fail(Fault.CONNECT, failure.getErrorMessage())

@@ -46,7 +46,7 @@ from gemfcgi.fastcgi.records import (
 )
 from gemfcgi.fastcgi.reply import ReplyHeader, ReplyHeaderReader
 from gemfcgi.gemini import status
-from gemfcgi.pacedrelay import PacedRelay
+from gemfcgi.pacedrelay import PacedRelay, twisted_connect_timeout
 from gemfcgi.textlog import printable
 
 if TYPE_CHECKING:
@@ -343,11 +343,9 @@ class Relay(PacedRelay):
         if self.finished or failure.check(CancelledError):
             return
         if failure.check(twisted_error.TimeoutError):
-            said = failure.getErrorMessage()
-            if said.startswith("User timeout caused connection failure"):
-                # Twisted's TCP connect timeout, in words of its own (an
-                # endpoint string may set its own timeout).
-                said = self._not_connected()
+            # Twisted's TCP connect timeout in the timer's words; another
+            # (an endpoint string's own, a full backlog) in its own.
+            said = self._not_connected() if twisted_connect_timeout(failure) else failure.getErrorMessage()
             self._fail(Fault.CONNECT_TIMEOUT, said)
         else:
             self._fail(Fault.CONNECT, failure.getErrorMessage())
