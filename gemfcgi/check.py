@@ -47,11 +47,11 @@ from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import (
     Identity,
     PrivilegeError,
+    host_path,
     identity_for,
     may_execute,
     may_read,
     may_read_directory,
-    path_in_chroot,
 )
 from gemfcgi.proxyv1 import split_proxied
 from gemfcgi.routing import VirtualHost, port_matches, port_pattern
@@ -90,7 +90,7 @@ def _in_chroot(chroot: Optional[str], path: str) -> str:
     """
     if not chroot:
         return path
-    return path_in_chroot(chroot, path) or os.path.join(chroot, path.lstrip("/"))
+    return host_path(chroot, path)
 
 
 def spawn_problem(command: str) -> Optional[str]:

@@ -87,6 +87,15 @@ def path_in_chroot(chroot: str, path: str) -> Optional[str]:
     return os.path.join(chroot, *resolved)
 
 
+def host_path(chroot: str, path: str) -> str:
+    """
+    ``path`` inside ``chroot`` as this process opens it: followed as
+    ``path_in_chroot`` follows it, or, through a loop of symlinks, joined
+    as written, so that opening it fails there as it will inside.
+    """
+    return path_in_chroot(chroot, path) or os.path.join(chroot, path.lstrip("/"))
+
+
 def may_read_directory(path: str, identity: Identity) -> bool:
     """
     Whether ``identity`` may list ``path`` and open what is in it, by the

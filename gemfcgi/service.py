@@ -44,7 +44,7 @@ from gemfcgi.handlers.proxy import build_upstreams, serve_proxy
 from gemfcgi.handlers.clientca import authority_files, load_authorities, require_client_ca
 from gemfcgi.handlers.static import forget_roots, serve_static
 from gemfcgi.memorytrim import MemoryReturner, libc_malloc_trim
-from gemfcgi.privileges import Identity, path_in_chroot
+from gemfcgi.privileges import Identity, host_path
 from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
@@ -899,7 +899,7 @@ class GemfcgiService(MultiService):
         chroot = becomes.chroot if becomes is not None else None
         if path is not None and chroot and not self.chrooted:
             # As the worker inside will open it again (SIGUSR1).
-            path = path_in_chroot(chroot, path) or os.path.join(chroot, path.lstrip("/"))
+            path = host_path(chroot, path)
         owner = (becomes.uid, becomes.gid) if becomes is not None else None
         try:
             return AccessLogWriter(settings, path, service=self, site=site, owner=owner)
