@@ -41,7 +41,8 @@ class MimeTable:
         self._by_extension = {ext.lower(): mime for ext, mime in source.items()}
 
     def lookup(self, filename: str, default: str = OCTET_STREAM) -> str:
-        _, dot, extension = filename.rpartition(".")
+        """The type of ``filename`` (a path too: its last component's extension)."""
+        _, dot, extension = filename.rpartition("/")[2].rpartition(".")
         if not dot:
             return default
         return self._by_extension.get(extension.lower(), default)

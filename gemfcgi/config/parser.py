@@ -681,6 +681,13 @@ class _Parser:
                     f"expected a file extension for {token.text}, found {extension.describe()}",
                 )
             self._next()
+            if "." in extension.text or "/" in extension.text:
+                # As in gmid, a file's extension is what follows the last
+                # "." of its name: one holding either is never looked up.
+                self._warn(extension, f"extension {extension.text!r} holds "
+                           f"{'.' if '.' in extension.text else '/'!r}, and only what follows "
+                           f"the last '.' of a file's name is looked up: no file is served "
+                           f"as {token.text} by it")
             self._same_extension_ignoring_case(extension, token.text)
             self.config.types[extension.text] = token.text
 

@@ -193,9 +193,13 @@ def _opened_path(fd: int) -> Optional[str]:
     """
     try:
         where = os.readlink(f"{_PROC_FD}{fd}")
+        # The kernel marks what was removed since it was opened; a name
+        # that only ends so (a root "r (deleted)") is no such mark.
+        if where.endswith(" (deleted)") and os.fstat(fd).st_nlink == 0:
+            return where.removesuffix(" (deleted)")
     except OSError:
         return None
-    return where.removesuffix(" (deleted)")
+    return where
 
 
 def _outside(fd: int, path: str, root: str) -> bool:

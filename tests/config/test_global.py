@@ -261,3 +261,22 @@ def test_server_directives_at_top_level_are_errors(errors_of, directive, message
 
 def test_stray_closing_brace_is_an_error(errors_of):
     assert errors_of("prefork 2\n}\n") == ["gmid.conf:2: unexpected '}': no block is open here"]
+
+
+def test_an_extension_holding_a_dot_or_a_slash_is_warned_of(warnings_of):
+    # Only what follows a name's last "." is looked up: such an entry
+    # never matched, and the check said nothing.
+    assert warnings_of("types {\n\tapplication/x-tgz tar.gz\n\ttext/x-b 'a/b' txt\n}\n") == [
+        "gmid.conf:2: extension 'tar.gz' holds '.', and only what follows the last '.' of a "
+        "file's name is looked up: no file is served as application/x-tgz by it",
+        "gmid.conf:3: extension 'a/b' holds '/', and only what follows the last '.' of a "
+        "file's name is looked up: no file is served as text/x-b by it",
+    ]
+
+
+def test_a_path_takes_the_extension_of_its_last_component():
+    # "x.a/b" has no extension: an entry "a/b" gave b, in directory x.a, its type.
+    table = MimeTable({"a/b": "text/x-b", "a": "text/x-a"})
+    assert table.lookup("/m/x.a/b") == "application/octet-stream"
+    assert table.lookup("/m/x.a/b.a") == "text/x-a"
+    assert table.lookup("/m/x.gmi/README") == "application/octet-stream"

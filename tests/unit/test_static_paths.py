@@ -196,3 +196,19 @@ def test_asking_for_a_symlink_out_again_and_again_hides_no_other_warning(tree, t
     said = [formatEvent(e) for e in events]
     assert sum("leads outside the root" in line for line in said) == 5
     assert any("is not a directory any more" in line for line in said)
+
+
+@pytest.mark.parametrize("url, body", [(b"gemini://localhost/", b"=> ./page.gmi\n"),
+                                       (b"gemini://localhost/page.gmi", b"# page\n")])
+def test_a_root_whose_name_ends_as_the_kernel_marks_a_removed_file_is_served(tmp_path, url, body):
+    # The kernel writes " (deleted)" after a removed file's path: the root's
+    # own name ending so was taken for that mark, and its listing got 51
+    # with a warning that it led outside itself.
+    root = tmp_path / "r (deleted)"
+    root.mkdir()
+    (root / "page.gmi").write_text("# page\n")
+    with capturedLogs() as events:
+        reply = fetch(root, url, auto_index=True)
+    assert reply.startswith(b"20 text/gemini\r\n")
+    assert body in reply
+    assert not [e for e in events if "led outside the root" in formatEvent(e)]
