@@ -379,7 +379,8 @@ def _send_file(
         client.send_header(status.SUCCESS, mime, body)
         client.finish()
         return
-    FileSender(client, os.fdopen(fd, "rb", buffering=0), opened.st_size, path).start(mime)
+    FileSender(client, os.fdopen(fd, "rb", buffering=0), opened.st_size, path,
+               mtime_ns=opened.st_mtime_ns).start(mime)
 
 
 def directory_listing(real_dir: str, path: str, root: str) -> bytes:
@@ -509,14 +510,21 @@ class FileSender:
 
     A file that ends before the size it had when it was opened (truncated
     while it was sent) is not whole: the connection is cut, without the
-    close_notify that would pass it for complete, and the log says so.
+    close_notify that would pass it for complete, and the log says so. So
+    is one whose modification time moved while it was sent (``mtime_ns``,
+    that of the file as opened): rewritten in place (``cp``, a shell's
+    ``>``), it may have come back to its size, the client holding old bytes
+    before and new ones after; appended to, it is no longer the file whose
+    size the read began with.
     """
 
-    def __init__(self, client: "GeminiProtocol", file: BinaryIO, size: int, path: str) -> None:
+    def __init__(self, client: "GeminiProtocol", file: BinaryIO, size: int, path: str,
+                 mtime_ns: Optional[int] = None) -> None:
         self.client = client
         self.file = file
         self.size = size
         self.path = path
+        self.mtime_ns = mtime_ns
         self.sent = 0
         self.paused = False
         self.done = False
@@ -550,11 +558,20 @@ class FileSender:
                 self.client.cut()
                 return
             if not data:
+                changed = self._changed()
                 self._close()
                 if self.sent < self.size:
                     log.warn(
                         "{path} ended at {sent} of its {size} bytes while it was sent "
                         "(truncated?): {client} {url} cut short",
+                        path=printable(self.path), sent=self.sent, size=self.size,
+                        client=self.client.record.client, url=self.client.record.url,
+                    )
+                    self.client.cut()
+                elif changed:
+                    log.warn(
+                        "{path} was modified while it was sent ({sent} bytes, {size} when "
+                        "opened): {client} {url} cut short",
                         path=printable(self.path), sent=self.sent, size=self.size,
                         client=self.client.record.client, url=self.client.record.url,
                     )
@@ -565,6 +582,15 @@ class FileSender:
             written += len(data)
             self.sent += len(data)
             self.client.client_write(data)
+
+    def _changed(self) -> bool:
+        """Whether the open file's modification time moved since it was opened."""
+        if self.mtime_ns is None:
+            return False
+        try:
+            return os.fstat(self.file.fileno()).st_mtime_ns != self.mtime_ns
+        except OSError:
+            return False  # a read error would have said so already
 
     def _next_turn(self) -> None:
         self._scheduled = None

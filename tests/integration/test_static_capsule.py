@@ -259,6 +259,35 @@ def test_a_file_truncated_while_it_is_sent_ends_without_close_notify(server, cap
     assert fetch(server.port, url(server)).status == 20
 
 
+def test_a_file_rewritten_in_place_while_it_is_sent_ends_without_close_notify(server, capsule):
+    # A file written over in place (cp truncates it first; here it keeps
+    # its size throughout, so that no read can meet a shorter file): the
+    # reply held old bytes, then new ones, and ended with close_notify, as
+    # if whole.
+    page = capsule / "rewritten.bin"
+    size = 20 * 1024 * 1024
+    page.write_bytes(b"A" * size)
+    page.chmod(0o644)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        with client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(url(server, "/rewritten.bin").encode() + b"\r\n")
+            first = tls.recv(1024)
+            assert first.startswith(b"20 application/octet-stream\r\n")
+            with open(page, "r+b") as file:
+                file.write(b"B" * size)
+            data, clean = read_to_end(tls, first)
+    assert not clean, "a file rewritten while it was sent must not end as a whole one"
+    assert b"B" in data  # the new bytes did reach the client
+    server.wait_for_log(
+        rf"{capsule / 'rewritten.bin'} was modified while it was sent \(\d+ bytes, {size} when "
+        r"opened\): 127\.0\.0\.1:\d+ gemini://localhost/rewritten\.bin cut short"
+    )
+    # Once it stays as it is, it is sent whole.
+    reply = fetch(server.port, url(server, "/rewritten.bin"))
+    assert (reply.status, reply.body == b"B" * size, reply.clean_close) == (20, True, True)
+
+
 def test_a_long_unicode_directory_without_slash_is_redirected_as_the_client_wrote_it(server, capsule):
     # Percent-encoded, this path would take 2,883 bytes, more than a META
     # may hold; the request, with the path as UTF-8, took 988.
