@@ -61,6 +61,7 @@ from gemfcgi.gemini.request import (
     RequestError,
     logged_iri,
     parse_request_line,
+    unlogged_iri,
 )
 from gemfcgi.gemini.status import InvalidHeader, response_header
 from gemfcgi.routing import PathSettings, Routes, VirtualHost
@@ -303,6 +304,8 @@ class GeminiProtocol(OneTimeout, Protocol):
             self.relayed_through = behind | {block}
         self.settings = settings = proxied or vhost.settings_for(request.path)
         self.record.enabled = settings.log
+        if not settings.log:
+            self.record.url = printable(unlogged_iri(request, self.listener_port))
         if settings.require_client_ca is not None:
             self._run("client_ca", request, settings)
             return

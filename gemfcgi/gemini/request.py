@@ -103,6 +103,18 @@ def logged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     return f"{request.scheme}://{host}{path}{query}"
 
 
+def unlogged_iri(request: Request, listener_port: Optional[int] = None) -> str:
+    """
+    A request under ``log off`` as warnings name it: its host alone, as
+    ``logged_iri`` writes it. gmid writes no line that names such a request;
+    its path and query (a token, an answer to a prompt) stay out of the
+    log, while a warning still says which server it was.
+    """
+    iri = logged_iri(request, listener_port)
+    end = iri.find("/", len(request.scheme) + len("://"))
+    return (iri if end < 0 else iri[:end]) + "/... (log off)"
+
+
 def _bad(meta: str) -> RequestError:
     return RequestError(status.BAD_REQUEST, meta)
 

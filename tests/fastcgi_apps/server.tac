@@ -39,6 +39,7 @@ locations = [
         pattern=location["pattern"],
         options=model.LocationOptions(
             root=location.get("root"),
+            log=location.get("log"),
             fastcgi=model.FastCGI(
                 address=address(location["backend"]),
                 params=[tuple(pair) for pair in location.get("params", [])],

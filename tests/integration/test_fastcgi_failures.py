@@ -125,6 +125,8 @@ def failing(tmp_path_factory, certificate, capsule, blackhole, busy_apps):
         {"pattern": "/app/*", "backend": {"spawn": GOOD_APP}},
         {"pattern": "/refused/*", "backend": {"tcp": ["127.0.0.1", refused_port]}},
         {"pattern": "/missing/*", "backend": {"socket": str(tmp_path_factory.mktemp("x") / "no.sock")}},
+        {"pattern": "/unlogged/*", "log": False,
+         "backend": {"socket": str(tmp_path_factory.mktemp("x") / "no.sock")}},
         {"pattern": "/nowhere/*", "backend": {"tcp": ["no-such-host.invalid", 9000]}},
         {"pattern": "/blackhole/*", "backend": {"tcp": ["127.0.0.1", blackhole]}},
     ]
@@ -176,6 +178,16 @@ def test_missing_socket_gets_42_and_logs_the_os_error(failing):
     assert get(failing, "/missing/x").header == b"42 CGI error"
     fault_line(failing, "/missing/x", "unix:", "no.sock", "cannot connect",
                "No such file or directory")
+
+
+def test_under_log_off_a_warning_names_the_host_and_not_the_path_or_query(failing):
+    # gmid writes no line naming such a request; the warning held the
+    # query a configuration had put out of the log (a token).
+    assert get(failing, "/unlogged/draft?token=SECRET").header == b"42 CGI error"
+    line = logged(failing, "gemini://localhost/... (log off)", "FastCGI backend unix:",
+                  "cannot connect").group(0)
+    assert "SECRET" not in line and "draft" not in line
+    assert "SECRET" not in failing.log
 
 
 def test_name_that_does_not_resolve_gets_42_and_logs_the_resolver_error(failing):
