@@ -82,6 +82,10 @@ _LOCATION_OPTIONS = frozenset(
     ["auto", "block", "default", "fastcgi", "index", "lang", "log", "require", "root", "strip"]
 )
 
+# What a 'lang' holds: language tags (RFC 5646's letters, digits and
+# hyphens), several separated by commas, as the Gemini specification allows.
+_LANGUAGE_TAGS = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*(?:,[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)*")
+
 # What gmid 2.x removed, and what to write instead.
 _REMOVED = {
     "cgi": "'cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead",
@@ -92,6 +96,10 @@ _REMOVED = {
     "env": "'env' was removed in gmid 2.0; use 'fastcgi param NAME = \"value\"' instead",
     "mime": "'mime' was removed in gmid 2.0; use 'types { TYPE EXT ... }' instead",
     "map": "'map' was removed in gmid 2.0; use 'types { TYPE EXT ... }' instead",
+    "daemon": (
+        "'daemon' is gmid 1.x's and was removed; twistd runs gemfcgi as a daemon unless given "
+        "-n (under systemd, give -n): delete the line"
+    ),
 }
 
 _KNOWN_DIRECTIVES = sorted(_TOP_ONLY | _SERVER_ONLY | _LOCATION_OPTIONS)
@@ -225,8 +233,11 @@ class _Parser:
     def _next(self) -> Token:
         return self.lexer.next()
 
-    def _string(self, after: str) -> str:
-        """One string; strings (and bare words) written next to each other join."""
+    def _string(self, after: str, unjoined: frozenset[str] = frozenset()) -> str:
+        """
+        One string; strings (and bare words) written next to each other
+        join, but for a bare word of ``unjoined``, left for the caller.
+        """
         token = self._peek()
         if not token.is_string():
             hint = ""
@@ -238,6 +249,8 @@ class _Parser:
         parts = [self._next().text]
         length = len(parts[0])
         while self._peek().is_string():
+            if self._peek().kind is TokenKind.WORD and self._peek().text in unjoined:
+                break
             parts.append(self._next().text)
             length += len(parts[-1])
             if length > values.MAX_STRING:
@@ -814,7 +827,11 @@ class _Parser:
             self._next()
             address = "*"
         else:
-            address = self._string("'listen on'")
+            address = self._string("'listen on'", unjoined=frozenset({"tls"}))
+        if self._peek().kind is TokenKind.WORD and self._peek().text == "tls":
+            # httpd's 'listen on * tls port 443': here every listener is TLS.
+            self._fail(self._peek(), "'tls' in 'listen on': every listener speaks TLS here, as in "
+                       f"gmid; write: listen on {address} port 1965")
         port = self._optional_port(DEFAULT_PORT)
         proxy_v1 = False
         # gemfcgi's addition: proxy-v2 (the PROXY protocol reader accepts
@@ -904,6 +921,11 @@ class _Parser:
     def _lang(self, token: Token, options: LocationOptions) -> None:
         options.lang = self._string("'lang'")
         self._check(token, values.check_header_text("lang", options.lang, "text/gemini;lang="))
+        if options.lang and not _LANGUAGE_TAGS.fullmatch(options.lang):
+            # A quote left open takes the next lines with it: gmid is as
+            # silent, and every page carries them in its header.
+            self._warn(token, f"lang {options.lang!r} is no language tag (en, en-GB, or several: "
+                       "en,fr): text/gemini replies carry it as written")
 
     def _log_switch(self, token: Token, options: LocationOptions) -> None:
         options.log = self._boolean("'log'")

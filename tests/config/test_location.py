@@ -234,3 +234,18 @@ def test_an_index_naming_the_directory_itself_is_an_error(errors_of, server_with
 
 def test_an_index_in_a_subdirectory_is_fine(parse, server_with):
     assert parse(server_with('index "pages/home.gmi"')).servers[0].options.index == "pages/home.gmi"
+
+
+@pytest.mark.parametrize("lang", ["en", "en-GB", "zh-Hant-TW", "en,fr", "x-klingon"])
+def test_a_lang_of_language_tags_is_taken_without_a_word(warnings_of, server_with, lang):
+    assert warnings_of(server_with(f'lang "{lang}"')) == []
+
+
+@pytest.mark.parametrize("lang", ["en US", "en;charset=latin1", 'en\tindex "x.gmi'])
+def test_a_lang_that_is_no_language_tag_is_warned_of(warnings_of, server_with, lang):
+    # A quote left open took the next line into every page's header, and
+    # the check said the configuration was OK.
+    text = server_with("lang 'placeholder'").replace("'placeholder'", f"'{lang}'")
+    [warning] = warnings_of(text)
+    assert warning.startswith("gmid.conf:5: lang ") and warning.endswith(
+        "is no language tag (en, en-GB, or several: en,fr): text/gemini replies carry it as written")

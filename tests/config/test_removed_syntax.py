@@ -34,6 +34,9 @@ def test_removed_server_directives_are_errors_saying_what_to_use(
         ('mime "text/plain" "txt"', "'mime' was removed in gmid 2.0; use 'types { TYPE EXT ... }' instead"),
         ('map "text/plain" to-ext "txt"', "'map' was removed in gmid 2.0; use 'types { TYPE EXT ... }' instead"),
         ('cgi "/x"', "'cgi' was removed in gmid 2.0; use fastcgi (e.g. fcgiwrap) or proxy instead"),
+        # gmid 1.x's own sample.conf had it: an 'unknown directive' said nothing more.
+        ("daemon on", "'daemon' is gmid 1.x's and was removed; twistd runs gemfcgi as a daemon "
+         "unless given -n (under systemd, give -n): delete the line"),
     ],
 )
 def test_removed_global_directives_are_errors_saying_what_to_use(errors_of, directive, message):

@@ -44,6 +44,19 @@ def test_listen_needs_on(errors_of, server_with):
     ]
 
 
+@pytest.mark.parametrize("address, written", [("*", "*"), ("127.0.0.1", "127.0.0.1"),
+                                               ('"::1"', "::1")])
+def test_tls_in_listen_on_as_httpd_writes_it_says_every_listener_is_tls(
+    errors_of, server_with, address, written
+):
+    # It read as an unknown directive 'tls', or, after an address, as part
+    # of it ("cannot resolve 127.0.0.1tls").
+    assert errors_of(server_with(f"listen on {address} tls port 1965")) == [
+        f"gmid.conf:5: 'tls' in 'listen on': every listener speaks TLS here, as in gmid; write: "
+        f"listen on {written} port 1965"
+    ]
+
+
 def test_listen_port_out_of_range_is_an_error(errors_of, server_with):
     assert errors_of(server_with("listen on * port 65536")) == [
         "gmid.conf:5: invalid port number 65536 (use 0 to 65535, or a service name in quotes)"
