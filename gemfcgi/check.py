@@ -41,7 +41,7 @@ from gemfcgi.config.values import old_host_port, port_number
 from gemfcgi.fastcgi.params import seen_from_here
 from gemfcgi.fastcgi.spawn import find_program
 from gemfcgi.gemini.hosts import HostPattern, canonical_host, is_address, literal_host
-from gemfcgi.glob import glob_matches, is_glob, is_well_formed
+from gemfcgi.glob import glob_matches, is_glob, is_well_formed, literal_start
 from gemfcgi.handlers.clientca import Authorities, authority_problem, judge, load_authorities
 from gemfcgi.handlers.proxy import build_upstream_tls
 from gemfcgi.privileges import (
@@ -531,6 +531,8 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     warning(fastcgi.origin or block, unseen)
             if options.require_client_ca is not None:
                 check_ca(options.require_client_ca, options.origins.get("require client ca", block))
+        for where, message in indexes_an_application_runs(server):
+            warning(where or origin, message)
         patterns = [(f"server {server.name!r}", server.name, origin)]
         patterns += [(f"alias {alias!r}", alias, server.origins.get(f"alias {alias}", origin))
                      for alias in server.aliases]
@@ -677,6 +679,37 @@ def _unused_beside_fastcgi(
         return (f"strip {options.strip} does not apply to the requests this block sends to FastCGI, "
                 f"as in gmid: write fastcgi strip {options.strip}")
     return None
+
+
+def indexes_an_application_runs(server: model.Server) -> list[tuple[Optional[model.Origin], str]]:
+    """
+    Index files that a request for their directory gets as files, while a
+    ``fastcgi`` location takes their own paths: ``index "index.php"`` beside
+    ``location "*.php" { fastcgi ... }`` sent ``/``'s script as its source
+    (gmid too: a directory's index is served by the directory's settings).
+    The directories looked at are ``/`` and those the locations begin with.
+    """
+    host = VirtualHost(server)
+    directories = {"/"}
+    for location in server.locations:
+        start = literal_start(location.pattern.removeprefix("/"))
+        directories.add("/" + start[: start.rfind("/") + 1])
+    found: list[tuple[Optional[model.Origin], str]] = []
+    said: set[tuple[str, int]] = set()
+    for directory in sorted(directories):
+        settings = host.settings_for(directory)
+        if settings.fastcgi is not None or settings.block is not None or settings.root is None:
+            continue
+        application = host.settings_for(directory + settings.index).fastcgi
+        if application is None or (settings.index, id(application)) in said:
+            continue
+        said.add((settings.index, id(application)))
+        found.append((application.origin, (
+            f'index "{settings.index}": a request for {directory} gets {directory}{settings.index} '
+            f"as a file, its source, where this application answers a request for it, as in gmid "
+            f"(index another file, or send {directory} to the application with a location of its "
+            "own)")))
+    return found
 
 
 # What no host holds; a glob's own characters (*?[]\\) are not among them.

@@ -660,3 +660,29 @@ def test_an_access_file_that_is_a_link_to_nowhere_or_a_loop_is_said_so(tmp_path)
     assert access_log_problem(str(tmp_path / "one")) == "Too many levels of symbolic links"
     # A link whose target open() makes, as it does: fine.
     assert access_log_problem(str(tmp_path / "made.log")) is None
+
+
+def index_warnings(text: str) -> list[str]:
+    from gemfcgi.check import indexes_an_application_runs
+    from gemfcgi.config.parser import parse_config
+
+    config, _ = parse_config(text, "gmid.conf")
+    return [f"{where.line}: {message}" for where, message in indexes_an_application_runs(config.servers[0])]
+
+
+def test_an_index_a_fastcgi_location_runs_is_warned_of_where_its_directory_serves_files():
+    # "/" got index.php as a file, the script's source, and the check was silent.
+    head = 'server "localhost" {\n\tcert "/c.pem"\n\tkey "/k.pem"\n\troot "/srv"\n'
+    php = '\tlocation "*.php" { fastcgi socket tcp "127.0.0.1" port 9000 }\n'
+    assert index_warnings(head + '\tindex "index.php"\n' + php + "}\n") == [
+        '6: index "index.php": a request for / gets /index.php as a file, its source, where this '
+        "application answers a request for it, as in gmid (index another file, or send / to the "
+        "application with a location of its own)"
+    ]
+    # A location's own index, under the directory it begins with.
+    [warning] = index_warnings(head + '\tlocation "/wiki/*" { index "index.php" }\n' + php + "}\n")
+    assert warning.startswith('6: index "index.php": a request for /wiki/ gets /wiki/index.php as a file')
+    # The directory goes to the application too, the index is no script, or the directory is blocked.
+    assert index_warnings(head + '\tindex "index.php"\n\tlocation "*" { fastcgi socket "/s" }\n}\n') == []
+    assert index_warnings(head + php + "}\n") == []
+    assert index_warnings(head + '\tindex "index.php"\n\tlocation "/" { block }\n' + php + "}\n") == []
