@@ -134,6 +134,11 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
         if common_name_matches(certificate, name):
             return None
         return f"the certificate is not for {name} (no subjectAltName names a host, nor does its common name)"
+    if not usable:
+        # service_identity would say it holds none: it holds names that no
+        # host can match, and the common name is not looked at then.
+        return (f"the certificate is not for {name} (its {written} subjectAltName(s) can name no "
+                "host, as *.lan cannot, and its common name counts only without any)")
     try:
         wanted = IPAddress_ID(name) if is_address(name) else DNS_ID(name)
         verify_service_identity(cert_patterns=usable, obligatory_ids=[wanted], optional_ids=[])
@@ -372,42 +377,60 @@ def _socket_peer(transport: Any) -> Optional[tuple[str, int]]:
 
 
 class _UpstreamFactory(Factory):
-    """The one connection of one relay, without a log line per request."""
+    """
+    The one connection of one relay, without a log line per request.
+
+    Twisted's client connection is a reference cycle of its own (connector,
+    transport, the endpoint's factory and Deferred), left to the garbage
+    collector; once the relay is finished, neither this factory nor the
+    protocol holds it, so that it, and the client's connection behind it,
+    are freed at once.
+    """
 
     noisy = False
 
     def __init__(self, relay: "ProxyRelay") -> None:
-        self.relay = relay
+        self.relay: Optional[ProxyRelay] = relay
 
-    def buildProtocol(self, addr) -> "UpstreamProtocol":
+    def buildProtocol(self, addr) -> Optional["UpstreamProtocol"]:
+        if self.relay is None:
+            return None  # the relay is over: no connection is wanted now
         return UpstreamProtocol(self.relay)
 
 
 @implementer(IHandshakeListener)
 class UpstreamProtocol(Protocol):
-    """The upstream connection: its events, passed to the relay."""
+    """The upstream connection: its events, passed to the relay while it has one."""
 
     def __init__(self, relay: "ProxyRelay") -> None:
-        self.relay = relay
+        self.relay: Optional[ProxyRelay] = relay
         self._ends: Optional[tuple[tuple[str, int], tuple[str, int]]] = None
 
     def connectionMade(self) -> None:
+        relay = self.relay
+        if relay is None:
+            self.transport.abortConnection()
+            return
         here, there = _end_of(self.transport.getHost()), _socket_peer(self.transport)
         if here is not None and there is not None:
             self._ends = (here, there)
-            OWN_ENDS[self._ends] = self.relay.client.relayed_through
-        self.relay.upstream_connected(self)
+            OWN_ENDS[self._ends] = relay.client.relayed_through
+        relay.upstream_connected(self)
 
     def handshakeCompleted(self) -> None:
-        self.relay.handshake_completed()
+        if self.relay is not None:
+            self.relay.handshake_completed()
 
     def dataReceived(self, data: bytes) -> None:
-        self.relay.upstream_data(data)
+        if self.relay is not None:
+            self.relay.upstream_data(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
         if self._ends is not None:
             OWN_ENDS.pop(self._ends, None)
-        self.relay.upstream_closed(reason)
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.upstream_closed(reason)
 
 
 class ProxyRelay(PacedRelay):
@@ -438,6 +461,7 @@ class ProxyRelay(PacedRelay):
         self._reader: Optional[GeminiReplyReader] = GeminiReplyReader()
         self._protocol: Optional[UpstreamProtocol] = None
         self._connecting: Optional[Deferred] = None
+        self._factory: Optional[_UpstreamFactory] = None
         self._handshaking = False
         self._paused = False
         self._deadlines = deadlines_for(reactor)
@@ -446,9 +470,8 @@ class ProxyRelay(PacedRelay):
 
     def start(self) -> None:
         self.client.stream(self)
-        connecting = self.upstream.endpoint(self.reactor, self.timeouts.connect).connect(
-            _UpstreamFactory(self)
-        )
+        self._factory = _UpstreamFactory(self)
+        connecting = self.upstream.endpoint(self.reactor, self.timeouts.connect).connect(self._factory)
         if not (self.finished or connecting.called):
             # The name lookup has no timeout of its own: this one bounds both.
             self._connecting = connecting
@@ -617,3 +640,6 @@ class ProxyRelay(PacedRelay):
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
+        factory, self._factory = self._factory, None
+        if factory is not None:
+            factory.relay = None

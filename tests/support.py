@@ -272,3 +272,23 @@ def refused_soon(port: int, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def held_from(*roots) -> list:
+    """
+    What ``roots`` hold, through instances and containers (not through
+    classes, functions or modules, which reach everything).
+    """
+    import gc
+    import types
+
+    seen = {id(root) for root in roots}
+    found, todo = list(roots), list(roots)
+    while todo:
+        for held in gc.get_referents(todo.pop()):
+            if id(held) in seen or isinstance(held, (type, types.ModuleType, types.FunctionType)):
+                continue
+            seen.add(id(held))
+            found.append(held)
+            todo.append(held)
+    return found

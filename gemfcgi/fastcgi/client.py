@@ -205,7 +205,13 @@ class FastCGIClientProtocol(Protocol):
             self._heard = True
             self.relay.backend.answered()
         reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
-        self.relay.backend_closed(self._decoder.buffered, reset)
+        relay = self.relay
+        # No event follows: Twisted's TCP client connection is a reference
+        # cycle (connector, transport, the endpoint's factory and Deferred)
+        # left to the garbage collector, and holding the relay from it would
+        # keep the client's connection too, until a full collection.
+        self.relay = None  # type: ignore[assignment]
+        relay.backend_closed(self._decoder.buffered, reset)
 
     def _dispatch(self, records: list[Record]) -> None:
         # STDOUT records that follow one another are relayed as one write:

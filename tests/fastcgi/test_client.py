@@ -810,6 +810,27 @@ def test_a_finished_request_is_freed_without_the_garbage_collector(reply):
         gc.enable()
 
 
+@pytest.mark.parametrize("ending", ["whole", "client leaves"])
+def test_the_backend_connection_holds_neither_the_relay_nor_its_client_once_it_is_over(ending):
+    # Twisted's TCP client connection is a reference cycle (connector,
+    # transport, the endpoint's factory and Deferred) that waits for a full
+    # collection; over TCP, the relay and the client's connection hung from it.
+    from gemfcgi.fastcgi.client import Relay
+    from gemfcgi.server import GeminiProtocol
+    from tests.support import held_from
+
+    exchange = Exchange().request().accept()
+    factory, protocol = exchange.connector, exchange.protocol  # what that cycle holds
+    assert any(isinstance(held, Relay) for held in held_from(factory, protocol))
+    if ending == "whole":
+        exchange.send(stdout(b"20 text/gemini\r\n# Hi\n"), end()).backend_closes()
+        assert exchange.client_closed
+    else:
+        exchange.gemini.connectionLost(Failure(error.ConnectionLost()))
+        exchange.backend_closes()
+    assert not [held for held in held_from(factory, protocol) if isinstance(held, (Relay, GeminiProtocol))]
+
+
 # -- the supervisor of spawned applications ----------------------------------------
 #
 # A reactor whose spawnProcess records instead of forking. Fake pids are

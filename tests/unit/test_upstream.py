@@ -785,3 +785,52 @@ def test_twisted_s_connect_timeout_is_said_in_the_relay_s_own_words():
     assert [formatEvent(e) for e in logs] == [
         "127.0.0.1:5555 gemini://a.example/: proxy upstream 192.0.2.1:1965: cannot connect: "
         "not connected after 5 s"]
+
+
+@pytest.mark.parametrize("ending", ["whole", "client leaves"])
+def test_twisted_s_connection_holds_neither_the_relay_nor_its_client_once_it_is_over(ending):
+    # Twisted's TCP client connection is a reference cycle (connector,
+    # transport, the endpoint's factory and Deferred) that waits for a full
+    # collection; the relay, the client's protocol and its TLS connection
+    # hung from it: 800 relays left the process 46 MB larger until one came.
+    from twisted.internet import error
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.python.failure import Failure
+
+    from gemfcgi.config import model
+    from gemfcgi.server import GeminiProtocol
+    from gemfcgi.service import build_site
+    from gemfcgi.upstream import ProxyRelay
+    from tests.fakes import TLSStringTransport
+    from tests.support import held_from
+
+    config = model.Config(servers=[model.Server(name="localhost", proxies=[
+        model.Proxy(relay_to=("192.0.2.1", 1965), use_tls=False)])])
+    reactor = MemoryReactorClock()
+    client = GeminiProtocol(build_site(config), reactor)
+    client.makeConnection(TLSStringTransport())
+    client.handshakeCompleted()
+    client.dataReceived(b"gemini://localhost/\r\n")
+    factory = reactor.tcpClients[-1][2]  # what Twisted's connection cycle holds
+    upstream = factory.buildProtocol(None)
+    upstream.makeConnection(StringTransport())
+    assert any(isinstance(held, ProxyRelay) for held in held_from(factory, upstream))
+    if ending == "whole":
+        upstream.dataReceived(b"20 text/gemini\r\n# up\n")
+        upstream.connectionLost(Failure(error.ConnectionDone()))
+        assert client.transport.value().endswith(b"# up\n")
+    else:
+        client.connectionLost(Failure(error.ConnectionLost()))
+        upstream.connectionLost(Failure(error.ConnectionLost()))
+    assert not [held for held in held_from(factory, upstream)
+                if isinstance(held, (ProxyRelay, GeminiProtocol))]
+
+
+def test_a_certificate_whose_subjectaltnames_name_no_host_is_said_to_hold_them():
+    # The log said "Certificate does not contain any `subjectAltName`s"
+    # (service_identity's words) of a certificate that holds one.
+    from gemfcgi.upstream import certificate_name_problem
+
+    assert certificate_name_problem(certificate_named_only_by("localhost", "*.lan"), "localhost") == (
+        "the certificate is not for localhost (its 1 subjectAltName(s) can name no host, as *.lan "
+        "cannot, and its common name counts only without any)")
