@@ -157,7 +157,12 @@ class FastCGIClientProtocol(Protocol):
     """
 
     def __init__(self, relay: "Relay", request: bytes) -> None:
-        self.relay = relay
+        # Let go of (None) once the connection ends, or once the relay ends
+        # before it is made: Twisted's TCP client connection is a reference
+        # cycle (connector, transport, the endpoint's factory and Deferred)
+        # left to the garbage collector, and holding the relay from it would
+        # keep the client's connection too, until a full collection.
+        self.relay: Optional[Relay] = relay
         self._request = request
         self._decoder = RecordDecoder()
         # END_REQUEST came: records after it are the backend's fault, not
@@ -166,12 +171,14 @@ class FastCGIClientProtocol(Protocol):
         self._heard = False
 
     def connectionMade(self) -> None:
-        if self.relay.backend_connected(self):
+        if self.relay is not None and self.relay.backend_connected(self):
             self.transport.write(self._request)
         else:
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.relay is None:
+            return
         if not self._heard:
             # Whatever it says, the program runs and took this request: a
             # crash later in it is a fault of the request, not a failed start.
@@ -199,18 +206,15 @@ class FastCGIClientProtocol(Protocol):
         return unread is not None and unread() > 0
 
     def connectionLost(self, reason: Failure = None) -> None:
+        relay, self.relay = self.relay, None  # no event follows
+        if relay is None:
+            return
         if not self._heard and getattr(self.transport, "request_taken", False):
             # It read the request and went without a word: it ran, and
             # crashed on this request's input; no failed start.
             self._heard = True
-            self.relay.backend.answered()
+            relay.backend.answered()
         reset = reason is not None and not reason.check(twisted_error.ConnectionDone)
-        relay = self.relay
-        # No event follows: Twisted's TCP client connection is a reference
-        # cycle (connector, transport, the endpoint's factory and Deferred)
-        # left to the garbage collector, and holding the relay from it would
-        # keep the client's connection too, until a full collection.
-        self.relay = None  # type: ignore[assignment]
         relay.backend_closed(self._decoder.buffered, reset)
 
     def _dispatch(self, records: list[Record]) -> None:
@@ -302,6 +306,8 @@ class Relay(PacedRelay):
         self._request = request
         self._reader: Optional[ReplyHeaderReader] = ReplyHeaderReader()
         self._protocol: Optional[FastCGIClientProtocol] = None
+        # The protocol handed to the backend's connect, until it connects.
+        self._unconnected: Optional[FastCGIClientProtocol] = None
         self._connecting: Optional[Deferred] = None
         self._paused = False
         # The client has its whole reply; the backend is still read (below).
@@ -324,7 +330,8 @@ class Relay(PacedRelay):
         self._connect_started = self.clock.seconds()
         self.backend.begin(self)
         self.client.stream(self)
-        connecting = self.backend.connect(FastCGIClientProtocol(self, self._request))
+        self._unconnected = FastCGIClientProtocol(self, self._request)
+        connecting = self.backend.connect(self._unconnected)
         if not (self.finished or connecting.called):
             # A unix socket connects in the call; only a connect still under
             # way (TCP, a full backlog) needs its own timer.
@@ -338,6 +345,7 @@ class Relay(PacedRelay):
         if self.finished:
             return False
         self._connecting = None
+        self._unconnected = None
         self._protocol = protocol
         if self._paused:
             protocol.transport.pauseProducing()
@@ -573,4 +581,7 @@ class Relay(PacedRelay):
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
+        unconnected, self._unconnected = self._unconnected, None
+        if unconnected is not None:
+            unconnected.relay = None
         self.backend.end(self)

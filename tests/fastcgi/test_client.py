@@ -810,7 +810,7 @@ def test_a_finished_request_is_freed_without_the_garbage_collector(reply):
         gc.enable()
 
 
-@pytest.mark.parametrize("ending", ["whole", "client leaves"])
+@pytest.mark.parametrize("ending", ["whole", "client leaves", "refused"])
 def test_the_backend_connection_holds_neither_the_relay_nor_its_client_once_it_is_over(ending):
     # Twisted's TCP client connection is a reference cycle (connector,
     # transport, the endpoint's factory and Deferred) that waits for a full
@@ -819,8 +819,16 @@ def test_the_backend_connection_holds_neither_the_relay_nor_its_client_once_it_i
     from gemfcgi.server import GeminiProtocol
     from tests.support import held_from
 
-    exchange = Exchange().request().accept()
-    factory, protocol = exchange.connector, exchange.protocol  # what that cycle holds
+    exchange = Exchange().request()
+    factory = exchange.connector  # what that cycle holds
+    if ending == "refused":
+        # Never connected: the protocol waiting for it held the relay.
+        assert any(isinstance(held, Relay) for held in held_from(factory))
+        exchange.refuse(error.ConnectionRefusedError())
+        assert exchange.client.value().startswith(b"42 ")
+        assert not [held for held in held_from(factory) if isinstance(held, (Relay, GeminiProtocol))]
+        return
+    protocol = exchange.accept().protocol
     assert any(isinstance(held, Relay) for held in held_from(factory, protocol))
     if ending == "whole":
         exchange.send(stdout(b"20 text/gemini\r\n# Hi\n"), end()).backend_closes()

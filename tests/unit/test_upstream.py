@@ -787,7 +787,7 @@ def test_twisted_s_connect_timeout_is_said_in_the_relay_s_own_words():
         "not connected after 5 s"]
 
 
-@pytest.mark.parametrize("ending", ["whole", "client leaves"])
+@pytest.mark.parametrize("ending", ["whole", "client leaves", "refused"])
 def test_twisted_s_connection_holds_neither_the_relay_nor_its_client_once_it_is_over(ending):
     # Twisted's TCP client connection is a reference cycle (connector,
     # transport, the endpoint's factory and Deferred) that waits for a full
@@ -812,6 +812,12 @@ def test_twisted_s_connection_holds_neither_the_relay_nor_its_client_once_it_is_
     client.handshakeCompleted()
     client.dataReceived(b"gemini://localhost/\r\n")
     factory = reactor.tcpClients[-1][2]  # what Twisted's connection cycle holds
+    if ending == "refused":
+        assert any(isinstance(held, ProxyRelay) for held in held_from(factory))
+        factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+        assert client.transport.value().startswith(b"43 ")
+        assert not [held for held in held_from(factory) if isinstance(held, (ProxyRelay, GeminiProtocol))]
+        return
     upstream = factory.buildProtocol(None)
     upstream.makeConnection(StringTransport())
     assert any(isinstance(held, ProxyRelay) for held in held_from(factory, upstream))
