@@ -284,10 +284,13 @@ class GeminiProtocol(OneTimeout, Protocol):
         expected = self.listener_port
         port = DEFAULT_PORT if request.port is None else request.port
         if expected is not None and port != expected:
+            self._log_as(request, vhost.settings_for(request.path).log)
             self.respond(status.PROXY_REQUEST_REFUSED, "port not served here")
             return
         self.vhost = vhost
         proxied = vhost.proxy_for(request.host, port) if vhost.proxies else None
+        self.settings = settings = proxied or vhost.settings_for(request.path)
+        self._log_as(request, settings.log)
         if proxied is not None:
             block = id(proxied.proxy)
             behind = (blocks_behind(socket_peer(self.transport), socket_host(self.transport))
@@ -302,14 +305,19 @@ class GeminiProtocol(OneTimeout, Protocol):
                 self.respond(status.PROXY_ERROR, "proxy loop: relayed to this server itself")
                 return
             self.relayed_through = behind | {block}
-        self.settings = settings = proxied or vhost.settings_for(request.path)
-        self.record.enabled = settings.log
-        if not settings.log:
-            self.record.url = printable(unlogged_iri(request, self.listener_port))
         if settings.require_client_ca is not None:
             self._run("client_ca", request, settings)
             return
         self.handle(request, settings)
+
+    def _log_as(self, request: Request, logged: bool) -> None:
+        """
+        Under ``log off``, no access line, and warnings name the request by
+        its host alone (``unlogged_iri``): its path and query stay out.
+        """
+        self.record.enabled = logged
+        if not logged:
+            self.record.url = printable(unlogged_iri(request, self.listener_port))
 
     def handle(self, request: Request, settings: PathSettings) -> None:
         """Start the handler for an accepted request (after any certificate check)."""
@@ -391,7 +399,8 @@ class GeminiProtocol(OneTimeout, Protocol):
                 client=self.record.client,
                 url=self.record.url,
                 code=code,
-                meta=meta,
+                # A META may be built from the path and query (%p, %q).
+                meta=meta if self.record.enabled else "... (log off)",
                 error=error,
             )
             code, meta = status.TEMPORARY_FAILURE, "internal error"

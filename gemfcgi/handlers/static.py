@@ -16,6 +16,7 @@ import os
 import stat
 import time
 import unicodedata
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 from urllib.parse import quote
@@ -44,6 +45,12 @@ MAX_BYTES_PER_TURN = 4 * 1024 * 1024
 URL_SAFE = "/-._~!$&'()*+,;=:@"
 
 log = Logger()
+
+# Whether the request being served may be named in the log: under 'log off'
+# a warning names no file it asked for (its path spells out the request's).
+_request_logged: ContextVar[bool] = ContextVar("request_logged", default=True)
+_REQUEST_FIELDS = frozenset({"path", "real", "opened"})
+UNLOGGED_FILE = "a file (log off)"
 
 # What an open (or a directory read) fails with when the file is not there
 # for this server to serve: 51, as in gmid. Anything else is the server's
@@ -266,6 +273,20 @@ def serve_static(
     mime: MimeTable,
     pages: Optional[PageCache] = None,
 ) -> None:
+    logged = _request_logged.set(settings.log)
+    try:
+        _serve_static(client, request, settings, mime, pages)
+    finally:
+        _request_logged.reset(logged)
+
+
+def _serve_static(
+    client: "GeminiProtocol",
+    request: Request,
+    settings: PathSettings,
+    mime: MimeTable,
+    pages: Optional[PageCache],
+) -> None:
     if settings.root is None:
         client.respond(status.NOT_FOUND, "not found")
         return
@@ -459,15 +480,22 @@ def _listing(real_dir: str, path: str, root: str) -> bytes:
 
 
 def _warn_limited(text: str, limiter: Optional[LogLimiter] = None, **fields: Any) -> None:
-    """A warning under a rate limit (by default the shortage's, ``_failures``), with the count it dropped."""
+    """
+    A warning under a rate limit (by default the shortage's, ``_failures``),
+    with the count it dropped. For a request under ``log off``, the files
+    it names (``_REQUEST_FIELDS``) are not shown: their paths spell out the
+    request's.
+    """
     allowed, dropped = (limiter or _failures).allow()
     if allowed:
+        hidden = not _request_logged.get()
         # Names from the disk are anyone's who may write under the root
         # (or name a symlink's target): escaped as request data is.
         log.warn(
             text + "{dropped}",
             dropped=LogLimiter.dropped_note(dropped),
-            **{name: printable(value) if isinstance(value, str) else value for name, value in fields.items()},
+            **{name: UNLOGGED_FILE if hidden and name in _REQUEST_FIELDS else
+               printable(value) if isinstance(value, str) else value for name, value in fields.items()},
         )
 
 
@@ -552,7 +580,7 @@ class FileSender:
                 self._close()
                 log.warn(
                     "cannot read {path} after {sent} bytes ({reason}): {client} {url} cut short",
-                    path=printable(self.path), sent=self.sent, reason=error.strerror or str(error),
+                    path=self._shown_path(), sent=self.sent, reason=error.strerror or str(error),
                     client=self.client.record.client, url=self.client.record.url,
                 )
                 self.client.cut()
@@ -564,7 +592,7 @@ class FileSender:
                     log.warn(
                         "{path} ended at {sent} of its {size} bytes while it was sent "
                         "(truncated?): {client} {url} cut short",
-                        path=printable(self.path), sent=self.sent, size=self.size,
+                        path=self._shown_path(), sent=self.sent, size=self.size,
                         client=self.client.record.client, url=self.client.record.url,
                     )
                     self.client.cut()
@@ -572,7 +600,7 @@ class FileSender:
                     log.warn(
                         "{path} was modified while it was sent ({sent} bytes, {size} when "
                         "opened): {client} {url} cut short",
-                        path=printable(self.path), sent=self.sent, size=self.size,
+                        path=self._shown_path(), sent=self.sent, size=self.size,
                         client=self.client.record.client, url=self.client.record.url,
                     )
                     self.client.cut()
@@ -582,6 +610,10 @@ class FileSender:
             written += len(data)
             self.sent += len(data)
             self.client.client_write(data)
+
+    def _shown_path(self) -> str:
+        """The file as a warning names it: not at all for a request under ``log off``."""
+        return printable(self.path) if self.client.record.enabled else UNLOGGED_FILE
 
     def _changed(self) -> bool:
         """Whether the open file's modification time moved since it was opened."""

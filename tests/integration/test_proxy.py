@@ -651,3 +651,31 @@ def test_relaying_twice_through_the_same_process_is_no_loop_but_coming_back_to_a
     assert loop == b"43 proxy loop: relayed to this server itself\r\n"
     # Two blocks, each once, then the first again: three turns.
     assert len(re.findall(r"GET gemini://l\.test(?::\d+)?/x 43 ", server.log)) == 3, server.log
+
+
+def test_under_log_off_the_loop_warning_and_a_refused_port_name_no_path_or_query(tmp_path, certificate):
+    # The loop's warning and access line, and a refused port's access line,
+    # came before the server's 'log off' was looked at: they held the path
+    # and query (a token).
+    from tests.support import raw_exchange
+
+    cert, key = certificate
+    port = free_port()
+    config = tmp_path / "quiet.conf"
+    config.write_text(
+        f'server "loop.test" {{\n  listen on 127.0.0.1 port {port}\n  cert "{cert}"\n  key "{key}"\n'
+        f'  log off\n  proxy {{ relay-to "127.0.0.1" port {port} sni "loop.test" verifyname off }}\n}}\n'
+    )
+    server = start_server("-c", str(config))
+    try:
+        data, _, _ = raw_exchange(port, f"gemini://loop.test:{port}/draft-SECRET?t=SECRET\r\n".encode(),
+                                  sni="loop.test")
+        refused, _, _ = raw_exchange(port, b"gemini://loop.test:1/draft-SECRET?t=SECRET\r\n", sni="loop.test")
+        server.wait_for_log(r"gemini://loop\.test/\.\.\. \(log off\): a proxy block of this server relayed")
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    assert data == b"43 proxy loop: relayed to this server itself\r\n"
+    assert refused == b"53 port not served here\r\n"
+    assert "SECRET" not in server.log
+    assert not re.search(r"GET gemini://loop\.test", server.log), server.log

@@ -893,3 +893,20 @@ def test_a_connection_whose_access_line_fails_still_stops_counting(site):
     with pytest.raises(ValueError):
         protocol.connectionLost(None)
     assert len(factory.connections) == 0  # a leaked one would count against --max-connections
+
+
+def test_under_log_off_an_invalid_header_built_from_the_request_is_not_shown():
+    # A block return META made of %p and %q, too long once the request
+    # filled them, was logged whole: the path and query of a 'log off' block.
+    from twisted.logger import capturedLogs, formatEvent
+
+    options = model.LocationOptions(log=False, block=model.BlockReturn(31, "/%p?%q&again=%q"))
+    site = build_site(model.Config(servers=[model.Server(name="localhost", options=options)]))
+    protocol, transport, _ = connect(site)
+    with capturedLogs() as events, access_events() as lines:
+        protocol.dataReceived(b"gemini://localhost/p-SECRET?" + b"SECRET" * 100 + b"\r\n")
+    assert transport.value() == b"40 internal error\r\n"
+    [warning] = [formatEvent(e) for e in events if "refusing invalid header" in formatEvent(e)]
+    assert "SECRET" not in warning
+    assert warning.startswith("127.0.0.1:40000 gemini://localhost/... (log off): refusing invalid header 31 ")
+    assert lines == []

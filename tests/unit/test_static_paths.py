@@ -212,3 +212,19 @@ def test_a_root_whose_name_ends_as_the_kernel_marks_a_removed_file_is_served(tmp
     assert reply.startswith(b"20 text/gemini\r\n")
     assert body in reply
     assert not [e for e in events if "led outside the root" in formatEvent(e)]
+
+
+def test_under_log_off_a_warning_names_no_file_the_request_asked_for(tree, tmp_path):
+    # The URL was hidden, but the file's path beside it spelt out the
+    # request's: a symlink out of the root, a file cut short.
+    root, outside = tree
+    os.symlink(outside, root / "link-SECRET")
+    config = model.Config(servers=[model.Server(
+        name="localhost", options=model.LocationOptions(root=str(root), log=False))])
+    site = build_site(config, Timeouts(handshake=10, request=10, linger=2))
+    protocol, transport, _ = connect(site)
+    with capturedLogs() as events:
+        protocol.dataReceived(b"gemini://localhost/link-SECRET/page.gmi?SECRET\r\n")
+    assert transport.value() == b"51 not found\r\n"
+    [warning] = [formatEvent(e) for e in events if "leads outside the root" in formatEvent(e)]
+    assert "SECRET" not in warning and warning.startswith("a file (log off): a symlink on it leads")
