@@ -556,8 +556,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 listen_ports.add(port_number(listen.port))
             except OSError:
                 pass  # said above
-        catch_all = next((proxy for proxy in server.proxies if proxy.for_port is None
-                          and glob_matches("gemini", proxy.proto.lower())), None)
+        catch_all = catch_all_proxy(server)
         if catch_all is not None:
             file, line = _where(catch_all.origin, config)
             taken = f"the proxy block at {file}:{line} relays every request of its server first"
@@ -681,22 +680,46 @@ def _unused_beside_fastcgi(
     return None
 
 
+def catch_all_proxy(server: model.Server) -> Optional[model.Proxy]:
+    """The first proxy block that relays every request of ``server`` (no ``for-host``), if any."""
+    return next((proxy for proxy in server.proxies if proxy.for_port is None
+                 and glob_matches("gemini", proxy.proto.lower())), None)
+
+
+def _directory_of(pattern: str) -> tuple[str, str]:
+    """
+    A directory whose paths a location's ``pattern`` may take, its glob
+    characters made letters, and as the pattern writes it (``/*/``).
+    """
+    head = pattern.removeprefix("/")
+    head = head[: head.rfind("/") + 1]
+    sample = re.sub(r"\[[!^]?\]?[^]]*\]", "x", head).replace("*", "x").replace("?", "x")
+    return "/" + sample, "/" + head
+
+
 def indexes_an_application_runs(server: model.Server) -> list[tuple[Optional[model.Origin], str]]:
     """
     Index files that a request for their directory gets as files, while a
     ``fastcgi`` location takes their own paths: ``index "index.php"`` beside
     ``location "*.php" { fastcgi ... }`` sent ``/``'s script as its source
     (gmid too: a directory's index is served by the directory's settings).
-    The directories looked at are ``/`` and those the locations begin with.
+    The directories looked at are ``/``, those the locations begin with,
+    and one of those each location's pattern takes (``/x/`` for
+    ``/*/index.php``).
     """
+    if catch_all_proxy(server) is not None:
+        return []  # every request is relayed: no file is served
     host = VirtualHost(server)
-    directories = {"/"}
+    directories = {"/": "/"}  # as asked for: as said
     for location in server.locations:
         start = literal_start(location.pattern.removeprefix("/"))
-        directories.add("/" + start[: start.rfind("/") + 1])
+        literal = "/" + start[: start.rfind("/") + 1]
+        directories[literal] = literal
+        sample, written = _directory_of(location.pattern)
+        directories.setdefault(sample, written)
     found: list[tuple[Optional[model.Origin], str]] = []
     said: set[tuple[str, int]] = set()
-    for directory in sorted(directories):
+    for directory, shown in sorted(directories.items()):
         settings = host.settings_for(directory)
         if settings.fastcgi is not None or settings.block is not None or settings.root is None:
             continue
@@ -705,10 +728,11 @@ def indexes_an_application_runs(server: model.Server) -> list[tuple[Optional[mod
             continue
         said.add((settings.index, id(application)))
         found.append((application.origin, (
-            f'index "{settings.index}": a request for {directory} gets {directory}{settings.index} '
+            f'index "{settings.index}": a request for {shown} gets {shown}{settings.index} '
             f"as a file, its source, where this application answers a request for it, as in gmid "
-            f"(index another file, or send {directory} to the application with a location of its "
-            "own)")))
+            f"(index another file; or send {shown} to the application with a location of its "
+            "own, whose param SCRIPT_FILENAME names the script: php-cgi is sent none for a "
+            "directory)")))
     return found
 
 

@@ -676,12 +676,22 @@ def test_an_index_a_fastcgi_location_runs_is_warned_of_where_its_directory_serve
     php = '\tlocation "*.php" { fastcgi socket tcp "127.0.0.1" port 9000 }\n'
     assert index_warnings(head + '\tindex "index.php"\n' + php + "}\n") == [
         '6: index "index.php": a request for / gets /index.php as a file, its source, where this '
-        "application answers a request for it, as in gmid (index another file, or send / to the "
-        "application with a location of its own)"
+        "application answers a request for it, as in gmid (index another file; or send / to the "
+        "application with a location of its own, whose param SCRIPT_FILENAME names the script: "
+        "php-cgi is sent none for a directory)"
     ]
     # A location's own index, under the directory it begins with.
     [warning] = index_warnings(head + '\tlocation "/wiki/*" { index "index.php" }\n' + php + "}\n")
     assert warning.startswith('6: index "index.php": a request for /wiki/ gets /wiki/index.php as a file')
+    # Directories a location's glob takes, the script named by its own pattern.
+    nested = '\tindex "index.php"\n\tlocation "/" { fastcgi socket "/s" }\n'
+    [warning] = index_warnings(head + nested + '\tlocation "/*/index.php" { fastcgi socket "/s" }\n}\n')
+    assert warning.startswith('7: index "index.php": a request for /*/ gets /*/index.php as a file')
+    [warning] = index_warnings(head + '\tindex "index.php"\n\tlocation "/blog/*/*.php" { fastcgi socket "/s" }\n}\n')
+    assert warning.startswith('6: index "index.php": a request for /blog/*/ gets /blog/*/index.php')
+    # Every request relayed by a proxy block: no file is served.
+    relayed = '\tproxy { relay-to "192.0.2.1" port 1965 }\n'
+    assert index_warnings(head + '\tindex "index.php"\n' + php + relayed + "}\n") == []
     # The directory goes to the application too, the index is no script, or the directory is blocked.
     assert index_warnings(head + '\tindex "index.php"\n\tlocation "*" { fastcgi socket "/s" }\n}\n') == []
     assert index_warnings(head + php + "}\n") == []
