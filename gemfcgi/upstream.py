@@ -70,6 +70,7 @@ from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
 from gemfcgi.gemini.request import DEFAULT_PORT, MAX_REQUEST_BYTES, Request
 from gemfcgi.pacedrelay import PacedRelay, twisted_connect_timeout
 from gemfcgi.proxyv1 import v1_header
+from gemfcgi.textlog import printable
 from gemfcgi.tls import TLS12_CIPHERS, TLS13_SUITES, protocol_range
 
 if TYPE_CHECKING:
@@ -137,8 +138,8 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
     if not usable:
         # service_identity would say it holds none: it holds names that no
         # host can match, and the common name is not looked at then.
-        return (f"the certificate is not for {name} (its {written} subjectAltName(s) can name no "
-                "host, as *.lan cannot, and its common name counts only without any)")
+        return (f"the certificate is not for {name} (its subjectAltNames, {_alternative_names(certificate)}, "
+                "can name no host, and its common name counts only without any)")
     try:
         wanted = IPAddress_ID(name) if is_address(name) else DNS_ID(name)
         verify_service_identity(cert_patterns=usable, obligatory_ids=[wanted], optional_ids=[])
@@ -146,9 +147,18 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
         # A name no DNS name can be, all digits as "2130706433", which the
         # lookup reads as an address.
         return f"the certificate is not for {name} (no DNS name can be {name})"
-    except (CertificateError, VerificationError) as problem:
-        return f"the certificate is not for {name} ({problem})"
+    except (CertificateError, VerificationError):
+        return f"the certificate is not for {name} (its subjectAltNames: {_alternative_names(certificate)})"
     return None
+
+
+def _alternative_names(certificate: x509.Certificate, shown: int = 5) -> str:
+    """The DNS names and addresses of a certificate's subjectAltNames, as a log line gives them."""
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    written = [*(f"DNS:{dns_name}" for dns_name in names.get_values_for_type(x509.DNSName)),
+               *(f"IP:{address}" for address in names.get_values_for_type(x509.IPAddress))]
+    more = f" and {len(written) - shown} more" if len(written) > shown else ""
+    return printable(", ".join(written[:shown])) + more
 
 
 def _names_checked(certificate: x509.Certificate) -> tuple[int, list[Any]]:

@@ -830,8 +830,9 @@ class _Parser:
             address = self._string("'listen on'", unjoined=frozenset({"tls"}))
         if self._peek().kind is TokenKind.WORD and self._peek().text == "tls":
             # httpd's 'listen on * tls port 443': here every listener is TLS.
-            self._fail(self._peek(), "'tls' in 'listen on': every listener speaks TLS here, as in "
-                       f"gmid; write: listen on {address} port 1965")
+            tls = self._next()
+            self._fail(tls, "'tls' in 'listen on': every listener speaks TLS here, as in gmid; "
+                       f"write: listen on {address} port {self._optional_port(DEFAULT_PORT)}")
         port = self._optional_port(DEFAULT_PORT)
         proxy_v1 = False
         # gemfcgi's addition: proxy-v2 (the PROXY protocol reader accepts

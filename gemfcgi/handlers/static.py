@@ -543,7 +543,8 @@ class FileSender:
     that of the file as opened): rewritten in place (``cp``, a shell's
     ``>``), it may have come back to its size, the client holding old bytes
     before and new ones after; appended to, it is no longer the file whose
-    size the read began with.
+    size the read began with. The time is what tells: a ``touch`` cuts it
+    too, a ``chmod`` does not.
     """
 
     def __init__(self, client: "GeminiProtocol", file: BinaryIO, size: int, path: str,

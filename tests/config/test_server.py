@@ -51,10 +51,11 @@ def test_tls_in_listen_on_as_httpd_writes_it_says_every_listener_is_tls(
 ):
     # It read as an unknown directive 'tls', or, after an address, as part
     # of it ("cannot resolve 127.0.0.1tls").
-    assert errors_of(server_with(f"listen on {address} tls port 1965")) == [
+    assert errors_of(server_with(f"listen on {address} tls port 1966")) == [
         f"gmid.conf:5: 'tls' in 'listen on': every listener speaks TLS here, as in gmid; write: "
-        f"listen on {written} port 1965"
+        f"listen on {written} port 1966"
     ]
+    assert errors_of(server_with(f"listen on {address} tls"))[0].endswith(f"listen on {written} port 1965")
 
 
 def test_listen_port_out_of_range_is_an_error(errors_of, server_with):
