@@ -501,10 +501,11 @@ class GeminiProtocol(OneTimeout, Protocol):
     def _cut_check(self) -> None:
         if close_once_sent(self.transport):
             return
-        if self._still_reading(unsent_bytes(self.transport), CUT_CHECK_PERIOD):
+        unsent = unsent_bytes(self.transport)
+        if self._still_reading(unsent, CUT_CHECK_PERIOD):
             self._arm(CUT_CHECK_PERIOD, self._cut_check)
             return
-        self._reset()
+        self._reset_at_the_end(unsent)
 
     def _let_the_producer_go(self) -> None:
         """Unregister and stop what writes the body, if anything does."""
@@ -575,7 +576,22 @@ class GeminiProtocol(OneTimeout, Protocol):
         if self._still_reading(unsent, linger):
             self._arm(linger, self._linger_check)
             return
-        self._reset()
+        self._reset_at_the_end(unsent)
+
+    def _reset_at_the_end(self, unsent: Optional[int]) -> None:
+        """
+        Reset a connection whose response is over (finished or cut). With
+        bytes of it still unread for the idle timeout, that is a client
+        that read nothing, said as one whose reply was paused is, and the
+        access line's duration runs to the reset, not to when the reply
+        was handed over: a reply that fitted in the kernel's buffers looked
+        delivered in a few milliseconds.
+        """
+        if unsent:
+            self.record.finished = None
+            self._idle_timed_out()
+        else:
+            self._reset()
 
     def _still_reading(self, unsent: Optional[int], period: float) -> bool:
         """

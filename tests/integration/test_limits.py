@@ -158,3 +158,20 @@ def test_client_that_stops_reading_is_closed_at_the_idle_timeout(limited):
     logged = int(limited.wait_for_log(
         r"GET gemini://localhost\S*/fifty\.bin 20 \S+ (\d+) ", since=since).group(1))
     assert abs(logged - received) < 17 * 1024, (logged, received)
+
+
+def test_a_client_that_reads_nothing_of_a_reply_the_kernel_took_whole_is_said_to_at_the_idle_timeout(limited):
+    # The reply (1 MiB) left the process at once: its reset at the idle
+    # timeout came from the linger, without the line a paused reply gets,
+    # and the access line's duration said a few milliseconds.
+    port = limited.port
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    tls = client_context().wrap_socket(raw, server_hostname="localhost")
+    since = len(limited.log)
+    tls.sendall(f"gemini://localhost:{port}/one.bin\r\n".encode())
+    limited.wait_for_log(r"one\.bin: client read nothing for 3 s; closing", timeout=15, since=since)
+    tls.close()
+    took = float(limited.wait_for_log(
+        r"GET gemini://localhost\S*/one\.bin 20 \S+ \d+ ([\d.]+)ms", since=since).group(1))
+    assert took >= 3000, took
