@@ -693,8 +693,34 @@ def _directory_of(pattern: str) -> tuple[str, str]:
     """
     head = pattern.removeprefix("/")
     head = head[: head.rfind("/") + 1]
-    sample = re.sub(r"\[[!^]?\]?[^]]*\]", "x", head).replace("*", "x").replace("?", "x")
-    return "/" + sample, "/" + head
+    sample = _BRACKET.sub(lambda found: _member_of(found.group(0)), head)
+    return "/" + sample.replace("*", "x").replace("?", "x"), "/" + head
+
+
+# A bracket expression of a glob, classes ([:digit:]) inside it included.
+_BRACKET = re.compile(r"\[[!^]?\]?(?:\[:[a-z]+:\]|[^]])*\]")
+
+
+def _member_of(bracket: str) -> str:
+    """A character ``bracket`` takes (``x`` if none of the few tried is)."""
+    return next((c for c in "ax0z1AZ_-." if glob_matches(c, bracket)), "x")
+
+
+def _relays_every_request(server: model.Server) -> bool:
+    """Whether a proxy block takes every request of ``server``: any host, on every port it listens on."""
+    ports = set()
+    for listen in server.listens:
+        try:
+            ports.add(port_number(listen.port))
+        except OSError:
+            pass  # said elsewhere
+    for proxy in server.proxies:
+        if not glob_matches("gemini", proxy.proto.lower()) or proxy.for_host != "*":
+            continue
+        wanted = port_pattern(proxy.for_port)
+        if wanted is None or (ports and all(port_matches(port, wanted) for port in ports)):
+            return True
+    return False
 
 
 def indexes_an_application_runs(server: model.Server) -> list[tuple[Optional[model.Origin], str]]:
@@ -707,8 +733,8 @@ def indexes_an_application_runs(server: model.Server) -> list[tuple[Optional[mod
     and one of those each location's pattern takes (``/x/`` for
     ``/*/index.php``).
     """
-    if catch_all_proxy(server) is not None:
-        return []  # every request is relayed: no file is served
+    if _relays_every_request(server):
+        return []  # no file is served
     host = VirtualHost(server)
     directories = {"/": "/"}  # as asked for: as said
     for location in server.locations:

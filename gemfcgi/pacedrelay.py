@@ -29,6 +29,10 @@ from gemfcgi.gemini.reply import ReplyError
 if TYPE_CHECKING:
     from gemfcgi.server import GeminiProtocol
 
+# In place of a fault's detail that quotes what a backend sent, for a
+# request under 'log off': the reply may echo the request's path or query.
+UNSHOWN_REPLY = "what it sent is not shown (log off)"
+
 
 @implementer(IPushProducer)
 def twisted_connect_timeout(failure: Failure) -> bool:

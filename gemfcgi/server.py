@@ -274,11 +274,15 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         if tls is not None and tls.server_name is not None and tls.server_name != request.host:
             if not tls.name_may_be_an_earlier_ones:
+                if self._quiet_server_name() is not None:
+                    self._log_as(request, False)
                 self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
                 return
             self.record.host = request.host
         vhost = self.site.routes.select(request.host)
         if vhost is None:
+            if self._quiet_server_name() is not None:
+                self._log_as(request, False)
             self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")
             return
         expected = self.listener_port
@@ -670,8 +674,26 @@ class GeminiProtocol(OneTimeout, Protocol):
 
     def _note_raw_url(self, data: bytes) -> None:
         """A request line that did not parse, as the log shows it."""
+        quiet = self._quiet_server_name()
+        if quiet is not None:
+            self.record.enabled = False
+            self.record.url = printable(f"gemini://{quiet}/... (log off)")
+            return
         # Bytes that are not UTF-8 are shown as what they are (\xff).
         self.record.url = log_field(data[:MAX_REQUEST_BYTES].decode("utf-8", "surrogateescape"))
+
+    def _quiet_server_name(self) -> Optional[str]:
+        """
+        The TLS server name, if the server it names logs nothing at its own
+        level (``log off``): a request that server refuses before any routing
+        (``59``, a request timeout, ``53``) is kept out of the log as its
+        routed requests are.
+        """
+        name = self.tls.server_name if self.tls is not None else None
+        if not name:
+            return None
+        vhost = self.site.routes.select(name)
+        return name if vhost is not None and vhost.server.options.log is False else None
 
     def _log_access(self) -> None:
         if not self.record.enabled:

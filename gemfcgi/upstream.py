@@ -68,7 +68,7 @@ from gemfcgi.gemini import status
 from gemfcgi.gemini.hosts import canonical_host, ipv4_unmapped, is_address
 from gemfcgi.gemini.reply import GeminiReplyReader, ReplyHeader
 from gemfcgi.gemini.request import DEFAULT_PORT, MAX_REQUEST_BYTES, Request
-from gemfcgi.pacedrelay import PacedRelay, twisted_connect_timeout
+from gemfcgi.pacedrelay import UNSHOWN_REPLY, PacedRelay, twisted_connect_timeout
 from gemfcgi.proxyv1 import v1_header
 from gemfcgi.textlog import printable
 from gemfcgi.tls import TLS12_CIPHERS, TLS13_SUITES, protocol_range
@@ -125,7 +125,11 @@ def certificate_name_problem(certificate: x509.Certificate, name: str) -> Option
     Why ``certificate`` is not for ``name`` (a canonical host or an
     address), as a relay with ``verifyname`` checks it; ``None`` if it is.
     """
-    written, usable = _names_checked(certificate)
+    try:
+        written, usable = _names_checked(certificate)
+    except ValueError as error:
+        # cryptography reads the extension only when asked (an address of 5 bytes).
+        return f"the certificate is not for {name} (its subjectAltName extension cannot be read: {error})"
     if not written:
         # No DNS name or address in a subjectAltName, as in many a
         # self-signed Gemini certificate: libtls, which gmid checks with,
@@ -613,6 +617,8 @@ class ProxyRelay(PacedRelay):
         if self.finished:
             return
         header_sent = self._reader is None
+        if fault is Fault.BAD_REPLY and not self.client.record.enabled:
+            detail = UNSHOWN_REPLY  # it quotes what the upstream sent
         log.warn(
             "{client} {url}: proxy upstream {upstream}: {fault}: {detail}{after}",
             client=self.client.record.client,

@@ -831,8 +831,11 @@ class _Parser:
         if self._peek().kind is TokenKind.WORD and self._peek().text == "tls":
             # httpd's 'listen on * tls port 443': here every listener is TLS.
             tls = self._next()
+            port = self._optional_port(DEFAULT_PORT)
+            proxy = self._peek()
+            proxy_v = f" {proxy.text}" if proxy.is_keyword("proxy-v1") or proxy.is_keyword("proxy-v2") else ""
             self._fail(tls, "'tls' in 'listen on': every listener speaks TLS here, as in gmid; "
-                       f"write: listen on {address} port {self._optional_port(DEFAULT_PORT)}")
+                       f"write: listen on {address} port {port}{proxy_v}")
         port = self._optional_port(DEFAULT_PORT)
         proxy_v1 = False
         # gemfcgi's addition: proxy-v2 (the PROXY protocol reader accepts

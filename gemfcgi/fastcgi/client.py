@@ -46,7 +46,7 @@ from gemfcgi.fastcgi.records import (
 )
 from gemfcgi.fastcgi.reply import ReplyHeader, ReplyHeaderReader
 from gemfcgi.gemini import status
-from gemfcgi.pacedrelay import PacedRelay, twisted_connect_timeout
+from gemfcgi.pacedrelay import UNSHOWN_REPLY, PacedRelay, twisted_connect_timeout
 from gemfcgi.textlog import printable
 
 if TYPE_CHECKING:
@@ -108,6 +108,10 @@ class Fault(enum.Enum):
     TRUNCATED = "reply truncated"
     APP_FAILED = "application failed to start"
     APP_ERROR = "the application answered"
+
+
+# Faults whose detail quotes what the application sent (``UNSHOWN_REPLY``).
+QUOTES_THE_REPLY = frozenset({Fault.BAD_REPLY, Fault.APP_ERROR})
 
 
 def reply_for(fault: Fault) -> tuple[int, str]:
@@ -548,6 +552,8 @@ class Relay(PacedRelay):
         self._end()
 
     def _log_fault(self, fault: Fault, detail: str, after: str = "") -> None:
+        if fault in QUOTES_THE_REPLY and not self.client.record.enabled:
+            detail = UNSHOWN_REPLY
         log.warn(
             "{client} {url}: FastCGI backend {backend} ({pending} pending): {fault}: {detail}"
             "{after}",

@@ -93,7 +93,8 @@ def serve_fastcgi(
     except NoSuchScript as refused:
         log.info("{client} {url}: not sent to FastCGI backend {backend}: {why}",
                  client=client.record.client, url=client.record.url, backend=backend.name,
-                 why=printable(str(refused)))
+                 # Its reason names the path asked for.
+                 why=printable(str(refused)) if client.record.enabled else "no script (log off)")
         client.respond(status.NOT_FOUND)
         return
     try:

@@ -56,6 +56,8 @@ def test_tls_in_listen_on_as_httpd_writes_it_says_every_listener_is_tls(
         f"listen on {written} port 1966"
     ]
     assert errors_of(server_with(f"listen on {address} tls"))[0].endswith(f"listen on {written} port 1965")
+    assert errors_of(server_with(f"listen on {address} tls port 1966 proxy-v1"))[0].endswith(
+        f"listen on {written} port 1966 proxy-v1")
 
 
 def test_listen_port_out_of_range_is_an_error(errors_of, server_with):

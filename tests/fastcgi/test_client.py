@@ -1784,3 +1784,32 @@ def test_a_reply_timeout_while_stderr_was_held_says_so():
     assert exchange.reply == b"42 CGI error\r\n"
     assert re.search(r"reply timeout: no header after 3 s \(its STDERR came faster than 1 MB/s, "
                      r"and was read no faster for \d+ s of it\)", warnings(logs))
+
+
+@pytest.mark.parametrize("wire", [
+    stdout(b"Status: 301\r\nLocation: /moved/draft-SECRET x\r\n\r\n") + end(),
+    stdout(b"Status: 500 oops SECRET\r\n\r\nerror at /draft-SECRET") + end(),
+    stdout(b"X-SECRET\r\n\r\n") + end(),
+], ids=["redirect echoing the path", "error echoing the query", "malformed line"])
+def test_under_log_off_what_the_application_sent_is_not_quoted(wire):
+    # Its header or error text, quoted in the fault's line, may echo the
+    # path and query that 'log off' keeps out of the log.
+    exchange = Exchange(model.LocationOptions(log=False))
+    with capturedLogs() as logs:
+        exchange.request("gemini://localhost/draft-SECRET?SECRET").accept().send(wire)
+    assert exchange.reply.startswith(b"42 ")
+    [line] = [w for w in warnings(logs).splitlines() if "FastCGI backend" in w]
+    assert "SECRET" not in line
+    assert line.startswith("192.0.2.7:40000 gemini://localhost/... (log off): FastCGI backend ")
+    assert line.endswith(": what it sent is not shown (log off)")
+
+
+def test_under_log_off_a_path_not_sent_to_the_application_is_not_named(tmp_path):
+    # Its reason ("/lnk/passwd leads outside the root") named the path.
+    os.symlink("/etc", tmp_path / "lnk-SECRET")
+    exchange = Exchange(model.LocationOptions(log=False, root=str(tmp_path)))
+    with capturedLogs() as logs:
+        exchange.request("gemini://localhost/lnk-SECRET/passwd/x?SECRET")
+    assert exchange.reply == b"51 not found\r\n"
+    assert warnings(logs) == ("192.0.2.7:40000 gemini://localhost/... (log off): not sent to FastCGI backend "
+                              "unix:/run/app.sock: no script (log off)")

@@ -689,9 +689,16 @@ def test_an_index_a_fastcgi_location_runs_is_warned_of_where_its_directory_serve
     assert warning.startswith('7: index "index.php": a request for /*/ gets /*/index.php as a file')
     [warning] = index_warnings(head + '\tindex "index.php"\n\tlocation "/blog/*/*.php" { fastcgi socket "/s" }\n}\n')
     assert warning.startswith('6: index "index.php": a request for /blog/*/ gets /blog/*/index.php')
+    # A bracket is sampled by a character it takes.
+    for bracket in ("[ab]", "[!x]", "v[[:digit:]]"):
+        location = f'\tlocation "/{bracket}/index.php" {{ fastcgi socket "/s" }}\n'
+        [warning] = index_warnings(head + nested + location + "}\n")
+        assert warning.startswith(f'7: index "index.php": a request for /{bracket}/ gets'), warning
     # Every request relayed by a proxy block: no file is served.
-    relayed = '\tproxy { relay-to "192.0.2.1" port 1965 }\n'
-    assert index_warnings(head + '\tindex "index.php"\n' + php + relayed + "}\n") == []
+    for relayed in ('\tproxy { relay-to "192.0.2.1" port 1965 }\n',
+                    '\tproxy for-host "*" port "*" { relay-to "192.0.2.1" port 1965 }\n',
+                    '\tlisten on * port 1966\n\tproxy for-host "*" port 1966 { relay-to "192.0.2.1" port 1965 }\n'):
+        assert index_warnings(head + '\tindex "index.php"\n' + php + relayed + "}\n") == [], relayed
     # The directory goes to the application too, the index is no script, or the directory is blocked.
     assert index_warnings(head + '\tindex "index.php"\n\tlocation "*" { fastcgi socket "/s" }\n}\n') == []
     assert index_warnings(head + php + "}\n") == []

@@ -910,3 +910,23 @@ def test_under_log_off_an_invalid_header_built_from_the_request_is_not_shown():
     assert "SECRET" not in warning
     assert warning.startswith("127.0.0.1:40000 gemini://localhost/... (log off): refusing invalid header 31 ")
     assert lines == []
+
+
+@pytest.mark.parametrize("line, sni, status", [
+    (b"gemini://localhost/draft-SECRET#SECRET", b"localhost", b"59 "),
+    (b"gemini://elsewhere.test/draft-SECRET?SECRET", b"localhost", b"53 "),
+])
+def test_a_request_refused_before_routing_on_a_server_under_log_off_is_kept_out_of_the_log(line, sni, status):
+    # Its access line and URL came before any routing looked at 'log off':
+    # the server the TLS name chose had said it.
+    from twisted.logger import capturedLogs, formatEvent
+
+    options = model.LocationOptions(root="/nonexistent", log=False)
+    site = build_site(model.Config(servers=[model.Server(name="localhost", options=options)]))
+    protocol, transport, _ = connect(site, server_name=sni)
+    with capturedLogs() as events, access_events() as lines:
+        protocol.dataReceived(line + b"\r\n")
+        protocol.connectionLost(None)
+    assert transport.value().startswith(status)
+    assert lines == []
+    assert not [e for e in events if "SECRET" in formatEvent(e)]

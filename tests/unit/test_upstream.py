@@ -843,3 +843,58 @@ def test_a_certificate_whose_subjectaltnames_name_no_host_is_said_to_hold_them()
     # Names that can match, but not this host: said as names, not as service_identity's repr.
     assert certificate_name_problem(certificate_named_only_by("x", "a.example"), "b.example") == (
         "the certificate is not for b.example (its subjectAltNames: DNS:a.example)")
+
+
+def test_under_log_off_what_the_upstream_sent_is_not_quoted():
+    # A malformed header quoted in the fault's line may echo the path and
+    # query that 'log off' keeps out of the log (a gmid upstream writes %p decoded).
+    from twisted.internet import error
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.logger import capturedLogs, formatEvent
+    from twisted.python.failure import Failure
+
+    from gemfcgi.config import model
+    from gemfcgi.server import GeminiProtocol
+    from gemfcgi.service import build_site
+    from tests.fakes import TLSStringTransport
+
+    config = model.Config(servers=[model.Server(name="localhost", options=model.LocationOptions(log=False),
+                                                proxies=[model.Proxy(relay_to=("192.0.2.1", 1965), use_tls=False)])])
+    reactor = MemoryReactorClock()
+    client = GeminiProtocol(build_site(config), reactor)
+    client.makeConnection(TLSStringTransport())
+    client.handshakeCompleted()
+    with capturedLogs() as logs:
+        client.dataReceived(b"gemini://localhost/draft-SECRET?SECRET\r\n")
+        upstream = reactor.tcpClients[-1][2].buildProtocol(None)
+        upstream.makeConnection(StringTransport())
+        upstream.dataReceived(b"31 /moved/draft-SECRET?SECRET x\r\n")
+        upstream.connectionLost(Failure(error.ConnectionDone()))
+    assert client.transport.value() == b"43 protocol error\r\n"
+    [line] = [formatEvent(e) for e in logs if "proxy upstream" in formatEvent(e)]
+    assert line == ("127.0.0.1:40000 gemini://localhost/... (log off): proxy upstream 192.0.2.1:1965: "
+                    "bad reply: what it sent is not shown (log off)")
+
+
+def test_a_certificate_whose_subjectaltname_extension_cannot_be_read_is_refused_in_one_line():
+    # An address of 5 bytes: cryptography raised as the names were read, and
+    # the relay logged a traceback and "bad reply" for a handshake fault.
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtensionOID, NameOID
+
+    from gemfcgi.upstream import certificate_name_problem
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream.test")])
+    # SEQUENCE { [7] 01 02 03 04 05 }: an iPAddress of five bytes.
+    odd = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3007" "8705" "0102030405"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(odd, critical=False).sign(key, hashes.SHA256()))
+    problem = certificate_name_problem(certificate, "upstream.test")
+    assert problem.startswith("the certificate is not for upstream.test (its subjectAltName extension "
+                              "cannot be read: "), problem
