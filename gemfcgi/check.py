@@ -550,12 +550,7 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 warning(where, f"{what}: a malformed bracket expression, which gmid's fnmatch(3) "
                         "reads only as far as each name needs: gemfcgi may match it differently "
                         "(close it with ], and use only characters, ranges, [:class:], [.x.] and [=x=])")
-        listen_ports = set()
-        for listen in server.listens:
-            try:
-                listen_ports.add(port_number(listen.port))
-            except OSError:
-                pass  # said above
+        listen_ports = _listen_ports(server)
         catch_all = catch_all_proxy(server)
         if catch_all is not None:
             file, line = _where(catch_all.origin, config)
@@ -706,14 +701,20 @@ def _member_of(bracket: str) -> str:
     return next((c for c in "ax0z1AZ_-." if glob_matches(c, bracket)), "x")
 
 
-def _relays_every_request(server: model.Server) -> bool:
-    """Whether a proxy block takes every request of ``server``: any host, on every port it listens on."""
+def _listen_ports(server: model.Server) -> set[int]:
+    """The ports ``server`` listens on (a service that cannot be looked up is said elsewhere)."""
     ports = set()
     for listen in server.listens:
         try:
             ports.add(port_number(listen.port))
         except OSError:
-            pass  # said elsewhere
+            pass
+    return ports
+
+
+def _relays_every_request(server: model.Server) -> bool:
+    """Whether a proxy block takes every request of ``server``: any host, on every port it listens on."""
+    ports = _listen_ports(server)
     for proxy in server.proxies:
         if not glob_matches("gemini", proxy.proto.lower()) or proxy.for_host != "*":
             continue
