@@ -697,8 +697,8 @@ _BRACKET = re.compile(r"\[[!^]?\]?(?:\[:[a-z]+:\]|[^]])*\]")
 
 
 def _member_of(bracket: str) -> str:
-    """A character ``bracket`` takes (``x`` if none of the few tried is)."""
-    return next((c for c in "ax0z1AZ_-." if glob_matches(c, bracket)), "x")
+    """A character ``bracket`` takes: one written in it, or a few common ones (``x`` if none)."""
+    return next((c for c in bracket[1:-1] + "ax0z1AZ_-. " if glob_matches(c, bracket)), "x")
 
 
 def _listen_ports(server: model.Server) -> set[int]:

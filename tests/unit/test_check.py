@@ -690,7 +690,7 @@ def test_an_index_a_fastcgi_location_runs_is_warned_of_where_its_directory_serve
     [warning] = index_warnings(head + '\tindex "index.php"\n\tlocation "/blog/*/*.php" { fastcgi socket "/s" }\n}\n')
     assert warning.startswith('6: index "index.php": a request for /blog/*/ gets /blog/*/index.php')
     # A bracket is sampled by a character it takes.
-    for bracket in ("[ab]", "[!x]", "v[[:digit:]]"):
+    for bracket in ("[ab]", "[!x]", "v[[:digit:]]", "[wW]iki", "v[23]", "[é]", "[[:space:]]"):
         location = f'\tlocation "/{bracket}/index.php" {{ fastcgi socket "/s" }}\n'
         [warning] = index_warnings(head + nested + location + "}\n")
         assert warning.startswith(f'7: index "index.php": a request for /{bracket}/ gets'), warning
