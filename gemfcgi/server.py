@@ -503,9 +503,13 @@ class GeminiProtocol(OneTimeout, Protocol):
         self._arm(0, self._cut_check)
 
     def _cut_check(self) -> None:
-        if close_once_sent(self.transport):
-            return
         unsent = unsent_bytes(self.transport)
+        # The FIN once the peer has taken every byte, as at a linger's end:
+        # sent behind bytes still in the kernel, it let the socket hold them
+        # past the idle timeout of a client that reads none of them.
+        if (unsent == 0 and close_in_order(self.transport)) or \
+                (unsent is None and close_once_sent(self.transport)):
+            return
         if self._still_reading(unsent, CUT_CHECK_PERIOD):
             self._arm(CUT_CHECK_PERIOD, self._cut_check)
             return

@@ -49,6 +49,7 @@ from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.logger import Logger
 
+from gemfcgi.connections import kernel_queued_bytes
 from gemfcgi.eagerwrite import EagerWriteMixin
 from gemfcgi.tls import failed_here, say_failed_here
 
@@ -179,6 +180,12 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             # out (the reply is complete); before, the peer may only have
             # ended its side, and a protocol still answering goes on.
             if self._shutting_down:
+                if kernel_queued_bytes(self):
+                    # Its side alone, the reply not all taken: the protocol's
+                    # linger waits for it (see ``_postLoseConnection``).
+                    self._peer_done = True
+                    self.stopReading()
+                    return None
                 return main.CONNECTION_DONE
             return self._peer_ended(main.CONNECTION_LOST)
         self._tls.bio_write(data)
@@ -445,14 +452,28 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
                 # The close_notify is queued; doWrite calls again once it is out.
                 return None
         if self._peer_done:
-            return main.CONNECTION_DONE  # the peer has ended its side already
+            # The peer has ended its side already. What the kernel still
+            # holds for it is waited for as on any connection (the
+            # protocol's linger: a FIN once it is taken, a reset if the peer
+            # reads none of it for the idle timeout); closed now, the socket
+            # would hold it past every timeout, out of this process's count.
+            if kernel_queued_bytes(self):
+                self.stopWriting()
+                return None
+            return main.CONNECTION_DONE
         self.stopWriting()
         self.startReading()
         return None
 
     def readConnectionLost(self, reason) -> None:
         # A TLS stream has no half-close: the peer's end is the connection's,
-        # whatever the protocol would say to a half-close.
+        # whatever the protocol would say to a half-close; but once our
+        # close_notify is out, what the kernel still holds for the peer is
+        # waited for by the protocol's linger (see ``_postLoseConnection``).
+        if self._shutting_down and kernel_queued_bytes(self):
+            self._peer_done = True
+            self.stopReading()
+            return
         self.connectionLost(reason)
 
     def _closeWriteConnection(self) -> None:

@@ -930,3 +930,26 @@ def test_a_request_refused_before_routing_on_a_server_under_log_off_is_kept_out_
     assert transport.value().startswith(status)
     assert lines == []
     assert not [e for e in events if "SECRET" in formatEvent(e)]
+
+
+def test_a_cut_reply_the_kernel_holds_unread_is_reset_at_the_idle_timeout(site, tmp_path, monkeypatch):
+    # Once Twisted's buffer was empty, the FIN went behind what the kernel
+    # still held, and the socket kept it past the idle timeout of a client
+    # that read none of it: the FIN now waits for the peer to take it all.
+    from twisted.logger import capturedLogs, formatEvent
+
+    from gemfcgi import server
+
+    (tmp_path / "big.bin").write_bytes(b"b" * (4 * 1024 * 1024))
+    monkeypatch.setattr(server, "unsent_bytes", lambda transport: 5000)  # never taken
+    closed = []
+    monkeypatch.setattr(server, "close_once_sent", lambda transport: closed.append(transport) or True)
+    protocol, transport, clock = connect(site)
+    protocol.dataReceived(b"gemini://localhost/big.bin\r\n")  # streamed over several turns
+    with capturedLogs() as events:
+        protocol.cut()  # as a file truncated while it is sent is
+        for _ in range(int(site.timeouts.idle / server.CUT_CHECK_PERIOD) + 20):
+            clock.advance(server.CUT_CHECK_PERIOD)
+    assert closed == []
+    assert transport.aborted
+    assert [formatEvent(e) for e in events if "client read nothing" in formatEvent(e)]
