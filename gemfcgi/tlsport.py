@@ -180,13 +180,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             # out (the reply is complete); before, the peer may only have
             # ended its side, and a protocol still answering goes on.
             if self._shutting_down:
-                if kernel_queued_bytes(self):
-                    # Its side alone, the reply not all taken: the protocol's
-                    # linger waits for it (see ``_postLoseConnection``).
-                    self._peer_done = True
-                    self.stopReading()
-                    return None
-                return main.CONNECTION_DONE
+                return None if self._left_bytes_unread() else main.CONNECTION_DONE
             return self._peer_ended(main.CONNECTION_LOST)
         self._tls.bio_write(data)
         self._in_read = True
@@ -467,14 +461,24 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
 
     def readConnectionLost(self, reason) -> None:
         # A TLS stream has no half-close: the peer's end is the connection's,
-        # whatever the protocol would say to a half-close; but once our
-        # close_notify is out, what the kernel still holds for the peer is
-        # waited for by the protocol's linger (see ``_postLoseConnection``).
-        if self._shutting_down and kernel_queued_bytes(self):
-            self._peer_done = True
-            self.stopReading()
+        # whatever the protocol would say to a half-close.
+        if self._shutting_down and self._left_bytes_unread():
             return
         self.connectionLost(reason)
+
+    def _left_bytes_unread(self) -> bool:
+        """
+        Whether the peer, ending its side after our close_notify, left bytes
+        in the kernel for it. Then the protocol's linger waits for them (a
+        FIN once they are taken, a reset if none is read for the idle
+        timeout): closed now, the socket would hold them past every
+        timeout, out of this process's count.
+        """
+        if not kernel_queued_bytes(self):
+            return False
+        self._peer_done = True
+        self.stopReading()
+        return True
 
     def _closeWriteConnection(self) -> None:
         # Half-close would cut the TLS stream short; closing waits for the peer.
