@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 UNSHOWN_REPLY = "what it sent is not shown (log off)"
 
 
-@implementer(IPushProducer)
 def twisted_connect_timeout(failure: Failure) -> bool:
     """
     Whether a connect failed by Twisted's own connect timeout ("User
@@ -45,6 +44,7 @@ def twisted_connect_timeout(failure: Failure) -> bool:
         failure.getErrorMessage().startswith("User timeout caused connection failure")
 
 
+@implementer(IPushProducer)
 class PacedRelay(OneTimeout):
     """The reply side of a relay; see the module's doc."""
 

@@ -898,3 +898,18 @@ def test_a_certificate_whose_subjectaltname_extension_cannot_be_read_is_refused_
     problem = certificate_name_problem(certificate, "upstream.test")
     assert problem.startswith("the certificate is not for upstream.test (its subjectAltName extension "
                               "cannot be read: "), problem
+
+
+def test_both_relays_are_push_producers_and_the_timeout_test_is_a_plain_function():
+    # A helper written between the decorator and the class took the
+    # declaration: the relays said they were no producer.
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface.verify import verifyClass
+
+    from gemfcgi.fastcgi.client import Relay
+    from gemfcgi.pacedrelay import twisted_connect_timeout
+    from gemfcgi.upstream import ProxyRelay
+
+    for relay in (Relay, ProxyRelay):
+        assert verifyClass(IPushProducer, relay)
+    assert not IPushProducer.implementedBy(twisted_connect_timeout)
