@@ -57,6 +57,7 @@ from gemfcgi.gemini.hosts import ipv4_unmapped
 from gemfcgi.gemini.request import (
     DEFAULT_PORT,
     MAX_REQUEST_BYTES,
+    UNLOGGED_PATH,
     Request,
     RequestError,
     logged_iri,
@@ -274,16 +275,12 @@ class GeminiProtocol(OneTimeout, Protocol):
             return
         if tls is not None and tls.server_name is not None and tls.server_name != request.host:
             if not tls.name_may_be_an_earlier_ones:
-                if self._quiet_server_name() is not None:
-                    self._log_as(request, False)
-                self.respond(status.PROXY_REQUEST_REFUSED, "host does not match the TLS server name")
+                self._refuse_unrouted(request, "host does not match the TLS server name")
                 return
             self.record.host = request.host
         vhost = self.site.routes.select(request.host)
         if vhost is None:
-            if self._quiet_server_name() is not None:
-                self._log_as(request, False)
-            self.respond(status.PROXY_REQUEST_REFUSED, "host not served here")
+            self._refuse_unrouted(request, "host not served here")
             return
         expected = self.listener_port
         port = DEFAULT_PORT if request.port is None else request.port
@@ -313,6 +310,12 @@ class GeminiProtocol(OneTimeout, Protocol):
             self._run("client_ca", request, settings)
             return
         self.handle(request, settings)
+
+    def _refuse_unrouted(self, request: Request, meta: str) -> None:
+        """``53`` for a request no server takes, kept out of the log if the TLS name's server logs nothing."""
+        if self._quiet_server_name() is not None:
+            self._log_as(request, False)
+        self.respond(status.PROXY_REQUEST_REFUSED, meta)
 
     def _log_as(self, request: Request, logged: bool) -> None:
         """
@@ -681,7 +684,7 @@ class GeminiProtocol(OneTimeout, Protocol):
         quiet = self._quiet_server_name()
         if quiet is not None:
             self.record.enabled = False
-            self.record.url = printable(f"gemini://{quiet}/... (log off)")
+            self.record.url = printable(f"gemini://{quiet}{UNLOGGED_PATH}")
             return
         # Bytes that are not UTF-8 are shown as what they are (\xff).
         self.record.url = log_field(data[:MAX_REQUEST_BYTES].decode("utf-8", "surrogateescape"))

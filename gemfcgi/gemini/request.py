@@ -112,7 +112,11 @@ def unlogged_iri(request: Request, listener_port: Optional[int] = None) -> str:
     """
     iri = logged_iri(request, listener_port)
     end = iri.find("/", len(request.scheme) + len("://"))
-    return (iri if end < 0 else iri[:end]) + "/... (log off)"
+    return (iri if end < 0 else iri[:end]) + UNLOGGED_PATH
+
+
+# What stands for the path and query of a request under ``log off``.
+UNLOGGED_PATH = "/... (log off)"
 
 
 def _bad(meta: str) -> RequestError:
