@@ -70,6 +70,11 @@ STREAM_WRITE = 32 * 1024
 FLUSH_READ = 256 * 1024
 # The largest plaintext of one TLS record: a write beyond it makes several.
 TLS_RECORD_SIZE = 16 * 1024
+# A peer that ended its side with bytes of the reply still in the kernel:
+# how soon to look whether it has taken them (doubling up to the last), to
+# close then; the protocol's linger cuts one that takes none.
+TAKEN_FIRST_LOOK = 0.01
+TAKEN_LAST_LOOK = 1.0
 # Linux's option to hold partial segments back until it is cleared.
 TCP_CORK: Optional[int] = getattr(socket, "TCP_CORK", None)
 
@@ -118,6 +123,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._read_held = False
         self._ended: Optional[Exception] = None
         self._host = None
+        self._taken_look: Optional[Any] = None
         # The local port without a getsockname(): the listening port's.
         self.local_port: int = server.local_port
         self._answer_waiting_hello()
@@ -453,6 +459,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             # would hold it past every timeout, out of this process's count.
             if kernel_queued_bytes(self):
                 self.stopWriting()
+                self._look_again(TAKEN_FIRST_LOOK)
                 return None
             return main.CONNECTION_DONE
         self.stopWriting()
@@ -478,7 +485,28 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             return False
         self._peer_done = True
         self.stopReading()
+        self._look_again(TAKEN_FIRST_LOOK)
         return True
+
+    def _look_again(self, after: float) -> None:
+        if self._taken_look is None:
+            self._taken_look = self.reactor.callLater(after, self._close_once_taken, after)
+
+    def _close_once_taken(self, waited: float) -> None:
+        """Close (FIN) once the peer that ended its side has taken every byte."""
+        self._taken_look = None
+        if self.disconnected or self._ended is not None:
+            return
+        if kernel_queued_bytes(self):
+            self._look_again(min(waited * 2, TAKEN_LAST_LOOK))
+            return
+        self._end(main.CONNECTION_DONE)
+
+    def connectionLost(self, reason) -> None:
+        look, self._taken_look = self._taken_look, None
+        if look is not None and look.active():
+            look.cancel()
+        super().connectionLost(reason)
 
     def _closeWriteConnection(self) -> None:
         # Half-close would cut the TLS stream short; closing waits for the peer.
