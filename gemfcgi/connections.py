@@ -248,6 +248,30 @@ def kernel_queued_bytes(transport: Any) -> int:
     return _kernel_queue(tcp) or 0
 
 
+# Linux's state of a TCP socket that has no connection left (tcp_states.h):
+# while this process still holds it, the peer reset it.
+_TCP_CLOSE = 7
+_TCP_INFO: Optional[int] = getattr(socket, "TCP_INFO", None)
+
+
+def reset_by_peer(transport: Any) -> bool:
+    """
+    Whether the peer has reset the connection. The kernel's send queue then
+    still counts what the peer had not acknowledged, which will never go:
+    a client that closed before a late reply answers it with a reset, and
+    by the queue alone it would pass for one that reads nothing.
+    """
+    tcp = _socket_of(transport)
+    if tcp is None or _TCP_INFO is None:
+        return False
+    if getattr(tcp.socket, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return tcp.socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _kernel_queue(tcp: Any) -> Optional[int]:
     """The kernel's send queue of ``tcp`` (TIOCOUTQ), or ``None`` where there is none to ask."""
     if tcp is None:

@@ -49,6 +49,7 @@ from gemfcgi.connections import (
     kernel_queued_bytes,
     socket_host,
     socket_peer,
+    reset_by_peer,
     unsent_bytes,
 )
 from gemfcgi.deadlines import OneTimeout, deadlines_for
@@ -513,6 +514,8 @@ class GeminiProtocol(OneTimeout, Protocol):
         if (unsent == 0 and close_in_order(self.transport)) or \
                 (unsent is None and close_once_sent(self.transport)):
             return
+        if self._gone_with_a_reset(unsent):
+            return
         if self._still_reading(unsent, CUT_CHECK_PERIOD):
             self._arm(CUT_CHECK_PERIOD, self._cut_check)
             return
@@ -584,10 +587,24 @@ class GeminiProtocol(OneTimeout, Protocol):
             # slow) may not have read it yet, and a reset would destroy
             # what it has not read. So the connection ends with a FIN.
             return
+        if self._gone_with_a_reset(unsent):
+            return
         if self._still_reading(unsent, linger):
             self._arm(linger, self._linger_check)
             return
         self._reset_at_the_end(unsent)
+
+    def _gone_with_a_reset(self, unsent: Optional[int]) -> bool:
+        """
+        End at once a connection whose peer reset it with bytes unsent (a
+        client that closed before its reply came): they never reach it, and
+        the kernel's queue, which still counts them, would keep it to the
+        idle timeout as a client that reads nothing.
+        """
+        if not unsent or not reset_by_peer(self.transport):
+            return False
+        self._reset()
+        return True
 
     def _reset_at_the_end(self, unsent: Optional[int]) -> None:
         """

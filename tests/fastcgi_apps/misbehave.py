@@ -95,6 +95,8 @@ MODES = {
     "die-after-header": lambda r: r.connection.sendall(stdout(HEADER + b"partial\n")) or die_soon(),
     # The same before a byte of its reply.
     "die-on-input": lambda r: die_soon(),
+    # A whole reply, once the client has had time to go away.
+    "late": lambda r: time.sleep(0.5) or r.connection.sendall(stdout(HEADER + b"late\n") + encode_end_request()),
     "silent": wait_for_close,
     "forever": stream_forever,
 }

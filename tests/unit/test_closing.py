@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 
 import pytest
@@ -86,3 +87,42 @@ def test_beyond_the_most_drained_at_once_a_socket_closes_at_once(pair, monkeypat
     assert close_in_order(_Connection(server, reactor))
     assert reactor.readers == set()
     assert client.recv(100) == b""
+
+
+class _TCP:
+    """A transport as far as ``reset_by_peer`` looks: one that holds its socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        client = socket.create_connection(listening.getsockname(), timeout=5)
+        server, _ = listening.accept()
+    return server, client
+
+
+def test_a_peer_that_closed_before_the_reply_and_reset_it_is_told_from_one_that_reads_nothing():
+    server, client = _tcp_pair()
+    idle_server, idle_client = _tcp_pair()
+    try:
+        client.close()  # a FIN: maybe a half-close, so the reply is sent
+        assert not connections.reset_by_peer(_TCP(server))
+        server.send(b"the reply")  # its kernel answers with a reset
+        idle_server.send(b"the reply")  # this one holds it, unread
+        for _ in range(100):
+            if connections.reset_by_peer(_TCP(server)):
+                break
+            select.select([], [], [], 0.01)
+        assert connections.reset_by_peer(_TCP(server))
+        assert not connections.reset_by_peer(_TCP(idle_server))
+    finally:
+        for sock in (server, idle_server, idle_client):
+            sock.close()
+
+
+def test_a_unix_socket_is_never_said_to_be_reset(pair):
+    server, client = pair
+    client.close()
+    assert not connections.reset_by_peer(_TCP(server))
