@@ -1196,12 +1196,17 @@ class _SignalShare:
         signal.signal(signum, self.handle)
 
     def handle(self, number: int, frame: Any) -> None:
-        for action, reactor in list(self.actions):
-            reactor.callFromThread(action)
+        # The handler from before first: what it queues for the reactor
+        # (twistd's rotation of its ``--logfile`` at SIGUSR1) comes before
+        # the actions, so the lines they log go to the new file.
         # SIG_DFL and SIG_IGN are numbers, and None a handler set outside
         # Python: none of them is ours to call.
-        if callable(self.previous):
-            self.previous(number, frame)
+        try:
+            if callable(self.previous):
+                self.previous(number, frame)
+        finally:
+            for action, reactor in list(self.actions):
+                reactor.callFromThread(action)
 
     def remove(self, entry: tuple[Callable[[], None], Any]) -> None:
         if entry in self.actions:
@@ -1218,7 +1223,7 @@ _signal_shares: dict[int, _SignalShare] = {}
 
 def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], None]:
     """
-    Run ``action`` in the reactor's thread when ``signum`` arrives, and then
+    Run ``action`` in the reactor's thread when ``signum`` arrives, after
     the handler that was there before: twistd rotates its ``--logfile`` on
     SIGUSR1, and an embedding program may have a use of its own for it, so
     taking the signal over would silently end theirs.

@@ -313,8 +313,13 @@ def load_or_exit(options: Options) -> model.Config:
         for diagnostic in error.diagnostics:
             print(diagnostic, file=sys.stderr)
         sys.exit(1)
+    # A start's warnings go to the log too, where it is not the terminal
+    # (twistd's ``--logfile``, a daemon's): a reload's go there alone.
+    to_the_log = not options["check"] and not textlog.logs_to_the_terminal(options.parent)
     for diagnostic in in_file_order(warnings, options["config"]):
         print(f"warning: {diagnostic}", file=sys.stderr)
+        if to_the_log:
+            log.warn("warning: {d}", d=str(diagnostic))
     if options["check"]:
         print("configuration OK")
         sys.exit(0)

@@ -272,6 +272,21 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
     return text_observer(log_file)
 
 
+def logs_to_the_terminal(twistd_options: Optional[Mapping[str, Any]]) -> bool:
+    """
+    Whether the log goes where standard error does, the terminal or the
+    service manager's journal (``twistd -n`` without a log file, or
+    ``twist``), so that what is printed there at the start is in the log
+    too. Not for a log file, syslog or a logger of the user's choice.
+    """
+    if twistd_options is None or "nodaemon" not in twistd_options:
+        return True
+    if twistd_options.get("syslog") or twistd_options.get("logger"):
+        return False
+    path = twistd_options.get("logfile") or ""
+    return bool(twistd_options.get("nodaemon")) and path in ("", "-")
+
+
 class WithTwistdLog(MultiService):
     """
     The service twistd runs, bringing its log observer to twistd's application.

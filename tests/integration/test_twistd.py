@@ -689,6 +689,32 @@ def test_sigusr1_still_rotates_twistds_own_log_file(tmp_path, workers):
         process.wait(20)
 
 
+def test_a_start_writes_its_warnings_to_the_log_file_too_and_sigusr1_says_the_reopen_in_the_new_one(
+        tmp_path, certificate):
+    # Both went elsewhere: the warnings to standard error alone (a daemon's
+    # nowhere), the reopen line into the file twistd rotated away.
+    cert, key = certificate
+    log_file, access = tmp_path / "twistd.log", tmp_path / "access.log"
+    config = tmp_path / "gmid.conf"
+    config.write_text(f'log {{ access "{access}" }}\ntypes {{ text/plain a.b }}\n'
+                      f'server "localhost" {{\n\tlisten on 127.0.0.1 port 0\n'
+                      f'\tcert "{cert}"\n\tkey "{key}"\n\troot "{tmp_path}"\n}}\n')
+    process = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", f"--logfile={log_file}", "gemfcgi", "-c", str(config)],
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_text(log_file, r"listening on 127\.0\.0\.1:")
+        assert f"warning: {config}:2: extension 'a.b' holds '.'" in log_file.read_text()
+        process.send_signal(signal.SIGUSR1)
+        wait_for_text(log_file, re.escape(f"access log reopened: {access}"))
+        assert "access log reopened" not in (tmp_path / "twistd.log.1").read_text()
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 def renew(cert, key) -> bytes:
     """A new pair written over ``cert`` and ``key``; the new certificate, DER."""
     from cryptography.hazmat.primitives import serialization

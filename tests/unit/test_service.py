@@ -646,12 +646,12 @@ def test_services_sharing_a_signal_may_stop_in_any_order_and_leave_the_handler_f
         undo_a = on_signal(signal.SIGUSR1, lambda: seen.append("a"), _CallingReactor())
         undo_b = on_signal(signal.SIGUSR1, lambda: seen.append("b"), _CallingReactor())
         signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-        assert seen == ["a", "b", "program"]
+        assert seen == ["program", "a", "b"]
         first, second = (undo_a, undo_b) if order == "first-first" else (undo_b, undo_a)
         first()
         seen.clear()
         signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-        assert seen == ["b" if first is undo_a else "a", "program"]
+        assert seen == ["program", "b" if first is undo_a else "a"]
         second()
         seen.clear()
         signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
@@ -660,7 +660,7 @@ def test_services_sharing_a_signal_may_stop_in_any_order_and_leave_the_handler_f
         undo_c = on_signal(signal.SIGUSR1, lambda: seen.append("c"), _CallingReactor())
         seen.clear()
         signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-        assert seen == ["c", "program"]
+        assert seen == ["program", "c"]
         undo_c()
     finally:
         signal.signal(signal.SIGUSR1, before)
@@ -755,7 +755,7 @@ def test_a_handler_set_after_ours_is_left_in_place_when_ours_goes():
         # A service asking again shares no stale handler: it chains theirs.
         undo = on_signal(signal.SIGUSR2, lambda: seen.append("again"), _CallingReactor())
         signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)
-        assert seen == ["again", "theirs"]
+        assert seen == ["theirs", "again"]
         undo()
         assert signal.getsignal(signal.SIGUSR2) is theirs
     finally:
