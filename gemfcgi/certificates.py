@@ -129,6 +129,13 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
         raise _unusable(cert_path, f"the file holds {begun} certificates, of which {len(chain)} could "
                         "be read: one is cut short (no END line) or a TRUSTED CERTIFICATE, and clients "
                         "would get an incomplete chain")
+    for number, certificate in enumerate(chain, 1):
+        try:
+            # cryptography reads a certificate's key only when asked.
+            certificate.public_key()
+        except ValueError as e:
+            which = "the certificate" if number == 1 else f"certificate {number} of the chain"
+            raise _unusable(cert_path, f"{which} is damaged: its public key cannot be read ({e})") from None
     if not key_data.strip():
         raise _unusable(key_path, "cannot load private key: the file is empty")
     if b"-----BEGIN" not in key_data:

@@ -358,7 +358,12 @@ def _may_sign(certificate: x509.Certificate) -> bool:
 
 def _same_authority(one: x509.Certificate, other: x509.Certificate) -> bool:
     """Two copies of one CA: the same name and the same key (a renewal of it)."""
-    return one is not other and one.subject == other.subject and one.public_key() == other.public_key()
+    if one is other or one.subject != other.subject:
+        return False
+    try:
+        return one.public_key() == other.public_key()
+    except ValueError:  # a key that cannot be read (a damaged copy)
+        return False
 
 
 def _key_pair_directive(problem: CertificateError, server: model.Server) -> str:

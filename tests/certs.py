@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 from pathlib import Path
 
@@ -111,3 +112,17 @@ def issue_by_legacy(common_name: str, authority) -> tuple[bytes, bytes]:
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return crypto.dump_certificate(crypto.FILETYPE_PEM, leaf), key_pem
+
+
+def with_its_key_damaged(pem: bytes) -> bytes:
+    """``pem`` with a bit of its public key's point flipped: read whole, its key then is no point."""
+    certificate = x509.load_pem_x509_certificate(pem)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    point = certificate.public_key().public_bytes(serialization.Encoding.X962,
+                                                  serialization.PublicFormat.UncompressedPoint)
+    at = der.index(point) + 1
+    damaged = der[:at] + bytes([der[at] ^ 1]) + der[at + 1:]
+    body = base64.encodebytes(damaged).replace(b"\n", b"")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+

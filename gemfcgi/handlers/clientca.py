@@ -127,6 +127,10 @@ def _extension(certificate: x509.Certificate, kind: type) -> Any:
 
 def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> str | None:
     """Why ``authority`` cannot vouch for anyone at ``now``; ``None`` if it can."""
+    try:
+        authority.public_key()
+    except ValueError as error:
+        return f"damaged: its public key cannot be read ({error})"
     self_signed = authority.issuer == authority.subject
     constraints = _extension(authority, x509.BasicConstraints)
     if constraints is not None and not constraints.ca and not self_signed:

@@ -580,6 +580,21 @@ def test_an_old_copy_of_a_renewed_ca_left_in_its_file_is_no_warning(tmp_path):
     assert "expired on " in alone and alone.endswith("; no client certificate it issued is accepted")
 
 
+def test_a_ca_whose_public_key_is_damaged_is_warned_of(tmp_path):
+    # "configuration OK", and every client certificate it issued got 61.
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.certs import issue, with_its_key_damaged
+
+    authority = issue("Damaged CA", ca=True)[0]
+    (tmp_path / "cas.pem").write_bytes(with_its_key_damaged(authority.public_bytes(serialization.Encoding.PEM)))
+    config = single_server(tmp_path, f' require client ca "{tmp_path}/cas.pem"\n')
+    [warned] = check_messages(config)
+    assert warned.startswith(f"{config}:6: require client ca {tmp_path}/cas.pem: CN=Damaged CA: damaged: "
+                             "its public key cannot be read (")
+    assert warned.endswith("; no client certificate it issued is accepted")
+
+
 def test_ocsp_for_a_self_signed_certificate_is_a_warning(tmp_path):
     from tests.support import PROJECT_ROOT, TWISTD
 

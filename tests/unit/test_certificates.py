@@ -550,3 +550,21 @@ def test_a_chain_with_a_damaged_cut_or_trusted_certificate_is_refused_naming_it(
     assert said["damaged"].startswith("certificate 2 of the chain is damaged or cut short (")
     (tmp_path / "whole").write_bytes(leaf + middle)
     load_key_pair(str(tmp_path / "whole"), key)
+
+
+def test_a_certificate_whose_public_key_is_damaged_is_refused_naming_it_not_with_a_traceback(tmp_path):
+    # cryptography reads the key only when asked: --check and the start
+    # ended in a traceback ("ValueError: Invalid key").
+    from gemfcgi.certificates import CertificateError, load_key_pair
+    from tests.certs import with_its_key_damaged
+
+    leaf, middle, key = _chain_files(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+    said = {}
+    for name, data in {"leaf": with_its_key_damaged(leaf) + middle,
+                       "middle": leaf + with_its_key_damaged(middle)}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CertificateError) as raised:
+            load_key_pair(str(tmp_path / name), key)
+        said[name] = str(raised.value).removeprefix(f"{tmp_path / name}: ")
+    assert said["leaf"].startswith("the certificate is damaged: its public key cannot be read (")
+    assert said["middle"].startswith("certificate 2 of the chain is damaged: its public key cannot be read (")
