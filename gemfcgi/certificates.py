@@ -263,10 +263,15 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
     # A response may answer for several certificates (RFC 6960); a client
     # takes the answer about its server's.
     answers = list(response.responses)
-    answer = next((one for one in answers if one.serial_number == leaf.serial_number), None)
-    if answer is None:
+    same_serial = [one for one in answers if one.serial_number == leaf.serial_number]
+    if not same_serial:
         serials = ", ".join(f"{one.serial_number:X}" for one in answers) or "none"
         return f"OCSP response is about serial {serials}, not the certificate's {leaf.serial_number:X}"
+    # A serial is its issuer's: another CA's certificate may have the same.
+    answer = next((one for one in same_serial if _about_the_issuer_of(one, pair.chain)), None)
+    if answer is None:
+        return (f"OCSP response is about serial {leaf.serial_number:X} of another issuer than the "
+                f"certificate's ({leaf.issuer.rfc4514_string()})")
     # A refresh that stopped (a broken cron job) staples an old answer:
     # clients that check it refuse the connection.
     if answer.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED:
@@ -275,6 +280,50 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
     if next_update is not None and next_update < datetime.datetime.now(datetime.timezone.utc):
         return f"OCSP response expired on {_moment(next_update)} (its next update): refresh it and reload"
     return None
+
+
+def _about_the_issuer_of(answer: Any, chain: Sequence[x509.Certificate]) -> bool:
+    """
+    Whether an OCSP answer names the issuer of ``chain``'s first certificate
+    (RFC 6960 4.1.1): by the hash of its name, and of its key when the
+    chain holds the issuer.
+    """
+    leaf = chain[0]
+    if _digest(answer.hash_algorithm, leaf.issuer.public_bytes()) != answer.issuer_name_hash:
+        return False
+    issuer = next((each for each in chain[1:] if each.subject == leaf.issuer), None)
+    if issuer is None:
+        return True
+    try:
+        bits = _public_key_bits(issuer.public_key())
+    except ValueError:
+        return True
+    return _digest(answer.hash_algorithm, bits) == answer.issuer_key_hash
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    digest = hashes.Hash(algorithm)
+    digest.update(data)
+    return digest.finalize()
+
+
+def _public_key_bits(public_key: Any) -> bytes:
+    """The content of a key's subjectPublicKey BIT STRING, which OCSP hashes."""
+    info = public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    _, inside, _ = _der_element(info, 0)  # SubjectPublicKeyInfo
+    _, _, after_algorithm = _der_element(info, inside)  # AlgorithmIdentifier
+    _, bits, end = _der_element(info, after_algorithm)  # subjectPublicKey
+    return info[bits + 1:end]  # after the count of unused bits
+
+
+def _der_element(der: bytes, at: int) -> tuple[int, int, int]:
+    """The tag, start of content and end of the DER element at ``at``."""
+    tag, length, at = der[at], der[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, at = int.from_bytes(der[at:at + count], "big"), at + count
+    return tag, at, at + length
 
 
 def validity_problem(certificate: x509.Certificate, now: datetime.datetime) -> Optional[str]:

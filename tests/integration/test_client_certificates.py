@@ -11,6 +11,7 @@ import time
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gemfcgi.certificates import make_self_signed, write_key_pair
 from tests.certs import NOW, issue, write
@@ -381,6 +382,23 @@ def test_ocsp_response_about_another_certificate_is_a_warning(stapling, tmp_path
     [message] = check_messages(config)
     assert message.startswith(f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: ")
     assert f"about serial {leaves['other.example'].serial_number:X}" in message
+
+
+@pytest.mark.parametrize("named", ["another name", "the same name"])
+def test_an_ocsp_response_about_the_same_serial_from_another_issuer_is_a_warning(stapling, tmp_path, named):
+    # A serial is its issuer's: "configuration OK", and nothing stapled.
+    config, ca, leaves = stapling
+    leaf = leaves["example.com"]
+    other_ca = issue("another ca" if named == "another name" else "stapling ca", ca=True)
+    twin = (x509.CertificateBuilder().subject_name(leaf.subject).issuer_name(other_ca[0].subject)
+            .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+            .serial_number(leaf.serial_number).not_valid_before(leaf.not_valid_before_utc)
+            .not_valid_after(leaf.not_valid_after_utc).sign(other_ca[1], hashes.SHA256()))
+    (tmp_path / "example.com.ocsp").write_bytes(make_ocsp_response(twin, other_ca))
+    [message] = check_messages(config)
+    assert message == (f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: OCSP response is "
+                       f"about serial {leaf.serial_number:X} of another issuer than the certificate's "
+                       "(CN=stapling ca)")
 
 
 @pytest.mark.parametrize("state", ["revoked", "expired"])
