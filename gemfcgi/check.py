@@ -105,13 +105,28 @@ def spawn_problem(command: str) -> Optional[str]:
         return f"cannot split {command!r} into words: {problem}"
     if not argv:
         return "empty command"
-    found = find_program(argv[0], os.environ)
+    problem = _unrunnable(argv[0], os.environ, "")
+    if problem is not None:
+        return problem
+    # And what a wrapper runs (``env PHP_FCGI_CHILDREN=4 php-cgi``), with
+    # the PATH it gives; a relative path after ``env -C`` is not looked for.
+    spawned = spawned_command(command, os.environ)
+    if spawned is None or len(spawned.words) == len(argv):
+        return None
+    program = spawned.words[0]
+    if "/" in program and not os.path.isabs(program):
+        return None
+    return _unrunnable(program, spawned.environment, f" (run by {os.path.basename(argv[0])})")
+
+
+def _unrunnable(program: str, env: Mapping[str, str], run_by: str) -> Optional[str]:
+    found = find_program(program, env)
     if found is None:
-        where = "" if "/" in argv[0] else " in PATH"
-        return f"program {argv[0]!r} not found{where} (or not executable)"
+        where = "" if "/" in program else " in PATH"
+        return f"program {program!r}{run_by} not found{where} (or not executable)"
     kind = irregular_kind(found)
     if kind is not None:
-        return f"program {found!r} is not a regular file ({kind}): it cannot be run"
+        return f"program {found!r}{run_by} is not a regular file ({kind}): it cannot be run"
     return None
 
 

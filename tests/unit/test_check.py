@@ -43,6 +43,20 @@ def test_a_program_nowhere_in_path_or_at_its_path_is_named():
     assert spawn_problem("/no/such/program") == "program '/no/such/program' not found (or not executable)"
 
 
+def test_the_program_a_wrapper_runs_is_looked_for_too_with_the_path_it_gives():
+    # The README's own form passed the check with any program name after it.
+    assert spawn_problem("env PHP_FCGI_CHILDREN=4 no-such-php-cgi") == (
+        "program 'no-such-php-cgi' (run by env) not found in PATH (or not executable)")
+    assert spawn_problem("env -i PATH=/usr/bin:/bin no-such-fcgiwrap -c 4") == (
+        "program 'no-such-fcgiwrap' (run by env) not found in PATH (or not executable)")
+    assert spawn_problem("nice -n 5 /no/such/app") == (
+        "program '/no/such/app' (run by nice) not found (or not executable)")
+    assert spawn_problem("env -i PATH=/nowhere sh -c 'exit 0'") == (
+        "program 'sh' (run by env) not found in PATH (or not executable)")
+    assert spawn_problem("env -i PATH=/usr/bin:/bin sh -c 'exit 0'") is None
+    assert spawn_problem("env X=1 sh -c 'exit 0'") is None
+
+
 def test_a_command_that_cannot_be_split_or_is_empty_is_said_so():
     assert spawn_problem("sh -c 'unclosed").startswith("cannot split \"sh -c 'unclosed\" into words: ")
     assert spawn_problem("   ") == "empty command"
@@ -430,18 +444,21 @@ def test_the_php_cgi_warning_names_its_line(tmp_path, monkeypatch):
     monkeypatch.delenv("PHP_FCGI_CHILDREN", raising=False)
     write_localhost_pair(tmp_path)
     (tmp_path / "root").mkdir()
+    php = tmp_path / "opt" / "php" / "bin" / "php-cgi"
+    php.parent.mkdir(parents=True)
+    php.write_text("#!/bin/sh\n")
+    php.chmod(0o755)
     path = tmp_path / "gmid.conf"
     path.write_text(
         f'server "localhost" {{\n\tlisten on 127.0.0.1 port 22060\n\tcert "{tmp_path}/c.pem"\n'
         f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n'
-        '\tlocation "/php/*" { fastcgi spawn "env /opt/php/bin/php-cgi" }\n'
-        '\tlocation "/many/*" { fastcgi spawn "env PHP_FCGI_CHILDREN=4 /opt/php/bin/php-cgi" }\n}\n'
+        f'\tlocation "/php/*" {{ fastcgi spawn "env {php}" }}\n'
+        f'\tlocation "/many/*" {{ fastcgi spawn "env PHP_FCGI_CHILDREN=4 {php}" }}\n}}\n'
     )
     _, warnings = load_and_check(str(path), {})
     assert [str(w) for w in warnings] == [
         f"{path}:6: fastcgi spawn: php-cgi without PHP_FCGI_CHILDREN serves one request at a time, so one "
-        'client reading a reply slowly holds up every other (spawn "env PHP_FCGI_CHILDREN=4 '
-        '/opt/php/bin/php-cgi")'
+        f'client reading a reply slowly holds up every other (spawn "env PHP_FCGI_CHILDREN=4 {php}")'
     ]
 
 
