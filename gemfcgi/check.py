@@ -1343,7 +1343,7 @@ def load_and_check(
         base = current_directory()
         if base is None:
             raise ConfigError([Diagnostic(path, 0, DIRECTORY_GONE)])
-    config, warnings = load_config(path, defines)
+    config, warnings = load_config(path, defines, base)
     anchor_paths(config, base)
     errors, more_warnings = check_config(config)
     warnings = warnings + more_warnings

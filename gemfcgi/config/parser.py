@@ -139,8 +139,12 @@ class _Parser:
         defines: Optional[dict[str, str]],
         base_dir: Optional[str],
         real_path: Optional[str],
+        start_dir: Optional[str] = None,
     ) -> None:
         self.report = Report()
+        # gmid's directory for relative includes: the one the server started
+        # in, given, where a reload after twistd's --rundir reads the file.
+        self.start_dir = start_dir
         self.command_line = dict(defines or {})
         self.macros: dict[str, str] = dict(self.command_line)
         self.lexer = Lexer(text, filename, self.macros, self.report.error, real_path)
@@ -525,7 +529,7 @@ class _Parser:
         if os.path.isabs(name):
             return name
         base = self.base_dirs.get(token.file)
-        cwd = current_directory()
+        cwd = self.start_dir or current_directory()
         if cwd is None:
             # Removed since the start: only beside the including file.
             if base is None:
@@ -1186,8 +1190,9 @@ def _parse(
     defines: Optional[dict[str, str]],
     base_dir: Optional[str],
     real_path: Optional[str],
+    start_dir: Optional[str] = None,
 ) -> tuple[Config, list[Diagnostic]]:
-    parser = _Parser(text, filename, defines, base_dir, real_path)
+    parser = _Parser(text, filename, defines, base_dir, real_path, start_dir)
     config = parser.parse()
     report = parser.report
     if report.errors:
@@ -1213,13 +1218,15 @@ def parse_config(
 
 
 def load_config(
-    path: str, defines: Optional[dict[str, str]] = None
+    path: str, defines: Optional[dict[str, str]] = None, start_dir: Optional[str] = None
 ) -> tuple[Config, list[Diagnostic]]:
     """
     Read and parse the configuration file at ``path`` (and what it includes).
 
     Relative includes are resolved against the directory of the including
-    file. A file that cannot be read is a ``ConfigError`` at ``path:1``.
+    file; one found only in ``start_dir`` (by default the current
+    directory), where gmid looks, is read from there. A file that cannot be
+    read is a ``ConfigError`` at ``path:1``.
     """
     try:
         text = _read_text(path)
@@ -1228,4 +1235,4 @@ def load_config(
         raise ConfigError(
             [Diagnostic(path, 1, f"cannot read the configuration file: {reason}")]
         ) from e
-    return _parse(text, path, defines, os.path.dirname(path), os.path.realpath(path))
+    return _parse(text, path, defines, os.path.dirname(path), os.path.realpath(path), start_dir)

@@ -173,6 +173,20 @@ def test_a_relative_include_found_only_in_the_current_directory_is_read_as_gmid_
     ]
 
 
+def test_a_relative_include_found_only_where_the_server_started_is_read_from_there_after_it_moved(
+    tmp_path, monkeypatch
+):
+    # A reload after twistd's --rundir looked in the new directory: the
+    # file was gone, or another one of the same name was read.
+    write(tmp_path / "start" / "conf.d" / "server.conf", SERVER)
+    write(tmp_path / "run" / "conf.d" / "server.conf", SERVER.replace('"a"', '"elsewhere"'))
+    main = write(tmp_path / "etc" / "gmid.conf", 'include "conf.d/server.conf"\n')
+    monkeypatch.chdir(tmp_path / "run")
+    config, warnings = load_config(main, start_dir=str(tmp_path / "start"))
+    assert [s.name for s in config.servers] == ["a"]
+    assert f'("{tmp_path}/start/conf.d/server.conf")' in str(warnings[0])
+
+
 def test_a_relative_include_found_in_both_places_is_read_beside_the_file_with_a_warning(
     tmp_path, monkeypatch
 ):
