@@ -21,7 +21,7 @@ import socket
 import stat
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -1332,18 +1332,26 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
 
 
 def load_and_check(
-    path: str, defines: Optional[dict[str, str]] = None, base: Optional[str] = None
+    path: str,
+    defines: Optional[dict[str, str]] = None,
+    base: Optional[str] = None,
+    refuse: Optional[Callable[[model.Config], list[Diagnostic]]] = None,
 ) -> tuple[model.Config, list[Diagnostic]]:
     """
     The configuration in ``path``, ready to serve, its relative paths
     joined to ``base`` (the current directory if not given); raises
-    ``ConfigError``.
+    ``ConfigError``. ``refuse`` gives errors for what a running server
+    cannot take (a reload's), said before any other: a ``user`` changes
+    how every path of the file is read.
     """
     if base is None:
         base = current_directory()
         if base is None:
             raise ConfigError([Diagnostic(path, 0, DIRECTORY_GONE)])
     config, warnings = load_config(path, defines, base)
+    refused = refuse(config) if refuse is not None else []
+    if refused:
+        raise ConfigError(refused, warnings)
     anchor_paths(config, base)
     errors, more_warnings = check_config(config)
     warnings = warnings + more_warnings

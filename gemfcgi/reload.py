@@ -159,8 +159,11 @@ class ConfigReloader(Reloader):
         defines: Optional[dict[str, str]],
         apply: Callable[[model.Config], None],
         reactor: IReactorThreads,
+        refuse: Optional[Callable[[model.Config], list]] = None,
     ) -> None:
         # Relative paths in the file name what they named at the start,
         # wherever the server has changed directory to since (--rundir).
+        # ``refuse``: what ``apply`` cannot take, asked of the file as read
+        # (before its paths are checked, which such a line may change).
         base = os.getcwd()
-        super().__init__(path, lambda: load_and_check(path, defines, base), apply, reactor)
+        super().__init__(path, lambda: load_and_check(path, defines, base, refuse), apply, reactor)

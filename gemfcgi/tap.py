@@ -476,6 +476,7 @@ def _make_service(options: Options) -> Service:
         config = rebuild()
     workers = options["workers"] or config.prefork
     service: Service
+    refuse: Optional[Callable[[model.Config], list]]
     if workers > 1 or config.user is not None or config.chroot is not None:
         # Several processes, or privileges to drop: a parent that keeps its
         # own and workers that serve.
@@ -483,10 +484,12 @@ def _make_service(options: Options) -> Service:
                           **serving)
         service, apply = MultiService(), pool.reload
         pool.setServiceParent(service)
+        refuse = None
     else:
         # Checked already, as the file was read (or built from checked options).
         service = GemfcgiService(config, listen=listen, **serving)
         apply = partial(_reload_in_one_process, service, workers_fixed=bool(options["workers"]))
+        refuse = partial(needs_a_restart, workers_fixed=bool(options["workers"]))
     # A hangup reloads in every mode, rather than ending the server at once
     # (the default action) and orphaning its spawned FastCGI applications:
     # without a file, the same options are applied again, which reads the
@@ -495,7 +498,7 @@ def _make_service(options: Options) -> Service:
 
     reloader: Reloader
     if rebuild is None:
-        reloader = ConfigReloader(options["config"], options["defines"], apply, reactor)
+        reloader = ConfigReloader(options["config"], options["defines"], apply, reactor, refuse)
     else:
         reloader = Reloader(COMMAND_LINE, lambda: (rebuild(), []), apply, reactor)
     reloader.setServiceParent(service)

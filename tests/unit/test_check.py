@@ -462,6 +462,28 @@ def test_the_php_cgi_warning_names_its_line(tmp_path, monkeypatch):
     ]
 
 
+def test_a_reload_that_asks_for_a_user_is_refused_for_that_line_before_its_paths_are_checked(tmp_path):
+    # The refusal named the access file's line: with ``user``, the paths
+    # of the file are read inside the user's home, where it was not.
+    from gemfcgi.check import load_and_check, needs_a_restart
+    from gemfcgi.config import ConfigError
+
+    write_localhost_pair(tmp_path)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "gmid.conf"
+    path.write_text(
+        'log { access "logs/access.log" }\nuser "nobody"\n'
+        f'server "localhost" {{\n\tlisten on 127.0.0.1 port 22060\n\tcert "{tmp_path}/c.pem"\n'
+        f'\tkey "{tmp_path}/k.pem"\n\troot "{tmp_path}/root"\n}}\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_and_check(str(path), {}, str(tmp_path), needs_a_restart)
+    assert [str(d) for d in refused.value.diagnostics] == [
+        f"{path}:2: user 'nobody': privileges are dropped at a start only, and this server started "
+        "in one process without: restart it to apply this"]
+
+
 def test_a_spawned_program_the_user_may_not_run_is_warned_of(tmp_path):
     # It passed the check, and every start failed with exit status 126.
     import pwd
