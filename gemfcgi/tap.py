@@ -82,7 +82,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["root", "r", None, "Serve this directory (quick mode, no config file)."],
-        ["hostname", "H", "localhost", "The host name served in quick mode."],
+        ["hostname", "H", None, "The host name served in quick mode (default: localhost)."],
         ["cert", None, None, "PEM certificate (chain) for quick mode."],
         ["key", None, None, "PEM private key for quick mode."],
         ["state-dir", None, None, "Where the self-signed certificate is kept "
@@ -141,6 +141,11 @@ class Options(usage.Options):
             raise usage.UsageError("--cert and --key go together")
         if self["check"] and self["config"] is None:
             raise usage.UsageError("--check needs --config FILE")
+        # Given or not, which a default of "localhost" could not tell:
+        # ``-c`` refuses it given, even as "localhost".
+        hostname_given = self["hostname"] is not None
+        if not hostname_given:
+            self["hostname"] = "localhost"
         if canonical_host(self["hostname"]) is None:
             raise usage.UsageError(f"--hostname takes a host name or an IP address, not {self['hostname']!r}")
         if self["config"] is not None and self["root"] is not None:
@@ -154,7 +159,7 @@ class Options(usage.Options):
                                    "it takes no --config or --check")
         if self["config"] is not None and not self["gencert"]:
             given = [f"--{name}" for name in ("cert", "key", "state-dir") if self[name] is not None]
-            if self["hostname"] != "localhost":
+            if hostname_given:
                 given.append("--hostname")
             if given:
                 raise usage.UsageError(

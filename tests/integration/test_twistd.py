@@ -468,6 +468,8 @@ QUICK_ONLY = ("for quick mode (--root) and the embedded default; a configuration
     (["-c", "gmid.conf", "--cert", "c.pem", "--key", "k.pem"], f"--cert, --key: {QUICK_ONLY}"),
     (["-c", "gmid.conf", "--hostname", "example.org", "--state-dir", "s"],
      f"--state-dir, --hostname: {QUICK_ONLY}"),
+    # Its default's name was taken as not given.
+    (["-c", "gmid.conf", "--hostname", "localhost"], f"--hostname: {QUICK_ONLY}"),
 ])
 def test_an_option_of_another_mode_is_refused(arguments, said):
     from twisted.python import usage
