@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp as x509_ocsp
@@ -130,12 +131,15 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
                         "be read: one is cut short (no END line) or a TRUSTED CERTIFICATE, and clients "
                         "would get an incomplete chain")
     for number, certificate in enumerate(chain, 1):
+        which = "the certificate" if number == 1 else f"certificate {number} of the chain"
         try:
             # cryptography reads a certificate's key only when asked.
             certificate.public_key()
         except ValueError as e:
-            which = "the certificate" if number == 1 else f"certificate {number} of the chain"
             raise _unusable(cert_path, f"{which} is damaged: its public key cannot be read ({e})") from None
+        except UnsupportedAlgorithm as e:
+            raise _unusable(cert_path, f"{which} has a key of a kind gemfcgi cannot read ({e}): use "
+                            "an RSA key, or ECDSA on P-256, P-384 or P-521") from None
     if not key_data.strip():
         raise _unusable(key_path, "cannot load private key: the file is empty")
     if b"-----BEGIN" not in key_data:
@@ -215,6 +219,8 @@ def _weak_in_a_chain(certificate: x509.Certificate) -> Optional[str]:
         return f"an RSA key of {public.key_size} bits"
     if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.key_size < 224:
         return f"an ECDSA key on {public.curve.name}"
+    if explicit_ec_parameters(certificate):
+        return "an ECDSA key with explicit curve parameters"
     return None
 
 
@@ -255,7 +261,8 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
     if not pair.ocsp:
         return None
     leaf = pair.chain[0]
-    if leaf.issuer == leaf.subject:
+    fields = _tbs_fields(leaf)
+    if fields[ISSUER] == fields[SUBJECT]:
         return "OCSP response is not stapled for a self-signed certificate"
     response = x509_ocsp.load_der_ocsp_response(pair.ocsp)
     if response.response_status != x509_ocsp.OCSPResponseStatus.SUCCESSFUL:
@@ -271,7 +278,7 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
     answer = next((one for one in same_serial if _about_the_issuer_of(one, pair.chain)), None)
     if answer is None:
         return (f"OCSP response is about serial {leaf.serial_number:X} of another issuer than the "
-                f"certificate's ({leaf.issuer.rfc4514_string()})")
+                f"certificate's ({_issuer_named(leaf)})")
     # A refresh that stopped (a broken cron job) staples an old answer:
     # clients that check it refuse the connection.
     if answer.certificate_status == x509_ocsp.OCSPCertStatus.REVOKED:
@@ -285,20 +292,29 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
 def _about_the_issuer_of(answer: Any, chain: Sequence[x509.Certificate]) -> bool:
     """
     Whether an OCSP answer names the issuer of ``chain``'s first certificate
-    (RFC 6960 4.1.1): by the hash of its name, and of its key when the
-    chain holds the issuer.
+    (RFC 6960 4.1.1): by the hash of its name as the certificate encodes
+    it, and of its key's bits as the issuer's certificate holds them, when
+    the chain has it. True where it cannot be told (a hash cryptography
+    does not know).
     """
-    leaf = chain[0]
-    if _digest(answer.hash_algorithm, leaf.issuer.public_bytes()) != answer.issuer_name_hash:
-        return False
-    issuer = next((each for each in chain[1:] if each.subject == leaf.issuer), None)
-    if issuer is None:
-        return True
     try:
-        bits = _public_key_bits(issuer.public_key())
-    except ValueError:
+        algorithm = answer.hash_algorithm
+        issuer_name = _tbs_fields(chain[0])[ISSUER]
+        if _digest(algorithm, issuer_name) != answer.issuer_name_hash:
+            return False
+        issuer = next((each for each in chain[1:] if _tbs_fields(each)[SUBJECT] == issuer_name), None)
+        if issuer is None:
+            return True
+        return _digest(algorithm, _key_bits(_tbs_fields(issuer)[PUBLIC_KEY])) == answer.issuer_key_hash
+    except (UnsupportedAlgorithm, ValueError, IndexError):
         return True
-    return _digest(answer.hash_algorithm, bits) == answer.issuer_key_hash
+
+
+def _issuer_named(certificate: x509.Certificate) -> str:
+    try:
+        return certificate.issuer.rfc4514_string()
+    except ValueError:  # a name cryptography cannot read (a T61String)
+        return "its issuer"
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
@@ -307,14 +323,57 @@ def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
     return digest.finalize()
 
 
-def _public_key_bits(public_key: Any) -> bytes:
-    """The content of a key's subjectPublicKey BIT STRING, which OCSP hashes."""
-    info = public_key.public_bytes(serialization.Encoding.DER,
-                                   serialization.PublicFormat.SubjectPublicKeyInfo)
-    _, inside, _ = _der_element(info, 0)  # SubjectPublicKeyInfo
-    _, _, after_algorithm = _der_element(info, inside)  # AlgorithmIdentifier
-    _, bits, end = _der_element(info, after_algorithm)  # subjectPublicKey
-    return info[bits + 1:end]  # after the count of unused bits
+# The fields of a TBSCertificate (RFC 5280 4.1) after its version, by position.
+ISSUER, SUBJECT, PUBLIC_KEY = 2, 4, 5
+
+
+def _tbs_fields(certificate: x509.Certificate) -> list[bytes]:
+    """
+    The DER of each field of ``certificate``'s TBSCertificate from its
+    serial number on, as written: names and keys read this way need
+    nothing of cryptography's parsing, which some encodings fail (a
+    T61String name, a key on a curve it lacks) and which writes a key
+    again in its own form (an EC point uncompressed).
+    """
+    der = certificate.tbs_certificate_bytes
+    _, at, end = _der_element(der, 0)
+    fields = []
+    while at < end:
+        tag, content, after = _der_element(der, at)
+        if tag != 0xA0:  # the explicit [0] version
+            fields.append(der[at:after])
+        at = after
+    return fields
+
+
+def _key_bits(public_key_info: bytes) -> bytes:
+    """The content of a SubjectPublicKeyInfo's BIT STRING, which OCSP hashes."""
+    _, inside, _ = _der_element(public_key_info, 0)
+    _, _, after_algorithm = _der_element(public_key_info, inside)  # AlgorithmIdentifier
+    _, bits, end = _der_element(public_key_info, after_algorithm)
+    return public_key_info[bits + 1:end]  # after the count of unused bits
+
+
+def explicit_ec_parameters(certificate: x509.Certificate) -> bool:
+    """
+    Whether the certificate's EC key spells its curve out (explicit
+    parameters) rather than naming it: OpenSSL refuses such a key in a
+    chain it verifies.
+    """
+    try:
+        info = _tbs_fields(certificate)[PUBLIC_KEY]
+        _, inside, _ = _der_element(info, 0)
+        _, algorithm, _ = _der_element(info, inside)
+        _, oid, after_oid = _der_element(info, algorithm)
+        if info[oid:after_oid] != _EC_PUBLIC_KEY_OID:
+            return False
+        return info[after_oid] == 0x30  # a SEQUENCE of parameters, not a curve's OID
+    except IndexError:
+        return False
+
+
+# id-ecPublicKey, 1.2.840.10045.2.1, as DER content.
+_EC_PUBLIC_KEY_OID = bytes.fromhex("2a8648ce3d0201")
 
 
 def _der_element(der: bytes, at: int) -> tuple[int, int, int]:
@@ -323,6 +382,8 @@ def _der_element(der: bytes, at: int) -> tuple[int, int, int]:
     if length & 0x80:
         count = length & 0x7F
         length, at = int.from_bytes(der[at:at + count], "big"), at + count
+    if at + length > len(der):
+        raise IndexError("DER element runs past its end")
     return tag, at, at + length
 
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Callable, Mapping, Optional
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import (
@@ -357,7 +357,7 @@ def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -377,7 +377,7 @@ def _same_authority(one: x509.Certificate, other: x509.Certificate) -> bool:
         return False
     try:
         return one.public_key() == other.public_key()
-    except ValueError:  # a key that cannot be read (a damaged copy)
+    except (ValueError, UnsupportedAlgorithm):  # a key that cannot be read (a damaged copy)
         return False
 
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from OpenSSL import crypto
 
-from gemfcgi.certificates import CertificateError, read_key_file, validity_problem
+from gemfcgi.certificates import CertificateError, explicit_ec_parameters, read_key_file, validity_problem
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
 from gemfcgi.routing import PathSettings
@@ -131,6 +132,10 @@ def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> st
         authority.public_key()
     except ValueError as error:
         return f"damaged: its public key cannot be read ({error})"
+    except UnsupportedAlgorithm:
+        pass  # a kind cryptography lacks, which OpenSSL may know: nothing to tell
+    if explicit_ec_parameters(authority):
+        return "an ECDSA key with explicit curve parameters, which OpenSSL refuses in a chain"
     self_signed = authority.issuer == authority.subject
     constraints = _extension(authority, x509.BasicConstraints)
     if constraints is not None and not constraints.ca and not self_signed:

@@ -737,3 +737,114 @@ def test_a_ca_file_whose_names_only_openssl_reads_vouches_for_its_certificates(t
         assert fetch(server.port, url, context=client_context(*stranger)).status == 61
     finally:
         server.stop()
+
+
+# -- what openssl makes, read without a traceback ---------------------------------------
+
+
+def openssl(directory, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+
+def openssl_ca(directory, name: str, key_args: list[str], subject: str = "") -> None:
+    """``name.key`` and a self-signed CA ``name.pem``, the key made by ``openssl genpkey`` or ``ecparam``."""
+    if key_args[0] == "ecparam":
+        openssl(directory, *key_args, "-genkey", "-noout", "-out", f"{name}.key")
+    else:
+        openssl(directory, "genpkey", *key_args, "-out", f"{name}.key")
+    openssl(directory, "req", "-x509", "-key", f"{name}.key", "-subj", subject or f"/CN={name}", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-out", f"{name}.pem", *(["-utf8"] if subject else []))
+
+
+def openssl_leaf(directory, ca: str, name: str = "example.com") -> None:
+    """``name.key`` and ``name.pem`` (serial 0x42, issued by ``ca``), and ``name-chain.pem`` with the CA."""
+    openssl(directory, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key")
+    openssl(directory, "req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr")
+    (directory / "ext.cnf").write_text(f"subjectAltName=DNS:{name}\nkeyUsage=digitalSignature\n")
+    openssl(directory, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-set_serial", "0x42", "-days", "20", "-extfile", "ext.cnf", "-out", f"{name}.pem")
+    (directory / f"{name}-chain.pem").write_bytes(
+        (directory / f"{name}.pem").read_bytes() + (directory / f"{ca}.pem").read_bytes())
+
+
+def openssl_ocsp(directory, ca: str, name: str, digest: str) -> None:
+    """``name.ocsp``: the CA's answer for ``name.pem``, its CertID hashed with ``digest``."""
+    (directory / "index.txt").write_text(f"V\t991231000000Z\t\t42\tunknown\t/CN={name}\n")
+    (directory / "index.txt.attr").write_text("unique_subject = no\n")
+    openssl(directory, "ocsp", "-issuer", f"{ca}.pem", digest, "-cert", f"{name}.pem", "-no_nonce",
+            "-reqout", "req.der")
+    openssl(directory, "ocsp", "-index", "index.txt", "-rsigner", f"{ca}.pem", "-rkey", f"{ca}.key",
+            "-CA", f"{ca}.pem", "-reqin", "req.der", "-respout", f"{name}.ocsp", "-ndays", "3")
+
+
+def served_with_ocsp(directory, chain: str, key: str, ocsp: str):
+    (directory / "root").mkdir(exist_ok=True)
+    config = directory / "gmid.conf"
+    config.write_text(f'server "example.com" {{\n listen on 127.0.0.1 port 0\n cert "{directory}/{chain}"\n'
+                      f' key "{directory}/{key}"\n root "{directory}/root"\n ocsp "{directory}/{ocsp}"\n}}\n')
+    return config
+
+
+@pytest.mark.parametrize("digest", ["-sha1", "-sha256", "-md5", "-sha3-256"])
+def test_an_ocsp_response_of_any_certid_hash_is_read_without_a_false_warning(tmp_path, digest):
+    # One hashed with MD5 or SHA3 ended --check and the start in a traceback.
+    openssl_ca(tmp_path, "ca", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+    openssl_leaf(tmp_path, "ca")
+    openssl_ocsp(tmp_path, "ca", "example.com", digest)
+    assert check_messages(served_with_ocsp(tmp_path, "example.com-chain.pem", "example.com.key",
+                                           "example.com.ocsp")) == []
+
+
+def test_an_ocsp_response_from_a_ca_whose_key_is_a_compressed_point_is_no_other_issuers(tmp_path):
+    # The key's hash was taken over cryptography's own form of it, uncompressed.
+    openssl(tmp_path, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "plain.key")
+    openssl(tmp_path, "ec", "-in", "plain.key", "-conv_form", "compressed", "-out", "ca.key")
+    openssl(tmp_path, "req", "-x509", "-key", "ca.key", "-subj", "/CN=Compressed CA", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-out", "ca.pem")
+    openssl_leaf(tmp_path, "ca")
+    openssl_ocsp(tmp_path, "ca", "example.com", "-sha1")
+    assert check_messages(served_with_ocsp(tmp_path, "example.com-chain.pem", "example.com.key",
+                                           "example.com.ocsp")) == []
+
+
+def test_an_ocsp_response_for_a_certificate_whose_issuer_is_a_t61string_is_read(tmp_path):
+    (tmp_path / "nombstr.cnf").write_text(
+        "[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n")
+    openssl(tmp_path, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key")
+    openssl(tmp_path, "req", "-x509", "-config", "nombstr.cnf", "-utf8", "-key", "ca.key",
+            "-subj", "/O=Grüße AG/CN=T61 CA", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-out", "ca.pem")
+    openssl_leaf(tmp_path, "ca")
+    openssl_ocsp(tmp_path, "ca", "example.com", "-sha1")
+    # A name cryptography cannot read ended --check and the start in a traceback.
+    assert check_messages(served_with_ocsp(tmp_path, "example.com-chain.pem", "example.com.key",
+                                           "example.com.ocsp")) == []
+
+
+def test_a_ca_on_a_curve_cryptography_lacks_is_passed_over_and_one_with_explicit_parameters_warned_of(
+        tmp_path):
+    # The first ended --check in a traceback (UnsupportedAlgorithm), though
+    # the other CA of the file served its clients; the second said nothing,
+    # and every client certificate it issued got 61.
+    openssl_ca(tmp_path, "odd", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp160r1"])
+    openssl_ca(tmp_path, "explicit", ["ecparam", "-name", "prime256v1", "-param_enc", "explicit"])
+    openssl_ca(tmp_path, "good", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
+    (tmp_path / "cas.pem").write_bytes(b"".join((tmp_path / f"{name}.pem").read_bytes()
+                                                for name in ("odd", "explicit", "good")))
+    config = single_server(tmp_path, f' require client ca "{tmp_path}/cas.pem"\n')
+    assert check_messages(config) == [
+        f"{config}:6: require client ca {tmp_path}/cas.pem: CN=explicit: an ECDSA key with explicit curve "
+        "parameters, which OpenSSL refuses in a chain; no client certificate it issued is accepted"]
+
+
+def test_a_served_certificate_on_a_curve_cryptography_lacks_is_refused_naming_it(tmp_path):
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    openssl_ca(tmp_path, "odd", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp160r1"])
+    openssl_ca(tmp_path, "good", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
+    (tmp_path / "chain.pem").write_bytes((tmp_path / "good.pem").read_bytes() + (tmp_path / "odd.pem").read_bytes())
+    with pytest.raises(CertificateError) as refused:
+        load_key_pair(str(tmp_path / "chain.pem"), str(tmp_path / "good.key"))
+    assert str(refused.value).startswith(
+        f"{tmp_path}/chain.pem: certificate 2 of the chain has a key of a kind gemfcgi cannot read (")
