@@ -35,6 +35,7 @@ from gemfcgi.certificates import (
     validity_problem,
 )
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
+from gemfcgi.config.errors import in_file_order
 from gemfcgi.serverindex import ServersByName
 from gemfcgi.config.paths import DIRECTORY_GONE, anchor_paths, current_directory
 from gemfcgi.config.values import old_host_port, port_number
@@ -113,10 +114,14 @@ def spawn_problem(command: str) -> Optional[str]:
     spawned = spawned_command(command, os.environ)
     if spawned is None or len(spawned.words) == len(argv):
         return None
+    wrapper = os.path.basename(argv[0])
+    if not spawned.words:
+        return (f"{wrapper} runs no program here"
+                + (": it prints the server's environment, into the log" if "env" in argv else ""))
     program = spawned.words[0]
-    if "/" in program and not os.path.isabs(program):
+    if spawned.directory is not None and "/" in program and not os.path.isabs(program):
         return None
-    return _unrunnable(program, spawned.environment, f" (run by {os.path.basename(argv[0])})")
+    return _unrunnable(program, spawned.environment, f" (run by {wrapper})")
 
 
 def _unrunnable(program: str, env: Mapping[str, str], run_by: str) -> Optional[str]:
@@ -142,7 +147,7 @@ def spawn_unrunnable_by(command: str, identity: Optional[Identity]) -> Optional[
     if identity is None:
         return None
     spawned = spawned_command(command, os.environ)
-    if spawned is None:
+    if spawned is None or not spawned.words:
         return None
     program = find_program(spawned.words[0], spawned.environment)
     if program is None:
@@ -176,17 +181,92 @@ PHP_CHILDREN = "PHP_FCGI_CHILDREN"
 class SpawnedCommand:
     """
     What a ``fastcgi spawn`` command runs, read past the wrappers that
-    only set its environment or priority (``env NAME=VALUE``, ``env -i``,
-    ``nice``): the program's words and the environment it gets.
+    only set its environment, directory or priority (``env NAME=VALUE``,
+    ``env -i``, ``nice``): the program's words (none: the wrappers run
+    nothing of their own, and ``env`` then prints the environment), the
+    environment it gets, and the directory ``env -C`` moves it to.
     """
 
     words: list[str]
     environment: dict[str, str]
+    directory: Optional[str] = None
 
 
-# Wrappers whose options take a value in the next word.
-_WRAPPERS = {"env": {"-u", "--unset", "-C", "--chdir"}, "nice": {"-n", "--adjustment"},
-             "nohup": set(), "setsid": set()}
+@dataclass(frozen=True)
+class _Wrapper:
+    """A wrapper's options, as its getopt reads them (``+``: up to the first other word)."""
+
+    short: str  # the letters, each followed by ':' if it takes a value
+    long: Mapping[str, str]  # name: '' (no value), ':' (a value), '::' (an optional '=value')
+    assignments: bool = False  # NAME=VALUE words follow the options (env)
+
+
+_WRAPPERS = {
+    "env": _Wrapper("0iu:C:S:v", {
+        "ignore-environment": "", "null": "", "unset": ":", "chdir": ":", "split-string": ":",
+        "block-signal": "::", "default-signal": "::", "ignore-signal": "::",
+        "list-signal-handling": "", "debug": "", "help": "", "version": ""}, assignments=True),
+    "nice": _Wrapper("n:", {"adjustment": ":", "help": "", "version": ""}),
+    "nohup": _Wrapper("", {"help": "", "version": ""}),
+    "setsid": _Wrapper("cfwhV", {"ctty": "", "fork": "", "wait": "", "help": "", "version": ""}),
+}
+# What makes a wrapper run no program, or one that cannot be told from here.
+_NO_TELLING = {"S", "split-string", "help", "version", "h", "V", "list-signal-handling"}
+_NICE_ADJUSTMENT = re.compile(r"-[+-]?[0-9]+")
+
+
+class _CannotTell(Exception):
+    pass
+
+
+def _wrapper_options(name: str, argv: list[str], index: int) -> tuple[int, list[tuple[str, str]]]:
+    """The options of the wrapper ``name`` from ``argv[index]`` on, and the index after them."""
+    wrapper = _WRAPPERS[name]
+    options: list[tuple[str, str]] = []
+    while index < len(argv):
+        word = argv[index]
+        index += 1
+        if word == "--":
+            break
+        if name == "env" and word == "-":
+            options.append(("i", ""))  # the old spelling of -i
+        elif name == "nice" and _NICE_ADJUSTMENT.fullmatch(word):
+            options.append(("n", word[1:]))  # the old spelling of -n N
+        elif word.startswith("--"):
+            given, equals, value = word[2:].partition("=")
+            # getopt_long takes any unambiguous beginning of a name.
+            matches = [known for known in wrapper.long if known == given] or \
+                [known for known in wrapper.long if known.startswith(given)]
+            if len(matches) != 1:
+                raise _CannotTell
+            kind = wrapper.long[matches[0]]
+            if kind == ":" and not equals:
+                if index >= len(argv):
+                    raise _CannotTell
+                value, index = argv[index], index + 1
+            elif kind == "" and equals:
+                raise _CannotTell
+            options.append((matches[0], value))
+        elif word.startswith("-") and len(word) > 1:
+            letters = word[1:]
+            while letters:
+                letter, letters = letters[0], letters[1:]
+                at = wrapper.short.find(letter)
+                if at < 0 or letter == ":":
+                    raise _CannotTell
+                if wrapper.short[at + 1:at + 2] != ":":
+                    options.append((letter, ""))
+                    continue
+                if not letters:
+                    if index >= len(argv):
+                        raise _CannotTell
+                    letters, index = argv[index], index + 1
+                options.append((letter, letters))
+                break
+        else:
+            index -= 1  # the first word that is no option
+            break
+    return index, options
 
 
 def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCommand]:
@@ -195,33 +275,32 @@ def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCom
         argv = shlex.split(command)
     except ValueError:
         return None
+    if not argv:
+        return None
     environment = dict(env)
+    directory: Optional[str] = None
     index = 0
     while index < len(argv) and os.path.basename(argv[index]) in _WRAPPERS:
-        wrapper = os.path.basename(argv[index])
-        index += 1
-        while index < len(argv):
-            word = argv[index]
-            if word == "--":
-                index += 1
-                break
-            if wrapper == "env" and word in ("-i", "--ignore-environment", "-"):
-                environment.clear()
-            elif wrapper == "env" and word in ("-u", "--unset") and index + 1 < len(argv):
-                environment.pop(argv[index + 1], None)
-            elif wrapper == "env" and word.startswith("--unset="):
-                environment.pop(word.partition("=")[2], None)
-            elif wrapper == "env" and (word.startswith("-S") or word.startswith("--split-string")):
+        name = os.path.basename(argv[index])
+        try:
+            index, options = _wrapper_options(name, argv, index + 1)
+        except _CannotTell:
+            return None
+        for option, value in options:
+            if option in _NO_TELLING:
                 return None
-            elif wrapper == "env" and "=" in word and not word.startswith("-"):
-                name, _, value = word.partition("=")
-                environment[name] = value
-            elif not word.startswith("-"):
-                break
-            index += 2 if word in _WRAPPERS[wrapper] else 1
-    if index >= len(argv):
-        return None
-    return SpawnedCommand(argv[index:], environment)
+            if option in ("i", "ignore-environment"):
+                environment.clear()
+            elif option in ("u", "unset"):
+                environment.pop(value, None)
+            elif option in ("C", "chdir"):
+                directory = value
+        if _WRAPPERS[name].assignments:
+            while index < len(argv) and "=" in argv[index][1:]:
+                variable, _, value = argv[index].partition("=")
+                environment[variable] = value
+                index += 1
+    return SpawnedCommand(argv[index:], environment, directory)
 
 
 def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
@@ -235,7 +314,7 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
     or the name a link leads to) or sets it.
     """
     spawned = spawned_command(command, env)
-    if spawned is None or not _runs(spawned, env, "php-cgi"):
+    if spawned is None or not spawned.words or not _runs(spawned, env, "php-cgi"):
         return None
     program = spawned.words[0]
     children = spawned.environment.get(PHP_CHILDREN)
@@ -257,7 +336,7 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     given up on runs on). ``None`` for other programs, or with ``-c``.
     """
     spawned = spawned_command(command, env)
-    if spawned is None or not _runs(spawned, env, "fcgiwrap"):
+    if spawned is None or not spawned.words or not _runs(spawned, env, "fcgiwrap"):
         return None
     children = _getopt_value(spawned.words[1:], "c", takes_values="csp")
     if children is not None and (not children.isdigit() or int(children) > 1):
@@ -1217,8 +1296,9 @@ def needs_a_restart(config: model.Config, workers_fixed: bool = False) -> list[D
         refused.append(("prefork", f"prefork {config.prefork}: this server started in one "
                                    "process, and a reload cannot start workers: restart it to "
                                    "apply this"))
-    return [Diagnostic(*_where(config.origins.get(directive), config), message)
-            for directive, message in refused]
+    # In the file's order, as the check says its errors.
+    return in_file_order([Diagnostic(*_where(config.origins.get(directive), config), message)
+                          for directive, message in refused], config.source)
 
 
 def endpoint_problem(description: str) -> Optional[str]:

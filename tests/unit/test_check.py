@@ -57,6 +57,50 @@ def test_the_program_a_wrapper_runs_is_looked_for_too_with_the_path_it_gives():
     assert spawn_problem("env X=1 sh -c 'exit 0'") is None
 
 
+@pytest.mark.parametrize("command", [
+    "env -iu FOO sh -c 'exit 0'",
+    "env -iS 'sh -c true'",
+    "env -vS 'sh -c true'",
+    "env -- PATH=/usr/bin:/bin sh -c 'exit 0'",
+    "env --chd /tmp sh -c 'exit 0'",
+    "env --chdir=/tmp --unset FOO -0v sh -c 'exit 0'",
+    "nice --adj 5 sh -c 'exit 0'",
+    "nice -5 sh -c 'exit 0'",
+    "nice -n5 setsid -w nohup sh -c 'exit 0'",
+    "env -C /tmp ./nothing-checked-from-there",
+    "env --ignore-signal=PIPE sh -c 'exit 0'",
+], ids=lambda command: command)
+def test_what_a_wrapper_runs_is_read_as_the_wrapper_reads_its_options(command):
+    # Joined short options, abbreviated long ones and assignments after
+    # "--" were taken for the program, and working commands were refused.
+    assert spawn_problem(command) is None
+
+
+@pytest.mark.parametrize("command, said", [
+    ("nice bin/no-such-app", "program 'bin/no-such-app' (run by nice) not found (or not executable)"),
+    ("env FOO=1 ./no-such-app", "program './no-such-app' (run by env) not found (or not executable)"),
+    ("env FOO=1", "env runs no program here: it prints the server's environment, into the log"),
+    ("nice", "nice runs no program here"),
+], ids=lambda value: value)
+def test_a_wrapper_whose_program_cannot_run_or_that_runs_none_is_said_so(command, said):
+    # Each passed the check: the first two lose PATH, the others' relative
+    # programs were not looked for, and "env FOO=1" wrote the server's
+    # environment into the log at every request.
+    assert spawn_problem(command) == said
+
+
+@pytest.mark.parametrize("wrapper", ["env -uPATH", "env -vi", "env -u PATH", "env --unset=PATH"])
+def test_a_program_found_only_in_a_path_a_wrapper_takes_away_is_said_so(tmp_path, monkeypatch, wrapper):
+    app = tmp_path / "bin" / "gemini-app"
+    app.parent.mkdir()
+    app.write_text("#!/bin/sh\n")
+    app.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{app.parent}:/usr/bin:/bin")
+    assert spawn_problem("gemini-app") is None
+    assert spawn_problem(f"{wrapper} gemini-app") == (
+        "program 'gemini-app' (run by env) not found in PATH (or not executable)")
+
+
 def test_a_command_that_cannot_be_split_or_is_empty_is_said_so():
     assert spawn_problem("sh -c 'unclosed").startswith("cannot split \"sh -c 'unclosed\" into words: ")
     assert spawn_problem("   ") == "empty command"

@@ -465,7 +465,8 @@ def test_a_reload_of_one_process_refuses_the_privileges_only_a_start_drops(confi
         f"gmid.conf:2: user 'nobody': {said}: restart it to apply this",
         f"gmid.conf:3: chroot '/var/gemini': {said}: restart it to apply this",
     ]
-    assert [str(d) for d in needs_a_restart(config)][-1] == (
+    # In the file's order: prefork's line comes first.
+    assert [str(d) for d in needs_a_restart(config)][0] == (
         "gmid.conf:1: prefork 4: this server started in one process, and a reload cannot start "
         "workers: restart it to apply this")
 
