@@ -279,8 +279,12 @@ def logs_to_the_terminal(twistd_options: Optional[Mapping[str, Any]]) -> bool:
     ``twist``), so that what is printed there at the start is in the log
     too. Not for a log file, syslog or a logger of the user's choice.
     """
-    if twistd_options is None or "nodaemon" not in twistd_options:
+    if twistd_options is None:
         return True
+    if "nodaemon" not in twistd_options:
+        # ``twist``: its ``--log-file``, standard output unless given.
+        log_file = twistd_options.get("logFile", sys.stdout)
+        return log_file is sys.stdout or log_file is sys.stderr
     if twistd_options.get("syslog") or twistd_options.get("logger"):
         return False
     path = twistd_options.get("logfile") or ""

@@ -3,6 +3,7 @@
 import io
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -354,3 +355,23 @@ def test_any_text_becomes_one_printable_line_that_can_be_read_back(text):
     assert shown.isprintable()
     assert "\n" not in shown and "\r" not in shown
     assert shown.encode("latin-1", "backslashreplace").decode("unicode_escape") == text
+
+
+@pytest.mark.parametrize("options, terminal", [
+    ({"nodaemon": True, "logfile": None}, True),  # twistd -n
+    ({"nodaemon": True, "logfile": "-"}, True),
+    ({"nodaemon": True, "logfile": "/var/log/gemfcgi.log"}, False),
+    ({"nodaemon": False, "logfile": None}, False),  # a daemon's twistd.log
+    ({"nodaemon": True, "syslog": True}, False),
+    ({"logFile": sys.stdout}, True),  # twist
+    ({"logFile": sys.stderr}, True),
+    ({"logFile": io.StringIO()}, False),  # twist --log-file=FILE
+    (None, True),
+], ids=["twistd-n", "twistd-n-dash", "twistd-logfile", "daemon", "syslog", "twist", "twist-stderr",
+        "twist-log-file", "no-runner"])
+def test_a_start_knows_whether_its_log_is_where_standard_error_goes(options, terminal):
+    # A start's configuration warnings go to the log too where it is not:
+    # twist's --log-file had none of them.
+    from gemfcgi.textlog import logs_to_the_terminal
+
+    assert logs_to_the_terminal(options) is terminal
