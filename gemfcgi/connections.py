@@ -15,7 +15,6 @@ import struct
 import termios
 from typing import Any, Callable, Optional
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime, IReadDescriptor
@@ -281,42 +280,6 @@ def _kernel_queue(tcp: Any) -> Optional[int]:
         return struct.unpack("i", fcntl.ioctl(tcp.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def kernel_loss_at_end(tcp: Any, reason: Any) -> int:
-    """
-    What the kernel still holds for the peer of ``tcp`` as its connection
-    ends, asked before the socket closes: lost, unless the end is in order
-    (a FIN, which the kernel sends after it) to a peer that has not reset
-    the connection. A reset, by either side, or a send that failed
-    destroys it.
-    """
-    if reason is not None and reason.check(ConnectionDone) and not reset_by_peer(tcp):
-        return 0
-    return kernel_queued_bytes(tcp)
-
-
-def lost_in_kernel(transport: Any) -> int:
-    """
-    What ``kernel_loss_at_end`` found as the connection ended, under TLS
-    and PROXY protocol wrappers; 0 where the transport did not ask.
-    """
-    while transport is not None and not hasattr(transport, "lost_in_kernel"):
-        transport = getattr(transport, "transport", None)
-    return 0 if transport is None else transport.lost_in_kernel
-
-
-class TCPServerConnection(tcp.Server):
-    """
-    An accepted TCP connection under Twisted's TLS layer (a PROXY listener's)
-    that notes, as it ends, what the kernel held for the peer and lost.
-    """
-
-    lost_in_kernel = 0
-
-    def connectionLost(self, reason) -> None:
-        self.lost_in_kernel = kernel_loss_at_end(self, reason)
-        super().connectionLost(reason)
 
 
 def held_bytes(transport: Any) -> int:

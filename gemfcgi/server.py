@@ -47,7 +47,6 @@ from gemfcgi.connections import (
     default_max_connections,
     held_bytes,
     kernel_queued_bytes,
-    lost_in_kernel,
     socket_host,
     socket_peer,
     reset_by_peer,
@@ -724,10 +723,9 @@ class GeminiProtocol(OneTimeout, Protocol):
         if not self.record.enabled:
             return
         # Written but still in the process as the connection ends, or in
-        # the kernel when a reset (``_reset``, the client's, a failed send)
-        # destroyed it: the reply went out without them, and the size
-        # field counts what left.
-        lost = held_bytes(self.transport) + max(self._lost_in_kernel, lost_in_kernel(self.transport))
+        # the kernel when a reset (``_reset``) destroyed it: the reply went
+        # out without them, and the size field counts what left.
+        lost = held_bytes(self.transport) + self._lost_in_kernel
         self.record.bytes_sent = max(0, self.record.bytes_sent - lost)
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from gemfcgi.accesslog import AccessLogWriter
 from gemfcgi.certificates import CertificateError, KeyPair, load_key_pair
-from gemfcgi.connections import ConnectionTracker, LimitedTLSFactory, TCPServerConnection, hard_limit
+from gemfcgi.connections import ConnectionTracker, LimitedTLSFactory, hard_limit
 from gemfcgi.config import model
 from gemfcgi.config.errors import ConfigError
 from gemfcgi.config.paths import anchor_paths
@@ -610,8 +610,6 @@ class ListenerService(Service):
         self._listening(port)
         if proxied:
             # Its endpoint wraps the factory in the PROXY header reader.
-            if type(port) is tcp.Port:
-                port.transport = TCPServerConnection
             return
         # listen() on these endpoints is synchronous: nothing was accepted
         # yet, so the port can still be told how to treat connections.

@@ -46,7 +46,6 @@ from typing import Any, Iterator, Optional
 
 from OpenSSL import SSL
 from twisted.internet import main, tcp
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.logger import Logger
 
@@ -503,19 +502,10 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             return
         self._end(main.CONNECTION_DONE)
 
-    # What the kernel held for the peer and lost as the connection ended,
-    # for the access line.
-    lost_in_kernel = 0
-
     def connectionLost(self, reason) -> None:
         look, self._taken_look = self._taken_look, None
         if look is not None and look.active():
             look.cancel()
-        # An end in order here is one whose bytes the peer has taken (a
-        # FIN waits for them, ``_close_once_taken``) or will take, alive:
-        # only another end is asked about, not every connection.
-        if not reason.check(ConnectionDone) and getattr(self, "socket", None) is not None:
-            self.lost_in_kernel = kernel_queued_bytes(self)
         super().connectionLost(reason)
 
     def _closeWriteConnection(self) -> None:

@@ -97,8 +97,6 @@ MODES = {
     "die-on-input": lambda r: die_soon(),
     # A whole reply, once the client has had time to go away.
     "late": lambda r: time.sleep(0.5) or r.connection.sendall(stdout(HEADER + b"late\n") + encode_end_request()),
-    "late-40k": lambda r: time.sleep(0.5) or r.connection.sendall(
-        stdout(HEADER) + stdout(b"z" * 40000) + encode_end_request()),
     "silent": wait_for_close,
     "forever": stream_forever,
 }

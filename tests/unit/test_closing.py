@@ -126,37 +126,3 @@ def test_a_unix_socket_is_never_said_to_be_reset(pair):
     server, client = pair
     client.close()
     assert not connections.reset_by_peer(_TCP(server))
-
-
-def test_what_the_kernel_held_is_lost_at_an_end_out_of_order_or_to_a_peer_that_reset():
-    from twisted.internet.error import ConnectionDone, ConnectionLost
-    from twisted.python.failure import Failure
-
-    gone_server, gone_client = _tcp_pair()
-    idle_server, idle_client = _tcp_pair()
-    try:
-        gone_client.close()
-        gone_server.send(b"the reply")  # answered with a reset
-        for _ in range(100):
-            if connections.reset_by_peer(_TCP(gone_server)):
-                break
-            select.select([], [], [], 0.01)
-        idle_server.send(b"the reply")  # held for a peer that reads later
-        in_order, cut = Failure(ConnectionDone()), Failure(ConnectionLost())
-        assert connections.kernel_loss_at_end(_TCP(idle_server), in_order) == 0
-        assert connections.kernel_loss_at_end(_TCP(gone_server), in_order) == len(b"the reply")
-        assert connections.kernel_loss_at_end(_TCP(gone_server), cut) == len(b"the reply")
-    finally:
-        for sock in (gone_server, idle_server, idle_client):
-            sock.close()
-
-
-def test_what_was_lost_is_found_under_the_wrappers_of_the_transport():
-    class Wrapper:
-        def __init__(self, transport) -> None:
-            self.transport = transport
-
-    holding = _TCP(None)
-    holding.lost_in_kernel = 1234
-    assert connections.lost_in_kernel(Wrapper(Wrapper(holding))) == 1234
-    assert connections.lost_in_kernel(Wrapper(None)) == 0
