@@ -20,6 +20,7 @@ import shlex
 import socket
 import stat
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from types import SimpleNamespace
 from typing import Callable, Mapping, Optional
 
@@ -109,19 +110,31 @@ def spawn_problem(command: str) -> Optional[str]:
     problem = _unrunnable(argv[0], os.environ, "")
     if problem is not None:
         return problem
-    # And what a wrapper runs (``env PHP_FCGI_CHILDREN=4 php-cgi``), with
-    # the PATH it gives; a relative path after ``env -C`` is not looked for.
+    # And what each wrapper runs (``env PHP_FCGI_CHILDREN=4 php-cgi``),
+    # with the PATH it gives; a relative path after ``env -C`` is not
+    # looked for.
     spawned = spawned_command(command, os.environ)
-    if spawned is None or len(spawned.words) == len(argv):
+    if spawned is None or not spawned.wrappers:
         return None
-    wrapper = os.path.basename(argv[0])
+    for word, environment, run_by in spawned.wrappers[1:]:
+        problem = _unrunnable(word, environment, f" (run by {os.path.basename(run_by)})")
+        if problem is not None:
+            return problem
+    if any(os.path.basename(word) == "setsid" for word, _, _ in spawned.wrappers):
+        # gemfcgi starts the program as the leader of a session of its own:
+        # setsid then forks, and its program runs on outside the spawn's
+        # watch (which sees a run that ended at once), or with -w outside
+        # its stop.
+        return ("setsid: the program is already started as a session leader, so setsid forks "
+                "and leaves it running outside gemfcgi's watch: leave setsid out")
+    last = os.path.basename(spawned.wrappers[-1][0])
     if not spawned.words:
-        return (f"{wrapper} runs no program here"
-                + (": it prints the server's environment, into the log" if "env" in argv else ""))
+        return (f"{last} runs no program here"
+                + (": it prints the server's environment, into the log" if last == "env" else ""))
     program = spawned.words[0]
     if spawned.directory is not None and "/" in program and not os.path.isabs(program):
         return None
-    return _unrunnable(program, spawned.environment, f" (run by {wrapper})")
+    return _unrunnable(program, spawned.environment, f" (run by {last})")
 
 
 def _unrunnable(program: str, env: Mapping[str, str], run_by: str) -> Optional[str]:
@@ -175,6 +188,8 @@ def _is_script(path: str) -> bool:
 
 # php-cgi's own variable for the processes it runs (0 or unset: itself alone).
 PHP_CHILDREN = "PHP_FCGI_CHILDREN"
+# A count as C's atoi reads it whole: ASCII digits (str.isdigit takes '²').
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -190,6 +205,9 @@ class SpawnedCommand:
     words: list[str]
     environment: dict[str, str]
     directory: Optional[str] = None
+    # Each wrapper word, the PATH environment it is looked up with (its
+    # runner's) and the wrapper that runs it (none for the first).
+    wrappers: list[tuple[str, dict[str, str], str]] = dataclass_field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -279,9 +297,11 @@ def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCom
         return None
     environment = dict(env)
     directory: Optional[str] = None
+    wrappers: list[tuple[str, dict[str, str], str]] = []
     index = 0
     while index < len(argv) and os.path.basename(argv[index]) in _WRAPPERS:
         name = os.path.basename(argv[index])
+        wrappers.append((argv[index], dict(environment), wrappers[-1][0] if wrappers else ""))
         try:
             index, options = _wrapper_options(name, argv, index + 1)
         except _CannotTell:
@@ -296,11 +316,11 @@ def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCom
             elif option in ("C", "chdir"):
                 directory = value
         if _WRAPPERS[name].assignments:
-            while index < len(argv) and "=" in argv[index][1:]:
+            while index < len(argv) and "=" in argv[index]:
                 variable, _, value = argv[index].partition("=")
                 environment[variable] = value
                 index += 1
-    return SpawnedCommand(argv[index:], environment, directory)
+    return SpawnedCommand(argv[index:], environment, directory, wrappers)
 
 
 def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
@@ -318,7 +338,7 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
         return None
     program = spawned.words[0]
     children = spawned.environment.get(PHP_CHILDREN)
-    if children is not None and children.strip() and not children.strip().isdigit():
+    if children is not None and children.strip() and not _DIGITS.fullmatch(children.strip()):
         return None  # php-cgi's reading of it is its own; nothing to tell
     if children is not None and children.strip() and int(children) > 1:
         return None
@@ -339,7 +359,7 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     if spawned is None or not spawned.words or not _runs(spawned, env, "fcgiwrap"):
         return None
     children = _getopt_value(spawned.words[1:], "c", takes_values="csp")
-    if children is not None and (not children.isdigit() or int(children) > 1):
+    if children is not None and (not _DIGITS.fullmatch(children) or int(children) > 1):
         return None  # fcgiwrap's reading of it is its own
     return (f"fastcgi spawn: {os.path.basename(spawned.words[0])} without -c N runs one script at a "
             "time, so one slow or hung script holds up every other "
@@ -348,17 +368,20 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
 
 def _getopt_value(words: list[str], option: str, takes_values: str) -> Optional[str]:
     """
-    The value of a one-letter ``option`` as getopt(3) reads ``words``:
-    flags run together (``-fc4``), the value in the same word or the next,
-    the last one given wins, and the first word that is no option ends them.
+    The value of a one-letter ``option`` as glibc's getopt(3) reads
+    ``words``: flags run together (``-fc4``), the value in the same word or
+    the next, the last one given wins, and words that are no option are
+    passed over (it permutes them to the end) up to ``--``.
     """
     value = None
     index = 0
     while index < len(words):
         word = words[index]
         index += 1
-        if word == "--" or not word.startswith("-") or word == "-":
+        if word == "--":
             break
+        if not word.startswith("-") or word == "-":
+            continue
         for place, letter in enumerate(word[1:], start=1):
             if letter in takes_values:
                 given = word[place + 1:]

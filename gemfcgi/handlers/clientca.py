@@ -71,8 +71,11 @@ _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFIC
 
 def _read_authorities(data: bytes) -> Authorities:
     try:
-        return Authorities(x509.load_pem_x509_certificates(data))
-    except ValueError:
+        certificates = x509.load_pem_x509_certificates(data)
+        for certificate in certificates:
+            certificate.subject, certificate.issuer  # read now, not when judging
+        return Authorities(certificates)
+    except (ValueError, x509.InvalidVersion):
         pass
     readable: list[x509.Certificate] = []
     openssl_only: list[crypto.X509] = []
@@ -80,7 +83,9 @@ def _read_authorities(data: bytes) -> Authorities:
         try:
             certificate = x509.load_pem_x509_certificate(block)
             certificate.subject, certificate.issuer  # read now, not when judging
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
+            # A name cryptography cannot read (a T61String holding 'é'),
+            # a version 2 certificate: OpenSSL's alone.
             openssl_only.append(crypto.load_certificate(crypto.FILETYPE_PEM, block))
         else:
             readable.append(certificate)

@@ -848,3 +848,28 @@ def test_a_served_certificate_on_a_curve_cryptography_lacks_is_refused_naming_it
         load_key_pair(str(tmp_path / "chain.pem"), str(tmp_path / "good.key"))
     assert str(refused.value).startswith(
         f"{tmp_path}/chain.pem: certificate 2 of the chain has a key of a kind gemfcgi cannot read (")
+
+
+def test_a_ca_named_in_a_t61string_with_a_letter_beyond_ascii_is_left_to_openssl(tmp_path):
+    # cryptography cannot read such a name: --check and the start ended in
+    # a traceback, and a reload failed, though OpenSSL trusts the CA.
+    (tmp_path / "t61.cnf").write_text("[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n")
+    openssl(tmp_path, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key")
+    openssl(tmp_path, "req", "-x509", "-config", "t61.cnf", "-utf8", "-key", "ca.key", "-subj", "/CN=Café CA",
+            "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ca.pem")
+    config = single_server(tmp_path, f' require client ca "{tmp_path}/ca.pem"\n')
+    assert check_messages(config) == []
+
+
+def test_an_ocsp_response_that_does_not_know_the_certificate_is_a_warning(tmp_path):
+    openssl_ca(tmp_path, "ca", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
+    openssl_leaf(tmp_path, "ca")
+    openssl_ocsp(tmp_path, "ca", "example.com", "-sha256")
+    (tmp_path / "index.txt").write_text("")  # the responder knows no certificate
+    openssl(tmp_path, "ocsp", "-index", "index.txt", "-rsigner", "ca.pem", "-rkey", "ca.key", "-CA", "ca.pem",
+            "-reqin", "req.der", "-respout", "example.com.ocsp", "-ndays", "3")
+    config = served_with_ocsp(tmp_path, "example.com-chain.pem", "example.com.key", "example.com.ocsp")
+    assert check_messages(config) == [
+        f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: OCSP response says its responder "
+        "does not know the certificate"]

@@ -568,3 +568,32 @@ def test_a_certificate_whose_public_key_is_damaged_is_refused_naming_it_not_with
         said[name] = str(raised.value).removeprefix(f"{tmp_path / name}: ")
     assert said["leaf"].startswith("the certificate is damaged: its public key cannot be read (")
     assert said["middle"].startswith("certificate 2 of the chain is damaged: its public key cannot be read (")
+
+
+def _as_version_2(pem: bytes) -> bytes:
+    """``pem`` marked as a version 2 certificate (its signature no longer holds: only its reading matters)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    marked = der.replace(bytes.fromhex("a003020102"), bytes.fromhex("a003020101"), 1)
+    body = base64.encodebytes(marked).replace(b"\n", b"")
+    return (b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+            + b"\n-----END CERTIFICATE-----\n")
+
+
+def test_a_version_2_certificate_is_refused_as_served_and_left_to_openssl_as_a_ca(tmp_path):
+    # cryptography raises InvalidVersion, no ValueError: both were tracebacks.
+    from gemfcgi.certificates import CertificateError, load_key_pair
+    from gemfcgi.handlers.clientca import _read_authorities
+
+    cert, key = _self_signed_files(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+    old = _as_version_2((tmp_path / "cert.pem").read_bytes())
+    (tmp_path / "v2.pem").write_bytes(old)
+    with pytest.raises(CertificateError) as refused:
+        load_key_pair(str(tmp_path / "v2.pem"), key)
+    assert str(refused.value) == (f"{tmp_path}/v2.pem: a version 2 certificate (with unique identifiers), "
+                                  "which gemfcgi cannot read: reissue it as version 3")
+    authorities = _read_authorities(old + (tmp_path / "cert.pem").read_bytes())
+    assert (len(authorities.certificates), len(authorities.openssl_only)) == (1, 1)

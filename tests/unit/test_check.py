@@ -66,7 +66,8 @@ def test_the_program_a_wrapper_runs_is_looked_for_too_with_the_path_it_gives():
     "env --chdir=/tmp --unset FOO -0v sh -c 'exit 0'",
     "nice --adj 5 sh -c 'exit 0'",
     "nice -5 sh -c 'exit 0'",
-    "nice -n5 setsid -w nohup sh -c 'exit 0'",
+    "nice -n5 nohup sh -c 'exit 0'",
+    "env =odd sh -c 'exit 0'",
     "env -C /tmp ./nothing-checked-from-there",
     "env --ignore-signal=PIPE sh -c 'exit 0'",
 ], ids=lambda command: command)
@@ -81,6 +82,14 @@ def test_what_a_wrapper_runs_is_read_as_the_wrapper_reads_its_options(command):
     ("env FOO=1 ./no-such-app", "program './no-such-app' (run by env) not found (or not executable)"),
     ("env FOO=1", "env runs no program here: it prints the server's environment, into the log"),
     ("nice", "nice runs no program here"),
+    ("nice env FOO=1", "env runs no program here: it prints the server's environment, into the log"),
+    ("env nice FOO=1 sh", "program 'FOO=1' (run by nice) not found in PATH (or not executable)"),
+    # It forks, gemfcgi's program being a session leader already: each run
+    # ended at once, and every request got 42.
+    ("setsid sh -c 'exit 0'", "setsid: the program is already started as a session leader, so "
+     "setsid forks and leaves it running outside gemfcgi's watch: leave setsid out"),
+    ("nice setsid -w sh -c 'exit 0'", "setsid: the program is already started as a session leader, "
+     "so setsid forks and leaves it running outside gemfcgi's watch: leave setsid out"),
 ], ids=lambda value: value)
 def test_a_wrapper_whose_program_cannot_run_or_that_runs_none_is_said_so(command, said):
     # Each passed the check: the first two lose PATH, the others' relative
@@ -99,6 +108,13 @@ def test_a_program_found_only_in_a_path_a_wrapper_takes_away_is_said_so(tmp_path
     assert spawn_problem("gemini-app") is None
     assert spawn_problem(f"{wrapper} gemini-app") == (
         "program 'gemini-app' (run by env) not found in PATH (or not executable)")
+
+
+def test_a_wrapper_run_by_another_is_looked_for_with_the_path_that_one_gives(tmp_path, monkeypatch):
+    # env found nice nowhere in the PATH it gave, and exited 127 at every start.
+    assert spawn_problem("env -i PATH=/nowhere nice sh -c 'exit 0'") == (
+        "program 'nice' (run by env) not found in PATH (or not executable)")
+    assert spawn_problem("env -i PATH=/usr/bin:/bin nice sh -c 'exit 0'") is None
 
 
 def test_a_command_that_cannot_be_split_or_is_empty_is_said_so():
@@ -786,3 +802,19 @@ def test_an_index_a_fastcgi_location_runs_is_warned_of_where_its_directory_serve
     assert index_warnings(head + '\tindex "index.php"\n\tlocation "*" { fastcgi socket "/s" }\n}\n') == []
     assert index_warnings(head + php + "}\n") == []
     assert index_warnings(head + '\tindex "index.php"\n\tlocation "/" { block }\n' + php + "}\n") == []
+
+
+def test_counts_in_other_digits_are_read_as_c_reads_them_not_as_a_traceback(monkeypatch):
+    # str.isdigit took '²', and int() then failed the check.
+    from gemfcgi.check import one_fcgiwrap_at_a_time, one_php_at_a_time
+
+    monkeypatch.delenv("PHP_FCGI_CHILDREN", raising=False)
+    assert one_php_at_a_time("env PHP_FCGI_CHILDREN=² php-cgi", {}) is None
+    assert one_fcgiwrap_at_a_time("/usr/sbin/fcgiwrap -c ²", {}) is None
+
+
+def test_fcgiwrap_options_after_another_word_count_as_its_getopt_permutes_them():
+    from gemfcgi.check import one_fcgiwrap_at_a_time
+
+    assert one_fcgiwrap_at_a_time("fcgiwrap x -c 4", {}) is None
+    assert one_fcgiwrap_at_a_time("fcgiwrap -- -c 4", {}) is not None
