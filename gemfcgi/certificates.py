@@ -107,8 +107,8 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
     try:
         chain = tuple(x509.load_pem_x509_certificates(cert_data))
     except x509.InvalidVersion:
-        raise _unusable(cert_path, "a version 2 certificate (with unique identifiers), which gemfcgi "
-                        "cannot read: reissue it as version 3") from None
+        raise _unusable(cert_path, "a version 2 certificate, which gemfcgi cannot read: reissue it "
+                        "as version 3") from None
     except ValueError as e:
         if b"-----BEGIN TRUSTED CERTIFICATE-----" in cert_data:
             raise _unusable(cert_path, "a TRUSTED CERTIFICATE (openssl x509 -trustout): write it "

@@ -113,20 +113,22 @@ def spawn_problem(command: str) -> Optional[str]:
     # And what each wrapper runs (``env PHP_FCGI_CHILDREN=4 php-cgi``),
     # with the PATH it gives; a relative path after ``env -C`` is not
     # looked for.
+    if os.path.basename(argv[0]) == "setsid":
+        return _SETSID
     spawned = spawned_command(command, os.environ)
     if spawned is None or not spawned.wrappers:
         return None
+    if spawned.refused is not None:
+        return f"{spawned.refused}: the wrapper would exit at every start"
+    if spawned.directory is not None:
+        # Relative names and PATH entries lead from env -C's directory.
+        return _SETSID if _runs_setsid(spawned) else None
     for word, environment, run_by in spawned.wrappers[1:]:
         problem = _unrunnable(word, environment, f" (run by {os.path.basename(run_by)})")
         if problem is not None:
             return problem
-    if any(os.path.basename(word) == "setsid" for word, _, _ in spawned.wrappers):
-        # gemfcgi starts the program as the leader of a session of its own:
-        # setsid then forks, and its program runs on outside the spawn's
-        # watch (which sees a run that ended at once), or with -w outside
-        # its stop.
-        return ("setsid: the program is already started as a session leader, so setsid forks "
-                "and leaves it running outside gemfcgi's watch: leave setsid out")
+    if _runs_setsid(spawned):
+        return _SETSID
     last = os.path.basename(spawned.wrappers[-1][0])
     if not spawned.words:
         return (f"{last} runs no program here"
@@ -135,6 +137,17 @@ def spawn_problem(command: str) -> Optional[str]:
     if spawned.directory is not None and "/" in program and not os.path.isabs(program):
         return None
     return _unrunnable(program, spawned.environment, f" (run by {last})")
+
+
+# gemfcgi starts the program as the leader of a session of its own: setsid
+# then forks, and its program runs on outside the spawn's watch (which sees
+# a run that ended at once), or with -w outside its stop.
+_SETSID = ("setsid: the program is already started as a session leader, so setsid forks "
+           "and leaves it running outside gemfcgi's watch: leave setsid out")
+
+
+def _runs_setsid(spawned: "SpawnedCommand") -> bool:
+    return any(os.path.basename(word) == "setsid" for word, _, _ in spawned.wrappers)
 
 
 def _unrunnable(program: str, env: Mapping[str, str], run_by: str) -> Optional[str]:
@@ -205,6 +218,8 @@ class SpawnedCommand:
     words: list[str]
     environment: dict[str, str]
     directory: Optional[str] = None
+    # What a wrapper refuses of its own options (``env -u A=B``).
+    refused: Optional[str] = None
     # Each wrapper word, the PATH environment it is looked up with (its
     # runner's) and the wrapper that runs it (none for the first).
     wrappers: list[tuple[str, dict[str, str], str]] = dataclass_field(default_factory=list)
@@ -231,6 +246,7 @@ _WRAPPERS = {
 # What makes a wrapper run no program, or one that cannot be told from here.
 _NO_TELLING = {"S", "split-string", "help", "version", "h", "V", "list-signal-handling"}
 _NICE_ADJUSTMENT = re.compile(r"-[+-]?[0-9]+")
+_ADJUSTMENT = re.compile(r"[+-]?[0-9]+")
 
 
 class _CannotTell(Exception):
@@ -298,6 +314,7 @@ def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCom
     environment = dict(env)
     directory: Optional[str] = None
     wrappers: list[tuple[str, dict[str, str], str]] = []
+    refused: Optional[str] = None
     index = 0
     while index < len(argv) and os.path.basename(argv[index]) in _WRAPPERS:
         name = os.path.basename(argv[index])
@@ -312,15 +329,21 @@ def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCom
             if option in ("i", "ignore-environment"):
                 environment.clear()
             elif option in ("u", "unset"):
+                if not value or "=" in value:
+                    refused = refused or f"env cannot unset {value!r}"
                 environment.pop(value, None)
             elif option in ("C", "chdir"):
                 directory = value
+            elif option in ("0", "null"):
+                refused = refused or "env -0 (--null) runs no program"
+            elif name == "nice" and option in ("n", "adjustment") and not _ADJUSTMENT.fullmatch(value):
+                refused = refused or f"nice: invalid adjustment {value!r}"
         if _WRAPPERS[name].assignments:
             while index < len(argv) and "=" in argv[index]:
                 variable, _, value = argv[index].partition("=")
                 environment[variable] = value
                 index += 1
-    return SpawnedCommand(argv[index:], environment, directory, wrappers)
+    return SpawnedCommand(argv[index:], environment, directory, refused, wrappers)
 
 
 def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:

@@ -593,7 +593,7 @@ def test_a_version_2_certificate_is_refused_as_served_and_left_to_openssl_as_a_c
     (tmp_path / "v2.pem").write_bytes(old)
     with pytest.raises(CertificateError) as refused:
         load_key_pair(str(tmp_path / "v2.pem"), key)
-    assert str(refused.value) == (f"{tmp_path}/v2.pem: a version 2 certificate (with unique identifiers), "
-                                  "which gemfcgi cannot read: reissue it as version 3")
+    assert str(refused.value) == (f"{tmp_path}/v2.pem: a version 2 certificate, which gemfcgi cannot read: "
+                                  "reissue it as version 3")
     authorities = _read_authorities(old + (tmp_path / "cert.pem").read_bytes())
     assert (len(authorities.certificates), len(authorities.openssl_only)) == (1, 1)

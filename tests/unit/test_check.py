@@ -63,7 +63,9 @@ def test_the_program_a_wrapper_runs_is_looked_for_too_with_the_path_it_gives():
     "env -vS 'sh -c true'",
     "env -- PATH=/usr/bin:/bin sh -c 'exit 0'",
     "env --chd /tmp sh -c 'exit 0'",
-    "env --chdir=/tmp --unset FOO -0v sh -c 'exit 0'",
+    "env --chdir=/tmp --unset FOO -v sh -c 'exit 0'",
+    "env -C /usr/bin ./nice true",
+    "env -C /usr PATH=bin nice true",
     "nice --adj 5 sh -c 'exit 0'",
     "nice -5 sh -c 'exit 0'",
     "nice -n5 nohup sh -c 'exit 0'",
@@ -90,6 +92,13 @@ def test_what_a_wrapper_runs_is_read_as_the_wrapper_reads_its_options(command):
      "setsid forks and leaves it running outside gemfcgi's watch: leave setsid out"),
     ("nice setsid -w sh -c 'exit 0'", "setsid: the program is already started as a session leader, "
      "so setsid forks and leaves it running outside gemfcgi's watch: leave setsid out"),
+    ("setsid env -S 'sh -c true'", "setsid: the program is already started as a session leader, "
+     "so setsid forks and leaves it running outside gemfcgi's watch: leave setsid out"),
+    # Each exited at once with 125: every request got 42.
+    ("env -0 sh -c 'exit 0'", "env -0 (--null) runs no program: the wrapper would exit at every start"),
+    ("env -u A=B sh -c 'exit 0'", "env cannot unset 'A=B': the wrapper would exit at every start"),
+    ("nice -n abc sh -c 'exit 0'", "nice: invalid adjustment 'abc': the wrapper would exit at every start"),
+    ("nice --adjustment=zz sh", "nice: invalid adjustment 'zz': the wrapper would exit at every start"),
 ], ids=lambda value: value)
 def test_a_wrapper_whose_program_cannot_run_or_that_runs_none_is_said_so(command, said):
     # Each passed the check: the first two lose PATH, the others' relative
