@@ -125,4 +125,3 @@ def with_its_key_damaged(pem: bytes) -> bytes:
     body = base64.encodebytes(damaged).replace(b"\n", b"")
     lines = [body[i:i + 64] for i in range(0, len(body), 64)]
     return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
-
