@@ -101,6 +101,10 @@ def test_av98_shows_the_index_follows_its_link_and_a_redirect(server, tmp_path):
     server.wait_for_log(r"GET gemini://localhost/sub 31 /sub/ ", since=before)
 
 
+# Seconds a full-screen client's screen may lag before it is made to draw again.
+NUDGE_AFTER = 4.0
+
+
 class Tmux:
     """A terminal for a full-screen client: keys in, the screen's text out."""
 
@@ -122,13 +126,26 @@ class Tmux:
 
     def wait_for(self, *texts: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
+        nudge_at = time.monotonic() + NUDGE_AFTER
         while True:
             screen = self.screen()
             if all(text in screen for text in texts):
                 return screen
             if time.monotonic() > deadline:
                 raise AssertionError(f"never saw {texts!r} on the screen:\n{screen}")
+            if time.monotonic() > nudge_at:
+                # amfora now and then leaves its last frame undrawn (the page
+                # shown, its status still "Loading...", the request logged
+                # and closed long before) until something makes it draw: a
+                # change of the window's size does, as a person's would.
+                self.redraw()
+                nudge_at = time.monotonic() + NUDGE_AFTER
             time.sleep(0.1)
+
+    def redraw(self) -> None:
+        for width in ("101", "100"):
+            subprocess.run([*self.command, "resize-window", "-x", width], env=self.env,
+                           capture_output=True, timeout=10)
 
     def keys(self, *keys: str) -> None:
         subprocess.run([*self.command, "send-keys", *keys], env=self.env, check=True, timeout=10)
