@@ -174,7 +174,7 @@ def load_key_pair(cert_path: str, key_path: str, ocsp_path: Optional[str] = None
         weak = _weak_in_a_chain(certificate)
         if weak is not None:
             raise _unusable(cert_path, f"certificate {number} of the chain "
-                            f"({subject_named(certificate)}) has {weak}, which OpenSSL refuses "
+                            f"({named(certificate)}) has {weak}, which OpenSSL refuses "
                             "in a chain: every handshake would fail")
     refused = _openssl_refuses(chain[0], key)
     if refused is not None:
@@ -284,7 +284,7 @@ def ocsp_mismatch(pair: KeyPair) -> Optional[str]:
     answer = next((one for one in same_serial if _about_the_issuer_of(one, pair.chain)), None)
     if answer is None:
         return (f"OCSP response is about serial {serial:X} of another issuer than the "
-                f"certificate's ({_issuer_named(leaf)})")
+                f"certificate's ({named(leaf, 'issuer')})")
     # A refresh that stopped (a broken cron job) staples an old answer:
     # clients that check it refuse the connection.
     if answer.certificate_status == x509_ocsp.OCSPCertStatus.UNKNOWN:
@@ -318,17 +318,13 @@ def _about_the_issuer_of(answer: Any, chain: Sequence[x509.Certificate]) -> bool
         return True
 
 
-def _issuer_named(certificate: x509.Certificate) -> str:
+def named(certificate: x509.Certificate, field: str = "subject") -> str:
+    """
+    The certificate's ``subject`` or ``issuer`` for a message; one
+    cryptography cannot read (a T61String beyond ASCII) said so.
+    """
     try:
-        return certificate.issuer.rfc4514_string()
-    except ValueError:  # a name cryptography cannot read (a T61String)
-        return "its issuer"
-
-
-def subject_named(certificate: x509.Certificate) -> str:
-    """The certificate's subject for a message; one cryptography cannot read (a T61String) said so."""
-    try:
-        return certificate.subject.rfc4514_string()
+        return getattr(certificate, field).rfc4514_string()
     except ValueError:
         return "a name gemfcgi cannot read"
 

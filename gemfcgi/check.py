@@ -110,33 +110,28 @@ def spawn_problem(command: str) -> Optional[str]:
     problem = _unrunnable(argv[0], os.environ, "")
     if problem is not None:
         return problem
-    # And what each wrapper runs (``env PHP_FCGI_CHILDREN=4 php-cgi``),
-    # with the PATH it gives; a relative path after ``env -C`` is not
-    # looked for.
     if os.path.basename(argv[0]) == "setsid":
-        return _SETSID
+        return _SETSID  # whatever follows, even what cannot be read
+    # And what each wrapper runs (``env PHP_FCGI_CHILDREN=4 php-cgi``),
+    # with the PATH it gives.
     spawned = spawned_command(command, os.environ)
     if spawned is None or not spawned.wrappers:
         return None
     if spawned.refused is not None:
         return f"{spawned.refused}: the wrapper would exit at every start"
+    if any(os.path.basename(word) == "setsid" for word, _, _ in spawned.wrappers):
+        return _SETSID
     if spawned.directory is not None:
-        # Relative names and PATH entries lead from env -C's directory.
-        return _SETSID if _runs_setsid(spawned) else None
+        return None  # relative names and PATH entries lead from env -C's directory
     for word, environment, run_by in spawned.wrappers[1:]:
         problem = _unrunnable(word, environment, f" (run by {os.path.basename(run_by)})")
         if problem is not None:
             return problem
-    if _runs_setsid(spawned):
-        return _SETSID
     last = os.path.basename(spawned.wrappers[-1][0])
     if not spawned.words:
         return (f"{last} runs no program here"
                 + (": it prints the server's environment, into the log" if last == "env" else ""))
-    program = spawned.words[0]
-    if spawned.directory is not None and "/" in program and not os.path.isabs(program):
-        return None
-    return _unrunnable(program, spawned.environment, f" (run by {last})")
+    return _unrunnable(spawned.words[0], spawned.environment, f" (run by {last})")
 
 
 # gemfcgi starts the program as the leader of a session of its own: setsid
@@ -144,10 +139,6 @@ def spawn_problem(command: str) -> Optional[str]:
 # a run that ended at once), or with -w outside its stop.
 _SETSID = ("setsid: the program is already started as a session leader, so setsid forks "
            "and leaves it running outside gemfcgi's watch: leave setsid out")
-
-
-def _runs_setsid(spawned: "SpawnedCommand") -> bool:
-    return any(os.path.basename(word) == "setsid" for word, _, _ in spawned.wrappers)
 
 
 def _unrunnable(program: str, env: Mapping[str, str], run_by: str) -> Optional[str]:

@@ -457,9 +457,8 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             # protocol's linger: a FIN once it is taken, a reset if the peer
             # reads none of it for the idle timeout); closed now, the socket
             # would hold it past every timeout, out of this process's count.
-            if kernel_queued_bytes(self):
+            if self._left_bytes_unread():
                 self.stopWriting()
-                self._look_again(TAKEN_FIRST_LOOK)
                 return None
             return main.CONNECTION_DONE
         self.stopWriting()

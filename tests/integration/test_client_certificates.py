@@ -873,3 +873,19 @@ def test_an_ocsp_response_that_does_not_know_the_certificate_is_a_warning(tmp_pa
     assert check_messages(config) == [
         f"{config}:6: server 'example.com': {tmp_path}/example.com.ocsp: OCSP response says its responder "
         "does not know the certificate"]
+
+
+def test_a_weak_chain_certificate_named_in_a_t61string_beyond_ascii_is_refused_saying_so(tmp_path):
+    # Its name went into the message through cryptography, which cannot read it.
+    from gemfcgi.certificates import CertificateError, load_key_pair
+
+    (tmp_path / "t61.cnf").write_text("[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n")
+    openssl(tmp_path, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-192", "-out", "ca.key")
+    openssl(tmp_path, "req", "-x509", "-config", "t61.cnf", "-utf8", "-key", "ca.key", "-subj", "/CN=Café CA",
+            "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE", "-out", "ca.pem")
+    openssl_leaf(tmp_path, "ca")
+    with pytest.raises(CertificateError) as refused:
+        load_key_pair(str(tmp_path / "example.com-chain.pem"), str(tmp_path / "example.com.key"))
+    assert str(refused.value) == (
+        f"{tmp_path}/example.com-chain.pem: certificate 2 of the chain (a name gemfcgi cannot read) has an "
+        "ECDSA key on secp192r1, which OpenSSL refuses in a chain: every handshake would fail")
