@@ -15,6 +15,7 @@ formatting.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -284,11 +285,33 @@ def logs_to_the_terminal(twistd_options: Optional[Mapping[str, Any]]) -> bool:
     if "nodaemon" not in twistd_options:
         # ``twist``: its ``--log-file``, standard output unless given.
         log_file = twistd_options.get("logFile", sys.stdout)
-        return log_file is sys.stdout or log_file is sys.stderr
+        if log_file is sys.stdout or log_file is sys.stderr:
+            return True
+        try:
+            return _is_standard_error(os.fstat(log_file.fileno()))
+        except (AttributeError, OSError, ValueError):  # no file of its own
+            return False
     if twistd_options.get("syslog") or twistd_options.get("logger"):
         return False
     path = twistd_options.get("logfile") or ""
-    return bool(twistd_options.get("nodaemon")) and path in ("", "-")
+    if not twistd_options.get("nodaemon"):
+        return False  # a daemon's standard error is /dev/null
+    if path in ("", "-"):
+        return True
+    # ``--logfile=/dev/stderr``, or a file standard error is sent to too.
+    try:
+        return _is_standard_error(os.stat(path))
+    except (OSError, ValueError):  # not made yet: twistd makes it
+        return False
+
+
+def _is_standard_error(status: os.stat_result) -> bool:
+    """Whether ``status`` is that of the file standard error writes to."""
+    try:
+        error = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or replaced by no file
+        return False
+    return (status.st_dev, status.st_ino) == (error.st_dev, error.st_ino)
 
 
 class WithTwistdLog(MultiService):

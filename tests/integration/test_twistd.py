@@ -717,6 +717,29 @@ def test_a_start_writes_its_warnings_to_the_log_file_too_and_sigusr1_says_the_re
         process.wait(20)
 
 
+def test_a_start_with_its_log_file_on_standard_error_writes_each_warning_once(tmp_path, certificate):
+    # --logfile=/dev/stderr is where standard error goes: the warning was
+    # printed there, then logged there again.
+    cert, key = certificate
+    errors = tmp_path / "errors.log"
+    config = tmp_path / "gmid.conf"
+    config.write_text(f'types {{ text/plain a.b }}\nserver "localhost" {{\n'
+                      f'\tlisten on 127.0.0.1 port 0\n\tcert "{cert}"\n\tkey "{key}"\n'
+                      f'\troot "{tmp_path}"\n}}\n')
+    with errors.open("wb") as standard_error:
+        process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "--logfile=/dev/stderr", "gemfcgi", "-c", str(config)],
+            env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+            stdout=subprocess.DEVNULL, stderr=standard_error,
+        )
+    try:
+        wait_for_text(errors, r"listening on 127\.0\.0\.1:")
+        assert errors.read_text().count(f"{config}:1: extension 'a.b' holds '.'") == 1
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 def renew(cert, key) -> bytes:
     """A new pair written over ``cert`` and ``key``; the new certificate, DER."""
     from cryptography.hazmat.primitives import serialization

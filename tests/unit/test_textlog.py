@@ -375,3 +375,21 @@ def test_a_start_knows_whether_its_log_is_where_standard_error_goes(options, ter
     from gemfcgi.textlog import logs_to_the_terminal
 
     assert logs_to_the_terminal(options) is terminal
+
+
+def test_a_log_file_that_is_standard_errors_file_is_the_terminal(tmp_path, monkeypatch):
+    # --logfile=/dev/stderr, or the file standard error is sent to: what is
+    # printed there at the start is in the log already.
+    from gemfcgi.textlog import logs_to_the_terminal
+
+    shared, other = tmp_path / "shared.log", tmp_path / "other.log"
+    other.write_text("")
+    with shared.open("w") as standard_error, other.open("a") as other_file:
+        monkeypatch.setattr(sys, "stderr", standard_error)
+        assert logs_to_the_terminal({"nodaemon": True, "logfile": str(shared)})
+        assert not logs_to_the_terminal({"nodaemon": True, "logfile": str(other)})
+        assert not logs_to_the_terminal({"nodaemon": True, "logfile": str(tmp_path / "new.log")})
+        assert not logs_to_the_terminal({"nodaemon": False, "logfile": str(shared)})
+        with shared.open("a") as same_file:
+            assert logs_to_the_terminal({"logFile": same_file})  # twist --log-file
+        assert not logs_to_the_terminal({"logFile": other_file})
