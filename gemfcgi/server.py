@@ -423,6 +423,11 @@ class GeminiProtocol(OneTimeout, Protocol):
         if self.state is State.RESPONDING:
             self.record.bytes_sent += len(data)
             self.transport.write(data)
+            if self._producer is not None and getattr(self.transport, "send_failed", False):
+                # The peer is gone (a reset): the reactor ends the connection
+                # on its next turn, and until then the body would be read
+                # for nothing, a file's up to 4 MiB a turn.
+                self._producer.pauseProducing()
 
     def batched(self) -> ContextManager[None]:
         """
@@ -725,7 +730,8 @@ class GeminiProtocol(OneTimeout, Protocol):
         # Written but still in the process as the connection ends, or in
         # the kernel when a reset (``_reset``) destroyed it: the reply went
         # out without them, and the size field counts what left.
-        lost = held_bytes(self.transport) + self._lost_in_kernel
+        lost = held_bytes(self.transport) + self._lost_in_kernel + \
+            getattr(self.transport, "bytes_lost", 0)
         self.record.bytes_sent = max(0, self.record.bytes_sent - lost)
         if self.tls is not None and self.tls.client_certificate is not None:
             self.record.common_name = self.tls.client_certificate.common_name or "-"

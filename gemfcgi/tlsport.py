@@ -104,6 +104,9 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
     # The socket is this process's alone (accepted close-on-exec, after any
     # fork of the server): close() ends it, without a shutdown() first.
     _shouldShutdown = False
+    # Plaintext written that never left: its send failed (the peer reset),
+    # or it came after one. The access line leaves it out.
+    bytes_lost = 0
 
     def __init__(self, sock, protocol, client, server, sessionno, reactor) -> None:
         super().__init__(sock, protocol, client, server, sessionno, reactor)
@@ -264,9 +267,17 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
 
     # -- writing -----------------------------------------------------------
 
+    @property
+    def send_failed(self) -> bool:
+        """Whether a send has failed: nothing written from now on can leave."""
+        return self._ended is not None
+
     def write(self, data: bytes) -> None:
         """Encrypt ``data``; it leaves with the read's batch, or at once."""
-        if not data or not self.connected or self._shutting_down or self._ended is not None:
+        if self._ended is not None:
+            self.bytes_lost += len(data)
+            return
+        if not data or not self.connected or self._shutting_down:
             return
         if self._handshaking:
             # Nothing is written before the handshake; should a protocol
@@ -280,6 +291,8 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             while view:
                 view = view[self._tls.send(view):]
         except SSL.Error:
+            self.bytes_lost += self._batched + len(data)
+            self._batched = 0
             self._end(main.CONNECTION_LOST)
             return
         self._batched += len(data)
@@ -311,7 +324,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
 
     def _flush(self) -> Optional[Any]:
         """Send what OpenSSL produced; queue what the socket does not take."""
-        self._batched = 0
+        batched, self._batched = self._batched, 0
         if self._on_socket or self.disconnected:
             return None
         chunks = []
@@ -325,7 +338,10 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
                 break  # the BIO is empty: no need to be told so by an exception
         if not chunks:
             return None
-        return self._send_or_queue(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        failed = self._send_or_queue(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if failed is not None:
+            self.bytes_lost += batched
+        return failed
 
     def _end(self, reason: Exception) -> None:
         """Let the reactor end the connection, outside the caller's stack."""
@@ -378,6 +394,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
     def _write_on_socket(self, data: bytes) -> None:
         failed = self._send_or_queue(data)
         if failed is not None:
+            self.bytes_lost += len(data)
             self._end(failed)
 
     def writeSomeData(self, data) -> Any:

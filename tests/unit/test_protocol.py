@@ -222,6 +222,45 @@ def test_bytes_still_in_the_process_when_a_reply_is_reset_are_not_logged_as_sent
     assert event["bytes_sent"] == written - 80_000
 
 
+class _ResetAfter(TLSStringTransport):
+    """A TLS transport whose send fails once ``room`` bytes went out: the peer reset."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.bytes_lost = 0
+        self.writes_after = 0
+
+    @property
+    def send_failed(self) -> bool:
+        return self.room <= 0
+
+    def write(self, data: bytes) -> None:
+        if self.send_failed:
+            self.bytes_lost += len(data)
+            self.writes_after += 1
+            return
+        super().write(data[:self.room])
+        self.bytes_lost += max(0, len(data) - self.room)
+        self.room -= len(data)
+
+
+def test_a_reply_whose_send_failed_reads_no_more_of_its_file_and_logs_what_left(site, tmp_path):
+    # After a reset met in a send, the file's producer went on for the
+    # rest of its turn: up to 4 MiB read for nothing, all logged as sent.
+    (tmp_path / "big.bin").write_bytes(b"x" * (8 * 1024 * 1024))
+    with access_events() as seen:
+        protocol = GeminiProtocol(site, Clock())
+        transport = _ResetAfter(200_000)
+        protocol.makeConnection(transport)
+        protocol.handshakeCompleted()
+        protocol.dataReceived(b"gemini://localhost/big.bin\r\n")
+        assert transport.send_failed and transport.writes_after == 0
+        protocol.connectionLost(None)
+    [event] = seen
+    assert event["bytes_sent"] == 200_000
+
+
 @pytest.mark.parametrize("reads", [False, True], ids=["reads nothing", "reads slowly"])
 def test_a_paused_reply_is_cut_once_its_client_has_read_nothing_for_the_idle_timeout(
     tmp_path, monkeypatch, reads

@@ -308,3 +308,30 @@ def test_failures_inside_openssl_past_the_limit_are_counted_on_the_next_line_sai
     said = ("TLS handshake with 192.0.2.1:4242 failed inside OpenSSL (internal error; a client "
             "certificate too large for a session ticket, over about 64 KB, is one cause)")
     assert lines == [said] * 5 + [said + " (2 more such failures not logged)"]
+
+
+@pytest.mark.parametrize("size", [1000, 256 * 1024], ids=["on the BIOs", "OpenSSL on the socket"])
+def test_what_is_written_after_the_peer_reset_is_counted_as_lost(size):
+    # The access line counted every byte written after a failed send: a
+    # file's producer wrote up to 4 MiB more in the same turn, all logged
+    # as sent to a client that was gone.
+    import struct
+    import time
+
+    connected = _Connected()
+    server = connected.server
+    server.write(b"20 text/gemini\r\n")
+    for _ in range(100):
+        connected.client_pump()
+        if connected.received:
+            break
+    assert bytes(connected.received) == b"20 text/gemini\r\n" and server.bytes_lost == 0
+    connected.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connected.socket.close()  # a reset
+    time.sleep(0.05)
+    assert not server.send_failed
+    for _ in range(3):
+        server.write(b"x" * size)
+    assert server.send_failed
+    assert server.bytes_lost == 3 * size  # the failing write's, and those after it
+    connected.accepted.close()
