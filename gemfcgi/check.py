@@ -192,8 +192,15 @@ def _is_script(path: str) -> bool:
 
 # php-cgi's own variable for the processes it runs (0 or unset: itself alone).
 PHP_CHILDREN = "PHP_FCGI_CHILDREN"
-# A count as C's atoi reads it whole: ASCII digits (str.isdigit takes '²').
-_DIGITS = re.compile(r"[0-9]+")
+# A count as C's atoi reads it, as both programs do: C's white space, a
+# sign, then ASCII digits up to the first other character (str.isdigit and
+# str.strip take '²' and a no-break space; atoi reads 0).
+_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+
+
+def _atoi(text: str) -> int:
+    number = _ATOI.match(text)
+    return int(number.group(1)) if number is not None else 0
 
 
 @dataclass
@@ -350,16 +357,43 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
     spawned = spawned_command(command, env)
     if spawned is None or not spawned.words or not _runs(spawned, env, "php-cgi"):
         return None
-    program = spawned.words[0]
+    program = os.path.basename(spawned.words[0])
     children = spawned.environment.get(PHP_CHILDREN)
-    if children is not None and children.strip() and not _DIGITS.fullmatch(children.strip()):
-        return None  # php-cgi's reading of it is its own; nothing to tell
-    if children is not None and children.strip() and int(children) > 1:
+    count = _atoi(children) if children is not None else 0
+    if count > 1:
         return None
-    setting = f"without {PHP_CHILDREN}" if children is None else f"with {PHP_CHILDREN}={children}"
-    return (f"fastcgi spawn: {os.path.basename(program)} {setting} serves one request at a time, "
-            "so one client reading a reply slowly holds up every other "
-            f'(spawn "env {PHP_CHILDREN}=4 {" ".join(spawned.words)}")')
+    if children is None:
+        setting = f"without {PHP_CHILDREN}"
+    elif children.isascii() and children.isdigit():
+        setting = f"with {PHP_CHILDREN}={children}"
+    else:
+        setting = f"with {PHP_CHILDREN}={children!r} (read as {count})"
+    advice = f'(spawn "{_with_php_children(command, spawned)}")'
+    if count < 0:
+        return f"fastcgi spawn: {program} {setting} exits at every start (not valid) {advice}"
+    return (f"fastcgi spawn: {program} {setting} serves one request at a time, "
+            f"so one client reading a reply slowly holds up every other {advice}")
+
+
+def _with_php_children(command: str, spawned: SpawnedCommand) -> str:
+    """
+    ``command`` with ``PHP_FCGI_CHILDREN=4`` set just before its program,
+    the wrappers before it kept: an ``env`` last among them gets it as its
+    own last assignment (one of the same name it has is dropped), any
+    other wrapper is followed by an ``env`` of its own.
+    """
+    argv = shlex.split(command)
+    wrapping = argv[:len(argv) - len(spawned.words)]
+    if spawned.wrappers and os.path.basename(spawned.wrappers[-1][0]) == "env":
+        assignments = len(wrapping)
+        while assignments > 1 and "=" in wrapping[assignments - 1] and \
+                not wrapping[assignments - 1].startswith("-"):
+            assignments -= 1
+        wrapping = wrapping[:assignments] + [
+            word for word in wrapping[assignments:] if not word.startswith(f"{PHP_CHILDREN}=")]
+    else:
+        wrapping.append("env")
+    return shlex.join([*wrapping, f"{PHP_CHILDREN}=4", *spawned.words])
 
 
 def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
@@ -372,20 +406,29 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     spawned = spawned_command(command, env)
     if spawned is None or not spawned.words or not _runs(spawned, env, "fcgiwrap"):
         return None
-    children = _getopt_value(spawned.words[1:], "c", takes_values="csp")
-    if children is not None and (not _DIGITS.fullmatch(children) or int(children) > 1):
-        return None  # fcgiwrap's reading of it is its own
+    children = _getopt_value(spawned.words[1:], "c", takes_values="csp",
+                             permutes="POSIXLY_CORRECT" not in spawned.environment)
+    if children is not None and _atoi(children) > 1:
+        return None
+    if "--" in spawned.words[1:]:
+        # Options go before the end of options.
+        argv = shlex.split(command)
+        end = len(argv) - len(spawned.words) + spawned.words.index("--", 1)
+        advice = shlex.join([*argv[:end], "-c", "4", *argv[end:]])
+    else:
+        advice = f"{command.strip()} -c 4"
     return (f"fastcgi spawn: {os.path.basename(spawned.words[0])} without -c N runs one script at a "
-            "time, so one slow or hung script holds up every other "
-            f'(spawn "{command.strip()} -c 4")')
+            f'time, so one slow or hung script holds up every other (spawn "{advice}")')
 
 
-def _getopt_value(words: list[str], option: str, takes_values: str) -> Optional[str]:
+def _getopt_value(words: list[str], option: str, takes_values: str,
+                  permutes: bool = True) -> Optional[str]:
     """
     The value of a one-letter ``option`` as glibc's getopt(3) reads
     ``words``: flags run together (``-fc4``), the value in the same word or
     the next, the last one given wins, and words that are no option are
-    passed over (it permutes them to the end) up to ``--``.
+    passed over (it permutes them to the end) up to ``--``; with
+    ``POSIXLY_CORRECT`` in the program's environment it stops at the first.
     """
     value = None
     index = 0
@@ -395,6 +438,8 @@ def _getopt_value(words: list[str], option: str, takes_values: str) -> Optional[
         if word == "--":
             break
         if not word.startswith("-") or word == "-":
+            if not permutes:
+                break
             continue
         for place, letter in enumerate(word[1:], start=1):
             if letter in takes_values:

@@ -813,13 +813,28 @@ def test_an_index_a_fastcgi_location_runs_is_warned_of_where_its_directory_serve
     assert index_warnings(head + '\tindex "index.php"\n\tlocation "/" { block }\n' + php + "}\n") == []
 
 
-def test_counts_in_other_digits_are_read_as_c_reads_them_not_as_a_traceback(monkeypatch):
-    # str.isdigit took '²', and int() then failed the check.
+def test_counts_are_read_as_c_reads_them_not_as_a_traceback(monkeypatch):
+    # str.isdigit took '²', and int() then failed the check. Both programs
+    # read their count with atoi: C's white space and a sign, then ASCII
+    # digits up to the first other character. A no-break space, '²' or
+    # full-width digits are read as 0: one process (seen by counting the
+    # processes php-cgi 8.2 and fcgiwrap 1.1 start).
     from gemfcgi.check import one_fcgiwrap_at_a_time, one_php_at_a_time
 
     monkeypatch.delenv("PHP_FCGI_CHILDREN", raising=False)
-    assert one_php_at_a_time("env PHP_FCGI_CHILDREN=² php-cgi", {}) is None
-    assert one_fcgiwrap_at_a_time("/usr/sbin/fcgiwrap -c ²", {}) is None
+    for count in ("²", "\u00a04", "\uff14", "x4"):
+        assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": count}) == (
+            f"fastcgi spawn: php-cgi with PHP_FCGI_CHILDREN={count!r} (read as 0) serves one request at a "
+            'time, so one client reading a reply slowly holds up every other '
+            '(spawn "env PHP_FCGI_CHILDREN=4 php-cgi")'), count
+        assert one_fcgiwrap_at_a_time(f"/usr/sbin/fcgiwrap -c {count}", {}) is not None, count
+    for count in (" 3", "+2", "4abc", "\t8"):
+        assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": count}) is None, count
+        assert one_fcgiwrap_at_a_time(f"/usr/sbin/fcgiwrap -c '{count}'", {}) is None, count
+    # php-cgi refuses a negative count, and exits.
+    assert one_php_at_a_time("env PHP_FCGI_CHILDREN=-1 php-cgi", {}) == (
+        "fastcgi spawn: php-cgi with PHP_FCGI_CHILDREN='-1' (read as -1) exits at every start (not valid) "
+        '(spawn "env PHP_FCGI_CHILDREN=4 php-cgi")')
 
 
 def test_fcgiwrap_options_after_another_word_count_as_its_getopt_permutes_them():
@@ -827,3 +842,29 @@ def test_fcgiwrap_options_after_another_word_count_as_its_getopt_permutes_them()
 
     assert one_fcgiwrap_at_a_time("fcgiwrap x -c 4", {}) is None
     assert one_fcgiwrap_at_a_time("fcgiwrap -- -c 4", {}) is not None
+    # Unless POSIXLY_CORRECT is in its environment: getopt then stops at
+    # the first other word (fcgiwrap ran one process).
+    assert one_fcgiwrap_at_a_time("fcgiwrap x -c 4", {"POSIXLY_CORRECT": "1"}) is not None
+    assert one_fcgiwrap_at_a_time("env POSIXLY_CORRECT= fcgiwrap x -c 4", {}) is not None
+    assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 x", {"POSIXLY_CORRECT": "1"}) is None
+
+
+def test_the_advice_keeps_the_wrappers_and_puts_options_before_the_end_of_options():
+    # The php-cgi advice dropped nice and env's other settings; the fcgiwrap
+    # advice put -c 4 after "--", where it is no option.
+    from gemfcgi.check import one_fcgiwrap_at_a_time, one_php_at_a_time
+
+    def advice(warning):
+        return warning[warning.index('(spawn "') + 8:-2]
+
+    for command, advised in [
+        ("nice -n 5 php-cgi -d x=1", "nice -n 5 env PHP_FCGI_CHILDREN=4 php-cgi -d x=1"),
+        ("env -i PATH=/usr/bin php-cgi", "env -i PATH=/usr/bin PHP_FCGI_CHILDREN=4 php-cgi"),
+        ("env PHP_FCGI_CHILDREN=1 A=2 php-cgi", "env A=2 PHP_FCGI_CHILDREN=4 php-cgi"),
+        ("env -u PHP_FCGI_CHILDREN php-cgi", "env -u PHP_FCGI_CHILDREN PHP_FCGI_CHILDREN=4 php-cgi"),
+        ("env A=1 nohup php-cgi", "env A=1 nohup env PHP_FCGI_CHILDREN=4 php-cgi"),
+    ]:
+        assert advice(one_php_at_a_time(command, {})) == advised, command
+    assert advice(one_fcgiwrap_at_a_time("fcgiwrap -- -c 4", {})) == "fcgiwrap -c 4 -- -c 4"
+    assert advice(one_fcgiwrap_at_a_time("nice fcgiwrap -f -- x", {})) == "nice fcgiwrap -f -c 4 -- x"
+    assert advice(one_fcgiwrap_at_a_time("fcgiwrap -f", {})) == "fcgiwrap -f -c 4"
