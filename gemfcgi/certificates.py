@@ -339,6 +339,24 @@ def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
 ISSUER, SUBJECT, PUBLIC_KEY = 2, 4, 5
 
 
+def same_name(one: x509.Certificate, one_field: str, other: x509.Certificate, other_field: str) -> bool:
+    """
+    Whether ``one``'s ``subject`` or ``issuer`` is ``other``'s: as
+    cryptography reads names, or as they are written where it cannot read
+    one (a T61String beyond ASCII, which OpenSSL reads).
+    """
+    try:
+        return getattr(one, one_field) == getattr(other, other_field)
+    except ValueError:
+        fields = {"issuer": ISSUER, "subject": SUBJECT}
+        return _tbs_fields(one)[fields[one_field]] == _tbs_fields(other)[fields[other_field]]
+
+
+def self_issued(certificate: x509.Certificate) -> bool:
+    """Whether the certificate names itself as its issuer (a root, or a pinned leaf)."""
+    return same_name(certificate, "issuer", certificate, "subject")
+
+
 def _tbs_fields(certificate: x509.Certificate) -> list[bytes]:
     """
     The DER of each field of ``certificate``'s TBSCertificate from its

@@ -31,8 +31,11 @@ from gemfcgi.accesslog import UNIX_SOCKET_LOG
 from gemfcgi.certificates import (
     CertificateError,
     load_key_pair,
+    named,
     ocsp_mismatch,
     read_key_file,
+    same_name,
+    self_issued,
     validity_problem,
 )
 from gemfcgi.config import ConfigError, Diagnostic, load_config, model
@@ -500,7 +503,7 @@ def access_log_problem(path: str) -> Optional[str]:
 def _top_of_chain(certificate: x509.Certificate, authorities: list[x509.Certificate]) -> x509.Certificate:
     """The last certificate reached going up from ``certificate`` through the issuers of ``authorities``."""
     seen = [certificate]
-    while seen[-1].issuer != seen[-1].subject:
+    while not self_issued(seen[-1]):
         issuer = next((other for other in authorities
                        if all(other is not each for each in seen) and _issued_by(seen[-1], other)), None)
         if issuer is None:
@@ -514,7 +517,7 @@ def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     Whether ``issuer`` signed ``certificate``: by its signature, not only
     its name (another root of the same name signs nothing of this one's).
     """
-    if certificate.issuer != issuer.subject:
+    if not same_name(certificate, "issuer", issuer, "subject"):
         return False
     try:
         certificate.verify_directly_issued_by(issuer)
@@ -534,7 +537,7 @@ def _may_sign(certificate: x509.Certificate) -> bool:
 
 def _same_authority(one: x509.Certificate, other: x509.Certificate) -> bool:
     """Two copies of one CA: the same name and the same key (a renewal of it)."""
-    if one is other or one.subject != other.subject:
+    if one is other or not same_name(one, "subject", other, "subject"):
         return False
     try:
         return one.public_key() == other.public_key()
@@ -605,10 +608,19 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
             return
         checked_cas.add(ca)
         try:
-            authorities = load_authorities([ca])[ca].certificates
+            loaded = load_authorities([ca])[ca]
         except CertificateError as problem:
             error(where, f"require client ca: {problem}")
             return
+        # With those whose names cryptography cannot read (a T61String
+        # beyond ASCII), which OpenSSL trusts all the same; a version 2
+        # certificate it cannot load at all is OpenSSL's alone.
+        authorities = list(loaded.certificates)
+        for certificate in loaded.openssl_only:
+            try:
+                authorities.append(certificate.to_cryptography())
+            except (ValueError, x509.InvalidVersion):
+                pass
         now = datetime.datetime.now(datetime.timezone.utc)
         usable = [authority for authority in authorities if authority_problem(authority, now) is None]
         for authority in authorities:
@@ -621,15 +633,14 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 # A leaf pinned in the file (not self-signed) is refused too.
                 refused = ("neither it nor any client certificate it issued is accepted"
                            if unusable.startswith("not a CA") else "no client certificate it issued is accepted")
-                warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: "
-                        f"{unusable}; {refused}")
+                warning(where, f"require client ca {ca}: {named(authority)}: {unusable}; {refused}")
         for authority in usable:
             top = _top_of_chain(authority, authorities)
-            if top.issuer != top.subject:
+            if not self_issued(top):
                 # OpenSSL trusts a chain only up to a root in the file.
-                warning(where, f"require client ca {ca}: {authority.subject.rfc4514_string()}: an "
-                        f"intermediate CA whose chain in the file reaches no root (none signed by "
-                        f"{top.issuer.rfc4514_string()}) vouches for nobody: add the root it chains to")
+                warning(where, f"require client ca {ca}: {named(authority)}: an intermediate CA whose "
+                        f"chain in the file reaches no root (none signed by {named(top, 'issuer')}) "
+                        "vouches for nobody: add the root it chains to")
 
     if roots_checked:
         for where, key, root in keys_under_roots(config, chroot):

@@ -22,7 +22,13 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from OpenSSL import crypto
 
-from gemfcgi.certificates import CertificateError, explicit_ec_parameters, read_key_file, validity_problem
+from gemfcgi.certificates import (
+    CertificateError,
+    explicit_ec_parameters,
+    read_key_file,
+    self_issued,
+    validity_problem,
+)
 from gemfcgi.gemini import status
 from gemfcgi.gemini.request import Request
 from gemfcgi.routing import PathSettings
@@ -141,7 +147,7 @@ def authority_problem(authority: x509.Certificate, now: datetime.datetime) -> st
         pass  # a kind cryptography lacks, which OpenSSL may know: nothing to tell
     if explicit_ec_parameters(authority):
         return "an ECDSA key with explicit curve parameters, which OpenSSL refuses in a chain"
-    self_signed = authority.issuer == authority.subject
+    self_signed = self_issued(authority)
     constraints = _extension(authority, x509.BasicConstraints)
     if constraints is not None and not constraints.ca and not self_signed:
         return "not a CA certificate (basicConstraints CA:FALSE), nor self-signed"

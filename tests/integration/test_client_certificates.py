@@ -862,6 +862,40 @@ def test_a_ca_named_in_a_t61string_with_a_letter_beyond_ascii_is_left_to_openssl
     assert check_messages(config) == []
 
 
+def test_a_chain_through_a_ca_named_in_a_t61string_reaches_its_root_and_a_leaf_so_named_is_warned_of(tmp_path):
+    # The check read such certificates not at all: an intermediate issued
+    # by one was warned of as reaching no root, though OpenSSL accepts its
+    # clients, and a leaf so named in the file drew no warning.
+    (tmp_path / "t61.cnf").write_text("[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n")
+    (tmp_path / "ca.cnf").write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
+    for name in ("root", "middle", "lower", "leaf"):
+        openssl(tmp_path, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-out", f"{name}.key")
+    openssl(tmp_path, "req", "-x509", "-config", "t61.cnf", "-utf8", "-key", "root.key", "-subj", "/CN=Café CA",
+            "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "root.pem")
+    for name, issuer, subject, extensions in [("middle", "root", "/CN=Middle CA", "ca.cnf"),
+                                              ("lower", "middle", "/CN=Lower CA", "ca.cnf")]:
+        openssl(tmp_path, "req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
+        openssl(tmp_path, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey",
+                f"{issuer}.key", "-days", "20", "-extfile", extensions, "-out", f"{name}.pem")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"".join((tmp_path / f"{name}.pem").read_bytes() for name in ("lower", "middle", "root")))
+    config = single_server(tmp_path, f' require client ca "{ca}"\n')
+    assert check_messages(config) == []
+    # A leaf named in a T61String, pinned in the file: OpenSSL refuses it as a CA.
+    openssl(tmp_path, "req", "-x509", "-config", "t61.cnf", "-utf8", "-key", "leaf.key", "-subj", "/CN=Zoë",
+            "-days", "30", "-addext", "basicConstraints=critical,CA:FALSE", "-out", "leaf.pem")
+    (tmp_path / "leaf.cnf").write_text("basicConstraints=critical,CA:FALSE\n")
+    openssl(tmp_path, "x509", "-in", "leaf.pem", "-CA", "root.pem", "-CAkey", "root.key", "-days", "20",
+            "-extfile", "leaf.cnf", "-out", "leaf.pem")
+    ca.write_bytes(ca.read_bytes() + (tmp_path / "leaf.pem").read_bytes())
+    assert check_messages(config) == [
+        f"{config}:6: require client ca {ca}: a name gemfcgi cannot read: not a CA certificate "
+        "(basicConstraints CA:FALSE), nor self-signed; neither it nor any client certificate it issued "
+        "is accepted"]
+
+
 def test_an_ocsp_response_that_does_not_know_the_certificate_is_a_warning(tmp_path):
     openssl_ca(tmp_path, "ca", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
     openssl_leaf(tmp_path, "ca")
