@@ -493,7 +493,9 @@ def _make_service(options: Options) -> Service:
     else:
         # Checked already, as the file was read (or built from checked options).
         service = GemfcgiService(config, listen=listen, **serving)
-        apply = partial(_reload_in_one_process, service, workers_fixed=bool(options["workers"]))
+        # A file's reload is refused, as it is read, for what only a start
+        # sets up; the command line's options ask for none of it.
+        apply = service.reload
         refuse = partial(needs_a_restart, workers_fixed=bool(options["workers"]))
     # A hangup reloads in every mode, rather than ending the server at once
     # (the default action) and orphaning its spawned FastCGI applications:
@@ -511,10 +513,3 @@ def _make_service(options: Options) -> Service:
     answer_repeated_stops(reactor)
     return service
 
-
-def _reload_in_one_process(service: GemfcgiService, config: model.Config, workers_fixed: bool) -> None:
-    """``service.reload``, unless ``config`` asks for what only a start sets up."""
-    refused = needs_a_restart(config, workers_fixed)
-    if refused:
-        raise ConfigError(refused)
-    service.reload(config)
