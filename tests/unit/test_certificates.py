@@ -597,3 +597,16 @@ def test_a_version_2_certificate_is_refused_as_served_and_left_to_openssl_as_a_c
                                   "reissue it as version 3")
     authorities = _read_authorities(old + (tmp_path / "cert.pem").read_bytes())
     assert (len(authorities.certificates), len(authorities.openssl_only)) == (1, 1)
+
+
+@pytest.mark.parametrize("der", [b"\x30\x05\x02\x01", b"\x30\x82\x01", b"\x30", b""],
+                         ids=["content cut", "length cut", "no length", "nothing"])
+def test_der_that_runs_past_its_end_is_an_index_error_the_callers_catch(der):
+    # Each caller of the DER reader takes IndexError for "cannot be told":
+    # anything else out of it would be a traceback in the check.
+    from gemfcgi.certificates import _der_element, _key_bits
+
+    with pytest.raises(IndexError):
+        _der_element(der, 0)
+    with pytest.raises(IndexError):
+        _key_bits(der)

@@ -126,3 +126,12 @@ def test_a_unix_socket_is_never_said_to_be_reset(pair):
     server, client = pair
     client.close()
     assert not connections.reset_by_peer(_TCP(server))
+
+
+def test_a_socket_closed_meanwhile_is_not_said_to_be_reset():
+    # The linger may look at a connection whose socket Twisted has closed
+    # in the same turn: getsockopt then fails, and it is no reset to act on.
+    server, client = _tcp_pair()
+    client.close()
+    server.close()
+    assert not connections.reset_by_peer(_TCP(server))
