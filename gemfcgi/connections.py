@@ -24,6 +24,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from gemfcgi.memorytrim import MemoryReturner
+from gemfcgi.socketbuffer import socket_transport as _socket_of
+from gemfcgi.socketbuffer import unsent_in_process as _buffered
 from gemfcgi.textlog import LogLimiter
 from gemfcgi.tls import HalfClosingTLSProtocol
 
@@ -211,19 +213,6 @@ def socket_host(transport: Any) -> Any:
     return None if connection is None else connection.getHost()
 
 
-def _socket_of(transport: Any) -> Any:
-    """
-    The transport that holds the socket, under TLS and PROXY protocol
-    wrappers; ``None`` once it has let go of it. Twisted's wrappers pass
-    unknown attributes on to the transport below (``ProtocolWrapper``), so
-    a wrapper seems to have a ``socket`` too: only the transport that set
-    one itself is it.
-    """
-    while transport is not None and "socket" not in getattr(transport, "__dict__", ()):
-        transport = getattr(transport, "transport", None)
-    return transport
-
-
 def unsent_bytes(transport: Any) -> Optional[int]:
     """
     Bytes written but not yet acknowledged by the peer: Twisted's buffer
@@ -307,12 +296,6 @@ def close_once_sent(transport: Any) -> bool:
     if tcp is None or _buffered(tcp):
         return False
     return close_in_order(transport)
-
-
-def _buffered(tcp: Any) -> int:
-    """Bytes written to ``tcp`` that Twisted still holds, not yet handed to the kernel."""
-    held = len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0)
-    return held + getattr(tcp, "_tempDataLen", 0)
 
 
 def close_in_order(transport: Any) -> bool:

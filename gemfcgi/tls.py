@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any, Callable, Optional, Sequence
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IHalfCloseableProtocol, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport
 from zope.interface import implementer
@@ -23,9 +23,14 @@ from gemfcgi.certificates import ClientCertificate, KeyPair
 from gemfcgi.config.values import check_server_protocols, tls_versions
 from gemfcgi.gemini.hosts import canonical_host
 from gemfcgi.opensslbindings import lib as _openssl
+from gemfcgi.socketbuffer import socket_transport, unsent_in_process
 from gemfcgi.textlog import LogLimiter, MonotonicClock
 
 log = Logger()
+
+# How often a connection whose reading is held (its peer leaves what was
+# sent untaken) is looked at again, to read once it has taken it.
+HELD_LOOK = 0.1
 
 # A fixed session id context: without one, OpenSSL refuses to resume a
 # session of a connection that was asked for a client certificate.
@@ -271,6 +276,58 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
     # TCP's FIN came: the peer can send nothing more, its close_notify
     # included, so ours is the last word and the socket closes after it.
     _fin_received = False
+    # Reading is held while the peer leaves what was sent untaken: the
+    # call that looks again (see ``dataReceived``).
+    _held: Optional[IDelayedCall] = None
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._held is None:
+            self._hold_while_untaken()
+
+    def _hold_while_untaken(self) -> None:
+        """
+        Read nothing more while Twisted holds bytes the socket did not take.
+        What OpenSSL answers of its own (a KeyUpdate asks for one) would pile
+        up unsent, and cost a turn each, for as long as a peer that reads
+        nothing went on sending: it now fills its own socket instead.
+        """
+        connection = socket_transport(self.transport)
+        if connection is None or not connection.connected or not unsent_in_process(connection):
+            return
+        connection.pauseProducing()
+        self._held = connection.reactor.callLater(HELD_LOOK, self._look_again, connection)
+
+    def _look_again(self, connection: Any) -> None:
+        self._held = None
+        if not connection.connected:
+            return
+        if unsent_in_process(connection):
+            self._held = connection.reactor.callLater(HELD_LOOK, self._look_again, connection)
+        else:
+            connection.resumeProducing()
+
+    # Plaintext written after the TLS connection failed (the peer sent a
+    # record that does not decrypt): dropped, and left out of the access
+    # line.
+    bytes_lost = 0
+
+    @property
+    def send_failed(self) -> bool:
+        """Whether the TLS connection has failed: nothing written from now on can leave."""
+        return self._lostTLSConnection
+
+    def _write(self, data: bytes) -> None:
+        if self._lostTLSConnection:
+            self.bytes_lost += len(data)
+            return
+        super()._write(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._held is not None and self._held.active():
+            self._held.cancel()
+        self._held = None
+        super().connectionLost(reason)
 
     def end_the_peers_side(self) -> bool:
         """Tell the protocol (once) that the peer has ended its side; False if it cannot take it."""

@@ -68,6 +68,9 @@ BATCH_LIMIT = 64 * 1024
 STREAM_WRITE = 32 * 1024
 # Ciphertext taken from OpenSSL per call when sending.
 FLUSH_READ = 256 * 1024
+# What OpenSSL may hold of its own answers (to KeyUpdates) while a reply
+# from elsewhere is awaited, before they are sent without it.
+HELD_ANSWERS = 16 * 1024
 # The largest plaintext of one TLS record: a write beyond it makes several.
 TLS_RECORD_SIZE = 16 * 1024
 # A peer that ended its side with bytes of the reply still in the kernel:
@@ -121,8 +124,9 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._in_read = False
         self._batched = 0
         self._on_socket = False
-        # On the socket, a record OpenSSL began to send is not all out:
-        # nothing is read until it is (see ``doRead``).
+        # Nothing is read until what was sent is out of the process: on the
+        # socket, a record OpenSSL began to send; on the BIOs, what the
+        # socket did not take (see ``doRead``).
         self._read_held = False
         self._ended: Optional[Exception] = None
         self._host = None
@@ -197,12 +201,27 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
             ended = self._read_records()
         finally:
             self._in_read = False
-        if ended is None and self.producer is not None and not self._shutting_down:
+        if ended is None and self.producer is not None and not self._shutting_down and \
+                self._made_by_openssl() < HELD_ANSWERS:
             # A reply is on its way from elsewhere (FastCGI): what OpenSSL
             # produced here (the session tickets) leaves with its first bytes.
             return None
         failed = self._flush()
+        if ended is None and failed is None and not self._nothing_buffered():
+            # The peer does not take what was sent. What OpenSSL answers of
+            # its own (a KeyUpdate asks for one) would pile up unsent for as
+            # long as it kept sending: nothing more is read until it takes
+            # it (``doWrite`` reads again once the buffer is empty).
+            self._read_held = True
+            self.stopReading()
         return ended if ended is not None else failed
+
+    def _made_by_openssl(self) -> int:
+        """Ciphertext OpenSSL holds for sending (0 where it cannot be asked)."""
+        from_ssl = getattr(self._tls, "_from_ssl", None)
+        if from_ssl is None or _openssl is None:
+            return 0
+        return _openssl.BIO_get_mem_data(from_ssl, _ffi.NULL)
 
     def _read_records(self) -> Optional[Any]:
         tls = self._tls

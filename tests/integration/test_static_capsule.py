@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import time
 
 import pytest
@@ -520,5 +521,54 @@ def test_a_fin_in_the_middle_of_a_proxy_header_ends_the_connection(capsule, cert
             tls.sendall(f"gemini://{where}/\r\n".encode())
             assert read_to_end(tls)[0].startswith(b"20 ")
         assert "Traceback" not in server.log and "Unhandled Error" not in server.log
+    finally:
+        server.stop()
+
+
+def _memory_tls(raw: socket.socket):
+    """A TLS client on memory BIOs over ``raw``, handshaken: (the object, its incoming BIO, its outgoing one)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    raw.sendall(outgoing.read())
+    return tls, incoming, outgoing
+
+
+@pytest.mark.parametrize("kind", ["unix", "haproxy"])
+def test_a_reply_cut_by_a_record_that_does_not_decrypt_is_logged_with_what_left(
+    kind, capsule, certificate, tmp_path
+):
+    # Twisted's TLS layer dropped every write after the failure, the file's
+    # producer was never paused, and the whole 20 MB was read and logged
+    # as sent to a client that got about one. (Now the record is read once
+    # the client has taken what was sent: the reply goes on meanwhile.)
+    server = wrapped_listener(kind, capsule, certificate, tmp_path)
+    (capsule / "large.bin").write_bytes(b"L" * (20 * 1024 * 1024))
+    try:
+        raw, where = connect_wrapped(kind, server, tmp_path)
+        with raw:
+            tls, incoming, outgoing = _memory_tls(raw)
+            tls.write(f"gemini://{where}/large.bin\r\n".encode())
+            raw.sendall(outgoing.read())
+            plain = wire = 0
+            while plain < 1_000_000:
+                try:
+                    plain += len(tls.read(65536))
+                except ssl.SSLWantReadError:
+                    data = raw.recv(65536)
+                    wire += len(data)
+                    incoming.write(data)
+            raw.sendall(b"\x17\x03\x03\x00\x20" + os.urandom(32))  # no key makes this
+            while data := raw.recv(65536):
+                wire += len(data)
+        logged = server.wait_for_log(r"large\.bin 20 application/octet-stream (\d+) ")
+        # No more than the client got, TLS's own bytes and all.
+        assert int(logged.group(1)) < wire, logged.group(0)
     finally:
         server.stop()

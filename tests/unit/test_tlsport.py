@@ -335,3 +335,68 @@ def test_what_is_written_after_the_peer_reset_is_counted_as_lost(size):
     assert server.send_failed
     assert server.bytes_lost == 3 * size  # the failing write's, and those after it
     connected.accepted.close()
+
+
+def test_reading_waits_while_the_peer_leaves_what_was_sent_untaken():
+    # A peer that reads nothing and sends KeyUpdates asking for an answer
+    # had each one read and answered, the answers piling up in memory (2 MB
+    # a second) for as long as it went on. Now it is not read from until
+    # it takes what was sent.
+    from OpenSSL import SSL
+
+    connected = _Connected()
+    server, reactor = connected.server, connected.server.reactor
+    for _ in range(512):  # 8 MiB in writes that stay on the BIOs: more than the socket takes
+        server.write(b"r" * (16 * 1024))
+    assert not server._nothing_buffered() and server in reactor.readers
+    connected.client.send(b"anything the peer sends")
+    wire = connected.outgoing()
+    connected.socket.sendall(wire)
+    _read_arrived(connected, len(wire))
+    assert server not in reactor.readers  # held
+    while not server._nothing_buffered():
+        try:
+            connected.client.bio_write(connected.socket.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        try:
+            while connected.client.recv(1 << 20):
+                pass
+        except SSL.WantReadError:
+            pass
+        server.doWrite()
+    assert server in reactor.readers  # taken: read again
+    connected.close()
+
+
+def test_twisteds_tls_layer_reads_again_once_the_peer_has_taken_what_was_sent():
+    # The same hold on the listeners that keep Twisted's TLS layer (unix
+    # sockets, PROXY headers), looked at again on a timer.
+    from twisted.internet.task import Clock
+
+    from gemfcgi.tls import HELD_LOOK, HalfClosingTLSProtocol
+
+    class SocketTransport:
+        def __init__(self) -> None:
+            self.socket = object()
+            self.reactor = Clock()
+            self.connected = True
+            self.dataBuffer, self.offset, self._tempDataLen = b"x" * 100_000, 0, 0
+            self.reading = True
+
+        def pauseProducing(self) -> None:
+            self.reading = False
+
+        def resumeProducing(self) -> None:
+            self.reading = True
+
+    below = SocketTransport()
+    layer = HalfClosingTLSProtocol.__new__(HalfClosingTLSProtocol)
+    layer.transport = below
+    layer._hold_while_untaken()
+    assert not below.reading
+    below.reactor.advance(HELD_LOOK * 5)
+    assert not below.reading  # still untaken
+    below.offset = len(below.dataBuffer)
+    below.reactor.advance(HELD_LOOK)
+    assert below.reading and not below.reactor.getDelayedCalls()
