@@ -8,6 +8,7 @@ listeners when started.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -1058,6 +1059,13 @@ class GemfcgiService(MultiService):
         self.memory.now()
 
     def stopService(self) -> Deferred:
+        if self._stopping is not None:
+            # A stop already under way (a program's own, then its process's
+            # shutdown through the parent service): this caller waits for
+            # that one, which stops the spawned programs last.
+            waiting = Deferred()
+            self._stopping.chainDeferred(waiting)
+            return waiting
         opened, self._opened = self._opened, None
         if opened is not None and opened[0] is not None:
             opened[0].close()  # opened by privilegedStartService, never started
@@ -1103,14 +1111,15 @@ class GemfcgiService(MultiService):
         """
         if self.drain_timeout is None:
             if self.connections:
-                log.info("retiring: waiting for {count} connections to finish",
-                         count=len(self.connections))
+                log.info("retiring: waiting for {count} {connections} to finish",
+                         count=len(self.connections), connections=_connections(len(self.connections)))
             return self.connections.drain(self.reactor, None)
         if self.connections:
             log.info(
-                "stopping: waiting up to {timeout:g} s for {count} connections to finish",
+                "stopping: waiting up to {timeout:g} s for {count} {connections} to finish",
                 timeout=self.drain_timeout,
                 count=len(self.connections),
+                connections=_connections(len(self.connections)),
             )
             self.fastcgi.drain(self.drain_timeout)
         # A client that has sent nothing yet is not waited for as long as
@@ -1234,7 +1243,14 @@ def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], 
     """
     share = _signal_shares.get(signum)
     if share is None or signal.getsignal(signum) != share.handle:
-        share = _signal_shares[signum] = _SignalShare(signum)
+        try:
+            share = _signal_shares[signum] = _SignalShare(signum)
+        except ValueError:
+            # Started outside the main thread (a reactor run in a thread of
+            # its own), where Python sets no handler: the rest still serves.
+            log.warn("{signal} is not answered: gemfcgi was started outside the main thread, "
+                     "where no signal handler can be set", signal=signal.Signals(signum).name)
+            return lambda: None
     entry = (action, reactor)
     share.actions.append(entry)
     return partial(share.remove, entry)
@@ -1242,6 +1258,10 @@ def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], 
 
 # The reactors whose shutdown answers a second TERM or INT.
 _answering_repeated_stops: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _connections(count: int) -> str:
+    return "connection" if count == 1 else "connections"
 
 
 def answer_repeated_stops(reactor: Any) -> None:
@@ -1304,8 +1324,10 @@ def makeService(
     if listen is not None and not isinstance(listen, (str, bytes)):
         # A generator is read once, here; each string gets the backlog a
         # --listen one gets.
+        listen = list(listen)
+    _check_arguments(config, listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts)
+    if listen is not None:
         listen = [with_backlog(description) for description in listen]
-    _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts)
     base = os.getcwd()
     anchor_paths(config, base)
     check_embedded(config)
@@ -1323,8 +1345,16 @@ def makeService(
     return service
 
 
-def _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts) -> None:
+def _check_arguments(config, listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts) -> None:
     """What twistd's options refuse, refused here too, and the types that would fail later."""
+    if not isinstance(config, model.Config):
+        hint = (": load_config returns (config, warnings), give its first item"
+                if isinstance(config, tuple) else "")
+        raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}{hint}")
+    if listen is not None and not isinstance(listen, (str, bytes)):
+        for description in listen:
+            if not isinstance(description, str):
+                raise TypeError(f"listen takes endpoint strings, not {description!r}")
     if isinstance(listen, (str, bytes)):
         raise TypeError(f"listen takes a list of endpoint strings, not one: listen=[{listen!r}]")
     if listen is not None and not listen:
@@ -1345,6 +1375,14 @@ def _check_arguments(listen, timeouts, max_connections, drain_timeout, fastcgi_t
                                           and 0 <= drain_timeout < math.inf):
         raise ValueError(f"drain_timeout must be 0 or more seconds, or None for no limit, "
                          f"not {drain_timeout!r}")
+    for name, given in (("timeouts", timeouts), ("fastcgi_timeouts", fastcgi_timeouts)):
+        for field in dataclasses.fields(given) if given is not None else ():
+            seconds = getattr(given, field.name)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                    or not 0 < seconds < math.inf:
+                # As twistd's --request-timeout and the like refuse it: a
+                # string failed every connection, nan turned the timer off.
+                raise ValueError(f"{name}.{field.name} takes a number of seconds above 0, not {seconds!r}")
 
 
 def check_embedded(config: model.Config) -> None:

@@ -418,10 +418,11 @@ class FastCGIBackends(MultiService):
         if waiting.called:
             return waiting
         log.info(
-            "FastCGI backend {backend}: waiting{up_to} for {pending} requests to finish",
+            "FastCGI backend {backend}: waiting{up_to} for {pending} {requests} to finish",
             backend=backend.name,
             up_to="" if timeout is None else f" up to {timeout:g} s",
             pending=backend.pending,
+            requests="request" if backend.pending == 1 else "requests",
         )
 
         def gave_up(failure):

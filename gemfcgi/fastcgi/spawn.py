@@ -483,10 +483,13 @@ class SpawnedApp(Service):
         self._started_at = self.reactor.seconds()
         self._answered = False
         if executable is None:
-            log.error("{backend}: program {program!r} not found", backend=self.name,
-                      program=self.argv[0])
+            # As --check says it; under twistd's --uid, a program this user
+            # may not execute (in a directory only root may enter) is one.
+            where = "" if "/" in self.argv[0] else " in PATH"
+            missing = f"program {self.argv[0]!r} not found{where} (or not executable)"
+            log.error("{backend}: {missing}", backend=self.name, missing=missing)
             self._schedule_restart()
-            self._failed_to_start(f"program {self.argv[0]!r} not found")
+            self._failed_to_start(missing)
             return
         self._failed_why = None
         command = _launch_argv(executable, self.argv)

@@ -1380,7 +1380,8 @@ def test_missing_program_is_logged_and_retried_with_backoff():
         reactor.pump([0.1] * 32)
     assert reactor.processes == []
     assert app.starts == 6
-    assert "program 'no-such-program-here' not found" in warnings(logs)
+    # As --check says it: a program this user may not execute is not found too.
+    assert "spawn:nope: program 'no-such-program-here' not found in PATH (or not executable)" in warnings(logs)
     app.stopService()
 
 

@@ -117,7 +117,7 @@ def test_a_request_cut_by_the_drain_timeout_is_named_and_the_wait_is_told_as_it_
         tls.sendall(f"{url}\r\n".encode())
         time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)
-        server.wait_for_log(r"FastCGI backend spawn:\S+ .*: waiting up to 3 s for 1 requests to finish",
+        server.wait_for_log(r"FastCGI backend spawn:\S+ .*: waiting up to 3 s for 1 request to finish",
                             timeout=1.5)
         assert server.process.wait(15) in STOPPED_BY_SIGTERM
         data, clean = read_to_end(tls)
@@ -131,7 +131,7 @@ def test_a_request_cut_by_the_drain_timeout_is_named_and_the_wait_is_told_as_it_
                      "as the server stops: answered 41, no reply had begun", server.log), server.log
     assert re.search(rf"GET {logged} 41 server is stopping 23 \d+\.\dms", server.log)
     # Told once, as the wait began; not again as the backends stop after it.
-    assert len(re.findall(r"waiting .*for 1 requests to finish", server.log)) == 1
+    assert len(re.findall(r"waiting .*for 1 request to finish", server.log)) == 1
 
 
 def test_sigusr2_logs_how_many_clients_are_connected_and_serving_goes_on(lifecycle_server):

@@ -203,6 +203,7 @@ def test_a_reload_is_checked_as_makeservice_checks_a_start(tmp_path):
 def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
     import pytest
 
+    from gemfcgi.fastcgi.client import FastCGITimeouts
     from gemfcgi.server import Timeouts
 
     cert, key = key_pair(tmp_path)
@@ -225,10 +226,29 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
                                       "configuration's listen on lines"),
         (dict(max_connections=True), ValueError, "max_connections must be a whole number, at least "
                                                  "1, not True"),
+        # A string failed every connection deep in the timers; nan and a
+        # negative number quietly turned a timeout off, or every slow
+        # client into a 59.
+        (dict(timeouts=Timeouts(request="5")), ValueError, "timeouts.request takes a number of seconds "
+                                                           "above 0, not '5'"),
+        (dict(timeouts=Timeouts(idle=float("nan"))), ValueError, "timeouts.idle takes a number of "
+                                                                 "seconds above 0, not nan"),
+        (dict(timeouts=Timeouts(request=-1)), ValueError, "timeouts.request takes a number of seconds "
+                                                          "above 0, not -1"),
+        (dict(fastcgi_timeouts=FastCGITimeouts(kill=0)), ValueError, "fastcgi_timeouts.kill takes a "
+                                                                     "number of seconds above 0, not 0"),
+        (dict(listen=[b"tcp:0"]), TypeError, "listen takes endpoint strings, not b'tcp:0'"),
+        (dict(listen=[1965]), TypeError, "listen takes endpoint strings, not 1965"),
     ]:
         with pytest.raises(kind) as raised:
             gemfcgi.makeService(config, **arguments)
         assert str(raised.value) == message
+    # load_config's pair given whole: a traceback deep in the path code.
+    for wrong, named in [((config, []), "tuple: load_config returns (config, warnings), give its first item"),
+                         (None, "NoneType"), ("gmid.conf", "str")]:
+        with pytest.raises(TypeError) as raised:
+            gemfcgi.makeService(wrong, listen=["tcp:0"])
+        assert str(raised.value) == f"config must be a gemfcgi.config.model.Config, not {named}"
     assert gemfcgi.makeService(config, listen=["tcp:0"], timeouts=Timeouts(), max_connections=1,
                                drain_timeout=0) is not None
     assert gemfcgi.makeService(config, listen=["tcp:0"], drain_timeout=None).drain_timeout is None
@@ -301,6 +321,56 @@ def test_a_start_while_the_stop_still_drains_is_refused_and_the_stop_ends_cleanl
     service.startService()
     try:
         assert service.running and _listening(service.ports[0])
+    finally:
+        service.stopService()
+
+
+def test_a_second_stop_while_the_first_drains_waits_for_the_same_end(tmp_path):
+    # It went through the stop again and fired at once, before the first
+    # had stopped the spawned programs: a program's own stop, then its
+    # process's shutdown, left them running and their socket behind.
+    service = make_service(tmp_path)
+    service.startService()
+    held = object()
+    service.connections.add(held)
+    first, second = service.stopService(), service.stopService()
+    assert not first.called and not second.called
+    service.connections.remove(held)
+    from twisted.internet import reactor
+
+    reactor.runUntilCurrent()
+    assert first.called and second.called
+
+
+def test_a_service_started_outside_the_main_thread_serves_without_its_signals(tmp_path, monkeypatch):
+    # Python sets signal handlers in the main thread only: a start from a
+    # reactor run in a thread of its own raised ValueError half-way, its
+    # listeners open and its FastCGI programs never started.
+    import threading
+
+    from twisted.logger import capturedLogs
+
+    from gemfcgi import service as service_module
+
+    monkeypatch.setattr(service_module, "_signal_shares", {})  # the first service of its process
+    service = make_service(tmp_path)
+    raised = []
+
+    def start() -> None:
+        try:
+            service.startService()
+        except Exception as error:  # what the thread would have lost
+            raised.append(error)
+
+    with capturedLogs() as logs:
+        thread = threading.Thread(target=start)
+        thread.start()
+        thread.join(30)
+    try:
+        assert raised == [] and service.running and _listening(service.ports[0])
+        said = [e["log_format"].format(**e) for e in logs if "is not answered" in e.get("log_format", "")]
+        assert said == [f"{name} is not answered: gemfcgi was started outside the main thread, where no "
+                        "signal handler can be set" for name in ("SIGUSR1", "SIGUSR2")]
     finally:
         service.stopService()
 
