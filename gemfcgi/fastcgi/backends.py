@@ -430,10 +430,11 @@ class FastCGIBackends(MultiService):
                 return None  # called off: the backend is configured again
             log.warn(
                 "FastCGI backend {backend}: drain timeout after {timeout:g} s, "
-                "{pending} requests still pending",
+                "{pending} {requests} still pending",
                 backend=backend.name,
                 timeout=timeout,
                 pending=backend.pending,
+                requests="request" if backend.pending == 1 else "requests",
             )
 
         if timeout is not None:

@@ -763,7 +763,7 @@ def test_drain_gives_up_after_its_timeout(exchange):
         drained = exchange.backends.drain(timeout=3)
         exchange.reactor.advance(3.1)
     assert drained.called
-    assert "drain timeout after 3 s, 1 requests still pending" in warnings(logs)
+    assert "drain timeout after 3 s, 1 request still pending" in warnings(logs)
 
 
 def test_no_timer_survives_a_finished_request(exchange):

@@ -440,7 +440,7 @@ def test_an_app_that_ends_while_the_server_stops_is_not_started_again(certificat
         (app,) = map(int, re.findall(pattern, server.log))
         time.sleep(1)  # every buffer on the way fills, and the reply pauses
         server.process.send_signal(signal.SIGTERM)
-        server.wait_for_log(r"FastCGI backend spawn:.*: waiting .*requests to finish")
+        server.wait_for_log(r"FastCGI backend spawn:.*: waiting .*for 1 request to finish")
         os.kill(app, signal.SIGTERM)
         server.wait_for_log(rf"pid {app} exited after .*; not restarted, the server is stopping")
         time.sleep(1)  # ten times the restart delay

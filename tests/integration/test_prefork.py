@@ -439,7 +439,7 @@ def test_a_worker_answers_a_second_stop_signal_during_its_drain_with_a_line(
     with two_workers(config, capsule, certificate) as server:
         tls, data = slow_download(server.port)
         server.process.send_signal(signal.SIGTERM)
-        draining = server.wait_for_log(r"\[worker (\d)\] stopping: waiting up to 30 s for 1 connections")
+        draining = server.wait_for_log(r"\[worker (\d)\] stopping: waiting up to 30 s for 1 connection to finish")
         os.kill(workers(server)[int(draining.group(1))], signal.SIGTERM)
         server.wait_for_log(rf"\[worker {draining.group(1)}\] received SIGTERM again: already stopping")
         assert len(finish_download(tls, data)) == 4 * 1024 * 1024

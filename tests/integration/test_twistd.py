@@ -639,7 +639,7 @@ def test_a_second_term_while_an_embedded_service_drains_is_answered_with_a_line(
         client.sendall(b"gemini://localhost")
         time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
-        wait_for("connections to finish")
+        wait_for("1 connection to finish")
         process.send_signal(signal.SIGTERM)
         wait_for("received SIGTERM again: already stopping")
         assert client.recv(100) == b"59 request timeout\r\n"
