@@ -845,7 +845,13 @@ class GemfcgiService(MultiService):
         Serve ``config`` for new connections. Raises (and changes nothing)
         if its certificates or listeners cannot be used, and, for a service
         made by ``makeService``, ``ConfigError`` where ``makeService`` would.
+        A reload during a stop is refused (``RuntimeError``), as ``Reloader``
+        refuses one: what it would start (a spawned program, a listener)
+        would only be stopped again.
         """
+        if self._stopping is not None:
+            raise RuntimeError("this gemfcgi service is stopping: a reload now would start what the "
+                               "stop has to end")
         if self.checks_reloads:
             anchor_paths(config, self.base_dir or os.getcwd())
             check_embedded(config)

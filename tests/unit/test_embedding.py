@@ -342,6 +342,29 @@ def test_a_second_stop_while_the_first_drains_waits_for_the_same_end(tmp_path):
     assert first.called and second.called
 
 
+def test_a_reload_while_the_stop_drains_is_refused_and_starts_nothing(tmp_path):
+    # It started the new configuration's spawned programs (and could open
+    # its listeners), which the stop then had to end.
+    import pytest
+
+    service = make_service(tmp_path)
+    service.startService()
+    held = object()
+    service.connections.add(held)
+    stopping = service.stopService()
+    config = replace(service.config, servers=[replace(service.config.servers[0], locations=[
+        model.Location("/app/*", model.LocationOptions(fastcgi=model.FastCGI(
+            address=model.FastCGISpawn("python3 -m gemfcgi.demo.app"))))])])
+    with pytest.raises(RuntimeError, match="stopping: a reload now would start what the stop has to end"):
+        service.reload(config)
+    assert [s for s in service.fastcgi] == []
+    service.connections.remove(held)
+    from twisted.internet import reactor
+
+    reactor.runUntilCurrent()
+    assert stopping.called
+
+
 def test_a_service_started_outside_the_main_thread_serves_without_its_signals(tmp_path, monkeypatch):
     # Python sets signal handlers in the main thread only: a start from a
     # reactor run in a thread of its own raised ValueError half-way, its
