@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import stat
 import sys
 import time
 from typing import IO, Any, Callable, Mapping, Optional
@@ -267,10 +268,34 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
     from twisted.internet import reactor
     from twisted.python.logfile import LogFile
 
+    if not rotatable(path or "twistd.log"):
+        # ``--logfile=/dev/stderr``: twistd's file would seek in a pipe (a
+        # traceback at the start), and its rotation at SIGUSR1 or at 1 MB
+        # renamed /dev/stderr itself. Written to as it is, never renamed.
+        return text_observer(open(path, "a", encoding="utf-8", errors="backslashreplace", buffering=1))
     log_file = LogFile.fromFullPath(path or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, lambda number, frame: reactor.callFromThread(log_file.rotate))
     return text_observer(log_file)
+
+
+def rotatable(path: str) -> bool:
+    """
+    Whether a log file at ``path`` may be rotated (renamed, and made anew):
+    not a device or a pipe, nor a name in ``/dev`` or ``/proc`` or a link
+    that leads there (``/dev/stderr``, ``/dev/fd/2``).
+    """
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        if current.startswith(("/dev/", "/proc/")):
+            return False
+        if not os.path.islink(current):
+            break
+        current = os.path.abspath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # not made yet (twistd makes it), or not to be told here
+        return True
 
 
 def logs_to_the_terminal(twistd_options: Optional[Mapping[str, Any]]) -> bool:
@@ -285,7 +310,7 @@ def logs_to_the_terminal(twistd_options: Optional[Mapping[str, Any]]) -> bool:
     if "nodaemon" not in twistd_options:
         # ``twist``: its ``--log-file``, standard output unless given.
         log_file = twistd_options.get("logFile", sys.stdout)
-        if log_file is sys.stdout or log_file is sys.stderr:
+        if log_file is sys.stderr:
             return True
         try:
             return _is_standard_error(os.fstat(log_file.fileno()))
@@ -297,7 +322,12 @@ def logs_to_the_terminal(twistd_options: Optional[Mapping[str, Any]]) -> bool:
     if not twistd_options.get("nodaemon"):
         return False  # a daemon's standard error is /dev/null
     if path in ("", "-"):
-        return True
+        # Standard output: where standard error goes too, unless they were
+        # sent apart (``>out 2>err``).
+        try:
+            return _is_standard_error(os.fstat(sys.stdout.fileno()))
+        except (AttributeError, OSError, ValueError):
+            return True
     # ``--logfile=/dev/stderr``, or a file standard error is sent to too.
     try:
         return _is_standard_error(os.stat(path))

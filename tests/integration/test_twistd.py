@@ -740,6 +740,56 @@ def test_a_start_with_its_log_file_on_standard_error_writes_each_warning_once(tm
         process.wait(20)
 
 
+@pytest.mark.parametrize("through", ["pipe", "link"])
+def test_a_log_file_on_standard_error_is_written_and_never_renamed(through, tmp_path, certificate):
+    # --logfile=/dev/stderr with standard error a pipe was a traceback at
+    # the start (twistd's file seeks); with it a file, SIGUSR1 renamed
+    # /dev/stderr itself, as it renames a link of one's own to fd 2.
+    cert, key = certificate
+    link = tmp_path / "stderr-link"
+    link.symlink_to("/proc/self/fd/2")
+    log_file = "/dev/stderr" if through == "pipe" else str(link)
+    errors = tmp_path / "errors.log"
+    with errors.open("wb") as to_file:
+        process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", f"--logfile={log_file}", "gemfcgi", "--root", str(tmp_path),
+             "--cert", cert, "--key", key, "--listen", "tcp:0:interface=127.0.0.1"],
+            env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if through == "pipe" else to_file,
+        )
+    lines: "queue.Queue[str]" = queue.Queue()
+    if through == "pipe":
+        threading.Thread(target=lambda: [lines.put(line.decode()) for line in process.stderr],
+                         daemon=True).start()
+
+    def said(text: str) -> str:
+        seen = ""
+        deadline = time.monotonic() + 20
+        while text not in seen and time.monotonic() < deadline:
+            if through == "pipe":
+                try:
+                    seen += lines.get(timeout=0.2)
+                except queue.Empty:
+                    pass
+            else:
+                time.sleep(0.1)
+                seen = errors.read_text()
+        assert text in seen, seen
+        return seen
+
+    try:
+        said("listening on 127.0.0.1:")
+        time.sleep(1)  # the signal handlers come once the listeners are open
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGUSR2)
+        said("connected clients")  # still logged, to the same place
+        assert link.is_symlink() and not (tmp_path / "stderr-link.1").exists()
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 def renew(cert, key) -> bytes:
     """A new pair written over ``cert`` and ``key``; the new certificate, DER."""
     from cryptography.hazmat.primitives import serialization

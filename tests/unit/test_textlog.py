@@ -363,17 +363,20 @@ def test_any_text_becomes_one_printable_line_that_can_be_read_back(text):
     ({"nodaemon": True, "logfile": "/var/log/gemfcgi.log"}, False),
     ({"nodaemon": False, "logfile": None}, False),  # a daemon's twistd.log
     ({"nodaemon": True, "syslog": True}, False),
-    ({"logFile": sys.stdout}, True),  # twist
-    ({"logFile": sys.stderr}, True),
+    ({"logFile": "stdout"}, True),  # twist
+    ({"logFile": "stderr"}, True),
     ({"logFile": io.StringIO()}, False),  # twist --log-file=FILE
     (None, True),
 ], ids=["twistd-n", "twistd-n-dash", "twistd-logfile", "daemon", "syslog", "twist", "twist-stderr",
         "twist-log-file", "no-runner"])
-def test_a_start_knows_whether_its_log_is_where_standard_error_goes(options, terminal):
+def test_a_start_knows_whether_its_log_is_where_standard_error_goes(options, terminal, monkeypatch):
     # A start's configuration warnings go to the log too where it is not:
     # twist's --log-file had none of them.
     from gemfcgi.textlog import logs_to_the_terminal
 
+    monkeypatch.setattr(sys, "stdout", sys.stderr)  # one terminal for both
+    if options and options.get("logFile") in ("stdout", "stderr"):
+        options = {"logFile": getattr(sys, options["logFile"])}
     assert logs_to_the_terminal(options) is terminal
 
 
@@ -393,3 +396,33 @@ def test_a_log_file_that_is_standard_errors_file_is_the_terminal(tmp_path, monke
         with shared.open("a") as same_file:
             assert logs_to_the_terminal({"logFile": same_file})  # twist --log-file
         assert not logs_to_the_terminal({"logFile": other_file})
+        # twistd -n logs to standard output: sent apart (>out 2>err), the
+        # warnings printed to standard error never reached the log.
+        monkeypatch.setattr(sys, "stdout", other_file)
+        assert not logs_to_the_terminal({"nodaemon": True, "logfile": "-"})
+        monkeypatch.setattr(sys, "stdout", standard_error)
+        assert logs_to_the_terminal({"nodaemon": True, "logfile": "-"})
+
+
+@pytest.mark.parametrize("where", ["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2", "link", "fifo"])
+def test_a_log_file_that_is_no_regular_file_is_never_rotated(where, tmp_path):
+    # twistd's file renamed /dev/stderr itself at SIGUSR1 (and at 1 MB),
+    # and sought in a pipe: a traceback at the start under 2>&1 | cat.
+    from gemfcgi.textlog import rotatable
+
+    if where == "link":
+        (tmp_path / "mystderr").symlink_to("/proc/self/fd/2")
+        where = str(tmp_path / "mystderr")
+    elif where == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        where = str(tmp_path / "fifo")
+    assert not rotatable(where)
+
+
+def test_a_regular_log_file_or_one_not_made_yet_is_rotated(tmp_path):
+    from gemfcgi.textlog import rotatable
+
+    (tmp_path / "twistd.log").write_text("")
+    (tmp_path / "current.log").symlink_to(tmp_path / "twistd.log")
+    for path in ("twistd.log", "current.log", "new.log"):
+        assert rotatable(str(tmp_path / path)), path
