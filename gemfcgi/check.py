@@ -202,8 +202,12 @@ _ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 
 
 def _atoi(text: str) -> int:
+    """glibc's ``atoi``: ``(int) strtol(text)``, held to a long's range, then cut to an int's 32 bits."""
     number = _ATOI.match(text)
-    return int(number.group(1)) if number is not None else 0
+    if number is None:
+        return 0
+    long = max(-2**63, min(2**63 - 1, int(number.group(1))))
+    return (long + 2**31) % 2**32 - 2**31
 
 
 @dataclass
@@ -367,7 +371,7 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
         return None
     if children is None:
         setting = f"without {PHP_CHILDREN}"
-    elif children.isascii() and children.isdigit():
+    elif children.isascii() and children.isdigit() and int(children) == count:
         setting = f"with {PHP_CHILDREN}={children}"
     else:
         setting = f"with {PHP_CHILDREN}={children!r} (read as {count})"

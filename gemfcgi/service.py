@@ -852,6 +852,9 @@ class GemfcgiService(MultiService):
         if self._stopping is not None:
             raise RuntimeError("this gemfcgi service is stopping: a reload now would start what the "
                                "stop has to end")
+        if not isinstance(config, model.Config):
+            raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}"
+                            f"{_LOAD_CONFIG_HINT if isinstance(config, tuple) else ''}")
         if self.checks_reloads:
             anchor_paths(config, self.base_dir or os.getcwd())
             check_embedded(config)
@@ -1069,8 +1072,14 @@ class GemfcgiService(MultiService):
             # A stop already under way (a program's own, then its process's
             # shutdown through the parent service): this caller waits for
             # that one, which stops the spawned programs last.
-            waiting = Deferred()
-            self._stopping.chainDeferred(waiting)
+            waiting: Deferred = Deferred()
+
+            def tell(result: Any) -> Any:
+                # The first caller keeps its result; this one gets the same.
+                (waiting.errback if isinstance(result, Failure) else waiting.callback)(result)
+                return result
+
+            self._stopping.addBoth(tell)
             return waiting
         opened, self._opened = self._opened, None
         if opened is not None and opened[0] is not None:
@@ -1354,9 +1363,8 @@ def makeService(
 def _check_arguments(config, listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts) -> None:
     """What twistd's options refuse, refused here too, and the types that would fail later."""
     if not isinstance(config, model.Config):
-        hint = (": load_config returns (config, warnings), give its first item"
-                if isinstance(config, tuple) else "")
-        raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}{hint}")
+        raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}"
+                        f"{_LOAD_CONFIG_HINT if isinstance(config, tuple) else ''}")
     if listen is not None and not isinstance(listen, (str, bytes)):
         for description in listen:
             if not isinstance(description, str):
@@ -1376,19 +1384,30 @@ def _check_arguments(config, listen, timeouts, max_connections, drain_timeout, f
     if max_connections is not None and (not isinstance(max_connections, int)
                                         or isinstance(max_connections, bool) or max_connections < 1):
         raise ValueError(f"max_connections must be a whole number, at least 1, not {max_connections!r}")
-    if drain_timeout is not None and not (isinstance(drain_timeout, (int, float))
-                                          and not isinstance(drain_timeout, bool)
-                                          and 0 <= drain_timeout < math.inf):
+    if drain_timeout is not None and not (_seconds(drain_timeout) and 0 <= drain_timeout < math.inf):
         raise ValueError(f"drain_timeout must be 0 or more seconds, or None for no limit, "
                          f"not {drain_timeout!r}")
     for name, given in (("timeouts", timeouts), ("fastcgi_timeouts", fastcgi_timeouts)):
         for field in dataclasses.fields(given) if given is not None else ():
             seconds = getattr(given, field.name)
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-                    or not 0 < seconds < math.inf:
+            if not (_seconds(seconds) and 0 < seconds < math.inf):
                 # As twistd's --request-timeout and the like refuse it: a
                 # string failed every connection, nan turned the timer off.
                 raise ValueError(f"{name}.{field.name} takes a number of seconds above 0, not {seconds!r}")
+
+
+_LOAD_CONFIG_HINT = ": load_config returns (config, warnings), give its first item"
+
+
+def _seconds(value: Any) -> bool:
+    """Whether ``value`` is a number of seconds the reactor's timers take (10**400 is none: a float overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def check_embedded(config: model.Config) -> None:

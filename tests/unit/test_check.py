@@ -831,6 +831,12 @@ def test_counts_are_read_as_c_reads_them_not_as_a_traceback(monkeypatch):
     for count in (" 3", "+2", "4abc", "\t8"):
         assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": count}) is None, count
         assert one_fcgiwrap_at_a_time(f"/usr/sbin/fcgiwrap -c '{count}'", {}) is None, count
+    # Cut to an int's 32 bits as atoi's cast does: 4294967296 is 0, 4294967298
+    # is 2 (php-cgi then runs two), 2147483648 is negative.
+    assert one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": "4294967298"}) is None
+    for count, read in (("4294967296", 0), ("2147483648", -2147483648), ("99999999999999999999", -1)):
+        assert f"(read as {read})" in one_php_at_a_time("php-cgi", {"PHP_FCGI_CHILDREN": count}), count
+        assert one_fcgiwrap_at_a_time(f"fcgiwrap -c {count}", {}) is not None, count
     # php-cgi refuses a negative count, and exits.
     assert one_php_at_a_time("env PHP_FCGI_CHILDREN=-1 php-cgi", {}) == (
         "fastcgi spawn: php-cgi with PHP_FCGI_CHILDREN='-1' (read as -1) exits at every start (not valid) "

@@ -238,6 +238,11 @@ def test_arguments_twistd_would_refuse_are_refused_by_makeservice(tmp_path):
         (dict(fastcgi_timeouts=FastCGITimeouts(kill=0)), ValueError, "fastcgi_timeouts.kill takes a "
                                                                      "number of seconds above 0, not 0"),
         (dict(listen=[b"tcp:0"]), TypeError, "listen takes endpoint strings, not b'tcp:0'"),
+        # Above what a float holds: an OverflowError at every connection.
+        (dict(timeouts=Timeouts(request=10**400)), ValueError, "timeouts.request takes a number of "
+                                                               f"seconds above 0, not {10**400!r}"),
+        (dict(drain_timeout=10**400), ValueError, "drain_timeout must be 0 or more seconds, or None "
+                                                  f"for no limit, not {10**400!r}"),
         (dict(listen=[1965]), TypeError, "listen takes endpoint strings, not 1965"),
     ]:
         with pytest.raises(kind) as raised:
@@ -335,11 +340,25 @@ def test_a_second_stop_while_the_first_drains_waits_for_the_same_end(tmp_path):
     service.connections.add(held)
     first, second = service.stopService(), service.stopService()
     assert not first.called and not second.called
+    results: list = []
+    first.addBoth(results.append)
+    second.addBoth(results.append)
     service.connections.remove(held)
     from twisted.internet import reactor
 
     reactor.runUntilCurrent()
     assert first.called and second.called
+    assert results[0] == results[1]  # the first caller's result kept, and given to the second too
+
+
+def test_a_reload_given_load_configs_pair_says_what_to_give(tmp_path):
+    import pytest
+
+    service = make_service(tmp_path)
+    with pytest.raises(TypeError) as raised:
+        service.reload((service.config, []))
+    assert str(raised.value) == ("config must be a gemfcgi.config.model.Config, not tuple: load_config "
+                                 "returns (config, warnings), give its first item")
 
 
 def test_a_reload_while_the_stop_drains_is_refused_and_starts_nothing(tmp_path):
