@@ -321,12 +321,30 @@ def _about_the_issuer_of(answer: Any, chain: Sequence[x509.Certificate]) -> bool
 def named(certificate: x509.Certificate, field: str = "subject") -> str:
     """
     The certificate's ``subject`` or ``issuer`` for a message; one
-    cryptography cannot read (a T61String beyond ASCII) said so.
+    cryptography cannot read (a T61String beyond ASCII) as OpenSSL reads it.
     """
     try:
         return getattr(certificate, field).rfc4514_string()
     except ValueError:
-        return "a name gemfcgi cannot read"
+        pass
+    # As OpenSSL reads it: a T61String's bytes are most often UTF-8 (what
+    # ``openssl req -utf8`` writes there), else Latin-1.
+    parts = []
+    for kind, value in reversed(_openssl_name(certificate, field).get_components()):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        parts.append(f"{kind.decode('ascii', 'replace')}={text}")
+    return ",".join(parts) or "an empty name"
+
+
+def _openssl_name(certificate: x509.Certificate, field: str) -> Any:
+    """The ``subject`` or ``issuer`` as pyOpenSSL's ``X509Name``, which OpenSSL reads whatever its strings."""
+    from OpenSSL import crypto
+
+    openssl = crypto.X509.from_cryptography(certificate)
+    return openssl.get_subject() if field == "subject" else openssl.get_issuer()
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
@@ -342,14 +360,44 @@ ISSUER, SUBJECT, PUBLIC_KEY = 2, 4, 5
 def same_name(one: x509.Certificate, one_field: str, other: x509.Certificate, other_field: str) -> bool:
     """
     Whether ``one``'s ``subject`` or ``issuer`` is ``other``'s: as
-    cryptography reads names, or as they are written where it cannot read
-    one (a T61String beyond ASCII, which OpenSSL reads).
+    cryptography reads names, or as OpenSSL compares them where it cannot
+    read one (a T61String beyond ASCII, which OpenSSL reads).
     """
     try:
         return getattr(one, one_field) == getattr(other, other_field)
     except ValueError:
-        fields = {"issuer": ISSUER, "subject": SUBJECT}
-        return _tbs_fields(one)[fields[one_field]] == _tbs_fields(other)[fields[other_field]]
+        # OpenSSL's comparison (X509_NAME_cmp), on the canonical form it
+        # verifies chains with: a T61String and a UTF8String of the same
+        # name are the same issuer to it.
+        return _openssl_name(one, one_field) == _openssl_name(other, other_field)
+
+
+def signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """
+    Whether ``issuer``'s key made ``certificate``'s signature. Asked of the
+    key alone: cryptography's ``verify_directly_issued_by`` reads both names
+    first, and fails on one it cannot read (a T61String beyond ASCII).
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519
+
+    try:
+        key = issuer.public_key()
+        signature, signed = certificate.signature, certificate.tbs_certificate_bytes
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, signed, certificate.signature_algorithm_parameters,
+                       certificate.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, signed, certificate.signature_algorithm_parameters)
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, signed)
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(signature, signed, certificate.signature_hash_algorithm)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def self_issued(certificate: x509.Certificate) -> bool:

@@ -891,9 +891,41 @@ def test_a_chain_through_a_ca_named_in_a_t61string_reaches_its_root_and_a_leaf_s
             "-extfile", "leaf.cnf", "-out", "leaf.pem")
     ca.write_bytes(ca.read_bytes() + (tmp_path / "leaf.pem").read_bytes())
     assert check_messages(config) == [
-        f"{config}:6: require client ca {ca}: a name gemfcgi cannot read: not a CA certificate "
+        f"{config}:6: require client ca {ca}: CN=Zoë: not a CA certificate "
         "(basicConstraints CA:FALSE), nor self-signed; neither it nor any client certificate it issued "
         "is accepted"]
+
+
+def test_an_intermediate_naming_a_t61_root_in_utf8_reaches_it_as_openssl_compares_names(tmp_path):
+    # The names were compared as written: the same name as a T61String in
+    # the root and a UTF8String in the intermediate's issuer drew "reaches
+    # no root", though OpenSSL verifies the chain (its canonical form).
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    (tmp_path / "t61.cnf").write_text("[req]\ndistinguished_name=dn\nstring_mask=nombstr\n[dn]\n")
+    openssl(tmp_path, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "root.key")
+    openssl(tmp_path, "req", "-x509", "-config", "t61.cnf", "-utf8", "-key", "root.key", "-subj",
+            "/CN=Racine Été", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "root.pem")
+    root_key = serialization.load_pem_private_key((tmp_path / "root.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    middle = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Middle CA")]))
+              .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Racine Été")]))
+              .public_key(key.public_key()).serial_number(7)
+              .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=20))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(root_key, hashes.SHA256()))
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes((tmp_path / "root.pem").read_bytes() + middle.public_bytes(serialization.Encoding.PEM))
+    openssl(tmp_path, "verify", "-CAfile", str(ca), str(ca))  # OpenSSL takes the chain
+    config = single_server(tmp_path, f' require client ca "{ca}"\n')
+    assert check_messages(config) == []
 
 
 def test_an_ocsp_response_that_does_not_know_the_certificate_is_a_warning(tmp_path):
@@ -921,5 +953,5 @@ def test_a_weak_chain_certificate_named_in_a_t61string_beyond_ascii_is_refused_s
     with pytest.raises(CertificateError) as refused:
         load_key_pair(str(tmp_path / "example.com-chain.pem"), str(tmp_path / "example.com.key"))
     assert str(refused.value) == (
-        f"{tmp_path}/example.com-chain.pem: certificate 2 of the chain (a name gemfcgi cannot read) has an "
+        f"{tmp_path}/example.com-chain.pem: certificate 2 of the chain (CN=Café CA) has an "
         "ECDSA key on secp192r1, which OpenSSL refuses in a chain: every handshake would fail")
