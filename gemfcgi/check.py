@@ -414,51 +414,77 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     spawned = spawned_command(command, env)
     if spawned is None or not spawned.words or not _runs(spawned, env, "fcgiwrap"):
         return None
-    children = _getopt_value(spawned.words[1:], "c", takes_values="csp",
-                             permutes="POSIXLY_CORRECT" not in spawned.environment)
+    options = _getopt(spawned.words[1:], _FCGIWRAP_OPTIONS,
+                      permutes="POSIXLY_CORRECT" not in spawned.environment)
+    program = os.path.basename(spawned.words[0])
+    if options.refused is not None:
+        return f"fastcgi spawn: {program} exits at every start: {options.refused}"
+    children = options.values.get("c")
     if children is not None and _atoi(children) > 1:
         return None
-    if "--" in spawned.words[1:]:
-        # Options go before the end of options.
-        argv = shlex.split(command)
-        end = len(argv) - len(spawned.words) + spawned.words.index("--", 1)
-        advice = shlex.join([*argv[:end], "-c", "4", *argv[end:]])
-    else:
-        advice = f"{command.strip()} -c 4"
-    return (f"fastcgi spawn: {os.path.basename(spawned.words[0])} without -c N runs one script at a "
+    # -c 4 where getopt still reads options: before a "--", or before the
+    # first other word when it does not permute them.
+    argv = shlex.split(command)
+    end = len(argv) - len(spawned.words) + 1 + options.end
+    advice = shlex.join([*argv[:end], "-c", "4", *argv[end:]]) if end < len(argv) else f"{command.strip()} -c 4"
+    return (f"fastcgi spawn: {program} without -c N runs one script at a "
             f'time, so one slow or hung script holds up every other (spawn "{advice}")')
 
 
-def _getopt_value(words: list[str], option: str, takes_values: str,
-                  permutes: bool = True) -> Optional[str]:
+# fcgiwrap's getopt string: -c N, -h, -f, -s SOCKET, -p PATH.
+_FCGIWRAP_OPTIONS = "c:hfs:p:"
+
+
+@dataclass
+class _Options:
+    """One-letter options as getopt(3) read them: each one's last value, a refusal, where they end."""
+
+    values: dict[str, str]
+    refused: Optional[str]
+    end: int  # the index of "--", or of the first other word getopt stops at; the length if none
+
+
+def _getopt(words: list[str], optstring: str, permutes: bool = True) -> _Options:
     """
-    The value of a one-letter ``option`` as glibc's getopt(3) reads
-    ``words``: flags run together (``-fc4``), the value in the same word or
-    the next, the last one given wins, and words that are no option are
-    passed over (it permutes them to the end) up to ``--``; with
-    ``POSIXLY_CORRECT`` in the program's environment it stops at the first.
+    ``words`` as glibc's getopt(3) reads them with ``optstring``: flags run
+    together (``-fc4``), a value in the same word or the next, the last one
+    given wins, and words that are no option are passed over (it permutes
+    them to the end) up to ``--``; with ``POSIXLY_CORRECT`` in the
+    program's environment it stops at the first. ``-h`` prints a help and
+    exits, as an unknown option or a missing value does.
     """
-    value = None
+    values: dict[str, str] = {}
+    end = len(words)
     index = 0
     while index < len(words):
         word = words[index]
-        index += 1
         if word == "--":
+            end = index
             break
+        index += 1
         if not word.startswith("-") or word == "-":
             if not permutes:
+                end = index - 1
                 break
             continue
         for place, letter in enumerate(word[1:], start=1):
-            if letter in takes_values:
-                given = word[place + 1:]
-                if not given and index < len(words):
-                    given = words[index]
-                    index += 1
-                if letter == option:
-                    value = given
-                break
-    return value
+            at = optstring.find(letter)
+            if at < 0 or letter == ":":
+                return _Options(values, f"invalid option -{letter}", end)
+            if letter == "h":
+                return _Options(values, "-h prints its help and exits", end)
+            if optstring[at + 1:at + 2] != ":":
+                values[letter] = ""
+                continue
+            given = word[place + 1:]
+            if not given:
+                if index >= len(words):
+                    return _Options(values, f"option -{letter} requires a value", end)
+                given = words[index]
+                index += 1
+            values[letter] = given
+            break
+    return _Options(values, None, end)
 
 
 def _runs(spawned: SpawnedCommand, env: Mapping[str, str], name: str) -> bool:

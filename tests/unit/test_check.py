@@ -853,6 +853,23 @@ def test_fcgiwrap_options_after_another_word_count_as_its_getopt_permutes_them()
     assert one_fcgiwrap_at_a_time("fcgiwrap x -c 4", {"POSIXLY_CORRECT": "1"}) is not None
     assert one_fcgiwrap_at_a_time("env POSIXLY_CORRECT= fcgiwrap x -c 4", {}) is not None
     assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 x", {"POSIXLY_CORRECT": "1"}) is None
+    # Its advice puts -c 4 where getopt still reads it: before that word.
+    warning = one_fcgiwrap_at_a_time("env POSIXLY_CORRECT=1 /usr/sbin/fcgiwrap x -c 4", {})
+    assert warning.endswith('(spawn "env POSIXLY_CORRECT=1 /usr/sbin/fcgiwrap -c 4 x -c 4")')
+
+
+def test_fcgiwrap_options_it_refuses_are_said_to_stop_it_at_every_start():
+    # It exits at once (status 1, or 0 after its help): the advice to add
+    # -c 4 was no help, and "-c -c 4" ran no worker at all.
+    from gemfcgi.check import one_fcgiwrap_at_a_time
+
+    for command, why in [("fcgiwrap -c", "option -c requires a value"), ("fcgiwrap -x", "invalid option -x"),
+                         ("fcgiwrap -f -q -c 4", "invalid option -q"), ("fcgiwrap -h", "-h prints its help and exits"),
+                         ("fcgiwrap -fh", "-h prints its help and exits")]:
+        assert one_fcgiwrap_at_a_time(command, {}) == f"fastcgi spawn: fcgiwrap exits at every start: {why}", command
+    # Past "--", or past another word under POSIXLY_CORRECT, they are no options.
+    assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 -- -x", {}) is None
+    assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 x -x", {"POSIXLY_CORRECT": ""}) is None
 
 
 def test_the_advice_keeps_the_wrappers_and_puts_options_before_the_end_of_options():
