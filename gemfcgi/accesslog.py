@@ -258,9 +258,10 @@ class AccessLogWriter:
             return
         if self._unwritten:
             _log.info(
-                "the access log {path} is written again; {count} lines could not be",
+                "the access log {path} is written again; {count} {lines} could not be",
                 path=self.path,
                 count=self._unwritten,
+                lines="line" if self._unwritten == 1 else "lines",
             )
             self._unwritten = 0
 

@@ -76,9 +76,10 @@ class ConnectionTracker:
         if self._refusals is not None:
             self._last_said = self._refusals.clock.seconds()
         log.warn(
-            "{count} connections closed before TLS: {held} held, the hard limit is {limit} "
+            "{count} {connections} closed before TLS: {held} held, the hard limit is {limit} "
             "(--max-connections and the few let in to be told 41)",
             count=count,
+            connections="connection" if count == 1 else "connections",
             held=len(self.active),
             limit=limit,
         )

@@ -149,7 +149,9 @@ class LogLimiter:
     @staticmethod
     def dropped_note(dropped: int) -> str:
         """What a line that ``allow`` let through says of the ``dropped`` before it."""
-        return f" ({dropped} more such failures not logged)" if dropped else ""
+        if not dropped:
+            return ""
+        return f" ({dropped} more such {'failure' if dropped == 1 else 'failures'} not logged)"
 
     def summary(self, count: int, what: str) -> str:
         """``count`` dropped ``what``, as the log says it."""

@@ -306,7 +306,7 @@ def test_connections_closed_at_the_hard_limit_are_counted_once_per_window(config
         clock.advance(REFUSALS_EVERY)
         clock.advance(REFUSALS_EVERY)
         factory.buildProtocol(None)
-    said = [formatEvent(e).split(" connections closed")[0] for e in logs]
+    said = [formatEvent(e).split(" connection")[0] for e in logs]
     # The first at once, the five after it when their window ends, then a new spell.
     assert said == ["1", "5", "1"]
     # A spell of one says nothing more when its window ends, and leaves no timer.

@@ -426,3 +426,11 @@ def test_a_regular_log_file_or_one_not_made_yet_is_rotated(tmp_path):
     (tmp_path / "current.log").symlink_to(tmp_path / "twistd.log")
     for path in ("twistd.log", "current.log", "new.log"):
         assert rotatable(str(tmp_path / path)), path
+
+
+def test_one_of_a_kind_is_said_in_the_singular():
+    from gemfcgi.textlog import LogLimiter
+
+    assert LogLimiter.dropped_note(1) == " (1 more such failure not logged)"
+    assert LogLimiter.dropped_note(2) == " (2 more such failures not logged)"
+    assert LogLimiter.dropped_note(0) == ""
