@@ -344,7 +344,11 @@ def _openssl_name(certificate: x509.Certificate, field: str) -> Any:
     from OpenSSL import crypto
 
     openssl = crypto.X509.from_cryptography(certificate)
-    return openssl.get_subject() if field == "subject" else openssl.get_issuer()
+    with warnings.catch_warnings():
+        # pyOpenSSL deprecates its names for cryptography's, which are what
+        # cannot read this one.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return openssl.get_subject() if field == "subject" else openssl.get_issuer()
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:

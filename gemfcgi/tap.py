@@ -512,4 +512,3 @@ def _make_service(options: Options) -> Service:
     # The prefork parent too, which is no GemfcgiService.
     answer_repeated_stops(reactor)
     return service
-

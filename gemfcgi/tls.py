@@ -28,8 +28,12 @@ from gemfcgi.textlog import LogLimiter, MonotonicClock
 
 log = Logger()
 
-# How often a connection whose reading is held (its peer leaves what was
-# sent untaken) is looked at again, to read once it has taken it.
+# Bytes left untaken by the peer beyond which a connection on Twisted's TLS
+# layer is no longer read from: past a reply's own (a 256 KiB chunk of a
+# file, and Twisted's 64 KiB buffer), so only what the peer's own records
+# made OpenSSL answer gets there. And how often such a connection is looked
+# at again, to read once it has taken half.
+HELD_BEYOND = 1024 * 1024
 HELD_LOOK = 0.1
 
 # A fixed session id context: without one, OpenSSL refuses to resume a
@@ -287,13 +291,15 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
 
     def _hold_while_untaken(self) -> None:
         """
-        Read nothing more while Twisted holds bytes the socket did not take.
-        What OpenSSL answers of its own (a KeyUpdate asks for one) would pile
-        up unsent, and cost a turn each, for as long as a peer that reads
-        nothing went on sending: it now fills its own socket instead.
+        Read nothing more while Twisted holds more than ``HELD_BEYOND`` bytes
+        the socket did not take. What OpenSSL answers of its own (a KeyUpdate
+        asks for one) would pile up unsent, and cost a turn each, for as long
+        as a peer that reads nothing went on sending: it now fills its own
+        socket instead. (Below that, what was just written waits for the
+        reactor's next turn, as every handshake flight and reply does.)
         """
         connection = socket_transport(self.transport)
-        if connection is None or not connection.connected or not unsent_in_process(connection):
+        if connection is None or not connection.connected or unsent_in_process(connection) <= HELD_BEYOND:
             return
         connection.pauseProducing()
         self._held = connection.reactor.callLater(HELD_LOOK, self._look_again, connection)
@@ -302,20 +308,16 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
         self._held = None
         if not connection.connected:
             return
-        if unsent_in_process(connection):
+        if unsent_in_process(connection) > HELD_BEYOND // 2:
             self._held = connection.reactor.callLater(HELD_LOOK, self._look_again, connection)
         else:
             connection.resumeProducing()
 
     # Plaintext written after the TLS connection failed (the peer sent a
     # record that does not decrypt): dropped, and left out of the access
-    # line.
+    # line. (The producer writing it runs on to its end, which ends the
+    # connection: Twisted's transport closes once no producer is left.)
     bytes_lost = 0
-
-    @property
-    def send_failed(self) -> bool:
-        """Whether the TLS connection has failed: nothing written from now on can leave."""
-        return self._lostTLSConnection
 
     def _write(self, data: bytes) -> None:
         if self._lostTLSConnection:

@@ -195,6 +195,22 @@ def client_context(
     return context
 
 
+def memory_tls(raw: socket.socket):
+    """A TLS client on memory BIOs over ``raw``, handshaken: (the object, its incoming BIO, its outgoing one)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    raw.sendall(outgoing.read())
+    return tls, incoming, outgoing
+
+
+
 def served_certificate(port: int, name: str = "localhost") -> bytes:
     """The DER certificate the server at ``port`` presents for ``name``."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:

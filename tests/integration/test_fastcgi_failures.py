@@ -747,3 +747,63 @@ def test_a_failure_without_meta_reaches_a_real_client_with_the_codes_name(failin
     executable = installed("gemcall", "pip install gemcall")
     result = run([executable, "-s", "-u", f"gemini://localhost:{failing.port}/bad/bare-51"])
     assert result.stdout.startswith(b"51 not found"), result.stderr
+
+
+@pytest.mark.parametrize("kind", ["unix", "haproxy"])
+def test_a_fastcgi_reply_cut_by_a_record_that_does_not_decrypt_ends_on_wrapped_listeners(
+        kind, tmp_path, certificate):
+    # On the listeners that keep Twisted's TLS layer, the relay was paused
+    # once the TLS connection failed while Twisted's transport had paused it
+    # (its buffer full): the transport, waiting for its producer to finish
+    # before it closes, held the connection (its slot and the application's
+    # worker) until the server stopped.
+    from tests.support import TWISTD, ServerProcess, memory_tls
+
+    cert, key = certificate
+    app_path = tmp_path / "app.sock"
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(app_path))
+    listening.listen(8)
+
+    def slow(request) -> None:
+        request.write(b"20 application/octet-stream\r\n")
+        for _ in range(40):
+            request.write(b"s" * 128 * 1024)
+        request.end()
+
+    threading.Thread(target=lambda: serve(listening, slow), daemon=True).start()
+    config = tmp_path / "gmid.conf"
+    config.write_text(f'server "localhost" {{\n\tlisten on 127.0.0.1 port 0\n\tcert "{cert}"\n\tkey "{key}"\n'
+                      f'\troot "{tmp_path}"\n\tlocation "/slow/*" {{ fastcgi socket "{app_path}" }}\n}}\n')
+    listen = f"unix:{tmp_path / 'gemini.sock'}" if kind == "unix" else "haproxy:tcp:0:interface=127.0.0.1"
+    server = ServerProcess([*TWISTD, "-n", "--pidfile=", "gemfcgi", "-c", str(config), "--listen", listen])
+    try:
+        if kind == "unix":
+            server.wait_for_log("listening on")
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.connect(str(tmp_path / "gemini.sock"))
+            host = "localhost"
+        else:
+            port = server.wait_listening()[0]
+            raw = socket.create_connection(("127.0.0.1", port))
+            raw.sendall(f"PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n".encode())
+            host = f"localhost:{port}"
+        raw.settimeout(30)
+        with raw:
+            tls, incoming, outgoing = memory_tls(raw)
+            tls.write(f"gemini://{host}/slow/x\r\n".encode())
+            raw.sendall(outgoing.read())
+            reply = b""
+            while not reply.startswith(b"20 "):  # the reply has begun
+                try:
+                    reply += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    incoming.write(raw.recv(65536))
+            time.sleep(1)  # the server's buffer fills, and the relay is paused
+            raw.sendall(b"\x17\x03\x03\x00\x20" + os.urandom(32))  # no key makes this
+            while raw.recv(65536):  # until the server closes
+                pass
+        server.wait_for_log(r"/slow/x 20 application/octet-stream \d+ ", timeout=30)
+    finally:
+        server.stop()
+        listening.close()

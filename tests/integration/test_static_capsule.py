@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gemfcgi.pagecache import SETTLED
-from tests.support import client_context, fetch, pyopenssl_client, raw_exchange, read_to_end
+from tests.support import client_context, fetch, memory_tls, pyopenssl_client, raw_exchange, read_to_end
 
 
 def url(server, path="/"):
@@ -525,21 +525,6 @@ def test_a_fin_in_the_middle_of_a_proxy_header_ends_the_connection(capsule, cert
         server.stop()
 
 
-def _memory_tls(raw: socket.socket):
-    """A TLS client on memory BIOs over ``raw``, handshaken: (the object, its incoming BIO, its outgoing one)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            incoming.write(raw.recv(65536))
-    raw.sendall(outgoing.read())
-    return tls, incoming, outgoing
-
-
 @pytest.mark.parametrize("kind", ["unix", "haproxy"])
 def test_a_reply_cut_by_a_record_that_does_not_decrypt_is_logged_with_what_left(
     kind, capsule, certificate, tmp_path
@@ -553,7 +538,7 @@ def test_a_reply_cut_by_a_record_that_does_not_decrypt_is_logged_with_what_left(
     try:
         raw, where = connect_wrapped(kind, server, tmp_path)
         with raw:
-            tls, incoming, outgoing = _memory_tls(raw)
+            tls, incoming, outgoing = memory_tls(raw)
             tls.write(f"gemini://{where}/large.bin\r\n".encode())
             raw.sendall(outgoing.read())
             plain = wire = 0
