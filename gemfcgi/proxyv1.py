@@ -190,6 +190,15 @@ class _V1HeaderFactory(WrappingFactory):
         self.refusals = LogLimiter(clock, limit=REFUSALS_SAID, window=REFUSALS_WINDOW,
                                    on_dropped=self._say_dropped)
 
+    def buildProtocol(self, addr):
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        # The TLS factory gives none past its hard limit, to close the
+        # socket at once; Twisted's PROXY wrapper took none all the same,
+        # and each such connection ended in tracebacks at its header.
+        if wrapped is None or getattr(wrapped, "wrappedProtocol", wrapped) is None:
+            return None
+        return self.protocol(self, wrapped)
+
     def doStop(self) -> None:
         # The listener closes (a stop, or a retiring worker's): what the
         # window dropped is said now, its end may never come.

@@ -188,3 +188,27 @@ def test_a_client_that_reads_nothing_of_a_reply_the_kernel_took_whole_is_reset_a
     took = float(limited.wait_for_log(
         rf"{client} GET gemini://localhost\S*/one\.bin 20 \S+ \d+ ([\d.]+)ms", since=since).group(1))
     assert took >= 3000, took
+
+
+def test_connections_beyond_the_hard_limit_of_a_proxy_listener_are_closed_without_a_traceback(
+        tmp_path, certificate):
+    # Twisted's PROXY wrapper took the TLS factory's refusal (no protocol)
+    # all the same: each such connection logged three Unhandled Errors.
+    (tmp_path / "index.gmi").write_text("# hi\n")
+    cert, key = certificate
+    server = start_server("--root", str(tmp_path), "--cert", cert, "--key", key, "--max-connections", "1",
+                          "--listen", "haproxy:tcp:0:interface=127.0.0.1")
+    try:
+        port = server.port
+        held = []
+        for _ in range(1 + 0 + 8 + 3):  # the limit, the few told 41, then beyond the hard limit
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            connection.sendall(f"PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n".encode())
+            held.append(connection)
+        server.wait_for_log(r"\d+ connections? closed before TLS")
+        time.sleep(0.5)
+        for connection in held:
+            connection.close()
+        assert "Unhandled Error" not in server.log and "Traceback" not in server.log, server.log
+    finally:
+        server.stop()
