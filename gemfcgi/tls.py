@@ -314,9 +314,8 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
             connection.resumeProducing()
 
     # Plaintext written after the TLS connection failed (the peer sent a
-    # record that does not decrypt): dropped, and left out of the access
-    # line. (The producer writing it runs on to its end, which ends the
-    # connection: Twisted's transport closes once no producer is left.)
+    # record that does not decrypt), before the connection's end reaches
+    # the protocol: dropped, and left out of the access line.
     bytes_lost = 0
 
     def _write(self, data: bytes) -> None:
@@ -378,7 +377,15 @@ class HalfClosingTLSProtocol(BufferingTLSTransport):
                 and failed_here(reason.value)):
             peer = self.getPeer()
             say_failed_here((peer.host, peer.port) if hasattr(peer, "port") else None, reason.value)
+        streaming = self._producer is not None
         super()._tlsShutdownFinished(reason)
+        if reason is not None and streaming and self.transport is not None:
+            # The TLS connection failed (a record that does not decrypt)
+            # while a reply streams: Twisted's transport would close only
+            # once its producer ends, and a FastCGI reply may never end
+            # (or a paused one never be resumed). Nothing written can leave
+            # now: the connection ends, and with it the reply's producer.
+            self.transport.abortConnection()
 
 
 class TLSFacts:
