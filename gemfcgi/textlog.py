@@ -274,7 +274,15 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
         # ``--logfile=/dev/stderr``: twistd's file would seek in a pipe (a
         # traceback at the start), and its rotation at SIGUSR1 or at 1 MB
         # renamed /dev/stderr itself. Written to as it is, never renamed.
-        return text_observer(open(path, "a", encoding="utf-8", errors="backslashreplace", buffering=1))
+        try:
+            out = open(path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+        except OSError:
+            # A socket cannot be opened again through /proc (systemd's
+            # journal as standard error): standard error itself is written.
+            if not _is_standard_error(os.stat(path)):
+                raise
+            out = sys.stderr
+        return text_observer(out)
     log_file = LogFile.fromFullPath(path or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, lambda number, frame: reactor.callFromThread(log_file.rotate))

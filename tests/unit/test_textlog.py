@@ -434,3 +434,23 @@ def test_one_of_a_kind_is_said_in_the_singular():
     assert LogLimiter.dropped_note(1) == " (1 more such failure not logged)"
     assert LogLimiter.dropped_note(2) == " (2 more such failures not logged)"
     assert LogLimiter.dropped_note(0) == ""
+
+
+def test_a_log_file_naming_standard_error_that_is_a_socket_writes_to_it(tmp_path, monkeypatch):
+    # systemd's journal as standard error is a socket, which Linux does not
+    # open again through /proc/self/fd: the start ended in a traceback.
+    import socket
+
+    from gemfcgi.textlog import twistd_observer
+
+    ours, journal = socket.socketpair()
+    with ours, journal, ours.makefile("w") as standard_error:
+        monkeypatch.setattr(sys, "stderr", standard_error)
+        link = tmp_path / "stderr"
+        link.symlink_to(f"/proc/self/fd/{ours.fileno()}")
+        observer = twistd_observer({"nodaemon": True, "logfile": str(link)})
+        observer({"log_format": "hello journal", "log_time": 0.0, "log_level": None,
+                  "log_namespace": "test", "log_system": "-"})
+        standard_error.flush()
+        journal.settimeout(5)
+        assert b"hello journal" in journal.recv(4096)
