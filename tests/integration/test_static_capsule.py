@@ -550,10 +550,18 @@ def test_a_reply_cut_by_a_record_that_does_not_decrypt_is_logged_with_what_left(
                     wire += len(data)
                     incoming.write(data)
             raw.sendall(b"\x17\x03\x03\x00\x20" + os.urandom(32))  # no key makes this
-            while data := raw.recv(65536):
-                wire += len(data)
+            try:
+                while data := raw.recv(65536):
+                    wire += len(data)
+            except ConnectionResetError:
+                pass  # closed with the client's bytes unread: a reset, as fits a failed connection
         logged = server.wait_for_log(r"large\.bin 20 application/octet-stream (\d+) ")
-        # No more than the client got, TLS's own bytes and all.
-        assert int(logged.group(1)) < wire, logged.group(0)
+        # Not the whole file; on a unix socket, no more than the client got,
+        # TLS's own bytes and all. (Over TCP the connection ends in a reset,
+        # and what the kernel held for the client, a few MB on loopback, is
+        # counted too: the kernel cannot tell what the peer took.)
+        assert int(logged.group(1)) < 10 * 1024 * 1024, logged.group(0)
+        if kind == "unix":
+            assert int(logged.group(1)) < wire, logged.group(0)
     finally:
         server.stop()
