@@ -304,15 +304,21 @@ def test_a_second_start_of_a_running_service_leaves_it_serving(tmp_path):
         service.stopService()
 
 
+def draining(tmp_path):
+    """A started service whose stop waits for a connection in flight: (the service, the connection)."""
+    service = make_service(tmp_path)
+    service.startService()
+    held = object()
+    service.connections.add(held)
+    return service, held
+
+
 def test_a_start_while_the_stop_still_drains_is_refused_and_the_stop_ends_cleanly(tmp_path):
     # The stop's last steps, run after the drain, stopped the FastCGI
     # backends and closed the access file of the service started again.
     import pytest
 
-    service = make_service(tmp_path)
-    service.startService()
-    held = object()
-    service.connections.add(held)
+    service, held = draining(tmp_path)
     stopping = service.stopService()
     assert not stopping.called
     with pytest.raises(RuntimeError, match="still stopping: start it again once the Deferred"):
@@ -334,10 +340,7 @@ def test_a_second_stop_while_the_first_drains_waits_for_the_same_end(tmp_path):
     # It went through the stop again and fired at once, before the first
     # had stopped the spawned programs: a program's own stop, then its
     # process's shutdown, left them running and their socket behind.
-    service = make_service(tmp_path)
-    service.startService()
-    held = object()
-    service.connections.add(held)
+    service, held = draining(tmp_path)
     first, second = service.stopService(), service.stopService()
     assert not first.called and not second.called
     results: list = []
@@ -366,10 +369,7 @@ def test_a_reload_while_the_stop_drains_is_refused_and_starts_nothing(tmp_path):
     # its listeners), which the stop then had to end.
     import pytest
 
-    service = make_service(tmp_path)
-    service.startService()
-    held = object()
-    service.connections.add(held)
+    service, held = draining(tmp_path)
     stopping = service.stopService()
     config = replace(service.config, servers=[replace(service.config.servers[0], locations=[
         model.Location("/app/*", model.LocationOptions(fastcgi=model.FastCGI(
