@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from gemfcgi.config import model
 from gemfcgi.syslogsend import SYSLOG_SOCKET, SyslogSender, sender_for
-from gemfcgi.textlog import log_field, printable, text_event
+from gemfcgi.textlog import log_field, plural, printable, text_event
 
 NAMESPACE = "gemfcgi.access"
 log = Logger(namespace=NAMESPACE)
@@ -261,7 +261,7 @@ class AccessLogWriter:
                 "the access log {path} is written again; {count} {lines} could not be",
                 path=self.path,
                 count=self._unwritten,
-                lines="line" if self._unwritten == 1 else "lines",
+                lines=plural(self._unwritten, "line"),
             )
             self._unwritten = 0
 

@@ -229,6 +229,13 @@ class SpawnedCommand:
     # Each wrapper word, the PATH environment it is looked up with (its
     # runner's) and the wrapper that runs it (none for the first).
     wrappers: list[tuple[str, dict[str, str], str]] = dataclass_field(default_factory=list)
+    # The command's words, the wrappers' and the program's.
+    argv: list[str] = dataclass_field(default_factory=list)
+
+    @property
+    def wrapping(self) -> list[str]:
+        """The wrappers' words, their options and assignments: what comes before the program."""
+        return self.argv[:len(self.argv) - len(self.words)]
 
 
 @dataclass(frozen=True)
@@ -349,7 +356,7 @@ def spawned_command(command: str, env: Mapping[str, str]) -> Optional[SpawnedCom
                 variable, _, value = argv[index].partition("=")
                 environment[variable] = value
                 index += 1
-    return SpawnedCommand(argv[index:], environment, directory, refused, wrappers)
+    return SpawnedCommand(argv[index:], environment, directory, refused, wrappers, argv)
 
 
 def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
@@ -376,22 +383,21 @@ def one_php_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str]:
         setting = f"with {PHP_CHILDREN}={children}"
     else:
         setting = f"with {PHP_CHILDREN}={children!r} (read as {count})"
-    advice = f'(spawn "{_with_php_children(command, spawned)}")'
+    advice = f'(spawn "{_with_php_children(spawned)}")'
     if count < 0:
         return f"fastcgi spawn: {program} {setting} exits at every start (not valid) {advice}"
     return (f"fastcgi spawn: {program} {setting} serves one request at a time, "
             f"so one client reading a reply slowly holds up every other {advice}")
 
 
-def _with_php_children(command: str, spawned: SpawnedCommand) -> str:
+def _with_php_children(spawned: SpawnedCommand) -> str:
     """
-    ``command`` with ``PHP_FCGI_CHILDREN=4`` set just before its program,
+    The command with ``PHP_FCGI_CHILDREN=4`` set just before its program,
     the wrappers before it kept: an ``env`` last among them gets it as its
     own last assignment (one of the same name it has is dropped), any
     other wrapper is followed by an ``env`` of its own.
     """
-    argv = shlex.split(command)
-    wrapping = argv[:len(argv) - len(spawned.words)]
+    wrapping = spawned.wrapping
     if spawned.wrappers and os.path.basename(spawned.wrappers[-1][0]) == "env":
         assignments = len(wrapping)
         while assignments > 1 and "=" in wrapping[assignments - 1] and \
@@ -424,8 +430,8 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
         return None
     # -c 4 where getopt still reads options: before a "--", or before the
     # first other word when it does not permute them.
-    argv = shlex.split(command)
-    end = len(argv) - len(spawned.words) + 1 + options.end
+    argv = spawned.argv
+    end = len(spawned.wrapping) + 1 + options.end
     advice = shlex.join([*argv[:end], "-c", "4", *argv[end:]]) if end < len(argv) else f"{command.strip()} -c 4"
     return (f"fastcgi spawn: {program} without -c N runs one script at a "
             f'time, so one slow or hung script holds up every other (spawn "{advice}")')

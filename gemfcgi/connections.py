@@ -26,7 +26,7 @@ from zope.interface import implementer
 from gemfcgi.memorytrim import MemoryReturner
 from gemfcgi.socketbuffer import socket_transport as _socket_of
 from gemfcgi.socketbuffer import unsent_in_process as _buffered
-from gemfcgi.textlog import LogLimiter
+from gemfcgi.textlog import LogLimiter, plural
 from gemfcgi.tls import HalfClosingTLSProtocol
 
 log = Logger()
@@ -79,7 +79,7 @@ class ConnectionTracker:
             "{count} {connections} closed before TLS: {held} held, the hard limit is {limit} "
             "(--max-connections and the few let in to be told 41)",
             count=count,
-            connections="connection" if count == 1 else "connections",
+            connections=plural(count, "connection"),
             held=len(self.active),
             limit=limit,
         )

@@ -50,7 +50,7 @@ from gemfcgi.pagecache import PageCache
 from gemfcgi.proxyv1 import PREFIX as HAPROXY_PREFIX, proxy_header_endpoint, split_proxied
 from gemfcgi.routing import Routes
 from gemfcgi.server import GeminiFactory, Site, Timeouts
-from gemfcgi.textlog import printable
+from gemfcgi.textlog import plural, printable
 from gemfcgi.tls import CertificateStore, ServerTLS
 from gemfcgi.upstream import UpstreamTimeouts
 from gemfcgi.tlsport import prepare_listener
@@ -852,9 +852,7 @@ class GemfcgiService(MultiService):
         if self._stopping is not None:
             raise RuntimeError("this gemfcgi service is stopping: a reload now would start what the "
                                "stop has to end")
-        if not isinstance(config, model.Config):
-            raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}"
-                            f"{_LOAD_CONFIG_HINT if isinstance(config, tuple) else ''}")
+        _check_config_type(config)
         if self.checks_reloads:
             anchor_paths(config, self.base_dir or os.getcwd())
             check_embedded(config)
@@ -1127,14 +1125,14 @@ class GemfcgiService(MultiService):
         if self.drain_timeout is None:
             if self.connections:
                 log.info("retiring: waiting for {count} {connections} to finish",
-                         count=len(self.connections), connections=_connections(len(self.connections)))
+                         count=len(self.connections), connections=plural(len(self.connections), "connection"))
             return self.connections.drain(self.reactor, None)
         if self.connections:
             log.info(
                 "stopping: waiting up to {timeout:g} s for {count} {connections} to finish",
                 timeout=self.drain_timeout,
                 count=len(self.connections),
-                connections=_connections(len(self.connections)),
+                connections=plural(len(self.connections), "connection"),
             )
             self.fastcgi.drain(self.drain_timeout)
         # A client that has sent nothing yet is not waited for as long as
@@ -1275,10 +1273,6 @@ def on_signal(signum: int, action: Callable[[], None], reactor) -> Callable[[], 
 _answering_repeated_stops: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
-def _connections(count: int) -> str:
-    return "connection" if count == 1 else "connections"
-
-
 def answer_repeated_stops(reactor: Any) -> None:
     """
     Once ``reactor``'s shutdown has begun, a second TERM or INT (a Ctrl-C
@@ -1362,9 +1356,7 @@ def makeService(
 
 def _check_arguments(config, listen, timeouts, max_connections, drain_timeout, fastcgi_timeouts) -> None:
     """What twistd's options refuse, refused here too, and the types that would fail later."""
-    if not isinstance(config, model.Config):
-        raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}"
-                        f"{_LOAD_CONFIG_HINT if isinstance(config, tuple) else ''}")
+    _check_config_type(config)
     if listen is not None and not isinstance(listen, (str, bytes)):
         for description in listen:
             if not isinstance(description, str):
@@ -1396,7 +1388,11 @@ def _check_arguments(config, listen, timeouts, max_connections, drain_timeout, f
                 raise ValueError(f"{name}.{field.name} takes a number of seconds above 0, not {seconds!r}")
 
 
-_LOAD_CONFIG_HINT = ": load_config returns (config, warnings), give its first item"
+def _check_config_type(config: Any) -> None:
+    """``TypeError`` for what is no ``Config``; ``load_config``'s pair given whole is the usual one."""
+    if not isinstance(config, model.Config):
+        hint = ": load_config returns (config, warnings), give its first item" if isinstance(config, tuple) else ""
+        raise TypeError(f"config must be a gemfcgi.config.model.Config, not {type(config).__name__}{hint}")
 
 
 def _seconds(value: Any) -> bool:

@@ -28,6 +28,8 @@ from typing import Callable, Optional
 
 from twisted.logger import Logger
 
+from gemfcgi.textlog import plural
+
 log = Logger()
 
 SYSLOG_SOCKET = "/dev/log"
@@ -143,7 +145,7 @@ class SyslogSender:
             log.info(
                 "syslog: access lines reach {path} again; {count} dropped",
                 path=self.path,
-                count=f"{self.dropped} line{'' if self.dropped == 1 else 's'}",
+                count=f"{self.dropped} {plural(self.dropped, 'line')}",
             )
             self.dropped = 0
 

@@ -151,7 +151,7 @@ class LogLimiter:
         """What a line that ``allow`` let through says of the ``dropped`` before it."""
         if not dropped:
             return ""
-        return f" ({dropped} more such {'failure' if dropped == 1 else 'failures'} not logged)"
+        return f" ({dropped} more such {plural(dropped, 'failure')} not logged)"
 
     def summary(self, count: int, what: str) -> str:
         """``count`` dropped ``what``, as the log says it."""
@@ -241,6 +241,11 @@ def format_event(format_time: Callable[[Optional[float]], str]) -> Callable[[Map
         return f"{format_time(event.get('log_time'))} [{system}] {text}\n"
 
     return text_of
+
+
+def plural(count: int, noun: str) -> str:
+    """``noun`` as a log line says it after ``count``: one connection, two connections."""
+    return noun if count == 1 else f"{noun}s"
 
 
 def text_observer(out: IO[Any], time_format: Optional[str] = timeFormatRFC3339) -> ILogObserver:

@@ -39,7 +39,7 @@ from gemfcgi.config.values import port_number
 from gemfcgi.fastcgi.client import FastCGITimeouts
 from gemfcgi.fastcgi.spawn import SpawnedApp
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
-from gemfcgi.textlog import LogLimiter, printable
+from gemfcgi.textlog import LogLimiter, plural, printable
 
 log = Logger()
 
@@ -422,7 +422,7 @@ class FastCGIBackends(MultiService):
             backend=backend.name,
             up_to="" if timeout is None else f" up to {timeout:g} s",
             pending=backend.pending,
-            requests="request" if backend.pending == 1 else "requests",
+            requests=plural(backend.pending, "request"),
         )
 
         def gave_up(failure):
@@ -434,7 +434,7 @@ class FastCGIBackends(MultiService):
                 backend=backend.name,
                 timeout=timeout,
                 pending=backend.pending,
-                requests="request" if backend.pending == 1 else "requests",
+                requests=plural(backend.pending, "request"),
             )
 
         if timeout is not None:

@@ -97,7 +97,7 @@ from zope.interface import implementer
 
 from gemfcgi.fastcgi.socketdir import SOCKET_NAME, SocketDirectory, remove_abandoned
 from gemfcgi.fastcgi.unixsocket import UnixSocketEndpoint
-from gemfcgi.textlog import LogLimiter, printable
+from gemfcgi.textlog import LogLimiter, plural, printable
 
 log = Logger()
 
@@ -643,7 +643,7 @@ class SpawnedApp(Service):
         elif untaken:
             self._failed_to_start(
                 f"pid {pid} exited {ran:.1f} s after starting ({_how_it_ended(reason)}) without taking "
-                f"{_requests(untaken)} waiting on its socket: {UNTAKEN}"
+                f"{untaken} {plural(untaken, 'request')} waiting on its socket: {UNTAKEN}"
             )
         elif not healthy and getattr(reason.value, "signal", None) in _OWN_END:
             # It ended by itself, at once, before answering anything: a
@@ -777,10 +777,6 @@ def _how_it_ended(reason: Failure) -> str:
     except ValueError:
         name = None
     return said if name is None else f"{said.rstrip('.')} ({name})."
-
-
-def _requests(count: int) -> str:
-    return "1 request" if count == 1 else f"{count} requests"
 
 
 def _start_time(pid: int) -> Optional[str]:
