@@ -416,6 +416,10 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     it is then one process that runs one script at a time, so one slow or
     hung script holds up every other, past the backend timeout (a script
     given up on runs on). ``None`` for other programs, or with ``-c``.
+
+    Options that leave it serving no request are said first: those its
+    getopt refuses, and ``-s``, which makes it listen on a socket of its
+    own in place of the one it is given (its standard input).
     """
     spawned = spawned_command(command, env)
     if spawned is None or not spawned.words or not _runs(spawned, env, "fcgiwrap"):
@@ -425,6 +429,14 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
     program = os.path.basename(spawned.words[0])
     if options.refused is not None:
         return f"fastcgi spawn: {program} exits at every start: {options.refused}"
+    own_socket = options.values.get("s")
+    if own_socket is not None:
+        if not own_socket.startswith(_FCGIWRAP_SOCKET_KINDS):
+            return (f"fastcgi spawn: {program} exits at every start: -s {own_socket!r} is no socket "
+                    "URL (unix:PATH, tcp:ADDRESS:PORT or tcp6:[ADDRESS]:PORT)")
+        return (f"fastcgi spawn: {program} -s {own_socket} listens on a socket of its own, where "
+                "no request is sent: each would wait for the backend timeout "
+                "(leave -s out: a spawned program is given its socket)")
     children = options.values.get("c")
     if children is not None and _atoi(children) > 1:
         return None
@@ -439,6 +451,8 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
 
 # fcgiwrap's getopt string: -c N, -h, -f, -s SOCKET, -p PATH.
 _FCGIWRAP_OPTIONS = "c:hfs:p:"
+# The socket URLs fcgiwrap's -s takes; it exits at any other.
+_FCGIWRAP_SOCKET_KINDS = ("unix:", "tcp:", "tcp6:")
 
 
 @dataclass

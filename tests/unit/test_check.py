@@ -481,7 +481,7 @@ def test_fcgiwrap_spawned_to_run_one_script_at_a_time_is_warned_of():
     assert one_fcgiwrap_at_a_time("env -i PATH=/bin /usr/sbin/fcgiwrap -c 1", {}) == (
         f'fastcgi spawn: fcgiwrap without -c N {advice} (spawn "env -i PATH=/bin /usr/sbin/fcgiwrap -c 1 -c 4")')
     for command in ("/usr/sbin/fcgiwrap -c 4", "fcgiwrap -c8", "fcgiwrap -f -c 2", "fcgiwrap -fc4",
-                    "fcgiwrap -s unix:/x -c 3", "php-cgi", "fcgiwrap 'x"):
+                    "fcgiwrap -p /x -c 3", "php-cgi", "fcgiwrap 'x"):
         assert one_fcgiwrap_at_a_time(command, {}) is None, command
     # As getopt reads it: the last -c wins; -s takes a value ("-c" is it).
     for command in ("fcgiwrap -c 4 -c 1", "fcgiwrap -s -c", "fcgiwrap -f"):
@@ -870,6 +870,25 @@ def test_fcgiwrap_options_it_refuses_are_said_to_stop_it_at_every_start():
     # Past "--", or past another word under POSIXLY_CORRECT, they are no options.
     assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 -- -x", {}) is None
     assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 x -x", {"POSIXLY_CORRECT": ""}) is None
+
+
+def test_fcgiwrap_told_to_listen_on_a_socket_of_its_own_is_said_to_serve_nothing():
+    # With -s it listens on its own socket in place of the one it is
+    # given, and every request waited for the backend timeout; a -s it
+    # cannot read ("help") made it exit at every start. Both passed.
+    from gemfcgi.check import one_fcgiwrap_at_a_time
+
+    for command in ["fcgiwrap -c 4 -s unix:/run/fcgiwrap.sock", "fcgiwrap -s tcp:127.0.0.1:9000 -c 4",
+                    "fcgiwrap -fsunix:/x -c 4"]:
+        warning = one_fcgiwrap_at_a_time(command, {})
+        assert warning is not None and "listens on a socket of its own" in warning, command
+    for command, value in [("fcgiwrap -c 4 -s help", "'help'"), ("fcgiwrap -sbogus:x", "'bogus:x'"),
+                           ("fcgiwrap -s UNIX:/x", "'UNIX:/x'")]:
+        assert one_fcgiwrap_at_a_time(command, {}) == (
+            f"fastcgi spawn: fcgiwrap exits at every start: -s {value} is no socket URL "
+            "(unix:PATH, tcp:ADDRESS:PORT or tcp6:[ADDRESS]:PORT)"), command
+    # Past "--" it is no option: fcgiwrap serves its socket.
+    assert one_fcgiwrap_at_a_time("fcgiwrap -c 4 -- -s help", {}) is None
 
 
 def test_the_advice_keeps_the_wrappers_and_puts_options_before_the_end_of_options():
