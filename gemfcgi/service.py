@@ -854,8 +854,7 @@ class GemfcgiService(MultiService):
                                "stop has to end")
         _check_config_type(config)
         if self.checks_reloads:
-            anchor_paths(config, self.base_dir or os.getcwd())
-            check_embedded(config)
+            check_embedded(config, self.base_dir or os.getcwd())
         site = build_site(config, self.timeouts, self.max_connections)
         site.service = self
         store = build_certificates(config, site.routes)
@@ -1338,8 +1337,7 @@ def makeService(
     if listen is not None:
         listen = [with_backlog(description) for description in listen]
     base = os.getcwd()
-    anchor_paths(config, base)
-    check_embedded(config)
+    check_embedded(config, base)
     service = GemfcgiService(
         config,
         listen=listen,
@@ -1406,15 +1404,22 @@ def _seconds(value: Any) -> bool:
     return True
 
 
-def check_embedded(config: model.Config) -> None:
+def check_embedded(config: model.Config, base: str) -> None:
     """
     ``makeService``'s check of ``config``, for a start and for each
     ``reload``: ``ConfigError`` for what would fail, warnings in the log.
+    Its relative paths are anchored at ``base`` first.
     """
     # Imported here: the check reads this module's listener planning.
     from gemfcgi.check import check_config, not_applied_in_one_process
+    from gemfcgi.config.built import built_problems
     from gemfcgi.config.checks import shadow_warnings
 
+    # What the parser would have refused, before anything reads the values.
+    refused = built_problems(config)
+    if refused:
+        raise ConfigError(refused)
+    anchor_paths(config, base)
     # Checked as it is served: without a chroot, so roots and the access
     # file are where they are written.
     errors, warnings = check_config(replace(config, user=None, chroot=None))

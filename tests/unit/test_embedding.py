@@ -106,6 +106,54 @@ def test_a_configuration_twistd_gemfcgi_would_refuse_is_refused_with_its_file_an
         gemfcgi.makeService(built)
 
 
+def test_values_the_parser_would_refuse_are_refused_in_a_configuration_built_in_python(tmp_path):
+    # A Config built in Python met no parser: each of these was served, and
+    # failed at every request (a code given as "51"), failed the start with
+    # a traceback (port 70000), or went out in a reply header (the lang).
+    import pytest
+
+    from gemfcgi.config import ConfigError
+
+    cert, key = key_pair(tmp_path)
+
+    def built(listen_port=0, **options):
+        return model.Config(servers=[model.Server(
+            name="localhost", cert=str(cert), key=str(key), listens=[model.Listen("127.0.0.1", listen_port)],
+            options=model.LocationOptions(**{"root": str(tmp_path), **options}))])
+
+    tcp = model.FastCGITCP("127.0.0.1", 9000)
+    for config, message in [
+        (built(block=model.BlockReturn(code="51")),
+         "config.servers[0].options.block.code must be int, not str ('51')"),
+        (built(block=model.BlockReturn(code=99)), "invalid block code 99 (use 10-19 or 30-69; 2x codes "
+                                                  "cannot be blocked to)"),
+        (built(listen_port=70000), "invalid port number 70000 (use 0 to 65535, or a service name in quotes)"),
+        (built(listen_port="99999"), "invalid port number 99999 (use 0 to 65535, or a service name in quotes)"),
+        (built(strip=-1), "invalid strip number -1 (use 1 or more; leave strip out to strip nothing)"),
+        (built(lang=5), "config.servers[0].options.lang must be str or None, not int (5)"),
+        (built(lang="en\r\n20 text/html"), "lang 'en\\r\\n20 text/html' contains the control character "
+                                            "'\\r': no reply may hold it"),
+        (built(auto_index="no"), "config.servers[0].options.auto_index must be bool or None, not str ('no')"),
+        (built(root=5), "config.servers[0].options.root must be str or None, not int (5)"),
+        (built(fastcgi=model.FastCGI(address=tcp, strip=-3)), "invalid fastcgi strip number -3 (use 0 or more)"),
+        (built(fastcgi=model.FastCGI(address=tcp, params=[("SCRIPT_NAME", 5)])),
+         "config.servers[0].options.fastcgi.params[0][1] must be str, not int (5)"),
+        (replace(built(), prefork=0), "invalid prefork number 0 (use 1 to 15)"),
+        (model.Config(servers=[model.Server(5)]), "config.servers[0].name must be str, not int (5)"),
+    ]:
+        with pytest.raises(ConfigError) as raised:
+            gemfcgi.makeService(config)
+        assert str(raised.value) == f"<config>: {message}", message
+    # A reload is held to the same.
+    service = gemfcgi.makeService(built(), listen=["tcp:0:interface=127.0.0.1"])
+    with pytest.raises(ConfigError, match="invalid block code 99"):
+        service.reload(built(block=model.BlockReturn(code=99)))
+    # What the parser takes is taken: a 3x block, a lang, a strip, prefork 2.
+    assert gemfcgi.makeService(replace(built(), prefork=2)) is not None
+    assert gemfcgi.makeService(built(listen_port=1965, block=model.BlockReturn(31, "/there"),
+                                     lang="en", strip=2)) is not None
+
+
 def test_what_only_twistd_gemfcgi_applies_is_said_to_be_ignored(tmp_path):
     from twisted.logger import globalLogPublisher
 
