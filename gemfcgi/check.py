@@ -419,7 +419,8 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
 
     Options that leave it serving no request are said first: those its
     getopt refuses, and ``-s``, which makes it listen on a socket of its
-    own in place of the one it is given (its standard input).
+    own in place of the one it is given (its standard input), or exit
+    where it cannot: only the kind of address is read here.
     """
     spawned = spawned_command(command, env)
     if spawned is None or not spawned.words or not _runs(spawned, env, "fcgiwrap"):
@@ -434,9 +435,10 @@ def one_fcgiwrap_at_a_time(command: str, env: Mapping[str, str]) -> Optional[str
         if not own_socket.startswith(_FCGIWRAP_SOCKET_KINDS):
             return (f"fastcgi spawn: {program} exits at every start: -s {own_socket!r} is no socket "
                     "URL (unix:PATH, tcp:ADDRESS:PORT or tcp6:[ADDRESS]:PORT)")
-        return (f"fastcgi spawn: {program} -s {own_socket} listens on a socket of its own, where "
-                "no request is sent: each would wait for the backend timeout "
-                "(leave -s out: a spawned program is given its socket)")
+        return (f"fastcgi spawn: {program} -s {own_socket} serves no request: it listens on a socket "
+                "of its own in place of the one it is given, where each request waits for the backend "
+                "timeout, or exits where it cannot (an address it cannot read or bind, the socket "
+                "file its last run left) (leave -s out: a spawned program is given its socket)")
     children = options.values.get("c")
     if children is not None and _atoi(children) > 1:
         return None

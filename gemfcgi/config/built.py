@@ -9,31 +9,45 @@ every request that reached it (a ``TypeError`` for a code given as
 out inside a reply's header (a ``lang`` of ``"en\\r\\n20 x"``).
 
 ``built_problems`` finds them before anything is served: first a field
-whose value is not of the type the model declares, then the parser's own
-check of each value (``gemfcgi.config.values``).
+whose value cannot stand for the type the model declares, then the
+parser's own check of each value (``gemfcgi.config.values``). Each is
+named by its place in the ``Config``, and by the line it was written at
+when it came from a file.
+
+The types are read as the server uses the values, not to the letter: a
+tuple serves as a list, any mapping as a dict, 0 and 1 as booleans, and a
+``pathlib.Path`` where a file or directory is named.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import reprlib
 import types
+from collections.abc import Mapping
 from typing import Any, Iterator, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 from gemfcgi.config import model, values
 from gemfcgi.config.errors import Diagnostic
 
+# Fields that name a file or directory: a path object serves as well as text.
+_PATH_FIELDS = frozenset({"cert", "key", "ocsp", "root", "require_client_ca", "path", "chroot", "access",
+                          "source", "file"})
+
 
 def built_problems(config: model.Config) -> list[Diagnostic]:
     """Every value of ``config`` the parser would have refused, as errors."""
-    file = config.source or "<config>"
-    wrong_type = _type_problem(config, model.Config, "config")
+    source = os.fspath(config.source) if isinstance(config.source, (str, os.PathLike)) else None
+    file = source or "<config>"
+    wrong_type = _type_problem(config, model.Config, "config", "")
     if wrong_type is not None:
         # Values of the wrong type cannot be checked further.
         return [Diagnostic(file, 0, wrong_type)]
-    return [Diagnostic(origin.file if origin else file, origin.line if origin else 0, message)
-            for origin, message in _value_problems(config)]
+    return [Diagnostic(os.fspath(origin.file) if origin else file, origin.line if origin else 0,
+                       f"{place}: {message}")
+            for place, origin, message in _value_problems(config)]
 
 
 # -- types ------------------------------------------------------------------
@@ -50,43 +64,44 @@ def _fields(cls: type) -> tuple[tuple[str, Any], ...]:
     return tuple((field.name, hints[field.name]) for field in dataclasses.fields(cls))
 
 
-def _type_problem(value: Any, hint: Any, path: str) -> Optional[str]:
-    """What is wrong with the type of ``value`` at ``path`` (``None`` when nothing is)."""
+def _type_problem(value: Any, hint: Any, place: str, name: str) -> Optional[str]:
+    """What is wrong with the type of ``value`` at ``place`` (``None`` when nothing is)."""
     origin = get_origin(hint)
     if origin is Union or origin is types.UnionType:
         arms = get_args(hint)
         for arm in arms:
-            if _is_instance(value, arm):
-                return _type_problem(value, arm, path)
-        return _wrong(path, " or ".join(_name(arm) for arm in arms), value)
+            if _stands_for(value, arm, name):
+                return _type_problem(value, arm, place, name)
+        return _wrong(place, " or ".join(_name(arm) for arm in arms), value)
     if origin is Literal:
         choices = get_args(hint)
-        if value in choices and type(value) is str:
+        if isinstance(value, str) and value in choices:
             return None
-        return f"{path} must be one of {', '.join(repr(choice) for choice in choices)}, not {_shown(value)}"
-    if not _is_instance(value, hint):
-        return _wrong(path, _name(hint), value)
+        return f"{place} must be one of {', '.join(repr(choice) for choice in choices)}, not {_shown(value)}"
+    if not _stands_for(value, hint, name):
+        return _wrong(place, _name(hint), value)
     if origin is list:
         (item,) = get_args(hint)
-        return _first(_type_problem(each, item, f"{path}[{index}]") for index, each in enumerate(value))
+        return _first(_type_problem(each, item, f"{place}[{index}]", "") for index, each in enumerate(value))
     if origin is dict:
         key, item = get_args(hint)
-        return _first(_type_problem(each_key, key, f"{path} key {each_key!r}")
-                      or _type_problem(each, item, f"{path}[{each_key!r}]") for each_key, each in value.items())
+        return _first(_type_problem(each_key, key, f"{place} key {_shown(each_key)}", "")
+                      or _type_problem(each, item, f"{place}[{_shown(each_key)}]", "")
+                      for each_key, each in value.items())
     if origin is tuple:
         items = get_args(hint)
         if len(value) != len(items):
-            return f"{path} must be a pair, not {_shown(value)}"
-        return _first(_type_problem(each, item, f"{path}[{index}]")
+            return f"{place} must be a pair, not {_shown(value)}"
+        return _first(_type_problem(each, item, f"{place}[{index}]", "")
                       for index, (each, item) in enumerate(zip(value, items)))
     if dataclasses.is_dataclass(hint):
-        return _first(_type_problem(getattr(value, name), field_hint, f"{path}.{name}")
-                      for name, field_hint in _fields(hint))
+        return _first(_type_problem(getattr(value, field), field_hint, f"{place}.{field}", field)
+                      for field, field_hint in _fields(hint))
     return None
 
 
-def _is_instance(value: Any, hint: Any) -> bool:
-    """Whether ``value`` is of ``hint``'s type at its top; True and False are no numbers here."""
+def _stands_for(value: Any, hint: Any, name: str) -> bool:
+    """Whether ``value`` serves where the field ``name`` declares ``hint`` (its top level)."""
     if hint is Any:
         return True
     if hint is type(None):
@@ -94,8 +109,16 @@ def _is_instance(value: Any, hint: Any) -> bool:
     if get_origin(hint) is Literal:
         return isinstance(value, str)
     kind = get_origin(hint) or hint
+    if kind is bool:
+        return isinstance(value, bool) or (type(value) is int and value in (0, 1))
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str) or (name in _PATH_FIELDS and isinstance(value, os.PathLike))
+    if kind in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if kind is dict:
+        return isinstance(value, Mapping)
     return isinstance(value, kind)
 
 
@@ -106,8 +129,8 @@ def _name(hint: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def _wrong(path: str, expected: str, value: Any) -> str:
-    return f"{path} must be {expected}, not {type(value).__name__} ({_shown(value)})"
+def _wrong(place: str, expected: str, value: Any) -> str:
+    return f"{place} must be {expected}, not {type(value).__name__} ({_shown(value)})"
 
 
 def _shown(value: Any) -> str:
@@ -120,68 +143,88 @@ def _first(problems: Iterator[Optional[str]]) -> Optional[str]:
 
 # -- values -----------------------------------------------------------------
 
+_Problem = tuple[str, Optional[model.Origin], str]
 
-def _value_problems(config: model.Config) -> Iterator[tuple[Optional[model.Origin], str]]:
-    """The parser's checks, each problem with where it was written (if it was)."""
-    yield from _said(config.origins.get("prefork"), values.check_prefork(config.prefork))
+
+def _value_problems(config: model.Config) -> Iterator[_Problem]:
+    """The parser's checks: each problem's place, where it was written (if it was), and what is wrong."""
+    yield from _said("config.prefork", config.origins.get("prefork"), values.check_prefork(config.prefork))
     if config.protocols is not None:
-        yield from _said(config.origins.get("protocols"), values.check_server_protocols(config.protocols))
-    if values.syslog_facility(config.log.facility) is None:
-        yield None, (f"log facility {config.log.facility!r} is no syslog facility "
-                     "(use daemon, ftp, user or local0 to local7)")
-    for media_type in (config.types or {}):
-        yield from _said(config.origins.get("types"), values.check_header_text("media type", media_type))
-    for server in config.servers:
-        for listen in server.listens:
-            yield from _said(listen.origin or server.origin, _port_problem(listen.port))
-        yield from _options_problems(server.options, server.origin)
-        for location in server.locations:
-            yield from _options_problems(location.options, location.origin or server.origin)
-        for proxy in server.proxies:
-            where = proxy.origin or server.origin
-            if proxy.for_port is not None:
-                yield from _said(where, _port_problem(proxy.for_port))
-            if proxy.relay_to is not None:
-                yield from _said(where, _port_problem(proxy.relay_to[1]))
-            if proxy.protocols is not None:
-                yield from _said(where, values.check_protocols(proxy.protocols))
+        yield from _said("config.protocols", config.origins.get("protocols"),
+                         values.check_server_protocols(config.protocols))
+    facility = config.log.facility
+    if values.syslog_facility(facility) != facility:
+        # The parser keeps the name it reads as the logger uses it.
+        known = values.syslog_facility(facility)
+        advice = f"write {known!r}" if known else "use daemon, ftp, user or local0 to local7"
+        yield "config.log.facility", None, f"{facility!r} is no syslog facility name ({advice})"
+    for extension, media_type in (config.types or {}).items():
+        yield from _said(f"config.types[{_shown(extension)}]", config.origins.get("types"),
+                         values.check_header_text("media type", media_type))
+    for number, server in enumerate(config.servers):
+        at = f"config.servers[{number}]"
+        for index, listen in enumerate(server.listens):
+            yield from _said(f"{at}.listens[{index}].port", listen.origin or server.origin,
+                             _port_problem(listen.port))
+        yield from _options_problems(f"{at}.options", server.options, server.origin)
+        for index, location in enumerate(server.locations):
+            yield from _options_problems(f"{at}.locations[{index}].options", location.options,
+                                         location.origin or server.origin)
+        for index, proxy in enumerate(server.proxies):
+            yield from _proxy_problems(f"{at}.proxies[{index}]", proxy, proxy.origin or server.origin)
 
 
-def _options_problems(options: model.LocationOptions,
-                      block: Optional[model.Origin]) -> Iterator[tuple[Optional[model.Origin], str]]:
+def _options_problems(at: str, options: model.LocationOptions,
+                      block: Optional[model.Origin]) -> Iterator[_Problem]:
     def where(directive: str) -> Optional[model.Origin]:
         return options.origins.get(directive, block)
 
     if options.block is not None:
         code, meta = options.block.code, options.block.meta
         problem = values.check_block_code(code) or values.check_block_meta(code, meta)
-        yield from _said(where("block"), problem)
+        yield from _said(f"{at}.block", where("block"), problem)
     if options.default_type is not None:
-        yield from _said(where("default type"), values.check_header_text("default type", options.default_type))
+        yield from _said(f"{at}.default_type", where("default type"),
+                         values.check_header_text("default type", options.default_type))
     if options.lang is not None:
-        yield from _said(where("lang"), values.check_header_text("lang", options.lang, "text/gemini;lang="))
+        yield from _said(f"{at}.lang", where("lang"),
+                         values.check_header_text("lang", options.lang, "text/gemini;lang="))
+    if options.index is not None:
+        yield from _said(f"{at}.index", where("index"), values.check_index(options.index))
     if options.strip is not None:
-        yield from _said(where("strip"), values.check_strip(options.strip))
+        yield from _said(f"{at}.strip", where("strip"), values.check_strip(options.strip))
     fastcgi = options.fastcgi
     if fastcgi is not None:
-        at = fastcgi.origin or block
+        origin = fastcgi.origin or block
         if fastcgi.strip is not None:
-            yield from _said(at, values.check_fastcgi_strip(fastcgi.strip))
-        for name, value in fastcgi.params:
-            yield from _said(at, values.check_param("name", name) or values.check_param("value", value))
+            yield from _said(f"{at}.fastcgi.strip", origin, values.check_fastcgi_strip(fastcgi.strip))
+        for index, (name, value) in enumerate(fastcgi.params):
+            yield from _said(f"{at}.fastcgi.params[{index}]", origin,
+                             values.check_param("name", name) or values.check_param("value", value))
         if isinstance(fastcgi.address, model.FastCGITCP):
-            yield from _said(at, _port_problem(fastcgi.address.port))
+            yield from _said(f"{at}.fastcgi.address.port", origin, _port_problem(fastcgi.address.port))
+
+
+def _proxy_problems(at: str, proxy: model.Proxy, origin: Optional[model.Origin]) -> Iterator[_Problem]:
+    if proxy.relay_to is None:
+        yield f"{at}.relay_to", origin, "a proxy needs the host and port to relay to"
+    else:
+        yield from _said(f"{at}.relay_to", origin, _port_problem(proxy.relay_to[1]))
+    if (proxy.cert is None) != (proxy.key is None):
+        yield f"{at}", origin, "a proxy needs both cert and key for a client certificate, or neither"
+    if proxy.for_port is not None:
+        yield from _said(f"{at}.for_port", origin, _port_problem(proxy.for_port))
+    if proxy.protocols is not None:
+        yield from _said(f"{at}.protocols", origin, values.check_protocols(proxy.protocols))
 
 
 def _port_problem(port: Union[int, str]) -> Optional[str]:
     """A number out of range, written as a number or as digits (a service name is looked up later)."""
     if isinstance(port, str):
-        if not (port.isascii() and port.isdigit()):
-            return None
-        port = int(port)
+        return values.check_port_digits(port) if port.isascii() and port.isdigit() else None
     return values.check_port(port)
 
 
-def _said(origin: Optional[model.Origin], problem: Optional[str]) -> Iterator[tuple[Optional[model.Origin], str]]:
+def _said(place: str, origin: Optional[model.Origin], problem: Optional[str]) -> Iterator[_Problem]:
     if problem is not None:
-        yield origin, problem
+        yield place, origin, problem

@@ -297,8 +297,9 @@ class _Parser:
             name = self._string(after)
             if name.isascii() and name.isdigit():
                 # A quoted number, or a macro holding one: gmid takes it as the number.
-                self._check(token, values.check_port(int(name)))
-                return int(name)
+                problem = values.check_port_digits(name)
+                self._check(token, problem)
+                return int(name) if problem is None else name
             return name
         self._fail(
             token,
@@ -912,18 +913,7 @@ class _Parser:
 
     def _index(self, token: Token, options: LocationOptions) -> None:
         index = self._string("'index'")
-        if ".." in index.split("/") or index.startswith("/"):
-            # gmid would open it relative to the directory, wherever it
-            # leads; here nothing is served from outside the root.
-            self._error(token, f"index {index!r} must name a file inside the directory "
-                        "(no '..' and no leading '/')")
-        elif index.endswith("/"):
-            # No file answers to it (gmid's open fails with ENOTDIR), so
-            # every directory would get its listing or 51.
-            self._error(token, f"index {index!r} ends with '/': it must name a file")
-        elif index.rpartition("/")[2] in ("", "."):
-            # The directory itself: every directory gets 51, or its listing.
-            self._error(token, f"index {index!r} names the directory, not a file in it")
+        self._check(token, values.check_index(index))
         options.index = index
 
     def _lang(self, token: Token, options: LocationOptions) -> None:
@@ -1218,7 +1208,7 @@ def parse_config(
 
 
 def load_config(
-    path: str, defines: Optional[dict[str, str]] = None, start_dir: Optional[str] = None
+    path: Union[str, "os.PathLike[str]"], defines: Optional[dict[str, str]] = None, start_dir: Optional[str] = None
 ) -> tuple[Config, list[Diagnostic]]:
     """
     Read and parse the configuration file at ``path`` (and what it includes).
@@ -1228,6 +1218,8 @@ def load_config(
     directory), where gmid looks, is read from there. A file that cannot be
     read is a ``ConfigError`` at ``path:1``.
     """
+    # Kept as text: it names the file in every Origin and diagnostic.
+    path = os.fspath(path)
     try:
         text = _read_text(path)
     except OSError as e:

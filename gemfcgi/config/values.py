@@ -57,6 +57,31 @@ def check_port(n: int) -> Optional[str]:
     return f"invalid port number {n} (use 0 to {MAX_PORT}, or a service name in quotes)"
 
 
+def check_port_digits(text: str) -> Optional[str]:
+    """``check_port`` for a port written as digits, however many (``int`` refuses past 4300)."""
+    digits = text.lstrip("0") or "0"
+    if len(digits) <= len(str(MAX_PORT)):
+        return check_port(int(digits))
+    shown = f"{text[:12]}... ({len(text)} digits)"
+    return f"invalid port number {shown} (use 0 to {MAX_PORT}, or a service name in quotes)"
+
+
+def check_index(index: str) -> Optional[str]:
+    """Why ``index`` names no file in a directory (gmid's open would fail, or leave the root)."""
+    if ".." in index.split("/") or index.startswith("/"):
+        # gmid would open it relative to the directory, wherever it
+        # leads; here nothing is served from outside the root.
+        return f"index {index!r} must name a file inside the directory (no '..' and no leading '/')"
+    if index.endswith("/"):
+        # No file answers to it (gmid's open fails with ENOTDIR), so
+        # every directory would get its listing or 51.
+        return f"index {index!r} ends with '/': it must name a file"
+    if index.rpartition("/")[2] in ("", "."):
+        # The directory itself: every directory gets 51, or its listing.
+        return f"index {index!r} names the directory, not a file in it"
+    return None
+
+
 def check_strip(n: int) -> Optional[str]:
     if n >= 1:
         return None
@@ -114,7 +139,11 @@ def check_header_text(what: str, text: str, before: str = "") -> Optional[str]:
     control = control_character(text)
     if control is not None:
         return f"{what} {text!r} contains the control character {control!r}: no reply may hold it"
-    size = len((before + text).encode("utf-8"))
+    try:
+        size = len((before + text).encode("utf-8"))
+    except UnicodeEncodeError as error:
+        # A lone surrogate, which no text read from a file holds.
+        return f"{what} {text!r} holds {error.object[error.start]!r}, which UTF-8 cannot encode"
     if size > MAX_META_BYTES:
         shown = text if len(text) <= 40 else text[:40] + "..."
         return (f"{what} {shown!r} makes a META of {size} bytes, over the {MAX_META_BYTES} a reply "
@@ -138,7 +167,11 @@ def block_meta_may_be_empty(code: int, meta: str) -> Optional[str]:
 
 
 def check_param(what: str, text: str) -> Optional[str]:
-    size = len(text.encode("utf-8", "surrogateescape"))
+    try:
+        # Bytes that are no UTF-8 (a file's name) come escaped: they go as they were.
+        size = len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError as error:
+        return f"fastcgi param {what} {text!r} holds {error.object[error.start]!r}, which UTF-8 cannot encode"
     if size <= MAX_PARAM_BYTES:
         return None
     return f"fastcgi param {what} is too long ({size} bytes, at most {MAX_PARAM_BYTES})"

@@ -60,8 +60,9 @@ def test_a_field_of_the_wrong_type_is_named_by_its_place():
     for changed, message in [
         (replace(config, log=replace(config.log, style="fancy")),
          "config.log.style must be one of 'legacy', 'common', 'combined', 'condensed', not 'fancy'"),
-        (replace(config, types={"text/gemini": 5}), "config.types['text/gemini'] must be str, not int (5)"),
-        (replace(config, servers=(server,)), "config.servers must be list, not tuple"),
+        (replace(config, types={"gmi": 5}), "config.types['gmi'] must be str, not int (5)"),
+        (replace(config, servers=[replace(server, aliases="www.example.com")]),
+         "config.servers[0].aliases must be list, not str ('www.example.com')"),
         (replace(config, servers=[replace(server, proxies=[replace(server.proxies[0], relay_to=("10.0.0.1",))])]),
          "config.servers[0].proxies[0].relay_to must be a pair, not ('10.0.0.1',)"),
         (replace(config, servers=[replace(server, options=replace(
@@ -82,11 +83,87 @@ def test_a_value_out_of_range_is_said_where_it_was_written_if_it_was():
     changed = replace(config, servers=[replace(server, locations=[
         replace(app, options=replace(app.options, strip=0)), *server.locations[1:]])])
     assert messages(changed) == [
-        f"/etc/gmid.conf:{app.origin.line}: invalid strip number 0 (use 1 or more; "
-        "leave strip out to strip nothing)"]
+        f"/etc/gmid.conf:{app.origin.line}: config.servers[0].locations[0].options.strip: invalid strip "
+        "number 0 (use 1 or more; leave strip out to strip nothing)"]
     built = model.Config(servers=[model.Server("localhost", proxies=[model.Proxy(relay_to=("up", 70000))],
                                                options=model.LocationOptions(default_type="text/\x1b[31m"))])
     assert messages(built) == [
-        "<config>: default type 'text/\\x1b[31m' contains the control character '\\x1b': no reply may hold it",
-        "<config>: invalid port number 70000 (use 0 to 65535, or a service name in quotes)",
+        "<config>: config.servers[0].options.default_type: default type 'text/\\x1b[31m' contains the "
+        "control character '\\x1b': no reply may hold it",
+        "<config>: config.servers[0].proxies[0].relay_to: invalid port number 70000 (use 0 to 65535, or a "
+        "service name in quotes)",
     ]
+
+
+def test_what_the_parser_refuses_beyond_ranges_is_refused_too():
+    # Each was served: a proxy without its key relayed with no client
+    # certificate, LOG_LOCAL3 logged to daemon, an index leaving the root
+    # answered every directory with 51, and a proxy without relay_to
+    # stopped the start with a bare AssertionError.
+    def server(**fields):
+        return model.Server("localhost", **fields)
+
+    for config, message in [
+        (model.Config(servers=[server(proxies=[model.Proxy(cert="/c.pem", relay_to=("up", 1965))])]),
+         "config.servers[0].proxies[0]: a proxy needs both cert and key for a client certificate, or neither"),
+        (model.Config(servers=[server(proxies=[model.Proxy()])]),
+         "config.servers[0].proxies[0].relay_to: a proxy needs the host and port to relay to"),
+        (model.Config(log=model.LogSettings(facility="LOG_LOCAL3"), servers=[server()]),
+         "config.log.facility: 'LOG_LOCAL3' is no syslog facility name (write 'local3')"),
+        (model.Config(log=model.LogSettings(facility="kernel"), servers=[server()]),
+         "config.log.facility: 'kernel' is no syslog facility name (use daemon, ftp, user or local0 to local7)"),
+        (model.Config(servers=[server(options=model.LocationOptions(index="../secret.txt"))]),
+         "config.servers[0].options.index: index '../secret.txt' must name a file inside the directory "
+         "(no '..' and no leading '/')"),
+        (model.Config(types={"zzz": "text/plain\r\n20 evil"}, servers=[server()]),
+         "config.types['zzz']: media type 'text/plain\\r\\n20 evil' contains the control character "
+         "'\\r': no reply may hold it"),
+        (model.Config(servers=[server(options=model.LocationOptions(lang="en\udcff"))]),
+         "config.servers[0].options.lang: lang 'en\\udcff' holds '\\udcff', which UTF-8 cannot encode"),
+        (model.Config(servers=[server(listens=[model.Listen("127.0.0.1", "9" * 5000)])]),
+         "config.servers[0].listens[0].port: invalid port number 999999999999... (5000 digits) (use 0 to "
+         "65535, or a service name in quotes)"),
+    ]:
+        assert messages(config) == [f"<config>: {message}"], message
+
+
+def test_values_that_serve_as_the_declared_type_are_taken():
+    # Each served before the check: a path object for a file, a tuple for
+    # a list, any mapping for a dict, 1 for True, a str enum for a style.
+    import enum
+    import pathlib
+    from types import MappingProxyType
+
+    class Style(str, enum.Enum):
+        COMBINED = "combined"
+
+    server = model.Server(
+        "localhost", aliases=("127.0.0.1",), cert=pathlib.Path("/c.pem"), key=pathlib.Path("/k.pem"),
+        options=model.LocationOptions(root=pathlib.Path("/srv"), auto_index=1),
+        proxies=[model.Proxy(relay_to=["up", 1965])])
+    config = model.Config(servers=[server], types=MappingProxyType({"gmi": "text/gemini"}),
+                          log=model.LogSettings(style=Style.COMBINED, access=pathlib.Path("/var/log/a")))
+    assert messages(config) == []
+    # A long extension is no media type: the parser takes it.
+    assert messages(model.Config(types={"z" * 1100: "text/plain"})) == []
+
+
+def test_a_file_named_by_a_path_object_is_read_and_taken(tmp_path):
+    import pytest
+
+    from gemfcgi.config import ConfigError, load_config
+
+    conf = tmp_path / "gmid.conf"
+    pair = '  cert "/c.pem"\n  key "/k.pem"\n'
+    conf.write_text(f'server "localhost" {{\n  listen on 127.0.0.1 port "{"9" * 5000}"\n{pair}}}\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(conf)
+    # Quoted, more digits than int() reads: a traceback before.
+    assert str(raised.value) == (f"{conf}:2: invalid port number 999999999999... (5000 digits) (use 0 to "
+                                 "65535, or a service name in quotes)")
+    conf.write_text(f'server "localhost" {{\n  listen on 127.0.0.1 port "01965"\n{pair}}}\n')
+    config, _ = load_config(conf)
+    # The file's name is kept as text: a path object in it was refused by makeService.
+    assert config.source == str(conf) and config.servers[0].listens[0].origin.file == str(conf)
+    assert config.servers[0].listens[0].port == 1965
+    assert messages(config) == []

@@ -881,7 +881,7 @@ def test_fcgiwrap_told_to_listen_on_a_socket_of_its_own_is_said_to_serve_nothing
     for command in ["fcgiwrap -c 4 -s unix:/run/fcgiwrap.sock", "fcgiwrap -s tcp:127.0.0.1:9000 -c 4",
                     "fcgiwrap -fsunix:/x -c 4"]:
         warning = one_fcgiwrap_at_a_time(command, {})
-        assert warning is not None and "listens on a socket of its own" in warning, command
+        assert warning is not None and "serves no request: it listens on a socket of its own" in warning, command
     for command, value in [("fcgiwrap -c 4 -s help", "'help'"), ("fcgiwrap -sbogus:x", "'bogus:x'"),
                            ("fcgiwrap -s UNIX:/x", "'UNIX:/x'")]:
         assert one_fcgiwrap_at_a_time(command, {}) == (

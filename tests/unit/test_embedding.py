@@ -125,20 +125,23 @@ def test_values_the_parser_would_refuse_are_refused_in_a_configuration_built_in_
     for config, message in [
         (built(block=model.BlockReturn(code="51")),
          "config.servers[0].options.block.code must be int, not str ('51')"),
-        (built(block=model.BlockReturn(code=99)), "invalid block code 99 (use 10-19 or 30-69; 2x codes "
+        (built(block=model.BlockReturn(code=99)), "config.servers[0].options.block: invalid block code 99 (use 10-19 or 30-69; 2x codes "
                                                   "cannot be blocked to)"),
-        (built(listen_port=70000), "invalid port number 70000 (use 0 to 65535, or a service name in quotes)"),
-        (built(listen_port="99999"), "invalid port number 99999 (use 0 to 65535, or a service name in quotes)"),
-        (built(strip=-1), "invalid strip number -1 (use 1 or more; leave strip out to strip nothing)"),
+        (built(listen_port=70000), "config.servers[0].listens[0].port: invalid port number 70000 (use 0 to 65535, or a service name in quotes)"),
+        (built(listen_port="99999"), "config.servers[0].listens[0].port: invalid port number 99999 (use 0 to 65535, or a service name in quotes)"),
+        (built(strip=-1), "config.servers[0].options.strip: invalid strip number -1 (use 1 or more; leave strip out to strip nothing)"),
         (built(lang=5), "config.servers[0].options.lang must be str or None, not int (5)"),
-        (built(lang="en\r\n20 text/html"), "lang 'en\\r\\n20 text/html' contains the control character "
+        (built(lang="en\r\n20 text/html"), "config.servers[0].options.lang: lang 'en\\r\\n20 text/html' contains the control character "
                                             "'\\r': no reply may hold it"),
         (built(auto_index="no"), "config.servers[0].options.auto_index must be bool or None, not str ('no')"),
+        (built(index="/etc/passwd"), "config.servers[0].options.index: index '/etc/passwd' must name a file "
+                                     "inside the directory (no '..' and no leading '/')"),
         (built(root=5), "config.servers[0].options.root must be str or None, not int (5)"),
-        (built(fastcgi=model.FastCGI(address=tcp, strip=-3)), "invalid fastcgi strip number -3 (use 0 or more)"),
+        (built(fastcgi=model.FastCGI(address=tcp, strip=-3)),
+         "config.servers[0].options.fastcgi.strip: invalid fastcgi strip number -3 (use 0 or more)"),
         (built(fastcgi=model.FastCGI(address=tcp, params=[("SCRIPT_NAME", 5)])),
          "config.servers[0].options.fastcgi.params[0][1] must be str, not int (5)"),
-        (replace(built(), prefork=0), "invalid prefork number 0 (use 1 to 15)"),
+        (replace(built(), prefork=0), "config.prefork: invalid prefork number 0 (use 1 to 15)"),
         (model.Config(servers=[model.Server(5)]), "config.servers[0].name must be str, not int (5)"),
     ]:
         with pytest.raises(ConfigError) as raised:
