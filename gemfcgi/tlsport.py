@@ -49,7 +49,7 @@ from twisted.internet import main, tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.logger import Logger
 
-from gemfcgi.connections import kernel_queued_bytes
+from gemfcgi.connections import kernel_queued_bytes, reset_by_peer
 from gemfcgi.eagerwrite import EagerWriteMixin
 from gemfcgi.tls import failed_here, say_failed_here
 
@@ -516,7 +516,7 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         timeout): closed now, the socket would hold them past every
         timeout, out of this process's count.
         """
-        if not kernel_queued_bytes(self):
+        if not self._kernel_holds_unread():
             return False
         self._peer_done = True
         self.stopReading()
@@ -532,10 +532,20 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         self._taken_look = None
         if self.disconnected or self._ended is not None:
             return
-        if kernel_queued_bytes(self):
+        if self._kernel_holds_unread():
             self._look_again(min(waited * 2, TAKEN_LAST_LOOK))
             return
         self._end(main.CONNECTION_DONE)
+
+    def _kernel_holds_unread(self) -> bool:
+        """
+        Whether the kernel still holds bytes the peer may take. A peer that
+        closed its socket answers our close_notify with a reset, after which
+        the send queue still counts it, unacknowledged forever: such a
+        connection was held to the request timeout (its slot, its memory,
+        and a "59" logged for a client long gone).
+        """
+        return bool(kernel_queued_bytes(self)) and not reset_by_peer(self)
 
     def connectionLost(self, reason) -> None:
         look, self._taken_look = self._taken_look, None

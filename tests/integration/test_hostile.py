@@ -310,3 +310,34 @@ def test_a_client_that_ends_its_side_before_any_request_gets_a_close_notify_not_
     data, clean = _half_closing_client(
         hostile_server.port, number, lambda tls: tls.shutdown(), request=False)
     assert (data, clean) == (b"", True)
+
+
+def test_clients_that_close_their_socket_before_a_request_give_their_slots_back(tmp_path, certificate):
+    # A client that reads the session tickets, then closes its socket, ends
+    # with a FIN; the server's close_notify then meets a reset, and the
+    # kernel's send queue still counts it. The connection was held to the
+    # request timeout: its slot (every other client got 41), its memory,
+    # and a 59 logged for a client long gone.
+    (tmp_path / "index.gmi").write_text("# here\n")
+    cert, key = certificate
+    server = start_server("--root", str(tmp_path), "--cert", cert, "--key", key,
+                          "--listen", "tcp:0:interface=127.0.0.1",
+                          "--max-connections", "5", "--request-timeout", "60")
+    try:
+        pid = server.process.pid
+        assert home(server).status == 20
+        before = open_fds(pid)
+        gone = []
+        for _ in range(5):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            gone.append(client_context().wrap_socket(raw, server_hostname="localhost"))
+        for tls in gone:
+            assert not answered(tls)  # the tickets are read; nothing else came
+            tls.close()
+        deadline = time.monotonic() + 10
+        while open_fds(pid) > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_fds(pid) <= before
+        assert home(server).status == 20
+    finally:
+        server.stop()
