@@ -44,7 +44,13 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-netns", action="store_true",
                         help="do not enter a network namespace (molly-brown is then left out)")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    # 0 was taken for the default, and -1 rounds wrote an empty report.
+    if options.duration is not None and not options.duration > 0:
+        parser.error(f"--duration must be above 0 seconds, not {options.duration:g}")
+    if options.rounds is not None and options.rounds < 1:
+        parser.error(f"--rounds must be 1 or more, not {options.rounds}")
+    return options
 
 
 def log(message: str) -> None:
@@ -70,6 +76,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     options = parse_arguments(argv)
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
+    try:
+        return _run(options, argv)
+    except KeyboardInterrupt:
+        # Also while gembench builds or the report is written.
+        log("bench: interrupted; every started process was stopped")
+        return 130
+
+
+def _run(options: argparse.Namespace, argv: list[str]) -> int:
     work = options.work.resolve()
     if options.out is None:
         options.out = work / "quick" if options.quick else BENCH_DIR
@@ -121,9 +136,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             bench = Bench(settings, binary, fixture, work, processes, peers, tools.fcgiwrap, outcome,
                           prepare.snapshot_code(work), log)
             run_all(bench)
-    except KeyboardInterrupt:
-        log("bench: interrupted; every started process was stopped")
-        return 130
     except (ServerFailed, GembenchFailed) as error:
         log(f"bench: {error}")
         return 1

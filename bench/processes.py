@@ -65,7 +65,16 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen, timeout: float = 10.0) -> None:
-        """SIGTERM to the process group, SIGKILL if it lingers."""
+        """
+        SIGTERM to the process group, SIGKILL if it lingers; then SIGKILL to
+        whatever of its tree is left. A FastCGI program gemfcgi spawns runs
+        in a session of its own, out of the group's reach, and the workers
+        fcgiwrap forks are not told when their parent dies.
+        """
+        if process in self._started:
+            # Once stopped, never signalled again: its numbers may be reused.
+            self._started.remove(process)
+        tree = _tree_start_times(process.pid) if process.poll() is None else {}
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(process.pid, sig)
@@ -81,10 +90,16 @@ class Processes:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid, started in tree.items():
+            if _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def stop_all(self) -> None:
         while self._started:
-            self.stop(self._started.pop())
+            self.stop(self._started[-1])
         while self._logs:
             self._logs.pop().close()
 
@@ -93,6 +108,18 @@ def _stat_fields(pid: int) -> list[str]:
     """Fields of /proc/PID/stat after the command name (field 3 onwards)."""
     text = (PROC / str(pid) / "stat").read_text()
     return text[text.rindex(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> Optional[int]:
+    """When ``pid`` started (clock ticks since boot), which tells it from a later process of that number."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tree_start_times(root: int) -> dict[int, Optional[int]]:
+    return {pid: _start_time(pid) for pid in process_tree(root)}
 
 
 def process_tree(root: int) -> list[int]:

@@ -156,16 +156,25 @@ class Target:
     wanted: str
     measured: str
     passed: Optional[bool]  # None: could not be measured
+    # The client was the limit of the measured rate above the line (ours):
+    # the true ratio is at least the one measured.
     lower_bound: bool = False
+    # ... of the rate below the line (the peer's, or scenario 1's for 5):
+    # the true ratio is at most the one measured.
+    upper_bound: bool = False
 
     @property
     def mark(self) -> str:
         if self.passed is None:
             return "n/a"
+        if self.lower_bound and self.upper_bound:
+            return "not decided (both client-bound)"
         if self.lower_bound:
-            # The client was the limit: the true ratio is at least the one
-            # measured, so it can pass but never fail (the issue's rule).
+            # It can pass but never fail (the issue's rule).
             return "PASS (lower bound)" if self.passed else "not decided (client-bound)"
+        if self.upper_bound:
+            # It can fail but never pass.
+            return "not decided (the other client-bound)" if self.passed else "FAIL (upper bound)"
         return "PASS" if self.passed else "FAIL"
 
 
@@ -222,13 +231,15 @@ def targets(outcome: Outcome) -> list[Target]:
     def ratio_target(key: str, peer: str, metric: str, wanted: float, unit: str) -> None:
         ratio = _ratio(table, key, peer, metric)
         bound = bool(ours[key] and ours[key].client_bound)
+        theirs = table.get((key, peer))
+        their_bound = bool(theirs and theirs.client_bound)
         if ratio is None:
             found.append(Target(key, f">= {wanted}x {peer} {unit}", f"{peer} not measured", None))
         else:
             spread = _spread(round_ratios(
                 outcome, key, peer, lambda o, t: getattr(o.result, metric) / getattr(t.result, metric)))
             found.append(Target(key, f">= {wanted}x {peer} {unit}", f"{ratio:.2f}x{spread}",
-                                ratio >= wanted, bound))
+                                ratio >= wanted, bound, their_bound))
 
     def cpu_target(key: str, peer: str, wanted: float) -> None:
         """The same ratio on server CPU per request: the peer's figure over ours."""
@@ -270,7 +281,8 @@ def targets(outcome: Outcome) -> list[Target]:
         ratio = demo.rps / ours["1"].rps
         spread = _spread(paired_round_ratios(outcome, *pair, lambda d, s: d.result.rps / s.result.rps))
         found.append(Target("5", ">= 0.85x gemfcgi's scenario 1 req/s (demo responder)",
-                            f"{ratio:.2f}x{spread}", ratio >= 0.85, demo.client_bound))
+                            f"{ratio:.2f}x{spread}", ratio >= 0.85, demo.client_bound,
+                            ours["1"].client_bound))
         if demo.cpu_us:
             ratio = ours["1"].cpu_us / demo.cpu_us
             spread = _spread(paired_round_ratios(
@@ -382,7 +394,10 @@ def markdown(outcome: Outcome, tool_versions: dict[str, str], client_note: str) 
         out.append(f"| {target.scenario} | {target.wanted} | {target.measured} | {target.mark} |")
     out += ["", "A ratio target holds on server CPU per request and, where gembench stayed below 90 % of "
             "its core, on the rate too. Where gemfcgi's rounds were limited by the client, its rate "
-            "is a lower bound: it can pass (*PASS (lower bound)*) but not fail (*not decided*). "
+            "is a lower bound: it can pass (*PASS (lower bound)*) but not fail (*not decided*); "
+            "where the other side's were (the peer's, or for scenario 5 gemfcgi's scenario 1), the "
+            "ratio is an upper bound: it can fail (*FAIL (upper bound)*) but not pass; where both "
+            "were, it decides nothing. "
             "*rounds*: the lowest and highest ratio of one round's runs (the servers run back to back "
             "in each round; for scenario 5, gemfcgi's scenario 1 run, which opens the round, against "
             "its 5a run, which closes it), for how far the machine's drift moves a result; the target "

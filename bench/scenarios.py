@@ -241,6 +241,9 @@ def run_all(bench: Bench) -> Outcome:
         bench.log("warm-up")
         for server in static:
             bench.measure(server, STATIC_SCENARIOS[0], INDEX_SIZE, settings.warmup, 0)
+        for scenario, size in fastcgi_scenarios[:1] if fastcgi_server is not None else []:
+            # The FastCGI application's first requests too (imports, caches).
+            bench.measure(fastcgi_server, scenario, size, settings.warmup, 0)
 
     for round_number in range(1, settings.rounds + 1):
         bench.log(f"round {round_number} of {settings.rounds}")

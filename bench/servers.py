@@ -2,8 +2,9 @@
 How each server under test is started, on 127.0.0.1 and CPU 0.
 
 A ``ServerKind`` knows its command line; ``start`` runs it through
-``Processes`` and waits until the port accepts TCP connections, the one
-readiness signal that every server gives. Each server writes its log
+``Processes`` and waits until a process of its tree listens on the port,
+the one readiness signal that every server gives (a connect alone would be
+answered by anything else holding the port). Each server writes its log
 (access lines included, as gemfcgi, jetforce and molly-brown log every
 request by default; the bare Twisted floor logs nothing) to a file in the
 work directory, never to a terminal.
@@ -20,13 +21,16 @@ from pathlib import Path
 from typing import Optional
 
 from bench.fixtures import Fixture
-from bench.processes import Processes, wait_until
+from bench.processes import Processes, process_tree, wait_until
 
 SERVER_CPU = 0
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 BARE_TWISTED = "bare Twisted"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
+# A server is stopped between runs, with nothing in flight, or on Ctrl-C in
+# the middle of one: gemfcgi's drain of 30 s would only delay the SIGKILL.
+STOP_SOON = ["--drain-timeout", "1"]
 
 
 class ServerFailed(Exception):
@@ -68,7 +72,8 @@ class ServerKind:
         process = processes.start(
             self.command(port, fixture, work), log, cpu=SERVER_CPU, env=self.environment(code), cwd=work
         )
-        if not wait_until(lambda: process.poll() is not None or accepts(port), START_TIMEOUT):
+        if not wait_until(lambda: process.poll() is not None or listens_in_tree(process.pid, port),
+                          START_TIMEOUT):
             processes.stop(process)
             raise ServerFailed(f"{self.name}: not listening after {START_TIMEOUT:.0f} s\n{tail(log)}")
         if process.poll() is not None:
@@ -93,7 +98,7 @@ class Gemfcgi(ServerKind):
         argv = [
             *TWISTD, "gemfcgi", "--root", str(fixture.root),
             "--cert", str(fixture.cert), "--key", str(fixture.key),
-            "--listen", f"tcp:{port}:interface={HOST}",
+            "--listen", f"tcp:{port}:interface={HOST}", *STOP_SOON,
         ]
         if self.request_timeout is not None:
             argv += ["--request-timeout", str(self.request_timeout)]
@@ -127,7 +132,7 @@ class GemfcgiConfig(ServerKind):
     def command(self, port: int, fixture: Fixture, work: Path) -> list[str]:
         config = work / f"{self.name}.conf"
         config.write_text(self.config_text(port, fixture))
-        return [*TWISTD, "gemfcgi", "-c", str(config)]
+        return [*TWISTD, "gemfcgi", "-c", str(config), *STOP_SOON]
 
     def environment(self, code: Path) -> Optional[dict[str, str]]:
         return _project_environment(code)
@@ -191,14 +196,37 @@ class MollyBrown(ServerKind):
         return [self.executable, "-c", str(config)]
 
 
-def accepts(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
+def listens_in_tree(root: int, port: int) -> bool:
+    """
+    Whether a process of ``root``'s tree holds the socket listening on TCP
+    ``port``: something else there (a server left from another run) would
+    answer a connect as well, while the one started has exited.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            probe.connect((HOST, port))
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
-            return False
-    return True
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is ADDRESS:PORT in hex; state 0A is LISTEN.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    for pid in process_tree(root):
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in inodes:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def free_port() -> int:

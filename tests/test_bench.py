@@ -8,9 +8,11 @@ build-essential and libssl-dev (to build gembench) and taskset (util-linux).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from typing import Optional
 
 import pytest
@@ -67,6 +69,18 @@ def test_a_client_bound_rate_can_pass_but_never_fail():
     assert Target("1", ">= 1.3x", "1.35x", True, lower_bound=True).mark == "PASS (lower bound)"
     assert Target("1", ">= 1.3x", "1.27x", False).mark == "FAIL"
     assert Target("1", ">= 1.3x", "not measured", None).mark == "n/a"
+
+
+def test_a_rate_ratio_over_a_client_bound_rate_can_fail_but_never_pass():
+    # Over a peer's (or scenario 1's) client-bound rate the ratio is at most
+    # what was measured: it was marked PASS, or PASS (lower bound) when
+    # both sides were client-bound.
+    from bench.report import Target
+
+    assert Target("5", ">= 0.85x", "0.90x", True, upper_bound=True).mark == "not decided (the other client-bound)"
+    assert Target("5", ">= 0.85x", "0.73x", False, upper_bound=True).mark == "FAIL (upper bound)"
+    assert Target("1", ">= 1.3x", "1.35x", True, lower_bound=True, upper_bound=True).mark == \
+        "not decided (both client-bound)"
 
 
 def test_ratio_targets_show_the_spread_of_the_rounds_and_are_decided_on_the_medians():
@@ -131,6 +145,13 @@ def test_the_fastcgi_target_shows_how_its_rounds_drifted():
     assert cpu.measured == "0.87x (640 / 737 us) (rounds 0.70-0.89x)"
     rate = by_wanted[">= 0.85x gemfcgi's scenario 1 req/s (demo responder)"]
     assert rate.measured == "0.87x (rounds 0.70-0.89x)"
+    assert rate.mark == "PASS"
+    # Scenario 1's rate bound by the client: 0.87x is at most the truth.
+    for measurement in outcome.measurements:
+        if measurement.scenario == "1":
+            object.__setattr__(measurement.result, "cpu_pct", 95.0)
+    rate = next(t for t in targets(outcome) if t.wanted == ">= 0.85x gemfcgi's scenario 1 req/s (demo responder)")
+    assert rate.mark == "not decided (the other client-bound)"
 
 
 def test_the_rss_at_rest_is_shown_beside_what_the_imports_alone_hold():
@@ -255,3 +276,68 @@ def test_the_latency_scenario_shows_where_a_requests_time_goes():
     outcome.measurements = [run("3", "gemfcgi", None), run("3", "molly-brown", 0.125)]
     report = markdown(outcome, {}, "")
     assert "|  | request+response ms (mean) | - | 0.125 | - |" in report, report
+
+
+def test_stopping_a_server_ends_the_programs_it_started_in_sessions_of_their_own(tmp_path):
+    # gemfcgi spawns FastCGI programs in sessions of their own, out of its
+    # group's reach; fcgiwrap's workers were left running after a Ctrl-C.
+    from bench.processes import Processes
+
+    script = ("import os, subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+              "start_new_session=True)\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    with Processes() as processes:
+        server = processes.start([sys.executable, "-c", script], tmp_path / "log")
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "log").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int((tmp_path / "log").read_text().split()[0])
+        os.kill(child, 0)  # running
+        processes.stop(server)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+        try:
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    # Gone, or a zombie its init has yet to reap.
+    assert not os.path.exists(f"/proc/{child}") or \
+        open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_server_that_exits_is_not_taken_for_ready_because_another_holds_its_port(tmp_path):
+    # A port taken by someone else answered the readiness probe, and the
+    # run measured that other server while the one started had exited.
+    import socket as sockets
+
+    from bench.processes import Processes
+    from bench.servers import ServerFailed, ServerKind
+
+    class Failing(ServerKind):
+        def command(self, port, fixture, work):
+            return [sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit(1)"]
+
+        def environment(self, code):
+            return None
+
+    with sockets.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with Processes() as processes, pytest.raises(ServerFailed, match="exited with 1"):
+            Failing("failing").start(processes, port, None, tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("arguments", [["--rounds", "0"], ["--rounds", "-1"], ["--duration", "0"],
+                                       ["--duration", "-2"]])
+def test_rounds_and_durations_that_measure_nothing_are_refused(arguments, capsys):
+    # 0 was taken for the default; -1 rounds wrote a report of empty tables.
+    from bench.__main__ import parse_arguments
+
+    with pytest.raises(SystemExit) as raised:
+        parse_arguments(arguments)
+    assert raised.value.code == 2
+    assert "must be" in capsys.readouterr().err
