@@ -1412,14 +1412,14 @@ def check_embedded(config: model.Config, base: str) -> None:
     """
     # Imported here: the check reads this module's listener planning.
     from gemfcgi.check import check_config, not_applied_in_one_process
-    from gemfcgi.config.built import built_problems
+    from gemfcgi.config.built import as_served, built_problems
     from gemfcgi.config.checks import shadow_warnings
 
     # What the parser would have refused, before anything reads the values.
     refused = built_problems(config)
     if refused:
         raise ConfigError(refused)
-    anchor_paths(config, base)
+    anchor_paths(as_served(config), base)
     # Checked as it is served: without a chroot, so roots and the access
     # file are where they are written.
     errors, warnings = check_config(replace(config, user=None, chroot=None))

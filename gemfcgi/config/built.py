@@ -14,9 +14,11 @@ parser's own check of each value (``gemfcgi.config.values``). Each is
 named by its place in the ``Config``, and by the line it was written at
 when it came from a file.
 
-The types are read as the server uses the values, not to the letter: a
-tuple serves as a list, any mapping as a dict, 0 and 1 as booleans, and a
-``pathlib.Path`` where a file or directory is named.
+The types are read as a program would write them, not to the letter: a
+tuple or a set serves as a list, any mapping as a dict, 0 and 1 as
+booleans, a str enum member as its value, and a ``pathlib.Path`` (or
+bytes) where a file or directory is named. ``as_served`` then turns each
+into the type the server reads.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def _type_problem(value: Any, hint: Any, place: str, name: str) -> Optional[str]
         return f"{place} must be one of {', '.join(repr(choice) for choice in choices)}, not {_shown(value)}"
     if not _stands_for(value, hint, name):
         return _wrong(place, _name(hint), value)
+    if hint is str:
+        return _text_problem(value, place, name)
     if origin is list:
         (item,) = get_args(hint)
         return _first(_type_problem(each, item, f"{place}[{index}]", "") for index, each in enumerate(value))
@@ -114,12 +118,37 @@ def _stands_for(value: Any, hint: Any, name: str) -> bool:
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is str:
-        return isinstance(value, str) or (name in _PATH_FIELDS and isinstance(value, os.PathLike))
-    if kind in (list, tuple):
+        return isinstance(value, str) or (name in _PATH_FIELDS and isinstance(value, (bytes, os.PathLike)))
+    if kind is list:
+        return isinstance(value, (list, tuple, set, frozenset))
+    if kind is tuple:
         return isinstance(value, (list, tuple))
     if kind is dict:
         return isinstance(value, Mapping)
     return isinstance(value, kind)
+
+
+def _text(value: Any) -> str:
+    """The text a str field's value stands for: a path's, or a str subclass's own (an enum member's value)."""
+    if isinstance(value, (bytes, os.PathLike)):
+        return os.fsdecode(os.fspath(value))
+    return str.__str__(value)
+
+
+def _text_problem(value: Any, place: str, name: str) -> Optional[str]:
+    """
+    A NUL, or a lone surrogate, which no file's text holds: each failed deep
+    in the check or at every request (a ValueError, a UnicodeEncodeError).
+    A file's name may hold bytes that are no UTF-8, as Python escapes them.
+    """
+    text = _text(value)
+    if "\x00" in text:
+        return f"{place} holds a NUL character ({_shown(text)})"
+    try:
+        text.encode("utf-8", "surrogateescape" if name in _PATH_FIELDS else "strict")
+    except UnicodeEncodeError as error:
+        return f"{place} holds {error.object[error.start]!r}, which UTF-8 cannot encode"
+    return None
 
 
 def _name(hint: Any) -> str:
@@ -139,6 +168,50 @@ def _shown(value: Any) -> str:
 
 def _first(problems: Iterator[Optional[str]]) -> Optional[str]:
     return next((problem for problem in problems if problem is not None), None)
+
+
+# -- the served form ----------------------------------------------------------
+
+
+def as_served(config: model.Config) -> model.Config:
+    """
+    ``config``, checked by ``built_problems``, changed in place to the
+    types the server reads: a path object or bytes to text, a str enum
+    member to its value (formatted, it would be its name), 0 and 1 to
+    booleans (the server asks ``is False``), any sequence to a list, any
+    mapping to a dict.
+    """
+    return _served(config, model.Config, "")
+
+
+def _served(value: Any, hint: Any, name: str) -> Any:
+    origin = get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        arm = next(arm for arm in get_args(hint) if _stands_for(value, arm, name))
+        return _served(value, arm, name)
+    if hint is str or origin is Literal:
+        return _text(value)
+    if hint is bool:
+        return bool(value)
+    if hint is int:
+        return int(value)
+    if origin is list:
+        (item,) = get_args(hint)
+        return [_served(each, item, "") for each in value]
+    if origin is dict:
+        key, item = get_args(hint)
+        return {_served(each_key, key, ""): _served(each, item, "") for each_key, each in value.items()}
+    if origin is tuple:
+        return tuple(_served(each, item, "") for each, item in zip(value, get_args(hint)))
+    if dataclasses.is_dataclass(hint):
+        changed = {field: _served(getattr(value, field), field_hint, field)
+                   for field, field_hint in _fields(hint)}
+        if type(value).__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            return dataclasses.replace(value, **changed)
+        for field, served in changed.items():
+            setattr(value, field, served)
+        return value
+    return value
 
 
 # -- values -----------------------------------------------------------------
@@ -206,16 +279,19 @@ def _options_problems(at: str, options: model.LocationOptions,
 
 
 def _proxy_problems(at: str, proxy: model.Proxy, origin: Optional[model.Origin]) -> Iterator[_Problem]:
+    def where(directive: str) -> Optional[model.Origin]:
+        return proxy.origins.get(directive, origin)
+
     if proxy.relay_to is None:
         yield f"{at}.relay_to", origin, "a proxy needs the host and port to relay to"
     else:
-        yield from _said(f"{at}.relay_to", origin, _port_problem(proxy.relay_to[1]))
+        yield from _said(f"{at}.relay_to", where("relay-to"), _port_problem(proxy.relay_to[1]))
     if (proxy.cert is None) != (proxy.key is None):
         yield f"{at}", origin, "a proxy needs both cert and key for a client certificate, or neither"
     if proxy.for_port is not None:
         yield from _said(f"{at}.for_port", origin, _port_problem(proxy.for_port))
     if proxy.protocols is not None:
-        yield from _said(f"{at}.protocols", origin, values.check_protocols(proxy.protocols))
+        yield from _said(f"{at}.protocols", where("protocols"), values.check_protocols(proxy.protocols))
 
 
 def _port_problem(port: Union[int, str]) -> Optional[str]:

@@ -264,6 +264,8 @@ def port_number(port: Union[int, str]) -> int:
     """A port as written (a number, or a service name of /etc/services) as a number; OSError if unknown."""
     if isinstance(port, int):
         return port
-    if port.isdigit():
-        return int(port)
+    if port.isascii() and port.isdigit():
+        # Leading zeros may be many (int() refuses past 4300 digits); other
+        # digits ("²", Arabic-Indic) are no number here, as in the parser.
+        return int(port.lstrip("0") or "0")
     return socket.getservbyname(port, "tcp")

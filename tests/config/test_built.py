@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import MappingProxyType
 
 from gemfcgi.config import model, parse_config
 from gemfcgi.config.built import built_problems
@@ -119,7 +120,15 @@ def test_what_the_parser_refuses_beyond_ranges_is_refused_too():
          "config.types['zzz']: media type 'text/plain\\r\\n20 evil' contains the control character "
          "'\\r': no reply may hold it"),
         (model.Config(servers=[server(options=model.LocationOptions(lang="en\udcff"))]),
-         "config.servers[0].options.lang: lang 'en\\udcff' holds '\\udcff', which UTF-8 cannot encode"),
+         "config.servers[0].options.lang holds '\\udcff', which UTF-8 cannot encode"),
+        # Each failed deep in the check (ValueError, UnicodeEncodeError), or
+        # at every request (a block's META, an index).
+        (model.Config(servers=[server(options=model.LocationOptions(root="/srv\x00x"))]),
+         "config.servers[0].options.root holds a NUL character ('/srv\\x00x')"),
+        (model.Config(servers=[server(options=model.LocationOptions(block=model.BlockReturn(40, "\ud800")))]),
+         "config.servers[0].options.block.meta holds '\\ud800', which UTF-8 cannot encode"),
+        (model.Config(servers=[server(listens=[model.Listen("127.0.0.1", "gem\x00ini")])]),
+         "config.servers[0].listens[0].port holds a NUL character ('gem\\x00ini')"),
         (model.Config(servers=[server(listens=[model.Listen("127.0.0.1", "9" * 5000)])]),
          "config.servers[0].listens[0].port: invalid port number 999999999999... (5000 digits) (use 0 to "
          "65535, or a service name in quotes)"),
@@ -132,7 +141,6 @@ def test_values_that_serve_as_the_declared_type_are_taken():
     # a list, any mapping for a dict, 1 for True, a str enum for a style.
     import enum
     import pathlib
-    from types import MappingProxyType
 
     class Style(str, enum.Enum):
         COMBINED = "combined"
@@ -144,6 +152,9 @@ def test_values_that_serve_as_the_declared_type_are_taken():
     config = model.Config(servers=[server], types=MappingProxyType({"gmi": "text/gemini"}),
                           log=model.LogSettings(style=Style.COMBINED, access=pathlib.Path("/var/log/a")))
     assert messages(config) == []
+    # A file's name may hold bytes that are no UTF-8, as Python escapes them.
+    assert messages(model.Config(servers=[model.Server("localhost", options=model.LocationOptions(
+        root="/srv/caf\udce9"), aliases={"127.0.0.1"}, cert=b"/c.pem", key=b"/k.pem")])) == []
     # A long extension is no media type: the parser takes it.
     assert messages(model.Config(types={"z" * 1100: "text/plain"})) == []
 
@@ -167,3 +178,46 @@ def test_a_file_named_by_a_path_object_is_read_and_taken(tmp_path):
     assert config.source == str(conf) and config.servers[0].listens[0].origin.file == str(conf)
     assert config.servers[0].listens[0].port == 1965
     assert messages(config) == []
+
+
+def test_values_taken_are_served_in_the_types_the_server_reads():
+    # A Path root failed every FastCGI request (40: the parameters join it
+    # as text); log=0 logged every request (the server asks "is False"); a
+    # str enum lang went out as "lang=L.EN".
+    import enum
+    import pathlib
+
+    from gemfcgi.config.built import as_served
+
+    class Language(str, enum.Enum):
+        EN = "en"
+
+    options = model.LocationOptions(root=pathlib.Path("/srv"), log=0, lang=Language.EN, auto_index=1)
+    origin = model.Origin(pathlib.Path("/etc/gmid.conf"), 3)
+    server = model.Server("localhost", aliases=("a", "b"), cert=b"/c.pem", key=pathlib.Path("/k.pem"),
+                          options=options, origin=origin)
+    config = model.Config(servers=(server,), types=MappingProxyType({"gmi": "text/gemini"}))
+    assert messages(config) == []
+    served = as_served(config)
+    assert served is config and config.servers == [server]
+    assert (options.root, options.log, options.lang, options.auto_index) == ("/srv", False, "en", True)
+    assert type(options.lang) is str and options.log is False and options.auto_index is True
+    assert (server.aliases, server.cert, server.key) == (["a", "b"], "/c.pem", "/k.pem")
+    assert server.origin == model.Origin("/etc/gmid.conf", 3) and type(config.types) is dict
+
+
+def test_a_port_of_many_leading_zeros_or_other_digits_is_read_without_a_traceback():
+    # "0" * 5000 + "1965" passed the range check, then int() refused it
+    # (a traceback from the parser and the check); "²" is a digit to
+    # str.isdigit, and no number to int().
+    import pytest
+
+    from gemfcgi.config.values import port_number
+
+    config, _ = parse_config(f'server "localhost" {{\n  listen on 127.0.0.1 port "{"0" * 5000}1965"\n'
+                             '  cert "/c.pem"\n  key "/k.pem"\n}\n')
+    assert config.servers[0].listens[0].port == 1965
+    assert port_number("0" * 5000 + "1965") == 1965
+    for written in ("²", "١٩٦٥"):
+        with pytest.raises(OSError):
+            port_number(written)
