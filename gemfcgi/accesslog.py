@@ -54,6 +54,13 @@ log = Logger(namespace=NAMESPACE)
 # What goes wrong with the access file is told in the server's log, not in it.
 _log = Logger()
 
+# A reader of the access file (a FIFO, a pipe to a log collector) that does
+# not keep up: what is held for it in memory, and how soon it is offered
+# again; beyond that, lines are dropped and counted. Waiting for it would
+# stop the whole server: the reactor writes them.
+HELD_FOR_READER = 1024 * 1024
+OFFER_AGAIN = 0.2
+
 FACILITIES = {
     "daemon": syslog.LOG_DAEMON,
     # Python's syslog module has no LOG_FTP; the number is the same everywhere.
@@ -183,8 +190,10 @@ class AccessLogWriter:
         syslog_socket: str = SYSLOG_SOCKET,
         site: object = None,
         owner: Optional[tuple[int, int]] = None,
+        reactor: Any = None,
     ) -> None:
         self.settings = settings
+        self._reactor = reactor
         # Who a file made here belongs to (``open_for_lines``).
         self.owner = owner
         self.path = path if path is not None else settings.access
@@ -195,6 +204,10 @@ class AccessLogWriter:
         self._fd: Optional[int] = None
         self._unwritten = 0
         self._torn = False
+        # Lines a reader that does not keep up has yet to take, oldest first.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._offer: Any = None
         self._syslog: Optional[SyslogSender] = None
         self.reopen()
         if settings.syslog:
@@ -237,7 +250,14 @@ class AccessLogWriter:
         Append one line. A file that cannot take it (a full disk, an I/O
         error) is said once, with the reason, and again when it takes lines
         again, with how many it did not: not a traceback per request.
+
+        A reader that takes no more for now (a FIFO, a pipe) gets the line
+        later: it is held, up to ``HELD_FOR_READER``, and offered again
+        every ``OFFER_AGAIN`` seconds.
         """
+        if self._held:
+            self._hold(data)
+            return
         if self._torn:
             # The last line went in partly: this one starts on a line of its own.
             data = b"\n" + data
@@ -246,16 +266,60 @@ class AccessLogWriter:
                 written = os.write(self._fd, data)
                 self._torn = written < len(data)
                 data = data[written:]
-        except OSError as error:
-            if not self._unwritten:
-                _log.error(
-                    "cannot write to the access log {path}: {reason}; "
-                    "its lines are lost until it can be written again",
-                    path=self.path,
-                    reason=error.strerror or str(error),
-                )
-            self._unwritten += 1
+        except BlockingIOError:
+            # The rest of the line is the reader's to take next: not torn.
+            self._torn = False
+            self._hold(data)
             return
+        except OSError as error:
+            self._lost(error.strerror or str(error))
+            return
+        self._written_again()
+
+    def _lost(self, reason: str) -> None:
+        if not self._unwritten:
+            _log.error(
+                "cannot write to the access log {path}: {reason}; "
+                "its lines are lost until it can be written again",
+                path=self.path,
+                reason=reason,
+            )
+        self._unwritten += 1
+
+    def _hold(self, data: bytes) -> None:
+        if self._held_bytes + len(data) > HELD_FOR_READER:
+            self._lost(f"its reader has not taken the last {self._held_bytes // 1024} KiB")
+            return
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._offer is None:
+            if self._reactor is None:
+                from twisted.internet import reactor
+
+                self._reactor = reactor
+            self._offer = self._reactor.callLater(OFFER_AGAIN, self._offer_held)
+
+    def _offer_held(self) -> None:
+        """Write what is held, as much as the reader takes now."""
+        self._offer = None
+        held, self._held, self._held_bytes = self._held, [], 0
+        if self._fd is None:
+            return
+        for index, data in enumerate(held):
+            try:
+                while data:
+                    data = data[os.write(self._fd, data):]
+            except BlockingIOError:
+                for rest in [data, *held[index + 1:]]:
+                    self._hold(rest)
+                return
+            except OSError as error:
+                self._lost(error.strerror or str(error))
+                self._unwritten += len(held) - index - 1
+                return
+        self._written_again()
+
+    def _written_again(self) -> None:
         if self._unwritten:
             _log.info(
                 "the access log {path} is written again; {count} {lines} could not be",
@@ -266,6 +330,9 @@ class AccessLogWriter:
             self._unwritten = 0
 
     def close(self) -> None:
+        if self._offer is not None and self._offer.active():
+            self._offer.cancel()
+        self._offer = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -315,8 +382,12 @@ def open_for_lines(path: str, owner: Optional[tuple[int, int]] = None) -> int:
         if error.errno == errno.ENXIO:
             raise OSError(error.errno, _why_not_open(path) or error.strerror, path) from None
         raise
-    # Lines are written as before: a reader that is slow holds them up.
-    os.set_blocking(fd, True)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        # A file takes each line whole, or fails (a full disk).
+        os.set_blocking(fd, True)
+    # Anything else (a FIFO, a pipe, a terminal) stays non-blocking: a
+    # reader that stalls would otherwise stop the whole server at its next
+    # line; the writer holds lines for it, then drops them.
     return fd
 
 

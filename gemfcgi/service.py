@@ -909,7 +909,7 @@ class GemfcgiService(MultiService):
             path = host_path(chroot, path)
         owner = (becomes.uid, becomes.gid) if becomes is not None else None
         try:
-            return AccessLogWriter(settings, path, service=self, site=site, owner=owner)
+            return AccessLogWriter(settings, path, service=self, site=site, owner=owner, reactor=self.reactor)
         except OSError as error:
             where = f"{settings.access_origin}: " if settings.access_origin is not None else ""
             raise AccessLogError(f"{where}log access {settings.access}: {error.strerror or error}") from None

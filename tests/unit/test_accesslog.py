@@ -317,6 +317,53 @@ def test_a_file_that_cannot_take_lines_is_said_once_not_per_request(tmp_path):
     assert "example.com/after" in (tmp_path / "access.log").read_text()
 
 
+def test_a_fifo_reader_that_stalls_costs_lines_not_the_server(tmp_path):
+    # The file was written blocking: once a stopped reader's pipe was full
+    # (64 KiB), the next line stopped the whole server, handshakes too.
+    from twisted.internet.task import Clock
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    clock = Clock()
+    writer = accesslog.AccessLogWriter(model.LogSettings(access=str(fifo), syslog=False), reactor=clock)
+    line = len(format_line("legacy", access_event("gemini://example.com/0000")).encode()) + 1
+    fits = 65536 // line
+    with capturedLogs() as seen:
+        # What the pipe takes, then as much again, held: nothing waits.
+        for number in range(2 * fits):
+            writer(access_event(f"gemini://example.com/{number:04}"))
+        taken = b""
+        while len(taken) < 2 * fits * line:
+            try:
+                taken += os.read(reader, 65536)
+            except BlockingIOError:
+                clock.advance(accesslog.OFFER_AGAIN)
+        assert [int(row.split()[2][-4:]) for row in taken.decode().splitlines()] == list(range(2 * fits))
+        # A reader that takes nothing: past what is held for it, lines are
+        # lost, and counted once it reads again.
+        for number in range(40 * fits):
+            writer(access_event(f"gemini://example.com/{number:04}"))
+        for _ in range(1000):
+            try:
+                os.read(reader, 1 << 20)
+            except BlockingIOError:
+                clock.advance(accesslog.OFFER_AGAIN)
+        writer(access_event("gemini://example.com/after"))
+        assert os.read(reader, 4096).decode().endswith("gemini://example.com/after 20 text/gemini\n")
+    writer.close()
+    os.close(reader)
+    said = [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info]
+    assert len(said) == 2, said
+    assert said[0].startswith(f"cannot write to the access log {fifo}: its reader has not taken the last ")
+    lost = int(re.search(r"; (\d+) lines could not be$", said[1]).group(1))
+    assert said[1].startswith(f"the access log {fifo} is written again") and 0 < lost < 40 * fits
+
+
 def test_syslog_lines_still_arrive_once_the_socket_path_is_out_of_reach(tmp_path):
     # Workers enter their chroot after the writer is made, and find no
     # /dev/log there: the socket is connected before, and stays.
