@@ -545,7 +545,14 @@ class TLSServerConnection(EagerWriteMixin, tcp.Server):
         connection was held to the request timeout (its slot, its memory,
         and a "59" logged for a client long gone).
         """
-        return bool(kernel_queued_bytes(self)) and not reset_by_peer(self)
+        queued = kernel_queued_bytes(self)
+        if not queued:
+            return False
+        if reset_by_peer(self):
+            # The reset destroyed them: the access line does not count them as sent.
+            self.bytes_lost += queued
+            return False
+        return True
 
     def connectionLost(self, reason) -> None:
         look, self._taken_look = self._taken_look, None

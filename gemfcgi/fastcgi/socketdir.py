@@ -59,6 +59,23 @@ class SocketDirectory:
         except OSError:
             pass  # a file system without locks: its socket, while it listens, keeps it
 
+    def make_again(self) -> None:
+        """
+        The directory at its path again, after something removed it (a hand,
+        a clean-up of the temporary directory that ignores the claim), and
+        claimed anew: its path is the one every worker knows the socket by.
+        ``OSError`` where that path cannot be had (something else is there).
+        """
+        os.mkdir(self.path, 0o700)
+        claim = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+        previous, self._claim = self._claim, claim
+        if previous is not None:
+            os.close(previous)
+
     def close(self) -> None:
         if self._claim is None:
             return

@@ -91,6 +91,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -113,6 +114,8 @@ RESTART_THRESHOLD = 1.0
 STOP_SWEEPS = 5
 # Sockets of earlier runs looked at for processes left on them.
 OLD_SOCKETS_WATCHED = 8
+# Seconds between looks whether the socket's path is still there (``socket_gone``).
+SOCKET_LOOK = 5.0
 # Seconds within which a run that exits 0 and leaves processes on its
 # socket daemonised (a daemon's parent exits as soon as it has forked).
 DAEMON_WINDOW = 5.0
@@ -318,6 +321,7 @@ class SpawnedApp(Service):
         self.starts = 0
         self._directory: Optional[SocketDirectory] = None
         self._socket: Optional[socket.socket] = None
+        self._look: Optional[LoopingCall] = None
         self._process: Any = None
         self._pid: Optional[int] = None
         self._started_at = 0.0
@@ -384,7 +388,48 @@ class SpawnedApp(Service):
         self.socket_path = os.path.join(self._directory.path, SOCKET_NAME)
         if self.owner is not None:
             os.chown(self._directory.path, *self.owner)
+        self._look = LoopingCall(self.socket_gone)
+        self._look.clock = self.reactor
+        self._look.start(SOCKET_LOOK, now=False)
         self._spawn()
+
+    def socket_gone(self) -> bool:
+        """
+        Whether the socket's path was removed from outside (``rm -rf`` of
+        the temporary directory): then a socket is made at that path again,
+        and the program restarted on it. The program kept accepting on the
+        socket it holds, where no connect by path could reach it any more:
+        every request got 42 until the server was restarted, a reload and
+        the program's own restarts (on the same socket) did not help.
+
+        Looked at every ``SOCKET_LOOK`` seconds, and at once when a connect
+        fails: a prefork worker knows the socket only by that path.
+        """
+        path = self.socket_path
+        if path is None or self._socket is None or self._stopping or not self.running or \
+                os.path.exists(path):
+            return False
+        log.warn("{backend}: its socket {path} was removed; it is made again, and the program "
+                 "restarted on it", backend=self.name, path=path)
+        self._close_socket()
+        try:
+            assert self._directory is not None
+            if not os.path.isdir(self._directory.path):
+                self._directory.make_again()
+                if self.owner is not None:
+                    os.chown(self._directory.path, *self.owner)
+            self._open_socket()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            log.error("{backend}: cannot make its socket {path} again: {reason}", backend=self.name,
+                      path=path, reason=reason)
+            self._signal(signal.SIGTERM)
+            self._failed_to_start(f"its socket {path} was removed, and cannot be made again: {reason}")
+            return True
+        # It ends, and starts again (``exited``) on the new socket, where
+        # requests wait meanwhile.
+        self._signal(signal.SIGTERM)
+        return True
 
     def _open_socket(self) -> None:
         assert self.socket_path is not None
@@ -424,11 +469,17 @@ class SpawnedApp(Service):
         waiting in its backlog end now instead of at the drain timeout.
         """
         self._stopping = True
+        self._stop_looking()
         if self._restart is not None and self._restart.active():
             self._restart.cancel()
         self._restart = None
         if self._process is None:
             self._close_socket()
+
+    def _stop_looking(self) -> None:
+        if self._look is not None and self._look.running:
+            self._look.stop()
+        self._look = None
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -757,6 +808,7 @@ class SpawnedApp(Service):
                 pass
 
     def _cleanup(self) -> None:
+        self._stop_looking()
         for call in self._leftover_kills:
             if call.active():
                 call.cancel()
@@ -871,7 +923,12 @@ class _SpawnedAppEndpoint:
         endpoint = self._endpoint
         if endpoint is None or endpoint.path != path:
             endpoint = self._endpoint = UnixSocketEndpoint(self.app.reactor, path, self.timeout)
-        return endpoint.connect(factory)
+
+        def socket_gone(failure: Failure) -> Any:
+            # The request waits on the socket made again, for the program's new run.
+            return endpoint.connect(factory) if self.app.socket_gone() else failure
+
+        return endpoint.connect(factory).addErrback(socket_gone)
 
 
 # What systemd's socket activation tells gemfcgi, about gemfcgi's own sockets.

@@ -815,3 +815,28 @@ def test_a_fastcgi_reply_cut_by_a_record_that_does_not_decrypt_ends_on_wrapped_l
     finally:
         server.stop()
         listening.close()
+
+
+def test_a_spawned_programs_socket_removed_from_outside_is_made_again(certificate, capsule, tmp_path):
+    # rm -rf of the temporary directory took the socket's path: the program
+    # went on accepting on a socket no connect could reach, and every
+    # request got 42 until the server was restarted (its restarts and a
+    # reload kept the same unreachable socket).
+    import shutil
+
+    command = f"{sys.executable} -m gemfcgi.demo.app"
+    spec = server_spec(certificate, [{"pattern": "/app/*", "backend": {"spawn": command}}], root=str(capsule))
+    processes = Processes()
+    try:
+        server = processes.server(spec, env={"TMPDIR": str(tmp_path)})
+        assert get(server, "/app/hello").status == 20
+        [directory] = tmp_path.glob("gemfcgi-spawn-*")
+        shutil.rmtree(directory)
+        # The request that finds it gone waits for the program's new run.
+        assert get(server, "/app/hello").status == 20
+        assert get(server, "/app/hello").status == 20
+        logged(server, f"{directory / 'fastcgi.sock'} was removed; it is made again, and the program "
+               "restarted on it")
+        assert (directory / "fastcgi.sock").exists()
+    finally:
+        processes.stop_all()
