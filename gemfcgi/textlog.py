@@ -14,6 +14,7 @@ formatting.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import signal
@@ -34,6 +35,7 @@ from twisted.logger import (
     timeFormatRFC3339,
 )
 from twisted.python.components import Componentized
+from twisted.python.logfile import LogFile
 
 
 def text_event(logger: Logger, text: str, level: LogLevel = LogLevel.info) -> dict[str, Any]:
@@ -273,7 +275,6 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
             return None
         return text_observer(sys.stdout)
     from twisted.internet import reactor
-    from twisted.python.logfile import LogFile
 
     if not rotatable(path or "twistd.log"):
         # ``--logfile=/dev/stderr``: twistd's file would seek in a pipe (a
@@ -288,10 +289,31 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
                 raise
             out = sys.stderr
         return text_observer(out)
-    log_file = LogFile.fromFullPath(path or "twistd.log")
+    log_file = AppendingLogFile.fromFullPath(path or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, lambda number, frame: reactor.callFromThread(log_file.rotate))
     return text_observer(log_file)
+
+
+class AppendingLogFile(LogFile):
+    """
+    twistd's log file, written at its end wherever that is now (O_APPEND):
+    logrotate's ``copytruncate``, which the README advises, cut the file,
+    and the next line went in at the old offset, after as many NUL bytes.
+    A file removed (by hand) is made anew at ``SIGUSR1``, where twistd's
+    rotation went on writing to the removed one without a word.
+    """
+
+    def _openFile(self) -> None:
+        super()._openFile()
+        descriptor = self._file.fileno()
+        fcntl.fcntl(descriptor, fcntl.F_SETFL, fcntl.fcntl(descriptor, fcntl.F_GETFL) | os.O_APPEND)
+
+    def rotate(self) -> None:
+        if not os.path.exists(self.path) and os.access(self.directory, os.W_OK):
+            self.reopen()
+            return
+        super().rotate()
 
 
 def rotatable(path: str) -> bool:

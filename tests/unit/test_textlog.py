@@ -194,6 +194,37 @@ def test_sigusr1_rotates_the_log_file_as_twistd_would(tmp_path, usr1):
     assert "example.com/before" not in path.read_text()
 
 
+def test_a_log_file_cut_by_copytruncate_is_written_from_its_start(tmp_path, usr1):
+    # logrotate's copytruncate, as the README advises: the next line went in
+    # at the old offset, after that many NUL bytes.
+    path = tmp_path / "twistd.log"
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
+    observer(access_event("gemini://example.com/before"))
+    with open(path, "r+") as cut:
+        cut.truncate(0)
+    observer(access_event("gemini://example.com/after"))
+    observer._outFile.close()
+    text = path.read_text()
+    assert "\0" not in text and "example.com/after" in text and "example.com/before" not in text
+
+
+def test_a_log_file_removed_is_made_anew_at_sigusr1(tmp_path, usr1):
+    # twistd's rotation needs the file there: its lines went on to the
+    # removed file, through any number of SIGUSR1s.
+    from twisted.internet import reactor
+
+    path = tmp_path / "twistd.log"
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
+    observer(access_event("gemini://example.com/before"))
+    path.unlink()
+    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+    reactor.runUntilCurrent()
+    observer(access_event("gemini://example.com/after"))
+    observer._outFile.close()
+    assert "example.com/after" in path.read_text()
+    assert not (tmp_path / "twistd.log.1").exists()
+
+
 def test_a_sigusr1_handler_already_there_is_kept(tmp_path, usr1):
     chosen = lambda number, frame: None  # noqa: E731
     signal.signal(signal.SIGUSR1, chosen)
