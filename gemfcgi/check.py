@@ -1545,10 +1545,20 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
         unusable = "an empty host name" if not address.host else host_name_problem(address.host)
         if unusable is not None:
             return f"{written}: {unusable}"
-    if isinstance(address, model.FastCGISocket) and os.path.isdir(address.path):
-        # "" became the directory of the file: every connect was refused.
-        return f'fastcgi socket "{address.path}": a directory, not a socket'
+    if isinstance(address, model.FastCGISocket):
+        size = len(os.fsencode(address.path))
+        if size > UNIX_PATH_MAX:
+            # Every connect failed, logged as "An error occurred while connecting: None".
+            return (f'fastcgi socket "{address.path}": {size} bytes long, over the {UNIX_PATH_MAX} '
+                    "a unix socket's address holds")
+        if os.path.isdir(address.path):
+            # "" became the directory of the file: every connect was refused.
+            return f'fastcgi socket "{address.path}": a directory, not a socket'
     return None
+
+
+# The longest path a unix socket's address holds (Linux's sun_path, less its NUL).
+UNIX_PATH_MAX = 107
 
 
 def load_and_check(

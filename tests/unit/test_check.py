@@ -751,8 +751,13 @@ def test_fastcgi_addresses_no_connect_can_reach_are_errors(tmp_path):
     assert fastcgi_problem(model.FastCGITCP("", 9000)) == 'fastcgi socket tcp "": an empty host name'
     assert fastcgi_problem(model.FastCGISocket(f"{tmp_path}/")) == (
         f'fastcgi socket "{tmp_path}/": a directory, not a socket')
+    # Longer than a socket address holds: "An error occurred while connecting: None".
+    long = "/run/" + "d" * 60 + "/" + "s" * 37 + ".sock"
+    assert fastcgi_problem(model.FastCGISocket(long)) == (
+        f'fastcgi socket "{long}": 108 bytes long, over the 107 a unix socket\'s address holds')
     for fine in (model.FastCGITCP("::1", 9000), model.FastCGITCP("localhost", 9000),
-                 model.FastCGITCP("app.example", "http"), model.FastCGISocket(f"{tmp_path}/app.sock")):
+                 model.FastCGITCP("app.example", "http"), model.FastCGISocket(f"{tmp_path}/app.sock"),
+                 model.FastCGISocket(long[:-6] + ".sock")):
         assert fastcgi_problem(fine) is None, fine
 
 
