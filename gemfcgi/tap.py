@@ -434,7 +434,12 @@ def makeService(options: Options) -> Service:
         sys.exit(f"gemfcgi: {error}")
     # Under twistd, its text log is written by an observer of ours that
     # writes the same lines for less (an access line per request).
-    observer = textlog.twistd_observer(options.parent) if options.parent is not None else None
+    try:
+        observer = textlog.twistd_observer(options.parent) if options.parent is not None else None
+    except OSError as error:
+        # A FIFO no process reads, a directory that is not there: a line, not a traceback.
+        sys.exit(f"gemfcgi: --logfile {error.filename or options.parent.get('logfile')}: "
+                 f"{error.strerror or error}")
     if observer is None:
         return service
     return textlog.WithTwistdLog(service, observer)

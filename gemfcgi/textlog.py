@@ -14,6 +14,7 @@ formatting.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import math
 import os
@@ -281,7 +282,7 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
         # traceback at the start), and its rotation at SIGUSR1 or at 1 MB
         # renamed /dev/stderr itself. Written to as it is, never renamed.
         try:
-            out = open(path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+            out = _open_to_append(path)
         except OSError:
             # A socket cannot be opened again through /proc (systemd's
             # journal as standard error): standard error itself is written.
@@ -293,6 +294,22 @@ def twistd_observer(twistd_options: Mapping[str, Any]) -> Optional[ILogObserver]
     if not signal.getsignal(signal.SIGUSR1):
         signal.signal(signal.SIGUSR1, lambda number, frame: reactor.callFromThread(log_file.rotate))
     return text_observer(log_file)
+
+
+def _open_to_append(path: str) -> IO[str]:
+    """
+    ``path`` opened to append text lines to. A FIFO is opened without
+    waiting for a reader (the start hung, saying nothing): one that no
+    process reads is an error (ENXIO), then written as a pipe is.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        if error.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):
+            raise OSError(error.errno, "a FIFO that no process reads", path) from None
+        raise
+    os.set_blocking(descriptor, True)
+    return open(descriptor, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 
 
 class AppendingLogFile(LogFile):

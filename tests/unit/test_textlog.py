@@ -225,6 +225,31 @@ def test_a_log_file_removed_is_made_anew_at_sigusr1(tmp_path, usr1):
     assert not (tmp_path / "twistd.log.1").exists()
 
 
+def test_a_log_fifo_no_process_reads_stops_the_start_with_a_line_not_a_hang(tmp_path, usr1):
+    # The open waited for a reader, the start with it, saying nothing.
+    import os
+
+    import pytest
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    options = twistd_options("-n", "--logfile", str(fifo), state_dir=str(tmp_path))
+    with pytest.raises(SystemExit) as raised:
+        tap.makeService(options.subOptions)
+    assert raised.value.code == f"gemfcgi: --logfile {fifo}: a FIFO that no process reads"
+    with pytest.raises(SystemExit) as raised:
+        tap.makeService(twistd_options("-n", "--logfile", str(tmp_path / "none" / "x.log"),
+                                       state_dir=str(tmp_path)).subOptions)
+    assert raised.value.code == f"gemfcgi: --logfile {tmp_path / 'none' / 'x.log'}: No such file or directory"
+    # With a reader, lines reach it.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(fifo)))
+    observer(access_event("gemini://example.com/read"))
+    assert b"example.com/read" in os.read(reader, 4096)
+    observer._outFile.close()
+    os.close(reader)
+
+
 def test_a_sigusr1_handler_already_there_is_kept(tmp_path, usr1):
     chosen = lambda number, frame: None  # noqa: E731
     signal.signal(signal.SIGUSR1, chosen)
