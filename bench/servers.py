@@ -22,6 +22,7 @@ from typing import Optional
 
 from bench.fixtures import Fixture
 from bench.processes import Processes, process_tree, wait_until
+from gemfcgi.fastcgi.spawn import holds
 
 SERVER_CPU = 0
 HOST = "127.0.0.1"
@@ -213,20 +214,7 @@ def listens_in_tree(root: int, port: int) -> bool:
             # local_address is ADDRESS:PORT in hex; state 0A is LISTEN.
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
-    if not inodes:
-        return False
-    for pid in process_tree(root):
-        try:
-            descriptors = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for descriptor in descriptors:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in inodes:
-                    return True
-            except OSError:
-                continue
-    return False
+    return bool(inodes) and any(holds(pid, inodes) for pid in process_tree(root))
 
 
 def free_port() -> int:

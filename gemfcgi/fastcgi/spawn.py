@@ -847,7 +847,7 @@ def _socket_link(sock: socket.socket) -> str:
     return f"socket:[{os.fstat(sock.fileno()).st_ino}]"
 
 
-def _holds(pid: int, targets: set[str]) -> bool:
+def holds(pid: int, targets: set[str]) -> bool:
     """Whether process ``pid`` has a descriptor linking to one of ``targets``."""
     try:
         descriptors = os.listdir(f"/proc/{pid}/fd")
@@ -883,7 +883,7 @@ def holders_of(targets: set[str], killed_group: Optional[int] = None) -> list[in
                 continue
         except OSError:
             continue
-        if _holds(pid, targets):
+        if holds(pid, targets):
             held.append(pid)
     return held
 
