@@ -326,6 +326,13 @@ class AppendingLogFile(LogFile):
         descriptor = self._file.fileno()
         fcntl.fcntl(descriptor, fcntl.F_SETFL, fcntl.fcntl(descriptor, fcntl.F_GETFL) | os.O_APPEND)
 
+    def shouldRotate(self) -> bool:
+        if self.rotateLength and self.size >= self.rotateLength:
+            # What was written since the open, not the file's size once a
+            # copytruncate has cut it: asked of the file before rotating.
+            self.size = self._file.tell()
+        return super().shouldRotate()
+
     def rotate(self) -> None:
         if not os.path.exists(self.path) and os.access(self.directory, os.W_OK):
             self.reopen()

@@ -208,6 +208,25 @@ def test_a_log_file_cut_by_copytruncate_is_written_from_its_start(tmp_path, usr1
     assert "\0" not in text and "example.com/after" in text and "example.com/before" not in text
 
 
+def test_a_log_file_cut_by_copytruncate_is_rotated_by_its_size_not_by_what_was_written(tmp_path):
+    # twistd's rotation at 1 MB counted every byte written since the open:
+    # after a cut, it renamed a file of a few lines.
+    path = tmp_path / "twistd.log"
+    log_file = textlog.AppendingLogFile.fromFullPath(str(path), rotateLength=1000)
+    log_file.write("x" * 900 + "\n")
+    with open(path, "r+") as cut:
+        cut.truncate(0)
+    log_file.write("y" * 200 + "\n")
+    log_file.write("z" * 700 + "\n")
+    # 1,803 bytes written since the open, a file of 902: no rotation.
+    assert not (tmp_path / "twistd.log.1").exists()
+    log_file.write("w" * 200 + "\n")
+    log_file.write("v\n")
+    log_file.close()
+    # Past 1,000 in the file: rotated, the lines before the cut not in it.
+    assert "y" * 200 in (tmp_path / "twistd.log.1").read_text() and path.read_text() == "v\n"
+
+
 def test_a_log_file_removed_is_made_anew_at_sigusr1(tmp_path, usr1):
     # twistd's rotation needs the file there: its lines went on to the
     # removed file, through any number of SIGUSR1s.
