@@ -677,9 +677,17 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                 # left in the bundle: the current copy vouches for the same.
                 continue
             if unusable is not None:
-                # A leaf pinned in the file (not self-signed) is refused too.
-                refused = ("neither it nor any client certificate it issued is accepted"
-                           if unusable.startswith("not a CA") else "no client certificate it issued is accepted")
+                # A leaf pinned in the file (not self-signed) is refused too,
+                # unless its own issuer is in the file: then it is let in as
+                # any client that issuer vouches for.
+                issuer = next((other for other in usable if _issued_by(authority, other)), None)
+                if not unusable.startswith("not a CA"):
+                    refused = "no client certificate it issued is accepted"
+                elif issuer is not None:
+                    refused = (f"it vouches for no client; a client presenting it is let in through its "
+                               f"issuer {named(issuer)}, which the file holds")
+                else:
+                    refused = "neither it nor any client certificate it issued is accepted"
                 warning(where, f"require client ca {ca}: {named(authority)}: {unusable}; {refused}")
         for authority in usable:
             top = _top_of_chain(authority, authorities)

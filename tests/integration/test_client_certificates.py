@@ -890,10 +890,20 @@ def test_a_chain_through_a_ca_named_in_a_t61string_reaches_its_root_and_a_leaf_s
     openssl(tmp_path, "x509", "-in", "leaf.pem", "-CA", "root.pem", "-CAkey", "root.key", "-days", "20",
             "-extfile", "leaf.cnf", "-out", "leaf.pem")
     ca.write_bytes(ca.read_bytes() + (tmp_path / "leaf.pem").read_bytes())
+    # Its issuer is in the file: it is let in as that root's client. The
+    # warning said "neither it nor any client certificate it issued is accepted".
+    openssl(tmp_path, "verify", "-CAfile", str(ca), "leaf.pem")
     assert check_messages(config) == [
         f"{config}:6: require client ca {ca}: CN=Zoë: not a CA certificate "
-        "(basicConstraints CA:FALSE), nor self-signed; neither it nor any client certificate it issued "
-        "is accepted"]
+        "(basicConstraints CA:FALSE), nor self-signed; it vouches for no client; a client presenting it "
+        "is let in through its issuer CN=Café CA, which the file holds"]
+    # Alone in its file, nothing lets it in.
+    alone = tmp_path / "alone.pem"
+    alone.write_bytes((tmp_path / "leaf.pem").read_bytes())
+    config = single_server(tmp_path, f' require client ca "{alone}"\n')
+    assert f"require client ca {alone}: CN=Zoë: not a CA certificate (basicConstraints CA:FALSE), nor " \
+        "self-signed; neither it nor any client certificate it issued is accepted" in \
+        [message.split(": ", 1)[1] for message in check_messages(config)]
 
 
 def test_an_intermediate_naming_a_t61_root_in_utf8_reaches_it_as_openssl_compares_names(tmp_path):
