@@ -41,13 +41,13 @@ _PATH_FIELDS = frozenset({"cert", "key", "ocsp", "root", "require_client_ca", "p
 
 def built_problems(config: model.Config) -> list[Diagnostic]:
     """Every value of ``config`` the parser would have refused, as errors."""
-    source = os.fspath(config.source) if isinstance(config.source, (str, os.PathLike)) else None
-    file = source or "<config>"
+    source = config.source
+    file = os.fsdecode(source) if isinstance(source, (str, bytes, os.PathLike)) and source else "<config>"
     wrong_type = _type_problem(config, model.Config, "config", "")
     if wrong_type is not None:
         # Values of the wrong type cannot be checked further.
         return [Diagnostic(file, 0, wrong_type)]
-    return [Diagnostic(os.fspath(origin.file) if origin else file, origin.line if origin else 0,
+    return [Diagnostic(os.fsdecode(origin.file) if origin else file, origin.line if origin else 0,
                        f"{place}: {message}")
             for place, origin, message in _value_problems(config)]
 
