@@ -25,6 +25,7 @@ import fcntl
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from typing import Optional
@@ -59,15 +60,26 @@ class SocketDirectory:
         except OSError:
             pass  # a file system without locks: its socket, while it listens, keeps it
 
+    def intact(self) -> bool:
+        """Whether the directory at its path is still the one made and claimed here (not removed, not replaced)."""
+        if self._claim is None:
+            return False
+        try:
+            there, claimed = os.lstat(self.path), os.fstat(self._claim)
+        except OSError:
+            return False
+        return stat.S_ISDIR(there.st_mode) and (there.st_dev, there.st_ino) == (claimed.st_dev, claimed.st_ino)
+
     def make_again(self) -> None:
         """
         The directory at its path again, after something removed it (a hand,
         a clean-up of the temporary directory that ignores the claim), and
         claimed anew: its path is the one every worker knows the socket by.
-        ``OSError`` where that path cannot be had (something else is there).
+        ``FileExistsError`` where something else took that path meanwhile
+        (``mkdir`` follows no link): it is no directory of this server's.
         """
         os.mkdir(self.path, 0o700)
-        claim = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        claim = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -79,7 +91,9 @@ class SocketDirectory:
     def close(self) -> None:
         if self._claim is None:
             return
-        shutil.rmtree(self.path, ignore_errors=True)
+        if self.intact():
+            # What took its path after it was removed is someone else's, left as it is.
+            shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._claim)
         self._claim = None
 

@@ -81,6 +81,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -115,7 +116,7 @@ STOP_SWEEPS = 5
 # Sockets of earlier runs looked at for processes left on them.
 OLD_SOCKETS_WATCHED = 8
 # Seconds between looks whether the socket's path is still there (``socket_gone``).
-SOCKET_LOOK = 5.0
+SOCKET_LOOK = 1.0
 # Seconds within which a run that exits 0 and leaves processes on its
 # socket daemonised (a daemon's parent exits as soon as it has forked).
 DAEMON_WINDOW = 5.0
@@ -387,7 +388,7 @@ class SpawnedApp(Service):
         self._directory = SocketDirectory(self.directory)
         self.socket_path = os.path.join(self._directory.path, SOCKET_NAME)
         if self.owner is not None:
-            os.chown(self._directory.path, *self.owner)
+            os.chown(self._directory.path, *self.owner, follow_symlinks=False)
         self._look = LoopingCall(self.socket_gone)
         self._look.clock = self.reactor
         self._look.start(SOCKET_LOOK, now=False)
@@ -396,53 +397,79 @@ class SpawnedApp(Service):
     def socket_gone(self) -> bool:
         """
         Whether the socket's path was removed from outside (``rm -rf`` of
-        the temporary directory): then a socket is made at that path again,
-        and the program restarted on it. The program kept accepting on the
-        socket it holds, where no connect by path could reach it any more:
-        every request got 42 until the server was restarted, a reload and
-        the program's own restarts (on the same socket) did not help.
+        the temporary directory), or holds something else: then a socket is
+        made again, and the program restarted on it. The program kept
+        accepting on the socket it holds, where no connect by path could
+        reach it any more: every request got 42 until the server was
+        restarted; a reload and the program's own restarts (on the same
+        socket) did not help.
 
         Looked at every ``SOCKET_LOOK`` seconds, and at once when a connect
         fails: a prefork worker knows the socket only by that path.
         """
         path = self.socket_path
-        if path is None or self._socket is None or self._stopping or not self.running or \
-                os.path.exists(path):
+        if path is None or self._socket is None or self._stopping or not self.running or _is_socket(path):
             return False
         log.warn("{backend}: its socket {path} was removed; it is made again, and the program "
                  "restarted on it", backend=self.name, path=path)
         self._close_socket()
+        pid = self._pid
         try:
-            assert self._directory is not None
-            if not os.path.isdir(self._directory.path):
-                self._directory.make_again()
-                if self.owner is not None:
-                    os.chown(self._directory.path, *self.owner)
             self._open_socket()
         except OSError as error:
             reason = error.strerror or str(error)
             log.error("{backend}: cannot make its socket {path} again: {reason}", backend=self.name,
                       path=path, reason=reason)
-            self._signal(signal.SIGTERM)
             self._failed_to_start(f"its socket {path} was removed, and cannot be made again: {reason}")
-            return True
-        # It ends, and starts again (``exited``) on the new socket, where
-        # requests wait meanwhile.
+        # The run ends (SIGKILL if it will not), and the next starts on the
+        # new socket (``exited``), where requests wait meanwhile.
         self._signal(signal.SIGTERM)
+        if pid is not None:
+            self.reactor.callLater(self.kill_timeout, self._kill_run, pid)
         return True
+
+    def _kill_run(self, pid: int) -> None:
+        if self._pid == pid and self._stopped is None:
+            log.warn("{backend}: pid {pid} still running {timeout:g} s after SIGTERM; sending SIGKILL",
+                     backend=self.name, pid=pid, timeout=self.kill_timeout)
+            self._signal(signal.SIGKILL)
 
     def _open_socket(self) -> None:
         assert self.socket_path is not None
+        self._own_directory()
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listening.bind(self.socket_path)
             listening.listen(LISTEN_BACKLOG)
             if self.owner is not None:
-                os.chown(self.socket_path, *self.owner)
+                # Not through a link: in a directory the program's user owns,
+                # that user could put one in the socket's place meanwhile.
+                os.chown(self.socket_path, *self.owner, follow_symlinks=False)
         except OSError:
             listening.close()
             raise
         self._socket = listening
+
+    def _own_directory(self) -> None:
+        """
+        The socket's directory, this server's: made again at its path if it
+        was removed, or anew elsewhere if something else took that path (a
+        link or a directory another user planted, which would hand them
+        the socket and every request).
+        """
+        directory = self._directory
+        if directory is None or directory.intact():
+            return
+        try:
+            directory.make_again()
+        except FileExistsError:
+            log.warn("{backend}: something else is at the path of its socket directory {path}; "
+                     "a new directory is made", backend=self.name, path=directory.path)
+            directory.close()
+            directory = self._directory = SocketDirectory(self.directory)
+            self.socket_path = os.path.join(directory.path, SOCKET_NAME)
+        if self.owner is not None:
+            os.chown(directory.path, *self.owner, follow_symlinks=False)
 
     def _close_socket(self) -> None:
         """
@@ -845,6 +872,14 @@ def _start_time(pid: int) -> Optional[str]:
 def _socket_link(sock: socket.socket) -> str:
     """What ``/proc/PID/fd/N`` links to for a descriptor of ``sock``."""
     return f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+
+
+def _is_socket(path: str) -> bool:
+    """Whether ``path`` is a socket (not through a link)."""
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def holds(pid: int, targets: set[str]) -> bool:

@@ -1815,3 +1815,74 @@ def test_under_log_off_a_path_not_sent_to_the_application_is_not_named(tmp_path)
     assert exchange.reply == b"51 not found\r\n"
     assert warnings(logs) == ("192.0.2.7:40000 gemini://localhost/... (log off): not sent to FastCGI backend "
                               "unix:/run/app.sock: no script (log off)")
+
+
+def test_a_socket_removed_from_outside_is_made_again_and_the_run_restarted_on_it(spawning):
+    # rm -rf of the temporary directory: the program kept a socket no
+    # connect could reach, and every request got 42 until a restart.
+    import os
+    import shutil
+    import signal
+    import stat
+
+    reactor, app = spawning
+    first = reactor.processes[0]
+    path, directory = app.socket_path, os.path.dirname(app.socket_path)
+    shutil.rmtree(directory)
+    with capturedLogs() as logs:
+        reactor.advance(1)  # the look
+    assert stat.S_ISSOCK(os.lstat(path).st_mode) and app.socket_path == path
+    assert stat.S_IMODE(os.lstat(directory).st_mode) == 0o700
+    assert first.signals == [signal.SIGTERM]
+    assert f"its socket {path} was removed; it is made again" in warnings(logs)
+    # One that will not end is killed, and the next run gets the new socket.
+    reactor.advance(2.1)
+    assert first.signals == [signal.SIGTERM, signal.SIGKILL]
+    first.killed(signal.SIGKILL)
+    reactor.advance(1)
+    assert reactor.processes[-1] is not first
+    assert reactor.processes[-1].child_fds[0] == app._socket.fileno()
+    assert os.fstat(app._socket.fileno()).st_ino != 0
+
+
+def test_a_link_or_directory_planted_where_the_socket_directory_was_is_never_used(spawning, tmp_path):
+    # Followed, it handed another user the socket: they bound their own
+    # there, and answered every request.
+    import os
+    import shutil
+
+    reactor, app = spawning
+    directory = os.path.dirname(app.socket_path)
+    shutil.rmtree(directory)
+    elsewhere = tmp_path / "theirs"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, directory)
+    with capturedLogs() as logs:
+        reactor.advance(1)
+    assert list(elsewhere.iterdir()) == []
+    assert os.path.dirname(app.socket_path) != directory and os.path.islink(directory)
+    assert "something else is at the path of its socket directory" in warnings(logs)
+    own = os.path.dirname(app.socket_path)
+    app.stopService()
+    for process in reactor.processes:
+        process.exit()
+    # What was planted is left as it is; the server's own directory is gone.
+    assert os.path.islink(directory) and list(elsewhere.iterdir()) == [] and not os.path.exists(own)
+    os.unlink(directory)
+
+
+def test_a_socket_directory_removed_while_the_program_is_down_is_made_again_at_its_next_start(spawning):
+    # Removed during the back-off after a failed start (its socket closed),
+    # it was never made again: "cannot start: No such file or directory".
+    import os
+    import shutil
+    import stat
+
+    reactor, app = spawning
+    path = app.socket_path
+    reactor.processes[0].exit(3)  # at once: a failed start, its socket closed
+    assert app._socket is None
+    shutil.rmtree(os.path.dirname(path))
+    reactor.advance(5)
+    assert len(reactor.processes) == 2
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
