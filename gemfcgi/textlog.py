@@ -334,10 +334,20 @@ class AppendingLogFile(LogFile):
         return super().shouldRotate()
 
     def rotate(self) -> None:
-        if not os.path.exists(self.path) and os.access(self.directory, os.W_OK):
-            self.reopen()
+        if os.path.lexists(self.path):
+            super().rotate()
             return
-        super().rotate()
+        # Removed: made anew, and written from then on. It is created here
+        # or not at all (O_EXCL follows no link someone put in its place),
+        # and the file open until now is kept if that fails.
+        try:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                                 0o644 if self.defaultMode is None else self.defaultMode)
+        except OSError:
+            return
+        previous, self._file = self._file, open(descriptor, "rb+", 0)
+        self.size = 0
+        previous.close()
 
 
 def rotatable(path: str) -> bool:

@@ -529,3 +529,33 @@ def test_a_log_file_naming_standard_error_that_is_a_socket_writes_to_it(tmp_path
         standard_error.flush()
         journal.settimeout(5)
         assert b"hello journal" in journal.recv(4096)
+
+
+def test_a_removed_log_file_is_made_anew_only_where_nothing_took_its_place(tmp_path, usr1):
+    # A link put where it was: the log was written wherever it led; one that
+    # led nowhere that could be made ended all logging, without a word.
+    import os
+
+    from twisted.internet import reactor
+
+    path = tmp_path / "twistd.log"
+    observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
+    observer(access_event("gemini://example.com/before"))
+    path.unlink()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere" / "planted.txt", path)
+    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+    reactor.runUntilCurrent()
+    observer(access_event("gemini://example.com/kept"))
+    assert not (tmp_path / "elsewhere" / "planted.txt").exists()
+    os.symlink(tmp_path / "none" / "x.log", tmp_path / "dangling")
+    path.unlink()
+    os.rename(tmp_path / "dangling", path)
+    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+    reactor.runUntilCurrent()
+    path.unlink()
+    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+    reactor.runUntilCurrent()
+    observer(access_event("gemini://example.com/after"))
+    observer._outFile.close()
+    assert "example.com/after" in path.read_text()
