@@ -330,9 +330,27 @@ class AccessLogWriter:
             self._unwritten = 0
 
     def close(self) -> None:
+        """
+        Close the file, after a last offer of the lines held for its reader;
+        what it does not take then is lost, and said with the lines that
+        could not be written before (a stop or a reload dropped them without
+        a word).
+        """
         if self._offer is not None and self._offer.active():
             self._offer.cancel()
         self._offer = None
+        if self._held:
+            self._offer_held()
+            if self._offer is not None and self._offer.active():
+                self._offer.cancel()
+            self._offer = None
+            self._unwritten += len(self._held)
+            self._held, self._held_bytes = [], 0
+        if self._unwritten:
+            _log.error("the access log {path} is closed with {count} {lines} not written: its reader "
+                       "took no more, or it could not be written", path=self.path, count=self._unwritten,
+                       lines=plural(self._unwritten, "line"))
+            self._unwritten = 0
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -364,6 +364,34 @@ def test_a_fifo_reader_that_stalls_costs_lines_not_the_server(tmp_path):
     assert said[1].startswith(f"the access log {fifo} is written again") and 0 < lost < 40 * fits
 
 
+def test_lines_held_for_a_fifo_reader_are_offered_once_more_at_the_close_and_the_rest_counted(tmp_path):
+    # A stop or a reload dropped the held lines without a word.
+    from twisted.internet.task import Clock
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+    from gemfcgi import accesslog
+    from gemfcgi.config import model
+
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = accesslog.AccessLogWriter(model.LogSettings(access=str(fifo), syslog=False), reactor=Clock())
+    line = len(format_line("legacy", access_event("gemini://example.com/0000")).encode()) + 1
+    count = 3 * (65536 // line)
+    with capturedLogs() as seen:
+        for number in range(count):
+            writer(access_event(f"gemini://example.com/{number:04}"))
+        taken = os.read(reader, 1 << 20)  # the reader takes one pipe's worth, then stalls
+        writer.close()
+    taken += os.read(reader, 1 << 20)  # what the last offer put in the pipe
+    os.close(reader)
+    said = [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info]
+    arrived = taken.count(b"\n")
+    assert said[-1] == (f"the access log {fifo} is closed with {count - arrived} lines not "
+                        "written: its reader took no more, or it could not be written")
+    assert arrived > 65536 // line  # the last offer was taken
+
+
 def test_syslog_lines_still_arrive_once_the_socket_path_is_out_of_reach(tmp_path):
     # Workers enter their chroot after the writer is made, and find no
     # /dev/log there: the socket is connected before, and stays.
