@@ -19,6 +19,7 @@ import re
 import shlex
 import socket
 import stat
+import tempfile
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from types import SimpleNamespace
@@ -773,6 +774,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     unrunnable = spawn_unrunnable_by(fastcgi.address.command, identity)
                     if unrunnable is not None:
                         warning(fastcgi.origin or block, unrunnable)
+                    # (Under a chroot, the socket is made inside it.)
+                    too_long = None if chroot else spawn_socket_too_long()
+                    if too_long is not None:
+                        error(fastcgi.origin or block, too_long)
                 unseen = unseen_document_root(fastcgi, chroot)
                 if unseen is not None:
                     warning(fastcgi.origin or block, unseen)
@@ -1475,6 +1480,10 @@ def endpoint_problem(description: str) -> Optional[str]:
     # What Twisted takes and no connect can use.
     if isinstance(endpoint, endpoints.UNIXClientEndpoint) and not getattr(endpoint, "_path", "x"):
         return "no socket path"
+    if isinstance(endpoint, endpoints.UNIXClientEndpoint):
+        size = len(os.fsencode(endpoint._path))
+        if size > UNIX_PATH_MAX:
+            return f"a socket path of {size} bytes, over the {UNIX_PATH_MAX} a unix socket's address holds"
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 < port < 65536:
         return f"port {port} is not 1 to 65535"
@@ -1567,6 +1576,23 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
 
 # The longest path a unix socket's address holds (Linux's sun_path, less its NUL).
 UNIX_PATH_MAX = 107
+
+
+def spawn_socket_too_long() -> Optional[str]:
+    """
+    Why a spawned program's socket, in a directory made in the temporary
+    directory, cannot be: its path too long for a socket's address. The
+    program was started again and again ("AF_UNIX path too long"), every
+    request a 42.
+    """
+    from gemfcgi.fastcgi.socketdir import PREFIX, SOCKET_NAME
+
+    parent = tempfile.gettempdir()
+    size = len(os.fsencode(os.path.join(parent, f"{PREFIX}XXXXXXXX", SOCKET_NAME)))
+    if size <= UNIX_PATH_MAX:
+        return None
+    return (f"fastcgi spawn: its socket would be {size} bytes long in the temporary directory "
+            f"{parent}, over the {UNIX_PATH_MAX} a unix socket's address holds (set TMPDIR to a shorter one)")
 
 
 def load_and_check(

@@ -755,6 +755,9 @@ def test_fastcgi_addresses_no_connect_can_reach_are_errors(tmp_path):
     long = "/run/" + "d" * 60 + "/" + "s" * 37 + ".sock"
     assert fastcgi_problem(model.FastCGISocket(long)) == (
         f'fastcgi socket "{long}": 108 bytes long, over the 107 a unix socket\'s address holds')
+    assert fastcgi_problem(model.FastCGIEndpoint(f"unix:path={long}")) == (
+        f"fastcgi endpoint 'unix:path={long}': a socket path of 108 bytes, over the 107 a unix socket's "
+        "address holds")
     for fine in (model.FastCGITCP("::1", 9000), model.FastCGITCP("localhost", 9000),
                  model.FastCGITCP("app.example", "http"), model.FastCGISocket(f"{tmp_path}/app.sock"),
                  model.FastCGISocket(long[:-6] + ".sock")):
@@ -915,3 +918,19 @@ def test_the_advice_keeps_the_wrappers_and_puts_options_before_the_end_of_option
     assert advice(one_fcgiwrap_at_a_time("fcgiwrap -- -c 4", {})) == "fcgiwrap -c 4 -- -c 4"
     assert advice(one_fcgiwrap_at_a_time("nice fcgiwrap -f -- x", {})) == "nice fcgiwrap -f -c 4 -- x"
     assert advice(one_fcgiwrap_at_a_time("fcgiwrap -f", {})) == "fcgiwrap -f -c 4"
+
+
+def test_a_spawned_programs_socket_too_long_in_the_temporary_directory_is_an_error(tmp_path, monkeypatch):
+    # "AF_UNIX path too long" at every start, every request a 42.
+    import tempfile
+
+    from gemfcgi.check import spawn_socket_too_long
+
+    deep = tmp_path / ("d" * (100 - len(str(tmp_path))))
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert spawn_socket_too_long() == (
+        f"fastcgi spawn: its socket would be 137 bytes long in the temporary directory {deep}, over the "
+        "107 a unix socket's address holds (set TMPDIR to a shorter one)")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert spawn_socket_too_long() is None
