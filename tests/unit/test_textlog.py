@@ -179,14 +179,19 @@ def test_under_twist_the_log_is_twists_own(tmp_path, monkeypatch, usr1):
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
-def test_sigusr1_rotates_the_log_file_as_twistd_would(tmp_path, usr1):
+def send_usr1() -> None:
+    """What SIGUSR1 does: the handler runs, and the rotation it hands to the reactor's thread."""
     from twisted.internet import reactor
 
+    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+    reactor.runUntilCurrent()
+
+
+def test_sigusr1_rotates_the_log_file_as_twistd_would(tmp_path, usr1):
     path = tmp_path / "twistd.log"
     observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
     observer(access_event("gemini://example.com/before"))
-    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-    reactor.runUntilCurrent()  # the rotation was handed to the reactor's thread
+    send_usr1()
     observer(access_event("gemini://example.com/after"))
     observer._outFile.close()
     assert "example.com/before" in (tmp_path / "twistd.log.1").read_text()
@@ -230,14 +235,11 @@ def test_a_log_file_cut_by_copytruncate_is_rotated_by_its_size_not_by_what_was_w
 def test_a_log_file_removed_is_made_anew_at_sigusr1(tmp_path, usr1):
     # twistd's rotation needs the file there: its lines went on to the
     # removed file, through any number of SIGUSR1s.
-    from twisted.internet import reactor
-
     path = tmp_path / "twistd.log"
     observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
     observer(access_event("gemini://example.com/before"))
     path.unlink()
-    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-    reactor.runUntilCurrent()
+    send_usr1()
     observer(access_event("gemini://example.com/after"))
     observer._outFile.close()
     assert "example.com/after" in path.read_text()
@@ -536,26 +538,21 @@ def test_a_removed_log_file_is_made_anew_only_where_nothing_took_its_place(tmp_p
     # led nowhere that could be made ended all logging, without a word.
     import os
 
-    from twisted.internet import reactor
-
     path = tmp_path / "twistd.log"
     observer = textlog.twistd_observer(twistd_options("-n", "--logfile", str(path)))
     observer(access_event("gemini://example.com/before"))
     path.unlink()
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere" / "planted.txt", path)
-    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-    reactor.runUntilCurrent()
+    send_usr1()
     observer(access_event("gemini://example.com/kept"))
     assert not (tmp_path / "elsewhere" / "planted.txt").exists()
     os.symlink(tmp_path / "none" / "x.log", tmp_path / "dangling")
     path.unlink()
     os.rename(tmp_path / "dangling", path)
-    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-    reactor.runUntilCurrent()
+    send_usr1()
     path.unlink()
-    signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-    reactor.runUntilCurrent()
+    send_usr1()
     observer(access_event("gemini://example.com/after"))
     observer._outFile.close()
     assert "example.com/after" in path.read_text()
