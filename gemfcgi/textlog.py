@@ -318,7 +318,8 @@ class AppendingLogFile(LogFile):
     logrotate's ``copytruncate``, which the README advises, cut the file,
     and the next line went in at the old offset, after as many NUL bytes.
     A file removed (by hand) is made anew at ``SIGUSR1``, where twistd's
-    rotation went on writing to the removed one without a word.
+    rotation went on writing to the removed one without a word; see
+    ``rotate`` for how the new file is made.
     """
 
     def _openFile(self) -> None:
@@ -334,12 +335,24 @@ class AppendingLogFile(LogFile):
         return super().shouldRotate()
 
     def rotate(self) -> None:
+        """
+        twistd's rotation (``FILE`` to ``FILE.1``, the others one up), or,
+        for a file removed, none; then a new ``FILE``, created here or not
+        at all: ``O_EXCL`` follows no link another user put in its place
+        (twistd's open truncated the file the link led to and wrote the log
+        into it, at every SIGUSR1 and every 1 MB a client could fill). The
+        file open until now is written on if the new one cannot be made.
+        """
         if os.path.lexists(self.path):
-            super().rotate()
-            return
-        # Removed: made anew, and written from then on. It is created here
-        # or not at all (O_EXCL follows no link someone put in its place),
-        # and the file open until now is kept if that fails.
+            if not (os.access(self.directory, os.W_OK) and os.access(self.path, os.W_OK)):
+                return
+            for number in reversed(self.listLogs()):
+                older = f"{self.path}.{number}"
+                if self.maxRotatedFiles is not None and number >= self.maxRotatedFiles:
+                    os.remove(older)
+                else:
+                    os.rename(older, f"{self.path}.{number + 1}")
+            os.rename(self.path, f"{self.path}.1")
         try:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
                                  0o644 if self.defaultMode is None else self.defaultMode)

@@ -556,3 +556,31 @@ def test_a_removed_log_file_is_made_anew_only_where_nothing_took_its_place(tmp_p
     observer(access_event("gemini://example.com/after"))
     observer._outFile.close()
     assert "example.com/after" in path.read_text()
+
+
+def test_a_rotation_never_opens_the_new_log_file_through_a_link_put_in_its_place(tmp_path, usr1):
+    # Between twistd's rename and its open, another user's link at the
+    # name had the file it led to truncated and the log written into it.
+    import os
+
+    path = tmp_path / "twistd.log"
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    log_file = textlog.AppendingLogFile.fromFullPath(str(path))
+    log_file.write("before\n")
+    real_rename = os.rename
+
+    def rename_then_plant(source, destination):
+        real_rename(source, destination)
+        if str(source) == str(path):
+            os.symlink(precious, path)
+
+    os.rename = rename_then_plant
+    try:
+        log_file.rotate()
+    finally:
+        os.rename = real_rename
+    log_file.write("after\n")
+    log_file.close()
+    assert precious.read_text() == "keep me\n"
+    assert (tmp_path / "twistd.log.1").read_text() == "before\nafter\n"
