@@ -60,6 +60,41 @@ class SocketDirectory:
         except OSError:
             pass  # a file system without locks: its socket, while it listens, keeps it
 
+    def at(self, name: str) -> str:
+        """
+        A path to ``name`` in this very directory, through the descriptor
+        that claims it (``/proc/self/fd/N/name``): a link or a directory
+        another user puts at the directory's path, once something removed it,
+        is never followed (a connect by path went to their socket). The
+        path itself where ``/proc`` is not to be had.
+        """
+        if self._claim is not None and os.path.isdir(f"/proc/self/fd/{self._claim}"):
+            return f"/proc/self/fd/{self._claim}/{name}"
+        return os.path.join(self.path, name)
+
+    def holds_socket(self, name: str) -> bool:
+        """Whether this very directory holds a socket ``name`` (not through a link)."""
+        if self._claim is None:
+            return False
+        try:
+            return stat.S_ISSOCK(os.stat(name, dir_fd=self._claim, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+
+    def remove(self, name: str) -> None:
+        """Remove ``name`` from this very directory, wherever its path leads now."""
+        if self._claim is None:
+            return
+        try:
+            os.unlink(name, dir_fd=self._claim)
+        except OSError:
+            pass
+
+    def give(self, name: str, owner: tuple[int, int]) -> None:
+        """``name`` in this very directory to ``owner``, not through a link."""
+        assert self._claim is not None
+        os.chown(name, *owner, dir_fd=self._claim, follow_symlinks=False)
+
     def intact(self) -> bool:
         """Whether the directory at its path is still the one made and claimed here (not removed, not replaced)."""
         if self._claim is None:

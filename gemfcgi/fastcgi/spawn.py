@@ -81,7 +81,6 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -319,6 +318,9 @@ class SpawnedApp(Service):
         self.max_delay = max_delay
         self.threshold = threshold
         self.socket_path: Optional[str] = None
+        # Where this process connects to it: the socket in the claimed
+        # directory itself (``SocketDirectory.at``); workers use the path.
+        self.connect_path: Optional[str] = None
         self.starts = 0
         self._directory: Optional[SocketDirectory] = None
         self._socket: Optional[socket.socket] = None
@@ -407,8 +409,10 @@ class SpawnedApp(Service):
         Looked at every ``SOCKET_LOOK`` seconds, and at once when a connect
         fails: a prefork worker knows the socket only by that path.
         """
-        path = self.socket_path
-        if path is None or self._socket is None or self._stopping or not self.running or _is_socket(path):
+        path, directory = self.socket_path, self._directory
+        if path is None or directory is None or self._socket is None or self._stopping or not self.running:
+            return False
+        if directory.intact() and directory.holds_socket(SOCKET_NAME):
             return False
         log.warn("{backend}: its socket {path} was removed; it is made again, and the program "
                  "restarted on it", backend=self.name, path=path)
@@ -435,20 +439,22 @@ class SpawnedApp(Service):
             self._signal(signal.SIGKILL)
 
     def _open_socket(self) -> None:
-        assert self.socket_path is not None
+        assert self.socket_path is not None and self._directory is not None
         self._own_directory()
+        directory = self._directory
         listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listening.bind(self.socket_path)
+            # In the claimed directory itself, and given to the program's
+            # user there: not through a link another user put in its path.
+            listening.bind(directory.at(SOCKET_NAME))
             listening.listen(LISTEN_BACKLOG)
             if self.owner is not None:
-                # Not through a link: in a directory the program's user owns,
-                # that user could put one in the socket's place meanwhile.
-                os.chown(self.socket_path, *self.owner, follow_symlinks=False)
+                directory.give(SOCKET_NAME, self.owner)
         except OSError:
             listening.close()
             raise
         self._socket = listening
+        self.connect_path = directory.at(SOCKET_NAME)
 
     def _own_directory(self) -> None:
         """
@@ -482,11 +488,8 @@ class SpawnedApp(Service):
         if listening is not None:
             self._old_targets.append(_socket_link(listening))
             listening.close()
-        if self.socket_path is not None:
-            try:
-                os.unlink(self.socket_path)
-            except OSError:
-                pass
+        if self._directory is not None:
+            self._directory.remove(SOCKET_NAME)
 
     def stop_restarting(self) -> None:
         """
@@ -844,7 +847,7 @@ class SpawnedApp(Service):
         directory, self._directory = self._directory, None
         if directory is not None:
             directory.close()
-        self.socket_path = None
+        self.socket_path = self.connect_path = None
 
 
 def _how_it_ended(reason: Failure) -> str:
@@ -872,14 +875,6 @@ def _start_time(pid: int) -> Optional[str]:
 def _socket_link(sock: socket.socket) -> str:
     """What ``/proc/PID/fd/N`` links to for a descriptor of ``sock``."""
     return f"socket:[{os.fstat(sock.fileno()).st_ino}]"
-
-
-def _is_socket(path: str) -> bool:
-    """Whether ``path`` is a socket (not through a link)."""
-    try:
-        return stat.S_ISSOCK(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def holds(pid: int, targets: set[str]) -> bool:
@@ -949,9 +944,9 @@ class _SpawnedAppEndpoint:
         self.timeout = timeout
         self._endpoint: Optional[UnixSocketEndpoint] = None
 
-    def connect(self, factory) -> Deferred:
-        path = self.app.socket_path
-        if path is None:
+    def connect(self, factory, retried: bool = False) -> Deferred:
+        path = self.app.connect_path
+        if path is None or self.app.socket_path is None:
             return fail(AppNotRunning(f"{self.app.name} is not running"))
         if self.app.failed_start is not None:
             return fail(AppNotRunning(f"the application failed to start: {self.app.failed_start}"))
@@ -961,7 +956,7 @@ class _SpawnedAppEndpoint:
 
         def socket_gone(failure: Failure) -> Any:
             # The request waits on the socket made again, for the program's new run.
-            return endpoint.connect(factory) if self.app.socket_gone() else failure
+            return self.connect(factory, retried=True) if not retried and self.app.socket_gone() else failure
 
         return endpoint.connect(factory).addErrback(socket_gone)
 

@@ -840,3 +840,34 @@ def test_a_spawned_programs_socket_removed_from_outside_is_made_again(certificat
         assert (directory / "fastcgi.sock").exists()
     finally:
         processes.stop_all()
+
+
+def test_a_socket_planted_where_a_removed_spawn_directory_was_never_gets_a_request(
+        certificate, capsule, tmp_path):
+    # Once the directory was removed, another user could put a directory
+    # (or a link) at its path with a socket of their own in it: connects by
+    # path went to it, and they answered every request.
+    import shutil
+
+    command = f"{sys.executable} -m gemfcgi.demo.app"
+    spec = server_spec(certificate, [{"pattern": "/app/*", "backend": {"spawn": command}}], root=str(capsule))
+    processes = Processes()
+    planted = None
+    try:
+        server = processes.server(spec, env={"TMPDIR": str(tmp_path)})
+        assert get(server, "/app/hello").status == 20
+        [directory] = tmp_path.glob("gemfcgi-spawn-*")
+        shutil.rmtree(directory)
+        directory.mkdir()
+        planted = socket.socket(socket.AF_UNIX)
+        planted.bind(str(directory / "fastcgi.sock"))
+        planted.listen(16)  # never accepts: a request sent there waits for the backend timeout
+        reply = get(server, "/app/hello")
+        assert reply.status == 20 and b"Hello" in reply.body
+        logged(server, f"something else is at the path of its socket directory {directory}; a new directory is made")
+        assert get(server, "/app/hello").status == 20
+        assert directory.exists()  # left to whoever put it there
+    finally:
+        if planted is not None:
+            planted.close()
+        processes.stop_all()
