@@ -778,6 +778,9 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     too_long = None if chroot else spawn_socket_too_long()
                     if too_long is not None:
                         error(fastcgi.origin or block, too_long)
+                    open_to_others = spawn_directory_open_to_others(chroot)
+                    if open_to_others is not None:
+                        warning(fastcgi.origin or block, open_to_others)
                 unseen = unseen_document_root(fastcgi, chroot)
                 if unseen is not None:
                     warning(fastcgi.origin or block, unseen)
@@ -1576,6 +1579,26 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
 
 # The longest path a unix socket's address holds (Linux's sun_path, less its NUL).
 UNIX_PATH_MAX = 107
+
+
+def spawn_directory_open_to_others(chroot: Optional[str]) -> Optional[str]:
+    """
+    A warning for a chroot whose top, where spawned programs' sockets are
+    made, others may write to: once something removes a socket's
+    directory, another user can put one of theirs at its path, and the
+    workers, which connect by that path, send it every request.
+    """
+    if not chroot:
+        return None
+    try:
+        mode = os.stat(chroot).st_mode
+    except OSError:
+        return None
+    if not mode & stat.S_IWOTH:
+        return None
+    return (f"fastcgi spawn: its socket is made at the top of the chroot {chroot}, which any user may "
+            "write to: should its directory be removed, another user could put a socket of their own "
+            "at its path, where the workers send requests (let only root write there)")
 
 
 def spawn_socket_too_long() -> Optional[str]:

@@ -343,7 +343,16 @@ class AppendingLogFile(LogFile):
         into it, at every SIGUSR1 and every 1 MB a client could fill). The
         file open until now is written on if the new one cannot be made.
         """
-        if os.path.lexists(self.path):
+        if os.path.islink(self.path) and not os.access(self.path, os.W_OK):
+            # A link leading nowhere this process may write, put at the name
+            # (after a rotation had renamed the file written now): it goes,
+            # and that file keeps its name. Left, it stopped every rotation
+            # for good, the file growing without a word.
+            try:
+                os.unlink(self.path)
+            except OSError:
+                return
+        elif os.path.lexists(self.path):
             if not (os.access(self.directory, os.W_OK) and os.access(self.path, os.W_OK)):
                 return
             for number in reversed(self.listLogs()):

@@ -952,7 +952,8 @@ class _SpawnedAppEndpoint:
             return fail(AppNotRunning(f"the application failed to start: {self.app.failed_start}"))
         endpoint = self._endpoint
         if endpoint is None or endpoint.path != path:
-            endpoint = self._endpoint = UnixSocketEndpoint(self.app.reactor, path, self.timeout)
+            endpoint = self._endpoint = UnixSocketEndpoint(self.app.reactor, path, self.timeout,
+                                                           shown=self.app.socket_path)
 
         def socket_gone(failure: Failure) -> Any:
             # The request waits on the socket made again, for the program's new run.

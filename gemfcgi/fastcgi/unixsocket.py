@@ -121,9 +121,11 @@ MAX_RETRY = 0.05
 class UnixSocketEndpoint:
     """A unix socket path, connected synchronously; see the module's doc."""
 
-    def __init__(self, reactor, path: str, timeout: float = 30) -> None:
+    def __init__(self, reactor, path: str, timeout: float = 30, shown: Optional[str] = None) -> None:
+        """``shown`` names the socket in messages where ``path`` says less (``/proc/self/fd/N/...``)."""
         self.reactor = reactor
         self.path = path
+        self.shown = shown or path
         self.timeout = timeout
         self._address = UNIXAddress(path)
 
@@ -145,7 +147,7 @@ class UnixSocketEndpoint:
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         except OSError as problem:  # out of descriptors: a failed connect, here too
-            return fail(error.ConnectError(string=f"{problem.strerror}: {self.path}"))
+            return fail(error.ConnectError(string=f"{problem.strerror}: {self.shown}"))
         try:
             sock.connect(self.path)
         except BlockingIOError:
@@ -154,7 +156,7 @@ class UnixSocketEndpoint:
         except OSError as problem:
             sock.close()
             kind = _ERRORS.get(problem.errno, error.ConnectError)
-            return fail(kind(string=f"{problem.strerror}: {self.path}"))
+            return fail(kind(string=f"{problem.strerror}: {self.shown}"))
         try:
             protocol = factory.buildProtocol(self._address)
         except BaseException:
@@ -197,7 +199,7 @@ class _BacklogWait:
         left = self.deadline - reactor.seconds()
         if left <= 0:
             self.deferred.errback(BacklogFull(string=(
-                f"the backlog of {self.endpoint.path} stayed full for "
+                f"the backlog of {self.endpoint.shown} stayed full for "
                 f"{self.endpoint.timeout:g} s"
             )))
             return

@@ -86,6 +86,20 @@ def test_a_missing_socket_fails_with_the_os_error(reactor, tmp_path):
     assert str(tmp_path / "none.sock") in failed[0].getErrorMessage()
 
 
+def test_a_socket_reached_through_its_directorys_descriptor_is_named_by_its_path(reactor, tmp_path):
+    # A spawned program's socket is connected to as /proc/self/fd/N/...:
+    # the log said that, where the path tells which program.
+    import os
+
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        failed = results(UnixSocketEndpoint(reactor, f"/proc/self/fd/{directory}/none.sock",
+                                            shown=str(tmp_path / "none.sock")).connect(Factory.forProtocol(Greeter)))
+    finally:
+        os.close(directory)
+    assert f"No such file or directory: {tmp_path / 'none.sock'}." in failed[0].getErrorMessage()
+
+
 def test_a_socket_nobody_listens_on_is_refused(reactor, tmp_path):
     stale = listening(tmp_path / "stale.sock")
     stale.close()  # the file stays, the listener is gone

@@ -934,3 +934,20 @@ def test_a_spawned_programs_socket_too_long_in_the_temporary_directory_is_an_err
         "107 a unix socket's address holds (set TMPDIR to a shorter one)")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert spawn_socket_too_long() is None
+
+
+def test_a_chroot_any_user_may_write_to_is_warned_of_for_spawned_programs_sockets(tmp_path):
+    # The workers connect by path: after a removal, another user's socket
+    # put at it got every request.
+    import os
+
+    from gemfcgi.check import spawn_directory_open_to_others
+
+    os.chmod(tmp_path, 0o1777)
+    assert spawn_directory_open_to_others(str(tmp_path)) == (
+        f"fastcgi spawn: its socket is made at the top of the chroot {tmp_path}, which any user may "
+        "write to: should its directory be removed, another user could put a socket of their own at its "
+        "path, where the workers send requests (let only root write there)")
+    os.chmod(tmp_path, 0o755)
+    assert spawn_directory_open_to_others(str(tmp_path)) is None
+    assert spawn_directory_open_to_others(None) is None

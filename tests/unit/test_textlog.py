@@ -584,3 +584,31 @@ def test_a_rotation_never_opens_the_new_log_file_through_a_link_put_in_its_place
     log_file.close()
     assert precious.read_text() == "keep me\n"
     assert (tmp_path / "twistd.log.1").read_text() == "before\nafter\n"
+
+
+def test_a_link_leading_nowhere_put_at_the_log_files_name_does_not_stop_its_rotations(tmp_path):
+    # It won the race after a rename: every rotation after it returned at
+    # once, and the file renamed before it grew without bound.
+    import os
+
+    path = tmp_path / "twistd.log"
+    log_file = textlog.AppendingLogFile.fromFullPath(str(path))
+    log_file.write("first\n")
+    real_rename = os.rename
+
+    def rename_then_plant(source, destination):
+        real_rename(source, destination)
+        if str(source) == str(path):
+            os.symlink(tmp_path / "nowhere" / "x", path)
+
+    os.rename = rename_then_plant
+    try:
+        log_file.rotate()
+    finally:
+        os.rename = real_rename
+    log_file.write("second\n")
+    log_file.rotate()
+    log_file.write("third\n")
+    log_file.close()
+    assert not os.path.islink(path) and path.read_text() == "third\n"
+    assert (tmp_path / "twistd.log.1").read_text() == "first\nsecond\n"
