@@ -305,19 +305,9 @@ class AccessLogWriter:
         held, self._held, self._held_bytes = self._held, [], 0
         if self._fd is None:
             return
-        for index, data in enumerate(held):
-            try:
-                while data:
-                    data = data[os.write(self._fd, data):]
-            except BlockingIOError:
-                for rest in [data, *held[index + 1:]]:
-                    self._hold(rest)
-                return
-            except OSError as error:
-                self._lost(error.strerror or str(error))
-                self._unwritten += len(held) - index - 1
-                return
-        self._written_again()
+        # In order: once one is held again, ``_write`` holds those after it.
+        for data in held:
+            self._write(data)
 
     def _written_again(self) -> None:
         if self._unwritten:

@@ -712,6 +712,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
               f"({earlier.address}), and {as_written(split_proxied(description)[1])} would take the connections "
               "of both: every listen on the same address and port must agree")
     relays = OwnRelays(config)
+    # Where spawned programs' sockets are made, looked at once for them all
+    # (under a chroot, inside it).
+    spawn_too_long = None if chroot else spawn_socket_too_long()
+    spawn_open_to_others = spawn_directory_open_to_others(chroot)
     for server in config.servers:
         origin = server.origin
         for listen in server.listens:
@@ -774,13 +778,10 @@ def check_config(config: model.Config) -> tuple[list[Diagnostic], list[Diagnosti
                     unrunnable = spawn_unrunnable_by(fastcgi.address.command, identity)
                     if unrunnable is not None:
                         warning(fastcgi.origin or block, unrunnable)
-                    # (Under a chroot, the socket is made inside it.)
-                    too_long = None if chroot else spawn_socket_too_long()
-                    if too_long is not None:
-                        error(fastcgi.origin or block, too_long)
-                    open_to_others = spawn_directory_open_to_others(chroot)
-                    if open_to_others is not None:
-                        warning(fastcgi.origin or block, open_to_others)
+                    if spawn_too_long is not None:
+                        error(fastcgi.origin or block, spawn_too_long)
+                    if spawn_open_to_others is not None:
+                        warning(fastcgi.origin or block, spawn_open_to_others)
                 unseen = unseen_document_root(fastcgi, chroot)
                 if unseen is not None:
                     warning(fastcgi.origin or block, unseen)
@@ -1483,10 +1484,9 @@ def endpoint_problem(description: str) -> Optional[str]:
     # What Twisted takes and no connect can use.
     if isinstance(endpoint, endpoints.UNIXClientEndpoint) and not getattr(endpoint, "_path", "x"):
         return "no socket path"
-    if isinstance(endpoint, endpoints.UNIXClientEndpoint):
-        size = len(os.fsencode(endpoint._path))
-        if size > UNIX_PATH_MAX:
-            return f"a socket path of {size} bytes, over the {UNIX_PATH_MAX} a unix socket's address holds"
+    size = _too_long_for_a_socket(endpoint._path) if isinstance(endpoint, endpoints.UNIXClientEndpoint) else None
+    if size is not None:
+        return f"a socket path of {size} bytes, over the {UNIX_PATH_MAX} a unix socket's address holds"
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 < port < 65536:
         return f"port {port} is not 1 to 65535"
@@ -1566,8 +1566,8 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
         if unusable is not None:
             return f"{written}: {unusable}"
     if isinstance(address, model.FastCGISocket):
-        size = len(os.fsencode(address.path))
-        if size > UNIX_PATH_MAX:
+        size = _too_long_for_a_socket(address.path)
+        if size is not None:
             # Every connect failed, logged as "An error occurred while connecting: None".
             return (f'fastcgi socket "{address.path}": {size} bytes long, over the {UNIX_PATH_MAX} '
                     "a unix socket's address holds")
@@ -1579,6 +1579,12 @@ def fastcgi_problem(address: Optional[model.FastCGIAddress]) -> Optional[str]:
 
 # The longest path a unix socket's address holds (Linux's sun_path, less its NUL).
 UNIX_PATH_MAX = 107
+
+
+def _too_long_for_a_socket(path: str) -> Optional[int]:
+    """The length of ``path`` in bytes, where it is longer than a socket's address holds."""
+    size = len(os.fsencode(path))
+    return size if size > UNIX_PATH_MAX else None
 
 
 def spawn_directory_open_to_others(chroot: Optional[str]) -> Optional[str]:
@@ -1611,8 +1617,8 @@ def spawn_socket_too_long() -> Optional[str]:
     from gemfcgi.fastcgi.socketdir import PREFIX, SOCKET_NAME
 
     parent = tempfile.gettempdir()
-    size = len(os.fsencode(os.path.join(parent, f"{PREFIX}XXXXXXXX", SOCKET_NAME)))
-    if size <= UNIX_PATH_MAX:
+    size = _too_long_for_a_socket(os.path.join(parent, f"{PREFIX}XXXXXXXX", SOCKET_NAME))
+    if size is None:
         return None
     return (f"fastcgi spawn: its socket would be {size} bytes long in the temporary directory "
             f"{parent}, over the {UNIX_PATH_MAX} a unix socket's address holds (set TMPDIR to a shorter one)")

@@ -14,7 +14,6 @@ formatting.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import math
 import os
@@ -302,12 +301,10 @@ def _open_to_append(path: str) -> IO[str]:
     waiting for a reader (the start hung, saying nothing): one that no
     process reads is an error (ENXIO), then written as a pipe is.
     """
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
-    except OSError as error:
-        if error.errno == errno.ENXIO and stat.S_ISFIFO(os.stat(path).st_mode):
-            raise OSError(error.errno, "a FIFO that no process reads", path) from None
-        raise
+    # The access file's opener (imported here: that module logs through this one).
+    from gemfcgi.accesslog import open_for_lines
+
+    descriptor = open_for_lines(path)
     os.set_blocking(descriptor, True)
     return open(descriptor, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
 

@@ -299,7 +299,7 @@ class _Parser:
                 # A quoted number, or a macro holding one: gmid takes it as the number.
                 problem = values.check_port_digits(name)
                 self._check(token, problem)
-                return int(name.lstrip("0") or "0") if problem is None else name
+                return values.port_number(name) if problem is None else name
             return name
         self._fail(
             token,

@@ -139,11 +139,7 @@ def check_header_text(what: str, text: str, before: str = "") -> Optional[str]:
     control = control_character(text)
     if control is not None:
         return f"{what} {text!r} contains the control character {control!r}: no reply may hold it"
-    try:
-        size = len((before + text).encode("utf-8"))
-    except UnicodeEncodeError as error:
-        # A lone surrogate, which no text read from a file holds.
-        return f"{what} {text!r} holds {error.object[error.start]!r}, which UTF-8 cannot encode"
+    size = len((before + text).encode("utf-8"))
     if size > MAX_META_BYTES:
         shown = text if len(text) <= 40 else text[:40] + "..."
         return (f"{what} {shown!r} makes a META of {size} bytes, over the {MAX_META_BYTES} a reply "
@@ -167,11 +163,7 @@ def block_meta_may_be_empty(code: int, meta: str) -> Optional[str]:
 
 
 def check_param(what: str, text: str) -> Optional[str]:
-    try:
-        # Bytes that are no UTF-8 (a file's name) come escaped: they go as they were.
-        size = len(text.encode("utf-8", "surrogateescape"))
-    except UnicodeEncodeError as error:
-        return f"fastcgi param {what} {text!r} holds {error.object[error.start]!r}, which UTF-8 cannot encode"
+    size = len(text.encode("utf-8", "surrogateescape"))
     if size <= MAX_PARAM_BYTES:
         return None
     return f"fastcgi param {what} is too long ({size} bytes, at most {MAX_PARAM_BYTES})"

@@ -95,6 +95,11 @@ class SocketDirectory:
         assert self._claim is not None
         os.chown(name, *owner, dir_fd=self._claim, follow_symlinks=False)
 
+    def give_itself(self, owner: tuple[int, int]) -> None:
+        """This very directory to ``owner``."""
+        assert self._claim is not None
+        os.fchown(self._claim, *owner)
+
     def intact(self) -> bool:
         """Whether the directory at its path is still the one made and claimed here (not removed, not replaced)."""
         if self._claim is None:

@@ -387,10 +387,7 @@ class SpawnedApp(Service):
         super().startService()
         self._stopping = False
         remove_abandoned(self.directory)
-        self._directory = SocketDirectory(self.directory)
-        self.socket_path = os.path.join(self._directory.path, SOCKET_NAME)
-        if self.owner is not None:
-            os.chown(self._directory.path, *self.owner, follow_symlinks=False)
+        self._take(SocketDirectory(self.directory))
         self._look = LoopingCall(self.socket_gone)
         self._look.clock = self.reactor
         self._look.start(SOCKET_LOOK, now=False)
@@ -472,10 +469,15 @@ class SpawnedApp(Service):
             log.warn("{backend}: something else is at the path of its socket directory {path}; "
                      "a new directory is made", backend=self.name, path=directory.path)
             directory.close()
-            directory = self._directory = SocketDirectory(self.directory)
-            self.socket_path = os.path.join(directory.path, SOCKET_NAME)
+            directory = SocketDirectory(self.directory)
+        self._take(directory)
+
+    def _take(self, directory: SocketDirectory) -> None:
+        """``directory`` as the socket's, given to the program's user (through its descriptor)."""
+        self._directory = directory
+        self.socket_path = os.path.join(directory.path, SOCKET_NAME)
         if self.owner is not None:
-            os.chown(directory.path, *self.owner, follow_symlinks=False)
+            directory.give_itself(self.owner)
 
     def _close_socket(self) -> None:
         """

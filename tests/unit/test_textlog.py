@@ -558,28 +558,33 @@ def test_a_removed_log_file_is_made_anew_only_where_nothing_took_its_place(tmp_p
     assert "example.com/after" in path.read_text()
 
 
-def test_a_rotation_never_opens_the_new_log_file_through_a_link_put_in_its_place(tmp_path, usr1):
-    # Between twistd's rename and its open, another user's link at the
-    # name had the file it led to truncated and the log written into it.
+def rotate_with_a_link_planted(log_file, path, target) -> None:
+    """``log_file.rotate()``, another user putting a link to ``target`` at ``path`` right after its rename."""
     import os
 
-    path = tmp_path / "twistd.log"
-    precious = tmp_path / "precious"
-    precious.write_text("keep me\n")
-    log_file = textlog.AppendingLogFile.fromFullPath(str(path))
-    log_file.write("before\n")
     real_rename = os.rename
 
     def rename_then_plant(source, destination):
         real_rename(source, destination)
         if str(source) == str(path):
-            os.symlink(precious, path)
+            os.symlink(target, path)
 
     os.rename = rename_then_plant
     try:
         log_file.rotate()
     finally:
         os.rename = real_rename
+
+
+def test_a_rotation_never_opens_the_new_log_file_through_a_link_put_in_its_place(tmp_path, usr1):
+    # Between twistd's rename and its open, another user's link at the
+    # name had the file it led to truncated and the log written into it.
+    path = tmp_path / "twistd.log"
+    precious = tmp_path / "precious"
+    precious.write_text("keep me\n")
+    log_file = textlog.AppendingLogFile.fromFullPath(str(path))
+    log_file.write("before\n")
+    rotate_with_a_link_planted(log_file, path, precious)
     log_file.write("after\n")
     log_file.close()
     assert precious.read_text() == "keep me\n"
@@ -594,18 +599,7 @@ def test_a_link_leading_nowhere_put_at_the_log_files_name_does_not_stop_its_rota
     path = tmp_path / "twistd.log"
     log_file = textlog.AppendingLogFile.fromFullPath(str(path))
     log_file.write("first\n")
-    real_rename = os.rename
-
-    def rename_then_plant(source, destination):
-        real_rename(source, destination)
-        if str(source) == str(path):
-            os.symlink(tmp_path / "nowhere" / "x", path)
-
-    os.rename = rename_then_plant
-    try:
-        log_file.rotate()
-    finally:
-        os.rename = real_rename
+    rotate_with_a_link_planted(log_file, path, tmp_path / "nowhere" / "x")
     log_file.write("second\n")
     log_file.rotate()
     log_file.write("third\n")
